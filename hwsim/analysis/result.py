@@ -1,0 +1,64 @@
+"""The result of one run: a summary and tidy DataFrames, no SimPy objects.
+
+Building and saving are separate: a run returns a :class:`Result` and writes nothing;
+:meth:`Result.save` (called by ``hwsim run --out DIR``) writes the files of DESIGN.md "Results".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["Result", "EVENT_COLUMNS", "UTILIZATION_COLUMNS", "MEMORY_COLUMNS", "BOTTLENECK_COLUMNS"]
+
+EVENT_COLUMNS = ("start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
+                 "category")
+"""``events``: one row per simulated activity. ``resource`` is a device stream
+(``n0.gpu0/compute``), a flow (``flow``) or a storage tier; ``kind`` is ``compute``, ``flow``,
+``storage``, ``host``...; ``category`` is the bottleneck class the activity counts toward
+(``compute``, ``memory``, ``comm:<link class>``, ``storage``, ``host``)."""
+UTILIZATION_COLUMNS = ("time_s", "bin_s", "resource", "resource_class", "utilization",
+                       "bytes")
+"""``utilization``: per resource (link direction, storage channel, device stream) and time bin, the
+busy fraction in [0, 1] and the bytes carried in the bin."""
+MEMORY_COLUMNS = ("time_s", "resource", "used_bytes", "capacity_bytes")
+"""``memory``: level of each memory pool after every change."""
+BOTTLENECK_COLUMNS = ("category", "seconds", "share")
+"""``bottleneck``: the critical-path time by category; shares sum to 1."""
+
+
+@dataclass
+class Result:
+    """Summary and DataFrames of one simulated scenario.
+
+    Attributes
+    ----------
+    name : str
+        The scenario's name.
+    summary : dict
+        Flat keys with units in their names (DESIGN.md "Results"), JSON-serialisable.
+    events, utilization, memory, bottleneck : pandas.DataFrame
+        Columns as in :data:`EVENT_COLUMNS`, :data:`UTILIZATION_COLUMNS`, :data:`MEMORY_COLUMNS`,
+        :data:`BOTTLENECK_COLUMNS`.
+    config : dict
+        The validated scenario the run used, as plain data.
+    """
+
+    name: str
+    summary: dict[str, Any]
+    events: pd.DataFrame
+    utilization: pd.DataFrame
+    memory: pd.DataFrame
+    bottleneck: pd.DataFrame
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write summary.json, events.parquet, utilization.parquet, memory.parquet,
+        bottleneck.csv, trace.json and scenario.json into *out_dir*, atomically (see
+        :func:`hwsim.analysis.export.write_result`). Returns the directory."""
+        from hwsim.analysis.export import write_result
+
+        return write_result(self, out_dir)

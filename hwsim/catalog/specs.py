@@ -1,0 +1,144 @@
+"""Hardware specifications: frozen dataclasses in SI units, each figure with its source.
+
+Specs answer "how long" questions as pure functions (``DeviceSpec.op_time_s``); they know nothing
+of simulation. They are built from the YAML files in ``hwsim/catalog/data/`` by
+:mod:`hwsim.catalog.loader`, which converts human units to SI once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+__all__ = ["DeviceSpec", "LinkSpec", "StorageSpec", "DTYPES", "DEVICE_KINDS", "LINK_CLASSES",
+           "STORAGE_KINDS"]
+
+DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+"""Precisions a device may list a dense peak for."""
+DEVICE_KINDS = ("gpu", "tpu", "cpu")
+LINK_CLASSES = ("nvlink", "pcie", "infiniband", "ethernet", "omnipath", "ici", "wan")
+STORAGE_KINDS = ("dram", "nvme", "ssd", "hdd", "parallel-fs", "object")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A compute device (GPU, TPU or CPU socket).
+
+    ``peak_flops_per_s`` maps a precision of :data:`DTYPES` to the dense (no sparsity) peak.
+    ``compute_efficiency`` is the best fraction of peak a large matrix multiply achieves (measured);
+    ``compute_ramp_flops`` is the op size at which an op reaches half of that: the efficiency of an
+    op of ``f`` FLOPs is ``compute_efficiency * f / (f + compute_ramp_flops)`` (small GEMMs do not
+    fill the device). ``memory_efficiency`` is the achievable fraction of ``mem_bw_bytes_per_s``
+    (STREAM copy over datasheet). ``launch_overhead_s`` is paid once per op (kernel launch and
+    framework dispatch). ``sources`` maps a field name to where its figure comes from.
+    """
+
+    id: str
+    kind: str
+    name: str
+    peak_flops_per_s: Mapping[str, float]
+    memory_bytes: float
+    mem_bw_bytes_per_s: float
+    compute_efficiency: float
+    compute_ramp_flops: float
+    memory_efficiency: float
+    launch_overhead_s: float
+    idle_power_w: float
+    peak_power_w: float
+    cores: int | None = None
+    price_usd: float | None = None
+    price_usd_per_hour: float | None = None
+    price_date: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak FLOP/s at *dtype*; falls back to the nearest wider precision the device lists.
+
+        fp8 falls back to fp16/bf16, bf16 and fp16 to each other then tf32 then fp32, tf32 to fp32.
+        """
+        chain = {
+            "fp8": ("fp8", "bf16", "fp16", "fp32"),
+            "int8": ("int8", "fp8", "bf16", "fp16", "fp32"),
+            "bf16": ("bf16", "fp16", "tf32", "fp32"),
+            "fp16": ("fp16", "bf16", "tf32", "fp32"),
+            "tf32": ("tf32", "fp32"),
+            "fp32": ("fp32",),
+            "fp64": ("fp64", "fp32"),
+        }.get(dtype)
+        if chain is None:
+            raise ValueError(f"unknown precision {dtype!r}; valid: {', '.join(DTYPES)}")
+        for d in chain:
+            if d in self.peak_flops_per_s:
+                return self.peak_flops_per_s[d]
+        raise ValueError(f"device {self.id} lists no peak for {dtype!r} or a wider precision")
+
+    def efficiency(self, flops: float) -> float:
+        """Achieved fraction of peak for one op of *flops* FLOPs (see the class docstring)."""
+        if flops <= 0:
+            return self.compute_efficiency
+        return self.compute_efficiency * flops / (flops + self.compute_ramp_flops)
+
+    def op_time_s(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0) -> float:
+        """Roofline time of one op: ``max(compute, memory) + launch_overhead_s``.
+
+        *speed* scales the device (a straggler has ``speed < 1``).
+        """
+        t_c = flops / (self.peak(dtype) * self.efficiency(flops)) if flops > 0 else 0.0
+        t_m = bytes_moved / (self.mem_bw_bytes_per_s * self.memory_efficiency) if bytes_moved > 0 else 0.0
+        return max(t_c, t_m) / speed + self.launch_overhead_s
+
+    def op_bound(self, flops: float, bytes_moved: float, dtype: str) -> str:
+        """``"compute"`` or ``"memory"``: which roof limits the op."""
+        t_c = flops / (self.peak(dtype) * self.efficiency(flops)) if flops > 0 else 0.0
+        t_m = bytes_moved / (self.mem_bw_bytes_per_s * self.memory_efficiency) if bytes_moved > 0 else 0.0
+        return "compute" if t_c >= t_m else "memory"
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A link technology. ``bw_bytes_per_s`` is per direction for one port/link of this kind as a
+    device attaches it (e.g. nvlink3: one A100's total NVLink bandwidth to the switch, per
+    direction). ``efficiency`` is the achievable fraction of it for bulk transfers (measured).
+    ``latency_s`` is the one-way latency of one hop."""
+
+    id: str
+    link_class: str
+    name: str
+    bw_bytes_per_s: float
+    latency_s: float
+    efficiency: float
+    power_w: float | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def effective_bw_bytes_per_s(self) -> float:
+        return self.bw_bytes_per_s * self.efficiency
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A storage or memory tier. Bandwidths and IOPS are for one device/volume of the tier; reads and
+    writes each have their own channel. ``latency_s`` is the access latency of one request."""
+
+    id: str
+    kind: str
+    name: str
+    read_bw_bytes_per_s: float
+    write_bw_bytes_per_s: float
+    read_iops: float
+    write_iops: float
+    latency_s: float
+    capacity_bytes: float
+    idle_power_w: float | None = None
+    active_power_w: float | None = None
+    price_usd: float | None = None
+    price_usd_per_hour: float | None = None
+    price_date: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def effective_read_bw(self, request_bytes: float) -> float:
+        """Read bandwidth for requests of *request_bytes*: ``min(bw, iops * request_bytes)``."""
+        return min(self.read_bw_bytes_per_s, self.read_iops * max(request_bytes, 1.0))
+
+    def effective_write_bw(self, request_bytes: float) -> float:
+        return min(self.write_bw_bytes_per_s, self.write_iops * max(request_bytes, 1.0))
