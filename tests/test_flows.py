@@ -1,0 +1,227 @@
+"""Max-min fair flows: hand-computed cases, a brute-force reference, invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwsim.engine import FlowNetwork, Recorder
+
+
+def _net(caps: dict[str, float], recorder: Recorder | None = None):
+    env = simpy.Environment()
+    net = FlowNetwork(env, recorder)
+    for cid, cap in caps.items():
+        net.add_channel(cid, cap, "test")
+    return env, net
+
+
+def _run(env, net, flows):
+    """flows: list of (start_s, size, channels, kwargs). Returns finish times."""
+    ends = [None] * len(flows)
+
+    def starter(i, start, size, chans, kw):
+        yield env.timeout(start)
+        f = yield net.transfer(size, chans, **kw)
+        ends[i] = env.now
+        assert f.end_s == env.now
+
+    for i, (start, size, chans, kw) in enumerate(flows):
+        env.process(starter(i, start, size, chans, kw))
+    env.run()
+    return ends
+
+
+def test_single_flow_takes_size_over_bandwidth_plus_latency():
+    env, net = _net({"l": 25e9})
+    ends = _run(env, net, [(0.0, 1e9, ["l"], {"latency_s": 2e-6})])
+    assert ends[0] == pytest.approx(1e9 / 25e9 + 2e-6, rel=1e-12)
+
+
+def test_two_equal_flows_share_a_link_equally():
+    env, net = _net({"l": 10.0})
+    ends = _run(env, net, [(0, 30.0, ["l"], {}), (0, 30.0, ["l"], {})])
+    # each gets B/2 = 5 bytes/s
+    assert ends == [pytest.approx(6.0), pytest.approx(6.0)]
+
+
+def test_three_flows_over_two_links_of_different_capacity():
+    """A (10) carries f1, f2; B (4) carries f2, f3. B is the bottleneck of f2 and f3 (2 each);
+    f1 takes what f2 leaves on A (8). f2 and f3 end at t=10, then f1 runs alone at 10."""
+    env, net = _net({"A": 10.0, "B": 4.0})
+    ends = _run(env, net, [(0, 100.0, ["A"], {}), (0, 20.0, ["A", "B"], {}),
+                           (0, 20.0, ["B"], {})])
+    assert ends[1] == pytest.approx(10.0)
+    assert ends[2] == pytest.approx(10.0)
+    assert ends[0] == pytest.approx(10.0 + (100.0 - 80.0) / 10.0)
+
+
+def test_a_finishing_flow_frees_bandwidth_at_that_instant():
+    env, net = _net({"l": 10.0})
+    ends = _run(env, net, [(0, 10.0, ["l"], {}), (0, 30.0, ["l"], {})])
+    assert ends[0] == pytest.approx(2.0)  # 5 B/s each
+    assert ends[1] == pytest.approx(2.0 + 20.0 / 10.0)
+
+
+def test_a_flow_limited_elsewhere_leaves_its_share_to_the_rest():
+    env, net = _net({"A": 10.0, "C": 2.0})
+    rec_rates = {}
+
+    def probe():
+        yield env.timeout(0.5)
+        rec_rates.update({f.id: f.rate for f in net._active})
+
+    env.process(probe())
+    ends = _run(env, net, [(0, 80.0, ["A"], {}), (0, 20.0, ["A", "C"], {})])
+    assert sorted(rec_rates.values()) == [pytest.approx(2.0), pytest.approx(8.0)]
+    assert ends[0] == pytest.approx(10.0)
+    assert ends[1] == pytest.approx(10.0)
+
+
+def test_a_late_arrival_slows_the_running_flow():
+    env, net = _net({"l": 10.0})
+    ends = _run(env, net, [(0, 40.0, ["l"], {}), (2.0, 10.0, ["l"], {})])
+    # 0..2: f0 alone (20 B); 2..4: 5 B/s each, f1 done at 4; f0 has 10 left at 10 B/s -> 5
+    assert ends[1] == pytest.approx(4.0)
+    assert ends[0] == pytest.approx(5.0)
+
+
+def test_coefficients_and_max_rate():
+    env, net = _net({"disk": 12.0})
+    ends = _run(env, net, [(0, 40.0, [("disk", 2.0)], {}), (0, 40.0, ["disk"], {}),
+                           (0, 4.0, ["disk"], {"max_rate": 1.0})])
+    # capped flow at 1; the rest: 2x + x = 11 -> x = 11/3 each
+    assert ends[2] == pytest.approx(4.0)
+    x = 11.0 / 3.0
+    t1 = 4.0
+    left = 40.0 - x * t1
+    # after t=4: 2x + x = 12 -> 4 each
+    assert ends[0] == pytest.approx(t1 + left / 4.0)
+
+
+def test_zero_size_and_pure_latency_flows():
+    env, net = _net({"l": 1.0})
+    ends = _run(env, net, [(1.0, 0.0, ["l"], {"latency_s": 0.5}), (0, 5.0, [], {"latency_s": 0.25})])
+    assert ends == [pytest.approx(1.5), pytest.approx(0.25)]
+
+
+def test_bad_arguments_are_pinned():
+    env, net = _net({"l": 1.0})
+    with pytest.raises(ValueError, match=r"capacity_bytes_per_s\(=0\) must be > 0"):
+        net.add_channel("x", 0)
+    with pytest.raises(ValueError, match=r"unknown channel 'nope'"):
+        net.transfer(1.0, ["nope"])
+    with pytest.raises(ValueError, match=r"size_bytes\(=-1\) must be >= 0"):
+        net.transfer(-1, ["l"])
+
+
+def test_flows_starting_at_one_instant_share_one_recomputation():
+    env, net = _net({f"c{i}": 1.0 for i in range(50)})
+    _run(env, net, [(0, 1.0, [f"c{i}"], {}) for i in range(50)])
+    # one at t=0 for the 50 arrivals, one at t=1 for the 50 departures
+    assert net.recomputations == 2
+
+
+# -- brute-force reference ----------------------------------------------------------------------
+
+def _maxmin(caps, flows):
+    """Global progressive filling. flows: list of (dict channel->coef, max_rate)."""
+    rates = [None] * len(flows)
+    residual = dict(caps)
+    while any(r is None for r in rates):
+        best = np.inf
+        for c in caps:
+            w = sum(f[0].get(c, 0.0) for i, f in enumerate(flows) if rates[i] is None)
+            if w > 0:
+                best = min(best, residual[c] / w)
+        for i, f in enumerate(flows):
+            if rates[i] is None and f[1] is not None:
+                best = min(best, f[1])
+        tight = set()
+        for c in caps:
+            w = sum(f[0].get(c, 0.0) for i, f in enumerate(flows) if rates[i] is None)
+            if w > 0 and residual[c] / w <= best * (1 + 1e-12):
+                tight.add(c)
+        for i, f in enumerate(flows):
+            if rates[i] is None and (set(f[0]) & tight or (f[1] is not None and f[1] <= best * (1 + 1e-12))):
+                rates[i] = best
+                for c, a in f[0].items():
+                    residual[c] -= a * best
+    return rates
+
+
+def _reference(caps, specs):
+    """Event-by-event fluid simulation with a global recomputation at every event."""
+    t = 0.0
+    pending = sorted(range(len(specs)), key=lambda i: specs[i][0])
+    active = {}
+    ends = [None] * len(specs)
+    while pending or active:
+        ids = list(active)
+        rates = _maxmin(caps, [(specs[i][2], specs[i][3]) for i in ids]) if ids else []
+        t_fin = min((active[i] / r for i, r in zip(ids, rates)), default=np.inf)
+        t_arr = specs[pending[0]][0] - t if pending else np.inf
+        dt = min(t_fin, t_arr)
+        for i, r in zip(ids, rates):
+            active[i] -= r * dt
+        t += dt
+        for i in ids:
+            if active[i] <= 1e-9 * specs[i][1]:
+                ends[i] = t
+                del active[i]
+        while pending and specs[pending[0]][0] <= t + 1e-15:
+            i = pending.pop(0)
+            active[i] = specs[i][1]
+    return ends
+
+
+@st.composite
+def _instances(draw):
+    nch = draw(st.integers(1, 5))
+    caps = {f"c{i}": draw(st.floats(1.0, 20.0)) for i in range(nch)}
+    nfl = draw(st.integers(1, 7))
+    specs = []
+    for _ in range(nfl):
+        chans = draw(st.lists(st.sampled_from(sorted(caps)), min_size=1, max_size=nch, unique=True))
+        coefs = {c: draw(st.sampled_from([1.0, 1.0, 2.0, 0.5])) for c in chans}
+        cap = draw(st.one_of(st.none(), st.floats(0.5, 10.0)))
+        specs.append((draw(st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.5])), draw(st.floats(1.0, 50.0)),
+                      coefs, cap))
+    return caps, specs
+
+
+@settings(max_examples=150, deadline=None)
+@given(_instances())
+def test_incremental_recomputation_equals_global_progressive_filling(inst):
+    caps, specs = inst
+    env, net = _net(caps)
+    kw = [{"max_rate": s[3]} if s[3] is not None else {} for s in specs]
+    ends = _run(env, net, [(s[0], s[1], list(s[2].items()), k) for s, k in zip(specs, kw)])
+    ref = _reference(caps, specs)
+    assert ends == pytest.approx(ref, rel=1e-6, abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_instances())
+def test_bytes_are_conserved_and_loads_stay_within_capacity(inst):
+    caps, specs = inst
+    rec = Recorder()
+    env, net = _net(caps, rec)
+    _run(env, net, [(s[0], s[1], list(s[2].items()), {}) for s in specs])
+    carried = {c: 0.0 for c in caps}
+    last = {}
+    for t, c, load in rec.levels:
+        assert load <= caps[c] * (1 + 1e-9)
+        assert load >= -1e-9
+        if c in last:
+            t0, l0 = last[c]
+            assert t >= t0
+            carried[c] += l0 * (t - t0)
+        last[c] = (t, load)
+    for c in caps:
+        expected = sum(s[1] * s[2][c] for s in specs if c in s[2])
+        assert carried[c] == pytest.approx(expected, rel=1e-6, abs=1e-6)
+        assert last.get(c, (0, 0.0))[1] == pytest.approx(0.0, abs=1e-9)
