@@ -1,0 +1,178 @@
+"""The hardware of one run as engine objects: a channel per link direction and per storage
+channel, streams and a memory pool per device, routing over the graph.
+
+Jobs talk to hardware only through :class:`System`: ``transfer`` moves bytes between two graph
+nodes as a flow, ``device`` gives a device's streams, memory and spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import simpy
+
+from hwsim.catalog import get_device, get_storage
+from hwsim.catalog.specs import DeviceSpec, StorageSpec
+from hwsim.engine import FlowNetwork, Pool, Recorder, Stream
+from hwsim.exceptions import ScenarioError
+from hwsim.topology import Router
+
+__all__ = ["System", "Device", "COMPUTE_KINDS"]
+
+COMPUTE_KINDS = ("gpu", "tpu", "cpu")
+
+
+@dataclass
+class Device:
+    """A compute device at run time: its spec, streams (compute, comm, copy, host: host work
+such as data decoding, like a data-loader worker) and memory pool."""
+
+    node: str
+    spec: DeviceSpec
+    compute: Stream
+    comm: Stream
+    copy: Stream
+    host: Stream
+    memory: Pool
+    speed: float = 1.0
+
+    def op(self, flops: float, nbytes: float, precision: str, *, name: str, job: str, rank: int,
+           stream: Stream | None = None) -> simpy.Process:
+        """Run one op on the compute stream (roofline time plus launch overhead)."""
+        spec = self.spec
+        t = spec.op_time_s(flops, nbytes, precision, speed=self.speed)
+        return (stream or self.compute).run(
+            t, name=name, job=job, rank=rank, nbytes=nbytes, flops=flops,
+            category=spec.op_bound(flops, nbytes, precision),
+            overhead_s=min(spec.launch_overhead_s, t))
+
+
+class System:
+    """Engine objects for a topology graph (see docs/topology.md for the attribute schema).
+
+    Parameters
+    ----------
+    env : simpy.Environment
+    graph : networkx.Graph
+        Nodes with ``kind``/``spec``; edges with ``bw_bytes_per_s`` (per direction),
+        ``efficiency``, ``latency_s``, ``link_class``.
+    recorder : Recorder
+    rng : numpy.random.Generator, optional
+        The run's only source of randomness.
+    """
+
+    def __init__(self, env: simpy.Environment, graph: nx.Graph, recorder: Recorder,
+                 rng: np.random.Generator | None = None) -> None:
+        self.env = env
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.graph = graph
+        self.recorder = recorder
+        self.net = FlowNetwork(env, recorder)
+        self.router = Router(graph)
+        self._devices: dict[str, Device] = {}
+        self._storage: dict[str, tuple[StorageSpec, Pool]] = {}
+        self._edge_latency: dict[tuple[str, str], float] = {}
+        for u, v, d in graph.edges(data=True):
+            cap = d["bw_bytes_per_s"] * d.get("efficiency", 1.0)
+            label = d.get("link_class", "")
+            self.net.add_channel((u, v), cap, label)
+            self.net.add_channel((v, u), cap, label)
+            self._edge_latency[(u, v)] = self._edge_latency[(v, u)] = d.get("latency_s", 0.0)
+        for n, d in graph.nodes(data=True):
+            if d.get("kind") == "storage":
+                spec = get_storage(d["spec"])
+                count = d.get("count", 1)
+                self.net.add_channel((n, "read"), spec.read_bw_bytes_per_s * count, "storage")
+                self.net.add_channel((n, "write"), spec.write_bw_bytes_per_s * count, "storage")
+                pool = Pool(f"{n}/capacity", spec.capacity_bytes * count, recorder,
+                            lambda: env.now)
+                self._storage[n] = (spec, pool)
+
+    # -- devices --------------------------------------------------------------------------------
+    def device(self, node: str, speed: float = 1.0) -> Device:
+        """The run-time device at graph *node* (created on first use)."""
+        dev = self._devices.get(node)
+        if dev is None:
+            d = self._node(node)
+            if d.get("kind") not in COMPUTE_KINDS:
+                raise ScenarioError(f"node {node!r} is a {d.get('kind')}, not a compute device "
+                                    f"({', '.join(COMPUTE_KINDS)})")
+            spec = get_device(d["spec"])
+            env, rec = self.env, self.recorder
+            dev = Device(node, spec, Stream(env, f"{node}/compute", rec),
+                         Stream(env, f"{node}/comm", rec, kind="collective"),
+                         Stream(env, f"{node}/copy", rec, kind="copy"),
+                         Stream(env, f"{node}/host", rec, kind="host"),
+                         Pool(f"{node}/memory", spec.memory_bytes, rec, lambda: env.now), speed)
+            self._devices[node] = dev
+        return dev
+
+    def storage(self, node: str) -> tuple[StorageSpec, Pool]:
+        """Spec and capacity pool of the storage node *node*."""
+        try:
+            return self._storage[node]
+        except KeyError:
+            raise ScenarioError(f"node {node!r} is not a storage tier; storage nodes: "
+                                f"{', '.join(sorted(self._storage)) or 'none'}") from None
+
+    def is_storage(self, node: str) -> bool:
+        return node in self._storage
+
+    def nodes_of_kind(self, kind: str) -> list[str]:
+        return [n for n, d in self.graph.nodes(data=True) if d.get("kind") == kind]
+
+    def _node(self, node: str) -> dict[str, Any]:
+        try:
+            return self.graph.nodes[node]
+        except KeyError:
+            raise ScenarioError(f"unknown node {node!r} in the topology") from None
+
+    # -- transfers ------------------------------------------------------------------------------
+    def route(self, src: str, dst: str, key: int = 0) -> tuple[list, float, str]:
+        """Channels, latency and bottleneck category of a transfer from *src* to *dst*.
+
+        A storage source adds its read channel and a storage destination its write channel, each
+        with the coefficient that makes small requests IOPS-bound; the category is
+        ``"storage"`` when the tier is the narrowest part of the path, else
+        ``"comm:<link class>"`` of the narrowest link.
+        """
+        return self._route(src, dst, key, None)
+
+    def _route(self, src: str, dst: str, key: int, request_bytes: float | None
+               ) -> tuple[list, float, str]:
+        path = self.router.path(src, dst, key) if src != dst else [src]
+        chans: list = []
+        latency = 0.0
+        narrowest, category = float("inf"), "host"
+        for hop in zip(path[:-1], path[1:]):
+            chans.append(hop)
+            latency += self._edge_latency[hop]
+            cap = self.net.channels[hop].capacity
+            if cap < narrowest:
+                narrowest, category = cap, "comm:" + self.net.channels[hop].label
+        req = request_bytes or 1 << 20
+        for node, side in ((src, "read"), (dst, "write")):
+            if node in self._storage:
+                spec, _ = self._storage[node]
+                cap = self.net.channels[(node, side)].capacity
+                eff = spec.effective_read_bw(req) if side == "read" else spec.effective_write_bw(req)
+                coef = (spec.read_bw_bytes_per_s if side == "read" else spec.write_bw_bytes_per_s) / eff
+                chans.append(((node, side), coef))
+                latency += spec.latency_s
+                if cap / coef <= narrowest:
+                    narrowest, category = cap / coef, "storage"
+        return chans, latency, category
+
+    def transfer(self, src: str, dst: str, nbytes: float, *, key: int = 0,
+                 request_bytes: float | None = None, name: str = "", job: str = "",
+                 rank: int = -1, kind: str = "flow", category: str | None = None,
+                 max_rate: float | None = None) -> simpy.Event:
+        """Move *nbytes* from graph node *src* to *dst* as one flow; the event succeeds when the
+        last byte has arrived. *request_bytes* is the I/O size at a storage end (default 1 MiB)."""
+        chans, latency, cat = self._route(src, dst, key, request_bytes)
+        return self.net.transfer(nbytes, chans, latency, max_rate=max_rate,
+                                 resource=f"{src}->{dst}", kind=kind, name=name, job=job,
+                                 rank=rank, category=category or cat)

@@ -1,0 +1,171 @@
+"""Data-parallel training as SimPy processes.
+
+Per rank and step: take the next batch from the input pipeline (a loader reads it from the
+dataset's storage tier into host memory, decodes it on the host CPU, and keeps up to
+``prefetch`` batches ready), copy it to the device (GPUs), run the forward and backward ops on the
+compute stream, all-reduce gradients in buckets on the communication stream as backward produces
+them (PyTorch DDP's overlap, 25 MiB buckets), wait for the last bucket, then run the optimizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generator, Sequence
+
+import simpy
+
+from hwsim.engine import OutOfCapacity
+from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.system import Device, System
+from hwsim.workloads import OPTIMIZER_STATE_BYTES, ModelOps, dtype_bytes
+
+__all__ = ["DataPlan", "TrainingPlan", "TrainingJob", "DDP_BUCKET_BYTES"]
+
+DDP_BUCKET_BYTES = 25 * 2**20
+"""PyTorch DistributedDataParallel's default gradient bucket (bucket_cap_mb=25)."""
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """Where a rank's batches come from: ``storage`` node, bytes per sample, request size."""
+
+    storage: str | None          # graph node of the tier; None = data already in host memory
+    sample_bytes: float
+    request_bytes: float
+    prefetch: int
+    decode_s_per_sample: float
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Everything a training run needs, resolved against the graph.
+
+    ``ranks`` are device nodes (one model replica each), ``hosts`` the host-memory node and
+    ``cpus`` the CPU node serving each rank. ``model`` holds the ops of one rank's batch.
+    ``steps`` are simulated; ``total_steps`` (when a budget is given) are extrapolated from them.
+    ``step_overhead_s`` is host time per step outside the ops (framework loop, e.g. Keras
+    ``fit``), run on the compute stream before the forward pass.
+    """
+
+    job: str
+    model: ModelOps
+    ranks: tuple[str, ...]
+    hosts: tuple[str, ...]
+    cpus: tuple[str, ...]
+    precision: str
+    optimizer: str
+    steps: int
+    total_steps: int | None = None
+    data: DataPlan | None = None
+    bucket_bytes: float = DDP_BUCKET_BYTES
+    on_cpu: bool = False
+    step_overhead_s: float = 0.0
+    speed: dict[str, float] = field(default_factory=dict)
+
+
+def memory_breakdown(plan: TrainingPlan) -> dict[str, float]:
+    """Bytes per device: weights, gradients, optimizer states (fp32 moments and, under mixed
+    precision, fp32 master weights), activations kept for backward, workspace (one batch in)."""
+    p = plan.model.params
+    b = dtype_bytes(plan.precision)
+    master = 4.0 if b < 4 else 0.0
+    per_sample = plan.data.sample_bytes if plan.data else 0.0
+    return {
+        "weights": p * b,
+        "gradients": p * b,
+        "optimizer_states": p * (OPTIMIZER_STATE_BYTES[plan.optimizer] + master),
+        "activations": plan.model.activation_bytes,
+        "workspace": per_sample * plan.model.samples,
+    }
+
+
+class TrainingJob:
+    """Runs a :class:`TrainingPlan` on a :class:`System`. After ``env.run()``,
+    ``step_ends[r]`` lists the end time of every step of rank *r*; ``fits`` is False (and
+    ``oom`` holds the error) when a device's memory cannot hold the job, in which case no step
+    runs."""
+
+    def __init__(self, system: System, plan: TrainingPlan) -> None:
+        self.system = system
+        self.plan = plan
+        self.env = system.env
+        self.devices: list[Device] = [system.device(n, plan.speed.get(n, 1.0)) for n in plan.ranks]
+        self.step_ends: list[list[float]] = [[] for _ in plan.ranks]
+        self.oom: OutOfCapacity | None = None
+        self.breakdown = memory_breakdown(plan)
+        self.group = CollectiveGroup(system, plan.ranks, plan.job)
+
+    @property
+    def fits(self) -> bool:
+        return self.oom is None
+
+    def start(self) -> None:
+        try:
+            for dev in self.devices:
+                for label, nbytes in self.breakdown.items():
+                    dev.memory.allocate(nbytes, label)
+        except OutOfCapacity as err:
+            self.oom = err
+            return
+        for r in range(len(self.devices)):
+            queue = None
+            if self.plan.data is not None and self.plan.data.prefetch > 0:
+                queue = simpy.Store(self.env, capacity=self.plan.data.prefetch)
+                self.env.process(self._loader(r, queue))
+            self.env.process(self._rank(r, queue))
+
+    # -- processes ------------------------------------------------------------------------------
+    def _load_batch(self, r: int, step: int) -> Generator:  # only called when plan.data is set
+        data = self.plan.data
+        samples = self.plan.model.samples
+        nbytes = samples * data.sample_bytes
+        if data.storage is not None:
+            yield self.system.transfer(data.storage, self.plan.hosts[r], nbytes,
+                                       key=r, request_bytes=data.request_bytes,
+                                       name=f"read.step{step}", job=self.plan.job, rank=r,
+                                       kind="storage")
+        if data.decode_s_per_sample > 0:
+            cpu = self.system.device(self.plan.cpus[r])
+            yield cpu.host.run(samples * data.decode_s_per_sample, name=f"decode.step{step}",
+                               kind="host", job=self.plan.job, rank=r, category="host")
+
+    def _loader(self, r: int, queue: simpy.Store) -> Generator:
+        for step in range(self.plan.steps):
+            yield from self._load_batch(r, step)
+            yield queue.put(step)
+
+    def _rank(self, r: int, queue: simpy.Store | None) -> Generator:
+        plan, env, dev = self.plan, self.env, self.devices[r]
+        job, prec = plan.job, plan.precision
+        model = plan.model
+        in_bytes = model.samples * plan.data.sample_bytes if plan.data else 0.0
+        for step in range(plan.steps):
+            if plan.data is not None:
+                if queue is not None:
+                    yield queue.get()
+                else:
+                    yield from self._load_batch(r, step)
+                if not plan.on_cpu and in_bytes > 0:
+                    yield self.system.transfer(plan.hosts[r], plan.ranks[r], in_bytes, key=r,
+                                               name=f"h2d.step{step}", job=job, rank=r,
+                                               kind="copy")
+            if plan.step_overhead_s > 0:
+                yield dev.compute.run(plan.step_overhead_s, name="framework.step", kind="host",
+                                      job=job, rank=r, category="overhead")
+            for op in model.forward:
+                yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+            pending: list[simpy.Event] = []
+            bucket, nb = 0.0, 0
+            for op in model.backward:
+                yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+                bucket += op.grad_bytes
+                if bucket >= plan.bucket_bytes and len(plan.ranks) > 1:
+                    pending.append(self.group.join((step, nb), r, bucket, f"allreduce.step{step}.b{nb}"))
+                    bucket, nb = 0.0, nb + 1
+            if bucket > 0 and len(plan.ranks) > 1:
+                pending.append(self.group.join((step, nb), r, bucket, f"allreduce.step{step}.b{nb}"))
+            if pending:
+                yield env.all_of(pending)
+            for op in model.optimizer:
+                yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+            self.step_ends[r].append(env.now)

@@ -1,0 +1,186 @@
+"""From a validated :class:`~hwsim.scenario.schema.Scenario` to a run: the topology graph, the
+job plan, and :func:`hwsim.simulation.simulate`. Every reference that the schema cannot check
+alone (node ids, storage names, divisibility of the batch) is checked here, with the field path
+in the error."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import networkx as nx
+
+from hwsim.analysis.result import Result
+from hwsim.exceptions import ScenarioError
+from hwsim.jobs.training import DataPlan, TrainingPlan
+from hwsim.jobs.transfer import TransferPlan
+from hwsim.scenario.schema import Cluster, Scenario, TrainingWorkload, TransferWorkload
+from hwsim.simulation import simulate
+from hwsim.topology import cluster as build_cluster
+from hwsim.topology import from_explicit, multi_site
+from hwsim.workloads import mlp_ops
+
+__all__ = ["build_graph", "training_plan", "transfer_plans", "run_scenario", "SIMULATED_STEPS"]
+
+SIMULATED_STEPS = 20
+"""Steps simulated when a budget (epochs, samples, tokens) asks for more: the rest are
+extrapolated from the steady-state step time (``time_to_train_s``)."""
+
+_IMPLEMENTED_PRESETS = ("mlp", "logistic-regression")
+
+
+def build_graph(c: Cluster) -> nx.Graph:
+    """The topology graph of a cluster section (builder, multi-site or explicit form)."""
+    if c.graph is not None:
+        return from_explicit(
+            nodes=[n.model_dump() for n in c.graph.nodes],
+            links=[ln.model_dump() for ln in c.graph.links])
+    if c.sites is not None:
+        sites = {s.name: _cluster_graph(s.nodes, s.node, s.fabric, s.storage) for s in c.sites}
+        return multi_site(sites, [w.model_dump() for w in c.wan or []])
+    return _cluster_graph(c.nodes or 1, c.node, c.fabric, c.storage)
+
+
+def _cluster_graph(nodes, node, fabric, storage) -> nx.Graph:
+    from hwsim.scenario.schema import Fabric
+
+    return build_cluster(nodes=nodes, node=node.model_dump(),
+                         fabric=(fabric or Fabric()).model_dump(exclude_none=True),
+                         storage=[s.model_dump() for s in storage])
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def _server_peer(g: nx.Graph, node: str, kind: str) -> str | None:
+    """The first node of *kind* on the same server and site as *node*."""
+    d = g.nodes[node]
+    peers = [n for n, e in g.nodes(data=True) if e.get("kind") == kind
+             and e.get("server") == d.get("server") and e.get("site") == d.get("site")]
+    return min(peers, key=_natural) if peers else None
+
+
+def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
+    w = s.workload
+    assert isinstance(w, TrainingWorkload)
+    m = w.model
+    if m.preset not in _IMPLEMENTED_PRESETS:
+        what = m.preset or ("hf_config" if m.hf_config else "explicit transformer fields")
+        raise ScenarioError(f"model {what!r} needs the transformer/CNN model library, which is "
+                            f"not implemented yet; models that run now: "
+                            f"{', '.join(_IMPLEMENTED_PRESETS)}", field="workload.model")
+    par = w.parallelism
+    for k in ("tp", "pp", "cp", "ep", "virtual_stages"):
+        if getattr(par, k) != 1:
+            raise ScenarioError(f"{k}={getattr(par, k)}: only data parallelism is implemented so "
+                                f"far; valid: {k}: 1", field=f"workload.parallelism.{k}")
+    if par.zero != 0 or par.recompute != "none" or par.sequence_parallel:
+        raise ScenarioError("ZeRO, recompute and sequence parallelism are not implemented yet; "
+                            "valid: zero: 0, recompute: none, sequence_parallel: false",
+                            field="workload.parallelism")
+    if w.collective.algorithm == "tree":
+        raise ScenarioError("algorithm 'tree' is not implemented yet; valid: ring, auto (= ring)",
+                            field="workload.collective.algorithm")
+    kind = s.compute_device
+    ranks = sorted((n for n, d in g.nodes(data=True) if d.get("kind") == kind), key=_natural)
+    if kind == "cpu":  # one training process per server, on its first socket
+        ranks = [n for n in ranks if _server_peer(g, n, "cpu") == n]
+    if not ranks:
+        raise ScenarioError(f"the cluster has no {kind} to train on", field="workload.device")
+    dp = par.dp or len(ranks)
+    if dp != len(ranks):
+        raise ScenarioError(f"dp={dp} but the cluster has {len(ranks)} {kind} devices and only "
+                            f"data parallelism is implemented; valid: dp: {len(ranks)} (or omit it)",
+                            field="workload.parallelism.dp")
+    if w.global_batch % dp:
+        raise ScenarioError(f"global_batch={w.global_batch} does not divide over dp={dp} ranks; "
+                            f"valid: a multiple of {dp}", field="workload.global_batch")
+    batch = w.global_batch // dp
+    if m.preset == "mlp":
+        ops = mlp_ops(features=m.features, width=m.width, depth=m.depth, outputs=m.outputs,
+                      activation=m.activation, batch=batch, precision=w.precision,
+                      optimizer=w.optimizer, loss=w.loss)
+    else:
+        ops = mlp_ops(features=m.features, width=1, depth=0, outputs=1, activation="sigmoid",
+                      batch=batch, precision=w.precision, optimizer=w.optimizer, loss=w.loss)
+    hosts = tuple(_server_peer(g, r, "memory") or r for r in ranks)
+    cpus = tuple(_server_peer(g, r, "cpu") or r for r in ranks)
+    data = None
+    if w.data is not None:
+        data = DataPlan(storage=_data_node(s, g, ranks[0]), sample_bytes=w.data.sample_bytes,
+                        request_bytes=w.data.request_bytes, prefetch=w.data.prefetch,
+                        decode_s_per_sample=w.data.decode_s_per_sample)
+    total = _total_steps(w)
+    steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
+    return TrainingPlan(job="train", model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
+                        precision=w.precision, optimizer=w.optimizer, steps=steps,
+                        total_steps=total, data=data, on_cpu=kind == "cpu",
+                        step_overhead_s=w.framework_overhead or 0.0)
+
+
+def _total_steps(w: TrainingWorkload) -> int:
+    if w.epochs is not None:
+        return max(1, math.ceil(w.epochs * w.data.samples / w.global_batch))
+    if w.train_samples is not None:
+        return max(1, math.ceil(w.train_samples / w.global_batch))
+    if w.train_tokens is not None:
+        if w.seq_len is None:
+            raise ScenarioError("train_tokens needs seq_len (tokens per sample)",
+                                field="workload.seq_len")
+        return max(1, math.ceil(w.train_tokens / (w.global_batch * w.seq_len)))
+    return w.steps or 10
+
+
+def _data_node(s: Scenario, g: nx.Graph, rank: str) -> str | None:
+    name = s.workload.data.storage
+    if name == "memory":
+        return None
+    if name == "local":
+        node = _server_peer(g, rank, "storage")
+        if node is None:
+            raise ScenarioError("'local' but the servers have no local storage",
+                                field="workload.data.storage")
+        return node
+    return resolve_endpoint(g, name, "workload.data.storage")
+
+
+def resolve_endpoint(g: nx.Graph, name: str, field: str) -> str:
+    """A graph node for an endpoint: a node id, a storage entry name (``storage.<name>``), or
+    ``site/name`` in a multi-site cluster."""
+    candidates = [name, f"storage.{name}"]
+    if "/" in name:
+        site, rest = name.split("/", 1)
+        candidates.append(f"{site}/storage.{rest}")
+    for c in candidates:
+        if c in g:
+            return c
+    storage = sorted(n for n, d in g.nodes(data=True) if d.get("kind") == "storage")
+    raise ScenarioError(f"unknown endpoint {name!r}; valid: a storage name or node id such as "
+                        f"{', '.join(storage[:8]) or 'n0.gpu0'}", field=field)
+
+
+def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
+    w = s.workload
+    assert isinstance(w, TransferWorkload)
+    plans = []
+    for i, t in enumerate(w.transfers):
+        src = resolve_endpoint(g, t.src, f"workload.transfers[{i}].src")
+        dst = resolve_endpoint(g, t.dst, f"workload.transfers[{i}].dst")
+        if src == dst:
+            raise ScenarioError(f"src and dst are the same node {src!r}",
+                                field=f"workload.transfers[{i}]")
+        plans.append(TransferPlan(name=t.name, src=src, dst=dst, size_bytes=t.size,
+                                  start_s=t.start, request_bytes=t.request_bytes,
+                                  streams=t.streams))
+    return plans
+
+
+def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None) -> Result:
+    """Build and run a validated scenario; returns its :class:`Result` (writes nothing)."""
+    g = build_graph(s.cluster)
+    job = training_plan(s, g) if isinstance(s.workload, TrainingWorkload) else transfer_plans(s, g)
+    return simulate(g, job, name=s.name, seed=s.seed,
+                    config=config if config is not None else s.model_dump(mode="json"),
+                    utilization_bin_s=s.outputs.utilization_bin_s)

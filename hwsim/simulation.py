@@ -1,0 +1,125 @@
+"""One run: a topology graph, jobs and the engine wired together, and the Result built from the
+records. The only module that assembles the layers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, critical_path_breakdown
+from hwsim.analysis.result import Result
+from hwsim.engine import Recorder
+from hwsim.jobs.system import System
+from hwsim.jobs.training import TrainingJob, TrainingPlan
+from hwsim.jobs.transfer import TransferJob, TransferPlan
+
+__all__ = ["simulate"]
+
+
+def simulate(graph, job: TrainingPlan | Sequence[TransferPlan], *, name: str, seed: int = 0,
+             config: dict[str, Any] | None = None, utilization_bin_s: float | None = None,
+             until_s: float | None = None) -> Result:
+    """Run *job* on the hardware *graph* and return its :class:`Result`.
+
+    The run owns one ``numpy.random.Generator`` seeded with *seed*; nothing is global, so two
+    runs in one process do not interfere and the same inputs give identical frames.
+    """
+    env = simpy.Environment()
+    rng = np.random.default_rng(seed)
+    recorder = Recorder()
+    system = System(env, graph, recorder, rng)
+    if isinstance(job, TrainingPlan):
+        runner: TrainingJob | TransferJob = TrainingJob(system, job)
+    else:
+        runner = TransferJob(system, list(job))
+    runner.start()
+    env.run(until=until_s)
+    end = env.now
+    events = recorder.events_frame()
+    util = recorder.utilization_frame(end, utilization_bin_s)
+    memory = recorder.memory_frame()
+    if isinstance(runner, TrainingJob):
+        summary, breakdown = _training_summary(runner, events)
+    else:
+        summary, breakdown = _transfer_summary(runner, events)
+    summary["simulated_time_s"] = end
+    summary["flows"] = system.net.flows_finished
+    return Result(name=name, summary=summary, events=events, utilization=util, memory=memory,
+                  bottleneck=breakdown, config=dict(config or {}))
+
+
+def _attach_bottleneck(summary: dict, breakdown: pd.DataFrame) -> None:
+    if breakdown.empty:
+        summary.update(bottleneck="none", bottleneck_share=0.0, bottleneck_label="nothing ran")
+        return
+    cat, share = bottleneck(breakdown)
+    summary.update(bottleneck=cat, bottleneck_share=share, bottleneck_label=bottleneck_label(cat))
+
+
+def _training_summary(job: TrainingJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    plan = job.plan
+    dev = job.devices[0]
+    n = len(plan.ranks)
+    s: dict[str, Any] = {
+        "devices": n,
+        "device_type": dev.spec.id,
+        "fits": job.fits,
+        "memory_per_device_gb": sum(job.breakdown.values()) / 1e9,
+        "memory_capacity_per_device_gb": dev.spec.memory_bytes / 1e9,
+        "params": plan.model.params,
+        "global_batch": plan.model.samples * n,
+        "steps_simulated": plan.steps if job.fits else 0,
+        "total_steps": plan.total_steps or plan.steps,
+    }
+    s.update({f"memory_{k}_gb": v / 1e9 for k, v in job.breakdown.items()})
+    if not job.fits:
+        s.update(step_time_s=None, samples_per_s=None, model_tflops_per_gpu=None, mfu=None,
+                 time_to_train_s=None, bottleneck="memory_capacity", bottleneck_share=1.0,
+                 bottleneck_label=f"does not fit: {job.oom}")
+        return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
+    ends = np.asarray(job.step_ends[0])
+    steps = np.diff(np.concatenate([[0.0], ends]))
+    # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are more.
+    steady = steps[1:] if len(steps) > 1 else steps
+    step_time = float(np.median(steady))
+    model_flops_step = plan.model.model_flops * n
+    s["step_time_s"] = step_time
+    s["first_step_s"] = float(steps[0])
+    s["samples_per_s"] = plan.model.samples * n / step_time
+    if plan.model.tokens_per_sample > 1:
+        s["tokens_per_s"] = s["samples_per_s"] * plan.model.tokens_per_sample
+    s["model_flops_per_step"] = model_flops_step
+    s["model_tflops_per_gpu"] = model_flops_step / step_time / n / 1e12
+    s["mfu"] = model_flops_step / step_time / (n * dev.spec.peak(plan.precision))
+    total = plan.total_steps or plan.steps
+    s["time_to_train_s"] = float(ends[-1] + (total - len(ends)) * step_time)
+    start = float(ends[0]) if len(ends) > 1 else 0.0
+    breakdown = critical_path_breakdown(events, job=plan.job, rank=0, start_s=start,
+                                        end_s=float(ends[-1]))
+    _attach_bottleneck(s, breakdown)
+    return s, breakdown
+
+
+def _transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    s: dict[str, Any] = {"transfers": len(job.plans), "transfers_failed": len(job.failed)}
+    total = 0.0
+    for p in job.plans:
+        key = p.name.replace(" ", "_")
+        if p.name in job.failed:
+            s[f"transfer_{key}_s"] = None
+            s[f"transfer_{key}_error"] = job.failed[p.name]
+            continue
+        t0, t1 = job.results[p.name]
+        s[f"transfer_{key}_s"] = t1 - t0
+        s[f"transfer_{key}_gb_per_s"] = p.size_bytes / (t1 - t0) / 1e9 if t1 > t0 else math.inf
+        total += p.size_bytes
+    done = [job.results[p.name] for p in job.plans if p.name in job.results]
+    s["bytes_moved"] = total
+    s["makespan_s"] = max((t1 for _, t1 in done), default=0.0) - min((t0 for t0, _ in done), default=0.0)
+    breakdown = critical_path_breakdown(events, job=job.job)
+    _attach_bottleneck(s, breakdown)
+    return s, breakdown
