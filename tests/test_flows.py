@@ -91,7 +91,7 @@ def test_a_late_arrival_slows_the_running_flow():
 
 def test_coefficients_and_max_rate():
     env, net = _net({"disk": 12.0})
-    ends = _run(env, net, [(0, 40.0, [("disk", 2.0)], {}), (0, 40.0, ["disk"], {}),
+    ends = _run(env, net, [(0, 40.0, ["disk"], {"coefficients": {"disk": 2.0}}), (0, 40.0, ["disk"], {}),
                            (0, 4.0, ["disk"], {"max_rate": 1.0})])
     # capped flow at 1; the rest: 2x + x = 11 -> x = 11/3 each
     assert ends[2] == pytest.approx(4.0)
@@ -198,8 +198,8 @@ def _instances(draw):
 def test_incremental_recomputation_equals_global_progressive_filling(inst):
     caps, specs = inst
     env, net = _net(caps)
-    kw = [{"max_rate": s[3]} if s[3] is not None else {} for s in specs]
-    ends = _run(env, net, [(s[0], s[1], list(s[2].items()), k) for s, k in zip(specs, kw)])
+    kw = [{"coefficients": s[2], **({"max_rate": s[3]} if s[3] is not None else {})} for s in specs]
+    ends = _run(env, net, [(s[0], s[1], list(s[2]), k) for s, k in zip(specs, kw)])
     ref = _reference(caps, specs)
     assert ends == pytest.approx(ref, rel=1e-6, abs=1e-9)
 
@@ -210,7 +210,7 @@ def test_bytes_are_conserved_and_loads_stay_within_capacity(inst):
     caps, specs = inst
     rec = Recorder()
     env, net = _net(caps, rec)
-    _run(env, net, [(s[0], s[1], list(s[2].items()), {}) for s in specs])
+    _run(env, net, [(s[0], s[1], list(s[2]), {"coefficients": s[2]}) for s in specs])
     carried = {c: 0.0 for c in caps}
     last = {}
     for t, c, load in rec.levels:

@@ -29,8 +29,8 @@ class DeviceSpec:
     ``compute_ramp_flops`` is the op size at which an op reaches half of that: the efficiency of an
     op of ``f`` FLOPs is ``compute_efficiency * f / (f + compute_ramp_flops)`` (small GEMMs do not
     fill the device). ``memory_efficiency`` is the achievable fraction of ``mem_bw_bytes_per_s``
-    (STREAM copy over datasheet). ``launch_overhead_s`` is paid once per op (kernel launch and
-    framework dispatch). ``sources`` maps a field name to where its figure comes from.
+    (STREAM copy over datasheet). ``launch_overhead_s`` is the host's time to dispatch one op
+    (kernel launch and framework dispatch); see :meth:`op_time_s`. ``sources`` maps a field name to where its figure comes from.
     """
 
     id: str
@@ -72,25 +72,48 @@ class DeviceSpec:
                 return self.peak_flops_per_s[d]
         raise ValueError(f"device {self.id} lists no peak for {dtype!r} or a wider precision")
 
-    def efficiency(self, flops: float) -> float:
-        """Achieved fraction of peak for one op of *flops* FLOPs (see the class docstring)."""
+    def efficiency(self, flops: float, dtype: str = "bf16") -> float:
+        """Achieved fraction of peak for one op of *flops* FLOPs at *dtype*.
+
+        ``compute_ramp_flops`` is stated at the bf16 peak; at another precision it scales with
+        that precision's peak, so the ramp is the same length of time (a slower precision fills
+        the device with proportionally less work).
+        """
         if flops <= 0:
             return self.compute_efficiency
-        return self.compute_efficiency * flops / (flops + self.compute_ramp_flops)
+        ramp = self.compute_ramp_flops * self.peak(dtype) / self.peak("bf16")
+        return self.compute_efficiency * flops / (flops + ramp)
+
+    def roofline_s(self, flops: float, bytes_moved: float, dtype: str) -> tuple[float, float]:
+        """Device time of one op as (compute time, memory time)."""
+        t_c = flops / (self.peak(dtype) * self.efficiency(flops, dtype)) if flops > 0 else 0.0
+        t_m = bytes_moved / (self.mem_bw_bytes_per_s * self.memory_efficiency) if bytes_moved > 0 else 0.0
+        return t_c, t_m
 
     def op_time_s(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0) -> float:
-        """Roofline time of one op: ``max(compute, memory) + launch_overhead_s``.
+        """Time of one op: ``max(compute, memory) / speed``, but never less than
+        ``launch_overhead_s``.
 
-        *speed* scales the device (a straggler has ``speed < 1``).
+        The host dispatches ops asynchronously: while the device runs one op, the host launches
+        the next, so a stream of ops advances at the slower of the two. Tiny ops therefore cost
+        the dispatch time, large ones their roofline time. *speed* scales the device (a
+        straggler has ``speed < 1``).
         """
-        t_c = flops / (self.peak(dtype) * self.efficiency(flops)) if flops > 0 else 0.0
-        t_m = bytes_moved / (self.mem_bw_bytes_per_s * self.memory_efficiency) if bytes_moved > 0 else 0.0
-        return max(t_c, t_m) / speed + self.launch_overhead_s
+        t_c, t_m = self.roofline_s(flops, bytes_moved, dtype)
+        return max(max(t_c, t_m) / speed, self.launch_overhead_s)
 
-    def op_bound(self, flops: float, bytes_moved: float, dtype: str) -> str:
-        """``"compute"`` or ``"memory"``: which roof limits the op."""
-        t_c = flops / (self.peak(dtype) * self.efficiency(flops)) if flops > 0 else 0.0
-        t_m = bytes_moved / (self.mem_bw_bytes_per_s * self.memory_efficiency) if bytes_moved > 0 else 0.0
+    def op_bound(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0) -> str:
+        """What limits the op: ``"compute"``, ``"memory"`` or ``"overhead"``.
+
+        ``"overhead"`` when the fixed costs (host dispatch, and the ramp time of an op too small
+        to fill the device: its compute time beyond ``flops / (peak * compute_efficiency)``)
+        exceed both the useful compute time and the memory time, i.e. for ops below half of the
+        achievable efficiency and ops shorter than the dispatch time.
+        """
+        t_c, t_m = self.roofline_s(flops, bytes_moved, dtype)
+        t_useful = flops / (self.peak(dtype) * self.compute_efficiency) if flops > 0 else 0.0
+        if max(t_useful, t_m) / speed < max((t_c - t_useful) / speed, self.launch_overhead_s):
+            return "overhead"
         return "compute" if t_c >= t_m else "memory"
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from itertools import count
-from typing import Any, Hashable, Iterable, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import simpy
 
@@ -129,15 +129,16 @@ class FlowNetwork:
         return len(self._active) + len(self._new)
 
     # -- transfers ------------------------------------------------------------------------------
-    def transfer(self, size_bytes: float, channels: Iterable[Hashable | tuple[Hashable, float]],
-                 latency_s: float = 0.0, *, max_rate: float | None = None, resource: str = "flow",
+    def transfer(self, size_bytes: float, channels: Iterable[Hashable], latency_s: float = 0.0, *,
+                 coefficients: Mapping[Hashable, float] | None = None,
+                 max_rate: float | None = None, resource: str = "flow",
                  kind: str = "flow", name: str = "", job: str = "", rank: int = -1,
                  category: str = "comm") -> simpy.Event:
         """Start a flow now; return an event that succeeds (with the :class:`Flow`) when its last
         byte has arrived.
 
-        *channels* lists channel ids, or ``(id, coefficient)`` pairs (coefficient > 0: bytes of
-        capacity used per byte moved). *max_rate* caps the flow's own rate (bytes/s). A flow with
+        *channels* lists channel ids; *coefficients* maps some of them to the bytes of capacity
+        used per byte moved (default 1; must be > 0). *max_rate* caps the flow's own rate (bytes/s). A flow with
         no channels and no *max_rate* takes only its latency.
         """
         if size_bytes < 0:
@@ -147,8 +148,9 @@ class FlowNetwork:
         if max_rate is not None and not max_rate > 0:
             raise ValueError(f"max_rate(={max_rate}) must be > 0")
         chans: dict[Channel, float] = {}
-        for item in channels:
-            cid, coef = item if isinstance(item, tuple) else (item, 1.0)
+        coefs = coefficients or {}
+        for cid in channels:
+            coef = coefs.get(cid, 1.0)
             try:
                 ch = self.channels[cid]
             except KeyError:

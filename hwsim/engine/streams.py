@@ -35,33 +35,23 @@ class Stream:
 
     def run(self, duration_s: float, *, name: str = "", kind: str | None = None, job: str = "",
             rank: int = -1, nbytes: float = 0.0, flops: float = 0.0,
-            category: str = "compute", overhead_s: float = 0.0) -> simpy.Process:
-        """Queue an activity of *duration_s*; the returned process ends when it has run.
-
-        The first *overhead_s* of it (launch or dispatch overhead, included in *duration_s*) is
-        recorded as a separate event of category ``"overhead"``.
-        """
-        if duration_s < 0 or not 0 <= overhead_s <= duration_s:
-            raise ValueError(f"duration_s(={duration_s}) must be >= 0 and overhead_s(={overhead_s}) "
-                             f"within [0, duration_s]")
+            category: str = "compute") -> simpy.Process:
+        """Queue an activity of *duration_s*; the returned process ends when it has run."""
+        if duration_s < 0:
+            raise ValueError(f"duration_s(={duration_s}) must be >= 0")
         return self.env.process(self._run(duration_s, name, kind or self.kind, job, rank, nbytes,
-                                          flops, category, overhead_s))
+                                          flops, category))
 
     def _run(self, duration_s: float, name: str, kind: str, job: str, rank: int, nbytes: float,
-             flops: float, category: str, overhead_s: float) -> Generator:
+             flops: float, category: str) -> Generator:
         with self._slot.request() as req:
             yield req
             start = self.env.now
             yield self.env.timeout(duration_s)
             self.busy_s += duration_s
-            rec = self.recorder
-            if rec is not None:
-                if overhead_s > 0:
-                    rec.event(start, start + overhead_s, self.resource, kind, name, job, rank,
-                              0.0, 0.0, "overhead")
-                    start += overhead_s
-                rec.event(start, self.env.now, self.resource, kind, name, job, rank, nbytes,
-                          flops, category)
+            if self.recorder is not None:
+                self.recorder.event(start, self.env.now, self.resource, kind, name, job, rank,
+                                    nbytes, flops, category)
 
     def hold(self) -> simpy.resources.resource.Request:
         """Acquire the stream for an activity whose length the caller decides (e.g. a collective

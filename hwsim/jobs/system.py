@@ -41,13 +41,13 @@ such as data decoding, like a data-loader worker) and memory pool."""
 
     def op(self, flops: float, nbytes: float, precision: str, *, name: str, job: str, rank: int,
            stream: Stream | None = None) -> simpy.Process:
-        """Run one op on the compute stream (roofline time plus launch overhead)."""
+        """Run one op on the compute stream: roofline time, never under the dispatch time
+        (:meth:`DeviceSpec.op_time_s`); its category says which limit applied."""
         spec = self.spec
-        t = spec.op_time_s(flops, nbytes, precision, speed=self.speed)
         return (stream or self.compute).run(
-            t, name=name, job=job, rank=rank, nbytes=nbytes, flops=flops,
-            category=spec.op_bound(flops, nbytes, precision),
-            overhead_s=min(spec.launch_overhead_s, t))
+            spec.op_time_s(flops, nbytes, precision, speed=self.speed), name=name, job=job,
+            rank=rank, nbytes=nbytes, flops=flops,
+            category=spec.op_bound(flops, nbytes, precision, speed=self.speed))
 
 
 class System:
@@ -131,8 +131,9 @@ class System:
             raise ScenarioError(f"unknown node {node!r} in the topology") from None
 
     # -- transfers ------------------------------------------------------------------------------
-    def route(self, src: str, dst: str, key: int = 0) -> tuple[list, float, str]:
-        """Channels, latency and bottleneck category of a transfer from *src* to *dst*.
+    def route(self, src: str, dst: str, key: int = 0) -> tuple[list, dict, float, str]:
+        """Channels, their coefficients, latency and bottleneck category of a transfer from
+        *src* to *dst*.
 
         A storage source adds its read channel and a storage destination its write channel, each
         with the coefficient that makes small requests IOPS-bound; the category is
@@ -142,9 +143,10 @@ class System:
         return self._route(src, dst, key, None)
 
     def _route(self, src: str, dst: str, key: int, request_bytes: float | None
-               ) -> tuple[list, float, str]:
+               ) -> tuple[list, dict, float, str]:
         path = self.router.path(src, dst, key) if src != dst else [src]
         chans: list = []
+        coefs: dict = {}
         latency = 0.0
         narrowest, category = float("inf"), "host"
         for hop in zip(path[:-1], path[1:]):
@@ -160,11 +162,12 @@ class System:
                 cap = self.net.channels[(node, side)].capacity
                 eff = spec.effective_read_bw(req) if side == "read" else spec.effective_write_bw(req)
                 coef = (spec.read_bw_bytes_per_s if side == "read" else spec.write_bw_bytes_per_s) / eff
-                chans.append(((node, side), coef))
+                chans.append((node, side))
+                coefs[(node, side)] = coef
                 latency += spec.latency_s
                 if cap / coef <= narrowest:
                     narrowest, category = cap / coef, "storage"
-        return chans, latency, category
+        return chans, coefs, latency, category
 
     def transfer(self, src: str, dst: str, nbytes: float, *, key: int = 0,
                  request_bytes: float | None = None, name: str = "", job: str = "",
@@ -172,7 +175,7 @@ class System:
                  max_rate: float | None = None) -> simpy.Event:
         """Move *nbytes* from graph node *src* to *dst* as one flow; the event succeeds when the
         last byte has arrived. *request_bytes* is the I/O size at a storage end (default 1 MiB)."""
-        chans, latency, cat = self._route(src, dst, key, request_bytes)
-        return self.net.transfer(nbytes, chans, latency, max_rate=max_rate,
+        chans, coefs, latency, cat = self._route(src, dst, key, request_bytes)
+        return self.net.transfer(nbytes, chans, latency, coefficients=coefs, max_rate=max_rate,
                                  resource=f"{src}->{dst}", kind=kind, name=name, job=job,
                                  rank=rank, category=category or cat)

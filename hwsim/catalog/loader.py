@@ -1,0 +1,256 @@
+"""Load the hardware catalog (``hwsim/catalog/data/*.yaml``) into spec objects in SI units, once.
+
+Human units are converted by :func:`hwsim.units.parse_quantity`; entries are validated strictly and every
+problem is a :class:`~hwsim.exceptions.ScenarioError` naming the file, the entry and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import yaml
+
+from hwsim.catalog.specs import (DEVICE_KINDS, DTYPES, LINK_CLASSES, STORAGE_KINDS, DeviceSpec,
+                                 LinkSpec, StorageSpec)
+from hwsim.exceptions import ScenarioError
+from hwsim.units import UnitError, parse_quantity
+
+__all__ = ["Catalog", "load_catalog", "parse_catalog_file", "get_device", "get_link", "get_storage",
+           "catalog_rows", "fit_compute_ramp", "SECTIONS", "FIELDS"]
+
+SECTIONS = ("devices", "links", "storage")
+#: per section, YAML key -> how it is read (a parse_quantity dimension, "str", "int", "peak" or
+#: "efficiency"; a trailing "?" marks it optional). Every value not read as "str" needs a source.
+FIELDS: dict[str, dict[str, str]] = {
+    "devices": dict(kind="str", name="str", peak="peak", memory="bytes", mem_bw="bytes_per_s",
+                    compute_efficiency="efficiency", compute_ramp="flops", memory_efficiency="efficiency",
+                    launch_overhead="time", idle_power="power", peak_power="power", cores="int?",
+                    price="usd?", price_per_hour="usd_per_h?", price_date="str?"),
+    "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
+              "efficiency": "efficiency", "power": "power?"},
+    "storage": dict(kind="str", name="str", read_bw="bytes_per_s", write_bw="bytes_per_s", read_iops="rate",
+                    write_iops="rate", latency="time", capacity="bytes", idle_power="power?",
+                    active_power="power?", price="usd?", price_per_hour="usd_per_h?", price_date="str?"),
+}
+# the spec field a YAML key fills is key + suffix of its dimension (mem_bw -> mem_bw_bytes_per_s) ...
+_SUFFIX = {"bytes": "_bytes", "bytes_per_s": "_bytes_per_s", "flops": "_flops", "time": "_s", "power": "_w",
+           "usd": "_usd", "peak": "_flops_per_s"}
+_RENAME = {"class": "link_class", "price_per_hour": "price_usd_per_hour"}  # ... except these
+_CHOICES = {"devices": ("kind", DEVICE_KINDS), "links": ("class", LINK_CLASSES), "storage": ("kind", STORAGE_KINDS)}
+_SPECS = {"devices": DeviceSpec, "links": LinkSpec, "storage": StorageSpec}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys (plain PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        if len(set(map(repr, keys))) < len(keys):
+            raise yaml.constructor.ConstructorError(None, None, "duplicate key", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _value(raw: Any, how: str, err: Callable[[str], ScenarioError]) -> Any:
+    """Convert one YAML value read as *how*; *err(reason)* builds the error to raise."""
+    if how == "str" and not (isinstance(raw, str) and raw.strip()):
+        raise err(f"expected a non-empty string, got {raw!r}")
+    if how == "int" and (isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0):
+        raise err(f"expected a positive integer, got {raw!r}")
+    if how in ("str", "int"):
+        return raw
+    try:
+        x = parse_quantity(raw, "dimensionless" if how == "efficiency" else how)
+    except UnitError as exc:
+        raise err(str(exc)) from None
+    if not (math.isfinite(x) and x > 0.0 and (how != "efficiency" or x <= 1.0)):
+        raise err(f"must be {'an efficiency in (0, 1]' if how == 'efficiency' else 'a positive finite quantity'}"
+                  f", got {raw!r}")
+    return x
+
+
+def _entry(path: str, section: str, key: str, body: Any) -> Any:
+    """Validate one catalog entry and build its spec object."""
+    def err(field: str | None) -> Callable[[str], ScenarioError]:
+        return lambda reason: ScenarioError(reason, file=path, field=f"{key}.{field}" if field else key)
+    fields = FIELDS[section]
+    if not isinstance(body, dict):
+        raise err(None)(f"an entry must be a mapping of fields, got {type(body).__name__}")
+    for k in body:
+        if k not in fields and k != "sources":
+            raise err(k)(f"unknown field; valid fields: {', '.join([*fields, 'sources'])}")
+    sources = body.get("sources") or {}
+    if not isinstance(sources, dict):
+        raise err("sources")("expected a mapping of field name to source text")
+    kwargs: dict[str, Any] = {"id": key}
+    cited: dict[str, str] = {}
+    for ykey, how in fields.items():
+        how, optional, raw = how.rstrip("?"), how.endswith("?"), body.get(ykey)
+        attr = _RENAME.get(ykey) or ykey + _SUFFIX.get(how, "")
+        if raw is None:
+            if not optional:
+                raise err(ykey)("missing required field")
+            continue
+        if how == "peak":
+            if not isinstance(raw, dict) or not raw:
+                raise err(ykey)("expected a mapping of precision to FLOP/s, e.g. {bf16: 312 TFLOP/s}")
+            for d in raw:
+                if d not in DTYPES:
+                    raise err(f"{ykey}.{d}")(f"unknown precision; valid: {', '.join(DTYPES)}")
+            kwargs[attr] = {d: _value(v, "flops_per_s", err(f"{ykey}.{d}")) for d, v in raw.items()}
+        else:
+            kwargs[attr] = _value(raw, how, err(ykey))
+        if how != "str":
+            text = sources.get(ykey)
+            if not isinstance(text, str) or not text.strip():
+                raise err(f"sources.{ykey}")("every number needs a source (datasheet, URL or calibration key)")
+            cited[attr] = " ".join(text.split())
+    for k in sources:
+        if body.get(k) is None:
+            raise err(f"sources.{k}")("source given for a field the entry does not set")
+    choice_key, choices = _CHOICES[section]
+    if body[choice_key] not in choices:
+        raise err(choice_key)(f"{body[choice_key]!r} is not valid; valid: {', '.join(choices)}")
+    if ("price_usd" in kwargs or "price_usd_per_hour" in kwargs) != ("price_date" in kwargs):
+        raise err("price_date")("a price needs a price_date, and a price_date needs a price")
+    return _SPECS[section](**kwargs, sources=cited)
+
+
+def parse_catalog_file(path: str | Path, section: str) -> dict[str, Any]:
+    """Parse and validate one catalog YAML file (a mapping of id to entry) of *section*.
+
+    Returns
+    -------
+    dict
+        Catalog id to DeviceSpec, LinkSpec or StorageSpec (for devices, links, storage), in file order.
+
+    Raises
+    ------
+    ScenarioError
+        Unreadable YAML, a duplicate id (ids are case-insensitive) or an invalid entry.
+    """
+    _check_section(section)
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"cannot read catalog file: {exc}", file=path) from None
+    if not isinstance(data, dict) or not data:
+        raise ScenarioError("a catalog file must be a non-empty mapping of id to entry", file=path)
+    out: dict[str, Any] = {}
+    for key, body in data.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ScenarioError(f"catalog ids must be non-empty strings, got {key!r}", file=path)
+        clash = next((k for k in out if k.lower() == key.lower()), None)
+        if clash:
+            raise ScenarioError(f"id clashes with {clash!r} (ids are case-insensitive)", file=path, field=key)
+        out[key] = _entry(path, section, key, body)
+    return out
+
+
+def _check_section(section: str) -> None:
+    if section not in SECTIONS:
+        raise ScenarioError(f"unknown catalog section {section!r}; valid sections: {', '.join(SECTIONS)}")
+
+
+def _lookup(table: Mapping[str, Any], wanted: object, what: str) -> Any:
+    index = {k.lower(): k for k in table}
+    if isinstance(wanted, str) and wanted.strip().lower() in index:
+        return table[index[wanted.strip().lower()]]
+    msg = f"unknown {what} id {wanted!r}; valid {what} ids: {', '.join(sorted(table, key=str.lower))}"
+    close = difflib.get_close_matches(str(wanted).strip().lower(), list(index), n=1, cutoff=0.6)
+    raise ScenarioError(msg + (f"; did you mean {index[close[0]]!r}?" if close else ""))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Catalog entries keyed by canonical id.
+
+    ``device``, ``link`` and ``storage_tier`` look an id up case-insensitively; an unknown id raises
+    ScenarioError listing the valid ids and the closest match.
+    """
+
+    devices: Mapping[str, DeviceSpec]
+    links: Mapping[str, LinkSpec]
+    storage: Mapping[str, StorageSpec]
+
+    def device(self, id: str) -> DeviceSpec:  # noqa: A002 - the catalog's own word
+        """Return the compute device *id* (GPU, TPU chip or CPU socket)."""
+        return _lookup(self.devices, id, "device")
+
+    def link(self, id: str) -> LinkSpec:  # noqa: A002
+        """Return the link technology *id*."""
+        return _lookup(self.links, id, "link")
+
+    def storage_tier(self, id: str) -> StorageSpec:  # noqa: A002
+        """Return the storage or memory tier *id*."""
+        return _lookup(self.storage, id, "storage")
+
+
+@functools.lru_cache(maxsize=1)
+def load_catalog() -> Catalog:
+    """Parse the packaged catalog files once (cached) and return the :class:`Catalog`."""
+    with resources.as_file(resources.files("hwsim.catalog").joinpath("data")) as folder:
+        parsed = {s: parse_catalog_file(Path(folder) / f"{s}.yaml", s) for s in SECTIONS}
+    return Catalog(**parsed)
+
+
+def get_device(id: str) -> DeviceSpec:  # noqa: A002
+    """Shortcut for ``load_catalog().device(id)``."""
+    return load_catalog().device(id)
+
+
+def get_link(id: str) -> LinkSpec:  # noqa: A002
+    """Shortcut for ``load_catalog().link(id)``."""
+    return load_catalog().link(id)
+
+
+def get_storage(id: str) -> StorageSpec:  # noqa: A002
+    """Shortcut for ``load_catalog().storage_tier(id)``."""
+    return load_catalog().storage_tier(id)
+
+
+def catalog_rows(section: str) -> list[dict[str, Any]]:
+    """One flat dict per entry of *section* (devices | links | storage), in human-friendly SI columns."""
+    _check_section(section)
+    cat = load_catalog()
+    if section == "links":
+        return [{"id": k.id, "class": k.link_class, "name": k.name, "bw_gb_per_s_per_direction": k.bw_bytes_per_s / 1e9,
+                 "effective_bw_gb_per_s": k.effective_bw_bytes_per_s / 1e9, "latency_us": k.latency_s * 1e6,
+                 "efficiency": k.efficiency} for k in cat.links.values()]
+    if section == "storage":
+        return [{"id": s.id, "kind": s.kind, "name": s.name, "read_gb_per_s": s.read_bw_bytes_per_s / 1e9,
+                 "write_gb_per_s": s.write_bw_bytes_per_s / 1e9, "read_iops": s.read_iops, "write_iops": s.write_iops,
+                 "latency_ms": s.latency_s * 1e3, "capacity_tb": s.capacity_bytes / 1e12, "price_usd": s.price_usd,
+                 "price_usd_per_hour": s.price_usd_per_hour, "price_date": s.price_date} for s in cat.storage.values()]
+    return [{"id": d.id, "kind": d.kind, "name": d.name,
+             **{f"{p}_tflops": d.peak_flops_per_s[p] / 1e12 if p in d.peak_flops_per_s else None for p in DTYPES},
+             "memory_gb": d.memory_bytes / 1e9, "mem_bw_tb_per_s": d.mem_bw_bytes_per_s / 1e12,
+             "compute_efficiency": d.compute_efficiency, "memory_efficiency": d.memory_efficiency,
+             "launch_overhead_us": d.launch_overhead_s * 1e6, "idle_w": d.idle_power_w, "tdp_w": d.peak_power_w,
+             "cores": d.cores, "price_usd": d.price_usd, "price_usd_per_hour": d.price_usd_per_hour,
+             "price_date": d.price_date} for d in cat.devices.values()]
+
+
+def fit_compute_ramp(points: Mapping[float, float], plateau_flops_per_s: float) -> tuple[float, list[float]]:
+    """Fit ``ramp`` in ``achieved(f) = plateau * f / (f + ramp)`` to measured GEMM rates.
+
+    *points* maps an op's FLOPs to its achieved FLOP/s; the plateau is ``compute_efficiency * peak``.
+    Least squares on relative error, golden-section search over ``log10(ramp)`` in [3, 18]. Returns the
+    ramp (FLOPs) and the residuals ``(model - measured) / measured`` in the order of *points*.
+    """
+    pts = [(float(f), float(y)) for f, y in points.items()]
+    cost = lambda lr: sum((plateau_flops_per_s * f / (f + 10.0 ** lr) / y - 1.0) ** 2 for f, y in pts)  # noqa: E731
+    lo, hi, g = 3.0, 18.0, (math.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(200):
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        lo, hi = (lo, b) if cost(a) < cost(b) else (a, hi)
+    ramp = 10.0 ** ((lo + hi) / 2.0)
+    return ramp, [plateau_flops_per_s * f / (f + ramp) / y - 1.0 for f, y in pts]

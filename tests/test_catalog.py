@@ -1,0 +1,366 @@
+"""Behaviour of the hardware catalog: ids, units, sources, calibrated efficiencies, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+import pytest
+
+import hwsim.catalog as catalog
+from hwsim.catalog import (Catalog, DeviceSpec, LinkSpec, StorageSpec, catalog_rows, fit_compute_ramp,
+                           get_device, get_link, get_storage, load_catalog, parse_catalog_file)
+from hwsim.exceptions import ScenarioError
+
+DEVICE_IDS = ["V100-SXM2-32GB", "A100-SXM4-40GB", "A100-SXM4-80GB", "A100-PCIe-80GB", "H100-SXM5-80GB",
+              "H100-PCIe-80GB", "H200-SXM-141GB", "B200", "L40S", "MI300X", "TPU-v4", "TPU-v5e", "TPU-v5p",
+              "EPYC-7742", "EPYC-9654", "Xeon-8480"]
+LINK_IDS = ["nvlink2", "nvlink3", "nvlink4", "nvlink5", "pcie3-x16", "pcie4-x16", "pcie5-x16", "ib-edr-100",
+            "ib-hdr-200", "ib-ndr-400", "roce-400", "eth-25g", "eth-100g", "eth-400g", "opa-100", "tpu-ici-v4",
+            "wan-10g", "wan-100g"]
+STORAGE_IDS = ["ddr4-host", "ddr5-host", "nvme-gen4", "nvme-gen5", "sata-ssd", "hdd-7200", "lustre",
+               "object-store"]
+
+# calibration.yaml gemm_by_size_a100_fp16 (Azure ND A100 v4, cuBLASLt, m=n=k -> TFLOP/s), copied verbatim
+GEMM_BY_SIZE_A100_FP16 = {1024: 119.4, 2048: 221.8, 4096: 228.0, 8192: 253.7, 16384: 256.5}
+A100_PLATEAU = 271.2e12  # calibration.yaml gemm_achievable bf16_tflops A100-SXM achieved
+
+# Fields that are not figures (identity, text, provenance); every other field present needs a source.
+NON_FIGURES = {"id", "kind", "name", "link_class", "price_date", "sources"}
+
+
+def _all_specs():
+    cat = load_catalog()
+    return [*cat.devices.values(), *cat.links.values(), *cat.storage.values()]
+
+
+# --- ids ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("section, ids, get", [("devices", DEVICE_IDS, get_device), ("links", LINK_IDS, get_link),
+                                               ("storage", STORAGE_IDS, get_storage)])
+def test_every_design_id_exists_and_resolves_case_insensitively(section, ids, get):
+    for ident in ids:
+        spec = get(ident)
+        assert spec.id == ident
+        assert get(ident.lower()) is spec and get(ident.upper()) is spec and get(f" {ident.swapcase()} ") is spec
+
+
+def test_catalog_methods_match_shortcuts_and_load_is_cached():
+    cat = load_catalog()
+    assert isinstance(cat, Catalog) and load_catalog() is cat
+    assert cat.device("a100-sxm4-80gb") is get_device("A100-SXM4-80GB")
+    assert cat.link("NVLINK3") is get_link("nvlink3")
+    assert cat.storage_tier("Lustre") is get_storage("lustre")
+    assert all(isinstance(d, DeviceSpec) for d in cat.devices.values())
+    assert all(isinstance(k, LinkSpec) for k in cat.links.values())
+    assert all(isinstance(s, StorageSpec) for s in cat.storage.values())
+
+
+def test_unknown_device_id_lists_valid_ids_and_suggests_the_closest():
+    with pytest.raises(ScenarioError, match=re.escape(
+            "unknown device id 'A100-SXM-80GB'; valid device ids: A100-PCIe-80GB, A100-SXM4-40GB, A100-SXM4-80GB, "
+            "B200, EPYC-7742,")) as info:
+        get_device("A100-SXM-80GB")
+    msg = str(info.value)
+    assert msg.endswith("; did you mean 'A100-SXM4-80GB'?")
+    assert "\n" not in msg  # one paragraph
+
+
+def test_unknown_link_and_storage_ids_suggest_and_gibberish_does_not():
+    with pytest.raises(ScenarioError, match=r"unknown link id 'nvlink-3'; valid link ids: .*did you mean 'nvlink3'\?"):
+        get_link("nvlink-3")
+    with pytest.raises(ScenarioError, match=r"unknown storage id 'nvme-gen6'; .*did you mean 'nvme-gen\d'\?"):
+        get_storage("nvme-gen6")
+    with pytest.raises(ScenarioError, match=r"unknown device id 'zzzz'; valid device ids: [^?]*$"):
+        get_device("zzzz")
+    with pytest.raises(ScenarioError, match=r"unknown device id None"):
+        get_device(None)  # type: ignore[arg-type]
+
+
+# --- sources -----------------------------------------------------------------------------------------
+
+def test_every_figure_has_a_nonempty_source():
+    for spec in _all_specs():
+        for f in dataclasses.fields(spec):
+            if f.name in NON_FIGURES or getattr(spec, f.name) is None:
+                continue
+            text = spec.sources.get(f.name, "")
+            assert isinstance(text, str) and len(text.strip()) > 10, (spec.id, f.name)
+        assert set(spec.sources) <= {f.name for f in dataclasses.fields(spec)} - NON_FIGURES, spec.id
+
+
+def test_sources_quote_the_calibration_measurements_they_use():
+    a100 = get_device("A100-SXM4-80GB")
+    assert "gemm_achievable" in a100.sources["compute_efficiency"] and "271.2" in a100.sources["compute_efficiency"]
+    assert "hbm_stream_tb_per_s" in a100.sources["memory_efficiency"] and "1.61" in a100.sources["memory_efficiency"]
+    assert "gemm_by_size_a100_fp16" in a100.sources["compute_ramp_flops"]
+    assert "231.58" in get_link("nvlink3").sources["efficiency"]
+    assert "26.28" in get_link("pcie4-x16").sources["efficiency"]
+    assert "788" in get_device("H200-SXM-141GB").sources["compute_efficiency"]
+
+
+# --- values: SI units and sanity ---------------------------------------------------------------------
+
+def test_a100_figures_are_si():
+    a = get_device("A100-SXM4-80GB")
+    assert a.peak_flops_per_s["bf16"] == pytest.approx(312e12)
+    assert a.peak_flops_per_s["tf32"] == pytest.approx(156e12)
+    assert a.memory_bytes == pytest.approx(80e9)
+    assert a.mem_bw_bytes_per_s == pytest.approx(2.039e12)
+    assert a.peak_power_w == 400 and a.launch_overhead_s == pytest.approx(10e-6)
+    assert a.compute_efficiency == pytest.approx(271.2 / 312, abs=1e-3)
+    assert a.memory_efficiency == pytest.approx(1.61 / 2.039, abs=1e-3)
+
+
+@pytest.mark.parametrize("ident, eff", [("H100-SXM5-80GB", 794.5 / 989), ("H200-SXM-141GB", 788 / 989),
+                                        ("B200", 1745 / 2250), ("A100-PCIe-80GB", 252.9 / 312)])
+def test_compute_efficiency_is_the_measured_gemm_fraction(ident, eff):
+    assert get_device(ident).compute_efficiency == pytest.approx(eff, abs=1e-3)
+
+
+def test_mi300x_model_reproduces_the_measured_gemm_rate():
+    d = get_device("MI300X")
+    assert d.peak("bf16") * d.compute_efficiency == pytest.approx(668.4e12, rel=1e-3)
+
+
+@pytest.mark.parametrize("ident, eff", [("H100-SXM5-80GB", 2.90 / 3.35), ("H200-SXM-141GB", 4.01 / 4.8)])
+def test_memory_efficiency_is_the_measured_stream_fraction(ident, eff):
+    assert get_device(ident).memory_efficiency == pytest.approx(eff, abs=1e-3)
+
+
+@pytest.mark.parametrize("ident, bw", [("nvlink2", 150e9), ("nvlink3", 300e9), ("nvlink4", 450e9), ("nvlink5", 900e9),
+                                       ("ib-hdr-200", 25e9), ("ib-ndr-400", 50e9), ("ib-edr-100", 12.5e9),
+                                       ("eth-25g", 3.125e9), ("pcie4-x16", 32e9), ("pcie5-x16", 64e9),
+                                       ("wan-10g", 1.25e9)])
+def test_link_bandwidth_is_per_direction_in_bytes_per_s(ident, bw):
+    assert get_link(ident).bw_bytes_per_s == pytest.approx(bw)
+
+
+def test_link_efficiencies_come_from_the_measurements():
+    assert get_link("nvlink3").efficiency == pytest.approx(231.58 / 300, abs=1e-3)
+    assert get_link("nvlink4").efficiency == pytest.approx(367.2 / 450, abs=1e-3)
+    assert get_link("pcie4-x16").efficiency == pytest.approx(26.28 / 32, abs=1e-3)
+    assert get_link("pcie5-x16").efficiency == pytest.approx(51 / 64, abs=1e-3)
+    assert get_link("pcie4-x16").effective_bw_bytes_per_s == pytest.approx(26.28e9, rel=1e-3)
+
+
+def test_every_efficiency_in_unit_interval_and_every_quantity_positive():
+    for spec in _all_specs():
+        for f in dataclasses.fields(spec):
+            v = getattr(spec, f.name)
+            if f.name in NON_FIGURES or v is None:
+                continue
+            values = v.values() if isinstance(v, dict) else [v]
+            assert all(math.isfinite(x) and x > 0 for x in values), (spec.id, f.name)
+            if "efficiency" in f.name:
+                assert 0 < v <= 1, (spec.id, f.name)
+
+
+def test_device_figures_are_sane():
+    for d in load_catalog().devices.values():
+        assert 0 < d.idle_power_w < d.peak_power_w <= 1200, d.id
+        assert 1e9 < d.memory_bytes < 2e12 and 1e11 < d.mem_bw_bytes_per_s < 1e13, d.id
+        assert 0 < d.launch_overhead_s <= 20e-6, d.id
+        assert (d.cores is not None) == (d.kind == "cpu"), d.id
+        if d.kind == "gpu":  # dense, not sparse: tensor peaks ordered tf32 < bf16 < fp8
+            p = d.peak_flops_per_s
+            assert p.get("tf32", 0) < p.get("bf16", p["fp16"]) < p.get("fp8", math.inf), d.id
+    # dense figures, not the 2:4-sparse ones the datasheets headline
+    assert get_device("H100-SXM5-80GB").peak("bf16") == pytest.approx(989e12)
+    assert get_device("B200").peak("fp8") == pytest.approx(4.5e15)
+    # CPU peak = cores x base clock x FLOP/cycle
+    assert get_device("EPYC-7742").peak("fp64") == pytest.approx(64 * 2.25e9 * 16)
+    assert get_device("Xeon-8480").peak("fp32") == pytest.approx(56 * 2.0e9 * 64)
+    assert get_device("EPYC-9654").mem_bw_bytes_per_s == pytest.approx(12 * 4800e6 * 8)
+
+
+def test_storage_figures_are_sane():
+    cat = load_catalog()
+    lat = {k: s.latency_s for k, s in cat.storage.items()}
+    assert lat["ddr4-host"] < lat["nvme-gen5"] < lat["sata-ssd"] < lat["hdd-7200"] < lat["object-store"]
+    hdd = get_storage("hdd-7200")
+    assert hdd.read_bw_bytes_per_s == pytest.approx(250e6) and 100 <= hdd.read_iops <= 300
+    assert 5e-3 <= hdd.latency_s <= 10e-3
+    assert hdd.effective_read_bw(4096) == pytest.approx(hdd.read_iops * 4096)  # random 4 KiB is IOPS-bound
+    for s in cat.storage.values():
+        assert s.read_iops * 4096 <= s.read_bw_bytes_per_s * 1.001, s.id  # IOPS never beat the bandwidth
+    assert get_storage("ddr5-host").read_bw_bytes_per_s > get_storage("nvme-gen5").read_bw_bytes_per_s
+
+
+def test_prices_have_dates():
+    for spec in [*load_catalog().devices.values(), *load_catalog().storage.values()]:
+        priced = spec.price_usd is not None or spec.price_usd_per_hour is not None
+        assert priced == (spec.price_date is not None), spec.id
+        if spec.price_date:
+            assert re.fullmatch(r"\d{4}-\d{2}", spec.price_date), spec.id
+    assert get_device("TPU-v5e").price_usd_per_hour == pytest.approx(1.20)
+
+
+# --- the compute ramp --------------------------------------------------------------------------------
+
+def test_ramp_fit_reproduces_the_catalog_value():
+    points = {2.0 * n ** 3: t * 1e12 for n, t in GEMM_BY_SIZE_A100_FP16.items()}
+    ramp, residuals = fit_compute_ramp(points, A100_PLATEAU)
+    # an independent brute-force check of the same least-squares problem
+    grid = np.logspace(6, 13, 70001)
+    f, y = np.array(list(points)), np.array(list(points.values()))
+    cost = ((A100_PLATEAU * f[None, :] / (f[None, :] + grid[:, None]) / y[None, :] - 1.0) ** 2).sum(axis=1)
+    assert ramp == pytest.approx(grid[np.argmin(cost)], rel=1e-3)
+    assert get_device("A100-SXM4-80GB").compute_ramp_flops == pytest.approx(ramp, rel=0.05)
+    # the residuals stated in the YAML source text
+    assert [round(100 * r, 1) for r in residuals] == [-2.1, 5.0, 16.5, 6.6, 5.7]
+    assert max(abs(r) for r in residuals) < 0.2
+
+
+def test_other_devices_scale_the_a100_ramp_by_bf16_peak():
+    a100 = get_device("A100-SXM4-80GB")
+    for d in load_catalog().devices.values():
+        expected = a100.compute_ramp_flops * d.peak("bf16") / a100.peak("bf16")
+        assert d.compute_ramp_flops == pytest.approx(expected, rel=0.01), d.id
+
+
+def test_efficiency_ramp_halves_at_the_ramp_and_saturates():
+    d = get_device("A100-SXM4-80GB")
+    assert d.efficiency(d.compute_ramp_flops) == pytest.approx(d.compute_efficiency / 2)
+    assert d.efficiency(1e18) == pytest.approx(d.compute_efficiency, rel=1e-6)
+    for n, measured in GEMM_BY_SIZE_A100_FP16.items():  # within the stated fit residuals (< 20%)
+        assert d.peak("fp16") * d.efficiency(2.0 * n ** 3) == pytest.approx(measured * 1e12, rel=0.2)
+
+
+# --- op_time_s closed form ---------------------------------------------------------------------------
+
+def test_op_time_compute_bound_closed_form():
+    d = get_device("A100-SXM4-80GB")
+    flops, nbytes = 2.0 * 8192 ** 3, 3 * 2 * 8192 ** 2
+    eff = d.compute_efficiency * flops / (flops + d.compute_ramp_flops)
+    expected = flops / (312e12 * eff)
+    assert d.op_time_s(flops, nbytes, "bf16") == pytest.approx(expected, rel=1e-12)
+    assert d.op_bound(flops, nbytes, "bf16") == "compute"
+    assert d.op_time_s(flops, nbytes, "bf16", speed=0.5) == pytest.approx(2 * expected)
+
+
+def test_tiny_ops_cost_the_host_dispatch_time():
+    """A Dense(1) forward on a batch of 32 is tiny: it takes the larger of the dispatch time and
+    the ramp time (ramp / (bf16 peak x efficiency)), and is reported as overhead-bound."""
+    d = get_device("A100-SXM4-80GB")
+    flops, nbytes = 2 * 32 * 100, 4 * (32 * 100 + 100 + 32)
+    ramp_s = d.compute_ramp_flops / (312e12 * d.compute_efficiency)
+    assert d.op_time_s(flops, nbytes, "fp32") == pytest.approx(max(ramp_s, d.launch_overhead_s), rel=1e-3)
+    assert d.op_bound(flops, nbytes, "fp32") == "overhead"
+    cpu = get_device("EPYC-7742")
+    assert cpu.op_time_s(flops, nbytes, "fp32") >= cpu.launch_overhead_s
+    assert cpu.op_bound(flops, nbytes, "fp32") == "overhead"
+
+
+def test_ramp_scales_with_the_precision_peak():
+    """The ramp is stated at the bf16 peak; at fp32 (16x lower peak on an A100) half efficiency is
+    reached with 16x fewer FLOPs, i.e. after the same time."""
+    d = get_device("A100-SXM4-80GB")
+    f32_half = d.compute_ramp_flops * 19.5 / 312
+    assert d.efficiency(f32_half, "fp32") == pytest.approx(d.compute_efficiency / 2)
+
+
+def test_op_time_memory_bound_closed_form():
+    d = get_device("H100-SXM5-80GB")
+    flops, nbytes = 1e9, 4e9  # elementwise-like: 0.25 FLOP/byte
+    expected = nbytes / (3.35e12 * (2.90 / 3.35))
+    assert d.op_time_s(flops, nbytes, "bf16") == pytest.approx(expected, rel=1e-3)
+    assert d.op_bound(flops, nbytes, "bf16") == "memory"
+
+
+# --- validation of malformed catalog files -----------------------------------------------------------
+
+GOOD_DEVICE = """\
+Toy-GPU:
+  kind: gpu
+  name: a toy
+  peak: {bf16: 100 TFLOP/s}
+  memory: 16 GB
+  mem_bw: 1 TB/s
+  compute_efficiency: 0.8
+  compute_ramp: 1 GFLOP
+  memory_efficiency: 0.8
+  launch_overhead: 5 us
+  idle_power: 30 W
+  peak_power: 300 W
+  sources: {peak: d, memory: d, mem_bw: d, compute_efficiency: d, compute_ramp: d, memory_efficiency: d,
+            launch_overhead: d, idle_power: d, peak_power: d}
+"""
+
+
+def test_a_valid_toy_file_parses(tmp_path):
+    path = tmp_path / "devices.yaml"
+    path.write_text(GOOD_DEVICE)
+    spec = parse_catalog_file(path, "devices")["Toy-GPU"]
+    assert spec.mem_bw_bytes_per_s == 1e12 and spec.sources["mem_bw_bytes_per_s"] == "d"
+
+
+@pytest.mark.parametrize("old, new, field, reason", [
+    ("  mem_bw: 1 TB/s\n", "  mem_bw: 1 TB/s\n  colour: red\n", "colour", "unknown field"),
+    ("  memory: 16 GB\n", "", "memory", "missing required field"),
+    ("mem_bw: 1 TB/s", "mem_bw: -1 TB/s", "mem_bw", "positive"),
+    ("mem_bw: 1 TB/s", "mem_bw: 0 TB/s", "mem_bw", "positive"),
+    ("mem_bw: 1 TB/s", "mem_bw: 1 TFLOP/s", "mem_bw", "not a unit of bytes_per_s"),
+    ("compute_efficiency: 0.8", "compute_efficiency: 1.5", "compute_efficiency", r"\(0, 1\]"),
+    ("memory_efficiency: 0.8", "memory_efficiency: 0", "memory_efficiency", r"\(0, 1\]"),
+    ("kind: gpu", "kind: fpga", "kind", "valid: gpu, tpu, cpu"),
+    ("{bf16: 100", "{bf17: 100", "peak.bf17", "unknown precision"),
+    ("launch_overhead: d, ", "", "sources.launch_overhead", "needs a source"),
+    ("  sources: {", "  price: $100\n  sources: {price: d, ", "price_date", "needs a price_date"),
+    ("  sources: {", "  sources: {cores: d, ", "sources.cores", "does not set"),
+    ("  peak_power: 300 W\n", "  peak_power: 300 W\n  cores: 1.5\n", "cores", "positive integer"),
+])
+def test_malformed_device_entry_names_file_entry_and_field(tmp_path, old, new, field, reason):
+    assert old in GOOD_DEVICE
+    path = tmp_path / "devices.yaml"
+    path.write_text(GOOD_DEVICE.replace(old, new, 1))
+    with pytest.raises(ScenarioError, match=re.escape(f"{path}: Toy-GPU.{field}: ") + f".*{reason}") as info:
+        parse_catalog_file(path, "devices")
+    assert info.value.file == str(path) and info.value.field == f"Toy-GPU.{field}"
+
+
+def test_malformed_link_and_duplicate_ids(tmp_path):
+    link = ("Toy-Link:\n  class: {cls}\n  name: x\n  bw: 10 Gb/s\n  latency: 1 us\n  efficiency: 0.9\n"
+            "  sources: {{bw: s, latency: s, efficiency: s}}\n")
+    path = tmp_path / "links.yaml"
+    path.write_text(link.format(cls="carrier-pigeon"))
+    with pytest.raises(ScenarioError, match=re.escape(f"{path}: Toy-Link.class: 'carrier-pigeon' is not valid")):
+        parse_catalog_file(path, "links")
+    path.write_text(link.format(cls="wan") + link.format(cls="wan").replace("Toy-Link", "toy-link"))
+    with pytest.raises(ScenarioError, match=r"toy-link: id clashes with 'Toy-Link'"):
+        parse_catalog_file(path, "links")
+    path.write_text(link.format(cls="wan").replace("  name: x\n", "  name: x\n  name: y\n"))
+    with pytest.raises(ScenarioError, match=r"duplicate key"):
+        parse_catalog_file(path, "links")
+    path.write_text("Toy-Link: [1, 2]\n")
+    with pytest.raises(ScenarioError, match=r"Toy-Link: an entry must be a mapping"):
+        parse_catalog_file(path, "links")
+    with pytest.raises(ScenarioError, match=r"unknown catalog section 'gpus'; valid sections: devices, links, storage"):
+        parse_catalog_file(path, "gpus")
+
+
+# --- rows for the CLI --------------------------------------------------------------------------------
+
+def test_catalog_rows_are_flat_human_units():
+    devices = {r["id"]: r for r in catalog_rows("devices")}
+    assert set(devices) == set(load_catalog().devices)
+    a100 = devices["A100-SXM4-80GB"]
+    assert a100["bf16_tflops"] == pytest.approx(312) and a100["memory_gb"] == pytest.approx(80)
+    assert a100["mem_bw_tb_per_s"] == pytest.approx(2.039) and a100["tdp_w"] == 400
+    assert devices["TPU-v4"]["fp64_tflops"] is None
+    links = {r["id"]: r for r in catalog_rows("links")}
+    assert links["ib-hdr-200"]["bw_gb_per_s_per_direction"] == pytest.approx(25)
+    assert links["nvlink3"]["class"] == "nvlink" and links["wan-10g"]["latency_us"] == pytest.approx(5000)
+    storage = {r["id"]: r for r in catalog_rows("storage")}
+    assert storage["hdd-7200"]["latency_ms"] == pytest.approx(8.3) and storage["lustre"]["read_gb_per_s"] == 90
+    for rows in (devices, links, storage):
+        assert all(not isinstance(v, (dict, list)) for r in rows.values() for v in r.values())
+    with pytest.raises(ScenarioError, match=r"unknown catalog section 'gpus'; valid sections: devices, links"):
+        catalog_rows("gpus")
+
+
+def test_public_api():
+    assert all(isinstance(n, str) and hasattr(catalog, n) for n in catalog.__all__)
+    assert {"load_catalog", "Catalog", "get_device", "get_link", "get_storage", "catalog_rows"} <= set(catalog.__all__)
