@@ -68,7 +68,7 @@ class CollectiveGroup:
     def _ring_category(self) -> str:
         worst, label = float("inf"), ""
         for a, b in zip(self.ring, self.ring[1:] + self.ring[:1]):
-            chans, _, cat = self.system.route(a, b)
+            chans, _, _, cat = self.system.route(a, b)
             cap = min(self.system.net.channels[c].capacity for c in chans)
             if cap < worst:
                 worst, label = cap, cat.removeprefix("comm:")

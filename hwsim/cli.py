@@ -1,0 +1,168 @@
+"""The ``hwsim`` command line: thin subcommands over library calls.
+
+``hwsim validate FILE...`` checks scenarios without running them; ``hwsim run FILE [--out DIR]``
+simulates one and prints its summary; ``hwsim catalog [devices|links|storage]`` lists the hardware
+catalog. Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from hwsim.exceptions import HwsimError, ScenarioError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="hwsim",
+    help="Simulate deep-learning jobs on compute, storage and network hardware.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+_SECTIONS = ("devices", "links", "storage")
+
+
+def _fail(err: HwsimError) -> typer.Exit:
+    """Print *err* as one paragraph on stderr and return the exit to raise (status 1)."""
+    typer.echo(f"error: {' '.join(str(err).split())}", err=True)
+    return typer.Exit(1)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.", show_default=False)],
+) -> None:
+    """Check scenario files (schema and catalog ids) without running them."""
+    from hwsim.scenario.loader import load_scenario
+
+    failed = 0
+    for path in files:
+        try:
+            scenario = load_scenario(path)
+        except HwsimError as err:
+            typer.echo(f"error: {' '.join(str(err).split())}", err=True)
+            failed += 1
+            continue
+        typer.echo(f"ok: {path} ({scenario.name})")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _bottleneck_line(result: Any) -> str | None:
+    name = result.summary.get("bottleneck")
+    frame = getattr(result, "bottleneck", None)
+    share = None
+    if frame is not None and not frame.empty and {"category", "share"} <= set(frame.columns):
+        rows = frame[frame["category"] == name] if name is not None else frame.nlargest(1, "share")
+        if not rows.empty:
+            name, share = rows["category"].iloc[0], float(rows["share"].iloc[0])
+    if name is None:
+        return None
+    return f"bottleneck: {name}" + (f" ({share:.0%} of critical path)" if share is not None else "")
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result files into "
+                                                "this folder (replaced atomically).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+) -> None:
+    """Simulate one scenario and print its summary (and save it with --out)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from hwsim.scenario.loader import load_scenario
+
+    try:
+        scenario = load_scenario(file)
+        from hwsim.scenario.build import run_scenario
+
+        result = run_scenario(scenario)
+        if out is not None:
+            result.save(out)
+    except ScenarioError as err:  # errors found while building the run: add the file name
+        err = ScenarioError(err.reason, file=err.file or str(file), field=err.field)
+        raise _fail(err) from None
+    except HwsimError as err:
+        raise _fail(err) from None
+    if quiet:
+        return
+    table = Table(title=escape(str(result.name)), show_header=True, header_style="bold")
+    table.add_column("key")
+    table.add_column("value", justify="right")
+    for key, value in result.summary.items():
+        table.add_row(escape(str(key)), escape(_fmt(value)))
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(table)
+    line = _bottleneck_line(result)
+    if line:
+        typer.echo(line)
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+@app.command()
+def catalog(
+    section: Annotated[Literal["devices", "links", "storage"] | None, typer.Argument(
+        help="devices, links or storage (default: all three).")] = None,
+    fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f",
+                                                          help="table or json.")] = "table",
+) -> None:
+    """List the hardware catalog: devices, links and storage tiers."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from hwsim.catalog import catalog_rows
+
+    sections = [section] if section else list(_SECTIONS)
+    try:
+        data = {s: catalog_rows(s) for s in sections}
+    except HwsimError as err:
+        raise _fail(err) from None
+    if fmt == "json":
+        typer.echo(json.dumps(data, indent=2, default=str, allow_nan=False))
+        return
+    console = Console(highlight=False)
+    for name, rows in data.items():
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        table = Table(title=name, show_header=True, header_style="bold")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(escape(_fmt(row.get(c))) for c in columns))
+        console.print(table)
+
+
+def main() -> None:
+    """Run the command line (the ``hwsim`` entry point).
+
+    An :class:`~hwsim.exceptions.HwsimError` that escapes a command becomes its one-paragraph
+    message on stderr and exit status 1; other exceptions propagate.
+    """
+    try:
+        app()
+    except HwsimError as err:
+        typer.echo(f"error: {' '.join(str(err).split())}", err=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Reading scenario files: YAML to a validated, frozen :class:`~hwsim.scenario.schema.Scenario`.
+
+Every problem (missing file, malformed YAML, a schema violation, an unknown catalog id) becomes one
+:class:`~hwsim.exceptions.ScenarioError` whose one-paragraph message names the file, the field
+path (``workload.parallelism.tp``, ``cluster.storage[0].tier``), the reason and the valid choices.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hwsim.exceptions import ScenarioError
+from hwsim.scenario.schema import WORKLOAD_KINDS, Scenario, TrainingWorkload
+from hwsim.scenario.schema_cluster import NodeSpec, did_you_mean
+
+__all__ = ["load_scenario", "scenario_to_dict"]
+
+_MAX_ERRORS = 3
+_NAME = r"[A-Za-z_]\w*(?:\[\d+\])*"
+_PATH_PREFIX = re.compile(rf"^({_NAME}(?:\.{_NAME})*): (.+)$", re.S)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_scenario(source: str | Path | dict[str, Any], *, file: str | None = None,
+                  check_catalog: bool = True) -> Scenario:
+    """Read and validate a scenario.
+
+    Parameters
+    ----------
+    source : str, Path or dict
+        A path to a YAML file, or the already-parsed mapping.
+    file : str, optional
+        The name to show in error messages (default: the path, or none for a mapping).
+    check_catalog : bool
+        Check every catalog id (devices, links, storage) with :mod:`hwsim.catalog`.
+
+    Returns
+    -------
+    Scenario
+        The validated, frozen scenario. A relative ``workload.model.hf_config`` is resolved
+        against the scenario file's directory.
+
+    Raises
+    ------
+    ScenarioError
+        One paragraph naming the file, the field path, the reason and the valid choices.
+    """
+    base: Path | None = None
+    if isinstance(source, dict):
+        data: Any = source
+    else:
+        path = Path(source)
+        file = file or str(path)
+        base = path.parent
+        data = _read_yaml(path, file)
+    if data is None:
+        raise ScenarioError("the file is empty; a scenario needs name:, cluster: and workload:",
+                            file=file)
+    if not isinstance(data, dict):
+        raise ScenarioError(f"the top level must be a mapping (name:, cluster:, workload:, ...), "
+                            f"not {type(data).__name__}", file=file)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as err:
+        raise _convert(err, file) from None
+    if check_catalog:
+        _check_catalog(scenario, file)
+    return _resolve_hf_config(scenario, base, file)
+
+
+def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
+    """Return *scenario* as plain JSON-able data (SI numbers, lists, strings)."""
+    return scenario.model_dump(mode="json")
+
+
+def _read_yaml(path: Path, file: str) -> Any:
+    if not path.exists():
+        raise ScenarioError(f"no such scenario file (looked in {str(path.resolve().parent)!r})",
+                            file=file)
+    if not path.is_file():
+        raise ScenarioError("not a file (give a scenario .yaml file)", file=file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScenarioError(f"cannot read the file: {err}", file=file) from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(p for p in (err.context, err.problem) if p)
+        raise ScenarioError(f"malformed YAML{where}: {what}", file=file) from None
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"malformed YAML: {' '.join(str(err).split())}", file=file) from None
+
+
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return [m for arg in get_args(tp) for m in _models_in(arg)]
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+    """Turn a pydantic ``loc`` into a dotted path (union tags dropped) and the model it ends in."""
+    parts: list[str] = []
+    cands: list[type[BaseModel]] = [Scenario]
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            continue
+        tagged = [m for m in cands if "kind" in m.model_fields
+                  and item in get_args(m.model_fields["kind"].annotation)]
+        if len(cands) > 1 and tagged:
+            cands = tagged
+            continue
+        field = cands[0].model_fields.get(item) if len(cands) == 1 else None
+        cands = _models_in(field.annotation) if field is not None else []
+        parts.append(("." if parts else "") + str(item))
+    return "".join(parts), cands[0] if len(cands) == 1 else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _reason(err: dict[str, Any]) -> tuple[str, str]:
+    """Return the field path and a one-line reason for one pydantic error."""
+    loc = tuple(err["loc"])
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden":
+        path, _ = _walk(loc)
+        _, parent = _walk(loc[:-1])
+        valid = sorted(parent.model_fields) if parent else []
+        return path, (f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid)}"
+                      f"{did_you_mean(loc[-1], valid)}")
+    path, _ = _walk(loc)
+    if kind == "union_tag_invalid":
+        return path, (f"unknown kind {ctx.get('tag')!r}; valid kinds: {', '.join(WORKLOAD_KINDS)}"
+                      f"{did_you_mean(ctx.get('tag'), WORKLOAD_KINDS)}")
+    if kind == "union_tag_not_found":
+        return path, f"missing kind; valid kinds: {', '.join(WORKLOAD_KINDS)}"
+    if kind == "literal_error":
+        choices = [c.strip("'") for c in re.split(r", | or ", str(ctx.get("expected", "")))]
+        return path, (f"{_short(value)} is not allowed; valid values: {', '.join(choices)}"
+                      f"{did_you_mean(value, choices)}")
+    if kind == "missing":
+        return path, "required field is missing"
+    msg = re.sub(r" or instance of \w+", "", " ".join(str(err["msg"]).split()))
+    if kind in ("value_error", "assertion_error"):
+        msg = re.sub(r"^(Value|Assertion) error, ", "", msg)
+        m = _PATH_PREFIX.match(msg)
+        if m:
+            sub = m.group(1)
+            path = f"{path}.{sub}" if path else sub
+            msg = m.group(2)
+        return path, msg
+    return path, f"{msg[:1].lower()}{msg[1:]} (got {_short(value)})"
+
+
+def _convert(exc: ValidationError, file: str | None) -> ScenarioError:
+    errors = exc.errors(include_url=False)
+    reasons = [_reason(e) for e in errors]
+    field, first = reasons[0]
+    rest = [f"{p}: {r}" if p else r for p, r in reasons[1:_MAX_ERRORS]]
+    message = "; also ".join([first, *rest])
+    if len(reasons) > _MAX_ERRORS:
+        message += f" (and {len(reasons) - _MAX_ERRORS} more errors)"
+    return ScenarioError(message, file=file, field=field or None)
+
+
+def _catalog_refs(s: Scenario) -> Iterator[tuple[str, str, str]]:
+    """Yield (field path, catalog section, id) for every catalog id in *s*; a device section
+    names the device kind expected there (``device:gpu``)."""
+    def node_refs(prefix: str, node: NodeSpec) -> Iterator[tuple[str, str, str]]:
+        for name, section in (("gpu", "device:gpu"), ("tpu", "device:tpu"), ("cpu", "device:cpu"),
+                              ("intra_node", "link"), ("host_link", "link"), ("nic", "link"),
+                              ("local_storage", "storage"), ("host_memory", "storage")):
+            if getattr(node, name) is not None:
+                yield f"{prefix}.{name}", section, getattr(node, name)
+
+    c = s.cluster
+    groups = [("cluster", c.node, c.fabric, c.storage)] if c.node is not None else []
+    groups += [(f"cluster.sites[{i}]", x.node, x.fabric, x.storage)
+               for i, x in enumerate(c.sites or [])]
+    for prefix, node, fabric, storage in groups:
+        yield from node_refs(f"{prefix}.node", node)
+        if fabric is not None and fabric.link is not None:
+            yield f"{prefix}.fabric.link", "link", fabric.link
+        for i, e in enumerate(storage):
+            yield f"{prefix}.storage[{i}].tier", "storage", e.tier
+            if e.link is not None:
+                yield f"{prefix}.storage[{i}].link", "link", e.link
+    for i, w in enumerate(c.wan or []):
+        yield f"cluster.wan[{i}].link", "link", w.link
+    sections = {"gpu": "device:gpu", "tpu": "device:tpu", "cpu": "device:cpu",
+                "memory": "storage", "storage": "storage"}
+    for i, n in enumerate(c.graph.nodes if c.graph else []):
+        if n.spec is not None and n.kind in sections:
+            yield f"cluster.graph.nodes[{i}].spec", sections[n.kind], n.spec
+    for i, link in enumerate(c.graph.links if c.graph else []):
+        yield f"cluster.graph.links[{i}].link", "link", link.link
+
+
+def _check_catalog(scenario: Scenario, file: str | None) -> None:
+    from hwsim import catalog
+
+    lookups: dict[str, Callable[[str], Any]] = {
+        "device": catalog.get_device, "link": catalog.get_link, "storage": catalog.get_storage}
+    for path, ref, ident in _catalog_refs(scenario):
+        section, _, kind = ref.partition(":")
+        try:
+            spec = lookups[section](ident)
+        except ScenarioError as err:
+            if err.file:  # a broken catalog file, not an unknown id: keep its own location
+                raise
+            raise ScenarioError(err.reason, file=file, field=path) from None
+        found = getattr(spec, "kind", kind)
+        if kind and found != kind:
+            raise ScenarioError(f"{ident!r} is a {found}, not a {kind}; give a {kind} id from "
+                                f"`hwsim catalog devices`", file=file, field=path)
+
+
+def _resolve_hf_config(scenario: Scenario, base: Path | None, file: str | None) -> Scenario:
+    w = scenario.workload
+    if not isinstance(w, TrainingWorkload) or w.model.hf_config is None:
+        return scenario
+    path = Path(w.model.hf_config).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise ScenarioError(f"no such Hugging Face config file {str(path)!r} (a config.json; a "
+                            "relative path is read from the scenario's folder)", file=file,
+                            field="workload.model.hf_config")
+    model = w.model.model_copy(update={"hf_config": str(path)})
+    return scenario.model_copy(update={"workload": w.model_copy(update={"model": model})})

@@ -1,0 +1,286 @@
+"""The scenario schema: strict, frozen pydantic models of a scenario file (DESIGN.md "Contracts").
+
+A :class:`Scenario` has a ``name``, a ``seed``, a :class:`~hwsim.scenario.schema_cluster.Cluster`
+(defined with its parts in :mod:`hwsim.scenario.schema_cluster` and re-exported here), a workload
+(:class:`TrainingWorkload` or :class:`TransferWorkload`, told apart by ``kind``) and
+:class:`Outputs`. Every model forbids unknown keys and is frozen. Quantities may be SI numbers or
+strings with units (``"10 TB"``, ``"1.5 us"``). ``docs/scenarios.md`` documents every field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Duration, ExplicitGraph, Fabric,
+                                          GraphLink, GraphNode, NodeSpec, PosInt, Site, Size,
+                                          StorageEntry, StrictModel, WanLink, did_you_mean)
+
+__all__ = [
+    "Scenario", "Cluster", "NodeSpec", "Fabric", "StorageEntry", "Site", "WanLink", "ExplicitGraph",
+    "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
+    "ModelRef", "Parallelism", "DataSpec", "Collective", "Outputs", "MODEL_PRESETS",
+    "WORKLOAD_KINDS", "Size", "Duration", "Bandwidth",
+]
+
+MODEL_PRESETS = ("mlp", "logistic-regression", "resnet50", "bert-large", "gpt3-175b", "llama2-7b",
+                 "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3-405b",
+                 "mixtral-8x7b", "dlrm")
+"""Model presets a ``workload.model.preset`` may name."""
+WORKLOAD_KINDS = ("training", "transfer")
+"""Values of ``workload.kind``."""
+_MLP_DEFAULTS = {"features": 1024, "width": 4096, "depth": 4, "outputs": 1024, "activation": "relu"}
+_MLP_ACTIVATIONS = ("sigmoid", "relu", "gelu", "tanh")
+_ARCH_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab")
+_ARCH_ACTIVATIONS = ("gelu", "relu", "swiglu", "geglu", "silu")
+
+
+class ModelRef(StrictModel):
+    """The model: one of ``preset``, ``hf_config`` (a path) or explicit transformer fields.
+
+    A bare string is a preset (``model: gpt3-175b``). Preset ``mlp`` fills ``features``,
+    ``width``, ``depth``, ``outputs`` and ``activation`` (1024, 4096, 4, 1024, relu); preset
+    ``logistic-regression`` fills ``features`` (100). Explicit fields fill ``kv_heads`` (=
+    ``heads``), ``ffn_hidden`` (4 x ``hidden``) and ``activation`` (gelu).
+    """
+
+    preset: str | None = None
+    hf_config: str | None = None
+    layers: PosInt | None = None
+    hidden: PosInt | None = None
+    heads: PosInt | None = None
+    kv_heads: PosInt | None = None
+    ffn_hidden: PosInt | None = None
+    vocab: PosInt | None = None
+    activation: str | None = None
+    features: PosInt | None = None
+    width: PosInt | None = None
+    depth: int | None = Field(None, ge=0)
+    outputs: PosInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _form(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"preset": data}
+        if not isinstance(data, dict):
+            return data
+        d = dict(data)
+        forms = [k for k in ("preset", "hf_config") if d.get(k) is not None]
+        d = {k: v for k, v in d.items() if v is not None}
+        forms += ["explicit fields"] if any(k in d for k in _ARCH_FIELDS) else []
+        if len(forms) != 1:
+            raise ValueError(f"give exactly one of preset, hf_config or explicit fields (layers, "
+                             f"hidden, heads, ...); got {', '.join(forms) or 'none'}")
+        mlp_keys = [k for k in _MLP_DEFAULTS if k in d]
+        preset = str(d["preset"]).lower() if d.get("preset") is not None else None
+        if preset is not None and preset not in MODEL_PRESETS:
+            raise ValueError(f"preset: unknown preset {d['preset']!r}; valid presets: "
+                             f"{', '.join(MODEL_PRESETS)}{did_you_mean(preset, MODEL_PRESETS)}")
+        if preset is not None:
+            d["preset"] = preset
+        allowed = {"mlp": set(_MLP_DEFAULTS), "logistic-regression": {"features"}}.get(
+            preset or "", {"activation"} if "explicit fields" in forms else set())
+        wrong = [k for k in mlp_keys if k not in allowed]
+        if wrong:
+            where = f"preset {preset!r}" if preset else forms[0]
+            raise ValueError(f"{', '.join(wrong)} cannot be used with {where}; features, width, "
+                             "depth, outputs and activation belong to preset 'mlp' (features also "
+                             "to 'logistic-regression')")
+        if preset == "mlp":
+            d = {**_MLP_DEFAULTS, **d}
+            if d["activation"] not in _MLP_ACTIVATIONS:
+                raise ValueError(f"activation: {d['activation']!r} is not valid for preset 'mlp'; "
+                                 f"valid: {', '.join(_MLP_ACTIVATIONS)}")
+        elif preset == "logistic-regression":
+            d.setdefault("features", 100)
+        elif "explicit fields" in forms:
+            missing = [k for k in ("layers", "hidden", "heads", "vocab") if d.get(k) is None]
+            if missing:
+                raise ValueError(f"explicit model fields need {', '.join(missing)} (e.g. layers: "
+                                 "96, hidden: 12288, heads: 96, vocab: 51200)")
+            d.setdefault("activation", "gelu")
+            d.setdefault("kv_heads", d["heads"])
+            if isinstance(d["hidden"], int) and not isinstance(d["hidden"], bool):
+                d.setdefault("ffn_hidden", 4 * d["hidden"])
+            if d["activation"] not in _ARCH_ACTIVATIONS:
+                raise ValueError(f"activation: {d['activation']!r} is not valid for a transformer; "
+                                 f"valid: {', '.join(_ARCH_ACTIVATIONS)}")
+        return d
+
+
+class Parallelism(StrictModel):
+    """Degrees of tensor, pipeline, data, context and expert parallelism; ``dp`` None = derived
+    from the device count."""
+
+    tp: PosInt = 1
+    pp: PosInt = 1
+    dp: PosInt | None = None
+    cp: PosInt = 1
+    ep: PosInt = 1
+    micro_batch: PosInt = 1
+    virtual_stages: PosInt = 1
+    sequence_parallel: bool = False
+    zero: Literal[0, 1, 2, 3] = 0
+    recompute: Literal["none", "selective", "full"] = "none"
+
+
+class DataSpec(StrictModel):
+    """Where training samples are read from, and how (``request_bytes`` defaults to
+    ``sample_bytes`` for random access, 1 MiB for sequential)."""
+
+    storage: str = Field(min_length=1)
+    samples: PosInt
+    sample_bytes: Size
+    access: Literal["random", "sequential"] = "random"
+    request_bytes: Size | None = None
+    prefetch: int = Field(2, ge=0)
+    decode_s_per_sample: Duration = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _request(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("request_bytes") is None:
+            seq = data.get("access") == "sequential"
+            data = {**data, "request_bytes": 2**20 if seq else data.get("sample_bytes")}
+        return data
+
+
+class Collective(StrictModel):
+    """The collective algorithm used for gradient and activation exchanges."""
+
+    algorithm: Literal["ring", "tree", "auto"] = "ring"
+
+
+class TrainingWorkload(StrictModel):
+    """Training a model; ``steps`` defaults to 10 when neither ``steps`` nor ``epochs`` is given."""
+
+    kind: Literal["training"]
+    model: ModelRef
+    seq_len: PosInt | None = None
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8"] = "fp32"
+    global_batch: PosInt
+    parallelism: Parallelism = Parallelism()
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    loss: Literal["bce", "cross_entropy", "mse"] = "cross_entropy"
+    steps: PosInt | None = None
+    epochs: float | None = Field(None, gt=0)
+    train_tokens: float | None = Field(None, gt=0)
+    train_samples: float | None = Field(None, gt=0)
+    data: DataSpec | None = None
+    device: Literal["gpu", "cpu", "tpu"] | None = None
+    framework_overhead: Duration | None = None
+    collective: Collective = Collective()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("steps") is not None and data.get("epochs") is not None:
+            raise ValueError("steps and epochs are mutually exclusive; give one of them")
+        if data.get("steps") is None and data.get("epochs") is None:
+            data = {**data, "steps": 10}
+        return data
+
+    @model_validator(mode="after")
+    def _epochs(self) -> TrainingWorkload:
+        if self.epochs is not None and self.data is None:
+            raise ValueError("epochs needs data (the data set to sweep); give steps instead")
+        return self
+
+
+class Transfer(StrictModel):
+    """One bulk transfer between two endpoints (storage entry names or graph node ids)."""
+
+    name: str = Field(min_length=1)
+    src: str = Field(min_length=1)
+    dst: str = Field(min_length=1)
+    size: Size
+    start: Duration = 0.0
+    request_bytes: Size = float(2**20)
+    streams: PosInt = 1
+
+
+class TransferWorkload(StrictModel):
+    """A set of bulk transfers (data staging, checkpoint copies, replication)."""
+
+    kind: Literal["transfer"]
+    transfers: list[Transfer] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _names(self) -> TransferWorkload:
+        names = [t.name for t in self.transfers]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"transfer names must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+
+Workload = Annotated[TrainingWorkload | TransferWorkload, Field(discriminator="kind")]
+"""A workload; ``kind`` picks the model (one of :data:`WORKLOAD_KINDS`)."""
+
+
+class Outputs(StrictModel):
+    """Which result tables and files to produce; ``utilization_bin_s`` None = automatic."""
+
+    events: bool = True
+    utilization: bool = True
+    trace: bool = True
+    utilization_bin_s: Duration | None = Field(None, gt=0)
+
+
+class Scenario(StrictModel):
+    """A whole scenario file: what runs (``workload``), on what (``cluster``), what to record."""
+
+    name: str = Field(min_length=1)
+    seed: int = 0
+    description: str = ""
+    cluster: Cluster
+    workload: Workload
+    outputs: Outputs = Outputs()
+
+    @model_validator(mode="after")
+    def _references(self) -> Scenario:
+        node = self.cluster.node
+        w = self.workload
+        if isinstance(w, TrainingWorkload) and w.data is not None:
+            names = self.storage_names()
+            if w.data.storage not in names:
+                raise ValueError(f"workload.data.storage: unknown storage {w.data.storage!r}; "
+                                 f"valid: {', '.join(names)}{did_you_mean(w.data.storage, names)}")
+            if w.data.storage == "local" and node is not None and node.local_storage is None:
+                raise ValueError("workload.data.storage is 'local' but cluster.node has no "
+                                 "local_storage (e.g. local_storage: nvme-gen4)")
+        if (isinstance(w, TrainingWorkload) and w.device in ("gpu", "tpu") and node is not None
+                and getattr(node, w.device) is None):
+            raise ValueError(f"workload.device is {w.device!r} but cluster.node has no "
+                             f"{w.device}; use device: cpu or set cluster.node.{w.device}")
+        return self
+
+    def storage_names(self) -> list[str]:
+        """Names ``workload.data.storage`` may take: the cluster's storage entries (``site/name``
+        in the multi-site form, storage node ids in the explicit form), ``local`` and ``memory``."""
+        c = self.cluster
+        names = [e.name for e in c.storage]
+        names += [f"{s.name}/{e.name}" for s in c.sites or [] for e in s.storage]
+        names += [n.id for n in c.graph.nodes if n.kind == "storage"] if c.graph else []
+        return names + ["local", "memory"]
+
+    @property
+    def compute_device(self) -> str | None:
+        """Where a training model runs: ``workload.device``, else ``gpu``/``tpu`` when the nodes
+        have them, else ``cpu``; None for workloads without a model."""
+        w = self.workload
+        if not isinstance(w, TrainingWorkload):
+            return None
+        if w.device is not None:
+            return w.device
+        c = self.cluster
+        nodes = [c.node] if c.node else [s.node for s in c.sites or []]
+        kinds = {n.kind for n in self.cluster.graph.nodes} if self.cluster.graph else set()
+        for kind in ("gpu", "tpu"):
+            if kind in kinds or any(getattr(n, kind) for n in nodes):
+                return kind
+        return "cpu"

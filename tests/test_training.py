@@ -1,0 +1,94 @@
+"""Training jobs end to end: the founding example's bottlenecks, data-parallel MLP scaling with
+the interconnect, memory as a result, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hwsim.scenario.build import run_scenario
+from hwsim.scenario.loader import load_scenario
+
+SCEN = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+def _run(name: str, **changes):
+    data = load_scenario(SCEN / name).model_dump(mode="json")
+    for path, value in changes.items():
+        node = data
+        *head, last = path.split(".")
+        for k in head:
+            node = node[k]
+        node[last] = value
+    return run_scenario(load_scenario(data))
+
+
+def test_logistic_regression_is_overhead_bound_on_nvme_and_storage_bound_on_hdd():
+    """Dense(1, sigmoid) does a few kFLOP per step: on NVMe the step is the dispatch time of its
+    ~9 ops, so the bottleneck is overhead; on a 7200 rpm disk each batch needs 32 random reads
+    at ~170 IOPS (~0.19 s), so storage I/O takes over and the run is >1000x longer."""
+    nvme = _run("quickstart.yaml")
+    hdd = _run("logistic-gpu-hdd.yaml")
+    assert nvme.summary["bottleneck"] == "overhead"
+    assert hdd.summary["bottleneck"] == "storage"
+    assert hdd.summary["bottleneck_share"] > 0.95
+    assert hdd.summary["time_to_train_s"] > 1000 * nvme.summary["time_to_train_s"]
+    # closed form for the HDD step: 32 requests of 404 B at the disk's IOPS, plus one access latency
+    from hwsim.catalog import get_storage
+    hddspec = get_storage("hdd-7200")
+    assert hdd.summary["step_time_s"] == pytest.approx(32 / hddspec.read_iops + hddspec.latency_s, rel=0.02)
+
+
+def test_the_same_job_on_a_cpu_runs_and_is_overhead_bound():
+    cpu = _run("logistic-cpu.yaml")
+    assert cpu.summary["device_type"] == "EPYC-7742"
+    assert cpu.summary["bottleneck"] == "overhead"
+    assert cpu.summary["fits"] is True
+
+
+def test_faster_interconnect_never_slows_data_parallel_training():
+    nvlink = _run("mlp-dp-nvlink.yaml").summary
+    pcie = _run("mlp-dp-pcie.yaml").summary
+    eth = _run("mlp-dp-ethernet.yaml").summary
+    assert nvlink["step_time_s"] < pcie["step_time_s"] < eth["step_time_s"]
+    assert eth["bottleneck"] == "comm:ethernet"
+    assert pcie["bottleneck"] == "comm:pcie"
+
+
+def test_more_gpus_over_nvlink_keep_per_gpu_throughput_close():
+    one = _run("mlp-dp-nvlink.yaml", **{"cluster.node.gpus_per_node": 1, "workload.global_batch": 256}).summary
+    eight = _run("mlp-dp-nvlink.yaml").summary
+    assert eight["samples_per_s"] > 4 * one["samples_per_s"]
+    assert eight["samples_per_s"] <= 8 * one["samples_per_s"] * (1 + 1e-9)
+
+
+def test_a_model_that_does_not_fit_is_a_result():
+    r = _run("mlp-dp-nvlink.yaml", **{"workload.model.width": 65536, "workload.model.depth": 8})
+    assert r.summary["fits"] is False
+    assert r.summary["step_time_s"] is None
+    assert r.summary["memory_per_device_gb"] > r.summary["memory_capacity_per_device_gb"]
+    assert "does not fit" in r.summary["bottleneck_label"]
+
+
+def test_same_seed_gives_identical_frames():
+    a = _run("mlp-dp-ethernet.yaml")
+    b = _run("mlp-dp-ethernet.yaml")
+    for name in ("events", "utilization", "memory", "bottleneck"):
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name))
+    assert a.summary == b.summary
+
+
+def test_trace_invariants_hold():
+    r = _run("mlp-dp-pcie.yaml")
+    ev = r.events
+    assert (ev.end_s >= ev.start_s).all()
+    assert ev.start_s.is_monotonic_increasing
+    u = r.utilization
+    assert ((u.utilization >= 0) & (u.utilization <= 1)).all()
+    # bytes conserved: what the links carried equals the bytes of the flows times their hops
+    flows = ev[ev.kind.isin(["flow", "storage", "copy"])]
+    assert flows.bytes.sum() > 0
+    link_bytes = u[u.resource_class != "stream"].bytes.sum()
+    assert link_bytes >= flows.bytes.sum()
