@@ -1,1 +1,18 @@
-"""topology layer (see DESIGN.md)."""
+"""topology layer (see DESIGN.md): the networkx graph of devices, memories, storage, switches and
+links, its builders and its routing. ``docs/topology.md`` documents the graph."""
+
+from __future__ import annotations
+
+from hwsim.topology.attributes import (
+    EDGE_ATTRIBUTES, ENDPOINT_KINDS, FORWARDING_KINDS, NODE_ATTRIBUTES, NODE_KINDS, SWITCH_LEVELS,
+    TIER_ATTRIBUTES, TRANSIT_LINK_CLASSES, check_connected, from_explicit, top_switches,
+)
+from hwsim.topology.builders import TOPOLOGIES, cluster, multi_site, single_node, tpu_pod
+from hwsim.topology.routing import Router
+
+__all__ = [
+    "single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
+    "top_switches", "Router", "TOPOLOGIES", "NODE_KINDS", "ENDPOINT_KINDS", "FORWARDING_KINDS",
+    "TRANSIT_LINK_CLASSES", "SWITCH_LEVELS", "NODE_ATTRIBUTES", "EDGE_ATTRIBUTES",
+    "TIER_ATTRIBUTES",
+]

@@ -1,0 +1,325 @@
+"""Topology builders: pure functions from the scenario's ``cluster`` fields to a networkx Graph.
+
+Each validates its arguments (ScenarioError naming the field) and ends with
+:func:`~hwsim.topology.attributes.check_connected`. ``docs/topology.md`` describes the layouts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import chain, product
+from math import prod
+from typing import Any, Mapping, Sequence
+
+import networkx as nx
+
+from hwsim.exceptions import ScenarioError
+from hwsim.topology import attributes as A
+from hwsim.topology.attributes import check_connected, from_explicit
+
+__all__ = ["single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
+           "TOPOLOGIES", "INTER_SOCKET_BW_BYTES_PER_S", "INTER_SOCKET_LATENCY_S"]
+
+TOPOLOGIES = ("fat-tree", "rail-optimized", "single-switch", "torus")
+DEFAULT_LEAF_RADIX = 64
+NIC_CLASSES = ("infiniband", "ethernet", "omnipath", "nvlink")
+INTER_SOCKET_BW_BYTES_PER_S = 100e9  # per direction; see docs/topology.md for the sources
+INTER_SOCKET_LATENCY_S = 100e-9  # remote minus local DRAM latency, 2-socket EPYC/Xeon: ~60-130 ns
+_NODE_KEYS = ("gpu", "gpus_per_node", "tpu", "cpu", "cpu_sockets", "intra_node", "host_link",
+              "nic", "nics_per_node", "local_storage", "host_memory")
+
+
+def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | None = None,
+                cpu: str = "EPYC-7742", cpu_sockets: int = 2, intra_node: str | None = None,
+                host_link: str = "pcie4-x16", nic: str | None = None, nics_per_node: int = 0,
+                local_storage: str | None = None, host_memory: str = "ddr4-host", server: int = 0,
+                site: str = A.DEFAULT_SITE, graph: nx.Graph | None = None,
+                name: str | None = None) -> nx.Graph:
+    """One server ``n{server}.*``: CPU sockets, host memory, accelerators and NICs on PCIe
+    switches (a switch per GPU-NIC pair, or per pair of GPUs when NICs are fewer), local storage;
+    added to *graph* if given, else to a new graph named *name*. Arguments mirror the scenario's
+    ``cluster.node``.
+
+    ``intra_node``: an nvlink id (an ``n{s}.nvswitch`` joins the GPUs), a pcie id (GPUs talk over
+    the PCIe tree; the id is their attachment), for TPUs an ici id (a ring), None (PCIe only).
+    A ``nic`` with ``nics_per_node=0`` gives one NIC.
+    """
+    if gpu is not None and tpu is not None:
+        raise ScenarioError("gpu and tpu are mutually exclusive; give one of them", field="tpu")
+    kind, acc_id = (A.GPU, gpu) if gpu is not None else (A.TPU, tpu)
+    n_acc = A.int_arg(gpus_per_node, "gpus_per_node", 0)
+    if (acc_id is not None) != (n_acc > 0):
+        raise ScenarioError(f"is {n_acc} but neither gpu nor tpu is set" if n_acc else
+                            f"must be >= 1 when {kind} is set (e.g. 8)", field="gpus_per_node")
+    acc = A.device_spec(acc_id, kind, kind) if acc_id is not None else None
+    cpu_s = A.device_spec(cpu, "cpu", A.CPU)
+    sockets = A.int_arg(cpu_sockets, "cpu_sockets", 1)
+    host = A.link_spec(host_link, "host_link", ("pcie",))
+    if intra_node is not None and acc is None:
+        raise ScenarioError("needs gpu or tpu accelerators", field="intra_node")
+    intra = None if intra_node is None else A.link_spec(
+        intra_node, "intra_node", ("nvlink", "pcie") if kind == A.GPU else ("ici",))
+    n_nic = A.int_arg(nics_per_node, "nics_per_node", 0)
+    if nic is None and n_nic:
+        raise ScenarioError(f"is {n_nic} but no nic is set", field="nics_per_node")
+    n_nic = max(n_nic, 1) if nic is not None else 0
+    nic_s = A.link_spec(nic, "nic", NIC_CLASSES) if nic is not None else None
+    mem = A.storage_spec(host_memory, "host_memory")
+    local = A.storage_spec(local_storage, "local_storage") if local_storage is not None else None
+    s, site = A.int_arg(server, "server", 0), A.name_arg(site, "site")
+
+    G = nx.Graph() if graph is None else graph
+    G.graph.setdefault("name", name or f"{n_acc or sockets}x{(acc or cpu_s).id}")
+    p, at = f"n{s}.", {"server": s, "site": site}
+    cpus = [A.add_node(G, f"{p}cpu{k}", A.CPU, spec=cpu_s.id, **at) for k in range(sockets)]
+    for i, a in enumerate(cpus):
+        for b in cpus[i + 1:]:
+            A.add_internal(G, a, b, "inter-socket", INTER_SOCKET_BW_BYTES_PER_S,
+                           INTER_SOCKET_LATENCY_S)
+    memory = A.add_node(G, f"{p}mem", A.MEMORY, spec=mem.id, **at, **A.tier_attrs(mem, sockets))
+    for c in cpus:  # the tier's figures are per socket
+        A.add_internal(G, c, memory, "memory-bus", mem.read_bw_bytes_per_s, mem.latency_s)
+    accs = [A.add_node(G, f"{p}{kind}{i}", kind, spec=acc.id, **at) for i in range(n_acc)]
+    nics = [A.add_node(G, f"{p}nic{j}", A.NIC, spec=nic_s.id, **at) for j in range(n_nic)]
+    added = [*cpus, memory, *accs, *nics]
+    root = cpus[0]
+    if accs:  # accelerator i and NIC j on switch i * n_sw // n_acc and j * n_sw // n_nic
+        n_sw = n_acc if n_nic >= n_acc else max(n_nic, (n_acc + 1) // 2)
+        sws = [A.add_node(G, f"{p}pcie{k}", A.PCIE_SWITCH, **at) for k in range(n_sw)]
+        added, root = added + sws, sws[0]
+        for k, sw in enumerate(sws):
+            A.add_link(G, sw, cpus[k * sockets // n_sw], host)
+        for i, a in enumerate(accs):
+            A.add_link(G, a, sws[i * n_sw // n_acc], intra if intra and intra.link_class == "pcie"
+                       else host)
+    for j, n in enumerate(nics):  # CPU-only servers: NICs on the sockets' root complexes
+        A.add_link(G, n, sws[j * n_sw // n_nic] if accs else cpus[j * sockets // n_nic], host)
+    if intra is not None and intra.link_class == "nvlink":
+        added.append(A.add_node(G, f"{p}nvswitch", A.NVSWITCH, **at))
+        for a in accs:
+            A.add_link(G, a, added[-1], intra)
+    elif intra is not None and intra.link_class == "ici" and n_acc > 1:  # ring over 2 ICI ports
+        for i in range(n_acc if n_acc > 2 else 1):
+            A.add_link(G, accs[i], accs[(i + 1) % n_acc], intra, 1 + (n_acc == 2),
+                       bw=intra.bw_bytes_per_s / 2)
+    if local is not None:
+        nvme = A.add_node(G, f"{p}nvme", A.STORAGE, spec=local.id, **at, **A.tier_attrs(local))
+        A.add_link(G, nvme, root, host)
+        added.append(nvme)
+    check_connected(G.subgraph(added))
+    return G
+
+
+def _leaves(G: nx.Graph, groups: list[list[str]], radix: int, site: str, rail: bool = False,
+            prefix: str = "leaf") -> list[str]:
+    """Attach each group of NICs to its own run of leaves with ``radix // 2`` down ports."""
+    down, leaves = max(1, radix // 2), []
+    for g, nics in enumerate(groups):
+        for c in range(0, len(nics), down):
+            leaves.append(A.add_node(G, f"{prefix}{len(leaves)}", A.SWITCH, site=site,
+                                     level="leaf", **({"rail": g} if rail else {})))
+            for n in nics[c:c + down]:
+                A.add_link(G, n, leaves[-1], A.link_spec(G.nodes[n]["spec"], "node.nic"))
+    return leaves
+
+
+def _upper(G: nx.Graph, leaves: list[str], link: Any, radix: int, over: float,
+           site: str) -> list[str]:
+    """Spines (and cores if needed) above *leaves*; return the top-level switches."""
+    if len(leaves) == 1:
+        return leaves
+    up, half = max(1, int(radix // (2 * over))), max(1, radix // 2)
+
+    def sw(name: str, level: str) -> str:
+        return A.add_node(G, name, A.SWITCH, site=site, level=level)
+    if len(leaves) <= radix:  # two levels: every leaf joins every spine, parallel links aggregated
+        n_sp = next(d for d in range(1, up + 1) if up % d == 0 and d * radix >= len(leaves) * up)
+        spines = [sw(f"spine{j}", "spine") for j in range(n_sp)]
+        for leaf, spine in product(leaves, spines):
+            A.add_link(G, leaf, spine, link, up // n_sp)
+        return spines
+    pods = [leaves[i:i + half] for i in range(0, len(leaves), half)]
+    if len(pods) > radix:
+        raise ScenarioError(f"{radix}-port switches cannot join {len(leaves)} leaves in three "
+                            "levels; raise leaf_radix", field="fabric.leaf_radix")
+    n_core = next(d for d in range(1, half + 1) if half % d == 0 and d * radix >= len(pods) * half)
+    cores = [[sw(f"core{j * n_core + c}", "core") for c in range(n_core)] for j in range(up)]
+    for p, pod in enumerate(pods):  # spine j of every pod joins core group j
+        for j in range(up):
+            spine = sw(f"spine{p * up + j}", "spine")
+            for leaf in pod:
+                A.add_link(G, leaf, spine, link)
+            for core in cores[j]:
+                A.add_link(G, spine, core, link, half // n_core)
+    return [c for group in cores for c in group]
+
+
+def cluster(*, nodes: int, node: Mapping[str, Any], fabric: Mapping[str, Any] | None = None,
+            storage: Sequence[Mapping[str, Any]] = (), site: str = A.DEFAULT_SITE,
+            name: str | None = None) -> nx.Graph:
+    """*nodes* identical servers (``node``: the :func:`single_node` fields) on a fabric.
+
+    ``fabric``: ``topology`` (fat-tree | rail-optimized | single-switch (default) | torus),
+    ``oversubscription`` (>= 1: leaf down / up capacity), ``link`` (switch-to-switch link id,
+    default the NIC's), ``leaf_radix`` (ports per switch, default 64), ``dims`` (torus only).
+    ``storage``: shared tiers ``{name, tier, count=1, link=None}`` on the top-level switches.
+    """
+    n = A.int_arg(nodes, "nodes", 1)
+    node = A.dict_arg(node, "node", _NODE_KEYS)
+    fab = A.dict_arg(fabric, "fabric", ("topology", "oversubscription", "link", "leaf_radix",
+                                        "dims"))
+    topo = fab.get("topology") or "single-switch"
+    if topo not in TOPOLOGIES:
+        raise ScenarioError(f"unknown topology {topo!r}; valid: {', '.join(TOPOLOGIES)}",
+                            field="fabric.topology")
+    over = fab.get("oversubscription", 1.0)
+    if (A.num_arg(over, "fabric.oversubscription") or 0) < 1:
+        raise ScenarioError(f"must be >= 1, got {over}", field="fabric.oversubscription")
+    for key, bad in (("oversubscription", over != 1), ("leaf_radix", fab.get("leaf_radix"))):
+        if bad and topo in ("single-switch", "torus"):
+            raise ScenarioError(f"does not apply to topology {topo!r}", field=f"fabric.{key}")
+    if fab.get("dims") is not None and topo != "torus":
+        raise ScenarioError(f"applies only to topology 'torus', not {topo!r}", field="fabric.dims")
+    if topo == "torus":
+        return _torus_cluster(n, node, fab, storage, site, name)
+    acc = node.get("gpu") or node.get("tpu") or node.get("cpu", "cpu")
+    G = nx.Graph(name=name or f"{n}x{node.get('gpus_per_node') or ''}{acc}-{topo}")
+    try:
+        for s in range(n):
+            single_node(**node, server=s, site=site, graph=G)
+    except ScenarioError as err:
+        raise A.nest_error(err, "node") from None
+    per = max(node.get("nics_per_node") or 0, 1) if node.get("nic") else 0
+    if n > 1 and not per:
+        raise ScenarioError(f"a cluster of {n} nodes needs NICs (e.g. nic: ib-hdr-200, "
+                            "nics_per_node: 8)", field="node.nic")
+    nics = [[f"n{s}.nic{j}" for j in range(per)] for s in range(n)]
+    top: list[str] = []
+    if per and topo == "single-switch":
+        top = _leaves(G, [list(chain.from_iterable(nics))], 2 * n * per, site, prefix="switch")
+    elif per:
+        radix = fab.get("leaf_radix")
+        radix = A.int_arg(DEFAULT_LEAF_RADIX if radix is None else radix, "fabric.leaf_radix", 2)
+        link = A.link_spec(fab.get("link") or node["nic"], "fabric.link")
+        rail = topo == "rail-optimized"
+        groups = [list(r) for r in zip(*nics)] if rail else [list(chain.from_iterable(nics))]
+        top = _upper(G, _leaves(G, groups, radix, site, rail), link, radix, over, site)
+    A.add_shared_storage(G, storage, top, node.get("nic"), site)
+    check_connected(G)
+    return G
+
+
+def _cube(n: int) -> tuple[int, int, int]:
+    """The most balanced ``(a, b, c)``, a <= b <= c, with ``a * b * c == n``."""
+    divs = [d for d in range(1, n + 1) if n % d == 0]
+    return min(((a, b, n // (a * b)) for a in divs for b in divs
+                if a <= b and n % (a * b) == 0 and b <= n // (a * b)), key=lambda d: d[2] - d[0])
+
+
+def _torus_cluster(n: int, node: dict[str, Any], fab: dict[str, Any], storage: Any, site: str,
+                   name: str | None) -> nx.Graph:
+    """:func:`cluster` with ``topology: torus``: a :func:`tpu_pod` of *n* hosts."""
+    if node.get("tpu") is None:
+        raise ScenarioError("topology 'torus' is for TPU pods (set node.tpu, e.g. TPU-v4); use "
+                            "fat-tree, rail-optimized or single-switch", field="fabric.topology")
+    cph = A.int_arg(node.get("gpus_per_node", 0), "node.gpus_per_node", 1)
+    host = {k: v for k, v in node.items() if k not in ("tpu", "gpus_per_node", "intra_node")}
+    try:
+        G = tpu_pod(tpu=node["tpu"], dims=fab.get("dims") or _cube(n * cph), chips_per_host=cph,
+                    ici=node.get("intra_node") or fab.get("link") or "tpu-ici-v4", site=site,
+                    name=name, **host)
+    except ScenarioError as err:
+        to = {"dims": "fabric.dims", "ici": "node.intra_node", "tpu": "node.tpu", None: "node"}
+        raise ScenarioError(err.reason, field=to.get(err.field, f"node.{err.field}")) from None
+    hosts = len({d["server"] for _, d in G.nodes(data=True)} - {None})
+    if hosts != n:
+        raise ScenarioError(f"is {n} but fabric.dims hold {hosts} hosts of {cph} chips",
+                            field="nodes")
+    top = [v for v, d in G.nodes(data=True) if d["kind"] == A.SWITCH]
+    A.add_shared_storage(G, storage, top, node.get("nic"), site)
+    check_connected(G)
+    return G
+
+
+def tpu_pod(*, tpu: str = "TPU-v4", dims: Sequence[int] = (4, 4, 4), ici: str = "tpu-ici-v4",
+            wraparound: bool = True, chips_per_host: int = 4, cpu: str = "EPYC-7742",
+            site: str = A.DEFAULT_SITE, name: str | None = None, **host: Any) -> nx.Graph:
+    """A 2D or 3D torus (a mesh with ``wraparound=False``) of TPU chips ``tpu{x}_{y}[_{z}]``.
+
+    Each torus edge carries ``1 / (2 * len(dims))`` of the catalog ici figure (the chip's total).
+    Chip ``c`` (x fastest) sits in host ``c // chips_per_host``, a :func:`single_node` server with
+    *cpu* and the other *host* fields; host NICs join one switch ``switch0``.
+    """
+    host = A.dict_arg(host, "host", [k for k in _NODE_KEYS if k not in ("tpu", "gpus_per_node",
+                                                                          "intra_node", "cpu")])
+    if not isinstance(dims, (list, tuple)) or len(dims) not in (2, 3):
+        raise ScenarioError(f"must be 2 or 3 sizes, got {dims!r}", field="dims")
+    dims = tuple(A.int_arg(d, "dims", 1) for d in dims)
+    chip, link = A.device_spec(tpu, "tpu", A.TPU), A.link_spec(ici, "ici", ("ici",))
+    cph = A.int_arg(chips_per_host, "chips_per_host", 1)
+    if prod(dims) % cph:
+        raise ScenarioError(f"{cph} does not divide the {prod(dims)} chips of dims {dims}",
+                            field="chips_per_host")
+    G = nx.Graph(name=name or f"{chip.id}-{'x'.join(map(str, dims))}")
+    coords = [c[::-1] for c in product(*(range(d) for d in reversed(dims)))]  # x fastest
+    names = {c: "tpu" + "_".join(map(str, c)) for c in coords}
+    for h in range(len(coords) // cph):
+        single_node(tpu=chip.id, gpus_per_node=cph, cpu=cpu, server=h, site=site, graph=G, **host)
+    nx.relabel_nodes(G, {f"n{i // cph}.tpu{i % cph}": names[c] for i, c in enumerate(coords)},
+                     copy=False)
+    for c in coords:
+        G.nodes[names[c]]["coords"] = c
+        for axis, size in enumerate(dims):
+            if size > 1 and (wraparound or c[axis] + 1 < size):
+                nb = c[:axis] + ((c[axis] + 1) % size,) + c[axis + 1:]
+                A.add_link(G, names[c], names[nb], link, 1 + (size == 2 and wraparound),
+                           bw=link.bw_bytes_per_s / (2 * len(dims)))
+    nics = [v for v, d in G.nodes(data=True) if d["kind"] == A.NIC]  # all on switch0
+    _leaves(G, [nics], 2 * len(nics), site, prefix="switch")
+    check_connected(G)
+    return G
+
+
+def multi_site(sites: Mapping[str, nx.Graph], wan: Sequence[Mapping[str, Any]], *,
+               router_link: str | None = None, name: str | None = None) -> nx.Graph:
+    """Join site graphs by WAN links between per-site routers.
+
+    Node ``v`` of site ``s`` becomes ``s/v`` (``site=s``); router ``s/router`` joins the site's
+    top-level switches (or NICs) with *router_link* (default: the link each uses most). ``wan``:
+    ``{a, b, link='wan-10g', count=1, bw=None, latency=None}``; ``bw`` (bytes/s per link and
+    direction) and ``latency`` (s) override the catalog."""
+    if not isinstance(sites, Mapping) or len(sites) < 2:
+        raise ScenarioError("needs a mapping of at least two site names to graphs", field="sites")
+    G = nx.Graph(name=name or "+".join(sites))
+    for s, sg in sites.items():
+        A.name_arg(s, "sites")
+        anchors = A.top_switches(sg) if isinstance(sg, nx.Graph) else []
+        if not anchors or sg.is_directed() or sg.is_multigraph() or f"{s}/router" in G:
+            raise ScenarioError("must be an undirected networkx.Graph with a switch or NIC (to "
+                                "attach the site router to) and no node 'router'",
+                                field=f"sites.{s}")
+        G.add_nodes_from((f"{s}/{v}", {**d, "site": s}) for v, d in sg.nodes(data=True))
+        G.add_edges_from((f"{s}/{u}", f"{s}/{v}", d) for u, v, d in sg.edges(data=True))
+        A.add_node(G, f"{s}/router", A.ROUTER, site=s)
+        for a in anchors:
+            used = Counter(d["link"] for *_, d in sg.edges(a, data=True)
+                           if d["link_class"] != A.INTERNAL)
+            lid = router_link or (sg.nodes[a]["spec"] if sg.nodes[a]["kind"] == A.NIC
+                                  else min(used, key=lambda k: (-used[k], k)))
+            A.add_link(G, f"{s}/router", f"{s}/{a}", A.link_spec(lid, "router_link"))
+    for i, raw in enumerate(wan if isinstance(wan, (list, tuple)) else [wan]):
+        f = f"wan[{i}]"
+        w = A.dict_arg(raw, f, ("a", "b", "link", "count", "bw", "latency"))
+        for end in ("a", "b"):
+            if w.get(end) not in sites:
+                raise ScenarioError(f"unknown site {w.get(end)!r}; sites: {', '.join(sites)}",
+                                    field=f"{f}.{end}")
+        ra, rb = f"{w['a']}/router", f"{w['b']}/router"
+        if ra == rb or G.has_edge(ra, rb):
+            raise ScenarioError("joins a site to itself or repeats a pair (use count)", field=f)
+        A.add_link(G, ra, rb, A.link_spec(w.get("link") or "wan-10g", f"{f}.link"),
+                   A.int_arg(w.get("count", 1), f"{f}.count", 1),
+                   bw=A.num_arg(w.get("bw"), f"{f}.bw", strict=True),
+                   latency=A.num_arg(w.get("latency"), f"{f}.latency"))
+    check_connected(G)
+    return G
