@@ -47,13 +47,20 @@ def _fmt(value: Any) -> str:
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.", show_default=False)],
 ) -> None:
-    """Check scenario files (schema and catalog ids) without running them."""
+    """Check scenario files (schema, catalog ids, topology, job plan) without running them."""
+    from hwsim.scenario.build import prepare
     from hwsim.scenario.loader import load_scenario
 
     failed = 0
     for path in files:
         try:
             scenario = load_scenario(path)
+            prepare(scenario)
+        except ScenarioError as err:  # errors found while building: add the file name
+            err = ScenarioError(err.reason, file=err.file or str(path), field=err.field)
+            typer.echo(f"error: {' '.join(str(err).split())}", err=True)
+            failed += 1
+            continue
         except HwsimError as err:
             typer.echo(f"error: {' '.join(str(err).split())}", err=True)
             failed += 1

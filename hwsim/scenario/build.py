@@ -21,7 +21,8 @@ from hwsim.topology import cluster as build_cluster
 from hwsim.topology import from_explicit, multi_site
 from hwsim.workloads import mlp_ops
 
-__all__ = ["build_graph", "training_plan", "transfer_plans", "run_scenario", "SIMULATED_STEPS"]
+__all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_scenario",
+           "SIMULATED_STEPS"]
 
 SIMULATED_STEPS = 20
 """Steps simulated when a budget (epochs, samples, tokens) asks for more: the rest are
@@ -31,7 +32,19 @@ _IMPLEMENTED_PRESETS = ("mlp", "logistic-regression")
 
 
 def build_graph(c: Cluster) -> nx.Graph:
-    """The topology graph of a cluster section (builder, multi-site or explicit form)."""
+    """The topology graph of a cluster section (builder, multi-site or explicit form). Builder
+    errors are reported under the cluster section's field path."""
+    try:
+        return _build_graph(c)
+    except ScenarioError as err:
+        if err.field and err.field.startswith("cluster"):
+            raise
+        base = "cluster.graph" if c.graph is not None else "cluster"
+        field = f"{base}.{err.field}" if err.field else base
+        raise ScenarioError(err.reason, field=field) from err
+
+
+def _build_graph(c: Cluster) -> nx.Graph:
     if c.graph is not None:
         return from_explicit(
             nodes=[n.model_dump() for n in c.graph.nodes],
@@ -177,10 +190,17 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     return plans
 
 
-def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None) -> Result:
-    """Build and run a validated scenario; returns its :class:`Result` (writes nothing)."""
+def prepare(s: Scenario) -> tuple[nx.Graph, TrainingPlan | list[TransferPlan]]:
+    """The topology graph and job plan of a validated scenario, with every cross-reference
+    checked; nothing is simulated (``hwsim validate`` stops here)."""
     g = build_graph(s.cluster)
     job = training_plan(s, g) if isinstance(s.workload, TrainingWorkload) else transfer_plans(s, g)
+    return g, job
+
+
+def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None) -> Result:
+    """Build and run a validated scenario; returns its :class:`Result` (writes nothing)."""
+    g, job = prepare(s)
     return simulate(g, job, name=s.name, seed=s.seed,
                     config=config if config is not None else s.model_dump(mode="json"),
                     utilization_bin_s=s.outputs.utilization_bin_s)

@@ -1,0 +1,61 @@
+"""Bad input through the real command line: a non-zero exit and one paragraph naming the file,
+the field and the valid choices; never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOOD_NODE = "{gpu: A100-SXM4-80GB, gpus_per_node: 2, intra_node: nvlink3}"
+WORKLOAD = "workload: {kind: training, model: {preset: mlp, width: 64, depth: 1}, global_batch: 8}\n"
+
+CASES = {
+    "unknown-device": (
+        f"name: x\ncluster:\n  node: {{gpu: A100-SXM-80GB, gpus_per_node: 1}}\n{WORKLOAD}",
+        [r"cluster\.node\.gpu", r"unknown device id 'A100-SXM-80GB'", "did you mean 'A100-SXM4-80GB'"]),
+    "misspelled-key": (
+        f"name: x\ncluster:\n  node: {GOOD_NODE}\n  fabirc: {{topology: fat-tree}}\n{WORKLOAD}",
+        [r"cluster\.fabirc", "unknown key 'fabirc'", "did you mean 'fabric'"]),
+    "negative-bandwidth": (
+        "name: x\ncluster:\n  graph:\n    nodes: [{id: a, kind: gpu, spec: A100-SXM4-80GB}, {id: s, kind: switch}]\n"
+        "    links: [{a: a, b: s, link: eth-100g, bw: -5 GB/s}]\n" + WORKLOAD,
+        [r"cluster\.graph\.links\[0\]\.bw", "greater than 0"]),
+    "disconnected-graph": (
+        "name: x\ncluster:\n  graph:\n    nodes: [{id: a, kind: gpu, spec: A100-SXM4-80GB}, "
+        "{id: b, kind: gpu, spec: A100-SXM4-80GB}, {id: s, kind: switch}]\n"
+        "    links: [{a: a, b: s, link: eth-100g}]\n" + WORKLOAD,
+        [r"cluster\.graph", "not connected", r"\{b\}"]),
+    "malformed-yaml": ("name: x\ncluster: [1\n", ["malformed YAML at line 3"]),
+    "unknown-link": (
+        f"name: x\ncluster:\n  node: {{gpu: A100-SXM4-80GB, gpus_per_node: 2, intra_node: nvlink9}}\n{WORKLOAD}",
+        [r"cluster\.node\.intra_node", "unknown link id 'nvlink9'", "nvlink3"]),
+}
+
+
+def _hwsim(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from hwsim.cli import main; main()", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_input_is_one_paragraph_with_file_and_field(tmp_path, case, command):
+    text, patterns = CASES[case]
+    (tmp_path / f"{case}.yaml").write_text(text)
+    p = _hwsim(command, f"{case}.yaml", cwd=tmp_path)
+    assert p.returncode == 1
+    err = p.stderr.strip()
+    assert "Traceback" not in p.stderr + p.stdout
+    assert err.startswith(f"error: {case}.yaml: ")
+    assert "\n" not in err
+    for pat in patterns:
+        assert __import__("re").search(pat, err), (pat, err)
+
+
+def test_missing_file(tmp_path):
+    p = _hwsim("run", "nope.yaml", cwd=tmp_path)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "nope.yaml: no such scenario file" in p.stderr
