@@ -116,6 +116,7 @@ def _transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.
         t0, t1 = job.results[p.name]
         s[f"transfer_{key}_s"] = t1 - t0
         s[f"transfer_{key}_gb_per_s"] = p.size_bytes / (t1 - t0) / 1e9 if t1 > t0 else math.inf
+        s[f"transfer_{key}_limit"] = job.limits[p.name]
         total += p.size_bytes
     done = [job.results[p.name] for p in job.plans if p.name in job.results]
     s["bytes_moved"] = total

@@ -131,19 +131,17 @@ class System:
             raise ScenarioError(f"unknown node {node!r} in the topology") from None
 
     # -- transfers ------------------------------------------------------------------------------
-    def route(self, src: str, dst: str, key: int = 0) -> tuple[list, dict, float, str]:
+    def route(self, src: str, dst: str, key: int = 0, request_bytes: float | None = None
+              ) -> tuple[list, dict, float, str]:
         """Channels, their coefficients, latency and bottleneck category of a transfer from
         *src* to *dst*.
 
         A storage source adds its read channel and a storage destination its write channel, each
         with the coefficient that makes small requests IOPS-bound; the category is
         ``"storage"`` when the tier is the narrowest part of the path, else
-        ``"comm:<link class>"`` of the narrowest link.
+        ``"comm:<link class>"`` of the narrowest link. *request_bytes* is the I/O size at a
+        storage end (default 1 MiB).
         """
-        return self._route(src, dst, key, None)
-
-    def _route(self, src: str, dst: str, key: int, request_bytes: float | None
-               ) -> tuple[list, dict, float, str]:
         path = self.router.path(src, dst, key) if src != dst else [src]
         chans: list = []
         coefs: dict = {}
@@ -175,7 +173,7 @@ class System:
                  max_rate: float | None = None) -> simpy.Event:
         """Move *nbytes* from graph node *src* to *dst* as one flow; the event succeeds when the
         last byte has arrived. *request_bytes* is the I/O size at a storage end (default 1 MiB)."""
-        chans, coefs, latency, cat = self._route(src, dst, key, request_bytes)
+        chans, coefs, latency, cat = self.route(src, dst, key, request_bytes)
         return self.net.transfer(nbytes, chans, latency, coefficients=coefs, max_rate=max_rate,
                                  resource=f"{src}->{dst}", kind=kind, name=name, job=job,
                                  rank=rank, category=category or cat)

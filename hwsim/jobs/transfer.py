@@ -28,7 +28,9 @@ class TransferPlan:
 
 class TransferJob:
     """Runs transfers; ``results`` maps name to (start_s, end_s) once done, and ``failed`` to the
-    reason when the destination tier cannot hold the data (a result, not a crash)."""
+    reason when the destination tier cannot hold the data (a result, not a crash).
+    ``limits`` maps name to what bounds the transfer alone: ``"storage"`` or
+    ``"comm:<link class>"`` (the narrowest part of its path)."""
 
     def __init__(self, system: System, plans: list[TransferPlan], job: str = "transfer") -> None:
         self.system = system
@@ -36,6 +38,7 @@ class TransferJob:
         self.job = job
         self.results: dict[str, tuple[float, float]] = {}
         self.failed: dict[str, str] = {}
+        self.limits = {p.name: system.route(p.src, p.dst, 0, p.request_bytes)[3] for p in plans}
 
     def start(self) -> None:
         for i, p in enumerate(self.plans):

@@ -1,0 +1,48 @@
+"""Every file in scenarios/ loads, runs, and matches its golden summary.
+
+The golden files pin the headline figures so that a model change shows up as a diff to review.
+After a deliberate change, regenerate them with ``HWSIM_UPDATE_GOLDEN=1 pytest
+tests/test_scenarios.py`` and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+import hwsim
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+GOLDEN = Path(__file__).resolve().parent / "golden"
+KEYS = ("fits", "bottleneck", "step_time_s", "time_to_train_s", "samples_per_s", "mfu",
+        "makespan_s", "bytes_moved", "memory_per_device_gb")
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario_runs_and_matches_golden(path):
+    r = hwsim.run(path)
+    got = {k: r.summary[k] for k in KEYS if k in r.summary}
+    assert got, "no headline keys in the summary"
+    assert r.bottleneck["share"].sum() == pytest.approx(1.0)
+    golden = GOLDEN / f"{path.stem}.json"
+    if os.environ.get("HWSIM_UPDATE_GOLDEN") or not golden.exists():
+        golden.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+        if not os.environ.get("HWSIM_UPDATE_GOLDEN"):
+            pytest.fail(f"wrote missing golden file {golden.name}; review and commit it")
+    want = json.loads(golden.read_text())
+    assert set(got) == set(want)
+    for k, v in want.items():
+        if isinstance(v, float) and isinstance(got[k], float):
+            assert math.isclose(got[k], v, rel_tol=1e-9), (k, got[k], v)
+        else:
+            assert got[k] == v, (k, got[k], v)
+
+
+def test_every_scenario_is_covered():
+    assert len(SCENARIOS) >= 7
+    assert (ROOT / "scenarios" / "quickstart.yaml") in SCENARIOS
