@@ -1,0 +1,61 @@
+"""Imports point one way (DESIGN.md "Layers"): a module imports only from its own layer and the
+layers below it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "hwsim"
+
+# layer of each top-level module or package, lowest first
+RANK = {"units": 0, "exceptions": 0, "catalog": 1, "engine": 1, "topology": 2, "workloads": 2,
+        "jobs": 3, "analysis": 3, "simulation": 4, "planning": 5, "scenario": 6, "cli": 7,
+        "__init__": 7, "__main__": 7}
+# pairs of same-rank layers that must not import each other
+FORBIDDEN = {("engine", "catalog"), ("catalog", "engine"), ("topology", "workloads"),
+             ("workloads", "topology"), ("workloads", "engine"), ("workloads", "catalog"),
+             ("analysis", "jobs"), ("jobs", "analysis"), ("analysis", "engine")}
+
+
+def _layer(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hwsim"):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                yield parts[1]
+            else:
+                yield from (a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("hwsim."):
+                    yield a.name.split(".")[1]
+
+
+def test_imports_point_down():
+    bad = []
+    for path in PKG.rglob("*.py"):
+        me = _layer(path)
+        for target in _imports(path):
+            if target not in RANK or target == me:
+                continue
+            if RANK[target] > RANK[me] or (me, target) in FORBIDDEN:
+                bad.append(f"{path.relative_to(PKG.parent)} imports hwsim.{target}")
+    assert not bad, "upward or sideways imports:\n" + "\n".join(sorted(bad))
+
+
+def test_engine_knows_nothing_of_hardware_or_jobs():
+    words = ("gpu", "nvlink", "tensor", "yaml", "training")
+    for path in (PKG / "engine").glob("*.py"):
+        code = "\n".join(line for line in path.read_text().lower().splitlines()
+                         if not line.strip().startswith("#"))
+        tree = ast.parse(path.read_text())
+        names = {n.id.lower() for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        assert not any(w in names for w in words), path
+        assert "import yaml" not in code
