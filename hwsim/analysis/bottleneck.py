@@ -1,0 +1,241 @@
+"""Bottleneck attribution: what the critical path was waiting for (DESIGN.md "Bottleneck
+attribution").
+
+A wall interval is split by a sweep line over the recorded events: at each instant the time counts
+toward the highest-priority category active then, and time no event covers is ``idle``. The
+priority order is
+
+    compute > memory > overhead > comm:* > storage > host > bubble > other categories > idle
+
+so communication that overlaps compute is hidden (counts as compute) and only *exposed*
+communication is charged to the link class. When several communication classes are active at the
+same instant, the one with the most active events wins, ties broken by name. Categories outside the
+list (none are expected) are kept, below ``bubble``, in name order, never dropped.
+
+Pandas in, pandas out; this module knows nothing of SimPy. The sweep is vectorised: sorted
+boundaries and per-category ``searchsorted`` counts, no Python loop per event, so a million events
+take about a second.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["critical_path_breakdown", "bottleneck", "bottleneck_label", "PRIORITY", "IDLE"]
+
+PRIORITY = ("compute", "memory", "overhead", "comm", "storage", "host", "bubble")
+"""Categories from the highest priority down; ``comm`` stands for every ``comm:<link class>``."""
+IDLE = "idle"
+"""Time covered by no selected event."""
+
+_COLUMNS = ["category", "seconds", "share"]
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({"category": pd.Series(dtype=object), "seconds": pd.Series(dtype=float),
+                         "share": pd.Series(dtype=float)})
+
+
+def _is_comm(category: str) -> bool:
+    return category == "comm" or category.startswith("comm:")
+
+
+def _rank_key(category: str) -> tuple[int, str]:
+    """Sort key of a category: its tier in :data:`PRIORITY` (comm classes share one tier; unknown
+    categories come after ``bubble``), then its name."""
+    if category == IDLE:
+        return (len(PRIORITY) + 1, category)
+    tier = PRIORITY.index("comm") if _is_comm(category) else (
+        PRIORITY.index(category) if category in PRIORITY else len(PRIORITY))
+    return (tier, category)
+
+
+def _select(values: pd.Series, wanted: Any) -> np.ndarray:
+    if isinstance(wanted, (str, bytes)) or not isinstance(wanted, Iterable):
+        return (values == wanted).to_numpy()
+    return values.isin(list(wanted)).to_numpy()
+
+
+def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any = None,
+                            start_s: float | None = None,
+                            end_s: float | None = None) -> pd.DataFrame:
+    """Split a wall interval into the category the critical path was waiting for.
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        At least ``start_s``, ``end_s`` and ``category`` (and ``job`` / ``rank`` when filtering on
+        them), as :attr:`hwsim.analysis.result.Result.events`.
+    job, rank : optional
+        Keep only the events of this job / rank (a value or a list of values); ``None`` keeps all.
+    start_s, end_s : float, optional
+        The wall interval; default: the first start to the last end of the selected events. Events
+        are clipped to it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``category, seconds, share``, one row per category with time attributed to it
+        (``idle`` for uncovered time), sorted by seconds descending (ties: by priority). Shares sum
+        to 1. Empty (with these columns) when nothing is selected and no interval is given, or
+        when the interval has zero length.
+
+    Raises
+    ------
+    ValueError
+        A required column is missing, a time is not finite, an event ends before it starts, or
+        ``end_s < start_s``.
+
+    Examples
+    --------
+    >>> ev = pd.DataFrame({"start_s": [0.0, 1.0, 3.0], "end_s": [2.0, 3.0, 4.0],
+    ...                    "category": ["compute", "comm:nvlink", "storage"]})
+    >>> critical_path_breakdown(ev).to_dict("list")
+    {'category': ['compute', 'comm:nvlink', 'storage'], 'seconds': [2.0, 1.0, 1.0], 'share': [0.5, 0.25, 0.25]}
+    """
+    needed = ["start_s", "end_s", "category"] + (["job"] if job is not None else []) + (
+        ["rank"] if rank is not None else [])
+    missing = [c for c in needed if c not in events.columns]
+    if missing:
+        raise ValueError(f"critical_path_breakdown: events lack column(s) {missing}; expected "
+                         f"the columns of Result.events, e.g. start_s, end_s, category, job, rank")
+    if start_s is not None and end_s is not None and end_s < start_s:
+        raise ValueError(f"critical_path_breakdown: end_s(={end_s}) must be >= start_s(={start_s})")
+
+    keep = np.ones(len(events), dtype=bool)
+    if job is not None:
+        keep &= _select(events["job"], job)
+    if rank is not None:
+        keep &= _select(events["rank"], rank)
+    starts = events["start_s"].to_numpy(dtype=float)[keep]
+    ends = events["end_s"].to_numpy(dtype=float)[keep]
+    cats = events["category"].to_numpy()[keep]
+    if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
+        raise ValueError("critical_path_breakdown: start_s and end_s must be finite numbers")
+    if (ends < starts).any():
+        i = int(np.argmax(ends < starts))
+        raise ValueError(f"critical_path_breakdown: an event ends before it starts (start_s="
+                         f"{starts[i]}, end_s={ends[i]}, category={cats[i]!r})")
+
+    if len(starts) == 0 and (start_s is None or end_s is None):
+        return _empty()
+    lo = float(starts.min()) if start_s is None else float(start_s)
+    hi = float(ends.max()) if end_s is None else float(end_s)
+    if not hi > lo:
+        if hi < lo:
+            raise ValueError(f"critical_path_breakdown: end_s(={hi}) must be >= start_s(={lo})")
+        return _empty()
+
+    # Clip to the interval; drop what lies outside or has no length left.
+    s = np.clip(starts, lo, hi)
+    e = np.clip(ends, lo, hi)
+    live = e > s
+    s, e, cats = s[live], e[live], cats[live]
+
+    codes, names = pd.factorize(pd.Series(cats, dtype=object).fillna("").astype(str), sort=True)
+    names = [str(n) for n in names]
+    order = sorted(range(len(names)), key=lambda k: _rank_key(names[k]))
+
+    # Elementary intervals [t[i], t[i+1]) between consecutive distinct boundaries.
+    t = np.unique(np.concatenate([s, e, [lo, hi]]))
+    left, dt = t[:-1], np.diff(t)
+    winner = np.full(len(left), -1, dtype=np.int64)
+
+    def active(k: int) -> np.ndarray:
+        """Number of events of category k active on each elementary interval."""
+        mine = codes == k
+        ks, ke = np.sort(s[mine]), np.sort(e[mine])
+        return (np.searchsorted(ks, left, side="right")
+                - np.searchsorted(ke, left, side="right"))
+
+    i = 0
+    while i < len(order):
+        tier = _rank_key(names[order[i]])[0]
+        group = [order[i]]
+        i += 1
+        while (i < len(order) and tier == PRIORITY.index("comm")
+               and _rank_key(names[order[i]])[0] == tier):
+            group.append(order[i])
+            i += 1
+        free = winner < 0
+        if not free.any():
+            break
+        if len(group) == 1:
+            n = active(group[0])
+            winner[free & (n > 0)] = group[0]
+            continue
+        # Several comm classes: the most active events wins, ties by name (group is name-sorted).
+        best_n = np.zeros(len(left), dtype=np.int64)
+        best_k = np.full(len(left), -1, dtype=np.int64)
+        for k in group:
+            n = active(k)
+            better = n > best_n
+            best_n[better] = n[better]
+            best_k[better] = k
+        take = free & (best_k >= 0)
+        winner[take] = best_k[take]
+
+    # bincount with slot 0 for idle
+    secs = np.bincount(winner + 1, weights=dt, minlength=len(names) + 1)
+    total = hi - lo
+    rows = [(names[k], float(secs[k + 1])) for k in order if secs[k + 1] > 0]
+    if secs[0] > 0:
+        rows.append((IDLE, float(secs[0])))
+    if not rows:
+        return _empty()
+    out = pd.DataFrame(rows, columns=["category", "seconds"])
+    # Floating round-off: the elementary intervals sum to the interval up to a few ulps.
+    out["share"] = out["seconds"] / total
+    out["_rank"] = range(len(out))
+    out = out.sort_values(["seconds", "_rank"], ascending=[False, True], kind="stable")
+    return out.drop(columns="_rank").reset_index(drop=True)[_COLUMNS]
+
+
+def bottleneck(breakdown: pd.DataFrame) -> tuple[str, float]:
+    """The category with the most critical-path time and its share.
+
+    ``idle`` is the answer only when no other category has time; ties go to the higher-priority
+    category. An empty breakdown gives ``("idle", 0.0)``.
+
+    >>> bd = pd.DataFrame({"category": ["idle", "compute"], "seconds": [3.0, 1.0],
+    ...                    "share": [0.75, 0.25]})
+    >>> bottleneck(bd)
+    ('compute', 0.25)
+    """
+    if breakdown is None or len(breakdown) == 0:
+        return (IDLE, 0.0)
+    busy = breakdown[(breakdown["category"] != IDLE) & (breakdown["seconds"] > 0)]
+    if len(busy) == 0:
+        idle = breakdown[breakdown["category"] == IDLE]
+        return (IDLE, float(idle["share"].sum()) if len(idle) else 0.0)
+    best = min(busy.itertuples(index=False),
+               key=lambda r: (-float(r.seconds), _rank_key(str(r.category))))
+    return (str(best.category), float(best.share))
+
+
+_LABELS = {
+    "compute": "compute (compute-bound)",
+    "memory": "compute (memory-bound)",
+    "overhead": "launch/dispatch overhead",
+    "comm": "communication",
+    "storage": "storage I/O",
+    "host": "host/CPU work",
+    "bubble": "pipeline bubble",
+    IDLE: "idle",
+}
+
+
+def bottleneck_label(category: str) -> str:
+    """Human text for a category: ``"comm:nvlink"`` -> ``"communication over nvlink"``.
+
+    >>> bottleneck_label("memory")
+    'compute (memory-bound)'
+    """
+    if category in _LABELS:
+        return _LABELS[category]
+    if category.startswith("comm:"):
+        return f"communication over {category[len('comm:'):]}"
+    return category
