@@ -14,6 +14,7 @@ from typing import Generator, Sequence
 import simpy
 
 from hwsim.jobs.system import System
+from hwsim.topology import natural_key
 
 __all__ = ["ring_allreduce", "CollectiveGroup", "ring_order"]
 
@@ -24,12 +25,7 @@ def ring_order(system: System, ranks: Sequence[str]) -> list[str]:
     g = system.graph
     return sorted(ranks, key=lambda n: (str(g.nodes[n].get("site", "")),
                                         g.nodes[n].get("server") if g.nodes[n].get("server") is not None else -1,
-                                        _natural(n)))
-
-
-def _natural(name: str) -> tuple:
-    import re
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+                                        natural_key(n)))
 
 
 def ring_allreduce(system: System, ring: Sequence[str], nbytes: float, *, job: str = "",

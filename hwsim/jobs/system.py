@@ -121,9 +121,6 @@ class System:
     def is_storage(self, node: str) -> bool:
         return node in self._storage
 
-    def nodes_of_kind(self, kind: str) -> list[str]:
-        return [n for n, d in self.graph.nodes(data=True) if d.get("kind") == kind]
-
     def _node(self, node: str) -> dict[str, Any]:
         try:
             return self.graph.nodes[node]

@@ -6,7 +6,6 @@ in the error."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import networkx as nx
@@ -18,7 +17,7 @@ from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.schema import Cluster, Scenario, TrainingWorkload, TransferWorkload
 from hwsim.simulation import simulate
 from hwsim.topology import cluster as build_cluster
-from hwsim.topology import from_explicit, multi_site
+from hwsim.topology import from_explicit, multi_site, nodes_of_kind, server_peer
 from hwsim.workloads import mlp_ops
 
 __all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_scenario",
@@ -63,18 +62,6 @@ def _cluster_graph(nodes, node, fabric, storage) -> nx.Graph:
                          storage=[s.model_dump() for s in storage])
 
 
-def _natural(name: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
-
-
-def _server_peer(g: nx.Graph, node: str, kind: str) -> str | None:
-    """The first node of *kind* on the same server and site as *node*."""
-    d = g.nodes[node]
-    peers = [n for n, e in g.nodes(data=True) if e.get("kind") == kind
-             and e.get("server") == d.get("server") and e.get("site") == d.get("site")]
-    return min(peers, key=_natural) if peers else None
-
-
 def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
     w = s.workload
     assert isinstance(w, TrainingWorkload)
@@ -97,9 +84,9 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
         raise ScenarioError("algorithm 'tree' is not implemented yet; valid: ring, auto (= ring)",
                             field="workload.collective.algorithm")
     kind = s.compute_device
-    ranks = sorted((n for n, d in g.nodes(data=True) if d.get("kind") == kind), key=_natural)
+    ranks = nodes_of_kind(g, kind)
     if kind == "cpu":  # one training process per server, on its first socket
-        ranks = [n for n in ranks if _server_peer(g, n, "cpu") == n]
+        ranks = [n for n in ranks if server_peer(g, n, "cpu") == n]
     if not ranks:
         raise ScenarioError(f"the cluster has no {kind} to train on", field="workload.device")
     dp = par.dp or len(ranks)
@@ -118,8 +105,8 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
     else:
         ops = mlp_ops(features=m.features, width=1, depth=0, outputs=1, activation="sigmoid",
                       batch=batch, precision=w.precision, optimizer=w.optimizer, loss=w.loss)
-    hosts = tuple(_server_peer(g, r, "memory") or r for r in ranks)
-    cpus = tuple(_server_peer(g, r, "cpu") or r for r in ranks)
+    hosts = tuple(server_peer(g, r, "memory") or r for r in ranks)
+    cpus = tuple(server_peer(g, r, "cpu") or r for r in ranks)
     data = None
     if w.data is not None:
         data = DataPlan(storage=_data_node(s, g, ranks[0]), sample_bytes=w.data.sample_bytes,
@@ -151,7 +138,7 @@ def _data_node(s: Scenario, g: nx.Graph, rank: str) -> str | None:
     if name == "memory":
         return None
     if name == "local":
-        node = _server_peer(g, rank, "storage")
+        node = server_peer(g, rank, "storage")
         if node is None:
             raise ScenarioError("'local' but the servers have no local storage",
                                 field="workload.data.storage")
