@@ -181,15 +181,17 @@ class FlowNetwork:
         self.env.schedule(ev, RECOMPUTE_PRIORITY)
 
     def _recompute(self, _event: Any = None) -> None:
-        """Max-min fair rates for the flows a change can reach.
+        """Max-min fair rates for the flows a change can reach, found by local repair.
 
-        A flow's rate can change only if it is new, or shares a saturated channel (a bottleneck)
-        with a flow whose rate changes, or lost capacity on a channel that a changed flow
-        saturates. So the component is closed over saturated channels starting from the new flows
-        and from the saturated channels that finished flows freed; flows outside keep their rates
-        and their load is subtracted from capacity. If filling saturates a channel on which an
-        outside flow runs faster than the new fair share, that flow joins and the component is
-        filled again. The result equals a global progressive filling (tested).
+        Max-min fairness holds when every flow has a bottleneck: a saturated channel on which no
+        flow runs faster. A change can break that only near the flows whose rates change, so
+        the component starts from the new flows and from the flows that were bottlenecked on
+        the saturated channels that finished flows freed. The component is filled on residual
+        capacities (flows outside keep their rates), then every channel it touched is checked:
+        an outside flow joins if it now runs faster than flows the channel froze, or if it lost
+        its bottleneck (a channel that is no longer saturated, or on which a component flow now
+        runs faster) and has no other one. Filling repeats until nothing joins. The result
+        equals a global progressive filling (tested against one).
         """
         self._recompute_pending = False
         self.recomputations += 1
@@ -203,30 +205,56 @@ class FlowNetwork:
             seeds.extend(ch for ch, _ in f.channels if ch.saturated)
         self._new = []
         self._freed = []
-        self._close(comp, seeds)
+        self._rates = {}
+        for ch in set(seeds):
+            if ch.flows:
+                top = max(g.rate for g in ch.flows) * (1 - _REL_TOL)
+                comp.update(g for g in ch.flows if g.rate >= top)
+        was_saturated: dict[Channel, bool] = {}
         while True:
+            for f in comp:
+                for ch, _ in f.channels:
+                    if ch not in was_saturated:
+                        was_saturated[ch] = ch.saturated
             touched = self._fill(comp, now)
-            extra = [g for ch in touched if ch.saturated
-                     for g in ch.flows if g not in comp and g.rate > touched[ch] * (1 + _REL_TOL)]
+            extra = self._violations(comp, touched, was_saturated)
             if not extra:
                 break
             comp.update(extra)
-            self._close(comp, [c for g in extra for c, _ in g.channels if c.saturated])
         self._commit(comp, touched, now)
 
-    @staticmethod
-    def _close(comp: set[Flow], seeds: list[Channel]) -> None:
-        seen: set[Channel] = set()
-        stack = seeds
-        while stack:
-            ch = stack.pop()
-            if ch in seen:
+    def _violations(self, comp: set[Flow], touched: dict[Channel, float],
+                    was_saturated: dict[Channel, bool]) -> set[Flow]:
+        """Outside flows whose max-min condition the new rates of *comp* may break."""
+        rates = self._rates
+        extra: set[Flow] = set()
+        for ch, level in touched.items():
+            outside = [g for g in ch.flows if g not in comp]
+            if not outside:
                 continue
-            seen.add(ch)
-            for f in ch.flows:
-                if f not in comp:
-                    comp.add(f)
-                    stack.extend(c for c, _ in f.channels if c.saturated and c not in seen)
+            if ch.saturated:
+                top_in = max(rates[f] for f in ch.flows if f in comp)
+                for g in outside:
+                    if g.rate > level * (1 + _REL_TOL):
+                        extra.add(g)       # faster than the flows this channel froze
+                    elif g.rate < top_in * (1 - _REL_TOL) and not self._held_elsewhere(g, ch):
+                        extra.add(g)       # lost its bottleneck here to a faster flow
+            elif was_saturated[ch]:
+                top = max(g.rate for g in ch.flows) * (1 - _REL_TOL)  # old rates: not committed
+                extra.update(g for g in outside
+                             if g.rate >= top and not self._held_elsewhere(g, ch))
+        return extra
+
+    def _held_elsewhere(self, g: Flow, here: Channel) -> bool:
+        """True if *g* has a bottleneck other than *here* under the new rates."""
+        rates = self._rates
+        for c, _ in g.channels:
+            if c is here or not c.saturated:
+                continue
+            top = max(rates.get(f, f.rate) for f in c.flows)
+            if g.rate >= top * (1 - _REL_TOL):
+                return True
+        return False
 
     def _fill(self, comp: set[Flow], now: float) -> dict[Channel, float]:
         """Progressive filling of *comp* on residual capacities. Sets ``_new_rate`` per flow in a
