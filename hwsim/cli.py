@@ -80,7 +80,33 @@ def _bottleneck_line(result: Any) -> str | None:
             name, share = rows["category"].iloc[0], float(rows["share"].iloc[0])
     if name is None:
         return None
-    return f"bottleneck: {name}" + (f" ({share:.0%} of critical path)" if share is not None else "")
+    label = result.summary.get("bottleneck_label")
+    detail = [label] if label and label != name else []
+    detail += [f"{share:.0%} of critical path"] if share is not None else []
+    return f"bottleneck: {name}" + (f" ({', '.join(detail)})" if detail else "")
+
+
+def _headline(s: dict[str, Any]) -> str | None:
+    """The answer in one line: time to train (training) or makespan (transfers)."""
+    from hwsim.units import format_quantity
+
+    if s.get("fits") is False:
+        return f"does not fit: {s.get('bottleneck_label', '')}"
+    if s.get("time_to_train_s") is not None and s.get("step_time_s"):
+        return (f"time to train: {_duration(s['time_to_train_s'])} "
+                f"({s['total_steps']:,} steps of {format_quantity(s['step_time_s'], 's')}, "
+                f"{s['samples_per_s']:,.0f} samples/s, MFU {s['mfu']:.1%})")
+    if s.get("makespan_s") is not None:
+        return (f"all transfers done in {_duration(s['makespan_s'])} "
+                f"({format_quantity(s['bytes_moved'], 'B')} moved)")
+    return None
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
 
 
 @app.command()
@@ -118,9 +144,9 @@ def run(
         table.add_row(escape(str(key)), escape(_fmt(value)))
     console = Console(soft_wrap=True, highlight=False)
     console.print(table)
-    line = _bottleneck_line(result)
-    if line:
-        typer.echo(line)
+    for line in (_headline(result.summary), _bottleneck_line(result)):
+        if line:
+            typer.echo(line)
     if out is not None:
         typer.echo(f"wrote {out}")
 
