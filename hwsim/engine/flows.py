@@ -229,10 +229,10 @@ class FlowNetwork:
         rates = self._rates
         extra: set[Flow] = set()
         for ch, level in touched.items():
-            outside = [g for g in ch.flows if g not in comp]
-            if not outside:
-                continue
             if ch.saturated:
+                outside = [g for g in ch.flows if g not in comp]
+                if not outside:
+                    continue
                 top_in = max(rates[f] for f in ch.flows if f in comp)
                 for g in outside:
                     if g.rate > level * (1 + _REL_TOL):
@@ -240,6 +240,9 @@ class FlowNetwork:
                     elif g.rate < top_in * (1 - _REL_TOL) and not self._held_elsewhere(g, ch):
                         extra.add(g)       # lost its bottleneck here to a faster flow
             elif was_saturated[ch]:
+                outside = [g for g in ch.flows if g not in comp]
+                if not outside:
+                    continue
                 top = max(g.rate for g in ch.flows) * (1 - _REL_TOL)  # old rates: not committed
                 extra.update(g for g in outside
                              if g.rate >= top and not self._held_elsewhere(g, ch))
@@ -257,56 +260,61 @@ class FlowNetwork:
         return False
 
     def _fill(self, comp: set[Flow], now: float) -> dict[Channel, float]:
-        """Progressive filling of *comp* on residual capacities. Sets ``_new_rate`` per flow in a
-        side table and returns the touched channels with their fill level (the rate of the flows
-        that channel froze, or inf if it froze none)."""
+        """Progressive filling of *comp* on residual capacities. Leaves the new rates in
+        ``self._rates``, updates ``saturated`` of the touched channels and returns them with
+        their fill level (the rate of the flows that channel froze, or inf if it froze none).
+
+        Levels only rise as flows freeze, so a channel's heap entry is a lower bound of its
+        current level: on pop, an entry that has gone stale is pushed back with the current
+        level instead of being re-pushed at every change.
+        """
         residual: dict[Channel, float] = {}
         weight: dict[Channel, float] = {}
         for f in comp:
+            r = f.rate
             for ch, coef in f.channels:
-                if ch not in residual:
-                    residual[ch] = ch.capacity - ch.load
-                    weight[ch] = 0.0
                 # ch.load counts this flow at its old rate; give that share back.
-                residual[ch] += coef * f.rate
-                weight[ch] += coef
-        heap: list[tuple[float, int, Any]] = []
-        version: dict[Channel, int] = {}
-        for ch, w in weight.items():
-            version[ch] = 0
-            heap.append((max(residual[ch], 0.0) / w, 0, id(ch), ch))
-        for f in comp:
-            if f.max_rate is not None:
-                heap.append((f.max_rate, -1, f.id, f))
+                if ch in residual:
+                    residual[ch] += coef * r
+                    weight[ch] += coef
+                else:
+                    residual[ch] = ch.capacity - ch.load + coef * r
+                    weight[ch] = coef
+        heap: list[tuple[float, int, Any]] = [
+            (max(residual[ch], 0.0) / w, 0, id(ch), ch) for ch, w in weight.items()]
+        heap.extend((f.max_rate, -1, f.id, f) for f in comp if f.max_rate is not None)
         heapq.heapify(heap)
+        heappop, heappush = heapq.heappop, heapq.heappush
         rates: dict[Flow, float] = {}
-        level_of: dict[Channel, float] = {ch: float("inf") for ch in residual}
-        while heap and len(rates) < len(comp):
-            level, ver, _, obj = heapq.heappop(heap)
-            if isinstance(obj, Flow):
+        level_of: dict[Channel, float] = dict.fromkeys(residual, float("inf"))
+        n = len(comp)
+        while heap and len(rates) < n:
+            level, kind, _, obj = heappop(heap)
+            if kind < 0:  # a flow's own cap
                 if obj in rates:
                     continue
-                frozen = [(obj, None)]
+                frozen = (obj,)
             else:
-                if ver != version[obj]:
+                w = weight[obj]
+                if w <= 1e-12:
                     continue
-                frozen = [(f, obj) for f in obj.flows if f in comp and f not in rates]
+                current = max(residual[obj], 0.0) / w
+                if current > level * (1 + _REL_TOL) + 1e-300:
+                    heappush(heap, (current, 0, id(obj), obj))
+                    continue
+                level = current
+                frozen = tuple(f for f in obj.flows if f not in rates and f in comp)
                 if not frozen:
                     continue
                 level_of[obj] = level
-            for f, _ in frozen:
-                if f in rates:
-                    continue
+            for f in frozen:
                 rates[f] = level
                 for ch, coef in f.channels:
                     residual[ch] -= coef * level
                     weight[ch] -= coef
-                    version[ch] += 1
-                    if weight[ch] > coef * _REL_TOL and ch is not obj:
-                        heapq.heappush(heap, (max(residual[ch], 0.0) / weight[ch], version[ch], id(ch), ch))
         self._rates = rates
-        for ch in residual:
-            ch.saturated = residual[ch] <= ch.capacity * _REL_TOL
+        for ch, r in residual.items():
+            ch.saturated = r <= ch.capacity * _REL_TOL
         return level_of
 
     def _commit(self, comp: set[Flow], touched: dict[Channel, float], now: float) -> None:
