@@ -34,10 +34,12 @@ _REL_TOL = 1e-9
 class Channel:
     """One direction of a link, or a storage channel: a capacity shared by flows."""
 
-    __slots__ = ("id", "capacity", "label", "flows", "load", "saturated")
+    __slots__ = ("id", "idx", "capacity", "label", "flows", "load", "saturated")
 
-    def __init__(self, cid: Hashable, capacity: float, label: str) -> None:
+    def __init__(self, cid: Hashable, idx: int, capacity: float, label: str) -> None:
         self.id = cid
+        self.idx = idx
+        """Declaration order: the deterministic tie-break wherever channels are ordered."""
         self.capacity = capacity
         self.label = label
         self.flows: dict[Flow, float] = {}
@@ -120,7 +122,7 @@ class FlowNetwork:
             raise ValueError(f"channel {cid!r}: capacity_bytes_per_s(={capacity_bytes_per_s}) must be > 0")
         if cid in self.channels:
             raise ValueError(f"channel {cid!r} already exists")
-        self.channels[cid] = Channel(cid, float(capacity_bytes_per_s), label)
+        self.channels[cid] = Channel(cid, len(self.channels), float(capacity_bytes_per_s), label)
         if self.recorder is not None:
             self.recorder.declare(cid, float(capacity_bytes_per_s), label)
 
@@ -206,10 +208,7 @@ class FlowNetwork:
         self._new = []
         self._freed = []
         self._rates = {}
-        for ch in set(seeds):
-            if ch.flows:
-                top = max(g.rate for g in ch.flows) * (1 - _REL_TOL)
-                comp.update(g for g in ch.flows if g.rate >= top)
+        self._seed(comp, seeds)
         was_saturated: dict[Channel, bool] = {}
         while True:
             for f in comp:
@@ -223,11 +222,30 @@ class FlowNetwork:
             comp.update(extra)
         self._commit(comp, touched, now)
 
+    @staticmethod
+    def _seed(comp: set[Flow], seeds: list[Channel]) -> None:
+        """Add the flows bottlenecked on the seed channels (those at a channel's top rate), and
+        transitively the flows bottlenecked on their saturated channels: the flows a change
+        there is most likely to move. Fewer refills; correctness does not depend on it."""
+        seen: set[int] = set()
+        stack = seeds
+        while stack:
+            ch = stack.pop()
+            if ch.idx in seen or not ch.flows:
+                continue
+            seen.add(ch.idx)
+            top = max(g.rate for g in ch.flows) * (1 - _REL_TOL)
+            for g in ch.flows:
+                if g.rate >= top and g not in comp:
+                    comp.add(g)
+                    stack.extend(c for c, _ in g.channels if c.saturated and c.idx not in seen)
+
     def _violations(self, comp: set[Flow], touched: dict[Channel, float],
                     was_saturated: dict[Channel, bool]) -> set[Flow]:
         """Outside flows whose max-min condition the new rates of *comp* may break."""
         rates = self._rates
         extra: set[Flow] = set()
+        self._tops: dict[int, float] = {}
         for ch, level in touched.items():
             if ch.saturated:
                 outside = [g for g in ch.flows if g not in comp]
@@ -250,11 +268,13 @@ class FlowNetwork:
 
     def _held_elsewhere(self, g: Flow, here: Channel) -> bool:
         """True if *g* has a bottleneck other than *here* under the new rates."""
-        rates = self._rates
+        rates, tops = self._rates, self._tops
         for c, _ in g.channels:
             if c is here or not c.saturated:
                 continue
-            top = max(rates.get(f, f.rate) for f in c.flows)
+            top = tops.get(c.idx)
+            if top is None:
+                top = tops[c.idx] = max(rates.get(f, f.rate) for f in c.flows)
             if g.rate >= top * (1 - _REL_TOL):
                 return True
         return False
@@ -281,7 +301,7 @@ class FlowNetwork:
                     residual[ch] = ch.capacity - ch.load + coef * r
                     weight[ch] = coef
         heap: list[tuple[float, int, Any]] = [
-            (max(residual[ch], 0.0) / w, 0, id(ch), ch) for ch, w in weight.items()]
+            (max(residual[ch], 0.0) / w, 0, ch.idx, ch) for ch, w in weight.items()]
         heap.extend((f.max_rate, -1, f.id, f) for f in comp if f.max_rate is not None)
         heapq.heapify(heap)
         heappop, heappush = heapq.heappop, heapq.heappush
@@ -300,7 +320,7 @@ class FlowNetwork:
                     continue
                 current = max(residual[obj], 0.0) / w
                 if current > level * (1 + _REL_TOL) + 1e-300:
-                    heappush(heap, (current, 0, id(obj), obj))
+                    heappush(heap, (current, 0, obj.idx, obj))
                     continue
                 level = current
                 frozen = tuple(f for f in obj.flows if f not in rates and f in comp)
@@ -319,14 +339,14 @@ class FlowNetwork:
 
     def _commit(self, comp: set[Flow], touched: dict[Channel, float], now: float) -> None:
         rates = self._rates
-        changed: set[Channel] = set()
+        changed: dict[Channel, None] = {}
         for f in comp:
             new = rates[f]
             if new == f.rate and f.version:
                 continue
             for ch, coef in f.channels:
                 ch.load += coef * (new - f.rate)
-                changed.add(ch)
+                changed[ch] = None
             f.remaining -= f.rate * (now - f.last_s)
             if f.remaining < 0:
                 f.remaining = 0.0
@@ -343,6 +363,10 @@ class FlowNetwork:
 
     def _schedule_wakeup(self) -> None:
         heap = self._heap
+        if len(heap) > 64 and len(heap) > 4 * len(self._active):
+            # Rate changes leave stale entries behind; drop them before they pile up.
+            self._heap = heap = [e for e in heap if e[3] == e[2].version]
+            heapq.heapify(heap)
         while heap and heap[0][3] != heap[0][2].version:
             heapq.heappop(heap)
         if not heap:
@@ -377,7 +401,7 @@ class FlowNetwork:
         if finished:
             rec = self.recorder
             if rec is not None:
-                for ch in set(self._freed):
+                for ch in dict.fromkeys(self._freed):
                     rec.level(now, ch.id, ch.load)
             self._request_recompute()
         else:
