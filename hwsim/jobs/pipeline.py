@@ -1,0 +1,55 @@
+"""Run a pipeline schedule as SimPy processes: one process per stage executes its units in order;
+a unit starts when its stage is free and its input (activation or gradient from the neighbouring
+stage) has arrived. What a unit costs and how a boundary transfer travels are callbacks, so the
+same executor serves a closed-form test and a training job on a real graph."""
+
+from __future__ import annotations
+
+from typing import Callable, Generator
+
+import simpy
+
+from hwsim.jobs.schedules import Unit, downstream, upstream
+
+__all__ = ["run_pipeline"]
+
+RunUnit = Callable[[int, Unit], simpy.Event]
+"""``run(stage, unit)`` starts the unit's work and returns an event that fires when it is done."""
+Send = Callable[[int, int, Unit], simpy.Event | None]
+"""``send(src_stage, dst_stage, unit)`` starts moving *unit*'s output; None means it is free."""
+
+
+def run_pipeline(env: simpy.Environment, units: list[list[Unit]], v: int, run: RunUnit,
+                 send: Send | None = None) -> simpy.Event:
+    """Start every stage's process; the returned event fires when all stages have finished."""
+    p = len(units)
+    arrived: dict[tuple[int, Unit], simpy.Event] = {}
+
+    def arrival(stage: int, unit: Unit) -> simpy.Event:
+        key = (stage, unit)
+        if key not in arrived:
+            arrived[key] = env.event()
+        return arrived[key]
+
+    def forward_output(stage: int, unit: Unit) -> Generator:
+        nxt = downstream(unit, stage, p, v)
+        if nxt is None:
+            return
+        dst, consumer = nxt
+        ev = send(stage, dst, unit) if send is not None and dst != stage else None
+        if ev is not None:
+            yield ev
+        arrival(dst, consumer).succeed()
+
+    def stage_proc(s: int) -> Generator:
+        for unit in units[s]:
+            need = upstream(unit, s, p, v)
+            if need is not None:
+                yield arrival(s, unit)
+            yield run(s, unit)
+            if downstream(unit, s, p, v) is not None:
+                env.process(forward_output(s, unit))
+            elif unit[0] == "F":  # the last chunk's forward: its own backward may start
+                arrival(s, ("B", unit[1], unit[2])).succeed()
+
+    return env.all_of([env.process(stage_proc(s)) for s in range(p)])
