@@ -2,8 +2,48 @@
 
 from __future__ import annotations
 
+from hwsim.workloads.cnn import ResNetSpec, resnet_layers, resnet_ops
+from hwsim.workloads.dlrm import DLRMSpec, dlrm_ops
+from hwsim.workloads.hf_config import SUPPORTED_MODEL_TYPES, spec_from_hf_config
+from hwsim.workloads.memory import (
+    RECOMPUTE_POLICIES,
+    SCHEDULES,
+    inflight_microbatches,
+    layer_activation_bytes,
+    state_bytes,
+    storage_bytes,
+    training_memory,
+)
 from hwsim.workloads.mlp import OPTIMIZER_STATE_BYTES, mlp_ops, optimizer_op_bytes
-from hwsim.workloads.ops import DTYPE_BYTES, ModelOps, Op, dtype_bytes
+from hwsim.workloads.ops import (
+    COMM_KINDS,
+    DTYPE_BYTES,
+    Block,
+    ModelOps,
+    Op,
+    OpBuilder,
+    dtype_bytes,
+    model_from_blocks,
+    pipeline_stages,
+)
+from hwsim.workloads.presets import (
+    PRESET_NAMES,
+    PRESETS,
+    MLPSpec,
+    ModelSpec,
+    get_preset,
+    model_ops,
+    param_count,
+    resolve_model,
+    spec_from_fields,
+)
+from hwsim.workloads.transformer import TransformerSpec, transformer_ops
 
 __all__ = ["Op", "ModelOps", "DTYPE_BYTES", "dtype_bytes", "mlp_ops", "OPTIMIZER_STATE_BYTES",
-           "optimizer_op_bytes"]
+           "optimizer_op_bytes", "Block", "OpBuilder", "COMM_KINDS", "model_from_blocks",
+           "pipeline_stages", "TransformerSpec", "transformer_ops", "ResNetSpec",
+           "resnet_layers", "resnet_ops", "DLRMSpec", "dlrm_ops", "SUPPORTED_MODEL_TYPES",
+           "spec_from_hf_config", "MLPSpec", "ModelSpec", "PRESETS", "PRESET_NAMES",
+           "get_preset", "spec_from_fields", "resolve_model", "model_ops", "param_count",
+           "RECOMPUTE_POLICIES", "SCHEDULES", "storage_bytes", "state_bytes",
+           "layer_activation_bytes", "inflight_microbatches", "training_memory"]

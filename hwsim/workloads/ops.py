@@ -1,17 +1,32 @@
 """Ops: the unit of work of a model, as pure data (FLOPs, bytes moved, parameters).
 
 FLOP convention (DESIGN.md): 2 FLOPs per multiply-add; ``model_flops`` counts forward and
-backward matmul FLOPs (backward = 2x forward) without recompute.
+backward matmul FLOPs (backward = 2x forward) without recompute; ``hardware_flops`` adds the
+matmul FLOPs that activation recompute executes again.
+
+Communication is data too: an op whose ``comm`` is set is a collective (its ``flops`` and
+``bytes`` are 0), placed in the op list where the framework issues it. Kinds, by process group:
+``tp_allreduce``, ``tp_allgather``, ``tp_reducescatter`` (tensor parallel, Megatron-LM),
+``cp_allgather``, ``cp_reducescatter`` (context parallel), ``ep_alltoall`` (expert parallel),
+``mp_alltoall`` (model-parallel embedding tables). ``comm_bytes`` is the size of the full
+(unsharded) buffer, as the ``size`` column of nccl-tests counts it: the all-reduced tensor, the
+all-gather output, the reduce-scatter input, the all-to-all send buffer of one rank.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
-__all__ = ["Op", "ModelOps", "DTYPE_BYTES", "dtype_bytes"]
+__all__ = ["Op", "Block", "ModelOps", "OpBuilder", "DTYPE_BYTES", "COMM_KINDS",
+           "dtype_bytes", "model_from_blocks", "pipeline_stages"]
 
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
 """Bytes per element of each precision (tf32 is stored as fp32)."""
+
+COMM_KINDS = ("tp_allreduce", "tp_allgather", "tp_reducescatter", "cp_allgather",
+              "cp_reducescatter", "ep_alltoall", "mp_alltoall")
+"""Values of :attr:`Op.comm` (besides ``""``, a compute op)."""
 
 
 def dtype_bytes(precision: str) -> int:
@@ -25,13 +40,53 @@ def dtype_bytes(precision: str) -> int:
 class Op:
     """One op: ``flops`` (2 per multiply-add) and ``bytes`` read plus written from device memory.
     ``matmul`` ops count toward model FLOPs; ``grad_bytes`` > 0 marks the op after which that
-    many bytes of gradients are ready (backward ops)."""
+    many bytes of gradients are ready (backward ops).
+
+    ``comm`` (one of :data:`COMM_KINDS`) makes the op a collective of ``comm_bytes`` (see the
+    module docstring). ``comm_async`` False: the next op waits for it (Megatron's forward
+    all-reduces); True: it overlaps the next compute op only, and nothing after that op starts
+    before it completes (Megatron's async dX all-reduce / reduce-scatter under the weight-grad
+    GEMM, ring attention's K/V exchange). ``recompute`` marks a forward op re-run in backward by
+    activation recompute (counted in hardware FLOPs, not model FLOPs)."""
 
     name: str
     flops: float
     bytes: float
     matmul: bool = False
     grad_bytes: float = 0.0
+    comm: str = ""
+    comm_bytes: float = 0.0
+    comm_async: bool = False
+    recompute: bool = False
+
+
+def _flops(ops: Sequence[Op], hardware: bool) -> float:
+    return sum(op.flops for op in ops if op.matmul and (hardware or not op.recompute))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A contiguous piece of a model that a pipeline stage takes whole: ``kind`` is
+    ``embedding``, ``layer`` or ``head`` for transformers (``stem``/``block``/``head`` for CNNs).
+    ``forward``/``backward`` in execution order (backward includes recomputed ops); ``params``
+    and ``activation_bytes`` (kept for backward, one micro-batch) on one rank."""
+
+    name: str
+    kind: str
+    forward: tuple[Op, ...]
+    backward: tuple[Op, ...]
+    optimizer: tuple[Op, ...] = ()
+    params: float = 0.0
+    activation_bytes: float = 0.0
+    workspace_bytes: float = 0.0
+
+    @property
+    def model_flops(self) -> float:
+        return _flops(self.forward + self.backward, False)
+
+    @property
+    def hardware_flops(self) -> float:
+        return _flops(self.forward + self.backward, True)
 
 
 @dataclass(frozen=True)
@@ -40,7 +95,9 @@ class ModelOps:
 
     ``forward``/``backward`` in execution order; ``optimizer`` the update ops; ``params`` the
     parameter count; ``activation_bytes`` the activations kept for backward;
-    ``model_flops`` forward + backward matmul FLOPs of the micro-batch.
+    ``model_flops`` forward + backward matmul FLOPs of the micro-batch; ``hardware_flops`` the
+    matmul FLOPs executed including recompute (defaults to ``model_flops``); ``blocks`` the same
+    ops by block (empty for models built without blocks), for pipeline stages.
     """
 
     name: str
@@ -53,3 +110,145 @@ class ModelOps:
     samples: int
     tokens_per_sample: int = 1
     extra: dict = field(default_factory=dict)
+    hardware_flops: float | None = None
+    blocks: tuple[Block, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.hardware_flops is None:
+            object.__setattr__(self, "hardware_flops", self.model_flops)
+
+    def select(self, start: int, stop: int) -> ModelOps:
+        """The model restricted to ``blocks[start:stop]`` (a pipeline stage or chunk)."""
+        if not self.blocks:
+            raise ValueError(f"model {self.name!r} has no blocks to select from")
+        if not 0 <= start < stop <= len(self.blocks):
+            raise ValueError(f"block range [{start}, {stop}) outside [0, {len(self.blocks)})")
+        return model_from_blocks(self.name, self.blocks[start:stop], samples=self.samples,
+                                 tokens_per_sample=self.tokens_per_sample, extra=self.extra)
+
+
+def model_from_blocks(name: str, blocks: Sequence[Block], *, samples: int,
+                      tokens_per_sample: int = 1, extra: dict | None = None) -> ModelOps:
+    """A :class:`ModelOps` whose op lists are the blocks' in order (backward in reverse block
+    order) and whose sizes are their sums."""
+    blocks = tuple(blocks)
+    fwd = tuple(op for b in blocks for op in b.forward)
+    bwd = tuple(op for b in reversed(blocks) for op in b.backward)
+    return ModelOps(name=name, forward=fwd, backward=bwd,
+                    optimizer=tuple(op for b in blocks for op in b.optimizer),
+                    params=sum(b.params for b in blocks),
+                    activation_bytes=sum(b.activation_bytes for b in blocks),
+                    model_flops=_flops(fwd + bwd, False), samples=samples,
+                    tokens_per_sample=tokens_per_sample, extra=dict(extra or {}),
+                    hardware_flops=_flops(fwd + bwd, True), blocks=blocks)
+
+
+def _chunk_sizes(n: int, chunks: int) -> list[int]:
+    # Even split; the remainder goes to the middle chunks first, so the first and last chunks
+    # (which also hold the embedding and the output layer) get fewer layers, as Llama 3's
+    # 126 layers on 16 stages (arXiv 2407.21783 Sec 3.3.2: one layer fewer on the first and last).
+    base, extra = divmod(n, chunks)
+    sizes = [base] * chunks
+    order = list(range(1, chunks - 1)) + [chunks - 1, 0] if chunks > 2 else list(range(chunks))
+    for c in order[:extra]:
+        sizes[c] += 1
+    return sizes
+
+
+def pipeline_stages(model: ModelOps, pp: int, virtual_stages: int = 1) -> list[list[ModelOps]]:
+    """Split *model* into ``pp`` stages of ``virtual_stages`` chunks: ``result[stage][chunk]``.
+
+    Layers (blocks of kind other than ``embedding``/``head``) are spread over the
+    ``pp * virtual_stages`` virtual stages in order; virtual stage ``j * pp + i`` is chunk *j*
+    of stage *i* (Megatron-LM's interleaved assignment, Narayanan et al. 2021 Sec 2.2.2). The
+    embedding goes with virtual stage 0, the head with the last one.
+    """
+    if pp < 1 or virtual_stages < 1:
+        raise ValueError(f"pp={pp} and virtual_stages={virtual_stages} must be >= 1")
+    blocks = model.blocks
+    if not blocks:
+        raise ValueError(f"model {model.name!r} has no blocks to split into pipeline stages")
+    pre = [i for i, b in enumerate(blocks) if b.kind == "embedding"]
+    post = [i for i, b in enumerate(blocks) if b.kind == "head"]
+    body = [i for i in range(len(blocks)) if i not in pre and i not in post]
+    chunks = pp * virtual_stages
+    if len(body) < chunks:
+        raise ValueError(f"{len(body)} layers cannot fill {pp} stages x {virtual_stages} chunks")
+    sizes = _chunk_sizes(len(body), chunks)
+    out: list[list[ModelOps]] = [[] for _ in range(pp)]
+    pos = 0
+    for v in range(chunks):
+        idx = body[pos:pos + sizes[v]]
+        pos += sizes[v]
+        idx = (pre if v == 0 else []) + idx + (post if v == chunks - 1 else [])
+        sub = model_from_blocks(model.name, [blocks[i] for i in idx], samples=model.samples,
+                                tokens_per_sample=model.tokens_per_sample, extra=model.extra)
+        out[v % pp].append(sub)
+    return out
+
+
+class OpBuilder:
+    """Builds one block: forward ops in order, and per unit its backward ops (emitted in
+    reverse unit order by :meth:`backward`). GEMM operands are read at ``mb`` bytes per value,
+    everything else at ``vb``."""
+
+    def __init__(self, prefix: str, mb: float, vb: float) -> None:
+        self.p, self.mb, self.vb = prefix, mb, vb
+        self.fwd: list[Op] = []
+        self.units: list[list[Op]] = []
+
+    def comm(self, kind: str, nbytes: float, *, backward: bool = False, async_: bool = False,
+             name: str = "") -> None:
+        """A collective (named ``prefix.name.kind``) at the current point of the forward, or
+        (``backward``) at the start of the last unit's backward."""
+        label = f"{self.p}.{name}.{kind}" if name else f"{self.p}.{kind}"
+        op = Op(label, 0.0, 0.0, comm=kind, comm_bytes=nbytes, comm_async=async_)
+        if backward:
+            self.units[-1].insert(0, op)
+        else:
+            self.fwd.append(op)
+
+    def elementwise(self, name: str, elems: float, flops_per: float, touches: float,
+                    grad_bytes: float = 0.0) -> None:
+        """A memory-bound op over *elems* values, each read or written *touches* times; its
+        gradient reads one tensor more."""
+        self.fwd.append(Op(f"{self.p}.{name}", elems * flops_per, self.vb * elems * touches))
+        self.units.append([Op(f"{self.p}.{name}.grad", 2 * elems * flops_per,
+                              self.vb * elems * (touches + 1), grad_bytes=grad_bytes)])
+
+    def linear(self, name: str, m: float, k: float, n: float, *, grad_bytes: float,
+               tp: str = "", tp_bytes: float = 0.0, sp: bool = False,
+               dgrad: bool = True) -> None:
+        """``Y[m,n] = X[m,k] W[k,n]``: forward, dgrad (dX) and wgrad (dW; *grad_bytes* of
+        gradients ready after it). ``tp="col"``: column-parallel (Megatron-LM): under sequence
+        parallelism X is all-gathered before it; in backward dX is all-reduced
+        (reduce-scattered under SP, X re-gathered for wgrad) overlapped with the GEMMs as
+        Megatron-LM overlaps them. ``tp="row"``: row-parallel: Y is all-reduced (reduce-scattered
+        under SP); in backward under SP dY is all-gathered first. *tp_bytes*: the message."""
+        mb, vb, p = self.mb, self.vb, self.p
+        if tp == "col" and sp:
+            self.comm("tp_allgather", tp_bytes, name=name)
+        self.fwd.append(Op(f"{p}.{name}", 2 * m * k * n, mb * (m * k + k * n) + vb * m * n,
+                           matmul=True))
+        red = "tp_reducescatter" if sp else "tp_allreduce"
+        bwd: list[Op] = []
+        if tp == "row" and sp:
+            bwd.append(Op(f"{p}.{name}.grad.tp_allgather", 0.0, 0.0, comm="tp_allgather",
+                          comm_bytes=tp_bytes))
+        if tp == "col" and sp:
+            bwd.append(Op(f"{p}.{name}.wgrad_input.tp_allgather", 0.0, 0.0,
+                          comm="tp_allgather", comm_bytes=tp_bytes, comm_async=True))
+        if dgrad:
+            bwd.append(Op(f"{p}.{name}.dgrad", 2 * m * k * n, mb * (m * n + k * n) + vb * m * k,
+                          matmul=True))
+        if tp == "col":
+            bwd.append(Op(f"{p}.{name}.dgrad.{red}", 0.0, 0.0, comm=red, comm_bytes=tp_bytes,
+                          comm_async=True))
+        bwd.append(Op(f"{p}.{name}.wgrad", 2 * m * k * n, mb * (m * k + m * n) + vb * k * n,
+                      matmul=True, grad_bytes=grad_bytes))
+        self.units.append(bwd)
+        if tp == "row":
+            self.comm(red, tp_bytes, name=name)
+
+    def backward(self) -> list[Op]:
+        return [op for unit in reversed(self.units) for op in unit]

@@ -1,0 +1,299 @@
+"""Transformers as layer-level ops: GPT-3 style (GELU FFN, learned positions), Llama style
+(SwiGLU, grouped-query attention, RMSNorm, RoPE), BERT-style encoders and mixture-of-experts
+decoders (Mixtral-like top-k routing), per micro-batch on one tensor-parallel rank.
+
+Parallel layout: Megatron-LM (Shoeybi et al. 2019 Sec 3; Korthikanti et al. 2022 Sec 4.2.2 for
+sequence parallelism): QKV and FFN-up are column-parallel, the out-projection and FFN-down
+row-parallel, embedding and output layer vocab-parallel, so their FLOPs and bytes divide by
+``tp``; norms, residuals and dropout are replicated, or split by ``tp`` under sequence
+parallelism. Context parallelism splits the sequence: each rank has ``s/cp`` queries against all
+``s`` keys, whose K/V it all-gathers (overlapped with attention). MoE: routed tokens are
+exchanged by all-to-all within the expert-parallel group (Megatron-Core ``alltoall`` dispatcher;
+expert FFNs split by ``tp`` too; Megatron-Core requires sequence parallelism with MoE and TP, so
+router work divides by ``tp``).
+
+FLOPs (2 per multiply-add). Forward matmuls of one layer, T = b*s tokens, a*d = h:
+QKV ``2Th(h + 2*kv*d)``, scores and values ``4Tsh`` (in full, not halved for causality;
+flash-attention style: bytes are Q, K, V, O only), out-projection ``2Th^2``, FFN ``2Thf`` per
+matrix (2 matrices, 3 when gated), MoE ``top_k`` experts per token plus the router ``2ThE``;
+output layer ``2ThV``. Backward = 2x forward (dgrad + wgrad; attention backward 2x). For GPT
+(kv = a, f = 4h) ``model_flops`` is Megatron's ``72Bslh^2 (1 + s/(6h) + V/(12lh))`` (Narayanan
+et al. 2021 Appendix). ``hardware_flops`` adds the recomputed forward matmuls: full recompute
+re-runs every layer's forward once (not the output layer, which Megatron does not checkpoint),
+giving exactly ``96Bslh^2 (1 + s/(6h) + V/(16lh))``; selective recompute re-runs scores and
+values, ``4Tsh`` per layer. Flash-attention's recompute of QK^T in its backward is not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hwsim.workloads.memory import RECOMPUTE_POLICIES, layer_activation_bytes, storage_bytes
+from hwsim.workloads.mlp import optimizer_op_bytes
+from hwsim.workloads.ops import Block, ModelOps, Op, OpBuilder, dtype_bytes, model_from_blocks
+
+__all__ = ["TransformerSpec", "transformer_ops", "ACTIVATIONS", "NORMS", "POSITIONS"]
+
+ACTIVATIONS = {"gelu": False, "relu": False, "silu": False, "swiglu": True, "geglu": True}
+"""FFN activations; True = gated (three matrices: gate, up, down)."""
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope", "alibi", "none")
+_NORM_FLOPS = {"layernorm": 5.0, "rmsnorm": 4.0}  # per element, memory-bound either way
+
+
+@dataclass(frozen=True)
+class TransformerSpec:
+    """A transformer's architecture. ``kv_heads`` defaults to ``heads`` (multi-head attention),
+    ``ffn_hidden`` to ``4*hidden``, ``max_positions`` to ``seq_len``. ``experts`` > 1 makes
+    every layer's FFN a mixture of experts with ``top_k`` routing. ``encoder`` adds BERT's
+    segment embeddings (``type_vocab``), pooler and masked-LM transform; attention FLOPs are the
+    same either way. ``bias``: linear layers have biases (GPT, BERT; not Llama).
+    ``dropout``: dropout masks are kept (GPT, BERT; Llama trains without dropout)."""
+
+    layers: int
+    hidden: int
+    heads: int
+    vocab: int
+    kv_heads: int | None = None
+    ffn_hidden: int | None = None
+    activation: str = "gelu"
+    seq_len: int = 2048
+    norm: str = "layernorm"
+    position: str = "learned"
+    experts: int = 1
+    top_k: int = 1
+    tied_embeddings: bool = False
+    encoder: bool = False
+    bias: bool = True
+    dropout: bool = True
+    max_positions: int | None = None
+    type_vocab: int = 0
+    name: str = "transformer"
+
+    def __post_init__(self) -> None:
+        for key, default in (("kv_heads", self.heads), ("ffn_hidden", 4 * self.hidden),
+                             ("max_positions", self.seq_len)):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, default)
+        for key in ("layers", "hidden", "heads", "vocab", "kv_heads", "ffn_hidden", "seq_len",
+                    "experts", "top_k"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{key}={v!r} must be a positive integer")
+        for key, valid in (("activation", ACTIVATIONS), ("norm", NORMS), ("position", POSITIONS)):
+            if getattr(self, key) not in valid:
+                raise ValueError(f"{key}={getattr(self, key)!r}; valid: {', '.join(valid)}")
+        for ok, msg in ((self.hidden % self.heads == 0, "hidden is not a multiple of heads"),
+                        (self.heads % self.kv_heads == 0, "heads is not a multiple of kv_heads"),
+                        (self.top_k <= self.experts, "top_k exceeds experts")):
+            if not ok:
+                raise ValueError(f"{msg} (hidden={self.hidden}, heads={self.heads}, kv_heads="
+                                 f"{self.kv_heads}, experts={self.experts}, top_k={self.top_k})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def gated(self) -> bool:
+        return ACTIVATIONS[self.activation]
+
+    def param_counts(self) -> dict[str, float]:
+        """Parameters by part: ``embedding`` (tokens, positions, segments), ``attention`` and
+        ``ffn`` per layer (``ffn`` = all experts and the router), ``ffn_active`` (``top_k``
+        experts and the router), ``norms`` per layer, ``head`` (final norm, output matrix unless
+        tied, BERT's pooler and MLM transform), ``total`` and ``active`` (per token)."""
+        h, f, kvd, bias = self.hidden, self.ffn_hidden, self.kv_heads * self.head_dim, self.bias
+        nmat = 3 if self.gated else 2
+        norm = (2 if self.norm == "layernorm" else 1) * h
+        attn = 2 * h * h + 2 * h * kvd + (2 * h + 2 * kvd if bias else 0)
+        expert = nmat * h * f + ((nmat - 1) * f + h if bias else 0)
+        router = h * self.experts if self.experts > 1 else 0
+        emb = self.vocab * h + (self.max_positions * h if self.position == "learned" else 0)
+        emb += self.type_vocab * h + (norm if self.encoder else 0)  # BERT's embedding LayerNorm
+        head = norm + (0 if self.tied_embeddings else self.vocab * h)
+        if self.encoder:  # pooler (h^2 + h), MLM transform (h^2 + h + norm), decoder bias V
+            head += 2 * (h * h + h) + norm + self.vocab
+        per_layer = attn + self.experts * expert + router + 2 * norm
+        active = attn + self.top_k * expert + router + 2 * norm
+        return {"embedding": emb, "attention": attn, "ffn": self.experts * expert + router,
+                "ffn_active": self.top_k * expert + router, "norms": 2 * norm, "head": head,
+                "total": emb + self.layers * per_layer + head,
+                "active": emb + self.layers * active + head}
+
+    def params(self) -> float:
+        """Total parameters (all experts)."""
+        return self.param_counts()["total"]
+
+
+def _rank_params(spec: TransformerSpec, t: int, ep: int) -> tuple[float, float]:
+    """(all, expert) parameters of one layer on one rank: matrices and column-parallel biases
+    divide by ``t``; norms, row-parallel biases and the router are replicated (Megatron-LM);
+    ``experts / ep`` experts per rank."""
+    h, f, kvd, b = spec.hidden, spec.ffn_hidden, spec.kv_heads * spec.head_dim, spec.bias
+    nmat = 3 if spec.gated else 2
+    norms = 2 * (2 if spec.norm == "layernorm" else 1) * h
+    attn = (2 * h * h + 2 * h * kvd + (h + 2 * kvd if b else 0)) / t + (h if b else 0)
+    expert = (nmat * h * f + ((nmat - 1) * f if b else 0)) / t + (h if b else 0)
+    experts = spec.experts // ep * expert
+    router = h * spec.experts if spec.experts > 1 else 0
+    return attn + norms + experts + router, (experts if spec.experts > 1 else 0.0)
+
+
+def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | None = None,
+                    precision: str = "bf16", tp: int = 1, sp: bool = False, cp: int = 1,
+                    ep: int = 1, recompute: str = "none", flash_attention: bool = True,
+                    optimizer: str = "adam") -> ModelOps:
+    """Layer-level ops of one micro-batch on one tensor-parallel rank.
+
+    Parameters
+    ----------
+    spec : TransformerSpec
+    micro_batch, seq_len : int
+        Sequences per micro-batch (B in the FLOP formulas); tokens per sequence (``spec.seq_len``).
+    precision : str
+        GEMM input precision; stored values use :func:`~hwsim.workloads.memory.storage_bytes`.
+    tp, sp, cp, ep : int, bool, int, int
+        Tensor parallel degree, sequence parallelism (ignored when ``tp = 1``), context
+        parallel degree, expert parallel degree (experts per rank = ``experts / ep``).
+    recompute : {"none", "selective", "full"}
+        Activation recompute: sets the kept activations and inserts the recomputed forward ops
+        (``Op.recompute``) into the backward.
+    flash_attention : bool
+        Attention never stores the s x s scores (activations and op bytes); default True.
+    optimizer : str
+        One fused update op per block (multi-tensor Adam, as Megatron-LM and Apex run it).
+
+    Returns
+    -------
+    ModelOps
+        ``blocks``: ``embedding``, ``layer0`` .. ``layer{L-1}``, ``head``; ``params``,
+        ``model_flops``, ``hardware_flops`` of this rank (the model's FLOPs are ``tp * cp`` times
+        these; ``samples``, ``tokens_per_sample`` are the micro-batch's, shared by ``cp`` ranks);
+        ``extra``: ``expert_params`` (this rank), ``total_params``, ``active_params``,
+        ``alltoall_bytes`` (one of a MoE layer's 2 forward + 2 backward all-to-alls), ``spec``.
+    """
+    s = spec.seq_len if seq_len is None else seq_len
+    if recompute not in RECOMPUTE_POLICIES:
+        raise ValueError(f"recompute={recompute!r}; valid: {', '.join(RECOMPUTE_POLICIES)}")
+    for key, v in zip(("micro_batch", "seq_len", "tp", "cp", "ep"), (micro_batch, s, tp, cp, ep)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{key}={v!r} must be a positive integer")
+    if s % cp or spec.experts % ep:
+        raise ValueError(f"need seq_len % cp == 0 ({s} % {cp}) and experts % ep == 0 "
+                         f"({spec.experts} % {ep})")
+    sp = sp and tp > 1  # as Megatron-LM, sequence parallelism is a no-op without TP
+    h, a, d, f, V, E, k = (spec.hidden, spec.heads, spec.head_dim, spec.ffn_hidden, spec.vocab,
+                           spec.experts, spec.top_k)
+    kvd, t, moe = spec.kv_heads * d, tp, spec.experts > 1
+    mb, vb = dtype_bytes(precision), storage_bytes(precision)
+    T = micro_batch * s / cp             # tokens of this rank (its context-parallel share)
+    Tn = T / t if sp else T              # tokens of the norms, residuals (SP splits them)
+    act = T * h * vb                     # one hidden-state tensor: the TP message
+    col, row = ("col", "row") if t > 1 else ("", "")
+    pc = spec.param_counts()
+    nflop, gate, b1 = _NORM_FLOPS[spec.norm], 2 if spec.gated else 1, 1 if spec.bias else 0
+    norm_p = (2 if spec.norm == "layernorm" else 1) * h
+    shape = dict(seq_len=s, micro_batch=micro_batch, hidden=h, heads=a, tp=t, sp=sp, cp=cp,
+                 flash_attention=flash_attention, kv_heads=spec.kv_heads, ffn_hidden=f,
+                 gated=spec.gated, dropout=spec.dropout, top_k=k, value_bytes=vb)
+    layer_act = layer_activation_bytes(recompute=recompute, **shape)
+    transient = layer_activation_bytes(**shape) if recompute != "none" else 0.0
+    blocks: list[Block] = []  # transient: a recomputed layer's activations during its backward
+
+    def opt(name: str, params: float) -> tuple[Op, ...]:
+        return (Op(f"{name}.{optimizer}", 10.0 * params,
+                   optimizer_op_bytes(params, optimizer, "bf16" if vb == 2 else precision)),)
+
+    # -- embedding: vocab-parallel lookup (+ positions, segments), then the TP reduction -----
+    emb_p = pc["embedding"] - V * h * (1 - 1 / t)
+    e = OpBuilder("embedding", mb, vb)
+    tables = (spec.position == "learned") + (spec.type_vocab > 0)
+    e.elementwise("lookup", T * h, float(tables), 2.0 + tables, grad_bytes=vb * emb_p)
+    if t > 1:
+        e.comm("tp_reducescatter" if sp else "tp_allreduce", act, name="lookup")
+        if sp:
+            e.comm("tp_allgather", act, backward=True, name="lookup.grad")
+    # Korthikanti Sec 4.3: the embedding dropout mask, sbh/t under SP
+    blocks.append(Block("embedding", "embedding", tuple(e.fwd), tuple(e.backward()),
+                        opt("embedding", emb_p), emb_p, Tn * h * spec.dropout))
+
+    # -- layers --------------------------------------------------------------------------------
+    layer_p, expert_p = _rank_params(spec, t, ep)
+    attn_flops = 4 * T * s * h / t
+    kv_bytes = 2 * micro_batch * s * kvd / t * mb   # K and V of the whole sequence
+    eager = 0.0 if flash_attention else 4 * T * s * a / t * vb   # scores: write, read, probs
+    a2a = T / t * k * h * vb if moe else 0.0         # routed tokens of this rank
+    mt, ts = (T * k, act * k) if moe else (T, act)   # tokens through the FFN, its TP message
+    for i in range(spec.layers):
+        o = OpBuilder(f"layer{i}", mb, vb)
+        o.elementwise("norm1", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
+        o.linear("qkv", T, h, (h + 2 * kvd) / t, grad_bytes=vb * (h + b1) * (h + 2 * kvd) / t,
+                 tp=col, tp_bytes=act, sp=sp)
+        if spec.position == "rope":
+            o.elementwise("rope", T * (h + kvd) / t, 3.0, 2.0)
+        if cp > 1:
+            o.comm("cp_allgather", kv_bytes, async_=True, name="attention.kv")
+        o.fwd.append(Op(f"layer{i}.attention", attn_flops,
+                        mb * T * h / t + kv_bytes + vb * T * h / t + eager, matmul=True))
+        unit = [Op(f"layer{i}.attention.grad", 2 * attn_flops,
+                   4 * vb * T * h / t + 2 * kv_bytes + 2 * eager, matmul=True)]
+        if recompute == "selective":
+            unit.insert(0, replace(o.fwd[-1], name=f"layer{i}.attention.recompute",
+                                   recompute=True))
+        if cp > 1:
+            unit.append(Op(f"layer{i}.attention.kv.grad.cp_reducescatter", 0.0, 0.0,
+                           comm="cp_reducescatter", comm_bytes=kv_bytes, comm_async=True))
+        o.units.append(unit)
+        o.linear("out_proj", T, h / t, h, grad_bytes=vb * (h * h / t + b1 * h), tp=row,
+                 tp_bytes=act, sp=sp)
+        o.elementwise("residual1", Tn * h, 2.0, 3.0)
+        o.elementwise("norm2", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
+        if moe:
+            o.linear("router", T / t, h, E, grad_bytes=vb * h * E)
+            o.elementwise("router.topk", T / t * E, 4.0, 2.0)
+            if ep > 1:  # dispatch routed tokens; in backward their gradients come back
+                o.comm("ep_alltoall", a2a, name="moe.dispatch")
+                o.comm("ep_alltoall", a2a, backward=True, name="moe.dispatch.grad")
+        n_exp = E // ep if moe else 1
+        o.linear("ffn_up", mt, h, gate * f / t, tp=col, tp_bytes=ts, sp=sp,
+                 grad_bytes=vb * n_exp * (h + b1) * gate * f / t)
+        o.elementwise(spec.activation, mt * f / t, 8.0, gate + 1.0)
+        o.linear("ffn_down", mt, f / t, h, tp=row, tp_bytes=ts, sp=sp,
+                 grad_bytes=vb * n_exp * (f * h / t + b1 * h))
+        if moe:
+            if ep > 1:
+                o.comm("ep_alltoall", a2a, name="moe.combine")
+                o.comm("ep_alltoall", a2a, backward=True, name="moe.combine.grad")
+            o.elementwise("moe.combine", Tn * h * k, 2.0, 1.0 + 1.0 / k)
+        o.elementwise("residual2", Tn * h, 2.0, 3.0)
+        bwd = o.backward()
+        if recompute == "full":
+            bwd = [replace(op, name=op.name + ".recompute", recompute=True) for op in o.fwd] + bwd
+        blocks.append(Block(f"layer{i}", "layer", tuple(o.fwd), tuple(bwd),
+                            opt(f"layer{i}", layer_p), layer_p, layer_act, transient))
+
+    # -- head: final norm, (BERT: MLM transform, pooler), vocab-parallel logits, loss --------
+    o = OpBuilder("head", mb, vb)
+    o.elementwise("norm", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
+    if spec.encoder:
+        o.linear("mlm_transform", T, h, h / t, grad_bytes=vb * (h * h + h) / t)
+        o.elementwise("mlm_norm", T * h / t, nflop + 8.0, 2.0, grad_bytes=vb * norm_p)
+        o.linear("pooler", micro_batch, h, h / t, grad_bytes=vb * (h * h + h) / t)
+    o.linear("logits", T, h, V / t, tp=col, tp_bytes=act, sp=sp, grad_bytes=vb * V / t * (
+        (0 if spec.tied_embeddings else h) + spec.encoder))  # BERT: the decoder's bias
+    o.fwd.append(Op("head.cross_entropy", 5.0 * T * V / t, (vb + 4) * T * V / t))
+    o.units.append([Op("head.cross_entropy.grad", 3.0 * T * V / t, (vb + 4) * T * V / t)])
+    if t > 1:  # vocab-parallel cross entropy: fp32 max, target logit, sum of exp per token
+        o.comm("tp_allreduce", 3 * 4 * T, name="cross_entropy")
+    split = (0 if spec.tied_embeddings else V * h) + (2 * (h * h + h) + V) * spec.encoder
+    head_p = pc["head"] - split * (1 - 1 / t)
+    # Korthikanti Sec 4.3: final-norm and output-layer inputs 2sbh each (/t under SP), fp32
+    # logits of the cross entropy 4sbv/t
+    head_act = 2 * vb * Tn * h + 4 * T * V / t
+    blocks.append(Block("head", "head", tuple(o.fwd), tuple(o.backward()), opt("head", head_p),
+                        head_p, head_act))
+    extra = {"expert_params": expert_p * spec.layers, "total_params": pc["total"],
+             "active_params": pc["active"], "alltoall_bytes": a2a if ep > 1 else 0.0, "spec": spec}
+    return model_from_blocks(spec.name, blocks, samples=micro_batch, tokens_per_sample=s,
+                             extra=extra)
