@@ -43,6 +43,9 @@ class TrainingPlan:
     ``ranks`` are device nodes (one model replica each), ``hosts`` the host-memory node and
     ``cpus`` the CPU node serving each rank. ``model`` holds the ops of one rank's batch.
     ``steps`` are simulated; ``total_steps`` (when a budget is given) are extrapolated from them.
+    Each step runs ``micro_batches`` micro-batches of ``model`` (gradient accumulation; the
+    gradients are all-reduced during the last one's backward). ``memory`` is the per-device
+    breakdown in bytes (default: :func:`memory_breakdown`).
     ``step_overhead_s`` is host time per step outside the ops (framework loop, e.g. Keras
     ``fit``), run on the compute stream before the forward pass.
     """
@@ -55,11 +58,13 @@ class TrainingPlan:
     precision: str
     optimizer: str
     steps: int
+    micro_batches: int = 1
     total_steps: int | None = None
     data: DataPlan | None = None
     bucket_bytes: float = DDP_BUCKET_BYTES
     on_cpu: bool = False
     step_overhead_s: float = 0.0
+    memory: dict[str, float] | None = None
     speed: dict[str, float] = field(default_factory=dict)
 
 
@@ -92,7 +97,7 @@ class TrainingJob:
         self.devices: list[Device] = [system.device(n, plan.speed.get(n, 1.0)) for n in plan.ranks]
         self.step_ends: list[list[float]] = [[] for _ in plan.ranks]
         self.oom: OutOfCapacity | None = None
-        self.breakdown = memory_breakdown(plan)
+        self.breakdown = dict(plan.memory) if plan.memory is not None else memory_breakdown(plan)
         self.group = CollectiveGroup(system, plan.ranks, plan.job)
 
     @property
@@ -130,7 +135,7 @@ class TrainingJob:
                                kind="host", job=self.plan.job, rank=r, category="host")
 
     def _loader(self, r: int, queue: simpy.Store) -> Generator:
-        for step in range(self.plan.steps):
+        for step in range(self.plan.steps * self.plan.micro_batches):
             yield from self._load_batch(r, step)
             yield queue.put(step)
 
@@ -140,30 +145,36 @@ class TrainingJob:
         model = plan.model
         in_bytes = model.samples * plan.data.sample_bytes if plan.data else 0.0
         for step in range(plan.steps):
-            if plan.data is not None:
-                if queue is not None:
-                    yield queue.get()
-                else:
-                    yield from self._load_batch(r, step)
-                if not plan.on_cpu and in_bytes > 0:
-                    yield self.system.transfer(plan.hosts[r], plan.ranks[r], in_bytes, key=r,
-                                               name=f"h2d.step{step}", job=job, rank=r,
-                                               kind="copy")
             if plan.step_overhead_s > 0:
                 yield dev.compute.run(plan.step_overhead_s, name="framework.step", kind="host",
                                       job=job, rank=r, category="overhead")
-            for op in model.forward:
-                yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
             pending: list[simpy.Event] = []
-            bucket, nb = 0.0, 0
-            for op in model.backward:
-                yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
-                bucket += op.grad_bytes
-                if bucket >= plan.bucket_bytes and len(plan.ranks) > 1:
-                    pending.append(self.group.join((step, nb), r, bucket, f"allreduce.step{step}.b{nb}"))
-                    bucket, nb = 0.0, nb + 1
-            if bucket > 0 and len(plan.ranks) > 1:
-                pending.append(self.group.join((step, nb), r, bucket, f"allreduce.step{step}.b{nb}"))
+            for mb in range(plan.micro_batches):
+                last = mb == plan.micro_batches - 1
+                if plan.data is not None:
+                    if queue is not None:
+                        yield queue.get()
+                    else:
+                        yield from self._load_batch(r, step * plan.micro_batches + mb)
+                    if not plan.on_cpu and in_bytes > 0:
+                        yield self.system.transfer(plan.hosts[r], plan.ranks[r], in_bytes, key=r,
+                                                   name=f"h2d.step{step}", job=job, rank=r,
+                                                   kind="copy")
+                for op in model.forward:
+                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+                bucket, nb = 0.0, 0
+                for op in model.backward:
+                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+                    if not last or len(plan.ranks) == 1:
+                        continue  # DDP no_sync: gradients accumulate locally until the last
+                    bucket += op.grad_bytes
+                    if bucket >= plan.bucket_bytes:
+                        pending.append(self.group.join((step, nb), r, bucket,
+                                                       f"allreduce.step{step}.b{nb}"))
+                        bucket, nb = 0.0, nb + 1
+                if last and bucket > 0 and len(plan.ranks) > 1:
+                    pending.append(self.group.join((step, nb), r, bucket,
+                                                   f"allreduce.step{step}.b{nb}"))
             if pending:
                 yield env.all_of(pending)
             for op in model.optimizer:

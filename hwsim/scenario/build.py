@@ -18,7 +18,7 @@ from hwsim.scenario.schema import Cluster, Scenario, TrainingWorkload, TransferW
 from hwsim.simulation import simulate
 from hwsim.topology import cluster as build_cluster
 from hwsim.topology import from_explicit, multi_site, nodes_of_kind, server_peer
-from hwsim.workloads import mlp_ops
+from hwsim.workloads import model_ops, resolve_model, training_memory
 
 __all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_scenario",
            "SIMULATED_STEPS"]
@@ -26,9 +26,6 @@ __all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_sce
 SIMULATED_STEPS = 20
 """Steps simulated when a budget (epochs, samples, tokens) asks for more: the rest are
 extrapolated from the steady-state step time (``time_to_train_s``)."""
-
-_IMPLEMENTED_PRESETS = ("mlp", "logistic-regression")
-
 
 def build_graph(c: Cluster) -> nx.Graph:
     """The topology graph of a cluster section (builder, multi-site or explicit form). Builder
@@ -65,21 +62,14 @@ def _cluster_graph(nodes, node, fabric, storage) -> nx.Graph:
 def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
     w = s.workload
     assert isinstance(w, TrainingWorkload)
-    m = w.model
-    if m.preset not in _IMPLEMENTED_PRESETS:
-        what = m.preset or ("hf_config" if m.hf_config else "explicit transformer fields")
-        raise ScenarioError(f"model {what!r} needs the transformer/CNN model library, which is "
-                            f"not implemented yet; models that run now: "
-                            f"{', '.join(_IMPLEMENTED_PRESETS)}", field="workload.model")
     par = w.parallelism
     for k in ("tp", "pp", "cp", "ep", "virtual_stages"):
         if getattr(par, k) != 1:
             raise ScenarioError(f"{k}={getattr(par, k)}: only data parallelism is implemented so "
                                 f"far; valid: {k}: 1", field=f"workload.parallelism.{k}")
-    if par.zero != 0 or par.recompute != "none" or par.sequence_parallel:
-        raise ScenarioError("ZeRO, recompute and sequence parallelism are not implemented yet; "
-                            "valid: zero: 0, recompute: none, sequence_parallel: false",
-                            field="workload.parallelism")
+    if par.zero != 0 or par.sequence_parallel:
+        raise ScenarioError("ZeRO and sequence parallelism are not implemented yet; valid: "
+                            "zero: 0, sequence_parallel: false", field="workload.parallelism")
     if w.collective.algorithm == "tree":
         raise ScenarioError("algorithm 'tree' is not implemented yet; valid: ring, auto (= ring)",
                             field="workload.collective.algorithm")
@@ -94,17 +84,21 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
         raise ScenarioError(f"dp={dp} but the cluster has {len(ranks)} {kind} devices and only "
                             f"data parallelism is implemented; valid: dp: {len(ranks)} (or omit it)",
                             field="workload.parallelism.dp")
-    if w.global_batch % dp:
-        raise ScenarioError(f"global_batch={w.global_batch} does not divide over dp={dp} ranks; "
-                            f"valid: a multiple of {dp}", field="workload.global_batch")
-    batch = w.global_batch // dp
-    if m.preset == "mlp":
-        ops = mlp_ops(features=m.features, width=m.width, depth=m.depth, outputs=m.outputs,
-                      activation=m.activation, batch=batch, precision=w.precision,
-                      optimizer=w.optimizer, loss=w.loss)
-    else:
-        ops = mlp_ops(features=m.features, width=1, depth=0, outputs=1, activation="sigmoid",
-                      batch=batch, precision=w.precision, optimizer=w.optimizer, loss=w.loss)
+    micro = par.micro_batch or w.global_batch // dp
+    if w.global_batch % (dp * micro):
+        raise ScenarioError(f"global_batch={w.global_batch} is not a multiple of dp x micro_batch "
+                            f"= {dp} x {micro}; valid: a multiple of {dp * micro}",
+                            field="workload.global_batch")
+    try:
+        spec = resolve_model(w.model.model_dump(exclude_none=True))
+        ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len,
+                        recompute=par.recompute, optimizer=w.optimizer)
+    except ValueError as err:
+        raise ScenarioError(str(err), field="workload.model") from None
+    needs = sorted({op.comm for op in ops.forward + ops.backward if op.comm})
+    if needs:
+        raise ScenarioError(f"model {spec.name!r} needs {', '.join(needs)} communication, which "
+                            "is not implemented yet", field="workload.model")
     hosts = tuple(server_peer(g, r, "memory") or r for r in ranks)
     cpus = tuple(server_peer(g, r, "cpu") or r for r in ranks)
     data = None
@@ -112,11 +106,14 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
         data = DataPlan(storage=_data_node(s, g, ranks[0]), sample_bytes=w.data.sample_bytes,
                         request_bytes=w.data.request_bytes, prefetch=w.data.prefetch,
                         decode_s_per_sample=w.data.decode_s_per_sample)
+    memory = training_memory(ops, precision=w.precision, optimizer=w.optimizer, dp=dp,
+                             workspace_bytes=micro * (w.data.sample_bytes if w.data else 0.0))
     total = _total_steps(w)
     steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
     return TrainingPlan(job="train", model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
                         precision=w.precision, optimizer=w.optimizer, steps=steps,
-                        total_steps=total, data=data, on_cpu=kind == "cpu",
+                        micro_batches=w.global_batch // (dp * micro), total_steps=total,
+                        data=data, on_cpu=kind == "cpu", memory=memory,
                         step_overhead_s=w.framework_overhead or 0.0)
 
 

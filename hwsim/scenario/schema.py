@@ -119,7 +119,7 @@ class Parallelism(StrictModel):
     dp: PosInt | None = None
     cp: PosInt = 1
     ep: PosInt = 1
-    micro_batch: PosInt = 1
+    micro_batch: PosInt | None = None
     virtual_stages: PosInt = 1
     sequence_parallel: bool = False
     zero: Literal[0, 1, 2, 3] = 0
