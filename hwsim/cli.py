@@ -81,9 +81,8 @@ def _bottleneck_line(result: Any) -> str | None:
     if name is None:
         return None
     label = result.summary.get("bottleneck_label")
-    detail = [label] if label and label != name else []
-    detail += [f"{share:.0%} of critical path"] if share is not None else []
-    return f"bottleneck: {name}" + (f" ({', '.join(detail)})" if detail else "")
+    line = f"bottleneck: {name}" + (f" ({share:.0%} of critical path)" if share is not None else "")
+    return line + (f": {label}" if label and label != name else "")
 
 
 def _headline(s: dict[str, Any]) -> str | None:

@@ -71,7 +71,8 @@ def _training_summary(job: TrainingJob, events: pd.DataFrame) -> tuple[dict, pd.
         "memory_per_device_gb": sum(job.breakdown.values()) / 1e9,
         "memory_capacity_per_device_gb": dev.spec.memory_bytes / 1e9,
         "params": plan.model.params,
-        "global_batch": plan.model.samples * n,
+        "global_batch": plan.model.samples * plan.micro_batches * n,
+        "micro_batches": plan.micro_batches,
         "steps_simulated": plan.steps if job.fits else 0,
         "total_steps": plan.total_steps or plan.steps,
     }
@@ -86,14 +87,16 @@ def _training_summary(job: TrainingJob, events: pd.DataFrame) -> tuple[dict, pd.
     # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are more.
     steady = steps[1:] if len(steps) > 1 else steps
     step_time = float(np.median(steady))
-    model_flops_step = plan.model.model_flops * n
+    model_flops_step = plan.model.model_flops * plan.micro_batches * n
+    hardware_flops_step = plan.model.hardware_flops * plan.micro_batches * n
     s["step_time_s"] = step_time
     s["first_step_s"] = float(steps[0])
-    s["samples_per_s"] = plan.model.samples * n / step_time
+    s["samples_per_s"] = s["global_batch"] / step_time
     if plan.model.tokens_per_sample > 1:
         s["tokens_per_s"] = s["samples_per_s"] * plan.model.tokens_per_sample
     s["model_flops_per_step"] = model_flops_step
     s["model_tflops_per_gpu"] = model_flops_step / step_time / n / 1e12
+    s["hardware_tflops_per_gpu"] = hardware_flops_step / step_time / n / 1e12
     s["mfu"] = model_flops_step / step_time / (n * dev.spec.peak(plan.precision))
     total = plan.total_steps or plan.steps
     s["time_to_train_s"] = float(ends[-1] + (total - len(ends)) * step_time)

@@ -92,3 +92,15 @@ def test_trace_invariants_hold():
     assert flows.bytes.sum() > 0
     link_bytes = u[u.resource_class != "stream"].bytes.sum()
     assert link_bytes >= flows.bytes.sum()
+
+
+def test_gradient_accumulation_keeps_throughput_figures_per_global_batch():
+    """Four micro-batches of 64 make the same global batch as one of 256: samples/s and MFU
+    count all of them, and the per-step time is at least that of one big micro-batch."""
+    one = _run("mlp-dp-nvlink.yaml").summary
+    four = _run("mlp-dp-nvlink.yaml", **{"workload.parallelism": {"micro_batch": 64}}).summary
+    assert four["micro_batches"] == 4 and one["micro_batches"] == 1
+    assert four["global_batch"] == one["global_batch"] == 2048
+    assert four["samples_per_s"] == pytest.approx(2048 / four["step_time_s"])
+    assert four["model_flops_per_step"] == pytest.approx(one["model_flops_per_step"])
+    assert four["mfu"] == pytest.approx(one["mfu"] * one["step_time_s"] / four["step_time_s"])
