@@ -1,37 +1,60 @@
-"""Collectives built from flows on the real graph.
+"""Collectives built from flows on the real graph, as NCCL runs them (docs/collectives.md).
 
-Ring all-reduce (as NCCL's ring): the buffer of S bytes is cut into n chunks; in 2(n-1) steps
-(n-1 reduce-scatter, n-1 all-gather) every rank sends one chunk to its ring successor, all at
-once, and a step ends when its slowest flow ends. Alone on uniform links of bandwidth B and
-per-step latency alpha it takes ``2(n-1)/n * S/B + 2(n-1) * alpha``; on a shared or
-oversubscribed fabric the flows contend like any others.
+A collective is a list of phases (:class:`~hwsim.jobs.nccl.Phase`): flows started together,
+``steps`` times in a row, each step then paying its pipeline overhead (hop latencies and, with
+the Simple protocol, one slice per hop: :func:`~hwsim.jobs.nccl.overhead`). Flows share links
+max-min fair with everything else on the graph, so a congested fabric slows a collective.
+
+- **ring** (all-reduce ``2(n-1)`` steps; all-gather, reduce-scatter ``n-1``): each step every rank
+  sends ``S/(R n)`` to its successor on each of ``R`` rings: one inside a server, one per NIC rail
+  across servers (NCCL's channels spread over all NICs, NVIDIA/nccl#530). A step costs the ring's
+  *mean* hop, not its worst: in NCCL's pipelined ring a chunk crosses the hops in turn, only
+  ``2(nodes-1)`` of its ``2(n-1)`` on the network (tuning.cc ``nInterSteps``). Alone on uniform
+  links of bandwidth B and hop latency alpha, Simple takes
+  ``2(n-1) (S/(nB) + alpha + min(S/n, slice)/B)``.
+- **tree**: NCCL's double binary tree, pipelined: per rail, a chain through each server's GPUs to
+  its head, two complementary binary trees over the heads carrying ``S/2`` each; every flow at
+  once (reduce up and broadcast down overlap), plus ``2 (chain + tree height)`` hop costs.
+- **nvls** (NVLink SHARP, one NVSwitch): each GPU moves ``S (1 + 1/n)`` up to the switch and down
+  from it (ld_reduce of every shard, multicast store of its own) at the NVLS efficiency, plus a
+  fixed cost.
+- **hierarchical**: ring reduce-scatter inside each server, one ring per local rank across servers
+  (every rail at once) on the ``S/g`` shards, ring all-gather inside each server.
+- **pairwise** all-to-all: every ordered pair at once, ``S/n`` each. **broadcast**: pipelined
+  chains from the root along the rings. **sendrecv**: one flow.
+
+``auto`` (:func:`choose`) estimates every eligible algorithm and protocol alone on the graph with
+the same model and takes the fastest, as NCCL's tuner does (NVIDIA/nccl#457).
 """
 
 from __future__ import annotations
 
+import math
+import weakref
 from typing import Generator, Sequence
 
 import simpy
 
+from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, eligible, estimate, hops, layout,
+                             nvswitch, overhead, protocol_for, protocols, ring_order, rings)
 from hwsim.jobs.system import System
-from hwsim.topology import natural_key
 
-__all__ = ["ring_allreduce", "CollectiveGroup", "ring_order"]
+__all__ = ["ring_allreduce", "CollectiveGroup", "ring_order", "collective", "choose", "plan",
+           "allreduce", "allgather", "reduce_scatter", "alltoall", "broadcast", "sendrecv",
+           "ALGORITHMS"]
 
-
-def ring_order(system: System, ranks: Sequence[str]) -> list[str]:
-    """Ranks ordered by server, then name, so that a ring crosses the network only between
-    servers (what NCCL's ring search finds on a fat-tree)."""
-    g = system.graph
-    return sorted(ranks, key=lambda n: (str(g.nodes[n].get("site", "")),
-                                        g.nodes[n].get("server") if g.nodes[n].get("server") is not None else -1,
-                                        natural_key(n)))
+ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical"), "allgather": ("ring",),
+              "reduce_scatter": ("ring",), "alltoall": ("pairwise",), "broadcast": ("ring",),
+              "sendrecv": ("p2p",)}
+"""Algorithms per operation (``auto`` chooses among them)."""
 
 
 def ring_allreduce(system: System, ring: Sequence[str], nbytes: float, *, job: str = "",
                    name: str = "allreduce", key: int = 0, ranks: Sequence[int] | None = None
                    ) -> Generator[simpy.Event, object, None]:
-    """SimPy process body: ring all-reduce of *nbytes* over the devices *ring* (in ring order).
+    """SimPy process body: the plain synchronous ring all-reduce of *nbytes* over *ring* (in ring
+    order): ``2(n-1)`` steps of ``S/n`` per rank through ``System.transfer`` (path latency
+    included), no protocol model: ``2(n-1)/n S/B + 2(n-1) alpha`` alone on uniform links.
     *ranks* gives the rank number recorded for each position (default 0..n-1)."""
     n = len(ring)
     if n < 2 or nbytes <= 0:
@@ -46,17 +69,192 @@ def ring_allreduce(system: System, ring: Sequence[str], nbytes: float, *, job: s
         yield env.all_of(flows)
 
 
-class CollectiveGroup:
-    """The ranks of one data-parallel group. Each rank *joins* a collective by key; it starts
-    when all have joined, after the group's previous collective (one communication stream, in
-    order), and every rank's join event succeeds when it ends. Each rank's communication stream
-    records the collective as one event."""
+def plan(system: System, op: str, algorithm: str, devices: Sequence[str], nbytes: float,
+         rank_of: dict[str, int], params: Params = PARAMS, root: int = 0) -> list[Phase]:
+    """The phases of *op* with *algorithm* (not ``auto``) over *devices* (see the module doc)."""
+    groups, rails = layout(system, devices)
+    n = len(devices)
 
-    def __init__(self, system: System, devices: Sequence[str], job: str) -> None:
+    def ring_flows(rs: list[list[str]], size: float, chain: bool = False) -> tuple[Flow, ...]:
+        return tuple(Flow(r[i], r[(i + 1) % len(r)], size, rank_of[r[i]])
+                     for r in rs for i in range(len(r) - chain))
+    if algorithm == "ring" and op in ("allreduce", "allgather", "reduce_scatter"):
+        rs = rings(groups, rails)
+        return [Phase(ring_flows(rs, nbytes / (len(rs) * n)), 2 * (n - 1) if op == "allreduce"
+                      else n - 1)]
+    if algorithm == "ring" and op == "broadcast":
+        rs = [r[r.index(devices[root]):] + r[:r.index(devices[root])] for r in rings(groups, rails)]
+        return [Phase(ring_flows(rs, nbytes / len(rs), chain=True), 1, n - 1)]
+    if algorithm == "pairwise" and op == "alltoall":
+        return [Phase(tuple(Flow(a, b, nbytes / n, rank_of[a]) for a in devices for b in devices
+                            if a != b))]
+    if algorithm == "p2p" and op == "sendrecv":
+        return [Phase((Flow(devices[0], devices[1], nbytes, rank_of[devices[0]]),))]
+    if op != "allreduce" or algorithm not in ALGORITHMS["allreduce"]:
+        raise ValueError(f"unknown algorithm {algorithm!r} for {op}; valid: auto, "
+                         f"{', '.join(ALGORITHMS.get(op, ()))}")
+    if algorithm == "nvls":
+        sw = nvswitch(system, devices)[0]
+        if sw is None:
+            raise ValueError("nvls needs all ranks on one NVSwitch")
+        size = nbytes * (1 + 1 / n)
+        return [Phase(tuple(f for d in devices for f in (Flow(d, sw, size, rank_of[d]),
+                                                          Flow(sw, d, size, rank_of[d]))),
+                      fixed_s=params.nvls_latency_s)]
+    if algorithm == "tree":
+        return [_tree(groups, rails, nbytes, rank_of)]
+    g = len(groups[0])  # hierarchical
+    if any(len(grp) != g for grp in groups):
+        raise ValueError("hierarchical all-reduce needs the same number of ranks on every server")
+    intra = ring_flows(groups, nbytes / g)
+    inter = ring_flows([[grp[i] for grp in groups] for i in range(g)], nbytes / g / len(groups))
+    return [Phase(intra, g - 1), Phase(inter, 2 * (len(groups) - 1)), Phase(intra, g - 1)]
+
+
+def _tree(groups: list[list[str]], rails: int, nbytes: float, rank_of: dict[str, int]) -> Phase:
+    """NCCL's pipelined double binary tree (NVIDIA/nccl#545: a tree pair per NIC, converging to
+    the NIC inside the server): chains to each server's head, two heap-ordered binary trees over
+    the heads (the second on the reversed order, so one's leaves are the other's inner nodes)
+    carrying half of the rail's data each, up (reduce) and down (broadcast) at once."""
+    flows: list[Flow] = []
+    m = len(groups)
+    for r in range(rails):
+        heads = []
+        for grp in groups:
+            chain = grp[r * len(grp) // rails:] + grp[:r * len(grp) // rails]
+            heads.append(chain[0])
+            for a, b in zip(chain, chain[1:]):
+                flows += [Flow(b, a, nbytes / rails, rank_of[b]),
+                          Flow(a, b, nbytes / rails, rank_of[a])]
+        for order in (heads, heads[::-1]) if m > 1 else ():
+            for i in range(1, m):
+                c, p = order[i], order[(i - 1) // 2]
+                flows += [Flow(c, p, nbytes / rails / 2, rank_of[c]),
+                          Flow(p, c, nbytes / rails / 2, rank_of[p])]
+    depth = 2 * (max(len(grp) for grp in groups) - 1 + (int(math.log2(m)) if m > 1 else 0))
+    return Phase(tuple(flows), 1, max(depth, 1))
+
+
+_CHOICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def choose(system: System, devices: Sequence[str], op: str, nbytes: float, *,
+           algorithm: str = "auto", protocol: str = "auto", params: Params | None = None
+           ) -> tuple[str, str]:
+    """The ``(algorithm, protocol)`` NCCL would use for *op*: of the eligible algorithms
+    (:func:`~hwsim.jobs.nccl.eligible`) and protocols (:func:`~hwsim.jobs.nccl.protocols`), the one
+    with the least :func:`~hwsim.jobs.nccl.estimate` (memoised per system and arguments). A
+    given *algorithm* or *protocol* is kept."""
+    p = params or PARAMS
+    memo = _CHOICES.setdefault(system, {})
+    k = (op, tuple(devices), nbytes, algorithm, protocol, p)
+    if k in memo:
+        return memo[k]
+    algs = eligible(system, devices, op, nbytes, p) if algorithm == "auto" else [algorithm]
+    rank_of = {d: i for i, d in enumerate(devices)}
+    best = None
+    for alg in algs:
+        phases = plan(system, op, alg, devices, nbytes, rank_of, p)
+        for proto in protocols(system, devices, alg) if protocol == "auto" else (protocol,):
+            t = estimate(system, phases, protocol_for(system, devices, alg, proto, p))
+            if best is None or t < best[0]:
+                best = (t, alg, proto)
+    memo[k] = best[1], best[2]
+    return memo[k]
+
+
+def collective(system: System, op: str, devices: Sequence[str], nbytes: float, *,
+               algorithm: str = "auto", protocol: str = "auto", job: str = "", name: str = "",
+               key: int = 0, ranks: Sequence[int] | None = None, root: int = 0,
+               params: Params | None = None) -> Generator[simpy.Event, object, None]:
+    """SimPy process body: *op* (``allreduce``, ``allgather``, ``reduce_scatter``, ``alltoall``,
+    ``broadcast``, ``sendrecv``) of *nbytes* over *devices*.
+
+    *nbytes* is the size nccl-tests reports: each rank's buffer (all-reduce, broadcast, the
+    all-to-all send buffer, send/recv), the gathered output (all-gather), the input
+    (reduce-scatter). *algorithm*: ``auto`` or one of :data:`ALGORITHMS`; *protocol*: ``auto``,
+    ``simple``, ``ll`` or ``wire``. *ranks*: the rank number recorded per device (default:
+    positions); *key* offsets the ECMP keys; *root*: the broadcast root's index in *devices*.
+    """
+    devices = list(devices)
+    if len(devices) < 2 or nbytes <= 0:
+        return
+    p = params or PARAMS
+    if op not in ALGORITHMS:
+        raise ValueError(f"unknown collective {op!r}; valid: {', '.join(ALGORITHMS)}")
+    alg, proto = choose(system, devices, op, nbytes, algorithm=algorithm, protocol=protocol,
+                        params=p) if "auto" in (algorithm, protocol) else (algorithm, protocol)
+    rank_of = dict(zip(devices, ranks if ranks is not None else range(len(devices))))
+    pr = protocol_for(system, devices, alg, proto, p)
+    env, net, step = system.env, system.net, 0
+    for phase in plan(system, op, alg, devices, nbytes, rank_of, p, root):
+        hop = hops(system, phase, key, pr)
+        for _ in range(phase.steps):
+            evs = [net.transfer(f.nbytes, h[0], 0.0, coefficients=h[1],
+                                resource=f"{f.src}->{f.dst}", name=f"{name or op}.step{step}",
+                                job=job, rank=f.rank, category=h[4])
+                   for f, h in zip(phase.flows, hop)]
+            yield env.all_of(evs)
+            yield env.timeout(overhead(phase, hop, [e.value.end_s - e.value.start_s for e in evs]))
+            step += 1
+
+
+def allreduce(system: System, devices: Sequence[str], nbytes: float, **kw) -> Generator:
+    """All-reduce of *nbytes* per rank (keywords: :func:`collective`)."""
+    return collective(system, "allreduce", devices, nbytes, **kw)
+
+
+def allgather(system: System, devices: Sequence[str], nbytes: float, **kw) -> Generator:
+    """All-gather into *nbytes* per rank (keywords: :func:`collective`)."""
+    return collective(system, "allgather", devices, nbytes, **kw)
+
+
+def reduce_scatter(system: System, devices: Sequence[str], nbytes: float, **kw) -> Generator:
+    """Reduce-scatter of *nbytes* per rank (keywords: :func:`collective`)."""
+    return collective(system, "reduce_scatter", devices, nbytes, **kw)
+
+
+def alltoall(system: System, devices: Sequence[str], nbytes: float, **kw) -> Generator:
+    """All-to-all of *nbytes* per rank, ``nbytes/n`` to each (keywords: :func:`collective`)."""
+    return collective(system, "alltoall", devices, nbytes, **kw)
+
+
+def broadcast(system: System, devices: Sequence[str], nbytes: float, **kw) -> Generator:
+    """Broadcast of *nbytes* from ``devices[root]`` (keywords: :func:`collective`)."""
+    return collective(system, "broadcast", devices, nbytes, **kw)
+
+
+def sendrecv(system: System, src: str, dst: str, nbytes: float, **kw) -> Generator:
+    """NCCL send/recv of *nbytes* from *src* to *dst* (keywords: :func:`collective`)."""
+    return collective(system, "sendrecv", [src, dst], nbytes, **kw)
+
+
+class CollectiveGroup:
+    """The ranks of one communicator (e.g. a data-parallel group). Each rank *joins* a
+    collective by key; it starts when all have joined, after the group's previous collective
+    (one communication stream, in order), and every rank's join event succeeds when it ends.
+    Each rank's communication stream records the collective as one event.
+
+    Parameters
+    ----------
+    system : System
+    devices : sequence of str
+        The ranks' devices, in rank order.
+    job : str
+    op : str
+        What every :meth:`join` runs (default ``allreduce``; see :func:`collective`).
+    algorithm : str
+        ``auto`` (NCCL's choice, :func:`choose`) or one of :data:`ALGORITHMS` for *op*.
+    """
+
+    def __init__(self, system: System, devices: Sequence[str], job: str, op: str = "allreduce",
+                 algorithm: str = "auto") -> None:
+        if op not in ALGORITHMS or algorithm not in ("auto", *ALGORITHMS[op]):
+            raise ValueError(f"unknown collective {op!r} / algorithm {algorithm!r}")
         self.system = system
         self.ring = ring_order(system, devices)
         self.rank_of = {d: i for i, d in enumerate(devices)}
-        self.job = job
+        self.job, self.op, self.algorithm = job, op, algorithm
         self._pending: dict[object, tuple[list[int], simpy.Event, float]] = {}
         self._last: simpy.Event | None = None
         self.category = "comm:" + (self._ring_category() if len(devices) > 1 else "none")
@@ -87,9 +285,8 @@ class CollectiveGroup:
         if prev is not None and not prev.processed:
             yield prev
         start = env.now
-        ring_ranks = [self.rank_of[d] for d in self.ring]
-        yield from ring_allreduce(self.system, self.ring, nbytes, job=self.job, name=name,
-                                  ranks=ring_ranks)
+        yield from collective(self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
+                              job=self.job, name=name, ranks=[self.rank_of[d] for d in self.ring])
         rec = self.system.recorder
         for d in self.ring:
             rec.event(start, env.now, f"{d}/comm", "collective", name, self.job, self.rank_of[d],

@@ -45,7 +45,8 @@ class TrainingPlan:
     ``steps`` are simulated; ``total_steps`` (when a budget is given) are extrapolated from them.
     Each step runs ``micro_batches`` micro-batches of ``model`` (gradient accumulation; the
     gradients are all-reduced during the last one's backward). ``memory`` is the per-device
-    breakdown in bytes (default: :func:`memory_breakdown`).
+    breakdown in bytes (default: :func:`memory_breakdown`). ``collective`` is the gradient
+    all-reduce algorithm (see :mod:`hwsim.jobs.collectives`; ``auto`` chooses as NCCL does).
     ``step_overhead_s`` is host time per step outside the ops (framework loop, e.g. Keras
     ``fit``), run on the compute stream before the forward pass.
     """
@@ -65,6 +66,7 @@ class TrainingPlan:
     on_cpu: bool = False
     step_overhead_s: float = 0.0
     memory: dict[str, float] | None = None
+    collective: str = "auto"
     speed: dict[str, float] = field(default_factory=dict)
 
 
@@ -98,7 +100,7 @@ class TrainingJob:
         self.step_ends: list[list[float]] = [[] for _ in plan.ranks]
         self.oom: OutOfCapacity | None = None
         self.breakdown = dict(plan.memory) if plan.memory is not None else memory_breakdown(plan)
-        self.group = CollectiveGroup(system, plan.ranks, plan.job)
+        self.group = CollectiveGroup(system, plan.ranks, plan.job, algorithm=plan.collective)
 
     @property
     def fits(self) -> bool:

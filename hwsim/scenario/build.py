@@ -70,9 +70,6 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
     if par.zero != 0 or par.sequence_parallel:
         raise ScenarioError("ZeRO and sequence parallelism are not implemented yet; valid: "
                             "zero: 0, sequence_parallel: false", field="workload.parallelism")
-    if w.collective.algorithm == "tree":
-        raise ScenarioError("algorithm 'tree' is not implemented yet; valid: ring, auto (= ring)",
-                            field="workload.collective.algorithm")
     kind = s.compute_device
     ranks = nodes_of_kind(g, kind)
     if kind == "cpu":  # one training process per server, on its first socket
@@ -114,7 +111,8 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
                         precision=w.precision, optimizer=w.optimizer, steps=steps,
                         micro_batches=w.global_batch // (dp * micro), total_steps=total,
                         data=data, on_cpu=kind == "cpu", memory=memory,
-                        step_overhead_s=w.framework_overhead or 0.0)
+                        step_overhead_s=w.framework_overhead or 0.0,
+                        collective=w.collective.algorithm)
 
 
 def _total_steps(w: TrainingWorkload) -> int:

@@ -150,7 +150,7 @@ class DataSpec(StrictModel):
 class Collective(StrictModel):
     """The collective algorithm used for gradient and activation exchanges."""
 
-    algorithm: Literal["ring", "tree", "auto"] = "ring"
+    algorithm: Literal["auto", "ring", "tree", "nvls", "hierarchical"] = "auto"
 
 
 class TrainingWorkload(StrictModel):
