@@ -104,3 +104,24 @@ def test_gradient_accumulation_keeps_throughput_figures_per_global_batch():
     assert four["samples_per_s"] == pytest.approx(2048 / four["step_time_s"])
     assert four["model_flops_per_step"] == pytest.approx(one["model_flops_per_step"])
     assert four["mfu"] == pytest.approx(one["mfu"] * one["step_time_s"] / four["step_time_s"])
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+def test_more_gpus_at_fixed_global_batch_never_raise_compute_per_gpu(gpus):
+    """Compute time per GPU per step (sum of compute-stream op time) shrinks as the fixed global
+    batch spreads over more GPUs."""
+    def compute_per_gpu(n):
+        r = _run("mlp-dp-nvlink.yaml", **{"cluster.node.gpus_per_node": n})
+        ev = r.events
+        ops = ev[(ev.resource == "n0.gpu0/compute") & (ev.kind == "compute")]
+        return (ops.end_s - ops.start_s).sum() / r.summary["steps_simulated"]
+    if gpus > 1:
+        assert compute_per_gpu(gpus) <= compute_per_gpu(gpus // 2) * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("slow,fast", [("eth-25g", "eth-100g"), ("eth-100g", "eth-400g"),
+                                       ("ib-edr-100", "ib-ndr-400")])
+def test_a_slower_inter_node_fabric_never_speeds_a_step(slow, fast):
+    t = {nic: _run("mlp-dp-ethernet.yaml", **{"cluster.node.nic": nic}).summary["step_time_s"]
+         for nic in (slow, fast)}
+    assert t[slow] >= t[fast]
