@@ -17,7 +17,7 @@ import simpy
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.system import Device, System
-from hwsim.workloads import OPTIMIZER_STATE_BYTES, ModelOps, dtype_bytes
+from hwsim.workloads import ModelOps, training_memory
 
 __all__ = ["DataPlan", "TrainingPlan", "TrainingJob", "DDP_BUCKET_BYTES"]
 
@@ -45,7 +45,7 @@ class TrainingPlan:
     ``steps`` are simulated; ``total_steps`` (when a budget is given) are extrapolated from them.
     Each step runs ``micro_batches`` micro-batches of ``model`` (gradient accumulation; the
     gradients are all-reduced during the last one's backward). ``memory`` is the per-device
-    breakdown in bytes (default: :func:`memory_breakdown`). ``collective`` is the gradient
+    breakdown in bytes (default: :func:`hwsim.workloads.training_memory`). ``collective`` is the gradient
     all-reduce algorithm (see :mod:`hwsim.jobs.collectives`; ``auto`` chooses as NCCL does).
     ``step_overhead_s`` is host time per step outside the ops (framework loop, e.g. Keras
     ``fit``), run on the compute stream before the forward pass.
@@ -70,22 +70,6 @@ class TrainingPlan:
     speed: dict[str, float] = field(default_factory=dict)
 
 
-def memory_breakdown(plan: TrainingPlan) -> dict[str, float]:
-    """Bytes per device: weights, gradients, optimizer states (fp32 moments and, under mixed
-    precision, fp32 master weights), activations kept for backward, workspace (one batch in)."""
-    p = plan.model.params
-    b = dtype_bytes(plan.precision)
-    master = 4.0 if b < 4 else 0.0
-    per_sample = plan.data.sample_bytes if plan.data else 0.0
-    return {
-        "weights": p * b,
-        "gradients": p * b,
-        "optimizer_states": p * (OPTIMIZER_STATE_BYTES[plan.optimizer] + master),
-        "activations": plan.model.activation_bytes,
-        "workspace": per_sample * plan.model.samples,
-    }
-
-
 class TrainingJob:
     """Runs a :class:`TrainingPlan` on a :class:`System`. After ``env.run()``,
     ``step_ends[r]`` lists the end time of every step of rank *r*; ``fits`` is False (and
@@ -99,7 +83,8 @@ class TrainingJob:
         self.devices: list[Device] = [system.device(n, plan.speed.get(n, 1.0)) for n in plan.ranks]
         self.step_ends: list[list[float]] = [[] for _ in plan.ranks]
         self.oom: OutOfCapacity | None = None
-        self.breakdown = dict(plan.memory) if plan.memory is not None else memory_breakdown(plan)
+        self.breakdown = dict(plan.memory) if plan.memory is not None else training_memory(
+            plan.model, precision=plan.precision, optimizer=plan.optimizer, dp=len(plan.ranks))
         self.group = CollectiveGroup(system, plan.ranks, plan.job, algorithm=plan.collective)
 
     @property

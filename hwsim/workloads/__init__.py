@@ -14,9 +14,10 @@ from hwsim.workloads.memory import (
     storage_bytes,
     training_memory,
 )
-from hwsim.workloads.mlp import OPTIMIZER_STATE_BYTES, mlp_ops, optimizer_op_bytes
+from hwsim.workloads.mlp import mlp_ops
 from hwsim.workloads.ops import (
     COMM_KINDS,
+    OPTIMIZER_STATE_BYTES,
     DTYPE_BYTES,
     Block,
     ModelOps,
@@ -24,6 +25,7 @@ from hwsim.workloads.ops import (
     OpBuilder,
     dtype_bytes,
     model_from_blocks,
+    optimizer_op_bytes,
     pipeline_stages,
 )
 from hwsim.workloads.presets import (

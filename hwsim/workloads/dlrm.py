@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwsim.workloads.memory import storage_bytes
-from hwsim.workloads.mlp import optimizer_op_bytes
+from hwsim.workloads.ops import optimizer_op_bytes
 from hwsim.workloads.ops import Block, ModelOps, Op, OpBuilder, dtype_bytes, model_from_blocks
 
 __all__ = ["DLRMSpec", "dlrm_ops", "CRITEO_TERABYTE_ROWS"]

@@ -20,14 +20,13 @@ Sources
 
 from __future__ import annotations
 
-from hwsim.workloads.ops import Block, ModelOps, dtype_bytes
+from hwsim.workloads.ops import OPTIMIZER_STATE_BYTES, Block, ModelOps, dtype_bytes
 
 __all__ = ["RECOMPUTE_POLICIES", "SCHEDULES", "storage_bytes", "state_bytes",
            "layer_activation_bytes", "inflight_microbatches", "training_memory"]
 
 RECOMPUTE_POLICIES = ("none", "selective", "full")
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
-_OPTIMIZER_STATE = {"adam": 8.0, "adamw": 8.0, "sgd": 0.0}  # fp32 moments per parameter
 
 
 def storage_bytes(precision: str) -> int:
@@ -63,12 +62,12 @@ def state_bytes(params: float, *, precision: str = "bf16", optimizer: str = "ada
     """
     if zero not in (0, 1, 2, 3):
         raise ValueError(f"zero={zero!r}; valid: 0, 1, 2, 3 (3 = FSDP)")
-    if optimizer not in _OPTIMIZER_STATE:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(_OPTIMIZER_STATE)}")
+    if optimizer not in OPTIMIZER_STATE_BYTES:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZER_STATE_BYTES)}")
     if dp < 1 or ep < 1 or dp % ep:
         raise ValueError(f"dp={dp} must be >= 1 and a multiple of ep={ep}")
     w = storage_bytes(precision)
-    opt = _OPTIMIZER_STATE[optimizer] + (4.0 if w < 4 else 0.0)
+    opt = OPTIMIZER_STATE_BYTES[optimizer] + (4.0 if w < 4 else 0.0)
     dense, experts = params - expert_params, expert_params
 
     def sharded(per_param: float, on: bool) -> float:

@@ -9,27 +9,13 @@ The optimizer updates each parameter tensor (weight, bias) with one fused elemen
 
 from __future__ import annotations
 
-from hwsim.workloads.ops import ModelOps, Op, dtype_bytes
+from hwsim.workloads.ops import ModelOps, Op, dtype_bytes, optimizer_op_bytes
 
-__all__ = ["mlp_ops", "OPTIMIZER_STATE_BYTES", "optimizer_op_bytes"]
+__all__ = ["mlp_ops"]
 
 # Elementwise FLOPs per element of each activation (forward), a small-count convention: the
 # ops are memory-bound so these only need to be of the right order.
 _ACT_FLOPS = {"sigmoid": 4.0, "relu": 1.0, "gelu": 8.0, "tanh": 4.0}
-
-OPTIMIZER_STATE_BYTES = {"adam": 8.0, "adamw": 8.0, "sgd": 0.0}
-"""fp32 optimizer state bytes per parameter: Adam/AdamW keep two moments (m, v); plain SGD none."""
-
-
-def optimizer_op_bytes(params: float, optimizer: str, precision: str) -> float:
-    """Bytes an optimizer step reads and writes per parameter tensor of *params* elements:
-    read param, grad and states, write param and states (fp32 master weights under mixed
-    precision, as in ZeRO's 16 bytes per parameter accounting)."""
-    state = OPTIMIZER_STATE_BYTES[optimizer]
-    master = 4.0 if dtype_bytes(precision) < 4 else 0.0
-    p = dtype_bytes(precision)
-    return params * (2 * p + p + 2 * (state + master))
-
 
 def mlp_ops(*, features: int, width: int, depth: int, outputs: int, activation: str,
             batch: int, precision: str = "fp32", optimizer: str = "adam",

@@ -252,3 +252,17 @@ class OpBuilder:
 
     def backward(self) -> list[Op]:
         return [op for unit in reversed(self.units) for op in unit]
+
+
+OPTIMIZER_STATE_BYTES = {"adam": 8.0, "adamw": 8.0, "sgd": 0.0}
+"""fp32 optimizer state bytes per parameter: Adam/AdamW keep two moments (m, v); plain SGD none."""
+
+
+def optimizer_op_bytes(params: float, optimizer: str, precision: str) -> float:
+    """Bytes an optimizer step reads and writes per parameter tensor of *params* elements:
+    read param, grad and states, write param and states (fp32 master weights under mixed
+    precision, as in ZeRO's 16 bytes per parameter accounting)."""
+    state = OPTIMIZER_STATE_BYTES[optimizer]
+    master = 4.0 if dtype_bytes(precision) < 4 else 0.0
+    p = dtype_bytes(precision)
+    return params * (2 * p + p + 2 * (state + master))

@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from hwsim.workloads.memory import RECOMPUTE_POLICIES, layer_activation_bytes, storage_bytes
-from hwsim.workloads.mlp import optimizer_op_bytes
+from hwsim.workloads.ops import optimizer_op_bytes
 from hwsim.workloads.ops import Block, ModelOps, Op, OpBuilder, dtype_bytes, model_from_blocks
 
 __all__ = ["TransformerSpec", "transformer_ops", "ACTIVATIONS", "NORMS", "POSITIONS"]
