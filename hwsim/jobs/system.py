@@ -75,6 +75,7 @@ class System:
         self._devices: dict[str, Device] = {}
         self._storage: dict[str, tuple[StorageSpec, Pool]] = {}
         self._edge_latency: dict[tuple[str, str], float] = {}
+        self._routes: dict[tuple, tuple[list, dict, float, str]] = {}
         for u, v, d in graph.edges(data=True):
             cap = d["bw_bytes_per_s"] * d.get("efficiency", 1.0)
             label = d.get("link_class", "")
@@ -137,8 +138,17 @@ class System:
         with the coefficient that makes small requests IOPS-bound; the category is
         ``"storage"`` when the tier is the narrowest part of the path, else
         ``"comm:<link class>"`` of the narrowest link. *request_bytes* is the I/O size at a
-        storage end (default 1 MiB).
+        storage end (default 1 MiB). Routes are cached: a job repeats the same transfers every
+        step.
         """
+        cache_key = (src, dst, key, request_bytes)
+        hit = self._routes.get(cache_key)
+        if hit is None:
+            hit = self._routes[cache_key] = self._route(src, dst, key, request_bytes)
+        return hit
+
+    def _route(self, src: str, dst: str, key: int, request_bytes: float | None
+               ) -> tuple[list, dict, float, str]:
         path = self.router.path(src, dst, key) if src != dst else [src]
         chans: list = []
         coefs: dict = {}
