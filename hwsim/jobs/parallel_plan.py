@@ -1,0 +1,157 @@
+"""What a Megatron-style 3D-parallel training run needs, resolved: :class:`ParallelPlan` and
+:func:`parallel_plan`, which splits one tensor-parallel rank's ops into pipeline stages and
+computes each stage's memory. Pure data; the SimPy side is :mod:`hwsim.jobs.parallel`.
+
+Rank layout (Megatron-LM's ``initialize_model_parallel``): tensor-parallel fastest, then data
+parallel, then pipeline: ``rank = pp_idx * (dp * tp) + dp_idx * tp + tp_idx`` over the devices in
+their natural order, so a TP group sits inside a server and pipeline stages are furthest apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from hwsim.jobs.schedules import SCHEDULES
+from hwsim.workloads import ModelOps, model_from_blocks, pipeline_stages, training_memory
+from hwsim.workloads.memory import storage_bytes
+
+__all__ = ["ParallelPlan", "parallel_plan", "IMPLEMENTED_ZERO", "TP_COMMS"]
+
+IMPLEMENTED_ZERO = (0, 1, 2, 3)
+"""ZeRO stages the job runs: 0 (gradient all-reduce), 1 and 2 (reduce-scatter of gradients,
+sharded optimizer step, all-gather of parameters: Megatron's distributed optimizer), 3 (FSDP:
+per-block parameter all-gathers before forward and backward, per-block gradient
+reduce-scatters)."""
+
+TP_COMMS = {"tp_allreduce": "allreduce", "tp_allgather": "allgather",
+            "tp_reducescatter": "reduce_scatter"}
+"""Op communication kinds run over the tensor-parallel group, and the collective of each."""
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """A 3D-parallel (TP x PP x DP) training run.
+
+    ``stages[s][c]`` holds the ops of chunk *c* of pipeline stage *s* for ONE tensor-parallel
+    rank (every TP rank runs the same ops). ``devices`` are ``tp * pp * dp`` device nodes in
+    natural order, laid out as :meth:`device` says. Each step runs ``micro_batches``
+    micro-batches through the ``schedule`` (``gpipe``, ``1f1b``, ``interleaved`` with
+    ``virtual_stages`` chunks). ``p2p_bytes``: bytes one TP rank sends across a stage boundary
+    per micro-batch (activation forward, its gradient backward). ``memory[s]``: bytes per device
+    of stage *s* by label. ``bucket_bytes``: the data-parallel gradient bucket (reduction
+    overlapped with the last micro-batch's backward, Megatron ``overlap_grad_reduce``).
+    """
+
+    job: str
+    stages: tuple[tuple[ModelOps, ...], ...]
+    devices: tuple[str, ...]
+    tp: int
+    pp: int
+    dp: int
+    micro_batches: int
+    p2p_bytes: float
+    memory: tuple[dict[str, float], ...]
+    schedule: str = "1f1b"
+    virtual_stages: int = 1
+    precision: str = "bf16"
+    optimizer: str = "adam"
+    steps: int = 1
+    zero: int = 0
+    ep: int = 1
+    collective: str = "auto"
+    bucket_bytes: float = 25 * 2**20
+
+    def __post_init__(self) -> None:
+        for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{key}={v!r} must be a positive integer")
+        if len(self.devices) != self.tp * self.pp * self.dp:
+            raise ValueError(f"{len(self.devices)} devices for tp={self.tp} x pp={self.pp} x "
+                             f"dp={self.dp} = {self.tp * self.pp * self.dp} ranks")
+        if len(self.stages) != self.pp or any(len(c) != self.virtual_stages for c in self.stages):
+            raise ValueError(f"stages must be {self.pp} stages of {self.virtual_stages} chunks")
+        if len(self.memory) != self.pp:
+            raise ValueError(f"memory must hold one breakdown per stage ({self.pp})")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown pipeline schedule {self.schedule!r}; valid: "
+                             f"{', '.join(SCHEDULES)}")
+        if self.virtual_stages > 1 and self.schedule != "interleaved":
+            raise ValueError(f"virtual_stages={self.virtual_stages} needs schedule "
+                             f"'interleaved', not {self.schedule!r}")
+        if self.zero not in IMPLEMENTED_ZERO:
+            raise ValueError(f"zero={self.zero!r} is not a ZeRO stage ParallelTrainingJob "
+                             f"implements; implemented: {', '.join(map(str, IMPLEMENTED_ZERO))}")
+        if self.ep > 1:
+            raise ValueError(f"ep={self.ep}: expert parallelism (ep_alltoall over an EP group) "
+                             "is not implemented by ParallelTrainingJob; use ep=1")
+        for chunks in self.stages:
+            for m in chunks:
+                for op in m.forward + m.backward:
+                    if op.comm and op.comm not in TP_COMMS:
+                        raise ValueError(f"op {op.name!r} needs a {op.comm!r} collective, which "
+                                         "ParallelTrainingJob does not implement (only "
+                                         f"{', '.join(TP_COMMS)}); build the ops with cp=1, "
+                                         "ep=1")
+
+    def rank(self, stage: int, dp_idx: int, tp_idx: int) -> int:
+        """Global rank of (pipeline stage, data-parallel index, tensor-parallel index)."""
+        return stage * self.dp * self.tp + dp_idx * self.tp + tp_idx
+
+    def device(self, stage: int, dp_idx: int, tp_idx: int) -> str:
+        return self.devices[self.rank(stage, dp_idx, tp_idx)]
+
+    def stage_model(self, stage: int) -> ModelOps:
+        """All chunks of *stage* as one model (what its devices hold)."""
+        chunks = self.stages[stage]
+        blocks = [b for c in chunks for b in c.blocks]
+        if not blocks:
+            return chunks[0]
+        return model_from_blocks(chunks[0].name, blocks, samples=chunks[0].samples,
+                                 tokens_per_sample=chunks[0].tokens_per_sample,
+                                 extra=chunks[0].extra)
+
+
+def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int, pp: int,
+                  dp: int | None = None, micro_batches: int = 1, schedule: str = "1f1b",
+                  virtual_stages: int = 1, precision: str = "bf16", optimizer: str = "adam",
+                  steps: int = 1, zero: int = 0, ep: int = 1,
+                  p2p_bytes: float | None = None, collective: str = "auto",
+                  workspace_bytes: float = 0.0) -> ParallelPlan:
+    """A :class:`ParallelPlan` from *model*, the ops of one micro-batch on one TP rank (e.g.
+    :func:`~hwsim.workloads.transformer_ops` with the same ``tp``), split by
+    :func:`~hwsim.workloads.pipeline_stages`. ``dp`` defaults to ``len(devices) / (tp*pp)``.
+    ``p2p_bytes`` defaults to ``micro_batch * seq * hidden * value_bytes / tp`` (Megatron
+    scatters the boundary tensor over the TP ranks, or it is already split by sequence
+    parallelism). Memory per stage: :func:`~hwsim.workloads.training_memory`."""
+    devices = tuple(devices)
+    if dp is None:
+        if tp < 1 or pp < 1 or len(devices) % (tp * pp):
+            raise ValueError(f"{len(devices)} devices are not a multiple of tp={tp} x pp={pp}")
+        dp = len(devices) // (tp * pp)
+    stages = pipeline_stages(model, pp, virtual_stages)
+    if p2p_bytes is None:
+        spec = model.extra.get("spec")
+        if spec is None or not hasattr(spec, "hidden"):
+            raise ValueError(f"model {model.name!r} has no hidden size: pass p2p_bytes")
+        p2p_bytes = (model.samples * model.tokens_per_sample * spec.hidden
+                     * storage_bytes(precision) / tp)
+    memory = []
+    for s, chunks in enumerate(stages):
+        blocks = [b for c in chunks for b in c.blocks]
+        whole = model_from_blocks(model.name, blocks, samples=model.samples,
+                                  tokens_per_sample=model.tokens_per_sample, extra=model.extra)
+        if "expert_params" in model.extra:  # the stage's share of the experts
+            share = sum(b.params for b in blocks) / max(model.params, 1.0)
+            whole.extra["expert_params"] = model.extra["expert_params"] * share
+        memory.append(training_memory(whole, precision=precision, optimizer=optimizer, dp=dp,
+                                      zero=zero, ep=ep, pp=pp, stage=s, schedule=schedule,
+                                      micro_batches=micro_batches,
+                                      virtual_stages=virtual_stages,
+                                      workspace_bytes=workspace_bytes))
+    return ParallelPlan(job=job, stages=tuple(tuple(c) for c in stages), devices=devices, tp=tp,
+                        pp=pp, dp=dp, micro_batches=micro_batches, p2p_bytes=float(p2p_bytes),
+                        memory=tuple(memory), schedule=schedule, virtual_stages=virtual_stages,
+                        precision=precision, optimizer=optimizer, steps=steps, zero=zero, ep=ep,
+                        collective=collective)

@@ -1,0 +1,217 @@
+"""Megatron-style 3D-parallel training (hwsim.jobs.parallel): agreement with the data-parallel
+job, the 1F1B bubble on a real graph, tensor parallelism inside a node, fabric monotonicity,
+ZeRO-1 collectives, memory as a result, and the configurations it refuses."""
+
+from __future__ import annotations
+
+import pytest
+import simpy
+
+from hwsim.engine import Recorder
+from hwsim.jobs.parallel import ParallelTrainingJob, parallel_plan
+from hwsim.jobs.system import System
+from hwsim.jobs.training import TrainingJob, TrainingPlan
+from hwsim.topology import cluster, nodes_of_kind
+from hwsim.workloads import TransformerSpec, model_from_blocks, transformer_ops
+
+SMALL = TransformerSpec(layers=4, hidden=1024, heads=16, vocab=32000, seq_len=1024)
+
+
+def _node(gpu="A100-SXM4-80GB", n=8, link="nvlink3", nodes=1, nic=None):
+    node = dict(gpu=gpu, gpus_per_node=n, intra_node=link)
+    if nic:
+        node.update(nic=nic, nics_per_node=n)
+    return cluster(nodes=nodes, node=node)
+
+
+def _sim(graph, make):
+    env = simpy.Environment()
+    rec = Recorder()
+    system = System(env, graph, rec)
+    job = make(system)
+    job.start()
+    env.run()
+    return job, rec.events_frame()
+
+
+def _par(graph, model, devices, **kw):
+    kw.setdefault("steps", 2)
+    return _sim(graph, lambda s: ParallelTrainingJob(s, parallel_plan("p", model, devices, **kw)))
+
+
+def test_rank_layout_is_megatron_order():
+    g = _node(n=8)
+    devs = nodes_of_kind(g, "gpu")
+    plan = parallel_plan("p", transformer_ops(SMALL, micro_batch=1, tp=2), devs, tp=2, pp=2,
+                         micro_batches=2)
+    assert plan.dp == 2
+    assert [plan.device(0, 0, t) for t in range(2)] == devs[0:2]   # TP group: adjacent GPUs
+    assert [plan.device(0, d, 0) for d in range(2)] == [devs[0], devs[2]]
+    assert [plan.device(s, 0, 0) for s in range(2)] == [devs[0], devs[4]]
+
+
+def test_pp1_tp1_equals_the_data_parallel_job():
+    g = _node()
+    devs = nodes_of_kind(g, "gpu")
+    ops = transformer_ops(SMALL, micro_batch=2, tp=1)
+    par, _ = _par(g, ops, devs, tp=1, pp=1, micro_batches=4)
+    ddp, _ = _sim(g, lambda s: TrainingJob(s, TrainingPlan(
+        job="t", model=ops, ranks=tuple(devs), hosts=("",) * 8, cpus=("",) * 8,
+        precision="bf16", optimizer="adam", steps=2, micro_batches=4)))
+    t_ddp = ddp.step_ends[0][1] - ddp.step_ends[0][0]
+    assert par.fits and ddp.fits
+    assert par.step_times[1] == pytest.approx(t_ddp, rel=0.05)
+
+
+def _layers_only(spec, **kw):
+    ops = transformer_ops(spec, **kw)
+    return model_from_blocks(ops.name, [b for b in ops.blocks if b.kind == "layer"],
+                             samples=ops.samples, tokens_per_sample=ops.tokens_per_sample,
+                             extra=ops.extra)
+
+
+@pytest.mark.parametrize("schedule", ["1f1b", "gpipe"])
+def test_1f1b_bubble_with_negligible_communication(schedule):
+    """Equal stages, 1-byte boundary messages: (m + p - 1)(tf + tb) plus the first stage's
+    optimizer; stage s waits s*tf to warm up and s*tb to cool down."""
+    p, m = 4, 8
+    spec = TransformerSpec(layers=8, hidden=2048, heads=16, vocab=32000, seq_len=2048)
+    model = _layers_only(spec, micro_batch=1)
+    g = _node(n=4)
+    devs = nodes_of_kind(g, "gpu")
+    job, ev = _par(g, model, devs, tp=1, pp=p, micro_batches=m, p2p_bytes=1.0, steps=1,
+                   schedule=schedule)
+    spec_dev = job.devices[0].spec
+    stage = job.plan.stages[0][0]
+    tf = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16") for o in stage.forward)
+    tb = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16") for o in stage.backward)
+    opt = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16") for o in stage.optimizer)
+    assert job.step_times[0] == pytest.approx((m + p - 1) * (tf + tb) + opt, rel=0.02)
+    assert (job.step_times[0] - opt) / (tf + tb) - m == pytest.approx(p - 1, rel=0.02)
+    bub = ev[ev.category == "bubble"]
+    for s in range(p):
+        mine = bub[bub.resource == f"{devs[s]}/compute"]
+        warm = (mine.end_s - mine.start_s)[mine.name.str.contains("warmup")].sum()
+        cool = (mine.end_s - mine.start_s)[mine.name.str.contains("cooldown")].sum()
+        assert warm == pytest.approx(s * tf, rel=0.02, abs=1e-5)
+        assert cool == pytest.approx(s * tb, rel=0.02, abs=1e-5)
+
+
+def test_interleaving_shrinks_the_bubble():
+    spec = TransformerSpec(layers=8, hidden=2048, heads=16, vocab=32000, seq_len=2048)
+    model = _layers_only(spec, micro_batch=1)
+    g = _node(n=4)
+    devs = nodes_of_kind(g, "gpu")
+    plain, _ = _par(g, model, devs, tp=1, pp=4, micro_batches=8, p2p_bytes=1.0, steps=1)
+    inter, _ = _par(g, model, devs, tp=1, pp=4, micro_batches=8, p2p_bytes=1.0, steps=1,
+                    schedule="interleaved", virtual_stages=2)
+    assert inter.step_times[0] < 0.95 * plain.step_times[0]
+
+
+@pytest.mark.parametrize("sp", [False, True])
+def test_tp8_inside_a_node_beats_one_gpu_and_records_tp_collectives(sp):
+    spec = TransformerSpec(layers=2, hidden=8192, heads=64, vocab=32000, seq_len=2048)
+    g = _node(gpu="H100-SXM5-80GB", link="nvlink4")
+    devs = nodes_of_kind(g, "gpu")
+    one, _ = _par(g, transformer_ops(spec, micro_batch=1, tp=1), devs[:1], tp=1, pp=1,
+                  micro_batches=2)
+    eight, ev = _par(g, transformer_ops(spec, micro_batch=1, tp=8, sp=sp), devs, tp=8, pp=1,
+                     micro_batches=2)
+    assert one.fits and eight.fits
+    assert eight.step_times[1] < 0.5 * one.step_times[1]
+    kind = "tp_reducescatter" if sp else "tp_allreduce"
+    tp = ev[(ev.kind == "collective") & ev.name.str.contains(kind)]
+    assert len(tp) > 0
+    assert set(tp.resource) == {f"{d}/comm" for d in devs}
+    assert (tp.end_s > tp.start_s).all()
+
+
+@pytest.mark.parametrize("tp,pp,dp,zero", [(8, 2, 1, 0), (4, 2, 2, 1), (2, 4, 2, 0),
+                                           (4, 2, 2, 3)])
+def test_a_slower_fabric_never_speeds_a_step(tp, pp, dp, zero):
+    spec = TransformerSpec(layers=8, hidden=4096, heads=32, vocab=32000, seq_len=2048)
+    model = transformer_ops(spec, micro_batch=2, tp=tp)
+    times = {}
+    for nic in ("ib-edr-100", "ib-hdr-200", "ib-ndr-400"):
+        g = _node(gpu="H100-SXM5-80GB", link="nvlink4", nodes=2, nic=nic)
+        job, _ = _par(g, model, nodes_of_kind(g, "gpu"), tp=tp, pp=pp, dp=dp, zero=zero,
+                      micro_batches=4, steps=1)
+        times[nic] = job.step_times[0]
+    assert times["ib-edr-100"] > times["ib-hdr-200"] >= times["ib-ndr-400"]
+
+
+def test_zero1_reduce_scatters_gradients_and_all_gathers_parameters():
+    g = _node()
+    devs = nodes_of_kind(g, "gpu")
+    ops = transformer_ops(SMALL, micro_batch=2, tp=2)
+    z0, ev0 = _par(g, ops, devs, tp=2, pp=2, micro_batches=4, zero=0)
+    z1, ev1 = _par(g, ops, devs, tp=2, pp=2, micro_batches=4, zero=1)
+    coll0, coll1 = ev0[ev0.kind == "collective"], ev1[ev1.kind == "collective"]
+    assert coll0.name.str.startswith("dp.allreduce").any()
+    assert not coll0.name.str.contains("reduce_scatter|allgather_params").any()
+    assert coll1.name.str.startswith("dp.reduce_scatter").any()
+    assert coll1.name.str.startswith("dp.allgather_params").any()
+    assert z1.breakdown["optimizer_states"] < z0.breakdown["optimizer_states"]
+    # every rank ends every step, steps in order
+    assert all(len(e) == 2 and e[0] < e[1] for e in z1.step_ends)
+
+
+def test_zero3_gathers_parameters_per_block_and_reduce_scatters_gradients():
+    g = _node()
+    devs = nodes_of_kind(g, "gpu")
+    ops = transformer_ops(SMALL, micro_batch=2, tp=2)
+    z1, _ = _par(g, ops, devs, tp=2, pp=2, micro_batches=4, zero=1)
+    z3, ev = _par(g, ops, devs, tp=2, pp=2, micro_batches=4, zero=3)
+    coll = ev[ev.kind == "collective"]
+    gathers = coll[coll.name.str.startswith("dp.fsdp_allgather")]
+    scatters = coll[coll.name.str.startswith("dp.fsdp_reduce_scatter")]
+    # per step, stage, replica, TP rank: every block gathered in every forward and backward
+    blocks = sum(len(c.blocks) for st in z3.plan.stages for c in st)
+    assert len(gathers) == 2 * 2 * 4 * blocks * 2 * 2  # steps, F+B, micro-batches, dp, tp
+    assert len(scatters) > 0
+    assert not coll.name.str.startswith("dp.allgather_params").any()
+    assert z3.breakdown["weights"] < z1.breakdown["weights"]
+    assert "zero3_buffers" in z3.breakdown
+    # more communication than ZeRO-1 on the same grid
+    assert z3.step_times[1] > z1.step_times[1]
+
+
+def test_a_model_that_does_not_fit_is_a_result():
+    spec = TransformerSpec(layers=32, hidden=8192, heads=64, vocab=32000, seq_len=2048)
+    g = _node(gpu="A100-SXM4-40GB", n=2)
+    devs = nodes_of_kind(g, "gpu")
+    job, ev = _par(g, transformer_ops(spec, micro_batch=1, tp=1), devs, tp=1, pp=2,
+                   micro_batches=2)
+    assert job.fits is False
+    assert sum(job.breakdown.values()) > job.devices[0].spec.memory_bytes
+    assert {"weights", "gradients", "optimizer_states", "activations"} <= set(job.breakdown)
+    assert len(job.stage_breakdowns) == 2
+    assert all(e == [] for e in job.step_ends)
+    assert ev[ev.kind == "compute"].empty
+
+
+def test_deterministic():
+    g = _node()
+    devs = nodes_of_kind(g, "gpu")
+    ops = transformer_ops(SMALL, micro_batch=1, tp=2, sp=True)
+    a, ea = _par(g, ops, devs, tp=2, pp=2, micro_batches=4)
+    b, eb = _par(g, ops, devs, tp=2, pp=2, micro_batches=4)
+    assert a.step_ends == b.step_ends
+    assert ea.equals(eb)
+
+
+def test_refuses_what_it_does_not_implement():
+    g = _node()
+    devs = nodes_of_kind(g, "gpu")
+    ops = transformer_ops(SMALL, micro_batch=1, tp=2)
+    with pytest.raises(ValueError, match="zero=4"):
+        parallel_plan("p", ops, devs, tp=2, pp=2, zero=4, micro_batches=2)
+    with pytest.raises(ValueError, match="expert parallelism"):
+        parallel_plan("p", ops, devs, tp=2, pp=2, ep=2, micro_batches=2)
+    cp = transformer_ops(SMALL, micro_batch=1, tp=2, cp=2)
+    with pytest.raises(ValueError, match="cp_allgather"):
+        parallel_plan("p", cp, devs, tp=2, pp=2, micro_batches=2)
+    with pytest.raises(ValueError, match=r"8 devices for tp=2 x pp=2 x dp=3"):
+        parallel_plan("p", ops, devs, tp=2, pp=2, dp=3, micro_batches=2)
+    with pytest.raises(ValueError, match="needs schedule 'interleaved'"):
+        parallel_plan("p", ops, devs, tp=2, pp=2, virtual_stages=2, micro_batches=2)
