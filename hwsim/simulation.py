@@ -13,6 +13,7 @@ import simpy
 from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, critical_path_breakdown
 from hwsim.analysis.result import Result
 from hwsim.engine import Recorder
+from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan
 from hwsim.jobs.transfer import TransferJob, TransferPlan
@@ -20,7 +21,8 @@ from hwsim.jobs.transfer import TransferJob, TransferPlan
 __all__ = ["simulate"]
 
 
-def simulate(graph, job: TrainingPlan | Sequence[TransferPlan], *, name: str, seed: int = 0,
+def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *, name: str,
+             seed: int = 0,
              config: dict[str, Any] | None = None, utilization_bin_s: float | None = None,
              until_s: float | None = None) -> Result:
     """Run *job* on the hardware *graph* and return its :class:`Result`.
@@ -33,7 +35,9 @@ def simulate(graph, job: TrainingPlan | Sequence[TransferPlan], *, name: str, se
     recorder = Recorder()
     system = System(env, graph, recorder, rng)
     if isinstance(job, TrainingPlan):
-        runner: TrainingJob | TransferJob = TrainingJob(system, job)
+        runner: TrainingJob | ParallelTrainingJob | TransferJob = TrainingJob(system, job)
+    elif isinstance(job, ParallelPlan):
+        runner = ParallelTrainingJob(system, job)
     else:
         runner = TransferJob(system, list(job))
     runner.start()
@@ -42,7 +46,7 @@ def simulate(graph, job: TrainingPlan | Sequence[TransferPlan], *, name: str, se
     events = recorder.events_frame()
     util = recorder.utilization_frame(end, utilization_bin_s)
     memory = recorder.memory_frame()
-    if isinstance(runner, TrainingJob):
+    if isinstance(runner, (TrainingJob, ParallelTrainingJob)):
         summary, breakdown = _training_summary(runner, events)
     else:
         summary, breakdown = _transfer_summary(runner, events)
@@ -60,21 +64,35 @@ def _attach_bottleneck(summary: dict, breakdown: pd.DataFrame) -> None:
     summary.update(bottleneck=cat, bottleneck_share=share, bottleneck_label=bottleneck_label(cat))
 
 
-def _training_summary(job: TrainingJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFrame
+                      ) -> tuple[dict, pd.DataFrame]:
     plan = job.plan
-    dev = job.devices[0]
-    n = len(plan.ranks)
+    parallel = isinstance(job, ParallelTrainingJob)
+    devices = plan.devices if parallel else plan.ranks
+    spec = job.system.device(devices[0]).spec
+    n = len(devices)
+    if parallel:  # every stage's ops are one TP rank's: the model is tp x all stages
+        models = [m for stage in plan.stages for m in stage]
+        per_mb_flops = plan.tp * sum(m.model_flops for m in models)
+        per_mb_hw = plan.tp * sum(m.hardware_flops for m in models)
+        samples_mb = models[0].samples
+        tokens = models[0].tokens_per_sample
+        replicas, params = plan.dp, plan.tp * sum(m.params for m in models)
+    else:
+        per_mb_flops, per_mb_hw = plan.model.model_flops, plan.model.hardware_flops
+        samples_mb, tokens = plan.model.samples, plan.model.tokens_per_sample
+        replicas, params = n, plan.model.params
     s: dict[str, Any] = {
         "devices": n,
-        "device_type": dev.spec.id,
+        "device_type": spec.id,
         "fits": job.fits,
         "memory_per_device_gb": sum(job.breakdown.values()) / 1e9,
-        "memory_capacity_per_device_gb": dev.spec.memory_bytes / 1e9,
-        "params": plan.model.params,
-        "global_batch": plan.model.samples * plan.micro_batches * n,
+        "memory_capacity_per_device_gb": spec.memory_bytes / 1e9,
+        "params": params,
+        "global_batch": samples_mb * plan.micro_batches * replicas,
         "micro_batches": plan.micro_batches,
         "steps_simulated": plan.steps if job.fits else 0,
-        "total_steps": plan.total_steps or plan.steps,
+        "total_steps": getattr(plan, "total_steps", None) or plan.steps,
     }
     s.update({f"memory_{k}_gb": v / 1e9 for k, v in job.breakdown.items()})
     if not job.fits:
@@ -82,23 +100,23 @@ def _training_summary(job: TrainingJob, events: pd.DataFrame) -> tuple[dict, pd.
                  time_to_train_s=None, bottleneck="memory_capacity", bottleneck_share=1.0,
                  bottleneck_label=f"does not fit: {job.oom}")
         return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
-    ends = np.asarray(job.step_ends[0])
+    ends = np.asarray([max(e[i] for e in job.step_ends) for i in range(len(job.step_ends[0]))])
     steps = np.diff(np.concatenate([[0.0], ends]))
     # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are more.
     steady = steps[1:] if len(steps) > 1 else steps
     step_time = float(np.median(steady))
-    model_flops_step = plan.model.model_flops * plan.micro_batches * n
-    hardware_flops_step = plan.model.hardware_flops * plan.micro_batches * n
+    model_flops_step = per_mb_flops * plan.micro_batches * replicas
+    hardware_flops_step = per_mb_hw * plan.micro_batches * replicas
     s["step_time_s"] = step_time
     s["first_step_s"] = float(steps[0])
     s["samples_per_s"] = s["global_batch"] / step_time
-    if plan.model.tokens_per_sample > 1:
-        s["tokens_per_s"] = s["samples_per_s"] * plan.model.tokens_per_sample
+    if tokens > 1:
+        s["tokens_per_s"] = s["samples_per_s"] * tokens
     s["model_flops_per_step"] = model_flops_step
     s["model_tflops_per_gpu"] = model_flops_step / step_time / n / 1e12
     s["hardware_tflops_per_gpu"] = hardware_flops_step / step_time / n / 1e12
-    s["mfu"] = model_flops_step / step_time / (n * dev.spec.peak(plan.precision))
-    total = plan.total_steps or plan.steps
+    s["mfu"] = model_flops_step / step_time / (n * spec.peak(plan.precision))
+    total = s["total_steps"]
     s["time_to_train_s"] = float(ends[-1] + (total - len(ends)) * step_time)
     start = float(ends[0]) if len(ends) > 1 else 0.0
     breakdown = critical_path_breakdown(events, job=plan.job, rank=0, start_s=start,

@@ -57,6 +57,7 @@ class ParallelPlan:
     precision: str = "bf16"
     optimizer: str = "adam"
     steps: int = 1
+    total_steps: int | None = None
     zero: int = 0
     ep: int = 1
     collective: str = "auto"

@@ -6,12 +6,14 @@ in the error."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import networkx as nx
 
 from hwsim.analysis.result import Result
 from hwsim.exceptions import ScenarioError
+from hwsim.jobs.parallel import ParallelPlan, parallel_plan
 from hwsim.jobs.training import DataPlan, TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.schema import Cluster, Scenario, TrainingWorkload, TransferWorkload
@@ -59,39 +61,56 @@ def _cluster_graph(nodes, node, fabric, storage) -> nx.Graph:
                          storage=[s.model_dump() for s in storage])
 
 
-def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
+def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
+    """The job plan of a training workload: data parallel (:class:`TrainingPlan`, with the input
+    pipeline) or, with tensor/pipeline parallelism or ZeRO, a :class:`ParallelPlan`."""
     w = s.workload
     assert isinstance(w, TrainingWorkload)
     par = w.parallelism
-    for k in ("tp", "pp", "cp", "ep", "virtual_stages"):
+    for k in ("cp", "ep"):
         if getattr(par, k) != 1:
-            raise ScenarioError(f"{k}={getattr(par, k)}: only data parallelism is implemented so "
-                                f"far; valid: {k}: 1", field=f"workload.parallelism.{k}")
-    if par.zero != 0 or par.sequence_parallel:
-        raise ScenarioError("ZeRO and sequence parallelism are not implemented yet; valid: "
-                            "zero: 0, sequence_parallel: false", field="workload.parallelism")
+            raise ScenarioError(f"{k}={getattr(par, k)}: context and expert parallelism are not "
+                                f"implemented yet; valid: {k}: 1", field=f"workload.parallelism.{k}")
     kind = s.compute_device
     ranks = nodes_of_kind(g, kind)
     if kind == "cpu":  # one training process per server, on its first socket
         ranks = [n for n in ranks if server_peer(g, n, "cpu") == n]
     if not ranks:
         raise ScenarioError(f"the cluster has no {kind} to train on", field="workload.device")
-    dp = par.dp or len(ranks)
-    if dp != len(ranks):
-        raise ScenarioError(f"dp={dp} but the cluster has {len(ranks)} {kind} devices and only "
-                            f"data parallelism is implemented; valid: dp: {len(ranks)} (or omit it)",
-                            field="workload.parallelism.dp")
+    tp, pp, n = par.tp, par.pp, len(ranks)
+    dp = par.dp or n // (tp * pp)
+    if dp * tp * pp != n:
+        raise ScenarioError(f"tp x pp x dp = {tp} x {pp} x {dp} must equal the {n} {kind} devices "
+                            f"of the cluster; valid: dp: {n // (tp * pp) or 1} with tp x pp "
+                            f"dividing {n}", field="workload.parallelism")
     micro = par.micro_batch or w.global_batch // dp
-    if w.global_batch % (dp * micro):
+    if micro < 1 or w.global_batch % (dp * micro):
         raise ScenarioError(f"global_batch={w.global_batch} is not a multiple of dp x micro_batch "
                             f"= {dp} x {micro}; valid: a multiple of {dp * micro}",
                             field="workload.global_batch")
+    accumulate = w.global_batch // (dp * micro)
     try:
         spec = resolve_model(w.model.model_dump(exclude_none=True))
-        ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len,
-                        recompute=par.recompute, optimizer=w.optimizer)
+        ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
+                        sp=par.sequence_parallel, recompute=par.recompute, optimizer=w.optimizer)
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.model") from None
+    total = _total_steps(w)
+    steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
+    if tp > 1 or pp > 1 or par.zero or par.virtual_stages > 1:
+        if w.data is not None:
+            raise ScenarioError("the input pipeline is not simulated with tensor/pipeline "
+                                "parallelism or ZeRO yet; valid: omit workload.data (batches "
+                                "are then taken as ready in host memory)", field="workload.data")
+        try:
+            plan = parallel_plan("train", ops, ranks, tp=tp, pp=pp, dp=dp,
+                                 micro_batches=accumulate, virtual_stages=par.virtual_stages,
+                                 schedule="interleaved" if par.virtual_stages > 1 else "1f1b",
+                                 precision=w.precision, optimizer=w.optimizer, steps=steps,
+                                 zero=par.zero, collective=w.collective.algorithm)
+        except ValueError as err:
+            raise ScenarioError(str(err), field="workload.parallelism") from None
+        return replace(plan, total_steps=total)
     needs = sorted({op.comm for op in ops.forward + ops.backward if op.comm})
     if needs:
         raise ScenarioError(f"model {spec.name!r} needs {', '.join(needs)} communication, which "
@@ -105,12 +124,10 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan:
                         decode_s_per_sample=w.data.decode_s_per_sample)
     memory = training_memory(ops, precision=w.precision, optimizer=w.optimizer, dp=dp,
                              workspace_bytes=micro * (w.data.sample_bytes if w.data else 0.0))
-    total = _total_steps(w)
-    steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
     return TrainingPlan(job="train", model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
                         precision=w.precision, optimizer=w.optimizer, steps=steps,
-                        micro_batches=w.global_batch // (dp * micro), total_steps=total,
-                        data=data, on_cpu=kind == "cpu", memory=memory,
+                        micro_batches=accumulate, total_steps=total, data=data,
+                        on_cpu=kind == "cpu", memory=memory,
                         step_overhead_s=w.framework_overhead or 0.0,
                         collective=w.collective.algorithm)
 
@@ -172,7 +189,7 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     return plans
 
 
-def prepare(s: Scenario) -> tuple[nx.Graph, TrainingPlan | list[TransferPlan]]:
+def prepare(s: Scenario) -> tuple[nx.Graph, TrainingPlan | ParallelPlan | list[TransferPlan]]:
     """The topology graph and job plan of a validated scenario, with every cross-reference
     checked; nothing is simulated (``hwsim validate`` stops here)."""
     g = build_graph(s.cluster)
