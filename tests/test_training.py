@@ -125,3 +125,21 @@ def test_a_slower_inter_node_fabric_never_speeds_a_step(slow, fast):
     t = {nic: _run("mlp-dp-ethernet.yaml", **{"cluster.node.nic": nic}).summary["step_time_s"]
          for nic in (slow, fast)}
     assert t[slow] >= t[fast]
+
+
+def test_parallel_layouts_that_do_not_tile_the_devices_are_refused():
+    from hwsim.exceptions import ScenarioError
+    with pytest.raises(ScenarioError, match=r"workload\.parallelism: tp x pp x dp = 3 x 1 x 2 must "
+                                            r"equal the 8 gpu devices"):
+        _run("gpt-1.3b-3d-8xa100.yaml", **{"workload.parallelism": {"tp": 3, "dp": 2}})
+    with pytest.raises(ScenarioError, match=r"workload\.parallelism\.cp: cp=2: context and expert"):
+        _run("gpt-1.3b-3d-8xa100.yaml", **{"workload.parallelism": {"tp": 2, "pp": 2, "cp": 2}})
+
+
+def test_three_d_parallel_scenario_reports_model_and_hardware_flops():
+    """Full recompute: hardware FLOPs exceed model FLOPs by the recomputed forward (about 4/3)."""
+    s = _run("gpt-1.3b-3d-8xa100.yaml").summary
+    assert s["fits"] and s["devices"] == 8 and s["global_batch"] == 64
+    ratio = s["hardware_tflops_per_gpu"] / s["model_tflops_per_gpu"]
+    assert 1.25 < ratio < 1.34
+    assert s["tokens_per_s"] == pytest.approx(64 * 2048 / s["step_time_s"])
