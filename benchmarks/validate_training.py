@@ -1,0 +1,272 @@
+"""Validation report: hwsim's predictions against published training measurements.
+
+Usage::
+
+    python benchmarks/validate_training.py [--only megatron2020|mosaicml|resnet50|megatron2021]
+                                           [--markdown] [--max-gpus N]
+
+Every published row of ``benchmarks/validation_cases.yaml`` (copied from
+``../shared/data/calibration.yaml`` with its source) becomes one case. :func:`load_cases` reads each
+family's table into the same :class:`Case` form (hardware, model, batch, parallelism, metric);
+:func:`scenario_for` is the one function that turns any case into an hwsim scenario dict; nothing
+is special-cased per row. Each scenario runs with ``steps: 2`` through :func:`hwsim.run`.
+
+The table has: case, metric, published, predicted, error (predicted / published - 1) and role.
+Role is ``fitted`` for the rows listed under ``fitted:`` in the cases file (none yet) and
+``validated`` otherwise; the summary line (mean absolute error, count within 15 %) covers the
+validated rows only. A case that fails (does not fit, invalid input, ...) is kept in the table with
+its error text; a case with more GPUs than ``--max-gpus`` (default 16: larger runs take over a
+minute on a 2-core machine until symmetry folding lands) is listed as not runnable yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+CASES_FILE = Path(__file__).resolve().parent / "validation_cases.yaml"
+FAMILIES = ("megatron2020", "mosaicml", "resnet50", "megatron2021")
+DEFAULT_MAX_GPUS = 16
+WITHIN = 0.15
+NOT_RUNNABLE = "not runnable yet (needs symmetry folding)"
+
+# metric name -> (how to read it from a summary, given the number of GPUs), unit
+METRICS: dict[str, tuple[Any, str]] = {
+    "iteration_ms": (lambda s, g: s["step_time_s"] * 1e3, "ms"),
+    "tokens_per_s_per_gpu": (lambda s, g: s["tokens_per_s"] / g, "tokens/s/GPU"),
+    "images_per_s": (lambda s, g: s["samples_per_s"], "images/s"),
+    "tflops_per_gpu": (lambda s, g: s["hardware_tflops_per_gpu"], "TFLOP/s/GPU"),
+}
+
+
+@dataclass
+class Case:
+    """One published row, in a form common to all families."""
+
+    family: str
+    id: str
+    metric: str
+    published: float
+    source: str
+    system: dict[str, Any]          # cluster node settings (gpu, gpus_per_node, intra_node, nic...)
+    gpus: int
+    model: dict[str, Any]           # hwsim model: explicit fields or {preset: ...}
+    precision: str
+    global_batch: int
+    parallelism: dict[str, Any] = field(default_factory=dict)
+    seq_len: int | None = None
+    optimizer: str = "adam"
+
+
+@dataclass
+class Row:
+    """One line of the report."""
+
+    case: str
+    family: str
+    metric: str
+    published: float
+    predicted: float | None = None
+    error: float | None = None      # predicted / published - 1
+    role: str = "validated"
+    note: str = ""                  # error text or "not runnable yet ..."
+    wall_s: float = 0.0
+    gpus: int = 0
+
+
+def load_spec(path: Path = CASES_FILE) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = None) -> list[Case]:
+    """Read every family's published table into :class:`Case` objects (table reading only)."""
+    spec = spec or load_spec()
+    systems = spec["systems"]
+    only = set(only or FAMILIES)
+    cases: list[Case] = []
+
+    if "megatron2020" in only:
+        f = spec["megatron2020"]
+        vocab, seq = f["common"]["vocab"], f["common"]["seq_len"]
+        for sysname, times in f["single_node_iteration_ms"].items():
+            for size, ms in times.items():
+                m = f["models"][size]
+                tp = m["tp"]
+                node = dict(systems[f["system_of"][sysname]], gpus_per_node=tp)  # t GPUs of one server
+                cases.append(Case(
+                    "megatron2020", f"megatron2020 {sysname} {size} tp{tp}", "iteration_ms", ms,
+                    f["source"], node, tp,
+                    {"layers": m["layers"], "hidden": m["hidden"], "heads": m["heads"],
+                     "vocab": vocab, "activation": "gelu"},
+                    f["precision"], f["batch_per_replica"][sysname],
+                    {"tp": tp, "recompute": f["recompute"]}, seq, f["optimizer"]))
+
+    if "mosaicml" in only:
+        f = spec["mosaicml"]
+        c = f["common"]
+        for row in f["rows"]:
+            r = dict(zip(f["columns"], row))
+            m = f["models"][r["model"]]
+            node = dict(systems[r["gpu"]])
+            cases.append(Case(
+                "mosaicml", f"mosaicml {r['model']} {r['gpus']}x{r['gpu']} mb{r['micro_batch']}"
+                f" ga{r['grad_accum']}", "tokens_per_s_per_gpu", r["tokens_per_s_per_gpu"],
+                f["source"], node, r["gpus"],
+                {"layers": m["layers"], "hidden": m["hidden"], "heads": m["heads"],
+                 "vocab": c["vocab"], "activation": f["activation"]},
+                c["precision"], r["global_batch"],
+                {"zero": f["zero"], "micro_batch": r["micro_batch"],
+                 "recompute": "full" if r["activation_checkpointing"] else "none"},
+                c["seq_len"], f["optimizer"]))
+
+    if "resnet50" in only:
+        f = spec["resnet50"]
+        for row in f["rows"]:
+            r = dict(zip(f["columns"], row))
+            node = dict(systems[r["system"]], gpus_per_node=r["gpus"])
+            gpu_family = "V100" if node["gpu"].startswith("V100") else "A100"
+            prec = f["amp_precision"][gpu_family] if r["precision"] == "amp" else r["precision"]
+            cases.append(Case(
+                "resnet50", f"resnet50 {r['gpus']}x{gpu_family} {r['precision']} b{r['batch_per_gpu']}",
+                "images_per_s", r["images_per_s"], f["source"], node, r["gpus"],
+                {"preset": "resnet50"}, prec, r["batch_per_gpu"] * r["gpus"], {}, None,
+                f["optimizer"]))
+
+    if "megatron2021" in only:
+        f = spec["megatron2021"]
+        c = f["common"]
+        for row in f["rows"]:
+            r = dict(zip(f["columns"], row))
+            node = dict(systems[f["system"]])
+            cases.append(Case(
+                "megatron2021", f"megatron2021 {r['params_b']}B {r['gpus']}xA100 tp{r['tp']} pp{r['pp']}",
+                "tflops_per_gpu", r["tflops_per_gpu"], f["source"], node, r["gpus"],
+                {"layers": r["layers"], "hidden": r["hidden"], "heads": r["heads"],
+                 "vocab": c["vocab"], "activation": "gelu"},
+                f["precision"], r["global_batch"],
+                {"tp": r["tp"], "pp": r["pp"], "recompute": f["recompute"]}, c["seq_len"],
+                f["optimizer"]))
+    return cases
+
+
+def scenario_for(case: Case, steps: int = 2) -> dict[str, Any]:
+    """The hwsim scenario dict of any case (the single mapping used for every row)."""
+    node = dict(case.system)
+    fabric = node.pop("fabric", None)
+    per_node = node["gpus_per_node"]
+    if case.gpus % per_node:
+        raise ValueError(f"{case.gpus} GPUs do not fill whole {per_node}-GPU servers")
+    cluster: dict[str, Any] = {"nodes": case.gpus // per_node, "node": node}
+    if fabric:
+        cluster["fabric"] = {"topology": fabric}
+    workload: dict[str, Any] = {
+        "kind": "training", "model": dict(case.model), "precision": case.precision,
+        "global_batch": case.global_batch, "parallelism": dict(case.parallelism),
+        "optimizer": case.optimizer, "steps": steps}
+    if case.seq_len:
+        workload["seq_len"] = case.seq_len
+    return {"name": case.id.replace(" ", "_"), "seed": 0, "description": case.source,
+            "cluster": cluster, "workload": workload,
+            "outputs": {"events": False, "utilization": False, "trace": False}}
+
+
+def run_case(case: Case, fitted: Iterable[str] = (), max_gpus: int = DEFAULT_MAX_GPUS) -> Row:
+    """Simulate one case; never raises (a failure is recorded in ``note``)."""
+    import hwsim
+
+    row = Row(case.id, case.family, case.metric, float(case.published),
+              role="fitted" if case.id in set(fitted) else "validated", gpus=case.gpus)
+    if case.gpus > max_gpus:
+        row.note = f"{NOT_RUNNABLE}: {case.gpus} GPUs > --max-gpus {max_gpus}"
+        return row
+    t = time.perf_counter()
+    try:
+        summary = hwsim.run(scenario_for(case)).summary
+        if summary.get("fits") is False:
+            row.note = "does not fit in device memory (fits: false)"
+        else:
+            row.predicted = float(METRICS[case.metric][0](summary, case.gpus))
+            row.error = row.predicted / row.published - 1
+    except Exception as e:  # noqa: BLE001 - the report records every failure
+        row.note = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    row.wall_s = time.perf_counter() - t
+    return row
+
+
+def report(only: Iterable[str] | None = None, max_gpus: int = DEFAULT_MAX_GPUS,
+           spec: dict[str, Any] | None = None, cases: list[Case] | None = None) -> list[Row]:
+    """Run the cases (all families, or ``only`` those) and return the report rows."""
+    spec = spec or load_spec()
+    cases = cases if cases is not None else load_cases(spec, only)
+    fitted = spec.get("fitted") or []
+    return [run_case(c, fitted, max_gpus) for c in cases]
+
+
+def stats(rows: list[Row]) -> dict[str, Any]:
+    """Mean absolute error and count within 15 % over the validated rows that ran."""
+    errs = [abs(r.error) for r in rows if r.role == "validated" and r.error is not None]
+    return {"validated_run": len(errs),
+            "validated_total": sum(r.role == "validated" for r in rows),
+            "mean_abs_error": sum(errs) / len(errs) if errs else None,
+            "within_15pct": sum(e <= WITHIN for e in errs)}
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
+
+
+def format_table(rows: list[Row], markdown: bool = False) -> str:
+    head = ["case", "metric", "published", "predicted", "error %", "role", "sim s"]
+    lines = []
+    body = []
+    for r in rows:
+        err = f"{100 * r.error:+.1f}" if r.error is not None else (r.note or "-")
+        body.append([r.case, METRICS[r.metric][1], _fmt(r.published), _fmt(r.predicted), err,
+                     r.role, f"{r.wall_s:.1f}"])
+    if markdown:
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * 4 + ["---", "---:"]) + "|")
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+    else:
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+        widths[4] = max(len(head[4]), 8)
+        fmt = lambda cells: "  ".join(str(c).ljust(w) if i in (0, 1, 5) else str(c).rjust(w)  # noqa: E731
+                                      for i, (c, w) in enumerate(zip(cells, widths)))
+        lines.append(fmt(head))
+        lines += [fmt(b) for b in body]
+    s = stats(rows)
+    mae = f"{100 * s['mean_abs_error']:.1f} %" if s["mean_abs_error"] is not None else "n/a"
+    lines.append("")
+    lines.append(f"Validated cases run: {s['validated_run']} of {s['validated_total']}; "
+                 f"mean absolute error {mae}; within 15 %: {s['within_15pct']} of "
+                 f"{s['validated_run']}. Fitted cases: {sum(r.role == 'fitted' for r in rows)}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=FAMILIES, action="append",
+                    help="run one family (repeatable); default all")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    ap.add_argument("--max-gpus", type=int, default=DEFAULT_MAX_GPUS,
+                    help=f"skip cases above this many GPUs as not runnable yet (default "
+                         f"{DEFAULT_MAX_GPUS})")
+    args = ap.parse_args(argv)
+    t = time.perf_counter()
+    rows = report(args.only, args.max_gpus)
+    print(format_table(rows, args.markdown))
+    print(f"\nTotal wall time {time.perf_counter() - t:.1f} s.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The validation report (benchmarks/validate_training.py): structure on a few fast cases; the full
+run is a benchmark (``pytest -m benchmark``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("validate_training",
+                                               ROOT / "benchmarks" / "validate_training.py")
+vt = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("validate_training", vt)
+_spec.loader.exec_module(vt)
+
+CALIBRATION = ROOT.parent / "shared" / "data" / "calibration.yaml"
+
+
+def _check_rows(rows):
+    for r in rows:
+        assert r.published > 0, r
+        assert r.role in ("fitted", "validated"), r
+        if r.predicted is None:
+            assert r.note, f"{r.case}: neither a prediction nor an error text"
+            assert r.error is None
+        else:
+            assert r.predicted > 0 and math.isfinite(r.predicted), r
+            assert r.error == pytest.approx(r.predicted / r.published - 1, rel=1e-12, abs=1e-12)
+
+
+def test_every_family_yields_cases_with_published_values():
+    cases = vt.load_cases()
+    families = {c.family for c in cases}
+    assert families == set(vt.FAMILIES)
+    assert len(cases) == 8 + 5 + 6 + 1
+    ids = [c.id for c in cases]
+    assert len(set(ids)) == len(ids)
+    for c in cases:
+        assert c.published > 0
+        assert c.metric in vt.METRICS
+        scen = vt.scenario_for(c)
+        assert scen["workload"]["steps"] == 2
+        assert scen["cluster"]["nodes"] * scen["cluster"]["node"]["gpus_per_node"] == c.gpus
+        assert "data" not in scen["workload"]      # batches ready: no data loading modelled
+
+
+@pytest.mark.skipif(not CALIBRATION.exists(), reason="shared calibration data not present")
+def test_cases_file_copies_calibration_rows():
+    cal = yaml.safe_load(CALIBRATION.read_text())
+    spec = vt.load_spec()
+    for fam in vt.FAMILIES:
+        key = spec[fam]["calibration_key"]
+        assert spec[fam]["source"] == cal[key]["source"]
+        if "rows" in spec[fam]:
+            for row in spec[fam]["rows"]:
+                assert row in cal[key]["rows"]
+    assert spec["megatron2020"]["single_node_iteration_ms"] == \
+        cal["megatron_2020_readme"]["single_node_iteration_ms"]
+
+
+def test_report_on_fast_cases_has_the_promised_structure():
+    cases = vt.load_cases(only=["resnet50", "megatron2020", "megatron2021"])
+    fast = [c for c in cases if c.id in ("resnet50 1xA100 amp b256", "resnet50 1xV100 fp32 b112",
+                                         "megatron2020 dgx_a100 1B tp1")]
+    big = [c for c in cases if c.family == "megatron2021"]
+    assert len(fast) == 3 and big
+    rows = vt.report(cases=fast + big)
+    _check_rows(rows)
+    assert all(r.predicted is not None for r in rows[:3])
+    # A case over the GPU limit is listed, not dropped.
+    assert rows[3].predicted is None and vt.NOT_RUNNABLE in rows[3].note
+    text = vt.format_table(rows, markdown=True)
+    assert sum(line.startswith("| ") for line in text.splitlines()) == len(rows) + 1
+    assert "mean absolute error" in text and "within 15 %" in text
+
+
+def test_a_failing_case_is_recorded_not_raised():
+    c = vt.load_cases(only=["megatron2020"])[0]
+    bad = vt.Case(**{**c.__dict__, "id": "bad", "model": {"preset": "no-such-model"}})
+    (row,) = vt.report(cases=[bad])
+    assert row.predicted is None and row.error is None and row.note
+    assert "mean absolute error n/a" in vt.format_table([row])
+
+
+@pytest.mark.benchmark
+def test_full_validation_report():
+    rows = vt.report()
+    _check_rows(rows)
+    print("\n" + vt.format_table(rows, markdown=True))
