@@ -143,3 +143,14 @@ def test_three_d_parallel_scenario_reports_model_and_hardware_flops():
     ratio = s["hardware_tflops_per_gpu"] / s["model_tflops_per_gpu"]
     assert 1.25 < ratio < 1.34
     assert s["tokens_per_s"] == pytest.approx(64 * 2048 / s["step_time_s"])
+
+
+def test_pipeline_waits_are_attributed_to_the_bubble_not_idle():
+    """Rank 0 (first stage) waits for gradients from the second stage during 1F1B: that time is
+    the pipeline bubble. With p = 2 stages and m = 8 micro-batches the plain bubble is
+    (p - 1) / (m + p - 1) = 1/9 of the step; communication and the unequal embedding/head
+    stages only add to it."""
+    r = _run("gpt-1.3b-3d-8xa100.yaml")
+    share = dict(zip(r.bottleneck.category, r.bottleneck.share))
+    assert share.get("idle", 0.0) < 1e-9
+    assert share["bubble"] >= 1 / 9 * 0.9

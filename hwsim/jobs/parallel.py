@@ -135,7 +135,10 @@ class ParallelTrainingJob:
 
                 def send(src: int, dst: int, unit: Unit, d: int = d) -> simpy.Event | None:
                     return self._send(step, src, dst, d, unit)
-                pipes.append(run_pipeline(env, self.units, plan.virtual_stages, run, send))
+                def wait(s: int, unit: Unit, index: int, a: float, b: float, d: int = d) -> None:
+                    if index > 0:  # the first unit's wait is the warm-up, recorded after the step
+                        self._bubble(step, s, d, a, b, "wait")
+                pipes.append(run_pipeline(env, self.units, plan.virtual_stages, run, send, wait))
             yield env.all_of(pipes)
             yield env.all_of(tails)
             self._bubbles(step, t0)
@@ -263,16 +266,22 @@ class ParallelTrainingJob:
 
     def _bubbles(self, step: int, t0: float) -> None:
         """Warm-up (step start to the stage's first unit) and cool-down (its last unit to the
-        replica's last unit anywhere) gaps as ``bubble`` events on the compute streams."""
-        plan, rec = self.plan, self.system.recorder
+        replica's last unit anywhere) gaps as ``bubble`` events on the compute streams; the
+        waits in between are recorded as they happen (``pipeline.wait``)."""
+        plan = self.plan
         for d in range(plan.dp):
             end = max(self._span[(s, d)][1] for s in range(plan.pp))
             for s in range(plan.pp):
                 first, last, _ = self._span[(s, d)]
                 for a, b, name in ((t0, first, "warmup"), (last, end, "cooldown")):
-                    if b - a <= 0:
-                        continue
-                    for t in range(plan.tp):
-                        r = plan.rank(s, d, t)
-                        rec.event(a, b, f"{plan.devices[r]}/compute", "bubble",
-                                  f"pipeline.{name}.step{step}", plan.job, r, 0.0, 0.0, "bubble")
+                    if b - a > 0:
+                        self._bubble(step, s, d, a, b, name)
+
+    def _bubble(self, step: int, s: int, d: int, a: float, b: float, name: str) -> None:
+        """A ``bubble`` event from *a* to *b* on the compute stream of every TP rank of stage *s*
+        of replica *d*."""
+        plan, rec = self.plan, self.system.recorder
+        for t in range(plan.tp):
+            r = plan.rank(s, d, t)
+            rec.event(a, b, f"{plan.devices[r]}/compute", "bubble",
+                      f"pipeline.{name}.step{step}", plan.job, r, 0.0, 0.0, "bubble")

@@ -17,11 +17,15 @@ RunUnit = Callable[[int, Unit], simpy.Event]
 """``run(stage, unit)`` starts the unit's work and returns an event that fires when it is done."""
 Send = Callable[[int, int, Unit], simpy.Event | None]
 """``send(src_stage, dst_stage, unit)`` starts moving *unit*'s output; None means it is free."""
+Wait = Callable[[int, Unit, int, float, float], None]
+"""``wait(stage, unit, index, start_s, end_s)``: the stage sat idle waiting for *unit*'s input
+(the *index*-th unit of the stage) from *start_s* to *end_s*: a pipeline bubble."""
 
 
 def run_pipeline(env: simpy.Environment, units: list[list[Unit]], v: int, run: RunUnit,
-                 send: Send | None = None) -> simpy.Event:
-    """Start every stage's process; the returned event fires when all stages have finished."""
+                 send: Send | None = None, wait: Wait | None = None) -> simpy.Event:
+    """Start every stage's process; the returned event fires when all stages have finished.
+    *wait*, if given, hears of every interval a stage spent waiting for an input."""
     p = len(units)
     arrived: dict[tuple[int, Unit], simpy.Event] = {}
 
@@ -42,10 +46,13 @@ def run_pipeline(env: simpy.Environment, units: list[list[Unit]], v: int, run: R
         arrival(dst, consumer).succeed()
 
     def stage_proc(s: int) -> Generator:
-        for unit in units[s]:
+        for index, unit in enumerate(units[s]):
             need = upstream(unit, s, p, v)
             if need is not None:
+                t0 = env.now
                 yield arrival(s, unit)
+                if wait is not None and env.now > t0:
+                    wait(s, unit, index, t0, env.now)
             yield run(s, unit)
             if downstream(unit, s, p, v) is not None:
                 env.process(forward_output(s, unit))
