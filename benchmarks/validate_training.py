@@ -104,7 +104,8 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
                     "megatron2020", f"megatron2020 {sysname} {size} tp{tp}", "iteration_ms", ms,
                     f["source"], node, tp,
                     {"layers": m["layers"], "hidden": m["hidden"], "heads": m["heads"],
-                     "vocab": vocab, "activation": "gelu"},
+                     "vocab": vocab, "activation": "gelu",
+                     "flash_attention": f["flash_attention"]},
                     f["precision"], f["batch_per_replica"][sysname],
                     {"tp": tp, "recompute": f["recompute"]}, seq, f["optimizer"]))
 
@@ -149,7 +150,8 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
                 "megatron2021", f"megatron2021 {r['params_b']}B {r['gpus']}xA100 tp{r['tp']} pp{r['pp']}",
                 "tflops_per_gpu", r["tflops_per_gpu"], f["source"], node, r["gpus"],
                 {"layers": r["layers"], "hidden": r["hidden"], "heads": r["heads"],
-                 "vocab": c["vocab"], "activation": "gelu"},
+                 "vocab": c["vocab"], "activation": "gelu",
+                 "flash_attention": f["flash_attention"]},
                 f["precision"], r["global_batch"],
                 {"tp": r["tp"], "pp": r["pp"], "recompute": f["recompute"]}, c["seq_len"],
                 f["optimizer"]))

@@ -90,9 +90,12 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                             field="workload.global_batch")
     accumulate = w.global_batch // (dp * micro)
     try:
-        spec = resolve_model(w.model.model_dump(exclude_none=True))
+        fields = w.model.model_dump(exclude_none=True)
+        flash = fields.pop("flash_attention", True)
+        spec = resolve_model(fields)
         ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
-                        sp=par.sequence_parallel, recompute=par.recompute, optimizer=w.optimizer)
+                        sp=par.sequence_parallel, recompute=par.recompute, optimizer=w.optimizer,
+                        flash_attention=flash)
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.model") from None
     total = _total_steps(w)

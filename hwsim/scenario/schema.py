@@ -58,6 +58,9 @@ class ModelRef(StrictModel):
     width: PosInt | None = None
     depth: int | None = Field(None, ge=0)
     outputs: PosInt | None = None
+    flash_attention: bool | None = None
+    """Transformers only: whether attention runs as a fused FlashAttention kernel (no s x s
+    scores in memory). Default true; set false for runs that predate it (2022)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -73,6 +76,10 @@ class ModelRef(StrictModel):
         if len(forms) != 1:
             raise ValueError(f"give exactly one of preset, hf_config or explicit fields (layers, "
                              f"hidden, heads, ...); got {', '.join(forms) or 'none'}")
+        if d.get("flash_attention") is not None and str(d.get("preset", "")).lower() in (
+                "mlp", "logistic-regression", "resnet50", "dlrm"):
+            raise ValueError(f"flash_attention applies to transformer models only, not preset "
+                             f"{d['preset']!r}")
         mlp_keys = [k for k in _MLP_DEFAULTS if k in d]
         preset = str(d["preset"]).lower() if d.get("preset") is not None else None
         if preset is not None and preset not in MODEL_PRESETS:
