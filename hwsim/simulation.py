@@ -15,7 +15,7 @@ from hwsim.analysis.result import Result
 from hwsim.engine import Recorder
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.system import System
-from hwsim.jobs.training import TrainingJob, TrainingPlan
+from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
 from hwsim.jobs.transfer import TransferJob, TransferPlan
 
 __all__ = ["simulate"]
@@ -100,7 +100,7 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
                  time_to_train_s=None, bottleneck="memory_capacity", bottleneck_share=1.0,
                  bottleneck_label=f"does not fit: {job.oom}")
         return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
-    ends = np.asarray([max(e[i] for e in job.step_ends) for i in range(len(job.step_ends[0]))])
+    ends = np.asarray(slowest_step_ends(job.step_ends))
     steps = np.diff(np.concatenate([[0.0], ends]))
     # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are more.
     steady = steps[1:] if len(steps) > 1 else steps

@@ -35,6 +35,7 @@ from hwsim.jobs.parallel_plan import (IMPLEMENTED_ZERO, TP_COMMS, ParallelPlan,
 from hwsim.jobs.pipeline import run_pipeline
 from hwsim.jobs.schedules import Unit, schedule
 from hwsim.jobs.system import Device, System
+from hwsim.jobs.training import slowest_step_ends
 from hwsim.workloads.memory import storage_bytes
 
 __all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO"]
@@ -74,7 +75,7 @@ class ParallelTrainingJob:
     @property
     def step_times(self) -> list[float]:
         """Wall time of each step (slowest rank)."""
-        ends = [max(e[i] for e in self.step_ends) for i in range(len(self.step_ends[0]))]
+        ends = slowest_step_ends(self.step_ends)
         return [b - a for a, b in zip([0.0] + ends[:-1], ends)]
 
     def start(self) -> None:

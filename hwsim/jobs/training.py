@@ -19,7 +19,7 @@ from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.system import Device, System
 from hwsim.workloads import ModelOps, training_memory
 
-__all__ = ["DataPlan", "TrainingPlan", "TrainingJob", "DDP_BUCKET_BYTES"]
+__all__ = ["DataPlan", "TrainingPlan", "TrainingJob", "DDP_BUCKET_BYTES", "slowest_step_ends"]
 
 DDP_BUCKET_BYTES = 25 * 2**20
 """PyTorch DistributedDataParallel's default gradient bucket (bucket_cap_mb=25)."""
@@ -68,6 +68,11 @@ class TrainingPlan:
     memory: dict[str, float] | None = None
     collective: str = "auto"
     speed: dict[str, float] = field(default_factory=dict)
+
+
+def slowest_step_ends(step_ends: Sequence[Sequence[float]]) -> list[float]:
+    """End of each step over all ranks (the slowest rank ends it), from per-rank end times."""
+    return [max(ends[i] for ends in step_ends) for i in range(len(step_ends[0]))]
 
 
 class TrainingJob:

@@ -19,7 +19,7 @@ from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.schema import Cluster, Scenario, TrainingWorkload, TransferWorkload
 from hwsim.simulation import simulate
 from hwsim.topology import cluster as build_cluster
-from hwsim.topology import from_explicit, multi_site, nodes_of_kind, server_peer
+from hwsim.topology import from_explicit, multi_site, nodes_of_kind, server_index, server_peer
 from hwsim.workloads import model_ops, resolve_model, training_memory
 
 __all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_scenario",
@@ -73,8 +73,9 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                                 f"implemented yet; valid: {k}: 1", field=f"workload.parallelism.{k}")
     kind = s.compute_device
     ranks = nodes_of_kind(g, kind)
+    index = server_index(g)
     if kind == "cpu":  # one training process per server, on its first socket
-        ranks = [n for n in ranks if server_peer(g, n, "cpu") == n]
+        ranks = [n for n in ranks if server_peer(g, n, "cpu", index) == n]
     if not ranks:
         raise ScenarioError(f"the cluster has no {kind} to train on", field="workload.device")
     tp, pp, n = par.tp, par.pp, len(ranks)
@@ -118,8 +119,8 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
     if needs:
         raise ScenarioError(f"model {spec.name!r} needs {', '.join(needs)} communication, which "
                             "is not implemented yet", field="workload.model")
-    hosts = tuple(server_peer(g, r, "memory") or r for r in ranks)
-    cpus = tuple(server_peer(g, r, "cpu") or r for r in ranks)
+    hosts = tuple(server_peer(g, r, "memory", index) or r for r in ranks)
+    cpus = tuple(server_peer(g, r, "cpu", index) or r for r in ranks)
     data = None
     if w.data is not None:
         data = DataPlan(storage=_data_node(s, g, ranks[0]), sample_bytes=w.data.sample_bytes,

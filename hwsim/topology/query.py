@@ -7,7 +7,7 @@ import re
 
 import networkx as nx
 
-__all__ = ["natural_key", "server_peer", "nodes_of_kind"]
+__all__ = ["natural_key", "server_peer", "server_index", "nodes_of_kind"]
 
 
 def natural_key(name: str) -> tuple:
@@ -20,9 +20,19 @@ def nodes_of_kind(G: nx.Graph, kind: str) -> list[str]:
     return sorted((n for n, d in G.nodes(data=True) if d.get("kind") == kind), key=natural_key)
 
 
-def server_peer(G: nx.Graph, node: str, kind: str) -> str | None:
-    """The first node (natural order) of *kind* on the same server and site as *node*, or None."""
+def server_index(G: nx.Graph) -> dict[tuple, str]:
+    """``(site, server, kind)`` -> the first node (natural order) of that kind on that server;
+    build it once to look up many nodes (:func:`server_peer`)."""
+    index: dict[tuple, str] = {}
+    for n in sorted(G, key=natural_key):
+        e = G.nodes[n]
+        index.setdefault((e.get("site"), e.get("server"), e.get("kind")), n)
+    return index
+
+
+def server_peer(G: nx.Graph, node: str, kind: str, index: dict[tuple, str] | None = None
+                ) -> str | None:
+    """The first node (natural order) of *kind* on the same server and site as *node*, or None.
+    Pass a :func:`server_index` of *G* when looking up many nodes."""
     d = G.nodes[node]
-    peers = [n for n, e in G.nodes(data=True) if e.get("kind") == kind
-             and e.get("server") == d.get("server") and e.get("site") == d.get("site")]
-    return min(peers, key=natural_key) if peers else None
+    return (index or server_index(G)).get((d.get("site"), d.get("server"), kind))
