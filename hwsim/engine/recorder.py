@@ -5,6 +5,12 @@ Three kinds of record, kept apart (interval records vs level records, as salabim
 - ``event``: one activity with a start and an end (an op on a stream, a finished flow);
 - ``level``: the load (bytes/s of capacity in use) of a shared channel, from that instant on;
 - ``memory``: the bytes in use of a pool, from that instant on.
+
+Work that repeats (the same ops and collectives every micro-batch) is recorded as *blocks*: a
+template of events and channel-load pulses with times relative to its start, registered once
+(:meth:`Recorder.template`), and one ``(start, template)`` pair per occurrence
+(:meth:`Recorder.block`). The frames expand blocks with numpy, so a block of a hundred ops costs
+one tuple during the run.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ __all__ = ["Recorder", "STREAM_KINDS"]
 STREAM_KINDS = ("compute", "host", "copy", "collective")
 """Event kinds recorded on device streams; their utilization is the covered share of time."""
 
+_TEXT = ("resource", "kind", "name", "job", "category")
 _EVENT_COLUMNS = ["start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
                   "category"]
 
@@ -32,6 +39,9 @@ class Recorder:
         self.memory: list[tuple[float, str, float, float]] = []
         self.capacity: dict[Hashable, float] = {}
         self.label: dict[Hashable, str] = {}
+        self._templates: list[tuple[list[tuple], list[tuple]]] = []
+        self._blocks: list[tuple[float, int]] = []
+        self._raw: tuple | None = None
 
     def declare(self, resource: Hashable, capacity: float, label: str) -> None:
         """Declare a shared channel (capacity in bytes/s) and its class label."""
@@ -46,13 +56,64 @@ class Recorder:
     def level(self, time_s: float, resource: Hashable, load: float) -> None:
         self.levels.append((time_s, resource, load))
 
+    def template(self, events: list[tuple], pulses: list[tuple] = ()) -> int:
+        """Register a block: *events* as for :meth:`event` with start and end relative to the
+        block's start; *pulses* ``(start, end, channel, load)``: a channel carries *load*
+        bytes/s on top of its levels over that interval (relative times). Returns its id."""
+        self._templates.append((list(events), list(pulses)))
+        return len(self._templates) - 1
+
+    def block(self, start_s: float, template: int) -> None:
+        """One occurrence of a registered block, starting at *start_s*."""
+        self._blocks.append((start_s, template))
+
+    def _block_starts(self) -> dict[int, np.ndarray]:
+        by: dict[int, list[float]] = {}
+        for t0, tid in self._blocks:
+            by.setdefault(tid, []).append(t0)
+        return {tid: np.asarray(v, float) for tid, v in by.items()}
+
+    def _events_raw(self) -> pd.DataFrame:
+        """Events and expanded blocks, unsorted (built once per state of the records)."""
+        state = (len(self.events), len(self._blocks), len(self._templates))
+        if self._raw is not None and self._raw[0] == state:
+            return self._raw[1]
+        cols: dict[str, list[np.ndarray]] = {c: [] for c in _EVENT_COLUMNS}
+        if self.events:
+            for c, v in zip(_EVENT_COLUMNS, zip(*self.events)):
+                cols[c].append(np.asarray(v, dtype=object if c in _TEXT else None))
+        for tid, t0 in self._block_starts().items():
+            rows = self._templates[tid][0]
+            if not rows:
+                continue
+            n = len(t0)
+            for c, v in zip(_EVENT_COLUMNS, zip(*rows)):
+                v = np.asarray(v, dtype=object if c in _TEXT else None)
+                cols[c].append((t0[:, None] + v[None, :]).ravel() if c in ("start_s", "end_s")
+                               else np.tile(v, n))
+        if not cols["start_s"]:
+            df = pd.DataFrame(columns=_EVENT_COLUMNS)
+        else:
+            df = pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()},
+                              columns=_EVENT_COLUMNS)
+        self._raw = (state, df)
+        return df
+
+    def _pulses(self) -> dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per channel, the (starts, ends, loads) of every pulse of every block."""
+        acc: dict[Hashable, list] = {}
+        for tid, t0 in self._block_starts().items():
+            for a, b, ch, load in self._templates[tid][1]:
+                acc.setdefault(ch, []).append((t0 + a, t0 + b, np.full(len(t0), load)))
+        return {ch: tuple(np.concatenate(x) for x in zip(*v)) for ch, v in acc.items()}
+
     def mem(self, time_s: float, resource: str, used_bytes: float, capacity_bytes: float) -> None:
         self.memory.append((time_s, resource, used_bytes, capacity_bytes))
 
     # -- frames ---------------------------------------------------------------------------------
     def events_frame(self) -> pd.DataFrame:
         """One row per activity, sorted by start time; columns of ``EVENT_COLUMNS``."""
-        df = pd.DataFrame(self.events, columns=_EVENT_COLUMNS)
+        df = self._events_raw()
         df = df.astype({"start_s": float, "end_s": float, "resource": str, "kind": str,
                         "name": str, "job": str, "rank": "int64", "bytes": float,
                         "flops": float, "category": str})
@@ -79,21 +140,31 @@ class Recorder:
             bin_s = end_s / 100.0
         nbins = max(1, int(np.ceil(end_s / bin_s - 1e-9)))
         edges = np.arange(nbins + 1) * bin_s
-        parts: list[pd.DataFrame] = []
+        nb = len(edges) - 1
+        resources: list[str] = []
+        classes: list[str] = []
+        util: list[np.ndarray] = []
+        carried_all: list[np.ndarray] = []
+        carried_by: dict[Hashable, np.ndarray] = {}
         if self.levels:
             lv = pd.DataFrame(self.levels, columns=["t", "r", "load"])
-            for res, g in lv.groupby("r", sort=True):
-                cap = self.capacity[res]
-                t = g["t"].to_numpy()
-                load = g["load"].to_numpy()
-                integ = _integral_at(t, load, edges)
-                carried = np.diff(integ)
-                parts.append(pd.DataFrame({
-                    "time_s": edges[:-1], "bin_s": bin_s, "resource": _name(res),
-                    "resource_class": self.label.get(res, ""),
-                    "utilization": np.clip(carried / (cap * bin_s), 0.0, 1.0), "bytes": carried}))
-        if streams and self.events:
-            ev = pd.DataFrame(self.events, columns=_EVENT_COLUMNS)
+            for res, g in lv.groupby("r", sort=False):
+                carried_by[res] = np.diff(_integral_at(g["t"].to_numpy(), g["load"].to_numpy(),
+                                                       edges))
+        for res, (a, b, load) in self._pulses().items():
+            t = np.concatenate([a, b])
+            delta = np.concatenate([load, -load])
+            order = np.argsort(t, kind="stable")
+            pulse = np.diff(_integral_at(t[order], np.cumsum(delta[order]), edges))
+            carried_by[res] = carried_by.get(res, 0.0) + pulse
+        for res in sorted(carried_by, key=_name):
+            carried = carried_by[res]
+            resources.append(_name(res))
+            classes.append(self.label.get(res, ""))
+            util.append(np.clip(carried / (self.capacity[res] * bin_s), 0.0, 1.0))
+            carried_all.append(carried)
+        if streams and (self.events or self._blocks):
+            ev = self._events_raw()
             ev = ev[ev["kind"].isin(STREAM_KINDS)]
             for res, g in ev.groupby("resource", sort=True):
                 starts, ends = _union(g["start_s"].to_numpy(), g["end_s"].to_numpy())
@@ -103,13 +174,19 @@ class Recorder:
                 order = np.argsort(t, kind="stable")
                 t, level = t[order], np.cumsum(d[order])
                 busy = np.diff(_integral_at(t, level, edges))
-                parts.append(pd.DataFrame({
-                    "time_s": edges[:-1], "bin_s": bin_s, "resource": str(res),
-                    "resource_class": "stream", "utilization": np.clip(busy / bin_s, 0.0, 1.0),
-                    "bytes": np.nan}))
-        if not parts:
+                resources.append(str(res))
+                classes.append("stream")
+                util.append(np.clip(busy / bin_s, 0.0, 1.0))
+                carried_all.append(np.full(nb, np.nan))
+        if not resources:
             return pd.DataFrame(columns=cols)
-        return pd.concat(parts, ignore_index=True)[cols]
+        k = len(resources)
+        return pd.DataFrame({
+            "time_s": np.tile(edges[:-1], k), "bin_s": bin_s,
+            "resource": np.repeat(np.asarray(resources, dtype=object), nb),
+            "resource_class": np.repeat(np.asarray(classes, dtype=object), nb),
+            "utilization": np.concatenate(util), "bytes": np.concatenate(carried_all)},
+            columns=cols)
 
 
 def _name(res: Hashable) -> str:
@@ -132,14 +209,13 @@ def _integral_at(t: np.ndarray, value: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def _union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge overlapping intervals."""
+    """Merge overlapping (or touching) intervals."""
+    if len(starts) == 0:
+        return np.asarray(starts, float), np.asarray(ends, float)
     order = np.argsort(starts, kind="stable")
-    s, e = starts[order], ends[order]
-    out_s, out_e = [], []
-    for a, b in zip(s, e):
-        if out_e and a <= out_e[-1]:
-            out_e[-1] = max(out_e[-1], b)
-        else:
-            out_s.append(a)
-            out_e.append(b)
-    return np.asarray(out_s, float), np.asarray(out_e, float)
+    s, e = np.asarray(starts, float)[order], np.asarray(ends, float)[order]
+    reach = np.maximum.accumulate(e)
+    new = np.concatenate([[True], s[1:] > reach[:-1]])
+    first = np.flatnonzero(new)
+    last = np.append(first[1:] - 1, len(s) - 1)
+    return s[first], reach[last]

@@ -35,8 +35,9 @@ from typing import Generator, Sequence
 
 import simpy
 
-from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, eligible, estimate, hops, layout,
+from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, estimate, hops, layout,
                              nvswitch, overhead, protocol_for, protocols, ring_order, rings)
+from hwsim.engine import FlowNetwork
 from hwsim.jobs.system import System
 
 __all__ = ["ring_allreduce", "CollectiveGroup", "ring_order", "collective", "choose", "plan",
@@ -166,7 +167,8 @@ def choose(system: System, devices: Sequence[str], op: str, nbytes: float, *,
 def collective(system: System, op: str, devices: Sequence[str], nbytes: float, *,
                algorithm: str = "auto", protocol: str = "auto", job: str = "", name: str = "",
                key: int = 0, ranks: Sequence[int] | None = None, root: int = 0,
-               params: Params | None = None) -> Generator[simpy.Event, object, None]:
+               params: Params | None = None, peers: Sequence[Sequence[str]] = ()
+               ) -> Generator[simpy.Event, object, None]:
     """SimPy process body: *op* (``allreduce``, ``allgather``, ``reduce_scatter``, ``alltoall``,
     ``broadcast``, ``sendrecv``) of *nbytes* over *devices*.
 
@@ -175,6 +177,12 @@ def collective(system: System, op: str, devices: Sequence[str], nbytes: float, *
     (reduce-scatter). *algorithm*: ``auto`` or one of :data:`ALGORITHMS`; *protocol*: ``auto``,
     ``simple``, ``ll`` or ``wire``. *ranks*: the rank number recorded per device (default:
     positions); *key* offsets the ECMP keys; *root*: the broadcast root's index in *devices*.
+    *peers*: other groups running the same collective at the same time that are not simulated
+    (symmetry folding): their traffic loads the links through :func:`fold_hops`.
+
+    The ``steps`` identical steps of a phase move as one flow per (source, destination) of
+    ``steps`` times the step's bytes, then pay ``steps`` pipeline overheads: the same time as
+    step-by-step flows while the phase's rates stay put, with ``steps`` times fewer flows.
     """
     devices = list(devices)
     if len(devices) < 2 or nbytes <= 0:
@@ -186,17 +194,64 @@ def collective(system: System, op: str, devices: Sequence[str], nbytes: float, *
                         params=p) if "auto" in (algorithm, protocol) else (algorithm, protocol)
     rank_of = dict(zip(devices, ranks if ranks is not None else range(len(devices))))
     pr = protocol_for(system, devices, alg, proto, p)
-    env, net, step = system.env, system.net, 0
-    for phase in plan(system, op, alg, devices, nbytes, rank_of, p, root):
+    env, net = system.env, system.net
+    for i, phase in enumerate(plan(system, op, alg, devices, nbytes, rank_of, p, root)):
         hop = hops(system, phase, key, pr)
-        for _ in range(phase.steps):
-            evs = [net.transfer(f.nbytes, h[0], 0.0, coefficients=h[1],
-                                resource=f"{f.src}->{f.dst}", name=f"{name or op}.step{step}",
-                                job=job, rank=f.rank, category=h[4])
-                   for f, h in zip(phase.flows, hop)]
-            yield env.all_of(evs)
-            yield env.timeout(overhead(phase, hop, [e.value.end_s - e.value.start_s for e in evs]))
-            step += 1
+        if peers:
+            hop = fold_hops(hop, fold_factors(system, op, alg, devices, peers, p, root, key,
+                                              pr)[i])
+        system.claim(("flows", job), [c for h in hop for c in h[0]])
+        evs = [net.transfer(f.nbytes * phase.steps, h[0], 0.0, coefficients=h[1],
+                            resource=f"{f.src}->{f.dst}", name=f"{name or op}.phase{i}",
+                            job=job, rank=f.rank, category=h[4])
+               for f, h in zip(phase.flows, hop)]
+        yield env.all_of(evs)
+        durs = [(e.value.end_s - e.value.start_s) / phase.steps for e in evs]
+        yield env.timeout(phase.steps * overhead(phase, hop, durs))
+
+
+_FOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def fold_factors(system: System, op: str, alg: str, devices: Sequence[str],
+                 peers: Sequence[Sequence[str]], params: Params, root: int, key: int,
+                 proto: Protocol) -> list[dict]:
+    """Per phase of *op* over *devices*, the factor on each channel the group uses: (bytes all
+    groups, *devices* and *peers*, move on it) / (bytes *devices* move on it), each byte
+    weighted by its coefficient. Under symmetry every group's flows run at the simulated group's
+    rates, so flows whose coefficients are scaled by these factors load each shared link as all
+    groups together do (DESIGN.md, scale by symmetry). Memoised: only proportions matter."""
+    memo = _FOLDS.setdefault(system, {})
+    k = (op, alg, tuple(devices), tuple(map(tuple, peers)), params, root, key, proto)
+    if k in memo:
+        return memo[k]
+
+    def loads(grp: Sequence[str], reorder: bool = True) -> list[dict]:
+        order = ring_order(system, grp) if reorder and len(grp) > 2 else list(grp)
+        rank_of = {d: i for i, d in enumerate(order)}
+        out = []
+        for ph in plan(system, op, alg, order, 1.0, rank_of, params, root):
+            load: dict = {}
+            for f, h in zip(ph.flows, hops(system, ph, key, proto)):
+                for c in h[0]:
+                    load[c] = load.get(c, 0.0) + f.nbytes * h[1][c]
+            out.append(load)
+        return out
+    mine = loads(devices, reorder=False)
+    total = [dict(m) for m in mine]
+    for grp in peers:
+        for i, load in enumerate(loads(grp)):
+            for c, v in load.items():
+                if c in total[i]:
+                    total[i][c] += v
+    memo[k] = [{c: total[i][c] / m for c, m in mine[i].items()} for i in range(len(mine))]
+    return memo[k]
+
+
+def fold_hops(hop: list[tuple], factors: dict) -> list[tuple]:
+    """*hop* (:func:`~hwsim.jobs.nccl.hops`) with each channel's coefficient times its factor
+    (:func:`fold_factors`)."""
+    return [(h[0], {c: h[1][c] * factors[c] for c in h[0]}, *h[2:]) for h in hop]
 
 
 def allreduce(system: System, devices: Sequence[str], nbytes: float, **kw) -> Generator:
@@ -229,6 +284,18 @@ def sendrecv(system: System, src: str, dst: str, nbytes: float, **kw) -> Generat
     return collective(system, "sendrecv", [src, dst], nbytes, **kw)
 
 
+def isolated_durations(system: System, phase: Phase, hop: list[tuple]) -> list[float]:
+    """Duration of each flow of one step of *phase* alone on the graph: the same max-min
+    progressive filling as the run, on a scratch network holding only the phase's channels."""
+    env = simpy.Environment()
+    net = FlowNetwork(env)
+    for c in {c for h in hop for c in h[0]}:
+        net.add_channel(c, system.net.channels[c].capacity)
+    evs = [net.transfer(f.nbytes, h[0], 0.0, coefficients=h[1]) for f, h in zip(phase.flows, hop)]
+    env.run()
+    return [e.value.end_s - e.value.start_s for e in evs]
+
+
 class CollectiveGroup:
     """The ranks of one communicator (e.g. a data-parallel group). Each rank *joins* a
     collective by key; it starts when all have joined, after the group's previous collective
@@ -239,25 +306,68 @@ class CollectiveGroup:
     ----------
     system : System
     devices : sequence of str
-        The ranks' devices, in rank order.
+        The ranks' devices, in rank order (a ``sendrecv`` group: source, destination).
     job : str
     op : str
         What every :meth:`join` runs (default ``allreduce``; see :func:`collective`).
     algorithm : str
         ``auto`` (NCCL's choice, :func:`choose`) or one of :data:`ALGORITHMS` for *op*.
+    peers : sequence of device lists
+        Groups that run the same collectives at the same time and are not simulated (symmetry
+        folding, :func:`fold_factors`).
+    owner : hashable, optional
+        Claims, at construction, every channel the group and its peers can use with any
+        algorithm (:meth:`System.claim`). If at its first collective the owner is their only
+        claimant, the group is alone on its links: each collective then takes its closed-form
+        time (:meth:`timing`) instead of running flows. Communicators that never run at the
+        same time (e.g. the all-reduce and all-gather groups of one tensor-parallel group) may
+        share an owner.
+    record : sequence of str, optional
+        The devices whose communication streams record each collective (default: all).
     """
 
     def __init__(self, system: System, devices: Sequence[str], job: str, op: str = "allreduce",
-                 algorithm: str = "auto") -> None:
+                 algorithm: str = "auto", *, peers: Sequence[Sequence[str]] = (),
+                 owner: object = None, record: Sequence[str] | None = None) -> None:
         if op not in ALGORITHMS or algorithm not in ("auto", *ALGORITHMS[op]):
             raise ValueError(f"unknown collective {op!r} / algorithm {algorithm!r}")
         self.system = system
-        self.ring = ring_order(system, devices)
+        self.ring = list(devices) if op == "sendrecv" else ring_order(system, devices)
         self.rank_of = {d: i for i, d in enumerate(devices)}
         self.job, self.op, self.algorithm = job, op, algorithm
+        self.peers = [list(p) for p in peers]
+        self.owner = owner
+        self.record = list(record) if record is not None else list(self.ring)
         self._pending: dict[object, tuple[list[int], simpy.Event, float]] = {}
         self._last: simpy.Event | None = None
+        self._timings: dict[float, tuple | None] = {}
+        self._alone: bool | None = None
+        self._pulse_templates: dict[int, int] = {}
+        self._claimed: set = set()
         self.category = "comm:" + (self._ring_category() if len(devices) > 1 else "none")
+        if owner is not None and len(devices) > 1:
+            self._claimed = self._channels()
+            system.claim(owner, self._claimed)
+
+    def _channels(self) -> set:
+        """Every channel the group or its peers can use, with any algorithm ``auto`` may choose
+        for its op (or the one it was given)."""
+        out: set = set()
+        proto = PARAMS.protocol("wire")
+        for grp in [self.ring, *self.peers]:
+            order = grp if self.op == "sendrecv" or grp is self.ring else ring_order(
+                self.system, grp)
+            rank_of = {d: i for i, d in enumerate(order)}
+            algs = (eligible(self.system, order, self.op, 1.0, PARAMS)
+                    if self.algorithm == "auto" else (self.algorithm,))
+            for alg in algs:
+                try:
+                    phases = plan(self.system, self.op, alg, order, 1.0, rank_of, PARAMS)
+                except ValueError:  # not possible here (e.g. NVLS without an NVSwitch)
+                    continue
+                for ph in phases:
+                    out.update(c for h in hops(self.system, ph, 0, proto) for c in h[0])
+        return out
 
     def _ring_category(self) -> str:
         worst, label = float("inf"), ""
@@ -267,6 +377,67 @@ class CollectiveGroup:
             if cap < worst:
                 worst, label = cap, cat.removeprefix("comm:")
         return label
+
+    def timing(self, nbytes: float) -> tuple[float, list[tuple]] | None:
+        """``(seconds, loads)`` of a collective of *nbytes* when the group is alone on its links
+        (see *owner*), else None. *loads* lists ``(start, end, channel, bytes/s)`` relative to
+        the collective's start: each phase's mean load on each channel while its flows run. The
+        time is what :func:`collective` gives alone: :func:`isolated_durations` per step, plus
+        the pipeline overheads."""
+        if nbytes in self._timings:
+            return self._timings[nbytes]
+        out = None
+        if self.owner is not None and len(self.ring) > 1 and nbytes > 0:
+            if self._alone is None:
+                self._alone = self.system.alone(self.owner, self._claimed)
+            if self._alone:
+                out = self._closed_form(nbytes)
+        self._timings[nbytes] = out
+        return out
+
+    def _closed_form(self, nbytes: float) -> tuple[float, list[tuple]]:
+        system, p = self.system, PARAMS
+        alg, proto = choose(system, self.ring, self.op, nbytes, algorithm=self.algorithm)
+        pr = protocol_for(system, self.ring, alg, proto, p)
+        rank_of = {d: i for i, d in enumerate(self.ring)}
+        t, loads = 0.0, []
+        for i, ph in enumerate(plan(system, self.op, alg, self.ring, nbytes, rank_of, p)):
+            hop = hops(system, ph, 0, pr)
+            if self.peers:
+                hop = fold_hops(hop, fold_factors(system, self.op, alg, self.ring, self.peers, p,
+                                                  0, 0, pr)[i])
+            durs = isolated_durations(system, ph, hop)
+            span = ph.steps * max(durs)
+            if span > 0:
+                load: dict = {}
+                for f, h in zip(ph.flows, hop):
+                    for c in h[0]:
+                        load[c] = load.get(c, 0.0) + f.nbytes * ph.steps * h[1][c] / span
+                loads += [(t, t + span, c, v) for c, v in load.items()]
+            t += span + ph.steps * overhead(ph, hop, durs)
+        return t, loads
+
+    def rows(self, start: float, end: float, nbytes: float, name: str,
+             loads: Sequence[tuple] = ()) -> tuple[list[tuple], list[tuple]]:
+        """The records of a collective from *start* to *end*: one event per recorded device's
+        communication stream (:meth:`Recorder.event` fields), and the channel *loads* of
+        :meth:`timing` as pulses ``(start, end, channel, load)``."""
+        events = [(start, end, f"{d}/comm", "collective", name, self.job, self.rank_of[d], nbytes,
+                   0.0, self.category) for d in self.record]
+        return events, [(start + a, start + b, c, v) for a, b, c, v in loads]
+
+    def record_at(self, start: float, end: float, nbytes: float, name: str,
+                  loads: Sequence[tuple] = ()) -> None:
+        """Record a collective from *start* to *end* (:meth:`rows`)."""
+        rec = self.system.recorder
+        for e in self.rows(start, end, nbytes, name)[0]:
+            rec.event(*e)
+        if loads:  # one template per distinct load pattern (loads are memoised per size)
+            tid = self._pulse_templates.get(id(loads))
+            if tid is None:
+                tid = self._pulse_templates[id(loads)] = rec.template(
+                    [], [(a, b, c, v) for a, b, c, v in loads])
+            rec.block(start, tid)
 
     def join(self, key: object, rank: int, nbytes: float, name: str) -> simpy.Event:
         joined, done, size = self._pending.get(key, ([], None, nbytes))
@@ -280,15 +451,24 @@ class CollectiveGroup:
             self.system.env.process(self._run(prev, done, size, name))
         return done
 
+    def join_all(self, key: object, nbytes: float, name: str) -> simpy.Event:
+        """Every rank joins at once (the simulated rank stands for its folded peers)."""
+        for r in range(len(self.ring)):
+            ev = self.join(key, r, nbytes, name)
+        return ev
+
     def _run(self, prev: simpy.Event | None, done: simpy.Event, nbytes: float, name: str):
         env = self.system.env
         if prev is not None and not prev.processed:
             yield prev
         start = env.now
-        yield from collective(self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
-                              job=self.job, name=name, ranks=[self.rank_of[d] for d in self.ring])
-        rec = self.system.recorder
-        for d in self.ring:
-            rec.event(start, env.now, f"{d}/comm", "collective", name, self.job, self.rank_of[d],
-                      nbytes, 0.0, self.category)
+        fixed = self.timing(nbytes)
+        if fixed is not None:
+            yield env.timeout(fixed[0])
+            self.record_at(start, env.now, nbytes, name, fixed[1])
+        else:
+            yield from collective(self.system, self.op, self.ring, nbytes,
+                                  algorithm=self.algorithm, job=self.job, name=name,
+                                  ranks=[self.rank_of[d] for d in self.ring], peers=self.peers)
+            self.record_at(start, env.now, nbytes, name)
         done.succeed()

@@ -264,14 +264,22 @@ def hops(system: System, phase: Phase, key: int, proto: Protocol) -> list[tuple]
     per_src: dict[str, int] = {}
     for f in phase.flows:
         per_src[f.src] = per_src.get(f.src, 0) + 1
-    g, out = system.graph, []
+    memo = _HOPS.setdefault(system, {})
+    out = []
     for i, f in enumerate(phase.flows):
-        chans, coefs, lat, cat = system.route(f.src, f.dst, key + i)
-        nic = any(g.nodes[u].get("kind") == "nic" for u, _ in chans)
+        k = (f.src, f.dst, key + i, proto)
+        h = memo.get(k)
+        if h is None:
+            chans, coefs, lat, cat = system.route(f.src, f.dst, key + i)
+            nic = any(system.graph.nodes[u].get("kind") == "nic" for u, _ in chans)
+            h = memo[k] = (chans, {c: coefs.get(c, 1.0) / proto.efficiency for c in chans},
+                           lat + (proto.net_latency_s if nic else 0.0), cat)
         frac = min(1.0, proto.slice_bytes / (per_src[f.src] * f.nbytes)) if f.nbytes > 0 else 0.0
-        out.append((chans, {c: coefs.get(c, 1.0) / proto.efficiency for c in chans},
-                    lat + (proto.net_latency_s if nic else 0.0), frac, cat))
+        out.append((h[0], h[1], h[2], frac, h[3]))
     return out
+
+
+_HOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def overhead(phase: Phase, hop: list[tuple], durations: Sequence[float]) -> float:

@@ -14,12 +14,26 @@ ZeRO-3 / FSDP instead all-gathers each block's parameters before its forward and
 Each stage's optimizer runs as soon as its own reduction is done; a step ends when every rank
 has finished (the global gradient-norm all-reduce of Megatron synchronises them).
 
+**Timelines.** Consecutive compute ops of a rank, and the tensor-parallel collectives between
+them whose group is alone on its links (:meth:`CollectiveGroup.timing`: a closed form equal to
+the flows alone), have known durations: they are laid out on a timeline and cost one SimPy
+timeout, their events recorded when it ends. A unit breaks its timeline only where something
+else must happen at that instant: a collective that shares links (flows), a gradient bucket
+whose reduction starts.
+
+**Symmetry folding** (``plan.fold``; DESIGN.md, scale by symmetry). The ranks of one pipeline
+stage do identical work on identical hardware, so one (data-parallel replica 0, tensor rank 0)
+represents the stage. Its collectives run over its real groups, joined on behalf of the folded
+members, and every group of the same class that is not simulated (the TP groups of the other
+replicas, the DP groups of the other TP ranks, the other pairs of a stage boundary) is a *peer*
+whose identical traffic scales the coefficients of the simulated flows on the links they share
+(:func:`~hwsim.jobs.collectives.fold_factors`). Events, memory and step ends exist for the
+simulated ranks only.
+
 Idle compute time between units is not recorded (the bottleneck sweep counts uncovered time as
 idle); the warm-up and cool-down gaps of every stage are recorded as events of kind and category
 ``bubble`` on its compute streams (kept out of stream utilization).
 
-The work of one (stage, DP replica) is one set of processes driving all its TP ranks, so a
-symmetry-folded run can later simulate one replica per stage and account the others' traffic.
 """
 
 from __future__ import annotations
@@ -43,14 +57,19 @@ __all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_
 
 class ParallelTrainingJob:
     """Runs a :class:`ParallelPlan` on a :class:`System`. After ``env.run()``, ``step_ends[r]``
-    lists the end time of every step of global rank *r*; ``fits`` is False (``oom`` holds the
-    error) when a device cannot hold its stage, and then no step runs. ``breakdown`` is the
-    memory of the most loaded stage by label (bytes per device), ``stage_breakdowns`` every
-    stage's."""
+    lists the end time of every step of global rank *r* (empty for ranks folded away);
+    ``fits`` is False (``oom`` holds the error) when a device cannot hold its stage, and then no
+    step runs. ``breakdown`` is the memory of the most loaded stage by label (bytes per device),
+    ``stage_breakdowns`` every stage's."""
 
     def __init__(self, system: System, plan: ParallelPlan) -> None:
         self.system, self.plan, self.env = system, plan, system.env
-        self.devices: list[Device] = [system.device(n) for n in plan.devices]
+        self.dps = [0] if plan.fold else list(range(plan.dp))
+        self.tps = [0] if plan.fold else list(range(plan.tp))
+        self.simulated = [plan.rank(s, d, t) for s in range(plan.pp) for d in self.dps
+                          for t in self.tps]
+        self.devices: dict[int, Device] = {r: system.device(plan.devices[r])
+                                           for r in self.simulated}
         self.step_ends: list[list[float]] = [[] for _ in plan.devices]
         self.oom: OutOfCapacity | None = None
         self.stage_breakdowns = [dict(m) for m in plan.memory]
@@ -67,6 +86,8 @@ class ParallelTrainingJob:
         self._groups: dict[tuple, CollectiveGroup] = {}
         self._pending: dict[tuple[int, int], list[simpy.Event]] = {}
         self._span: dict[tuple[int, int], list[float]] = {}
+        self._cost: dict[tuple, tuple[float, str]] = {}
+        self._programs: dict[tuple, list[tuple]] = {}
 
     @property
     def fits(self) -> bool:
@@ -81,45 +102,86 @@ class ParallelTrainingJob:
     def start(self) -> None:
         plan = self.plan
         try:
-            for s in range(plan.pp):
-                for d in range(plan.dp):
-                    for t in range(plan.tp):
-                        dev = self.devices[plan.rank(s, d, t)]
-                        for label, nbytes in self.stage_breakdowns[s].items():
-                            dev.memory.allocate(nbytes, label)
+            for r in self.simulated:
+                s = r // (plan.dp * plan.tp)
+                for label, nbytes in self.stage_breakdowns[s].items():
+                    self.devices[r].memory.allocate(nbytes, label)
         except OutOfCapacity as err:
             self.oom = err
             return
+        self._claim()
         self.env.process(self._run())
 
     # -- groups ---------------------------------------------------------------------------------
+    def _claim(self) -> None:
+        """Create, before the run, every communicator the step can use, so that each claims its
+        links (:meth:`System.claim`) before any collective asks whether it is alone."""
+        p = self.plan
+        for s in range(p.pp):
+            for d in self.dps:
+                if p.tp > 1:
+                    self._group("tp", s, d, "allreduce")
+            for t in self.tps:
+                if p.dp > 1:
+                    for op in {0: ("allreduce",), 3: ("allgather", "reduce_scatter")}.get(
+                            p.zero, ("reduce_scatter", "allgather")):
+                        self._group("dp", s, t, op)
+            if p.pp > 1 and p.p2p_bytes > 0:
+                for d in self.dps:
+                    for t in self.tps:
+                        self._pair(s, (s + 1) % p.pp, d, t)
+                        self._pair((s + 1) % p.pp, s, d, t)
+
     def _group(self, kind: str, s: int, i: int, op: str) -> CollectiveGroup:
         """The TP group of (stage *s*, replica *i*) or the DP group of (stage *s*, TP rank *i*),
-        one communicator per collective op."""
+        one communicator per collective op; folded, with the class's other groups as peers."""
         key = (kind, s, i, op)
         g = self._groups.get(key)
         if g is None:
             p = self.plan
-            devs = ([p.device(s, i, t) for t in range(p.tp)] if kind == "tp"
-                    else [p.device(s, d, i) for d in range(p.dp)])
+            if kind == "tp":
+                members = lambda j: [p.device(s, j, t) for t in range(p.tp)]  # noqa: E731
+                n, owner = p.dp, ("tp", s, i)  # TP collectives of a group never overlap
+            else:
+                members = lambda j: [p.device(s, d, j) for d in range(p.dp)]  # noqa: E731
+                n = p.tp
+                # FSDP's all-gathers and reduce-scatters overlap: separate owners
+                owner = ("dp", s, i, op if p.zero == 3 else "")
+            peers = [members(j) for j in range(n) if j != i] if p.fold else []
+            record = [p.devices[r] for r in self.simulated if p.devices[r] in members(i)]
             alg = p.collective if op == "allreduce" else "auto"
-            g = self._groups[key] = CollectiveGroup(self.system, devs, p.job, op=op,
-                                                    algorithm=alg)
+            g = self._groups[key] = CollectiveGroup(self.system, members(i), p.job, op=op,
+                                                    algorithm=alg, peers=peers,
+                                                    owner=(p.job, *owner), record=record)
         return g
 
-    def _tp_comm(self, s: int, d: int, op, key: tuple) -> simpy.Event:
-        g = self._group("tp", s, d, TP_COMMS[op.comm])
-        ev = None
-        for t in range(self.plan.tp):
-            ev = g.join(key, t, op.comm_bytes, op.name)
-        return ev
+    def _pair(self, src: int, dst: int, d: int, t: int) -> CollectiveGroup:
+        """The send/recv communicator from stage *src* to *dst* of (replica *d*, TP rank *t*)."""
+        key = ("pp", src, dst, d, t)
+        g = self._groups.get(key)
+        if g is None:
+            p = self.plan
+            peers = ([[p.device(src, dd, tt), p.device(dst, dd, tt)] for dd in range(p.dp)
+                      for tt in range(p.tp) if (dd, tt) != (d, t)] if p.fold else [])
+            a, b = p.device(src, d, t), p.device(dst, d, t)
+            g = self._groups[key] = CollectiveGroup(self.system, [a, b], p.job, op="sendrecv",
+                                                    peers=peers, owner=(p.job, *key),
+                                                    record=[a])
+        return g
+
+    def _dp_join(self, g: CollectiveGroup, key: object, d: int, nbytes: float,
+                 name: str) -> simpy.Event:
+        """Rank *d* joins a DP collective; folded, the simulated rank joins for all."""
+        if self.plan.fold:
+            return g.join_all(key, nbytes, name)
+        return g.join(key, d, nbytes, name)
 
     def _dp_reduce(self, step: int, s: int, d: int, c: int, nb: int, nbytes: float) -> None:
         op = "allreduce" if self.plan.zero == 0 else "reduce_scatter"
-        for t in range(self.plan.tp):
-            g = self._group("dp", s, t, op)
-            self._pending[(s, d)].append(g.join((step, c, nb), d, nbytes,
-                                                f"dp.{op}.step{step}.c{c}.b{nb}"))
+        for t in self.tps:
+            self._pending[(s, d)].append(self._dp_join(
+                self._group("dp", s, t, op), (step, c, nb), d, nbytes,
+                f"dp.{op}.step{step}.c{c}.b{nb}"))
 
     # -- processes ------------------------------------------------------------------------------
     def _run(self) -> Generator:
@@ -127,15 +189,16 @@ class ParallelTrainingJob:
         for step in range(plan.steps):
             t0 = env.now
             tails: list[simpy.Process] = []
-            self._pending = {(s, d): [] for s in range(plan.pp) for d in range(plan.dp)}
+            self._pending = {(s, d): [] for s in range(plan.pp) for d in self.dps}
             self._span = {}
             pipes = []
-            for d in range(plan.dp):
+            for d in self.dps:
                 def run(s: int, unit: Unit, d: int = d) -> simpy.Process:
                     return self._start_unit(step, s, d, unit, tails)
 
                 def send(src: int, dst: int, unit: Unit, d: int = d) -> simpy.Event | None:
                     return self._send(step, src, dst, d, unit)
+
                 def wait(s: int, unit: Unit, index: int, a: float, b: float, d: int = d) -> None:
                     if index > 0:  # the first unit's wait is the warm-up, recorded after the step
                         self._bubble(step, s, d, a, b, "wait")
@@ -164,42 +227,90 @@ class ParallelTrainingJob:
             yield from self._ops(step, s, d, unit, ops, 0, last)
         self._span[(s, d)][1] = env.now
 
+    def _costs(self, r: int, op) -> tuple[float, str]:
+        """Duration and bound category of *op* on rank *r*'s device (memoised per device type)."""
+        dev = self.devices[r]
+        k = (id(op), dev.spec.id, dev.speed)
+        hit = self._cost.get(k)
+        if hit is None:
+            prec = self.plan.precision
+            hit = self._cost[k] = (dev.spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed),
+                                   dev.spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed))
+        return hit
+
     def _ops(self, step: int, s: int, d: int, unit: Unit, ops, base: int,
              reduce: bool) -> Generator:
-        """Run *ops* on the stage's TP ranks; with *reduce*, start bucketed DP gradient
-        reductions as gradients become ready."""
-        plan, env = self.plan, self.env
-        ranks = [plan.rank(s, d, t) for t in range(plan.tp)]
-        waiting: simpy.Event | None = None
-        bucket, nb = 0.0, 0
-        for i, op in enumerate(ops):
-            if op.comm:
-                if plan.tp == 1 or op.comm_bytes <= 0:
-                    continue
-                if waiting is not None:
-                    yield waiting
-                    waiting = None
-                ev = self._tp_comm(s, d, op, (step, unit, base + i))
+        """Run *ops* on the stage's simulated TP ranks in lock-step; with *reduce*, start
+        bucketed DP gradient reductions as gradients become ready (:meth:`_program`)."""
+        env, rec = self.env, self.system.recorder
+        waiting: simpy.Event | None = None  # an asynchronous collective running as flows
+        nb = 0
+        for item in self._program(s, d, ops, reduce):
+            kind = item[0]
+            if kind == "run":
+                t0 = env.now
+                yield env.timeout(item[1])
+                rec.block(t0, item[2])
+            elif kind == "comm":
+                _, g, op, i = item
+                ev = g.join_all((step, unit, base + i), op.comm_bytes, op.name)
                 if op.comm_async:
                     waiting = ev
                 else:
                     yield ev
-                continue
-            yield env.all_of([self.devices[r].op(op.flops, op.bytes, plan.precision,
-                                                 name=op.name, job=plan.job, rank=r)
-                              for r in ranks])
-            if waiting is not None:
+            elif kind == "wait":
                 yield waiting
                 waiting = None
+            else:  # "reduce"
+                self._dp_reduce(step, s, d, unit[2], nb, item[1])
+                nb += 1
+
+    def _program(self, s: int, d: int, ops, reduce: bool) -> list[tuple]:
+        """What :meth:`_ops` does for *ops*, worked out once per (ops, stage, replica): runs of
+        work of known duration (:class:`_Timeline`) as ``("run", seconds, block template)``,
+        and between them ``("comm", group, op, index)`` (a TP collective that shares links:
+        flows, blocking, or overlapping the next compute op when asynchronous), ``("wait",)``
+        (for that asynchronous one) and ``("reduce", bytes)`` (a full gradient bucket)."""
+        key = (id(ops), s, d, reduce)
+        prog = self._programs.get(key)
+        if prog is not None:
+            return prog
+        plan = self.plan
+        tl = _Timeline(self, [plan.rank(s, d, t) for t in self.tps])
+        prog, pending, bucket = [], False, 0.0
+        for i, op in enumerate(ops):
+            if op.comm:
+                if plan.tp == 1 or op.comm_bytes <= 0:
+                    continue
+                g = self._group("tp", s, d, TP_COMMS[op.comm])
+                fixed = g.timing(op.comm_bytes)
+                if fixed is not None and not pending:
+                    tl.collective(g, op, fixed)
+                    continue
+                prog += tl.flush()
+                if pending:
+                    prog.append(("wait",))
+                prog.append(("comm", g, op, i))
+                pending = op.comm_async
+                continue
+            tl.compute(op)
+            if pending:
+                prog += tl.flush()
+                prog.append(("wait",))
+                pending = False
             if reduce and op.grad_bytes > 0:
                 bucket += op.grad_bytes
-                if bucket >= plan.bucket_bytes:
-                    self._dp_reduce(step, s, d, unit[2], nb, bucket)
-                    bucket, nb = 0.0, nb + 1
-        if waiting is not None:
-            yield waiting
+                if bucket >= plan.bucket:
+                    prog += tl.flush()
+                    prog.append(("reduce", bucket))
+                    bucket = 0.0
+        prog += tl.flush()
+        if pending:
+            prog.append(("wait",))
         if reduce and bucket > 0:
-            self._dp_reduce(step, s, d, unit[2], nb, bucket)
+            prog.append(("reduce", bucket))
+        self._programs[key] = prog
+        return prog
 
     def _fsdp_unit(self, step: int, s: int, d: int, unit: Unit, model, last: bool
                    ) -> Generator:
@@ -213,9 +324,10 @@ class ParallelTrainingJob:
         blocks = list(model.blocks) if fwd else list(reversed(model.blocks))
 
         def gather(k: int) -> simpy.Event:
-            return self.env.all_of([self._group("dp", s, t, "allgather").join(
-                (step, unit, k), d, blocks[k].params * vb,
-                f"dp.fsdp_allgather.{blocks[k].name}") for t in range(plan.tp)])
+            return self.env.all_of([self._dp_join(
+                self._group("dp", s, t, "allgather"), (step, unit, k), d,
+                blocks[k].params * vb, f"dp.fsdp_allgather.{blocks[k].name}")
+                for t in self.tps])
         nxt = gather(0)
         base = 0
         for k, block in enumerate(blocks):
@@ -226,23 +338,19 @@ class ParallelTrainingJob:
             base += len(ops)
             grads = sum(op.grad_bytes for op in ops)
             if not fwd and grads > 0:
-                for t in range(plan.tp):
-                    g = self._group("dp", s, t, "reduce_scatter")
-                    self._pending[(s, d)].append(g.join(
-                        (step, unit, k), d, grads, f"dp.fsdp_reduce_scatter.{block.name}"))
+                for t in self.tps:
+                    self._pending[(s, d)].append(self._dp_join(
+                        self._group("dp", s, t, "reduce_scatter"), (step, unit, k), d, grads,
+                        f"dp.fsdp_reduce_scatter.{block.name}"))
 
     def _send(self, step: int, src: int, dst: int, d: int, unit: Unit) -> simpy.Event | None:
         plan = self.plan
         if plan.p2p_bytes <= 0:
             return None
         phase, mb, c = unit
-        procs = []
-        for t in range(plan.tp):
-            a, b = plan.rank(src, d, t), plan.rank(dst, d, t)
-            procs.append(self.env.process(sendrecv(
-                self.system, plan.devices[a], plan.devices[b], plan.p2p_bytes, job=plan.job,
-                name=f"p2p.{phase}.step{step}.mb{mb}.c{c}", ranks=[a, b], key=a)))
-        return self.env.all_of(procs)
+        return self.env.all_of([self._pair(src, dst, d, t).join_all(
+            (step, unit), plan.p2p_bytes, f"p2p.{phase}.step{step}.mb{mb}.c{c}")
+            for t in self.tps])
 
     def _tail(self, step: int, s: int, d: int, last_unit: simpy.Process) -> Generator:
         """After the stage's last unit: wait for its DP reduction, run the optimizer (on the
@@ -252,7 +360,7 @@ class ParallelTrainingJob:
         if self._pending[(s, d)]:
             yield env.all_of(self._pending[(s, d)])
         shard = plan.dp if plan.zero else 1
-        ranks = [plan.rank(s, d, t) for t in range(plan.tp)]
+        ranks = [plan.rank(s, d, t) for t in self.tps]
         for model in plan.stages[s]:
             for op in model.optimizer:
                 yield env.all_of([self.devices[r].op(op.flops / shard, op.bytes / shard,
@@ -260,8 +368,9 @@ class ParallelTrainingJob:
                                                      rank=r) for r in ranks])
         if plan.zero in (1, 2) and plan.dp > 1:
             nbytes = sum(m.params for m in plan.stages[s]) * storage_bytes(plan.precision)
-            yield env.all_of([self._group("dp", s, t, "allgather").join(
-                step, d, nbytes, f"dp.allgather_params.step{step}") for t in range(plan.tp)])
+            yield env.all_of([self._dp_join(self._group("dp", s, t, "allgather"), step, d,
+                                            nbytes, f"dp.allgather_params.step{step}")
+                              for t in self.tps])
         for r in ranks:
             self.step_ends[r].append(env.now)
 
@@ -270,7 +379,7 @@ class ParallelTrainingJob:
         replica's last unit anywhere) gaps as ``bubble`` events on the compute streams; the
         waits in between are recorded as they happen (``pipeline.wait``)."""
         plan = self.plan
-        for d in range(plan.dp):
+        for d in self.dps:
             end = max(self._span[(s, d)][1] for s in range(plan.pp))
             for s in range(plan.pp):
                 first, last, _ = self._span[(s, d)]
@@ -279,10 +388,62 @@ class ParallelTrainingJob:
                         self._bubble(step, s, d, a, b, name)
 
     def _bubble(self, step: int, s: int, d: int, a: float, b: float, name: str) -> None:
-        """A ``bubble`` event from *a* to *b* on the compute stream of every TP rank of stage *s*
-        of replica *d*."""
+        """A ``bubble`` event from *a* to *b* on the compute stream of every simulated TP rank
+        of stage *s* of replica *d*."""
         plan, rec = self.plan, self.system.recorder
-        for t in range(plan.tp):
+        for t in self.tps:
             r = plan.rank(s, d, t)
             rec.event(a, b, f"{plan.devices[r]}/compute", "bubble",
                       f"pipeline.{name}.step{step}", plan.job, r, 0.0, 0.0, "bubble")
+
+
+class _Timeline:
+    """Work of known duration for some ranks in lock-step, laid out back to back: compute ops
+    on the compute streams, collectives with a closed-form time
+    (:meth:`CollectiveGroup.timing`) on the communication streams, blocking the compute stream
+    or, for an asynchronous one, overlapping the next compute op only. :meth:`flush` turns it
+    into one ``("run", seconds, template)`` item (a recorder block) and starts afresh."""
+
+    def __init__(self, job: ParallelTrainingJob, ranks: list[int]) -> None:
+        self.job, self.ranks = job, ranks
+        self.cursor = 0.0
+        self.overlap_until: float | None = None  # end of an asynchronous collective
+        self.events: list[tuple] = []
+        self.pulses: list[tuple] = []
+
+    def compute(self, op) -> None:
+        job, start = self.job, self.cursor
+        longest = 0.0
+        for r in self.ranks:
+            dur, cat = job._costs(r, op)
+            self.events.append((start, start + dur, f"{job.plan.devices[r]}/compute", "compute",
+                                op.name, job.plan.job, r, op.bytes, op.flops, cat))
+            longest = max(longest, dur)
+        self.cursor += longest
+        if self.overlap_until is not None:
+            self.cursor = max(self.cursor, self.overlap_until)
+            self.overlap_until = None
+
+    def collective(self, g: CollectiveGroup, op, fixed: tuple[float, list]) -> None:
+        if self.overlap_until is not None:  # the previous asynchronous one must end first
+            self.cursor = max(self.cursor, self.overlap_until)
+            self.overlap_until = None
+        start, end = self.cursor, self.cursor + fixed[0]
+        events, pulses = g.rows(start, end, op.comm_bytes, op.name, fixed[1])
+        self.events += events
+        self.pulses += pulses
+        if op.comm_async:
+            self.overlap_until = end
+        else:
+            self.cursor = end
+
+    def flush(self) -> list[tuple]:
+        if self.overlap_until is not None:
+            self.cursor = max(self.cursor, self.overlap_until)
+            self.overlap_until = None
+        if self.cursor <= 0 and not self.events:
+            return []
+        tid = self.job.system.recorder.template(self.events, self.pulses)
+        item = ("run", self.cursor, tid)
+        self.cursor, self.events, self.pulses = 0.0, [], []
+        return [item]

@@ -40,7 +40,11 @@ class ParallelPlan:
     ``virtual_stages`` chunks). ``p2p_bytes``: bytes one TP rank sends across a stage boundary
     per micro-batch (activation forward, its gradient backward). ``memory[s]``: bytes per device
     of stage *s* by label. ``bucket_bytes``: the data-parallel gradient bucket (reduction
-    overlapped with the last micro-batch's backward, Megatron ``overlap_grad_reduce``).
+    overlapped with the last micro-batch's backward, Megatron ``overlap_grad_reduce``); None
+    takes Megatron-core's default, ``max(40e6, 1e6 x dp)`` parameters
+    (``DistributedDataParallelConfig.bucket_size``) of gradients in the training precision.
+    ``fold``: simulate one rank per pipeline stage and account the other ranks' identical
+    traffic on the links (symmetry folding; see :mod:`hwsim.jobs.parallel`).
     """
 
     job: str
@@ -61,7 +65,8 @@ class ParallelPlan:
     zero: int = 0
     ep: int = 1
     collective: str = "auto"
-    bucket_bytes: float = 25 * 2**20
+    bucket_bytes: float | None = None
+    fold: bool = False
 
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep"):
@@ -96,6 +101,13 @@ class ParallelPlan:
                                          f"{', '.join(TP_COMMS)}); build the ops with cp=1, "
                                          "ep=1")
 
+    @property
+    def bucket(self) -> float:
+        """Bytes of one data-parallel gradient bucket (see ``bucket_bytes``)."""
+        if self.bucket_bytes is not None:
+            return self.bucket_bytes
+        return max(40e6, 1e6 * self.dp) * storage_bytes(self.precision)
+
     def rank(self, stage: int, dp_idx: int, tp_idx: int) -> int:
         """Global rank of (pipeline stage, data-parallel index, tensor-parallel index)."""
         return stage * self.dp * self.tp + dp_idx * self.tp + tp_idx
@@ -119,7 +131,7 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                   virtual_stages: int = 1, precision: str = "bf16", optimizer: str = "adam",
                   steps: int = 1, zero: int = 0, ep: int = 1,
                   p2p_bytes: float | None = None, collective: str = "auto",
-                  workspace_bytes: float = 0.0) -> ParallelPlan:
+                  workspace_bytes: float = 0.0, fold: bool = False) -> ParallelPlan:
     """A :class:`ParallelPlan` from *model*, the ops of one micro-batch on one TP rank (e.g.
     :func:`~hwsim.workloads.transformer_ops` with the same ``tp``), split by
     :func:`~hwsim.workloads.pipeline_stages`. ``dp`` defaults to ``len(devices) / (tp*pp)``.
@@ -155,4 +167,4 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                         pp=pp, dp=dp, micro_batches=micro_batches, p2p_bytes=float(p2p_bytes),
                         memory=tuple(memory), schedule=schedule, virtual_stages=virtual_stages,
                         precision=precision, optimizer=optimizer, steps=steps, zero=zero, ep=ep,
-                        collective=collective)
+                        collective=collective, fold=fold)

@@ -76,6 +76,8 @@ class System:
         self._storage: dict[str, tuple[StorageSpec, Pool]] = {}
         self._edge_latency: dict[tuple[str, str], float] = {}
         self._routes: dict[tuple, tuple[list, dict, float, str]] = {}
+        self._claims: dict = {}
+        self._alone: set = set()
         for u, v, d in graph.edges(data=True):
             cap = d["bw_bytes_per_s"] * d.get("efficiency", 1.0)
             label = d.get("link_class", "")
@@ -174,6 +176,32 @@ class System:
                     narrowest, category = cap / coef, "storage"
         return chans, coefs, latency, category
 
+    # -- who uses which channel ------------------------------------------------------------------
+    def claim(self, owner: object, channels) -> None:
+        """Record that *owner* may move bytes over *channels*. Jobs claim what their
+        communicators can use before the run; every flow claims its channels as it starts.
+        Raises RuntimeError when a channel that :meth:`alone` has already granted to another
+        owner is claimed: a closed-form timing taken on it would be wrong."""
+        claims, alone = self._claims, self._alone
+        for c in channels:
+            who = claims.get(c)
+            if who is None:
+                claims[c] = {owner}
+            elif owner not in who:
+                if c in alone:
+                    raise RuntimeError(f"internal error: {owner!r} claims channel {c!r}, which "
+                                       f"was granted to {next(iter(who))!r} alone")
+                who.add(owner)
+
+    def alone(self, owner: object, channels) -> bool:
+        """True when *owner* is the only claimant of every channel in *channels*; the channels
+        are then reserved to it for the rest of the run (see :meth:`claim`)."""
+        claims = self._claims
+        if all(claims.get(c) == {owner} for c in channels):
+            self._alone.update(channels)
+            return True
+        return False
+
     def transfer(self, src: str, dst: str, nbytes: float, *, key: int = 0,
                  request_bytes: float | None = None, name: str = "", job: str = "",
                  rank: int = -1, kind: str = "flow", category: str | None = None,
@@ -181,6 +209,7 @@ class System:
         """Move *nbytes* from graph node *src* to *dst* as one flow; the event succeeds when the
         last byte has arrived. *request_bytes* is the I/O size at a storage end (default 1 MiB)."""
         chans, coefs, latency, cat = self.route(src, dst, key, request_bytes)
+        self.claim(("flows", job), chans)
         return self.net.transfer(nbytes, chans, latency, coefficients=coefs, max_rate=max_rate,
                                  resource=f"{src}->{dst}", kind=kind, name=name, job=job,
                                  rank=rank, category=category or cat)

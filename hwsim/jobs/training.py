@@ -71,8 +71,10 @@ class TrainingPlan:
 
 
 def slowest_step_ends(step_ends: Sequence[Sequence[float]]) -> list[float]:
-    """End of each step over all ranks (the slowest rank ends it), from per-rank end times."""
-    return [max(ends[i] for ends in step_ends) for i in range(len(step_ends[0]))]
+    """End of each step over all ranks (the slowest rank ends it), from per-rank end times;
+    ranks with no end times (folded away, see :mod:`hwsim.jobs.parallel`) are skipped."""
+    ran = [ends for ends in step_ends if ends]
+    return [max(ends[i] for ends in ran) for i in range(len(ran[0]))] if ran else []
 
 
 class TrainingJob:
