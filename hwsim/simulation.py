@@ -93,6 +93,8 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
         "micro_batches": plan.micro_batches,
         "steps_simulated": plan.steps if job.fits else 0,
         "total_steps": getattr(plan, "total_steps", None) or plan.steps,
+        "folded": bool(getattr(plan, "fold", False)),
+        "simulated_ranks": len(getattr(job, "simulated", devices)),
     }
     s.update({f"memory_{k}_gb": v / 1e9 for k, v in job.breakdown.items()})
     if not job.fits:

@@ -324,16 +324,19 @@ class CollectiveGroup:
         share an owner.
     record : sequence of str, optional
         The devices whose communication streams record each collective (default: all).
+    ranks : sequence of int, optional
+        The rank recorded for each device of *devices* (default: its position).
     """
 
     def __init__(self, system: System, devices: Sequence[str], job: str, op: str = "allreduce",
                  algorithm: str = "auto", *, peers: Sequence[Sequence[str]] = (),
-                 owner: object = None, record: Sequence[str] | None = None) -> None:
+                 owner: object = None, record: Sequence[str] | None = None,
+                 ranks: Sequence[int] | None = None) -> None:
         if op not in ALGORITHMS or algorithm not in ("auto", *ALGORITHMS[op]):
             raise ValueError(f"unknown collective {op!r} / algorithm {algorithm!r}")
         self.system = system
         self.ring = list(devices) if op == "sendrecv" else ring_order(system, devices)
-        self.rank_of = {d: i for i, d in enumerate(devices)}
+        self.rank_of = dict(zip(devices, ranks if ranks is not None else range(len(devices))))
         self.job, self.op, self.algorithm = job, op, algorithm
         self.peers = [list(p) for p in peers]
         self.owner = owner

@@ -140,19 +140,23 @@ class ParallelTrainingJob:
         if g is None:
             p = self.plan
             if kind == "tp":
-                members = lambda j: [p.device(s, j, t) for t in range(p.tp)]  # noqa: E731
+                ranks = lambda j: [p.rank(s, j, t) for t in range(p.tp)]  # noqa: E731
                 n, owner = p.dp, ("tp", s, i)  # TP collectives of a group never overlap
             else:
-                members = lambda j: [p.device(s, d, j) for d in range(p.dp)]  # noqa: E731
+                ranks = lambda j: [p.rank(s, d, j) for d in range(p.dp)]  # noqa: E731
                 n = p.tp
                 # FSDP's all-gathers and reduce-scatters overlap: separate owners
                 owner = ("dp", s, i, op if p.zero == 3 else "")
+            def members(j: int) -> list[str]:
+                return [p.devices[r] for r in ranks(j)]
             peers = [members(j) for j in range(n) if j != i] if p.fold else []
-            record = [p.devices[r] for r in self.simulated if p.devices[r] in members(i)]
+            mine = set(ranks(i))
+            record = [p.devices[r] for r in self.simulated if r in mine]
             alg = p.collective if op == "allreduce" else "auto"
             g = self._groups[key] = CollectiveGroup(self.system, members(i), p.job, op=op,
                                                     algorithm=alg, peers=peers,
-                                                    owner=(p.job, *owner), record=record)
+                                                    owner=(p.job, *owner), record=record,
+                                                    ranks=ranks(i))
         return g
 
     def _pair(self, src: int, dst: int, d: int, t: int) -> CollectiveGroup:
@@ -164,9 +168,9 @@ class ParallelTrainingJob:
             peers = ([[p.device(src, dd, tt), p.device(dst, dd, tt)] for dd in range(p.dp)
                       for tt in range(p.tp) if (dd, tt) != (d, t)] if p.fold else [])
             a, b = p.device(src, d, t), p.device(dst, d, t)
-            g = self._groups[key] = CollectiveGroup(self.system, [a, b], p.job, op="sendrecv",
-                                                    peers=peers, owner=(p.job, *key),
-                                                    record=[a])
+            g = self._groups[key] = CollectiveGroup(
+                self.system, [a, b], p.job, op="sendrecv", peers=peers, owner=(p.job, *key),
+                record=[a], ranks=[p.rank(src, d, t), p.rank(dst, d, t)])
         return g
 
     def _dp_join(self, g: CollectiveGroup, key: object, d: int, nbytes: float,

@@ -61,6 +61,11 @@ def _cluster_graph(nodes, node, fabric, storage) -> nx.Graph:
                          storage=[s.model_dump() for s in storage])
 
 
+FOLD_ABOVE = 64
+"""``fold: auto`` folds 3D-parallel jobs of more devices than this (DESIGN.md, scale by
+symmetry); smaller ones are simulated rank by rank, so their traces show every rank."""
+
+
 def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
     """The job plan of a training workload: data parallel (:class:`TrainingPlan`, with the input
     pipeline) or, with tensor/pipeline parallelism or ZeRO, a :class:`ParallelPlan`."""
@@ -101,6 +106,10 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
         raise ScenarioError(str(err), field="workload.model") from None
     total = _total_steps(w)
     steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
+    if w.fold is True and not (tp > 1 or pp > 1 or par.zero or par.virtual_stages > 1):
+        raise ScenarioError("fold: true applies to jobs with tensor or pipeline parallelism or "
+                            "ZeRO; a data-parallel-only job is simulated rank by rank; valid: "
+                            "fold: auto or false", field="workload.fold")
     if tp > 1 or pp > 1 or par.zero or par.virtual_stages > 1:
         if w.data is not None:
             raise ScenarioError("the input pipeline is not simulated with tensor/pipeline "
@@ -111,7 +120,8 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                                  micro_batches=accumulate, virtual_stages=par.virtual_stages,
                                  schedule="interleaved" if par.virtual_stages > 1 else "1f1b",
                                  precision=w.precision, optimizer=w.optimizer, steps=steps,
-                                 zero=par.zero, collective=w.collective.algorithm)
+                                 zero=par.zero, collective=w.collective.algorithm,
+                                 fold=w.fold is True or (w.fold == "auto" and n > FOLD_ABOVE))
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.parallelism") from None
         return replace(plan, total_steps=total)

@@ -179,6 +179,7 @@ class TrainingWorkload(StrictModel):
     device: Literal["gpu", "cpu", "tpu"] | None = None
     framework_overhead: Duration | None = None
     collective: Collective = Collective()
+    fold: Literal["auto"] | bool = "auto"
 
     @model_validator(mode="before")
     @classmethod
