@@ -85,6 +85,24 @@ def _bottleneck_line(result: Any) -> str | None:
     return line + (f": {label}" if label and label != name else "")
 
 
+def _breakdown_line(s: dict[str, Any]) -> str | None:
+    """Rank 0's step by part (docs/model.md "Step breakdown by parallelism"), non-zero parts only:
+    ``per step (rank 0): compute 797 ms (74.1%), comm tp 75.2 ms (7.0%), bubble 196 ms (18.2%)``."""
+    from hwsim.analysis.parallelism import PARTS, summary_key
+    from hwsim.units import format_quantity
+
+    step = s.get("step_time_s")
+    if not step:
+        return None
+    items = []
+    for part in PARTS:
+        t = s.get(summary_key(part))
+        if t:  # None or 0: absent
+            label = part.replace("exposed_comm_", "comm ").replace("_", " ")
+            items.append(f"{label} {format_quantity(t, 's')} ({t / step:.1%})")
+    return f"per step (rank 0): {', '.join(items)}" if items else None
+
+
 def _headline(s: dict[str, Any]) -> str | None:
     """The answer in one line: time to train (training) or makespan (transfers)."""
     from hwsim.units import format_quantity
@@ -143,7 +161,8 @@ def run(
         table.add_row(escape(str(key)), escape(_fmt(value)))
     console = Console(soft_wrap=True, highlight=False)
     console.print(table)
-    for line in (_headline(result.summary), _bottleneck_line(result)):
+    for line in (_headline(result.summary), _breakdown_line(result.summary),
+                 _bottleneck_line(result)):
         if line:
             typer.echo(line)
     if out is not None:

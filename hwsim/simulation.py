@@ -11,6 +11,7 @@ import pandas as pd
 import simpy
 
 from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, critical_path_breakdown
+from hwsim.analysis.parallelism import rank_events, step_breakdown, step_summary
 from hwsim.analysis.result import Result
 from hwsim.engine import Recorder
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
@@ -79,6 +80,7 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
         tokens = models[0].tokens_per_sample
         replicas, params = plan.dp, plan.tp * sum(m.params for m in models)
     else:
+        models = [plan.model]
         per_mb_flops, per_mb_hw = plan.model.model_flops, plan.model.hardware_flops
         samples_mb, tokens = plan.model.samples, plan.model.tokens_per_sample
         replicas, params = n, plan.model.params
@@ -101,6 +103,7 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
         s.update(step_time_s=None, samples_per_s=None, model_tflops_per_gpu=None, mfu=None,
                  time_to_train_s=None, bottleneck="memory_capacity", bottleneck_share=1.0,
                  bottleneck_label=f"does not fit: {job.oom}")
+        s.update(step_summary(None, None))
         return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
     ends = np.asarray(slowest_step_ends(job.step_ends))
     steps = np.diff(np.concatenate([[0.0], ends]))
@@ -120,10 +123,14 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     s["mfu"] = model_flops_step / step_time / (n * spec.peak(plan.precision))
     total = s["total_steps"]
     s["time_to_train_s"] = float(ends[-1] + (total - len(ends)) * step_time)
-    start = float(ends[0]) if len(ends) > 1 else 0.0
-    breakdown = critical_path_breakdown(events, job=plan.job, rank=0, start_s=start,
-                                        end_s=float(ends[-1]))
+    # Rank 0's critical path over the steady-state steps (the first step too when it is the only).
+    start, end = (float(ends[0]) if len(ends) > 1 else 0.0), float(ends[-1])
+    mine = rank_events(events, job=plan.job, rank=0, device=devices[0], devices=devices)
+    breakdown = critical_path_breakdown(mine, start_s=start, end_s=end)
+    parts = step_breakdown(mine, start_s=start, end_s=end,
+                           optimizer_names={op.name for m in models for op in m.optimizer})
     _attach_bottleneck(s, breakdown)
+    s.update(step_summary(parts, step_time))
     return s, breakdown
 
 

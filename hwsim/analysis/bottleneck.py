@@ -24,7 +24,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["critical_path_breakdown", "bottleneck", "bottleneck_label", "PRIORITY", "IDLE"]
+__all__ = ["critical_path_breakdown", "bottleneck", "bottleneck_label", "category_tier", "PRIORITY",
+           "IDLE"]
 
 PRIORITY = ("compute", "memory", "overhead", "comm", "storage", "host", "bubble")
 """Categories from the highest priority down; ``comm`` stands for every ``comm:<link class>``."""
@@ -51,6 +52,18 @@ def _rank_key(category: str) -> tuple[int, str]:
     tier = PRIORITY.index("comm") if _is_comm(category) else (
         PRIORITY.index(category) if category in PRIORITY else len(PRIORITY))
     return (tier, category)
+
+
+def category_tier(category: str) -> int:
+    """Priority tier of a category, 0 the highest: its index in :data:`PRIORITY` (every
+    ``comm:<link class>`` shares the ``comm`` tier), unknown categories after ``bubble``, ``idle``
+    last. Other sweeps over the same events (:mod:`hwsim.analysis.parallelism`) rank by it so
+    that their totals per tier agree with :func:`critical_path_breakdown`.
+
+    >>> [category_tier(c) for c in ("compute", "comm:nvlink", "bubble", "checkpoint", "idle")]
+    [0, 3, 6, 7, 8]
+    """
+    return _rank_key(str(category))[0]
 
 
 def _select(values: pd.Series, wanted: Any) -> np.ndarray:

@@ -1,0 +1,213 @@
+"""A training step split by parallelism: compute, exposed communication of each parallelism (tp,
+pp, dp, cp, ep, unidentified), pipeline bubble, optimizer, data loading, other (docs/model.md
+"Step breakdown by parallelism").
+
+One function, :func:`classify`, maps an event (name, kind, category) to its part; the names it
+reads are those the jobs record:
+
+- ``bubble``: kind or category ``bubble`` (pipeline warm-up, waits, cool-down).
+- ``data_loading``: ``read.step<N>`` (dataset tier to host memory), ``decode.step<N>`` (host
+  decode) and ``h2d.step<N>`` (host-to-device copy) of :mod:`hwsim.jobs.training`.
+- ``exposed_comm_<p>``: an event of category ``comm`` or ``comm:<link class>``; ``<p>`` is the
+  parallelism its name carries (:func:`comm_parallelism`): a dot-separated segment that is ``tp``,
+  ``cp``, ``ep``, ``pp``, ``dp`` or ``p2p`` (pipeline send/recv, so ``pp``), or starts with one of
+  them and ``_`` (the op kinds ``tp_allreduce``, ``cp_allgather``, ``ep_alltoall`` ...), first
+  segment first. ``allreduce.step<N>.b<M>`` (the DDP gradient buckets of
+  :mod:`hwsim.jobs.training`, whose names carry no prefix) is ``dp``. Anything else is
+  ``exposed_comm_other``, never dropped.
+- ``optimizer``: a name in the job's optimizer ops (``ModelOps.optimizer``, passed in).
+- ``compute``: the other device ops (categories ``compute``, ``memory``, ``overhead``), except
+  host-side work of kind ``host`` (the framework's per-step loop, ``framework.step``), which is
+  ``other`` like any unknown category.
+
+The sweep (:func:`step_breakdown`) is the bottleneck sweep's (:mod:`hwsim.analysis.bottleneck`):
+at each instant the time goes to the active event of the highest category tier, so per tier the
+totals agree with :func:`~hwsim.analysis.bottleneck.critical_path_breakdown` over the same events;
+inside a tier the parts rank as :data:`PRIORITY` says. Exposed communication is therefore what no
+device op hides, and when several parallelisms are exposed at once the blocking ones win: TP, CP
+and EP collectives sit inside a layer and hold the next op, pipeline sends hold the next stage,
+data-parallel reductions mostly run behind the backward pass (ZeRO-3 gathers excepted). Uncovered time
+is ``other``. Pandas in, pandas out; nothing of SimPy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hwsim.analysis.bottleneck import category_tier
+
+__all__ = ["PARTS", "COMM_PARTS", "PRIORITY", "classify", "classify_events", "comm_parallelism",
+           "rank_events", "step_breakdown", "step_summary", "summary_key"]
+
+PARTS = ("compute", "exposed_comm_tp", "exposed_comm_pp", "exposed_comm_dp", "exposed_comm_cp",
+         "exposed_comm_ep", "exposed_comm_other", "bubble", "optimizer", "data_loading", "other")
+"""The parts of a step, in summary order; every step second lands in exactly one."""
+COMM_PARTS = tuple(p for p in PARTS if p.startswith("exposed_comm_"))
+PRIORITY = ("compute", "optimizer", "exposed_comm_tp", "exposed_comm_cp", "exposed_comm_ep",
+            "exposed_comm_pp", "exposed_comm_dp", "exposed_comm_other", "data_loading", "bubble",
+            "other")
+"""Order of the parts inside one category tier, highest first."""
+
+_TOKENS = {"tp": "tp", "cp": "cp", "ep": "ep", "pp": "pp", "dp": "dp", "p2p": "pp"}
+_DDP_BUCKET = re.compile(r"allreduce\.step\d+\.b\d+(\.|$)")
+_DATA_LOADING = re.compile(r"(read|decode|h2d)\.step\d+(\.|$)")
+_DEVICE_CATEGORIES = ("compute", "memory", "overhead")
+_COLUMNS = ["part", "seconds", "share"]
+
+
+def comm_parallelism(name: str) -> str | None:
+    """The parallelism (``tp``, ``cp``, ``ep``, ``pp``, ``dp``) a communication event's name
+    carries, or None (see the module doc).
+
+    >>> [comm_parallelism(n) for n in ("layer3.out_proj.tp_allreduce.step2", "dp.fsdp_allgather",
+    ...  "p2p.F.step0.mb1.c0", "cp.ring.step0", "allreduce.step4.b0.step9", "broadcast.x")]
+    ['tp', 'dp', 'pp', 'cp', 'dp', None]
+    """
+    for seg in str(name).split("."):
+        head = seg.split("_", 1)[0]  # "tp_allreduce" -> "tp"; "tp" -> "tp"
+        if head in _TOKENS:
+            return _TOKENS[head]
+    return "dp" if _DDP_BUCKET.match(str(name)) else None
+
+
+def classify(name: str, kind: str, category: str, optimizer_names: Iterable[str] = ()) -> str:
+    """The part of :data:`PARTS` one event belongs to (see the module doc).
+
+    >>> classify("layer0.qkv", "compute", "compute")
+    'compute'
+    >>> classify("layer0.adam", "compute", "memory", {"layer0.adam"})
+    'optimizer'
+    >>> classify("h2d.step3", "copy", "comm:pcie"), classify("mystery.send", "flow", "comm:ici")
+    ('data_loading', 'exposed_comm_other')
+    """
+    name, kind, category = str(name), str(kind), str(category)
+    if category == "bubble" or kind == "bubble":
+        return "bubble"
+    if _DATA_LOADING.match(name):
+        return "data_loading"
+    if category == "comm" or category.startswith("comm:"):
+        return f"exposed_comm_{comm_parallelism(name) or 'other'}"
+    opt = optimizer_names if isinstance(optimizer_names, (set, frozenset)) else set(
+        optimizer_names)
+    if name in opt:
+        return "optimizer"
+    if category in _DEVICE_CATEGORIES and kind != "host":
+        return "compute"
+    return "other"
+
+
+def classify_events(events: pd.DataFrame, optimizer_names: Iterable[str] = ()) -> np.ndarray:
+    """:func:`classify` of every row of *events* (columns ``name``, ``kind``, ``category``), one
+    call per distinct triple."""
+    codes, uniq = _triples(events)
+    opt = frozenset(optimizer_names)
+    return np.array([classify(n, k, c, opt) for n, k, c in uniq], dtype=object)[codes]
+
+
+def _triples(events: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    """Codes of the distinct (name, kind, category) triples of *events*, and the triples."""
+    cols = [pd.factorize(events[c].astype(str), sort=False) for c in ("name", "kind", "category")]
+    combined = np.zeros(len(events), dtype=np.int64)
+    for codes, values in cols:  # one integer per triple: mixed radix over the column codes
+        combined = combined * max(len(values), 1) + codes
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    triples = [tuple(str(values[codes[i]]) for codes, values in cols) for i in first]
+    return inverse.reshape(-1), triples
+
+
+def rank_events(events: pd.DataFrame, *, job: Any, rank: int, device: str,
+                devices: Sequence[str]) -> pd.DataFrame:
+    """The events of *rank* of *job* that happened on its own *device* or off every device (storage
+    reads, host work): rows recorded with this rank number on another of the job's *devices* are
+    dropped. (Collectives over a sub-group record each member's index in the group as its rank,
+    so in a tensor x pipeline x data parallel job "rank 0" rows also come from the first member of
+    every other group.) A stream's owner is its resource before the last ``/``, a flow's its
+    source (before ``->``)."""
+    sub = events[(events["job"] == job) & (events["rank"] == rank)]
+    others = set(devices) - {device}
+    if sub.empty or not others:
+        return sub
+    res = sub["resource"].astype(str)
+    flow = res.str.contains("->", regex=False)
+    owner = res.str.split("->", n=1).str[0].where(flow, res.str.rsplit("/", n=1).str[0])
+    return sub[~owner.isin(others).to_numpy()]
+
+
+def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
+                   optimizer_names: Iterable[str] = ()) -> pd.DataFrame:
+    """Split the wall interval ``[start_s, end_s]`` of one rank's *events* into :data:`PARTS`.
+
+    Returns a frame ``part, seconds, share`` with one row per part in :data:`PARTS` order (zeros
+    included); seconds sum to ``end_s - start_s`` and shares to 1 (all zero for an empty
+    interval). Raises ValueError for a missing column, a non-finite time, an event ending before it
+    starts or ``end_s < start_s``.
+
+    >>> ev = pd.DataFrame({"start_s": [0.0, 1.0, 3.0], "end_s": [2.0, 3.0, 3.5],
+    ...     "name": ["layer0.qkv", "dp.allreduce.b0", "layer0.adam"],
+    ...     "kind": ["compute", "collective", "compute"],
+    ...     "category": ["compute", "comm:nvlink", "memory"]})
+    >>> bd = step_breakdown(ev, start_s=0.0, end_s=4.0, optimizer_names=["layer0.adam"])
+    >>> {p: s for p, s in zip(bd["part"], bd["seconds"]) if s}
+    {'compute': 2.0, 'exposed_comm_dp': 1.0, 'optimizer': 0.5, 'other': 0.5}
+    """
+    missing = [c for c in ("start_s", "end_s", "name", "kind", "category")
+               if c not in events.columns]
+    if missing:
+        raise ValueError(f"step_breakdown: events lack column(s) {missing}; expected the columns "
+                         "of Result.events")
+    lo, hi = float(start_s), float(end_s)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+        raise ValueError(f"step_breakdown: need finite start_s <= end_s, got {lo}, {hi}")
+    starts = events["start_s"].to_numpy(dtype=float)
+    ends = events["end_s"].to_numpy(dtype=float)
+    if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
+        raise ValueError("step_breakdown: start_s and end_s must be finite numbers")
+    if (ends < starts).any():
+        i = int(np.argmax(ends < starts))
+        raise ValueError(f"step_breakdown: an event ends before it starts (start_s={starts[i]}, "
+                         f"end_s={ends[i]}, name={events['name'].iloc[i]!r})")
+    secs = dict.fromkeys(PARTS, 0.0)
+    s, e = np.clip(starts, lo, hi), np.clip(ends, lo, hi)
+    live = e > s
+    if hi > lo:
+        # sweep key of an event: its category tier, then its part's rank in PRIORITY
+        codes, uniq = _triples(events[live])
+        opt = frozenset(optimizer_names)
+        key = np.array([category_tier(c) * len(PRIORITY) + PRIORITY.index(classify(n, k, c, opt))
+                        for n, k, c in uniq], dtype=np.int64)[codes]
+        s, e = s[live], e[live]
+        t = np.unique(np.concatenate([s, e, [lo, hi]]))
+        left, dt = t[:-1], np.diff(t)
+        winner = np.full(len(left), -1, dtype=np.int64)
+        for k in np.unique(key):  # ascending: highest priority first
+            mine = key == k
+            n = (np.searchsorted(np.sort(s[mine]), left, side="right")
+                 - np.searchsorted(np.sort(e[mine]), left, side="right"))
+            winner[(winner < 0) & (n > 0)] = k
+        for k in np.unique(winner):
+            part = "other" if k < 0 else PRIORITY[int(k) % len(PRIORITY)]
+            secs[part] += float(dt[winner == k].sum())
+    total = hi - lo
+    return pd.DataFrame({"part": list(PARTS), "seconds": [secs[p] for p in PARTS],
+                         "share": [secs[p] / total if total > 0 else 0.0 for p in PARTS]},
+                        columns=_COLUMNS)
+
+
+def summary_key(part: str) -> str:
+    """The summary key of a part: ``time_<part>_s``."""
+    return f"time_{part}_s"
+
+
+def step_summary(breakdown: pd.DataFrame | None, step_time_s: float | None) -> dict[str, Any]:
+    """Summary keys of a :func:`step_breakdown`: ``time_<part>_s = share * step_time_s`` for every
+    part (so they sum to the step time) and ``exposed_comm_share``; all None without a step."""
+    if breakdown is None or step_time_s is None:
+        return {**{summary_key(p): None for p in PARTS}, "exposed_comm_share": None}
+    share = dict(zip(breakdown["part"], breakdown["share"]))
+    out: dict[str, Any] = {summary_key(p): float(share.get(p, 0.0)) * step_time_s for p in PARTS}
+    out["exposed_comm_share"] = float(sum(share.get(p, 0.0) for p in COMM_PARTS))
+    return out
