@@ -12,9 +12,7 @@ reads are those the jobs record:
   parallelism its name carries (:func:`comm_parallelism`): a dot-separated segment that is ``tp``,
   ``cp``, ``ep``, ``pp``, ``dp`` or ``p2p`` (pipeline send/recv, so ``pp``), or starts with one of
   them and ``_`` (the op kinds ``tp_allreduce``, ``cp_allgather``, ``ep_alltoall`` ...), first
-  segment first. ``allreduce.step<N>.b<M>`` (the DDP gradient buckets of
-  :mod:`hwsim.jobs.training`, whose names carry no prefix) is ``dp``. Anything else is
-  ``exposed_comm_other``, never dropped.
+  segment first. Anything else is ``exposed_comm_other``, never dropped.
 - ``optimizer``: a name in the job's optimizer ops (``ModelOps.optimizer``, passed in).
 - ``compute``: the other device ops (categories ``compute``, ``memory``, ``overhead``), except
   host-side work of kind ``host`` (the framework's per-step loop, ``framework.step``), which is
@@ -53,7 +51,6 @@ PRIORITY = ("compute", "optimizer", "exposed_comm_tp", "exposed_comm_cp", "expos
 """Order of the parts inside one category tier, highest first."""
 
 _TOKENS = {"tp": "tp", "cp": "cp", "ep": "ep", "pp": "pp", "dp": "dp", "p2p": "pp"}
-_DDP_BUCKET = re.compile(r"allreduce\.step\d+\.b\d+(\.|$)")
 _DATA_LOADING = re.compile(r"(read|decode|h2d)\.step\d+(\.|$)")
 _DEVICE_CATEGORIES = ("compute", "memory", "overhead")
 _COLUMNS = ["part", "seconds", "share"]
@@ -64,14 +61,14 @@ def comm_parallelism(name: str) -> str | None:
     carries, or None (see the module doc).
 
     >>> [comm_parallelism(n) for n in ("layer3.out_proj.tp_allreduce.step2", "dp.fsdp_allgather",
-    ...  "p2p.F.step0.mb1.c0", "cp.ring.step0", "allreduce.step4.b0.step9", "broadcast.x")]
+    ...  "p2p.F.step0.mb1.c0", "cp.ring.step0", "dp.allreduce.step4.b0.phase0", "broadcast.x")]
     ['tp', 'dp', 'pp', 'cp', 'dp', None]
     """
     for seg in str(name).split("."):
         head = seg.split("_", 1)[0]  # "tp_allreduce" -> "tp"; "tp" -> "tp"
         if head in _TOKENS:
             return _TOKENS[head]
-    return "dp" if _DDP_BUCKET.match(str(name)) else None
+    return None
 
 
 def classify(name: str, kind: str, category: str, optimizer_names: Iterable[str] = ()) -> str:

@@ -164,11 +164,11 @@ class TrainingJob:
                     bucket += op.grad_bytes
                     if bucket >= plan.bucket_bytes:
                         pending.append(self.group.join((step, nb), r, bucket,
-                                                       f"allreduce.step{step}.b{nb}"))
+                                                       f"dp.allreduce.step{step}.b{nb}"))
                         bucket, nb = 0.0, nb + 1
                 if last and bucket > 0 and len(plan.ranks) > 1:
                     pending.append(self.group.join((step, nb), r, bucket,
-                                                   f"allreduce.step{step}.b{nb}"))
+                                                   f"dp.allreduce.step{step}.b{nb}"))
             if pending:
                 yield env.all_of(pending)
             for op in model.optimizer:
