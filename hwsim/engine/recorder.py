@@ -26,6 +26,8 @@ STREAM_KINDS = ("compute", "host", "copy", "collective")
 """Event kinds recorded on device streams; their utilization is the covered share of time."""
 
 _TEXT = ("resource", "kind", "name", "job", "category")
+_DTYPES = {"start_s": float, "end_s": float, "resource": object, "kind": object, "name": object,
+           "job": object, "rank": np.int64, "bytes": float, "flops": float, "category": object}
 _EVENT_COLUMNS = ["start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
                   "category"]
 
@@ -73,31 +75,29 @@ class Recorder:
             by.setdefault(tid, []).append(t0)
         return {tid: np.asarray(v, float) for tid, v in by.items()}
 
-    def _events_raw(self) -> pd.DataFrame:
-        """Events and expanded blocks, unsorted (built once per state of the records)."""
+    def _events_raw(self) -> dict[str, np.ndarray]:
+        """Events and expanded blocks as numpy columns, unsorted (built once per state of the
+        records)."""
         state = (len(self.events), len(self._blocks), len(self._templates))
         if self._raw is not None and self._raw[0] == state:
             return self._raw[1]
         cols: dict[str, list[np.ndarray]] = {c: [] for c in _EVENT_COLUMNS}
         if self.events:
             for c, v in zip(_EVENT_COLUMNS, zip(*self.events)):
-                cols[c].append(np.asarray(v, dtype=object if c in _TEXT else None))
+                cols[c].append(np.asarray(v, dtype=_DTYPES[c]))
         for tid, t0 in self._block_starts().items():
             rows = self._templates[tid][0]
             if not rows:
                 continue
             n = len(t0)
             for c, v in zip(_EVENT_COLUMNS, zip(*rows)):
-                v = np.asarray(v, dtype=object if c in _TEXT else None)
+                v = np.asarray(v, dtype=_DTYPES[c])
                 cols[c].append((t0[:, None] + v[None, :]).ravel() if c in ("start_s", "end_s")
                                else np.tile(v, n))
-        if not cols["start_s"]:
-            df = pd.DataFrame(columns=_EVENT_COLUMNS)
-        else:
-            df = pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()},
-                              columns=_EVENT_COLUMNS)
-        self._raw = (state, df)
-        return df
+        out = {c: np.concatenate(v) if v else np.empty(0, dtype=_DTYPES[c])
+               for c, v in cols.items()}
+        self._raw = (state, out)
+        return out
 
     def _pulses(self) -> dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per channel, the (starts, ends, loads) of every pulse of every block."""
@@ -113,11 +113,11 @@ class Recorder:
     # -- frames ---------------------------------------------------------------------------------
     def events_frame(self) -> pd.DataFrame:
         """One row per activity, sorted by start time; columns of ``EVENT_COLUMNS``."""
-        df = self._events_raw()
-        df = df.astype({"start_s": float, "end_s": float, "resource": str, "kind": str,
-                        "name": str, "job": str, "rank": "int64", "bytes": float,
-                        "flops": float, "category": str})
-        return df.sort_values(["start_s", "end_s", "resource"], kind="stable").reset_index(drop=True)
+        raw = self._events_raw()
+        res_codes = pd.factorize(raw["resource"], sort=True)[0]
+        order = np.lexsort((res_codes, raw["end_s"], raw["start_s"]))
+        return pd.DataFrame({c: (raw[c][order].astype(str) if c in _TEXT else raw[c][order])
+                             for c in _EVENT_COLUMNS}, columns=_EVENT_COLUMNS)
 
     def memory_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.memory, columns=["time_s", "resource", "used_bytes",
@@ -164,10 +164,15 @@ class Recorder:
             util.append(np.clip(carried / (self.capacity[res] * bin_s), 0.0, 1.0))
             carried_all.append(carried)
         if streams and (self.events or self._blocks):
-            ev = self._events_raw()
-            ev = ev[ev["kind"].isin(STREAM_KINDS)]
-            for res, g in ev.groupby("resource", sort=True):
-                starts, ends = _union(g["start_s"].to_numpy(), g["end_s"].to_numpy())
+            raw = self._events_raw()
+            keep = np.isin(raw["kind"], STREAM_KINDS)
+            codes, names = pd.factorize(raw["resource"][keep], sort=True)
+            starts_all, ends_all = raw["start_s"][keep], raw["end_s"][keep]
+            by_res = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[by_res], np.arange(len(names) + 1))
+            for k, res in enumerate(names):
+                idx = by_res[bounds[k]:bounds[k + 1]]
+                starts, ends = _union(starts_all[idx], ends_all[idx])
                 # busy(t) as a step function: +1 at starts, -1 at ends
                 t = np.concatenate([starts, ends])
                 d = np.concatenate([np.ones_like(starts), -np.ones_like(ends)])

@@ -40,7 +40,8 @@ from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, es
 from hwsim.engine import FlowNetwork
 from hwsim.jobs.system import System
 
-__all__ = ["ring_allreduce", "CollectiveGroup", "ring_order", "collective", "choose", "plan",
+__all__ = ["ring_allreduce", "CollectiveGroup", "ring_order", "collective", "recipe",
+           "run_phases", "choose", "plan", "fold_factors", "fold_hops", "isolated_durations",
            "allreduce", "allgather", "reduce_scatter", "alltoall", "broadcast", "sendrecv",
            "ALGORITHMS"]
 
@@ -187,6 +188,18 @@ def collective(system: System, op: str, devices: Sequence[str], nbytes: float, *
     devices = list(devices)
     if len(devices) < 2 or nbytes <= 0:
         return
+    yield from run_phases(system, recipe(system, op, devices, nbytes, algorithm=algorithm,
+                                         protocol=protocol, key=key, ranks=ranks, root=root,
+                                         params=params, peers=peers), job=job, name=name or op)
+
+
+def recipe(system: System, op: str, devices: Sequence[str], nbytes: float, *,
+           algorithm: str = "auto", protocol: str = "auto", key: int = 0,
+           ranks: Sequence[int] | None = None, root: int = 0, params: Params | None = None,
+           peers: Sequence[Sequence[str]] = ()) -> list[tuple[Phase, list[tuple]]]:
+    """What :func:`collective` runs (same arguments): each phase with its flows' hops
+    (:func:`~hwsim.jobs.nccl.hops`, folded over *peers*). A communicator that repeats a
+    collective keeps its recipe."""
     p = params or PARAMS
     if op not in ALGORITHMS:
         raise ValueError(f"unknown collective {op!r}; valid: {', '.join(ALGORITHMS)}")
@@ -194,15 +207,25 @@ def collective(system: System, op: str, devices: Sequence[str], nbytes: float, *
                         params=p) if "auto" in (algorithm, protocol) else (algorithm, protocol)
     rank_of = dict(zip(devices, ranks if ranks is not None else range(len(devices))))
     pr = protocol_for(system, devices, alg, proto, p)
-    env, net = system.env, system.net
+    out = []
     for i, phase in enumerate(plan(system, op, alg, devices, nbytes, rank_of, p, root)):
         hop = hops(system, phase, key, pr)
         if peers:
             hop = fold_hops(hop, fold_factors(system, op, alg, devices, peers, p, root, key,
                                               pr)[i])
+        out.append((phase, hop))
+    return out
+
+
+def run_phases(system: System, phases: list[tuple[Phase, list[tuple]]], *, job: str,
+               name: str) -> Generator[simpy.Event, object, None]:
+    """SimPy process body: the phases of a :func:`recipe` as flows, each phase then paying its
+    pipeline overheads (see :func:`collective`)."""
+    env, net = system.env, system.net
+    for i, (phase, hop) in enumerate(phases):
         system.claim(("flows", job), [c for h in hop for c in h[0]])
         evs = [net.transfer(f.nbytes * phase.steps, h[0], 0.0, coefficients=h[1],
-                            resource=f"{f.src}->{f.dst}", name=f"{name or op}.phase{i}",
+                            resource=f"{f.src}->{f.dst}", name=f"{name}.phase{i}",
                             job=job, rank=f.rank, category=h[4])
                for f, h in zip(phase.flows, hop)]
         yield env.all_of(evs)
@@ -346,6 +369,7 @@ class CollectiveGroup:
         self._timings: dict[float, tuple | None] = {}
         self._alone: bool | None = None
         self._pulse_templates: dict[int, int] = {}
+        self._recipes: dict[float, list] = {}
         self._claimed: set = set()
         self.category = "comm:" + (self._ring_category() if len(devices) > 1 else "none")
         if owner is not None and len(devices) > 1:
@@ -470,8 +494,11 @@ class CollectiveGroup:
             yield env.timeout(fixed[0])
             self.record_at(start, env.now, nbytes, name, fixed[1])
         else:
-            yield from collective(self.system, self.op, self.ring, nbytes,
-                                  algorithm=self.algorithm, job=self.job, name=name,
-                                  ranks=[self.rank_of[d] for d in self.ring], peers=self.peers)
+            r = self._recipes.get(nbytes)
+            if r is None:
+                r = self._recipes[nbytes] = recipe(
+                    self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
+                    ranks=[self.rank_of[d] for d in self.ring], peers=self.peers)
+            yield from run_phases(self.system, r, job=self.job, name=name)
             self.record_at(start, env.now, nbytes, name)
         done.succeed()
