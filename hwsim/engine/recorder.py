@@ -112,12 +112,20 @@ class Recorder:
 
     # -- frames ---------------------------------------------------------------------------------
     def events_frame(self) -> pd.DataFrame:
-        """One row per activity, sorted by start time; columns of ``EVENT_COLUMNS``."""
+        """One row per activity, sorted by start time, end time and resource; columns of
+        ``EVENT_COLUMNS``, the text ones categorical."""
         raw = self._events_raw()
         res_codes = pd.factorize(raw["resource"], sort=True)[0]
         order = np.lexsort((res_codes, raw["end_s"], raw["start_s"]))
-        return pd.DataFrame({c: (raw[c][order].astype(str) if c in _TEXT else raw[c][order])
-                             for c in _EVENT_COLUMNS}, columns=_EVENT_COLUMNS)
+        cols = {}
+        for c in _EVENT_COLUMNS:
+            if c in _TEXT:  # few distinct strings: categorical (dictionary-encoded in parquet)
+                codes, uniques = pd.factorize(raw[c], sort=True)
+                cols[c] = pd.Categorical.from_codes(codes[order],
+                                                    pd.Index(uniques.astype(str), dtype=str))
+            else:
+                cols[c] = raw[c][order]
+        return pd.DataFrame(cols, columns=_EVENT_COLUMNS)
 
     def memory_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.memory, columns=["time_s", "resource", "used_bytes",
