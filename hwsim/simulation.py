@@ -72,13 +72,14 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     devices = plan.devices if parallel else plan.ranks
     spec = job.system.device(devices[0]).spec
     n = len(devices)
-    if parallel:  # every stage's ops are one TP rank's: the model is tp x all stages
+    if parallel:  # every stage's ops are one TP (and CP) rank's: the model is tp x cp x stages
         models = [m for stage in plan.stages for m in stage]
-        per_mb_flops = plan.tp * sum(m.model_flops for m in models)
-        per_mb_hw = plan.tp * sum(m.hardware_flops for m in models)
+        per_mb_flops = plan.tp * plan.cp * sum(m.model_flops for m in models)
+        per_mb_hw = plan.tp * plan.cp * sum(m.hardware_flops for m in models)
         samples_mb = models[0].samples
         tokens = models[0].tokens_per_sample
-        replicas, params = plan.dp, plan.tp * sum(m.params for m in models)
+        replicas = plan.dp
+        params = models[0].extra.get("total_params") or plan.tp * sum(m.params for m in models)
     else:
         models = [plan.model]
         per_mb_flops, per_mb_hw = plan.model.model_flops, plan.model.hardware_flops

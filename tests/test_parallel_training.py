@@ -206,12 +206,77 @@ def test_refuses_what_it_does_not_implement():
     ops = transformer_ops(SMALL, micro_batch=1, tp=2)
     with pytest.raises(ValueError, match="zero=4"):
         parallel_plan("p", ops, devs, tp=2, pp=2, zero=4, micro_batches=2)
-    with pytest.raises(ValueError, match="expert parallelism"):
-        parallel_plan("p", ops, devs, tp=2, pp=2, ep=2, micro_batches=2)
+    with pytest.raises(ValueError, match="were built for ep=1, the plan has tp=2, cp=1, ep=3"):
+        parallel_plan("p", ops, devs, tp=2, pp=2, ep=3, micro_batches=2)
     cp = transformer_ops(SMALL, micro_batch=1, tp=2, cp=2)
-    with pytest.raises(ValueError, match="cp_allgather"):
+    with pytest.raises(ValueError, match="were built for cp=2, the plan has tp=2, cp=1"):
         parallel_plan("p", cp, devs, tp=2, pp=2, micro_batches=2)
-    with pytest.raises(ValueError, match=r"8 devices for tp=2 x pp=2 x dp=3"):
+    with pytest.raises(ValueError, match=r"8 devices for tp=2 x cp=1 x pp=2 x dp=3"):
         parallel_plan("p", ops, devs, tp=2, pp=2, dp=3, micro_batches=2)
     with pytest.raises(ValueError, match="needs schedule 'interleaved'"):
         parallel_plan("p", ops, devs, tp=2, pp=2, virtual_stages=2, micro_batches=2)
+
+
+MOE = TransformerSpec(layers=2, hidden=1024, heads=16, kv_heads=8, vocab=32000, seq_len=1024,
+                      ffn_hidden=2048, experts=8, top_k=2, activation="swiglu")
+
+
+def _moe(ep, dp_nodes=2, fold=False):
+    g = _node(gpu="H100-SXM5-80GB", link="nvlink4", nodes=dp_nodes, nic="ib-ndr-400")
+    devs = nodes_of_kind(g, "gpu")
+    ops = transformer_ops(MOE, micro_batch=1, tp=1, ep=ep)
+    return _par(g, ops, devs, tp=1, pp=1, ep=ep, micro_batches=2, fold=fold)
+
+
+def test_expert_parallel_all_to_all_and_expert_gradients():
+    """ep=8 on 16 GPUs: every MoE layer dispatches and combines by all-to-all over 8 ranks of
+    one server; dense gradients are reduced over all 16 ranks, expert gradients over the 2
+    holding the same experts; with ep = dp no expert gradient is reduced at all."""
+    job, ev = _moe(ep=8)
+    a2a = ev[ev.name.str.contains("moe.") & (ev.kind == "collective")]
+    assert set(a2a.name) >= {"layer0.moe.dispatch.ep_alltoall", "layer0.moe.combine.ep_alltoall",
+                             "layer1.moe.dispatch.grad.ep_alltoall",
+                             "layer1.moe.combine.grad.ep_alltoall"}
+    dense = ev[(ev.kind == "collective") & ev.name.str.startswith("dp.")
+               & ~ev.name.str.endswith(".experts")]
+    expert = ev[(ev.kind == "collective") & ev.name.str.endswith(".experts")]
+    assert len(dense) and len(expert)
+    assert job.plan.ep == 8 and job.plan.dp == 16
+    # expert gradients go to the dp/ep = 2 ranks that hold the same experts
+    assert expert.groupby("name").size().max() == 16  # every rank is in one 2-rank group
+    devs = nodes_of_kind(_node(nodes=1), "gpu")  # ep = dp = 8: nothing to reduce for experts
+    ops = transformer_ops(MOE, micro_batch=1, ep=8)
+    _, ev8 = _par(_node(gpu="H100-SXM5-80GB", link="nvlink4"), ops, devs, tp=1, pp=1, ep=8,
+                  micro_batches=2)
+    assert not ev8.name.str.endswith(".experts").any()
+    assert ev8.name.str.startswith("dp.").any()
+
+
+def test_expert_parallel_folds():
+    full, _ = _moe(ep=8)
+    folded, _ = _moe(ep=8, fold=True)
+    assert folded.step_times[-1] == pytest.approx(full.step_times[-1], rel=0.01)
+
+
+def test_context_parallel_gathers_kv_and_keeps_flop_totals():
+    """cp=2 splits each sequence over two ranks: K/V all-gathers in forward, reduce-scatters in
+    backward, half the activation memory, and the same model FLOPs per step."""
+    g = _node(nodes=1)
+    devs = nodes_of_kind(g, "gpu")
+    spec = TransformerSpec(layers=4, hidden=1024, heads=16, vocab=32000, seq_len=8192)
+    runs = {}
+    for cp in (1, 2):
+        ops = transformer_ops(spec, micro_batch=1, tp=2, cp=cp)
+        job, ev = _par(g, ops, devs, tp=2, cp=cp, pp=2, micro_batches=4)
+        runs[cp] = (job, ev)
+    job2, ev2 = runs[2]
+    names = set(ev2.loc[ev2.kind == "collective", "name"])
+    assert {"layer0.attention.kv.cp_allgather",
+            "layer0.attention.kv.grad.cp_reducescatter"} <= names
+    assert not runs[1][1].name.str.contains("attention.kv").any()
+    act = [runs[cp][0].breakdown["activations"] for cp in (1, 2)]
+    assert act[1] < 0.6 * act[0]
+    # model FLOPs of a micro-batch: one rank's times tp x cp, whatever cp is
+    flops = {cp: sum(m.model_flops for st in j.plan.stages for m in st) * j.plan.tp * cp
+             for cp, (j, _) in runs.items()}
+    assert flops[2] == pytest.approx(flops[1], rel=1e-12)

@@ -129,11 +129,15 @@ def test_a_slower_inter_node_fabric_never_speeds_a_step(slow, fast):
 
 def test_parallel_layouts_that_do_not_tile_the_devices_are_refused():
     from hwsim.exceptions import ScenarioError
-    with pytest.raises(ScenarioError, match=r"workload\.parallelism: tp x pp x dp = 3 x 1 x 2 must "
-                                            r"equal the 8 gpu devices"):
+    with pytest.raises(ScenarioError, match=r"workload\.parallelism: tp x cp x pp x dp = 3 x 1 x 1 "
+                                            r"x 2 must equal the 8 gpu devices"):
         _run("gpt-1.3b-3d-8xa100.yaml", **{"workload.parallelism": {"tp": 3, "dp": 2}})
-    with pytest.raises(ScenarioError, match=r"workload\.parallelism\.cp: cp=2: context and expert"):
-        _run("gpt-1.3b-3d-8xa100.yaml", **{"workload.parallelism": {"tp": 2, "pp": 2, "cp": 2}})
+    with pytest.raises(ScenarioError, match=r"workload\.parallelism: tp x cp x pp x dp = 2 x 2 x 2 "
+                                            r"x 2 must equal the 8 gpu devices of the cluster; valid: dp: 1"):
+        _run("gpt-1.3b-3d-8xa100.yaml", **{"workload.parallelism": {"tp": 2, "pp": 2, "cp": 2,
+                                                                    "dp": 2}})
+    with pytest.raises(ScenarioError, match=r"workload\.parallelism\.ep: ep=3 must divide dp=4"):
+        _run("gpt-1.3b-3d-8xa100.yaml", **{"workload.parallelism": {"tp": 2, "ep": 3}})
 
 
 def test_three_d_parallel_scenario_reports_model_and_hardware_flops():

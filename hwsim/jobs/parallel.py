@@ -44,7 +44,7 @@ import simpy
 
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.collectives import CollectiveGroup, sendrecv
-from hwsim.jobs.parallel_plan import (IMPLEMENTED_ZERO, TP_COMMS, ParallelPlan,
+from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
                                       parallel_plan)
 from hwsim.jobs.pipeline import run_pipeline
 from hwsim.jobs.schedules import Unit, schedule
@@ -64,7 +64,7 @@ class ParallelTrainingJob:
 
     def __init__(self, system: System, plan: ParallelPlan) -> None:
         self.system, self.plan, self.env = system, plan, system.env
-        self.dps = [0] if plan.fold else list(range(plan.dp))
+        self.dps = [0] if plan.fold else list(range(plan.lanes))  # simulated lanes
         self.tps = [0] if plan.fold else list(range(plan.tp))
         self.simulated = [plan.rank(s, d, t) for s in range(plan.pp) for d in self.dps
                           for t in self.tps]
@@ -88,6 +88,7 @@ class ParallelTrainingJob:
         self._span: dict[tuple[int, int], list[float]] = {}
         self._cost: dict[tuple, tuple[float, str]] = {}
         self._programs: dict[tuple, list[tuple]] = {}
+        self._memo: dict[tuple, object] = {}
 
     @property
     def fits(self) -> bool:
@@ -103,7 +104,7 @@ class ParallelTrainingJob:
         plan = self.plan
         try:
             for r in self.simulated:
-                s = r // (plan.dp * plan.tp)
+                s = r // (plan.lanes * plan.tp)
                 for label, nbytes in self.stage_breakdowns[s].items():
                     self.devices[r].memory.allocate(nbytes, label)
         except OutOfCapacity as err:
@@ -117,75 +118,118 @@ class ParallelTrainingJob:
         """Create, before the run, every communicator the step can use, so that each claims its
         links (:meth:`System.claim`) before any collective asks whether it is alone."""
         p = self.plan
+        kinds = {COMMS[op.comm] for chunks in p.stages for m in chunks
+                 for op in m.forward + m.backward if op.comm}
+        dp_ops = {0: ("allreduce",), 3: ("allgather", "reduce_scatter")}.get(
+            p.zero, ("reduce_scatter", "allgather"))
         for s in range(p.pp):
-            for d in self.dps:
-                if p.tp > 1:
-                    self._group("tp", s, d, "allreduce")
-            for t in self.tps:
-                if p.dp > 1:
-                    for op in {0: ("allreduce",), 3: ("allgather", "reduce_scatter")}.get(
-                            p.zero, ("reduce_scatter", "allgather")):
-                        self._group("dp", s, t, op)
-            if p.pp > 1 and p.p2p_bytes > 0:
-                for d in self.dps:
-                    for t in self.tps:
-                        self._pair(s, (s + 1) % p.pp, d, t)
-                        self._pair((s + 1) % p.pp, s, d, t)
+            for lane in self.dps:
+                for t in self.tps:
+                    for kind, op in kinds:
+                        self._group(kind, s, lane, t, op)
+                    for op in dp_ops:
+                        self._group("dp", s, lane, t, op)
+                    if p.ep > 1:
+                        self._group("edp", s, lane, t, "allreduce" if p.zero == 0
+                                    else "reduce_scatter")
+                    if p.pp > 1 and p.p2p_bytes > 0:
+                        self._pair(s, (s + 1) % p.pp, lane, t)
+                        self._pair((s + 1) % p.pp, s, lane, t)
 
-    def _group(self, kind: str, s: int, i: int, op: str) -> CollectiveGroup:
-        """The TP group of (stage *s*, replica *i*) or the DP group of (stage *s*, TP rank *i*),
-        one communicator per collective op; folded, with the class's other groups as peers."""
-        key = (kind, s, i, op)
+    def _gid(self, kind: str, lane: int, t: int) -> tuple:
+        """Which group of *kind* the rank at (*lane*, *t*) of a stage belongs to:
+        ``tp`` (its lane's TP ranks), ``cp`` (the cp ranks of its dp index), ``ep`` (``ep``
+        consecutive dp indices), ``dp`` (every lane: dense gradients), ``edp`` (the dp indices
+        holding the same experts, every cp index: expert gradients)."""
+        p = self.plan
+        d, c = divmod(lane, p.cp)
+        if kind == "tp":
+            return (lane,)
+        if kind == "cp":
+            return (d, t)
+        if kind == "ep":
+            return (d // p.ep, c, t)
+        if kind == "dp":
+            return (t,)
+        return (d % p.ep, t)  # edp
+
+    def _members(self, kind: str, s: int) -> dict[tuple, list[int]]:
+        """Every group of *kind* in stage *s*: group id -> its ranks, in rank order."""
+        key = ("members", kind, s)
+        hit = self._memo.get(key)
+        if hit is None:
+            p = self.plan
+            hit = {}
+            for lane in range(p.lanes):
+                for t in range(p.tp):
+                    hit.setdefault(self._gid(kind, lane, t), []).append(p.rank(s, lane, t))
+            self._memo[key] = hit
+        return hit
+
+    def _group(self, kind: str, s: int, lane: int, t: int, op: str) -> CollectiveGroup:
+        """The communicator of *kind* (see :meth:`_gid`) holding rank (*s*, *lane*, *t*), one
+        per collective op; folded, with the other groups of its kind in the stage as peers."""
+        gid = self._gid(kind, lane, t)
+        key = (kind, s, gid, op)
         g = self._groups.get(key)
         if g is None:
             p = self.plan
-            if kind == "tp":
-                ranks = lambda j: [p.rank(s, j, t) for t in range(p.tp)]  # noqa: E731
-                n, owner = p.dp, ("tp", s, i)  # TP collectives of a group never overlap
-            else:
-                ranks = lambda j: [p.rank(s, d, j) for d in range(p.dp)]  # noqa: E731
-                n = p.tp
-                # FSDP's all-gathers and reduce-scatters overlap: separate owners
-                owner = ("dp", s, i, op if p.zero == 3 else "")
-            def members(j: int) -> list[str]:
-                return [p.devices[r] for r in ranks(j)]
-            peers = [members(j) for j in range(n) if j != i] if p.fold else []
-            mine = set(ranks(i))
+            groups = self._members(kind, s)
+            ranks = groups[gid]
+            devs = [p.devices[r] for r in ranks]
+            peers = ([[p.devices[r] for r in rs] for k, rs in groups.items() if k != gid]
+                     if p.fold else [])
+            mine = set(ranks)
             record = [p.devices[r] for r in self.simulated if r in mine]
+            # a group's collectives never overlap, except FSDP's gathers and reduce-scatters
+            owner = (p.job, kind, s, gid, op if kind == "dp" and p.zero == 3 else "")
             alg = p.collective if op == "allreduce" else "auto"
-            g = self._groups[key] = CollectiveGroup(self.system, members(i), p.job, op=op,
-                                                    algorithm=alg, peers=peers,
-                                                    owner=(p.job, *owner), record=record,
-                                                    ranks=ranks(i))
+            g = self._groups[key] = CollectiveGroup(self.system, devs, p.job, op=op,
+                                                    algorithm=alg, peers=peers, owner=owner,
+                                                    record=record, ranks=ranks)
         return g
 
-    def _pair(self, src: int, dst: int, d: int, t: int) -> CollectiveGroup:
-        """The send/recv communicator from stage *src* to *dst* of (replica *d*, TP rank *t*)."""
-        key = ("pp", src, dst, d, t)
+    def _pair(self, src: int, dst: int, lane: int, t: int) -> CollectiveGroup:
+        """The send/recv communicator from stage *src* to *dst* of (*lane*, TP rank *t*)."""
+        key = ("pp", src, dst, lane, t)
         g = self._groups.get(key)
         if g is None:
             p = self.plan
-            peers = ([[p.device(src, dd, tt), p.device(dst, dd, tt)] for dd in range(p.dp)
-                      for tt in range(p.tp) if (dd, tt) != (d, t)] if p.fold else [])
-            a, b = p.device(src, d, t), p.device(dst, d, t)
+            peers = ([[p.device(src, ll, tt), p.device(dst, ll, tt)] for ll in range(p.lanes)
+                      for tt in range(p.tp) if (ll, tt) != (lane, t)] if p.fold else [])
+            a, b = p.device(src, lane, t), p.device(dst, lane, t)
             g = self._groups[key] = CollectiveGroup(
                 self.system, [a, b], p.job, op="sendrecv", peers=peers, owner=(p.job, *key),
-                record=[a], ranks=[p.rank(src, d, t), p.rank(dst, d, t)])
+                record=[a], ranks=[p.rank(src, lane, t), p.rank(dst, lane, t)])
         return g
 
-    def _dp_join(self, g: CollectiveGroup, key: object, d: int, nbytes: float,
-                 name: str) -> simpy.Event:
-        """Rank *d* joins a DP collective; folded, the simulated rank joins for all."""
-        if self.plan.fold:
-            return g.join_all(key, nbytes, name)
-        return g.join(key, d, nbytes, name)
-
-    def _dp_reduce(self, step: int, s: int, d: int, c: int, nb: int, nbytes: float) -> None:
-        op = "allreduce" if self.plan.zero == 0 else "reduce_scatter"
+    def _join(self, kind: str, s: int, lane: int, op: str, key: object, nbytes: float,
+              name: str) -> simpy.Event:
+        """The simulated ranks of (*s*, *lane*) join a collective of their *kind* groups:
+        TP, one group the lane drives whole; otherwise one group per simulated TP rank, joined
+        at the rank's place or, folded, on behalf of every member."""
+        p = self.plan
+        if kind == "tp":
+            return self._group("tp", s, lane, 0, op).join_all(key, nbytes, name)
+        evs = []
         for t in self.tps:
-            self._pending[(s, d)].append(self._dp_join(
-                self._group("dp", s, t, op), (step, c, nb), d, nbytes,
-                f"dp.{op}.step{step}.c{c}.b{nb}"))
+            g = self._group(kind, s, lane, t, op)
+            if p.fold:
+                evs.append(g.join_all(key, nbytes, name))
+            else:
+                evs.append(g.join(key, g.rank_of[p.devices[p.rank(s, lane, t)]], nbytes, name))
+        return evs[0] if len(evs) == 1 else self.env.all_of(evs)
+
+    def _dp_reduce(self, step: int, s: int, lane: int, c: int, nb: int, nbytes: float,
+                   expert: bool = False) -> None:
+        op = "allreduce" if self.plan.zero == 0 else "reduce_scatter"
+        kind = "edp" if expert else "dp"
+        size = len(next(iter(self._members(kind, s).values())))
+        if size < 2:
+            return
+        self._pending[(s, lane)].append(self._join(
+            kind, s, lane, op, (step, c, nb, expert), nbytes,
+            f"dp.{op}.step{step}.c{c}.b{nb}" + (".experts" if expert else "")))
 
     # -- processes ------------------------------------------------------------------------------
     def _run(self) -> Generator:
@@ -223,8 +267,8 @@ class ParallelTrainingJob:
         plan, env = self.plan, self.env
         phase, mb, c = unit
         model = plan.stages[s][c]
-        last = phase == "B" and self._last_b[s].get(c) == index and plan.dp > 1
-        if plan.zero == 3 and plan.dp > 1 and model.blocks:
+        last = phase == "B" and self._last_b[s].get(c) == index and plan.lanes > 1
+        if plan.zero == 3 and plan.lanes > 1 and model.blocks:
             yield from self._fsdp_unit(step, s, d, unit, model, last)
         else:
             ops = model.forward if phase == "F" else model.backward
@@ -256,8 +300,10 @@ class ParallelTrainingJob:
                 yield env.timeout(item[1])
                 rec.block(t0, item[2])
             elif kind == "comm":
-                _, g, op, i = item
-                ev = g.join_all((step, unit, base + i), op.comm_bytes, op.name)
+                op, i = item[1], item[2]
+                group, coll = COMMS[op.comm]
+                ev = self._join(group, s, d, coll, (step, unit, base + i), op.comm_bytes,
+                                op.name)
                 if op.comm_async:
                     waiting = ev
                 else:
@@ -266,35 +312,39 @@ class ParallelTrainingJob:
                 yield waiting
                 waiting = None
             else:  # "reduce"
-                self._dp_reduce(step, s, d, unit[2], nb, item[1])
+                self._dp_reduce(step, s, d, unit[2], nb, item[1], item[2])
                 nb += 1
 
     def _program(self, s: int, d: int, ops, reduce: bool) -> list[tuple]:
         """What :meth:`_ops` does for *ops*, worked out once per (ops, stage, replica): runs of
         work of known duration (:class:`_Timeline`) as ``("run", seconds, block template)``,
-        and between them ``("comm", group, op, index)`` (a TP collective that shares links:
-        flows, blocking, or overlapping the next compute op when asynchronous), ``("wait",)``
-        (for that asynchronous one) and ``("reduce", bytes)`` (a full gradient bucket)."""
+        and between them ``("comm", op, index)`` (a collective that shares links, or a CP/EP
+        one: flows, blocking, or overlapping the next compute op when asynchronous),
+        ``("wait",)`` (for that asynchronous one) and ``("reduce", bytes, expert)`` (a full
+        gradient bucket, of expert parameters or not)."""
         key = (id(ops), s, d, reduce)
         prog = self._programs.get(key)
         if prog is not None:
             return prog
         plan = self.plan
         tl = _Timeline(self, [plan.rank(s, d, t) for t in self.tps])
-        prog, pending, bucket = [], False, 0.0
+        prog, pending, bucket = [], False, {False: 0.0, True: 0.0}
+        degree = {"tp": plan.tp, "cp": plan.cp, "ep": plan.ep}
         for i, op in enumerate(ops):
             if op.comm:
-                if plan.tp == 1 or op.comm_bytes <= 0:
+                kind, coll = COMMS[op.comm]
+                if degree[kind] == 1 or op.comm_bytes <= 0:
                     continue
-                g = self._group("tp", s, d, TP_COMMS[op.comm])
-                fixed = g.timing(op.comm_bytes)
-                if fixed is not None and not pending:
-                    tl.collective(g, op, fixed)
-                    continue
+                if kind == "tp" and not pending:
+                    g = self._group("tp", s, d, 0, coll)
+                    fixed = g.timing(op.comm_bytes)
+                    if fixed is not None:
+                        tl.collective(g, op, fixed)
+                        continue
                 prog += tl.flush()
                 if pending:
                     prog.append(("wait",))
-                prog.append(("comm", g, op, i))
+                prog.append(("comm", op, i))
                 pending = op.comm_async
                 continue
             tl.compute(op)
@@ -303,16 +353,18 @@ class ParallelTrainingJob:
                 prog.append(("wait",))
                 pending = False
             if reduce and op.grad_bytes > 0:
-                bucket += op.grad_bytes
-                if bucket >= plan.bucket:
+                expert = op.expert and plan.ep > 1
+                bucket[expert] += op.grad_bytes
+                if bucket[expert] >= plan.bucket:
                     prog += tl.flush()
-                    prog.append(("reduce", bucket))
-                    bucket = 0.0
+                    prog.append(("reduce", bucket[expert], expert))
+                    bucket[expert] = 0.0
         prog += tl.flush()
         if pending:
             prog.append(("wait",))
-        if reduce and bucket > 0:
-            prog.append(("reduce", bucket))
+        for expert, nbytes in bucket.items():
+            if reduce and nbytes > 0:
+                prog.append(("reduce", nbytes, expert))
         self._programs[key] = prog
         return prog
 
@@ -328,10 +380,8 @@ class ParallelTrainingJob:
         blocks = list(model.blocks) if fwd else list(reversed(model.blocks))
 
         def gather(k: int) -> simpy.Event:
-            return self.env.all_of([self._dp_join(
-                self._group("dp", s, t, "allgather"), (step, unit, k), d,
-                blocks[k].params * vb, f"dp.fsdp_allgather.{blocks[k].name}")
-                for t in self.tps])
+            return self._join("dp", s, d, "allgather", (step, unit, k), blocks[k].params * vb,
+                              f"dp.fsdp_allgather.{blocks[k].name}")
         nxt = gather(0)
         base = 0
         for k, block in enumerate(blocks):
@@ -342,10 +392,9 @@ class ParallelTrainingJob:
             base += len(ops)
             grads = sum(op.grad_bytes for op in ops)
             if not fwd and grads > 0:
-                for t in self.tps:
-                    self._pending[(s, d)].append(self._dp_join(
-                        self._group("dp", s, t, "reduce_scatter"), (step, unit, k), d, grads,
-                        f"dp.fsdp_reduce_scatter.{block.name}"))
+                self._pending[(s, d)].append(self._join(
+                    "dp", s, d, "reduce_scatter", (step, unit, k), grads,
+                    f"dp.fsdp_reduce_scatter.{block.name}"))
 
     def _send(self, step: int, src: int, dst: int, d: int, unit: Unit) -> simpy.Event | None:
         plan = self.plan
@@ -363,18 +412,17 @@ class ParallelTrainingJob:
         yield last_unit
         if self._pending[(s, d)]:
             yield env.all_of(self._pending[(s, d)])
-        shard = plan.dp if plan.zero else 1
+        shard = plan.lanes if plan.zero else 1
         ranks = [plan.rank(s, d, t) for t in self.tps]
         for model in plan.stages[s]:
             for op in model.optimizer:
                 yield env.all_of([self.devices[r].op(op.flops / shard, op.bytes / shard,
                                                      plan.precision, name=op.name, job=plan.job,
                                                      rank=r) for r in ranks])
-        if plan.zero in (1, 2) and plan.dp > 1:
+        if plan.zero in (1, 2) and plan.lanes > 1:
             nbytes = sum(m.params for m in plan.stages[s]) * storage_bytes(plan.precision)
-            yield env.all_of([self._dp_join(self._group("dp", s, t, "allgather"), step, d,
-                                            nbytes, f"dp.allgather_params.step{step}")
-                              for t in self.tps])
+            yield self._join("dp", s, d, "allgather", step, nbytes,
+                             f"dp.allgather_params.step{step}")
         for r in ranks:
             self.step_ends[r].append(env.now)
 

@@ -2,9 +2,14 @@
 :func:`parallel_plan`, which splits one tensor-parallel rank's ops into pipeline stages and
 computes each stage's memory. Pure data; the SimPy side is :mod:`hwsim.jobs.parallel`.
 
-Rank layout (Megatron-LM's ``initialize_model_parallel``): tensor-parallel fastest, then data
-parallel, then pipeline: ``rank = pp_idx * (dp * tp) + dp_idx * tp + tp_idx`` over the devices in
-their natural order, so a TP group sits inside a server and pipeline stages are furthest apart.
+Rank layout (Megatron-LM's ``initialize_model_parallel``): tensor-parallel fastest, then context
+parallel, then data parallel, then pipeline. A *lane* is one (data-parallel index, context-parallel
+index) pair, ``lane = dp_idx * cp + cp_idx``, and ``rank = pp_idx * (lanes * tp) + lane * tp +
+tp_idx`` over the devices in their natural order, so a TP group sits inside a server and pipeline
+stages are furthest apart. Expert parallelism divides the data-parallel dimension: the EP group of
+a rank is the ``ep`` consecutive data-parallel indices around it (same cp and tp index), and its
+expert parameters are reduced over the ``dp / ep`` ranks holding the same experts (the
+expert-data-parallel group, with every cp index), its dense ones over all ``dp x cp`` lanes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from hwsim.jobs.schedules import SCHEDULES
 from hwsim.workloads import ModelOps, model_from_blocks, pipeline_stages, training_memory
 from hwsim.workloads.memory import storage_bytes
 
-__all__ = ["ParallelPlan", "parallel_plan", "IMPLEMENTED_ZERO", "TP_COMMS"]
+__all__ = ["ParallelPlan", "parallel_plan", "IMPLEMENTED_ZERO", "TP_COMMS", "COMMS"]
 
 IMPLEMENTED_ZERO = (0, 1, 2, 3)
 """ZeRO stages the job runs: 0 (gradient all-reduce), 1 and 2 (reduce-scatter of gradients,
@@ -24,9 +29,14 @@ sharded optimizer step, all-gather of parameters: Megatron's distributed optimiz
 per-block parameter all-gathers before forward and backward, per-block gradient
 reduce-scatters)."""
 
-TP_COMMS = {"tp_allreduce": "allreduce", "tp_allgather": "allgather",
-            "tp_reducescatter": "reduce_scatter"}
-"""Op communication kinds run over the tensor-parallel group, and the collective of each."""
+COMMS = {"tp_allreduce": ("tp", "allreduce"), "tp_allgather": ("tp", "allgather"),
+         "tp_reducescatter": ("tp", "reduce_scatter"), "cp_allgather": ("cp", "allgather"),
+         "cp_reducescatter": ("cp", "reduce_scatter"), "ep_alltoall": ("ep", "alltoall"),
+         "mp_alltoall": ("ep", "alltoall")}
+"""Op communication kinds, the group each runs over (tensor, context or expert parallel: DLRM's
+model-parallel embedding exchange uses the ``ep`` ranks) and its collective."""
+TP_COMMS = {k: v[1] for k, v in COMMS.items() if v[0] == "tp"}
+"""The tensor-parallel ones, and their collectives."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +44,8 @@ class ParallelPlan:
     """A 3D-parallel (TP x PP x DP) training run.
 
     ``stages[s][c]`` holds the ops of chunk *c* of pipeline stage *s* for ONE tensor-parallel
-    rank (every TP rank runs the same ops). ``devices`` are ``tp * pp * dp`` device nodes in
-    natural order, laid out as :meth:`device` says. Each step runs ``micro_batches``
+    (and context-parallel) rank (every such rank runs the same ops). ``devices`` are
+    ``tp * cp * pp * dp`` device nodes in natural order, laid out as :meth:`device` says. Each step runs ``micro_batches``
     micro-batches through the ``schedule`` (``gpipe``, ``1f1b``, ``interleaved`` with
     ``virtual_stages`` chunks). ``p2p_bytes``: bytes one TP rank sends across a stage boundary
     per micro-batch (activation forward, its gradient backward). ``memory[s]``: bytes per device
@@ -64,18 +74,20 @@ class ParallelPlan:
     total_steps: int | None = None
     zero: int = 0
     ep: int = 1
+    cp: int = 1
     collective: str = "auto"
     bucket_bytes: float | None = None
     fold: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep"):
+        for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep", "cp"):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{key}={v!r} must be a positive integer")
-        if len(self.devices) != self.tp * self.pp * self.dp:
-            raise ValueError(f"{len(self.devices)} devices for tp={self.tp} x pp={self.pp} x "
-                             f"dp={self.dp} = {self.tp * self.pp * self.dp} ranks")
+        if len(self.devices) != self.tp * self.cp * self.pp * self.dp:
+            raise ValueError(f"{len(self.devices)} devices for tp={self.tp} x cp={self.cp} x "
+                             f"pp={self.pp} x dp={self.dp} = "
+                             f"{self.tp * self.cp * self.pp * self.dp} ranks")
         if len(self.stages) != self.pp or any(len(c) != self.virtual_stages for c in self.stages):
             raise ValueError(f"stages must be {self.pp} stages of {self.virtual_stages} chunks")
         if len(self.memory) != self.pp:
@@ -89,17 +101,16 @@ class ParallelPlan:
         if self.zero not in IMPLEMENTED_ZERO:
             raise ValueError(f"zero={self.zero!r} is not a ZeRO stage ParallelTrainingJob "
                              f"implements; implemented: {', '.join(map(str, IMPLEMENTED_ZERO))}")
-        if self.ep > 1:
-            raise ValueError(f"ep={self.ep}: expert parallelism (ep_alltoall over an EP group) "
-                             "is not implemented by ParallelTrainingJob; use ep=1")
+        if self.dp % self.ep:
+            raise ValueError(f"ep={self.ep} must divide dp={self.dp} (expert parallelism splits "
+                             "the data-parallel ranks)")
         for chunks in self.stages:
             for m in chunks:
                 for op in m.forward + m.backward:
-                    if op.comm and op.comm not in TP_COMMS:
+                    if op.comm and op.comm not in COMMS:
                         raise ValueError(f"op {op.name!r} needs a {op.comm!r} collective, which "
                                          "ParallelTrainingJob does not implement (only "
-                                         f"{', '.join(TP_COMMS)}); build the ops with cp=1, "
-                                         "ep=1")
+                                         f"{', '.join(COMMS)})")
 
     @property
     def bucket(self) -> float:
@@ -108,12 +119,17 @@ class ParallelPlan:
             return self.bucket_bytes
         return max(40e6, 1e6 * self.dp) * storage_bytes(self.precision)
 
-    def rank(self, stage: int, dp_idx: int, tp_idx: int) -> int:
-        """Global rank of (pipeline stage, data-parallel index, tensor-parallel index)."""
-        return stage * self.dp * self.tp + dp_idx * self.tp + tp_idx
+    @property
+    def lanes(self) -> int:
+        """Data-parallel x context-parallel ranks per (stage, TP index): ``dp * cp``."""
+        return self.dp * self.cp
 
-    def device(self, stage: int, dp_idx: int, tp_idx: int) -> str:
-        return self.devices[self.rank(stage, dp_idx, tp_idx)]
+    def rank(self, stage: int, lane: int, tp_idx: int) -> int:
+        """Global rank of (pipeline stage, lane = dp index x cp + cp index, tensor index)."""
+        return (stage * self.lanes + lane) * self.tp + tp_idx
+
+    def device(self, stage: int, lane: int, tp_idx: int) -> str:
+        return self.devices[self.rank(stage, lane, tp_idx)]
 
     def stage_model(self, stage: int) -> ModelOps:
         """All chunks of *stage* as one model (what its devices hold)."""
@@ -129,27 +145,37 @@ class ParallelPlan:
 def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int, pp: int,
                   dp: int | None = None, micro_batches: int = 1, schedule: str = "1f1b",
                   virtual_stages: int = 1, precision: str = "bf16", optimizer: str = "adam",
-                  steps: int = 1, zero: int = 0, ep: int = 1,
+                  steps: int = 1, zero: int = 0, ep: int = 1, cp: int = 1,
                   p2p_bytes: float | None = None, collective: str = "auto",
                   workspace_bytes: float = 0.0, fold: bool = False) -> ParallelPlan:
     """A :class:`ParallelPlan` from *model*, the ops of one micro-batch on one TP rank (e.g.
-    :func:`~hwsim.workloads.transformer_ops` with the same ``tp``), split by
-    :func:`~hwsim.workloads.pipeline_stages`. ``dp`` defaults to ``len(devices) / (tp*pp)``.
-    ``p2p_bytes`` defaults to ``micro_batch * seq * hidden * value_bytes / tp`` (Megatron
-    scatters the boundary tensor over the TP ranks, or it is already split by sequence
-    parallelism). Memory per stage: :func:`~hwsim.workloads.training_memory`."""
+    :func:`~hwsim.workloads.transformer_ops` with the same ``tp``, ``cp``, ``ep``), split by
+    :func:`~hwsim.workloads.pipeline_stages`. ``dp`` defaults to
+    ``len(devices) / (tp*cp*pp)``. ``p2p_bytes`` defaults to ``micro_batch * seq * hidden *
+    value_bytes / (tp * cp)`` (Megatron scatters the boundary tensor over the TP ranks, or it is
+    already split by sequence parallelism; each CP rank holds its share of the sequence).
+    Memory per stage: :func:`~hwsim.workloads.training_memory`, ZeRO sharding over
+    ``dp * cp`` (Megatron's distributed optimizer shards over the data-parallel group with
+    context parallelism)."""
     devices = tuple(devices)
+    built = model.extra.get("degrees", {})
+    wrong = [f"{k}={built[k]}" for k, v in (("tp", tp), ("cp", cp), ("ep", ep))
+             if k in built and built[k] != v]
+    if wrong:
+        raise ValueError(f"the ops of {model.name!r} were built for {', '.join(wrong)}, the plan "
+                         f"has tp={tp}, cp={cp}, ep={ep}; build them with the plan's degrees")
     if dp is None:
-        if tp < 1 or pp < 1 or len(devices) % (tp * pp):
-            raise ValueError(f"{len(devices)} devices are not a multiple of tp={tp} x pp={pp}")
-        dp = len(devices) // (tp * pp)
+        if tp < 1 or pp < 1 or cp < 1 or len(devices) % (tp * cp * pp):
+            raise ValueError(f"{len(devices)} devices are not a multiple of tp={tp} x cp={cp} "
+                             f"x pp={pp}")
+        dp = len(devices) // (tp * cp * pp)
     stages = pipeline_stages(model, pp, virtual_stages)
     if p2p_bytes is None:
         spec = model.extra.get("spec")
         if spec is None or not hasattr(spec, "hidden"):
             raise ValueError(f"model {model.name!r} has no hidden size: pass p2p_bytes")
         p2p_bytes = (model.samples * model.tokens_per_sample * spec.hidden
-                     * storage_bytes(precision) / tp)
+                     * storage_bytes(precision) / (tp * cp))
     memory = []
     for s, chunks in enumerate(stages):
         blocks = [b for c in chunks for b in c.blocks]
@@ -158,7 +184,8 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
         if "expert_params" in model.extra:  # the stage's share of the experts
             share = sum(b.params for b in blocks) / max(model.params, 1.0)
             whole.extra["expert_params"] = model.extra["expert_params"] * share
-        memory.append(training_memory(whole, precision=precision, optimizer=optimizer, dp=dp,
+        memory.append(training_memory(whole, precision=precision, optimizer=optimizer,
+                                      dp=dp * cp,
                                       zero=zero, ep=ep, pp=pp, stage=s, schedule=schedule,
                                       micro_batches=micro_batches,
                                       virtual_stages=virtual_stages,
@@ -167,4 +194,4 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                         pp=pp, dp=dp, micro_batches=micro_batches, p2p_bytes=float(p2p_bytes),
                         memory=tuple(memory), schedule=schedule, virtual_stages=virtual_stages,
                         precision=precision, optimizer=optimizer, steps=steps, zero=zero, ep=ep,
-                        collective=collective, fold=fold)
+                        cp=cp, collective=collective, fold=fold)

@@ -72,10 +72,6 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
     w = s.workload
     assert isinstance(w, TrainingWorkload)
     par = w.parallelism
-    for k in ("cp", "ep"):
-        if getattr(par, k) != 1:
-            raise ScenarioError(f"{k}={getattr(par, k)}: context and expert parallelism are not "
-                                f"implemented yet; valid: {k}: 1", field=f"workload.parallelism.{k}")
     kind = s.compute_device
     ranks = nodes_of_kind(g, kind)
     index = server_index(g)
@@ -83,12 +79,16 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
         ranks = [n for n in ranks if server_peer(g, n, "cpu", index) == n]
     if not ranks:
         raise ScenarioError(f"the cluster has no {kind} to train on", field="workload.device")
-    tp, pp, n = par.tp, par.pp, len(ranks)
-    dp = par.dp or n // (tp * pp)
-    if dp * tp * pp != n:
-        raise ScenarioError(f"tp x pp x dp = {tp} x {pp} x {dp} must equal the {n} {kind} devices "
-                            f"of the cluster; valid: dp: {n // (tp * pp) or 1} with tp x pp "
-                            f"dividing {n}", field="workload.parallelism")
+    tp, pp, cp, ep, n = par.tp, par.pp, par.cp, par.ep, len(ranks)
+    dp = par.dp or n // (tp * pp * cp)
+    if dp * tp * pp * cp != n:
+        raise ScenarioError(f"tp x cp x pp x dp = {tp} x {cp} x {pp} x {dp} must equal the {n} "
+                            f"{kind} devices of the cluster; valid: dp: {n // (tp * pp * cp) or 1}"
+                            f" with tp x cp x pp dividing {n}", field="workload.parallelism")
+    if dp % ep:
+        raise ScenarioError(f"ep={ep} must divide dp={dp}: expert parallelism splits the "
+                            f"data-parallel ranks; valid: ep among the divisors of {dp}",
+                            field="workload.parallelism.ep")
     micro = par.micro_batch or w.global_batch // dp
     if micro < 1 or w.global_batch % (dp * micro):
         raise ScenarioError(f"global_batch={w.global_batch} is not a multiple of dp x micro_batch "
@@ -100,23 +100,25 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
         flash = fields.pop("flash_attention", True)
         spec = resolve_model(fields)
         ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
-                        sp=par.sequence_parallel, recompute=par.recompute, optimizer=w.optimizer,
-                        flash_attention=flash)
+                        sp=par.sequence_parallel, cp=cp, ep=ep, recompute=par.recompute,
+                        optimizer=w.optimizer, flash_attention=flash)
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.model") from None
     total = _total_steps(w)
     steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
-    if w.fold is True and not (tp > 1 or pp > 1 or par.zero or par.virtual_stages > 1):
+    parallel = tp > 1 or pp > 1 or cp > 1 or ep > 1 or par.zero or par.virtual_stages > 1
+    if w.fold is True and not parallel:
         raise ScenarioError("fold: true applies to jobs with tensor or pipeline parallelism or "
-                            "ZeRO; a data-parallel-only job is simulated rank by rank; valid: "
+                            "ZeRO or context/expert parallelism; a data-parallel-only job is "
+                            "simulated rank by rank; valid: "
                             "fold: auto or false", field="workload.fold")
-    if tp > 1 or pp > 1 or par.zero or par.virtual_stages > 1:
+    if parallel:
         if w.data is not None:
             raise ScenarioError("the input pipeline is not simulated with tensor/pipeline "
                                 "parallelism or ZeRO yet; valid: omit workload.data (batches "
                                 "are then taken as ready in host memory)", field="workload.data")
         try:
-            plan = parallel_plan("train", ops, ranks, tp=tp, pp=pp, dp=dp,
+            plan = parallel_plan("train", ops, ranks, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep,
                                  micro_batches=accumulate, virtual_stages=par.virtual_stages,
                                  schedule="interleaved" if par.virtual_stages > 1 else "1f1b",
                                  precision=w.precision, optimizer=w.optimizer, steps=steps,

@@ -47,7 +47,9 @@ class Op:
     all-reduces); True: it overlaps the next compute op only, and nothing after that op starts
     before it completes (Megatron's async dX all-reduce / reduce-scatter under the weight-grad
     GEMM, ring attention's K/V exchange). ``recompute`` marks a forward op re-run in backward by
-    activation recompute (counted in hardware FLOPs, not model FLOPs)."""
+    activation recompute (counted in hardware FLOPs, not model FLOPs). ``expert``: the
+    gradients are of expert parameters (a mixture-of-experts FFN), reduced over the
+    expert-data-parallel group rather than the whole data-parallel group."""
 
     name: str
     flops: float
@@ -58,6 +60,7 @@ class Op:
     comm_bytes: float = 0.0
     comm_async: bool = False
     recompute: bool = False
+    expert: bool = False
 
 
 def _flops(ops: Sequence[Op], hardware: bool) -> float:
@@ -218,13 +221,14 @@ class OpBuilder:
 
     def linear(self, name: str, m: float, k: float, n: float, *, grad_bytes: float,
                tp: str = "", tp_bytes: float = 0.0, sp: bool = False,
-               dgrad: bool = True) -> None:
+               dgrad: bool = True, expert: bool = False) -> None:
         """``Y[m,n] = X[m,k] W[k,n]``: forward, dgrad (dX) and wgrad (dW; *grad_bytes* of
         gradients ready after it). ``tp="col"``: column-parallel (Megatron-LM): under sequence
         parallelism X is all-gathered before it; in backward dX is all-reduced
         (reduce-scattered under SP, X re-gathered for wgrad) overlapped with the GEMMs as
         Megatron-LM overlaps them. ``tp="row"``: row-parallel: Y is all-reduced (reduce-scattered
-        under SP); in backward under SP dY is all-gathered first. *tp_bytes*: the message."""
+        under SP); in backward under SP dY is all-gathered first. *tp_bytes*: the message.
+        *expert*: W holds expert parameters (:attr:`Op.expert`)."""
         mb, vb, p = self.mb, self.vb, self.p
         if tp == "col" and sp:
             self.comm("tp_allgather", tp_bytes, name=name)
@@ -245,7 +249,7 @@ class OpBuilder:
             bwd.append(Op(f"{p}.{name}.dgrad.{red}", 0.0, 0.0, comm=red, comm_bytes=tp_bytes,
                           comm_async=True))
         bwd.append(Op(f"{p}.{name}.wgrad", 2 * m * k * n, mb * (m * k + m * n) + vb * k * n,
-                      matmul=True, grad_bytes=grad_bytes))
+                      matmul=True, grad_bytes=grad_bytes, expert=expert))
         self.units.append(bwd)
         if tp == "row":
             self.comm(red, tp_bytes, name=name)

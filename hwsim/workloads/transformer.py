@@ -256,10 +256,10 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                 o.comm("ep_alltoall", a2a, name="moe.dispatch")
                 o.comm("ep_alltoall", a2a, backward=True, name="moe.dispatch.grad")
         n_exp = E // ep if moe else 1
-        o.linear("ffn_up", mt, h, gate * f / t, tp=col, tp_bytes=ts, sp=sp,
+        o.linear("ffn_up", mt, h, gate * f / t, tp=col, tp_bytes=ts, sp=sp, expert=moe,
                  grad_bytes=vb * n_exp * (h + b1) * gate * f / t)
         o.elementwise(spec.activation, mt * f / t, 8.0, gate + 1.0)
-        o.linear("ffn_down", mt, f / t, h, tp=row, tp_bytes=ts, sp=sp,
+        o.linear("ffn_down", mt, f / t, h, tp=row, tp_bytes=ts, sp=sp, expert=moe,
                  grad_bytes=vb * n_exp * (f * h / t + b1 * h))
         if moe:
             if ep > 1:
@@ -294,6 +294,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     blocks.append(Block("head", "head", tuple(o.fwd), tuple(o.backward()), opt("head", head_p),
                         head_p, head_act))
     extra = {"expert_params": expert_p * spec.layers, "total_params": pc["total"],
-             "active_params": pc["active"], "alltoall_bytes": a2a if ep > 1 else 0.0, "spec": spec}
+             "active_params": pc["active"], "alltoall_bytes": a2a if ep > 1 else 0.0, "spec": spec,
+             "degrees": {"tp": tp, "cp": cp, "ep": ep}}
     return model_from_blocks(spec.name, blocks, samples=micro_batch, tokens_per_sample=s,
                              extra=extra)
