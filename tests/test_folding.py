@@ -62,12 +62,14 @@ def test_folded_and_unfolded_64_gpu_runs_agree_within_1_percent(par):
     assert len(folded.events) < len(full.events) / 4
 
 
-def test_fold_auto_folds_above_64_devices_only():
+def test_fold_auto_folds_above_16_devices_only():
     s = copy.deepcopy(BASE)
     s["workload"]["parallelism"] = {"tp": 2, "pp": 2, "micro_batch": 1}
-    assert hwsim.run(s).summary["folded"] is False  # 64 devices
-    s["cluster"]["nodes"] = 16
-    s["workload"]["global_batch"] = 128
+    s["cluster"]["nodes"] = 2
+    s["workload"]["global_batch"] = 16
+    assert hwsim.run(s).summary["folded"] is False  # 16 devices
+    s["cluster"]["nodes"] = 4
+    s["workload"]["global_batch"] = 32
     r = hwsim.run(s)
     assert r.summary["folded"] is True and r.summary["simulated_ranks"] == 2
 

@@ -10,7 +10,9 @@ reads are those the jobs record:
   decode) and ``h2d.step<N>`` (host-to-device copy) of :mod:`hwsim.jobs.training`.
 - ``exposed_comm_<p>``: an event of category ``comm`` or ``comm:<link class>``; ``<p>`` is the
   parallelism its name carries (:func:`comm_parallelism`): a dot-separated segment that is ``tp``,
-  ``cp``, ``ep``, ``pp``, ``dp`` or ``p2p`` (pipeline send/recv, so ``pp``), or starts with one of
+  ``cp``, ``ep``, ``mp`` (DLRM's model-parallel embedding exchange, which runs over the expert /
+  model-parallel ranks, so ``ep``), ``pp``, ``dp`` or ``p2p`` (pipeline send/recv, so ``pp``), or
+  starts with one of
   them and ``_`` (the op kinds ``tp_allreduce``, ``cp_allgather``, ``ep_alltoall`` ...), first
   segment first. Anything else is ``exposed_comm_other``, never dropped.
 - ``optimizer``: a name in the job's optimizer ops (``ModelOps.optimizer``, passed in).
@@ -50,7 +52,7 @@ PRIORITY = ("compute", "optimizer", "exposed_comm_tp", "exposed_comm_cp", "expos
             "other")
 """Order of the parts inside one category tier, highest first."""
 
-_TOKENS = {"tp": "tp", "cp": "cp", "ep": "ep", "pp": "pp", "dp": "dp", "p2p": "pp"}
+_TOKENS = {"tp": "tp", "cp": "cp", "ep": "ep", "mp": "ep", "pp": "pp", "dp": "dp", "p2p": "pp"}
 _DATA_LOADING = re.compile(r"(read|decode|h2d)\.step\d+(\.|$)")
 _DEVICE_CATEGORIES = ("compute", "memory", "overhead")
 _COLUMNS = ["part", "seconds", "share"]

@@ -170,6 +170,8 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                              f"x pp={pp}")
         dp = len(devices) // (tp * cp * pp)
     stages = pipeline_stages(model, pp, virtual_stages)
+    if p2p_bytes is None and pp == 1:
+        p2p_bytes = 0.0  # no stage boundary
     if p2p_bytes is None:
         spec = model.extra.get("spec")
         if spec is None or not hasattr(spec, "hidden"):
