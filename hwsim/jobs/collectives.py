@@ -196,10 +196,12 @@ def collective(system: System, op: str, devices: Sequence[str], nbytes: float, *
 def recipe(system: System, op: str, devices: Sequence[str], nbytes: float, *,
            algorithm: str = "auto", protocol: str = "auto", key: int = 0,
            ranks: Sequence[int] | None = None, root: int = 0, params: Params | None = None,
-           peers: Sequence[Sequence[str]] = ()) -> list[tuple[Phase, list[tuple]]]:
+           peers: Sequence[Sequence[str]] = (), sources: frozenset | None = None
+           ) -> list[tuple[Phase, list[tuple]]]:
     """What :func:`collective` runs (same arguments): each phase with its flows' hops
-    (:func:`~hwsim.jobs.nccl.hops`, folded over *peers*). A communicator that repeats a
-    collective keeps its recipe."""
+    (:func:`~hwsim.jobs.nccl.hops`, folded over *peers*). With *sources* (the simulated
+    devices of a folded group) only their flows run (:func:`kept`), standing for the group's.
+    A communicator that repeats a collective keeps its recipe."""
     p = params or PARAMS
     if op not in ALGORITHMS:
         raise ValueError(f"unknown collective {op!r}; valid: {', '.join(ALGORITHMS)}")
@@ -210,9 +212,12 @@ def recipe(system: System, op: str, devices: Sequence[str], nbytes: float, *,
     out = []
     for i, phase in enumerate(plan(system, op, alg, devices, nbytes, rank_of, p, root)):
         hop = hops(system, phase, key, pr)
-        if peers:
-            hop = fold_hops(hop, fold_factors(system, op, alg, devices, peers, p, root, key,
-                                              pr)[i])
+        if peers or sources:
+            idx = kept(phase, alg, sources, devices)
+            phase = Phase(tuple(phase.flows[j] for j in idx), phase.steps, phase.depth,
+                          phase.fixed_s)
+            hop = fold_hops([hop[j] for j in idx], fold_factors(
+                system, op, alg, devices, peers, p, root, key, pr, sources)[i])
         out.append((phase, hop))
     return out
 
@@ -236,37 +241,63 @@ def run_phases(system: System, phases: list[tuple[Phase, list[tuple]]], *, job: 
 _FOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+SYMMETRIC = ("ring", "pairwise", "nvls", "hierarchical", "p2p")
+"""Algorithms whose every rank sends the same flows, shifted: a folded group may run only the
+flows of its simulated ranks (see :func:`kept`)."""
+
+
+def kept(phase: Phase, alg: str, sources: frozenset | None, members: Sequence[str]
+         ) -> list[int]:
+    """Indices of the flows of *phase* a folded group runs: with *sources* (its simulated
+    devices among *members*) and a symmetric algorithm, the flows they send, and those they
+    receive from outside the group (an NVSwitch); else all. By symmetry the others are copies
+    on other links, at the same rates."""
+    if not sources or alg not in SYMMETRIC:
+        return list(range(len(phase.flows)))
+    inside = set(members)
+    keep = [i for i, f in enumerate(phase.flows)
+            if f.src in sources or (f.dst in sources and f.src not in inside)]
+    return keep or list(range(len(phase.flows)))
+
+
 def fold_factors(system: System, op: str, alg: str, devices: Sequence[str],
                  peers: Sequence[Sequence[str]], params: Params, root: int, key: int,
-                 proto: Protocol) -> list[dict]:
-    """Per phase of *op* over *devices*, the factor on each channel the group uses: (bytes all
-    groups, *devices* and *peers*, move on it) / (bytes *devices* move on it), each byte
-    weighted by its coefficient. Under symmetry every group's flows run at the simulated group's
-    rates, so flows whose coefficients are scaled by these factors load each shared link as all
+                 proto: Protocol, sources: frozenset | None = None) -> list[dict]:
+    """Per phase of *op* over *devices*, the factor on each channel the simulated flows use
+    (the flows :func:`kept` for *sources*, all without): (bytes all groups, *devices* and
+    *peers*, move on it) / (bytes the simulated flows move on it), each byte weighted by its
+    coefficient. Under symmetry every flow of every group runs at the simulated flows' rates,
+    so flows whose coefficients are scaled by these factors load each shared link as all
     groups together do (DESIGN.md, scale by symmetry). Memoised: only proportions matter."""
     memo = _FOLDS.setdefault(system, {})
-    k = (op, alg, tuple(devices), tuple(map(tuple, peers)), params, root, key, proto)
+    k = (op, alg, tuple(devices), tuple(map(tuple, peers)), params, root, key, proto, sources)
     if k in memo:
         return memo[k]
 
-    def loads(grp: Sequence[str], reorder: bool = True) -> list[dict]:
+    def loads(grp: Sequence[str], reorder: bool = True,
+              only: frozenset | None = None) -> list[dict]:
         order = ring_order(system, grp) if reorder and len(grp) > 2 else list(grp)
         rank_of = {d: i for i, d in enumerate(order)}
         out = []
         for ph in plan(system, op, alg, order, 1.0, rank_of, params, root):
             load: dict = {}
-            for f, h in zip(ph.flows, hops(system, ph, key, proto)):
+            hop = hops(system, ph, key, proto)
+            for i in (kept(ph, alg, only, order) if only else range(len(ph.flows))):
+                f, h = ph.flows[i], hop[i]
                 for c in h[0]:
                     load[c] = load.get(c, 0.0) + f.nbytes * h[1][c]
             out.append(load)
         return out
-    mine = loads(devices, reorder=False)
+    mine = loads(devices, reorder=False, only=sources)
     total = [dict(m) for m in mine]
-    for grp in peers:
-        for i, load in enumerate(loads(grp)):
+    for grp, reorder, only in ([(devices, False, None)] if sources else []) + [
+            (grp, True, None) for grp in peers]:
+        for i, load in enumerate(loads(grp, reorder, only)):
             for c, v in load.items():
                 if c in total[i]:
                     total[i][c] += v
+    if sources:  # the simulated flows were counted twice: once as themselves, once in the group
+        total = [{c: v - mine[i][c] for c, v in t.items()} for i, t in enumerate(total)]
     memo[k] = [{c: total[i][c] / m for c, m in mine[i].items()} for i in range(len(mine))]
     return memo[k]
 
@@ -346,7 +377,9 @@ class CollectiveGroup:
         same time (e.g. the all-reduce and all-gather groups of one tensor-parallel group) may
         share an owner.
     record : sequence of str, optional
-        The devices whose communication streams record each collective (default: all).
+        The devices whose communication streams record each collective (default: all). When
+        they are fewer than the group (folded), only the flows of the members on their servers
+        run, standing for the group's (:func:`kept`).
     ranks : sequence of int, optional
         The rank recorded for each device of *devices* (default: its position).
     """
@@ -364,6 +397,7 @@ class CollectiveGroup:
         self.peers = [list(p) for p in peers]
         self.owner = owner
         self.record = list(record) if record is not None else list(self.ring)
+        self.sources = self._sources()
         self._pending: dict[object, tuple[list[int], simpy.Event, float]] = {}
         self._last: simpy.Event | None = None
         self._timings: dict[float, tuple | None] = {}
@@ -375,6 +409,20 @@ class CollectiveGroup:
         if owner is not None and len(devices) > 1:
             self._claimed = self._channels()
             system.claim(owner, self._claimed)
+
+    def _sources(self) -> frozenset | None:
+        """The members whose flows run when the group is folded (fewer recorded devices than
+        members): those on the recorded devices' servers. Servers are alike, but the ranks of
+        one server are not (a ring leaves a server from one GPU per rail), so a whole server's
+        flows stand for the group's. None: all."""
+        g = self.system.graph
+
+        def server(d: str) -> tuple:
+            at = g.nodes[d]
+            return at.get("site"), at.get("server")
+        mine = {server(d) for d in self.record}
+        out = frozenset(d for d in self.ring if server(d) in mine)
+        return out if len(out) < len(self.ring) else None
 
     def _channels(self) -> set:
         """Every channel the group or its peers can use, with any algorithm ``auto`` may choose
@@ -428,11 +476,9 @@ class CollectiveGroup:
         pr = protocol_for(system, self.ring, alg, proto, p)
         rank_of = {d: i for i, d in enumerate(self.ring)}
         t, loads = 0.0, []
-        for i, ph in enumerate(plan(system, self.op, alg, self.ring, nbytes, rank_of, p)):
-            hop = hops(system, ph, 0, pr)
-            if self.peers:
-                hop = fold_hops(hop, fold_factors(system, self.op, alg, self.ring, self.peers, p,
-                                                  0, 0, pr)[i])
+        for ph, hop in recipe(system, self.op, self.ring, nbytes, algorithm=alg, protocol=proto,
+                              ranks=[rank_of[d] for d in self.ring], peers=self.peers,
+                              sources=self.sources):
             durs = isolated_durations(system, ph, hop)
             span = ph.steps * max(durs)
             if span > 0:
@@ -498,7 +544,8 @@ class CollectiveGroup:
             if r is None:
                 r = self._recipes[nbytes] = recipe(
                     self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
-                    ranks=[self.rank_of[d] for d in self.ring], peers=self.peers)
+                    ranks=[self.rank_of[d] for d in self.ring], peers=self.peers,
+                    sources=self.sources)
             yield from run_phases(self.system, r, job=self.job, name=name)
             self.record_at(start, env.now, nbytes, name)
         done.succeed()
