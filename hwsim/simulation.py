@@ -44,17 +44,17 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
     runner.start()
     env.run(until=until_s)
     end = env.now
-    events = recorder.events_frame()
-    util = recorder.utilization_frame(end, utilization_bin_s)
-    memory = recorder.memory_frame()
-    if isinstance(runner, (TrainingJob, ParallelTrainingJob)):
-        summary, breakdown = _training_summary(runner, events)
+    if isinstance(runner, (TrainingJob, ParallelTrainingJob)):  # rank 0's events suffice
+        summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
     else:
-        summary, breakdown = _transfer_summary(runner, events)
+        summary, breakdown = _transfer_summary(runner, recorder.events_frame())
     summary["simulated_time_s"] = end
     summary["flows"] = system.net.flows_finished
-    return Result(name=name, summary=summary, events=events, utilization=util, memory=memory,
-                  bottleneck=breakdown, config=dict(config or {}))
+    # the full frames are built when first read
+    return Result(name=name, summary=summary, events=recorder.events_frame,
+                  utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
+                  memory=recorder.memory_frame, bottleneck=breakdown,
+                  config=dict(config or {}))
 
 
 def _attach_bottleneck(summary: dict, breakdown: pd.DataFrame) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+_FRAMES = ("events", "utilization", "memory", "bottleneck")
+
 __all__ = ["Result", "EVENT_COLUMNS", "UTILIZATION_COLUMNS", "MEMORY_COLUMNS", "BOTTLENECK_COLUMNS"]
 
 EVENT_COLUMNS = ("start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
@@ -42,18 +44,27 @@ class Result:
         Flat keys with units in their names (DESIGN.md "Results"), JSON-serialisable.
     events, utilization, memory, bottleneck : pandas.DataFrame
         Columns as in :data:`EVENT_COLUMNS`, :data:`UTILIZATION_COLUMNS`, :data:`MEMORY_COLUMNS`,
-        :data:`BOTTLENECK_COLUMNS`.
+        :data:`BOTTLENECK_COLUMNS`. A frame may be given as a function that builds it: it is
+        then built on first access, once (a large run's full event table costs seconds that a
+        caller who wants the summary need not pay).
     config : dict
         The validated scenario the run used, as plain data.
     """
 
     name: str
     summary: dict[str, Any]
-    events: pd.DataFrame
-    utilization: pd.DataFrame
-    memory: pd.DataFrame
-    bottleneck: pd.DataFrame
-    config: dict[str, Any] = field(default_factory=dict)
+    events: pd.DataFrame = field(repr=False)
+    utilization: pd.DataFrame = field(repr=False)
+    memory: pd.DataFrame = field(repr=False)
+    bottleneck: pd.DataFrame = field(repr=False)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __getattribute__(self, key: str) -> Any:
+        value = object.__getattribute__(self, key)
+        if key in _FRAMES and callable(value):
+            value = value()
+            object.__setattr__(self, key, value)
+        return value
 
     def save(self, out_dir: str | Path) -> Path:
         """Write summary.json, events.parquet, utilization.parquet, memory.parquet,

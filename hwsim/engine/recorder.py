@@ -111,10 +111,13 @@ class Recorder:
         self.memory.append((time_s, resource, used_bytes, capacity_bytes))
 
     # -- frames ---------------------------------------------------------------------------------
-    def events_frame(self) -> pd.DataFrame:
+    def events_frame(self, rank: int | None = None) -> pd.DataFrame:
         """One row per activity, sorted by start time, end time and resource; columns of
-        ``EVENT_COLUMNS``, the text ones categorical."""
+        ``EVENT_COLUMNS``, the text ones categorical; only rank *rank*'s when given."""
         raw = self._events_raw()
+        if rank is not None:
+            sel = raw["rank"] == rank
+            raw = {c: v[sel] for c, v in raw.items()}
         res_codes = pd.factorize(raw["resource"], sort=True)[0]
         order = np.lexsort((res_codes, raw["end_s"], raw["start_s"]))
         cols = {}
