@@ -223,19 +223,23 @@ def recipe(system: System, op: str, devices: Sequence[str], nbytes: float, *,
 
 
 def run_phases(system: System, phases: list[tuple[Phase, list[tuple]]], *, job: str,
-               name: str) -> Generator[simpy.Event, object, None]:
+               name: str, claimed: bool = False) -> Generator[simpy.Event, object, None]:
     """SimPy process body: the phases of a :func:`recipe` as flows, each phase then paying its
-    pipeline overheads (see :func:`collective`)."""
+    pipeline overheads (see :func:`collective`). *claimed*: the caller has already claimed the
+    recipe's channels (:meth:`System.claim`)."""
     env, net = system.env, system.net
     for i, (phase, hop) in enumerate(phases):
-        system.claim(("flows", job), [c for h in hop for c in h[0]])
+        if not claimed:
+            system.claim(("flows", job), [c for h in hop for c in h[0]])
         evs = [net.transfer(f.nbytes * phase.steps, h[0], 0.0, coefficients=h[1],
                             resource=f"{f.src}->{f.dst}", name=f"{name}.phase{i}",
                             job=job, rank=f.rank, category=h[4])
                for f, h in zip(phase.flows, hop)]
-        yield env.all_of(evs)
+        yield evs[0] if len(evs) == 1 else env.all_of(evs)
         durs = [(e.value.end_s - e.value.start_s) / phase.steps for e in evs]
-        yield env.timeout(phase.steps * overhead(phase, hop, durs))
+        cost = phase.steps * overhead(phase, hop, durs)
+        if cost > 0:
+            yield env.timeout(cost)
 
 
 _FOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -546,6 +550,8 @@ class CollectiveGroup:
                     self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
                     ranks=[self.rank_of[d] for d in self.ring], peers=self.peers,
                     sources=self.sources)
-            yield from run_phases(self.system, r, job=self.job, name=name)
+                for _, hop in r:
+                    self.system.claim(("flows", self.job), [c for h in hop for c in h[0]])
+            yield from run_phases(self.system, r, job=self.job, name=name, claimed=True)
             self.record_at(start, env.now, nbytes, name)
         done.succeed()

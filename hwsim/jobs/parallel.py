@@ -132,7 +132,8 @@ class ParallelTrainingJob:
                     if p.ep > 1:
                         self._group("edp", s, lane, t, "allreduce" if p.zero == 0
                                     else "reduce_scatter")
-                    if p.pp > 1 and p.p2p_bytes > 0:
+                    # stage boundaries; the last stage feeds the first only when interleaved
+                    if p.pp > 1 and p.p2p_bytes > 0 and (s + 1 < p.pp or p.virtual_stages > 1):
                         self._pair(s, (s + 1) % p.pp, lane, t)
                         self._pair((s + 1) % p.pp, s, lane, t)
 
