@@ -280,3 +280,57 @@ def test_context_parallel_gathers_kv_and_keeps_flop_totals():
     flops = {cp: sum(m.model_flops for st in j.plan.stages for m in st) * j.plan.tp * cp
              for cp, (j, _) in runs.items()}
     assert flops[2] == pytest.approx(flops[1], rel=1e-12)
+
+
+def _offload_scenario(offload, nodes=1, fold="auto", storage=True):
+    node = {"gpu": "A100-SXM4-40GB", "gpus_per_node": 8, "cpu": "EPYC-7742",
+            "intra_node": "nvlink3", "nic": "ib-hdr-200", "nics_per_node": 8}
+    if storage:
+        node["local_storage"] = "nvme-gen4"
+    return {"name": "offload", "seed": 0,
+            "cluster": {"nodes": nodes, "node": node, "fabric": {"topology": "fat-tree"}},
+            "workload": {"kind": "training", "model": {"layers": 8, "hidden": 2048, "heads": 16,
+                                                       "vocab": 32000},
+                         "seq_len": 1024, "precision": "bf16", "global_batch": 8 * nodes,
+                         "parallelism": {"micro_batch": 1, "zero": 1, "offload": offload},
+                         "optimizer": "adam", "steps": 2, "fold": fold}}
+
+
+def test_optimizer_offload_moves_states_off_the_device_and_the_step_onto_the_cpu():
+    import hwsim
+    runs = {o: hwsim.run(_offload_scenario(o)) for o in ("none", "cpu", "nvme")}
+    s = {o: r.summary for o, r in runs.items()}
+    assert s["none"]["memory_optimizer_states_gb"] > 0
+    for o in ("cpu", "nvme"):
+        assert s[o]["memory_optimizer_states_gb"] == 0.0
+        assert s[o]["memory_per_device_gb"] == pytest.approx(
+            s["none"]["memory_per_device_gb"] - s["none"]["memory_optimizer_states_gb"])
+    # the host is slower at Adam than the GPU, and the drive slower than host memory
+    assert s["none"]["step_time_s"] < s["cpu"]["step_time_s"] < s["nvme"]["step_time_s"]
+    ev = runs["cpu"].events
+    cpu_ops = ev[(ev.kind == "host") & ev.resource.str.endswith("/host")]
+    assert len(cpu_ops)
+    assert not set(ev.loc[ev.kind == "compute", "name"]) & set(cpu_ops.name)  # not on the GPU
+    # ZeRO-Infinity: each rank reads and writes its 12 bytes/param shard of states
+    nv = runs["nvme"].events
+    reads = nv[nv.name.str.startswith("offload.states_read") & (nv.kind == "flow")]
+    writes = nv[nv.name.str.startswith("offload.states_write") & (nv.kind == "flow")]
+    assert reads.bytes.sum() == pytest.approx(writes.bytes.sum()) and reads.bytes.sum() > 0
+    per_step_rank = reads.bytes.sum() / 2 / 8
+    params = runs["nvme"].summary["params"]
+    assert per_step_rank == pytest.approx(params / 8 * 12, rel=0.01)
+    assert s["nvme"]["time_optimizer_s"] > s["cpu"]["time_optimizer_s"]
+
+
+def test_optimizer_offload_folds_within_1_percent():
+    import hwsim
+    a = hwsim.run(_offload_scenario("cpu", nodes=4, fold=False)).summary["step_time_s"]
+    b = hwsim.run(_offload_scenario("cpu", nodes=4, fold=True)).summary["step_time_s"]
+    assert b == pytest.approx(a, rel=0.01)
+
+
+def test_nvme_offload_without_a_drive_is_refused():
+    import hwsim
+    with pytest.raises(hwsim.ScenarioError, match=r"workload\.parallelism\.offload: offload: nvme "
+                                                  r"needs host storage"):
+        hwsim.run(_offload_scenario("nvme", storage=False))

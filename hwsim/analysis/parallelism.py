@@ -15,7 +15,10 @@ reads are those the jobs record:
   starts with one of
   them and ``_`` (the op kinds ``tp_allreduce``, ``cp_allgather``, ``ep_alltoall`` ...), first
   segment first. Anything else is ``exposed_comm_other``, never dropped.
-- ``optimizer``: a name in the job's optimizer ops (``ModelOps.optimizer``, passed in).
+- ``optimizer``: a name in the job's optimizer ops (``ModelOps.optimizer``, passed in; also when
+  they run on the host CPU under optimizer offload), and the offload transfers
+  (``offload.<what>.step<N>``: gradients to the host, states to and from the drive, parameters
+  back).
 - ``compute``: the other device ops (categories ``compute``, ``memory``, ``overhead``), except
   host-side work of kind ``host`` (the framework's per-step loop, ``framework.step``), which is
   ``other`` like any unknown category.
@@ -88,6 +91,8 @@ def classify(name: str, kind: str, category: str, optimizer_names: Iterable[str]
         return "bubble"
     if _DATA_LOADING.match(name):
         return "data_loading"
+    if name.startswith("offload."):  # optimizer offload's transfers (hwsim.jobs.parallel)
+        return "optimizer"
     if category == "comm" or category.startswith("comm:"):
         return f"exposed_comm_{comm_parallelism(name) or 'other'}"
     opt = optimizer_names if isinstance(optimizer_names, (set, frozenset)) else set(

@@ -43,7 +43,7 @@ from typing import Generator
 import simpy
 
 from hwsim.engine import OutOfCapacity
-from hwsim.jobs.collectives import CollectiveGroup, sendrecv
+from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
                                       parallel_plan)
 from hwsim.jobs.pipeline import run_pipeline
@@ -51,6 +51,7 @@ from hwsim.jobs.schedules import Unit, schedule
 from hwsim.jobs.system import Device, System
 from hwsim.jobs.training import slowest_step_ends
 from hwsim.workloads.memory import storage_bytes
+from hwsim.workloads.ops import OPTIMIZER_STATE_BYTES
 
 __all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO"]
 
@@ -132,6 +133,10 @@ class ParallelTrainingJob:
                     if p.ep > 1:
                         self._group("edp", s, lane, t, "allreduce" if p.zero == 0
                                     else "reduce_scatter")
+                    if p.offload != "none":
+                        for kind in ("grads_d2h", "params_h2d") + (
+                                ("states_read", "states_write") if p.offload == "nvme" else ()):
+                            self._offload_pair(kind, p.rank(s, lane, t))
                     # stage boundaries; the last stage feeds the first only when interleaved
                     if p.pp > 1 and p.p2p_bytes > 0 and (s + 1 < p.pp or p.virtual_stages > 1):
                         self._pair(s, (s + 1) % p.pp, lane, t)
@@ -415,17 +420,76 @@ class ParallelTrainingJob:
             yield env.all_of(self._pending[(s, d)])
         shard = plan.lanes if plan.zero else 1
         ranks = [plan.rank(s, d, t) for t in self.tps]
-        for model in plan.stages[s]:
-            for op in model.optimizer:
-                yield env.all_of([self.devices[r].op(op.flops / shard, op.bytes / shard,
-                                                     plan.precision, name=op.name, job=plan.job,
-                                                     rank=r) for r in ranks])
+        if plan.offload != "none":
+            yield from self._offloaded_step(step, s, d, shard)
+        else:
+            for model in plan.stages[s]:
+                for op in model.optimizer:
+                    yield env.all_of([self.devices[r].op(
+                        op.flops / shard, op.bytes / shard, plan.precision, name=op.name,
+                        job=plan.job, rank=r) for r in ranks])
         if plan.zero in (1, 2) and plan.lanes > 1:
             nbytes = sum(m.params for m in plan.stages[s]) * storage_bytes(plan.precision)
             yield self._join("dp", s, d, "allgather", step, nbytes,
                              f"dp.allgather_params.step{step}")
         for r in ranks:
             self.step_ends[r].append(env.now)
+
+    def _offloaded_step(self, step: int, s: int, d: int, shard: int) -> Generator:
+        """ZeRO-Offload / ZeRO-Infinity optimizer step of (stage *s*, lane *d*): the reduced
+        gradient shard goes to host memory over PCIe; with ``nvme`` the optimizer states are
+        read from the server's drive into host memory and written back after; the update runs
+        on the server's CPU (one host stream per socket, shared by every rank on it: folded,
+        the simulated rank's update takes as long as all of theirs in turn); the updated
+        parameters (training precision) go back to the device. Transfers of folded ranks load
+        the shared links as peers."""
+        plan, env = self.plan, self.env
+        params = sum(m.params for m in plan.stages[s]) / shard
+        vb = storage_bytes(plan.precision)
+        states = params * (OPTIMIZER_STATE_BYTES[plan.optimizer] + (4.0 if vb < 4 else 0.0))
+        ranks = [plan.rank(s, d, t) for t in self.tps]
+
+        def move(kind: str, nbytes: float) -> simpy.Event:
+            return env.all_of([self._offload_pair(kind, r).join_all(
+                (step, kind), nbytes, f"offload.{kind}.step{step}") for r in ranks])
+        yield move("grads_d2h", params * vb)
+        if plan.offload == "nvme":
+            yield move("states_read", states)
+        host = {plan.offload_nodes[r][1] for r in ranks}
+        sharing = (sum(1 for n in plan.offload_nodes if n[1] in host) if plan.fold else 1)
+        procs = []
+        for r in ranks:
+            cpu = self.system.device(plan.offload_nodes[r][1])
+            for model in plan.stages[s]:
+                for op in model.optimizer:
+                    t = cpu.spec.op_time_s(op.flops / shard, op.bytes / shard, "fp32")
+                    procs.append(cpu.host.run(t * sharing, name=op.name, job=plan.job,
+                                              rank=r, nbytes=op.bytes / shard,
+                                              flops=op.flops / shard, category="host"))
+        yield env.all_of(procs)
+        if plan.offload == "nvme":
+            yield move("states_write", states)
+        yield move("params_h2d", params * vb)
+
+    def _offload_pair(self, kind: str, r: int) -> CollectiveGroup:
+        """The transfer of *kind* for rank *r* (device, host memory, drive), folded over the
+        other ranks' identical ones."""
+        key = ("offload", kind, r)
+        g = self._groups.get(key)
+        if g is None:
+            p = self.plan
+
+            def ends(q: int) -> list[str]:
+                dev, (mem, _, disk) = p.devices[q], p.offload_nodes[q]
+                return {"grads_d2h": [dev, mem], "params_h2d": [mem, dev],
+                        "states_read": [disk, mem], "states_write": [mem, disk]}[kind]
+            peers = [ends(q) for q in range(len(p.devices)) if q != r] if p.fold else []
+            g = self._groups[key] = CollectiveGroup(self.system, ends(r), p.job, op="sendrecv",
+                                                    peers=peers, owner=(p.job, *key),
+                                                    record=[d for d in ends(r)
+                                                            if d == p.devices[r]],
+                                                    ranks=[r, r])
+        return g
 
     def _bubbles(self, step: int, t0: float) -> None:
         """Warm-up (step start to the stage's first unit) and cool-down (its last unit to the

@@ -21,7 +21,10 @@ from hwsim.jobs.schedules import SCHEDULES
 from hwsim.workloads import ModelOps, model_from_blocks, pipeline_stages, training_memory
 from hwsim.workloads.memory import storage_bytes
 
-__all__ = ["ParallelPlan", "parallel_plan", "IMPLEMENTED_ZERO", "TP_COMMS", "COMMS"]
+__all__ = ["ParallelPlan", "parallel_plan", "IMPLEMENTED_ZERO", "TP_COMMS", "COMMS", "OFFLOAD"]
+
+OFFLOAD = ("none", "cpu", "nvme")
+"""Where optimizer states can live (see :class:`ParallelPlan`)."""
 
 IMPLEMENTED_ZERO = (0, 1, 2, 3)
 """ZeRO stages the job runs: 0 (gradient all-reduce), 1 and 2 (reduce-scatter of gradients,
@@ -55,6 +58,10 @@ class ParallelPlan:
     (``DistributedDataParallelConfig.bucket_size``) of gradients in the training precision.
     ``fold``: simulate one rank per pipeline stage and account the other ranks' identical
     traffic on the links (symmetry folding; see :mod:`hwsim.jobs.parallel`).
+    ``offload``: ``"none"``, or where the optimizer states and fp32 master weights live
+    (ZeRO-Offload ``"cpu"``: host memory; ZeRO-Infinity ``"nvme"``: the server's local drive,
+    staged through host memory); the optimizer step then runs on the host CPU.
+    ``offload_nodes[r]``: (host memory, CPU, local storage or None) of device *r*'s server.
     """
 
     job: str
@@ -78,6 +85,8 @@ class ParallelPlan:
     collective: str = "auto"
     bucket_bytes: float | None = None
     fold: bool = False
+    offload: str = "none"
+    offload_nodes: tuple[tuple[str, str, str | None], ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep", "cp"):
@@ -101,6 +110,12 @@ class ParallelPlan:
         if self.zero not in IMPLEMENTED_ZERO:
             raise ValueError(f"zero={self.zero!r} is not a ZeRO stage ParallelTrainingJob "
                              f"implements; implemented: {', '.join(map(str, IMPLEMENTED_ZERO))}")
+        if self.offload not in OFFLOAD:
+            raise ValueError(f"offload={self.offload!r}; valid: {', '.join(OFFLOAD)}")
+        if self.offload != "none" and len(self.offload_nodes) != len(self.devices):
+            raise ValueError("offload needs offload_nodes: (host memory, cpu, storage) per device")
+        if self.offload == "nvme" and any(n[2] is None for n in self.offload_nodes):
+            raise ValueError("offload='nvme' needs a local storage tier on every server")
         if self.dp % self.ep:
             raise ValueError(f"ep={self.ep} must divide dp={self.dp} (expert parallelism splits "
                              "the data-parallel ranks)")
@@ -147,7 +162,8 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                   virtual_stages: int = 1, precision: str = "bf16", optimizer: str = "adam",
                   steps: int = 1, zero: int = 0, ep: int = 1, cp: int = 1,
                   p2p_bytes: float | None = None, collective: str = "auto",
-                  workspace_bytes: float = 0.0, fold: bool = False) -> ParallelPlan:
+                  workspace_bytes: float = 0.0, fold: bool = False, offload: str = "none",
+                  offload_nodes: Sequence[tuple[str, str, str | None]] = ()) -> ParallelPlan:
     """A :class:`ParallelPlan` from *model*, the ops of one micro-batch on one TP rank (e.g.
     :func:`~hwsim.workloads.transformer_ops` with the same ``tp``, ``cp``, ``ep``), split by
     :func:`~hwsim.workloads.pipeline_stages`. ``dp`` defaults to
@@ -156,7 +172,7 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
     already split by sequence parallelism; each CP rank holds its share of the sequence).
     Memory per stage: :func:`~hwsim.workloads.training_memory`, ZeRO sharding over
     ``dp * cp`` (Megatron's distributed optimizer shards over the data-parallel group with
-    context parallelism)."""
+    context parallelism); with ``offload`` the optimizer states leave device memory."""
     devices = tuple(devices)
     built = model.extra.get("degrees", {})
     wrong = [f"{k}={built[k]}" for k, v in (("tp", tp), ("cp", cp), ("ep", ep))
@@ -192,8 +208,11 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                                       micro_batches=micro_batches,
                                       virtual_stages=virtual_stages,
                                       workspace_bytes=workspace_bytes))
+        if offload != "none":
+            memory[-1]["optimizer_states"] = 0.0  # in host memory or on the drive
     return ParallelPlan(job=job, stages=tuple(tuple(c) for c in stages), devices=devices, tp=tp,
                         pp=pp, dp=dp, micro_batches=micro_batches, p2p_bytes=float(p2p_bytes),
                         memory=tuple(memory), schedule=schedule, virtual_stages=virtual_stages,
                         precision=precision, optimizer=optimizer, steps=steps, zero=zero, ep=ep,
-                        cp=cp, collective=collective, fold=fold)
+                        cp=cp, collective=collective, fold=fold, offload=offload,
+                        offload_nodes=tuple(offload_nodes))

@@ -107,7 +107,8 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
         raise ScenarioError(str(err), field="workload.model") from None
     total = _total_steps(w)
     steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
-    parallel = tp > 1 or pp > 1 or cp > 1 or ep > 1 or par.zero or par.virtual_stages > 1
+    parallel = (tp > 1 or pp > 1 or cp > 1 or ep > 1 or par.zero or par.virtual_stages > 1
+                or par.offload != "none")
     if w.fold is True and not parallel:
         raise ScenarioError("fold: true applies to jobs with tensor or pipeline parallelism or "
                             "ZeRO or context/expert parallelism; a data-parallel-only job is "
@@ -119,7 +120,21 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                                 "parallelism or ZeRO yet; valid: omit workload.data (batches "
                                 "are then taken as ready in host memory)", field="workload.data")
         try:
+            nodes = ()
+            if par.offload != "none":
+                nodes = tuple((server_peer(g, r, "memory", index), server_peer(g, r, "cpu", index),
+                               server_peer(g, r, "storage", index)) for r in ranks)
+                missing = sorted({k for n in nodes for k, v in zip(("memory", "cpu"), n)
+                                  if v is None} | ({"storage"} if par.offload == "nvme" and
+                                                   any(n[2] is None for n in nodes) else set()))
+                if missing:
+                    raise ScenarioError(f"offload: {par.offload} needs host {', '.join(missing)}"
+                                        f" on every server of the cluster; valid: a node with "
+                                        f"cpu, host_memory" + (" and local_storage" if
+                                                              par.offload == "nvme" else ""),
+                                        field="workload.parallelism.offload")
             plan = parallel_plan("train", ops, ranks, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep,
+                                 offload=par.offload, offload_nodes=nodes,
                                  micro_batches=accumulate, virtual_stages=par.virtual_stages,
                                  schedule="interleaved" if par.virtual_stages > 1 else "1f1b",
                                  precision=w.precision, optimizer=w.optimizer, steps=steps,

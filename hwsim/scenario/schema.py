@@ -131,6 +131,7 @@ class Parallelism(StrictModel):
     sequence_parallel: bool = False
     zero: Literal[0, 1, 2, 3] = 0
     recompute: Literal["none", "selective", "full"] = "none"
+    offload: Literal["none", "cpu", "nvme"] = "none"
 
 
 class DataSpec(StrictModel):
