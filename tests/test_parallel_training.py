@@ -334,3 +334,37 @@ def test_nvme_offload_without_a_drive_is_refused():
     with pytest.raises(hwsim.ScenarioError, match=r"workload\.parallelism\.offload: offload: nvme "
                                                   r"needs host storage"):
         hwsim.run(_offload_scenario("nvme", storage=False))
+
+
+def _data3d(storage, fold="auto"):
+    return {"name": "data3d", "seed": 0,
+            "cluster": {"nodes": 1, "node": {"gpu": "A100-SXM4-80GB", "gpus_per_node": 8,
+                                             "cpu": "EPYC-7742", "intra_node": "nvlink3",
+                                             "local_storage": storage}},
+            "workload": {"kind": "training",
+                         "model": {"layers": 8, "hidden": 2048, "heads": 16, "vocab": 51200},
+                         "seq_len": 2048, "precision": "bf16", "global_batch": 64,
+                         "parallelism": {"tp": 2, "pp": 2, "micro_batch": 4},
+                         "data": {"storage": "local", "samples": 100000,
+                                  "sample_bytes": "8KiB", "access": "random"},
+                         "optimizer": "adam", "steps": 3, "fold": fold}}
+
+
+def test_input_pipeline_feeds_the_first_stage_of_a_3d_job():
+    """The first stage's TP rank 0 of every replica reads each micro-batch (random 8 KiB reads:
+    IOPS-bound on a disk), so a disk makes the step storage-bound where NVMe keeps up."""
+    import hwsim
+    nv, hdd = (hwsim.run(_data3d(s)) for s in ("nvme-gen4", "hdd-7200"))
+    reads = nv.events[nv.events.kind == "storage"]
+    assert set(reads["rank"]) == {0, 2}  # stage 0, TP rank 0 of replicas 0 and 1
+    assert reads.bytes.sum() == pytest.approx(3 * 64 * 8 * 1024)  # every sample, every step
+    assert nv.summary["time_data_loading_s"] < 0.01 * nv.summary["step_time_s"]
+    assert hdd.summary["step_time_s"] > nv.summary["step_time_s"]
+    assert hdd.summary["bottleneck"] == "storage" and hdd.summary["time_data_loading_s"] > 0
+
+
+def test_fold_true_with_an_input_pipeline_is_refused():
+    import hwsim
+    with pytest.raises(hwsim.ScenarioError, match=r"workload\.fold: fold: true with an input "
+                                                  r"pipeline"):
+        hwsim.run(_data3d("nvme-gen4", fold=True))

@@ -44,6 +44,7 @@ import simpy
 
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.inputs import Loader
 from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
                                       parallel_plan)
 from hwsim.jobs.pipeline import run_pipeline
@@ -112,6 +113,17 @@ class ParallelTrainingJob:
             self.oom = err
             return
         self._claim()
+        self._loaders: dict[int, Loader] = {}
+        if plan.data is not None:
+            for lane in self.dps:
+                r = plan.rank(0, lane, 0)
+                mem, cpu, _ = plan.host_nodes[r]
+                self._loaders[lane] = Loader(
+                    self.system, plan.data, job=plan.job, rank=r, device=plan.devices[r],
+                    host=mem, cpu=cpu, samples=plan.stages[0][0].samples,
+                    batches=plan.steps * plan.micro_batches,
+                    on_cpu=self.devices[r].spec.kind == "cpu")
+                self._loaders[lane].start()
         self.env.process(self._run())
 
     # -- groups ---------------------------------------------------------------------------------
@@ -273,6 +285,8 @@ class ParallelTrainingJob:
         plan, env = self.plan, self.env
         phase, mb, c = unit
         model = plan.stages[s][c]
+        if s == 0 and c == 0 and phase == "F" and d in self._loaders:
+            yield from self._loaders[d].next(step)  # the micro-batch's input
         last = phase == "B" and self._last_b[s].get(c) == index and plan.lanes > 1
         if plan.zero == 3 and plan.lanes > 1 and model.blocks:
             yield from self._fsdp_unit(step, s, d, unit, model, last)
@@ -455,11 +469,11 @@ class ParallelTrainingJob:
         yield move("grads_d2h", params * vb)
         if plan.offload == "nvme":
             yield move("states_read", states)
-        host = {plan.offload_nodes[r][1] for r in ranks}
-        sharing = (sum(1 for n in plan.offload_nodes if n[1] in host) if plan.fold else 1)
+        host = {plan.host_nodes[r][1] for r in ranks}
+        sharing = (sum(1 for n in plan.host_nodes if n[1] in host) if plan.fold else 1)
         procs = []
         for r in ranks:
-            cpu = self.system.device(plan.offload_nodes[r][1])
+            cpu = self.system.device(plan.host_nodes[r][1])
             for model in plan.stages[s]:
                 for op in model.optimizer:
                     t = cpu.spec.op_time_s(op.flops / shard, op.bytes / shard, "fp32")
@@ -480,7 +494,7 @@ class ParallelTrainingJob:
             p = self.plan
 
             def ends(q: int) -> list[str]:
-                dev, (mem, _, disk) = p.devices[q], p.offload_nodes[q]
+                dev, (mem, _, disk) = p.devices[q], p.host_nodes[q]
                 return {"grads_d2h": [dev, mem], "params_h2d": [mem, dev],
                         "states_read": [disk, mem], "states_write": [mem, disk]}[kind]
             peers = [ends(q) for q in range(len(p.devices)) if q != r] if p.fold else []

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.schedules import SCHEDULES
 from hwsim.workloads import ModelOps, model_from_blocks, pipeline_stages, training_memory
 from hwsim.workloads.memory import storage_bytes
@@ -61,7 +62,10 @@ class ParallelPlan:
     ``offload``: ``"none"``, or where the optimizer states and fp32 master weights live
     (ZeRO-Offload ``"cpu"``: host memory; ZeRO-Infinity ``"nvme"``: the server's local drive,
     staged through host memory); the optimizer step then runs on the host CPU.
-    ``offload_nodes[r]``: (host memory, CPU, local storage or None) of device *r*'s server.
+    ``host_nodes[r]``: (host memory, CPU, local storage or None) of device *r*'s server.
+    ``data``: the input pipeline (:class:`~hwsim.jobs.inputs.DataPlan`) of the first stage's
+    tensor rank 0 of every lane, which reads each micro-batch before its forward pass (None:
+    batches are ready in host memory). Not with ``fold``.
     """
 
     job: str
@@ -86,7 +90,8 @@ class ParallelPlan:
     bucket_bytes: float | None = None
     fold: bool = False
     offload: str = "none"
-    offload_nodes: tuple[tuple[str, str, str | None], ...] = ()
+    host_nodes: tuple[tuple[str, str, str | None], ...] = ()
+    data: DataPlan | None = None
 
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep", "cp"):
@@ -112,9 +117,13 @@ class ParallelPlan:
                              f"implements; implemented: {', '.join(map(str, IMPLEMENTED_ZERO))}")
         if self.offload not in OFFLOAD:
             raise ValueError(f"offload={self.offload!r}; valid: {', '.join(OFFLOAD)}")
-        if self.offload != "none" and len(self.offload_nodes) != len(self.devices):
-            raise ValueError("offload needs offload_nodes: (host memory, cpu, storage) per device")
-        if self.offload == "nvme" and any(n[2] is None for n in self.offload_nodes):
+        if (self.offload != "none" or self.data) and len(self.host_nodes) != len(self.devices):
+            raise ValueError("offload and data need host_nodes: (host memory, cpu, storage) "
+                             "per device")
+        if self.data is not None and self.fold:
+            raise ValueError("an input pipeline (data) is not folded: its reads share the "
+                             "dataset's tier; use fold=False")
+        if self.offload == "nvme" and any(n[2] is None for n in self.host_nodes):
             raise ValueError("offload='nvme' needs a local storage tier on every server")
         if self.dp % self.ep:
             raise ValueError(f"ep={self.ep} must divide dp={self.dp} (expert parallelism splits "
@@ -163,7 +172,8 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                   steps: int = 1, zero: int = 0, ep: int = 1, cp: int = 1,
                   p2p_bytes: float | None = None, collective: str = "auto",
                   workspace_bytes: float = 0.0, fold: bool = False, offload: str = "none",
-                  offload_nodes: Sequence[tuple[str, str, str | None]] = ()) -> ParallelPlan:
+                  host_nodes: Sequence[tuple[str, str, str | None]] = (),
+                  data: DataPlan | None = None) -> ParallelPlan:
     """A :class:`ParallelPlan` from *model*, the ops of one micro-batch on one TP rank (e.g.
     :func:`~hwsim.workloads.transformer_ops` with the same ``tp``, ``cp``, ``ep``), split by
     :func:`~hwsim.workloads.pipeline_stages`. ``dp`` defaults to
@@ -215,4 +225,4 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                         memory=tuple(memory), schedule=schedule, virtual_stages=virtual_stages,
                         precision=precision, optimizer=optimizer, steps=steps, zero=zero, ep=ep,
                         cp=cp, collective=collective, fold=fold, offload=offload,
-                        offload_nodes=tuple(offload_nodes))
+                        host_nodes=tuple(host_nodes), data=data)

@@ -16,6 +16,7 @@ import simpy
 
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.inputs import DataPlan, Loader
 from hwsim.jobs.system import Device, System
 from hwsim.workloads import ModelOps, training_memory
 
@@ -23,17 +24,6 @@ __all__ = ["DataPlan", "TrainingPlan", "TrainingJob", "DDP_BUCKET_BYTES", "slowe
 
 DDP_BUCKET_BYTES = 25 * 2**20
 """PyTorch DistributedDataParallel's default gradient bucket (bucket_cap_mb=25)."""
-
-
-@dataclass(frozen=True)
-class DataPlan:
-    """Where a rank's batches come from: ``storage`` node, bytes per sample, request size."""
-
-    storage: str | None          # graph node of the tier; None = data already in host memory
-    sample_bytes: float
-    request_bytes: float
-    prefetch: int
-    decode_s_per_sample: float
 
 
 @dataclass(frozen=True)
@@ -106,38 +96,22 @@ class TrainingJob:
         except OutOfCapacity as err:
             self.oom = err
             return
+        plan = self.plan
         for r in range(len(self.devices)):
-            queue = None
-            if self.plan.data is not None and self.plan.data.prefetch > 0:
-                queue = simpy.Store(self.env, capacity=self.plan.data.prefetch)
-                self.env.process(self._loader(r, queue))
-            self.env.process(self._rank(r, queue))
+            loader = None
+            if plan.data is not None:
+                loader = Loader(self.system, plan.data, job=plan.job, rank=r,
+                                device=plan.ranks[r], host=plan.hosts[r], cpu=plan.cpus[r],
+                                samples=plan.model.samples,
+                                batches=plan.steps * plan.micro_batches, on_cpu=plan.on_cpu)
+                loader.start()
+            self.env.process(self._rank(r, loader))
 
     # -- processes ------------------------------------------------------------------------------
-    def _load_batch(self, r: int, step: int) -> Generator:  # only called when plan.data is set
-        data = self.plan.data
-        samples = self.plan.model.samples
-        nbytes = samples * data.sample_bytes
-        if data.storage is not None:
-            yield self.system.transfer(data.storage, self.plan.hosts[r], nbytes,
-                                       key=r, request_bytes=data.request_bytes,
-                                       name=f"read.step{step}", job=self.plan.job, rank=r,
-                                       kind="storage")
-        if data.decode_s_per_sample > 0:
-            cpu = self.system.device(self.plan.cpus[r])
-            yield cpu.host.run(samples * data.decode_s_per_sample, name=f"decode.step{step}",
-                               kind="host", job=self.plan.job, rank=r, category="host")
-
-    def _loader(self, r: int, queue: simpy.Store) -> Generator:
-        for step in range(self.plan.steps * self.plan.micro_batches):
-            yield from self._load_batch(r, step)
-            yield queue.put(step)
-
-    def _rank(self, r: int, queue: simpy.Store | None) -> Generator:
+    def _rank(self, r: int, loader: Loader | None) -> Generator:
         plan, env, dev = self.plan, self.env, self.devices[r]
         job, prec = plan.job, plan.precision
         model = plan.model
-        in_bytes = model.samples * plan.data.sample_bytes if plan.data else 0.0
         for step in range(plan.steps):
             if plan.step_overhead_s > 0:
                 yield dev.compute.run(plan.step_overhead_s, name="framework.step", kind="host",
@@ -145,15 +119,8 @@ class TrainingJob:
             pending: list[simpy.Event] = []
             for mb in range(plan.micro_batches):
                 last = mb == plan.micro_batches - 1
-                if plan.data is not None:
-                    if queue is not None:
-                        yield queue.get()
-                    else:
-                        yield from self._load_batch(r, step * plan.micro_batches + mb)
-                    if not plan.on_cpu and in_bytes > 0:
-                        yield self.system.transfer(plan.hosts[r], plan.ranks[r], in_bytes, key=r,
-                                                   name=f"h2d.step{step}", job=job, rank=r,
-                                                   kind="copy")
+                if loader is not None:
+                    yield from loader.next(step)
                 for op in model.forward:
                     yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
                 bucket, nb = 0.0, 0

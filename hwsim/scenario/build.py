@@ -14,7 +14,8 @@ import networkx as nx
 from hwsim.analysis.result import Result
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.parallel import ParallelPlan, parallel_plan
-from hwsim.jobs.training import DataPlan, TrainingPlan
+from hwsim.jobs.inputs import DataPlan
+from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.schema import Cluster, Scenario, TrainingWorkload, TransferWorkload
 from hwsim.simulation import simulate
@@ -114,32 +115,41 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                             "ZeRO or context/expert parallelism; a data-parallel-only job is "
                             "simulated rank by rank; valid: "
                             "fold: auto or false", field="workload.fold")
+    data = None
+    if w.data is not None:
+        data = DataPlan(storage=_data_node(s, g, ranks[0]), sample_bytes=w.data.sample_bytes,
+                        request_bytes=w.data.request_bytes, prefetch=w.data.prefetch,
+                        decode_s_per_sample=w.data.decode_s_per_sample)
     if parallel:
-        if w.data is not None:
-            raise ScenarioError("the input pipeline is not simulated with tensor/pipeline "
-                                "parallelism or ZeRO yet; valid: omit workload.data (batches "
-                                "are then taken as ready in host memory)", field="workload.data")
+        if data is not None and w.fold is True:
+            raise ScenarioError("fold: true with an input pipeline: the dataset's reads are not "
+                                "folded; valid: fold: auto or false (auto does not fold a job "
+                                "with data)", field="workload.fold")
         try:
             nodes = ()
-            if par.offload != "none":
-                nodes = tuple((server_peer(g, r, "memory", index), server_peer(g, r, "cpu", index),
-                               server_peer(g, r, "storage", index)) for r in ranks)
-                missing = sorted({k for n in nodes for k, v in zip(("memory", "cpu"), n)
+            if par.offload != "none" or data is not None:
+                raw = [(server_peer(g, r, "memory", index), server_peer(g, r, "cpu", index),
+                        server_peer(g, r, "storage", index)) for r in ranks]
+                missing = sorted({k for n in raw for k, v in zip(("memory", "cpu"), n)
                                   if v is None} | ({"storage"} if par.offload == "nvme" and
-                                                   any(n[2] is None for n in nodes) else set()))
-                if missing:
+                                                   any(n[2] is None for n in raw) else set()))
+                # without host memory or a CPU, batches land on the device itself (as in the
+                # data-parallel job)
+                nodes = tuple((m or r, c or r, d) for (m, c, d), r in zip(raw, ranks))
+                if missing and par.offload != "none":
                     raise ScenarioError(f"offload: {par.offload} needs host {', '.join(missing)}"
                                         f" on every server of the cluster; valid: a node with "
                                         f"cpu, host_memory" + (" and local_storage" if
                                                               par.offload == "nvme" else ""),
                                         field="workload.parallelism.offload")
             plan = parallel_plan("train", ops, ranks, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep,
-                                 offload=par.offload, offload_nodes=nodes,
+                                 offload=par.offload, host_nodes=nodes,
                                  micro_batches=accumulate, virtual_stages=par.virtual_stages,
                                  schedule="interleaved" if par.virtual_stages > 1 else "1f1b",
                                  precision=w.precision, optimizer=w.optimizer, steps=steps,
                                  zero=par.zero, collective=w.collective.algorithm,
-                                 fold=w.fold is True or (w.fold == "auto" and n > FOLD_ABOVE))
+                                 data=data, fold=w.fold is True or (
+                                     w.fold == "auto" and n > FOLD_ABOVE and data is None))
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.parallelism") from None
         return replace(plan, total_steps=total)
@@ -149,11 +159,6 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                             "is not implemented yet", field="workload.model")
     hosts = tuple(server_peer(g, r, "memory", index) or r for r in ranks)
     cpus = tuple(server_peer(g, r, "cpu", index) or r for r in ranks)
-    data = None
-    if w.data is not None:
-        data = DataPlan(storage=_data_node(s, g, ranks[0]), sample_bytes=w.data.sample_bytes,
-                        request_bytes=w.data.request_bytes, prefetch=w.data.prefetch,
-                        decode_s_per_sample=w.data.decode_s_per_sample)
     memory = training_memory(ops, precision=w.precision, optimizer=w.optimizer, dp=dp,
                              workspace_bytes=micro * (w.data.sample_bytes if w.data else 0.0))
     return TrainingPlan(job="train", model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
