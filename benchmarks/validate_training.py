@@ -12,7 +12,8 @@ family's table into the same :class:`Case` form (hardware, model, batch, paralle
 is special-cased per row. Each scenario runs with ``steps: 2`` through :func:`hwsim.run`.
 
 The table has: case, metric, published, predicted, error (predicted / published - 1) and role.
-Role is ``fitted`` for the rows listed under ``fitted:`` in the cases file (none yet) and
+Role is ``fitted`` for the rows listed under ``fitted:`` in the cases file (the rows
+``benchmarks/fit_calibration.py`` fits the catalog's in-framework efficiency constants to) and
 ``validated`` otherwise; the summary line (mean absolute error, count within 15 %) covers the
 validated rows only. A case that fails (does not fit, invalid input, ...) is kept in the table with
 its error text; a case with more GPUs than ``--max-gpus`` (default 16: larger runs take over a

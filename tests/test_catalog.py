@@ -234,7 +234,7 @@ def test_efficiency_ramp_halves_at_the_ramp_and_saturates():
 def test_op_time_compute_bound_closed_form():
     d = get_device("A100-SXM4-80GB")
     flops, nbytes = 2.0 * 8192 ** 3, 3 * 2 * 8192 ** 2
-    eff = d.compute_efficiency * flops / (flops + d.compute_ramp_flops)
+    eff = d.compute_efficiency * d.framework_compute_factor * flops / (flops + d.compute_ramp_flops)
     expected = flops / (312e12 * eff)
     assert d.op_time_s(flops, nbytes, "bf16") == pytest.approx(expected, rel=1e-12)
     assert d.op_bound(flops, nbytes, "bf16") == "compute"
@@ -265,9 +265,90 @@ def test_ramp_scales_with_the_precision_peak():
 def test_op_time_memory_bound_closed_form():
     d = get_device("H100-SXM5-80GB")
     flops, nbytes = 1e9, 4e9  # elementwise-like: 0.25 FLOP/byte
-    expected = nbytes / (3.35e12 * (2.90 / 3.35))
+    expected = nbytes / (3.35e12 * (2.90 / 3.35) * d.framework_memory_factor)
     assert d.op_time_s(flops, nbytes, "bf16") == pytest.approx(expected, rel=1e-3)
     assert d.op_bound(flops, nbytes, "bf16") == "memory"
+
+
+# --- in-framework efficiency -------------------------------------------------------------------------
+
+def test_framework_factor_applies_at_matrix_unit_precisions_only():
+    """Tensor-Core precisions (peak above fp32) get framework_compute_factor; fp32 runs on the
+    vector units at its kernel efficiency; the isolated-kernel efficiency() is unchanged."""
+    d = get_device("A100-SXM4-80GB")
+    phi = d.framework_compute_factor
+    assert 0 < phi < 1
+    for dtype in ("tf32", "fp16", "bf16", "int8"):
+        assert d.matrix_unit(dtype)
+        assert d.framework_efficiency(1e12, dtype) == pytest.approx(d.efficiency(1e12, dtype) * phi)
+    assert not d.matrix_unit("fp32") and not d.matrix_unit("fp64")  # fp64 19.5 = fp32 19.5
+    assert d.framework_efficiency(1e12, "fp32") == d.efficiency(1e12, "fp32")
+    # the plateau, far beyond the ramp
+    assert d.framework_efficiency(1e20, "bf16") == pytest.approx(d.compute_efficiency * phi)
+    assert d.efficiency(1e20, "bf16") == pytest.approx(d.compute_efficiency)
+
+
+def test_framework_bandwidth_closed_form():
+    d = get_device("V100-SXM2-32GB")
+    assert d.framework_bandwidth() == pytest.approx(
+        900e9 * d.memory_efficiency * d.framework_memory_factor)
+    tc, tm = d.roofline_s(0.0, 1e9, "fp16")
+    assert tc == 0.0 and tm == pytest.approx(1e9 / d.framework_bandwidth())
+
+
+def test_unset_framework_factors_mean_one():
+    cpu = get_device("EPYC-7742")
+    assert cpu.framework_compute_factor is None and cpu.framework_memory_factor is None
+    assert cpu.framework_efficiency(1e12, "fp32") == cpu.efficiency(1e12, "fp32")
+    assert cpu.framework_bandwidth() == pytest.approx(cpu.mem_bw_bytes_per_s * cpu.memory_efficiency)
+    d = dataclasses.replace(get_device("A100-SXM4-80GB"), framework_compute_factor=None)
+    assert d.framework_efficiency(1e12, "bf16") == d.efficiency(1e12, "bf16")
+
+
+@pytest.mark.parametrize("ident", ["V100-SXM2-32GB", "A100-SXM4-80GB", "H100-SXM5-80GB", "B200",
+                                   "MI300X", "TPU-v4"])
+@pytest.mark.parametrize("dtype", ["fp32", "tf32", "bf16"])
+def test_a_bigger_op_is_never_less_efficient_nor_faster(ident, dtype):
+    d = get_device(ident)
+    flops = np.logspace(3, 16, 60)
+    eff = np.array([d.framework_efficiency(f, dtype) for f in flops])
+    assert np.all(np.diff(eff) >= 0) and np.all(eff > 0)
+    assert eff[-1] <= d.compute_efficiency
+    # time grows with FLOPs at fixed bytes and with bytes at fixed FLOPs
+    t_f = [d.op_time_s(f, 1e6, dtype) for f in flops]
+    t_b = [d.op_time_s(1e9, b, dtype) for b in np.logspace(3, 12, 40)]
+    assert np.all(np.diff(t_f) >= 0) and np.all(np.diff(t_b) >= 0)
+
+
+def test_in_framework_time_is_never_below_the_isolated_kernel_time():
+    for d in load_catalog().devices.values():
+        for dtype in ("fp32", "bf16"):
+            for flops, nbytes in ((1e12, 1e8), (1e9, 1e9), (1e15, 1e10)):
+                t_c, t_m = d.roofline_s(flops, nbytes, dtype)
+                assert t_c >= flops / (d.peak(dtype) * d.efficiency(flops, dtype)) * (1 - 1e-12)
+                assert t_m >= nbytes / (d.mem_bw_bytes_per_s * d.memory_efficiency) * (1 - 1e-12)
+
+
+def test_framework_factors_say_what_they_were_fitted_to_or_stand_in_for():
+    """Every GPU and TPU carries both factors; the fitted ones name the fit, the others a
+    stand-in; one pre-Hopper value (Volta, Ampere, Ada, CDNA, TPU stand-ins), one Hopper value
+    (Hopper, Blackwell stand-in), one memory value."""
+    pre, hopper = get_device("A100-SXM4-80GB"), get_device("H100-SXM5-80GB")
+    assert hopper.framework_compute_factor < pre.framework_compute_factor
+    for d in load_catalog().devices.values():
+        if d.kind == "cpu":
+            assert d.framework_compute_factor is None
+            continue
+        src = d.sources["framework_compute_factor"]
+        assert "fit" in src and any(w in src for w in ("fitted", "stand-in", "sibling",
+                                                       "same GH100 chip")), d.id
+        hop = d.id.startswith(("H100", "H200", "B200"))
+        ref = hopper if hop else pre
+        assert d.framework_compute_factor == ref.framework_compute_factor, d.id
+        assert d.framework_memory_factor == pre.framework_memory_factor, d.id
+        assert f"{d.framework_compute_factor:.3f}" in src, d.id
+    v100 = get_device("V100-SXM2-32GB").sources["framework_compute_factor"]
+    assert "benchmarks/fit_calibration.py" in v100 and "log(predicted/published)" in v100
 
 
 # --- validation of malformed catalog files -----------------------------------------------------------

@@ -137,6 +137,89 @@ def test_resnet50_forward_is_8_2_gflops_per_image_and_25_6m_parameters():
     assert sum(op.flops for op in m.forward if op.matmul) == pytest.approx(fwd * 32)
 
 
+def _ops_by_name(m):
+    return {op.name: op for op in m.forward + m.backward}
+
+
+def test_resnet_conv_bytes_are_its_tensors_not_im2col_patches():
+    """cuDNN's implicit GEMM reads each input value once: a 3x3 conv's forward moves X + W + Y,
+    not the k*k-times larger patch matrix."""
+    B = 16
+    m = resnet_ops(batch=B, precision="bf16")
+    ops = _ops_by_name(m)
+    # stage 1, block 0, conv2: 3x3, 64 -> 64 channels, 56 x 56 in and out
+    x = y = B * 56 * 56 * 64
+    w = 64 * 9 * 64
+    assert ops["block0.conv2"].bytes == 2 * (x + w + y)
+    assert ops["block0.conv2.dgrad"].bytes == 2 * (y + w + x)
+    assert ops["block0.conv2.wgrad"].bytes == 2 * (x + y + w)
+    assert ops["block0.conv2"].flops == 2 * B * 56 * 56 * 64 * 64 * 9
+
+
+def test_resnet_batch_norm_and_relu_are_separate_passes():
+    """Training-mode batch norm: 3 passes forward, 5 backward; ReLU 2 and 3; no ReLU after
+    conv3 or the downsample conv (they feed the residual add)."""
+    B = 8
+    ops = _ops_by_name(resnet_ops(batch=B, precision="bf16"))
+    y = B * 56 * 56 * 64  # block0.conv1 output
+    assert ops["block0.conv1.bn"].bytes == 2 * 3 * y
+    assert ops["block0.conv1.bn.grad"].bytes == 2 * 5 * y
+    assert ops["block0.conv1.relu"].bytes == 2 * 2 * y
+    assert ops["block0.conv1.relu.grad"].bytes == 2 * 3 * y
+    assert "block0.conv3.relu" not in ops and "block0.downsample.relu" not in ops
+    out, inp = B * 56 * 56 * 256, B * 56 * 56 * 64
+    assert ops["block0.residual_add"].bytes == 2 * 3 * out
+    assert ops["block0.residual_add.grad"].bytes == 2 * 3 * inp  # summed at the block input
+    assert not any(op.matmul for n, op in ops.items() if ".bn" in n or "relu" in n)
+
+
+@pytest.mark.parametrize("precision, layout, transposes", [
+    ("bf16", None, False), ("fp16", None, False), ("tf32", None, True), ("fp32", None, False),
+    ("bf16", False, True), ("tf32", True, False), ("fp32", False, False)])
+def test_resnet_nchw_tensor_core_convs_pay_layout_transposes(precision, layout, transposes):
+    """Tensor-Core convs on NCHW tensors are transposed to NHWC and back; channels-last is the
+    default for 16-bit precisions only (DeepLearningExamples); fp32 runs without Tensor Cores."""
+    B = 4
+    m = resnet_ops(ResNetSpec(channels_last=layout), batch=B, precision=precision)
+    names = [op.name for op in m.forward + m.backward]
+    assert any("nchw_transpose" in n for n in names) == transposes
+    if transposes:
+        ops = _ops_by_name(m)
+        vb = 2 if precision == "bf16" else 4
+        x = y = B * 56 * 56 * 64
+        assert ops["block0.conv2.nchw_transpose"].bytes == vb * 2 * (x + y)
+        assert ops["block0.conv2.nchw_transpose.grad"].bytes == vb * 4 * (x + y)  # dgrad + wgrad
+        assert ops["stem.conv.nchw_transpose.grad"].bytes == vb * 2 * (
+            B * 224 * 224 * 3 + B * 112 * 112 * 64)  # no dgrad for the image
+    # the FLOPs do not depend on the memory layout
+    ref = resnet_ops(batch=B, precision=precision)
+    assert m.model_flops == ref.model_flops
+
+
+def test_eager_attention_passes_the_scores_through_memory_without_changing_flops():
+    spec = spec_from_fields(layers=2, hidden=1024, heads=16, vocab=1000, seq_len=512)
+    B, s, h, a = 2, 512, 1024, 16
+    flash = transformer_ops(spec, micro_batch=B, flash_attention=True)
+    eager = transformer_ops(spec, micro_batch=B, flash_attention=False, recompute="full")
+    eager_none = transformer_ops(spec, micro_batch=B, flash_attention=False)
+    assert eager_none.model_flops == flash.model_flops
+    fo, eo = _ops_by_name(flash), _ops_by_name(eager)
+    assert "layer0.attention.softmax" not in fo
+    S = B * a * s * s
+    T = B * s
+    # fp16/bf16 scores: GEMMs write the scores and read the probabilities (forward), write dP,
+    # read P and dS twice (backward); softmax + dropout pass: 2 + (2 + 1/2) forward,
+    # 3 + (2 + 1/2) backward (2-byte values, 1-byte mask)
+    assert eo["layer0.attention"].bytes == fo["layer0.attention"].bytes + 2 * 2 * S
+    assert eo["layer0.attention.grad"].bytes == fo["layer0.attention.grad"].bytes + 4 * 2 * S
+    assert eo["layer0.attention.softmax"].bytes == (2 * 2 + 2 * 2 + 1) * S
+    assert eo["layer0.attention.softmax.grad"].bytes == (3 * 2 + 2 * 2 + 1) * S
+    assert not eo["layer0.attention.softmax"].matmul
+    # full recompute re-runs both forward attention ops
+    assert {"layer0.attention.recompute", "layer0.attention.softmax.recompute"} <= set(eo)
+    assert eo["layer0.attention"].flops == 4 * T * s * h
+
+
 def test_dlrm_lookups_are_memory_bound_and_embeddings_shard_over_ranks():
     spec = DLRMSpec()
     assert spec.interaction_dim == 479

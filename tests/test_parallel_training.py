@@ -342,7 +342,7 @@ def _data3d(storage, fold="auto"):
                                              "cpu": "EPYC-7742", "intra_node": "nvlink3",
                                              "local_storage": storage}},
             "workload": {"kind": "training",
-                         "model": {"layers": 8, "hidden": 2048, "heads": 16, "vocab": 51200},
+                         "model": {"layers": 4, "hidden": 1024, "heads": 16, "vocab": 51200},
                          "seq_len": 2048, "precision": "bf16", "global_batch": 64,
                          "parallelism": {"tp": 2, "pp": 2, "micro_batch": 4},
                          "data": {"storage": "local", "samples": 100000,

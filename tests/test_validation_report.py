@@ -92,3 +92,30 @@ def test_full_validation_report():
     rows = vt.report()
     _check_rows(rows)
     print("\n" + vt.format_table(rows, markdown=True))
+
+
+def test_fitted_rows_are_the_rows_the_catalog_says_it_was_fitted_to():
+    """The catalog's fitted constants name their rows; the report must treat exactly those as
+    fitted (and so leave them out of the validation statistics)."""
+    from hwsim.catalog import get_device
+
+    fitted = vt.load_spec()["fitted"]
+    ids = [c.id for c in vt.load_cases()]
+    assert set(fitted) <= set(ids) and len(set(fitted)) == len(fitted)
+    assert len(fitted) * 2 < len(ids)  # a minority
+    source = get_device("V100-SXM2-32GB").sources["framework_compute_factor"]
+    named = [i for i in ids if i in source]
+    assert sorted(named) == sorted(fitted)
+    # the fit script fits the same constants the catalog carries
+    import importlib.util as iu
+    spec = iu.spec_from_file_location("fit_calibration", ROOT / "benchmarks" / "fit_calibration.py")
+    fc = iu.module_from_spec(spec)
+    sys.modules.setdefault("fit_calibration", fc)
+    spec.loader.exec_module(fc)
+    for name, (field, devices) in fc.PARAMETERS.items():
+        values = {getattr(get_device(d), field) for d in devices}
+        assert len(values) == 1 and None not in values, name
+    # rows that take the constant: the fitted rows' GPUs are the fitted devices
+    fit_gpus = {vt.scenario_for(c)["cluster"]["node"]["gpu"] for c in vt.load_cases()
+                if c.id in fitted}
+    assert fit_gpus == {d for _, ds in fc.PARAMETERS.values() for d in ds}

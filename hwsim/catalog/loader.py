@@ -31,7 +31,8 @@ SECTIONS = ("devices", "links", "storage")
 FIELDS: dict[str, dict[str, str]] = {
     "devices": dict(kind="str", name="str", peak="peak", memory="bytes", mem_bw="bytes_per_s",
                     compute_efficiency="efficiency", compute_ramp="flops", memory_efficiency="efficiency",
-                    launch_overhead="time", idle_power="power", peak_power="power", cores="int?",
+                    launch_overhead="time", framework_compute_factor="efficiency?",
+                    framework_memory_factor="efficiency?", idle_power="power", peak_power="power", cores="int?",
                     price="usd?", price_per_hour="usd_per_h?", price_date="str?"),
     "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
               "efficiency": "efficiency", "power": "power?"},
@@ -234,6 +235,8 @@ def catalog_rows(section: str) -> list[dict[str, Any]]:
              **{f"{p}_tflops": d.peak_flops_per_s[p] / 1e12 if p in d.peak_flops_per_s else None for p in DTYPES},
              "memory_gb": d.memory_bytes / 1e9, "mem_bw_tb_per_s": d.mem_bw_bytes_per_s / 1e12,
              "compute_efficiency": d.compute_efficiency, "memory_efficiency": d.memory_efficiency,
+             "framework_compute_factor": d.framework_compute_factor,
+             "framework_memory_factor": d.framework_memory_factor,
              "launch_overhead_us": d.launch_overhead_s * 1e6, "idle_w": d.idle_power_w, "tdp_w": d.peak_power_w,
              "cores": d.cores, "price_usd": d.price_usd, "price_usd_per_hour": d.price_usd_per_hour,
              "price_date": d.price_date} for d in cat.devices.values()]

@@ -29,7 +29,19 @@ class DeviceSpec:
     ``compute_ramp_flops`` is the op size at which an op reaches half of that: the efficiency of an
     op of ``f`` FLOPs is ``compute_efficiency * f / (f + compute_ramp_flops)`` (small GEMMs do not
     fill the device). ``memory_efficiency`` is the achievable fraction of ``mem_bw_bytes_per_s``
-    (STREAM copy over datasheet). ``launch_overhead_s`` is the host's time to dispatch one op
+    (STREAM copy over datasheet). These describe one kernel run alone, as a benchmark runs it
+    (:meth:`efficiency`).
+
+    Inside a training framework kernels reach less (:meth:`framework_efficiency`,
+    :meth:`roofline_s`): ``framework_compute_factor`` scales the compute efficiency of ops at a
+    matrix-unit precision (one whose peak exceeds the device's fp32 peak: Tensor Cores, MXUs;
+    real layer shapes instead of the best one, transposed operands in backward, sustained clocks),
+    ``framework_memory_factor`` the bandwidth of memory-bound ops (framework elementwise,
+    normalisation and reduction kernels against a STREAM copy). Both are calibrated against
+    published training runs (``sources`` says which); None (a factor of 1) where a device has
+    none.
+
+    ``launch_overhead_s`` is the host's time to dispatch one op
     (kernel launch and framework dispatch); see :meth:`op_time_s`. ``sources`` maps a field name to where its figure comes from.
     """
 
@@ -46,6 +58,8 @@ class DeviceSpec:
     idle_power_w: float
     peak_power_w: float
     cores: int | None = None
+    framework_compute_factor: float | None = None
+    framework_memory_factor: float | None = None
     price_usd: float | None = None
     price_usd_per_hour: float | None = None
     price_date: str | None = None
@@ -73,7 +87,8 @@ class DeviceSpec:
         raise ValueError(f"device {self.id} lists no peak for {dtype!r} or a wider precision")
 
     def efficiency(self, flops: float, dtype: str = "bf16") -> float:
-        """Achieved fraction of peak for one op of *flops* FLOPs at *dtype*.
+        """Achieved fraction of peak for one op of *flops* FLOPs at *dtype*, run alone (as a GEMM
+        benchmark runs it).
 
         ``compute_ramp_flops`` is stated at the bf16 peak; at another precision it scales with
         that precision's peak, so the ramp is the same length of time (a slower precision fills
@@ -84,10 +99,34 @@ class DeviceSpec:
         ramp = self.compute_ramp_flops * self.peak(dtype) / self.peak("bf16")
         return self.compute_efficiency * flops / (flops + ramp)
 
+    def matrix_unit(self, dtype: str) -> bool:
+        """Whether *dtype* runs on the device's matrix units: its peak exceeds the fp32 peak
+        (Tensor Core tf32/fp16/bf16/fp8; fp32 itself runs on the vector units)."""
+        return "fp32" in self.peak_flops_per_s and self.peak(dtype) > self.peak("fp32")
+
+    def framework_factor(self, dtype: str) -> float:
+        """``framework_compute_factor`` at a matrix-unit precision, else (or when unset) 1."""
+        if self.framework_compute_factor is None or not self.matrix_unit(dtype):
+            return 1.0
+        return self.framework_compute_factor
+
+    def framework_efficiency(self, flops: float, dtype: str = "bf16") -> float:
+        """Fraction of peak one op of *flops* FLOPs at *dtype* reaches inside a training
+        framework: :meth:`efficiency` times :meth:`framework_factor`. Never decreases with
+        *flops*; tends to ``compute_efficiency * framework_factor(dtype)``."""
+        return self.efficiency(flops, dtype) * self.framework_factor(dtype)
+
+    def framework_bandwidth(self) -> float:
+        """Bytes/s a memory-bound op reaches inside a framework: datasheet bandwidth x
+        ``memory_efficiency`` x ``framework_memory_factor``."""
+        factor = 1.0 if self.framework_memory_factor is None else self.framework_memory_factor
+        return self.mem_bw_bytes_per_s * self.memory_efficiency * factor
+
     def roofline_s(self, flops: float, bytes_moved: float, dtype: str) -> tuple[float, float]:
-        """Device time of one op as (compute time, memory time)."""
-        t_c = flops / (self.peak(dtype) * self.efficiency(flops, dtype)) if flops > 0 else 0.0
-        t_m = bytes_moved / (self.mem_bw_bytes_per_s * self.memory_efficiency) if bytes_moved > 0 else 0.0
+        """Device time of one op as (compute time, memory time), inside a framework."""
+        t_c = (flops / (self.peak(dtype) * self.framework_efficiency(flops, dtype))
+               if flops > 0 else 0.0)
+        t_m = bytes_moved / self.framework_bandwidth() if bytes_moved > 0 else 0.0
         return t_c, t_m
 
     def op_time_s(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0) -> float:
@@ -106,12 +145,13 @@ class DeviceSpec:
         """What limits the op: ``"compute"``, ``"memory"`` or ``"overhead"``.
 
         ``"overhead"`` when the fixed costs (host dispatch, and the ramp time of an op too small
-        to fill the device: its compute time beyond ``flops / (peak * compute_efficiency)``)
+        to fill the device: its compute time beyond the time at the plateau efficiency)
         exceed both the useful compute time and the memory time, i.e. for ops below half of the
         achievable efficiency and ops shorter than the dispatch time.
         """
         t_c, t_m = self.roofline_s(flops, bytes_moved, dtype)
-        t_useful = flops / (self.peak(dtype) * self.compute_efficiency) if flops > 0 else 0.0
+        plateau = self.compute_efficiency * self.framework_factor(dtype)
+        t_useful = flops / (self.peak(dtype) * plateau) if flops > 0 else 0.0
         if max(t_useful, t_m) / speed < max((t_c - t_useful) / speed, self.launch_overhead_s):
             return "overhead"
         return "compute" if t_c >= t_m else "memory"

@@ -212,12 +212,13 @@ class OpBuilder:
             self.fwd.append(op)
 
     def elementwise(self, name: str, elems: float, flops_per: float, touches: float,
-                    grad_bytes: float = 0.0) -> None:
+                    grad_bytes: float = 0.0, grad_touches: float | None = None) -> None:
         """A memory-bound op over *elems* values, each read or written *touches* times; its
-        gradient reads one tensor more."""
+        gradient reads one tensor more (or *grad_touches* times, when given)."""
+        gt = touches + 1 if grad_touches is None else grad_touches
         self.fwd.append(Op(f"{self.p}.{name}", elems * flops_per, self.vb * elems * touches))
         self.units.append([Op(f"{self.p}.{name}.grad", 2 * elems * flops_per,
-                              self.vb * elems * (touches + 1), grad_bytes=grad_bytes)])
+                              self.vb * elems * gt, grad_bytes=grad_bytes)])
 
     def linear(self, name: str, m: float, k: float, n: float, *, grad_bytes: float,
                tp: str = "", tp_bytes: float = 0.0, sp: bool = False,

@@ -22,6 +22,14 @@ et al. 2021 Appendix). ``hardware_flops`` adds the recomputed forward matmuls: f
 re-runs every layer's forward once (not the output layer, which Megatron does not checkpoint),
 giving exactly ``96Bslh^2 (1 + s/(6h) + V/(16lh))``; selective recompute re-runs scores and
 values, ``4Tsh`` per layer. Flash-attention's recompute of QK^T in its backward is not counted.
+
+Attention bytes. With ``flash_attention`` one fused kernel reads Q, K, V and writes O (backward:
+reads Q, K, V, O, dO, writes dQ, dK, dV). Without it (Megatron-LM before 2022) the score
+matrices (``S = b*a*s^2/t`` values) pass through memory: the batched GEMMs write the scores,
+read the probabilities (forward), write dP, read P for dV and dS twice for dQ and dK (backward),
+and a separate memory-bound op runs the fused scale-mask-softmax (read scores, write
+probabilities; backward reads P and dP, writes dS) and, with dropout, the attention dropout
+(read, write, a 1-byte mask; the same in backward).
 """
 
 from __future__ import annotations
@@ -222,7 +230,8 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     layer_p, expert_p = _rank_params(spec, t, ep)
     attn_flops = 4 * T * s * h / t
     kv_bytes = 2 * micro_batch * s * kvd / t * mb   # K and V of the whole sequence
-    eager = 0.0 if flash_attention else 4 * T * s * a / t * vb   # scores: write, read, probs
+    scores = T * s * a / t               # elements of the s x s score matrices of this rank
+    drop = 1.0 if spec.dropout else 0.0
     a2a = T / t * k * h * vb if moe else 0.0         # routed tokens of this rank
     mt, ts = (T * k, act * k) if moe else (T, act)   # tokens through the FFN, its TP message
     for i in range(spec.layers):
@@ -234,13 +243,24 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
             o.elementwise("rope", T * (h + kvd) / t, 3.0, 2.0)
         if cp > 1:
             o.comm("cp_allgather", kv_bytes, async_=True, name="attention.kv")
-        o.fwd.append(Op(f"layer{i}.attention", attn_flops,
-                        mb * T * h / t + kv_bytes + vb * T * h / t + eager, matmul=True))
-        unit = [Op(f"layer{i}.attention.grad", 2 * attn_flops,
-                   4 * vb * T * h / t + 2 * kv_bytes + 2 * eager, matmul=True)]
+        n_fwd = len(o.fwd)
+        if flash_attention:  # one fused kernel: Q, K, V in, O out
+            o.fwd.append(Op(f"layer{i}.attention", attn_flops,
+                            mb * T * h / t + kv_bytes + vb * T * h / t, matmul=True))
+            unit = [Op(f"layer{i}.attention.grad", 2 * attn_flops,
+                       4 * vb * T * h / t + 2 * kv_bytes, matmul=True)]
+        else:  # batched GEMMs around a separate softmax (+ dropout) pass over the scores
+            o.fwd.append(Op(f"layer{i}.attention", attn_flops, mb * T * h / t + kv_bytes
+                            + vb * T * h / t + 2 * vb * scores, matmul=True))
+            o.fwd.append(Op(f"layer{i}.attention.softmax", 5.0 * scores,
+                            (2 * vb + drop * (2 * vb + 1)) * scores))
+            unit = [Op(f"layer{i}.attention.grad", 2 * attn_flops, 4 * vb * T * h / t
+                       + 2 * kv_bytes + 4 * vb * scores, matmul=True),
+                    Op(f"layer{i}.attention.softmax.grad", 10.0 * scores,
+                       (3 * vb + drop * (2 * vb + 1)) * scores)]
         if recompute == "selective":
-            unit.insert(0, replace(o.fwd[-1], name=f"layer{i}.attention.recompute",
-                                   recompute=True))
+            unit[:0] = [replace(op, name=op.name + ".recompute", recompute=True)
+                        for op in o.fwd[n_fwd:]]
         if cp > 1:
             unit.append(Op(f"layer{i}.attention.kv.grad.cp_reducescatter", 0.0, 0.0,
                            comm="cp_reducescatter", comm_bytes=kv_bytes, comm_async=True))
