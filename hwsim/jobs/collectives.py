@@ -386,12 +386,16 @@ class CollectiveGroup:
         run, standing for the group's (:func:`kept`).
     ranks : sequence of int, optional
         The rank recorded for each device of *devices* (default: its position).
+    chain : CollectiveGroup, optional
+        A group on the same communicator (same ranks, another op): collectives of both run
+        one at a time, in the order they were issued, as on one NCCL communicator's stream.
     """
 
     def __init__(self, system: System, devices: Sequence[str], job: str, op: str = "allreduce",
                  algorithm: str = "auto", *, peers: Sequence[Sequence[str]] = (),
                  owner: object = None, record: Sequence[str] | None = None,
-                 ranks: Sequence[int] | None = None) -> None:
+                 ranks: Sequence[int] | None = None,
+                 chain: CollectiveGroup | None = None) -> None:
         if op not in ALGORITHMS or algorithm not in ("auto", *ALGORITHMS[op]):
             raise ValueError(f"unknown collective {op!r} / algorithm {algorithm!r}")
         self.system = system
@@ -403,7 +407,7 @@ class CollectiveGroup:
         self.record = list(record) if record is not None else list(self.ring)
         self.sources = self._sources()
         self._pending: dict[object, tuple[list[int], simpy.Event, float]] = {}
-        self._last: simpy.Event | None = None
+        self._order: list = chain._order if chain is not None else [None]
         self._timings: dict[float, tuple | None] = {}
         self._alone: bool | None = None
         self._pulse_templates: dict[int, int] = {}
@@ -524,7 +528,7 @@ class CollectiveGroup:
         self._pending[key] = (joined, done, size)
         if len(joined) == len(self.ring):
             del self._pending[key]
-            prev, self._last = self._last, done
+            prev, self._order[0] = self._order[0], done
             self.system.env.process(self._run(prev, done, size, name))
         return done
 

@@ -199,12 +199,15 @@ class ParallelTrainingJob:
                      if p.fold else [])
             mine = set(ranks)
             record = [p.devices[r] for r in self.simulated if r in mine]
-            # a group's collectives never overlap, except FSDP's gathers and reduce-scatters
-            owner = (p.job, kind, s, gid, op if kind == "dp" and p.zero == 3 else "")
+            # one communicator per group, whatever the op: its collectives run one at a time in
+            # issue order (PyTorch's one NCCL stream per process group; FSDP's all-gathers and
+            # reduce-scatters queue behind each other)
+            owner = (p.job, kind, s, gid)
+            chain = next((x for k, x in self._groups.items() if k[:3] == (kind, s, gid)), None)
             alg = p.collective if op == "allreduce" else "auto"
             g = self._groups[key] = CollectiveGroup(self.system, devs, p.job, op=op,
                                                     algorithm=alg, peers=peers, owner=owner,
-                                                    record=record, ranks=ranks)
+                                                    record=record, ranks=ranks, chain=chain)
         return g
 
     def _pair(self, src: int, dst: int, lane: int, t: int) -> CollectiveGroup:
