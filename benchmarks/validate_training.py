@@ -16,8 +16,7 @@ Role is ``fitted`` for the rows listed under ``fitted:`` in the cases file (the 
 ``benchmarks/fit_calibration.py`` fits the catalog's in-framework efficiency constants to) and
 ``validated`` otherwise; the summary line (mean absolute error, count within 15 %) covers the
 validated rows only. A case that fails (does not fit, invalid input, ...) is kept in the table with
-its error text; a case with more GPUs than ``--max-gpus`` (default 16: larger runs take over a
-minute on a 2-core machine until symmetry folding lands) is listed as not runnable yet.
+its error text; a case with more GPUs than ``--max-gpus`` (default 2048) is listed as skipped.
 """
 
 from __future__ import annotations
@@ -33,9 +32,9 @@ import yaml
 
 CASES_FILE = Path(__file__).resolve().parent / "validation_cases.yaml"
 FAMILIES = ("megatron2020", "mosaicml", "resnet50", "megatron2021")
-DEFAULT_MAX_GPUS = 16
+DEFAULT_MAX_GPUS = 2048
 WITHIN = 0.15
-NOT_RUNNABLE = "not runnable yet (needs symmetry folding)"
+NOT_RUNNABLE = "skipped"
 
 # metric name -> (how to read it from a summary, given the number of GPUs), unit
 METRICS: dict[str, tuple[Any, str]] = {
@@ -144,7 +143,7 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
     if "megatron2021" in only:
         f = spec["megatron2021"]
         c = f["common"]
-        for row in f["rows"]:
+        for row in f["rows"] + f.get("also_stated_rows", []):
             r = dict(zip(f["columns"], row))
             node = dict(systems[f["system"]])
             cases.append(Case(
@@ -154,7 +153,8 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
                  "vocab": c["vocab"], "activation": "gelu",
                  "flash_attention": f["flash_attention"]},
                 f["precision"], r["global_batch"],
-                {"tp": r["tp"], "pp": r["pp"], "recompute": f["recompute"]}, c["seq_len"],
+                {"tp": r["tp"], "pp": r["pp"], "recompute": f["recompute"],
+                 **({"micro_batch": 1} if r["pp"] > 1 else {})}, c["seq_len"],
                 f["optimizer"]))
     return cases
 
@@ -191,7 +191,17 @@ def run_case(case: Case, fitted: Iterable[str] = (), max_gpus: int = DEFAULT_MAX
         return row
     t = time.perf_counter()
     try:
-        summary = hwsim.run(scenario_for(case)).summary
+        scenario = scenario_for(case)
+        summary = hwsim.run(scenario).summary
+        par = scenario["workload"]["parallelism"]
+        micro = summary.get("global_batch", 0) // max(1, summary.get("micro_batches", 1)) // max(
+            1, case.gpus // (par.get("tp", 1) * par.get("pp", 1)))
+        while summary.get("fits") is False and "micro_batch" not in case.parallelism \
+                and micro > 1 and micro % 2 == 0:
+            micro //= 2  # the per-replica batch does not fit: accumulate smaller micro-batches
+            par["micro_batch"] = micro
+            summary = hwsim.run(scenario).summary
+            row.note = f"micro-batch {micro}"
         if summary.get("fits") is False:
             row.note = "does not fit in device memory (fits: false)"
         else:
