@@ -72,6 +72,21 @@ def _select(values: pd.Series, wanted: Any) -> np.ndarray:
     return values.isin(list(wanted)).to_numpy()
 
 
+def intervals(events: pd.DataFrame, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """``start_s`` and ``end_s`` of *events* as float arrays; ValueError (naming *who* and the
+    first bad event) unless every one is finite and ends no earlier than it starts."""
+    starts = events["start_s"].to_numpy(dtype=float)
+    ends = events["end_s"].to_numpy(dtype=float)
+    if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
+        raise ValueError(f"{who}: start_s and end_s must be finite numbers")
+    if (ends < starts).any():
+        i = int(np.argmax(ends < starts))
+        raise ValueError(f"{who}: an event ends before it starts (start_s={starts[i]}, "
+                         f"end_s={ends[i]}, name={events['name'].iloc[i]!r}, "
+                         f"category={events['category'].iloc[i]!r})")
+    return starts, ends
+
+
 def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any = None,
                             start_s: float | None = None,
                             end_s: float | None = None) -> pd.DataFrame:
@@ -123,15 +138,8 @@ def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any 
         keep &= _select(events["job"], job)
     if rank is not None:
         keep &= _select(events["rank"], rank)
-    starts = events["start_s"].to_numpy(dtype=float)[keep]
-    ends = events["end_s"].to_numpy(dtype=float)[keep]
+    starts, ends = intervals(events[keep], "critical_path_breakdown")
     cats = events["category"].to_numpy()[keep]
-    if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
-        raise ValueError("critical_path_breakdown: start_s and end_s must be finite numbers")
-    if (ends < starts).any():
-        i = int(np.argmax(ends < starts))
-        raise ValueError(f"critical_path_breakdown: an event ends before it starts (start_s="
-                         f"{starts[i]}, end_s={ends[i]}, category={cats[i]!r})")
 
     if len(starts) == 0 and (start_s is None or end_s is None):
         return _empty()

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from hwsim.analysis.bottleneck import category_tier
+from hwsim.analysis.bottleneck import category_tier, intervals
 
 __all__ = ["PARTS", "COMM_PARTS", "PRIORITY", "classify", "classify_events", "comm_parallelism",
            "rank_events", "step_breakdown", "step_summary", "summary_key"]
@@ -166,14 +166,7 @@ def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
     lo, hi = float(start_s), float(end_s)
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
         raise ValueError(f"step_breakdown: need finite start_s <= end_s, got {lo}, {hi}")
-    starts = events["start_s"].to_numpy(dtype=float)
-    ends = events["end_s"].to_numpy(dtype=float)
-    if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
-        raise ValueError("step_breakdown: start_s and end_s must be finite numbers")
-    if (ends < starts).any():
-        i = int(np.argmax(ends < starts))
-        raise ValueError(f"step_breakdown: an event ends before it starts (start_s={starts[i]}, "
-                         f"end_s={ends[i]}, name={events['name'].iloc[i]!r})")
+    starts, ends = intervals(events, "step_breakdown")
     secs = dict.fromkeys(PARTS, 0.0)
     s, e = np.clip(starts, lo, hi), np.clip(ends, lo, hi)
     live = e > s
