@@ -6,8 +6,9 @@ servers, in its own process so that peak RSS is per case:
 - ``random``: 100,000 random GPU pairs (numpy seed 0), key = the pair's index;
 - ``structured``: what a training job asks for: GPU ``i`` of server ``s`` to GPU ``i`` of server
   ``s + k`` (mod the servers) for k in +1, -1 (data-parallel ring neighbours), +N/8, -N/8
-  (pipeline-stage pairs of 8 stages), +2 and +N/64 (other groups): 6 routes per GPU, every GPU a
-  destination (98,304 routes and 16,384 destinations on 16,384 GPUs), key = the stride's index.
+  (pipeline-stage pairs of 8 stages), +2 and +max(3, N/64) (other groups): 6 routes per GPU,
+  every GPU a destination (98,304 routes and 16,384 destinations on 16,384 GPUs), key = the
+  stride's index.
 
 Clusters (``--cluster``): ``ft16k``: 2,048 servers of 8 H100-SXM5 (NVLink4, 8 NDR-400 NICs,
 EPYC-7742), three-level fat-tree of 64-port switches; ``rail16k``: the same servers rail-optimized;

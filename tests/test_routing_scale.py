@@ -61,6 +61,7 @@ def _bridge_graph() -> nx.Graph:
     server("s4", 4, 3, ["sw1"], cpus=2)
     server("t", 5, 2, ["sw0", "sw0"], cpus=4)  # inside: 7 hops between its GPUs, outside: 6
     server("u", 6, 2, ["sw1", "sw1"], cpus=3)  # 6 and 6
+    server("v", 7, 1, ["store"])  # reaches nothing but the storage, which does not forward
     nodes += [{"id": "lone", "kind": "gpu", "spec": "A100-SXM4-80GB"},  # on a switch, no server
               {"id": "store", "kind": "storage", "spec": "lustre"}]
     links += [{"a": "lone", "b": "sw1", "link": "ib-hdr-200"},
@@ -141,7 +142,7 @@ def test_transit_through_a_server_pcie_switch() -> None:
     assert r.path("s1.gpu0", "s3.gpu1") == ["s1.gpu0", "s1.pcie0", "s1.nic0", "sw0", "b.nic0",
                                             "b.pcie0", "b.nic1", "sw1", "s3.nic0", "s3.pcie0",
                                             "s3.gpu1"] == Reference(G).path("s1.gpu0", "s3.gpu1")
-    assert r.distance("store", "s4.gpu2") == 7  # by d3, d4 (by d1, sw0 and b: 8)
+    assert r.distance("store", "s4.gpu2") == 7  # by d3, d4 (by d1, sw0 and b: 10)
     # inside server t its GPUs are 7 hops apart; out through sw0 and back, 6
     assert r.path("t.gpu0", "t.gpu1") == ["t.gpu0", "t.pcie0", "t.nic0", "sw0", "t.nic1",
                                           "t.pcie1", "t.gpu1"]
@@ -163,7 +164,115 @@ def test_same_routes_with_tiny_caches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routing, "_STATE_BUDGET", 1)
     monkeypatch.setattr(routing, "_DEST_CACHE", 3)
     monkeypatch.setattr(routing, "_PATH_CACHE", 7)
-    for name in ("rail-2", "tpu-pod", "bridge"):
+    for name in ("fat-tree-3", "rail-2", "tpu-pod", "multi-site", "bridge"):
         G = TOPOLOGIES[name]()
         rng, nodes = random.Random(name), list(G)
         _compare(G, [(*rng.sample(nodes, 2), rng.randrange(8)) for _ in range(800)], paths=20)
+
+
+def _random_graph(seed: int) -> nx.Graph:
+    """Nodes of every kind in up to 5 servers (or none), joined at random by links of every
+    class: servers side by side, TPUs relaying ICI between servers, gateways of every sort."""
+    rng = random.Random(seed)
+    kinds = ["switch", "switch", "nic", "pcie_switch", "cpu", "gpu", "gpu", "tpu", "tpu",
+             "memory", "storage", "nvswitch", "router"]
+    G = nx.Graph(name=f"random{seed}")
+    n = rng.randrange(12, 45)
+    for i in range(n):
+        kind = rng.choice(kinds)
+        server = None if kind in ("switch", "router") or rng.random() < 0.2 else rng.randrange(5)
+        G.add_node(f"v{i}", kind=kind, server=server, site="site0")
+    classes = [("infiniband", 25e9), ("pcie", 32e9), ("nvlink", 300e9), ("ici", 50e9),
+               ("ici", 100e9), ("internal", 100e9), ("ethernet", 12.5e9)]
+    for _ in range(rng.randrange(n, 3 * n)):
+        a, b = rng.sample(range(n), 2)
+        cls, bw = rng.choice(classes)
+        G.add_edge(f"v{a}", f"v{b}", link_class=cls, bw_bytes_per_s=bw * rng.choice((1, 1, 2)))
+    return G
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_same_routes_on_random_graphs(seed: int) -> None:
+    G = _random_graph(seed)
+    rng, nodes = random.Random(seed), list(G)
+    _compare(G, [(*rng.sample(nodes, 2), rng.randrange(16)) for _ in range(400)], paths=80)
+
+
+def _random_cluster(seed: int) -> nx.Graph:
+    """Random servers (CPUs, PCIe switches, GPUs or TPUs, NICs, memory) on a random switch
+    fabric: often all NICs of a server on one switch (sealed), sometimes servers joined directly
+    (NIC to NIC, TPU to TPU over ICI), storage on switches or inside servers."""
+    rng = random.Random(seed)
+    G = nx.Graph(name=f"cluster{seed}")
+
+    def node(v: str, kind: str, server: int | None = None) -> str:
+        G.add_node(v, kind=kind, server=server, site="site0")
+        return v
+
+    def link(a: str, b: str, cls: str, bw: float) -> None:
+        G.add_edge(a, b, link_class=cls, bw_bytes_per_s=bw * rng.choice((1, 1, 1, 2)))
+    switches = [node(f"sw{i}", "switch") for i in range(rng.randrange(2, 7))]
+    for i in range(1, len(switches)):  # a random tree, and a few more links
+        link(switches[i], switches[rng.randrange(i)], "infiniband", 50e9)
+    for _ in range(rng.randrange(3)):
+        a, b = rng.sample(switches, 2)
+        link(a, b, "infiniband", 50e9)
+    nics, chips = [], []
+    for s in range(rng.randrange(2, 8)):
+        p = f"n{s}."
+        cpus = [node(f"{p}cpu{k}", "cpu", s) for k in range(rng.choice((1, 2)))]
+        if len(cpus) == 2:
+            link(*cpus, "internal", 100e9)
+        link(node(f"{p}mem", "memory", s), cpus[0], "internal", 200e9)
+        pcies = [node(f"{p}pcie{k}", "pcie_switch", s) for k in range(rng.randrange(1, 4))]
+        for k, sw in enumerate(pcies):
+            link(sw, cpus[k % len(cpus)], "pcie", 32e9)
+        acc = rng.choice(("gpu", "tpu"))
+        accs = [node(f"{p}{acc}{g}", acc, s) for g in range(rng.randrange(1, 5))]
+        for g, a in enumerate(accs):
+            link(a, pcies[g % len(pcies)], "pcie", 32e9)
+        if acc == "gpu" and len(accs) > 1 and rng.random() < 0.5:
+            nv = node(f"{p}nvswitch", "nvswitch", s)
+            for a in accs:
+                link(a, nv, "nvlink", 300e9)
+        elif acc == "tpu":
+            for a, b in zip(accs, accs[1:]):
+                link(a, b, "ici", 50e9)
+            chips += accs
+        mine = [node(f"{p}nic{j}", "nic", s) for j in range(rng.randrange(1, 4))]
+        one = rng.choice(switches)
+        for j, nic in enumerate(mine):
+            link(nic, pcies[j % len(pcies)], "pcie", 32e9)
+            link(nic, one if rng.random() < 0.6 else rng.choice(switches), "infiniband", 25e9)
+        nics += mine
+        if rng.random() < 0.3:
+            link(node(f"{p}nvme", "storage", s), pcies[0], "pcie", 8e9)
+    for _ in range(rng.randrange(3)):  # servers side by side
+        a, b = rng.sample(nics, 2)
+        if G.nodes[a]["server"] != G.nodes[b]["server"]:
+            link(a, b, "infiniband", 25e9)
+    for _ in range(rng.randrange(4) if len(chips) > 1 else 0):
+        a, b = rng.sample(chips, 2)
+        link(a, b, "ici", 50e9)
+    for k in range(rng.randrange(3)):
+        link(node(f"store{k}", "storage"), rng.choice(switches), "infiniband", 25e9)
+    return G
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_same_routes_on_random_clusters(seed: int) -> None:
+    G = _random_cluster(seed)
+    rng, nodes = random.Random(seed), list(G)
+    _compare(G, [(*rng.sample(nodes, 2), rng.randrange(16)) for _ in range(500)], paths=80)
+
+
+def test_degenerate_graphs() -> None:
+    Router(nx.Graph())  # no node: builds
+    G = nx.Graph(name="bare")
+    for v, server in (("a", 0), ("b", 1), ("c", None)):
+        G.add_node(v, kind="gpu", server=server)
+    _compare(G, [("a", "b", 0), ("c", "a", 1)])  # no link at all
+    G.add_node("s", kind="switch")
+    G.add_edge("a", "s", link_class="pcie", bw_bytes_per_s=1.0)
+    G.add_edge("b", "s", link_class="pcie", bw_bytes_per_s=1.0)
+    _compare(G, [(a, b, k) for a in G for b in G for k in range(3)])

@@ -4,9 +4,12 @@ Forwarders are :data:`~hwsim.topology.attributes.FORWARDING_KINDS`, and TPU chip
 ICI link; GPUs, memory and storage never forward. At each hop, of the next hops on a shortest
 route, those over the widest link are kept (NVLink beats a PCIe switch shared by two GPUs) and one
 is picked by a stable hash of ``(src, dst, key)`` and the hop (ECMP, same in every process).
-How it is fast (distances into a server composed from one BFS per state that enters it, next hops
-cached and shared by every destination entered alike and, inside other servers, by all
-destinations alike from the server's gateways): docs/topology.md.
+
+How it is fast on large clusters (docs/topology.md, "Speed"): distances to a node inside a server
+are composed from one BFS per state that enters the server, shared by every destination behind
+it; BFS skip sealed servers (left through one gateway); next hops are cached and shared by all
+destinations alike (outside servers: picked for every state at once with numpy; inside other
+servers: by the distances of the server's gateways), runs of single hops walked as one step.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import difflib
 import zlib
 from array import array
+from collections import Counter
+from operator import add
 from typing import Hashable, NamedTuple, Sequence
 
 import networkx as nx
@@ -27,8 +32,8 @@ __all__ = ["Router"]
 
 _MIX = 0x9E3779B1  # Knuth's multiplicative-hash constant (2**32 / golden ratio)
 _PATH_CACHE = 200_000
-_DEST_CACHE = 1 << 16  # destinations whose near distances and next hops are kept
-_STATE_BUDGET = 64_000_000  # states kept in whole-graph distance maps (2 bytes each)
+_DEST_CACHE = 1 << 16  # destinations whose near distances and steps are kept
+_STATE_BUDGET = 64_000_000  # states kept in each kind of whole-graph map (2 bytes each)
 _FAR = 1 << 40  # "unreachable" in inside-server distances
 _SHARED = ENDPOINT_KINDS - set(TRANSIT_LINK_CLASSES)  # endpoint kinds whose routes are shared
 
@@ -37,7 +42,7 @@ _Step = tuple  # ((state, node, names), ...): the choices of one step of a walk 
 
 
 class _Dest(NamedTuple):
-    """What the router knows about routes to one destination node.
+    """What the router knows about routes to one destination node (see Router._dest).
 
     Its distance from a state is ``far[state] + off`` (``far``: the map of :meth:`Router._far`
     number *q*, -1 if unreachable), or ``near[state]`` for a state of its server when smaller.
@@ -64,6 +69,7 @@ class _Entry(NamedTuple):
     """The transitions that enter one server and its inside transitions, reversed."""
 
     ingress: dict[int, list[tuple[int, int, float]]]  # state outside -> its transitions inside
+    edge: frozenset[int]  # the states of ingress
     pred: dict[int, list[int]]  # inside state -> inside states with a transition to it
     pred_node: dict[int, list[int]]  # inside node -> inside states with a transition to it
 
@@ -97,8 +103,8 @@ class _Outside(NamedTuple):
     frm: np.ndarray  # state
     to: np.ndarray  # next state
     bw: np.ndarray  # link bandwidth
-    bit: np.ndarray  # 1 << (position among the state's kept transitions % 63)
-    runs: np.ndarray  # first transition of each run of 63 of one state
+    bit: np.ndarray  # 1 << (position among the state's kept transitions % 64)
+    runs: np.ndarray  # first transition of each run of 64 of one state
     firsts: np.ndarray  # first transition of each state
     counts: np.ndarray  # transitions of each state
 
@@ -125,7 +131,7 @@ class Router:
                                                   if k in TRANSIT_LINK_CLASSES)}
         self._transit, ns = transit, n + len(transit)
         self._fwd: list[list[tuple[int, int, float]]] = [[] for _ in range(ns)]
-        frm, to_state, to_node = [], [], []
+        frm, to_state, to_node, bws = [], [], [], []  # all transitions
         for u, v, d in G.edges(data=True):
             cls, bw = d.get("link_class"), float(d.get("bw_bytes_per_s", 0.0))
             for a, b in ((index[u], index[v]), (index[v], index[u])):
@@ -134,7 +140,7 @@ class Router:
                 relay = a in transit and cls in TRANSIT_LINK_CLASSES[kinds[a]]
                 for s in (a, transit[a]) if relay else (a,):
                     self._fwd[s].append((ts, b, bw))
-                    frm.append(s), to_state.append(ts), to_node.append(b)
+                    frm.append(s), to_state.append(ts), to_node.append(b), bws.append(bw)
         def attachment(v: str) -> tuple:  # endpoints alike in it share routes but the last hop
             d, links = G.nodes[v], G[v].items()
             return (d["kind"], d.get("site"), d.get("server"), tuple(sorted(
@@ -154,7 +160,8 @@ class Router:
         self._entries: dict[int, _Entry] = {}
         self._sig_ids: dict[tuple[int, tuple[int, ...]], int] = {}  # (server, sig) -> number
         self._sig_of: list[tuple[int, tuple[int, ...]]] = []  # number -> (server, sig)
-        self._shops: dict[int, tuple[tuple[int, int], ...]] = {}  # state + offset -> next hops
+        self._sig_memo: list = [-1, None, None, None, None]  # see _server_choices
+        self._shops: dict[int, _Step] = {}  # state (+ offset of _sig) -> step inside a server
         self._q_sigs: dict[tuple[int, int], int] = {}  # (far map, server) -> offset (see _sig)
         self._q_ids: dict[object, int] = {}  # key of a far map -> its number (see _far)
         self._q_of: list[object] = []  # number -> key
@@ -168,18 +175,19 @@ class Router:
         self._n_states = ns
         frm_a, ts_a, tn_a = (np.asarray(x, dtype=np.int64) for x in (frm, to_state, to_node))
         srv_a = np.asarray(self._srv, dtype=np.int64)
+        ssrv = srv_a[frm_a]  # server of each transition's start and of its end
+        dsrv = np.where(ts_a >= 0, srv_a[ts_a], np.asarray(self._node_srv, dtype=np.int64)[tn_a])
         # Sealed servers: left only through transitions to one state outside servers (a fat-tree
         # server's leaf). A route never crosses one (it would leave where it came in) and every
         # route from inside one passes that gateway, so BFS do not enter them: hops from their
         # states are filled in afterwards as hops to the gateway plus the gateway's (see _bfs).
-        ssrv = srv_a[frm_a]
-        dsrv = np.where(ts_a >= 0, srv_a[ts_a], np.asarray(self._node_srv, dtype=np.int64)[tn_a])
         leave = (ssrv >= 0) & (dsrv != ssrv)
         lo, hi = np.full(len(ids) + 1, ns, dtype=np.int64), np.full(len(ids) + 1, -1)
         np.minimum.at(lo, ssrv[leave], ts_a[leave])
         np.maximum.at(hi, ssrv[leave], ts_a[leave])
-        sealed = (lo == hi) & (srv_a[np.maximum(hi, 0)] < 0)
-        self._sealed = cut = (srv_a >= 0) & sealed[srv_a]
+        sealed = (lo == hi) & (hi >= 0)
+        sealed[sealed] = srv_a[hi[sealed]] < 0
+        cut = (srv_a >= 0) & sealed[srv_a]
         inner = cut[frm_a] & (dsrv == ssrv) & (ts_a >= 0)
         din = np.full(ns, -1, dtype=np.int64)
         din[frm_a[leave & cut[frm_a]]] = 1
@@ -188,27 +196,45 @@ class Router:
         self._fill_d, self._fill_g = din[self._fill_x], hi[srv_a[self._fill_x]]
         self._gate = np.where(cut, hi[srv_a], -1).tolist()  # state -> its sealed server's gateway
         self._din = din.tolist()  # state of a sealed server -> hops to the gateway, -1: none
-        # numpy CSR of the reversed transitions (but those from sealed servers), by arrival state,
-        # and of all transitions by arrival node
-        keep = (ts_a >= 0) & ~cut[frm_a]
-        self._rev_ptr, self._rev_from = _reversed(frm_a[keep], ts_a[keep], ns)
+        # BFS run over the other states, renumbered 0.. in order (-1: sealed): numpy CSR of their
+        # transitions reversed, by arrival state; and of all transitions by arrival node
+        self._open = np.flatnonzero(~cut)
+        self._local = np.full(ns, -1, dtype=np.int64)
+        self._local[self._open] = np.arange(len(self._open))
+        keep = (ts_a >= 0) & ~cut[frm_a] & ~cut[np.maximum(ts_a, 0)]
+        self._rev_ptr, self._rev_from = _reversed(self._local[frm_a[keep]],
+                                                  self._local[ts_a[keep]], len(self._open))
         self._in_ptr, self._in_from = _reversed(frm_a, tn_a, n)
+        # the transitions entering each server, by the state outside they come from
+        self._ingress: dict[int, dict[int, list[tuple[int, int, float]]]] = {}
+        into = dsrv.tolist()
+        for i in np.flatnonzero((dsrv >= 0) & (dsrv != ssrv)).tolist():
+            self._ingress.setdefault(into[i], {}).setdefault(frm[i], []).append(
+                (to_state[i], to_node[i], bws[i]))
+        # servers whose destinations get distances through their ingress (see _dest): those that
+        # cost at most one BFS, each BFS shared by all the servers its state enters (a fat-tree
+        # or rail server: 1/4 for its leaf or 8/32 for its 8 rail leaves); the others (a TPU
+        # host entered from its torus neighbours) get one BFS per destination
+        shared = Counter(o for entering in self._ingress.values() for o in entering)
+        self._by_ingress = {sid for sid, entering in self._ingress.items()
+                            if sum(1 / shared[o] for o in entering) <= 1}
         # the transitions of the states outside servers that may lie on a shortest route to a
         # destination outside the server they enter (all but those into sealed servers and to
-        # nodes that do not forward): bit j of a state's key in _far_step, 63 to a numpy word
-        self._kept: list[list[tuple[int, int]]] = [[] for _ in range(ns)]
+        # nodes that do not forward): bit j of a state's key in _far_step, 64 to a numpy word
+        cutl = cut.tolist()
+        self._kept: dict[int, list[tuple[int, int]]] = {}
         self._runs: list[tuple[int, int]] = [(0, 0)] * ns  # state -> its words in _pick
         frm, to, bw, bit, runs, firsts = [], [], [], [], [], []
         for x in np.flatnonzero(srv_a < 0).tolist():
-            kept = [y for y in self._fwd[x] if y[0] >= 0 and not cut[y[0]]]
+            kept = [y for y in self._fwd[x] if y[0] >= 0 and not cutl[y[0]]]
             if not kept:
                 continue
             firsts.append(len(frm))
-            self._runs[x] = (len(runs), len(runs) + (len(kept) + 62) // 63)
-            runs.extend(range(len(frm), len(frm) + len(kept), 63))
+            self._runs[x] = (len(runs), len(runs) + (len(kept) + 63) // 64)
+            runs.extend(range(len(frm), len(frm) + len(kept), 64))
             self._kept[x] = [y[:2] for y in kept]
             for j, (y, _, w) in enumerate(kept):
-                frm.append(x), to.append(y), bw.append(w), bit.append(1 << (j % 63))
+                frm.append(x), to.append(y), bw.append(w), bit.append(1 << (j % 64))
         self._out = _Outside(np.asarray(frm, dtype=np.int64), np.asarray(to, dtype=np.int64),
                              np.asarray(bw, dtype=np.float64), np.asarray(bit, dtype=np.uint64),
                              np.asarray(runs, dtype=np.int64), np.asarray(firsts, dtype=np.int64),
@@ -275,7 +301,8 @@ class Router:
         return out
 
     def paths(self, src: Hashable, dst: Hashable) -> list[list[str]]:
-        """Every route :meth:`path` may return, sorted; computed without its shared caches."""
+        """Every route :meth:`path` may return, sorted; computed hop by hop from the distances,
+        without the steps that :meth:`path` caches and shares."""
         s, t, D = self._prepare(src, dst)
         if s == t:
             return [[src]]
@@ -327,12 +354,16 @@ class Router:
         return w if w is not None and (v < 0 or w < v) else v
 
     def _dest(self, t: int) -> _Dest:
-        """Distances to node *t*. Outside its server T they are ``min over o (row_o + c_o)``: a
-        shortest route enters T for the last time from some state o outside it, reaches o in
-        ``row_o`` hops (:meth:`_row`, a BFS over the whole graph shared by every destination
-        behind o), then takes ``c_o`` hops through T only. That minimum less its smallest ``c_o``
-        is a far map shared by destinations entered alike; inside T, a route may also stay in T
-        (``near``). Nodes outside servers get a BFS of their own as far map."""
+        """Distances to node *t*, exact from every state.
+
+        In a server T of ``_by_ingress``, a shortest route from a state outside T enters T for
+        the last time from some state o outside it: it reaches o in ``row_o`` hops (:meth:`_row`,
+        a BFS shared by every destination behind o), then takes ``c_o`` hops inside T, so its
+        length is ``min over o (row_o + c_o)``. That minimum less the smallest ``c_o`` (*off*) is
+        the far map, shared by all destinations whose ``c_o - off`` are the same (all the GPUs
+        behind one fat-tree leaf). From a state of T, a route either stays in T (``near``, a BFS
+        inside T) or leaves it and comes back, as above. Any other node gets a BFS of its own as
+        far map (``near`` empty, *off* 0)."""
         D = self._dests.get(t)
         if D is not None:
             return D
@@ -341,6 +372,9 @@ class Router:
             start, stop = self._in_ptr[t], self._in_ptr[t + 1]
             D = _Dest(self._q_id(t), 0, {}, -2, frozenset(self._in_from[start:stop].tolist()),
                       {}, {})
+        elif sid not in self._by_ingress:
+            E = self._entries.get(sid) or self._entry(sid)
+            D = _Dest(self._q_id(t), 0, {}, sid, E.edge, {}, {})
         else:
             E = self._entries.get(sid) or self._entry(sid)
             near = {t: 0}
@@ -368,29 +402,23 @@ class Router:
                     cost[o] = c
             low = min(cost.values(), default=0)
             D = _Dest(self._q_id(tuple(sorted((o, c - low) for o, c in cost.items()))), low,
-                      near, sid, frozenset(E.ingress), {}, {})
+                      near, sid, E.edge, {}, {})
         if len(self._dests) >= _DEST_CACHE:  # forget the oldest
             del self._dests[next(iter(self._dests))]
         return self._dests.setdefault(t, D)
 
     def _entry(self, sid: int) -> _Entry:
         """How server *sid* is entered, and its inside transitions reversed."""
-        srv, fwd = self._srv, self._fwd
         pred: dict[int, list[int]] = {}
         pred_node: dict[int, list[int]] = {}
-        ingress: dict[int, list[tuple[int, int]]] = {}
         for x in self._members[sid]:
-            for ts, b, _ in fwd[x]:
+            for ts, b, _ in self._fwd[x]:
                 if self._node_srv[b] == sid:
                     pred_node.setdefault(b, []).append(x)
                     if ts >= 0:
                         pred.setdefault(ts, []).append(x)
-            if x < len(self._names):
-                start, stop = self._in_ptr[x], self._in_ptr[x + 1]
-                for o in self._in_from[start:stop].tolist():
-                    if srv[o] != sid and o not in ingress:
-                        ingress[o] = [x for x in fwd[o] if self._node_srv[x[1]] == sid]
-        return self._entries.setdefault(sid, _Entry(ingress, pred, pred_node))
+        ingress = self._ingress.get(sid, {})
+        return self._entries.setdefault(sid, _Entry(ingress, frozenset(ingress), pred, pred_node))
 
     def _q_id(self, key: object) -> int:
         """Number of the far map of *key*: a node (its own BFS) or ``((o, c_o - low), ...)``."""
@@ -423,23 +451,29 @@ class Router:
 
     def _row(self, o: int) -> array:
         """Hops from every state to state *o* (a BFS over the reversed state graph)."""
-        row = self._bfs([o], self._rev_from[self._rev_ptr[o]:self._rev_ptr[o + 1]])
+        k = self._local[o]
+        row = self._bfs([o], self._open[self._rev_from[self._rev_ptr[k]:self._rev_ptr[k + 1]]])
         if len(self._rows) >= self._max_maps:  # forget the oldest
             del self._rows[next(iter(self._rows))]
         return self._rows.setdefault(o, row)
 
     def _bfs(self, zero: list[int], one: np.ndarray) -> array:
         """Hop distances to the states *zero*, *one* being the states one hop away: a numpy BFS
-        over the reversed state graph, one level at a time; int16, -1 if unreachable."""
-        dist = np.full(self._n_states, -1, dtype=np.int64)
-        dist[zero] = 0
-        one = one[(dist[one] < 0) & ~self._sealed[one]]
-        dist[one] = 1
-        _spread(dist, self._rev_ptr, self._rev_from)
-        gate = dist[self._fill_g]  # sealed servers: through their gateway
+        over the reversed state graph less the sealed servers, one level at a time, then the
+        sealed servers through their gateways; int16, -1 if unreachable."""
+        loc = self._local
+        near = np.full(len(self._open), -1, dtype=np.int64)
+        near[loc[zero]] = 0  # never sealed: a state entering a server or a node outside servers
+        one = loc[one]
+        one = one[one >= 0]
+        near[one[near[one] < 0]] = 1
+        _spread(near, self._rev_ptr, self._rev_from)
+        dist = np.full(self._n_states, -1, dtype=np.int16)
+        dist[self._open] = near
+        gate = dist[self._fill_g]
         dist[self._fill_x] = np.where(gate >= 0, gate + self._fill_d, -1)
         compact = array("h")  # int16: 2 bytes a state, indexed as fast as a list
-        compact.frombytes(dist.astype(np.int16).tobytes())
+        compact.frombytes(dist.tobytes())
         return compact
 
     @staticmethod
@@ -452,10 +486,14 @@ class Router:
         widest link (in the order of the state's transitions)."""
         ds = self._dist(D, state) - 1
         cand = self._fwd[state]
-        if state in D.edge and D.srv >= 0 and ds + 1 == D.off:  # no shorter way round: only
-            cand = self._entries[D.srv].ingress[state]  # the links into the server lead on
-        return self._widest([x for x in cand if x[1] == t] if ds == 0 else
-                            [x for x in cand if x[0] >= 0 and self._dist(D, x[0]) == ds])
+        if ds == 0:
+            return self._widest([x for x in cand if x[1] == t])
+        if not D.near:  # a BFS of its own: the far map is the distance
+            far = self._fars.get(D.q) or self._far(D.q)
+            return self._widest([x for x in cand if x[0] >= 0 and far[x[0]] == ds])
+        if state in D.edge and ds + 1 == D.off:  # no shorter way round: only the links into
+            cand = self._entries[D.srv].ingress[state]  # the server lead on
+        return self._widest([x for x in cand if x[0] >= 0 and self._dist(D, x[0]) == ds])
 
     def _run(self, choices: tuple[tuple[int, int], ...], more) -> _Step:
         """The step of a walk from some state with next hops *choices*: each choice followed
@@ -486,19 +524,23 @@ class Router:
         first, stop = self._runs[state]
         bits = 0
         for r in range(first, stop):
-            bits |= picks[r] << 63 * (r - first)
+            bits |= picks[r] << 64 * (r - first)
         step = self._hopsets.get(bits << 32 | state)
         if step is None:
-            step = tuple((ts, b, (self._names[b],)) for j, (ts, b) in
-                         enumerate(self._kept[state]) if bits >> j & 1)
-            step = self._hopsets.setdefault(bits << 32 | state, step)
+            kept, names, choices, rest = self._kept[state], self._names, [], bits
+            while rest:
+                low = rest & -rest
+                ts, b = kept[low.bit_length() - 1]
+                choices.append((ts, b, (names[b],)))
+                rest ^= low
+            step = self._hopsets.setdefault(bits << 32 | state, tuple(choices))
         return step
 
     def _pick(self, q: int) -> array:
         """The next hops of every state outside servers toward a destination whose far map is
         number *q* and that the state has no transition into (nor into its server): of its kept
         transitions (see __init__), those on a shortest route and then the widest, as in
-        :meth:`_choices`, as bits in words of 63, at once with numpy."""
+        :meth:`_choices`, as bits in words of 64, at once with numpy."""
         far = np.frombuffer(self._fars.get(q) or self._far(q), dtype=np.int16)
         P = self._out
         on = far[P.to] == far[P.frm] - 1
@@ -544,7 +586,12 @@ class Router:
         shared = D.srv not in sv.touch
         off = self._q_sigs.get((D.q, sid)) if shared else None
         if off is None:
-            vals = [self._dist(D, g) if g >= 0 else (0 if b == t else -1) for g, b in sv.gates]
+            if shared:  # no gateway into t's server: its far map tells (less the same offset)
+                far = self._fars.get(D.q) or self._far(D.q)
+                vals = [far[g] if g >= 0 else (0 if b == t else -1) for g, b in sv.gates]
+            else:
+                vals = [self._dist(D, g) if g >= 0 else (0 if b == t else -1)
+                        for g, b in sv.gates]
             low = min((v for v in vals if v >= 0), default=0)
             key = (sid, tuple(v - low if v >= 0 else -1 for v in vals))
             n = self._sig_ids.setdefault(key, len(self._sig_of))
@@ -552,6 +599,8 @@ class Router:
                 self._sig_of.append(key)
             off = (n + 1) * self._n_states
             if shared:
+                if len(self._q_sigs) >= _PATH_CACHE * 4:
+                    self._q_sigs.clear()
                 self._q_sigs[D.q, sid] = off
         return D.sig.setdefault(sid, off)
 
@@ -566,6 +615,7 @@ class Router:
              and din[y[0]] == want])
 
     def _sealed_step(self, state: int) -> _Step:
+        """Step of *state*, in a sealed server, toward anything outside it (cached by state)."""
         sid = self._srv[state]
         return self._shops.setdefault(state, self._run(
             self._sealed_choices(state), lambda ts, b: self._sealed_choices(ts)
@@ -573,18 +623,25 @@ class Router:
 
     def _server_choices(self, state: int, off: int) -> tuple[tuple[int, int], ...]:
         """Next hops of inside *state* toward any destination outside its server with key *off*."""
-        sid, sig = self._sig_of[off // self._n_states - 1]
-        gates, d_in, _ = self._servers[sid]
-        far = [_FAR if g < 0 else g for g in sig]
+        memo = self._sig_memo  # hops from inside states under the last offset asked for
+        if memo[0] != off:
+            sid, sig = self._sig_of[off // self._n_states - 1]
+            gates, d_in, _ = self._servers[sid]
+            memo[:] = off, gates, [_FAR if g < 0 else g for g in sig], d_in, {}
+        _, gates, far, d_in, known = memo
 
-        def dist(x: int) -> int:
-            return min(d + g for d, g in zip(d_in[x], far))
+        def dist(x: int) -> int:  # through the nearest gateway
+            d = known.get(x)
+            if d is None:
+                d = known[x] = min(map(add, d_in[x], far))
+            return d
         want = dist(state) - 1
         return self._widest([(ts, b, bw) for ts, b, bw in self._fwd[state]
                              if ((ts, b) in gates and far[gates[ts, b]] == want)
                              or ((ts, b) not in gates and ts in d_in and dist(ts) == want)])
 
     def _server_step(self, state: int, off: int) -> _Step:
+        """Step of inside *state* toward any destination outside its server with key *off*."""
         sid = self._srv[state]
         return self._shops.setdefault(state + off, self._run(
             self._server_choices(state, off), lambda ts, b: self._server_choices(ts, off)
