@@ -4,8 +4,12 @@ Forwarders are :data:`~hwsim.topology.attributes.FORWARDING_KINDS`, and TPU chip
 ICI link; GPUs, memory and storage never forward. At each hop, of the next hops on a shortest
 route, those over the widest link are kept (NVLink beats a PCIe switch shared by two GPUs) and one
 is picked by a stable hash of ``(src, dst, key)`` and the hop (ECMP, same in every process).
-How it is fast (per-destination numpy BFS, next hops cached and shared by identical endpoints and,
-inside other servers, by all destinations alike from the server's gateways): docs/topology.md.
+
+How it is fast on large clusters (docs/topology.md, "Speed"): distances to a node inside a server
+are composed from one BFS per state that enters the server, shared by every destination behind
+it; BFS skip sealed servers (left through one gateway); next hops are cached and shared by all
+destinations alike (outside servers: picked for every state at once with numpy; inside other
+servers: by the distances of the server's gateways), runs of single hops walked as one step.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import difflib
 import zlib
 from array import array
+from collections import Counter
+from operator import add
 from typing import Hashable, NamedTuple, Sequence
 
 import networkx as nx
@@ -26,16 +32,28 @@ __all__ = ["Router"]
 
 _MIX = 0x9E3779B1  # Knuth's multiplicative-hash constant (2**32 / golden ratio)
 _PATH_CACHE = 200_000
-_STATE_BUDGET = 64_000_000  # states kept in per-destination distance maps (2 bytes each)
+_DEST_CACHE = 1 << 16  # destinations whose near distances and steps are kept
+_STATE_BUDGET = 64_000_000  # states kept in each kind of whole-graph map (2 bytes each)
 _FAR = 1 << 40  # "unreachable" in inside-server distances
 _SHARED = ENDPOINT_KINDS - set(TRANSIT_LINK_CLASSES)  # endpoint kinds whose routes are shared
 
 
-class _Dest(NamedTuple):
-    """What the router knows about routes to one destination."""
+_Step = tuple  # ((state, node, names), ...): the choices of one step of a walk (see _run)
 
-    dist: array  # hops from each state to the destination, -1 if unreachable
-    hops: dict[int, tuple[tuple[int, int], ...]]  # state -> ((next state, node), ...)
+
+class _Dest(NamedTuple):
+    """What the router knows about routes to one destination node (see Router._dest).
+
+    Its distance from a state is ``far[state] + off`` (``far``: the map of :meth:`Router._far`
+    number *q*, -1 if unreachable), or ``near[state]`` for a state of its server when smaller.
+    """
+
+    q: int  # number of the far map (see Router._far)
+    off: int  # added to the far map
+    near: dict[int, int]  # state of the destination's server -> hops through that server only
+    srv: int  # the destination's server, -2 if it has none
+    edge: frozenset[int]  # states outside srv with a transition into it (or to the node itself)
+    steps: dict[int, _Step]  # state of srv or edge -> its step toward the destination
     sig: dict[int, int]  # server -> key offset of its gateways' distances (see _sig)
 
 
@@ -44,6 +62,51 @@ class _Server(NamedTuple):
 
     gates: dict[tuple[int, int], int]  # (state or -1, node) outside the server -> gateway index
     d_in: dict[int, list[int]]  # inside state -> hops to each gateway through the server only
+    touch: frozenset[int]  # servers the gateways lead into (-1: outside servers)
+
+
+class _Entry(NamedTuple):
+    """The transitions that enter one server and its inside transitions, reversed."""
+
+    ingress: dict[int, list[tuple[int, int, float]]]  # state outside -> its transitions inside
+    edge: frozenset[int]  # the states of ingress
+    pred: dict[int, list[int]]  # inside state -> inside states with a transition to it
+    pred_node: dict[int, list[int]]  # inside node -> inside states with a transition to it
+
+
+def _reversed(frm: np.ndarray, to: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of transitions ``frm -> to`` by arrival: ``frm[ptr[v]:ptr[v + 1]]`` arrive at v."""
+    order = np.argsort(to, kind="stable")
+    return np.searchsorted(to[order], np.arange(n + 1)), frm[order]
+
+
+def _spread(dist: np.ndarray, ptr: np.ndarray, rev: np.ndarray) -> None:
+    """Breadth-first from the states at distance 1 in *dist* (-1: not reached yet) over the
+    reversed transitions ``(ptr, rev)`` (see _reversed), one numpy step a level, in place."""
+    level = 1
+    front = np.flatnonzero(dist == 1)
+    while front.size:
+        starts = ptr[front]
+        lens = ptr[front + 1] - starts
+        total = int(lens.sum())
+        if not total:
+            break
+        cand = rev[np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)]
+        level += 1
+        dist[cand[dist[cand] < 0]] = level
+        front = np.flatnonzero(dist == level)
+
+
+class _Outside(NamedTuple):
+    """The transitions of the states outside servers, state by state, as numpy arrays."""
+
+    frm: np.ndarray  # state
+    to: np.ndarray  # next state
+    bw: np.ndarray  # link bandwidth
+    bit: np.ndarray  # 1 << (position among the state's kept transitions % 64)
+    runs: np.ndarray  # first transition of each run of 64 of one state
+    firsts: np.ndarray  # first transition of each state
+    counts: np.ndarray  # transitions of each state
 
 
 class Router:
@@ -68,7 +131,7 @@ class Router:
                                                   if k in TRANSIT_LINK_CLASSES)}
         self._transit, ns = transit, n + len(transit)
         self._fwd: list[list[tuple[int, int, float]]] = [[] for _ in range(ns)]
-        frm, to_state, to_node = [], [], []
+        frm, to_state, to_node, bws = [], [], [], []  # all transitions
         for u, v, d in G.edges(data=True):
             cls, bw = d.get("link_class"), float(d.get("bw_bytes_per_s", 0.0))
             for a, b in ((index[u], index[v]), (index[v], index[u])):
@@ -77,7 +140,7 @@ class Router:
                 relay = a in transit and cls in TRANSIT_LINK_CLASSES[kinds[a]]
                 for s in (a, transit[a]) if relay else (a,):
                     self._fwd[s].append((ts, b, bw))
-                    frm.append(s), to_state.append(ts), to_node.append(b)
+                    frm.append(s), to_state.append(ts), to_node.append(b), bws.append(bw)
         def attachment(v: str) -> tuple:  # endpoints alike in it share routes but the last hop
             d, links = G.nodes[v], G[v].items()
             return (d["kind"], d.get("site"), d.get("server"), tuple(sorted(
@@ -94,22 +157,88 @@ class Router:
         for st, sid in enumerate(self._srv):
             self._members.setdefault(sid, []).append(st)
         self._servers: dict[int, _Server] = {}
+        self._entries: dict[int, _Entry] = {}
         self._sig_ids: dict[tuple[int, tuple[int, ...]], int] = {}  # (server, sig) -> number
         self._sig_of: list[tuple[int, tuple[int, ...]]] = []  # number -> (server, sig)
-        self._shops: dict[int, tuple[tuple[int, int], ...]] = {}  # state + offset -> next hops
+        self._sig_memo: list = [-1, None, None, None, None]  # see _server_choices
+        self._shops: dict[int, _Step] = {}  # state (+ offset of _sig) -> step inside a server
+        self._q_sigs: dict[tuple[int, int], int] = {}  # (far map, server) -> offset (see _sig)
+        self._q_ids: dict[object, int] = {}  # key of a far map -> its number (see _far)
+        self._q_of: list[object] = []  # number -> key
+        self._fars: dict[int, array] = {}  # number -> far map
+        self._rows: dict[int, array] = {}  # state -> hops of every state to it (see _row)
+        self._picks: dict[int, array] = {}  # far map number -> next hops outside (see _pick)
+        self._hopsets: dict[int, _Step] = {}  # steps outside servers, see _far_step
         self._dests: dict[int, _Dest] = {}
-        self._max_dests = max(16, _STATE_BUDGET // max(1, ns))
+        self._max_maps = max(16, _STATE_BUDGET // max(1, ns))
         self._paths: dict[tuple[Hashable, Hashable, Hashable], tuple[str, ...]] = {}
-        # numpy CSR of the reversed transitions, by arrival state and by arrival node
-        frm_a, ts_a, tn_a = (np.asarray(x, dtype=np.int64) for x in (frm, to_state, to_node))
-        keep = ts_a >= 0
-        order = np.argsort(ts_a[keep], kind="stable")
-        self._rev_from = frm_a[keep][order]
-        self._rev_ptr = np.searchsorted(ts_a[keep][order], np.arange(ns + 1))
-        order = np.argsort(tn_a, kind="stable")
-        self._in_from = frm_a[order]
-        self._in_ptr = np.searchsorted(tn_a[order], np.arange(n + 1))
         self._n_states = ns
+        frm_a, ts_a, tn_a = (np.asarray(x, dtype=np.int64) for x in (frm, to_state, to_node))
+        srv_a = np.asarray(self._srv, dtype=np.int64)
+        ssrv = srv_a[frm_a]  # server of each transition's start and of its end
+        dsrv = np.where(ts_a >= 0, srv_a[ts_a], np.asarray(self._node_srv, dtype=np.int64)[tn_a])
+        # Sealed servers: left only through transitions to one state outside servers (a fat-tree
+        # server's leaf). A route never crosses one (it would leave where it came in) and every
+        # route from inside one passes that gateway, so BFS do not enter them: hops from their
+        # states are filled in afterwards as hops to the gateway plus the gateway's (see _bfs).
+        leave = (ssrv >= 0) & (dsrv != ssrv)
+        lo, hi = np.full(len(ids) + 1, ns, dtype=np.int64), np.full(len(ids) + 1, -1)
+        np.minimum.at(lo, ssrv[leave], ts_a[leave])
+        np.maximum.at(hi, ssrv[leave], ts_a[leave])
+        sealed = (lo == hi) & (hi >= 0)
+        sealed[sealed] = srv_a[hi[sealed]] < 0
+        cut = (srv_a >= 0) & sealed[srv_a]
+        inner = cut[frm_a] & (dsrv == ssrv) & (ts_a >= 0)
+        din = np.full(ns, -1, dtype=np.int64)
+        din[frm_a[leave & cut[frm_a]]] = 1
+        _spread(din, *_reversed(frm_a[inner], ts_a[inner], ns))
+        self._fill_x = np.flatnonzero(cut & (din >= 0))
+        self._fill_d, self._fill_g = din[self._fill_x], hi[srv_a[self._fill_x]]
+        self._gate = np.where(cut, hi[srv_a], -1).tolist()  # state -> its sealed server's gateway
+        self._din = din.tolist()  # state of a sealed server -> hops to the gateway, -1: none
+        # BFS run over the other states, renumbered 0.. in order (-1: sealed): numpy CSR of their
+        # transitions reversed, by arrival state; and of all transitions by arrival node
+        self._open = np.flatnonzero(~cut)
+        self._local = np.full(ns, -1, dtype=np.int64)
+        self._local[self._open] = np.arange(len(self._open))
+        keep = (ts_a >= 0) & ~cut[frm_a] & ~cut[np.maximum(ts_a, 0)]
+        self._rev_ptr, self._rev_from = _reversed(self._local[frm_a[keep]],
+                                                  self._local[ts_a[keep]], len(self._open))
+        self._in_ptr, self._in_from = _reversed(frm_a, tn_a, n)
+        # the transitions entering each server, by the state outside they come from
+        self._ingress: dict[int, dict[int, list[tuple[int, int, float]]]] = {}
+        into = dsrv.tolist()
+        for i in np.flatnonzero((dsrv >= 0) & (dsrv != ssrv)).tolist():
+            self._ingress.setdefault(into[i], {}).setdefault(frm[i], []).append(
+                (to_state[i], to_node[i], bws[i]))
+        # servers whose destinations get distances through their ingress (see _dest): those that
+        # cost at most one BFS, each BFS shared by all the servers its state enters (a fat-tree
+        # or rail server: 1/4 for its leaf or 8/32 for its 8 rail leaves); the others (a TPU
+        # host entered from its torus neighbours) get one BFS per destination
+        shared = Counter(o for entering in self._ingress.values() for o in entering)
+        self._by_ingress = {sid for sid, entering in self._ingress.items()
+                            if sum(1 / shared[o] for o in entering) <= 1}
+        # the transitions of the states outside servers that may lie on a shortest route to a
+        # destination outside the server they enter (all but those into sealed servers and to
+        # nodes that do not forward): bit j of a state's key in _far_step, 64 to a numpy word
+        cutl = cut.tolist()
+        self._kept: dict[int, list[tuple[int, int]]] = {}
+        self._runs: list[tuple[int, int]] = [(0, 0)] * ns  # state -> its words in _pick
+        frm, to, bw, bit, runs, firsts = [], [], [], [], [], []
+        for x in np.flatnonzero(srv_a < 0).tolist():
+            kept = [y for y in self._fwd[x] if y[0] >= 0 and not cutl[y[0]]]
+            if not kept:
+                continue
+            firsts.append(len(frm))
+            self._runs[x] = (len(runs), len(runs) + (len(kept) + 63) // 64)
+            runs.extend(range(len(frm), len(frm) + len(kept), 64))
+            self._kept[x] = [y[:2] for y in kept]
+            for j, (y, _, w) in enumerate(kept):
+                frm.append(x), to.append(y), bw.append(w), bit.append(1 << (j % 64))
+        self._out = _Outside(np.asarray(frm, dtype=np.int64), np.asarray(to, dtype=np.int64),
+                             np.asarray(bw, dtype=np.float64), np.asarray(bit, dtype=np.uint64),
+                             np.asarray(runs, dtype=np.int64), np.asarray(firsts, dtype=np.int64),
+                             np.diff(np.asarray(firsts + [len(frm)], dtype=np.int64)))
 
     def path(self, src: Hashable, dst: Hashable, key: Hashable = 0) -> list[str]:
         """The route from *src* to *dst* as a node list (``[src]`` when they are equal).
@@ -122,7 +251,10 @@ class Router:
         hit = self._paths.get(ck)
         if hit is not None:
             return list(hit)
-        s, t = self._node(src, "src"), self._node(dst, "dst")
+        index = self._index
+        s, t = index.get(src), index.get(dst)
+        if s is None or t is None:
+            s, t = self._node(src, "src"), self._node(dst, "dst")
         if s == t:
             return [src]
         rep = self._rep[t]
@@ -130,27 +262,36 @@ class Router:
             rep = t  # src is in dst's class: route to dst itself
         t = rep
         D = self._dests.get(t) or self._dest(t)
-        if D.dist[s] < 0:
+        if (self._fars.get(D.q) or self._far(D.q))[s] < 0 and s not in D.near:
             raise self._no_route(src, dst)
-        names, hops, sigs, srv, shops = self._names, D.hops, D.sig, self._srv, self._shops
-        t_srv = self._node_srv[t]
+        steps, sigs, srv, shops, gate = D.steps, D.sig, self._srv, self._shops, self._gate
+        hopsets, runs, t_srv, edge, picks = self._hopsets, self._runs, D.srv, D.edge, None
         h = zlib.crc32(f"{src}\x00{dst}\x00{key}".encode())
         out, state = [src], s
         while True:
             sid = srv[state]
-            if sid < 0 or sid == t_srv:
-                c = hops.get(state) or self._hops(D, t, state)
-            else:  # inside another server: hops shared by destinations with the same offset
+            if sid == t_srv or state in edge:
+                c = steps.get(state) or self._dest_step(D, t, state)
+            elif sid < 0:  # outside servers: shared by all destinations alike from here
+                if picks is None:
+                    picks = self._picks.get(D.q) or self._pick(D.q)
+                first, stop = runs[state]
+                c = hopsets.get(picks[first] << 32 | state) if stop == first + 1 else None
+                if c is None:
+                    c = self._far_step(picks, state)
+            elif gate[state] >= 0:  # inside another, sealed server: out through its gateway
+                c = shops.get(state) or self._sealed_step(state)
+            else:  # inside another server: shared by destinations with the same offset
                 off = sigs.get(sid)
                 if off is None:
                     off = self._sig(D, t, sid)
-                c = shops.get(state + off) or self._server_hops(state, off)
+                c = shops.get(state + off) or self._server_step(state, off)
             if len(c) > 1:
                 h = (h * _MIX + state + 1) & 0xFFFFFFFF
-                state, node = c[(h >> 7) % len(c)]
+                state, node, run = c[(h >> 7) % len(c)]
             else:
-                state, node = c[0]
-            out.append(names[node])
+                state, node, run = c[0]
+            out += run
             if node == t:
                 break
         out[-1] = dst
@@ -160,14 +301,15 @@ class Router:
         return out
 
     def paths(self, src: Hashable, dst: Hashable) -> list[list[str]]:
-        """Every route :meth:`path` may return, sorted; computed without its shared caches."""
+        """Every route :meth:`path` may return, sorted; computed hop by hop from the distances,
+        without the steps that :meth:`path` caches and shares."""
         s, t, D = self._prepare(src, dst)
         if s == t:
             return [[src]]
         out, stack = [], [(s, [src])]
         while stack:
             state, acc = stack.pop()
-            for nxt, node in self._hops(D, t, state):
+            for nxt, node in self._choices(D, t, state):
                 p = acc + [self._names[node]]
                 out.append(p) if node == t else stack.append((nxt, p))
         return sorted(out)
@@ -175,7 +317,7 @@ class Router:
     def distance(self, src: Hashable, dst: Hashable) -> int:
         """Hops of the route from *src* to *dst* (0 when equal); NoRouteError if none."""
         s, t, D = self._prepare(src, dst)
-        return D.dist[s] if s != t else 0
+        return self._dist(D, s) if s != t else 0
 
     @staticmethod
     def edges(path: Sequence[str]) -> list[tuple[str, str]]:
@@ -194,7 +336,7 @@ class Router:
     def _prepare(self, src: Hashable, dst: Hashable) -> tuple[int, int, _Dest]:
         s, t = self._node(src, "src"), self._node(dst, "dst")
         D = self._dest(t)
-        if s != t and D.dist[s] < 0:
+        if s != t and self._dist(D, s) < 0:
             raise self._no_route(src, dst)
         return s, t, D
 
@@ -204,48 +346,212 @@ class Router:
                                           "traffic (a gpu, memory, storage, or a tpu off its ICI)")
         return NoRouteError(src, dst, "they are in different connected components")
 
+    def _dist(self, D: _Dest, state: int) -> int:
+        """Hops from *state* to *D*'s destination, -1 if unreachable."""
+        f = (self._fars.get(D.q) or self._far(D.q))[state]
+        v = f + D.off if f >= 0 else -1
+        w = D.near.get(state)
+        return w if w is not None and (v < 0 or w < v) else v
+
     def _dest(self, t: int) -> _Dest:
-        """Hop distances of every state to node *t*: a BFS over the reversed state graph."""
+        """Distances to node *t*, exact from every state.
+
+        In a server T of ``_by_ingress``, a shortest route from a state outside T enters T for
+        the last time from some state o outside it: it reaches o in ``row_o`` hops (:meth:`_row`,
+        a BFS shared by every destination behind o), then takes ``c_o`` hops inside T, so its
+        length is ``min over o (row_o + c_o)``. That minimum less the smallest ``c_o`` (*off*) is
+        the far map, shared by all destinations whose ``c_o - off`` are the same (all the GPUs
+        behind one fat-tree leaf). From a state of T, a route either stays in T (``near``, a BFS
+        inside T) or leaves it and comes back, as above. Any other node gets a BFS of its own as
+        far map (``near`` empty, *off* 0)."""
         D = self._dests.get(t)
         if D is not None:
             return D
-        dist = np.full(self._n_states, -1, dtype=np.int64)
-        dist[t] = 0
-        if t in self._transit:
-            dist[self._transit[t]] = 0
-        dist[self._in_from[self._in_ptr[t]:self._in_ptr[t + 1]]] = 1
-        level, ptr, rev = 1, self._rev_ptr, self._rev_from
-        front = np.flatnonzero(dist == 1)
-        while front.size:
-            starts = ptr[front]
-            lens = ptr[front + 1] - starts
-            total = int(lens.sum())
-            if not total:
-                break
-            cand = rev[np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)]
-            level += 1
-            dist[cand[dist[cand] < 0]] = level
-            front = np.flatnonzero(dist == level)
-        if len(self._dests) >= self._max_dests:  # forget the oldest
+        sid = self._node_srv[t]
+        if sid < 0:
+            start, stop = self._in_ptr[t], self._in_ptr[t + 1]
+            D = _Dest(self._q_id(t), 0, {}, -2, frozenset(self._in_from[start:stop].tolist()),
+                      {}, {})
+        elif sid not in self._by_ingress:
+            E = self._entries.get(sid) or self._entry(sid)
+            D = _Dest(self._q_id(t), 0, {}, sid, E.edge, {}, {})
+        else:
+            E = self._entries.get(sid) or self._entry(sid)
+            near = {t: 0}
+            if t in self._transit:
+                near[self._transit[t]] = 0
+            front, level = [], 1
+            for x in E.pred_node.get(t, ()):
+                if x not in near:
+                    near[x] = 1
+                    front.append(x)
+            while front:
+                level += 1
+                nxt = []
+                for y in front:
+                    for x in E.pred.get(y, ()):
+                        if x not in near:
+                            near[x] = level
+                            nxt.append(x)
+                front = nxt
+            cost = {}
+            for o, into in E.ingress.items():
+                c = min((1 if b == t else 1 + near[ts] if ts in near else _FAR
+                         for ts, b, _ in into), default=_FAR)
+                if c < _FAR:
+                    cost[o] = c
+            low = min(cost.values(), default=0)
+            D = _Dest(self._q_id(tuple(sorted((o, c - low) for o, c in cost.items()))), low,
+                      near, sid, E.edge, {}, {})
+        if len(self._dests) >= _DEST_CACHE:  # forget the oldest
             del self._dests[next(iter(self._dests))]
+        return self._dests.setdefault(t, D)
+
+    def _entry(self, sid: int) -> _Entry:
+        """How server *sid* is entered, and its inside transitions reversed."""
+        pred: dict[int, list[int]] = {}
+        pred_node: dict[int, list[int]] = {}
+        for x in self._members[sid]:
+            for ts, b, _ in self._fwd[x]:
+                if self._node_srv[b] == sid:
+                    pred_node.setdefault(b, []).append(x)
+                    if ts >= 0:
+                        pred.setdefault(ts, []).append(x)
+        ingress = self._ingress.get(sid, {})
+        return self._entries.setdefault(sid, _Entry(ingress, frozenset(ingress), pred, pred_node))
+
+    def _q_id(self, key: object) -> int:
+        """Number of the far map of *key*: a node (its own BFS) or ``((o, c_o - low), ...)``."""
+        q = self._q_ids.setdefault(key, len(self._q_of))
+        if q == len(self._q_of):
+            self._q_of.append(key)
+        return q
+
+    def _far(self, q: int) -> array:
+        """Far map number *q*: a BFS from its node, or ``min over o (row_o + c)``."""
+        key = self._q_of[q]
+        if isinstance(key, int):
+            start, stop = self._in_ptr[key], self._in_ptr[key + 1]
+            far = self._bfs([key] + ([self._transit[key]] if key in self._transit else []),
+                            self._in_from[start:stop])
+        elif len(key) == 1 and key[0][1] == 0:
+            far = self._rows.get(key[0][0]) or self._row(key[0][0])
+        else:
+            none = np.int32(1 << 30)
+            acc = np.full(self._n_states, none, dtype=np.int32)
+            for o, c in key:
+                row = np.frombuffer(self._rows.get(o) or self._row(o), dtype=np.int16)
+                np.minimum(acc, np.where(row >= 0, row.astype(np.int32) + c, none), out=acc)
+            acc[acc == none] = -1
+            far = array("h")
+            far.frombytes(acc.astype(np.int16).tobytes())
+        if len(self._fars) >= self._max_maps:  # forget the oldest
+            del self._fars[next(iter(self._fars))]
+        return self._fars.setdefault(q, far)
+
+    def _row(self, o: int) -> array:
+        """Hops from every state to state *o* (a BFS over the reversed state graph)."""
+        k = self._local[o]
+        row = self._bfs([o], self._open[self._rev_from[self._rev_ptr[k]:self._rev_ptr[k + 1]]])
+        if len(self._rows) >= self._max_maps:  # forget the oldest
+            del self._rows[next(iter(self._rows))]
+        return self._rows.setdefault(o, row)
+
+    def _bfs(self, zero: list[int], one: np.ndarray) -> array:
+        """Hop distances to the states *zero*, *one* being the states one hop away: a numpy BFS
+        over the reversed state graph less the sealed servers, one level at a time, then the
+        sealed servers through their gateways; int16, -1 if unreachable."""
+        loc = self._local
+        near = np.full(len(self._open), -1, dtype=np.int64)
+        near[loc[zero]] = 0  # never sealed: a state entering a server or a node outside servers
+        one = loc[one]
+        one = one[one >= 0]
+        near[one[near[one] < 0]] = 1
+        _spread(near, self._rev_ptr, self._rev_from)
+        dist = np.full(self._n_states, -1, dtype=np.int16)
+        dist[self._open] = near
+        gate = dist[self._fill_g]
+        dist[self._fill_x] = np.where(gate >= 0, gate + self._fill_d, -1)
         compact = array("h")  # int16: 2 bytes a state, indexed as fast as a list
-        compact.frombytes(dist.astype(np.int16).tobytes())
-        return self._dests.setdefault(t, _Dest(compact, {}, {}))
+        compact.frombytes(dist.tobytes())
+        return compact
 
     @staticmethod
     def _widest(down: list[tuple[int, int, float]]) -> tuple[tuple[int, int], ...]:
         best = max(bw for _, _, bw in down) * (1 - 1e-9)
         return tuple((ts, b) for ts, b, bw in down if bw >= best)
 
-    def _hops(self, D: _Dest, t: int, state: int) -> tuple[tuple[int, int], ...]:
-        """Next hops of *state* toward *t*: on a shortest route, over the widest link (cached)."""
-        hops = D.hops.get(state)
-        if hops is None:
-            dist, ds = D.dist, D.dist[state] - 1
-            hops = D.hops[state] = self._widest(
-                [x for x in self._fwd[state] if x[1] == t] if ds == 0 else
-                [x for x in self._fwd[state] if x[0] >= 0 and dist[x[0]] == ds])
-        return hops
+    def _choices(self, D: _Dest, t: int, state: int) -> tuple[tuple[int, int], ...]:
+        """Next hops ``(state, node)`` of *state* toward *t*: on a shortest route, then over the
+        widest link (in the order of the state's transitions)."""
+        ds = self._dist(D, state) - 1
+        cand = self._fwd[state]
+        if ds == 0:
+            return self._widest([x for x in cand if x[1] == t])
+        if not D.near:  # a BFS of its own: the far map is the distance
+            far = self._fars.get(D.q) or self._far(D.q)
+            return self._widest([x for x in cand if x[0] >= 0 and far[x[0]] == ds])
+        if state in D.edge and ds + 1 == D.off:  # no shorter way round: only the links into
+            cand = self._entries[D.srv].ingress[state]  # the server lead on
+        return self._widest([x for x in cand if x[0] >= 0 and self._dist(D, x[0]) == ds])
+
+    def _run(self, choices: tuple[tuple[int, int], ...], more) -> _Step:
+        """The step of a walk from some state with next hops *choices*: each choice followed
+        while the hops after it are single and ``more(state, node)`` (the next hops from there,
+        or None where the cache key of this step no longer determines them) gives them. The
+        walk appends the names and goes on from the last state; the hash changes only where it
+        chooses, so a run of single hops is the same route as the hops one by one."""
+        names, out = self._names, []
+        for ts, b in choices:
+            run = [names[b]]
+            c = more(ts, b)
+            while c is not None and len(c) == 1:
+                ts, b = c[0]
+                run.append(names[b])
+                c = more(ts, b)
+            out.append((ts, b, tuple(run)))
+        return tuple(out)
+
+    def _dest_step(self, D: _Dest, t: int, state: int) -> _Step:
+        """Step of *state*, in *t*'s server or on its edge, toward *t* (cached in *D*)."""
+        return D.steps.setdefault(state, self._run(
+            self._choices(D, t, state), lambda ts, b: None if b == t else
+            self._choices(D, t, ts)))
+
+    def _far_step(self, picks: array, state: int) -> _Step:
+        """Step of *state*, outside servers, as picked by :meth:`_pick` (*picks*); cached by
+        ``state | bits << 32``, bit j for the state's kept transition j (see __init__)."""
+        first, stop = self._runs[state]
+        bits = 0
+        for r in range(first, stop):
+            bits |= picks[r] << 64 * (r - first)
+        step = self._hopsets.get(bits << 32 | state)
+        if step is None:
+            kept, names, choices, rest = self._kept[state], self._names, [], bits
+            while rest:
+                low = rest & -rest
+                ts, b = kept[low.bit_length() - 1]
+                choices.append((ts, b, (names[b],)))
+                rest ^= low
+            step = self._hopsets.setdefault(bits << 32 | state, tuple(choices))
+        return step
+
+    def _pick(self, q: int) -> array:
+        """The next hops of every state outside servers toward a destination whose far map is
+        number *q* and that the state has no transition into (nor into its server): of its kept
+        transitions (see __init__), those on a shortest route and then the widest, as in
+        :meth:`_choices`, as bits in words of 64, at once with numpy."""
+        far = np.frombuffer(self._fars.get(q) or self._far(q), dtype=np.int16)
+        P = self._out
+        on = far[P.to] == far[P.frm] - 1
+        best = np.maximum.reduceat(np.where(on, P.bw, -1.0), P.firsts) * (1 - 1e-9)
+        on &= P.bw >= np.repeat(best, P.counts)
+        picks = array("Q")
+        picks.frombytes(np.bitwise_or.reduceat(np.where(on, P.bit, np.uint64(0)), P.runs)
+                        .astype(np.uint64).tobytes())
+        if len(self._picks) >= self._max_maps:  # forget the oldest
+            del self._picks[next(iter(self._picks))]
+        return self._picks.setdefault(q, picks)
 
     def _server(self, sid: int) -> _Server:
         """Gateways of server *sid* and each inside state's hops to each, inside the server."""
@@ -269,30 +575,74 @@ class Router:
                         d_in[x][k] = level
                         nxt.extend(rev[x])
                 front, level = nxt, level + 1
-        return self._servers.setdefault(sid, _Server(gates, d_in))
+        touch = frozenset(srv[g] if g >= 0 else self._node_srv[b] for g, b in gates)
+        return self._servers.setdefault(sid, _Server(gates, d_in, touch))
 
     def _sig(self, D: _Dest, t: int, sid: int) -> int:
         """Key offset of the distances from server *sid*'s gateways to *t*, less their minimum
-        (-1: unreachable); destinations with equal offsets share the server's next hops."""
-        dist, sv = D.dist, self._servers.get(sid) or self._server(sid)
-        vals = [dist[g] if g >= 0 else (0 if b == t else -1) for g, b in sv.gates]
-        low = min((v for v in vals if v >= 0), default=0)
-        key = (sid, tuple(v - low if v >= 0 else -1 for v in vals))
-        n = self._sig_ids.setdefault(key, len(self._sig_of))
-        if n == len(self._sig_of):
-            self._sig_of.append(key)
-        return D.sig.setdefault(sid, (n + 1) * self._n_states)
+        (-1: unreachable); destinations with equal offsets share the server's next hops. Unless a
+        gateway leads into *t*'s server, they depend on *t* only through its far map."""
+        sv = self._servers.get(sid) or self._server(sid)
+        shared = D.srv not in sv.touch
+        off = self._q_sigs.get((D.q, sid)) if shared else None
+        if off is None:
+            if shared:  # no gateway into t's server: its far map tells (less the same offset)
+                far = self._fars.get(D.q) or self._far(D.q)
+                vals = [far[g] if g >= 0 else (0 if b == t else -1) for g, b in sv.gates]
+            else:
+                vals = [self._dist(D, g) if g >= 0 else (0 if b == t else -1)
+                        for g, b in sv.gates]
+            low = min((v for v in vals if v >= 0), default=0)
+            key = (sid, tuple(v - low if v >= 0 else -1 for v in vals))
+            n = self._sig_ids.setdefault(key, len(self._sig_of))
+            if n == len(self._sig_of):
+                self._sig_of.append(key)
+            off = (n + 1) * self._n_states
+            if shared:
+                if len(self._q_sigs) >= _PATH_CACHE * 4:
+                    self._q_sigs.clear()
+                self._q_sigs[D.q, sid] = off
+        return D.sig.setdefault(sid, off)
 
-    def _server_hops(self, state: int, off: int) -> tuple[tuple[int, int], ...]:
+    def _sealed_choices(self, state: int) -> tuple[tuple[int, int], ...]:
+        """Next hops of *state*, in a sealed server, toward anything outside it: to its gateway
+        (as :meth:`_server_choices` with the gateway's offset)."""
+        din, sid, gate = self._din, self._srv[state], self._gate[state]
+        want = din[state] - 1
+        return self._widest(
+            [y for y in self._fwd[state] if y[0] == gate] if want == 0 else
+            [y for y in self._fwd[state] if y[0] >= 0 and self._srv[y[0]] == sid
+             and din[y[0]] == want])
+
+    def _sealed_step(self, state: int) -> _Step:
+        """Step of *state*, in a sealed server, toward anything outside it (cached by state)."""
+        sid = self._srv[state]
+        return self._shops.setdefault(state, self._run(
+            self._sealed_choices(state), lambda ts, b: self._sealed_choices(ts)
+            if ts >= 0 and self._srv[ts] == sid else None))
+
+    def _server_choices(self, state: int, off: int) -> tuple[tuple[int, int], ...]:
         """Next hops of inside *state* toward any destination outside its server with key *off*."""
-        sid, sig = self._sig_of[off // self._n_states - 1]
-        gates, d_in = self._servers[sid]
-        far = [_FAR if g < 0 else g for g in sig]
+        memo = self._sig_memo  # hops from inside states under the last offset asked for
+        if memo[0] != off:
+            sid, sig = self._sig_of[off // self._n_states - 1]
+            gates, d_in, _ = self._servers[sid]
+            memo[:] = off, gates, [_FAR if g < 0 else g for g in sig], d_in, {}
+        _, gates, far, d_in, known = memo
 
-        def dist(x: int) -> int:
-            return min(d + g for d, g in zip(d_in[x], far))
+        def dist(x: int) -> int:  # through the nearest gateway
+            d = known.get(x)
+            if d is None:
+                d = known[x] = min(map(add, d_in[x], far))
+            return d
         want = dist(state) - 1
-        down = [(ts, b, bw) for ts, b, bw in self._fwd[state]
-                if ((ts, b) in gates and far[gates[ts, b]] == want)
-                or ((ts, b) not in gates and ts in d_in and dist(ts) == want)]
-        return self._shops.setdefault(state + off, self._widest(down))
+        return self._widest([(ts, b, bw) for ts, b, bw in self._fwd[state]
+                             if ((ts, b) in gates and far[gates[ts, b]] == want)
+                             or ((ts, b) not in gates and ts in d_in and dist(ts) == want)])
+
+    def _server_step(self, state: int, off: int) -> _Step:
+        """Step of inside *state* toward any destination outside its server with key *off*."""
+        sid = self._srv[state]
+        return self._shops.setdefault(state + off, self._run(
+            self._server_choices(state, off), lambda ts, b: self._server_choices(ts, off)
+            if ts >= 0 and self._srv[ts] == sid else None))
