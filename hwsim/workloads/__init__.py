@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from hwsim.workloads.arrivals import (
+    DISTRIBUTIONS,
+    PROCESSES,
+    Request,
+    from_trace,
+    open_loop,
+    token_sampler,
+)
 from hwsim.workloads.cnn import ResNetSpec, resnet_layers, resnet_ops
 from hwsim.workloads.dlrm import DLRMSpec, dlrm_ops
 from hwsim.workloads.hf_config import SUPPORTED_MODEL_TYPES, spec_from_hf_config
+from hwsim.workloads.inference import (
+    ServingCost,
+    experts_touched,
+    inference_flops,
+    iteration_ops,
+    serving_cost,
+    stage_layers,
+)
 from hwsim.workloads.memory import (
     RECOMPUTE_POLICIES,
     SCHEDULES,
@@ -48,4 +64,7 @@ __all__ = ["Op", "ModelOps", "DTYPE_BYTES", "dtype_bytes", "mlp_ops", "OPTIMIZER
            "spec_from_hf_config", "MLPSpec", "ModelSpec", "PRESETS", "PRESET_NAMES",
            "get_preset", "spec_from_fields", "resolve_model", "model_ops", "param_count",
            "RECOMPUTE_POLICIES", "SCHEDULES", "storage_bytes", "state_bytes",
-           "layer_activation_bytes", "inflight_microbatches", "training_memory"]
+           "layer_activation_bytes", "inflight_microbatches", "training_memory",
+           "ServingCost", "serving_cost", "iteration_ops", "inference_flops", "stage_layers",
+           "experts_touched", "Request", "token_sampler", "open_loop", "from_trace",
+           "PROCESSES", "DISTRIBUTIONS"]

@@ -1,0 +1,353 @@
+"""LLM serving as ops: the weights and KV cache one device holds, and the forward ops of one
+serving iteration (a mixed batch of prefill chunks and decoding sequences) on one device of a
+tensor- and pipeline-parallel replica. Pure functions; the SimPy serving job runs them.
+
+Layout and conventions
+----------------------
+Tensor parallelism is Megatron-LM's, as vLLM and TensorRT-LLM shard a decoder (see
+:mod:`hwsim.workloads.transformer`): QKV and FFN-up (gate and up) column-parallel, the
+out-projection and FFN-down row-parallel, each followed by a blocking all-reduce of the
+``T x hidden`` activations (``T`` = all tokens of the iteration); the embedding and the LM head
+are vocab-parallel (the lookup is all-reduced; the logits all-gathered before sampling). Norms,
+row-parallel biases, the MoE router and learned position tables are replicated. A MoE layer holds
+all its experts, each split by ``tp`` (no expert parallelism). Query heads divide by ``tp``
+(``tp`` must divide ``heads``); KV heads divide by ``tp`` too, and when ``tp > kv_heads`` each
+rank keeps one KV head, replicated ``tp / kv_heads`` times (vLLM's rule; ``tp`` must then be a
+multiple of ``kv_heads``): the K/V projection weights, their FLOPs and the KV cache are then
+per-rank copies, so ``tp`` ranks together hold ``tp / kv_heads`` times the model's KV cache.
+
+Pipeline parallelism: the layers are split as evenly as possible, the remainder going to the
+middle stages first (:func:`stage_layers`, the split :func:`~hwsim.workloads.ops.pipeline_stages`
+uses for training); the embedding lives on stage 0, the final norm and LM head on the last stage.
+A tied LM head (``tied_embeddings``) shares the embedding matrix when ``pp = 1``; with ``pp > 1``
+the last stage keeps its own copy (as Megatron-LM does). The stage-to-stage send of
+``T x hidden`` activations is the job's, not an op here.
+
+Bytes per value: weights (and GEMM inputs) at the precision's size (``fp8``/``int8`` serving
+quantizes the weights to one byte); activations at 16 bits for 8-bit precisions, else at the
+precision's size; the KV cache at ``kv_precision`` (default: the activations' size, vLLM's
+``kv_cache_dtype="auto"``; ``kv_precision="fp8"`` is an 8-bit cache). Norm weights and biases are
+counted at the weights' size (8-bit schemes keep them in 16 bits; well under 0.1% of the weights).
+
+FLOPs are 2 per multiply-add (DESIGN.md). Attention counts what the caller's (query, key) pairs
+say: ``4 * pairs * head_dim`` per query head (score and value products; causality is in the
+pairs the caller counts, e.g. ``c * cached + c (c + 1) / 2`` for a chunk of ``c`` tokens).
+
+Bytes per op. A linear layer reads its input, its whole weight (once per iteration, whatever the
+batch: what makes small-batch decode memory-bound) and writes its output. Prefill attention is
+flash-attention style (compute-bound): it reads Q, the K/V of every key its chunks attend over
+(``prefill_kv_tokens``, cached prefix plus chunk, each once), writes O, and moves the new tokens'
+K/V into the cache (read at the activations' size, written at the cache's). Decode attention
+reads the whole KV of every decoding sequence (``decode_pairs`` keys: memory-bound), Q and O, and
+writes the new tokens' K/V. A MoE layer's experts read the weights of the experts its ``T``
+tokens touch: with each token choosing ``top_k`` of ``E`` experts uniformly and independently,
+``E (1 - (1 - top_k/E)^T)`` in expectation (all ``E`` for large ``T``, ``top_k`` for one token).
+Norms read their input and weight and write their output; residual adds read two tensors and
+write one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+from hwsim.workloads.ops import Op, _chunk_sizes, dtype_bytes
+from hwsim.workloads.transformer import _NORM_FLOPS, TransformerSpec
+
+__all__ = ["ServingCost", "serving_cost", "iteration_ops", "inference_flops", "stage_layers",
+           "experts_touched"]
+
+
+@dataclass(frozen=True)
+class ServingCost:
+    """What one device of pipeline stage ``stage`` holds.
+
+    ``weight_bytes``: the stage's weights on one tensor-parallel rank (its layers, sharded as the
+    module docstring says; the embedding on stage 0, final norm and LM head on the last stage;
+    all experts, each ``/tp``). ``kv_bytes_per_token``: the K and V bytes one token adds to this
+    device's cache, ``2 * layers * kv_heads_per_rank * head_dim * kv_value_bytes`` with
+    ``kv_heads_per_rank = kv_heads / tp``, or 1 when ``tp > kv_heads`` (replicated).
+    ``layers``: the stage's layers."""
+
+    weight_bytes: float
+    kv_bytes_per_token: float
+    layers: int
+
+
+def _int(name: str, v: object, low: int = 0) -> int:
+    if not isinstance(v, Integral) or isinstance(v, bool) or v < low:
+        raise ValueError(f"{name}={v!r} must be an integer >= {low}")
+    return int(v)
+
+
+def _real(name: str, v: object) -> float:
+    if not isinstance(v, Real) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name}={v!r} must be a finite number >= 0")
+    return float(v)
+
+
+def _check_spec(spec: object) -> TransformerSpec:
+    if not isinstance(spec, TransformerSpec):
+        raise ValueError(f"serving needs a TransformerSpec (a decoder LLM), got "
+                         f"{type(spec).__name__}")
+    if spec.encoder:
+        raise ValueError(f"model {spec.name!r} is an encoder (BERT-style, encoder=True); "
+                         f"serving models generate tokens: use a decoder spec")
+    return spec
+
+
+def stage_layers(layers: int, pp: int) -> list[int]:
+    """Layers of each of ``pp`` pipeline stages: an even split, the remainder to the middle
+    stages first (the first and last also hold the embedding and the LM head), as training's
+    :func:`~hwsim.workloads.ops.pipeline_stages`. ValueError if ``pp`` exceeds ``layers``."""
+    layers, pp = _int("layers", layers, 1), _int("pp", pp, 1)
+    if pp > layers:
+        raise ValueError(f"pp={pp} exceeds the model's {layers} layers; valid: 1 <= pp <= "
+                         f"{layers}")
+    return _chunk_sizes(layers, pp)
+
+
+def _layout(spec: TransformerSpec, tp: int, pp: int, stage: int) -> tuple[int, int]:
+    """Validated (KV heads per rank, layers of the stage)."""
+    tp, pp, stage = _int("tp", tp, 1), _int("pp", pp, 1), _int("stage", stage)
+    if spec.heads % tp:
+        raise ValueError(f"tp={tp} must divide heads={spec.heads} (model {spec.name!r})")
+    kv = spec.kv_heads
+    if kv % tp and tp % kv:
+        raise ValueError(f"tp={tp} and kv_heads={kv} (model {spec.name!r}): tp must divide "
+                         f"kv_heads, or be a multiple of it (each rank then keeps one "
+                         f"replicated KV head)")
+    sizes = stage_layers(spec.layers, pp)
+    if stage >= pp:
+        raise ValueError(f"stage={stage} out of range; valid: 0 .. {pp - 1} (pp={pp})")
+    return max(kv // tp, 1), sizes[stage]
+
+
+def _bytes(precision: str, kv_precision: str | None) -> tuple[int, int, int]:
+    """(weight, activation, KV cache) bytes per value."""
+    mb = dtype_bytes(precision)
+    vb = 2 if mb < 2 else mb
+    kb = vb if kv_precision is None else dtype_bytes(kv_precision)
+    return mb, vb, kb
+
+
+def _weights(spec: TransformerSpec, tp: int, kv_dev: int) -> dict[str, float]:
+    """Weight elements on one rank, by part (module docstring's sharding)."""
+    h, f, d, V, E, t = spec.hidden, spec.ffn_hidden, spec.head_dim, spec.vocab, spec.experts, tp
+    b = 1 if spec.bias else 0
+    gate = 2 if spec.gated else 1
+    norm = (2 if spec.norm == "layernorm" else 1) * h
+    qkv_out = h / t + 2 * kv_dev * d
+    w = {"norm": float(norm),
+         "qkv": h * qkv_out + b * qkv_out,
+         "out_proj": h / t * h + b * h,
+         "ffn_up": h * gate * f / t + b * gate * f / t,     # one expert's, for MoE
+         "ffn_down": f / t * h + b * h,
+         "router": float(h * E) if E > 1 else 0.0}
+    w["layer"] = (2 * w["norm"] + w["qkv"] + w["out_proj"] + w["router"]
+                  + E * (w["ffn_up"] + w["ffn_down"]))
+    tables = (spec.max_positions * h if spec.position == "learned" else 0) + spec.type_vocab * h
+    w["embedding"] = V * h / t + tables
+    w["logits"] = V * h / t
+    return w
+
+
+def serving_cost(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int = 0,
+                 precision: str = "bf16", kv_precision: str | None = None) -> ServingCost:
+    """Weights and KV-cache bytes per token on one device of pipeline stage *stage* of a
+    ``tp x pp`` replica (module docstring: sharding, bytes per value).
+
+    Summed over the ``tp * pp`` devices the weights are the model's ``spec.params()`` plus the
+    replicas of what tensor parallelism replicates (norms, row-parallel biases, router, learned
+    position tables: ``tp - 1`` extra copies) plus, for a tied LM head with ``pp > 1``, the last
+    stage's copy of the embedding matrix."""
+    spec = _check_spec(spec)
+    kv_dev, layers = _layout(spec, tp, pp, stage)
+    mb, _, kb = _bytes(precision, kv_precision)
+    w = _weights(spec, tp, kv_dev)
+    elems = layers * w["layer"]
+    if stage == 0:
+        elems += w["embedding"]
+    if stage == pp - 1:
+        elems += w["norm"] + (0.0 if spec.tied_embeddings and pp == 1 else w["logits"])
+    return ServingCost(weight_bytes=mb * elems,
+                       kv_bytes_per_token=2.0 * layers * kv_dev * spec.head_dim * kb,
+                       layers=layers)
+
+
+def experts_touched(experts: int, top_k: int, tokens: float) -> float:
+    """Expected distinct experts *tokens* tokens route to, each choosing *top_k* of *experts*
+    uniformly and independently: ``E (1 - (1 - k/E)^T)``; ``experts`` itself for a dense FFN
+    (``experts = 1``) with any token."""
+    if tokens <= 0:
+        return 0.0
+    return experts * (1.0 - (1.0 - top_k / experts) ** tokens)
+
+
+def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int = 0,
+                  precision: str = "bf16", prefill_tokens: int = 0, prefill_pairs: float = 0.0,
+                  decode_seqs: int = 0, decode_pairs: float = 0.0, logit_tokens: int = 0,
+                  prefill_kv_tokens: int | None = None,
+                  kv_precision: str | None = None) -> list[tuple[Op, int]]:
+    """Forward ops of one serving iteration on one device of pipeline stage *stage*.
+
+    Parameters
+    ----------
+    spec : TransformerSpec
+        A decoder (``encoder=False``).
+    tp, pp, stage : int
+        Tensor-parallel degree (divides ``heads``; divides or is a multiple of ``kv_heads``),
+        pipeline stages (at most ``layers``; layers split by :func:`stage_layers`), this stage.
+    precision, kv_precision : str
+        Weight/GEMM precision; KV-cache precision (default: the activations', module docstring).
+    prefill_tokens : int
+        New prompt tokens of all prefill chunks together.
+    prefill_pairs : float
+        (query, key) pairs those chunks attend over (causal), at least ``prefill_tokens``.
+    decode_seqs : int
+        Sequences decoding one token each.
+    decode_pairs : float
+        Sum of the decoding sequences' KV lengths (each new token attends to that many keys), at
+        least ``decode_seqs``.
+    logit_tokens : int
+        Tokens whose logits the last stage computes and samples (a prefill chunk that ends its
+        prompt gives 1, each decoding sequence 1); at most ``prefill_tokens + decode_seqs``;
+        ignored on other stages.
+    prefill_kv_tokens : int, optional
+        Distinct keys the prefill chunks read, each sequence's cached prefix plus its chunk;
+        default ``prefill_tokens`` (no cached prefix).
+
+    Returns
+    -------
+    list of (Op, int)
+        ``(op, n)`` in execution order: on stage 0 the embedding lookup (``n = 1``; with
+        ``tp > 1`` its all-reduce), then the ops of one layer each with ``n`` = the stage's
+        layers (every layer is identical: running the layer's ops as a block ``n`` times is the
+        real order), then on the last stage, when ``logit_tokens > 0``, the final norm, the LM
+        head (``tp > 1``: the logits' all-gather) and sampling (``n = 1``). With ``tp > 1`` each
+        layer has two blocking ``tp_allreduce`` ops of ``T * hidden * activation bytes``
+        (``T = prefill_tokens + decode_seqs``), after the out-projection and after the FFN.
+        An empty iteration (``T = 0``) is ``[]``.
+    """
+    spec = _check_spec(spec)
+    kv_dev, layers = _layout(spec, tp, pp, stage)
+    mb, vb, kb = _bytes(precision, kv_precision)
+    P = _int("prefill_tokens", prefill_tokens)
+    D = _int("decode_seqs", decode_seqs)
+    L = _int("logit_tokens", logit_tokens)
+    Pp = _real("prefill_pairs", prefill_pairs)
+    Dp = _real("decode_pairs", decode_pairs)
+    Pk = P if prefill_kv_tokens is None else _int("prefill_kv_tokens", prefill_kv_tokens)
+    T = P + D
+    for name, pairs, tokens, what in (("prefill_pairs", Pp, P, "prefill_tokens"),
+                                      ("decode_pairs", Dp, D, "decode_seqs")):
+        if pairs < tokens or (tokens == 0 and pairs > 0):
+            raise ValueError(f"{name}={pairs!r} with {what}={tokens}: every token attends at "
+                             f"least to itself, so need {name} >= {what}, and {name} = 0 "
+                             f"when {what} = 0")
+    if Pk < P:
+        raise ValueError(f"prefill_kv_tokens={Pk} must be >= prefill_tokens={P} (the chunks' "
+                         f"own keys plus any cached prefix)")
+    if L > T:
+        raise ValueError(f"logit_tokens={L} exceeds the iteration's {T} tokens "
+                         f"(prefill_tokens + decode_seqs)")
+    if T == 0:
+        return []
+
+    h, a, d, f, V, E, k = (spec.hidden, spec.heads, spec.head_dim, spec.ffn_hidden, spec.vocab,
+                           spec.experts, spec.top_k)
+    t, moe = tp, spec.experts > 1
+    gate = 2 if spec.gated else 1
+    nflop = _NORM_FLOPS[spec.norm]
+    qd, kvd = a // t * d, kv_dev * d          # query and K (or V) width on this rank
+    w = _weights(spec, t, kv_dev)
+    act = T * h * vb                          # one hidden-state tensor: the TP message
+
+    def linear(name: str, m: float, kk: float, n: float, weights: float) -> Op:
+        return Op(name, 2.0 * m * kk * n, mb * (m * kk + weights) + vb * m * n, matmul=True)
+
+    def elementwise(name: str, elems: float, flops_per: float, touches: float,
+                    weights: float = 0.0) -> Op:
+        return Op(name, elems * flops_per, vb * elems * touches + mb * weights)
+
+    def allreduce(name: str) -> Op:
+        return Op(f"{name}.tp_allreduce", 0.0, 0.0, comm="tp_allreduce", comm_bytes=act)
+
+    out: list[tuple[Op, int]] = []
+    if stage == 0:
+        # vocab-parallel lookup: the rows of this rank's vocabulary shard (T/tp tokens in
+        # expectation) and of the replicated position / segment tables read, the output written
+        tables = (spec.position == "learned") + (spec.type_vocab > 0)
+        out.append((Op("embedding.lookup", float(T * h * tables),
+                       mb * T * h * (1 / t + tables) + vb * T * h), 1))
+        if t > 1:
+            out.append((allreduce("embedding.lookup"), 1))
+
+    ops: list[Op] = [elementwise("layer.norm1", T * h, nflop, 2.0, w["norm"]),
+                     linear("layer.qkv", T, h, qd + 2 * kvd, w["qkv"])]
+    if spec.position == "rope":
+        ops.append(elementwise("layer.rope", T * (qd + kvd), 3.0, 2.0))
+    new_kv = (vb + kb) * 2 * kvd              # moving one new token's K/V into the cache
+    if P:
+        ops.append(Op("layer.attention.prefill", 4.0 * Pp * qd,
+                      2 * vb * P * qd + kb * Pk * 2 * kvd + new_kv * P, matmul=True))
+    if D:
+        ops.append(Op("layer.attention.decode", 4.0 * Dp * qd,
+                      2 * vb * D * qd + kb * Dp * 2 * kvd + new_kv * D, matmul=True))
+    ops.append(linear("layer.out_proj", T, h / t, h, w["out_proj"]))
+    if t > 1:
+        ops.append(allreduce("layer.out_proj"))
+    ops += [elementwise("layer.residual1", T * h, 1.0, 3.0),
+            elementwise("layer.norm2", T * h, nflop, 2.0, w["norm"])]
+    if moe:
+        touched = experts_touched(E, k, T)
+        ops += [linear("layer.router", T, h, E, w["router"]),
+                elementwise("layer.router.topk", T * E, 4.0, 2.0)]
+        mt = T * k                            # routed token copies through the experts
+    else:
+        touched, mt = 1.0, T
+    ops += [linear("layer.ffn_up", mt, h, gate * f / t, touched * w["ffn_up"]),
+            elementwise(f"layer.{spec.activation}", mt * f / t, 8.0, gate + 1.0),
+            linear("layer.ffn_down", mt, f / t, h, touched * w["ffn_down"])]
+    if moe:  # weighted sum of each token's top_k expert outputs
+        ops.append(elementwise("layer.moe.combine", T * h * k, 2.0, 1.0 + 1.0 / k))
+    if t > 1:
+        ops.append(allreduce("layer.ffn"))
+    ops.append(elementwise("layer.residual2", T * h, 1.0, 3.0))
+    out += [(op, layers) for op in ops]
+
+    if stage == pp - 1 and L:  # final norm, vocab-parallel logits, gather, sampling
+        out.append((elementwise("head.norm", L * h, nflop, 2.0, w["norm"]), 1))
+        out.append((linear("head.logits", L, h, V / t, w["logits"]), 1))
+        if t > 1:
+            out.append((Op("head.logits.tp_allgather", 0.0, 0.0, comm="tp_allgather",
+                           comm_bytes=L * V * vb), 1))
+        # softmax / argmax over the vocabulary in fp32: read the logits, write probabilities
+        out.append((Op("head.sample", 5.0 * L * V, (vb + 4.0) * L * V), 1))
+    return out
+
+
+def inference_flops(spec: TransformerSpec, *, tokens: int, pairs: float,
+                    logit_tokens: int | None = None) -> float:
+    """Forward matmul FLOPs (2 per multiply-add) of the whole model (all stages, all
+    tensor-parallel ranks, counted once) for *tokens* tokens attending over *pairs* (query, key)
+    pairs:
+
+    ``2 * tokens * N + 4 * pairs * hidden * layers + 2 * logit_tokens * hidden * vocab``
+
+    with ``N`` the matrix parameters of the layers a token runs through (per layer: Q and O
+    ``h^2`` each, K and V ``h * kv_heads * head_dim`` each, ``top_k`` experts' FFN matrices,
+    the MoE router ``h * E``; no biases, norms or embedding lookup) and *logit_tokens* the
+    tokens put through the LM head (default *tokens*: the usual ``2 N_total`` per token).
+    Replicated K/V projections (``tp > kv_heads``) are counted once: these are model FLOPs."""
+    spec = _check_spec(spec)
+    tokens = _int("tokens", tokens)
+    pairs = _real("pairs", pairs)
+    L = tokens if logit_tokens is None else _int("logit_tokens", logit_tokens)
+    h, f, kvd = spec.hidden, spec.ffn_hidden, spec.kv_heads * spec.head_dim
+    nmat = 3 if spec.gated else 2
+    per_layer = 2 * h * h + 2 * h * kvd + spec.top_k * nmat * h * f
+    per_layer += h * spec.experts if spec.experts > 1 else 0
+    return (2.0 * tokens * per_layer * spec.layers + 4.0 * pairs * h * spec.layers
+            + 2.0 * L * h * spec.vocab)
