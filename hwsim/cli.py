@@ -104,7 +104,8 @@ def _breakdown_line(s: dict[str, Any]) -> str | None:
 
 
 def _headline(s: dict[str, Any]) -> str | None:
-    """The answer in one line: time to train (training) or makespan (transfers)."""
+    """The answer in one line: time to train (training), latencies and throughput (serving) or
+    makespan (transfers)."""
     from hwsim.units import format_quantity
 
     if s.get("fits") is False:
@@ -113,6 +114,16 @@ def _headline(s: dict[str, Any]) -> str | None:
         return (f"time to train: {_duration(s['time_to_train_s'])} "
                 f"({s['total_steps']:,} steps of {format_quantity(s['step_time_s'], 's')}, "
                 f"{s['samples_per_s']:,.0f} samples/s, MFU {s['mfu']:.1%})")
+    if s.get("ttft_p50_s") is not None:
+        q = (f"{s['requests_completed']:,} requests served: TTFT p50 "
+             f"{format_quantity(s['ttft_p50_s'], 's')} / p99 {format_quantity(s['ttft_p99_s'], 's')}")
+        if s.get("tpot_p50_s") is not None:
+            q += (f", TPOT p50 {format_quantity(s['tpot_p50_s'], 's')} / p99 "
+                  f"{format_quantity(s['tpot_p99_s'], 's')}")
+        q += f", {s['output_tokens_per_s']:,.0f} output tokens/s"
+        if s.get("slo_attainment") is not None:
+            q += f", SLO met by {s['slo_attainment']:.1%}"
+        return q
     if s.get("makespan_s") is not None:
         return (f"all transfers done in {_duration(s['makespan_s'])} "
                 f"({format_quantity(s['bytes_moved'], 'B')} moved)")

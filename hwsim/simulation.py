@@ -14,7 +14,9 @@ from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, critical_pat
 from hwsim.analysis.parallelism import rank_events, step_breakdown, step_summary
 from hwsim.analysis.result import Result
 from hwsim.engine import Recorder
+from hwsim.analysis.serving import in_system_mean, request_table, serving_summary
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
+from hwsim.jobs.serving import ServingJob, ServingPlan
 from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
 from hwsim.jobs.transfer import TransferJob, TransferPlan
@@ -36,14 +38,19 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
     recorder = Recorder()
     system = System(env, graph, recorder, rng)
     if isinstance(job, TrainingPlan):
-        runner: TrainingJob | ParallelTrainingJob | TransferJob = TrainingJob(system, job)
+        runner: TrainingJob | ParallelTrainingJob | TransferJob | ServingJob = TrainingJob(system,
+                                                                                           job)
     elif isinstance(job, ParallelPlan):
         runner = ParallelTrainingJob(system, job)
+    elif isinstance(job, ServingPlan):
+        runner = ServingJob(system, job)
     else:
         runner = TransferJob(system, list(job))
     runner.start()
     env.run(until=until_s)
     end = env.now
+    if isinstance(runner, ServingJob):
+        return _serving_result(runner, recorder, end, name, config, utilization_bin_s)
     if isinstance(runner, (TrainingJob, ParallelTrainingJob)):  # rank 0's events suffice
         summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
     else:
@@ -155,3 +162,45 @@ def _transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.
     breakdown = critical_path_breakdown(events, job=job.job)
     _attach_bottleneck(s, breakdown)
     return s, breakdown
+
+
+def _serving_result(job: ServingJob, recorder: Recorder, end: float, name: str,
+                    config: dict[str, Any] | None, bin_s: float | None) -> Result:
+    plan = job.plan
+    req = request_table([(q.req.id, q.replica, q.req.arrival_s, q.start_s, q.first_token_s,
+                          q.end_s, q.req.prompt_tokens, q.req.output_tokens, q.preemptions)
+                         for q in job.seqs])
+    devices = [d for r in plan.replicas for d in r]
+    spec = job.system.device(devices[0]).spec
+    s: dict[str, Any] = {"devices": len(devices), "device_type": spec.id,
+                         "replicas": len(plan.replicas), "fits": job.fits,
+                         "memory_per_device_gb": sum(job.breakdown.values()) / 1e9,
+                         "memory_capacity_per_device_gb": spec.memory_bytes / 1e9}
+    s.update({f"memory_{k}_gb": v / 1e9 for k, v in job.breakdown.items()})
+    if not job.fits:
+        s.update(bottleneck="memory_capacity", bottleneck_share=1.0,
+                 bottleneck_label=f"does not fit: {job.oom}")
+        return Result(name=name, summary=s, events=recorder.events_frame,
+                      utilization=lambda: recorder.utilization_frame(end, bin_s),
+                      memory=recorder.memory_frame, bottleneck=pd.DataFrame(
+                          {"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]}),
+                      config=dict(config or {}), requests=req)
+    s.update(serving_summary(req, end_s=end, slo_ttft_s=plan.slo_ttft_s,
+                             slo_tpot_s=plan.slo_tpot_s))
+    first = float(req["arrival_s"].min()) if len(req) else 0.0
+    s["requests_in_system_mean"] = in_system_mean(job.in_system, first, end)
+    batches = [b for r in job.replicas for b in r.batch_tokens]
+    if batches:
+        dur = np.array([b[1] - b[0] for b in batches])
+        s["batch_size_mean"] = float(np.average([b[2] for b in batches], weights=dur))
+        s["kv_blocks_used_max"] = int(max(b[4] for b in batches))
+        s["kv_blocks_total"] = int(job.replicas[0].blocks_total)
+        s["iterations"] = len(batches)
+    breakdown = critical_path_breakdown(recorder.events_frame(rank=0), rank=0,
+                                        start_s=first, end_s=end)
+    _attach_bottleneck(s, breakdown)
+    s["simulated_time_s"] = end
+    return Result(name=name, summary=s, events=recorder.events_frame,
+                  utilization=lambda: recorder.utilization_frame(end, bin_s),
+                  memory=recorder.memory_frame, bottleneck=breakdown,
+                  config=dict(config or {}), requests=req)

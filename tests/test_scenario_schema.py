@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from hwsim.exceptions import ScenarioError
 from hwsim.scenario import Scenario, load_scenario, scenario_to_dict
+from hwsim.scenario.schema import WORKLOAD_KINDS
 
 DESIGN_EXAMPLE = """\
 name: gpt3-175b-1024xa100
@@ -126,7 +127,7 @@ def test_unknown_workload_kind(example: dict) -> None:
     example["workload"]["kind"] = "trainign"
     err = _error(example)
     assert str(err) == ("s.yaml: workload: unknown kind 'trainign'; valid kinds: training, "
-                        "transfer; did you mean 'training'?")
+                        "transfer, inference; did you mean 'training'?")
 
 
 def test_literal_lists_allowed_values(example: dict) -> None:
@@ -309,4 +310,4 @@ def test_docs_examples_validate() -> None:
     examples = [yaml.safe_load(b) for b in blocks if b.startswith("name:")]
     kinds = {load_scenario(e, file=str(doc), check_catalog=_catalog_ready()).workload.kind
              for e in examples}
-    assert kinds == {"training", "transfer"}  # one complete example per workload kind
+    assert kinds == set(WORKLOAD_KINDS)  # one complete example per workload kind

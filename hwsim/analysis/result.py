@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-_FRAMES = ("events", "utilization", "memory", "bottleneck")
+_FRAMES = ("events", "utilization", "memory", "bottleneck", "requests")
 
 __all__ = ["Result", "EVENT_COLUMNS", "UTILIZATION_COLUMNS", "MEMORY_COLUMNS", "BOTTLENECK_COLUMNS"]
 
@@ -49,6 +49,9 @@ class Result:
         caller who wants the summary need not pay).
     config : dict
         The validated scenario the run used, as plain data.
+    requests : pandas.DataFrame
+        Serving runs: one row per request (:data:`hwsim.analysis.serving.REQUEST_COLUMNS`);
+        empty otherwise.
     """
 
     name: str
@@ -58,6 +61,7 @@ class Result:
     memory: pd.DataFrame = field(repr=False)
     bottleneck: pd.DataFrame = field(repr=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     def __getattribute__(self, key: str) -> Any:
         value = object.__getattribute__(self, key)

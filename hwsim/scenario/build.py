@@ -17,7 +17,9 @@ from hwsim.jobs.parallel import ParallelPlan, parallel_plan
 from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
-from hwsim.scenario.schema import Cluster, Scenario, TrainingWorkload, TransferWorkload
+from hwsim.scenario.build_inference import serving_plan
+from hwsim.scenario.schema import (Cluster, InferenceWorkload, Scenario, TrainingWorkload,
+                                   TransferWorkload)
 from hwsim.simulation import simulate
 from hwsim.topology import cluster as build_cluster
 from hwsim.topology import from_explicit, multi_site, nodes_of_kind, server_index, server_peer
@@ -230,6 +232,8 @@ def prepare(s: Scenario) -> tuple[nx.Graph, TrainingPlan | ParallelPlan | list[T
     """The topology graph and job plan of a validated scenario, with every cross-reference
     checked; nothing is simulated (``hwsim validate`` stops here)."""
     g = build_graph(s.cluster)
+    if isinstance(s.workload, InferenceWorkload):
+        return g, serving_plan(s, g)
     job = training_plan(s, g) if isinstance(s.workload, TrainingWorkload) else transfer_plans(s, g)
     return g, job
 

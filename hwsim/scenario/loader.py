@@ -84,7 +84,7 @@ def load_scenario(source: str | Path | dict[str, Any], *, file: str | None = Non
         raise _convert(err, file) from None
     if check_catalog:
         _check_catalog(scenario, file)
-    return _resolve_hf_config(scenario, base, file)
+    return _resolve_trace(_resolve_hf_config(scenario, base, file), base, file)
 
 
 def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
@@ -240,9 +240,26 @@ def _check_catalog(scenario: Scenario, file: str | None) -> None:
                                 f"`hwsim catalog devices`", file=file, field=path)
 
 
+def _resolve_trace(scenario: Scenario, base: Path | None, file: str | None) -> Scenario:
+    """An inference trace path made absolute (relative to the scenario's folder) and checked."""
+    w = scenario.workload
+    trace = getattr(getattr(w, "arrivals", None), "trace", None)
+    if trace is None:
+        return scenario
+    path = Path(trace).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_file():
+        raise ScenarioError(f"no such request trace {str(path)!r} (a CSV with columns arrival_s, "
+                            "prompt_tokens, output_tokens; a relative path is read from the "
+                            "scenario's folder)", file=file, field="workload.arrivals.trace")
+    arrivals = w.arrivals.model_copy(update={"trace": str(path)})
+    return scenario.model_copy(update={"workload": w.model_copy(update={"arrivals": arrivals})})
+
+
 def _resolve_hf_config(scenario: Scenario, base: Path | None, file: str | None) -> Scenario:
     w = scenario.workload
-    if not isinstance(w, TrainingWorkload) or w.model.hf_config is None:
+    if getattr(w, "model", None) is None or w.model.hf_config is None:
         return scenario
     path = Path(w.model.hf_config).expanduser()
     if not path.is_absolute() and base is not None:

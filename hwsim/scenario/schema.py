@@ -2,7 +2,8 @@
 
 A :class:`Scenario` has a ``name``, a ``seed``, a :class:`~hwsim.scenario.schema_cluster.Cluster`
 (defined with its parts in :mod:`hwsim.scenario.schema_cluster` and re-exported here), a workload
-(:class:`TrainingWorkload` or :class:`TransferWorkload`, told apart by ``kind``) and
+(:class:`TrainingWorkload`, :class:`TransferWorkload` or :class:`InferenceWorkload`, told apart by
+``kind``) and
 :class:`Outputs`. Every model forbids unknown keys and is frozen. Quantities may be SI numbers or
 strings with units (``"10 TB"``, ``"1.5 us"``). ``docs/scenarios.md`` documents every field.
 """
@@ -16,10 +17,12 @@ from pydantic import Field, model_validator
 from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Duration, ExplicitGraph, Fabric,
                                           GraphLink, GraphNode, NodeSpec, PosInt, Site, Size,
                                           StorageEntry, StrictModel, WanLink, did_you_mean)
+from hwsim.scenario.schema_inference import Arrivals, Scheduler, ServingParallelism, Slo
 
 __all__ = [
     "Scenario", "Cluster", "NodeSpec", "Fabric", "StorageEntry", "Site", "WanLink", "ExplicitGraph",
     "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
+    "InferenceWorkload", "Arrivals", "Scheduler", "ServingParallelism", "Slo",
     "ModelRef", "Parallelism", "DataSpec", "Collective", "Outputs", "MODEL_PRESETS",
     "WORKLOAD_KINDS", "Size", "Duration", "Bandwidth",
 ]
@@ -28,7 +31,7 @@ MODEL_PRESETS = ("mlp", "logistic-regression", "resnet50", "bert-large", "gpt3-1
                  "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3-405b",
                  "mixtral-8x7b", "dlrm")
 """Model presets a ``workload.model.preset`` may name."""
-WORKLOAD_KINDS = ("training", "transfer")
+WORKLOAD_KINDS = ("training", "transfer", "inference")
 """Values of ``workload.kind``."""
 _MLP_DEFAULTS = {"features": 1024, "width": 4096, "depth": 4, "outputs": 1024, "activation": "relu"}
 _MLP_ACTIVATIONS = ("sigmoid", "relu", "gelu", "tanh")
@@ -227,7 +230,22 @@ class TransferWorkload(StrictModel):
         return self
 
 
-Workload = Annotated[TrainingWorkload | TransferWorkload, Field(discriminator="kind")]
+class InferenceWorkload(StrictModel):
+    """Serving a model (an LLM: prefill and decode with a paged KV cache) to arriving requests;
+    the parts are in :mod:`hwsim.scenario.schema_inference`."""
+
+    kind: Literal["inference"]
+    model: ModelRef
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8"] = "bf16"
+    parallelism: ServingParallelism = ServingParallelism()
+    scheduler: Scheduler = Scheduler()
+    arrivals: Arrivals
+    slo: Slo | None = None
+    router: Literal["round_robin", "least_outstanding", "kv_aware"] = "round_robin"
+
+
+Workload = Annotated[TrainingWorkload | TransferWorkload | InferenceWorkload,
+                     Field(discriminator="kind")]
 """A workload; ``kind`` picks the model (one of :data:`WORKLOAD_KINDS`)."""
 
 
@@ -282,9 +300,9 @@ class Scenario(StrictModel):
         """Where a training model runs: ``workload.device``, else ``gpu``/``tpu`` when the nodes
         have them, else ``cpu``; None for workloads without a model."""
         w = self.workload
-        if not isinstance(w, TrainingWorkload):
+        if not isinstance(w, (TrainingWorkload, InferenceWorkload)):
             return None
-        if w.device is not None:
+        if getattr(w, "device", None) is not None:
             return w.device
         c = self.cluster
         nodes = [c.node] if c.node else [s.node for s in c.sites or []]

@@ -1,0 +1,391 @@
+"""LLM serving as SimPy processes: a router over replicas, each an iteration-level scheduler
+(vLLM/Orca continuous batching, Sarathi-style chunked prefill, or static batching) over a paged
+KV cache.
+
+A replica is ``tp x pp`` devices. Each iteration the scheduler picks what runs: the decoding
+sequences (one token each) and prefill work from the waiting queue, first come first served,
+within ``max_batch_size`` sequences and ``max_batched_tokens`` tokens. Without chunked prefill an
+iteration is either prefills (admitted whole) or decodes, prefills first (vLLM's default); with
+it, decodes go first and prefill chunks fill the rest of the token budget. A request needs KV
+blocks of ``block_tokens`` tokens for its prompt at admission and one more block each time its
+length crosses a block boundary; when a running sequence cannot get one, the most recently
+admitted sequence is preempted (vLLM's recompute policy: its blocks are freed and it re-enters
+the queue to prefill its prompt and the tokens generated so far again).
+
+The iteration's time is the roofline of its ops (:func:`~hwsim.workloads.inference.iteration_ops`)
+on each pipeline stage's device, plus the stage's tensor-parallel all-reduces (closed form when the
+group is alone on its links, flows otherwise), plus the activations sent between stages; the
+stages of one iteration run one after another (no pipelining of successive iterations). The
+KV-cache capacity of a replica is what its devices' memory holds after the weights, times
+``memory_fraction`` (vLLM's ``gpu_memory_utilization``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generator, Sequence
+
+import simpy
+
+from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.system import System
+from hwsim.workloads.arrivals import Request
+from hwsim.workloads.inference import ServingCost, iteration_ops, serving_cost
+from hwsim.workloads.memory import storage_bytes
+
+__all__ = ["ServingPlan", "ServingJob", "POLICIES", "ROUTERS"]
+
+POLICIES = ("continuous", "static")
+ROUTERS = ("round_robin", "least_outstanding", "kv_aware")
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """Everything a serving run needs, resolved. ``replicas[i]`` lists replica *i*'s devices,
+    stage-major (stage *s* holds ``replicas[i][s*tp:(s+1)*tp]``). ``requests`` arrive open-loop
+    in time order."""
+
+    job: str
+    spec: object
+    replicas: tuple[tuple[str, ...], ...]
+    tp: int
+    pp: int
+    precision: str
+    requests: tuple[Request, ...]
+    policy: str = "continuous"
+    max_batch_size: int = 256
+    max_batched_tokens: int = 8192
+    chunked_prefill: bool = False
+    block_tokens: int = 16
+    memory_fraction: float = 0.9
+    router: str = "round_robin"
+    slo_ttft_s: float | None = None
+    slo_tpot_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown scheduler policy {self.policy!r}; valid: "
+                             f"{', '.join(POLICIES)}")
+        if self.router not in ROUTERS:
+            raise ValueError(f"unknown router {self.router!r}; valid: {', '.join(ROUTERS)}")
+        for r in self.replicas:
+            if len(r) != self.tp * self.pp:
+                raise ValueError(f"a replica has {len(r)} devices, not tp x pp = "
+                                 f"{self.tp * self.pp}")
+        if not self.chunked_prefill and self.requests:
+            longest = max(q.prompt_tokens for q in self.requests)
+            if longest > self.max_batched_tokens:
+                raise ValueError(f"a prompt of {longest} tokens exceeds max_batched_tokens="
+                                 f"{self.max_batched_tokens} without chunked prefill; valid: "
+                                 f"max_batched_tokens >= {longest} or chunked_prefill: true")
+
+
+@dataclass
+class _Seq:
+    """A request in a replica. ``target``: tokens to prefill since its (re-)admission (the
+    prompt, plus after a preemption what was generated); ``cached``: tokens in its KV cache."""
+
+    req: Request
+    replica: int
+    target: int = 0
+    prefilled: int = 0
+    cached: int = 0
+    generated: int = 0
+    blocks: int = 0
+    start_s: float = math.nan   # first admitted
+    first_token_s: float = math.nan
+    end_s: float = math.nan
+    preemptions: int = 0
+
+    @property
+    def decoding(self) -> bool:
+        return self.target > 0 and self.prefilled >= self.target
+
+
+@dataclass
+class _Replica:
+    index: int
+    stages: list[list[str]]
+    blocks_total: int
+    blocks_free: int
+    waiting: deque = field(default_factory=deque)
+    running: list = field(default_factory=list)
+    wake: simpy.Event | None = None
+    iterations: int = 0
+    batch_tokens: list = field(default_factory=list)
+
+
+class ServingJob:
+    """Runs a :class:`ServingPlan` on a :class:`System`. After ``env.run()``: ``seqs`` holds
+    every request's record; ``fits`` is False (``oom`` says why) when a replica's devices cannot
+    hold the weights and at least one sequence's KV cache, and then nothing runs."""
+
+    def __init__(self, system: System, plan: ServingPlan) -> None:
+        self.system, self.plan, self.env = system, plan, system.env
+        self.costs: list[ServingCost] = [serving_cost(plan.spec, tp=plan.tp, pp=plan.pp, stage=s,
+                                                      precision=plan.precision)
+                                         for s in range(plan.pp)]
+        self.seqs: list[_Seq] = []
+        self.oom: str | None = None
+        self.replicas: list[_Replica] = []
+        self.in_system: list[tuple[float, int]] = []  # (time, requests arrived and not done)
+        self._count = 0
+        self._rr = 0
+        self._cost_memo: dict[tuple, float] = {}
+        self._groups: dict[tuple, CollectiveGroup] = {}
+        self.breakdown: dict[str, float] = {}
+
+    @property
+    def fits(self) -> bool:
+        return self.oom is None
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        plan = self.plan
+        for i, devs in enumerate(plan.replicas):
+            stages = [list(devs[s * plan.tp:(s + 1) * plan.tp]) for s in range(plan.pp)]
+            blocks = None
+            for s, stage in enumerate(stages):
+                cost = self.costs[s]
+                for d in stage:
+                    dev = self.system.device(d)
+                    room = dev.spec.memory_bytes * plan.memory_fraction - cost.weight_bytes
+                    per_block = cost.kv_bytes_per_token * plan.block_tokens
+                    n = int(room // per_block) if per_block > 0 else 0
+                    blocks = n if blocks is None else min(blocks, n)
+                    if i == 0 and not self.breakdown:
+                        self.breakdown = {"weights": cost.weight_bytes,
+                                          "kv_cache": max(room, 0.0)}
+                    if room <= 0:
+                        self.oom = (f"{d}: the weights ({cost.weight_bytes / 1e9:.3g} GB) exceed "
+                                    f"{plan.memory_fraction:g} of its "
+                                    f"{dev.spec.memory_bytes / 1e9:.3g} GB")
+                        return
+                    dev.memory.allocate(cost.weight_bytes, "weights")
+                    dev.memory.allocate(n * per_block, "kv_cache")
+            longest = max((q.prompt_tokens + q.output_tokens for q in plan.requests), default=0)
+            need = math.ceil(longest / plan.block_tokens)
+            if blocks < need:
+                self.oom = (f"replica {i}: KV cache of {blocks} blocks of {plan.block_tokens} "
+                            f"tokens cannot hold the longest request ({longest} tokens)")
+                return
+            self.replicas.append(_Replica(i, stages, blocks, blocks))
+        for r in self.replicas:
+            self.env.process(self._replica(r))
+        self.env.process(self._arrivals())
+
+    def _group(self, devices: Sequence[str]) -> CollectiveGroup:
+        key = tuple(devices)
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = CollectiveGroup(self.system, devices, self.plan.job,
+                                                    owner=(self.plan.job, "tp", key))
+        return g
+
+    # -- arrivals and routing -------------------------------------------------------------------
+    def _arrivals(self) -> Generator:
+        env = self.env
+        for req in self.plan.requests:
+            if req.arrival_s > env.now:
+                yield env.timeout(req.arrival_s - env.now)
+            r = self._route()
+            seq = _Seq(req, r.index)
+            self.seqs.append(seq)
+            r.waiting.append(seq)
+            self._count += 1
+            self.in_system.append((env.now, self._count))
+            if r.wake is not None and not r.wake.triggered:
+                r.wake.succeed()
+
+    def _route(self) -> _Replica:
+        reps, how = self.replicas, self.plan.router
+        if how == "round_robin":
+            r = reps[self._rr % len(reps)]
+            self._rr += 1
+            return r
+        if how == "least_outstanding":
+            return min(reps, key=lambda r: (len(r.waiting) + len(r.running), r.index))
+        return max(reps, key=lambda r: (r.blocks_free - sum(
+            math.ceil(s.target / self.plan.block_tokens) for s in r.waiting), -r.index))
+
+    # -- the scheduler --------------------------------------------------------------------------
+    def _replica(self, r: _Replica) -> Generator:
+        env, plan = self.env, self.plan
+        while True:
+            batch = self._schedule(r)
+            if batch is None:
+                if self._count == 0 and len(self.seqs) == len(plan.requests):
+                    return
+                r.wake = env.event()
+                yield r.wake
+                r.wake = None
+                continue
+            prefills, decodes = batch
+            t0 = env.now
+            yield from self._iterate(r, prefills, decodes)
+            self._finish_iteration(r, prefills, decodes, t0)
+
+    def _blocks(self, tokens: int) -> int:
+        return math.ceil(tokens / self.plan.block_tokens)
+
+    def _admit(self, r: _Replica, s: _Seq, blocks: int) -> None:
+        r.waiting.popleft()
+        r.blocks_free -= blocks
+        s.blocks, s.target, s.prefilled, s.cached = blocks, s.req.prompt_tokens + s.generated, 0, 0
+        if math.isnan(s.start_s):
+            s.start_s = self.env.now
+        r.running.append(s)
+
+    def _schedule(self, r: _Replica) -> tuple[list, list] | None:
+        """The next iteration's work: ``(prefills, decodes)``, prefills as ``(seq, tokens)``;
+        None when there is nothing to do."""
+        plan = self.plan
+        if plan.policy == "static":
+            return self._schedule_static(r)
+        # every decoding sequence may need a block for its next token: preempt the newest
+        # sequences until they fit
+        while True:
+            decodes = [s for s in r.running if s.decoding]
+            need = sum(1 for s in decodes if s.cached % plan.block_tokens == 0)
+            if need <= r.blocks_free or not r.running:
+                break
+            self._preempt(r, max(r.running, key=lambda s: (s.start_s, s.req.id)))
+        free = r.blocks_free - need
+        budget = plan.max_batched_tokens - (len(decodes) if plan.chunked_prefill else 0)
+        prefills: list[tuple[_Seq, int]] = []
+        if plan.chunked_prefill:  # unfinished chunked prefills continue first
+            for s in r.running:
+                if not s.decoding and budget > 0:
+                    n = min(s.target - s.prefilled, budget)
+                    prefills.append((s, n))
+                    budget -= n
+        while r.waiting and len(r.running) < plan.max_batch_size and budget > 0:
+            s = r.waiting[0]
+            target = s.req.prompt_tokens + s.generated
+            n = min(target, budget) if plan.chunked_prefill else target
+            blocks = self._blocks(target)
+            if n > budget or blocks > free:
+                break  # first come, first served: nobody overtakes the head of the queue
+            self._admit(r, s, blocks)
+            free -= blocks
+            prefills.append((s, n))
+            budget -= n
+        if not plan.chunked_prefill and prefills:
+            return prefills, []  # vLLM's default: a prefill iteration holds prefills only
+        if not prefills and not decodes:
+            return None
+        return prefills, decodes
+
+    def _schedule_static(self, r: _Replica) -> tuple[list, list] | None:
+        """Static batching: a batch is admitted whole when the previous one has finished (its
+        KV blocks reserved for prompt and output), its prompts prefilled together, then decoded
+        until its last sequence ends."""
+        plan = self.plan
+        if r.running:
+            return [], [s for s in r.running if s.decoding]
+        prefills: list[tuple[_Seq, int]] = []
+        tokens = 0
+        while r.waiting and len(prefills) < plan.max_batch_size:
+            s = r.waiting[0]
+            blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens)
+            if blocks > r.blocks_free or tokens + s.req.prompt_tokens > plan.max_batched_tokens:
+                break
+            self._admit(r, s, blocks)
+            prefills.append((s, s.target))
+            tokens += s.target
+        return (prefills, []) if prefills else None
+
+    def _preempt(self, r: _Replica, s: _Seq) -> None:
+        """vLLM's recompute preemption: free the sequence's blocks and queue it first again;
+        it will prefill its prompt and the tokens generated so far."""
+        r.running.remove(s)
+        r.blocks_free += s.blocks
+        s.blocks = s.target = s.prefilled = s.cached = 0
+        s.preemptions += 1
+        r.waiting.appendleft(s)
+
+    # -- one iteration --------------------------------------------------------------------------
+    def _iterate(self, r: _Replica, prefills: list, decodes: list) -> Generator:
+        plan = self.plan
+        p_tokens = sum(n for _, n in prefills)
+        p_pairs = sum(n * s.prefilled + n * (n + 1) / 2 for s, n in prefills)
+        d_pairs = float(sum(s.cached + 1 for s in decodes))
+        logits = len(decodes) + sum(1 for s, n in prefills if s.prefilled + n >= s.target)
+        env, rec = self.env, self.system.recorder
+        for st, devs in enumerate(r.stages):
+            key = (st, p_tokens, round(p_pairs), len(decodes), round(d_pairs), logits)
+            hit = self._cost_memo.get(key)
+            if hit is None:
+                hit = self._cost_memo[key] = self._stage_time(
+                    st, devs, p_tokens, p_pairs, len(decodes), d_pairs, logits)
+            seconds, flops, nbytes, category = hit
+            t0 = env.now
+            yield env.timeout(seconds)
+            for d in devs:
+                rec.event(t0, env.now, f"{d}/compute", "compute", "iteration", plan.job,
+                          r.index, nbytes, flops, category)
+            if st + 1 < plan.pp:  # activations to the next stage
+                vb = storage_bytes(plan.precision)
+                hidden = plan.spec.hidden
+                yield self.system.transfer(devs[0], r.stages[st + 1][0],
+                                           (p_tokens + len(decodes)) * hidden * vb / plan.tp,
+                                           name="p2p", job=plan.job, rank=r.index)
+
+    def _stage_time(self, st: int, devs: list[str], p_tokens: int, p_pairs: float,
+                    d_seqs: int, d_pairs: float, logits: int) -> tuple[float, float, float, str]:
+        """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device,
+        its tensor-parallel all-reduces included (closed form; flows are not needed between
+        one replica's own GPUs)."""
+        plan = self.plan
+        spec = self.system.device(devs[0]).spec
+        ops = iteration_ops(plan.spec, tp=plan.tp, pp=plan.pp, stage=st, precision=plan.precision,
+                            prefill_tokens=p_tokens, prefill_pairs=p_pairs, decode_seqs=d_seqs,
+                            decode_pairs=d_pairs, logit_tokens=logits)
+        seconds = flops = nbytes = 0.0
+        by: dict[str, float] = {}
+        for op, times in ops:
+            if op.comm:
+                if plan.tp > 1 and op.comm_bytes > 0:
+                    fixed = self._group(devs).timing(op.comm_bytes)
+                    t = fixed[0] if fixed is not None else 0.0
+                    seconds += times * t
+                    by["comm"] = by.get("comm", 0.0) + times * t
+                continue
+            t = spec.op_time_s(op.flops, op.bytes, plan.precision)
+            cat = spec.op_bound(op.flops, op.bytes, plan.precision)
+            seconds += times * t
+            flops += times * op.flops
+            nbytes += times * op.bytes
+            by[cat] = by.get(cat, 0.0) + times * t
+        category = max(by, key=by.get) if by else "compute"
+        return seconds, flops, nbytes, ("comm:" + self._group(devs).category.removeprefix(
+            "comm:") if category == "comm" else category)
+
+    def _finish_iteration(self, r: _Replica, prefills: list, decodes: list, t0: float) -> None:
+        plan, now = self.plan, self.env.now
+        r.iterations += 1
+        r.batch_tokens.append((t0, now, len(prefills) + len(decodes),
+                               sum(n for _, n in prefills) + len(decodes),
+                               r.blocks_total - r.blocks_free))
+        for s, n in prefills:
+            s.prefilled += n
+            s.cached += n
+            if s.prefilled >= s.target:  # the last prompt position gives the next token
+                s.generated += 1
+                if math.isnan(s.first_token_s):
+                    s.first_token_s = now
+        for s in decodes:
+            if s.cached % plan.block_tokens == 0 and plan.policy != "static":
+                r.blocks_free -= 1
+                s.blocks += 1
+            s.cached += 1
+            s.generated += 1
+        for s in [s for s in r.running if s.decoding and s.generated >= s.req.output_tokens]:
+            s.end_s = now
+            r.running.remove(s)
+            r.blocks_free += s.blocks
+            s.blocks = 0
+            self._count -= 1
+            self.in_system.append((now, self._count))

@@ -1,0 +1,85 @@
+"""The plan of an inference workload (:class:`~hwsim.jobs.serving.ServingPlan`): the model, the
+replicas' devices, and the requests, drawn from the scenario's seed or read from its trace."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from hwsim.exceptions import ScenarioError
+from hwsim.jobs.serving import ServingPlan
+from hwsim.scenario.schema import InferenceWorkload, Scenario
+from hwsim.topology import nodes_of_kind
+from hwsim.workloads import TransformerSpec, resolve_model
+from hwsim.workloads.arrivals import from_trace, open_loop
+
+__all__ = ["serving_plan"]
+
+_TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
+
+
+def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
+    w = s.workload
+    assert isinstance(w, InferenceWorkload)
+    fields = w.model.model_dump(exclude_none=True)
+    fields.pop("flash_attention", None)
+    try:
+        spec = resolve_model(fields)
+    except ValueError as err:
+        raise ScenarioError(str(err), field="workload.model") from None
+    if not isinstance(spec, TransformerSpec) or spec.encoder:
+        raise ScenarioError(f"model {spec.name!r} is not a decoder LLM; inference serves decoder "
+                            "transformers (presets gpt3-175b, llama2-*, llama3-*, mixtral-8x7b, "
+                            "or explicit layers/hidden/heads)", field="workload.model")
+    par = w.parallelism
+    kind = s.compute_device
+    devices = nodes_of_kind(g, kind)
+    per, need = par.tp * par.pp, par.tp * par.pp * par.replicas
+    if len(devices) < need:
+        raise ScenarioError(f"{par.replicas} replicas of tp x pp = {par.tp} x {par.pp} need {need} "
+                            f"{kind} devices; the cluster has {len(devices)}; valid: replicas <= "
+                            f"{len(devices) // per}", field="workload.parallelism")
+    if spec.heads % par.tp:
+        raise ScenarioError(f"tp={par.tp} must divide the model's {spec.heads} attention heads",
+                            field="workload.parallelism.tp")
+    replicas = tuple(tuple(devices[i * per:(i + 1) * per]) for i in range(par.replicas))
+    a = w.arrivals
+    rng = np.random.default_rng(s.seed)
+    try:
+        if a.process == "trace":
+            requests = from_trace(*_read_trace(a.trace))
+        else:
+            tokens = [t if isinstance(t, int) else t.as_spec()
+                      for t in (a.prompt_tokens, a.output_tokens)]
+            requests = open_loop(a.process, rate_per_s=a.rate_per_s, requests=a.requests,
+                                 prompt=tokens[0], output=tokens[1], rng=rng, cv=a.cv,
+                                 start_s=a.start)
+    except ValueError as err:
+        raise ScenarioError(str(err), field="workload.arrivals") from None
+    sc = w.scheduler
+    slo = w.slo
+    try:
+        return ServingPlan(job="serve", spec=spec, replicas=replicas, tp=par.tp, pp=par.pp,
+                           precision=w.precision, requests=tuple(requests), policy=sc.policy,
+                           max_batch_size=sc.max_batch_size,
+                           max_batched_tokens=sc.max_batched_tokens,
+                           chunked_prefill=sc.chunked_prefill, block_tokens=sc.block_tokens,
+                           memory_fraction=sc.memory_fraction, router=w.router,
+                           slo_ttft_s=slo.ttft_s if slo else None,
+                           slo_tpot_s=slo.tpot_s if slo else None)
+    except ValueError as err:
+        raise ScenarioError(str(err), field="workload.scheduler") from None
+
+
+def _read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise ScenarioError(f"cannot read request trace {path!r}: {err}",
+                            field="workload.arrivals.trace") from None
+    missing = [c for c in _TRACE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ScenarioError(f"request trace {path!r} lacks column(s) {', '.join(missing)}; it "
+                            f"needs {', '.join(_TRACE_COLUMNS)}", field="workload.arrivals.trace")
+    return tuple(df[c].to_numpy() for c in _TRACE_COLUMNS)

@@ -1,0 +1,107 @@
+"""Scenario schema, inference parts: parallelism of a replica, the scheduler, the arrivals, the
+service-level objectives (DESIGN.md, "Inference workloads"). Re-exported by
+:mod:`hwsim.scenario.schema`, whose ``InferenceWorkload`` holds them; ``docs/scenarios.md``
+documents every field."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from hwsim.scenario.schema_cluster import Duration, PosInt, StrictModel
+
+__all__ = ["ServingParallelism", "Scheduler", "Arrivals", "Slo", "TokenCount"]
+
+
+class ServingParallelism(StrictModel):
+    """Devices of one replica (``tp x pp``) and how many replicas serve."""
+
+    tp: PosInt = 1
+    pp: PosInt = 1
+    replicas: PosInt = 1
+
+
+class Scheduler(StrictModel):
+    """How a replica batches: ``continuous`` (iteration-level, vLLM/Orca) or ``static`` (a batch
+    runs to its end); ``chunked_prefill`` splits prompts to fill ``max_batched_tokens`` next to
+    the decodes (Sarathi); ``block_tokens`` is the paged KV cache's block; ``memory_fraction`` of
+    each device's memory holds weights and KV cache (vLLM's ``gpu_memory_utilization``)."""
+
+    policy: Literal["continuous", "static"] = "continuous"
+    max_batch_size: PosInt = 256
+    max_batched_tokens: PosInt = 8192
+    chunked_prefill: bool = False
+    block_tokens: PosInt = 16
+    memory_fraction: float = Field(0.9, gt=0, le=1)
+
+
+class TokenCount(StrictModel):
+    """A token-count distribution: ``uniform`` (``low``..``high``), ``normal`` (``mean``,
+    ``std``), ``lognormal`` (``median``, ``sigma``), or ``choice`` of ``values``."""
+
+    dist: Literal["uniform", "normal", "lognormal", "choice"]
+    low: PosInt | None = None
+    high: PosInt | None = None
+    mean: float | None = Field(None, gt=0)
+    std: float | None = Field(None, ge=0)
+    median: float | None = Field(None, gt=0)
+    sigma: float | None = Field(None, ge=0)
+    values: list[PosInt] | None = None
+
+    @model_validator(mode="after")
+    def _fields(self) -> TokenCount:
+        need = {"uniform": ("low", "high"), "normal": ("mean", "std"),
+                "lognormal": ("median", "sigma"), "choice": ("values",)}[self.dist]
+        missing = [k for k in need if getattr(self, k) is None]
+        extra = [k for k in ("low", "high", "mean", "std", "median", "sigma", "values")
+                 if k not in need and getattr(self, k) is not None]
+        if missing or extra:
+            raise ValueError(f"dist {self.dist!r} takes {', '.join(need)}"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; not {', '.join(extra)}" if extra else ""))
+        if self.dist == "uniform" and self.low > self.high:
+            raise ValueError(f"low={self.low} > high={self.high}")
+        return self
+
+    def as_spec(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class Arrivals(StrictModel):
+    """Requests: an open-loop process (``poisson``, ``gamma`` with coefficient of variation
+    ``cv``, ``constant``) at ``rate_per_s`` for ``requests`` requests, or the rows of a CSV
+    ``trace`` (columns ``arrival_s, prompt_tokens, output_tokens``; a relative path is read from
+    the scenario's folder). Token counts: a number or a :class:`TokenCount`."""
+
+    process: Literal["poisson", "gamma", "constant", "trace"] = "poisson"
+    rate_per_s: float | None = Field(None, gt=0)
+    requests: PosInt | None = None
+    cv: float = Field(1.0, gt=0)
+    prompt_tokens: PosInt | TokenCount = 512
+    output_tokens: PosInt | TokenCount = 128
+    trace: str | None = None
+    start: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _process(self) -> Arrivals:
+        if self.process == "trace":
+            if self.trace is None:
+                raise ValueError("process 'trace' needs trace: a CSV file with columns "
+                                 "arrival_s, prompt_tokens, output_tokens")
+        else:
+            missing = [k for k in ("rate_per_s", "requests") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"process {self.process!r} needs {' and '.join(missing)} "
+                                 "(e.g. rate_per_s: 2.0, requests: 1000)")
+            if self.trace is not None:
+                raise ValueError(f"trace is only read with process: trace, not {self.process!r}")
+        return self
+
+
+class Slo(StrictModel):
+    """Service-level objectives: a request attains its SLO when its time to first token and its
+    time per output token are within these (either may be omitted)."""
+
+    ttft_s: Duration | None = None
+    tpot_s: Duration | None = None

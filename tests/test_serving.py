@@ -1,0 +1,154 @@
+"""LLM serving (hwsim.jobs.serving): physical bounds, conservation, Little's law, determinism,
+KV-cache pressure, scheduler effects, and pinned errors for bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import hwsim
+from hwsim.catalog import get_device
+from hwsim.workloads import resolve_model
+from hwsim.workloads.inference import inference_flops, serving_cost
+
+BASE = {
+    "name": "serve",
+    "seed": 3,
+    "cluster": {"nodes": 1, "node": {"gpu": "A100-SXM4-80GB", "gpus_per_node": 8,
+                                     "cpu": "EPYC-7742", "intra_node": "nvlink3"}},
+    "workload": {
+        "kind": "inference",
+        "model": {"preset": "llama2-7b"},
+        "precision": "fp16",
+        "parallelism": {"tp": 1, "replicas": 1},
+        "scheduler": {"policy": "continuous", "max_batch_size": 64,
+                      "max_batched_tokens": 4096},
+        "arrivals": {"process": "poisson", "rate_per_s": 4.0, "requests": 300,
+                     "prompt_tokens": 512, "output_tokens": 64},
+    },
+}
+
+
+def _run(**changes):
+    s = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        node = s
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return hwsim.run(s)
+
+
+def test_one_request_obeys_the_roofline_bounds():
+    """Alone: the first token takes at least the prompt's FLOPs at peak, and every later token
+    at least reading the weights and the KV cache at the HBM's full bandwidth."""
+    r = _run(**{"workload.arrivals": {"process": "constant", "rate_per_s": 0.01, "requests": 1,
+                                      "prompt_tokens": 1024, "output_tokens": 32}})
+    q = r.requests.iloc[0]
+    spec = resolve_model({"preset": "llama2-7b"})
+    dev = get_device("A100-SXM4-80GB")
+    pairs = 1024 * 1025 / 2
+    assert q.ttft_s >= inference_flops(spec, tokens=1024, pairs=pairs) / dev.peak("fp16")
+    cost = serving_cost(spec, precision="fp16")
+    floor = (cost.weight_bytes + 1024 * cost.kv_bytes_per_token) / dev.mem_bw_bytes_per_s
+    assert q.tpot_s >= floor
+    assert q.tpot_s < 3 * floor  # and decode is memory-bound: close to that floor
+    assert q.queue_s == 0.0 and q.preemptions == 0
+
+
+def test_throughput_grows_with_batch_size():
+    tput = []
+    for b in (1, 8, 64):
+        r = _run(**{"workload.scheduler": {"policy": "static", "max_batch_size": b,
+                                           "max_batched_tokens": 65536},
+                    "workload.arrivals": {"process": "constant", "rate_per_s": 1000.0,
+                                          "requests": 128, "prompt_tokens": 256,
+                                          "output_tokens": 64}})
+        tput.append(r.summary["output_tokens_per_s"])
+    assert tput[0] < tput[1] < tput[2]
+    assert tput[2] > 10 * tput[0]  # decode is bandwidth-bound: batching is nearly free
+
+
+def test_conservation_littles_law_and_determinism():
+    r = _run(**{"workload.arrivals.requests": 1500})
+    req, s = r.requests, r.summary
+    assert len(req) == 1500 and req["id"].is_unique and s["requests_completed"] == 1500
+    assert (req["first_token_s"] >= req["start_s"]).all()
+    assert (req["end_s"] >= req["first_token_s"]).all() and (req["start_s"] >= req["arrival_s"]).all()
+    # Little's law: mean number in system = arrival rate x mean time in system (sampling error)
+    lam = 4.0
+    assert s["requests_in_system_mean"] == pytest.approx(lam * req["e2e_s"].mean(), rel=0.1)
+    again = _run(**{"workload.arrivals.requests": 1500})
+    assert again.requests.equals(req)
+    assert s["ttft_p99_s"] >= s["ttft_p50_s"] > 0 and s["tpot_p99_s"] >= s["tpot_p50_s"] > 0
+
+
+def test_a_small_kv_cache_preempts_and_still_serves_everyone():
+    # 14 GB of weights in 20% of 80 GB leaves ~2 GB of KV cache: a few thousand tokens
+    r = _run(**{"workload.scheduler.memory_fraction": 0.2,
+                "workload.arrivals": {"process": "constant", "rate_per_s": 50.0, "requests": 60,
+                                      "prompt_tokens": 512, "output_tokens": 256}})
+    assert r.summary["preemptions"] > 0
+    assert r.summary["requests_completed"] == 60
+    assert (r.requests["output_tokens"] == 256).all()
+    big = _run(**{"workload.arrivals": {"process": "constant", "rate_per_s": 50.0,
+                                        "requests": 60, "prompt_tokens": 512,
+                                        "output_tokens": 256}})
+    assert big.summary["preemptions"] == 0
+    assert big.summary["e2e_p99_s"] < r.summary["e2e_p99_s"]
+
+
+def test_weights_that_do_not_fit_are_a_result():
+    r = _run(**{"workload.model": {"preset": "llama2-70b"}})
+    assert r.summary["fits"] is False and "weights" in r.summary["bottleneck_label"]
+    r4 = _run(**{"workload.model": {"preset": "llama2-70b"}, "workload.parallelism.tp": 4,
+                 "workload.arrivals.requests": 20})
+    assert r4.summary["fits"] is True and r4.summary["requests_completed"] == 20
+
+
+def test_chunked_prefill_keeps_decodes_flowing():
+    """Long prompts arriving among decoding requests: without chunking a prefill iteration
+    stalls every decode (vLLM's prefill-first); with a token budget the worst inter-token gap
+    shrinks (Sarathi)."""
+    arrivals = {"process": "poisson", "rate_per_s": 3.0, "requests": 200,
+                "prompt_tokens": {"dist": "uniform", "low": 256, "high": 4000},
+                "output_tokens": 128}
+    plain = _run(**{"workload.arrivals": arrivals,
+                    "workload.scheduler.max_batched_tokens": 4096})
+    chunked = _run(**{"workload.arrivals": arrivals,
+                      "workload.scheduler": {"policy": "continuous", "max_batch_size": 64,
+                                             "max_batched_tokens": 512,
+                                             "chunked_prefill": True}})
+    assert chunked.summary["tpot_p99_s"] < plain.summary["tpot_p99_s"]
+
+
+def test_two_replicas_and_routers():
+    base = {"workload.parallelism.replicas": 2, "workload.arrivals.rate_per_s": 8.0}
+    rr = _run(**base)
+    assert set(rr.requests["replica"]) == {0, 1}
+    counts = rr.requests["replica"].value_counts()
+    assert abs(counts[0] - counts[1]) <= 1  # round robin
+    lo = _run(**base, **{"workload.router": "least_outstanding"})
+    assert lo.summary["requests_completed"] == 300
+    one = _run(**{"workload.arrivals.rate_per_s": 8.0})
+    assert rr.summary["e2e_p50_s"] < one.summary["e2e_p50_s"]
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"workload.scheduler.max_batched_tokens": 256},
+     r"workload\.scheduler: a prompt of 512 tokens exceeds max_batched_tokens=256 without "
+     r"chunked prefill"),
+    ({"workload.parallelism.replicas": 9},
+     r"workload\.parallelism: 9 replicas of tp x pp = 1 x 1 need 9 gpu devices; the cluster "
+     r"has 8"),
+    ({"workload.model": {"preset": "resnet50"}}, r"workload\.model: model 'resnet50' is not a "
+                                                 r"decoder LLM"),
+    ({"workload.arrivals": {"process": "poisson", "requests": 5}},
+     r"workload\.arrivals.*needs rate_per_s"),
+])
+def test_bad_serving_input_is_refused(changes, match):
+    with pytest.raises(hwsim.ScenarioError, match=match):
+        _run(**changes)
