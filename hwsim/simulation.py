@@ -200,7 +200,11 @@ def _serving_result(job: ServingJob, recorder: Recorder, end: float, name: str,
                                         start_s=first, end_s=end)
     _attach_bottleneck(s, breakdown)
     s["simulated_time_s"] = end
+    iterations = pd.DataFrame(
+        [(r.index, *b, r.blocks_total) for r in job.replicas for b in r.batch_tokens],
+        columns=["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
+                 "kv_blocks_total"])
     return Result(name=name, summary=s, events=recorder.events_frame,
                   utilization=lambda: recorder.utilization_frame(end, bin_s),
                   memory=recorder.memory_frame, bottleneck=breakdown,
-                  config=dict(config or {}), requests=req)
+                  config=dict(config or {}), requests=req, iterations=iterations)

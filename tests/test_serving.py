@@ -152,3 +152,27 @@ def test_two_replicas_and_routers():
 def test_bad_serving_input_is_refused(changes, match):
     with pytest.raises(hwsim.ScenarioError, match=match):
         _run(**changes)
+
+
+def test_closed_loop_clients_keep_at_most_their_number_in_flight():
+    r = _run(**{"workload.arrivals": {"process": "closed", "clients": 4, "requests": 60,
+                                      "think_s": 0.5, "prompt_tokens": 256,
+                                      "output_tokens": 32}})
+    req = r.requests
+    assert len(req) == 60 and r.summary["requests_completed"] == 60
+    # at no instant are more than 4 requests in the system
+    t = np.sort(np.concatenate([req.arrival_s.to_numpy(), req.end_s.to_numpy()]))
+    level = [((req.arrival_s <= x) & (req.end_s > x)).sum() for x in t]
+    assert max(level) <= 4 and r.summary["requests_in_system_mean"] <= 4
+    # a client's next request leaves only after its previous one ended: 4 first at time 0
+    assert (req.arrival_s == 0.0).sum() == 4
+    with pytest.raises(hwsim.ScenarioError, match=r"process 'closed' needs clients"):
+        _run(**{"workload.arrivals": {"process": "closed", "requests": 5}})
+
+
+def test_iteration_timeline_tracks_batch_and_kv_usage():
+    r = _run()
+    it = r.iterations
+    assert len(it) == r.summary["iterations"] and (it.end_s >= it.start_s).all()
+    assert it.batch_size.max() <= 64 and (it.kv_blocks_used <= it.kv_blocks_total).all()
+    assert it.kv_blocks_used.max() == r.summary["kv_blocks_used_max"]

@@ -138,8 +138,10 @@ def _write_files(result: Result, folder: Path) -> None:
             frame: pd.DataFrame = getattr(result, name)
             frame.to_parquet(folder / f"{name}.parquet", index=False, engine="pyarrow")
     result.bottleneck.to_csv(folder / "bottleneck.csv", index=False)
-    if len(result.requests):  # serving runs: the per-request table
-        result.requests.to_parquet(folder / "requests.parquet", index=False, engine="pyarrow")
+    for name in ("requests", "iterations"):  # serving runs: per request, per iteration
+        frame = getattr(result, name)
+        if len(frame):
+            frame.to_parquet(folder / f"{name}.parquet", index=False, engine="pyarrow")
     (folder / "scenario.json").write_text(to_json(result.config), encoding="utf-8")
     if wanted.get("trace", True):
         trace = chrome_trace(result.events, result.utilization, result.memory)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-_FRAMES = ("events", "utilization", "memory", "bottleneck", "requests")
+_FRAMES = ("events", "utilization", "memory", "bottleneck", "requests", "iterations")
 
 __all__ = ["Result", "EVENT_COLUMNS", "UTILIZATION_COLUMNS", "MEMORY_COLUMNS", "BOTTLENECK_COLUMNS"]
 
@@ -52,6 +52,10 @@ class Result:
     requests : pandas.DataFrame
         Serving runs: one row per request (:data:`hwsim.analysis.serving.REQUEST_COLUMNS`);
         empty otherwise.
+    iterations : pandas.DataFrame
+        Serving runs: one row per scheduler iteration of every replica (``replica, start_s,
+        end_s, batch_size, tokens, kv_blocks_used, kv_blocks_total``): the batch-size and
+        KV-usage timelines; empty otherwise.
     """
 
     name: str
@@ -62,6 +66,7 @@ class Result:
     bottleneck: pd.DataFrame = field(repr=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
     requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    iterations: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     def __getattribute__(self, key: str) -> Any:
         value = object.__getattribute__(self, key)

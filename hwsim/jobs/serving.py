@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generator, Sequence
 
 import simpy
@@ -45,7 +45,9 @@ ROUTERS = ("round_robin", "least_outstanding", "kv_aware")
 class ServingPlan:
     """Everything a serving run needs, resolved. ``replicas[i]`` lists replica *i*'s devices,
     stage-major (stage *s* holds ``replicas[i][s*tp:(s+1)*tp]``). ``requests`` arrive open-loop
-    in time order."""
+    in time order or, with ``clients`` > 0, closed-loop: each client sends the next request
+    (its ``arrival_s`` is then set when sent) after its previous one completed and a think time
+    (``think_s[i]`` before request *i*; a client's first request goes at once)."""
 
     job: str
     spec: object
@@ -63,6 +65,8 @@ class ServingPlan:
     router: str = "round_robin"
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    clients: int = 0
+    think_s: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -98,6 +102,7 @@ class _Seq:
     first_token_s: float = math.nan
     end_s: float = math.nan
     preemptions: int = 0
+    done: simpy.Event | None = None
 
     @property
     def decoding(self) -> bool:
@@ -186,18 +191,39 @@ class ServingJob:
 
     # -- arrivals and routing -------------------------------------------------------------------
     def _arrivals(self) -> Generator:
-        env = self.env
-        for req in self.plan.requests:
+        env, plan = self.env, self.plan
+        if plan.clients:
+            nxt = iter(range(len(plan.requests)))
+            yield env.all_of([env.process(self._client(c, nxt)) for c in range(plan.clients)])
+            return
+        for req in plan.requests:
             if req.arrival_s > env.now:
                 yield env.timeout(req.arrival_s - env.now)
-            r = self._route()
-            seq = _Seq(req, r.index)
-            self.seqs.append(seq)
-            r.waiting.append(seq)
-            self._count += 1
-            self.in_system.append((env.now, self._count))
-            if r.wake is not None and not r.wake.triggered:
-                r.wake.succeed()
+            self._send(req)
+
+    def _client(self, c: int, nxt) -> Generator:
+        """One closed-loop client: send, wait for the last token, think, send the next."""
+        env, plan = self.env, self.plan
+        first = True
+        for i in nxt:
+            if not first and plan.think_s[i] > 0:
+                yield env.timeout(plan.think_s[i])
+            first = False
+            seq = self._send(replace(plan.requests[i], arrival_s=env.now))
+            seq.done = env.event()
+            yield seq.done
+
+    def _send(self, req: Request) -> _Seq:
+        env = self.env
+        r = self._route()
+        seq = _Seq(req, r.index)
+        self.seqs.append(seq)
+        r.waiting.append(seq)
+        self._count += 1
+        self.in_system.append((env.now, self._count))
+        if r.wake is not None and not r.wake.triggered:
+            r.wake.succeed()
+        return seq
 
     def _route(self) -> _Replica:
         reps, how = self.replicas, self.plan.router
@@ -389,3 +415,5 @@ class ServingJob:
             s.blocks = 0
             self._count -= 1
             self.in_system.append((now, self._count))
+            if s.done is not None:
+                s.done.succeed()

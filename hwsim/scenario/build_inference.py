@@ -12,7 +12,7 @@ from hwsim.jobs.serving import ServingPlan
 from hwsim.scenario.schema import InferenceWorkload, Scenario
 from hwsim.topology import nodes_of_kind
 from hwsim.workloads import TransformerSpec, resolve_model
-from hwsim.workloads.arrivals import from_trace, open_loop
+from hwsim.workloads.arrivals import Request, from_trace, open_loop, token_sampler
 
 __all__ = ["serving_plan"]
 
@@ -47,8 +47,15 @@ def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
     a = w.arrivals
     rng = np.random.default_rng(s.seed)
     try:
+        think: tuple[float, ...] = ()
         if a.process == "trace":
             requests = from_trace(*_read_trace(a.trace))
+        elif a.process == "closed":
+            tokens = [token_sampler(t if isinstance(t, int) else t.as_spec(), rng)(a.requests)
+                      for t in (a.prompt_tokens, a.output_tokens)]
+            requests = [Request(i, 0.0, int(p), int(o)) for i, (p, o) in enumerate(zip(*tokens))]
+            think = tuple(float(x) for x in (rng.exponential(a.think_s, a.requests)
+                                             if a.think_s > 0 else np.zeros(a.requests)))
         else:
             tokens = [t if isinstance(t, int) else t.as_spec()
                       for t in (a.prompt_tokens, a.output_tokens)]
@@ -67,7 +74,8 @@ def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
                            chunked_prefill=sc.chunked_prefill, block_tokens=sc.block_tokens,
                            memory_fraction=sc.memory_fraction, router=w.router,
                            slo_ttft_s=slo.ttft_s if slo else None,
-                           slo_tpot_s=slo.tpot_s if slo else None)
+                           slo_tpot_s=slo.tpot_s if slo else None,
+                           clients=a.clients if a.process == "closed" else 0, think_s=think)
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.scheduler") from None
 

@@ -70,13 +70,17 @@ class TokenCount(StrictModel):
 
 class Arrivals(StrictModel):
     """Requests: an open-loop process (``poisson``, ``gamma`` with coefficient of variation
-    ``cv``, ``constant``) at ``rate_per_s`` for ``requests`` requests, or the rows of a CSV
+    ``cv``, ``constant``) at ``rate_per_s`` for ``requests`` requests, the rows of a CSV
     ``trace`` (columns ``arrival_s, prompt_tokens, output_tokens``; a relative path is read from
-    the scenario's folder). Token counts: a number or a :class:`TokenCount`."""
+    the scenario's folder), or a ``closed`` loop of ``clients`` that each send a request, wait
+    for its last token, think (exponential, mean ``think_s``) and send the next, ``requests`` in
+    all. Token counts: a number or a :class:`TokenCount`."""
 
-    process: Literal["poisson", "gamma", "constant", "trace"] = "poisson"
+    process: Literal["poisson", "gamma", "constant", "trace", "closed"] = "poisson"
     rate_per_s: float | None = Field(None, gt=0)
     requests: PosInt | None = None
+    clients: PosInt | None = None
+    think_s: Duration = 0.0
     cv: float = Field(1.0, gt=0)
     prompt_tokens: PosInt | TokenCount = 512
     output_tokens: PosInt | TokenCount = 128
@@ -89,6 +93,14 @@ class Arrivals(StrictModel):
             if self.trace is None:
                 raise ValueError("process 'trace' needs trace: a CSV file with columns "
                                  "arrival_s, prompt_tokens, output_tokens")
+        elif self.process == "closed":
+            missing = [k for k in ("clients", "requests") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"process 'closed' needs {' and '.join(missing)} (e.g. "
+                                 "clients: 16, requests: 1000, think_s: 2.0)")
+            if self.rate_per_s is not None:
+                raise ValueError("process 'closed' has no rate_per_s: the clients' think time "
+                                 "and the service set the rate")
         else:
             missing = [k for k in ("rate_per_s", "requests") if getattr(self, k) is None]
             if missing:
@@ -96,6 +108,8 @@ class Arrivals(StrictModel):
                                  "(e.g. rate_per_s: 2.0, requests: 1000)")
             if self.trace is not None:
                 raise ValueError(f"trace is only read with process: trace, not {self.process!r}")
+            if self.clients is not None:
+                raise ValueError(f"clients belong to process: closed, not {self.process!r}")
         return self
 
 
