@@ -176,3 +176,21 @@ def test_iteration_timeline_tracks_batch_and_kv_usage():
     assert len(it) == r.summary["iterations"] and (it.end_s >= it.start_s).all()
     assert it.batch_size.max() <= 64 and (it.kv_blocks_used <= it.kv_blocks_total).all()
     assert it.kv_blocks_used.max() == r.summary["kv_blocks_used_max"]
+
+
+def test_swap_preemption_moves_the_kv_cache_over_pcie_instead_of_recomputing():
+    small = {"workload.scheduler.memory_fraction": 0.2,
+             "workload.arrivals": {"process": "constant", "rate_per_s": 50.0, "requests": 60,
+                                   "prompt_tokens": 512, "output_tokens": 256}}
+    swap = _run(**small, **{"workload.scheduler.preemption": "swap"})
+    assert swap.summary["preemptions"] > 0 and swap.summary["requests_completed"] == 60
+    ev = swap.events
+    out = ev[(ev.kind == "copy") & (ev.name == "kv.swap_out")]
+    back = ev[(ev.kind == "copy") & (ev.name == "kv.swap_in")]
+    assert len(out) and out.bytes.sum() == pytest.approx(back.bytes.sum())
+    assert set(out.resource.str.split("->").str[1]) == {"n0.mem"}  # to host memory
+    # nothing is prefilled twice: the iterations' tokens are the prompts plus the decodes
+    it = swap.iterations
+    assert it.tokens.sum() == 60 * 512 + 60 * 255
+    rec = _run(**small)
+    assert rec.iterations.tokens.sum() > 60 * 512 + 60 * 255  # recompute prefills again

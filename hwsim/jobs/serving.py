@@ -9,8 +9,10 @@ iteration is either prefills (admitted whole) or decodes, prefills first (vLLM's
 it, decodes go first and prefill chunks fill the rest of the token budget. A request needs KV
 blocks of ``block_tokens`` tokens for its prompt at admission and one more block each time its
 length crosses a block boundary; when a running sequence cannot get one, the most recently
-admitted sequence is preempted (vLLM's recompute policy: its blocks are freed and it re-enters
-the queue to prefill its prompt and the tokens generated so far again).
+admitted sequence is preempted: with ``recompute`` (vLLM's default) its blocks are freed and it
+re-enters the queue to prefill its prompt and the tokens generated so far again; with ``swap``
+its KV cache is copied to host memory over PCIe and copied back when it is readmitted, before
+the iteration that resumes it.
 
 The iteration's time is the roofline of its ops (:func:`~hwsim.workloads.inference.iteration_ops`)
 on each pipeline stage's device, plus the stage's tensor-parallel all-reduces (closed form when the
@@ -35,9 +37,10 @@ from hwsim.workloads.arrivals import Request
 from hwsim.workloads.inference import ServingCost, iteration_ops, serving_cost
 from hwsim.workloads.memory import storage_bytes
 
-__all__ = ["ServingPlan", "ServingJob", "POLICIES", "ROUTERS"]
+__all__ = ["ServingPlan", "ServingJob", "POLICIES", "ROUTERS", "PREEMPTION"]
 
 POLICIES = ("continuous", "static")
+PREEMPTION = ("recompute", "swap")
 ROUTERS = ("round_robin", "least_outstanding", "kv_aware")
 
 
@@ -67,8 +70,15 @@ class ServingPlan:
     slo_tpot_s: float | None = None
     clients: int = 0
     think_s: tuple[float, ...] = ()
+    preemption: str = "recompute"
+    hosts: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.preemption not in PREEMPTION:
+            raise ValueError(f"unknown preemption {self.preemption!r}; valid: "
+                             f"{', '.join(PREEMPTION)}")
+        if self.preemption == "swap" and not self.hosts:
+            raise ValueError("preemption 'swap' needs hosts: (device, host memory) pairs")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown scheduler policy {self.policy!r}; valid: "
                              f"{', '.join(POLICIES)}")
@@ -103,6 +113,7 @@ class _Seq:
     end_s: float = math.nan
     preemptions: int = 0
     done: simpy.Event | None = None
+    swapped: int = 0            # blocks held in host memory (swap preemption)
 
     @property
     def decoding(self) -> bool:
@@ -140,6 +151,7 @@ class ServingJob:
         self._rr = 0
         self._cost_memo: dict[tuple, float] = {}
         self._groups: dict[tuple, CollectiveGroup] = {}
+        self._swaps: list[tuple[_Seq, str]] = []
         self.breakdown: dict[str, float] = {}
 
     @property
@@ -249,6 +261,8 @@ class ServingJob:
                 r.wake = None
                 continue
             prefills, decodes = batch
+            if self._swaps:
+                yield from self._swap(r)
             t0 = env.now
             yield from self._iterate(r, prefills, decodes)
             self._finish_iteration(r, prefills, decodes, t0)
@@ -289,6 +303,16 @@ class ServingJob:
                     budget -= n
         while r.waiting and len(r.running) < plan.max_batch_size and budget > 0:
             s = r.waiting[0]
+            if s.swapped:  # swap its KV cache back in; it decodes from the next iteration
+                if s.swapped > free:
+                    break
+                r.waiting.popleft()
+                r.blocks_free -= s.swapped
+                free -= s.swapped
+                s.blocks, s.swapped = s.swapped, 0
+                r.running.append(s)
+                self._swaps.append((s, "in"))
+                continue
             target = s.req.prompt_tokens + s.generated
             n = min(target, budget) if plan.chunked_prefill else target
             blocks = self._blocks(target)
@@ -301,7 +325,7 @@ class ServingJob:
         if not plan.chunked_prefill and prefills:
             return prefills, []  # vLLM's default: a prefill iteration holds prefills only
         if not prefills and not decodes:
-            return None
+            return ([], []) if self._swaps else None  # a swap-in alone still has to run
         return prefills, decodes
 
     def _schedule_static(self, r: _Replica) -> tuple[list, list] | None:
@@ -324,13 +348,35 @@ class ServingJob:
         return (prefills, []) if prefills else None
 
     def _preempt(self, r: _Replica, s: _Seq) -> None:
-        """vLLM's recompute preemption: free the sequence's blocks and queue it first again;
-        it will prefill its prompt and the tokens generated so far."""
+        """Free the sequence's blocks and queue it first again. Recompute: it will prefill its
+        prompt and the tokens generated so far. Swap: its KV cache goes to host memory (copied
+        before the next iteration) and comes back when it is readmitted."""
         r.running.remove(s)
         r.blocks_free += s.blocks
-        s.blocks = s.target = s.prefilled = s.cached = 0
         s.preemptions += 1
+        if self.plan.preemption == "swap" and s.decoding:
+            s.swapped, s.blocks = s.blocks, 0
+            self._swaps.append((s, "out"))
+        else:
+            s.blocks = s.target = s.prefilled = s.cached = 0
         r.waiting.appendleft(s)
+
+    def _swap(self, r: _Replica) -> Generator:
+        """The KV copies the scheduler decided, each sequence's cache on every device of the
+        replica to or from its host memory, all at once (PCIe)."""
+        plan, pending = self.plan, self._swaps
+        self._swaps = []
+        hosts = dict(plan.hosts)
+        evs = []
+        for s, way in pending:
+            for st, devs in enumerate(r.stages):
+                nbytes = s.cached * self.costs[st].kv_bytes_per_token
+                for d in devs:
+                    a, b = (d, hosts[d]) if way == "out" else (hosts[d], d)
+                    evs.append(self.system.transfer(a, b, nbytes, name=f"kv.swap_{way}",
+                                                    job=plan.job, rank=r.index, kind="copy"))
+        if evs:
+            yield self.env.all_of(evs)
 
     # -- one iteration --------------------------------------------------------------------------
     def _iterate(self, r: _Replica, prefills: list, decodes: list) -> Generator:

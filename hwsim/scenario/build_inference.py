@@ -10,7 +10,7 @@ import pandas as pd
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.serving import ServingPlan
 from hwsim.scenario.schema import InferenceWorkload, Scenario
-from hwsim.topology import nodes_of_kind
+from hwsim.topology import nodes_of_kind, server_index, server_peer
 from hwsim.workloads import TransformerSpec, resolve_model
 from hwsim.workloads.arrivals import Request, from_trace, open_loop, token_sampler
 
@@ -66,6 +66,15 @@ def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
         raise ScenarioError(str(err), field="workload.arrivals") from None
     sc = w.scheduler
     slo = w.slo
+    hosts: tuple[tuple[str, str], ...] = ()
+    if sc.preemption == "swap":
+        index = server_index(g)
+        pairs = [(d, server_peer(g, d, "memory", index)) for r in replicas for d in r]
+        if any(h is None for _, h in pairs):
+            raise ScenarioError("preemption: swap needs host memory on every server (a node "
+                                "with host_memory); valid: preemption: recompute",
+                                field="workload.scheduler.preemption")
+        hosts = tuple(pairs)
     try:
         return ServingPlan(job="serve", spec=spec, replicas=replicas, tp=par.tp, pp=par.pp,
                            precision=w.precision, requests=tuple(requests), policy=sc.policy,
@@ -75,7 +84,8 @@ def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
                            memory_fraction=sc.memory_fraction, router=w.router,
                            slo_ttft_s=slo.ttft_s if slo else None,
                            slo_tpot_s=slo.tpot_s if slo else None,
-                           clients=a.clients if a.process == "closed" else 0, think_s=think)
+                           clients=a.clients if a.process == "closed" else 0, think_s=think,
+                           preemption=sc.preemption, hosts=hosts)
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.scheduler") from None
 

@@ -26,7 +26,9 @@ class Scheduler(StrictModel):
     """How a replica batches: ``continuous`` (iteration-level, vLLM/Orca) or ``static`` (a batch
     runs to its end); ``chunked_prefill`` splits prompts to fill ``max_batched_tokens`` next to
     the decodes (Sarathi); ``block_tokens`` is the paged KV cache's block; ``memory_fraction`` of
-    each device's memory holds weights and KV cache (vLLM's ``gpu_memory_utilization``)."""
+    each device's memory holds weights and KV cache (vLLM's ``gpu_memory_utilization``);
+    ``preemption``: a sequence evicted when the KV cache is full is recomputed later
+    (``recompute``) or its cache copied to host memory and back (``swap``)."""
 
     policy: Literal["continuous", "static"] = "continuous"
     max_batch_size: PosInt = 256
@@ -34,6 +36,7 @@ class Scheduler(StrictModel):
     chunked_prefill: bool = False
     block_tokens: PosInt = 16
     memory_fraction: float = Field(0.9, gt=0, le=1)
+    preemption: Literal["recompute", "swap"] = "recompute"
 
 
 class TokenCount(StrictModel):
