@@ -194,3 +194,25 @@ def test_swap_preemption_moves_the_kv_cache_over_pcie_instead_of_recomputing():
     assert it.tokens.sum() == 60 * 512 + 60 * 255
     rec = _run(**small)
     assert rec.iterations.tokens.sum() > 60 * 512 + 60 * 255  # recompute prefills again
+
+
+def test_disaggregated_prefill_and_decode_hand_the_kv_cache_over():
+    """One prefill and one decode replica: every multi-token request's KV cache crosses
+    NVLink once, decodes never wait behind a prefill (lower TPOT tail than two colocated
+    replicas without chunking), and the first token comes from the prefill replica."""
+    arrivals = {"process": "poisson", "rate_per_s": 4.0, "requests": 200,
+                "prompt_tokens": {"dist": "uniform", "low": 512, "high": 3000},
+                "output_tokens": 64}
+    dis = _run(**{"workload.parallelism": {"tp": 1, "replicas": 2, "prefill_replicas": 1},
+                  "workload.arrivals": arrivals})
+    col = _run(**{"workload.parallelism": {"tp": 1, "replicas": 2},
+                  "workload.arrivals": arrivals})
+    assert dis.summary["requests_completed"] == 200
+    ev = dis.events
+    hand = ev[(ev.kind == "flow") & (ev.name == "kv.handoff")]
+    assert len(hand) == 200 and (hand.category == "comm:nvlink").all()
+    assert (dis.requests.replica == 1).all()  # every request finished on the decode replica
+    assert dis.summary["tpot_p99_s"] < col.summary["tpot_p99_s"]
+    with pytest.raises(hwsim.ScenarioError, match=r"workload\.parallelism\.prefill_replicas: "
+                                                  r"prefill_replicas=2 must leave"):
+        _run(**{"workload.parallelism": {"tp": 1, "replicas": 2, "prefill_replicas": 2}})

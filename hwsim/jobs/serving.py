@@ -50,7 +50,9 @@ class ServingPlan:
     stage-major (stage *s* holds ``replicas[i][s*tp:(s+1)*tp]``). ``requests`` arrive open-loop
     in time order or, with ``clients`` > 0, closed-loop: each client sends the next request
     (its ``arrival_s`` is then set when sent) after its previous one completed and a think time
-    (``think_s[i]`` before request *i*; a client's first request goes at once)."""
+    (``think_s[i]`` before request *i*; a client's first request goes at once).
+    ``prefill_replicas`` > 0 disaggregates: the first ones only prefill, the others only decode,
+    and each sequence's KV cache moves between them over the graph's links."""
 
     job: str
     spec: object
@@ -72,6 +74,7 @@ class ServingPlan:
     think_s: tuple[float, ...] = ()
     preemption: str = "recompute"
     hosts: tuple[tuple[str, str], ...] = ()
+    prefill_replicas: int = 0
 
     def __post_init__(self) -> None:
         if self.preemption not in PREEMPTION:
@@ -79,6 +82,11 @@ class ServingPlan:
                              f"{', '.join(PREEMPTION)}")
         if self.preemption == "swap" and not self.hosts:
             raise ValueError("preemption 'swap' needs hosts: (device, host memory) pairs")
+        if self.prefill_replicas and not 0 < self.prefill_replicas < len(self.replicas):
+            raise ValueError(f"prefill_replicas={self.prefill_replicas} must leave at least one "
+                             f"of the {len(self.replicas)} replicas to decode")
+        if self.prefill_replicas and self.policy != "continuous":
+            raise ValueError("prefill/decode disaggregation needs policy 'continuous'")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown scheduler policy {self.policy!r}; valid: "
                              f"{', '.join(POLICIES)}")
@@ -114,6 +122,8 @@ class _Seq:
     preemptions: int = 0
     done: simpy.Event | None = None
     swapped: int = 0            # blocks held in host memory (swap preemption)
+    handoff: int = 0            # blocks its KV cache needs on arrival from a prefill replica
+    arrived: simpy.Event | None = None  # its KV cache has arrived (disaggregation)
 
     @property
     def decoding(self) -> bool:
@@ -131,6 +141,7 @@ class _Replica:
     wake: simpy.Event | None = None
     iterations: int = 0
     batch_tokens: list = field(default_factory=list)
+    role: str = "both"          # or "prefill", "decode" (disaggregated)
 
 
 class ServingJob:
@@ -188,7 +199,9 @@ class ServingJob:
                 self.oom = (f"replica {i}: KV cache of {blocks} blocks of {plan.block_tokens} "
                             f"tokens cannot hold the longest request ({longest} tokens)")
                 return
-            self.replicas.append(_Replica(i, stages, blocks, blocks))
+            role = ("both" if not plan.prefill_replicas else
+                    "prefill" if i < plan.prefill_replicas else "decode")
+            self.replicas.append(_Replica(i, stages, blocks, blocks, role=role))
         for r in self.replicas:
             self.env.process(self._replica(r))
         self.env.process(self._arrivals())
@@ -237,8 +250,11 @@ class ServingJob:
             r.wake.succeed()
         return seq
 
-    def _route(self) -> _Replica:
-        reps, how = self.replicas, self.plan.router
+    def _route(self, role: str = "prefill") -> _Replica:
+        """The replica a new request (or, with *role* ``decode``, a prefilled sequence) goes
+        to, by the plan's router among the replicas that take it."""
+        reps = [r for r in self.replicas if r.role in ("both", role)]
+        how = self.plan.router if role == "prefill" else "least_outstanding"
         if how == "round_robin":
             r = reps[self._rr % len(reps)]
             self._rr += 1
@@ -303,6 +319,16 @@ class ServingJob:
                     budget -= n
         while r.waiting and len(r.running) < plan.max_batch_size and budget > 0:
             s = r.waiting[0]
+            if s.handoff:  # prefilled elsewhere, its KV cache already here: decode next
+                if s.handoff > free or not s.arrived.processed:
+                    break
+                r.waiting.popleft()
+                r.blocks_free -= s.handoff
+                free -= s.handoff
+                s.blocks, s.handoff = s.handoff, 0
+                r.running.append(s)
+                self._swaps.append((s, "none"))  # makes the scheduler run the iteration
+                continue
             if s.swapped:  # swap its KV cache back in; it decodes from the next iteration
                 if s.swapped > free:
                     break
@@ -361,6 +387,26 @@ class ServingJob:
             s.blocks = s.target = s.prefilled = s.cached = 0
         r.waiting.appendleft(s)
 
+    def _handoff(self, src: _Replica, s: _Seq) -> Generator:
+        """Disaggregation: a prefilled sequence's KV cache goes from every device of the
+        prefill replica to the same place in a decode replica (the least loaded), which then
+        queues it for decoding."""
+        dst = self._route("decode")
+        plan = self.plan
+        evs = []
+        for st, (a_devs, b_devs) in enumerate(zip(src.stages, dst.stages)):
+            nbytes = s.cached * self.costs[st].kv_bytes_per_token
+            for a, b in zip(a_devs, b_devs):
+                evs.append(self.system.transfer(a, b, nbytes, name="kv.handoff", job=plan.job,
+                                                rank=src.index))
+        s.blocks, s.handoff, s.replica = 0, self._blocks(s.cached + 1), dst.index
+        dst.waiting.append(s)  # reserve its place in arrival order; admitted once arrived
+        s.arrived = self.env.event()
+        yield self.env.all_of(evs)
+        s.arrived.succeed()
+        if dst.wake is not None and not dst.wake.triggered:
+            dst.wake.succeed()
+
     def _swap(self, r: _Replica) -> Generator:
         """The KV copies the scheduler decided, each sequence's cache on every device of the
         replica to or from its host memory, all at once (PCIe)."""
@@ -369,6 +415,8 @@ class ServingJob:
         hosts = dict(plan.hosts)
         evs = []
         for s, way in pending:
+            if way == "none":
+                continue
             for st, devs in enumerate(r.stages):
                 nbytes = s.cached * self.costs[st].kv_bytes_per_token
                 for d in devs:
@@ -448,6 +496,12 @@ class ServingJob:
                 s.generated += 1
                 if math.isnan(s.first_token_s):
                     s.first_token_s = now
+        if r.role == "prefill":  # prefilled sequences move to a decode replica
+            for s in [s for s in r.running if s.decoding
+                      and s.generated < s.req.output_tokens]:
+                r.running.remove(s)
+                r.blocks_free += s.blocks
+                self.env.process(self._handoff(r, s))
         for s in decodes:
             if s.cached % plan.block_tokens == 0 and plan.policy != "static":
                 r.blocks_free -= 1

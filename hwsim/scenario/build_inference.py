@@ -85,9 +85,12 @@ def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
                            slo_ttft_s=slo.ttft_s if slo else None,
                            slo_tpot_s=slo.tpot_s if slo else None,
                            clients=a.clients if a.process == "closed" else 0, think_s=think,
-                           preemption=sc.preemption, hosts=hosts)
+                           preemption=sc.preemption, hosts=hosts,
+                           prefill_replicas=par.prefill_replicas)
     except ValueError as err:
-        raise ScenarioError(str(err), field="workload.scheduler") from None
+        field = ("workload.parallelism.prefill_replicas" if "prefill_replicas" in str(err)
+                 or "disaggregation" in str(err) else "workload.scheduler")
+        raise ScenarioError(str(err), field=field) from None
 
 
 def _read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

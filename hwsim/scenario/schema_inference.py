@@ -15,11 +15,14 @@ __all__ = ["ServingParallelism", "Scheduler", "Arrivals", "Slo", "TokenCount"]
 
 
 class ServingParallelism(StrictModel):
-    """Devices of one replica (``tp x pp``) and how many replicas serve."""
+    """Devices of one replica (``tp x pp``) and how many replicas serve; ``prefill_replicas``
+    > 0 disaggregates: that many replicas only prefill, the others only decode, and each
+    sequence's KV cache moves from one to the other over the graph's links."""
 
     tp: PosInt = 1
     pp: PosInt = 1
     replicas: PosInt = 1
+    prefill_replicas: int = Field(0, ge=0)
 
 
 class Scheduler(StrictModel):
