@@ -478,6 +478,15 @@ class CollectiveGroup:
         self._timings[nbytes] = out
         return out
 
+    def isolated(self, nbytes: float) -> tuple[float, list[tuple]]:
+        """Like :meth:`timing`, but whether or not the group is alone on its links: the time
+        its collective of *nbytes* takes on an otherwise idle graph (memoised)."""
+        key = ("isolated", nbytes)
+        hit = self._timings.get(key)
+        if hit is None:
+            hit = self._timings[key] = self._closed_form(nbytes)
+        return hit
+
     def _closed_form(self, nbytes: float) -> tuple[float, list[tuple]]:
         system, p = self.system, PARAMS
         alg, proto = choose(system, self.ring, self.op, nbytes, algorithm=self.algorithm)

@@ -15,8 +15,8 @@ its KV cache is copied to host memory over PCIe and copied back when it is readm
 the iteration that resumes it.
 
 The iteration's time is the roofline of its ops (:func:`~hwsim.workloads.inference.iteration_ops`)
-on each pipeline stage's device, plus the stage's tensor-parallel all-reduces (closed form when the
-group is alone on its links, flows otherwise), plus the activations sent between stages; the
+on each pipeline stage's device, plus the stage's tensor-parallel collectives (their closed-form
+time on idle links), plus the activations sent between stages; the
 stages of one iteration run one after another (no pipelining of successive iterations). The
 KV-cache capacity of a replica is what its devices' memory holds after the weights, times
 ``memory_fraction`` (vLLM's ``gpu_memory_utilization``).
@@ -210,8 +210,7 @@ class ServingJob:
         key = tuple(devices)
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = CollectiveGroup(self.system, devices, self.plan.job,
-                                                    owner=(self.plan.job, "tp", key))
+            g = self._groups[key] = CollectiveGroup(self.system, devices, self.plan.job)
         return g
 
     # -- arrivals and routing -------------------------------------------------------------------
@@ -456,8 +455,9 @@ class ServingJob:
     def _stage_time(self, st: int, devs: list[str], p_tokens: int, p_pairs: float,
                     d_seqs: int, d_pairs: float, logits: int) -> tuple[float, float, float, str]:
         """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device,
-        its tensor-parallel all-reduces included (closed form; flows are not needed between
-        one replica's own GPUs)."""
+        its tensor-parallel collectives included at their time on idle links
+        (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing those links do not
+        slow them)."""
         plan = self.plan
         spec = self.system.device(devs[0]).spec
         ops = iteration_ops(plan.spec, tp=plan.tp, pp=plan.pp, stage=st, precision=plan.precision,
@@ -468,8 +468,7 @@ class ServingJob:
         for op, times in ops:
             if op.comm:
                 if plan.tp > 1 and op.comm_bytes > 0:
-                    fixed = self._group(devs).timing(op.comm_bytes)
-                    t = fixed[0] if fixed is not None else 0.0
+                    t = self._group(devs).isolated(op.comm_bytes)[0]
                     seconds += times * t
                     by["comm"] = by.get("comm", 0.0) + times * t
                 continue
