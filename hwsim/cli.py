@@ -115,12 +115,14 @@ def _headline(s: dict[str, Any]) -> str | None:
                 f"({s['total_steps']:,} steps of {format_quantity(s['step_time_s'], 's')}, "
                 f"{s['samples_per_s']:,.0f} samples/s, MFU {s['mfu']:.1%})")
     if s.get("ttft_p50_s") is not None:
-        q = (f"{s['requests_completed']:,} requests served: TTFT p50 "
+        q = (f"{s['requests_completed']:,} requests served: "
+             + ("TTFT" if s.get("tpot_p50_s") is not None else "latency") + " p50 "
              f"{format_quantity(s['ttft_p50_s'], 's')} / p99 {format_quantity(s['ttft_p99_s'], 's')}")
         if s.get("tpot_p50_s") is not None:
             q += (f", TPOT p50 {format_quantity(s['tpot_p50_s'], 's')} / p99 "
                   f"{format_quantity(s['tpot_p99_s'], 's')}")
-        q += f", {s['output_tokens_per_s']:,.0f} output tokens/s"
+        q += (f", {s['output_tokens_per_s']:,.0f} output tokens/s" if s.get("tpot_p50_s")
+              is not None else f", {s['requests_per_s']:,.0f} responses/s")
         if s.get("slo_attainment") is not None:
             q += f", SLO met by {s['slo_attainment']:.1%}"
         return q

@@ -16,6 +16,7 @@ from hwsim.analysis.result import Result
 from hwsim.engine import Recorder
 from hwsim.analysis.serving import in_system_mean, request_table, serving_summary
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
+from hwsim.jobs.batching import BatchingJob, BatchingPlan
 from hwsim.jobs.serving import ServingJob, ServingPlan
 from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
@@ -38,18 +39,19 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
     recorder = Recorder()
     system = System(env, graph, recorder, rng)
     if isinstance(job, TrainingPlan):
-        runner: TrainingJob | ParallelTrainingJob | TransferJob | ServingJob = TrainingJob(system,
-                                                                                           job)
+        runner: Any = TrainingJob(system, job)
     elif isinstance(job, ParallelPlan):
         runner = ParallelTrainingJob(system, job)
     elif isinstance(job, ServingPlan):
         runner = ServingJob(system, job)
+    elif isinstance(job, BatchingPlan):
+        runner = BatchingJob(system, job)
     else:
         runner = TransferJob(system, list(job))
     runner.start()
     env.run(until=until_s)
     end = env.now
-    if isinstance(runner, ServingJob):
+    if isinstance(runner, (ServingJob, BatchingJob)):
         return _serving_result(runner, recorder, end, name, config, utilization_bin_s)
     if isinstance(runner, (TrainingJob, ParallelTrainingJob)):  # rank 0's events suffice
         summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
@@ -164,13 +166,13 @@ def _transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.
     return s, breakdown
 
 
-def _serving_result(job: ServingJob, recorder: Recorder, end: float, name: str,
+def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: float, name: str,
                     config: dict[str, Any] | None, bin_s: float | None) -> Result:
     plan = job.plan
     req = request_table([(q.req.id, q.replica, q.req.arrival_s, q.start_s, q.first_token_s,
                           q.end_s, q.req.prompt_tokens, q.req.output_tokens, q.preemptions)
                          for q in job.seqs])
-    devices = [d for r in plan.replicas for d in r]
+    devices = job.devices
     spec = job.system.device(devices[0]).spec
     s: dict[str, Any] = {"devices": len(devices), "device_type": spec.id,
                          "replicas": len(plan.replicas), "fits": job.fits,

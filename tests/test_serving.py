@@ -144,8 +144,6 @@ def test_two_replicas_and_routers():
     ({"workload.parallelism.replicas": 9},
      r"workload\.parallelism: 9 replicas of tp x pp = 1 x 1 need 9 gpu devices; the cluster "
      r"has 8"),
-    ({"workload.model": {"preset": "resnet50"}}, r"workload\.model: model 'resnet50' is not a "
-                                                 r"decoder LLM"),
     ({"workload.arrivals": {"process": "poisson", "requests": 5}},
      r"workload\.arrivals.*needs rate_per_s"),
 ])
@@ -216,3 +214,54 @@ def test_disaggregated_prefill_and_decode_hand_the_kv_cache_over():
     with pytest.raises(hwsim.ScenarioError, match=r"workload\.parallelism\.prefill_replicas: "
                                                   r"prefill_replicas=2 must leave"):
         _run(**{"workload.parallelism": {"tp": 1, "replicas": 2, "prefill_replicas": 2}})
+
+
+def _classic(model, node, precision, rate, batch=64, delay=0.002, requests=1000, **extra):
+    return hwsim.run({"name": "classic", "seed": 1, "cluster": {"nodes": 1, "node": node},
+                      "workload": {"kind": "inference", "model": {"preset": model},
+                                   "precision": precision,
+                                   "scheduler": {"policy": "dynamic", "max_batch_size": batch,
+                                                 "max_queue_delay_s": delay},
+                                   "arrivals": {"process": "poisson", "rate_per_s": rate,
+                                                "requests": requests}, **extra}})
+
+
+GPU = {"gpu": "A100-SXM4-80GB", "gpus_per_node": 1, "cpu": "EPYC-7742"}
+CPU = {"cpu": "EPYC-7742"}
+
+
+def test_classic_serving_gpu_beats_cpu_and_batches_under_load():
+    gpu = _classic("resnet50", GPU, "fp16", 100)
+    cpu = _classic("resnet50", CPU, "fp32", 100)
+    assert gpu.summary["e2e_p50_s"] < cpu.summary["e2e_p50_s"]
+    assert gpu.summary["requests_completed"] == cpu.summary["requests_completed"] == 1000
+    assert gpu.requests.tpot_s.isna().all()  # one response per request: TTFT = e2e
+    assert (gpu.requests.ttft_s == gpu.requests.e2e_s).all()
+    busy = _classic("resnet50", GPU, "fp16", 4000)
+    assert busy.summary["batch_size_mean"] > 4 * gpu.summary["batch_size_mean"]
+    assert busy.iterations.batch_size.max() <= 64
+
+
+def test_dynamic_batching_waits_at_most_the_queue_delay_at_low_load():
+    """At a trickle a request waits for company up to max_queue_delay_s, never longer."""
+    slow = _classic("resnet50", GPU, "fp16", 5, delay=0.010, requests=200)
+    q = slow.requests.queue_s
+    assert q.max() <= 0.010 + 1e-9 and q.median() > 0.005
+    fast = _classic("resnet50", GPU, "fp16", 5, delay=0.0, requests=200)
+    assert fast.summary["e2e_p50_s"] < slow.summary["e2e_p50_s"]
+
+
+def test_bert_and_dlrm_serve():
+    bert = _classic("bert-large", GPU, "fp16", 200, batch=32, seq_len=128)
+    assert bert.summary["requests_completed"] == 1000
+    dlrm = _classic("dlrm", GPU, "fp16", 20000, batch=2048, requests=20000)
+    assert dlrm.summary["requests_completed"] == 20000
+
+
+def test_classic_and_llm_schedulers_are_not_mixed():
+    with pytest.raises(hwsim.ScenarioError, match=r"workload\.scheduler\.policy: model "
+                                                  r"'resnet50' is not a decoder LLM"):
+        _run(**{"workload.model": {"preset": "resnet50"}})
+    with pytest.raises(hwsim.ScenarioError, match=r"workload\.scheduler\.policy: policy "
+                                                  r"'dynamic' serves classic models"):
+        _run(**{"workload.scheduler.policy": "dynamic"})

@@ -169,6 +169,10 @@ class ServingJob:
     def fits(self) -> bool:
         return self.oom is None
 
+    @property
+    def devices(self) -> list[str]:
+        return [d for r in self.plan.replicas for d in r]
+
     # -- set-up ---------------------------------------------------------------------------------
     def start(self) -> None:
         plan = self.plan

@@ -8,10 +8,12 @@ import numpy as np
 import pandas as pd
 
 from hwsim.exceptions import ScenarioError
+from hwsim.jobs.batching import BatchingPlan
 from hwsim.jobs.serving import ServingPlan
 from hwsim.scenario.schema import InferenceWorkload, Scenario
 from hwsim.topology import nodes_of_kind, server_index, server_peer
-from hwsim.workloads import TransformerSpec, resolve_model
+from hwsim.workloads import TransformerSpec, model_ops, resolve_model
+from hwsim.workloads.memory import storage_bytes
 from hwsim.workloads.arrivals import Request, from_trace, open_loop, token_sampler
 
 __all__ = ["serving_plan"]
@@ -28,10 +30,9 @@ def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
         spec = resolve_model(fields)
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.model") from None
-    if not isinstance(spec, TransformerSpec) or spec.encoder:
-        raise ScenarioError(f"model {spec.name!r} is not a decoder LLM; inference serves decoder "
-                            "transformers (presets gpt3-175b, llama2-*, llama3-*, mixtral-8x7b, "
-                            "or explicit layers/hidden/heads)", field="workload.model")
+    llm = isinstance(spec, TransformerSpec) and not spec.encoder
+    if not llm or w.scheduler.policy == "dynamic":
+        return _batching_plan(s, g, spec, llm)
     par = w.parallelism
     kind = s.compute_device
     devices = nodes_of_kind(g, kind)
@@ -104,3 +105,51 @@ def _read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ScenarioError(f"request trace {path!r} lacks column(s) {', '.join(missing)}; it "
                             f"needs {', '.join(_TRACE_COLUMNS)}", field="workload.arrivals.trace")
     return tuple(df[c].to_numpy() for c in _TRACE_COLUMNS)
+
+
+def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool) -> BatchingPlan:
+    """Classic serving (ResNet, BERT, DLRM, ...): one device per replica, dynamic batching."""
+    w = s.workload
+    if llm:
+        raise ScenarioError(f"policy 'dynamic' serves classic models; {spec.name!r} is a decoder "
+                            "LLM; valid: policy continuous or static",
+                            field="workload.scheduler.policy")
+    if w.scheduler.policy != "dynamic":
+        raise ScenarioError(f"model {spec.name!r} is not a decoder LLM: it is served with "
+                            f"dynamic batching; valid: scheduler: {{policy: dynamic, "
+                            f"max_batch_size: 32, max_queue_delay_s: 0.005}}",
+                            field="workload.scheduler.policy")
+    par = w.parallelism
+    if par.tp != 1 or par.pp != 1 or par.prefill_replicas:
+        raise ScenarioError("classic models are served one device per replica; valid: tp: 1, "
+                            "pp: 1, no prefill_replicas", field="workload.parallelism")
+    kind = s.compute_device
+    devices = nodes_of_kind(g, kind)
+    if kind == "cpu":
+        index = server_index(g)
+        devices = [d for d in devices if server_peer(g, d, "cpu", index) == d]
+    if len(devices) < par.replicas:
+        raise ScenarioError(f"{par.replicas} replicas need {par.replicas} {kind} devices; the "
+                            f"cluster has {len(devices)}", field="workload.parallelism.replicas")
+    a = w.arrivals
+    if a.process in ("trace", "closed"):
+        raise ScenarioError(f"classic serving takes open-loop arrivals; valid: process poisson, "
+                            f"gamma or constant, not {a.process!r}", field="workload.arrivals")
+    try:
+        reqs = open_loop(a.process, rate_per_s=a.rate_per_s, requests=a.requests, prompt=1,
+                         output=1, rng=np.random.default_rng(s.seed), cv=a.cv, start_s=a.start)
+    except ValueError as err:
+        raise ScenarioError(str(err), field="workload.arrivals") from None
+    seq = w.seq_len or getattr(spec, "seq_len", None)
+
+    def forward(b: int):
+        return model_ops(spec, micro_batch=b, precision=w.precision, seq_len=seq).forward
+    slo = w.slo
+    return BatchingPlan(job="serve", forward=forward,
+                        weight_bytes=spec.params() * storage_bytes(w.precision),
+                        replicas=tuple(devices[:par.replicas]), precision=w.precision,
+                        requests=tuple(reqs), max_batch_size=w.scheduler.max_batch_size,
+                        max_queue_delay_s=w.scheduler.max_queue_delay_s,
+                        slo_ttft_s=slo.ttft_s if slo else None,
+                        slo_tpot_s=slo.tpot_s if slo else None,
+                        router="round_robin" if w.router == "round_robin" else "least_outstanding")

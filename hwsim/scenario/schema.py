@@ -236,6 +236,7 @@ class InferenceWorkload(StrictModel):
 
     kind: Literal["inference"]
     model: ModelRef
+    seq_len: PosInt | None = None
     precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8"] = "bf16"
     parallelism: ServingParallelism = ServingParallelism()
     scheduler: Scheduler = Scheduler()

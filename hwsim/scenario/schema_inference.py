@@ -27,19 +27,21 @@ class ServingParallelism(StrictModel):
 
 class Scheduler(StrictModel):
     """How a replica batches: ``continuous`` (iteration-level, vLLM/Orca) or ``static`` (a batch
-    runs to its end); ``chunked_prefill`` splits prompts to fill ``max_batched_tokens`` next to
+    runs to its end) for LLMs; ``dynamic`` for classic models (a batch leaves when it holds
+    ``max_batch_size`` requests or its oldest has waited ``max_queue_delay_s``); ``chunked_prefill`` splits prompts to fill ``max_batched_tokens`` next to
     the decodes (Sarathi); ``block_tokens`` is the paged KV cache's block; ``memory_fraction`` of
     each device's memory holds weights and KV cache (vLLM's ``gpu_memory_utilization``);
     ``preemption``: a sequence evicted when the KV cache is full is recomputed later
     (``recompute``) or its cache copied to host memory and back (``swap``)."""
 
-    policy: Literal["continuous", "static"] = "continuous"
+    policy: Literal["continuous", "static", "dynamic"] = "continuous"
     max_batch_size: PosInt = 256
     max_batched_tokens: PosInt = 8192
     chunked_prefill: bool = False
     block_tokens: PosInt = 16
     memory_fraction: float = Field(0.9, gt=0, le=1)
     preemption: Literal["recompute", "swap"] = "recompute"
+    max_queue_delay_s: Duration = 0.0
 
 
 class TokenCount(StrictModel):
