@@ -1,0 +1,329 @@
+"""Serving validation report: hwsim's predictions against TensorRT-LLM's published A100 rows.
+
+Usage::
+
+    python benchmarks/validate_serving.py [--only throughput|ttft] [--markdown]
+                                          [--what-if FIELD=VALUE ...]
+
+Every published row of ``benchmarks/serving_cases.yaml`` (copied from
+``../shared/data/calibration.yaml``, key ``llm_inference_trtllm_v09_a100_fp16``, with its source)
+becomes one case: the static-batch throughput rows (output tokens/s per GPU) and the batch-1
+time-to-first-token rows (ms). :func:`load_cases` reads both tables into one :class:`Case` form
+(model, tp, batch, input and output length, metric); :func:`scenario_for` is the one function
+that turns any case into an hwsim ``kind: inference`` scenario (a TTFT row is a batch of one
+with one output token); nothing is special-cased per row.
+
+The table has: case, metric, published, predicted, error (predicted / published - 1), role and
+the simulation's wall seconds; under it, the memory of each row (weights, the KV cache its batch
+needs, the room for the KV cache per GPU) and the time split of the throughput rows (prefill =
+TTFT, decode = time per output token). Role is ``fitted`` for rows listed under ``fitted:`` in
+the cases file (none: no constant was fitted to these rows) and ``validated`` otherwise; the
+summary line (mean absolute error, count within 20 %) covers the validated rows. A case that
+fails (does not fit, invalid input, ...) stays in the table with its error text.
+
+``--what-if FIELD=VALUE`` (repeatable) reruns the cases with a field of the GPU's catalog entry
+replaced for this process only, e.g. ``launch_overhead_s=0``, ``compute_ramp_flops=0`` or
+``framework_compute_factor=none``: a sensitivity analysis, not a validation (the catalog files
+are not touched; the table's header says what was changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import yaml
+
+CASES_FILE = Path(__file__).resolve().parent / "serving_cases.yaml"
+FAMILIES = ("throughput", "ttft")
+WITHIN = 0.20
+
+# metric name -> unit
+METRICS: dict[str, str] = {
+    "output_tokens_per_s_per_gpu": "tokens/s/GPU",
+    "ttft_ms": "ms",
+}
+
+
+@dataclass
+class Case:
+    """One published row: a static batch of ``batch`` identical requests on ``tp`` GPUs."""
+
+    family: str
+    id: str
+    metric: str
+    published: float
+    source: str
+    model: str                      # the source's model name (a key of the cases file's models)
+    tp: int
+    batch: int
+    input_len: int
+    output_len: int
+
+
+@dataclass
+class Row:
+    """One line of the report."""
+
+    case: str
+    family: str
+    metric: str
+    published: float
+    predicted: float | None = None
+    error: float | None = None      # predicted / published - 1
+    role: str = "validated"
+    note: str = ""                  # error text
+    wall_s: float = 0.0
+    # memory per GPU (GB): weights, KV cache the batch needs, room for the KV cache
+    weights_gb: float | None = None
+    kv_need_gb: float | None = None
+    kv_room_gb: float | None = None
+    ttft_s: float | None = None     # the batch's prefill (first token)
+    tpot_s: float | None = None     # one decode iteration of the batch
+
+
+def load_spec(path: Path = CASES_FILE) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = None) -> list[Case]:
+    """Read the published tables into :class:`Case` objects (table reading only)."""
+    spec = spec or load_spec()
+    only = set(only or FAMILIES)
+    cases: list[Case] = []
+    if "throughput" in only:
+        for row in spec["throughput_rows"]:
+            r = dict(zip(spec["throughput_columns"], row))
+            cases.append(Case(
+                "throughput", f"{r['model']} tp{r['tp']} b{r['batch']} in{r['input_len']} "
+                f"out{r['output_len']}", "output_tokens_per_s_per_gpu",
+                r["output_tokens_per_s_per_gpu"], spec["source"], r["model"], r["tp"],
+                r["batch"], r["input_len"], r["output_len"]))
+    if "ttft" in only:
+        for row in spec["ttft_batch1_rows"]:
+            r = dict(zip(spec["ttft_batch1_columns"], row))
+            cases.append(Case(
+                "ttft", f"{r['model']} tp{r['tp']} b1 in{r['input_len']} ttft", "ttft_ms",
+                r["ttft_ms"], spec["source"], r["model"], r["tp"], 1, r["input_len"],
+                spec["ttft_output_len"]))
+    return cases
+
+
+def scenario_for(case: Case, folder: str | Path, spec: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The hwsim scenario dict of any case (the single mapping used for every row).
+
+    All ``batch`` requests arrive at t = 0: they are written as a request trace into *folder*
+    (the scenario names it by absolute path)."""
+    spec = spec or load_spec()
+    name = case.id.replace(" ", "_")
+    trace = Path(folder) / f"{name}.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n"
+                     + f"0,{case.input_len},{case.output_len}\n" * case.batch)
+    node = {**spec["system"], "gpus_per_node": case.tp}
+    sched = {**spec["scheduler"], "max_batch_size": case.batch,
+             "max_batched_tokens": case.batch * case.input_len}
+    return {"name": name, "seed": 0, "description": case.source,
+            "cluster": {"nodes": 1, "node": node},
+            "workload": {"kind": "inference", "model": {"preset": spec["preset_of"][case.model]},
+                         "precision": spec["precision"],
+                         "parallelism": {"tp": case.tp, "pp": 1, "replicas": 1},
+                         "scheduler": sched,
+                         "arrivals": {"process": "trace", "trace": str(trace.resolve())}},
+            "outputs": {"events": False, "utilization": False, "trace": False}}
+
+
+def metric_of(case: Case, requests: Any) -> float:
+    """The case's metric from the run's request table (``Result.requests``)."""
+    if case.metric == "ttft_ms":
+        return float(requests["ttft_s"].iloc[0]) * 1e3
+    span = float(requests["end_s"].max() - requests["arrival_s"].min())
+    return float(requests["output_tokens"].sum()) / span / case.tp
+
+
+def _memory(row: Row, case: Case, scenario: dict[str, Any]) -> None:
+    """Weights, the KV cache the batch needs and the room for it, per GPU (GB)."""
+    from hwsim.catalog import get_device
+    from hwsim.workloads import resolve_model
+    from hwsim.workloads.inference import serving_cost
+
+    w = scenario["workload"]
+    cost = serving_cost(resolve_model(dict(w["model"])), tp=case.tp, precision=w["precision"])
+    dev = get_device(scenario["cluster"]["node"]["gpu"])
+    bt = w["scheduler"]["block_tokens"]
+    blocks = case.batch * math.ceil((case.input_len + case.output_len) / bt)
+    row.weights_gb = cost.weight_bytes / 1e9
+    row.kv_need_gb = blocks * bt * cost.kv_bytes_per_token / 1e9
+    row.kv_room_gb = (dev.memory_bytes * w["scheduler"]["memory_fraction"]
+                      - cost.weight_bytes) / 1e9
+
+
+def run_case(case: Case, fitted: Iterable[str] = (), spec: dict[str, Any] | None = None) -> Row:
+    """Simulate one case; never raises (a failure is recorded in ``note``)."""
+    import hwsim
+
+    row = Row(case.id, case.family, case.metric, float(case.published),
+              role="fitted" if case.id in set(fitted) else "validated")
+    t = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="hwsim-serving-") as folder:
+            scenario = scenario_for(case, folder, spec)
+            _memory(row, case, scenario)
+            result = hwsim.run(scenario)
+        summary, requests = result.summary, result.requests
+        if summary.get("fits") is False:
+            row.note = "does not fit in device memory (fits: false)"
+        elif summary.get("batch_size_mean") != case.batch or \
+                summary.get("iterations") != case.output_len:
+            # static batching admits what the KV cache holds: the batch ran split
+            row.note = (f"does not fit as one batch (KV cache): it ran split, "
+                        f"{summary.get('iterations')} iterations, mean batch "
+                        f"{summary.get('batch_size_mean'):.4g} of {case.batch}")
+        else:
+            row.predicted = metric_of(case, requests)
+            row.error = row.predicted / row.published - 1
+            row.ttft_s = float(requests["ttft_s"].iloc[0])
+            tpot = float(requests["tpot_s"].iloc[0])
+            row.tpot_s = tpot if math.isfinite(tpot) else None
+    except Exception as e:  # noqa: BLE001 - the report records every failure
+        row.note = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    row.wall_s = time.perf_counter() - t
+    return row
+
+
+def _parse_value(text: str) -> Any:
+    if text.strip().lower() in ("none", "null"):
+        return None
+    return float(text)
+
+
+@contextlib.contextmanager
+def what_if(device: str, changes: dict[str, Any]) -> Iterator[None]:
+    """Replace fields of catalog device *device* for the duration of the block (this process
+    only; the catalog files are not touched), e.g. ``{"launch_overhead_s": 0.0}``."""
+    from hwsim.catalog import load_catalog
+
+    devices = load_catalog().devices
+    original = devices[device]
+    unknown = [k for k in changes if k not in {f.name for f in dataclasses.fields(original)}]
+    if unknown:
+        raise ValueError(f"unknown device field(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(f.name for f in dataclasses.fields(original))}")
+    devices[device] = dataclasses.replace(original, **changes)
+    try:
+        yield
+    finally:
+        devices[device] = original
+
+
+def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None,
+           cases: list[Case] | None = None, changes: dict[str, Any] | None = None) -> list[Row]:
+    """Run the cases (both families, or ``only`` those) and return the report rows; *changes*
+    are :func:`what_if` replacements of the GPU's catalog fields."""
+    spec = spec or load_spec()
+    cases = cases if cases is not None else load_cases(spec, only)
+    fitted = spec.get("fitted") or []
+    with what_if(spec["system"]["gpu"], changes or {}):
+        return [run_case(c, fitted, spec) for c in cases]
+
+
+def stats(rows: list[Row]) -> dict[str, Any]:
+    """Mean absolute error and count within 20 % over the validated rows that ran."""
+    errs = [abs(r.error) for r in rows if r.role == "validated" and r.error is not None]
+    return {"validated_run": len(errs),
+            "validated_total": sum(r.role == "validated" for r in rows),
+            "mean_abs_error": sum(errs) / len(errs) if errs else None,
+            "within_20pct": sum(e <= WITHIN for e in errs)}
+
+
+def _fmt(x: float | None, metric: str = "") -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.1f}" if metric == "ttft_ms" or abs(x) < 100 else f"{x:,.0f}"
+
+
+def _table(head: list[str], body: list[list[str]], markdown: bool, left: set[int]) -> list[str]:
+    if markdown:
+        return (["| " + " | ".join(head) + " |",
+                 "|" + "|".join("---" if i in left else "---:" for i in range(len(head))) + "|"]
+                + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    return [fmt(head)] + [fmt(b) for b in body]
+
+
+def format_table(rows: list[Row], markdown: bool = False,
+                 changes: dict[str, Any] | None = None) -> str:
+    lines: list[str] = []
+    if changes:
+        lines += [f"What-if (not a validation): A100-SXM4-80GB with "
+                  f"{', '.join(f'{k}={v}' for k, v in changes.items())}", ""]
+    body = []
+    for r in rows:
+        err = f"{100 * r.error:+.1f}" if r.error is not None else (r.note or "-")
+        body.append([r.case, METRICS[r.metric], _fmt(r.published, r.metric), _fmt(r.predicted, r.metric), err,
+                     r.role, f"{r.wall_s:.1f}"])
+    lines += _table(["case", "metric", "published", "predicted", "error %", "role", "sim s"],
+                    body, markdown, {0, 1, 5})
+    s = stats(rows)
+    mae = f"{100 * s['mean_abs_error']:.1f} %" if s["mean_abs_error"] is not None else "n/a"
+    lines.append("")
+    lines.append(f"Validated cases run: {s['validated_run']} of {s['validated_total']}; "
+                 f"mean absolute error {mae}; within 20 %: {s['within_20pct']} of "
+                 f"{s['validated_run']}. Fitted cases: {sum(r.role == 'fitted' for r in rows)}.")
+    detail = []
+    for r in rows:
+        if r.weights_gb is None:
+            continue
+        fits = "yes" if r.kv_need_gb <= r.kv_room_gb else "no"
+        detail.append([r.case, f"{r.weights_gb:.1f}", f"{r.kv_need_gb:.1f}",
+                       f"{r.kv_room_gb:.1f}", fits,
+                       f"{r.ttft_s * 1e3:,.1f}" if r.ttft_s is not None else "-",
+                       f"{r.tpot_s * 1e3:,.2f}" if r.tpot_s is not None else "-"])
+    if detail:
+        lines.append("")
+        lines += _table(["case", "weights GB/GPU", "KV needed GB/GPU", "KV room GB/GPU", "fits",
+                         "prefill ms", "decode ms/iter"], detail, markdown, {0, 4})
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=FAMILIES, action="append",
+                    help="run one family (repeatable); default both")
+    ap.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    ap.add_argument("--what-if", action="append", default=[], metavar="FIELD=VALUE",
+                    help="replace a field of the GPU's catalog entry for this run only "
+                         "(sensitivity analysis), e.g. launch_overhead_s=0; repeatable")
+    args = ap.parse_args(argv)
+    changes: dict[str, Any] = {}
+    for item in args.what_if:
+        field, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--what-if {item!r}: expected FIELD=VALUE")
+        try:
+            changes[field.strip()] = _parse_value(value)
+        except ValueError:
+            ap.error(f"--what-if {item!r}: VALUE must be a number or none")
+    t = time.perf_counter()
+    try:
+        rows = report(args.only, changes=changes)
+    except ValueError as e:  # an unknown --what-if field
+        ap.error(str(e))
+    print(format_table(rows, args.markdown, changes))
+    print(f"\nTotal wall time {time.perf_counter() - t:.1f} s.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
