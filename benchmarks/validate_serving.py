@@ -42,6 +42,9 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the report helpers next to this file
+import report_table  # noqa: E402
+
 CASES_FILE = Path(__file__).resolve().parent / "serving_cases.yaml"
 FAMILIES = ("throughput", "ttft")
 WITHIN = 0.20
@@ -238,11 +241,9 @@ def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None
 
 def stats(rows: list[Row]) -> dict[str, Any]:
     """Mean absolute error and count within 20 % over the validated rows that ran."""
-    errs = [abs(r.error) for r in rows if r.role == "validated" and r.error is not None]
-    return {"validated_run": len(errs),
-            "validated_total": sum(r.role == "validated" for r in rows),
-            "mean_abs_error": sum(errs) / len(errs) if errs else None,
-            "within_20pct": sum(e <= WITHIN for e in errs)}
+    out = report_table.stats(rows, WITHIN)
+    out["within_20pct"] = out.pop("within")
+    return out
 
 
 def _fmt(x: float | None, metric: str = "") -> str:
@@ -251,15 +252,7 @@ def _fmt(x: float | None, metric: str = "") -> str:
     return f"{x:,.1f}" if metric == "ttft_ms" or abs(x) < 100 else f"{x:,.0f}"
 
 
-def _table(head: list[str], body: list[list[str]], markdown: bool, left: set[int]) -> list[str]:
-    if markdown:
-        return (["| " + " | ".join(head) + " |",
-                 "|" + "|".join("---" if i in left else "---:" for i in range(len(head))) + "|"]
-                + ["| " + " | ".join(b) + " |" for b in body])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths)))
-    return [fmt(head)] + [fmt(b) for b in body]
+_table = report_table.table
 
 
 def format_table(rows: list[Row], markdown: bool = False,
@@ -275,12 +268,7 @@ def format_table(rows: list[Row], markdown: bool = False,
                      r.role, f"{r.wall_s:.1f}"])
     lines += _table(["case", "metric", "published", "predicted", "error %", "role", "sim s"],
                     body, markdown, {0, 1, 5})
-    s = stats(rows)
-    mae = f"{100 * s['mean_abs_error']:.1f} %" if s["mean_abs_error"] is not None else "n/a"
-    lines.append("")
-    lines.append(f"Validated cases run: {s['validated_run']} of {s['validated_total']}; "
-                 f"mean absolute error {mae}; within 20 %: {s['within_20pct']} of "
-                 f"{s['validated_run']}. Fitted cases: {sum(r.role == 'fitted' for r in rows)}.")
+    lines += ["", report_table.summary_line(rows, WITHIN)]
     detail = []
     for r in rows:
         if r.weights_gb is None:

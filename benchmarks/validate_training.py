@@ -30,6 +30,9 @@ from typing import Any, Iterable
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the report helpers next to this file
+import report_table  # noqa: E402
+
 CASES_FILE = Path(__file__).resolve().parent / "validation_cases.yaml"
 FAMILIES = ("megatron2020", "mosaicml", "resnet50", "megatron2021")
 DEFAULT_MAX_GPUS = 2048
@@ -224,11 +227,9 @@ def report(only: Iterable[str] | None = None, max_gpus: int = DEFAULT_MAX_GPUS,
 
 def stats(rows: list[Row]) -> dict[str, Any]:
     """Mean absolute error and count within 15 % over the validated rows that ran."""
-    errs = [abs(r.error) for r in rows if r.role == "validated" and r.error is not None]
-    return {"validated_run": len(errs),
-            "validated_total": sum(r.role == "validated" for r in rows),
-            "mean_abs_error": sum(errs) / len(errs) if errs else None,
-            "within_15pct": sum(e <= WITHIN for e in errs)}
+    out = report_table.stats(rows, WITHIN)
+    out["within_15pct"] = out.pop("within")
+    return out
 
 
 def _fmt(x: float | None) -> str:
@@ -238,31 +239,14 @@ def _fmt(x: float | None) -> str:
 
 
 def format_table(rows: list[Row], markdown: bool = False) -> str:
-    head = ["case", "metric", "published", "predicted", "error %", "role", "sim s"]
-    lines = []
     body = []
     for r in rows:
         err = f"{100 * r.error:+.1f}" if r.error is not None else (r.note or "-")
         body.append([r.case, METRICS[r.metric][1], _fmt(r.published), _fmt(r.predicted), err,
                      r.role, f"{r.wall_s:.1f}"])
-    if markdown:
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * 4 + ["---", "---:"]) + "|")
-        lines += ["| " + " | ".join(b) + " |" for b in body]
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-        widths[4] = max(len(head[4]), 8)
-        fmt = lambda cells: "  ".join(str(c).ljust(w) if i in (0, 1, 5) else str(c).rjust(w)  # noqa: E731
-                                      for i, (c, w) in enumerate(zip(cells, widths)))
-        lines.append(fmt(head))
-        lines += [fmt(b) for b in body]
-    s = stats(rows)
-    mae = f"{100 * s['mean_abs_error']:.1f} %" if s["mean_abs_error"] is not None else "n/a"
-    lines.append("")
-    lines.append(f"Validated cases run: {s['validated_run']} of {s['validated_total']}; "
-                 f"mean absolute error {mae}; within 15 %: {s['within_15pct']} of "
-                 f"{s['validated_run']}. Fitted cases: {sum(r.role == 'fitted' for r in rows)}.")
-    return "\n".join(lines)
+    lines = report_table.table(["case", "metric", "published", "predicted", "error %", "role",
+                                "sim s"], body, markdown, {0, 1, 5})
+    return "\n".join(lines + ["", report_table.summary_line(rows, WITHIN)])
 
 
 def main(argv: list[str] | None = None) -> int:

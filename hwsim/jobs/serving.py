@@ -322,25 +322,17 @@ class ServingJob:
                     budget -= n
         while r.waiting and len(r.running) < plan.max_batch_size and budget > 0:
             s = r.waiting[0]
-            if s.handoff:  # prefilled elsewhere, its KV cache already here: decode next
-                if s.handoff > free or not s.arrived.processed:
+            held = s.handoff or s.swapped  # its KV cache exists (prefilled elsewhere, swapped)
+            if held:  # readmitted as it was: it decodes from the next iteration
+                if held > free or (s.handoff and not s.arrived.processed):
                     break
                 r.waiting.popleft()
-                r.blocks_free -= s.handoff
-                free -= s.handoff
-                s.blocks, s.handoff = s.handoff, 0
+                r.blocks_free -= held
+                free -= held
+                # a swapped cache is copied back first; a handed-over one is already here
+                self._swaps.append((s, "in" if s.swapped else "none"))
+                s.blocks, s.handoff, s.swapped = held, 0, 0
                 r.running.append(s)
-                self._swaps.append((s, "none"))  # makes the scheduler run the iteration
-                continue
-            if s.swapped:  # swap its KV cache back in; it decodes from the next iteration
-                if s.swapped > free:
-                    break
-                r.waiting.popleft()
-                r.blocks_free -= s.swapped
-                free -= s.swapped
-                s.blocks, s.swapped = s.swapped, 0
-                r.running.append(s)
-                self._swaps.append((s, "in"))
                 continue
             target = s.req.prompt_tokens + s.generated
             n = min(target, budget) if plan.chunked_prefill else target
