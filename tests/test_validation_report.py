@@ -4,33 +4,14 @@ run is a benchmark (``pytest -m benchmark``)."""
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("validate_training",
-                                               ROOT / "benchmarks" / "validate_training.py")
-vt = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("validate_training", vt)
-_spec.loader.exec_module(vt)
+from report_checks import CALIBRATION, ROOT, check_rows as _check_rows, load_benchmark
 
-CALIBRATION = ROOT.parent / "shared" / "data" / "calibration.yaml"
-
-
-def _check_rows(rows):
-    for r in rows:
-        assert r.published > 0, r
-        assert r.role in ("fitted", "validated"), r
-        if r.predicted is None:
-            assert r.note, f"{r.case}: neither a prediction nor an error text"
-            assert r.error is None
-        else:
-            assert r.predicted > 0 and math.isfinite(r.predicted), r
-            assert r.error == pytest.approx(r.predicted / r.published - 1, rel=1e-12, abs=1e-12)
+vt = load_benchmark("validate_training")
 
 
 def test_every_family_yields_cases_with_published_values():
