@@ -3,13 +3,10 @@ run is a benchmark (``pytest -m benchmark``)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 import yaml
 
-from report_checks import CALIBRATION, ROOT, check_rows as _check_rows, load_benchmark
+from report_checks import CALIBRATION, check_rows as _check_rows, load_benchmark
 
 vt = load_benchmark("validate_training")
 
@@ -88,11 +85,7 @@ def test_fitted_rows_are_the_rows_the_catalog_says_it_was_fitted_to():
     named = [i for i in ids if i in source]
     assert sorted(named) == sorted(fitted)
     # the fit script fits the same constants the catalog carries
-    import importlib.util as iu
-    spec = iu.spec_from_file_location("fit_calibration", ROOT / "benchmarks" / "fit_calibration.py")
-    fc = iu.module_from_spec(spec)
-    sys.modules.setdefault("fit_calibration", fc)
-    spec.loader.exec_module(fc)
+    fc = load_benchmark("fit_calibration")
     for name, (field, devices) in fc.PARAMETERS.items():
         values = {getattr(get_device(d), field) for d in devices}
         assert len(values) == 1 and None not in values, name

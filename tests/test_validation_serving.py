@@ -3,12 +3,11 @@ cases; the full run is a benchmark (``pytest -m benchmark``)."""
 
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 import yaml
 
-from report_checks import CALIBRATION, ROOT, check_rows as _check_rows, load_benchmark
+from report_checks import CALIBRATION, check_rows as _check_rows, load_benchmark
 
 vs = load_benchmark("validate_serving")
 
