@@ -1,0 +1,182 @@
+"""Wall time and peak memory of LLM serving (issue 4's target), on one core.
+
+Cases, Llama-2-70B fp16 on one 8x H100-SXM5-80GB server, both built from
+``scenarios/llama2-70b-tp4x2-h100-serving.yaml`` with only the fields below changed:
+
+- ``two``: 2 replicas of TP 4 (the whole server) behind a round-robin router, Poisson arrivals
+  at 4 requests/s in total (2/s per replica), ``--requests`` requests (default 10,000).
+  Target: ``hwsim.run`` under 10 s.
+- ``one``: 1 replica of TP 4 at 2 requests/s, the same request count: the case the Vidur
+  peer runs (shared/peers/README.md), for the side-by-side figures.
+
+Both use Vidur's workload: 1,024 prompt and 128 output tokens per request, a vLLM-style
+scheduler (continuous batching, an iteration is all prefill or all decode, prefill first: no
+chunked prefill), at most 128 sequences and 4,096 tokens per iteration, KV blocks of 16 tokens,
+90 % of device memory for weights and KV cache.
+
+Each run is a fresh Python process pinned to one CPU (``taskset -c 0`` where available),
+``--repeat`` times. Reported per case: the median wall time of ``hwsim.run(scenario)``
+(arrivals, simulation, request table, summary; imports excluded), the median time to build the
+full events frame afterwards (built on first read), the median wall time of the whole child
+process (``proc s``: interpreter start, imports, run, frames; comparable to the wall time of a
+Vidur process, which the peers' driver measures), the peak resident set (imports included,
+max over repeats), and the run's figures: TTFT and TPOT percentiles (TPOT per request:
+(end - first token) / (output tokens - 1)), throughput, iterations, mean batch; with ``--tbt``
+also the percentiles over every output token after the first of its gap since the request's
+previous token (what Vidur reports as TBT, ``decode_token_execution_plus_preemption_time``),
+from one more, untimed, run whose scheduler is wrapped to record them.
+
+    python benchmarks/bench_serving.py                    # both cases, 10,000 requests, 3 repeats
+    python benchmarks/bench_serving.py --only two --repeat 5
+    python benchmarks/bench_serving.py --requests 2000 --json
+    python benchmarks/bench_serving.py --tbt        # adds per-token TBT from one more run per case
+    python benchmarks/bench_serving.py --only two --repeat 1 --profile /tmp/serving
+    #   cProfile of hwsim.run in the child: top 25 by tottime on stderr, /tmp/serving.two.prof
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "scenarios" / "llama2-70b-tp4x2-h100-serving.yaml"
+# case: (replicas, total arrival rate per s, target s for hwsim.run or None)
+CASES = {
+    "two": (2, 4.0, 10.0),
+    "one": (1, 2.0, None),
+}
+_CHILD = r"""
+import json, resource, sys, time
+import yaml
+import hwsim
+import hwsim.scenario.build, hwsim.simulation  # hwsim.run imports these lazily: not timed
+base, replicas, rate, requests, prof, tbt = sys.argv[1], int(sys.argv[2]), \
+    float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1"
+gaps = []
+if tbt:  # per-token gaps (Vidur's TBT), recorded around the scheduler: slows the run
+    from hwsim.jobs.serving import ServingJob
+    _finish = ServingJob._finish_iteration
+
+    def _finish_iteration(self, r, prefills, decodes, t0):
+        _finish(self, r, prefills, decodes, t0)
+        now = self.env.now
+        for s in decodes:
+            gaps.append(now - s._last_token_s)
+            s._last_token_s = now
+        for s, n in prefills:
+            if s.decoding:
+                s._last_token_s = now
+    ServingJob._finish_iteration = _finish_iteration
+sc = yaml.safe_load(open(base))
+sc["name"] = f"llama2-70b-tp4x{replicas}-h100-serving-bench"
+w = sc["workload"]
+w["parallelism"] = {"tp": 4, "pp": 1, "replicas": replicas}
+w["scheduler"] = {"policy": "continuous", "max_batch_size": 128, "max_batched_tokens": 4096,
+                  "chunked_prefill": False, "block_tokens": 16, "memory_fraction": 0.9}
+w["arrivals"] = {"process": "poisson", "rate_per_s": rate, "requests": requests,
+                 "prompt_tokens": 1024, "output_tokens": 128}
+w["router"] = "round_robin"
+if prof:
+    import cProfile, pstats
+    p = cProfile.Profile()
+    t0 = time.perf_counter(); p.enable(); r = hwsim.run(sc); p.disable()
+    t1 = time.perf_counter()
+    p.dump_stats(prof)
+    pstats.Stats(p, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+else:
+    t0 = time.perf_counter(); r = hwsim.run(sc); t1 = time.perf_counter()
+n_events = len(r.events)
+t2 = time.perf_counter()
+s = r.summary
+out = {"run_s": t1 - t0, "frames_s": t2 - t1, "events": n_events,
+       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+for k in ("devices", "replicas", "requests", "requests_completed", "preemptions",
+          "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
+          "e2e_p50_s", "e2e_p99_s", "requests_per_s", "output_tokens_per_s", "iterations",
+          "batch_size_mean", "kv_blocks_used_max", "kv_blocks_total", "simulated_time_s",
+          "bottleneck"):
+    out[k] = s.get(k)
+if tbt:
+    import numpy as np
+    for q in (50, 90, 99):
+        out[f"tbt_p{q}_s"] = float(np.percentile(gaps, q))
+    out["tbt_tokens"] = len(gaps)
+print(json.dumps(out))
+"""
+
+
+def measure(replicas: int, rate: float, requests: int, profile: str = "",
+            tbt: bool = False) -> dict:
+    cmd = [sys.executable, "-c", _CHILD, str(BASE), str(replicas), str(rate), str(requests),
+           profile, "1" if tbt else "0"]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0", *cmd]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
+    process_s = time.perf_counter() - t0
+    if profile:
+        sys.stderr.write(out.stderr)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["process_s"] = process_s
+    return r
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=sorted(CASES), action="append")
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", metavar="PREFIX", default="",
+                    help="profile one run per case; writes PREFIX.<case>.prof")
+    ap.add_argument("--tbt", action="store_true",
+                    help="also record every token's gap since the previous one (Vidur's TBT); "
+                         "one untimed run per case")
+    ap.add_argument("--json", action="store_true", help="one JSON line per case")
+    args = ap.parse_args(argv)
+    keys = args.only or ["two", "one"]
+    if not args.json:
+        print(f"{'case':<26} {'requests':>8} {'run s':>7} {'frames s':>8} {'proc s':>7} {'peak MiB':>8} "
+              f"{'target':>7} {'TTFT p50/p99 ms':>16} {'TPOT p50/p99 ms':>16} {'req/s':>6} "
+              f"{'iters':>7} {'batch':>5}" + (f" {'TBT p50/p99 ms':>16}" if args.tbt else ""))
+    for key in keys:
+        replicas, rate, limit_s = CASES[key]
+        repeat = 1 if args.profile else args.repeat
+        runs = [measure(replicas, rate, args.requests,
+                        f"{args.profile}.{key}.prof" if args.profile else "")
+                for _ in range(repeat)]
+        r = dict(runs[0])
+        if args.tbt:
+            r.update({k: v for k, v in measure(replicas, rate, args.requests, tbt=True).items()
+                      if k.startswith("tbt_")})
+        r.update(case=key, rate_per_s=rate, repeats=repeat,
+                 run_s=statistics.median(x["run_s"] for x in runs),
+                 run_s_all=[round(x["run_s"], 3) for x in runs],
+                 frames_s=statistics.median(x["frames_s"] for x in runs),
+                 process_s=statistics.median(x["process_s"] for x in runs),
+                 peak_mb=max(x["peak_mb"] for x in runs), target_s=limit_s)
+        if args.json:
+            print(json.dumps(r))
+            continue
+        name = f"{key}: TP4 x{replicas} @ {rate:g}/s"
+        target = f"<{limit_s:g} s" if limit_s else "-"
+        ttft = f"{r['ttft_p50_s'] * 1e3:.1f} / {r['ttft_p99_s'] * 1e3:.1f}"
+        tpot = f"{r['tpot_p50_s'] * 1e3:.2f} / {r['tpot_p99_s'] * 1e3:.2f}"
+        print(f"{name:<26} {r['requests']:>8} {r['run_s']:>7.2f} {r['frames_s']:>8.2f} {r['process_s']:>7.2f} "
+              f"{r['peak_mb']:>8.0f} {target:>7} {ttft:>16} {tpot:>16} "
+              f"{r['requests_per_s']:>6.2f} {r['iterations']:>7} {r['batch_size_mean']:>5.1f}"
+              + (f" {r['tbt_p50_s'] * 1e3:>7.2f} / {r['tbt_p99_s'] * 1e3:<6.2f}" if args.tbt else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
