@@ -14,6 +14,16 @@ __all__ = ["DeviceSpec", "LinkSpec", "StorageSpec", "DTYPES", "DEVICE_KINDS", "L
            "STORAGE_KINDS"]
 
 DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+_FALLBACK = {
+    "fp8": ("fp8", "bf16", "fp16", "fp32"),
+    "int8": ("int8", "fp8", "bf16", "fp16", "fp32"),
+    "bf16": ("bf16", "fp16", "tf32", "fp32"),
+    "fp16": ("fp16", "bf16", "tf32", "fp32"),
+    "tf32": ("tf32", "fp32"),
+    "fp32": ("fp32",),
+    "fp64": ("fp64", "fp32"),
+}
+"""Precisions a device's peak falls back to, in order (:meth:`DeviceSpec.peak`)."""
 """Precisions a device may list a dense peak for."""
 DEVICE_KINDS = ("gpu", "tpu", "cpu")
 LINK_CLASSES = ("nvlink", "pcie", "infiniband", "ethernet", "omnipath", "ici", "wan")
@@ -70,15 +80,7 @@ class DeviceSpec:
 
         fp8 falls back to fp16/bf16, bf16 and fp16 to each other then tf32 then fp32, tf32 to fp32.
         """
-        chain = {
-            "fp8": ("fp8", "bf16", "fp16", "fp32"),
-            "int8": ("int8", "fp8", "bf16", "fp16", "fp32"),
-            "bf16": ("bf16", "fp16", "tf32", "fp32"),
-            "fp16": ("fp16", "bf16", "tf32", "fp32"),
-            "tf32": ("tf32", "fp32"),
-            "fp32": ("fp32",),
-            "fp64": ("fp64", "fp32"),
-        }.get(dtype)
+        chain = _FALLBACK.get(dtype)
         if chain is None:
             raise ValueError(f"unknown precision {dtype!r}; valid: {', '.join(DTYPES)}")
         for d in chain:

@@ -114,10 +114,17 @@ class Recorder:
     def events_frame(self, rank: int | None = None) -> pd.DataFrame:
         """One row per activity, sorted by start time, end time and resource; columns of
         ``EVENT_COLUMNS``, the text ones categorical; only rank *rank*'s when given."""
-        raw = self._events_raw()
-        if rank is not None:
-            sel = raw["rank"] == rank
-            raw = {c: v[sel] for c, v in raw.items()}
+        if rank is not None and self._raw is None:  # filter the tuples before converting
+            sub = Recorder()
+            sub.events = [e for e in self.events if e[6] == rank]
+            sub._templates = [([e for e in ev if e[6] == rank], []) for ev, _ in self._templates]
+            sub._blocks = self._blocks
+            raw = sub._events_raw()
+        else:
+            raw = self._events_raw()
+            if rank is not None:
+                sel = raw["rank"] == rank
+                raw = {c: v[sel] for c, v in raw.items()}
         res_codes = pd.factorize(raw["resource"], sort=True)[0]
         order = np.lexsort((res_codes, raw["end_s"], raw["start_s"]))
         cols = {}
