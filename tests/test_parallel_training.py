@@ -4,6 +4,8 @@ ZeRO-1 collectives, memory as a result, and the configurations it refuses."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import simpy
 
@@ -368,3 +370,25 @@ def test_fold_true_with_an_input_pipeline_is_refused():
     with pytest.raises(hwsim.ScenarioError, match=r"workload\.fold: fold: true with an input "
                                                   r"pipeline"):
         hwsim.run(_data3d("nvme-gen4", fold=True))
+
+
+def test_parameter_offload_fetches_every_shard_before_its_gather():
+    """ZeRO-Infinity: with zero 3 and offload_params, weights leave device memory and each
+    block's shard crosses PCIe before every all-gather (forward and backward, every
+    micro-batch); the step is slower than keeping the shards on the device."""
+    import hwsim
+    base = _offload_scenario("cpu")
+    base["workload"]["parallelism"].update(zero=3)
+    on = copy.deepcopy(base)
+    on["workload"]["parallelism"]["offload_params"] = True
+    a, b = hwsim.run(base), hwsim.run(on)
+    assert a.summary["memory_weights_gb"] > 0 and b.summary["memory_weights_gb"] == 0.0
+    fetch = b.events[(b.events.kind == "flow") & b.events.name.str.startswith(
+        "offload.params_fetch")]
+    blocks = 8 + 2  # layers, embedding, head
+    assert len(fetch) == 2 * blocks * 1 * 2 * 8  # F and B, 1 micro-batch, 2 steps, 8 ranks
+    assert b.summary["step_time_s"] > a.summary["step_time_s"]
+    bad = copy.deepcopy(on)
+    bad["workload"]["parallelism"]["zero"] = 1
+    with pytest.raises(hwsim.ScenarioError, match="offload_params needs zero=3"):
+        hwsim.run(bad)

@@ -146,8 +146,11 @@ class ParallelTrainingJob:
                         self._group("edp", s, lane, t, "allreduce" if p.zero == 0
                                     else "reduce_scatter")
                     if p.offload != "none":
+                        nvme = p.offload == "nvme"
                         for kind in ("grads_d2h", "params_h2d") + (
-                                ("states_read", "states_write") if p.offload == "nvme" else ()):
+                                ("states_read", "states_write") if nvme else ()) + (
+                                ("params_fetch",) + (("params_read",) if nvme else ())
+                                if p.offload_params else ()):
                             self._offload_pair(kind, p.rank(s, lane, t))
                     # stage boundaries; the last stage feeds the first only when interleaved
                     if p.pp > 1 and p.p2p_bytes > 0 and (s + 1 < p.pp or p.virtual_stages > 1):
@@ -403,8 +406,11 @@ class ParallelTrainingJob:
         blocks = list(model.blocks) if fwd else list(reversed(model.blocks))
 
         def gather(k: int) -> simpy.Event:
-            return self._join("dp", s, d, "allgather", (step, unit, k), blocks[k].params * vb,
-                              f"dp.fsdp_allgather.{blocks[k].name}")
+            join = lambda: self._join("dp", s, d, "allgather", (step, unit, k),  # noqa: E731
+                                      blocks[k].params * vb, f"dp.fsdp_allgather.{blocks[k].name}")
+            if not plan.offload_params:
+                return join()
+            return self.env.process(self._fetch_then(step, s, d, blocks[k], join))
         nxt = gather(0)
         base = 0
         for k, block in enumerate(blocks):
@@ -488,6 +494,19 @@ class ParallelTrainingJob:
             yield move("states_write", states)
         yield move("params_h2d", params * vb)
 
+    def _fetch_then(self, step: int, s: int, d: int, block, join) -> Generator:
+        """ZeRO-Infinity: copy the rank's shard of *block* from host memory (read from the
+        drive first with ``nvme``) to the device, then all-gather the block."""
+        plan, env = self.plan, self.env
+        nbytes = block.params * storage_bytes(plan.precision) / plan.lanes
+        ranks = [plan.rank(s, d, t) for t in self.tps]
+        kinds = (("params_read",) if plan.offload == "nvme" else ()) + ("params_fetch",)
+        for kind in kinds:
+            yield env.all_of([self._offload_pair(kind, r).join_all(
+                (step, block.name, kind, id(join)), nbytes, f"offload.{kind}.{block.name}")
+                for r in ranks])
+        yield join()
+
     def _offload_pair(self, kind: str, r: int) -> CollectiveGroup:
         """The transfer of *kind* for rank *r* (device, host memory, drive), folded over the
         other ranks' identical ones."""
@@ -499,6 +518,7 @@ class ParallelTrainingJob:
             def ends(q: int) -> list[str]:
                 dev, (mem, _, disk) = p.devices[q], p.host_nodes[q]
                 return {"grads_d2h": [dev, mem], "params_h2d": [mem, dev],
+                        "params_fetch": [mem, dev], "params_read": [disk, mem],
                         "states_read": [disk, mem], "states_write": [mem, disk]}[kind]
             peers = [ends(q) for q in range(len(p.devices)) if q != r] if p.fold else []
             g = self._groups[key] = CollectiveGroup(self.system, ends(r), p.job, op="sendrecv",

@@ -62,6 +62,8 @@ class ParallelPlan:
     ``offload``: ``"none"``, or where the optimizer states and fp32 master weights live
     (ZeRO-Offload ``"cpu"``: host memory; ZeRO-Infinity ``"nvme"``: the server's local drive,
     staged through host memory); the optimizer step then runs on the host CPU.
+    ``offload_params`` (ZeRO-Infinity, with ``zero=3``): each rank's parameter shards live there
+    too and are copied to the device before every all-gather of a block.
     ``host_nodes[r]``: (host memory, CPU, local storage or None) of device *r*'s server.
     ``data``: the input pipeline (:class:`~hwsim.jobs.inputs.DataPlan`) of the first stage's
     tensor rank 0 of every lane, which reads each micro-batch before its forward pass (None:
@@ -91,6 +93,7 @@ class ParallelPlan:
     fold: bool = False
     offload: str = "none"
     host_nodes: tuple[tuple[str, str, str | None], ...] = ()
+    offload_params: bool = False
     data: DataPlan | None = None
 
     def __post_init__(self) -> None:
@@ -123,6 +126,9 @@ class ParallelPlan:
         if self.data is not None and self.fold:
             raise ValueError("an input pipeline (data) is not folded: its reads share the "
                              "dataset's tier; use fold=False")
+        if self.offload_params and (self.zero != 3 or self.offload == "none"):
+            raise ValueError("offload_params needs zero=3 and offload 'cpu' or 'nvme' (the "
+                             "parameter shards live where the optimizer states do)")
         if self.offload == "nvme" and any(n[2] is None for n in self.host_nodes):
             raise ValueError("offload='nvme' needs a local storage tier on every server")
         if self.dp % self.ep:
@@ -173,7 +179,7 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                   p2p_bytes: float | None = None, collective: str = "auto",
                   workspace_bytes: float = 0.0, fold: bool = False, offload: str = "none",
                   host_nodes: Sequence[tuple[str, str, str | None]] = (),
-                  data: DataPlan | None = None) -> ParallelPlan:
+                  data: DataPlan | None = None, offload_params: bool = False) -> ParallelPlan:
     """A :class:`ParallelPlan` from *model*, the ops of one micro-batch on one TP rank (e.g.
     :func:`~hwsim.workloads.transformer_ops` with the same ``tp``, ``cp``, ``ep``), split by
     :func:`~hwsim.workloads.pipeline_stages`. ``dp`` defaults to
@@ -220,9 +226,11 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                                       workspace_bytes=workspace_bytes))
         if offload != "none":
             memory[-1]["optimizer_states"] = 0.0  # in host memory or on the drive
+        if offload_params:
+            memory[-1]["weights"] = 0.0  # shards fetched per block (zero3_buffers hold them)
     return ParallelPlan(job=job, stages=tuple(tuple(c) for c in stages), devices=devices, tp=tp,
                         pp=pp, dp=dp, micro_batches=micro_batches, p2p_bytes=float(p2p_bytes),
                         memory=tuple(memory), schedule=schedule, virtual_stages=virtual_stages,
                         precision=precision, optimizer=optimizer, steps=steps, zero=zero, ep=ep,
                         cp=cp, collective=collective, fold=fold, offload=offload,
-                        host_nodes=tuple(host_nodes), data=data)
+                        host_nodes=tuple(host_nodes), data=data, offload_params=offload_params)

@@ -146,6 +146,7 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                                         field="workload.parallelism.offload")
             plan = parallel_plan("train", ops, ranks, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep,
                                  offload=par.offload, host_nodes=nodes,
+                                 offload_params=par.offload_params,
                                  micro_batches=accumulate, virtual_stages=par.virtual_stages,
                                  schedule="interleaved" if par.virtual_stages > 1 else "1f1b",
                                  precision=w.precision, optimizer=w.optimizer, steps=steps,

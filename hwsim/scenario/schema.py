@@ -135,6 +135,7 @@ class Parallelism(StrictModel):
     zero: Literal[0, 1, 2, 3] = 0
     recompute: Literal["none", "selective", "full"] = "none"
     offload: Literal["none", "cpu", "nvme"] = "none"
+    offload_params: bool = False
 
 
 class DataSpec(StrictModel):
