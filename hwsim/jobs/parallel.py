@@ -215,16 +215,25 @@ class ParallelTrainingJob:
 
     def _pair(self, src: int, dst: int, lane: int, t: int) -> CollectiveGroup:
         """The send/recv communicator from stage *src* to *dst* of (*lane*, TP rank *t*)."""
-        key = ("pp", src, dst, lane, t)
+        p = self.plan
+        return self._point_to_point(("pp", src, dst, lane, t), p.rank(src, lane, t),
+                                    lambda q: [p.devices[q], p.devices[q + (dst - src) *
+                                                                       p.lanes * p.tp]],
+                                    range(src * p.lanes * p.tp, (src + 1) * p.lanes * p.tp))
+
+    def _point_to_point(self, key: tuple, r: int, ends, ranks) -> CollectiveGroup:
+        """A one-flow communicator ``ends(r)`` (source, destination) for rank *r*; folded, the
+        same transfer of every other rank of *ranks* is a peer."""
         g = self._groups.get(key)
         if g is None:
             p = self.plan
-            peers = ([[p.device(src, ll, tt), p.device(dst, ll, tt)] for ll in range(p.lanes)
-                      for tt in range(p.tp) if (ll, tt) != (lane, t)] if p.fold else [])
-            a, b = p.device(src, lane, t), p.device(dst, lane, t)
+            a, b = ends(r)
+            peers = [ends(q) for q in ranks if q != r] if p.fold else []
+            other = [q for q, d in enumerate(p.devices) if d == b]
             g = self._groups[key] = CollectiveGroup(
                 self.system, [a, b], p.job, op="sendrecv", peers=peers, owner=(p.job, *key),
-                record=[a], ranks=[p.rank(src, lane, t), p.rank(dst, lane, t)])
+                record=[d for d in (a, b) if d == p.devices[r]],
+                ranks=[r, other[0] if other else r])
         return g
 
     def _join(self, kind: str, s: int, lane: int, op: str, key: object, nbytes: float,
@@ -510,23 +519,14 @@ class ParallelTrainingJob:
     def _offload_pair(self, kind: str, r: int) -> CollectiveGroup:
         """The transfer of *kind* for rank *r* (device, host memory, drive), folded over the
         other ranks' identical ones."""
-        key = ("offload", kind, r)
-        g = self._groups.get(key)
-        if g is None:
-            p = self.plan
+        p = self.plan
 
-            def ends(q: int) -> list[str]:
-                dev, (mem, _, disk) = p.devices[q], p.host_nodes[q]
-                return {"grads_d2h": [dev, mem], "params_h2d": [mem, dev],
-                        "params_fetch": [mem, dev], "params_read": [disk, mem],
-                        "states_read": [disk, mem], "states_write": [mem, disk]}[kind]
-            peers = [ends(q) for q in range(len(p.devices)) if q != r] if p.fold else []
-            g = self._groups[key] = CollectiveGroup(self.system, ends(r), p.job, op="sendrecv",
-                                                    peers=peers, owner=(p.job, *key),
-                                                    record=[d for d in ends(r)
-                                                            if d == p.devices[r]],
-                                                    ranks=[r, r])
-        return g
+        def ends(q: int) -> list[str]:
+            dev, (mem, _, disk) = p.devices[q], p.host_nodes[q]
+            return {"grads_d2h": [dev, mem], "params_h2d": [mem, dev],
+                    "params_fetch": [mem, dev], "params_read": [disk, mem],
+                    "states_read": [disk, mem], "states_write": [mem, disk]}[kind]
+        return self._point_to_point(("offload", kind, r), r, ends, range(len(p.devices)))
 
     def _bubbles(self, step: int, t0: float) -> None:
         """Warm-up (step start to the stage's first unit) and cool-down (its last unit to the
