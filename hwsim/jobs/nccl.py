@@ -165,18 +165,36 @@ class Phase:
 def ring_order(system: System, ranks: Sequence[str]) -> list[str]:
     """Ranks ordered by server, then name, so that a ring crosses the network only between
     servers (what NCCL's ring search finds on a fat-tree)."""
-    g = system.graph
-    return sorted(ranks, key=lambda n: (str(g.nodes[n].get("site", "")),
-                                        g.nodes[n].get("server") if g.nodes[n].get("server") is not None else -1,
-                                        natural_key(n)))
+    keys = _ORDER_KEYS.setdefault(system, {})
+
+    def key(n: str) -> tuple:
+        k = keys.get(n)
+        if k is None:
+            at = system.graph.nodes[n]
+            server = at.get("server")
+            k = keys[n] = (str(at.get("site", "")), server if server is not None else -1,
+                           natural_key(n))
+        return k
+    return sorted(ranks, key=key)
 
 
 _NICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ORDER_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], int]:
     """Devices grouped by server (ring order), and the rails: parallel rings or trees across
-    servers, ``min(GPUs, NICs)`` of the smallest server (1 inside one server)."""
+    servers, ``min(GPUs, NICs)`` of the smallest server (1 inside one server). Memoised."""
+    memo = _LAYOUTS.setdefault(system, {})
+    k = tuple(devices)
+    hit = memo.get(k)
+    if hit is None:
+        hit = memo[k] = _layout(system, devices)
+    return [list(grp) for grp in hit[0]], hit[1]
+
+
+def _layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], int]:
     g = system.graph
     groups: dict[tuple, list[str]] = {}
     for d in ring_order(system, devices):

@@ -215,8 +215,12 @@ class ParallelTrainingJob:
 
     def _pair(self, src: int, dst: int, lane: int, t: int) -> CollectiveGroup:
         """The send/recv communicator from stage *src* to *dst* of (*lane*, TP rank *t*)."""
+        key = ("pp", src, dst, lane, t)
+        g = self._groups.get(key)
+        if g is not None:
+            return g
         p = self.plan
-        return self._point_to_point(("pp", src, dst, lane, t), p.rank(src, lane, t),
+        return self._point_to_point(key, p.rank(src, lane, t),
                                     lambda q: [p.devices[q], p.devices[q + (dst - src) *
                                                                        p.lanes * p.tp]],
                                     range(src * p.lanes * p.tp, (src + 1) * p.lanes * p.tp))
