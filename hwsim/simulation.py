@@ -14,7 +14,8 @@ from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, critical_pat
 from hwsim.analysis.parallelism import rank_events, step_breakdown, step_summary
 from hwsim.analysis.result import Result
 from hwsim.engine import Recorder
-from hwsim.analysis.serving import in_system_mean, request_table, serving_summary
+from hwsim.analysis.serving import (in_system_mean, request_table, serving_bottleneck,
+                                    serving_summary)
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.batching import BatchingJob, BatchingPlan
 from hwsim.jobs.serving import ServingJob, ServingPlan
@@ -205,7 +206,8 @@ def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: floa
     iterations = pd.DataFrame(
         [(r.index, *b, r.blocks_total) for r in job.replicas for b in r.batch_tokens],
         columns=["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
-                 "kv_blocks_total"])
+                 "prefill_tokens", "kv_blocked", "kv_blocks_total"])
+    s.update(serving_bottleneck(req, iterations, breakdown))
     return Result(name=name, summary=s, events=recorder.events_frame,
                   utilization=lambda: recorder.utilization_frame(end, bin_s),
                   memory=recorder.memory_frame, bottleneck=breakdown,

@@ -265,3 +265,18 @@ def test_classic_and_llm_schedulers_are_not_mixed():
     with pytest.raises(hwsim.ScenarioError, match=r"workload\.scheduler\.policy: policy "
                                                   r"'dynamic' serves classic models"):
         _run(**{"workload.scheduler.policy": "dynamic"})
+
+
+def test_serving_bottleneck_names_what_the_requests_waited_for():
+    light = _run()  # small batches of a 7B model: decode reads the weights
+    assert light.summary["bottleneck"] == "decode_bandwidth"
+    shares = [light.summary[f"time_share_{k}"] for k in ("queueing", "prefill", "decode")]
+    assert sum(shares) == pytest.approx(1.0) and min(shares) >= 0
+    # a KV cache too small for the load: the queue waits for blocks
+    tight = _run(**{"workload.scheduler.memory_fraction": 0.19,
+                    "workload.arrivals": {"process": "constant", "rate_per_s": 100.0,
+                                          "requests": 200, "prompt_tokens": 1024,
+                                          "output_tokens": 256}})
+    assert tight.summary["kv_blocked_share"] > 0.5
+    assert tight.summary["bottleneck"] == "kv_capacity"
+    assert tight.iterations.kv_blocked.any()

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["REQUEST_COLUMNS", "request_table", "serving_summary", "in_system_mean"]
+__all__ = ["REQUEST_COLUMNS", "request_table", "serving_summary", "in_system_mean",
+           "serving_bottleneck"]
 
 REQUEST_COLUMNS = ("id", "replica", "arrival_s", "start_s", "first_token_s", "end_s",
                    "prompt_tokens", "output_tokens", "preemptions", "queue_s", "ttft_s",
@@ -75,3 +76,48 @@ def serving_summary(req: pd.DataFrame, *, end_s: float, slo_ttft_s: float | None
         s["slo_attainment"] = float(ok.mean()) if len(done) else None
         s["goodput_requests_per_s"] = float(ok.sum()) / span
     return s
+
+
+def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
+                       breakdown: pd.DataFrame) -> dict[str, Any]:
+    """What the requests' time went to, and the largest part as ``bottleneck``.
+
+    Each completed request's end-to-end time splits into queueing (arrival to admission),
+    prefill (admission to first token) and decode (first token to last). Queueing is
+    ``kv_capacity`` when the replicas spent most of the run with the head of their queue waiting
+    for KV-cache blocks (``iterations.kv_blocked``), else ``queueing``; prefill and decode are
+    named by what bound their iterations: the critical-path category (*breakdown*, rank 0's
+    device) of iterations with prefill tokens and of decode-only ones (``compute`` ->
+    ``prefill_compute`` / ``decode_compute``, ``memory`` -> ``..._bandwidth``, ``comm:*`` ->
+    ``network``, ``overhead`` -> ``..._overhead``; classic serving, one pass per request:
+    ``service_...``). Keys: ``time_share_queueing``,
+    ``time_share_prefill``, ``time_share_decode``, ``kv_blocked_share`` (of iteration time),
+    ``bottleneck``, ``bottleneck_share``, ``bottleneck_label``."""
+    done = req[np.isfinite(req["end_s"])]
+    total = float(done["e2e_s"].sum())
+    if total <= 0:
+        return {}
+    parts = {"queueing": float(done["queue_s"].sum()) / total,
+             "prefill": float((done["ttft_s"] - done["queue_s"]).sum()) / total,
+             "decode": float((done["e2e_s"] - done["ttft_s"]).sum()) / total}
+    dur = (iterations["end_s"] - iterations["start_s"]).to_numpy()
+    blocked = float(dur[iterations["kv_blocked"].to_numpy(dtype=bool)].sum() / dur.sum()) \
+        if dur.sum() > 0 else 0.0
+    main = (breakdown.sort_values("share", ascending=False)["category"].iloc[0]
+            if len(breakdown) else "compute")
+    bound = {"compute": "compute", "memory": "bandwidth", "overhead": "overhead"}
+
+    def name(phase: str) -> str:
+        if main.startswith("comm"):
+            return "network"
+        return f"{phase}_{bound.get(main, 'compute')}"
+    first = "service" if done["tpot_s"].isna().all() else "prefill"  # classic: one pass
+    labels = {"queueing": ("kv_capacity", "queueing for KV-cache blocks") if blocked > 0.5
+              else ("queueing", "queueing (requests wait for a free batch slot)"),
+              "prefill": (name(first), f"{first} ({main}-bound iterations)"),
+              "decode": (name("decode"), f"decode ({main}-bound iterations)")}
+    top = max(parts, key=parts.get)
+    out = {f"time_share_{k}": v for k, v in parts.items()}
+    out.update(kv_blocked_share=blocked, bottleneck=labels[top][0],
+               bottleneck_share=parts[top], bottleneck_label=labels[top][1])
+    return out

@@ -156,7 +156,7 @@ class BatchingJob:
             self.system.recorder.event(t0, env.now, f"{r.device}/compute", "compute",
                                        f"batch{len(batch)}", plan.job, r.index, nbytes, flops,
                                        cat)
-            r.batch_tokens.append((t0, env.now, len(batch), len(batch), 0))
+            r.batch_tokens.append((t0, env.now, len(batch), len(batch), 0, len(batch), False))
             for q in batch:
                 q.first_token_s = q.end_s = env.now
                 self._count -= 1

@@ -142,6 +142,7 @@ class _Replica:
     iterations: int = 0
     batch_tokens: list = field(default_factory=list)
     role: str = "both"          # or "prefill", "decode" (disaggregated)
+    kv_blocked: bool = False    # the head of the queue waits for KV blocks this iteration
 
 
 class ServingJob:
@@ -301,6 +302,7 @@ class ServingJob:
         """The next iteration's work: ``(prefills, decodes)``, prefills as ``(seq, tokens)``;
         None when there is nothing to do."""
         plan = self.plan
+        r.kv_blocked = False
         if plan.policy == "static":
             return self._schedule_static(r)
         # every decoding sequence may need a block for its next token: preempt the newest
@@ -325,6 +327,7 @@ class ServingJob:
             held = s.handoff or s.swapped  # its KV cache exists (prefilled elsewhere, swapped)
             if held:  # readmitted as it was: it decodes from the next iteration
                 if held > free or (s.handoff and not s.arrived.processed):
+                    r.kv_blocked = held > free
                     break
                 r.waiting.popleft()
                 r.blocks_free -= held
@@ -338,6 +341,7 @@ class ServingJob:
             n = min(target, budget) if plan.chunked_prefill else target
             blocks = self._blocks(target)
             if n > budget or blocks > free:
+                r.kv_blocked = blocks > free and n <= budget
                 break  # first come, first served: nobody overtakes the head of the queue
             self._admit(r, s, blocks)
             free -= blocks
@@ -483,7 +487,8 @@ class ServingJob:
         r.iterations += 1
         r.batch_tokens.append((t0, now, len(prefills) + len(decodes),
                                sum(n for _, n in prefills) + len(decodes),
-                               r.blocks_total - r.blocks_free))
+                               r.blocks_total - r.blocks_free,
+                               sum(n for _, n in prefills), r.kv_blocked))
         for s, n in prefills:
             s.prefilled += n
             s.cached += n
