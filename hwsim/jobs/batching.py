@@ -16,6 +16,7 @@ from typing import Callable, Generator
 
 import simpy
 
+from hwsim.jobs.front import Front
 from hwsim.jobs.system import System
 from hwsim.workloads.arrivals import Request
 
@@ -54,25 +55,22 @@ class _Req:
 class _Rep:
     index: int
     device: str
-    queue: deque = field(default_factory=deque)
+    waiting: deque = field(default_factory=deque)
     wake: simpy.Event | None = None
     batch_tokens: list = field(default_factory=list)
     blocks_total: int = 0
 
 
-class BatchingJob:
+class BatchingJob(Front):
     """Runs a :class:`BatchingPlan`; the result fields mirror
     :class:`~hwsim.jobs.serving.ServingJob` so one summary serves both."""
 
     def __init__(self, system: System, plan: BatchingPlan) -> None:
-        self.system, self.plan, self.env = system, plan, system.env
-        self.seqs: list[_Req] = []
+        super().__init__(system.env)
+        self.system, self.plan = system, plan
         self.replicas = [_Rep(i, d) for i, d in enumerate(plan.replicas)]
-        self.in_system: list[tuple[float, int]] = []
         self.oom: str | None = None
         self.breakdown = {"weights": plan.weight_bytes}
-        self._count = 0
-        self._rr = 0
         self._memo: dict[int, tuple[float, float, float, str]] = {}
 
     @property
@@ -96,23 +94,13 @@ class BatchingJob:
         self.env.process(self._arrivals())
 
     def _arrivals(self) -> Generator:
-        env = self.env
-        for req in self.plan.requests:
-            if req.arrival_s > env.now:
-                yield env.timeout(req.arrival_s - env.now)
-            reps = self.replicas
-            if self.plan.router == "round_robin":
-                r = reps[self._rr % len(reps)]
-                self._rr += 1
-            else:
-                r = min(reps, key=lambda x: (len(x.queue), x.index))
-            q = _Req(req, r.index)
-            self.seqs.append(q)
-            r.queue.append(q)
-            self._count += 1
-            self.in_system.append((env.now, self._count))
-            if r.wake is not None and not r.wake.triggered:
-                r.wake.succeed()
+        reps = self.replicas
+
+        def send(req: Request) -> None:
+            r = (self._round_robin(reps) if self.plan.router == "round_robin"
+                 else min(reps, key=lambda x: (len(x.waiting), x.index)))
+            self._enqueue(_Req(req, r.index), r)
+        yield from self._open_loop(self.plan.requests, send)
 
     def _cost(self, b: int, device: str) -> tuple[float, float, float, str]:
         hit = self._memo.get(b)
@@ -133,21 +121,22 @@ class BatchingJob:
     def _serve(self, r: _Rep) -> Generator:
         env, plan = self.env, self.plan
         while True:
-            if not r.queue:
-                if self._count == 0 and len(self.seqs) == len(plan.requests):
+            if not r.waiting:
+                if self._all_done(len(plan.requests)):
                     return
                 r.wake = env.event()
                 yield r.wake
                 r.wake = None
                 continue
-            if len(r.queue) < plan.max_batch_size:  # wait for more, up to the oldest's delay
-                deadline = r.queue[0].req.arrival_s + plan.max_queue_delay_s
+            if len(r.waiting) < plan.max_batch_size:  # wait for more, up to the oldest's delay
+                deadline = r.waiting[0].req.arrival_s + plan.max_queue_delay_s
                 if deadline > env.now:
                     r.wake = env.event()
                     yield env.any_of([r.wake, env.timeout(deadline - env.now)])
                     r.wake = None
                     continue
-            batch = [r.queue.popleft() for _ in range(min(plan.max_batch_size, len(r.queue)))]
+            batch = [r.waiting.popleft()
+                     for _ in range(min(plan.max_batch_size, len(r.waiting)))]
             t0 = env.now
             for q in batch:
                 q.start_s = t0
@@ -159,5 +148,4 @@ class BatchingJob:
             r.batch_tokens.append((t0, env.now, len(batch), len(batch), 0, len(batch), False))
             for q in batch:
                 q.first_token_s = q.end_s = env.now
-                self._count -= 1
-                self.in_system.append((env.now, self._count))
+                self._leave()

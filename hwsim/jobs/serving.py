@@ -32,6 +32,7 @@ from typing import Generator, Sequence
 import simpy
 
 from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.front import Front
 from hwsim.jobs.system import System
 from hwsim.workloads.arrivals import Request
 from hwsim.workloads.inference import ServingCost, iteration_ops, serving_cost
@@ -145,22 +146,19 @@ class _Replica:
     kv_blocked: bool = False    # the head of the queue waits for KV blocks this iteration
 
 
-class ServingJob:
+class ServingJob(Front):
     """Runs a :class:`ServingPlan` on a :class:`System`. After ``env.run()``: ``seqs`` holds
     every request's record; ``fits`` is False (``oom`` says why) when a replica's devices cannot
     hold the weights and at least one sequence's KV cache, and then nothing runs."""
 
     def __init__(self, system: System, plan: ServingPlan) -> None:
-        self.system, self.plan, self.env = system, plan, system.env
+        super().__init__(system.env)
+        self.system, self.plan = system, plan
         self.costs: list[ServingCost] = [serving_cost(plan.spec, tp=plan.tp, pp=plan.pp, stage=s,
                                                       precision=plan.precision)
                                          for s in range(plan.pp)]
-        self.seqs: list[_Seq] = []
         self.oom: str | None = None
         self.replicas: list[_Replica] = []
-        self.in_system: list[tuple[float, int]] = []  # (time, requests arrived and not done)
-        self._count = 0
-        self._rr = 0
         self._cost_memo: dict[tuple, float] = {}
         self._groups: dict[tuple, CollectiveGroup] = {}
         self._swaps: list[tuple[_Seq, str]] = []
@@ -225,10 +223,7 @@ class ServingJob:
             nxt = iter(range(len(plan.requests)))
             yield env.all_of([env.process(self._client(c, nxt)) for c in range(plan.clients)])
             return
-        for req in plan.requests:
-            if req.arrival_s > env.now:
-                yield env.timeout(req.arrival_s - env.now)
-            self._send(req)
+        yield from self._open_loop(plan.requests, self._send)
 
     def _client(self, c: int, nxt) -> Generator:
         """One closed-loop client: send, wait for the last token, think, send the next."""
@@ -243,16 +238,8 @@ class ServingJob:
             yield seq.done
 
     def _send(self, req: Request) -> _Seq:
-        env = self.env
         r = self._route()
-        seq = _Seq(req, r.index)
-        self.seqs.append(seq)
-        r.waiting.append(seq)
-        self._count += 1
-        self.in_system.append((env.now, self._count))
-        if r.wake is not None and not r.wake.triggered:
-            r.wake.succeed()
-        return seq
+        return self._enqueue(_Seq(req, r.index), r)
 
     def _route(self, role: str = "prefill") -> _Replica:
         """The replica a new request (or, with *role* ``decode``, a prefilled sequence) goes
@@ -260,9 +247,7 @@ class ServingJob:
         reps = [r for r in self.replicas if r.role in ("both", role)]
         how = self.plan.router if role == "prefill" else "least_outstanding"
         if how == "round_robin":
-            r = reps[self._rr % len(reps)]
-            self._rr += 1
-            return r
+            return self._round_robin(reps)
         if how == "least_outstanding":
             return min(reps, key=lambda r: (len(r.waiting) + len(r.running), r.index))
         return max(reps, key=lambda r: (r.blocks_free - sum(
@@ -274,7 +259,7 @@ class ServingJob:
         while True:
             batch = self._schedule(r)
             if batch is None:
-                if self._count == 0 and len(self.seqs) == len(plan.requests):
+                if self._all_done(len(plan.requests)):
                     return
                 r.wake = env.event()
                 yield r.wake
@@ -513,7 +498,6 @@ class ServingJob:
             r.running.remove(s)
             r.blocks_free += s.blocks
             s.blocks = 0
-            self._count -= 1
-            self.in_system.append((now, self._count))
+            self._leave()
             if s.done is not None:
                 s.done.succeed()
