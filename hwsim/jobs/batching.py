@@ -122,11 +122,8 @@ class BatchingJob(Front):
         env, plan = self.env, self.plan
         while True:
             if not r.waiting:
-                if self._all_done(len(plan.requests)):
+                if not (yield from self._idle(r, len(plan.requests))):
                     return
-                r.wake = env.event()
-                yield r.wake
-                r.wake = None
                 continue
             if len(r.waiting) < plan.max_batch_size:  # wait for more, up to the oldest's delay
                 deadline = r.waiting[0].req.arrival_s + plan.max_queue_delay_s

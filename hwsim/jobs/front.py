@@ -51,5 +51,12 @@ class Front:
                 yield env.timeout(req.arrival_s - env.now)
             send(req)
 
-    def _all_done(self, total: int) -> bool:
-        return self._count == 0 and len(self.seqs) == total
+    def _idle(self, replica: Any, total: int) -> Generator:
+        """SimPy sub-process of an idle replica: wait to be woken; its value is False, at once,
+        when all *total* requests are done (the replica stops)."""
+        if self._count == 0 and len(self.seqs) == total:
+            return False
+        replica.wake = self.env.event()
+        yield replica.wake
+        replica.wake = None
+        return True

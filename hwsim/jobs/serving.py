@@ -259,11 +259,8 @@ class ServingJob(Front):
         while True:
             batch = self._schedule(r)
             if batch is None:
-                if self._all_done(len(plan.requests)):
+                if not (yield from self._idle(r, len(plan.requests))):
                     return
-                r.wake = env.event()
-                yield r.wake
-                r.wake = None
                 continue
             prefills, decodes = batch
             if self._swaps:
