@@ -443,9 +443,10 @@ class ParallelTrainingJob:
         if plan.p2p_bytes <= 0:
             return None
         phase, mb, c = unit
-        return self.env.all_of([self._pair(src, dst, d, t).join_all(
+        evs = [self._pair(src, dst, d, t).join_all(
             (step, unit), plan.p2p_bytes, f"p2p.{phase}.step{step}.mb{mb}.c{c}")
-            for t in self.tps])
+            for t in self.tps]
+        return evs[0] if len(evs) == 1 else self.env.all_of(evs)
 
     def _tail(self, step: int, s: int, d: int, last_unit: simpy.Process) -> Generator:
         """After the stage's last unit: wait for its DP reduction, run the optimizer (on the

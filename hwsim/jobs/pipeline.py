@@ -35,15 +35,18 @@ def run_pipeline(env: simpy.Environment, units: list[list[Unit]], v: int, run: R
             arrived[key] = env.event()
         return arrived[key]
 
-    def forward_output(stage: int, unit: Unit) -> Generator:
+    def forward_output(stage: int, unit: Unit) -> None:
+        """Send *unit*'s output downstream; its consumer may start when it has arrived (a
+        callback on the send, not a process: one per send adds up at scale)."""
         nxt = downstream(unit, stage, p, v)
         if nxt is None:
             return
         dst, consumer = nxt
         ev = send(stage, dst, unit) if send is not None and dst != stage else None
-        if ev is not None:
-            yield ev
-        arrival(dst, consumer).succeed()
+        if ev is None or ev.callbacks is None:  # nothing to send, or already delivered
+            arrival(dst, consumer).succeed()
+        else:
+            ev.callbacks.append(lambda _ev: arrival(dst, consumer).succeed())
 
     def stage_proc(s: int) -> Generator:
         for index, unit in enumerate(units[s]):
@@ -55,7 +58,7 @@ def run_pipeline(env: simpy.Environment, units: list[list[Unit]], v: int, run: R
                     wait(s, unit, index, t0, env.now)
             yield run(s, unit)
             if downstream(unit, s, p, v) is not None:
-                env.process(forward_output(s, unit))
+                forward_output(s, unit)
             elif unit[0] == "F":  # the last chunk's forward: its own backward may start
                 arrival(s, ("B", unit[1], unit[2])).succeed()
 
