@@ -233,11 +233,12 @@ class ParallelTrainingJob:
             p = self.plan
             a, b = ends(r)
             peers = [ends(q) for q in ranks if q != r] if p.fold else []
-            other = [q for q, d in enumerate(p.devices) if d == b]
+            index = self._memo.get("rank_of")
+            if index is None:
+                index = self._memo["rank_of"] = {d: q for q, d in enumerate(p.devices)}
             g = self._groups[key] = CollectiveGroup(
                 self.system, [a, b], p.job, op="sendrecv", peers=peers, owner=(p.job, *key),
-                record=[d for d in (a, b) if d == p.devices[r]],
-                ranks=[r, other[0] if other else r])
+                record=[d for d in (a, b) if d == p.devices[r]], ranks=[r, index.get(b, r)])
         return g
 
     def _join(self, kind: str, s: int, lane: int, op: str, key: object, nbytes: float,
