@@ -159,7 +159,7 @@ class ServingJob(Front):
                                          for s in range(plan.pp)]
         self.oom: str | None = None
         self.replicas: list[_Replica] = []
-        self._cost_memo: dict[tuple, float] = {}
+        self._cost_memo: dict[tuple, tuple[float, float, float, str]] = {}
         self._groups: dict[tuple, CollectiveGroup] = {}
         self._swaps: list[tuple[_Seq, str]] = []
         self.breakdown: dict[str, float] = {}
@@ -188,7 +188,7 @@ class ServingJob(Front):
                     blocks = n if blocks is None else min(blocks, n)
                     if i == 0 and not self.breakdown:
                         self.breakdown = {"weights": cost.weight_bytes,
-                                          "kv_cache": max(room, 0.0)}
+                                          "kv_cache": max(n, 0) * per_block}
                     if room <= 0:
                         self.oom = (f"{d}: the weights ({cost.weight_bytes / 1e9:.3g} GB) exceed "
                                     f"{plan.memory_fraction:g} of its "
