@@ -3,7 +3,23 @@ aligned text or Markdown (benchmarks/validate_training.py, benchmarks/validate_s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
+
+
+@dataclass
+class Row:
+    """One line of a validation report (each report adds its own columns)."""
+
+    case: str
+    family: str
+    metric: str
+    published: float
+    predicted: float | None = None
+    error: float | None = None      # predicted / published - 1
+    role: str = "validated"
+    note: str = ""                  # error text, or why the case did not run
+    wall_s: float = 0.0
 
 
 def stats(rows: Sequence[Any], within: float) -> dict[str, Any]:

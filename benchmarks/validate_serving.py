@@ -73,18 +73,9 @@ class Case:
 
 
 @dataclass
-class Row:
-    """One line of the report."""
+class Row(report_table.Row):
+    """One line of the report, with the memory and phase times of its run."""
 
-    case: str
-    family: str
-    metric: str
-    published: float
-    predicted: float | None = None
-    error: float | None = None      # predicted / published - 1
-    role: str = "validated"
-    note: str = ""                  # error text
-    wall_s: float = 0.0
     # memory per GPU (GB): weights, KV cache the batch needs, room for the KV cache
     weights_gb: float | None = None
     kv_need_gb: float | None = None

@@ -68,18 +68,9 @@ class Case:
 
 
 @dataclass
-class Row:
-    """One line of the report."""
+class Row(report_table.Row):
+    """One line of the report, with the case's GPU count."""
 
-    case: str
-    family: str
-    metric: str
-    published: float
-    predicted: float | None = None
-    error: float | None = None      # predicted / published - 1
-    role: str = "validated"
-    note: str = ""                  # error text or "not runnable yet ..."
-    wall_s: float = 0.0
     gpus: int = 0
 
 
