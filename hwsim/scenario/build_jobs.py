@@ -72,9 +72,11 @@ def job_plans(s: Scenario, g: nx.Graph) -> list[tuple[str, Any, float]]:
             if isinstance(job.workload, (TrainingWorkload, InferenceWorkload)):
                 devices = _devices(g, sub.compute_device, job, i, taken)
                 taken.update((d, job.name) for d in devices)
-                plan: Any = (training_plan(sub, g, devices, job.name)
-                             if isinstance(job.workload, TrainingWorkload)
-                             else serving_plan(sub, g, devices, job.name))
+                if isinstance(job.workload, TrainingWorkload):
+                    plan: Any = training_plan(sub, g, devices, job.name)
+                else:
+                    plan = serving_plan(sub, g, devices, job.name)
+                    _uses_all(plan, len(devices), i)
             else:
                 plan = transfer_plans(sub, g)
         except ScenarioError as err:
@@ -113,3 +115,13 @@ def _devices(g: nx.Graph, kind: str, job, i: int, taken: dict[str, str]) -> list
             "; jobs hold their devices for the whole run (no queueing); valid: devices <= "
             f"{len(free)}", field=f"jobs[{i}].devices")
     return place(g, free, job.devices, job.placement or "packed")
+
+
+def _uses_all(plan: Any, held: int, i: int) -> None:
+    """A serving job's replicas use every device it holds (a held device would sit idle)."""
+    per = len(plan.replicas[0]) if isinstance(plan.replicas[0], tuple) else 1
+    used = per * len(plan.replicas)
+    if used != held:
+        raise ScenarioError(f"{len(plan.replicas)} replicas of {per} devices use {used} of the "
+                            f"job's {held} devices; valid: devices: {used} or replicas: "
+                            f"{held // per}", field=f"jobs[{i}].workload.parallelism.replicas")
