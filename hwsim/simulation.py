@@ -97,7 +97,7 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
     parts, requests, iterations = [], [], []
     for (job_name, _, start), runner in zip(jobs, runners):
         mine = events["end_s"][events["job"] == job_name]
-        job_end = float(mine.max()) if len(mine) else end
+        job_end = float(mine.max()) if len(mine) else start  # nothing ran: does not fit
         if isinstance(runner, (ServingJob, BatchingJob)):
             s, breakdown, req, its = _serving_summary(runner, first, job_end)
             requests.append(req.assign(job=job_name))

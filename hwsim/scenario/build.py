@@ -76,8 +76,8 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                   job: str = "train") -> TrainingPlan | ParallelPlan:
     """The job plan of a training workload: data parallel (:class:`TrainingPlan`, with the input
     pipeline) or, with tensor/pipeline parallelism or ZeRO, a :class:`ParallelPlan`. It runs on
-    *devices* (default: all of the cluster's, :func:`~hwsim.topology.compute_devices`) and tags its events
-    *job*."""
+    *devices* (default: all of the cluster's, :func:`~hwsim.topology.compute_devices`) and tags
+    its events *job*."""
     w = s.workload
     assert isinstance(w, TrainingWorkload)
     par = w.parallelism

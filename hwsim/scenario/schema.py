@@ -3,9 +3,10 @@
 A :class:`Scenario` has a ``name``, a ``seed``, a :class:`~hwsim.scenario.schema_cluster.Cluster`
 (defined with its parts in :mod:`hwsim.scenario.schema_cluster` and re-exported here), a workload
 (:class:`TrainingWorkload`, :class:`TransferWorkload` or :class:`InferenceWorkload`, told apart by
-``kind``) -- or, on a shared cluster, a list of named :class:`Job` s, each with its workload, arrival
-time and placement -- and :class:`Outputs`. Every model forbids unknown keys and is frozen. Quantities may be SI numbers or
-strings with units (``"10 TB"``, ``"1.5 us"``). ``docs/scenarios.md`` documents every field.
+``kind``) -- or, on a shared cluster, ``jobs``: named :class:`Job` s, each with its workload,
+arrival time and placement -- and :class:`Outputs`. Every model forbids unknown keys and is
+frozen. Quantities may be SI numbers or strings with units (``"10 TB"``, ``"1.5 us"``).
+``docs/scenarios.md`` documents every field.
 """
 
 from __future__ import annotations
