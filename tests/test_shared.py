@@ -274,3 +274,14 @@ def test_the_shared_scenario_shows_the_upload_slowing_the_training_step():
             > 1.05 * alone["upload"]["job.upload.transfer_checkpoint_s"])
     assert both["job.train.bottleneck"] == "compute" and both["job.serve.slo_attainment"] == 1.0
     assert both["job.upload.start_s"] == 1.0 < both["job.train.end_s"]
+
+
+def test_a_job_that_does_not_fit_is_a_result_and_the_others_run():
+    big = {"name": "big", "devices": 1, "workload": {**LLM, "model": {"preset": "llama2-70b"}}}
+    alone = _run(_train("a", 4, "packed"))
+    s = _run(_train("a", 4, "packed"), big)
+    assert s["fits"] is False and s["job.big.fits"] is False and s["job.a.fits"] is True
+    assert s["job.big.bottleneck"] == "memory_capacity" and "does not fit" in s[
+        "job.big.bottleneck_label"]
+    assert s["job.big.end_s"] == s["job.big.start_s"] == 0.0
+    assert s["job.a.step_time_s"] == pytest.approx(alone["job.a.step_time_s"], rel=1e-12)
