@@ -73,6 +73,8 @@ def validate(
 def _bottleneck_line(result: Any) -> str | None:
     name = result.summary.get("bottleneck")
     frame = getattr(result, "bottleneck", None)
+    if name is None and frame is not None and "job" in frame:  # a shared cluster: per job
+        return None
     share = None
     if frame is not None and not frame.empty and {"category", "share"} <= set(frame.columns):
         rows = frame[frame["category"] == name] if name is not None else frame.nlargest(1, "share")
@@ -132,6 +134,16 @@ def _headline(s: dict[str, Any]) -> str | None:
     return None
 
 
+def _per_job(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``job.<name>.<key>`` keys of a shared cluster's summary, per job."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in s.items():
+        if key.startswith("job."):
+            _, name, sub = key.split(".", 2)
+            out.setdefault(name, {})[sub] = value
+    return out
+
+
 def _duration(seconds: float) -> str:
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
         if seconds >= size:
@@ -178,6 +190,11 @@ def run(
                  _bottleneck_line(result)):
         if line:
             typer.echo(line)
+    for job, s in _per_job(result.summary).items():  # a shared cluster: a line per job
+        line = _headline(s)
+        if line:
+            typer.echo(f"job {job}: {line}" + (f"; bottleneck: {s['bottleneck']}"
+                                              if s.get("bottleneck") else ""))
     if out is not None:
         typer.echo(f"wrote {out}")
 

@@ -4,6 +4,7 @@ records. The only module that assembles the layers."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
 from hwsim.jobs.transfer import TransferJob, TransferPlan
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "simulate_jobs"]
 
 
 def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *, name: str,
@@ -39,16 +40,7 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
     rng = np.random.default_rng(seed)
     recorder = Recorder()
     system = System(env, graph, recorder, rng)
-    if isinstance(job, TrainingPlan):
-        runner: Any = TrainingJob(system, job)
-    elif isinstance(job, ParallelPlan):
-        runner = ParallelTrainingJob(system, job)
-    elif isinstance(job, ServingPlan):
-        runner = ServingJob(system, job)
-    elif isinstance(job, BatchingPlan):
-        runner = BatchingJob(system, job)
-    else:
-        runner = TransferJob(system, list(job))
+    runner = _runner(system, job)
     runner.start()
     env.run(until=until_s)
     end = env.now
@@ -67,6 +59,100 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
                   config=dict(config or {}))
 
 
+def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, seed: int = 0,
+                  config: dict[str, Any] | None = None, utilization_bin_s: float | None = None,
+                  until_s: float | None = None) -> Result:
+    """Run several jobs on one hardware *graph* at once and return one :class:`Result`.
+
+    *jobs* lists ``(name, plan, start_s)``: each plan (as :func:`simulate` takes, its events
+    tagged with its job name) is started at ``start_s``; times inside a plan (transfer starts,
+    request arrivals) count from there. All run in one SimPy environment over one
+    :class:`System`, so they share links, storage channels and host streams as the flow model
+    shares bandwidth. The summary holds whole-run keys (``jobs``, ``devices``, ``fits``,
+    ``simulated_time_s``, ``flows``) and, flat, each job's summary keys as
+    ``job.<name>.<key>`` plus ``job.<name>.start_s`` / ``end_s``; ``bottleneck``, ``requests``
+    and ``iterations`` have a ``job`` column.
+    """
+    env = simpy.Environment()
+    recorder = Recorder()
+    system = System(env, graph, recorder, np.random.default_rng(seed))
+    if len(jobs) > 1:
+        # A closed-form collective time holds only for a group alone on its links; a job that
+        # arrives later may cross them. Claimed by the run, no channel is any group's alone:
+        # every collective runs as flows and sees the other jobs' traffic.
+        system.claim("shared cluster", list(system.net.channels))
+    runners = []
+    for job_name, plan, start in jobs:
+        runner = _runner(system, _arriving(plan, start), job_name)
+        runners.append(runner)
+        if start > 0:
+            env.process(_start_at(env, runner, start))
+        else:
+            runner.start()
+    env.run(until=until_s)
+    end = env.now
+    events = recorder.events_frame()
+    first = recorder.events_frame(rank=0)
+    summary: dict[str, Any] = {"jobs": len(jobs)}
+    parts, requests, iterations = [], [], []
+    for (job_name, _, start), runner in zip(jobs, runners):
+        mine = events["end_s"][events["job"] == job_name]
+        job_end = float(mine.max()) if len(mine) else start  # nothing ran: does not fit
+        if isinstance(runner, (ServingJob, BatchingJob)):
+            s, breakdown, req, its = _serving_summary(runner, first, job_end)
+            requests.append(req.assign(job=job_name))
+            iterations.append(its.assign(job=job_name))
+        elif isinstance(runner, (TrainingJob, ParallelTrainingJob)):
+            s, breakdown = _training_summary(runner, first, start_s=start)
+        else:
+            s, breakdown = _transfer_summary(runner, events)
+        s.update(start_s=start, end_s=job_end)
+        summary.update({f"job.{job_name}.{k}": v for k, v in s.items()})
+        parts.append(breakdown.assign(job=job_name))
+    summary["devices"] = sum(summary.get(f"job.{n}.devices") or 0 for n, _, _ in jobs)
+    summary["fits"] = all(summary.get(f"job.{n}.fits", True) for n, _, _ in jobs)
+    summary["simulated_time_s"] = end
+    summary["flows"] = system.net.flows_finished
+
+    def first_job(frames: list[pd.DataFrame]) -> pd.DataFrame:  # the job column first
+        if not frames:
+            return pd.DataFrame()
+        df = pd.concat(frames, ignore_index=True)
+        return df[["job", *[c for c in df.columns if c != "job"]]]
+    return Result(name=name, summary=summary, events=events,
+                  utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
+                  memory=recorder.memory_frame, bottleneck=first_job(parts),
+                  config=dict(config or {}), requests=first_job(requests),
+                  iterations=first_job(iterations))
+
+
+def _runner(system: System, plan: Any, name: str | None = None) -> Any:
+    """The SimPy job that runs *plan* (a transfer list's events tagged *name*)."""
+    if isinstance(plan, TrainingPlan):
+        return TrainingJob(system, plan)
+    if isinstance(plan, ParallelPlan):
+        return ParallelTrainingJob(system, plan)
+    if isinstance(plan, ServingPlan):
+        return ServingJob(system, plan)
+    if isinstance(plan, BatchingPlan):
+        return BatchingJob(system, plan)
+    return TransferJob(system, list(plan), *([name] if name else []))
+
+
+def _arriving(plan: Any, start: float) -> Any:
+    """*plan* for a job that starts at *start*: a serving plan's request arrivals (times from
+    the job's start) moved to run time."""
+    if start > 0 and isinstance(plan, (ServingPlan, BatchingPlan)):
+        return replace(plan, requests=tuple(replace(r, arrival_s=r.arrival_s + start)
+                                            for r in plan.requests))
+    return plan
+
+
+def _start_at(env: simpy.Environment, runner: Any, start: float):
+    yield env.timeout(start)
+    runner.start()
+
+
 def _attach_bottleneck(summary: dict, breakdown: pd.DataFrame) -> None:
     if breakdown.empty:
         summary.update(bottleneck="none", bottleneck_share=0.0, bottleneck_label="nothing ran")
@@ -75,8 +161,10 @@ def _attach_bottleneck(summary: dict, breakdown: pd.DataFrame) -> None:
     summary.update(bottleneck=cat, bottleneck_share=share, bottleneck_label=bottleneck_label(cat))
 
 
-def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFrame
-                      ) -> tuple[dict, pd.DataFrame]:
+def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFrame,
+                      start_s: float = 0.0) -> tuple[dict, pd.DataFrame]:
+    """Summary keys and critical-path breakdown of a training job that started at *start_s*,
+    from rank 0's events (of every job: its own are picked by ``plan.job``)."""
     plan = job.plan
     parallel = isinstance(job, ParallelTrainingJob)
     devices = plan.devices if parallel else plan.ranks
@@ -117,7 +205,7 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
         s.update(step_summary(None, None))
         return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
     ends = np.asarray(slowest_step_ends(job.step_ends))
-    steps = np.diff(np.concatenate([[0.0], ends]))
+    steps = np.diff(np.concatenate([[start_s], ends]))
     # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are more.
     steady = steps[1:] if len(steps) > 1 else steps
     step_time = float(np.median(steady))
@@ -133,9 +221,9 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     s["hardware_tflops_per_gpu"] = hardware_flops_step / step_time / n / 1e12
     s["mfu"] = model_flops_step / step_time / (n * spec.peak(plan.precision))
     total = s["total_steps"]
-    s["time_to_train_s"] = float(ends[-1] + (total - len(ends)) * step_time)
+    s["time_to_train_s"] = float(ends[-1] - start_s + (total - len(ends)) * step_time)
     # Rank 0's critical path over the steady-state steps (the first step too when it is the only).
-    start, end = (float(ends[0]) if len(ends) > 1 else 0.0), float(ends[-1])
+    start, end = (float(ends[0]) if len(ends) > 1 else start_s), float(ends[-1])
     mine = rank_events(events, job=plan.job, rank=0, device=devices[0], devices=devices)
     breakdown = critical_path_breakdown(mine, start_s=start, end_s=end)
     parts = step_breakdown(mine, start_s=start, end_s=end,
@@ -169,6 +257,17 @@ def _transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.
 
 def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: float, name: str,
                     config: dict[str, Any] | None, bin_s: float | None) -> Result:
+    s, breakdown, req, iterations = _serving_summary(job, recorder.events_frame(rank=0), end)
+    return Result(name=name, summary=s, events=recorder.events_frame,
+                  utilization=lambda: recorder.utilization_frame(end, bin_s),
+                  memory=recorder.memory_frame, bottleneck=breakdown,
+                  config=dict(config or {}), requests=req, iterations=iterations)
+
+
+def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: float
+                     ) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Summary keys, critical-path breakdown, request table and iteration table of a serving
+    job whose last activity ended at *end*, from rank 0's events (its own picked by job)."""
     plan = job.plan
     req = request_table([(q.req.id, q.replica, q.req.arrival_s, q.start_s, q.first_token_s,
                           q.end_s, q.req.prompt_tokens, q.req.output_tokens, q.preemptions)
@@ -183,11 +282,8 @@ def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: floa
     if not job.fits:
         s.update(bottleneck="memory_capacity", bottleneck_share=1.0,
                  bottleneck_label=f"does not fit: {job.oom}")
-        return Result(name=name, summary=s, events=recorder.events_frame,
-                      utilization=lambda: recorder.utilization_frame(end, bin_s),
-                      memory=recorder.memory_frame, bottleneck=pd.DataFrame(
-                          {"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]}),
-                      config=dict(config or {}), requests=req)
+        return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0],
+                                "share": [1.0]}), req, pd.DataFrame()
     s.update(serving_summary(req, end_s=end, slo_ttft_s=plan.slo_ttft_s,
                              slo_tpot_s=plan.slo_tpot_s))
     first = float(req["arrival_s"].min()) if len(req) else 0.0
@@ -199,8 +295,7 @@ def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: floa
         s["kv_blocks_used_max"] = int(max(b[4] for b in batches))
         s["kv_blocks_total"] = int(job.replicas[0].blocks_total)
         s["iterations"] = len(batches)
-    breakdown = critical_path_breakdown(recorder.events_frame(rank=0), rank=0,
-                                        start_s=first, end_s=end)
+    breakdown = critical_path_breakdown(events, job=plan.job, rank=0, start_s=first, end_s=end)
     _attach_bottleneck(s, breakdown)
     s["simulated_time_s"] = end
     iterations = pd.DataFrame(
@@ -208,7 +303,4 @@ def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: floa
         columns=["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
                  "prefill_tokens", "kv_blocked", "kv_blocks_total"])
     s.update(serving_bottleneck(req, iterations, breakdown))
-    return Result(name=name, summary=s, events=recorder.events_frame,
-                  utilization=lambda: recorder.utilization_frame(end, bin_s),
-                  memory=recorder.memory_frame, bottleneck=breakdown,
-                  config=dict(config or {}), requests=req, iterations=iterations)
+    return s, breakdown, req, iterations

@@ -29,6 +29,12 @@ CASES = {
         "    links: [{a: a, b: s, link: eth-100g}]\n" + WORKLOAD,
         [r"cluster\.graph", "not connected", r"\{b\}"]),
     "malformed-yaml": ("name: x\ncluster: [1\n", ["malformed YAML at line 3"]),
+    "jobs-too-many-devices": (
+        f"name: x\ncluster:\n  node: {GOOD_NODE}\njobs:\n"
+        "  - {name: a, devices: 2, workload: {kind: training, model: mlp, global_batch: 8}}\n"
+        "  - {name: b, devices: 1, placement: spread, workload: {kind: training, model: mlp, "
+        "global_batch: 8}}\n",
+        [r"jobs\[1\]\.devices", "job 'b' asks for 1 gpu devices but only 0", "no queueing"]),
     "unknown-link": (
         f"name: x\ncluster:\n  node: {{gpu: A100-SXM4-80GB, gpus_per_node: 2, intra_node: nvlink9}}\n{WORKLOAD}",
         [r"cluster\.node\.intra_node", "unknown link id 'nvlink9'", "nvlink3"]),

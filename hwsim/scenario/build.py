@@ -18,11 +18,13 @@ from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.build_inference import serving_plan
+from hwsim.scenario.build_jobs import job_plans
 from hwsim.scenario.schema import (Cluster, InferenceWorkload, Scenario, TrainingWorkload,
                                    TransferWorkload)
-from hwsim.simulation import simulate
+from hwsim.simulation import simulate, simulate_jobs
 from hwsim.topology import cluster as build_cluster
-from hwsim.topology import from_explicit, multi_site, nodes_of_kind, server_index, server_peer
+from hwsim.topology import (compute_devices, from_explicit, multi_site, server_index,
+                            server_peer)
 from hwsim.workloads import model_ops, resolve_model, training_memory
 
 __all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_scenario",
@@ -70,24 +72,26 @@ symmetry; folded and unfolded 64-GPU runs agree within 1%, tests/test_folding.py
 to two 8-GPU servers are simulated rank by rank, so their traces show every rank."""
 
 
-def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
+def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
+                  job: str = "train") -> TrainingPlan | ParallelPlan:
     """The job plan of a training workload: data parallel (:class:`TrainingPlan`, with the input
-    pipeline) or, with tensor/pipeline parallelism or ZeRO, a :class:`ParallelPlan`."""
+    pipeline) or, with tensor/pipeline parallelism or ZeRO, a :class:`ParallelPlan`. It runs on
+    *devices* (default: all of the cluster's, :func:`~hwsim.topology.compute_devices`) and tags
+    its events *job*."""
     w = s.workload
     assert isinstance(w, TrainingWorkload)
     par = w.parallelism
     kind = s.compute_device
-    ranks = nodes_of_kind(g, kind)
+    ranks = list(devices) if devices is not None else compute_devices(g, kind)
     index = server_index(g)
-    if kind == "cpu":  # one training process per server, on its first socket
-        ranks = [n for n in ranks if server_peer(g, n, "cpu", index) == n]
     if not ranks:
         raise ScenarioError(f"the cluster has no {kind} to train on", field="workload.device")
     tp, pp, cp, ep, n = par.tp, par.pp, par.cp, par.ep, len(ranks)
     dp = par.dp or n // (tp * pp * cp)
     if dp * tp * pp * cp != n:
+        whose = "cluster" if devices is None else "job"
         raise ScenarioError(f"tp x cp x pp x dp = {tp} x {cp} x {pp} x {dp} must equal the {n} "
-                            f"{kind} devices of the cluster; valid: dp: {n // (tp * pp * cp) or 1}"
+                            f"{kind} devices of the {whose}; valid: dp: {n // (tp * pp * cp) or 1}"
                             f" with tp x cp x pp dividing {n}", field="workload.parallelism")
     if dp % ep:
         raise ScenarioError(f"ep={ep} must divide dp={dp}: expert parallelism splits the "
@@ -144,7 +148,7 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                                         f"cpu, host_memory" + (" and local_storage" if
                                                               par.offload == "nvme" else ""),
                                         field="workload.parallelism.offload")
-            plan = parallel_plan("train", ops, ranks, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep,
+            plan = parallel_plan(job, ops, ranks, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep,
                                  offload=par.offload, host_nodes=nodes,
                                  offload_params=par.offload_params,
                                  micro_batches=accumulate, virtual_stages=par.virtual_stages,
@@ -164,7 +168,7 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
     cpus = tuple(server_peer(g, r, "cpu", index) or r for r in ranks)
     memory = training_memory(ops, precision=w.precision, optimizer=w.optimizer, dp=dp,
                              workspace_bytes=micro * (w.data.sample_bytes if w.data else 0.0))
-    return TrainingPlan(job="train", model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
+    return TrainingPlan(job=job, model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
                         precision=w.precision, optimizer=w.optimizer, steps=steps,
                         micro_batches=accumulate, total_steps=total, data=data,
                         on_cpu=kind == "cpu", memory=memory,
@@ -229,10 +233,13 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     return plans
 
 
-def prepare(s: Scenario) -> tuple[nx.Graph, TrainingPlan | ParallelPlan | list[TransferPlan]]:
+def prepare(s: Scenario) -> tuple[nx.Graph, Any]:
     """The topology graph and job plan of a validated scenario, with every cross-reference
-    checked; nothing is simulated (``hwsim validate`` stops here)."""
+    checked; nothing is simulated (``hwsim validate`` stops here). With ``jobs:``, the plan is
+    the list of ``(name, plan, start_s)`` of :func:`~hwsim.scenario.build_jobs.job_plans`."""
     g = build_graph(s.cluster)
+    if s.jobs is not None:
+        return g, job_plans(s, g)
     if isinstance(s.workload, InferenceWorkload):
         return g, serving_plan(s, g)
     job = training_plan(s, g) if isinstance(s.workload, TrainingWorkload) else transfer_plans(s, g)
@@ -242,6 +249,7 @@ def prepare(s: Scenario) -> tuple[nx.Graph, TrainingPlan | ParallelPlan | list[T
 def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None) -> Result:
     """Build and run a validated scenario; returns its :class:`Result` (writes nothing)."""
     g, job = prepare(s)
-    return simulate(g, job, name=s.name, seed=s.seed,
-                    config=config if config is not None else s.model_dump(mode="json"),
-                    utilization_bin_s=s.outputs.utilization_bin_s)
+    run = simulate_jobs if s.jobs is not None else simulate
+    return run(g, job, name=s.name, seed=s.seed,
+               config=config if config is not None else s.model_dump(mode="json"),
+               utilization_bin_s=s.outputs.utilization_bin_s)

@@ -11,7 +11,7 @@ from hwsim.exceptions import ScenarioError
 from hwsim.jobs.batching import BatchingPlan
 from hwsim.jobs.serving import ServingPlan
 from hwsim.scenario.schema import InferenceWorkload, Scenario
-from hwsim.topology import nodes_of_kind, server_index, server_peer
+from hwsim.topology import compute_devices, nodes_of_kind, server_index, server_peer
 from hwsim.workloads import TransformerSpec, model_ops, resolve_model
 from hwsim.workloads.memory import storage_bytes
 from hwsim.workloads.arrivals import Request, from_trace, open_loop, token_sampler
@@ -21,7 +21,10 @@ __all__ = ["serving_plan"]
 _TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
 
 
-def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
+def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
+                 job: str = "serve") -> ServingPlan | BatchingPlan:
+    """The plan of an inference workload on *devices* (default: the cluster's, in natural
+    order; the replicas take the first ones), its events tagged *job*."""
     w = s.workload
     assert isinstance(w, InferenceWorkload)
     fields = w.model.model_dump(exclude_none=True)
@@ -32,14 +35,15 @@ def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
         raise ScenarioError(str(err), field="workload.model") from None
     llm = isinstance(spec, TransformerSpec) and not spec.encoder
     if not llm or w.scheduler.policy == "dynamic":
-        return _batching_plan(s, g, spec, llm)
+        return _batching_plan(s, g, spec, llm, devices, job)
     par = w.parallelism
     kind = s.compute_device
-    devices = nodes_of_kind(g, kind)
+    whose = "cluster" if devices is None else "job"
+    devices = list(devices) if devices is not None else nodes_of_kind(g, kind)
     per, need = par.tp * par.pp, par.tp * par.pp * par.replicas
     if len(devices) < need:
         raise ScenarioError(f"{par.replicas} replicas of tp x pp = {par.tp} x {par.pp} need {need} "
-                            f"{kind} devices; the cluster has {len(devices)}; valid: replicas <= "
+                            f"{kind} devices; the {whose} has {len(devices)}; valid: replicas <= "
                             f"{len(devices) // per}", field="workload.parallelism")
     if spec.heads % par.tp:
         raise ScenarioError(f"tp={par.tp} must divide the model's {spec.heads} attention heads",
@@ -77,7 +81,7 @@ def serving_plan(s: Scenario, g: nx.Graph) -> ServingPlan:
                                 field="workload.scheduler.preemption")
         hosts = tuple(pairs)
     try:
-        return ServingPlan(job="serve", spec=spec, replicas=replicas, tp=par.tp, pp=par.pp,
+        return ServingPlan(job=job, spec=spec, replicas=replicas, tp=par.tp, pp=par.pp,
                            precision=w.precision, requests=tuple(requests), policy=sc.policy,
                            max_batch_size=sc.max_batch_size,
                            max_batched_tokens=sc.max_batched_tokens,
@@ -107,7 +111,8 @@ def _read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tuple(df[c].to_numpy() for c in _TRACE_COLUMNS)
 
 
-def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool) -> BatchingPlan:
+def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool, devices: list[str] | None,
+                   job: str) -> BatchingPlan:
     """Classic serving (ResNet, BERT, DLRM, ...): one device per replica, dynamic batching."""
     w = s.workload
     if llm:
@@ -124,13 +129,11 @@ def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool) -> BatchingPlan:
         raise ScenarioError("classic models are served one device per replica; valid: tp: 1, "
                             "pp: 1, no prefill_replicas", field="workload.parallelism")
     kind = s.compute_device
-    devices = nodes_of_kind(g, kind)
-    if kind == "cpu":
-        index = server_index(g)
-        devices = [d for d in devices if server_peer(g, d, "cpu", index) == d]
+    whose = "cluster" if devices is None else "job"
+    devices = list(devices) if devices is not None else compute_devices(g, kind)
     if len(devices) < par.replicas:
         raise ScenarioError(f"{par.replicas} replicas need {par.replicas} {kind} devices; the "
-                            f"cluster has {len(devices)}", field="workload.parallelism.replicas")
+                            f"{whose} has {len(devices)}", field="workload.parallelism.replicas")
     a = w.arrivals
     if a.process in ("trace", "closed"):
         raise ScenarioError(f"classic serving takes open-loop arrivals; valid: process poisson, "
@@ -145,7 +148,7 @@ def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool) -> BatchingPlan:
     def forward(b: int):
         return model_ops(spec, micro_batch=b, precision=w.precision, seq_len=seq).forward
     slo = w.slo
-    return BatchingPlan(job="serve", forward=forward,
+    return BatchingPlan(job=job, forward=forward,
                         weight_bytes=spec.params() * storage_bytes(w.precision),
                         replicas=tuple(devices[:par.replicas]), precision=w.precision,
                         requests=tuple(reqs), max_batch_size=w.scheduler.max_batch_size,

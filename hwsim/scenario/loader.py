@@ -84,7 +84,7 @@ def load_scenario(source: str | Path | dict[str, Any], *, file: str | None = Non
         raise _convert(err, file) from None
     if check_catalog:
         _check_catalog(scenario, file)
-    return _resolve_trace(_resolve_hf_config(scenario, base, file), base, file)
+    return _resolve_paths(scenario, base, file)
 
 
 def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
@@ -240,33 +240,46 @@ def _check_catalog(scenario: Scenario, file: str | None) -> None:
                                 f"`hwsim catalog devices`", file=file, field=path)
 
 
-def _resolve_trace(scenario: Scenario, base: Path | None, file: str | None) -> Scenario:
+def _resolve_paths(scenario: Scenario, base: Path | None, file: str | None) -> Scenario:
+    """Every workload's relative paths (``model.hf_config``, ``arrivals.trace``) made absolute
+    (relative to the scenario's folder) and checked: ``workload``'s or each job's."""
+    if scenario.jobs is None:
+        return scenario.model_copy(update={"workload": _resolve_workload(
+            scenario.workload, "workload", base, file)})
+    jobs = [j.model_copy(update={"workload": _resolve_workload(
+        j.workload, f"jobs[{i}].workload", base, file)}) for i, j in enumerate(scenario.jobs)]
+    return scenario.model_copy(update={"jobs": jobs})
+
+
+def _resolve_workload(w: Any, prefix: str, base: Path | None, file: str | None) -> Any:
+    return _resolve_trace(_resolve_hf_config(w, prefix, base, file), prefix, base, file)
+
+
+def _resolve_trace(w: Any, prefix: str, base: Path | None, file: str | None) -> Any:
     """An inference trace path made absolute (relative to the scenario's folder) and checked."""
-    w = scenario.workload
     trace = getattr(getattr(w, "arrivals", None), "trace", None)
     if trace is None:
-        return scenario
+        return w
     path = Path(trace).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
     if not path.is_file():
         raise ScenarioError(f"no such request trace {str(path)!r} (a CSV with columns arrival_s, "
                             "prompt_tokens, output_tokens; a relative path is read from the "
-                            "scenario's folder)", file=file, field="workload.arrivals.trace")
+                            "scenario's folder)", file=file, field=f"{prefix}.arrivals.trace")
     arrivals = w.arrivals.model_copy(update={"trace": str(path)})
-    return scenario.model_copy(update={"workload": w.model_copy(update={"arrivals": arrivals})})
+    return w.model_copy(update={"arrivals": arrivals})
 
 
-def _resolve_hf_config(scenario: Scenario, base: Path | None, file: str | None) -> Scenario:
-    w = scenario.workload
+def _resolve_hf_config(w: Any, prefix: str, base: Path | None, file: str | None) -> Any:
     if getattr(w, "model", None) is None or w.model.hf_config is None:
-        return scenario
+        return w
     path = Path(w.model.hf_config).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
     if not path.is_file():
         raise ScenarioError(f"no such Hugging Face config file {str(path)!r} (a config.json; a "
                             "relative path is read from the scenario's folder)", file=file,
-                            field="workload.model.hf_config")
+                            field=f"{prefix}.model.hf_config")
     model = w.model.model_copy(update={"hf_config": str(path)})
-    return scenario.model_copy(update={"workload": w.model_copy(update={"model": model})})
+    return w.model_copy(update={"model": model})

@@ -3,13 +3,15 @@
 A :class:`Scenario` has a ``name``, a ``seed``, a :class:`~hwsim.scenario.schema_cluster.Cluster`
 (defined with its parts in :mod:`hwsim.scenario.schema_cluster` and re-exported here), a workload
 (:class:`TrainingWorkload`, :class:`TransferWorkload` or :class:`InferenceWorkload`, told apart by
-``kind``) and
-:class:`Outputs`. Every model forbids unknown keys and is frozen. Quantities may be SI numbers or
-strings with units (``"10 TB"``, ``"1.5 us"``). ``docs/scenarios.md`` documents every field.
+``kind``) -- or, on a shared cluster, ``jobs``: named :class:`Job` s, each with its workload,
+arrival time and placement -- and :class:`Outputs`. Every model forbids unknown keys and is
+frozen. Quantities may be SI numbers or strings with units (``"10 TB"``, ``"1.5 us"``).
+``docs/scenarios.md`` documents every field.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -23,8 +25,8 @@ __all__ = [
     "Scenario", "Cluster", "NodeSpec", "Fabric", "StorageEntry", "Site", "WanLink", "ExplicitGraph",
     "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
     "InferenceWorkload", "Arrivals", "Scheduler", "ServingParallelism", "Slo",
-    "ModelRef", "Parallelism", "DataSpec", "Collective", "Outputs", "MODEL_PRESETS",
-    "WORKLOAD_KINDS", "Size", "Duration", "Bandwidth",
+    "ModelRef", "Parallelism", "DataSpec", "Collective", "Outputs", "Job", "MODEL_PRESETS",
+    "WORKLOAD_KINDS", "PLACEMENTS", "Size", "Duration", "Bandwidth",
 ]
 
 MODEL_PRESETS = ("mlp", "logistic-regression", "resnet50", "bert-large", "gpt3-175b", "llama2-7b",
@@ -33,6 +35,8 @@ MODEL_PRESETS = ("mlp", "logistic-regression", "resnet50", "bert-large", "gpt3-1
 """Model presets a ``workload.model.preset`` may name."""
 WORKLOAD_KINDS = ("training", "transfer", "inference")
 """Values of ``workload.kind``."""
+PLACEMENTS = ("packed", "spread", "first_fit")
+"""Values of ``jobs[].placement`` (see :func:`hwsim.scenario.build_jobs.place`)."""
 _MLP_DEFAULTS = {"features": 1024, "width": 4096, "depth": 4, "outputs": 1024, "activation": "relu"}
 _MLP_ACTIVATIONS = ("sigmoid", "relu", "gelu", "tanh")
 _ARCH_FIELDS = ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab")
@@ -260,33 +264,93 @@ class Outputs(StrictModel):
     utilization_bin_s: Duration | None = Field(None, gt=0)
 
 
+class Job(StrictModel):
+    """One job of a shared cluster (``jobs:``): a named workload that arrives at ``start`` and
+    runs on its own devices -- ``devices`` of them chosen by ``placement`` (default ``packed``),
+    or the ``nodes`` listed -- while sharing links, storage and hosts with the other jobs.
+    Transfer jobs move data between their endpoints and take no devices."""
+
+    name: str = Field(min_length=1)
+    workload: Workload
+    start: Duration = 0.0
+    devices: PosInt | None = None
+    placement: Literal["packed", "spread", "first_fit"] | None = None
+    nodes: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _placement(self) -> Job:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            raise ValueError(f"name: {self.name!r} is not a valid job name; it becomes part of "
+                             f"the summary keys job.<name>.<key>: use letters, digits, _ and -")
+        if isinstance(self.workload, TransferWorkload):
+            given = [k for k in ("devices", "placement", "nodes") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{given[0]}: a transfer job moves data between its endpoints "
+                                 f"and takes no devices; remove {', '.join(given)}")
+            return self
+        if self.devices is None and self.nodes is None:
+            raise ValueError("a training or inference job needs its devices: give devices: N "
+                             "(with placement: packed, spread or first_fit) or nodes: [ids]")
+        if self.nodes is not None and (self.devices is not None or self.placement is not None):
+            raise ValueError("nodes: give either nodes (explicit device ids) or devices with "
+                             "placement, not both")
+        if self.nodes is not None and len(set(self.nodes)) != len(self.nodes):
+            raise ValueError("nodes: a device is listed twice")
+        return self
+
+
 class Scenario(StrictModel):
-    """A whole scenario file: what runs (``workload``), on what (``cluster``), what to record."""
+    """A whole scenario file: what runs (``workload``, or ``jobs`` sharing the cluster), on what
+    (``cluster``), what to record."""
 
     name: str = Field(min_length=1)
     seed: int = 0
     description: str = ""
     cluster: Cluster
-    workload: Workload
+    workload: Workload | None = None
+    jobs: list[Job] | None = Field(None, min_length=1)
     outputs: Outputs = Outputs()
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
+        if (self.workload is None) == (self.jobs is None):
+            raise ValueError("give workload: (one job on the whole cluster) or jobs: (a list of "
+                             "named jobs sharing it), " + (
+                                 "not both" if self.jobs is not None else "one of them"))
+        names = [j.name for j in self.jobs or []]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"jobs: job names must be unique; repeated: {', '.join(repeated)}")
+        for prefix, w in self.workloads():
+            self._check_workload(prefix, w)
+        return self
+
+    def _check_workload(self, prefix: str, w: Any) -> None:
         node = self.cluster.node
-        w = self.workload
         if isinstance(w, TrainingWorkload) and w.data is not None:
             names = self.storage_names()
             if w.data.storage not in names:
-                raise ValueError(f"workload.data.storage: unknown storage {w.data.storage!r}; "
+                raise ValueError(f"{prefix}.data.storage: unknown storage {w.data.storage!r}; "
                                  f"valid: {', '.join(names)}{did_you_mean(w.data.storage, names)}")
             if w.data.storage == "local" and node is not None and node.local_storage is None:
-                raise ValueError("workload.data.storage is 'local' but cluster.node has no "
+                raise ValueError(f"{prefix}.data.storage is 'local' but cluster.node has no "
                                  "local_storage (e.g. local_storage: nvme-gen4)")
         if (isinstance(w, TrainingWorkload) and w.device in ("gpu", "tpu") and node is not None
                 and getattr(node, w.device) is None):
-            raise ValueError(f"workload.device is {w.device!r} but cluster.node has no "
+            raise ValueError(f"{prefix}.device is {w.device!r} but cluster.node has no "
                              f"{w.device}; use device: cpu or set cluster.node.{w.device}")
-        return self
+
+    def workloads(self) -> list[tuple[str, Any]]:
+        """``(field path, workload)`` of every workload: ``workload`` or each job's."""
+        if self.jobs is None:
+            return [("workload", self.workload)]
+        return [(f"jobs[{i}].workload", j.workload) for i, j in enumerate(self.jobs)]
+
+    def job_scenario(self, i: int) -> Scenario:
+        """The scenario of job *i* alone: this one with ``workload`` = the job's (no ``jobs``);
+        what the one-workload plan builders take."""
+        assert self.jobs is not None
+        return self.model_copy(update={"workload": self.jobs[i].workload, "jobs": None})
 
     def storage_names(self) -> list[str]:
         """Names ``workload.data.storage`` may take: the cluster's storage entries (``site/name``

@@ -7,7 +7,7 @@ import re
 
 import networkx as nx
 
-__all__ = ["natural_key", "server_peer", "server_index", "nodes_of_kind"]
+__all__ = ["natural_key", "server_peer", "server_index", "nodes_of_kind", "compute_devices"]
 
 
 def natural_key(name: str) -> tuple:
@@ -36,3 +36,13 @@ def server_peer(G: nx.Graph, node: str, kind: str, index: dict[tuple, str] | Non
     Pass a :func:`server_index` of *G* when looking up many nodes."""
     d = G.nodes[node]
     return (index or server_index(G)).get((d.get("site"), d.get("server"), kind))
+
+
+def compute_devices(G: nx.Graph, kind: str) -> list[str]:
+    """The devices a job of *kind* (``gpu``, ``tpu``, ``cpu``) runs on, in natural order: every
+    accelerator, or one CPU per server (its first socket: one process per server)."""
+    devices = nodes_of_kind(G, kind)
+    if kind == "cpu":
+        index = server_index(G)
+        devices = [n for n in devices if server_peer(G, n, "cpu", index) == n]
+    return devices
