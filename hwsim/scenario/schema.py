@@ -307,7 +307,7 @@ class Scenario(StrictModel):
         if getattr(w, "device", None) is not None:
             return w.device
         c = self.cluster
-        nodes = [c.node] if c.node else [s.node for s in c.sites or []]
+        nodes = c.node_specs()
         kinds = {n.kind for n in self.cluster.graph.nodes} if self.cluster.graph else set()
         for kind in ("gpu", "tpu"):
             if kind in kinds or any(getattr(n, kind) for n in nodes):
