@@ -24,8 +24,8 @@ whose reduction starts.
 **Symmetry folding** (``plan.fold``; DESIGN.md, scale by symmetry). The ranks of one pipeline
 stage do identical work on identical hardware, so one (data-parallel replica 0, tensor rank 0)
 represents the stage (so a plan whose devices differ, mixed hardware or stragglers, is never
-folded: :func:`device_kinds`). Its collectives run over its real groups, joined on behalf of the folded
-members, and every group of the same class that is not simulated (the TP groups of the other
+folded: :func:`device_kinds`). Its collectives run over its real groups, joined on behalf of the
+folded members, and every group of the same class that is not simulated (the TP groups of the other
 replicas, the DP groups of the other TP ranks, the other pairs of a stage boundary) is a *peer*
 whose identical traffic scales the coefficients of the simulated flows on the links they share
 (:func:`~hwsim.jobs.collectives.fold_factors`). Events, memory and step ends exist for the

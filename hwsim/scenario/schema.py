@@ -282,6 +282,10 @@ class Scenario(StrictModel):
             if w.data.storage == "local" and node is not None and node.local_storage is None:
                 raise ValueError("workload.data.storage is 'local' but cluster.node has no "
                                  "local_storage (e.g. local_storage: nvme-gen4)")
+        if self.cluster.stragglers and not isinstance(w, TrainingWorkload):
+            raise ValueError(f"cluster.stragglers: slow training ops only; a {w.kind} workload "
+                             "does not model them yet; valid: no stragglers (degraded_links "
+                             "apply to every workload)")
         if (isinstance(w, TrainingWorkload) and w.device in ("gpu", "tpu") and node is not None
                 and getattr(node, w.device) is None):
             raise ValueError(f"workload.device is {w.device!r} but cluster.node has no "
