@@ -270,7 +270,7 @@ def test_training_across_two_sites_is_wan_bound_and_accumulation_buys_throughput
     runs = {}
     for k in (1, 2, 4):
         x = copy.deepcopy(s)
-        x["workload"]["global_batch"] = 16 * micro * k
+        x["workload"].update(global_batch=16 * micro * k, steps=2)  # step 2 is the steady one
         runs[k] = hwsim.run(x)
     first = runs[1].summary
     assert first["bottleneck"] == "comm:wan"
@@ -299,6 +299,7 @@ def test_training_across_two_sites_is_wan_bound_and_accumulation_buys_throughput
 
 def test_a_slower_wan_never_speeds_training():
     s = _load("dp-two-sites-wan100g")
+    s["workload"]["steps"] = 2
     fast = hwsim.run(s).summary["step_time_s"]
     s["cluster"]["wan"][0]["link"] = "wan-10g"
     assert hwsim.run(s).summary["step_time_s"] > fast
@@ -335,6 +336,10 @@ def test_sites_take_groups_and_site_errors_are_pinned():
     g, plan = prepare(load_scenario(s))
     assert g.nodes["dc2/n1.gpu0"]["spec"] == "A100-SXM4-80GB"
     assert g.nodes["dc2/n1.gpu0"]["group"] == "a100" and len(plan.ranks) == 24
+    both = _load("dp-two-sites-wan100g")
+    both["cluster"]["sites"][0]["groups"] = [{"name": "x", "node": H100}]
+    with pytest.raises(ScenarioError, match=r"cluster\.sites\[0\]: groups replaces nodes and node"):
+        load_scenario(both)
     bad = _load("dp-two-sites-wan100g")
     bad["cluster"]["wan"][0]["b"] = "dc3"
     with pytest.raises(ScenarioError, match=r"wan\[0\]\.b: unknown site 'dc3'; sites: dc1, dc2; "

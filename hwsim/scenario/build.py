@@ -84,7 +84,8 @@ def _cluster_graph(part) -> nx.Graph:
 FOLD_ABOVE = 16
 """``fold: auto`` folds 3D-parallel jobs of more devices than this (DESIGN.md, scale by
 symmetry; folded and unfolded 64-GPU runs agree within 1%, tests/test_folding.py); jobs of up
-to two 8-GPU servers are simulated rank by rank, so their traces show every rank."""
+to two 8-GPU servers are simulated rank by rank, so their traces show every rank, and so are
+jobs whose devices differ (mixed groups, stragglers: :func:`~hwsim.jobs.parallel.device_kinds`)."""
 
 
 def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
