@@ -23,8 +23,9 @@ whose reduction starts.
 
 **Symmetry folding** (``plan.fold``; DESIGN.md, scale by symmetry). The ranks of one pipeline
 stage do identical work on identical hardware, so one (data-parallel replica 0, tensor rank 0)
-represents the stage. Its collectives run over its real groups, joined on behalf of the folded
-members, and every group of the same class that is not simulated (the TP groups of the other
+represents the stage (so a plan whose devices differ, mixed hardware or stragglers, is never
+folded: :func:`device_kinds`). Its collectives run over its real groups, joined on behalf of the
+folded members, and every group of the same class that is not simulated (the TP groups of the other
 replicas, the DP groups of the other TP ranks, the other pairs of a stage boundary) is a *peer*
 whose identical traffic scales the coefficients of the simulated flows on the links they share
 (:func:`~hwsim.jobs.collectives.fold_factors`). Events, memory and step ends exist for the
@@ -54,7 +55,20 @@ from hwsim.jobs.training import slowest_step_ends
 from hwsim.workloads.memory import storage_bytes
 from hwsim.workloads.ops import OPTIMIZER_STATE_BYTES
 
-__all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO"]
+__all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO",
+           "device_kinds"]
+
+
+def device_kinds(graph, devices) -> list[str]:
+    """The distinct (catalog id, speed) of *devices* on *graph*, as ``"A100-SXM4-80GB"`` or
+    ``"A100-SXM4-80GB at speed 0.5"``: symmetry folding needs exactly one."""
+    kinds = {}
+    for d in devices:
+        at = graph.nodes[d]
+        speed = at.get("speed", 1.0)
+        kinds.setdefault((at.get("spec"), speed),
+                         str(at.get("spec")) + (f" at speed {speed:g}" if speed != 1 else ""))
+    return list(kinds.values())
 
 
 class ParallelTrainingJob:
@@ -66,6 +80,12 @@ class ParallelTrainingJob:
 
     def __init__(self, system: System, plan: ParallelPlan) -> None:
         self.system, self.plan, self.env = system, plan, system.env
+        if plan.fold:
+            kinds = device_kinds(system.graph, plan.devices)
+            if len(kinds) > 1:
+                raise ValueError(f"fold needs identical devices, but the plan's are "
+                                 f"{', '.join(kinds)} (mixed hardware or stragglers): one rank "
+                                 "cannot stand for the others; use fold=False")
         self.dps = [0] if plan.fold else list(range(plan.lanes))  # simulated lanes
         self.tps = [0] if plan.fold else list(range(plan.tp))
         self.simulated = [plan.rank(s, d, t) for s in range(plan.pp) for d in self.dps

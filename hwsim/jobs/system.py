@@ -95,11 +95,14 @@ class System:
                 self._storage[n] = (spec, pool)
 
     # -- devices --------------------------------------------------------------------------------
-    def device(self, node: str, speed: float = 1.0) -> Device:
-        """The run-time device at graph *node* (created on first use)."""
+    def device(self, node: str, speed: float | None = None) -> Device:
+        """The run-time device at graph *node* (created on first use); *speed* scales its op
+        rate (default: the node's ``speed`` attribute, set on stragglers, else 1)."""
         dev = self._devices.get(node)
         if dev is None:
             d = self._node(node)
+            if speed is None:
+                speed = float(d.get("speed", 1.0))
             if d.get("kind") not in COMPUTE_KINDS:
                 raise ScenarioError(f"node {node!r} is a {d.get('kind')}, not a compute device "
                                     f"({', '.join(COMPUTE_KINDS)})")

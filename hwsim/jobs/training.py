@@ -38,7 +38,8 @@ class TrainingPlan:
     breakdown in bytes (default: :func:`hwsim.workloads.training_memory`). ``collective`` is the gradient
     all-reduce algorithm (see :mod:`hwsim.jobs.collectives`; ``auto`` chooses as NCCL does).
     ``step_overhead_s`` is host time per step outside the ops (framework loop, e.g. Keras
-    ``fit``), run on the compute stream before the forward pass.
+    ``fit``), run on the compute stream before the forward pass. ``speed`` overrides a rank's
+    op-rate factor (default: the graph node's ``speed``, see :meth:`System.device`).
     """
 
     job: str
@@ -77,7 +78,7 @@ class TrainingJob:
         self.system = system
         self.plan = plan
         self.env = system.env
-        self.devices: list[Device] = [system.device(n, plan.speed.get(n, 1.0)) for n in plan.ranks]
+        self.devices: list[Device] = [system.device(n, plan.speed.get(n)) for n in plan.ranks]
         self.step_ends: list[list[float]] = [[] for _ in plan.ranks]
         self.oom: OutOfCapacity | None = None
         self.breakdown = dict(plan.memory) if plan.memory is not None else training_memory(

@@ -13,7 +13,7 @@ import networkx as nx
 
 from hwsim.analysis.result import Result
 from hwsim.exceptions import ScenarioError
-from hwsim.jobs.parallel import ParallelPlan, parallel_plan
+from hwsim.jobs.parallel import ParallelPlan, device_kinds, parallel_plan
 from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
@@ -23,8 +23,9 @@ from hwsim.scenario.schema import (Cluster, InferenceWorkload, Scenario, Trainin
                                    TransferWorkload)
 from hwsim.simulation import simulate, simulate_jobs
 from hwsim.topology import cluster as build_cluster
-from hwsim.topology import (compute_devices, from_explicit, multi_site, server_index,
+from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site, server_index,
                             server_peer)
+from hwsim.topology import attributes as A
 from hwsim.workloads import model_ops, resolve_model, training_memory
 
 __all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_scenario",
@@ -35,16 +36,22 @@ SIMULATED_STEPS = 20
 extrapolated from the steady-state step time (``time_to_train_s``)."""
 
 def build_graph(c: Cluster) -> nx.Graph:
-    """The topology graph of a cluster section (builder, multi-site or explicit form). Builder
-    errors are reported under the cluster section's field path."""
+    """The topology graph of a cluster section (builder, multi-site or explicit form), with its
+    stragglers and degraded links marked (:func:`hwsim.topology.degrade`). Builder errors are
+    reported under the cluster section's field path."""
     try:
-        return _build_graph(c)
+        g = _build_graph(c)
     except ScenarioError as err:
         if err.field and err.field.startswith("cluster"):
             raise
         base = "cluster.graph" if c.graph is not None else "cluster"
         field = f"{base}.{err.field}" if err.field else base
         raise ScenarioError(err.reason, field=field) from err
+    try:
+        return degrade(g, [x.model_dump() for x in c.stragglers],
+                       [x.model_dump() for x in c.degraded_links])
+    except ScenarioError as err:
+        raise ScenarioError(err.reason, field=f"cluster.{err.field}") from err
 
 
 def _build_graph(c: Cluster) -> nx.Graph:
@@ -53,23 +60,33 @@ def _build_graph(c: Cluster) -> nx.Graph:
             nodes=[n.model_dump() for n in c.graph.nodes],
             links=[ln.model_dump() for ln in c.graph.links])
     if c.sites is not None:
-        sites = {s.name: _cluster_graph(s.nodes, s.node, s.fabric, s.storage) for s in c.sites}
+        sites = {}
+        for i, s in enumerate(c.sites):
+            try:
+                sites[s.name] = _cluster_graph(s)
+            except ScenarioError as err:
+                raise A.nest_error(err, f"sites[{i}]") from None
         return multi_site(sites, [w.model_dump() for w in c.wan or []])
-    return _cluster_graph(c.nodes or 1, c.node, c.fabric, c.storage)
+    return _cluster_graph(c)
 
 
-def _cluster_graph(nodes, node, fabric, storage) -> nx.Graph:
+def _cluster_graph(part) -> nx.Graph:
+    """A builder-form cluster (or one site): ``nodes`` x ``node``, or ``groups``."""
     from hwsim.scenario.schema import Fabric
 
-    return build_cluster(nodes=nodes, node=node.model_dump(),
-                         fabric=(fabric or Fabric()).model_dump(exclude_none=True),
-                         storage=[s.model_dump() for s in storage])
+    if part.groups is not None:
+        shape = dict(groups=[g.model_dump() for g in part.groups])
+    else:
+        shape = dict(nodes=part.nodes or 1, node=part.node.model_dump())
+    return build_cluster(**shape, fabric=(part.fabric or Fabric()).model_dump(exclude_none=True),
+                         storage=[s.model_dump() for s in part.storage])
 
 
 FOLD_ABOVE = 16
 """``fold: auto`` folds 3D-parallel jobs of more devices than this (DESIGN.md, scale by
 symmetry; folded and unfolded 64-GPU runs agree within 1%, tests/test_folding.py); jobs of up
-to two 8-GPU servers are simulated rank by rank, so their traces show every rank."""
+to two 8-GPU servers are simulated rank by rank, so their traces show every rank, and so are
+jobs whose devices differ (mixed groups, stragglers: :func:`~hwsim.jobs.parallel.device_kinds`)."""
 
 
 def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
@@ -116,6 +133,12 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
     parallel = (tp > 1 or pp > 1 or cp > 1 or ep > 1 or par.zero or par.virtual_stages > 1
                 or par.offload != "none")
+    kinds = device_kinds(g, ranks)
+    if w.fold is True and parallel and len(kinds) > 1:
+        raise ScenarioError(f"fold: true needs identical devices, but the job's are "
+                            f"{', '.join(kinds)} (mixed hardware or cluster.stragglers): one "
+                            "rank cannot stand for the others; valid: fold: auto (which does "
+                            "not fold such a job) or false", field="workload.fold")
     if w.fold is True and not parallel:
         raise ScenarioError("fold: true applies to jobs with tensor or pipeline parallelism or "
                             "ZeRO or context/expert parallelism; a data-parallel-only job is "
@@ -156,7 +179,8 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                                  precision=w.precision, optimizer=w.optimizer, steps=steps,
                                  zero=par.zero, collective=w.collective.algorithm,
                                  data=data, fold=w.fold is True or (
-                                     w.fold == "auto" and n > FOLD_ABOVE and data is None))
+                                     w.fold == "auto" and n > FOLD_ABOVE and data is None
+                                     and len(kinds) == 1))
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.parallelism") from None
         return replace(plan, total_steps=total)

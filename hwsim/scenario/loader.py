@@ -199,11 +199,14 @@ def _catalog_refs(s: Scenario) -> Iterator[tuple[str, str, str]]:
                 yield f"{prefix}.{name}", section, getattr(node, name)
 
     c = s.cluster
-    groups = [("cluster", c.node, c.fabric, c.storage)] if c.node is not None else []
-    groups += [(f"cluster.sites[{i}]", x.node, x.fabric, x.storage)
-               for i, x in enumerate(c.sites or [])]
-    for prefix, node, fabric, storage in groups:
-        yield from node_refs(f"{prefix}.node", node)
+    parts = [("cluster", c)] if c.form == "builder" else []
+    parts += [(f"cluster.sites[{i}]", x) for i, x in enumerate(c.sites or [])]
+    for prefix, part in parts:
+        node, fabric, storage = part.node, part.fabric, part.storage
+        if node is not None:
+            yield from node_refs(f"{prefix}.node", node)
+        for j, g in enumerate(part.groups or []):
+            yield from node_refs(f"{prefix}.groups[{j}].node", g.node)
         if fabric is not None and fabric.link is not None:
             yield f"{prefix}.fabric.link", "link", fabric.link
         for i, e in enumerate(storage):

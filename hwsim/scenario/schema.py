@@ -335,6 +335,10 @@ class Scenario(StrictModel):
             if w.data.storage == "local" and node is not None and node.local_storage is None:
                 raise ValueError(f"{prefix}.data.storage is 'local' but cluster.node has no "
                                  "local_storage (e.g. local_storage: nvme-gen4)")
+        if self.cluster.stragglers and not isinstance(w, TrainingWorkload):
+            raise ValueError(f"cluster.stragglers: slow training ops only; a {w.kind} workload "
+                             "does not model them yet; valid: no stragglers (degraded_links "
+                             "apply to every workload)")
         if (isinstance(w, TrainingWorkload) and w.device in ("gpu", "tpu") and node is not None
                 and getattr(node, w.device) is None):
             raise ValueError(f"{prefix}.device is {w.device!r} but cluster.node has no "
@@ -371,7 +375,7 @@ class Scenario(StrictModel):
         if getattr(w, "device", None) is not None:
             return w.device
         c = self.cluster
-        nodes = [c.node] if c.node else [s.node for s in c.sites or []]
+        nodes = c.node_specs()
         kinds = {n.kind for n in self.cluster.graph.nodes} if self.cluster.graph else set()
         for kind in ("gpu", "tpu"):
             if kind in kinds or any(getattr(n, kind) for n in nodes):

@@ -18,7 +18,8 @@ from hwsim.units import UnitError, parse_quantity
 
 __all__ = [
     "StrictModel", "Size", "Duration", "Bandwidth", "PosInt", "Cluster", "NodeSpec", "Fabric",
-    "StorageEntry", "Site", "WanLink", "ExplicitGraph", "GraphNode", "GraphLink", "did_you_mean",
+    "StorageEntry", "Site", "WanLink", "ExplicitGraph", "GraphNode", "GraphLink", "NodeGroup",
+    "Straggler", "DegradedLink", "did_you_mean",
 ]
 
 
@@ -116,14 +117,43 @@ def _unique(names: list[str], what: str) -> None:
         raise ValueError(f"{what} must be unique; repeated: {', '.join(sorted(seen))}")
 
 
+class NodeGroup(StrictModel):
+    """Identical servers of one kind in a mixed cluster: ``nodes`` servers of ``node``."""
+
+    name: str = Field(min_length=1, pattern=r"^[^/]+$")
+    nodes: PosInt = 1
+    node: NodeSpec
+
+
+def _nodes_or_groups(model: Any) -> None:
+    """``node`` (with ``nodes``) or ``groups``, exactly one of them."""
+    if model.groups is not None and (model.node is not None
+                                     or "nodes" in model.model_fields_set):
+        raise ValueError("groups replaces nodes and node; give either groups (a list of "
+                         "{name, nodes, node}) or nodes and node")
+    if model.groups is None and model.node is None:
+        raise ValueError("node is required in the builder form (e.g. node: {gpu: "
+                         "A100-SXM4-80GB, gpus_per_node: 8}), or groups of different nodes "
+                         "(groups: [{name: a100, nodes: 2, node: {...}}, ...])")
+    if model.groups is not None:
+        _unique([g.name for g in model.groups], "group names")
+
+
 class Site(StrictModel):
-    """One site of a multi-site cluster: the builder form plus a ``name``."""
+    """One site of a multi-site cluster: the builder form (``nodes`` and ``node``, or
+    ``groups``) plus a ``name``."""
 
     name: str = Field(min_length=1)
     nodes: PosInt = 1
-    node: NodeSpec
+    node: NodeSpec | None = None
+    groups: list[NodeGroup] | None = Field(None, min_length=1)
     fabric: Fabric = Fabric()
     storage: list[StorageEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _form(self) -> Site:
+        _nodes_or_groups(self)
+        return self
 
 
 class WanLink(StrictModel):
@@ -133,6 +163,23 @@ class WanLink(StrictModel):
     b: str
     link: str = "wan-10g"
     count: PosInt = 1
+
+
+class Straggler(StrictModel):
+    """A compute device that runs slower than its datasheet: every op takes ``1 / speed`` of
+    its roofline time on it."""
+
+    device: str = Field(min_length=1)
+    speed: float = Field(gt=0, le=1)
+
+
+class DegradedLink(StrictModel):
+    """A link (graph edge between nodes ``a`` and ``b``) running at ``factor`` of its
+    bandwidth, in both directions."""
+
+    a: str = Field(min_length=1)
+    b: str = Field(min_length=1)
+    factor: float = Field(gt=0, le=1)
 
 
 class GraphNode(StrictModel):
@@ -177,22 +224,28 @@ class ExplicitGraph(StrictModel):
         return self
 
 
-_FORMS = {"builder": ("nodes", "node", "fabric", "storage"), "sites": ("sites", "wan"),
+_FORMS = {"builder": ("nodes", "node", "groups", "fabric", "storage"), "sites": ("sites", "wan"),
           "graph": ("graph",)}
 
 
 class Cluster(StrictModel):
-    """The hardware, in exactly one of three forms: builder (``nodes``, ``node``, ``fabric``,
-    ``storage``), multi-site (``sites``, ``wan``) or explicit (``graph``). In the builder form
-    ``nodes`` (default 1) and ``fabric`` are always set; in the others they are None."""
+    """The hardware, in exactly one of three forms: builder (``nodes`` and ``node``, or
+    ``groups`` of different nodes; ``fabric``, ``storage``), multi-site (``sites``, ``wan``) or
+    explicit (``graph``). In the builder form ``fabric`` is always set, and ``nodes`` (default
+    1) unless ``groups`` is; in the others they are None. ``stragglers`` and ``degraded_links``
+    apply to any form; their ids are checked against the built graph
+    (:func:`hwsim.topology.degrade`)."""
 
     nodes: PosInt | None = None
     node: NodeSpec | None = None
+    groups: list[NodeGroup] | None = Field(None, min_length=1)
     fabric: Fabric | None = None
     storage: list[StorageEntry] = Field(default_factory=list)
     sites: list[Site] | None = Field(None, min_length=2)
     wan: list[WanLink] | None = Field(None, min_length=1)
     graph: ExplicitGraph | None = None
+    stragglers: list[Straggler] = Field(default_factory=list)
+    degraded_links: list[DegradedLink] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -215,15 +268,15 @@ class Cluster(StrictModel):
         if "sites" in used and "sites" not in given:
             raise ValueError("wan needs sites: a list of at least two sites")
         if "builder" in used:
-            if "node" not in given:
-                raise ValueError("node is required in the builder form (e.g. node: {gpu: "
-                                 "A100-SXM4-80GB, gpus_per_node: 8})")
-            data = {**data, "nodes": 1 if data.get("nodes") is None else data["nodes"],
-                    "fabric": {} if data.get("fabric") is None else data["fabric"]}
+            data = {**data, "fabric": {} if data.get("fabric") is None else data["fabric"]}
+            if "groups" not in given:
+                data["nodes"] = 1 if data.get("nodes") is None else data["nodes"]
         return data
 
     @model_validator(mode="after")
     def _sites(self) -> Cluster:
+        if self.form == "builder":
+            _nodes_or_groups(self)
         for entries, what in ([(self.storage, "storage names")]
                               + [(s.storage, f"site {s.name!r} storage names")
                                  for s in self.sites or []]):
@@ -238,6 +291,12 @@ class Cluster(StrictModel):
                         raise ValueError(f"wan[{i}].{end}: unknown site {site!r}; sites: "
                                          f"{', '.join(names)}{did_you_mean(site, names)}")
         return self
+
+    def node_specs(self) -> list[NodeSpec]:
+        """Every kind of server in the builder and multi-site forms (none in the explicit)."""
+        parts = [self] if self.form == "builder" else list(self.sites or [])
+        return [n for p in parts for n in ([p.node] if p.node is not None else
+                                           [g.node for g in p.groups or []])]
 
     @property
     def form(self) -> Literal["builder", "sites", "graph"]:

@@ -51,6 +51,9 @@ NODE_ATTRIBUTES: Mapping[str, str] = {
     "rail": "rail-optimized leaves only: the NIC index (rail) the leaf serves",
     "count": "memory and storage only: devices (sockets' memory, striped drives) behind the node",
     "coords": "tpu_pod chips only: the chip's torus coordinates (x, y[, z])",
+    "group": "cluster(groups=...) only: the name of the node group the server belongs to",
+    "speed": "stragglers only (gpu, tpu, cpu): factor in (0, 1] on the device's op rate "
+             "(hwsim.topology.degrade)",
 }
 TIER_ATTRIBUTES = ("read_bw_bytes_per_s", "write_bw_bytes_per_s", "read_iops", "write_iops",
                    "capacity_bytes", "latency_s")
@@ -64,6 +67,8 @@ EDGE_ATTRIBUTES: Mapping[str, str] = {
     "latency_s": "one-way latency of one hop, seconds",
     "efficiency": "achievable fraction of bw_bytes_per_s in bulk transfers (engine multiplies)",
     "count": "parallel physical links aggregated into this edge",
+    "degraded": "degraded links only: the factor in (0, 1] bw_bytes_per_s was multiplied by "
+                "(hwsim.topology.degrade)",
 }
 
 

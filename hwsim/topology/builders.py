@@ -154,18 +154,21 @@ def _upper(G: nx.Graph, leaves: list[str], link: Any, radix: int, over: float,
     return [c for group in cores for c in group]
 
 
-def cluster(*, nodes: int, node: Mapping[str, Any], fabric: Mapping[str, Any] | None = None,
-            storage: Sequence[Mapping[str, Any]] = (), site: str = A.DEFAULT_SITE,
-            name: str | None = None) -> nx.Graph:
-    """*nodes* identical servers (``node``: the :func:`single_node` fields) on a fabric.
+def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
+            groups: Sequence[Mapping[str, Any]] | None = None,
+            fabric: Mapping[str, Any] | None = None, storage: Sequence[Mapping[str, Any]] = (),
+            site: str = A.DEFAULT_SITE, name: str | None = None) -> nx.Graph:
+    """*nodes* (default 1) identical servers (``node``: the :func:`single_node` fields) on a
+    fabric, or, with ``groups`` instead of *nodes* and *node*, groups of different servers
+    (mixed hardware): ``[{name, nodes=1, node}, ...]``, servers numbered on from group to group
+    (``n0``.. of the first group, then the second's), each node tagged with its ``group``.
 
     ``fabric``: ``topology`` (fat-tree | rail-optimized | single-switch (default) | torus),
     ``oversubscription`` (>= 1: leaf down / up capacity), ``link`` (switch-to-switch link id,
-    default the NIC's), ``leaf_radix`` (ports per switch, default 64), ``dims`` (torus only).
-    ``storage``: shared tiers ``{name, tier, count=1, link=None}`` on the top-level switches.
+    default the NIC's; required when the groups' NICs differ), ``leaf_radix`` (ports per switch,
+    default 64), ``dims`` (torus only). ``storage``: shared tiers ``{name, tier, count=1,
+    link=None}`` on the top-level switches.
     """
-    n = A.int_arg(nodes, "nodes", 1)
-    node = A.dict_arg(node, "node", _NODE_KEYS)
     fab = A.dict_arg(fabric, "fabric", ("topology", "oversubscription", "link", "leaf_radix",
                                         "dims"))
     topo = fab.get("topology") or "single-switch"
@@ -180,33 +183,85 @@ def cluster(*, nodes: int, node: Mapping[str, Any], fabric: Mapping[str, Any] | 
             raise ScenarioError(f"does not apply to topology {topo!r}", field=f"fabric.{key}")
     if fab.get("dims") is not None and topo != "torus":
         raise ScenarioError(f"applies only to topology 'torus', not {topo!r}", field="fabric.dims")
+    if groups is None:
+        n = A.int_arg(1 if nodes is None else nodes, "nodes", 1)
+        node = A.dict_arg(node, "node", _NODE_KEYS)
+        servers = [(node, "node", None)] * n
+    else:
+        if nodes is not None or node is not None:
+            raise ScenarioError("give either groups or nodes and node, not both", field="groups")
+        if topo == "torus":
+            raise ScenarioError("topology 'torus' is a TPU pod of identical hosts; groups of "
+                                "different nodes need fat-tree, rail-optimized or single-switch",
+                                field="fabric.topology")
+        servers = _group_servers(groups)
     if topo == "torus":
-        return _torus_cluster(n, node, fab, storage, site, name)
-    acc = node.get("gpu") or node.get("tpu") or node.get("cpu", "cpu")
-    G = nx.Graph(name=name or f"{n}x{node.get('gpus_per_node') or ''}{acc}-{topo}")
-    try:
-        for s in range(n):
-            single_node(**node, server=s, site=site, graph=G)
-    except ScenarioError as err:
-        raise A.nest_error(err, "node") from None
-    per = max(node.get("nics_per_node") or 0, 1) if node.get("nic") else 0
-    if n > 1 and not per:
-        raise ScenarioError(f"a cluster of {n} nodes needs NICs (e.g. nic: ib-hdr-200, "
-                            "nics_per_node: 8)", field="node.nic")
-    nics = [[f"n{s}.nic{j}" for j in range(per)] for s in range(n)]
+        return _torus_cluster(len(servers), node, fab, storage, site, name)
+    G = nx.Graph(name=name or _cluster_name(servers, groups, topo))
+    for s, (spec, field, group) in enumerate(servers):
+        before = len(G)
+        try:
+            single_node(**spec, server=s, site=site, graph=G)
+        except ScenarioError as err:
+            raise A.nest_error(err, field) from None
+        if group is not None:
+            for v in list(G)[before:]:
+                G.nodes[v]["group"] = group
+    nics = [[f"n{s}.nic{j}" for j in range(max(spec.get("nics_per_node") or 0, 1))]
+            if spec.get("nic") else [] for s, (spec, _, _) in enumerate(servers)]
+    if len(servers) > 1:
+        bare = next((f for (_, f, _), own in zip(servers, nics) if not own), None)
+        if bare is not None:
+            raise ScenarioError(f"a cluster of {len(servers)} nodes needs NICs on every node "
+                                "(e.g. nic: ib-hdr-200, nics_per_node: 8)", field=f"{bare}.nic")
+    nic_ids = list(dict.fromkeys(spec["nic"] for spec, _, _ in servers if spec.get("nic")))
     top: list[str] = []
-    if per and topo == "single-switch":
-        top = _leaves(G, [list(chain.from_iterable(nics))], 2 * n * per, site, prefix="switch")
-    elif per:
+    if nic_ids and topo == "single-switch":
+        flat = list(chain.from_iterable(nics))
+        top = _leaves(G, [flat], 2 * len(flat), site, prefix="switch")
+    elif nic_ids:
+        if len(nic_ids) > 1 and not fab.get("link"):
+            raise ScenarioError(f"the groups' NICs differ ({', '.join(nic_ids)}); set the "
+                                f"switch-to-switch link, e.g. link: {nic_ids[0]}",
+                                field="fabric.link")
         radix = fab.get("leaf_radix")
         radix = A.int_arg(DEFAULT_LEAF_RADIX if radix is None else radix, "fabric.leaf_radix", 2)
-        link = A.link_spec(fab.get("link") or node["nic"], "fabric.link")
+        link = A.link_spec(fab.get("link") or nic_ids[0], "fabric.link")
         rail = topo == "rail-optimized"
-        groups = [list(r) for r in zip(*nics)] if rail else [list(chain.from_iterable(nics))]
-        top = _upper(G, _leaves(G, groups, radix, site, rail), link, radix, over, site)
-    A.add_shared_storage(G, storage, top, node.get("nic"), site)
+        rails = [[own[j] for own in nics if j < len(own)]
+                 for j in range(max(len(own) for own in nics))]
+        top = _upper(G, _leaves(G, rails if rail else [list(chain.from_iterable(nics))], radix,
+                                site, rail), link, radix, over, site)
+    A.add_shared_storage(G, storage, top, nic_ids[0] if nic_ids else None, site)
     check_connected(G)
     return G
+
+
+def _group_servers(groups: object) -> list[tuple[dict[str, Any], str, str]]:
+    """``(node fields, field path, group name)`` of every server of *groups*, in order."""
+    if not isinstance(groups, (list, tuple)) or not groups:
+        raise ScenarioError("must be a non-empty list of {name, nodes, node}", field="groups")
+    servers, names = [], set()
+    for i, raw in enumerate(groups):
+        f = f"groups[{i}]"
+        g = A.dict_arg(raw, f, ("name", "nodes", "node"))
+        gname = A.name_arg(g.get("name"), f"{f}.name")
+        if gname in names:
+            raise ScenarioError(f"duplicate group name {gname!r}", field=f"{f}.name")
+        names.add(gname)
+        count = A.int_arg(g.get("nodes", 1), f"{f}.nodes", 1)
+        spec = A.dict_arg(g.get("node"), f"{f}.node", _NODE_KEYS)
+        servers += [(spec, f"{f}.node", gname)] * count
+    return servers
+
+
+def _cluster_name(servers: list, groups: Any, topo: str) -> str:
+    if groups is None:
+        n, node = len(servers), servers[0][0]
+        acc = node.get("gpu") or node.get("tpu") or node.get("cpu", "cpu")
+        return f"{n}x{node.get('gpus_per_node') or ''}{acc}-{topo}"
+    sizes = Counter(g for *_, g in servers)
+    return "+".join(f"{k}x{g}" for g, k in sizes.items()) + f"-{topo}"
 
 
 def _cube(n: int) -> tuple[int, int, int]:
