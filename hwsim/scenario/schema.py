@@ -18,12 +18,13 @@ from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Duration, Explici
                                           GraphLink, GraphNode, NodeSpec, PosInt, Site, Size,
                                           StorageEntry, StrictModel, WanLink, did_you_mean)
 from hwsim.scenario.schema_inference import Arrivals, Scheduler, ServingParallelism, Slo
+from hwsim.scenario.schema_resilience import Failures, Mtbf, ScriptedFailureEntry
 
 __all__ = [
     "Scenario", "Cluster", "NodeSpec", "Fabric", "StorageEntry", "Site", "WanLink", "ExplicitGraph",
     "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
     "InferenceWorkload", "Arrivals", "Scheduler", "ServingParallelism", "Slo",
-    "ModelRef", "Parallelism", "DataSpec", "Collective", "Outputs", "MODEL_PRESETS",
+    "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec", "Collective", "Outputs", "MODEL_PRESETS",
     "WORKLOAD_KINDS", "Size", "Duration", "Bandwidth",
 ]
 
@@ -185,6 +186,7 @@ class TrainingWorkload(StrictModel):
     framework_overhead: Duration | None = None
     collective: Collective = Collective()
     fold: Literal["auto"] | bool = "auto"
+    failures: Failures | None = None
 
     @model_validator(mode="before")
     @classmethod
