@@ -278,7 +278,7 @@ def simulate_run(plan: RunPlan, rng: np.random.Generator) -> tuple[dict[str, Any
             break
         n = min(max(0, math.floor((t_fail - t - lead) / cycle)), cycles) if cycle > 0 else 0
         committed += n * every
-        useful += n * every * step
+        useful += n * every * step + (lead if n else 0.0)  # a warm-up is lost with its steps
         stalls += n * stall
         checkpoints += n
         last_commit = t + lead + n * cycle if n else t
