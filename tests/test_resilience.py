@@ -272,17 +272,18 @@ def test_young_and_daly_formulas():
 def test_simulated_optimum_interval_is_near_young_daly():
     """Sweep the checkpoint interval over a run of 1e6 s of work with an MTBF of 1e4 s and
     checkpoints costing 50 s (Young: 1000 s, Daly: 967 s), 100 seeds each. The simulated mean
-    wall time agrees with Daly's expected wall time within 1% at every interval, and the
-    minimum of a parabola through the sweep (in log interval) lies within 15% of Daly's
-    optimum."""
+    wall time agrees with Daly's expected wall time within 0.5% at every interval (0.18% at
+    most over five sets of 100 seeds), and the minimum of a parabola through the sweep (in log
+    interval) lies within 5% of Daly's optimum (946 to 957 s over those five sets: the
+    simulation, which takes no checkpoint after the last segment, puts it 1-2% lower)."""
     m, cost, restart = 1e4, 50.0, 100.0
     plan = RunPlan(step_time_s=1.0, total_steps=1_000_000, checkpoint_stall_s=cost,
                    restore_s=restart, sources=(FailureSource("x", "gpu", 1 / m),))
     intervals = [350, 500, 700, 1000, 1400, 2000, 2800]
     sweep = interval_sweep(plan, intervals, range(100))
     for k, wall in sweep:
-        assert wall == pytest.approx(daly_expected_wall_s(1e6, k, cost, restart, m), rel=0.01)
+        assert wall == pytest.approx(daly_expected_wall_s(1e6, k, cost, restart, m), rel=0.005)
     a, b, _ = np.polyfit(np.log(intervals), [w for _, w in sweep], 2)
     best = math.exp(-b / (2 * a))
-    assert best == pytest.approx(daly_interval_s(cost, m), rel=0.15)
+    assert best == pytest.approx(daly_interval_s(cost, m), rel=0.05)
     assert min(sweep, key=lambda kw: kw[1])[0] in (700, 1000, 1400)
