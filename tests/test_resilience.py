@@ -287,3 +287,13 @@ def test_simulated_optimum_interval_is_near_young_daly():
     best = math.exp(-b / (2 * a))
     assert best == pytest.approx(daly_interval_s(cost, m), rel=0.05)
     assert min(sweep, key=lambda kw: kw[1])[0] in (700, 1000, 1400)
+
+
+def test_cli_headline_reports_the_whole_run():
+    from hwsim.cli import _headline
+
+    s = hwsim.run(_scenario({"gpu": "1 min"}, seed=1)).summary
+    line = _headline(s)
+    assert line.startswith("time to train: ")
+    assert (f"; {s['failures_total']:,} failures, {s['checkpoints']:,} checkpoints, goodput "
+            f"{s['goodput']:.1%} (") in line and line.endswith(" without them)")
