@@ -115,8 +115,9 @@ def _headline(s: dict[str, Any]) -> str | None:
                 f"({s['total_steps']:,} steps of {format_quantity(s['step_time_s'], 's')}, "
                 f"{s['samples_per_s']:,.0f} samples/s, MFU {s['mfu']:.1%})")
         if s.get("goodput") is not None:  # a whole run with failures and checkpoints
+            ideal = _duration(s["time_to_train_ideal_s"])
             line += (f"; {s['failures_total']:,} failures, {s['checkpoints']:,} checkpoints, "
-                     f"goodput {s['goodput']:.1%} ({_duration(s['time_to_train_ideal_s'])} without them)")
+                     f"goodput {s['goodput']:.1%} ({ideal} without them)")
         return line
     if s.get("ttft_p50_s") is not None:
         q = (f"{s['requests_completed']:,} requests served: "

@@ -30,7 +30,7 @@ CASES = {
         [r"cluster\.graph", "not connected", r"\{b\}"]),
     "failures-profile-and-mtbf": (
         f"name: x\ncluster:\n  node: {GOOD_NODE}\n" + WORKLOAD.replace(
-            "global_batch: 8}", "global_batch: 8, failures: {profile: llama3, mtbf: {gpu: 5e4 h}}}"),
+            "global_batch: 8}", "global_batch: 8, failures: {profile: llama3, mtbf: {gpu: 50000 h}}}"),
         [r"workload\.failures: give profile or mtbf, not both"]),
     "failures-spares-without-repair": (
         f"name: x\ncluster:\n  node: {GOOD_NODE}\n" + WORKLOAD.replace(

@@ -157,8 +157,7 @@ def test_more_failures_less_goodput():
 
 
 def test_same_seed_same_failures_other_seed_other_failures():
-    a, b = hwsim.run(_scenario({"gpu": "1 min"}, seed=1)), hwsim.run(_scenario({"gpu": "1 min"}, seed=1))
-    c = hwsim.run(_scenario({"gpu": "1 min"}, seed=2))
+    a, b, c = (hwsim.run(_scenario({"gpu": "1 min"}, seed=k)) for k in (1, 1, 2))
     assert len(a.failures) > 10
     pd.testing.assert_frame_equal(a.failures, b.failures)
     assert a.summary == b.summary
@@ -235,6 +234,13 @@ def test_llama3_profile_rates_add_up_to_table5():
     assert p.duration_s == 54 * DAY and p.units == {"gpu": 16384, "node": 2048}
     plan = _llama3_plan()
     assert sum(s.rate_per_s for s in plan.sources) * 54 * DAY == pytest.approx(419, rel=1e-12)
+
+
+def test_bloom_profile_is_one_gpu_failure_a_week_on_384_gpus():
+    p = failure_profile("bloom")
+    plan = run_plan(FailureSpec(profile="bloom"), step_time_s=1, total_steps=1, ideal_s=1,
+                    counts={"gpu": 384, "node": 48}, replicas=48, summary={})
+    assert plan.mtbf_s == pytest.approx(7 * DAY) and p.causes[0].component == "gpu"
 
 
 def test_llama3_profile_gives_419_interruptions_in_54_days_within_15_percent():

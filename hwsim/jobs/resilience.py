@@ -271,7 +271,7 @@ def simulate_run(plan: RunPlan, rng: np.random.Generator) -> tuple[dict[str, Any
         done_at = t + lead + cycles * cycle + (remaining - cycles * every) * step
         t_fail, component, cause = arrivals.pop()
         if t_fail >= done_at:
-            useful += lead + (remaining - cycles * every) * step + cycles * every * step
+            useful += lead + remaining * step
             stalls += cycles * stall
             checkpoints += cycles
             wall = done_at

@@ -24,7 +24,8 @@ __all__ = [
     "Scenario", "Cluster", "NodeSpec", "Fabric", "StorageEntry", "Site", "WanLink", "ExplicitGraph",
     "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
     "InferenceWorkload", "Arrivals", "Scheduler", "ServingParallelism", "Slo",
-    "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec", "Collective", "Outputs", "MODEL_PRESETS",
+    "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
+    "Collective", "Outputs", "MODEL_PRESETS",
     "WORKLOAD_KINDS", "Size", "Duration", "Bandwidth",
 ]
 

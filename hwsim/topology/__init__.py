@@ -8,12 +8,14 @@ from hwsim.topology.attributes import (
     TIER_ATTRIBUTES, TRANSIT_LINK_CLASSES, check_connected, from_explicit, top_switches,
 )
 from hwsim.topology.builders import TOPOLOGIES, cluster, multi_site, single_node, tpu_pod
-from hwsim.topology.query import component_counts, natural_key, nodes_of_kind, server_index, server_peer
+from hwsim.topology.query import (component_counts, natural_key, nodes_of_kind, server_index,
+                                  server_peer)
 from hwsim.topology.routing import Router
 
 __all__ = [
     "single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
-    "top_switches", "Router", "natural_key", "nodes_of_kind", "server_index", "server_peer", "component_counts", "TOPOLOGIES", "NODE_KINDS", "ENDPOINT_KINDS", "FORWARDING_KINDS",
+    "top_switches", "Router", "natural_key", "nodes_of_kind", "server_index", "server_peer",
+    "component_counts", "TOPOLOGIES", "NODE_KINDS", "ENDPOINT_KINDS", "FORWARDING_KINDS",
     "TRANSIT_LINK_CLASSES", "SWITCH_LEVELS", "NODE_ATTRIBUTES", "EDGE_ATTRIBUTES",
     "TIER_ATTRIBUTES",
 ]
