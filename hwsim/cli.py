@@ -113,9 +113,14 @@ def _headline(s: dict[str, Any]) -> str | None:
     if s.get("fits") is False:
         return f"does not fit: {s.get('bottleneck_label', '')}"
     if s.get("time_to_train_s") is not None and s.get("step_time_s"):
-        return (f"time to train: {_duration(s['time_to_train_s'])} "
+        line = (f"time to train: {_duration(s['time_to_train_s'])} "
                 f"({s['total_steps']:,} steps of {format_quantity(s['step_time_s'], 's')}, "
                 f"{s['samples_per_s']:,.0f} samples/s, MFU {s['mfu']:.1%})")
+        if s.get("goodput") is not None:  # a whole run with failures and checkpoints
+            ideal = _duration(s["time_to_train_ideal_s"])
+            line += (f"; {s['failures_total']:,} failures, {s['checkpoints']:,} checkpoints, "
+                     f"goodput {s['goodput']:.1%} ({ideal} without them)")
+        return line
     if s.get("ttft_p50_s") is not None:
         q = (f"{s['requests_completed']:,} requests served: "
              + ("TTFT" if s.get("tpot_p50_s") is not None else "latency") + " p50 "

@@ -18,11 +18,13 @@ from hwsim.engine import Recorder
 from hwsim.analysis.serving import (in_system_mean, request_table, serving_bottleneck,
                                     serving_summary)
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
+from hwsim.jobs.resilience import FAILURE_COLUMNS, FailureSpec, run_plan, simulate_run
 from hwsim.jobs.batching import BatchingJob, BatchingPlan
 from hwsim.jobs.serving import ServingJob, ServingPlan
 from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
 from hwsim.jobs.transfer import TransferJob, TransferPlan
+from hwsim.topology import component_counts
 
 __all__ = ["simulate", "simulate_jobs"]
 
@@ -30,8 +32,11 @@ __all__ = ["simulate", "simulate_jobs"]
 def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *, name: str,
              seed: int = 0,
              config: dict[str, Any] | None = None, utilization_bin_s: float | None = None,
-             until_s: float | None = None) -> Result:
+             until_s: float | None = None, failures: FailureSpec | None = None) -> Result:
     """Run *job* on the hardware *graph* and return its :class:`Result`.
+
+    A training job with *failures* (or a checkpoint interval in its summary) is then played as a
+    whole run with failures and checkpoints (:func:`_whole_run`).
 
     The run owns one ``numpy.random.Generator`` seeded with *seed*; nothing is global, so two
     runs in one process do not interfere and the same inputs give identical frames.
@@ -44,10 +49,14 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
     runner.start()
     env.run(until=until_s)
     end = env.now
+    extra: dict[str, pd.DataFrame] = {}
     if isinstance(runner, (ServingJob, BatchingJob)):
         return _serving_result(runner, recorder, end, name, config, utilization_bin_s)
     if isinstance(runner, (TrainingJob, ParallelTrainingJob)):  # rank 0's events suffice
         summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
+        if summary["fits"] and (failures is not None or summary.get("checkpoint_every_steps")):
+            extra["failures"] = _whole_run(summary, failures or FailureSpec(), graph, runner,
+                                           system.rng)
     else:
         summary, breakdown = _transfer_summary(runner, recorder.events_frame())
     summary["simulated_time_s"] = end
@@ -56,7 +65,25 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
     return Result(name=name, summary=summary, events=recorder.events_frame,
                   utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
                   memory=recorder.memory_frame, bottleneck=breakdown,
-                  config=dict(config or {}))
+                  config=dict(config or {}), **extra)
+
+
+def _whole_run(s: dict, spec: FailureSpec, graph, job: TrainingJob | ParallelTrainingJob,
+               rng: np.random.Generator) -> pd.DataFrame:
+    """The run-scale hybrid (docs/model.md, "Failures and whole runs"): the whole run of
+    ``total_steps`` steady-state steps with failures and checkpoints, on a Generator spawned
+    from the run's (so the steps' own draws do not shift the failures). Updates the summary
+    *s* (``time_to_train_s`` then includes failures and checkpoints); returns the per-failure
+    table."""
+    plan = job.plan
+    parallel = isinstance(job, ParallelTrainingJob)
+    devices = list(plan.devices if parallel else plan.ranks)
+    run = run_plan(spec, step_time_s=s["step_time_s"], total_steps=s["total_steps"],
+                   ideal_s=s["time_to_train_s"], counts=component_counts(graph, devices),
+                   replicas=plan.dp if parallel else len(devices), summary=s)
+    out, rows = simulate_run(run, rng.spawn(1)[0])
+    s.update(out)
+    return pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
 
 
 def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, seed: int = 0,

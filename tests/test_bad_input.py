@@ -28,6 +28,14 @@ CASES = {
         "{id: b, kind: gpu, spec: A100-SXM4-80GB}, {id: s, kind: switch}]\n"
         "    links: [{a: a, b: s, link: eth-100g}]\n" + WORKLOAD,
         [r"cluster\.graph", "not connected", r"\{b\}"]),
+    "failures-profile-and-mtbf": (
+        f"name: x\ncluster:\n  node: {GOOD_NODE}\n" + WORKLOAD.replace(
+            "global_batch: 8}", "global_batch: 8, failures: {profile: llama3, mtbf: {gpu: 50000 h}}}"),
+        [r"workload\.failures: give profile or mtbf, not both"]),
+    "failures-spares-without-repair": (
+        f"name: x\ncluster:\n  node: {GOOD_NODE}\n" + WORKLOAD.replace(
+            "global_batch: 8}", "global_batch: 8, failures: {spares: 2}}"),
+        [r"workload\.failures\.spares: 2 needs repair", 'e.g. repair: "3 d"']),
     "malformed-yaml": ("name: x\ncluster: [1\n", ["malformed YAML at line 3"]),
     "jobs-too-many-devices": (
         f"name: x\ncluster:\n  node: {GOOD_NODE}\njobs:\n"

@@ -7,6 +7,7 @@ import copy
 from pathlib import Path
 
 import pytest
+import yaml
 
 import hwsim
 from hwsim.exceptions import ScenarioError
@@ -285,3 +286,12 @@ def test_a_job_that_does_not_fit_is_a_result_and_the_others_run():
         "job.big.bottleneck_label"]
     assert s["job.big.end_s"] == s["job.big.start_s"] == 0.0
     assert s["job.a.step_time_s"] == pytest.approx(alone["job.a.step_time_s"], rel=1e-12)
+
+
+def test_failures_on_a_shared_job_is_an_error_not_ignored():
+    path = Path(__file__).resolve().parent.parent / "scenarios" / "shared-train-and-serve.yaml"
+    s = yaml.safe_load(path.read_text())
+    s["jobs"][0]["workload"]["failures"] = {"profile": "llama3"}
+    with pytest.raises(ScenarioError, match=r"jobs\[0\]\.workload\.failures: failures are "
+                       r"played over the whole run of a single-workload scenario"):
+        hwsim.run(s)

@@ -142,6 +142,8 @@ def _write_files(result: Result, folder: Path) -> None:
         frame = getattr(result, name)
         if len(frame):
             frame.to_parquet(folder / f"{name}.parquet", index=False, engine="pyarrow")
+    if len(result.failures.columns):  # whole runs with failures: one row per failure, maybe none
+        result.failures.to_parquet(folder / "failures.parquet", index=False, engine="pyarrow")
     (folder / "scenario.json").write_text(to_json(result.config), encoding="utf-8")
     if wanted.get("trace", True):
         trace = chrome_trace(result.events, result.utilization, result.memory)

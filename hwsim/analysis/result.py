@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-_FRAMES = ("events", "utilization", "memory", "bottleneck", "requests", "iterations")
+_FRAMES = ("events", "utilization", "memory", "bottleneck", "requests", "iterations",
+           "failures")
 
 __all__ = ["Result", "EVENT_COLUMNS", "UTILIZATION_COLUMNS", "MEMORY_COLUMNS", "BOTTLENECK_COLUMNS"]
 
@@ -56,6 +57,11 @@ class Result:
         Serving runs: one row per scheduler iteration of every replica (``replica, start_s,
         end_s, batch_size, tokens, kv_blocks_used, kv_blocks_total``): the batch-size and
         KV-usage timelines; empty otherwise.
+    failures : pandas.DataFrame
+        Training runs with ``workload.failures`` (or a checkpoint interval): one row per failure
+        of the whole run (``time_s, component, cause, lost_s, downtime_s, step``;
+        :data:`hwsim.jobs.resilience.FAILURE_COLUMNS`), possibly none; without columns
+        otherwise.
     """
 
     name: str
@@ -67,6 +73,7 @@ class Result:
     config: dict[str, Any] = field(default_factory=dict, repr=False)
     requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     iterations: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     def __getattribute__(self, key: str) -> Any:
         value = object.__getattribute__(self, key)

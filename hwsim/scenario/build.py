@@ -15,12 +15,13 @@ from hwsim.analysis.result import Result
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.parallel import ParallelPlan, device_kinds, parallel_plan
 from hwsim.jobs.inputs import DataPlan
+from hwsim.jobs.resilience import FailureSpec, ScriptedFailure
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.build_inference import serving_plan
 from hwsim.scenario.build_jobs import job_plans
-from hwsim.scenario.schema import (Cluster, InferenceWorkload, Scenario, TrainingWorkload,
-                                   TransferWorkload)
+from hwsim.scenario.schema import (Cluster, Failures, InferenceWorkload, Scenario,
+                                   TrainingWorkload, TransferWorkload)
 from hwsim.simulation import simulate, simulate_jobs
 from hwsim.topology import cluster as build_cluster
 from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site, server_index,
@@ -28,8 +29,8 @@ from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site,
 from hwsim.topology import attributes as A
 from hwsim.workloads import model_ops, resolve_model, training_memory
 
-__all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_scenario",
-           "SIMULATED_STEPS"]
+__all__ = ["build_graph", "training_plan", "transfer_plans", "failure_spec", "prepare",
+           "run_scenario", "SIMULATED_STEPS"]
 
 SIMULATED_STEPS = 20
 """Steps simulated when a budget (epochs, samples, tokens) asks for more: the rest are
@@ -270,10 +271,29 @@ def prepare(s: Scenario) -> tuple[nx.Graph, Any]:
     return g, job
 
 
+def failure_spec(f: Failures | None) -> FailureSpec | None:
+    """The jobs layer's :class:`FailureSpec` of a ``workload.failures`` section (None: none)."""
+    if f is None:
+        return None
+    return FailureSpec(
+        profile=None if f.profile == "none" else f.profile,
+        mtbf_s=f.mtbf.model_dump(exclude_none=True) if f.mtbf else {},
+        scripted=tuple(ScriptedFailure(e.at, e.component, e.cause or e.component)
+                       for e in f.scripted),
+        detect_s=f.detect, reschedule_s=f.reschedule, policy=f.policy, spares=f.spares,
+        repair_s=f.repair, checkpoint_every_steps=f.checkpoint_every_steps,
+        checkpoint_stall_s=f.checkpoint_stall, restore_s=f.restore)
+
+
 def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None) -> Result:
     """Build and run a validated scenario; returns its :class:`Result` (writes nothing)."""
     g, job = prepare(s)
-    run = simulate_jobs if s.jobs is not None else simulate
-    return run(g, job, name=s.name, seed=s.seed,
-               config=config if config is not None else s.model_dump(mode="json"),
-               utilization_bin_s=s.outputs.utilization_bin_s)
+    config = config if config is not None else s.model_dump(mode="json")
+    if s.jobs is not None:
+        return simulate_jobs(g, job, name=s.name, seed=s.seed, config=config,
+                             utilization_bin_s=s.outputs.utilization_bin_s)
+    w = s.workload
+    return simulate(g, job, name=s.name, seed=s.seed, config=config,
+                    utilization_bin_s=s.outputs.utilization_bin_s,
+                    failures=failure_spec(w.failures) if isinstance(w, TrainingWorkload)
+                    else None)

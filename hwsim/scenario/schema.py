@@ -20,13 +20,15 @@ from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Duration, Explici
                                           GraphLink, GraphNode, NodeSpec, PosInt, Site, Size,
                                           StorageEntry, StrictModel, WanLink, did_you_mean)
 from hwsim.scenario.schema_inference import Arrivals, Scheduler, ServingParallelism, Slo
+from hwsim.scenario.schema_resilience import Failures, Mtbf, ScriptedFailureEntry
 
 __all__ = [
     "Scenario", "Cluster", "NodeSpec", "Fabric", "StorageEntry", "Site", "WanLink", "ExplicitGraph",
     "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
     "InferenceWorkload", "Arrivals", "Scheduler", "ServingParallelism", "Slo",
-    "ModelRef", "Parallelism", "DataSpec", "Collective", "Outputs", "Job", "MODEL_PRESETS",
-    "WORKLOAD_KINDS", "PLACEMENTS", "Size", "Duration", "Bandwidth",
+    "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
+    "Collective", "Outputs", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS", "PLACEMENTS", "Size",
+    "Duration", "Bandwidth",
 ]
 
 MODEL_PRESETS = ("mlp", "logistic-regression", "resnet50", "bert-large", "gpt3-175b", "llama2-7b",
@@ -189,6 +191,7 @@ class TrainingWorkload(StrictModel):
     framework_overhead: Duration | None = None
     collective: Collective = Collective()
     fold: Literal["auto"] | bool = "auto"
+    failures: Failures | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -288,6 +291,10 @@ class Job(StrictModel):
                 raise ValueError(f"{given[0]}: a transfer job moves data between its endpoints "
                                  f"and takes no devices; remove {', '.join(given)}")
             return self
+        if getattr(self.workload, "failures", None) is not None:
+            raise ValueError("workload.failures: failures are played over the whole run of a "
+                             "single-workload scenario, not for one job of a shared cluster; "
+                             "move the job to its own scenario (workload: ...) or remove failures")
         if self.devices is None and self.nodes is None:
             raise ValueError("a training or inference job needs its devices: give devices: N "
                              "(with placement: packed, spread or first_fit) or nodes: [ids]")

@@ -7,7 +7,8 @@ import re
 
 import networkx as nx
 
-__all__ = ["natural_key", "server_peer", "server_index", "nodes_of_kind", "compute_devices"]
+__all__ = ["natural_key", "server_peer", "server_index", "nodes_of_kind", "compute_devices",
+           "component_counts"]
 
 
 def natural_key(name: str) -> tuple:
@@ -46,3 +47,28 @@ def compute_devices(G: nx.Graph, kind: str) -> list[str]:
         index = server_index(G)
         devices = [n for n in devices if server_peer(G, n, "cpu", index) == n]
     return devices
+
+
+def component_counts(G: nx.Graph, devices: list[str]) -> dict[str, int]:
+    """How many of each component class a job on *devices* depends on, for failure rates:
+    ``gpu`` (the devices), ``node`` (their servers), ``nic`` (NICs on those servers), ``switch``
+    (fabric switches), ``link`` (cables with a fabric switch or router at one end, parallel links
+    counted by their ``count``), ``storage`` (storage nodes: local drives and shared tiers, each
+    node's ``count``)."""
+    def key(n: str) -> tuple:
+        d = G.nodes[n]
+        return d.get("site"), d.get("server")
+
+    servers = {key(n) for n in devices}
+    kinds = {n: d.get("kind") for n, d in G.nodes(data=True)}
+    fabric = {"switch", "router"}
+    return {
+        "gpu": len(devices),
+        "node": len(servers),
+        "nic": sum(1 for n, k in kinds.items() if k == "nic" and key(n) in servers),
+        "switch": sum(1 for k in kinds.values() if k == "switch"),
+        "link": sum(int(d.get("count", 1)) for u, v, d in G.edges(data=True)
+                    if kinds[u] in fabric or kinds[v] in fabric),
+        "storage": sum(int(G.nodes[n].get("count", 1)) for n, k in kinds.items()
+                       if k == "storage"),
+    }
