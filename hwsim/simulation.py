@@ -4,6 +4,7 @@ records. The only module that assembles the layers."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import replace
 from typing import Any, Sequence
 
@@ -14,6 +15,7 @@ import simpy
 from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, critical_path_breakdown
 from hwsim.analysis.parallelism import rank_events, step_breakdown, step_summary
 from hwsim.analysis.result import Result
+from hwsim.catalog import get_device
 from hwsim.engine import Recorder
 from hwsim.analysis.serving import (in_system_mean, request_table, serving_bottleneck,
                                     serving_summary)
@@ -213,6 +215,8 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     s: dict[str, Any] = {
         "devices": n,
         "device_type": spec.id,
+        "device_types": ",".join(sorted({str(job.system.graph.nodes[d].get("spec", spec.id))
+                                         for d in devices})),
         "fits": job.fits,
         "memory_per_device_gb": sum(job.breakdown.values()) / 1e9,
         "memory_capacity_per_device_gb": spec.memory_bytes / 1e9,
@@ -246,7 +250,10 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     s["model_flops_per_step"] = model_flops_step
     s["model_tflops_per_gpu"] = model_flops_step / step_time / n / 1e12
     s["hardware_tflops_per_gpu"] = hardware_flops_step / step_time / n / 1e12
-    s["mfu"] = model_flops_step / step_time / (n * spec.peak(plan.precision))
+    # mixed clusters: the peak is each device's own (catalog id per graph node)
+    ids = Counter(job.system.graph.nodes[d].get("spec", spec.id) for d in devices)
+    peak = sum(k * get_device(i).peak(plan.precision) for i, k in ids.items())
+    s["mfu"] = model_flops_step / step_time / peak
     total = s["total_steps"]
     s["time_to_train_s"] = float(ends[-1] - start_s + (total - len(ends)) * step_time)
     # Rank 0's critical path over the steady-state steps (the first step too when it is the only).

@@ -61,7 +61,13 @@ def test_mixed_dp_step_is_paced_by_the_slowest_gpu():
     gradient bucket, so the step is that of an all-A100 cluster (the faster ranks only start
     their all-reduce shares earlier: within 0.1%) and far from the all-H100 one."""
     mixed = _load("dp-mixed-a100-h100")
-    steps = {"mixed": hwsim.run(mixed).summary["step_time_s"]}
+    s = hwsim.run(mixed).summary
+    steps = {"mixed": s["step_time_s"]}
+    # MFU is over the sum of each device's own peak: 8 A100s and 8 H100s here
+    prec = mixed["workload"]["precision"]
+    peak = 8 * get_device("A100-SXM4-80GB").peak(prec) + 8 * get_device("H100-SXM5-80GB").peak(prec)
+    assert s["mfu"] == pytest.approx(s["model_flops_per_step"] / s["step_time_s"] / peak, rel=1e-12)
+    assert s["device_types"] == "A100-SXM4-80GB,H100-SXM5-80GB"
     for name, node in (("a100", A100), ("h100", H100)):
         same = copy.deepcopy(mixed)
         same["cluster"] = {"nodes": 2, "node": node, "fabric": {"topology": "single-switch"}}
