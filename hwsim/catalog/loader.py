@@ -37,8 +37,8 @@ FIELDS: dict[str, dict[str, str]] = {
     "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
               "efficiency": "efficiency", "power": "power?"},
     "storage": dict(kind="str", name="str", read_bw="bytes_per_s", write_bw="bytes_per_s", read_iops="rate",
-                    write_iops="rate", latency="time", capacity="bytes", idle_power="power?",
-                    active_power="power?", price="usd?", price_per_hour="usd_per_h?", price_date="str?"),
+                    write_iops="rate", latency="time", capacity="bytes", client_bw="bytes_per_s?",
+                    idle_power="power?", active_power="power?", price="usd?", price_per_hour="usd_per_h?", price_date="str?"),
 }
 # the spec field a YAML key fills is key + suffix of its dimension (mem_bw -> mem_bw_bytes_per_s) ...
 _SUFFIX = {"bytes": "_bytes", "bytes_per_s": "_bytes_per_s", "flops": "_flops", "time": "_s", "power": "_w",
