@@ -121,6 +121,16 @@ def test_async_checkpoints_stall_less_than_sync_ones():
     assert asyn["checkpoint_restore_s"] == pytest.approx(sync["checkpoint_restore_s"], rel=1e-9)
 
 
+def test_an_async_drain_is_not_charged_as_a_stall():
+    """Background writes are of category ``checkpoint`` (below every wait in the bottleneck
+    sweep); the copies to host memory, the stall and the restore are ``storage``."""
+    ev = _run(_dp(1, {"storage": "local", "every_steps": 1, "mode": "async"})).events
+    ck = ev[ev["kind"] == "checkpoint"]
+    writes = ck["name"].str.endswith(".write")
+    assert set(ck[writes]["category"]) == {"checkpoint"}
+    assert set(ck[~writes]["category"]) == {"storage"}
+
+
 def test_async_checkpoint_waits_for_the_previous_drain():
     """With a drain longer than a step, the next checkpoint's stall includes waiting for it:
     stalls beyond the first exceed the copy alone."""

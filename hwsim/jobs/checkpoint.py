@@ -201,11 +201,14 @@ class Checkpointer:
                                     category="storage")
 
     def _write(self, step: int, sh: Shard) -> simpy.Event:
+        # a background drain blocks nothing: its own category ranks below every wait
+        # (hwsim.analysis.bottleneck); a sync write is the step's storage I/O stall
         return self.system.transfer(sh.host, sh.storage, sh.save_bytes, key=sh.rank,
                                     request_bytes=self.plan.request_bytes,
                                     name=f"checkpoint.save.step{step}.write", job=self.job,
-                                    rank=sh.rank, kind="checkpoint", category="storage",
-                                    max_rate=self.plan.writer_bw)
+                                    rank=sh.rank, kind="checkpoint",
+                                    category="storage" if self.plan.mode == "sync"
+                                    else "checkpoint", max_rate=self.plan.writer_bw)
 
     def _restore(self, sh: Shard) -> Generator:
         if sh.load_bytes <= 0:
