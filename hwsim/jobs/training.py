@@ -149,7 +149,8 @@ class TrainingJob:
             for op in model.optimizer:
                 yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
             self.step_ends[r].append(env.now)
-            if self.checkpoint is not None:
+            ck = self.checkpoint
+            if ck is not None and (ck.due(step, plan.steps) or step == plan.steps - 1):
                 yield self._step_over(step)
 
     def _step_over(self, step: int) -> simpy.Event:
