@@ -143,6 +143,8 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
         taken = sum(1 for _, a, _, _ in job.checkpoint.saves if a < ends[-1])
         stall = s["checkpoint_stall_s"]
         s["time_to_train_s"] += max(0, total // every - taken) * stall
+        s["checkpoint_stall_total_s"] = max(0, total // every - taken) * stall + sum(
+            b - a for _, a, b, _ in job.checkpoint.saves if a < ends[-1])
         s["checkpoint_overhead_share"] = stall / (every * step_time + stall)
     # Rank 0's critical path over the steady-state steps (the first step too when it is the only).
     start, end = (float(ends[0]) if len(ends) > 1 else 0.0), float(ends[-1])
@@ -180,7 +182,7 @@ def _checkpoint_summary(job: TrainingJob | ParallelTrainingJob, ends: np.ndarray
     done = [x for x in ck.saves if not math.isnan(x[3])]
     if ends is None or not done:
         s.update(checkpoint_write_s=None, checkpoint_stall_s=None, checkpoint_restore_s=None,
-                 checkpoint_overhead_share=None)
+                 checkpoint_overhead_share=None, checkpoint_stall_total_s=None)
         return s
     s["checkpoint_write_s"] = float(np.mean([d - a for _, a, _, d in done]))
     s["checkpoint_stall_s"] = float(np.mean([b - a for _, a, b, _ in ck.saves]))

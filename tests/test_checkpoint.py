@@ -106,6 +106,7 @@ def test_sync_save_and_restore_match_the_closed_form_of_one_rank():
     assert s["step_time_s"] == pytest.approx(plain["step_time_s"], rel=1e-9)
     assert s["time_to_train_s"] == pytest.approx(plain["time_to_train_s"] + 3 * (d2h + write),
                                                  rel=1e-9)
+    assert s["checkpoint_stall_total_s"] == pytest.approx(3 * (d2h + write), rel=1e-9)
 
 
 def test_async_checkpoints_stall_less_than_sync_ones():
