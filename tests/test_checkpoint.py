@@ -175,6 +175,32 @@ def test_a_per_client_limit_bounds_each_server():
     assert s["checkpoint_write_s"] < max(per_server.values()) / client + 1.0
 
 
+def test_an_async_drain_contends_with_data_reads_from_the_same_tier():
+    """ResNet-50 reading its batches from GPFS without prefetch: a sync checkpoint only adds its
+    stall; an async one's drain shares the server's GPFS client with the next steps' reads, so
+    those steps are slower and the drain is slower than a sync write."""
+    d = {"name": "ck-reads", "seed": 0,
+         "cluster": {"nodes": 1, "node": {"gpu": "A100-SXM4-80GB", "gpus_per_node": 8,
+                                          "cpu": "EPYC-7742", "intra_node": "nvlink3",
+                                          "nic": "ib-hdr-200", "nics_per_node": 8},
+                     "storage": [{"name": "scratch", "tier": "gpfs"}]},
+         "workload": {"kind": "training", "model": {"preset": "resnet50"}, "precision": "bf16",
+                      "global_batch": 2048, "optimizer": "sgd", "steps": 6,
+                      "data": {"storage": "scratch", "samples": 1281167,
+                               "sample_bytes": "110 kB", "access": "sequential",
+                               "prefetch": 0}}}
+    net = {}
+    for mode in (None, "sync", "async"):
+        x = copy.deepcopy(d)
+        x["workload"]["checkpoint"] = mode and {"storage": "scratch", "every_steps": 3,
+                                                "mode": mode}
+        s = _run(x).summary
+        net[mode] = (s["time_to_train_s"] - (s.get("checkpoint_stall_total_s") or 0.0), s)
+    assert net["sync"][0] == pytest.approx(net[None][0], rel=1e-9)
+    assert net["async"][0] > net[None][0] * 1.005
+    assert net["async"][1]["checkpoint_write_s"] > 1.2 * net["sync"][1]["checkpoint_write_s"]
+
+
 def test_folded_and_unfolded_checkpoints_agree():
     """Folded, one rank per stage is simulated but every rank still writes: the tier sees the
     same bytes and the checkpoint takes the same time as rank by rank."""
