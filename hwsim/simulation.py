@@ -37,8 +37,8 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
              until_s: float | None = None, failures: FailureSpec | None = None) -> Result:
     """Run *job* on the hardware *graph* and return its :class:`Result`.
 
-    A training job with *failures* (or a checkpoint interval in its summary) is then played as a
-    whole run with failures and checkpoints (:func:`_whole_run`).
+    A training job with *failures* is then played as a whole run with failures and checkpoints
+    (:func:`_whole_run`).
 
     The run owns one ``numpy.random.Generator`` seeded with *seed*; nothing is global, so two
     runs in one process do not interfere and the same inputs give identical frames.
@@ -56,8 +56,8 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
         return _serving_result(runner, recorder, end, name, config, utilization_bin_s)
     if isinstance(runner, (TrainingJob, ParallelTrainingJob)):  # rank 0's events suffice
         summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
-        if summary["fits"] and (failures is not None or summary.get("checkpoint_every_steps")):
-            extra["failures"] = _whole_run(summary, failures or FailureSpec(), graph, runner,
+        if summary["fits"] and failures is not None:
+            extra["failures"] = _whole_run(summary, failures, graph, runner,
                                            system.rng)
     else:
         summary, breakdown = _transfer_summary(runner, recorder.events_frame())
@@ -81,7 +81,8 @@ def _whole_run(s: dict, spec: FailureSpec, graph, job: TrainingJob | ParallelTra
     parallel = isinstance(job, ParallelTrainingJob)
     devices = list(plan.devices if parallel else plan.ranks)
     run = run_plan(spec, step_time_s=s["step_time_s"], total_steps=s["total_steps"],
-                   ideal_s=s["time_to_train_s"], counts=component_counts(graph, devices),
+                   ideal_s=s["time_to_train_s"] - (s.get("checkpoint_stall_total_s") or 0.0),
+                   counts=component_counts(graph, devices),
                    replicas=plan.dp if parallel else len(devices), summary=s)
     out, rows = simulate_run(run, rng.spawn(1)[0])
     s.update(out)
@@ -234,9 +235,12 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
                  time_to_train_s=None, bottleneck="memory_capacity", bottleneck_share=1.0,
                  bottleneck_label=f"does not fit: {job.oom}")
         s.update(step_summary(None, None))
+        s.update(_checkpoint_summary(job, None))
         return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
     ends = np.asarray(slowest_step_ends(job.step_ends))
-    steps = np.diff(np.concatenate([[start_s], ends]))
+    # a checkpoint's stall falls between two step ends: it is not part of either step
+    steps = _minus(np.diff(np.concatenate([[start_s], ends])), ends,
+                   job.checkpoint.stalls if job.checkpoint is not None else [])
     # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are more.
     steady = steps[1:] if len(steps) > 1 else steps
     step_time = float(np.median(steady))
@@ -256,6 +260,15 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     s["mfu"] = model_flops_step / step_time / peak
     total = s["total_steps"]
     s["time_to_train_s"] = float(ends[-1] - start_s + (total - len(ends)) * step_time)
+    s.update(_checkpoint_summary(job, ends))
+    if job.checkpoint is not None:  # the stalls of the checkpoints after the simulated steps
+        every = job.checkpoint.plan.every_steps
+        taken = sum(1 for _, a, _, _ in job.checkpoint.saves if a < ends[-1])
+        stall = s["checkpoint_stall_s"]
+        s["time_to_train_s"] += max(0, total // every - taken) * stall
+        s["checkpoint_stall_total_s"] = max(0, total // every - taken) * stall + sum(
+            b - a for _, a, b, _ in job.checkpoint.saves if a < ends[-1])
+        s["checkpoint_overhead_share"] = stall / (every * step_time + stall)
     # Rank 0's critical path over the steady-state steps (the first step too when it is the only).
     start, end = (float(ends[0]) if len(ends) > 1 else start_s), float(ends[-1])
     mine = rank_events(events, job=plan.job, rank=0, device=devices[0], devices=devices)
@@ -265,6 +278,39 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     _attach_bottleneck(s, breakdown)
     s.update(step_summary(parts, step_time))
     return s, breakdown
+
+
+def _minus(steps: np.ndarray, ends: np.ndarray, stalls: list[tuple[float, float]]
+           ) -> np.ndarray:
+    """*steps* (durations ending at *ends*) less the time of *stalls* inside each."""
+    out = steps.astype(float).copy()
+    starts = ends - steps
+    for a, b in stalls:
+        out -= np.clip(np.minimum(ends, b) - np.maximum(starts, a), 0.0, None)
+    return out
+
+
+def _checkpoint_summary(job: TrainingJob | ParallelTrainingJob, ends: np.ndarray | None
+                        ) -> dict[str, Any]:
+    """The ``checkpoint_*`` keys (docs/model.md, Checkpoints); absent without checkpoints, None
+    when no step ran."""
+    ck = job.checkpoint
+    if ck is None:
+        return {}
+    plan = ck.plan
+    s: dict[str, Any] = {"checkpoint_bytes": plan.total_bytes,
+                         "checkpoint_bytes_per_rank_max": plan.max_rank_bytes,
+                         "checkpoint_every_steps": plan.every_steps,
+                         "checkpoint_mode": plan.mode, "checkpoints_taken": len(ck.saves)}
+    done = [x for x in ck.saves if not math.isnan(x[3])]
+    if ends is None or not done:
+        s.update(checkpoint_write_s=None, checkpoint_stall_s=None, checkpoint_restore_s=None,
+                 checkpoint_overhead_share=None, checkpoint_stall_total_s=None)
+        return s
+    s["checkpoint_write_s"] = float(np.mean([d - a for _, a, _, d in done]))
+    s["checkpoint_stall_s"] = float(np.mean([b - a for _, a, b, _ in ck.saves]))
+    s["checkpoint_restore_s"] = ck.restore_s
+    return s
 
 
 def _transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:

@@ -36,6 +36,17 @@ CASES = {
         f"name: x\ncluster:\n  node: {GOOD_NODE}\n" + WORKLOAD.replace(
             "global_batch: 8}", "global_batch: 8, failures: {spares: 2}}"),
         [r"workload\.failures\.spares: 2 needs repair", 'e.g. repair: "3 d"']),
+    "checkpoint-unknown-storage": (
+        f"name: x\ncluster:\n  node: {GOOD_NODE}\n" + WORKLOAD.replace(
+            "global_batch: 8}", "global_batch: 8, checkpoint: {storage: scratch, every_steps: 2}}"),
+        [r"workload\.checkpoint\.storage", "unknown storage 'scratch'", "valid: local"]),
+    "checkpoint-async-host-memory": (
+        "name: x\ncluster:\n  node: {gpu: A100-SXM4-80GB, gpus_per_node: 8, cpu_sockets: 1, "
+        "local_storage: nvme-gen4}\nworkload: {kind: training, model: {preset: llama2-70b}, "
+        "seq_len: 128, precision: bf16, global_batch: 8, checkpoint: {storage: local, "
+        "every_steps: 2, mode: async}}\n",
+        [r"workload\.checkpoint\.mode", r"async checkpoints stage 965\.7 GB in host memory",
+         "valid: mode: sync"]),
     "malformed-yaml": ("name: x\ncluster: [1\n", ["malformed YAML at line 3"]),
     "jobs-too-many-devices": (
         f"name: x\ncluster:\n  node: {GOOD_NODE}\njobs:\n"

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 GOLDEN = Path(__file__).resolve().parent / "golden"
 KEYS = ("fits", "bottleneck", "step_time_s", "time_to_train_s", "samples_per_s", "mfu",
-        "makespan_s", "bytes_moved", "memory_per_device_gb")
+        "makespan_s", "bytes_moved", "memory_per_device_gb", "checkpoint_bytes",
+        "checkpoint_stall_s", "checkpoint_restore_s")
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])

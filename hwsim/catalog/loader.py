@@ -37,8 +37,8 @@ FIELDS: dict[str, dict[str, str]] = {
     "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
               "efficiency": "efficiency", "power": "power?"},
     "storage": dict(kind="str", name="str", read_bw="bytes_per_s", write_bw="bytes_per_s", read_iops="rate",
-                    write_iops="rate", latency="time", capacity="bytes", idle_power="power?",
-                    active_power="power?", price="usd?", price_per_hour="usd_per_h?", price_date="str?"),
+                    write_iops="rate", latency="time", capacity="bytes", client_bw="bytes_per_s?",
+                    idle_power="power?", active_power="power?", price="usd?", price_per_hour="usd_per_h?", price_date="str?"),
 }
 # the spec field a YAML key fills is key + suffix of its dimension (mem_bw -> mem_bw_bytes_per_s) ...
 _SUFFIX = {"bytes": "_bytes", "bytes_per_s": "_bytes_per_s", "flops": "_flops", "time": "_s", "power": "_w",
@@ -229,7 +229,9 @@ def catalog_rows(section: str) -> list[dict[str, Any]]:
     if section == "storage":
         return [{"id": s.id, "kind": s.kind, "name": s.name, "read_gb_per_s": s.read_bw_bytes_per_s / 1e9,
                  "write_gb_per_s": s.write_bw_bytes_per_s / 1e9, "read_iops": s.read_iops, "write_iops": s.write_iops,
-                 "latency_ms": s.latency_s * 1e3, "capacity_tb": s.capacity_bytes / 1e12, "price_usd": s.price_usd,
+                 "latency_ms": s.latency_s * 1e3, "capacity_tb": s.capacity_bytes / 1e12,
+                 "client_gb_per_s": (None if s.client_bw_bytes_per_s is None
+                                     else s.client_bw_bytes_per_s / 1e9), "price_usd": s.price_usd,
                  "price_usd_per_hour": s.price_usd_per_hour, "price_date": s.price_date} for s in cat.storage.values()]
     return [{"id": d.id, "kind": d.kind, "name": d.name,
              **{f"{p}_tflops": d.peak_flops_per_s[p] / 1e12 if p in d.peak_flops_per_s else None for p in DTYPES},

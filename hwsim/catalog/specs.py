@@ -194,6 +194,9 @@ class StorageSpec:
     write_iops: float
     latency_s: float
     capacity_bytes: float
+    client_bw_bytes_per_s: float | None = None
+    """A shared tier's throughput to or from one client server (all its processes together),
+    None where only the path and the tier limit it."""
     idle_power_w: float | None = None
     active_power_w: float | None = None
     price_usd: float | None = None

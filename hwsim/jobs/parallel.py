@@ -44,6 +44,7 @@ from typing import Generator
 import simpy
 
 from hwsim.engine import OutOfCapacity
+from hwsim.jobs.checkpoint import Checkpointer
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.inputs import Loader
 from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
@@ -111,6 +112,8 @@ class ParallelTrainingJob:
         self._cost: dict[tuple, tuple[float, str]] = {}
         self._programs: dict[tuple, list[tuple]] = {}
         self._memo: dict[tuple, object] = {}
+        self.checkpoint = (None if plan.checkpoint is None else Checkpointer(
+            system, plan.checkpoint, plan.job, {r: plan.devices[r] for r in self.simulated}))
 
     @property
     def fits(self) -> bool:
@@ -133,6 +136,8 @@ class ParallelTrainingJob:
             self.oom = err
             return
         self._claim()
+        if self.checkpoint is not None:
+            self.checkpoint.claim()
         self._loaders: dict[int, Loader] = {}
         if plan.data is not None:
             for lane in self.dps:
@@ -312,6 +317,8 @@ class ParallelTrainingJob:
             yield env.all_of(pipes)
             yield env.all_of(tails)
             self._bubbles(step, t0)
+            if self.checkpoint is not None:
+                yield from self.checkpoint.after_step(step, plan.steps)
 
     def _start_unit(self, step: int, s: int, d: int, unit: Unit, tails: list) -> simpy.Process:
         idx = self._span.setdefault((s, d), [self.env.now, 0.0, 0])

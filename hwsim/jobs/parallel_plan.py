@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from hwsim.jobs.checkpoint import CheckpointPlan
 from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.schedules import SCHEDULES
 from hwsim.workloads import ModelOps, model_from_blocks, pipeline_stages, training_memory
@@ -67,7 +68,9 @@ class ParallelPlan:
     ``host_nodes[r]``: (host memory, CPU, local storage or None) of device *r*'s server.
     ``data``: the input pipeline (:class:`~hwsim.jobs.inputs.DataPlan`) of the first stage's
     tensor rank 0 of every lane, which reads each micro-batch before its forward pass (None:
-    batches are ready in host memory). Not with ``fold``.
+    batches are ready in host memory). Not with ``fold``. ``checkpoint``: periodic checkpoints
+    (:mod:`hwsim.jobs.checkpoint`), one shard per global rank, written by every rank also when
+    folded.
     """
 
     job: str
@@ -95,6 +98,7 @@ class ParallelPlan:
     host_nodes: tuple[tuple[str, str, str | None], ...] = ()
     offload_params: bool = False
     data: DataPlan | None = None
+    checkpoint: CheckpointPlan | None = None
 
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep", "cp"):

@@ -177,7 +177,25 @@ class System:
                 latency += spec.latency_s
                 if cap / coef <= narrowest:
                     narrowest, category = cap / coef, "storage"
+                client = self._client_channel(node, dst if node == src else src)
+                if client is not None:
+                    chans.append(client)
+                    if self.net.channels[client].capacity <= narrowest:
+                        narrowest, category = self.net.channels[client].capacity, "storage"
         return chans, coefs, latency, category
+
+    def _client_channel(self, storage: str, other: str) -> tuple | None:
+        """The channel of a shared tier with a per-client limit (``client_bw`` in the catalog)
+        that every transfer between it and the server holding *other* shares, in both
+        directions (created on first use); None without a limit or a server."""
+        spec, _ = self._storage[storage]
+        d = self.graph.nodes[other]
+        if spec.client_bw_bytes_per_s is None or d.get("server") is None:
+            return None
+        cid = (storage, "client", d.get("site"), d["server"])
+        if cid not in self.net.channels:
+            self.net.add_channel(cid, spec.client_bw_bytes_per_s, "storage")
+        return cid
 
     # -- who uses which channel ------------------------------------------------------------------
     def claim(self, owner: object, channels) -> None:

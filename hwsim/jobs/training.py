@@ -15,6 +15,7 @@ from typing import Generator, Sequence
 import simpy
 
 from hwsim.engine import OutOfCapacity
+from hwsim.jobs.checkpoint import CheckpointPlan, Checkpointer
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.inputs import DataPlan, Loader
 from hwsim.jobs.system import Device, System
@@ -40,6 +41,8 @@ class TrainingPlan:
     ``step_overhead_s`` is host time per step outside the ops (framework loop, e.g. Keras
     ``fit``), run on the compute stream before the forward pass. ``speed`` overrides a rank's
     op-rate factor (default: the graph node's ``speed``, see :meth:`System.device`).
+    ``checkpoint``: periodic checkpoints (:mod:`hwsim.jobs.checkpoint`), taken when every rank
+    has ended the step.
     """
 
     job: str
@@ -59,6 +62,7 @@ class TrainingPlan:
     memory: dict[str, float] | None = None
     collective: str = "auto"
     speed: dict[str, float] = field(default_factory=dict)
+    checkpoint: CheckpointPlan | None = None
 
 
 def slowest_step_ends(step_ends: Sequence[Sequence[float]]) -> list[float]:
@@ -84,6 +88,9 @@ class TrainingJob:
         self.breakdown = dict(plan.memory) if plan.memory is not None else training_memory(
             plan.model, precision=plan.precision, optimizer=plan.optimizer, dp=len(plan.ranks))
         self.group = CollectiveGroup(system, plan.ranks, plan.job, algorithm=plan.collective)
+        self.checkpoint = (None if plan.checkpoint is None else Checkpointer(
+            system, plan.checkpoint, plan.job, dict(enumerate(plan.ranks))))
+        self._arrived: dict[int, list] = {}
 
     @property
     def fits(self) -> bool:
@@ -98,6 +105,8 @@ class TrainingJob:
             self.oom = err
             return
         plan = self.plan
+        if self.checkpoint is not None:
+            self.checkpoint.claim()
         for r in range(len(self.devices)):
             loader = None
             if plan.data is not None:
@@ -142,3 +151,16 @@ class TrainingJob:
             for op in model.optimizer:
                 yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
             self.step_ends[r].append(env.now)
+            ck = self.checkpoint
+            if ck is not None and (ck.due(step, plan.steps) or step == plan.steps - 1):
+                yield self._step_over(step)
+
+    def _step_over(self, step: int) -> simpy.Event:
+        """An event that succeeds when every rank has ended *step* and the checkpoint work after
+        it (if any) is done: the ranks meet, as at the barrier of a checkpoint save."""
+        seen = self._arrived.setdefault(step, [0, self.env.event()])
+        seen[0] += 1
+        if seen[0] == len(self.devices):
+            done = self.env.process(self.checkpoint.after_step(step, self.plan.steps))
+            done.callbacks.append(lambda _ev: seen[1].succeed())
+        return seen[1]

@@ -13,6 +13,7 @@ import networkx as nx
 
 from hwsim.analysis.result import Result
 from hwsim.exceptions import ScenarioError
+from hwsim.jobs.checkpoint import CheckpointPlan, checkpoint_shards
 from hwsim.jobs.parallel import ParallelPlan, device_kinds, parallel_plan
 from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.resilience import FailureSpec, ScriptedFailure
@@ -28,6 +29,7 @@ from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site,
                             server_peer)
 from hwsim.topology import attributes as A
 from hwsim.workloads import model_ops, resolve_model, training_memory
+from hwsim.workloads.memory import state_bytes
 
 __all__ = ["build_graph", "training_plan", "transfer_plans", "failure_spec", "prepare",
            "run_scenario", "SIMULATED_STEPS"]
@@ -184,7 +186,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                                      and len(kinds) == 1))
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.parallelism") from None
-        return replace(plan, total_steps=total)
+        return replace(plan, total_steps=total, checkpoint=_checkpoint_plan(s, g, plan))
     needs = sorted({op.comm for op in ops.forward + ops.backward if op.comm})
     if needs:
         raise ScenarioError(f"model {spec.name!r} needs {', '.join(needs)} communication, which "
@@ -193,12 +195,72 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     cpus = tuple(server_peer(g, r, "cpu", index) or r for r in ranks)
     memory = training_memory(ops, precision=w.precision, optimizer=w.optimizer, dp=dp,
                              workspace_bytes=micro * (w.data.sample_bytes if w.data else 0.0))
-    return TrainingPlan(job=job, model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
+    plan = TrainingPlan(job=job, model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
                         precision=w.precision, optimizer=w.optimizer, steps=steps,
                         micro_batches=accumulate, total_steps=total, data=data,
                         on_cpu=kind == "cpu", memory=memory,
                         step_overhead_s=w.framework_overhead or 0.0,
                         collective=w.collective.algorithm)
+    return replace(plan, checkpoint=_checkpoint_plan(s, g, plan))
+
+
+def _checkpoint_plan(s: Scenario, g: nx.Graph, plan: TrainingPlan | ParallelPlan
+                     ) -> CheckpointPlan | None:
+    """The checkpoints of ``workload.checkpoint``: every rank's shard (from its stage's memory
+    breakdown; with offloaded optimizer states, from the parameters it updates), staged in its
+    server's host memory, on the named tier or its server's local drive."""
+    c = s.workload.checkpoint
+    if c is None:
+        return None
+    index = server_index(g)
+    field = "workload.checkpoint.storage"
+    if c.storage == "local":
+        def storage(dev: str) -> str:
+            node = server_peer(g, dev, "storage", index)
+            if node is None:
+                raise ScenarioError(f"'local' but the server of {dev!r} has no local storage",
+                                    field=field)
+            return node
+    else:
+        tier = resolve_endpoint(g, c.storage, field)
+        if g.nodes[tier].get("kind") != "storage":
+            raise ScenarioError(f"{c.storage!r} is a {g.nodes[tier].get('kind')}, not a storage "
+                                f"tier; valid: a storage name or 'local'", field=field)
+
+        def storage(dev: str) -> str:
+            return tier
+    if isinstance(plan, ParallelPlan):
+        per_stage = plan.lanes * plan.tp
+        stages = [_stage_state(plan, st) for st in range(plan.pp)]
+        breakdowns = [stages[r // per_stage] for r in range(len(plan.devices))]
+        devices, zero = plan.devices, plan.zero
+        replica = lambda r: (r // plan.tp) % plan.lanes  # noqa: E731
+    else:
+        devices, zero = plan.ranks, 0
+        breakdowns = [plan.memory or {}] * len(devices)
+        replica = lambda r: r  # noqa: E731
+    shards = checkpoint_shards(breakdowns, devices, replica=replica, zero=zero,
+                               include_optimizer=c.include_optimizer,
+                               host=lambda d: server_peer(g, d, "memory", index) or d,
+                               storage=storage)
+    hosts = sorted({sh.host for sh in shards if g.nodes[sh.host].get("kind") == "memory"})
+    try:
+        return CheckpointPlan(shards=shards, every_steps=c.every_steps, mode=c.mode,
+                              writer_bw=c.writer_bw, request_bytes=c.request_bytes,
+                              host_capacity=tuple((h, g.nodes[h]["capacity_bytes"])
+                                                  for h in hosts))
+    except ValueError as err:
+        raise ScenarioError(str(err), field="workload.checkpoint.mode") from None
+
+
+def _stage_state(plan: ParallelPlan, stage: int) -> dict[str, float]:
+    """Weights and optimizer states of one device of *stage*: its memory breakdown, or, where
+    offloading took them out of device memory, the same sharding over ``dp x cp``."""
+    if plan.offload == "none":
+        return plan.memory[stage]
+    params = sum(m.params for m in plan.stages[stage])
+    return state_bytes(params, precision=plan.precision, optimizer=plan.optimizer,
+                       dp=plan.lanes, zero=plan.zero)
 
 
 def _total_steps(w: TrainingWorkload) -> int:

@@ -27,8 +27,8 @@ __all__ = [
     "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
     "InferenceWorkload", "Arrivals", "Scheduler", "ServingParallelism", "Slo",
     "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
-    "Collective", "Outputs", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS", "PLACEMENTS", "Size",
-    "Duration", "Bandwidth",
+    "Collective", "Checkpoint", "Outputs", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS", "PLACEMENTS",
+    "Size", "Duration", "Bandwidth",
 ]
 
 MODEL_PRESETS = ("mlp", "logistic-regression", "resnet50", "bert-large", "gpt3-175b", "llama2-7b",
@@ -171,6 +171,22 @@ class Collective(StrictModel):
     algorithm: Literal["auto", "ring", "tree", "nvls", "hierarchical"] = "auto"
 
 
+class Checkpoint(StrictModel):
+    """Periodic checkpoints: to ``storage`` (a storage entry name or node id, as for
+    ``data.storage``, or ``local``: each server's own drive) after every ``every_steps`` steps,
+    ``sync`` (training waits until the write is durable) or ``async`` (it waits for the copy to
+    host memory; the write drains in the background). ``include_optimizer: false`` saves the
+    weights only. ``writer_bw`` caps one rank's write and read rate (serialisation and a
+    single-stream file write); ``request_bytes`` is the I/O size at the tier."""
+
+    storage: str = Field(min_length=1)
+    every_steps: PosInt
+    mode: Literal["sync", "async"] = "sync"
+    include_optimizer: bool = True
+    writer_bw: Bandwidth | None = None
+    request_bytes: Size = float(16 * 2**20)
+
+
 class TrainingWorkload(StrictModel):
     """Training a model; ``steps`` defaults to 10 when neither ``steps`` nor ``epochs`` is given."""
 
@@ -191,6 +207,7 @@ class TrainingWorkload(StrictModel):
     framework_overhead: Duration | None = None
     collective: Collective = Collective()
     fold: Literal["auto"] | bool = "auto"
+    checkpoint: Checkpoint | None = None
     failures: Failures | None = None
 
     @model_validator(mode="before")
@@ -346,6 +363,15 @@ class Scenario(StrictModel):
             raise ValueError(f"cluster.stragglers: slow training ops only; a {w.kind} workload "
                              "does not model them yet; valid: no stragglers (degraded_links "
                              "apply to every workload)")
+        if isinstance(w, TrainingWorkload) and w.checkpoint is not None:
+            names = [n for n in self.storage_names() if n != "memory"]
+            where = w.checkpoint.storage
+            if where not in names:
+                raise ValueError(f"workload.checkpoint.storage: unknown storage {where!r}; "
+                                 f"valid: {', '.join(names)}{did_you_mean(where, names)}")
+            if where == "local" and node is not None and node.local_storage is None:
+                raise ValueError("workload.checkpoint.storage is 'local' but cluster.node has no "
+                                 "local_storage (e.g. local_storage: nvme-gen4)")
         if (isinstance(w, TrainingWorkload) and w.device in ("gpu", "tpu") and node is not None
                 and getattr(node, w.device) is None):
             raise ValueError(f"{prefix}.device is {w.device!r} but cluster.node has no "

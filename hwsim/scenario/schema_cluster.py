@@ -103,12 +103,15 @@ class Fabric(StrictModel):
 
 
 class StorageEntry(StrictModel):
-    """A shared storage tier: ``tier`` is a catalog storage id, ``link`` its network link id."""
+    """A shared storage tier: ``tier`` is a catalog storage id, ``count`` its volumes, ``link``
+    its network link id, ``links`` how many such links join it to the fabric (default
+    ``count``)."""
 
     name: str = Field(min_length=1)
     tier: str
     count: PosInt = 1
     link: str | None = None
+    links: PosInt | None = None
 
 
 def _unique(names: list[str], what: str) -> None:

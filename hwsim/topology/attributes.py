@@ -217,13 +217,14 @@ def top_switches(G: nx.Graph) -> list[str]:
 
 def add_shared_storage(G: nx.Graph, entries: Any, top: list[str], default_link: str | None,
                        site: str = DEFAULT_SITE) -> None:
-    """Add shared tiers ``{name, tier, count=1, link=None}`` as ``storage.{name}`` nodes, their
-    ``count`` links spread round-robin over the switches *top*."""
+    """Add shared tiers ``{name, tier, count=1, link=None, links=None}`` as ``storage.{name}``
+    nodes, their ``links`` (default ``count``) links spread round-robin over the switches
+    *top*."""
     if not isinstance(entries, (list, tuple)):
         raise ScenarioError("must be a list of {name, tier, count, link}", field="storage")
     for i, raw in enumerate(entries):
         f = f"storage[{i}]"
-        e = dict_arg(raw, f, ("name", "tier", "count", "link"))
+        e = dict_arg(raw, f, ("name", "tier", "count", "link", "links"))
         node = f"storage.{name_arg(e.get('name'), f'{f}.name')}"
         if node in G:
             raise ScenarioError(f"duplicate storage name {e['name']!r}", field=f"{f}.name")
@@ -233,9 +234,10 @@ def add_shared_storage(G: nx.Graph, entries: Any, top: list[str], default_link: 
             raise ScenarioError("shared storage needs a network: set node.nic (e.g. nic: "
                                 "ib-hdr-200, nics_per_node: 8)", field=f)
         link = link_spec(e.get("link") or default_link, f"{f}.link")
+        links = count if e.get("links") is None else int_arg(e["links"], f"{f}.links", 1)
         add_node(G, node, STORAGE, spec=tier.id, site=site, **tier_attrs(tier, count))
-        for k, sw in enumerate(top[:count]):
-            add_link(G, node, sw, link, count // len(top) + (k < count % len(top)))
+        for k, sw in enumerate(top[:links]):
+            add_link(G, node, sw, link, links // len(top) + (k < links % len(top)))
 
 
 def from_explicit(nodes: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]] = (), *,

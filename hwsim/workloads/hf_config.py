@@ -7,7 +7,9 @@ Read fields, by ``model_type`` (their names in ``transformers``' config classes)
 ``num_experts_per_tok``, ``hidden_act``, ``tie_word_embeddings``, and the GPT-2 (``n_layer``,
 ``n_embd``, ``n_head``, ``n_inner``, ``n_positions``, ``activation_function``), OPT (``ffn_dim``),
 BERT (``type_vocab_size``) and Falcon (``num_kv_heads``, ``multi_query``,
-``new_decoder_architecture``, ``ffn_hidden_size``, ``alibi``, ``bias``) spellings. What the
+``new_decoder_architecture``, ``ffn_hidden_size``, ``alibi``, ``bias``) spellings. BLOOM
+(``bloom``: ``n_layer``, ``n_head``, ``hidden_size`` or ``n_embed``) is a GPT-2-style decoder
+with ALiBi, biases, tied embeddings and a 4 x hidden GELU MLP (BigScience tr11-176B-ml README). What the
 config does not say follows the family's architecture: Llama-like models (llama, mistral,
 mixtral, qwen2) use a gated MLP (``silu`` -> SwiGLU), RMSNorm, RoPE, no biases, no dropout.
 Qwen2's QKV biases and GPT-NeoX's parallel residual are not modelled.
@@ -24,7 +26,7 @@ from hwsim.workloads.transformer import TransformerSpec
 __all__ = ["SUPPORTED_MODEL_TYPES", "spec_from_hf_config"]
 
 _LLAMA_LIKE = ("llama", "mistral", "mixtral", "qwen2")
-SUPPORTED_MODEL_TYPES = _LLAMA_LIKE + ("gpt2", "gpt_neox", "bert", "opt", "falcon")
+SUPPORTED_MODEL_TYPES = _LLAMA_LIKE + ("gpt2", "gpt_neox", "bert", "opt", "falcon", "bloom")
 """Values of ``model_type`` that :func:`spec_from_hf_config` reads."""
 
 # family defaults: (norm, position, bias, dropout, tied default)
@@ -33,7 +35,8 @@ _FAMILY = {"llama": ("rmsnorm", "rope", False, False, False),
            "gpt_neox": ("layernorm", "rope", True, False, False),
            "bert": ("layernorm", "learned", True, True, True),
            "opt": ("layernorm", "learned", True, True, True),
-           "falcon": ("layernorm", "rope", False, False, True)}
+           "falcon": ("layernorm", "rope", False, False, True),
+           "bloom": ("layernorm", "alibi", True, True, True)}
 
 
 def _act(name: str, gated: bool) -> str:
@@ -78,7 +81,7 @@ def spec_from_hf_config(config: str | Path | Mapping[str, Any]) -> TransformerSp
     family = "llama" if mt in _LLAMA_LIKE else mt
     norm, position, bias, dropout, tied = _FAMILY[family]
     layers = get("num_hidden_layers", "n_layer")
-    hidden = get("hidden_size", "n_embd")
+    hidden = get("hidden_size", "n_embd", "n_embed")
     heads = get("num_attention_heads", "n_head")
     kv_heads = get("num_key_value_heads", default=heads)
     experts, top_k, encoder, type_vocab = 1, 1, False, 0
@@ -101,6 +104,8 @@ def spec_from_hf_config(config: str | Path | Mapping[str, Any]) -> TransformerSp
         act = get("activation", "hidden_act", default="gelu")
         bias = bool(get("bias", default=False))
         position = "alibi" if get("alibi", default=False) else "rope"
+    elif mt == "bloom":  # no position table (ALiBi); trained at 2048 tokens
+        ffn, max_pos, act = 4 * hidden, get("seq_length", default=2048), "gelu"
     else:
         ffn = get("intermediate_size")
         max_pos = get("max_position_embeddings")
