@@ -282,3 +282,25 @@ def test_bloom_176b_checkpoint_matches_the_published_size_and_save_time():
     assert [r.metric for r in rows] == ["checkpoint_bytes", "checkpoint_stall_s"]
     for r in rows:
         assert r.error is not None and abs(r.error) <= vc.TOLERANCE[r.metric], (r.metric, r.error)
+
+
+def test_failures_with_workload_checkpoints_count_each_stall_once():
+    """With workload.checkpoint and failures (no rates here), the run-scale model takes the
+    measured stall and interval; the ideal time is the checkpoint-free one, so the wall time is
+    it plus one stall per checkpoint committed, and goodput is below 1 by exactly that."""
+    ck = {"storage": "local", "every_steps": 2}
+    d = _dp(gpus=1, checkpoint=ck, steps=4)
+    d["workload"]["train_samples"] = 64 * 1000
+    d["workload"].pop("steps")
+    d["workload"]["failures"] = {}
+    s = _run(d).summary
+    ref = _dp(gpus=1, steps=4)
+    ref["workload"]["train_samples"] = 64 * 1000
+    ref["workload"].pop("steps")
+    ideal = _run(ref).summary["time_to_train_s"]
+    assert s["failures_total"] == 0
+    assert s["time_to_train_ideal_s"] == pytest.approx(ideal, rel=1e-9)
+    assert s["checkpoint_time_s"] == pytest.approx(s["checkpoints"] * s["checkpoint_stall_s"],
+                                                   rel=1e-9)
+    assert s["time_to_train_s"] == pytest.approx(ideal + s["checkpoint_time_s"], rel=1e-9)
+    assert s["goodput"] == pytest.approx(ideal / s["time_to_train_s"], rel=1e-9) and s["goodput"] < 1
