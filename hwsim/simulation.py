@@ -18,6 +18,7 @@ from hwsim.analysis.serving import (in_system_mean, request_table, serving_bottl
                                     serving_summary)
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.batching import BatchingJob, BatchingPlan
+from hwsim.jobs.dataloader import DataLoaderJob, DataLoaderPlan
 from hwsim.jobs.serving import ServingJob, ServingPlan
 from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
@@ -26,7 +27,8 @@ from hwsim.jobs.transfer import TransferJob, TransferPlan
 __all__ = ["simulate"]
 
 
-def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *, name: str,
+def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence[TransferPlan], *,
+             name: str,
              seed: int = 0,
              config: dict[str, Any] | None = None, utilization_bin_s: float | None = None,
              until_s: float | None = None) -> Result:
@@ -47,6 +49,8 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
         runner = ServingJob(system, job)
     elif isinstance(job, BatchingPlan):
         runner = BatchingJob(system, job)
+    elif isinstance(job, DataLoaderPlan):
+        runner = DataLoaderJob(system, job)
     else:
         runner = TransferJob(system, list(job))
     runner.start()
@@ -56,6 +60,8 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
         return _serving_result(runner, recorder, end, name, config, utilization_bin_s)
     if isinstance(runner, (TrainingJob, ParallelTrainingJob)):  # rank 0's events suffice
         summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
+    elif isinstance(runner, DataLoaderJob):
+        summary, breakdown = _dataloader_summary(runner, recorder.events_frame(rank=0))
     else:
         summary, breakdown = _transfer_summary(runner, recorder.events_frame())
     summary["simulated_time_s"] = end
@@ -118,9 +124,11 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
         return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
     ends = np.asarray(slowest_step_ends(job.step_ends))
     steps = np.diff(np.concatenate([[0.0], ends]))
-    # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are more.
+    # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are
+    # more, and average the rest: an input-bound rank takes its batches in bursts (loader
+    # workers finish together), so the mean, not the median, gives the throughput.
     steady = steps[1:] if len(steps) > 1 else steps
-    step_time = float(np.median(steady))
+    step_time = float(np.mean(steady))
     model_flops_step = per_mb_flops * plan.micro_batches * replicas
     hardware_flops_step = per_mb_hw * plan.micro_batches * replicas
     s["step_time_s"] = step_time
@@ -142,6 +150,30 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
                            optimizer_names={op.name for m in models for op in m.optimizer})
     _attach_bottleneck(s, breakdown)
     s.update(step_summary(parts, step_time))
+    return s, breakdown
+
+
+def _dataloader_summary(job: DataLoaderJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    """Accelerator utilization over the steady state (the second half of the steps: the first
+    fill every worker's prefetch queue), throughput and what rank 0 waited for."""
+    p = job.plan
+    ends = np.asarray(slowest_step_ends(job.step_ends))
+    half = len(ends) // 2
+    start = float(ends[half - 1]) if half >= 1 else 0.0
+    steps = len(ends) - half
+    wall = float(ends[-1]) - start
+    step_time = wall / steps
+    s: dict[str, Any] = {
+        "accelerators": p.accelerators,
+        "step_time_s": step_time,
+        "first_step_s": float(ends[0]),
+        "samples_per_s": p.accelerators * p.batch / step_time,
+        "read_bytes_per_s": p.accelerators * p.batch * p.data.sample_bytes / step_time,
+        "accelerator_utilization": min(1.0, p.computation_time_s / step_time),
+        "steps_simulated": p.steps,
+    }
+    breakdown = critical_path_breakdown(events, job=p.job, start_s=start, end_s=float(ends[-1]))
+    _attach_bottleneck(s, breakdown)
     return s, breakdown
 
 

@@ -14,18 +14,20 @@ import networkx as nx
 from hwsim.analysis.result import Result
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.parallel import ParallelPlan, parallel_plan
+from hwsim.jobs.dataloader import DataLoaderPlan
 from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.build_inference import serving_plan
-from hwsim.scenario.schema import (Cluster, InferenceWorkload, Scenario, TrainingWorkload,
-                                   TransferWorkload)
+from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, InferenceWorkload, Scenario,
+                                   TrainingWorkload, TransferWorkload)
 from hwsim.simulation import simulate
 from hwsim.topology import cluster as build_cluster
 from hwsim.topology import from_explicit, multi_site, nodes_of_kind, server_index, server_peer
 from hwsim.workloads import model_ops, resolve_model, training_memory
 
-__all__ = ["build_graph", "training_plan", "transfer_plans", "prepare", "run_scenario",
+__all__ = ["build_graph", "training_plan", "transfer_plans", "dataloader_plan", "prepare",
+           "run_scenario",
            "SIMULATED_STEPS"]
 
 SIMULATED_STEPS = 20
@@ -119,9 +121,7 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                             "fold: auto or false", field="workload.fold")
     data = None
     if w.data is not None:
-        data = DataPlan(storage=_data_node(s, g, ranks[0]), sample_bytes=w.data.sample_bytes,
-                        request_bytes=w.data.request_bytes, prefetch=w.data.prefetch,
-                        decode_s_per_sample=w.data.decode_s_per_sample)
+        data = data_plan(s, g, ranks[0], readers=dp * micro)
     if parallel:
         if data is not None and w.fold is True:
             raise ScenarioError("fold: true with an input pipeline: the dataset's reads are not "
@@ -185,6 +185,17 @@ def _total_steps(w: TrainingWorkload) -> int:
     return w.steps or 10
 
 
+def data_plan(s: Scenario, g: nx.Graph, rank: str, readers: int) -> DataPlan:
+    """The input pipeline of ``workload.data``; *readers* samples are read per batch over all
+    ranks (an epoch is ``samples / readers`` batches per rank)."""
+    d = s.workload.data
+    return DataPlan(storage=_data_node(s, g, rank), sample_bytes=d.sample_bytes,
+                    request_bytes=d.request_bytes, prefetch=d.prefetch,
+                    decode_s_per_sample=d.decode_s_per_sample, workers=d.workers,
+                    dataset_bytes=d.samples * d.sample_bytes,
+                    epoch_batches=d.samples / readers, page_cache=d.page_cache)
+
+
 def _data_node(s: Scenario, g: nx.Graph, rank: str) -> str | None:
     name = s.workload.data.storage
     if name == "memory":
@@ -213,6 +224,22 @@ def resolve_endpoint(g: nx.Graph, name: str, field: str) -> str:
                         f"{', '.join(storage[:8]) or 'n0.gpu0'}", field=field)
 
 
+def dataloader_plan(s: Scenario, g: nx.Graph) -> DataLoaderPlan:
+    """The plan of a ``dataloader`` workload: its emulated accelerators run on the cluster's
+    first server (its first CPU socket and its host memory)."""
+    w = s.workload
+    assert isinstance(w, DataLoaderWorkload)
+    cpus = nodes_of_kind(g, "cpu")
+    if not cpus:
+        raise ScenarioError("a dataloader workload runs on a server's CPU; the cluster has none "
+                            "(e.g. cluster.node.cpu: EPYC-7742)", field="cluster")
+    host = server_peer(g, cpus[0], "memory") or cpus[0]
+    return DataLoaderPlan(job="dataloader", accelerators=w.accelerators, batch=w.batch,
+                          computation_time_s=w.computation_time, steps=w.steps, host=host,
+                          cpu=cpus[0], data=data_plan(s, g, cpus[0],
+                                                      readers=w.accelerators * w.batch))
+
+
 def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     w = s.workload
     assert isinstance(w, TransferWorkload)
@@ -229,12 +256,15 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     return plans
 
 
-def prepare(s: Scenario) -> tuple[nx.Graph, TrainingPlan | ParallelPlan | list[TransferPlan]]:
+def prepare(s: Scenario) -> tuple[nx.Graph, TrainingPlan | ParallelPlan | DataLoaderPlan
+                                  | list[TransferPlan]]:
     """The topology graph and job plan of a validated scenario, with every cross-reference
     checked; nothing is simulated (``hwsim validate`` stops here)."""
     g = build_graph(s.cluster)
     if isinstance(s.workload, InferenceWorkload):
         return g, serving_plan(s, g)
+    if isinstance(s.workload, DataLoaderWorkload):
+        return g, dataloader_plan(s, g)
     job = training_plan(s, g) if isinstance(s.workload, TrainingWorkload) else transfer_plans(s, g)
     return g, job
 
