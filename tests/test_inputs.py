@@ -210,3 +210,12 @@ def test_resnet50_rows_with_the_input_pipeline_are_within_15pct():
     decode = spec["resnet50"]["input_pipeline"]["decode_s_per_sample"]
     per_image = float(decode.split()[0]) * 1e-3
     assert row.predicted == pytest.approx(64 / per_image, rel=0.01)
+
+
+def test_thread_pool_utilization_is_busy_threads_over_threads():
+    sc = _train(_memory_data(5e-3, 4))        # 4 always-busy workers on 2 x 128 threads
+    sc["outputs"]["utilization"] = True
+    u = hwsim.run(sc).utilization
+    cores = u[u["resource"] == "n0.cores"]
+    assert len(cores) and cores["utilization"].max() == pytest.approx(4 / 256)
+    assert ((cores["utilization"] >= 0) & (cores["utilization"] <= 1)).all()

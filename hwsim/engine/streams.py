@@ -30,6 +30,8 @@ class Stream:
         self.recorder = recorder
         self.slots = slots
         self._slot = simpy.Resource(env, capacity=slots)
+        if recorder is not None and slots > 1:
+            recorder.slots[resource] = slots
         self.busy_s = 0.0
 
     @property
