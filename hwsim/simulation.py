@@ -150,6 +150,10 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
                            optimizer_names={op.name for m in models for op in m.optimizer})
     _attach_bottleneck(s, breakdown)
     s.update(step_summary(parts, step_time))
+    loader = (getattr(job, "loaders", None) or {}).get(0)
+    if loader is not None and end > start:  # rank 0's steps waiting for their batch
+        s["input_wait_share"] = sum(max(0.0, min(b, end) - max(a, start))
+                                    for a, b in loader.waits) / (end - start)
     return s, breakdown
 
 

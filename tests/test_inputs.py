@@ -59,6 +59,8 @@ def test_cpu_bound_and_gpu_bound_flip_where_the_numbers_say(gpu_step_s):
     r = hwsim.run(_train(_memory_data(1.25 * flip, w)))
     host = r.bottleneck.set_index("category")["share"].get("host", 0.0)
     assert host == pytest.approx(0.2, abs=0.01)
+    assert r.summary["input_wait_share"] == pytest.approx(0.2, abs=0.01)
+    assert below["input_wait_share"] < 0.01
     slow = hwsim.run(_train(_memory_data(2.5 * flip, w))).summary   # GPU waits 60 %
     assert slow["bottleneck"] == "host" and slow["bottleneck_share"] == pytest.approx(0.6, abs=0.01)
     # the same pipeline: a slower precision makes the GPU the bottleneck again

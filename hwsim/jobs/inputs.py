@@ -65,6 +65,7 @@ class Loader:
         self.cache = None
         if data.storage is not None and data.page_cache and data.epoch_batches:
             self.cache = system.page_cache(host, data.dataset_bytes, key=(job, data.storage))
+        self.waits: list[tuple[float, float]] = []   # (start, end) the step waited for a batch
         self._ready: list[simpy.Event] = []
         self._slots: list[simpy.Container] = []
         self._taken = 0
@@ -105,12 +106,14 @@ class Loader:
     def next(self, step: int) -> Generator:
         """Wait for the next batch (load it now without prefetch), then copy it to the device;
         *step* names the copy."""
-        i = self._taken
+        i, t0 = self._taken, self.system.env.now
         if self._ready:
             yield self._ready[i]
             self._slots[i % self.data.workers].put(1)
         else:
             yield from self._load(i)
+        if self.system.env.now > t0:
+            self.waits.append((t0, self.system.env.now))
         self._taken += 1
         nbytes = self.samples * self.data.sample_bytes
         if not self.on_cpu and nbytes > 0:

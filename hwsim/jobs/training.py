@@ -83,6 +83,7 @@ class TrainingJob:
         self.breakdown = dict(plan.memory) if plan.memory is not None else training_memory(
             plan.model, precision=plan.precision, optimizer=plan.optimizer, dp=len(plan.ranks))
         self.group = CollectiveGroup(system, plan.ranks, plan.job, algorithm=plan.collective)
+        self.loaders: dict[int, Loader | None] = {}   # rank -> its input pipeline
 
     @property
     def fits(self) -> bool:
@@ -98,13 +99,14 @@ class TrainingJob:
             return
         plan = self.plan
         for r in range(len(self.devices)):
-            loader = None
+            loader = self.loaders[r] = None
             if plan.data is not None:
                 loader = Loader(self.system, plan.data, job=plan.job, rank=r,
                                 device=plan.ranks[r], host=plan.hosts[r], cpu=plan.cpus[r],
                                 samples=plan.model.samples,
                                 batches=plan.steps * plan.micro_batches, on_cpu=plan.on_cpu)
                 loader.start()
+                self.loaders[r] = loader
             self.env.process(self._rank(r, loader))
 
     # -- processes ------------------------------------------------------------------------------
