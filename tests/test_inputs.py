@@ -221,3 +221,25 @@ def test_thread_pool_utilization_is_busy_threads_over_threads():
     cores = u[u["resource"] == "n0.cores"]
     assert len(cores) and cores["utilization"].max() == pytest.approx(4 / 256)
     assert ((cores["utilization"] >= 0) & (cores["utilization"] <= 1)).all()
+
+
+def test_time_to_train_reads_later_epochs_from_the_page_cache():
+    # 3 epochs of 40 steps; 20 simulated (epoch 1 on the disk), the rest extrapolated: the other
+    # 20 steps of epoch 1 at the disk's step, epochs 2 and 3 at the step with the data in memory
+    def run(cache: bool) -> dict:
+        return hwsim.run({
+            "name": "ttt", "cluster": {"node": {"gpu": "A100-SXM4-80GB", "gpus_per_node": 1,
+                                                "local_storage": "hdd-7200"}},
+            "workload": {"kind": "training", "model": {"preset": "logistic-regression"},
+                         "global_batch": 64, "loss": "bce", "epochs": 3,
+                         "data": {"storage": "local", "samples": 64 * 40, "sample_bytes": 4096,
+                                  "page_cache": cache}},
+            "outputs": {"events": False, "utilization": False, "trace": False}}).summary
+    cached, disk = run(True), run(False)
+    first, t, tc = cached["first_step_s"], cached["step_time_s"], cached["cached_step_time_s"]
+    assert tc < t / 100
+    assert cached["time_to_train_s"] == pytest.approx(first + 19 * t + 20 * t + 80 * tc,
+                                                      rel=1e-9)
+    assert "cached_step_time_s" not in disk
+    assert disk["time_to_train_s"] == pytest.approx(
+        disk["first_step_s"] + 119 * disk["step_time_s"], rel=1e-9)
