@@ -144,10 +144,20 @@ def test_record_files_are_read_whole_and_random_samples_are_iops_bound():
     assert files["step_time_s"] > 10 * records["step_time_s"]
 
 
-def test_workers_must_be_positive():
-    with pytest.raises(hwsim.ScenarioError, match=r"workload\.data\.workers"):
-        load_scenario(_train({"storage": "memory", "samples": 10, "sample_bytes": 10,
-                              "workers": 0}))
+def test_bad_input_pipelines_name_the_field():
+    sc = _train({"storage": "memory", "samples": 10, "sample_bytes": 10, "workers": 0})
+    with pytest.raises(hwsim.ScenarioError) as err:
+        load_scenario(sc, file="s.yaml")
+    assert str(err.value) == ("s.yaml: workload.data.workers: input should be greater than or "
+                              "equal to 1 (got 0)")
+    dl = {"name": "x", "cluster": {"node": {"cpu": "EPYC-7742"}},
+          "workload": {"kind": "dataloader", "accelerators": 2, "batch": 4,
+                       "computation_time": 0.1,
+                       "data": {"storage": "local", "samples": 10, "sample_bytes": 10}}}
+    with pytest.raises(hwsim.ScenarioError) as err:
+        load_scenario(dl, file="s.yaml")
+    assert str(err.value) == ("s.yaml: workload.data.storage is 'local' but cluster.node has no "
+                              "local_storage (e.g. local_storage: nvme-gen4)")
 
 
 def test_data_on_an_object_store_across_a_wan_is_charged_to_the_wan():
