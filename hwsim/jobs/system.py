@@ -28,7 +28,8 @@ COMPUTE_KINDS = ("gpu", "tpu", "cpu")
 @dataclass
 class Device:
     """A compute device at run time: its spec, streams (compute, comm, copy, host: host work
-such as data decoding, like a data-loader worker) and memory pool."""
+such as an offloaded optimizer step; data-loader workers use the server's thread pool,
+:meth:`System.cores`) and memory pool."""
 
     node: str
     spec: DeviceSpec
