@@ -73,14 +73,17 @@ class Loader:
     def start(self) -> None:
         data, env = self.data, self.system.env
         if data.prefetch > 0:
-            self._ready = [env.event() for _ in range(self.batches)]
+            # the workers run ahead of the last step as far as their slots allow, as they would
+            # in a longer run, so the last steps' batches do not load alone on a shared tier
+            ahead = self.batches + data.workers * data.prefetch
+            self._ready = [env.event() for _ in range(ahead)]
             self._slots = [simpy.Container(env, capacity=data.prefetch, init=data.prefetch)
                            for _ in range(data.workers)]
-            for w in range(min(data.workers, self.batches)):
+            for w in range(data.workers):
                 env.process(self._worker(w))
 
     def _worker(self, w: int) -> Generator:
-        for i in range(w, self.batches, self.data.workers):
+        for i in range(w, len(self._ready), self.data.workers):
             yield self._slots[w].get(1)
             yield from self._load(i)
             self._ready[i].succeed()

@@ -32,8 +32,9 @@ __all__ = ["build_graph", "training_plan", "transfer_plans", "dataloader_plan", 
            "SIMULATED_STEPS"]
 
 SIMULATED_STEPS = 20
-"""Steps simulated when a budget (epochs, samples, tokens) asks for more: the rest are
-extrapolated from the steady-state step time (``time_to_train_s``)."""
+"""Steps simulated when a budget (epochs, samples, tokens) asks for more (a few more with an
+input pipeline, :func:`simulated_steps`): the rest are extrapolated from the steady-state step
+time (``time_to_train_s``)."""
 
 def build_graph(c: Cluster) -> nx.Graph:
     """The topology graph of a cluster section (builder, multi-site or explicit form). Builder
@@ -112,7 +113,7 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.model") from None
     total = _total_steps(w)
-    steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
+    steps = w.steps if w.steps is not None else min(total, simulated_steps(w))
     parallel = (tp > 1 or pp > 1 or cp > 1 or ep > 1 or par.zero or par.virtual_stages > 1
                 or par.offload != "none")
     if w.fold is True and not parallel:
@@ -171,6 +172,14 @@ def training_plan(s: Scenario, g: nx.Graph) -> TrainingPlan | ParallelPlan:
                         on_cpu=kind == "cpu", memory=memory,
                         step_overhead_s=w.framework_overhead or 0.0,
                         collective=w.collective.algorithm)
+
+
+def simulated_steps(w: TrainingWorkload) -> int:
+    """Steps simulated for a budget: :data:`SIMULATED_STEPS`, or with an input pipeline of W
+    workers per rank the next ``k x W + 1`` (the workers deliver batches in bursts of W, so the
+    steady state after the first step then covers whole bursts)."""
+    workers = w.data.workers if w.data is not None and w.data.prefetch > 0 else 1
+    return -(-(SIMULATED_STEPS - 1) // workers) * workers + 1
 
 
 def _total_steps(w: TrainingWorkload) -> int:
