@@ -253,3 +253,22 @@ def test_time_to_train_reads_later_epochs_from_the_page_cache():
     assert "cached_step_time_s" not in disk
     assert disk["time_to_train_s"] == pytest.approx(
         disk["first_step_s"] + 119 * disk["step_time_s"], rel=1e-9)
+
+
+def test_io_bound_and_gpu_bound_flip_where_the_numbers_say(gpu_step_s):
+    # sequential 1 MiB reads from one SATA SSD (550 MB/s): a batch of B samples of s bytes
+    # takes B * s / 550e6 to read; the flip is at s = 550e6 * t_gpu / B
+    from hwsim.catalog import get_storage
+    bw = get_storage("sata-ssd").read_bw_bytes_per_s
+    flip = bw * gpu_step_s / B
+
+    def run(s: float) -> dict:
+        return hwsim.run(_train({"storage": "local", "samples": 1281167, "sample_bytes": s,
+                                 "access": "sequential", "workers": 2},
+                                node={"local_storage": "sata-ssd"}, steps=21)).summary
+    below, above = run(0.8 * flip), run(1.25 * flip)
+    assert below["bottleneck"] in ("compute", "memory") and below["input_wait_share"] < 0.03
+    assert above["step_time_s"] == pytest.approx(B * 1.25 * flip / bw, rel=0.01)
+    assert above["input_wait_share"] == pytest.approx(0.2, abs=0.03)
+    slow = run(2.5 * flip)
+    assert slow["bottleneck"] == "storage"
