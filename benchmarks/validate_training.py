@@ -9,7 +9,9 @@ Every published row of ``benchmarks/validation_cases.yaml`` (copied from
 ``../shared/data/calibration.yaml`` with its source) becomes one case. :func:`load_cases` reads each
 family's table into the same :class:`Case` form (hardware, model, batch, parallelism, metric);
 :func:`scenario_for` is the one function that turns any case into an hwsim scenario dict; nothing
-is special-cased per row. Each scenario runs with ``steps: 2`` through :func:`hwsim.run`.
+is special-cased per row. Each scenario runs with ``steps: 2`` through :func:`hwsim.run`
+(with an input pipeline, :data:`INPUT_ROUNDS` steps per loader worker, so that the mean step is
+over several rounds of the workers' batches).
 
 The table has: case, metric, published, predicted, error (predicted / published - 1) and role.
 Role is ``fitted`` for the rows listed under ``fitted:`` in the cases file (the rows
@@ -38,6 +40,9 @@ FAMILIES = ("megatron2020", "mosaicml", "resnet50", "megatron2021")
 DEFAULT_MAX_GPUS = 2048
 WITHIN = 0.15
 NOT_RUNNABLE = "skipped"
+INPUT_ROUNDS = 4
+"""With an input pipeline, steps simulated per loader worker of a rank (its workers deliver
+batches in bursts of ``workers``; the mean step over a few bursts is the throughput)."""
 
 # metric name -> (how to read it from a summary, given the number of GPUs), unit
 METRICS: dict[str, tuple[Any, str]] = {
@@ -65,6 +70,7 @@ class Case:
     parallelism: dict[str, Any] = field(default_factory=dict)
     seq_len: int | None = None
     optimizer: str = "adam"
+    data: dict[str, Any] | None = None   # workload.data (the input pipeline), when modelled
 
 
 @dataclass
@@ -128,11 +134,16 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
             node = dict(systems[r["system"]], gpus_per_node=r["gpus"])
             gpu_family = "V100" if node["gpu"].startswith("V100") else "A100"
             prec = f["amp_precision"][gpu_family] if r["precision"] == "amp" else r["precision"]
+            inp = f["input_pipeline"]
+            data = {"storage": inp["storage"], "samples": inp["samples"],
+                    "sample_bytes": inp["sample_bytes"],
+                    "workers": inp["workers_per_gpu"][r["system"]],
+                    "decode_s_per_sample": inp["decode_s_per_sample"]}
             cases.append(Case(
                 "resnet50", f"resnet50 {r['gpus']}x{gpu_family} {r['precision']} b{r['batch_per_gpu']}",
                 "images_per_s", r["images_per_s"], f["source"], node, r["gpus"],
                 {"preset": "resnet50"}, prec, r["batch_per_gpu"] * r["gpus"], {}, None,
-                f["optimizer"]))
+                f["optimizer"], data))
 
     if "megatron2021" in only:
         f = spec["megatron2021"]
@@ -167,8 +178,12 @@ def scenario_for(case: Case, steps: int = 2) -> dict[str, Any]:
         "kind": "training", "model": dict(case.model), "precision": case.precision,
         "global_batch": case.global_batch, "parallelism": dict(case.parallelism),
         "optimizer": case.optimizer, "steps": steps}
+    if case.data:  # past the loaders' start: several rounds of every worker's batches
+        workload["steps"] = max(steps, INPUT_ROUNDS * case.data["workers"] + 1)
     if case.seq_len:
         workload["seq_len"] = case.seq_len
+    if case.data:
+        workload["data"] = dict(case.data)
     return {"name": case.id.replace(" ", "_"), "seed": 0, "description": case.source,
             "cluster": cluster, "workload": workload,
             "outputs": {"events": False, "utilization": False, "trace": False}}
@@ -212,8 +227,14 @@ def report(only: Iterable[str] | None = None, max_gpus: int = DEFAULT_MAX_GPUS,
     """Run the cases (all families, or ``only`` those) and return the report rows."""
     spec = spec or load_spec()
     cases = cases if cases is not None else load_cases(spec, only)
-    fitted = spec.get("fitted") or []
-    return [run_case(c, fitted, max_gpus) for c in cases]
+    return [run_case(c, fitted_rows(spec), max_gpus) for c in cases]
+
+
+def fitted_rows(spec: dict[str, Any]) -> list[str]:
+    """Rows something was fitted to: the catalog constants' (``fitted:``) and the ResNet-50 input
+    pipeline's CPU cost per image (``resnet50.input_pipeline.fitted_to``)."""
+    return list(spec.get("fitted") or []) + list(
+        spec.get("resnet50", {}).get("input_pipeline", {}).get("fitted_to") or [])
 
 
 def stats(rows: list[Row]) -> dict[str, Any]:

@@ -15,13 +15,14 @@ import simpy
 from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, critical_path_breakdown
 from hwsim.analysis.parallelism import rank_events, step_breakdown, step_summary
 from hwsim.analysis.result import Result
-from hwsim.catalog import get_device
+from hwsim.catalog import get_device, get_storage
 from hwsim.engine import Recorder
 from hwsim.analysis.serving import (in_system_mean, request_table, serving_bottleneck,
                                     serving_summary)
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.resilience import FAILURE_COLUMNS, FailureSpec, run_plan, simulate_run
 from hwsim.jobs.batching import BatchingJob, BatchingPlan
+from hwsim.jobs.dataloader import DataLoaderJob, DataLoaderPlan
 from hwsim.jobs.serving import ServingJob, ServingPlan
 from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
@@ -31,7 +32,8 @@ from hwsim.topology import component_counts
 __all__ = ["simulate", "simulate_jobs"]
 
 
-def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *, name: str,
+def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence[TransferPlan], *,
+             name: str,
              seed: int = 0,
              config: dict[str, Any] | None = None, utilization_bin_s: float | None = None,
              until_s: float | None = None, failures: FailureSpec | None = None) -> Result:
@@ -56,9 +58,13 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
         return _serving_result(runner, recorder, end, name, config, utilization_bin_s)
     if isinstance(runner, (TrainingJob, ParallelTrainingJob)):  # rank 0's events suffice
         summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
+        if summary["fits"] and isinstance(job, (TrainingPlan, ParallelPlan)):
+            _cached_epochs(graph, job, summary, seed)
         if summary["fits"] and failures is not None:
             extra["failures"] = _whole_run(summary, failures, graph, runner,
                                            system.rng)
+    elif isinstance(runner, DataLoaderJob):
+        summary, breakdown = _dataloader_summary(runner, recorder.events_frame(rank=0))
     else:
         summary, breakdown = _transfer_summary(runner, recorder.events_frame())
     summary["simulated_time_s"] = end
@@ -68,6 +74,40 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | Sequence[TransferPlan], *
                   utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
                   memory=recorder.memory_frame, bottleneck=breakdown,
                   config=dict(config or {}), **extra)
+
+
+def _cached_epochs(g, job: TrainingPlan | ParallelPlan, summary: dict,
+                   seed: int) -> None:
+    """Extrapolate ``time_to_train_s`` over the epochs the simulated steps did not reach, with
+    the page cache: epoch *e* finds ``h = min(M / D, 1 - (1 - 1/S)^e)`` of the dataset (D bytes)
+    in the host memory (M bytes) of each of the S servers that read it
+    (:class:`~hwsim.jobs.system.PageCache`), and a step of it takes ``max(t_cached, t * (1 -
+    h))``: t the simulated (first-epoch) step, t_cached that of a re-run with the data in host
+    memory. Sets ``cached_step_time_s``; nothing changes when the simulated steps already span
+    an epoch, the job has no storage to read, or nothing is left to extrapolate."""
+    d = job.data
+    total, sim, t = job.total_steps or job.steps, job.steps, summary.get("step_time_s")
+    if d is None or d.storage is None or not d.page_cache or not d.epoch_batches or t is None:
+        return
+    per_epoch = d.epoch_batches / job.micro_batches
+    if total <= sim or sim > per_epoch or total <= per_epoch:
+        return
+    hosts = set(job.hosts) if isinstance(job, TrainingPlan) else {n[0] for n in job.host_nodes}
+    node = g.nodes[next(iter(hosts))]
+    memory = (get_storage(node["spec"]).capacity_bytes * node.get("count", 1)
+              if node.get("kind") == "memory" else 0.0)
+    fits = min(1.0, memory / d.dataset_bytes) if d.dataset_bytes > 0 else 0.0
+    cached = simulate(g, replace(job, data=replace(d, storage=None)), name="page-cache",
+                      seed=seed).summary.get("step_time_s") or t
+    time, step, e = summary["time_to_train_s"] - (total - sim) * t, sim, 0
+    while step < total:
+        e = int(step // per_epoch)
+        n = min(total, math.floor((e + 1) * per_epoch) or step + 1) - step
+        hit = min(fits, 1.0 - (1.0 - 1.0 / len(hosts)) ** e)
+        time += max(n, 1) * max(cached, t * (1.0 - hit))
+        step += max(n, 1)
+    summary["time_to_train_s"] = time
+    summary["cached_step_time_s"] = cached
 
 
 def _whole_run(s: dict, spec: FailureSpec, graph, job: TrainingJob | ParallelTrainingJob,
@@ -166,6 +206,8 @@ def _runner(system: System, plan: Any, name: str | None = None) -> Any:
         return ServingJob(system, plan)
     if isinstance(plan, BatchingPlan):
         return BatchingJob(system, plan)
+    if isinstance(plan, DataLoaderPlan):
+        return DataLoaderJob(system, plan)
     return TransferJob(system, list(plan), *([name] if name else []))
 
 
@@ -241,9 +283,11 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     # a checkpoint's stall falls between two step ends: it is not part of either step
     steps = _minus(np.diff(np.concatenate([[start_s], ends])), ends,
                    job.checkpoint.stalls if job.checkpoint is not None else [])
-    # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are more.
+    # Steady state: drop the first step (pipeline fill, no prefetched batch yet) when there are
+    # more, and average the rest: an input-bound rank takes its batches in bursts (loader
+    # workers finish together), so the mean, not the median, gives the throughput.
     steady = steps[1:] if len(steps) > 1 else steps
-    step_time = float(np.median(steady))
+    step_time = float(np.mean(steady))
     model_flops_step = per_mb_flops * plan.micro_batches * replicas
     hardware_flops_step = per_mb_hw * plan.micro_batches * replicas
     s["step_time_s"] = step_time
@@ -277,6 +321,34 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
                            optimizer_names={op.name for m in models for op in m.optimizer})
     _attach_bottleneck(s, breakdown)
     s.update(step_summary(parts, step_time))
+    loader = (getattr(job, "loaders", None) or {}).get(0)
+    if loader is not None and end > start:  # rank 0's steps waiting for their batch
+        s["input_wait_share"] = sum(max(0.0, min(b, end) - max(a, start))
+                                    for a, b in loader.waits) / (end - start)
+    return s, breakdown
+
+
+def _dataloader_summary(job: DataLoaderJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    """Accelerator utilization over the steady state (the second half of the steps: the first
+    fill every worker's prefetch queue), throughput and what rank 0 waited for."""
+    p = job.plan
+    ends = np.asarray(slowest_step_ends(job.step_ends))
+    half = len(ends) // 2
+    start = float(ends[half - 1]) if half >= 1 else 0.0
+    steps = len(ends) - half
+    wall = float(ends[-1]) - start
+    step_time = wall / steps
+    s: dict[str, Any] = {
+        "accelerators": p.accelerators,
+        "step_time_s": step_time,
+        "first_step_s": float(ends[0]),
+        "samples_per_s": p.accelerators * p.batch / step_time,
+        "read_bytes_per_s": p.accelerators * p.batch * p.data.sample_bytes / step_time,
+        "accelerator_utilization": min(1.0, p.computation_time_s / step_time),
+        "steps_simulated": p.steps,
+    }
+    breakdown = critical_path_breakdown(events, job=p.job, start_s=start, end_s=float(ends[-1]))
+    _attach_bottleneck(s, breakdown)
     return s, breakdown
 
 

@@ -359,7 +359,11 @@ def test_input_pipeline_feeds_the_first_stage_of_a_3d_job():
     nv, hdd = (hwsim.run(_data3d(s)) for s in ("nvme-gen4", "hdd-7200"))
     reads = nv.events[nv.events.kind == "storage"]
     assert set(reads["rank"]) == {0, 2}  # stage 0, TP rank 0 of replicas 0 and 1
-    assert reads.bytes.sum() == pytest.approx(3 * 64 * 8 * 1024)  # every sample, every step
+    batch = reads["name"].str.extract(r"read\.step(\d+)")[0].astype(int)
+    used = reads[batch < 3 * 8]           # 3 steps x 8 micro-batches of 4 per replica
+    assert used.bytes.sum() == pytest.approx(3 * 64 * 8 * 1024)  # every sample, every step
+    # and the loaders' run-ahead past the last step: 1 worker x prefetch 2 batches each
+    assert reads[batch >= 3 * 8].bytes.sum() == pytest.approx(2 * 2 * 4 * 8 * 1024)
     assert nv.summary["time_data_loading_s"] < 0.01 * nv.summary["step_time_s"]
     assert hdd.summary["step_time_s"] > nv.summary["step_time_s"]
     assert hdd.summary["bottleneck"] == "storage" and hdd.summary["time_data_loading_s"] > 0

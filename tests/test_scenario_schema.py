@@ -128,7 +128,7 @@ def test_unknown_workload_kind(example: dict) -> None:
     example["workload"]["kind"] = "trainign"
     err = _error(example)
     assert str(err) == ("s.yaml: workload: unknown kind 'trainign'; valid kinds: training, "
-                        "transfer, inference; did you mean 'training'?")
+                        "transfer, inference, dataloader; did you mean 'training'?")
 
 
 def test_literal_lists_allowed_values(example: dict) -> None:

@@ -28,13 +28,15 @@ def _run(name: str, **changes):
 def test_logistic_regression_is_overhead_bound_on_nvme_and_storage_bound_on_hdd():
     """Dense(1, sigmoid) does a few kFLOP per step: on NVMe the step is the dispatch time of its
     ~9 ops, so the bottleneck is overhead; on a 7200 rpm disk each batch needs 32 random reads
-    at ~170 IOPS (~0.19 s), so storage I/O takes over and the run is >1000x longer."""
+    at ~170 IOPS (~0.19 s), so storage I/O takes over and a step is >1000x longer; the 404 MB data
+    set fits the page cache, so only the first of the 10 epochs pays the disk."""
     nvme = _run("quickstart.yaml")
     hdd = _run("logistic-gpu-hdd.yaml")
     assert nvme.summary["bottleneck"] == "overhead"
     assert hdd.summary["bottleneck"] == "storage"
     assert hdd.summary["bottleneck_share"] > 0.95
-    assert hdd.summary["time_to_train_s"] > 1000 * nvme.summary["time_to_train_s"]
+    assert hdd.summary["step_time_s"] > 1000 * nvme.summary["step_time_s"]
+    assert hdd.summary["time_to_train_s"] > 100 * nvme.summary["time_to_train_s"]
     # closed form for the HDD step: 32 requests of 404 B at the disk's IOPS, plus one access latency
     from hwsim.catalog import get_storage
     hddspec = get_storage("hdd-7200")

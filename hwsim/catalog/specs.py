@@ -51,6 +51,10 @@ class DeviceSpec:
     published training runs (``sources`` says which); None (a factor of 1) where a device has
     none.
 
+    CPUs: ``cores`` per socket and ``threads``, hardware threads per socket (SMT; None = one per
+    core); a server's data-loader workers share its sockets' hardware threads
+    (:meth:`hwsim.jobs.system.System.cores`).
+
     ``launch_overhead_s`` is the host's time to dispatch one op
     (kernel launch and framework dispatch); see :meth:`op_time_s`. ``sources`` maps a field name to where its figure comes from.
     """
@@ -68,6 +72,7 @@ class DeviceSpec:
     idle_power_w: float
     peak_power_w: float
     cores: int | None = None
+    threads: int | None = None
     framework_compute_factor: float | None = None
     framework_memory_factor: float | None = None
     price_usd: float | None = None

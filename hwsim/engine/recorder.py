@@ -41,6 +41,7 @@ class Recorder:
         self.memory: list[tuple[float, str, float, float]] = []
         self.capacity: dict[Hashable, float] = {}
         self.label: dict[Hashable, str] = {}
+        self.slots: dict[str, int] = {}
         self._templates: list[tuple[list[tuple], list[tuple]]] = []
         self._blocks: list[tuple[float, int]] = []
         self._raw: tuple | None = None
@@ -148,7 +149,9 @@ class Recorder:
 
         Channels: the time-weighted mean load over the bin divided by capacity (exact for the
         piecewise-constant loads of the fluid model), and the bytes carried. Device streams
-        (event resources of kind ``compute``/``host``/``copy``): the covered fraction of the bin.
+        (event resources of kind ``compute``/``host``/``copy``): the covered fraction of the bin;
+        a pool of several slots (``slots``: a server's CPU threads) the mean busy slots over its
+        slots.
         Bins are ``bin_s`` wide from 0 (default: 100 bins over the run).
         """
         cols = ["time_s", "bin_s", "resource", "resource_class", "utilization", "bytes"]
@@ -190,13 +193,16 @@ class Recorder:
             bounds = np.searchsorted(codes[by_res], np.arange(len(names) + 1))
             for k, res in enumerate(names):
                 idx = by_res[bounds[k]:bounds[k + 1]]
-                starts, ends = _union(starts_all[idx], ends_all[idx])
+                slots = self.slots.get(str(res), 1)
+                # a pool of slots (a server's threads): busy slots over slots; a stream: covered
+                starts, ends = ((starts_all[idx], ends_all[idx]) if slots > 1 else
+                                _union(starts_all[idx], ends_all[idx]))
                 # busy(t) as a step function: +1 at starts, -1 at ends
                 t = np.concatenate([starts, ends])
                 d = np.concatenate([np.ones_like(starts), -np.ones_like(ends)])
                 order = np.argsort(t, kind="stable")
                 t, level = t[order], np.cumsum(d[order])
-                busy = np.diff(_integral_at(t, level, edges))
+                busy = np.diff(_integral_at(t, level, edges)) / slots
                 resources.append(str(res))
                 classes.append("stream")
                 util.append(np.clip(busy / bin_s, 0.0, 1.0))

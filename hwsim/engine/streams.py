@@ -18,15 +18,20 @@ __all__ = ["Stream"]
 
 
 class Stream:
-    """One FIFO stream of a device; ``resource`` names it in traces (``"n0.gpu0/compute"``)."""
+    """One FIFO stream of a device; ``resource`` names it in traces (``"n0.gpu0/compute"``).
+    ``slots`` > 1 makes it a pool of identical servers (a server's CPU cores): up to ``slots``
+    activities run at once, the rest wait in FIFO order."""
 
     def __init__(self, env: simpy.Environment, resource: str, recorder: Recorder | None = None,
-                 kind: str = "compute") -> None:
+                 kind: str = "compute", slots: int = 1) -> None:
         self.env = env
         self.resource = resource
         self.kind = kind
         self.recorder = recorder
-        self._slot = simpy.Resource(env, capacity=1)
+        self.slots = slots
+        self._slot = simpy.Resource(env, capacity=slots)
+        if recorder is not None and slots > 1:
+            recorder.slots[resource] = slots
         self.busy_s = 0.0
 
     @property

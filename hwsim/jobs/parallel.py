@@ -149,6 +149,7 @@ class ParallelTrainingJob:
                     batches=plan.steps * plan.micro_batches,
                     on_cpu=self.devices[r].spec.kind == "cpu")
                 self._loaders[lane].start()
+        self.loaders = {ld.rank: ld for ld in self._loaders.values()}   # rank -> input pipeline
         self.env.process(self._run())
 
     # -- groups ---------------------------------------------------------------------------------

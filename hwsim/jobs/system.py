@@ -20,7 +20,7 @@ from hwsim.engine import FlowNetwork, Pool, Recorder, Stream
 from hwsim.exceptions import ScenarioError
 from hwsim.topology import Router
 
-__all__ = ["System", "Device", "COMPUTE_KINDS"]
+__all__ = ["System", "Device", "PageCache", "COMPUTE_KINDS"]
 
 COMPUTE_KINDS = ("gpu", "tpu", "cpu")
 
@@ -28,7 +28,8 @@ COMPUTE_KINDS = ("gpu", "tpu", "cpu")
 @dataclass
 class Device:
     """A compute device at run time: its spec, streams (compute, comm, copy, host: host work
-such as data decoding, like a data-loader worker) and memory pool."""
+such as an offloaded optimizer step; data-loader workers use the server's thread pool,
+:meth:`System.cores`) and memory pool."""
 
     node: str
     spec: DeviceSpec
@@ -48,6 +49,33 @@ such as data decoding, like a data-loader worker) and memory pool."""
             spec.op_time_s(flops, nbytes, precision, speed=self.speed), name=name, job=job,
             rank=rank, nbytes=nbytes, flops=flops,
             category=spec.op_bound(flops, nbytes, precision, speed=self.speed))
+
+
+class PageCache:
+    """A server's page cache of one dataset of *dataset_bytes*, holding up to *capacity_bytes*
+    (the server's host memory).
+
+    Samples are drawn without repetition within an epoch and reshuffled between epochs, so a read
+    in epoch *e* hits the cache with the probability that its sample is cached when the epoch
+    starts: :meth:`hit_fraction` is the cached fraction at the first read of the epoch. Missed
+    bytes are added (:meth:`add`) up to the capacity; with a dataset larger than memory the
+    cache keeps ``capacity / dataset`` of it (LRU under uniform random access). Expected values,
+    no randomness: one server that reads a dataset that fits reads it all from storage in the
+    first epoch and from memory afterwards; S servers that each read a 1/S shard per epoch fill
+    it over epochs (``1 - (1 - 1/S)^e`` after *e* epochs).
+    """
+
+    def __init__(self, capacity_bytes: float, dataset_bytes: float) -> None:
+        self.capacity_bytes, self.dataset_bytes = capacity_bytes, dataset_bytes
+        self.cached_bytes = 0.0
+        self._at_start: dict[int, float] = {}
+
+    def hit_fraction(self, epoch: int) -> float:
+        start = self._at_start.setdefault(epoch, self.cached_bytes)
+        return min(1.0, start / self.dataset_bytes) if self.dataset_bytes > 0 else 0.0
+
+    def add(self, nbytes: float) -> None:
+        self.cached_bytes = min(self.capacity_bytes, self.dataset_bytes, self.cached_bytes + nbytes)
 
 
 class System:
@@ -74,6 +102,8 @@ class System:
         self.router = Router(graph)
         self._devices: dict[str, Device] = {}
         self._storage: dict[str, tuple[StorageSpec, Pool]] = {}
+        self._cores: dict[tuple, Stream] = {}
+        self._caches: dict[tuple, PageCache] = {}
         self._edge_latency: dict[tuple[str, str], float] = {}
         self._routes: dict[tuple, tuple[list, dict, float, str]] = {}
         self._claims: dict = {}
@@ -115,6 +145,38 @@ class System:
                          Pool(f"{node}/memory", spec.memory_bytes, rec, lambda: env.now), speed)
             self._devices[node] = dev
         return dev
+
+    def cores(self, cpu: str) -> Stream:
+        """The pool of hardware threads of the server of CPU node *cpu*: one slot per thread of
+        every socket of that server (``threads``, else ``cores``, of the CPU spec), shared by all
+        its data-loader workers; a worker runs on one thread at a time."""
+        d = self._node(cpu)
+        key = (d.get("site"), d.get("server")) if d.get("server") is not None else (cpu,)
+        pool = self._cores.get(key)
+        if pool is None:
+            sockets = [n for n, e in self.graph.nodes(data=True) if e.get("kind") == "cpu" and (
+                (e.get("site"), e.get("server")) == key if len(key) == 2 else n == cpu)]
+            slots = 0
+            for n in sockets:
+                spec = get_device(self.graph.nodes[n]["spec"])
+                slots += spec.threads or spec.cores or 1
+            # "n0.cpu0" -> "n0.cores" (the server's), an explicit graph's "host" -> "host/cores"
+            name = (cpu.rsplit(".", 1)[0] + ".cores") if len(key) == 2 and "." in cpu else (
+                f"{cpu}/cores")
+            pool = self._cores[key] = Stream(self.env, name, self.recorder, kind="host",
+                                             slots=max(1, slots))
+        return pool
+
+    def page_cache(self, host: str, dataset_bytes: float, key: object = None) -> PageCache:
+        """The page cache of host-memory node *host* for a dataset of *dataset_bytes* (*key*
+        tells datasets apart); its capacity is the node's memory (spec capacity x count)."""
+        cache = self._caches.get((host, key))
+        if cache is None:
+            d = self._node(host)
+            cap = get_storage(d["spec"]).capacity_bytes * d.get("count", 1) if d.get(
+                "kind") == "memory" else 0.0
+            cache = self._caches[(host, key)] = PageCache(cap, dataset_bytes)
+        return cache
 
     def storage(self, node: str) -> tuple[StorageSpec, Pool]:
         """Spec and capacity pool of the storage node *node*."""

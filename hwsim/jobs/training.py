@@ -91,6 +91,7 @@ class TrainingJob:
         self.checkpoint = (None if plan.checkpoint is None else Checkpointer(
             system, plan.checkpoint, plan.job, dict(enumerate(plan.ranks))))
         self._arrived: dict[int, list] = {}
+        self.loaders: dict[int, Loader | None] = {}   # rank -> its input pipeline
 
     @property
     def fits(self) -> bool:
@@ -108,13 +109,14 @@ class TrainingJob:
         if self.checkpoint is not None:
             self.checkpoint.claim()
         for r in range(len(self.devices)):
-            loader = None
+            loader = self.loaders[r] = None
             if plan.data is not None:
                 loader = Loader(self.system, plan.data, job=plan.job, rank=r,
                                 device=plan.ranks[r], host=plan.hosts[r], cpu=plan.cpus[r],
                                 samples=plan.model.samples,
                                 batches=plan.steps * plan.micro_batches, on_cpu=plan.on_cpu)
                 loader.start()
+                self.loaders[r] = loader
             self.env.process(self._rank(r, loader))
 
     # -- processes ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import networkx as nx
 from hwsim.analysis.result import Result
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.checkpoint import CheckpointPlan, checkpoint_shards
+from hwsim.jobs.dataloader import DataLoaderPlan
 from hwsim.jobs.parallel import ParallelPlan, device_kinds, parallel_plan
 from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.resilience import FailureSpec, ScriptedFailure
@@ -21,22 +22,23 @@ from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.build_inference import serving_plan
 from hwsim.scenario.build_jobs import job_plans
-from hwsim.scenario.schema import (Cluster, Failures, InferenceWorkload, Scenario,
-                                   TrainingWorkload, TransferWorkload)
+from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, Failures, InferenceWorkload,
+                                   Scenario, TrainingWorkload, TransferWorkload)
 from hwsim.simulation import simulate, simulate_jobs
 from hwsim.topology import cluster as build_cluster
-from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site, server_index,
-                            server_peer)
+from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site, nodes_of_kind,
+                            server_index, server_peer)
 from hwsim.topology import attributes as A
 from hwsim.workloads import model_ops, resolve_model, training_memory
 from hwsim.workloads.memory import state_bytes
 
-__all__ = ["build_graph", "training_plan", "transfer_plans", "failure_spec", "prepare",
-           "run_scenario", "SIMULATED_STEPS"]
+__all__ = ["build_graph", "training_plan", "transfer_plans", "dataloader_plan", "failure_spec",
+           "prepare", "run_scenario", "SIMULATED_STEPS"]
 
 SIMULATED_STEPS = 20
-"""Steps simulated when a budget (epochs, samples, tokens) asks for more: the rest are
-extrapolated from the steady-state step time (``time_to_train_s``)."""
+"""Steps simulated when a budget (epochs, samples, tokens) asks for more (a few more with an
+input pipeline, :func:`simulated_steps`): the rest are extrapolated from the steady-state step
+time (``time_to_train_s``)."""
 
 def build_graph(c: Cluster) -> nx.Graph:
     """The topology graph of a cluster section (builder, multi-site or explicit form), with its
@@ -133,7 +135,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.model") from None
     total = _total_steps(w)
-    steps = w.steps if w.steps is not None else min(total, SIMULATED_STEPS)
+    steps = w.steps if w.steps is not None else min(total, simulated_steps(w))
     parallel = (tp > 1 or pp > 1 or cp > 1 or ep > 1 or par.zero or par.virtual_stages > 1
                 or par.offload != "none")
     kinds = device_kinds(g, ranks)
@@ -149,9 +151,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                             "fold: auto or false", field="workload.fold")
     data = None
     if w.data is not None:
-        data = DataPlan(storage=_data_node(s, g, ranks[0]), sample_bytes=w.data.sample_bytes,
-                        request_bytes=w.data.request_bytes, prefetch=w.data.prefetch,
-                        decode_s_per_sample=w.data.decode_s_per_sample)
+        data = data_plan(s, g, ranks[0], readers=dp * micro)
     if parallel:
         if data is not None and w.fold is True:
             raise ScenarioError("fold: true with an input pipeline: the dataset's reads are not "
@@ -263,6 +263,14 @@ def _stage_state(plan: ParallelPlan, stage: int) -> dict[str, float]:
                        dp=plan.lanes, zero=plan.zero)
 
 
+def simulated_steps(w: TrainingWorkload) -> int:
+    """Steps simulated for a budget: :data:`SIMULATED_STEPS`, or with an input pipeline of W
+    workers per rank the next ``k x W + 1`` (the workers deliver batches in bursts of W, so the
+    steady state after the first step then covers whole bursts)."""
+    workers = w.data.workers if w.data is not None and w.data.prefetch > 0 else 1
+    return -(-(SIMULATED_STEPS - 1) // workers) * workers + 1
+
+
 def _total_steps(w: TrainingWorkload) -> int:
     if w.epochs is not None:
         return max(1, math.ceil(w.epochs * w.data.samples / w.global_batch))
@@ -274,6 +282,17 @@ def _total_steps(w: TrainingWorkload) -> int:
                                 field="workload.seq_len")
         return max(1, math.ceil(w.train_tokens / (w.global_batch * w.seq_len)))
     return w.steps or 10
+
+
+def data_plan(s: Scenario, g: nx.Graph, rank: str, readers: int) -> DataPlan:
+    """The input pipeline of ``workload.data``; *readers* samples are read per batch over all
+    ranks (an epoch is ``samples / readers`` batches per rank)."""
+    d = s.workload.data
+    return DataPlan(storage=_data_node(s, g, rank), sample_bytes=d.sample_bytes,
+                    request_bytes=d.request_bytes, prefetch=d.prefetch,
+                    decode_s_per_sample=d.decode_s_per_sample, workers=d.workers,
+                    dataset_bytes=d.samples * d.sample_bytes,
+                    epoch_batches=d.samples / readers, page_cache=d.page_cache)
 
 
 def _data_node(s: Scenario, g: nx.Graph, rank: str) -> str | None:
@@ -304,6 +323,22 @@ def resolve_endpoint(g: nx.Graph, name: str, field: str) -> str:
                         f"{', '.join(storage[:8]) or 'n0.gpu0'}", field=field)
 
 
+def dataloader_plan(s: Scenario, g: nx.Graph) -> DataLoaderPlan:
+    """The plan of a ``dataloader`` workload: its emulated accelerators run on the cluster's
+    first server (its first CPU socket and its host memory)."""
+    w = s.workload
+    assert isinstance(w, DataLoaderWorkload)
+    cpus = nodes_of_kind(g, "cpu")
+    if not cpus:
+        raise ScenarioError("a dataloader workload runs on a server's CPU; the cluster has none "
+                            "(e.g. cluster.node.cpu: EPYC-7742)", field="cluster")
+    host = server_peer(g, cpus[0], "memory") or cpus[0]
+    return DataLoaderPlan(job="dataloader", accelerators=w.accelerators, batch=w.batch,
+                          computation_time_s=w.computation_time, steps=w.steps, host=host,
+                          cpu=cpus[0], data=data_plan(s, g, cpus[0],
+                                                      readers=w.accelerators * w.batch))
+
+
 def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     w = s.workload
     assert isinstance(w, TransferWorkload)
@@ -329,6 +364,8 @@ def prepare(s: Scenario) -> tuple[nx.Graph, Any]:
         return g, job_plans(s, g)
     if isinstance(s.workload, InferenceWorkload):
         return g, serving_plan(s, g)
+    if isinstance(s.workload, DataLoaderWorkload):
+        return g, dataloader_plan(s, g)
     job = training_plan(s, g) if isinstance(s.workload, TrainingWorkload) else transfer_plans(s, g)
     return g, job
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hwsim.exceptions import ScenarioError
-from hwsim.scenario.schema import WORKLOAD_KINDS, Scenario, TrainingWorkload
+from hwsim.scenario.schema import WORKLOAD_KINDS, Scenario
 from hwsim.scenario.schema_cluster import NodeSpec, did_you_mean
 
 __all__ = ["load_scenario", "scenario_to_dict"]

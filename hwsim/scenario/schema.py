@@ -25,8 +25,8 @@ from hwsim.scenario.schema_resilience import Failures, Mtbf, ScriptedFailureEntr
 __all__ = [
     "Scenario", "Cluster", "NodeSpec", "Fabric", "StorageEntry", "Site", "WanLink", "ExplicitGraph",
     "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
-    "InferenceWorkload", "Arrivals", "Scheduler", "ServingParallelism", "Slo",
-    "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
+    "InferenceWorkload", "DataLoaderWorkload", "Arrivals", "Scheduler", "ServingParallelism",
+    "Slo", "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
     "Collective", "Checkpoint", "Outputs", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS", "PLACEMENTS",
     "Size", "Duration", "Bandwidth",
 ]
@@ -35,7 +35,7 @@ MODEL_PRESETS = ("mlp", "logistic-regression", "resnet50", "bert-large", "gpt3-1
                  "llama2-13b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3-405b",
                  "mixtral-8x7b", "dlrm")
 """Model presets a ``workload.model.preset`` may name."""
-WORKLOAD_KINDS = ("training", "transfer", "inference")
+WORKLOAD_KINDS = ("training", "transfer", "inference", "dataloader")
 """Values of ``workload.kind``."""
 PLACEMENTS = ("packed", "spread", "first_fit")
 """Values of ``jobs[].placement`` (see :func:`hwsim.scenario.build_jobs.place`)."""
@@ -145,24 +145,43 @@ class Parallelism(StrictModel):
 
 
 class DataSpec(StrictModel):
-    """Where training samples are read from, and how (``request_bytes`` defaults to
-    ``sample_bytes`` for random access, 1 MiB for sequential)."""
+    """Where training samples are read from, and how they are prepared (docs/scenarios.md
+    "Input pipelines").
+
+    ``samples`` of ``sample_bytes`` each, stored ``samples_per_file`` to a file (1: one file per
+    sample; more: record files such as TFRecord shards). ``request_bytes`` defaults to the file
+    size (``sample_bytes x samples_per_file``) for ``random`` access, 1 MiB for ``sequential``.
+    ``workers`` loader workers per rank each keep ``prefetch`` batches outstanding and decode on
+    one of the server's hardware threads for ``decode_s_per_sample`` per sample. ``page_cache``:
+    after the first epoch, reads the server's host memory holds come from RAM.
+    """
 
     storage: str = Field(min_length=1)
     samples: PosInt
     sample_bytes: Size
+    samples_per_file: PosInt = 1
     access: Literal["random", "sequential"] = "random"
     request_bytes: Size | None = None
+    workers: PosInt = 1
     prefetch: int = Field(2, ge=0)
     decode_s_per_sample: Duration = 0.0
+    page_cache: bool = True
 
     @model_validator(mode="before")
     @classmethod
     def _request(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("request_bytes") is None:
-            seq = data.get("access") == "sequential"
-            data = {**data, "request_bytes": 2**20 if seq else data.get("sample_bytes")}
+            if data.get("access") == "sequential":
+                data = {**data, "request_bytes": 2**20}
+            elif data.get("samples_per_file", 1) in (1, None):
+                data = {**data, "request_bytes": data.get("sample_bytes")}
         return data
+
+    @model_validator(mode="after")
+    def _file(self) -> DataSpec:
+        if self.request_bytes is None:  # random access to record files: whole files
+            object.__setattr__(self, "request_bytes", self.sample_bytes * self.samples_per_file)
+        return self
 
 
 class Collective(StrictModel):
@@ -270,7 +289,21 @@ class InferenceWorkload(StrictModel):
     router: Literal["round_robin", "least_outstanding", "kv_aware"] = "round_robin"
 
 
-Workload = Annotated[TrainingWorkload | TransferWorkload | InferenceWorkload,
+class DataLoaderWorkload(StrictModel):
+    """A storage benchmark in the manner of MLPerf Storage (DLIO): ``accelerators`` emulated
+    accelerators on one server each take ``batch`` samples through the input pipeline of
+    ``data`` and "compute" for ``computation_time`` per batch (a sleep); the result is the
+    accelerator utilization (compute time over wall time)."""
+
+    kind: Literal["dataloader"]
+    accelerators: PosInt
+    batch: PosInt
+    computation_time: Duration
+    steps: PosInt = 20
+    data: DataSpec
+
+
+Workload = Annotated[TrainingWorkload | TransferWorkload | InferenceWorkload | DataLoaderWorkload,
                      Field(discriminator="kind")]
 """A workload; ``kind`` picks the model (one of :data:`WORKLOAD_KINDS`)."""
 
@@ -351,7 +384,8 @@ class Scenario(StrictModel):
 
     def _check_workload(self, prefix: str, w: Any) -> None:
         node = self.cluster.node
-        if isinstance(w, TrainingWorkload) and w.data is not None:
+        w = self.workload
+        if isinstance(w, (TrainingWorkload, DataLoaderWorkload)) and w.data is not None:
             names = self.storage_names()
             if w.data.storage not in names:
                 raise ValueError(f"{prefix}.data.storage: unknown storage {w.data.storage!r}; "
