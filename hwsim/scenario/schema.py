@@ -384,7 +384,6 @@ class Scenario(StrictModel):
 
     def _check_workload(self, prefix: str, w: Any) -> None:
         node = self.cluster.node
-        w = self.workload
         if isinstance(w, (TrainingWorkload, DataLoaderWorkload)) and w.data is not None:
             names = self.storage_names()
             if w.data.storage not in names:
