@@ -164,7 +164,9 @@ def _plots(run_dir: Path, summary: dict[str, Any], kinds: list[str]) -> list[tup
     events = _read_frame(run_dir, "events")
     util = _read_frame(run_dir, "utilization")
     if "training" in kinds and events is not None and not events.empty:
-        step = 1 if int(summary.get("steps_simulated", 0) or 0) > 1 else 0
+        simulated = [v for k, v in summary.items() if k.rsplit(".", 1)[-1] == "steps_simulated"
+                     and isinstance(v, int)]  # a shared cluster's job.<name>.steps_simulated
+        step = 1 if simulated and min(simulated) > 1 else 0
         try:
             fig = plots.step_gantt(events, step=step)
             out.append(("Step Gantt", _figure_html(
