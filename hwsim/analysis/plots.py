@@ -19,6 +19,7 @@ imported on first use with the Agg backend, so ``import hwsim`` works without it
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -48,8 +49,8 @@ _PART_COLOURS = {"compute": "#0072B2", "exposed_comm_tp": "#E69F00",
 def require_matplotlib() -> None:
     """Import matplotlib (Agg canvas), or raise :class:`HwsimError` naming the extra to install."""
     try:
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
+        for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+            importlib.import_module(module)
     except ImportError as err:  # the optional extra
         raise HwsimError("plots and reports need matplotlib, which is not installed; install it "
                          "with: pip install 'hwsim[plot]'") from err
