@@ -3,6 +3,8 @@ pareto_mask is exact; the step Gantt of a 1F1B pipeline shows its bubbles as gap
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -223,3 +225,11 @@ def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(HwsimError, match=r"pip install 'hwsim\[plot\]'"):
         plots.bottleneck_bars(pd.DataFrame({"category": ["x"], "share": [1.0]}))
     assert plots.pareto_mask(pd.DataFrame({"a": [1, 2]}), {"a": "min"}).tolist() == [True, False]
+
+
+def test_importing_hwsim_and_the_plot_modules_does_not_import_matplotlib() -> None:
+    code = ("import sys, hwsim, hwsim.cli, hwsim.analysis.plots, hwsim.analysis.report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip() == "[]"
