@@ -148,6 +148,26 @@ def test_step_gantt_selects_devices(gpt3d: hwsim.Result) -> None:
                                     "n0.gpu4/compute"]
 
 
+def test_step_gantt_exact_bars_and_job_filter() -> None:
+    ev = pd.DataFrame({
+        "start_s": [0.0, 1.0, 2.0, 0.5, 3.0, 0.0],
+        "end_s": [1.0, 2.0, 3.0, 1.5, 4.0, 9.0],
+        "resource": ["a.gpu0/compute", "a.gpu0/compute", "a.gpu0/comm", "a.gpu0/comm",
+                     "a.gpu0/compute", "b.gpu0/compute"],
+        "kind": ["compute", "bubble", "collective", "collective", "compute", "compute"],
+        "name": ["l0.fwd", "pipeline.wait.step0", "dp.allreduce.step0", "l0.tp_allreduce",
+                 "l1.fwd", "serve.decode"],
+        "category": ["compute", "bubble", "comm:nvlink", "comm:nvlink", "compute", "compute"],
+        "job": ["train"] * 5 + ["serve"]})
+    fig = plots.step_gantt(ev, step=0, job="train")
+    # step 0 ends with its last tagged event (3.0); the bubble is no bar; l1.fwd is outside
+    assert fig.hwsim_rows == {"a.gpu0/comm": [(0.5, 1.5), (2.0, 3.0)],
+                              "a.gpu0/compute": [(0.0, 1.0)]}
+    colours = {c.get_label(): c for c in fig.axes[0].collections}
+    assert set(colours) == {"compute", "exposed_comm_tp", "exposed_comm_dp"}
+    assert len(plots.step_gantt(ev, step=0).hwsim_rows) == 3  # the other job's device too
+
+
 def test_step_gantt_unknown_step(gpt3d: hwsim.Result) -> None:
     with pytest.raises(HwsimError, match=r"no event names step7 .*steps found: \[0, 1\]"):
         plots.step_gantt(gpt3d.events, step=7)

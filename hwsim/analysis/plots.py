@@ -136,7 +136,7 @@ def step_window(events: pd.DataFrame, step: int) -> tuple[float, float]:
 
 
 def step_gantt(events: pd.DataFrame, step: int = 0, ranks: Sequence[int | str] | None = None,
-               window: tuple[float, float] | None = None) -> Figure:
+               window: tuple[float, float] | None = None, job: str | None = None) -> Figure:
     """One training step as a Gantt chart: a row per device stream (``n0.gpu3/compute``,
     ``n0.gpu3/comm``), a bar per activity coloured by its part
     (:func:`hwsim.analysis.parallelism.classify`: compute, exposed_comm_tp/pp/dp/..., optimizer,
@@ -153,12 +153,16 @@ def step_gantt(events: pd.DataFrame, step: int = 0, ranks: Sequence[int | str] |
         first appearance in the step; default all (at most 16).
     window : (start_s, end_s), optional
         Draw this span instead of the step's.
+    job : str, optional
+        Only this job's events (a shared cluster's ``jobs:``).
 
     The figure's ``hwsim_rows`` attribute maps each row label to its (start, end) bars.
     """
     from hwsim.analysis.parallelism import PARTS, classify_events
 
     _need(events, ("start_s", "end_s", "resource", "kind", "name", "category"), "step_gantt")
+    if job is not None and "job" in events.columns:
+        events = events[(events["job"].astype(str) == job).to_numpy()]
     if events.empty:
         return _empty(_figure(), "Step", "no events")
     lo, hi = window if window is not None else step_window(events, step)

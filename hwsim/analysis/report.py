@@ -168,7 +168,9 @@ def _plots(run_dir: Path, summary: dict[str, Any], kinds: list[str]) -> list[tup
                      and isinstance(v, int)]  # a shared cluster's job.<name>.steps_simulated
         step = 1 if simulated and min(simulated) > 1 else 0
         try:
-            fig = plots.step_gantt(events, step=step)
+            jobs = [k.split(".")[1] for k in summary if k.startswith("job.")
+                    and k.endswith(".step_time_s")]  # a shared cluster: its first training job
+            fig = plots.step_gantt(events, step=step, job=jobs[0] if jobs else None)
             out.append(("Step Gantt", _figure_html(
                 "step Gantt", fig, f"Step {step} of every device stream; bars by part, gaps are "
                 "idle time (pipeline bubbles, waiting for data or peers).")))
