@@ -278,4 +278,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ``run_dir/report.html``). Returns the path written."""
     text = render_report(run_dir)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    return atomic_write_text(path, text)
+    atomic_write_text(path, text)
+    path.chmod(0o644)  # a page to share: readable like the other result files, not 0600 (mkstemp)
+    return path
