@@ -122,7 +122,7 @@ def test_step_gantt_shows_pipeline_bubbles_as_gaps(gpt3d: hwsim.Result) -> None:
         spans = rows[row]
         first, last = spans[0][0], max(b for _, b in spans)
         idle = 1 - _union(spans) / (last - first)
-        assert idle > 0.05, row  # 1F1B with 2 stages and 8 micro-batches: a visible bubble
+        assert idle > 0.03, row  # 1F1B, 2 stages, 8 micro-batches: 24 % (stage 0), 6 % (1)
         # the explicit bubble events of this device show as gaps: bars cover little of them
         # (the optimizer may run inside the cooldown bubble, which lasts until the last stage
         # is done)
