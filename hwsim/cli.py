@@ -1,7 +1,8 @@
 """The ``hwsim`` command line: thin subcommands over library calls.
 
 ``hwsim validate FILE...`` checks scenarios without running them; ``hwsim run FILE [--out DIR]``
-simulates one and prints its summary; ``hwsim catalog [devices|links|storage]`` lists the hardware
+simulates one and prints its summary; ``hwsim report DIR`` writes a result directory's HTML
+report; ``hwsim catalog [devices|links|storage]`` lists the hardware
 catalog. Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
 """
 
@@ -202,6 +203,25 @@ def run(
                                               if s.get("bottleneck") else ""))
     if out is not None:
         typer.echo(f"wrote {out}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A result directory (hwsim run --out DIR).",
+                                            show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the HTML here instead "
+                                                "of RUN_DIR/report.html.")] = None,
+) -> None:
+    """Write a self-contained HTML report (summary, plots, bottlenecks, memory, configuration)."""
+    from hwsim.analysis.report import write_report
+
+    try:
+        path = write_report(run_dir, out)
+    except HwsimError as err:
+        raise _fail(err) from None
+    except OSError as err:  # e.g. --out in a folder that does not exist
+        raise _fail(HwsimError(f"cannot write the report: {err}")) from None
+    typer.echo(f"wrote {path}")
 
 
 @app.command()
