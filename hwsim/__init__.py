@@ -12,14 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from hwsim.analysis import (bottleneck, compare, critical_path, device_energy_j, resource_summary,
+                            utilization)
 from hwsim.analysis.result import Result
 from hwsim.catalog import get_device, get_link, get_storage, load_catalog
 from hwsim.exceptions import HwsimError, InfeasibleError, NoRouteError, ScenarioError
+from hwsim.planning import sensitivity
 from hwsim.scenario import Scenario, load_scenario
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
+__all__ = ["run", "sensitivity", "utilization", "resource_summary", "critical_path", "bottleneck",
+           "compare", "device_energy_j", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
            "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
            "__version__"]
 
