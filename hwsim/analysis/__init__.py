@@ -8,10 +8,13 @@
 - :func:`device_energy_j`: the energy model, a plain function.
 """
 
-from hwsim.analysis.compare import bottleneck, compare
+import hwsim.analysis.bottleneck as _bottleneck_module  # noqa: F401  (before the function)
 from hwsim.analysis.critical_path import critical_path
 from hwsim.analysis.energy import device_energy_j
 from hwsim.analysis.utilization import resource_summary, utilization
+from hwsim.analysis.compare import bottleneck, compare  # last: the package attribute
+                                                        # ``bottleneck`` is this function; the
+                                                        # module stays importable by its path
 
 __all__ = ["utilization", "resource_summary", "critical_path", "bottleneck", "compare",
            "device_energy_j"]
