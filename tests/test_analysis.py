@@ -201,3 +201,26 @@ def test_sensitivity_bad_resource_names_valid_choices():
         hwsim.sensitivity("scenarios/mlp-dp-nvlink.yaml", "infiniband", 2.0)
     with pytest.raises(ScenarioError, match=r"^factor: must be a positive number, got 0"):
         hwsim.sensitivity("scenarios/mlp-dp-nvlink.yaml", "nvlink", 0)
+
+
+def test_utilization_agrees_with_result_bins(dp):
+    """On the fixed bins of Result.utilization (utilization.parquet) the two agree."""
+    old = dp.utilization
+    new = hwsim.utilization(dp, bin_s=float(old["bin_s"].iloc[0]))
+    m = old.merge(new, on=["resource", "time_s"], suffixes=("_file", "_api"))
+    assert len(m) == len(old) == len(new)
+    np.testing.assert_allclose(m["utilization_api"], m["utilization_file"], atol=1e-12)
+
+
+def test_critical_path_of_a_request_sums_to_its_latency():
+    """Serving: a request's path runs from its arrival to its last token on its replica's
+    device; the decode iterations (memory-bound at this batch size) dominate it."""
+    r = hwsim.run("scenarios/llama2-7b-1xa100-serving.yaml")
+    req = r.requests.set_index("id").loc[5]
+    cp = hwsim.critical_path(r, request=5)
+    _tiles(cp, req["arrival_s"], req["end_s"])
+    assert cp["duration_s"].sum() == pytest.approx(req["e2e_s"], rel=1e-12)
+    by = cp.groupby("category")["duration_s"].sum()
+    assert by.idxmax() == "memory"
+    with pytest.raises(ValueError, match=r"no request 100000; valid: ids 0 to "):
+        hwsim.critical_path(r, request=100000)

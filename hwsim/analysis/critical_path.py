@@ -123,7 +123,8 @@ def critical_path(result: Result, *, step: int | None = None, request: Any = Non
         steps = steps[steps["job"] == jobs[0]]
         row = steps[steps["step"] == step]
         if len(row) == 0:
-            raise ValueError(f"critical_path: no step {step!r}; valid: 0 to {len(steps) - 1}")
+            valid = "0" if len(steps) == 1 else f"0 to {len(steps) - 1}"
+            raise ValueError(f"critical_path: no step {step!r}; valid: {valid}")
         lo, hi = float(row["start_s"].iloc[0]), float(row["end_s"].iloc[0])
         mine = _rank_events(result, ev[ev["job"] == jobs[0]], rank)
         return walk_back(mine, lo, hi)

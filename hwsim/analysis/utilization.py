@@ -57,21 +57,24 @@ def _step_functions(result: Result) -> dict[str, tuple[str, str, np.ndarray, np.
     ev = result.events
     if len(ev):
         work = ev[ev["kind"].astype(str).isin(STREAM_KINDS)]
-        res = work["resource"].astype(str).to_numpy()
+        codes, names = pd.factorize(work["resource"].astype(str), sort=True)
         starts = work["start_s"].to_numpy(float)
         ends = work["end_s"].to_numpy(float)
-        cls = work["kind"].astype(str).to_numpy()
-        for name in np.unique(res):
-            mine = res == name
+        kinds = work["kind"].astype(str).to_numpy()
+        by = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[by], np.arange(len(names) + 1))
+        for k, name in enumerate(names):
+            idx = by[bounds[k]:bounds[k + 1]]
             slots = int(result.slots.get(name, 1))
-            t = np.concatenate([starts[mine], ends[mine]])
-            d = np.concatenate([np.ones(mine.sum()), -np.ones(mine.sum())])
+            t = np.concatenate([starts[idx], ends[idx]])
+            d = np.concatenate([np.ones(len(idx)), -np.ones(len(idx))])
             order = np.lexsort((-d, t))  # at a shared instant, count starts before ends
             t, level = t[order], np.cumsum(d[order])
-            keep = np.append(t[1:] != t[:-1], True)
+            keep = np.append(t[1:] != t[:-1], True)  # the level after the instant's changes
             t, level = t[keep], level[keep]
             u = np.minimum(level, 1.0) if slots == 1 else level / slots
-            out[name] = ("stream", str(pd.Series(cls[mine]).mode().iloc[0]), t, u, None)
+            values, counts = np.unique(kinds[idx], return_counts=True)
+            out[str(name)] = ("stream", str(values[np.argmax(counts)]), t, u, None)
     ld = result.loads
     if len(ld):
         for name, g in ld.groupby(ld["resource"].astype(str), sort=True):
