@@ -8,13 +8,14 @@
 - :func:`device_energy_j`: the energy model, a plain function.
 """
 
-import hwsim.analysis.bottleneck as _bottleneck_module  # noqa: F401  (before the function)
+# Importing a submodule sets it as a package attribute: the module hwsim.analysis.bottleneck is
+# imported first, so that the function bottleneck imported last is what the attribute holds
+# (``from hwsim.analysis.bottleneck import ...`` still finds the module).
+from hwsim.analysis import bottleneck as _sweep  # noqa: F401
 from hwsim.analysis.critical_path import critical_path
 from hwsim.analysis.energy import device_energy_j
 from hwsim.analysis.utilization import resource_summary, utilization
-from hwsim.analysis.compare import bottleneck, compare  # last: the package attribute
-                                                        # ``bottleneck`` is this function; the
-                                                        # module stays importable by its path
+from hwsim.analysis.compare import bottleneck, compare  # noqa: E402  (last, see above)
 
 __all__ = ["utilization", "resource_summary", "critical_path", "bottleneck", "compare",
            "device_energy_j"]

@@ -194,10 +194,11 @@ def resource_summary(result: Result, *, start_s: float = 0.0,
         - ``busy_s``: seconds busy (streams: covered time, pools: slot-seconds over slots;
           channels: the integral of min(load / capacity, 1); devices: their compute stream's);
           ``busy_share``: over the window;
-        - ``bytes``: streams and devices: the bytes of their events (an op's memory traffic, a
-          collective's payload); channels: the bytes carried (the integral of the load);
-        - ``flops``: of the events that start in the window (streams and devices; 0 for channels); ``events``: how many
-          (channels: NaN);
+        - ``bytes``: streams and devices: the bytes of their events that start in the window
+          (an op's memory traffic, a collective's payload); channels: the bytes carried (the
+          integral of the load);
+        - ``flops``: of the events that start in the window (streams and devices; 0 for
+          channels); ``events``: how many (channels: NaN);
         - ``energy_j``: devices only (:func:`~hwsim.analysis.energy.device_energy_j` of the
           catalog's idle and peak power, busy = the compute stream's busy time, wall = the
           window); NaN elsewhere: the catalog has no power figures for links, and storage power
