@@ -1,5 +1,6 @@
-"""planning layer (see DESIGN.md): what-ifs that re-run scenarios."""
+"""planning layer (see DESIGN.md): what-ifs that re-run a scenario. It sits below the scenario
+layer, so a run is passed in (``hwsim.sensitivity`` takes a scenario file)."""
 
-from hwsim.planning.sensitivity import sensitivity
+from hwsim.planning.sensitivity import scale_resource, sensitivity
 
-__all__ = ["sensitivity"]
+__all__ = ["sensitivity", "scale_resource"]

@@ -20,16 +20,17 @@ graph is scaled before anything is planned on it, and the run is repeated:
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 import networkx as nx
 import pandas as pd
 
 from hwsim.analysis.compare import compare
 from hwsim.exceptions import ScenarioError
-from hwsim.scenario import Scenario, load_scenario
 from hwsim.topology import natural_key
+
+if TYPE_CHECKING:
+    from hwsim.analysis.result import Result
 
 __all__ = ["sensitivity", "scale_resource", "HEADLINE_KEYS", "SENSITIVITY_COLUMNS"]
 
@@ -102,21 +103,28 @@ def scale_resource(g: nx.Graph, resource: str, factor: float) -> str:
         f") or a link as 'a->b' (e.g. {u}->{v})", field="resource")
 
 
-def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: str,
-                factor: float, *, keys: list[str] | None = None) -> pd.DataFrame:
-    """Re-run *scenario* with *resource* scaled by *factor* (2.0: twice as fast; 0.5: half)
-    and report the change of its headline keys.
+def sensitivity(run: Callable[[Callable[[nx.Graph], Any] | None], Result], resource: str,
+                factor: float, *, graph: nx.Graph | None = None,
+                keys: list[str] | None = None) -> pd.DataFrame:
+    """Run a scenario twice, as it is and with *resource* scaled by *factor* (2.0: twice as
+    fast; 0.5: half), and report the change of its headline keys. Users call
+    :func:`hwsim.sensitivity` (a scenario file in); this is the layer below it, which knows no
+    scenario format.
 
     Parameters
     ----------
-    scenario : path, mapping or Scenario
-        As :func:`hwsim.run` takes.
+    run : callable
+        ``run(adjust)`` runs the scenario, calling ``adjust(graph)`` on its built graph before
+        anything is planned on it when *adjust* is not None, and returns the Result.
     resource : str
         A class (``compute``, ``gpu``, ``tpu``, ``cpu``, ``links``, a link class such as
         ``nvlink`` or ``ethernet``, ``storage``) or one resource (a compute or storage node id,
         a link ``a->b``); see the module doc for what is scaled.
     factor : float
         The multiplier, > 0.
+    graph : networkx.Graph, optional
+        A built graph of the scenario (scaled in place): *resource* and *factor* are checked on
+        it before anything runs.
     keys : list of str, optional
         Summary keys to report (default: those of :data:`HEADLINE_KEYS` the baseline has).
 
@@ -130,19 +138,13 @@ def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: s
     Raises
     ------
     ScenarioError
-        An invalid scenario, an unknown *resource* (the message lists the valid ones) or a
-        *factor* that is not a positive number.
+        An unknown *resource* (the message lists the valid ones, field ``resource``) or a
+        *factor* that is not a positive number (field ``factor``).
     """
-    from hwsim.scenario.build import run_scenario
-
-    s = scenario if isinstance(scenario, Scenario) else load_scenario(
-        dict(scenario) if isinstance(scenario, Mapping) else scenario)
-    # check the name (and factor) on a built graph before paying for the baseline run
-    from hwsim.scenario.build import build_graph
-
-    scale_resource(build_graph(s.cluster), resource, factor)
-    base = run_scenario(s)
-    changed = run_scenario(s, adjust=lambda g: scale_resource(g, resource, factor))
+    if graph is not None:
+        scale_resource(graph, resource, factor)
+    base = run(None)
+    changed = run(lambda g: scale_resource(g, resource, factor))
     wanted = keys if keys is not None else [k for k in HEADLINE_KEYS if k in base.summary]
     out = compare(base, changed, keys=wanted, bottleneck_shares=False).rename(
         columns={"a": "baseline", "b": "changed"})
