@@ -65,7 +65,7 @@ def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: s
     resource : str
         ``compute``, ``gpu``, ``tpu``, ``cpu``, ``links``, a link class of the cluster
         (``nvlink``, ``pcie``, ``infiniband``, ``ethernet``, ...), ``storage``, a compute or
-        storage node id (``n0.gpu0``, ``n0.nvme0``) or a link ``a->b``.
+        storage node id (``n0.gpu0``, ``n0.nvme``) or a link ``a->b``.
     factor : float
         The multiplier, > 0.
     keys : list of str, optional

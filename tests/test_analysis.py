@@ -224,3 +224,20 @@ def test_critical_path_of_a_request_sums_to_its_latency():
     assert by.idxmax() == "memory"
     with pytest.raises(ValueError, match=r"no request 100000; valid: ids 0 to "):
         hwsim.critical_path(r, request=100000)
+
+
+def test_critical_path_of_a_job_of_a_shared_cluster():
+    """A run of several jobs: the training job's steps are its own, and an unknown job is named."""
+    sc = _one_gpu(depth=2)
+    sc["cluster"]["node"].update(gpus_per_node=2, local_storage="nvme-gen4")
+    work = sc.pop("workload")
+    sc["jobs"] = [{"name": "train", "devices": 1, "workload": work},
+                  {"name": "copy", "workload": {"kind": "transfer", "transfers": [
+                      {"name": "ckpt", "src": "n0.mem", "dst": "n0.nvme", "size": "1 GB"}]}}]
+    r = hwsim.run(sc)
+    assert set(r.steps["job"]) == {"train"}
+    row = r.steps.iloc[-1]
+    cp = hwsim.critical_path(r, step=int(row["step"]), job="train")
+    _tiles(cp, row["start_s"], row["end_s"])
+    with pytest.raises(ValueError, match=r"no training job 'copy'; valid: train"):
+        hwsim.critical_path(r, step=0, job="copy")

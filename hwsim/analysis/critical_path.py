@@ -117,9 +117,12 @@ def critical_path(result: Result, *, step: int | None = None, request: Any = Non
         if steps is None or len(steps) == 0:
             raise ValueError("critical_path: this result has no training steps (step= is for "
                              "training runs; use request= for serving)")
-        if job is not None:
-            steps = steps[steps["job"] == job]
         jobs = list(dict.fromkeys(steps["job"]))
+        if job is not None:
+            if job not in jobs:
+                raise ValueError(f"critical_path: no training job {job!r}; valid: "
+                                 f"{', '.join(map(str, jobs))}")
+            jobs = [job]
         steps = steps[steps["job"] == jobs[0]]
         row = steps[steps["step"] == step]
         if len(row) == 0:

@@ -8,7 +8,7 @@ Two kinds of resource, each with an exact busy function ``u(t)`` in [0, 1]:
   ``copy`` or ``collective`` on it; u is 1 while any such event runs (the union of their
   intervals), or for a pool of *k* slots (``Result.slots``) the running events over *k*;
 - a **channel** (a link direction ``n0.gpu0->n0.nvswitch``, a storage channel
-  ``n0.nvme0->read``): from ``Result.loads``, u = min(load / capacity, 1), and the bytes it
+  ``n0.nvme->read``): from ``Result.loads``, u = min(load / capacity, 1), and the bytes it
   carried are the integral of the load.
 
 Both are step functions, so the busy seconds of any bin are integrals computed exactly: the

@@ -12,7 +12,7 @@ graph is scaled before anything is planned on it, and the run is repeated:
 - links (a link class present in the graph, such as ``nvlink``, ``pcie``, ``infiniband``,
   ``ethernet``, ``wan``; ``links`` for all; or one link as ``a->b``, its two nodes): the
   edge's ``bw_bytes_per_s`` is multiplied by *factor* in both directions; latencies unchanged.
-- storage (``storage`` for every tier, or a storage node id such as ``n0.nvme0``): the tier's
+- storage (``storage`` for every tier, or a storage node id such as ``n0.nvme``): the tier's
   read and write channels (bandwidth, and with it the IOPS limit of small requests) are
   multiplied by *factor*; a shared tier's per-client limit is not.
 """
