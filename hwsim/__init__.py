@@ -10,16 +10,22 @@ links.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
+from hwsim.analysis import (bottleneck, compare, critical_path, device_energy_j, resource_summary,
+                            utilization)
 from hwsim.analysis.result import Result
 from hwsim.catalog import get_device, get_link, get_storage, load_catalog
 from hwsim.exceptions import HwsimError, InfeasibleError, NoRouteError, ScenarioError
 from hwsim.scenario import Scenario, load_scenario
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __version__ = "0.1.0"
 
-__all__ = ["run", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
+__all__ = ["run", "sensitivity", "utilization", "resource_summary", "critical_path", "bottleneck",
+           "compare", "device_energy_j", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
            "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
            "__version__"]
 
@@ -44,3 +50,42 @@ def run(scenario: str | Path | Mapping[str, Any] | Scenario) -> Result:
     s = scenario if isinstance(scenario, Scenario) else load_scenario(
         dict(scenario) if isinstance(scenario, Mapping) else scenario)
     return run_scenario(s)
+
+
+def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: str, factor: float,
+                *, keys: list[str] | None = None) -> "pd.DataFrame":
+    """Re-run *scenario* with one resource class or named resource scaled by *factor* (2.0:
+    twice as fast) and report baseline vs changed headline keys (docs/analysis.md,
+    "sensitivity"; :func:`hwsim.planning.sensitivity.sensitivity`).
+
+    Parameters
+    ----------
+    scenario : path, mapping or Scenario
+        As :func:`run` takes.
+    resource : str
+        ``compute``, ``gpu``, ``tpu``, ``cpu``, ``links``, a link class of the cluster
+        (``nvlink``, ``pcie``, ``infiniband``, ``ethernet``, ...), ``storage``, a compute or
+        storage node id (``n0.gpu0``, ``n0.nvme``) or a link ``a->b``.
+    factor : float
+        The multiplier, > 0.
+    keys : list of str, optional
+        Summary keys to report (default: the headline keys the baseline has).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``resource, factor, key, baseline, changed, delta, ratio``.
+
+    Raises
+    ------
+    ScenarioError
+        An invalid scenario, an unknown *resource* (the message names the valid ones) or a
+        *factor* that is not a positive number.
+    """
+    from hwsim.planning.sensitivity import sensitivity as _sensitivity
+    from hwsim.scenario.build import build_graph, run_scenario
+
+    s = scenario if isinstance(scenario, Scenario) else load_scenario(
+        dict(scenario) if isinstance(scenario, Mapping) else scenario)
+    return _sensitivity(lambda adjust: run_scenario(s, adjust=adjust), resource, factor,
+                        graph=build_graph(s.cluster), keys=keys)

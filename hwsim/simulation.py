@@ -69,10 +69,13 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
         summary, breakdown = _transfer_summary(runner, recorder.events_frame())
     summary["simulated_time_s"] = end
     summary["flows"] = system.net.flows_finished
+    if isinstance(runner, (TrainingJob, ParallelTrainingJob)):
+        extra["steps"] = _steps_frame(runner)
     # the full frames are built when first read
     return Result(name=name, summary=summary, events=recorder.events_frame,
                   utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
-                  memory=recorder.memory_frame, bottleneck=breakdown,
+                  memory=recorder.memory_frame, loads=recorder.loads_frame,
+                  slots=recorder.slots, device_specs=_device_specs(graph), bottleneck=breakdown,
                   config=dict(config or {}), **extra)
 
 
@@ -183,6 +186,8 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
     summary["fits"] = all(summary.get(f"job.{n}.fits", True) for n, _, _ in jobs)
     summary["simulated_time_s"] = end
     summary["flows"] = system.net.flows_finished
+    steps = [_steps_frame(r, start) for (_, _, start), r in zip(jobs, runners)
+             if isinstance(r, (TrainingJob, ParallelTrainingJob))]
 
     def first_job(frames: list[pd.DataFrame]) -> pd.DataFrame:  # the job column first
         if not frames:
@@ -191,9 +196,28 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
         return df[["job", *[c for c in df.columns if c != "job"]]]
     return Result(name=name, summary=summary, events=events,
                   utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
-                  memory=recorder.memory_frame, bottleneck=first_job(parts),
+                  memory=recorder.memory_frame, loads=recorder.loads_frame,
+                  slots=recorder.slots, device_specs=_device_specs(graph),
+                  steps=pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(),
+                  bottleneck=first_job(parts),
                   config=dict(config or {}), requests=first_job(requests),
                   iterations=first_job(iterations))
+
+
+def _device_specs(graph) -> dict[str, str]:
+    """Compute device node -> catalog id (``Result.device_specs``)."""
+    return {str(n): str(d["spec"]) for n, d in graph.nodes(data=True)
+            if d.get("kind") in ("gpu", "tpu", "cpu") and d.get("spec")}
+
+
+def _steps_frame(job: TrainingJob | ParallelTrainingJob, start_s: float = 0.0) -> pd.DataFrame:
+    """``Result.steps``: ``job, step, start_s, end_s`` of every simulated step (the slowest
+    rank's ends), empty when the job does not fit."""
+    ends = list(slowest_step_ends(job.step_ends)) if job.fits else []
+    return pd.DataFrame({"job": job.plan.job, "step": np.arange(len(ends), dtype=np.int64),
+                         "start_s": np.asarray([start_s, *ends[:-1]], float)[:len(ends)],
+                         "end_s": np.asarray(ends, float)}, columns=["job", "step", "start_s",
+                                                                       "end_s"])
 
 
 def _runner(system: System, plan: Any, name: str | None = None) -> Any:
@@ -412,7 +436,9 @@ def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: floa
     s, breakdown, req, iterations = _serving_summary(job, recorder.events_frame(rank=0), end)
     return Result(name=name, summary=s, events=recorder.events_frame,
                   utilization=lambda: recorder.utilization_frame(end, bin_s),
-                  memory=recorder.memory_frame, bottleneck=breakdown,
+                  memory=recorder.memory_frame, loads=recorder.loads_frame,
+                  slots=recorder.slots, device_specs=_device_specs(job.system.graph),
+                  bottleneck=breakdown,
                   config=dict(config or {}), requests=req, iterations=iterations)
 
 

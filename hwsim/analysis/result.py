@@ -13,9 +13,10 @@ from typing import Any
 import pandas as pd
 
 _FRAMES = ("events", "utilization", "memory", "bottleneck", "requests", "iterations",
-           "failures")
+           "failures", "loads", "steps")
 
-__all__ = ["Result", "EVENT_COLUMNS", "UTILIZATION_COLUMNS", "MEMORY_COLUMNS", "BOTTLENECK_COLUMNS"]
+__all__ = ["Result", "EVENT_COLUMNS", "UTILIZATION_COLUMNS", "MEMORY_COLUMNS", "BOTTLENECK_COLUMNS",
+           "LOAD_COLUMNS"]
 
 EVENT_COLUMNS = ("start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
                  "category")
@@ -31,6 +32,9 @@ MEMORY_COLUMNS = ("time_s", "resource", "used_bytes", "capacity_bytes")
 """``memory``: level of each memory pool after every change."""
 BOTTLENECK_COLUMNS = ("category", "seconds", "share")
 """``bottleneck``: the critical-path time by category; shares sum to 1."""
+LOAD_COLUMNS = ("time_s", "resource", "resource_class", "load_bytes_per_s", "capacity_bytes_per_s")
+"""``loads``: the load of each shared channel (link direction, storage channel) from ``time_s``
+until that resource's next row; what :func:`hwsim.analysis.utilization` integrates."""
 
 
 @dataclass
@@ -62,6 +66,17 @@ class Result:
         of the whole run (``time_s, component, cause, lost_s, downtime_s, step``;
         :data:`hwsim.jobs.resilience.FAILURE_COLUMNS`), possibly none; without columns
         otherwise.
+    loads : pandas.DataFrame
+        The channels' load over time (:data:`LOAD_COLUMNS`): a step function per channel, exact,
+        so utilization can be taken at any resolution (:func:`hwsim.analysis.utilization`).
+    slots : dict
+        Streams that are pools of several slots (a server's CPU threads): name -> slots.
+    device_specs : dict
+        Compute device node -> catalog id, for every gpu, tpu and cpu node of the cluster
+        (energy in :func:`hwsim.analysis.resource_summary`).
+    steps : pandas.DataFrame
+        Training runs: one row per simulated step (``job, step, start_s, end_s``: the slowest
+        rank's step ends; the first step starts at the job's start); empty otherwise.
     """
 
     name: str
@@ -74,6 +89,10 @@ class Result:
     requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     iterations: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     failures: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    loads: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    slots: dict[str, int] = field(default_factory=dict, repr=False)
+    device_specs: dict[str, str] = field(default_factory=dict, repr=False)
+    steps: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     def __getattribute__(self, key: str) -> Any:
         value = object.__getattribute__(self, key)

@@ -143,6 +143,39 @@ class Recorder:
                                                   "capacity_bytes"]).astype(
             {"time_s": float, "resource": str, "used_bytes": float, "capacity_bytes": float})
 
+    def loads_frame(self) -> pd.DataFrame:
+        """The load of every shared channel as a step function: one row per change, ``time_s,
+        resource, resource_class, load_bytes_per_s, capacity_bytes_per_s``; the load holds from
+        ``time_s`` until the resource's next row (levels and block pulses added together)."""
+        cols = ["time_s", "resource", "resource_class", "load_bytes_per_s",
+                "capacity_bytes_per_s"]
+        steps: dict[Hashable, list[tuple[np.ndarray, np.ndarray]]] = {}
+        if self.levels:
+            lv = pd.DataFrame(self.levels, columns=["t", "r", "load"])
+            for res, g in lv.groupby("r", sort=False):
+                t, v = g["t"].to_numpy(float), g["load"].to_numpy(float)
+                # a level is absolute: as deltas it is v[i] - v[i-1]
+                steps.setdefault(res, []).append((t, np.diff(v, prepend=0.0)))
+        for res, (a, b, load) in self._pulses().items():
+            steps.setdefault(res, []).append((np.concatenate([a, b]),
+                                              np.concatenate([load, -load])))
+        frames = []
+        for res in sorted(steps, key=_name):
+            t = np.concatenate([x[0] for x in steps[res]])
+            d = np.concatenate([x[1] for x in steps[res]])
+            order = np.argsort(t, kind="stable")
+            t, level = t[order], np.cumsum(d[order])
+            keep = np.append(t[1:] != t[:-1], True)  # the last value at each instant
+            frames.append(pd.DataFrame({
+                "time_s": t[keep], "resource": _name(res),
+                "resource_class": self.label.get(res, ""),
+                "load_bytes_per_s": np.maximum(level[keep], 0.0),
+                "capacity_bytes_per_s": self.capacity[res]}, columns=cols))
+        if not frames:
+            return pd.DataFrame({c: pd.Series(dtype=object if c in ("resource", "resource_class")
+                                              else float) for c in cols})
+        return pd.concat(frames, ignore_index=True)
+
     def utilization_frame(self, end_s: float, bin_s: float | None = None,
                           streams: bool = True) -> pd.DataFrame:
         """Busy fraction per resource and time bin.

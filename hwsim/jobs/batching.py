@@ -105,14 +105,15 @@ class BatchingJob(Front):
     def _cost(self, b: int, device: str) -> tuple[float, float, float, str]:
         hit = self._memo.get(b)
         if hit is None:
-            spec = self.system.device(device).spec
+            dev = self.system.device(device)
+            spec, speed = dev.spec, dev.speed
             prec = self.plan.precision
             t = fl = by = 0.0
             by_cat: dict[str, float] = {}
             for op in self.plan.forward(b):
-                d = spec.op_time_s(op.flops, op.bytes, prec)
+                d = spec.op_time_s(op.flops, op.bytes, prec, speed=speed)
                 t, fl, by = t + d, fl + op.flops, by + op.bytes
-                cat = spec.op_bound(op.flops, op.bytes, prec)
+                cat = spec.op_bound(op.flops, op.bytes, prec, speed=speed)
                 by_cat[cat] = by_cat.get(cat, 0.0) + d
             hit = self._memo[b] = (t, fl, by, max(by_cat, key=by_cat.get) if by_cat
                                    else "compute")

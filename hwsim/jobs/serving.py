@@ -442,6 +442,7 @@ class ServingJob(Front):
         slow them)."""
         plan = self.plan
         spec = self.system.device(devs[0]).spec
+        speed = min(self.system.device(d).speed for d in devs)  # the slowest paces the group
         ops = iteration_ops(plan.spec, tp=plan.tp, pp=plan.pp, stage=st, precision=plan.precision,
                             prefill_tokens=p_tokens, prefill_pairs=p_pairs, decode_seqs=d_seqs,
                             decode_pairs=d_pairs, logit_tokens=logits)
@@ -454,8 +455,8 @@ class ServingJob(Front):
                     seconds += times * t
                     by["comm"] = by.get("comm", 0.0) + times * t
                 continue
-            t = spec.op_time_s(op.flops, op.bytes, plan.precision)
-            cat = spec.op_bound(op.flops, op.bytes, plan.precision)
+            t = spec.op_time_s(op.flops, op.bytes, plan.precision, speed=speed)
+            cat = spec.op_bound(op.flops, op.bytes, plan.precision, speed=speed)
             seconds += times * t
             flops += times * op.flops
             nbytes += times * op.bytes

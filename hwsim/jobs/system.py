@@ -118,8 +118,13 @@ class System:
             if d.get("kind") == "storage":
                 spec = get_storage(d["spec"])
                 count = d.get("count", 1)
-                self.net.add_channel((n, "read"), spec.read_bw_bytes_per_s * count, "storage")
-                self.net.add_channel((n, "write"), spec.write_bw_bytes_per_s * count, "storage")
+                # the node's figures (the tier's times count; a what-if may have scaled them)
+                self.net.add_channel((n, "read"), d.get("read_bw_bytes_per_s",
+                                                        spec.read_bw_bytes_per_s * count),
+                                     "storage")
+                self.net.add_channel((n, "write"), d.get("write_bw_bytes_per_s",
+                                                         spec.write_bw_bytes_per_s * count),
+                                     "storage")
                 pool = Pool(f"{n}/capacity", spec.capacity_bytes * count, recorder,
                             lambda: env.now)
                 self._storage[n] = (spec, pool)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import networkx as nx
 
@@ -355,11 +355,16 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     return plans
 
 
-def prepare(s: Scenario) -> tuple[nx.Graph, Any]:
+def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None
+            ) -> tuple[nx.Graph, Any]:
     """The topology graph and job plan of a validated scenario, with every cross-reference
     checked; nothing is simulated (``hwsim validate`` stops here). With ``jobs:``, the plan is
-    the list of ``(name, plan, start_s)`` of :func:`~hwsim.scenario.build_jobs.job_plans`."""
+    the list of ``(name, plan, start_s)`` of :func:`~hwsim.scenario.build_jobs.job_plans`.
+    *adjust*, when given, is called with the built graph before anything is planned on it (a
+    what-if that changes the hardware: :func:`hwsim.planning.sensitivity`)."""
     g = build_graph(s.cluster)
+    if adjust is not None:
+        adjust(g)
     if s.jobs is not None:
         return g, job_plans(s, g)
     if isinstance(s.workload, InferenceWorkload):
@@ -384,9 +389,11 @@ def failure_spec(f: Failures | None) -> FailureSpec | None:
         checkpoint_stall_s=f.checkpoint_stall, restore_s=f.restore)
 
 
-def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None) -> Result:
-    """Build and run a validated scenario; returns its :class:`Result` (writes nothing)."""
-    g, job = prepare(s)
+def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None,
+                 adjust: Callable[[nx.Graph], Any] | None = None) -> Result:
+    """Build and run a validated scenario; returns its :class:`Result` (writes nothing).
+    *adjust* changes the built graph first (:func:`prepare`)."""
+    g, job = prepare(s, adjust)
     config = config if config is not None else s.model_dump(mode="json")
     if s.jobs is not None:
         return simulate_jobs(g, job, name=s.name, seed=s.seed, config=config,
