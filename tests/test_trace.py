@@ -243,14 +243,30 @@ def test_empty() -> None:
 
 # small scenarios of every kind, and folded ones (one rank per class simulated)
 SCENARIOS = ["quickstart", "mlp-dp-nvlink", "transfer-tiers", "llama2-7b-1xa100-serving",
-             "resnet50-8xa100-hdd", "dp-two-sites-wan100g", "mixtral-8x7b-ep-64xh100"]
+             "dp-two-sites-wan100g", "gpt-1.3b-3d-8xa100:folded"]
+
+
+def _run(name: str, tmp_path: Path):
+    import yaml
+
+    import hwsim
+
+    name, _, folded = name.partition(":")
+    path = ROOT / "scenarios" / f"{name}.yaml"
+    if folded:  # one rank per class simulated, the others' traffic accounted
+        data = yaml.safe_load(path.read_text())
+        data["workload"]["fold"] = True
+        path = tmp_path / f"{name}-folded.yaml"
+        path.write_text(yaml.safe_dump(data))
+    result = hwsim.run(path)
+    if folded:
+        assert result.summary["simulated_ranks"] < result.summary["devices"]
+    return result
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario_trace_is_valid(name: str, tmp_path: Path) -> None:
-    import hwsim
-
-    result = hwsim.run(ROOT / "scenarios" / f"{name}.yaml")
+    result = _run(name, tmp_path)
     out = result.save(tmp_path / "run")
     trace = json.loads((out / "trace.json").read_text())
     facts = validate(trace)
@@ -270,3 +286,14 @@ def test_scenario_trace_is_valid(name: str, tmp_path: Path) -> None:
             tracks[next(iter(e["args"]))].add((e["pid"], e["name"]))
     assert len(tracks["used_bytes"]) == result.memory["resource"].nunique()
     assert len(tracks["utilization"]) == result.utilization["resource"].nunique()
+
+
+def test_scenario_trace_over_budget(tmp_path: Path) -> None:
+    result = _run("mlp-dp-nvlink", tmp_path)
+    trace = chrome_trace(result.events, result.utilization, result.memory, max_slices=2000)
+    validate(trace)
+    xs = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    flows = int(result.events["resource"].astype(str).str.contains("->").sum())
+    assert len(xs) <= 2000
+    assert sum(e["args"].get("events", 1) for e in xs) == len(result.events) + flows
+    assert sum(e["args"]["flops"] for e in xs) == pytest.approx(result.events["flops"].sum())

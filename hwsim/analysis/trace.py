@@ -171,6 +171,7 @@ def _lanes(key: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
 
 
 def _args(ev: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """bytes, flops, job, rank, category of event *i*; NaN and missing ones left out."""
     out: dict[str, Any] = {}
     for key in ("bytes", "flops"):
         v = float(ev[key][i])
@@ -178,10 +179,10 @@ def _args(ev: dict[str, np.ndarray], i: int) -> dict[str, Any]:
             out[key] = v
     for key in ("job", "category"):
         v = ev[key][i]
-        if v is not None and v == v and str(v) not in ("", "nan", "None"):
-            out[key] = str(v)
-    r = ev["rank"][i]
-    if r is not None and r == r:
+        if isinstance(v, str) and v:
+            out[key] = v
+    r = float(ev["rank"][i])
+    if math.isfinite(r):
         out["rank"] = int(r)
     return out
 
@@ -237,12 +238,14 @@ def _slices(events: pd.DataFrame, layout: _Layout, max_slices: int,
     events = events[ok].reset_index(drop=True)
     s_ns = _ns(start[ok])
     e_ns = np.maximum(_ns(end[ok]), s_ns)
-    ev = {c: events[c].to_numpy(object) if c in ("name", "job", "category", "kind")
-          else events[c].to_numpy() for c in ("name", "job", "category", "kind", "rank")}
+    ev: dict[str, np.ndarray] = {}
     ev["name"] = events["name"].astype(str).to_numpy(object)
     ev["kind"] = events["kind"].astype(str).to_numpy(object)
     ev["bytes"] = pd.to_numeric(events["bytes"], errors="coerce").to_numpy(float)
     ev["flops"] = pd.to_numeric(events["flops"], errors="coerce").to_numpy(float)
+    ev["rank"] = pd.to_numeric(events["rank"], errors="coerce").to_numpy(float)
+    for c in ("job", "category"):
+        ev[c] = events[c].astype(object).to_numpy(object)
     rows = _tracks(events)
     rows["ts"] = s_ns[rows["event"].to_numpy()]
     rows["end"] = e_ns[rows["event"].to_numpy()]
@@ -261,17 +264,19 @@ def _slices(events: pd.DataFrame, layout: _Layout, max_slices: int,
     detailed = np.ones(n, bool) if cut is None else ts < cut
     out: list[dict[str, Any]] = []
     event_idx = rows["event"].to_numpy()
-    procs, threads, sides = rows["proc"].to_numpy(), rows["thread"].to_numpy(), rows["side"].to_numpy()
+    procs, threads = rows["proc"].to_numpy(), rows["thread"].to_numpy()
+    sides, is_flow = rows["side"].to_numpy(), rows["flow"].to_numpy(bool)
     flow_rows: dict[int, list[tuple]] = {}
-    for i in np.flatnonzero(detailed):
+    for i in np.flatnonzero(detailed).tolist():
         k = int(event_idx[i])
         key = (procs[i], threads[i], int(lane[i]))
         layout.want(*key)
-        out.append({"name": ev["name"][k], "cat": ev["kind"][k], "ph": "X", "ts": _us(ts[i]),
-                    "dur": _us(te[i] - ts[i]), "pid": procs[i], "tid": key,
+        a, b = int(ts[i]), int(te[i])
+        out.append({"name": ev["name"][k], "cat": ev["kind"][k], "ph": "X", "ts": a / 1000.0,
+                    "dur": (b - a) / 1000.0, "pid": procs[i], "tid": key,
                     "args": _args(ev, k)})
-        if rows["flow"].iat[i]:
-            flow_rows.setdefault(k, [None, None])[int(sides[i])] = (key, ts[i], te[i])
+        if is_flow[i]:
+            flow_rows.setdefault(k, [None, None])[int(sides[i])] = (key, a, b)
     out += _arrows(flow_rows)
     if cut is not None:
         out += _merged(rows[~detailed], ev, layout, max_slices - int(detailed.sum()))
