@@ -181,8 +181,8 @@ def test_layout_of_hand_made_events() -> None:
 def test_validator_rejects_partial_overlap_and_unnamed_threads() -> None:
     good = chrome_trace(_events())
     bad = json.loads(json.dumps(good))
-    xs = [e for e in bad["traceEvents"] if e["ph"] == "X"]
-    xs[1]["ts"] = xs[0]["ts"] + xs[0]["dur"] / 2  # bwd now starts inside fwd and ends after
+    xs = {e["name"]: e for e in bad["traceEvents"] if e["ph"] == "X"}
+    xs["bwd.layer0"]["ts"] = 500.0  # bwd now starts inside fwd and ends after it
     with pytest.raises(AssertionError, match="monotone|partly overlaps"):
         validate(bad)
     bad = json.loads(json.dumps(good))

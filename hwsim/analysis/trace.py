@@ -113,39 +113,33 @@ class _Layout:
         return meta
 
 
-def _tracks(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per slice to draw: an event on its stream, a flow twice (out and in)."""
-    res = events["resource"].astype(str).to_numpy()
-    uniq, inv = np.unique(res, return_inverse=True)
-    send, recv, flow = [], [], []
+def _tracks(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                            list[tuple[str, str]]]:
+    """The slices to draw: an event on its stream, a flow twice (side 0 out, side 1 in).
+    Returns (event index, track code, side) per slice and the (process, thread) of each code."""
+    codes, uniq = pd.factorize(events["resource"].astype(str), sort=False)
+    tracks: dict[tuple[str, str], int] = {}
+    send, recv = [], []
     for r in uniq:
         src, arrow, dst = r.partition("->")
         if arrow:
             ps, pd_ = process_of(src), process_of(dst)
-            send.append((ps, f"{_short(src, ps)} out".strip()))
-            recv.append((pd_, f"{_short(dst, pd_)} in".strip()))
-            flow.append(True)
+            send.append(tracks.setdefault((ps, f"{_short(src, ps)} out"), len(tracks)))
+            recv.append(tracks.setdefault((pd_, f"{_short(dst, pd_)} in"), len(tracks)))
         else:
             dev, slash, stream = r.rpartition("/")
             if not slash:
                 dev, stream = r, ""
             p = process_of(dev)
-            send.append((p, f"{_short(dev, p)} {stream}".strip()))
-            recv.append(("", ""))
-            flow.append(False)
-    is_flow = np.asarray(flow, bool)[inv]
+            send.append(tracks.setdefault((p, f"{_short(dev, p)} {stream}".strip()), len(tracks)))
+            recv.append(-1)
+    recv_of = np.asarray(recv, np.int64)[codes]
     idx = np.arange(len(events))
-    sp = np.asarray([s[0] for s in send], object)[inv]
-    st = np.asarray([s[1] for s in send], object)[inv]
-    rows = pd.DataFrame({"event": idx, "proc": sp, "thread": st, "flow": is_flow,
-                         "side": 0})
-    f = np.flatnonzero(is_flow)
-    if len(f):
-        rp = np.asarray([s[0] for s in recv], object)[inv][f]
-        rt = np.asarray([s[1] for s in recv], object)[inv][f]
-        rows = pd.concat([rows, pd.DataFrame({"event": f, "proc": rp, "thread": rt,
-                                              "flow": True, "side": 1})], ignore_index=True)
-    return rows
+    f = np.flatnonzero(recv_of >= 0)
+    event = np.r_[idx, f]
+    track = np.r_[np.asarray(send, np.int64)[codes], recv_of[f]]
+    side = np.r_[np.zeros(len(idx), np.int64), np.ones(len(f), np.int64)]
+    return event, track, side, list(tracks)
 
 
 def _lanes(key: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -246,42 +240,40 @@ def _slices(events: pd.DataFrame, layout: _Layout, max_slices: int,
     ev["rank"] = pd.to_numeric(events["rank"], errors="coerce").to_numpy(float)
     for c in ("job", "category"):
         ev[c] = events[c].astype(object).to_numpy(object)
-    rows = _tracks(events)
-    rows["ts"] = s_ns[rows["event"].to_numpy()]
-    rows["end"] = e_ns[rows["event"].to_numpy()]
-    rows = rows.sort_values(["proc", "thread", "ts", "end"], kind="stable").reset_index(drop=True)
-    track = rows.groupby(["proc", "thread"], sort=True).ngroup().to_numpy()
-    ts, te = rows["ts"].to_numpy(), rows["end"].to_numpy()
+    event, track, side, names = _tracks(events)
+    is_flow = np.zeros(len(events), bool)
+    is_flow[event[side == 1]] = True
+    ts, te = s_ns[event], e_ns[event]
+    order = np.lexsort((te, ts, track))
+    event, track, side, ts, te = event[order], track[order], side[order], ts[order], te[order]
     lane = _lanes(track, ts, te)
-    rows["lane"] = lane
     info["events"] = int(len(events))
-    n = len(rows)
-    # the budget: rows starting before `cut` stay whole, later ones are merged per lane
+    n = len(event)
+    # the budget: slices starting before `cut` stay whole, later ones are merged per lane
     cut = None
     if n > max_slices:
-        order = np.sort(ts)
-        cut = int(order[max(max_slices // 2, 1)])
+        cut = int(np.partition(ts, max(max_slices // 2, 1))[max(max_slices // 2, 1)])
     detailed = np.ones(n, bool) if cut is None else ts < cut
     out: list[dict[str, Any]] = []
-    event_idx = rows["event"].to_numpy()
-    procs, threads = rows["proc"].to_numpy(), rows["thread"].to_numpy()
-    sides, is_flow = rows["side"].to_numpy(), rows["flow"].to_numpy(bool)
     flow_rows: dict[int, list[tuple]] = {}
     for i in np.flatnonzero(detailed).tolist():
-        k = int(event_idx[i])
-        key = (procs[i], threads[i], int(lane[i]))
+        k = int(event[i])
+        proc, thread = names[track[i]]
+        key = (proc, thread, int(lane[i]))
         layout.want(*key)
         a, b = int(ts[i]), int(te[i])
         out.append({"name": ev["name"][k], "cat": ev["kind"][k], "ph": "X", "ts": a / 1000.0,
-                    "dur": (b - a) / 1000.0, "pid": procs[i], "tid": key,
+                    "dur": (b - a) / 1000.0, "pid": proc, "tid": key,
                     "args": _args(ev, k)})
-        if is_flow[i]:
-            flow_rows.setdefault(k, [None, None])[int(sides[i])] = (key, a, b)
+        if is_flow[k]:
+            flow_rows.setdefault(k, [None, None])[int(side[i])] = (key, a, b)
     out += _arrows(flow_rows)
     if cut is not None:
-        out += _merged(rows[~detailed], ev, layout, max_slices - int(detailed.sum()))
+        m = ~detailed
+        out += _merged(event[m], track[m], lane[m], ts[m], te[m], names, ev, layout,
+                       max_slices - int(detailed.sum()))
         out.append({"name": "hwsim: later slices merged (trace budget)", "ph": "i", "s": "g",
-                    "ts": _us(cut), "pid": procs[0]})
+                    "ts": _us(cut), "pid": names[0][0]})
         info["merged_after_s"] = cut / 1e9
     info["slices"] = sum(1 for e in out if e["ph"] == "X")
     return out
@@ -300,53 +292,50 @@ def _arrows(flow_rows: dict[int, list]) -> list[dict[str, Any]]:
     return out
 
 
-def _merged(rows: pd.DataFrame, ev: dict[str, np.ndarray], layout: _Layout,
-            budget: int) -> list[dict[str, Any]]:
-    """Merge the slices of *rows* (sorted by track, start) per lane: a gap wider than the
-    chosen width starts a new slice; the width is the smallest that fits *budget*."""
-    if rows.empty:
+def _merged(k: np.ndarray, track: np.ndarray, lane: np.ndarray, ts: np.ndarray,
+            te: np.ndarray, names: list[tuple[str, str]], ev: dict[str, np.ndarray],
+            layout: _Layout, budget: int) -> list[dict[str, Any]]:
+    """Merge slices (event *k* on *track*, *lane*, from *ts* to *te*) per lane: a gap wider
+    than the chosen width starts a new slice; the width is the smallest that fits *budget*."""
+    if not len(k):
         return []
-    rows = rows.sort_values(["proc", "thread", "lane", "ts"], kind="stable")
-    key = rows.groupby(["proc", "thread", "lane"], sort=True).ngroup().to_numpy()
-    ts, te = rows["ts"].to_numpy(), rows["end"].to_numpy()
-    same = key[1:] == key[:-1]
+    order = np.lexsort((ts, lane, track))
+    k, track, lane, ts, te = k[order], track[order], lane[order], ts[order], te[order]
+    same = (track[1:] == track[:-1]) & (lane[1:] == lane[:-1])
     gaps = ts[1:] - te[:-1]
     base = 1 + int((~same).sum())
     inner = np.sort(gaps[same])[::-1]
     room = max(budget, base) - base
     width = -1 if room >= len(inner) else int(inner[room])  # gaps > width split
     new = np.r_[True, ~same | (gaps > width)]
-    group = np.cumsum(new) - 1
     starts = np.flatnonzero(new)
-    last = np.r_[starts[1:] - 1, len(rows) - 1]
-    k = rows["event"].to_numpy()
-    by = lambda col: np.add.reduceat(np.nan_to_num(col[k]), starts)  # noqa: E731
-    nbytes, flops = by(ev["bytes"]), by(ev["flops"])
+    last = np.r_[starts[1:] - 1, len(k) - 1]
+    nbytes = np.add.reduceat(np.nan_to_num(ev["bytes"][k]), starts)
+    flops = np.add.reduceat(np.nan_to_num(ev["flops"][k]), starts)
     busy = np.add.reduceat(te - ts, starts)
-    procs, threads, lanes = rows["proc"].to_numpy(), rows["thread"].to_numpy(), rows["lane"].to_numpy()
-    count = np.diff(np.r_[starts, len(rows)])
+    count = np.diff(np.r_[starts, len(k)])
+    uniform = {}  # job, category, rank: one value over the group?
+    for col in ("job", "category", "rank"):
+        codes = pd.factorize(pd.Series(ev[col][k]).astype(str))[0]
+        uniform[col] = (np.minimum.reduceat(codes, starts) == np.maximum.reduceat(codes, starts))
     out = []
-    del group
-    for g, (a, b) in enumerate(zip(starts, last)):
-        tkey = (procs[a], threads[a], int(lanes[a]))
+    for g, (a, b) in enumerate(zip(starts.tolist(), last.tolist())):
+        proc, thread = names[track[a]]
+        tkey = (proc, thread, int(lane[a]))
         layout.want(*tkey)
         ka, kb = int(k[a]), int(k[b])
-        end = int(te[a:b + 1].max())
+        end = int(te[b])  # ends rise along a lane
         if count[g] == 1:
             out.append({"name": ev["name"][ka], "cat": ev["kind"][ka], "ph": "X",
-                        "ts": _us(ts[a]), "dur": _us(end - ts[a]), "pid": procs[a], "tid": tkey,
+                        "ts": _us(ts[a]), "dur": _us(end - ts[a]), "pid": proc, "tid": tkey,
                         "args": _args(ev, ka)})
             continue
         args = {"events": int(count[g]), "first": ev["name"][ka], "last": ev["name"][kb],
                 "bytes": float(nbytes[g]), "flops": float(flops[g]), "busy_us": _us(busy[g])}
-        for col in ("job", "category", "rank"):
-            vals = {str(v) for v in ev[col][k[a:b + 1]]}
-            if len(vals) == 1:
-                v = _args(ev, ka).get(col)
-                if v is not None:
-                    args[col] = v
+        first = _args(ev, ka)
+        args.update({c: first[c] for c in uniform if uniform[c][g] and c in first})
         out.append({"name": f"{count[g]} × {ev['kind'][ka]}", "cat": "merged", "ph": "X",
-                    "ts": _us(ts[a]), "dur": _us(end - ts[a]), "pid": procs[a], "tid": tkey,
+                    "ts": _us(ts[a]), "dur": _us(end - ts[a]), "pid": proc, "tid": tkey,
                     "args": args})
     return out
 
