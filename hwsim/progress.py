@@ -30,16 +30,27 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator
 
-__all__ = ["progress", "shown", "Bar"]
+__all__ = ["progress", "shown", "silenced", "Bar"]
 
 _ACTIVE: ContextVar[Any] = ContextVar("hwsim_progress", default=None)
 """The rich Progress display shown now in this context, if any."""
+_SILENT: ContextVar[bool] = ContextVar("hwsim_progress_silent", default=False)
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """No bar is shown inside the block (``hwsim run --quiet``)."""
+    token = _SILENT.set(True)
+    try:
+        yield
+    finally:
+        _SILENT.reset(token)
 
 
 def shown(console: Any = None) -> bool:
     """Whether a new bar would be drawn: one is shown already, or *console* (default: stderr) is
-    a terminal and ``HWSIM_PROGRESS`` is not ``0``."""
-    if os.environ.get("HWSIM_PROGRESS", "").strip() == "0":
+    a terminal and ``HWSIM_PROGRESS`` is not ``0`` (and not inside :func:`silenced`)."""
+    if _SILENT.get() or os.environ.get("HWSIM_PROGRESS", "").strip() == "0":
         return False
     if _ACTIVE.get() is not None:
         return True
