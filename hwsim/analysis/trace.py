@@ -233,13 +233,17 @@ def _slices(events: pd.DataFrame, layout: _Layout, max_slices: int,
     s_ns = _ns(start[ok])
     e_ns = np.maximum(_ns(end[ok]), s_ns)
     ev: dict[str, np.ndarray] = {}
-    ev["name"] = events["name"].astype(str).to_numpy(object)
-    ev["kind"] = events["kind"].astype(str).to_numpy(object)
+    for c in ("name", "kind", "job", "category"):
+        codes, uniques = pd.factorize(events[c])  # categorical columns: no string copies
+        values = [str(u) for u in uniques] if c in ("name", "kind") else list(uniques)
+        ev[c] = np.asarray(values + ["activity" if c == "kind" else None], dtype=object)[codes]
+        ev[f"{c}_code"] = codes
+    unnamed = np.asarray([v is None or v == "" for v in ev["name"]], bool)
+    ev["name"][unnamed] = ev["kind"][unnamed]
     ev["bytes"] = pd.to_numeric(events["bytes"], errors="coerce").to_numpy(float)
     ev["flops"] = pd.to_numeric(events["flops"], errors="coerce").to_numpy(float)
     ev["rank"] = pd.to_numeric(events["rank"], errors="coerce").to_numpy(float)
-    for c in ("job", "category"):
-        ev[c] = events[c].astype(object).to_numpy(object)
+    ev["rank_code"] = np.nan_to_num(ev["rank"], nan=-2.0)
     event, track, side, names = _tracks(events)
     is_flow = np.zeros(len(events), bool)
     is_flow[event[side == 1]] = True
@@ -316,7 +320,7 @@ def _merged(k: np.ndarray, track: np.ndarray, lane: np.ndarray, ts: np.ndarray,
     count = np.diff(np.r_[starts, len(k)])
     uniform = {}  # job, category, rank: one value over the group?
     for col in ("job", "category", "rank"):
-        codes = pd.factorize(pd.Series(ev[col][k]).astype(str))[0]
+        codes = ev[f"{col}_code"][k]
         uniform[col] = (np.minimum.reduceat(codes, starts) == np.maximum.reduceat(codes, starts))
     out = []
     for g, (a, b) in enumerate(zip(starts.tolist(), last.tolist())):
