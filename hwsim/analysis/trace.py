@@ -92,9 +92,10 @@ class _Layout:
             self.procs[p] = i
         meta: list[dict[str, Any]] = []
         for p, pid in sorted(self.procs.items(), key=lambda kv: kv[1]):
-            meta.append({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": p}})
-            meta.append({"ph": "M", "name": "process_sort_index", "pid": pid,
-                         "args": {"sort_index": pid}})
+            meta.append({"ph": "M", "name": "process_name", "pid": pid, "tid": pid, "ts": 0,
+                         "args": {"name": p}})
+            meta.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": pid,
+                         "ts": 0, "args": {"sort_index": pid}})
 
         def tkey(k: tuple[str, str, int]) -> tuple:
             proc, thread, lane = k
@@ -106,10 +107,10 @@ class _Layout:
             tid = self.threads[key] = base + i
             proc, thread, lane = key
             pid = self.procs[proc]
-            meta.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+            meta.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "ts": 0,
                          "args": {"name": thread if lane == 0 else f"{thread} #{lane + 1}"}})
             meta.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid,
-                         "args": {"sort_index": i}})
+                         "ts": 0, "args": {"sort_index": i}})
         return meta
 
 
@@ -215,10 +216,9 @@ def chrome_trace(events: pd.DataFrame, utilization: pd.DataFrame | None = None,
     meta = layout.number()
     for ev in body:
         ev["pid"] = layout.procs[ev["pid"]]
-        if "tid" in ev:
-            ev["tid"] = layout.threads[ev["tid"]]
-    for ev in counters:
-        ev["pid"] = layout.procs[ev["pid"]]
+        ev["tid"] = layout.threads[ev["tid"]] if "tid" in ev else ev["pid"]
+    for ev in counters:  # process-level events: the tid of the process's main thread, its pid
+        ev["pid"] = ev["tid"] = layout.procs[ev["pid"]]
     if not meta and not body and not counters:
         return {"traceEvents": [], "displayTimeUnit": "ms"}
     return {"traceEvents": meta + body + counters, "displayTimeUnit": "ms", "otherData": info}
@@ -226,6 +226,10 @@ def chrome_trace(events: pd.DataFrame, utilization: pd.DataFrame | None = None,
 
 def _slices(events: pd.DataFrame, layout: _Layout, max_slices: int,
             info: dict[str, Any]) -> list[dict[str, Any]]:
+    missing = [c for c in ("name", "kind", "job", "category", "rank", "bytes", "flops")
+               if c not in events.columns]
+    if missing:  # a partial frame (hand-made): the absent columns are empty
+        events = events.assign(**{c: None for c in missing})
     start = pd.to_numeric(events["start_s"], errors="coerce").to_numpy(float)
     end = pd.to_numeric(events["end_s"], errors="coerce").to_numpy(float)
     ok = np.isfinite(start) & np.isfinite(end)
