@@ -162,9 +162,14 @@ def run(
     file: Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result files into "
                                                 "this folder (replaced atomically).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success (and "
+                                          "no progress bar).")] = False,
 ) -> None:
-    """Simulate one scenario and print its summary (and save it with --out)."""
+    """Simulate one scenario and print its summary (and save it with --out).
+
+    On a terminal a progress bar (stderr) counts the steps or requests simulated; none in a pipe,
+    with --quiet or with HWSIM_PROGRESS=0."""
+    from contextlib import nullcontext
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -175,7 +180,10 @@ def run(
         scenario = load_scenario(file)
         from hwsim.scenario.build import run_scenario
 
-        result = run_scenario(scenario)
+        from hwsim.progress import silenced
+
+        with silenced() if quiet else nullcontext():
+            result = run_scenario(scenario)
         if out is not None:
             result.save(out)
     except ScenarioError as err:  # errors found while building the run: add the file name

@@ -27,6 +27,7 @@ from hwsim.jobs.serving import ServingJob, ServingPlan
 from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
 from hwsim.jobs.transfer import TransferJob, TransferPlan
+from hwsim.progress import progress, shown
 from hwsim.topology import component_counts
 
 __all__ = ["simulate", "simulate_jobs"]
@@ -51,7 +52,7 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
     system = System(env, graph, recorder, rng)
     runner = _runner(system, job)
     runner.start()
-    env.run(until=until_s)
+    _run(env, [runner], until_s, name)
     end = env.now
     extra: dict[str, pd.DataFrame] = {}
     if isinstance(runner, (ServingJob, BatchingJob)):
@@ -162,7 +163,7 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
             env.process(_start_at(env, runner, start))
         else:
             runner.start()
-    env.run(until=until_s)
+    _run(env, runners, until_s, name)
     end = env.now
     events = recorder.events_frame()
     first = recorder.events_frame(rank=0)
@@ -218,6 +219,35 @@ def _steps_frame(job: TrainingJob | ParallelTrainingJob, start_s: float = 0.0) -
                          "start_s": np.asarray([start_s, *ends[:-1]], float)[:len(ends)],
                          "end_s": np.asarray(ends, float)}, columns=["job", "step", "start_s",
                                                                        "end_s"])
+
+
+def _run(env: simpy.Environment, runners: Sequence[Any], until_s: float | None,
+         label: str) -> None:
+    """``env.run(until_s)``; on a terminal (:func:`hwsim.progress.shown`), stepped with a bar of
+    the jobs' steps done (training) or requests finished (serving), so an unobserved run pays
+    nothing."""
+    counts = [_done_of(r) for r in runners]
+    if not shown() or any(c is None for c in counts):
+        env.run(until=until_s)
+        return
+    limit = math.inf if until_s is None else until_s
+    with progress(sum(total for _, total in counts), label) as bar:
+        while env.peek() < limit:
+            for _ in range(4096):
+                if env.peek() >= limit:
+                    break
+                env.step()
+            bar.update(sum(done() for done, _ in counts))
+    env.run(until=until_s)
+
+
+def _done_of(runner: Any) -> tuple[Any, int] | None:
+    """(a function: units done so far, the units in all) of a job, None if it has no count."""
+    if isinstance(runner, (ServingJob, BatchingJob)):
+        return (lambda: runner.finished), len(runner.plan.requests)
+    if isinstance(runner, (TrainingJob, ParallelTrainingJob, DataLoaderJob)):
+        return (lambda: max(map(len, runner.step_ends), default=0)), runner.plan.steps
+    return None
 
 
 def _runner(system: System, plan: Any, name: str | None = None) -> Any:

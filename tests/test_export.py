@@ -15,7 +15,6 @@ from hwsim.analysis.export import (
     RESULT_FILES,
     atomic_write_bytes,
     atomic_write_text,
-    chrome_trace,
     write_result,
 )
 from hwsim.analysis.result import (
@@ -132,41 +131,4 @@ def test_atomic_writers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         atomic_write_text(path, "three")
     assert path.read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
-
-def test_chrome_trace_is_valid() -> None:
-    r = _result()
-    trace = chrome_trace(r.events, r.utilization, r.memory)
-    text = json.dumps(trace, allow_nan=False)
-    assert json.loads(text)["displayTimeUnit"] == "ms"
-    evs = trace["traceEvents"]
-    for ev in evs:
-        assert {"ph", "ts", "pid", "tid"} <= set(ev)
-        assert isinstance(ev["pid"], int) and isinstance(ev["tid"], int)
-    xs = [e for e in evs if e["ph"] == "X"]
-    assert len(xs) == len(r.events)
-    assert all(e["dur"] >= 0 for e in xs)
-    fwd = next(e for e in xs if e["name"] == "fwd.layer0")
-    assert fwd["ts"] == 0 and fwd["dur"] == pytest.approx(1000.0)
-    assert fwd["args"] == {"bytes": 0.0, "flops": 2e12, "job": "train", "rank": 0,
-                           "category": "compute", "kind": "compute"}
-    assert "bytes" not in next(e for e in xs if e["name"] == "read")["args"]  # NaN dropped
-    names = {(e["name"], e["args"]["name"]) for e in evs if e["ph"] == "M" and "name" in e["args"]}
-    assert ("process_name", "n0.gpu0") in names and ("thread_name", "compute") in names
-    send = next(e for e in xs if e["name"] == "send")  # a flow a->b goes under device a
-    assert send["pid"] == fwd["pid"] and send["tid"] != fwd["tid"]
-    # the two overlapping flows are on separate lanes of the "flow" process
-    flows = [e for e in xs if e["name"].startswith("allreduce")]
-    assert flows[0]["pid"] == flows[1]["pid"] and flows[0]["tid"] != flows[1]["tid"]
-    counters = [e for e in evs if e["ph"] == "C"]
-    assert counters and all(isinstance(v, (int, float)) and math.isfinite(v)
-                            for e in counters for v in e["args"].values())
-    gpu_pid = fwd["pid"]
-    util = [e for e in counters if e["name"] == "utilization n0.gpu0/compute"]
-    assert [e["args"]["utilization"] for e in util] == [1.0, 0.5, 0.0] and util[0]["pid"] == gpu_pid
-    mem = [e for e in counters if e["name"].startswith("memory")]
-    assert [e["args"]["used_bytes"] for e in mem] == [1e9, 3e9]
-
-
-def test_chrome_trace_empty() -> None:
-    trace = chrome_trace(pd.DataFrame(columns=list(EVENT_COLUMNS)))
-    assert trace == {"traceEvents": [], "displayTimeUnit": "ms"}
+# trace.json's format and layout: tests/test_trace.py

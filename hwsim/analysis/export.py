@@ -1,4 +1,5 @@
-"""Writing results: atomic file and directory writers, and the Chrome trace-event format.
+"""Writing results: atomic file and directory writers; ``trace.json`` comes from
+:mod:`hwsim.analysis.trace`.
 
 Nothing here runs a simulation; :meth:`hwsim.analysis.result.Result.save` and the CLI call
 :func:`write_result`. Every writer goes through a temporary name and a rename, so an interrupted
@@ -7,7 +8,6 @@ run never leaves a half-written file or result directory that looks whole (DESIG
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import os
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from hwsim.analysis.trace import chrome_trace
 from hwsim.exceptions import HwsimError
 
 if TYPE_CHECKING:
@@ -147,146 +148,6 @@ def _write_files(result: Result, folder: Path) -> None:
     (folder / "scenario.json").write_text(to_json(result.config), encoding="utf-8")
     if wanted.get("trace", True):
         trace = chrome_trace(result.events, result.utilization, result.memory)
-        (folder / "trace.json").write_text(json.dumps(trace, allow_nan=False, default=str),
-                                           encoding="utf-8")
-
-
-def _us(seconds: Any) -> float | None:
-    try:
-        value = float(seconds) * 1e6
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-class _Ids:
-    """Numeric pid/tid for process and thread names, with their "M" metadata events."""
-
-    def __init__(self) -> None:
-        self.pids: dict[str, int] = {}
-        self.tids: dict[tuple[int, str], int] = {}
-        self.meta: list[dict[str, Any]] = []
-
-    def pid(self, name: str) -> int:
-        if name not in self.pids:
-            self.pids[name] = pid = len(self.pids) + 1
-            self.meta.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "ts": 0,
-                              "args": {"name": name}})
-        return self.pids[name]
-
-    def tid(self, pid: int, name: str) -> int:
-        if (pid, name) not in self.tids:
-            self.tids[(pid, name)] = tid = sum(1 for p, _ in self.tids if p == pid) + 1
-            self.meta.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "ts": 0,
-                              "args": {"name": name}})
-        return self.tids[(pid, name)]
-
-
-def _split(resource: str) -> tuple[str, str]:
-    """Process and thread names of a resource: ``"n0.gpu0/compute"`` -> (``"n0.gpu0"``,
-    ``"compute"``); a flow or link ``"n0.gpu0->n0.gpu1"`` goes under its source device; any other
-    name is both."""
-    resource = str(resource)
-    head, _, tail = resource.partition("/")
-    if tail:
-        return head, tail
-    src, arrow, _ = resource.partition("->")
-    return (src, resource) if arrow and src else (resource, resource)
-
-
-def _event_args(row: dict[str, Any]) -> dict[str, Any]:
-    args = {}
-    for key in ("bytes", "flops", "job", "rank", "category", "kind"):
-        value = _plain(row.get(key))
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            args[key] = value
-    return args
-
-
-def _complete_events(events: pd.DataFrame, ids: _Ids) -> list[dict[str, Any]]:
-    """'X' events. Overlapping activities of one resource go to numbered lanes (``compute #2``)
-    because trace viewers only draw properly nested slices on one thread."""
-    rows = [r for r in events.to_dict("records")
-            if _us(r.get("start_s")) is not None and _us(r.get("end_s")) is not None]
-    rows.sort(key=lambda r: (str(r.get("resource")), float(r["start_s"]), float(r["end_s"])))
-    lanes: dict[str, tuple[list[tuple[float, int]], list[int]]] = {}
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        resource = str(row.get("resource"))
-        ts = float(row["start_s"]) * 1e6
-        end = max(float(row["end_s"]) * 1e6, ts)
-        busy, free = lanes.setdefault(resource, ([], []))
-        while busy and busy[0][0] <= ts:
-            heapq.heappush(free, heapq.heappop(busy)[1])
-        lane = heapq.heappop(free) if free else len(busy)
-        heapq.heappush(busy, (end, lane))
-        proc, stream = _split(resource)
-        pid = ids.pid(proc)
-        tid = ids.tid(pid, stream if lane == 0 else f"{stream} #{lane + 1}")
-        kind = _plain(row.get("kind")) or "activity"
-        out.append({"name": str(_plain(row.get("name")) or kind), "cat": str(kind), "ph": "X",
-                    "ts": ts, "dur": end - ts, "pid": pid, "tid": tid, "args": _event_args(row)})
-    return out
-
-
-def _counters(frame: pd.DataFrame | None, value: str, label: str, ids: _Ids,
-              step: str | None = None) -> list[dict[str, Any]]:
-    """'C' events of column *value* per resource; a resource goes under the process of its device
-    when the events have one, else under a process named *label*. With *step* (a bin-width column)
-    each series drops to 0 at the end of its last bin."""
-    if frame is None or frame.empty or not {"resource", "time_s", value} <= set(frame.columns):
-        return []
-    out: list[dict[str, Any]] = []
-    for resource, group in frame.groupby("resource", sort=True):
-        proc, _ = _split(str(resource))
-        pid = ids.pids.get(proc) or ids.pid(label)
-        name = f"{label} {resource}"
-        last = None
-        widths = group[step] if step and step in group else [0.0] * len(group)
-        for t, v, w in zip(group["time_s"], group[value], widths, strict=True):
-            ts, num = _us(t), _plain(v)
-            if ts is None or not isinstance(num, (int, float)) or isinstance(num, bool):
-                continue
-            out.append({"name": name, "ph": "C", "ts": ts, "pid": pid, "tid": 0,
-                        "args": {value: num}})
-            last = (ts, _us(w))
-        if step and last is not None and last[1]:
-            out.append({"name": name, "ph": "C", "ts": last[0] + last[1], "pid": pid, "tid": 0,
-                        "args": {value: 0.0}})
-    return out
-
-
-def chrome_trace(events: pd.DataFrame, utilization: pd.DataFrame | None = None,
-                 memory: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Return the Chrome trace-event form of a run, for Perfetto and chrome://tracing.
-
-    Parameters
-    ----------
-    events : pandas.DataFrame
-        Columns of :data:`~hwsim.analysis.result.EVENT_COLUMNS`. Each row becomes a complete event
-        (``ph: "X"``, ``ts``/``dur`` in microseconds) on the process of its device (the part of
-        ``resource`` before ``/``, e.g. ``n0.gpu0``, or before ``->`` for a flow ``a->b``) and
-        the thread of its stream (``compute``, or the flow's resource);
-        ``bytes``, ``flops``, ``job``, ``rank``, ``category`` and ``kind`` go into ``args``.
-    utilization : pandas.DataFrame, optional
-        :data:`~hwsim.analysis.result.UTILIZATION_COLUMNS`; each resource becomes a counter
-        (``ph: "C"``) of its busy fraction, stepping at bin starts.
-    memory : pandas.DataFrame, optional
-        :data:`~hwsim.analysis.result.MEMORY_COLUMNS`; each pool becomes a counter of
-        ``used_bytes``.
-
-    Returns
-    -------
-    dict
-        ``{"traceEvents": [...], "displayTimeUnit": "ms"}``, with numeric ``pid``/``tid`` named by
-        ``process_name``/``thread_name`` metadata events and no NaN (``json.dumps(...,
-        allow_nan=False)`` works).
-    """
-    ids = _Ids()
-    body = _complete_events(events, ids) if events is not None and not events.empty else []
-    body += _counters(utilization, "utilization", "utilization", ids, step="bin_s")
-    body += _counters(memory, "used_bytes", "memory", ids)
-    for pid in ids.pids.values():
-        ids.meta.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "ts": 0,
-                         "args": {"sort_index": pid}})
-    return {"traceEvents": ids.meta + body, "displayTimeUnit": "ms"}
+        (folder / "trace.json").write_text(  # compact separators: large runs
+            json.dumps(trace, allow_nan=False, default=str, separators=(",", ":")),
+            encoding="utf-8")

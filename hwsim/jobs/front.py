@@ -23,6 +23,11 @@ class Front:
         self._count = 0
         self._rr = 0
 
+    @property
+    def finished(self) -> int:
+        """Requests finished so far (arrived and left)."""
+        return len(self.seqs) - self._count
+
     def _round_robin(self, replicas: Sequence[Any]) -> Any:
         r = replicas[self._rr % len(replicas)]
         self._rr += 1
