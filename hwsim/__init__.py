@@ -19,7 +19,7 @@ from hwsim.scenario import Scenario, load_scenario
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
+__all__ = ["run", "search", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
            "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
            "__version__"]
 
@@ -44,3 +44,13 @@ def run(scenario: str | Path | Mapping[str, Any] | Scenario) -> Result:
     s = scenario if isinstance(scenario, Scenario) else load_scenario(
         dict(scenario) if isinstance(scenario, Mapping) else scenario)
     return run_scenario(s)
+
+
+def search(scenario: str | Path | Mapping[str, Any] | Scenario,
+           space: Mapping[str, Any] | None = None, **options: Any):
+    """Search the parallel layouts of a training scenario (tp, pp, dp, cp, ep, micro-batch,
+    virtual stages, recompute, ZeRO): :func:`hwsim.planning.search.search`, whose frame
+    :func:`hwsim.planning.search.explain` turns into text."""
+    from hwsim.planning.search import search as _search
+
+    return _search(scenario, space, **options)
