@@ -81,7 +81,7 @@ def test_combinations_that_cannot_run_are_invalid_rows_with_the_reason():
     assert reasons == {**reasons, (3, 2, 2): "tp x pp x cp = 6 does not divide the 8 devices"}
     assert len(reasons) == 12 and all(reasons.values())
     with pytest.raises(ScenarioError, match=r"space: no layout of the search space can run \(12 "
-                       r"tried; e.g. tp 3, pp 1, dp None, mb 1, v 1, recompute full, zero 1: "
+                       r"tried; e.g. tp 3, pp 1, dp -, mb 1, v 1, recompute full, zero 1: "
                        r"tp x pp x cp = 3 does not divide the 8 devices\)"):
         search(base, space)
     # with tp 1: pp 2 x v 2 = 4 micro-batches per step, a multiple of pp: valid; v 2 on pp 1
@@ -266,24 +266,29 @@ def _bench():
 
 
 def test_gpt3_reduced_search_reaches_the_published_throughput():
-    """Around the published layout (tp 4/8, pp 16/32, mb 1, full recompute): the best reaches
-    90% of the published 140 TFLOP/s counted as the paper counts (its 96-form FLOPs per step
-    over the predicted step time), and the published tp 8, pp 16 is among the simulated."""
+    """Two candidates around the published layout (tp 8; pp 16 or 32; mb 1, v 1, full
+    recompute, no ZeRO): the best reaches 90% of the published 140 TFLOP/s counted as the paper
+    counts (its 96-form FLOPs per step over the predicted step time), and the published tp 8,
+    pp 16 itself predicts the published figure within 5% (hwsim's hardware FLOPs with
+    recompute, the paper's metric)."""
     pub = _bench().published()
     f = search(ROOT / "scenarios" / "gpt3-175b-1024xa100.yaml",
-               {"tp": [4, 8], "pp": [16, 32], "micro_batch": [1], "virtual_stages": [1],
+               {"tp": [8], "pp": [16, 32], "micro_batch": [1], "virtual_stages": [1],
                 "recompute": ["full"], "zero": [0]}, budget=2)
     sim = f[f["status"] == "simulated"]
     assert len(sim) == 2
     best = sim.iloc[0]
     paper_tflops = pub["paper_flops_per_step"] / best["step_time_s"] / 1024 / 1e12
     assert paper_tflops >= 0.9 * 140
-    assert ((sim["tp"] == 8) & (sim["pp"] == 16)).any()
+    published = sim[sim["pp"] == 16].iloc[0]
+    assert published["hardware_tflops_per_gpu"] == pytest.approx(140, rel=0.05)
 
 
 @pytest.mark.benchmark
 def test_gpt3_full_search_acceptance(capsys):
-    """The full default space (benchmarks/search_gpt3.py, a few minutes): PASS."""
+    """The full default space and the 2021-software space (benchmarks/search_gpt3.py, several
+    minutes): PASS."""
     assert _bench().main(["--budget", "24"]) == 0
     out = capsys.readouterr().out
-    assert "acceptance (best >= 90% of published throughput): PASS" in out
+    assert "acceptance: every search's best >= 90% of the published throughput" in out
+    assert out.rstrip().endswith("PASS")
