@@ -8,7 +8,8 @@ Strategy (docs/planning.md, "Parallelism search"):
    dividing the devices, ``dp = devices / (tp x pp x cp)``, micro-batches dividing
    ``global_batch / dp``, virtual stages with ``layers % (pp x v) == 0`` (and, as the
    interleaved schedule needs, micro-batches per step a multiple of pp), ep dividing dp and the
-   experts (MoE only), cp dividing the sequence (long sequences only).
+   experts (MoE only), cp dividing the sequence (long sequences only), tp dividing the heads.
+   Combinations that fail are rows of status ``invalid`` with the reason.
 2. **Validate and prune without simulating**: every layout goes through the scenario builder's
    :func:`~hwsim.scenario.build.training_plan` (an error there makes it ``invalid`` with the
    reason); the plan's per-stage memory breakdown (:mod:`hwsim.workloads.memory`) is compared
