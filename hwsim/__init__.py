@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "sensitivity", "utilization", "resource_summary", "critical_path", "bottleneck",
+__all__ = ["run", "sensitivity", "search", "utilization", "resource_summary", "critical_path", "bottleneck",
            "compare", "device_energy_j", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
            "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
            "__version__"]
@@ -89,3 +89,13 @@ def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: s
         dict(scenario) if isinstance(scenario, Mapping) else scenario)
     return _sensitivity(lambda adjust: run_scenario(s, adjust=adjust), resource, factor,
                         graph=build_graph(s.cluster), keys=keys)
+
+
+def search(scenario: str | Path | Mapping[str, Any] | Scenario,
+           space: Mapping[str, Any] | None = None, **options: Any):
+    """Search the parallel layouts of a training scenario (tp, pp, dp, cp, ep, micro-batch,
+    virtual stages, recompute, ZeRO): :func:`hwsim.planning.search.search`, whose frame
+    :func:`hwsim.planning.search.explain` turns into text."""
+    from hwsim.planning.search import search as _search
+
+    return _search(scenario, space, **options)

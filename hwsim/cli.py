@@ -265,6 +265,56 @@ def catalog(
         console.print(table)
 
 
+@app.command()
+def search(
+    file: Annotated[Path, typer.Argument(help="Training scenario YAML file.", show_default=False)],
+    budget: Annotated[int, typer.Option("--budget", "-b", min=1, help="Memory-feasible layouts "
+                                        "to simulate, best analytic estimate first.")] = 32,
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Rows to print.")] = 10,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every candidate's row "
+                                             "(CSV, or Parquet for .parquet).")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1,
+                                         help="Processes simulating in parallel.")] = 1,
+) -> None:
+    """Search the parallel layouts of a training scenario; print the best and why the
+    runner-up loses (docs/planning.md, "Parallelism search")."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from hwsim.planning.search import LAYOUT, explain
+    from hwsim.planning.search import search as run_search
+
+    try:
+        frame = run_search(file, budget=budget, workers=workers)
+    except ScenarioError as err:
+        err = ScenarioError(err.reason, file=err.file or str(file), field=err.field)
+        raise _fail(err) from None
+    except HwsimError as err:
+        raise _fail(err) from None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        if out.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        tmp.replace(out)
+    columns = list(LAYOUT) + ["status", "step_time_s", "model_tflops_per_gpu", "mfu",
+                              "memory_per_device_gb", "estimate_step_time_s"]
+    table = Table(title=escape(f"parallelism search: {file}"), header_style="bold")
+    for c in columns:
+        table.add_column(c.replace("_per_", "/").replace("_s", " s").replace("_", " "),
+                         justify="left" if c in ("recompute", "status") else "right")
+    for _, row in frame.head(top).iterrows():
+        table.add_row(*(escape(_fmt(None if isinstance(row[c], float) and math.isnan(row[c])
+                                    else row[c])) for c in columns))
+    Console(soft_wrap=True, highlight=False).print(table)
+    typer.echo(explain(frame))
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     """Run the command line (the ``hwsim`` entry point).
 

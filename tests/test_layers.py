@@ -10,8 +10,10 @@ PKG = Path(__file__).resolve().parent.parent / "hwsim"
 
 # layer of each top-level module or package, lowest first
 RANK = {"units": 0, "exceptions": 0, "catalog": 1, "engine": 1, "topology": 2, "workloads": 2,
-        "jobs": 3, "analysis": 3, "simulation": 4, "planning": 5, "scenario": 6, "cli": 7,
+        "jobs": 3, "analysis": 3, "simulation": 4, "scenario": 5, "planning": 6, "cli": 7,
         "__init__": 7, "__main__": 7}
+# planning (sweeps, the parallelism search) validates, builds and runs scenarios: it sits on the
+# scenario front, below the command line; the scenario layer never imports it.
 # pairs of same-rank layers that must not import each other
 FORBIDDEN = {("engine", "catalog"), ("catalog", "engine"), ("topology", "workloads"),
              ("workloads", "topology"), ("workloads", "engine"), ("workloads", "catalog"),
