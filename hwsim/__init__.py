@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "sensitivity", "utilization", "resource_summary", "critical_path", "bottleneck",
+__all__ = ["run", "sensitivity", "cheapest_training", "fewest_serving", "pareto", "utilization", "resource_summary", "critical_path", "bottleneck",
            "compare", "device_energy_j", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
            "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
            "__version__"]
@@ -89,3 +89,52 @@ def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: s
         dict(scenario) if isinstance(scenario, Mapping) else scenario)
     return _sensitivity(lambda adjust: run_scenario(s, adjust=adjust), resource, factor,
                         graph=build_graph(s.cluster), keys=keys)
+
+
+def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any]:
+    """A scenario file or mapping as a plain dict (validated once), and a ``run(mapping)``."""
+    import yaml
+
+    from hwsim.scenario.build import run_scenario
+
+    if isinstance(scenario, Mapping):
+        data, file = dict(scenario), None
+    else:
+        file = str(scenario)
+        try:
+            with open(scenario, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except OSError as exc:
+            raise ScenarioError(f"cannot read scenario: {exc.strerror}", file=file) from None
+    load_scenario(data, file=file)  # the base must be valid before any candidate is tried
+    return data, lambda d: run_scenario(load_scenario(d, file=file))
+
+
+def cheapest_training(scenario: str | Path | Mapping[str, Any], train_tokens: float, days: float,
+                      **kwargs: Any) -> "pd.DataFrame":
+    """The cheapest (device type, count) that trains *train_tokens* tokens within *days*: one
+    simulated row per candidate, the answer marked (docs/planning.md, "Capacity questions";
+    keyword arguments and columns: :func:`hwsim.planning.capacity.cheapest_training`)."""
+    from hwsim.planning.capacity import cheapest_training as _cheapest
+
+    data, runner = _as_mapping(scenario)
+    return _cheapest(runner, data, train_tokens, days, **kwargs)
+
+
+def fewest_serving(scenario: str | Path | Mapping[str, Any], rate_per_s: float, ttft_p99_s: float,
+                   tpot_p99_s: float, **kwargs: Any) -> "pd.DataFrame":
+    """For each device type, the fewest devices that serve *rate_per_s* within both p99 targets
+    (docs/planning.md, "Capacity questions"; :func:`hwsim.planning.capacity.fewest_serving`)."""
+    from hwsim.planning.capacity import fewest_serving as _fewest
+
+    data, runner = _as_mapping(scenario)
+    return _fewest(runner, data, rate_per_s, ttft_p99_s, tpot_p99_s, **kwargs)
+
+
+def pareto(df: "pd.DataFrame", objectives: Mapping[str, str] | None = None,
+           **kwargs: Any) -> "pd.DataFrame":
+    """*df* with a ``pareto`` column marking its front (default: minimum time_to_train_s,
+    cost_usd and energy_kwh; :func:`hwsim.planning.capacity.pareto`)."""
+    from hwsim.planning.capacity import pareto as _pareto
+
+    return _pareto(df, objectives, **kwargs)
