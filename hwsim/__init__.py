@@ -107,6 +107,11 @@ def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any]:
         except OSError as exc:
             raise ScenarioError(f"cannot read scenario: {exc.strerror}", file=file) from None
     load_scenario(data, file=file)  # the base must be valid before any candidate is tried
+    wl = data.get("workload") if file and isinstance(data, dict) else None
+    for part, key in (("model", "hf_config"), ("arrivals", "trace")):  # relative to the file
+        sub = wl.get(part) if isinstance(wl, dict) else None
+        if isinstance(sub, dict) and isinstance(sub.get(key), str):
+            sub[key] = str(Path(file).parent / Path(sub[key]).expanduser())
     return data, lambda d: run_scenario(load_scenario(d, file=file))
 
 

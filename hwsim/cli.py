@@ -323,7 +323,11 @@ def capacity_train(
         raise _fail(err) from None
     cols = ["device", "count", "dp", "micro_batch", "time_to_train_days", "cost_usd",
             "energy_kwh", "feasible", "pareto", "reason"]
-    _print_frame(df, f"train {tokens:.3g} tokens within {days:g} days", cols)
+    shown = df.astype({"cost_usd": object, "energy_kwh": object, "time_to_train_days": object})
+    for c, f in (("cost_usd", "{:,.0f}"), ("energy_kwh", "{:,.0f}"),
+                 ("time_to_train_days", "{:.3g}")):
+        shown[c] = [f.format(v) if v == v else "-" for v in df[c]]
+    _print_frame(shown, f"train {tokens:.3g} tokens within {days:g} days", cols)
     best = df[df["answer"]]
     if best.empty:
         typer.echo(f"answer: no candidate trains {tokens:.3g} tokens within {days:g} days")

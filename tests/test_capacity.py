@@ -268,3 +268,12 @@ def test_cli_serve(tmp_path):
              "--requests", "60")
     assert p.returncode == 0, p.stderr
     assert "answer: 1 x A100-SXM4-80GB (1 replicas)" in p.stdout
+
+
+def test_serving_limit_is_reported_not_exceeded():
+    df = hwsim.fewest_serving(SERVE, 150.0, 0.5, 0.05, max_replicas=1)
+    r = df.iloc[0]
+    assert not r["feasible"] and r["replicas"] == 1 and r["tried"] == [1]
+    assert r["reason"].startswith("p99 targets not met with 1 replicas (ttft_p99_s ")
+    with pytest.raises(ScenarioError, match=r"max_replicas: must be a positive integer, got 0"):
+        hwsim.fewest_serving(SERVE, 150.0, 0.5, 0.05, max_replicas=0)

@@ -346,6 +346,9 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
     if par.get("prefill_replicas"):
         raise ScenarioError("disaggregated serving (prefill_replicas > 0) is not supported by "
                             "fewest_serving; give a colocated base", field="workload.parallelism")
+    if isinstance(max_replicas, bool) or not isinstance(max_replicas, int) or max_replicas < 1:
+        raise ScenarioError(f"must be a positive integer, got {max_replicas!r}",
+                            field="max_replicas")
     node = _node(base)
     gpn = int(node.get("gpus_per_node", 1))
     per_replica = int(par.get("tp", 1)) * int(par.get("pp", 1))
@@ -388,10 +391,8 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
         lo, hi = 0, 1  # lo: largest known miss, hi: candidate
         while hi <= max_replicas and not trial(hi):
             lo, hi = hi, hi * 2
-        if hi > max_replicas and lo < max_replicas and not trial(max_replicas):
-            hi = max_replicas + 1
-        elif hi > max_replicas:
-            hi = max_replicas if trial(max_replicas) else max_replicas + 1
+        if hi > max_replicas:  # every power of two up to the limit missed: try the limit
+            hi = max_replicas if lo < max_replicas and trial(max_replicas) else max_replicas + 1
         if hi <= max_replicas:
             while hi - lo > 1:
                 mid = (lo + hi) // 2
