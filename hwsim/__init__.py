@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "sensitivity", "cheapest_training", "fewest_serving", "pareto", "utilization", "resource_summary", "critical_path", "bottleneck",
+__all__ = ["run", "sensitivity", "utilization", "resource_summary", "critical_path", "bottleneck",
            "compare", "device_energy_j", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
            "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
            "__version__"]
@@ -89,6 +89,9 @@ def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: s
         dict(scenario) if isinstance(scenario, Mapping) else scenario)
     return _sensitivity(lambda adjust: run_scenario(s, adjust=adjust), resource, factor,
                         graph=build_graph(s.cluster), keys=keys)
+
+
+__all__ += ["cheapest_training", "fewest_serving", "pareto"]  # capacity questions
 
 
 def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any]:

@@ -159,7 +159,6 @@ def test_serving_answer_meets_slos_and_one_fewer_does_not(serve_df):
             assert s["ttft_p99_s"] > 0.5 or s["tpot_p99_s"] > 0.05
         assert r["cost_per_hour_usd"] == pytest.approx(
             r["devices"] * get_device(r["device"]).price_usd_per_hour)
-        spec = get_device(r["device"])
         assert r["energy_per_request_j"] > 0
         assert int(r["replicas"]) in r["tried"]
 
