@@ -3,7 +3,8 @@
 ``hwsim validate FILE...`` checks scenarios without running them; ``hwsim run FILE [--out DIR]``
 simulates one and prints its summary; ``hwsim report DIR`` writes a result directory's HTML
 report; ``hwsim catalog [devices|links|storage]`` lists the hardware
-catalog. Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
+catalog; ``hwsim capacity train|serve`` answers capacity questions (docs/planning.md).
+Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
 """
 
 from __future__ import annotations

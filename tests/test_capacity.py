@@ -224,6 +224,8 @@ def test_device_without_a_price_names_the_option():
 @pytest.mark.parametrize("call, pattern", [
     (lambda: hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=[3]),
      r"counts: 3 is not a positive multiple of gpus_per_node = 2"),
+    (lambda: hwsim.cheapest_training(TRAIN, TOKENS, 1.0, max_nodes=0),
+     r"max_nodes: must be a positive integer, got 0"),
     (lambda: hwsim.cheapest_training(TRAIN, -1, 1.0), r"train_tokens: must be a positive number"),
     (lambda: hwsim.cheapest_training(TRAIN, TOKENS, 0), r"days: must be a positive number"),
     (lambda: hwsim.cheapest_training(SERVE, TOKENS, 1.0), r"workload: cheapest_training needs "

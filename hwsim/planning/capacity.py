@@ -229,6 +229,8 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
     if wl.get("kind") != "training" or not wl.get("global_batch"):
         raise ScenarioError("cheapest_training needs a training workload with global_batch "
                             "(workload: {kind: training, global_batch: ...})", field="workload")
+    if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
+        raise ScenarioError(f"must be a positive integer, got {max_nodes!r}", field="max_nodes")
     node = _node(base)
     gpn = int(node.get("gpus_per_node", 1))
     devs = _check_devices(devices, node["gpu"])
