@@ -99,3 +99,60 @@ def search(scenario: str | Path | Mapping[str, Any] | Scenario,
     from hwsim.planning.search import search as _search
 
     return _search(scenario, space, **options)
+
+
+__all__ += ["cheapest_training", "fewest_serving", "pareto"]  # capacity questions
+
+
+def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any]:
+    """A scenario file or mapping as a plain dict (validated once), and a ``run(mapping)``."""
+    import yaml
+
+    from hwsim.scenario.build import run_scenario
+
+    if isinstance(scenario, Mapping):
+        data, file = dict(scenario), None
+    else:
+        file = str(scenario)
+        try:
+            with open(scenario, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except OSError as exc:
+            raise ScenarioError(f"cannot read scenario: {exc.strerror}", file=file) from None
+    load_scenario(data, file=file)  # the base must be valid before any candidate is tried
+    wl = data.get("workload") if file and isinstance(data, dict) else None
+    for part, key in (("model", "hf_config"), ("arrivals", "trace")):  # relative to the file
+        sub = wl.get(part) if isinstance(wl, dict) else None
+        if isinstance(sub, dict) and isinstance(sub.get(key), str):
+            sub[key] = str(Path(file).parent / Path(sub[key]).expanduser())
+    return data, lambda d: run_scenario(load_scenario(d, file=file))
+
+
+def cheapest_training(scenario: str | Path | Mapping[str, Any], train_tokens: float, days: float,
+                      **kwargs: Any) -> "pd.DataFrame":
+    """The cheapest (device type, count) that trains *train_tokens* tokens within *days*: one
+    simulated row per candidate, the answer marked (docs/planning.md, "Capacity questions";
+    keyword arguments and columns: :func:`hwsim.planning.capacity.cheapest_training`)."""
+    from hwsim.planning.capacity import cheapest_training as _cheapest
+
+    data, runner = _as_mapping(scenario)
+    return _cheapest(runner, data, train_tokens, days, **kwargs)
+
+
+def fewest_serving(scenario: str | Path | Mapping[str, Any], rate_per_s: float, ttft_p99_s: float,
+                   tpot_p99_s: float, **kwargs: Any) -> "pd.DataFrame":
+    """For each device type, the fewest devices that serve *rate_per_s* within both p99 targets
+    (docs/planning.md, "Capacity questions"; :func:`hwsim.planning.capacity.fewest_serving`)."""
+    from hwsim.planning.capacity import fewest_serving as _fewest
+
+    data, runner = _as_mapping(scenario)
+    return _fewest(runner, data, rate_per_s, ttft_p99_s, tpot_p99_s, **kwargs)
+
+
+def pareto(df: "pd.DataFrame", objectives: Mapping[str, str] | None = None,
+           **kwargs: Any) -> "pd.DataFrame":
+    """*df* with a ``pareto`` column marking its front (default: minimum time_to_train_s,
+    cost_usd and energy_kwh; :func:`hwsim.planning.capacity.pareto`)."""
+    from hwsim.planning.capacity import pareto as _pareto
+
+    return _pareto(df, objectives, **kwargs)

@@ -3,7 +3,8 @@
 ``hwsim validate FILE...`` checks scenarios without running them; ``hwsim run FILE [--out DIR]``
 simulates one and prints its summary; ``hwsim report DIR`` writes a result directory's HTML
 report; ``hwsim catalog [devices|links|storage]`` lists the hardware
-catalog. Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
+catalog; ``hwsim capacity train|serve`` answers capacity questions (docs/planning.md).
+Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
 """
 
 from __future__ import annotations
@@ -313,6 +314,139 @@ def search(
     typer.echo(explain(frame))
     if out is not None:
         typer.echo(f"wrote {out}")
+
+
+capacity_app = typer.Typer(help="Capacity questions: the cheapest cluster that trains a token "
+                            "budget in time, the fewest devices that serve a rate within p99 "
+                            "targets (docs/planning.md).", no_args_is_help=True)
+app.add_typer(capacity_app, name="capacity")
+
+
+def _capacity_args(devices: str | None, price: list[str] | None) -> tuple[list[str] | None,
+                                                                            dict[str, float]]:
+    """``--devices A,B`` and ``--price ID=USD_PER_H`` as a list and a mapping."""
+    prices: dict[str, float] = {}
+    for item in price or []:
+        dev, sep, value = item.partition("=")
+        try:
+            prices[dev.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not dev.strip():
+            raise _fail(ScenarioError(f"--price {item!r}: expected ID=USD_PER_H, e.g. "
+                                      "--price A100-PCIe-80GB=2.5"))
+    devs = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
+    return devs, prices
+
+
+def _print_frame(df: Any, title: str, columns: list[str]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(title), show_header=True, header_style="bold")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for row in df[columns].itertuples(index=False):
+        table.add_row(*(escape(_fmt(v.item() if hasattr(v, "item") else v)) for v in row))
+    Console(soft_wrap=True, highlight=False).print(table)
+
+
+@capacity_app.command("train")
+def capacity_train(
+    file: Annotated[Path, typer.Argument(help="Training scenario YAML (the base layout).",
+                                         show_default=False)],
+    tokens: Annotated[float, typer.Option("--tokens", help="Tokens to train.",
+                                          show_default=False)],
+    days: Annotated[float, typer.Option("--days", help="Deadline in days.", show_default=False)],
+    devices: Annotated[str | None, typer.Option("--devices", help="Comma-separated catalog "
+                                                "device ids (default: the scenario's).")] = None,
+    price: Annotated[list[str] | None, typer.Option("--price", help="ID=USD_PER_H, overrides "
+                                                    "the catalog price (repeatable).")] = None,
+    max_nodes: Annotated[int, typer.Option("--max-nodes", help="Largest server count tried.")
+                         ] = 64,
+) -> None:
+    """The cheapest device type and count that trains --tokens within --days, and the Pareto
+    front of time, cost and energy."""
+    import hwsim
+
+    devs, prices = _capacity_args(devices, price)
+    try:
+        df = hwsim.cheapest_training(file, tokens, days, devices=devs, prices=prices,
+                                     max_nodes=max_nodes)
+        df = hwsim.pareto(df)
+    except ScenarioError as err:
+        raise _fail(ScenarioError(err.reason, file=err.file or str(file), field=err.field)
+                    ) from None
+    except HwsimError as err:
+        raise _fail(err) from None
+    cols = ["device", "count", "dp", "micro_batch", "time_to_train_days", "cost_usd",
+            "energy_kwh", "feasible", "pareto", "reason"]
+    shown = df.astype({"cost_usd": object, "energy_kwh": object, "time_to_train_days": object})
+    for c, f in (("cost_usd", "{:,.0f}"), ("energy_kwh", "{:,.0f}"),
+                 ("time_to_train_days", "{:.3g}")):
+        shown[c] = [f.format(v) if v == v else "-" for v in df[c]]
+    _print_frame(shown, f"train {tokens:.3g} tokens within {days:g} days", cols)
+    best = df[df["answer"]]
+    if best.empty:
+        typer.echo(f"answer: no candidate trains {tokens:.3g} tokens within {days:g} days")
+    else:
+        b = best.iloc[0]
+        typer.echo(f"answer: {int(b['count'])} x {b['device']} ({int(b['nodes'])} servers, dp "
+                   f"{int(b['dp'])}): {b['time_to_train_days']:.1f} days, "
+                   f"${b['cost_usd']:,.0f}, {b['energy_kwh']:,.0f} kWh")
+    front = df[df["pareto"]]
+    typer.echo("pareto front (time, cost, energy): " + ("; ".join(
+        f"{int(r['count'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
+
+
+@capacity_app.command("serve")
+def capacity_serve(
+    file: Annotated[Path, typer.Argument(help="Inference scenario YAML (the replica layout).",
+                                         show_default=False)],
+    rate: Annotated[float, typer.Option("--rate", help="Requests per second.",
+                                        show_default=False)],
+    ttft: Annotated[float, typer.Option("--ttft", help="p99 time to first token target (s).",
+                                        show_default=False)],
+    tpot: Annotated[float, typer.Option("--tpot", help="p99 time per output token target (s).",
+                                        show_default=False)],
+    devices: Annotated[str | None, typer.Option("--devices", help="Comma-separated catalog "
+                                                "device ids (default: the scenario's).")] = None,
+    price: Annotated[list[str] | None, typer.Option("--price", help="ID=USD_PER_H, overrides "
+                                                    "the catalog price (repeatable).")] = None,
+    requests: Annotated[int | None, typer.Option("--requests", help="Requests simulated per "
+                                                 "trial (default: the scenario's).")] = None,
+    max_replicas: Annotated[int, typer.Option("--max-replicas", help="Most replicas tried.")
+                            ] = 64,
+) -> None:
+    """For each device type, the fewest devices that serve --rate within both p99 targets,
+    with cost per hour and energy per request, and their Pareto front."""
+    import hwsim
+
+    devs, prices = _capacity_args(devices, price)
+    try:
+        df = hwsim.fewest_serving(file, rate, ttft, tpot, devices=devs, prices=prices,
+                                  requests=requests, max_replicas=max_replicas)
+        df = hwsim.pareto(df, {"cost_per_hour_usd": "min", "energy_per_request_j": "min"})
+    except ScenarioError as err:
+        raise _fail(ScenarioError(err.reason, file=err.file or str(file), field=err.field)
+                    ) from None
+    except HwsimError as err:
+        raise _fail(err) from None
+    cols = ["device", "devices", "replicas", "tp", "ttft_p99_s", "tpot_p99_s",
+            "cost_per_hour_usd", "energy_per_request_j", "feasible", "pareto", "reason"]
+    _print_frame(df, f"serve {rate:g} req/s at p99 TTFT {ttft:g} s, TPOT {tpot:g} s", cols)
+    ok = df[df["feasible"]]
+    if ok.empty:
+        typer.echo("answer: no device type meets both targets")
+    else:
+        b = ok.sort_values("cost_per_hour_usd", kind="stable").iloc[0]
+        typer.echo(f"answer: {int(b['devices'])} x {b['device']} ({int(b['replicas'])} "
+                   f"replicas): ${b['cost_per_hour_usd']:,.2f}/h, "
+                   f"{b['energy_per_request_j']:,.0f} J per request")
+    front = df[df["pareto"]]
+    typer.echo("pareto front (cost per hour, energy per request): " + ("; ".join(
+        f"{int(r['devices'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
 
 
 def main() -> None:
