@@ -19,7 +19,7 @@ from hwsim.scenario import Scenario, load_scenario
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
+__all__ = ["run", "sweep", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
            "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
            "__version__"]
 
@@ -44,3 +44,20 @@ def run(scenario: str | Path | Mapping[str, Any] | Scenario) -> Result:
     s = scenario if isinstance(scenario, Scenario) else load_scenario(
         dict(scenario) if isinstance(scenario, Mapping) else scenario)
     return run_scenario(s)
+
+
+def sweep(spec: str | Path | Mapping[str, Any], out: str | Path | None = None, *,
+          workers: int | None = None, scheduler: str | None = None,
+          on_point: Any = None) -> Any:
+    """Run a sweep (a sweep file, or the same content as a dict; docs/sweeps.md) and return a
+    pandas DataFrame with one row per point: inputs, ``feasible``, ``reason``, outputs.
+
+    With *out*, results go to ``out/results.parquet`` as points finish and a rerun resumes;
+    *workers* local processes (default: one per CPU) or the Dask scheduler *scheduler*
+    (``tcp://HOST:PORT``, default ``$HWSIM_SCHEDULER``) run the points; *on_point* is called
+    with each finished row. See :func:`hwsim.planning.execute.sweep`.
+    """
+    from hwsim.planning.execute import sweep as _sweep
+
+    return _sweep(dict(spec) if isinstance(spec, Mapping) else spec, out, workers=workers,
+                  scheduler=scheduler, on_point=on_point)
