@@ -283,7 +283,7 @@ def sweep(
     why = ", ".join(f"{k} {n}" for k, n in kinds.items())
     typer.echo(f"{len(table)} points ({done} already done): {len(table) - len(bad)} feasible, "
                f"{len(bad)} infeasible{f' ({why})' if why else ''}; "
-               f"{len(ids) - done} run in {wall:.1f} s "
+               f"{len(ids) - done} new in {wall:.1f} s "
                f"({(len(ids) - done) / wall:.2f} points/s)")
     columns = list(table.columns)
     for obj in spec.objectives:

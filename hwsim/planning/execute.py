@@ -34,6 +34,8 @@ from hwsim.planning.sweep import SweepSpec, base_scenario, load_sweep, points
 
 __all__ = ["sweep", "read_results", "run_point", "PointTask", "SCHEDULER_ENV"]
 
+CONNECT_TIMEOUT_S = 20
+"""Seconds to wait for a Dask scheduler to answer."""
 SCHEDULER_ENV = "HWSIM_SCHEDULER"
 """The environment variable that names a Dask scheduler (``tcp://HOST:PORT``) when no
 *scheduler* is given."""
@@ -311,7 +313,7 @@ def _run_dask(tasks: list[PointTask], address: str, finish: Callable[[str, dict]
         raise HwsimError(f"a Dask scheduler ({address}) needs dask.distributed: pip install "
                          "'hwsim[dask]'") from None
     try:
-        client = Client(address, timeout="20s", set_as_default=False)
+        client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError) as err:
         raise HwsimError(f"cannot reach the Dask scheduler at {address!r} ({err}); give its "
                          "tcp://HOST:PORT (dask scheduler prints it)") from None

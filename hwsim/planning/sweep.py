@@ -262,8 +262,9 @@ def _read_yaml(path: Path, file: str) -> Any:
 
 
 def _convert(err: ValidationError, file: str | None) -> ScenarioError:
-    """The first pydantic error as one ScenarioError naming its field path."""
-    e = err.errors(include_url=False)[0]
+    """The first pydantic error as one ScenarioError naming its field path (an unknown key
+    first: a misspelled key also makes the right one missing)."""
+    e = sorted(err.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = [x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
     path = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
     msg = " ".join(str(e["msg"]).split())
