@@ -400,3 +400,18 @@ def test_an_unreachable_scheduler_is_one_paragraph(tmp_path, monkeypatch):
     assert result.stderr.startswith("error: cannot reach the Dask scheduler at "
                                     "'tcp://127.0.0.1:9'")
     assert "\n" not in result.stderr.strip()
+
+
+SWEEP_FILES = sorted([*(ROOT / "scenarios" / "sweeps").glob("*.yaml"),
+                      *(ROOT / "benchmarks").glob("sweep_*.yaml")])
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
+def test_shipped_sweep_files_load_and_expand(path):
+    """The example and benchmark sweeps are valid (expanded, not run: they take minutes)."""
+    spec = load_sweep(path)
+    pts = points(spec)
+    assert pts and len({p.id for p in pts}) == len(pts)
+    assert any(p.reason is None for p in pts)
+    if path.stem == "sweep_gpt3_clusters":
+        assert len(pts) == 1000

@@ -566,14 +566,14 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Pow: operator.pow}
 _CMPOPS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
            ast.Gt: operator.gt, ast.GtE: operator.ge}
-_ALLOWED = ("numbers, strings, true/false, field paths (workload.parallelism.tp, or the last name "
-            "of an axis's path when unique), + - * / // % **, comparisons (== != < <= > >=), "
+_ALLOWED = ("numbers, strings, true/false, field paths (workload.parallelism.tp, or its end when "
+            "that is unique: parallelism.tp, tp), + - * / // % **, comparisons (== != < <= > >=), "
             "and, or, not, parentheses")
 
 
 def parse_constraint(text: str, inputs: list[str] | None = None) -> tuple[ast.Expression, list[str]]:
     """Parse a constraint; return its tree (names rewritten to full field paths) and the paths it
-    reads. A bare name (``tp``) stands for the one path in *inputs* ending in ``.tp``.
+    reads. A shorter name (``tp``) stands for the one path in *inputs* ending in ``.tp``.
 
     Raises ValueError naming what is not allowed (calls, attributes of values, subscripts other
     than ``[int]``, lambdas, comprehensions, ...).
@@ -623,13 +623,14 @@ def _dotted(node: ast.AST, text: str) -> str:
 
 
 def _resolve_name(path: str, inputs: list[str], text: str) -> str:
-    """A bare name: the one axis input ending in it, else the one other field ending in it
-    (*inputs* lists the axes' columns first, then ``|``, then the base's other fields)."""
-    if "." in path or "[" in path or not inputs:
+    """A full field path as it is; a shorter name (``tp``, ``model.layers``): the one axis input
+    ending in it, else the one other field ending in it (*inputs* lists the axes' columns first,
+    then ``|``, then the base's other fields)."""
+    if path in inputs or not inputs:
         return path
     cut = inputs.index("|") if "|" in inputs else len(inputs)
     for group in (inputs[:cut], inputs[cut + 1:]):
-        matches = [p for p in group if p == path or p.endswith("." + path)]
+        matches = [p for p in group if p.endswith("." + path)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
