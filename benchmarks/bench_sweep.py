@@ -7,8 +7,10 @@ Runs the sweep (GPT-3-class training on A100 / H100 clusters, issue 7) twice int
 with ``--workers`` local processes, then through a ``dask scheduler`` and ``--workers`` ``dask
 worker`` processes (one process, one thread each) started here on 127.0.0.1. Prints, per run, the
 wall time (from the call to the table, worker start-up included), points per second, the points
-simulated (not rejected by a constraint) and their mean simulation time; then checks that both
-tables agree.
+simulated (not rejected by a constraint) and their mean simulation time, the share of the wall
+time the workers spent simulating (the points' own times over workers over wall time: 100 % is
+perfect scheduling; it depends little on how loaded the machine is) and the load average; then
+checks that both tables agree.
 """
 
 from __future__ import annotations
@@ -61,15 +63,18 @@ def loopback_cluster(workers: int, folder: Path):
             p.wait(timeout=30)
 
 
-def _run(label: str, spec: Path, out: Path, **kw) -> pd.DataFrame:
+def _run(label: str, spec: Path, out: Path, workers: int, **kw) -> pd.DataFrame:
     t0 = time.perf_counter()
     table = hwsim.sweep(spec, out=out, **kw)
     wall = time.perf_counter() - t0
     ran = table[~table["reason"].fillna("").str.startswith("constraint:")]
+    busy = ran["wall_s"].sum() / workers  # what perfect scheduling would take
+    load = os.getloadavg()[0]
     print(f"{label}: {len(table):,} points in {wall:.1f} s = {len(table) / wall:.2f} points/s; "
           f"{len(ran):,} simulated ({len(ran) / wall:.2f}/s, mean {ran['wall_s'].mean():.3f} s "
           f"each), {int(table['feasible'].sum()):,} feasible, "
-          f"{int(ran['reason'].fillna('').str.startswith('does not fit').sum()):,} do not fit",
+          f"{int(ran['reason'].fillna('').str.startswith('does not fit').sum()):,} do not fit; "
+          f"the points' own time / workers / wall = {busy / wall:.0%}; load average {load:.1f}",
           flush=True)
     return table
 
@@ -86,14 +91,14 @@ def main() -> None:
         tables = {}
         if not args.skip_local:
             tables["local"] = _run(f"local pool, {args.workers} workers", args.sweep,
-                                   tmp / "local", workers=args.workers)
+                                   tmp / "local", args.workers, workers=args.workers)
         if not args.skip_dask:
             t0 = time.perf_counter()
             with loopback_cluster(args.workers, tmp) as address:
                 print(f"dask cluster up in {time.perf_counter() - t0:.1f} s at {address}",
                       flush=True)
                 tables["dask"] = _run(f"loopback Dask, {args.workers} workers", args.sweep,
-                                      tmp / "dask", scheduler=address)
+                                      tmp / "dask", args.workers, scheduler=address)
         if len(tables) == 2:
             a, b = (t.drop(columns="wall_s") for t in tables.values())
             pd.testing.assert_frame_equal(a, b)
@@ -102,7 +107,8 @@ def main() -> None:
             best = t[t["rank_tokens_per_s"] == 1].iloc[0]
             cols = [c for c in t.columns if c.startswith(("workload.", "cluster.nodes",
                                                           "cluster.node.gpu"))]
-            print("fastest:", {c.split(".")[-1]: best[c] for c in cols},
+            print("fastest:", {c.split(".")[-1]: getattr(best[c], "item", lambda: best[c])()
+                               for c in cols},
                   f"tokens/s {best['tokens_per_s']:,.0f}, MFU {best['mfu']:.3f}")
             break
 

@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 import hwsim
 import hwsim.scenario.build
 from hwsim import cli
-from hwsim.exceptions import ScenarioError
 from hwsim.planning.execute import read_results
 from hwsim.planning.sweep import evaluate, load_sweep, parse_constraint, points
 
