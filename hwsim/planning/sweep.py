@@ -150,6 +150,9 @@ class Objective(StrictModel):
             (goal, key), = data.items()
             if goal in ("minimize", "maximize"):
                 return {"key": key, "goal": goal}
+            if goal not in ("key", "goal"):
+                raise ValueError(f"{goal!r} is not a goal; give {{maximize: KEY}} or {{minimize: "
+                                 f"KEY}}{did_you_mean(goal, ('maximize', 'minimize'))}")
         return data
 
 
@@ -261,11 +264,15 @@ def _read_yaml(path: Path, file: str) -> Any:
         raise ScenarioError(f"malformed YAML: {' '.join(str(err).split())}", file=file) from None
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|function-.*)$")
+"""The pydantic ``loc`` items that name a union member, not a field."""
+
+
 def _convert(err: ValidationError, file: str | None) -> ScenarioError:
     """The first pydantic error as one ScenarioError naming its field path (an unknown key
     first: a misspelled key also makes the right one missing)."""
     e = sorted(err.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")[0]
-    loc = [x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
+    loc = [x for x in e["loc"] if not (isinstance(x, str) and _UNION_TAG.match(x))]
     path = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
     msg = " ".join(str(e["msg"]).split())
     if e["type"] == "extra_forbidden":
