@@ -16,6 +16,7 @@ skips every point whose id is there. At the end the parts are compacted into one
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -62,12 +63,17 @@ def run_point(task: PointTask) -> dict[str, Any]:
     from hwsim.scenario.build import run_scenario
     from hwsim.scenario.loader import load_scenario
 
+    try:  # one bar for the sweep, none per point (workers would draw over each other)
+        from hwsim.progress import silenced  # type: ignore[import-not-found]
+    except ImportError:
+        silenced = contextlib.nullcontext
     t0 = time.perf_counter()
     summary: dict[str, Any] = {}
     reason = None
     try:
         scenario = load_scenario(task.scenario, file=task.label, base_dir=task.base_dir)
-        summary = run_scenario(scenario).summary
+        with silenced():
+            summary = run_scenario(scenario).summary
         if summary.get("fits") is False:
             label = str(summary.get("bottleneck_label") or "")
             reason = label if label.startswith("does not fit") else f"does not fit: {label}"
