@@ -63,12 +63,12 @@ def loopback_cluster(workers: int, folder: Path):
             p.wait(timeout=30)
 
 
-def _run(label: str, spec: Path, out: Path, workers: int, **kw) -> pd.DataFrame:
+def _run(label: str, spec: Path, out: Path, n_workers: int, **kw) -> pd.DataFrame:
     t0 = time.perf_counter()
     table = hwsim.sweep(spec, out=out, **kw)
     wall = time.perf_counter() - t0
     ran = table[~table["reason"].fillna("").str.startswith("constraint:")]
-    busy = ran["wall_s"].sum() / workers  # what perfect scheduling would take
+    busy = ran["wall_s"].sum() / n_workers  # what perfect scheduling would take
     load = os.getloadavg()[0]
     print(f"{label}: {len(table):,} points in {wall:.1f} s = {len(table) / wall:.2f} points/s; "
           f"{len(ran):,} simulated ({len(ran) / wall:.2f}/s, mean {ran['wall_s'].mean():.3f} s "
