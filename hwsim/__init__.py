@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "sensitivity", "search", "utilization", "resource_summary", "critical_path", "bottleneck",
+__all__ = ["run", "sweep", "sensitivity", "search", "utilization", "resource_summary", "critical_path", "bottleneck",
            "compare", "device_energy_j", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
            "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
            "__version__"]

@@ -2,9 +2,10 @@
 
 ``hwsim validate FILE...`` checks scenarios without running them; ``hwsim run FILE [--out DIR]``
 simulates one and prints its summary; ``hwsim report DIR`` writes a result directory's HTML
-report; ``hwsim catalog [devices|links|storage]`` lists the hardware
-catalog; ``hwsim capacity train|serve`` answers capacity questions (docs/planning.md).
-Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
+report; ``hwsim sweep FILE --out DIR`` runs a sweep's points; ``hwsim search FILE`` searches the
+parallel layouts of a training scenario; ``hwsim capacity train|serve`` answers capacity
+questions (docs/planning.md); ``hwsim catalog [devices|links|storage]`` lists the hardware
+catalog. Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
 """
 
 from __future__ import annotations
@@ -447,6 +448,64 @@ def capacity_serve(
     front = df[df["pareto"]]
     typer.echo("pareto front (cost per hour, energy per request): " + ("; ".join(
         f"{int(r['devices'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
+
+
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="Sweep YAML file (docs/sweeps.md).",
+                                         show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.parquet; a rerun "
+                                      "skips the points finished there.", show_default=False)],
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, help="Local worker "
+                                                "processes (default: one per CPU).")] = None,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", envvar="HWSIM_SCHEDULER",
+                                                  help="Run on this Dask scheduler "
+                                                  "(tcp://HOST:PORT).")] = None,
+) -> None:
+    """Run every point of a sweep file into DIR/results.parquet (resumable)."""
+    import contextlib
+    import time
+    import warnings
+
+    from hwsim.planning.execute import read_results
+    from hwsim.planning.execute import sweep as run_sweep
+    from hwsim.planning.sweep import load_sweep, points
+
+    try:
+        from hwsim.progress import progress  # type: ignore[import-not-found]
+    except ImportError:
+        progress = None
+    t0 = time.perf_counter()
+    try:
+        spec = load_sweep(file)
+        ids = {p.id for p in points(spec)}
+        done = len(ids & set(read_results(out)["id"])) if out.is_dir() else 0
+        bar = (progress(total=len(ids) - done, label=f"sweep {spec.name}") if progress
+               else contextlib.nullcontext())
+        with bar as b, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = run_sweep(spec, out, workers=workers, scheduler=scheduler,
+                              on_point=(lambda row: b.advance()) if progress else None)
+    except HwsimError as err:
+        raise _fail(err) from None
+    for w in caught:
+        typer.echo(f"warning: {' '.join(str(w.message).split())}", err=True)
+    wall = time.perf_counter() - t0
+    bad = table.loc[~table["feasible"].astype(bool), "reason"].astype(str)
+    kinds = bad.str.extract(r"^(does not fit|constraint|scenario|error)")[0].value_counts()
+    why = ", ".join(f"{k} {n}" for k, n in kinds.items())
+    typer.echo(f"{len(table)} points ({done} already done): {len(table) - len(bad)} feasible, "
+               f"{len(bad)} infeasible{f' ({why})' if why else ''}; "
+               f"{len(ids) - done} new in {wall:.1f} s "
+               f"({(len(ids) - done) / wall:.2f} points/s)")
+    columns = list(table.columns)
+    for obj in spec.objectives:
+        best = table[table[f"rank_{obj.key}"] == 1]
+        if not best.empty:
+            row = best.iloc[0]
+            inputs = ", ".join(f"{c}={_fmt(row[c])}" for c in columns[1:columns.index("feasible")])
+            typer.echo(f"best {obj.key} ({obj.goal}): {_fmt(row[obj.key])} at {inputs}")
+    typer.echo(f"wrote {out / 'results.parquet'}")
 
 
 def main() -> None:

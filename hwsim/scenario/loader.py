@@ -41,7 +41,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_scenario(source: str | Path | dict[str, Any], *, file: str | None = None,
-                  check_catalog: bool = True) -> Scenario:
+                  check_catalog: bool = True, base_dir: str | Path | None = None) -> Scenario:
     """Read and validate a scenario.
 
     Parameters
@@ -52,6 +52,9 @@ def load_scenario(source: str | Path | dict[str, Any], *, file: str | None = Non
         The name to show in error messages (default: the path, or none for a mapping).
     check_catalog : bool
         Check every catalog id (devices, links, storage) with :mod:`hwsim.catalog`.
+    base_dir : str or Path, optional
+        For a mapping: the folder its relative paths (``hf_config``, ``arrivals.trace``) are
+        read from, as if it were a file there (a sweep's points are mappings made from a file).
 
     Returns
     -------
@@ -67,6 +70,7 @@ def load_scenario(source: str | Path | dict[str, Any], *, file: str | None = Non
     base: Path | None = None
     if isinstance(source, dict):
         data: Any = source
+        base = Path(base_dir) if base_dir is not None else None
     else:
         path = Path(source)
         file = file or str(path)
