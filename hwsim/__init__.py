@@ -156,3 +156,20 @@ def pareto(df: "pd.DataFrame", objectives: Mapping[str, str] | None = None,
     from hwsim.planning.capacity import pareto as _pareto
 
     return _pareto(df, objectives, **kwargs)
+
+
+def sweep(spec: str | Path | Mapping[str, Any], out: str | Path | None = None, *,
+          workers: int | None = None, scheduler: str | None = None,
+          on_point: Any = None, flush_s: float = 1.0) -> Any:
+    """Run a sweep (a sweep file, or the same content as a dict; docs/sweeps.md) and return a
+    pandas DataFrame with one row per point: inputs, ``feasible``, ``reason``, outputs.
+
+    With *out*, results go to ``out/results.parquet`` as points finish and a rerun resumes;
+    *workers* local processes (default: one per CPU) or the Dask scheduler *scheduler*
+    (``tcp://HOST:PORT``, default ``$HWSIM_SCHEDULER``) run the points; *on_point* is called
+    with each finished row; finished rows are written at most *flush_s* seconds apart. See :func:`hwsim.planning.execute.sweep`.
+    """
+    from hwsim.planning.execute import sweep as _sweep
+
+    return _sweep(dict(spec) if isinstance(spec, Mapping) else spec, out, workers=workers,
+                  scheduler=scheduler, on_point=on_point, flush_s=flush_s)
