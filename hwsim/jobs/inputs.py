@@ -49,6 +49,7 @@ class DataPlan:
     dataset_bytes: float = 0.0
     epoch_batches: float | None = None
     page_cache: bool = True
+    page_cache_bytes: float | None = None
 
 
 class Loader:
@@ -64,7 +65,8 @@ class Loader:
         self.samples, self.batches, self.on_cpu = samples, batches, on_cpu
         self.cache = None
         if data.storage is not None and data.page_cache and data.epoch_batches:
-            self.cache = system.page_cache(host, data.dataset_bytes, key=(job, data.storage))
+            self.cache = system.page_cache(host, data.dataset_bytes, key=(job, data.storage),
+                                            capacity=data.page_cache_bytes)
         self.waits: list[tuple[float, float]] = []   # (start, end) the step waited for a batch
         self._ready: list[simpy.Event] = []
         self._slots: list[simpy.Container] = []

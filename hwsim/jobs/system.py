@@ -172,14 +172,18 @@ class System:
                                              slots=max(1, slots))
         return pool
 
-    def page_cache(self, host: str, dataset_bytes: float, key: object = None) -> PageCache:
+    def page_cache(self, host: str, dataset_bytes: float, key: object = None,
+                   capacity: float | None = None) -> PageCache:
         """The page cache of host-memory node *host* for a dataset of *dataset_bytes* (*key*
-        tells datasets apart); its capacity is the node's memory (spec capacity x count)."""
+        tells datasets apart); its capacity is the node's memory (spec capacity x count), or
+        *capacity* when that is smaller (the memory the page cache may use)."""
         cache = self._caches.get((host, key))
         if cache is None:
             d = self._node(host)
             cap = get_storage(d["spec"]).capacity_bytes * d.get("count", 1) if d.get(
                 "kind") == "memory" else 0.0
+            if capacity is not None:
+                cap = min(cap, capacity)
             cache = self._caches[(host, key)] = PageCache(cap, dataset_bytes)
         return cache
 

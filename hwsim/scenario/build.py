@@ -292,7 +292,8 @@ def data_plan(s: Scenario, g: nx.Graph, rank: str, readers: int) -> DataPlan:
                     request_bytes=d.request_bytes, prefetch=d.prefetch,
                     decode_s_per_sample=d.decode_s_per_sample, workers=d.workers,
                     dataset_bytes=d.samples * d.sample_bytes,
-                    epoch_batches=d.samples / readers, page_cache=d.page_cache)
+                    epoch_batches=d.samples / readers, page_cache=d.page_cache,
+                    page_cache_bytes=d.page_cache_bytes)
 
 
 def _data_node(s: Scenario, g: nx.Graph, rank: str) -> str | None:

@@ -153,7 +153,8 @@ class DataSpec(StrictModel):
     size (``sample_bytes x samples_per_file``) for ``random`` access, 1 MiB for ``sequential``.
     ``workers`` loader workers per rank each keep ``prefetch`` batches outstanding and decode on
     one of the server's hardware threads for ``decode_s_per_sample`` per sample. ``page_cache``:
-    after the first epoch, reads the server's host memory holds come from RAM.
+    after the first epoch, reads the server's host memory holds come from RAM
+    (``page_cache_bytes`` caps what it may hold; default: the host memory).
     """
 
     storage: str = Field(min_length=1)
@@ -166,6 +167,7 @@ class DataSpec(StrictModel):
     prefetch: int = Field(2, ge=0)
     decode_s_per_sample: Duration = 0.0
     page_cache: bool = True
+    page_cache_bytes: Size | None = None
 
     @model_validator(mode="before")
     @classmethod
