@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "sweep", "sensitivity", "search", "utilization", "resource_summary", "critical_path", "bottleneck",
-           "compare", "device_energy_j", "load_scenario", "Scenario", "Result", "load_catalog", "get_device", "get_link",
-           "get_storage", "HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
-           "__version__"]
+__all__ = ["run", "sweep", "sensitivity", "search", "utilization", "resource_summary",
+           "critical_path", "bottleneck", "compare", "device_energy_j", "load_scenario", "Scenario",
+           "Result", "load_catalog", "get_device", "get_link", "get_storage", "HwsimError",
+           "ScenarioError", "InfeasibleError", "NoRouteError", "__version__"]
 
 
 def run(scenario: str | Path | Mapping[str, Any] | Scenario) -> Result:
@@ -167,7 +167,8 @@ def sweep(spec: str | Path | Mapping[str, Any], out: str | Path | None = None, *
     With *out*, results go to ``out/results.parquet`` as points finish and a rerun resumes;
     *workers* local processes (default: one per CPU) or the Dask scheduler *scheduler*
     (``tcp://HOST:PORT``, default ``$HWSIM_SCHEDULER``) run the points; *on_point* is called
-    with each finished row; finished rows are written at most *flush_s* seconds apart. See :func:`hwsim.planning.execute.sweep`.
+    with each finished row; finished rows are written at most *flush_s* seconds apart. See
+    :func:`hwsim.planning.execute.sweep`.
     """
     from hwsim.planning.execute import sweep as _sweep
 
