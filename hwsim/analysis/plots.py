@@ -82,6 +82,14 @@ def _empty(fig: Figure, title: str, why: str) -> Figure:
     return fig
 
 
+def _finish_barh(ax: Any, xlabel: str, title: str) -> None:
+    """Horizontal bars read top-down, labelled, with the legend outside on the right."""
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+
+
 def utilization_heatmap(util: pd.DataFrame, top: int = 20) -> Figure:
     """Busy fraction of the *top* busiest resources (by mean utilization) over time.
 
@@ -244,10 +252,7 @@ def bottleneck_bars(breakdown: pd.DataFrame | Mapping[str, pd.DataFrame]) -> Fig
         ax.barh(names, share, left=left, color=cmap[i], label=cat)
         left += share
     ax.set_xlim(0, max(1.0, float(left.max())))
-    ax.invert_yaxis()
-    ax.set_xlabel("share of critical path")
-    ax.set_title("Bottleneck breakdown")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    _finish_barh(ax, "share of critical path", "Bottleneck breakdown")
     return fig
 
 
@@ -305,10 +310,7 @@ def memory_breakdown(source: Mapping[str, Any] | pd.DataFrame) -> Figure:
         if isinstance(cap, (int, float)):
             ax.plot([cap, cap], [y - 0.45, y + 0.45], "k--", linewidth=1.2,
                     label="capacity" if y == 0 else None)
-    ax.invert_yaxis()
-    ax.set_xlabel("GB per device")
-    ax.set_title("Memory per device")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    _finish_barh(ax, "GB per device", "Memory per device")
     return fig
 
 
@@ -323,10 +325,7 @@ def _memory_pools(memory: pd.DataFrame) -> Figure:
     ax.barh(peak.index, peak["used_bytes"] / 1e9, color="#0072B2", label="peak used")
     free = (peak["capacity_bytes"] - peak["used_bytes"]).clip(lower=0) / 1e9
     ax.barh(peak.index, free, left=peak["used_bytes"] / 1e9, color="#DDDDDD", label="free")
-    ax.invert_yaxis()
-    ax.set_xlabel("GB")
-    ax.set_title("Memory pools: peak use and capacity")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    _finish_barh(ax, "GB", "Memory pools: peak use and capacity")
     return fig
 
 
