@@ -374,6 +374,10 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     parts = step_breakdown(mine, start_s=start, end_s=end,
                            optimizer_names={op.name for m in models for op in m.optimizer})
     _attach_bottleneck(s, breakdown)
+    s.update(_imbalance(job))
+    if s.get("compute_imbalance", 1.0) > IMBALANCE_NOTED:
+        s["bottleneck_label"] += (f"; slowest device {s['compute_busy_max_device']} (compute "
+                                  f"busy {s['compute_imbalance']:.2f}x the median device)")
     s.update(step_summary(parts, step_time))
     loader = (getattr(job, "loaders", None) or {}).get(0)
     if loader is not None and end > start:  # rank 0's steps waiting for their batch
@@ -404,6 +408,24 @@ def _dataloader_summary(job: DataLoaderJob, events: pd.DataFrame) -> tuple[dict,
     breakdown = critical_path_breakdown(events, job=p.job, start_s=start, end_s=float(ends[-1]))
     _attach_bottleneck(s, breakdown)
     return s, breakdown
+
+
+IMBALANCE_NOTED = 1.10
+"""A device whose compute stream is busier than the median device by more than this factor is
+named in ``bottleneck_label`` (a straggler, or an unbalanced pipeline stage)."""
+
+
+def _imbalance(job: TrainingJob | ParallelTrainingJob) -> dict[str, Any]:
+    """The busiest simulated device's compute time over the median device's:
+    ``compute_busy_max_device`` and ``compute_imbalance`` (1 when all are alike)."""
+    devs = job.devices.values() if isinstance(job.devices, dict) else job.devices
+    busy = {d.node: d.compute.busy_s for d in devs}
+    if len(busy) < 2:
+        return {}
+    top = max(busy, key=busy.__getitem__)
+    median = float(np.median(list(busy.values())))
+    return {"compute_busy_max_device": top,
+            "compute_imbalance": busy[top] / median if median > 0 else 1.0}
 
 
 def _minus(steps: np.ndarray, ends: np.ndarray, stalls: list[tuple[float, float]]

@@ -132,6 +132,18 @@ def test_a_straggler_stretches_the_step_by_its_extra_compute():
     assert slow - fast == pytest.approx((1 / speed - 1) * per_step, rel=1e-6)
 
 
+def test_the_summary_names_the_straggler():
+    s = hwsim.run(_load("dp-straggler-16xa100")).summary
+    assert s["compute_busy_max_device"] == "n1.gpu3"
+    assert s["compute_imbalance"] == pytest.approx(2.0, rel=1e-6)   # 1 / speed
+    assert s["bottleneck_label"].endswith(
+        "; slowest device n1.gpu3 (compute busy 2.00x the median device)")
+    healthy = _load("dp-straggler-16xa100")
+    del healthy["cluster"]["stragglers"]
+    h = hwsim.run(healthy).summary
+    assert h["compute_imbalance"] == pytest.approx(1.0) and "slowest" not in h["bottleneck_label"]
+
+
 def test_factor_one_changes_nothing():
     s = _load("dp-straggler-16xa100")
     s["cluster"]["stragglers"] = [{"device": "n1.gpu3", "speed": 1.0}]
