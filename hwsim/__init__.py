@@ -105,27 +105,18 @@ __all__ += ["cheapest_training", "fewest_serving", "pareto"]  # capacity questio
 
 
 def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any]:
-    """A scenario file or mapping as a plain dict (validated once), and a ``run(mapping)``."""
-    import yaml
-
+    """A scenario file or mapping as a plain dict (validated once), and a ``run(mapping)`` that
+    reads its relative paths (``hf_config``, ``arrivals.trace``) from the file's folder."""
     from hwsim.scenario.build import run_scenario
+    from hwsim.scenario.loader import read_scenario_yaml
 
     if isinstance(scenario, Mapping):
-        data, file = dict(scenario), None
+        data, file, base = dict(scenario), None, None
     else:
-        file = str(scenario)
-        try:
-            with open(scenario, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-        except OSError as exc:
-            raise ScenarioError(f"cannot read scenario: {exc.strerror}", file=file) from None
-    load_scenario(data, file=file)  # the base must be valid before any candidate is tried
-    wl = data.get("workload") if file and isinstance(data, dict) else None
-    for part, key in (("model", "hf_config"), ("arrivals", "trace")):  # relative to the file
-        sub = wl.get(part) if isinstance(wl, dict) else None
-        if isinstance(sub, dict) and isinstance(sub.get(key), str):
-            sub[key] = str(Path(file).parent / Path(sub[key]).expanduser())
-    return data, lambda d: run_scenario(load_scenario(d, file=file))
+        file, base = str(scenario), Path(scenario).parent
+        data = read_scenario_yaml(Path(scenario), file)
+    load_scenario(data, file=file, base_dir=base)  # the base must be valid before any candidate
+    return data, lambda d: run_scenario(load_scenario(d, file=file, base_dir=base))
 
 
 def cheapest_training(scenario: str | Path | Mapping[str, Any], train_tokens: float, days: float,

@@ -278,3 +278,20 @@ def test_serving_limit_is_reported_not_exceeded():
     assert r["reason"].startswith("p99 targets not met with 1 replicas (ttft_p99_s ")
     with pytest.raises(ScenarioError, match=r"max_replicas: must be a positive integer, got 0"):
         hwsim.fewest_serving(SERVE, 150.0, 0.5, 0.05, max_replicas=0)
+
+
+def test_a_scenario_file_with_a_relative_hf_config_works_from_any_folder(tmp_path, monkeypatch):
+    """Relative paths in the base file are read from its folder, for the base and every
+    candidate alike (the loader's own resolution)."""
+    folder = tmp_path / "scen"
+    (folder / "hf").mkdir(parents=True)
+    (folder / "hf" / "small.json").write_text(
+        '{"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 512, '
+        '"num_attention_heads": 8, "num_key_value_heads": 8, "intermediate_size": 1376, '
+        '"vocab_size": 32000, "max_position_embeddings": 2048}')
+    base = yaml.safe_load(yaml.safe_dump(TRAIN))
+    base["workload"]["model"] = {"hf_config": "hf/small.json"}
+    (folder / "train.yaml").write_text(yaml.safe_dump(base))
+    monkeypatch.chdir(tmp_path)
+    df = hwsim.cheapest_training(folder / "train.yaml", TOKENS, 1.0, devices=DEVS[:1], counts=[2])
+    assert bool(df["feasible"].iloc[0]), df["reason"].iloc[0]

@@ -234,7 +234,7 @@ def load_sweep(source: str | Path | dict[str, Any] | SweepSpec, *,
             path = Path(source)
             file = file or str(path)
             folder = path.resolve().parent
-            data = _read_yaml(path, file)
+            data = read_scenario_yaml(path, file)
         if not isinstance(data, dict):
             raise ScenarioError("a sweep file is a mapping with base:, axes: and optionally "
                                 "mode:, n:, seed:, constraints:, objectives:, outputs:", file=file)
@@ -251,7 +251,7 @@ def load_sweep(source: str | Path | dict[str, Any] | SweepSpec, *,
     return spec
 
 
-def _read_yaml(path: Path, file: str) -> Any:
+def read_scenario_yaml(path: Path, file: str) -> Any:
     from hwsim.scenario.loader import _StrictLoader
 
     if not path.is_file():
@@ -437,7 +437,7 @@ def base_scenario(spec: SweepSpec, file: str | None = None
     path = Path(spec.base)
     if not path.is_file():
         raise ScenarioError(f"no such base scenario file {str(path)!r}", file=file, field="base")
-    data = _read_yaml(path, str(path))
+    data = read_scenario_yaml(path, str(path))
     if not isinstance(data, dict):
         raise ScenarioError("the top level must be a mapping (name:, cluster:, workload:, ...)",
                             file=str(path))

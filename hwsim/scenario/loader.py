@@ -19,7 +19,7 @@ from hwsim.exceptions import ScenarioError
 from hwsim.scenario.schema import WORKLOAD_KINDS, Scenario
 from hwsim.scenario.schema_cluster import NodeSpec, did_you_mean
 
-__all__ = ["load_scenario", "scenario_to_dict"]
+__all__ = ["load_scenario", "scenario_to_dict", "read_scenario_yaml"]
 
 _MAX_ERRORS = 3
 _NAME = r"[A-Za-z_]\w*(?:\[\d+\])*"
@@ -75,7 +75,7 @@ def load_scenario(source: str | Path | dict[str, Any], *, file: str | None = Non
         path = Path(source)
         file = file or str(path)
         base = path.parent
-        data = _read_yaml(path, file)
+        data = read_scenario_yaml(path, file)
     if data is None:
         raise ScenarioError("the file is empty; a scenario needs name:, cluster: and workload:",
                             file=file)
@@ -96,7 +96,9 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
     return scenario.model_dump(mode="json")
 
 
-def _read_yaml(path: Path, file: str) -> Any:
+def read_scenario_yaml(path: Path, file: str) -> Any:
+    """The parsed YAML of the scenario file *path* (duplicate keys are errors); *file* names it
+    in errors."""
     if not path.exists():
         raise ScenarioError(f"no such scenario file (looked in {str(path.resolve().parent)!r})",
                             file=file)
