@@ -5,7 +5,11 @@ simulates one and prints its summary; ``hwsim report DIR`` writes a result direc
 report; ``hwsim sweep FILE --out DIR`` runs a sweep's points; ``hwsim search FILE`` searches the
 parallel layouts of a training scenario; ``hwsim capacity train|serve`` answers capacity
 questions (docs/planning.md); ``hwsim catalog [devices|links|storage]`` lists the hardware
-catalog. Exit status: 0 ok, 1 a user error (one paragraph on stderr, never a traceback), 2 usage.
+catalog.
+
+Exit status: 0 success; 1 bad input (one paragraph on stderr, never a traceback); 2 usage (an
+unknown option); 3 simulated, but the job does not fit (the summary and files are still written);
+4 refused by the size/event budget (the estimate, the limit and how to raise it).
 """
 
 from __future__ import annotations
@@ -17,13 +21,17 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from hwsim.exceptions import HwsimError, ScenarioError
+from hwsim.exceptions import BudgetError, HwsimError, ScenarioError
 
 __all__ = ["app", "main"]
 
+EXIT_OK, EXIT_BAD_INPUT, EXIT_DOES_NOT_FIT, EXIT_BUDGET = 0, 1, 3, 4
+
 app = typer.Typer(
     name="hwsim",
-    help="Simulate deep-learning jobs on compute, storage and network hardware.",
+    help="Simulate deep-learning jobs on compute, storage and network hardware.\n\n"
+         "Exit status: 0 success; 1 bad input; 2 usage; 3 simulated, but the job does not fit "
+         "(summary and files still written); 4 refused by the size/event budget.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -32,10 +40,16 @@ app = typer.Typer(
 _SECTIONS = ("devices", "links", "storage")
 
 
+def _status(err: HwsimError) -> int:
+    """The exit status of *err*: 4 for a budget refusal, 1 for any other error."""
+    return EXIT_BUDGET if isinstance(err, BudgetError) else EXIT_BAD_INPUT
+
+
 def _fail(err: HwsimError) -> typer.Exit:
-    """Print *err* as one paragraph on stderr and return the exit to raise (status 1)."""
+    """Print *err* as one paragraph on stderr and return the exit to raise (1, or 4 for a
+    budget refusal)."""
     typer.echo(f"error: {' '.join(str(err).split())}", err=True)
-    return typer.Exit(1)
+    return typer.Exit(_status(err))
 
 
 def _fmt(value: Any) -> str:
@@ -54,23 +68,20 @@ def validate(
     from hwsim.scenario.build import prepare
     from hwsim.scenario.loader import load_scenario
 
-    failed = 0
+    status = EXIT_OK
     for path in files:
         try:
             scenario = load_scenario(path)
             prepare(scenario)
-        except ScenarioError as err:  # errors found while building: add the file name
-            err = ScenarioError(err.reason, file=err.file or str(path), field=err.field)
-            typer.echo(f"error: {' '.join(str(err).split())}", err=True)
-            failed += 1
-            continue
         except HwsimError as err:
+            if isinstance(err, ScenarioError):  # errors found while building: add the file name
+                err = ScenarioError(err.reason, file=err.file or str(path), field=err.field)
             typer.echo(f"error: {' '.join(str(err).split())}", err=True)
-            failed += 1
+            status = max(status, _status(err))
             continue
         typer.echo(f"ok: {path} ({scenario.name})")
-    if failed:
-        raise typer.Exit(1)
+    if status:
+        raise typer.Exit(status)
 
 
 def _bottleneck_line(result: Any) -> str | None:
@@ -193,8 +204,9 @@ def run(
         raise _fail(err) from None
     except HwsimError as err:
         raise _fail(err) from None
+    status = EXIT_DOES_NOT_FIT if result.summary.get("fits") is False else EXIT_OK
     if quiet:
-        return
+        raise typer.Exit(status)
     table = Table(title=escape(str(result.name)), show_header=True, header_style="bold")
     table.add_column("key")
     table.add_column("value", justify="right")
@@ -213,6 +225,7 @@ def run(
                                               if s.get("bottleneck") else ""))
     if out is not None:
         typer.echo(f"wrote {out}")
+    raise typer.Exit(status)
 
 
 @app.command()
@@ -518,7 +531,7 @@ def main() -> None:
         app()
     except HwsimError as err:
         typer.echo(f"error: {' '.join(str(err).split())}", err=True)
-        raise SystemExit(1) from None
+        raise SystemExit(_status(err)) from None
 
 
 if __name__ == "__main__":

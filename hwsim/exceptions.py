@@ -2,12 +2,17 @@
 
 ``HwsimError`` is the base. ``ScenarioError`` is bad input (a malformed or invalid scenario, an
 unknown catalog id); ``InfeasibleError`` is valid input that cannot run as asked; ``NoRouteError``
-is an infeasible transfer between two nodes of a topology that no path joins.
+is an infeasible transfer between two nodes of a topology that no path joins; ``BudgetError``
+is a scenario refused before it runs because its estimated size or event count exceeds the budget.
+
+The command line maps them to exit statuses (README, ``hwsim --help``): 1 for every
+``HwsimError`` except ``BudgetError`` (4); a run whose job does not fit exits 3.
 """
 
 from __future__ import annotations
 
-__all__ = ["HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError"]
+__all__ = ["HwsimError", "ScenarioError", "InfeasibleError", "NoRouteError",
+           "BudgetError"]
 
 
 class HwsimError(Exception):
@@ -43,3 +48,10 @@ class NoRouteError(InfeasibleError):
         if detail:
             msg += f": {detail}"
         super().__init__(msg)
+
+
+class BudgetError(HwsimError):
+    """A scenario refused before it runs: its estimated size or event count is beyond the budget.
+
+    The message gives the estimate, the limit and how to raise it (``--max-events``, the
+    scenario's ``limits:``)."""
