@@ -74,7 +74,7 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
         extra["steps"] = _steps_frame(runner)
     # the full frames are built when first read
     return Result(name=name, summary=summary, events=recorder.events_frame,
-                  utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
+                  utilization=_utilization(recorder, end, utilization_bin_s, summary),
                   memory=recorder.memory_frame, loads=recorder.loads_frame,
                   slots=recorder.slots, device_specs=_device_specs(graph), bottleneck=breakdown,
                   config=dict(config or {}), **extra)
@@ -226,13 +226,34 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
         df = pd.concat(frames, ignore_index=True)
         return df[["job", *[c for c in df.columns if c != "job"]]]
     return Result(name=name, summary=summary, events=events,
-                  utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
+                  utilization=_utilization(recorder, end, utilization_bin_s, summary),
                   memory=recorder.memory_frame, loads=recorder.loads_frame,
                   slots=recorder.slots, device_specs=_device_specs(graph),
                   steps=pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(),
                   bottleneck=first_job(parts),
                   config=dict(config or {}), requests=first_job(requests),
                   iterations=first_job(iterations))
+
+
+MAX_UTILIZATION_BINS = 10_000
+"""Time bins ``Result.utilization`` may have; a finer ``outputs.utilization_bin_s`` is coarsened
+(``hwsim.utilization(result, ..., bin_s=...)`` still gives any resolution for some resources)."""
+
+
+def _utilization(recorder: Recorder, end: float, bin_s: float | None, summary: dict):
+    """The builder of ``Result.utilization`` over ``[0, end]`` in bins of *bin_s* (None: 100
+    bins), at most :data:`MAX_UTILIZATION_BINS` of them: a finer bin is coarsened to ``end /
+    MAX_UTILIZATION_BINS`` and *summary* says so (``utilization_bin_s``, ``utilization_note``)
+    rather than allocating a table of billions of rows."""
+    if bin_s is not None and end > 0 and end / bin_s > MAX_UTILIZATION_BINS:
+        coarse = end / MAX_UTILIZATION_BINS
+        summary["utilization_bin_s"] = coarse
+        summary["utilization_note"] = (
+            f"outputs.utilization_bin_s {bin_s:.3g} s would make {end / bin_s:.3g} bins over the "
+            f"{end:.3g} s simulated; coarsened to {coarse:.3g} s ({MAX_UTILIZATION_BINS:,} bins, "
+            f"the most a run records)")
+        bin_s = coarse
+    return lambda: recorder.utilization_frame(end, bin_s)
 
 
 def _device_specs(graph) -> dict[str, str]:
@@ -517,7 +538,7 @@ def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: floa
                     config: dict[str, Any] | None, bin_s: float | None) -> Result:
     s, breakdown, req, iterations = _serving_summary(job, recorder.events_frame(rank=0), end)
     return Result(name=name, summary=s, events=recorder.events_frame,
-                  utilization=lambda: recorder.utilization_frame(end, bin_s),
+                  utilization=_utilization(recorder, end, bin_s, s),
                   memory=recorder.memory_frame, loads=recorder.loads_frame,
                   slots=recorder.slots, device_specs=_device_specs(job.system.graph),
                   bottleneck=breakdown,

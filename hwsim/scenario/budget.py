@@ -50,10 +50,11 @@ from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, InferenceWorkloa
 
 __all__ = ["Estimate", "estimate", "check_budget", "DEFAULT_MAX_EVENTS", "DEFAULT_MAX_DEVICES"]
 
-DEFAULT_MAX_EVENTS = 10_000_000
-"""Recorded events plus flows a run may take by default: about a minute and 2-4 GB of memory
-(the engine runs some 1e5 to 1e6 events/s; the largest shipped scenario, gpt3-175b-1024xa100,
-records 0.8 M)."""
+DEFAULT_MAX_EVENTS = 2_000_000
+"""Recorded events plus flows a run may take by default: up to about a minute and 1 GB (the
+engine runs 3e4 to 1e6 events/s: a data-parallel MLP on 1,024 GPUs, 0.44 M in 10 s and 0.4 GB, a
+4,096-GPU one 30-40 us per event; the largest shipped scenario, gpt3-175b-1024xa100, records
+0.8 M in about a second)."""
 DEFAULT_MAX_DEVICES = 131_072
 """Compute devices a cluster may have by default (2^17: a 100,000-GPU cluster fits; the largest
 shipped, llama3-405b-16384xh100, has 16,384 and builds in about a second)."""
@@ -111,9 +112,8 @@ def check_budget(s: Scenario, max_events: int | None = None,
     if est.events > cap_e:
         raise BudgetError(
             f"scenario {s.name!r} is refused by the event budget: about {est.events:.3g} events "
-            f"({est.detail}), beyond the limit of {cap_e:,} (about a minute of simulation per "
-            f"1e7). To run it anyway, raise the limit: hwsim run --max-events "
-            f"{_round_up(est.events)} (or hwsim validate --max-events ...), or limits: "
+            f"({est.detail}), beyond the limit of {cap_e:,}. To run it anyway, raise the limit: "
+            f"hwsim run --max-events {_round_up(est.events)} (or hwsim validate --max-events ...), or limits: "
             f"{{max_events: {_round_up(est.events)}}} in the scenario; or simulate less (fewer "
             f"steps: time_to_train extrapolates epochs and token budgets from 20 steps; fewer "
             f"requests or streams; a folded parallel layout).")

@@ -23,6 +23,7 @@ from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.budget import check_budget
 from hwsim.scenario.build_inference import serving_plan
 from hwsim.scenario.build_jobs import job_plans
+from hwsim.scenario.schema_cluster import INT_MAX
 from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, Failures, InferenceWorkload,
                                    Scenario, TrainingWorkload, TransferWorkload)
 from hwsim.simulation import simulate, simulate_jobs
@@ -273,6 +274,22 @@ def simulated_steps(w: TrainingWorkload) -> int:
 
 
 def _total_steps(w: TrainingWorkload) -> int:
+    """The steps the run's budget (epochs, samples, tokens) asks for; below 2^63, the largest
+    count the results (int64 columns, parquet) hold."""
+    try:
+        total = _budget_steps(w)
+    except OverflowError:  # an infinite budget (epochs: .inf)
+        total = INT_MAX + 1
+    if total > INT_MAX:
+        which = next(k for k in ("epochs", "train_samples", "train_tokens", "steps")
+                     if getattr(w, k) is not None)
+        raise ScenarioError(f"{getattr(w, which):.3g} gives {total:.3g} training steps, beyond "
+                            f"the largest count hwsim takes (2^63 - 1 = {INT_MAX}); valid: a "
+                            f"smaller {which}", field=f"workload.{which}")
+    return total
+
+
+def _budget_steps(w: TrainingWorkload) -> int:
     if w.epochs is not None:
         return max(1, math.ceil(w.epochs * w.data.samples / w.global_batch))
     if w.train_samples is not None:
