@@ -26,10 +26,12 @@ scenario beyond the budget (:class:`~hwsim.exceptions.BudgetError`, exit status 
 
 Calibration (the shipped scenarios, estimate / real ``len(events) + flows``, measured when the
 budget was written; tests/test_budget.py checks the ratio stays within 0.2-5 on a few of them):
-training within a factor of 2 (data-parallel and folded 3D jobs: 0.7-1.6; bloom-176b with its
-checkpoint writes: 0.4), serving within a factor of 4 (the batch follows the load: light load
-gives smaller batches, more iterations), transfers exact. It is meant to tell a run of seconds
-from one of hours, not to predict a count.
+training 0.5-1.7 (1.0 for bert, gpt-350m, gpt3-175b folded, resnet50 with its input pipeline;
+0.5 for mixtral's expert all-to-all, 0.77 for bloom-176b's checkpoint writes, 1.7 for the
+small data-parallel MLPs), serving 0.7-3.5 (the batch follows the load: light load gives
+smaller batches, more iterations), transfers exact. A data-parallel MLP on 64 to 1,024 GPUs:
+0.73 at each size. It is meant to tell a run of seconds from one of hours, not to predict a
+count.
 
 The limits (:data:`DEFAULT_MAX_EVENTS`, :data:`DEFAULT_MAX_DEVICES`) are a scenario's
 ``limits:`` (``max_events``, ``max_devices``) or ``--max-events`` on ``hwsim run`` and ``hwsim
