@@ -63,6 +63,9 @@ def _fmt(value: Any) -> str:
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Scenario YAML files.", show_default=False)],
+    max_events: Annotated[int | None, typer.Option(
+        "--max-events", min=1, help="Event budget: refuse (exit 4) a scenario estimated to need "
+        "more events (default: its limits.max_events, else 2,000,000).")] = None,
 ) -> None:
     """Check scenario files (schema, catalog ids, topology, job plan) without running them."""
     from hwsim.scenario.build import prepare
@@ -72,7 +75,7 @@ def validate(
     for path in files:
         try:
             scenario = load_scenario(path)
-            prepare(scenario)
+            prepare(scenario, max_events=max_events)
         except HwsimError as err:
             if isinstance(err, ScenarioError):  # errors found while building: add the file name
                 err = ScenarioError(err.reason, file=err.file or str(path), field=err.field)
@@ -177,6 +180,9 @@ def run(
                                                 "this folder (replaced atomically).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success (and "
                                           "no progress bar).")] = False,
+    max_events: Annotated[int | None, typer.Option(
+        "--max-events", min=1, help="Event budget: refuse (exit 4) a scenario estimated to need "
+        "more events (default: its limits.max_events, else 2,000,000).")] = None,
 ) -> None:
     """Simulate one scenario and print its summary (and save it with --out).
 
@@ -196,7 +202,7 @@ def run(
         from hwsim.progress import silenced
 
         with silenced() if quiet else nullcontext():
-            result = run_scenario(scenario)
+            result = run_scenario(scenario, max_events=max_events)
         if out is not None:
             result.save(out)
     except ScenarioError as err:  # errors found while building the run: add the file name

@@ -74,7 +74,7 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
         extra["steps"] = _steps_frame(runner)
     # the full frames are built when first read
     return Result(name=name, summary=summary, events=recorder.events_frame,
-                  utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
+                  utilization=_utilization(recorder, end, utilization_bin_s, summary),
                   memory=recorder.memory_frame, loads=recorder.loads_frame,
                   slots=recorder.slots, device_specs=_device_specs(graph), bottleneck=breakdown,
                   config=dict(config or {}), **extra)
@@ -103,15 +103,45 @@ def _cached_epochs(g, job: TrainingPlan | ParallelPlan, summary: dict,
     fits = min(1.0, memory / d.dataset_bytes) if d.dataset_bytes > 0 else 0.0
     cached = simulate(g, replace(job, data=replace(d, storage=None)), name="page-cache",
                       seed=seed).summary.get("step_time_s") or t
-    time, step, e = summary["time_to_train_s"] - (total - sim) * t, sim, 0
-    while step < total:
-        e = int(step // per_epoch)
-        n = min(total, math.floor((e + 1) * per_epoch) or step + 1) - step
-        hit = min(fits, 1.0 - (1.0 - 1.0 / len(hosts)) ** e)
-        time += max(n, 1) * max(cached, t * (1.0 - hit))
-        step += max(n, 1)
-    summary["time_to_train_s"] = time
+    time = summary["time_to_train_s"] - (total - sim) * t
+    summary["time_to_train_s"] = time + _epoch_steps_time(sim, total, per_epoch, t, cached, fits,
+                                                          len(hosts))
     summary["cached_step_time_s"] = cached
+
+
+EPOCH_LOOP_CAP = 100_000
+"""Epochs :func:`_epoch_steps_time` walks one by one before it sums the rest in closed form."""
+
+
+def _epoch_steps_time(step: int, total: int, per_epoch: float, t: float, cached: float,
+                      fits: float, servers: int) -> float:
+    """Seconds of steps *step* .. *total* when a step of epoch *e* takes ``max(cached, t * (1 -
+    min(fits, 1 - q^e)))`` = ``max(c0, t q^e)``, ``q = 1 - 1/servers``, ``c0 = max(cached, t
+    (1 - fits))`` (:func:`_cached_epochs`). The epochs whose steps still get cheaper are walked
+    one by one (at most :data:`EPOCH_LOOP_CAP`); the rest, at ``c0`` each (or, past the cap,
+    the integral of ``max(c0, t q^x)`` over the remaining epochs), in closed form, so any
+    sample count ends at once (1e24 samples once looped forever on float rounding)."""
+    q = 1.0 - 1.0 / servers
+    c0 = max(cached, t * (1.0 - fits))
+    time, loops = 0.0, 0
+    while step < total and loops < EPOCH_LOOP_CAP:
+        e = int(step // per_epoch)
+        cost = max(c0, t * q ** e)
+        if cost <= c0:
+            break
+        n = min(total, math.floor((e + 1) * per_epoch) or step + 1) - step
+        time += max(n, 1) * cost
+        step += max(n, 1)
+        loops += 1
+    if step >= total:
+        return time
+    left = total - step
+    x0 = step / per_epoch  # in epochs
+    if 0.0 < q < 1.0 and t * q ** x0 > c0:  # past the cap, still getting cheaper: integrate
+        x1 = min(x0 + left / per_epoch, math.log(c0 / t) / math.log(q) if c0 > 0 else math.inf)
+        time += per_epoch * t * (q ** x1 - q ** x0) / math.log(q)
+        left -= (x1 - x0) * per_epoch
+    return time + max(0.0, left) * c0
 
 
 def _whole_run(s: dict, spec: FailureSpec, graph, job: TrainingJob | ParallelTrainingJob,
@@ -196,13 +226,34 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
         df = pd.concat(frames, ignore_index=True)
         return df[["job", *[c for c in df.columns if c != "job"]]]
     return Result(name=name, summary=summary, events=events,
-                  utilization=lambda: recorder.utilization_frame(end, utilization_bin_s),
+                  utilization=_utilization(recorder, end, utilization_bin_s, summary),
                   memory=recorder.memory_frame, loads=recorder.loads_frame,
                   slots=recorder.slots, device_specs=_device_specs(graph),
                   steps=pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(),
                   bottleneck=first_job(parts),
                   config=dict(config or {}), requests=first_job(requests),
                   iterations=first_job(iterations))
+
+
+MAX_UTILIZATION_BINS = 10_000
+"""Time bins ``Result.utilization`` may have; a finer ``outputs.utilization_bin_s`` is coarsened
+(``hwsim.utilization(result, ..., bin_s=...)`` still gives any resolution for some resources)."""
+
+
+def _utilization(recorder: Recorder, end: float, bin_s: float | None, summary: dict):
+    """The builder of ``Result.utilization`` over ``[0, end]`` in bins of *bin_s* (None: 100
+    bins), at most :data:`MAX_UTILIZATION_BINS` of them: a finer bin is coarsened to ``end /
+    MAX_UTILIZATION_BINS`` and *summary* says so (``utilization_bin_s``, ``utilization_note``)
+    rather than allocating a table of billions of rows."""
+    if bin_s is not None and end > 0 and end / bin_s > MAX_UTILIZATION_BINS:
+        coarse = end / MAX_UTILIZATION_BINS
+        summary["utilization_bin_s"] = coarse
+        summary["utilization_note"] = (
+            f"outputs.utilization_bin_s {bin_s:.3g} s would make {end / bin_s:.3g} bins over the "
+            f"{end:.3g} s simulated; coarsened to {coarse:.3g} s ({MAX_UTILIZATION_BINS:,} bins, "
+            f"the most a run records)")
+        bin_s = coarse
+    return lambda: recorder.utilization_frame(end, bin_s)
 
 
 def _device_specs(graph) -> dict[str, str]:
@@ -487,7 +538,7 @@ def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: floa
                     config: dict[str, Any] | None, bin_s: float | None) -> Result:
     s, breakdown, req, iterations = _serving_summary(job, recorder.events_frame(rank=0), end)
     return Result(name=name, summary=s, events=recorder.events_frame,
-                  utilization=lambda: recorder.utilization_frame(end, bin_s),
+                  utilization=_utilization(recorder, end, bin_s, s),
                   memory=recorder.memory_frame, loads=recorder.loads_frame,
                   slots=recorder.slots, device_specs=_device_specs(job.system.graph),
                   bottleneck=breakdown,

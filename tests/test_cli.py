@@ -94,7 +94,7 @@ def _fake_build(monkeypatch: pytest.MonkeyPatch, run) -> None:
     monkeypatch.setitem(sys.modules, "hwsim.scenario.build", module)
 
 
-def _result(scenario) -> Result:
+def _result(scenario, **_) -> Result:
     frame = pd.DataFrame({"start_s": [0.0], "end_s": [1.0], "resource": ["n0.gpu0/compute"]})
     return Result(name=scenario.name, summary={"step_time_s": 0.125, "mfu": 0.41234,
                                                "fits": True, "bottleneck": "compute"},
@@ -119,7 +119,7 @@ def test_run_prints_summary_and_saves(tmp_path: Path, fake_catalog: None,
 
 def test_run_errors_are_one_paragraph(tmp_path: Path, fake_catalog: None,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    def infeasible(scenario):
+    def infeasible(scenario, **_):
         raise InfeasibleError("tp=3 does not divide 8 devices per node")
 
     _fake_build(monkeypatch, infeasible)
@@ -127,7 +127,7 @@ def test_run_errors_are_one_paragraph(tmp_path: Path, fake_catalog: None,
     assert result.exit_code == 1
     _no_traceback(result)
     assert result.stderr == "error: tp=3 does not divide 8 devices per node\n"
-    def unresolved(scenario):
+    def unresolved(scenario, **_):
         raise ScenarioError("unknown endpoint 'x'", field="workload.transfers[0].src")
 
     _fake_build(monkeypatch, unresolved)

@@ -20,8 +20,10 @@ from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.resilience import FailureSpec, ScriptedFailure
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
+from hwsim.scenario.budget import check_budget
 from hwsim.scenario.build_inference import serving_plan
 from hwsim.scenario.build_jobs import job_plans
+from hwsim.scenario.schema_cluster import INT_MAX
 from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, Failures, InferenceWorkload,
                                    Scenario, TrainingWorkload, TransferWorkload)
 from hwsim.simulation import simulate, simulate_jobs
@@ -272,6 +274,22 @@ def simulated_steps(w: TrainingWorkload) -> int:
 
 
 def _total_steps(w: TrainingWorkload) -> int:
+    """The steps the run's budget (epochs, samples, tokens) asks for; below 2^63, the largest
+    count the results (int64 columns, parquet) hold."""
+    try:
+        total = _budget_steps(w)
+    except OverflowError:  # an infinite budget (epochs: .inf)
+        total = INT_MAX + 1
+    if total > INT_MAX:
+        which = next(k for k in ("epochs", "train_samples", "train_tokens", "steps")
+                     if getattr(w, k) is not None)
+        raise ScenarioError(f"{getattr(w, which):.3g} gives {total:.3g} training steps, beyond "
+                            f"the largest count hwsim takes (2^63 - 1 = {INT_MAX}); valid: a "
+                            f"smaller {which}", field=f"workload.{which}")
+    return total
+
+
+def _budget_steps(w: TrainingWorkload) -> int:
     if w.epochs is not None:
         return max(1, math.ceil(w.epochs * w.data.samples / w.global_batch))
     if w.train_samples is not None:
@@ -356,13 +374,17 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     return plans
 
 
-def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None
-            ) -> tuple[nx.Graph, Any]:
+def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
+            max_events: int | None = None) -> tuple[nx.Graph, Any]:
     """The topology graph and job plan of a validated scenario, with every cross-reference
     checked; nothing is simulated (``hwsim validate`` stops here). With ``jobs:``, the plan is
     the list of ``(name, plan, start_s)`` of :func:`~hwsim.scenario.build_jobs.job_plans`.
     *adjust*, when given, is called with the built graph before anything is planned on it (a
-    what-if that changes the hardware: :func:`hwsim.planning.sensitivity`)."""
+    what-if that changes the hardware: :func:`hwsim.planning.sensitivity`). First, before
+    anything is built, the size/event budget (:func:`~hwsim.scenario.budget.check_budget`;
+    *max_events* overrides the scenario's ``limits.max_events``) refuses a scenario beyond it
+    with :class:`~hwsim.exceptions.BudgetError`."""
+    check_budget(s, max_events=max_events)
     g = build_graph(s.cluster)
     if adjust is not None:
         adjust(g)
@@ -391,10 +413,12 @@ def failure_spec(f: Failures | None) -> FailureSpec | None:
 
 
 def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None,
-                 adjust: Callable[[nx.Graph], Any] | None = None) -> Result:
+                 adjust: Callable[[nx.Graph], Any] | None = None,
+                 max_events: int | None = None) -> Result:
     """Build and run a validated scenario; returns its :class:`Result` (writes nothing).
-    *adjust* changes the built graph first (:func:`prepare`)."""
-    g, job = prepare(s, adjust)
+    *adjust* changes the built graph first; *max_events* overrides the event budget
+    (:func:`prepare`)."""
+    g, job = prepare(s, adjust, max_events=max_events)
     config = config if config is not None else s.model_dump(mode="json")
     if s.jobs is not None:
         return simulate_jobs(g, job, name=s.name, seed=s.seed, config=config,

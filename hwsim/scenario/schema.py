@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Duration, ExplicitGraph, Fabric,
-                                          GraphLink, GraphNode, NodeSpec, PosInt, Site, Size,
-                                          StorageEntry, StrictModel, WanLink, did_you_mean)
+from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Count, Duration, ExplicitGraph,
+                                          Fabric, GraphLink, GraphNode, NodeSpec, PosInt, Site,
+                                          Size, StorageEntry, StrictModel, WanLink, did_you_mean)
 from hwsim.scenario.schema_inference import Arrivals, Scheduler, ServingParallelism, Slo
 from hwsim.scenario.schema_resilience import Failures, Mtbf, ScriptedFailureEntry
 
@@ -27,7 +27,8 @@ __all__ = [
     "GraphNode", "GraphLink", "Workload", "TrainingWorkload", "TransferWorkload", "Transfer",
     "InferenceWorkload", "DataLoaderWorkload", "Arrivals", "Scheduler", "ServingParallelism",
     "Slo", "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
-    "Collective", "Checkpoint", "Outputs", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS", "PLACEMENTS",
+    "Collective", "Checkpoint", "Outputs", "Limits", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS",
+    "PLACEMENTS",
     "Size", "Duration", "Bandwidth",
 ]
 
@@ -65,7 +66,7 @@ class ModelRef(StrictModel):
     activation: str | None = None
     features: PosInt | None = None
     width: PosInt | None = None
-    depth: int | None = Field(None, ge=0)
+    depth: Count | None = None
     outputs: PosInt | None = None
     flash_attention: bool | None = None
     """Transformers only: whether attention runs as a fused FlashAttention kernel (no s x s
@@ -164,7 +165,7 @@ class DataSpec(StrictModel):
     access: Literal["random", "sequential"] = "random"
     request_bytes: Size | None = None
     workers: PosInt = 1
-    prefetch: int = Field(2, ge=0)
+    prefetch: Count = 2
     decode_s_per_sample: Duration = 0.0
     page_cache: bool = True
     page_cache_bytes: Size | None = None
@@ -319,6 +320,16 @@ class Outputs(StrictModel):
     utilization_bin_s: Duration | None = Field(None, gt=0)
 
 
+class Limits(StrictModel):
+    """The size/event budget of a run (:mod:`hwsim.scenario.budget`): a scenario whose estimate
+    is beyond it is refused before anything is built. None = the default
+    (:data:`~hwsim.scenario.budget.DEFAULT_MAX_EVENTS`, ``DEFAULT_MAX_DEVICES``); ``hwsim run
+    --max-events`` overrides ``max_events``."""
+
+    max_events: PosInt | None = None
+    max_devices: PosInt | None = None
+
+
 class Job(StrictModel):
     """One job of a shared cluster (``jobs:``): a named workload that arrives at ``start`` and
     runs on its own devices -- ``devices`` of them chosen by ``placement`` (default ``packed``),
@@ -363,12 +374,13 @@ class Scenario(StrictModel):
     (``cluster``), what to record."""
 
     name: str = Field(min_length=1)
-    seed: int = 0
+    seed: Count = 0
     description: str = ""
     cluster: Cluster
     workload: Workload | None = None
     jobs: list[Job] | None = Field(None, min_length=1)
     outputs: Outputs = Outputs()
+    limits: Limits = Limits()
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      model_validator)
 
 from hwsim.units import UnitError, parse_quantity
 
 __all__ = [
-    "StrictModel", "Size", "Duration", "Bandwidth", "PosInt", "Cluster", "NodeSpec", "Fabric",
+    "StrictModel", "Size", "Duration", "Bandwidth", "PosInt", "Count", "INT_MAX", "Cluster",
+    "NodeSpec", "Fabric",
     "StorageEntry", "Site", "WanLink", "ExplicitGraph", "GraphNode", "GraphLink", "NodeGroup",
     "Straggler", "DegradedLink", "did_you_mean",
 ]
@@ -40,7 +42,22 @@ Duration = Annotated[float, _quantity("time"), Field(ge=0)]
 """Seconds, >= 0: a number or a string such as ``"1.5 us"`` or ``"2 h"``."""
 Bandwidth = Annotated[float, _quantity("bytes_per_s"), Field(gt=0)]
 """Bytes per second, > 0: a number or a string such as ``"25 GB/s"`` or ``"200 Gb/s"``."""
-PosInt = Annotated[int, Field(ge=1)]
+INT_MAX = 2**63 - 1
+"""The largest integer a scenario field takes: what numpy's int64, parquet and the seed of
+``numpy.random.default_rng`` all hold."""
+
+
+def _int64(value: int) -> int:
+    if not -INT_MAX - 1 <= value <= INT_MAX:
+        raise ValueError(f"{value:.3g} is beyond the largest integer hwsim takes (2^63 - 1 = "
+                         f"{INT_MAX}); valid: a smaller whole number")
+    return value
+
+
+Count = Annotated[int, Field(ge=0), AfterValidator(_int64)]
+"""A whole number >= 0 below 2^63."""
+PosInt = Annotated[int, Field(ge=1), AfterValidator(_int64)]
+"""A whole number >= 1 below 2^63."""
 
 
 def did_you_mean(word: object, choices: Any) -> str:
@@ -61,13 +78,13 @@ class NodeSpec(StrictModel):
 
     gpu: str | None = None
     tpu: str | None = None
-    gpus_per_node: int = Field(0, ge=0)
+    gpus_per_node: Count = 0
     cpu: str = "EPYC-7742"
     cpu_sockets: PosInt = 2
     intra_node: str | None = None
     host_link: str = "pcie4-x16"
     nic: str | None = None
-    nics_per_node: int = Field(0, ge=0)
+    nics_per_node: Count = 0
     local_storage: str | None = None
     host_memory: str = "ddr4-host"
 
@@ -92,7 +109,7 @@ class Fabric(StrictModel):
     topology: Literal["fat-tree", "rail-optimized", "torus", "single-switch"] = "single-switch"
     oversubscription: float = Field(1.0, ge=1)
     link: str | None = None
-    leaf_radix: int | None = Field(None, ge=2)
+    leaf_radix: Annotated[int, Field(ge=2), AfterValidator(_int64)] | None = None
     dims: list[PosInt] | None = None
 
     @model_validator(mode="after")
@@ -192,7 +209,7 @@ class GraphNode(StrictModel):
     kind: Literal["gpu", "tpu", "cpu", "memory", "storage", "nvswitch", "pcie_switch", "nic",
                   "switch", "router"]
     spec: str | None = None
-    server: int | None = Field(None, ge=0)
+    server: Count | None = None
 
 
 class GraphLink(StrictModel):

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from hwsim.scenario.schema_cluster import Duration, PosInt, StrictModel
+from hwsim.scenario.schema_cluster import Count, Duration, PosInt, StrictModel
 
 __all__ = ["ServingParallelism", "Scheduler", "Arrivals", "Slo", "TokenCount"]
 
@@ -22,7 +22,7 @@ class ServingParallelism(StrictModel):
     tp: PosInt = 1
     pp: PosInt = 1
     replicas: PosInt = 1
-    prefill_replicas: int = Field(0, ge=0)
+    prefill_replicas: Count = 0
 
 
 class Scheduler(StrictModel):

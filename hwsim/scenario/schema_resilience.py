@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from hwsim.catalog.failures import COMPONENTS, PROFILES
-from hwsim.scenario.schema_cluster import Duration, PosInt, StrictModel, _quantity
+from hwsim.scenario.schema_cluster import Count, Duration, PosInt, StrictModel, _quantity
 
 __all__ = ["Failures", "Mtbf", "ScriptedFailureEntry", "FAILURE_PROFILES"]
 
@@ -68,7 +68,7 @@ class Failures(StrictModel):
     detect: Duration = 0.0
     reschedule: Duration = 0.0
     policy: Literal["spares", "shrink"] = "spares"
-    spares: int | None = Field(None, ge=0)
+    spares: Count | None = None
     repair: Duration | None = None
     checkpoint_every_steps: PosInt | None = None
     checkpoint_stall: Duration | None = None
