@@ -108,16 +108,33 @@ def test_price_override_changes_the_ranking(train_df):
 
 
 def test_infeasible_layouts_name_the_reason():
-    df = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=[6, 32])
+    df = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=[6, 32], search_layouts=False)
     reasons = dict(zip(df["count"], df["reason"]))
     assert reasons[6] == "global_batch 16 is not divisible by dp = 6"
     assert reasons[32] == "global_batch 16 is not divisible by dp = 32"
     assert not df["feasible"].any() and not df["answer"].any()
+    assert (df["layout"] == "").all() and df["tp"].isna().all()
     tp2 = {**TRAIN, "workload": {**TRAIN["workload"], "parallelism": {"tp": 4}}}
-    df = hwsim.cheapest_training(tp2, TOKENS, 1.0, counts=[2, 4])
+    df = hwsim.cheapest_training(tp2, TOKENS, 1.0, counts=[2, 4], search_layouts=False)
     assert df.set_index("count").loc[2, "reason"] == (
         "2 devices are not a multiple of tp x pp x cp = 4")
     assert df.set_index("count").loc[4, "dp"] == 1
+
+
+def test_layout_search_where_the_base_layout_does_not_run():
+    """By default a count the base layout cannot use gets the layout of least model
+    parallelism that runs and fits (dp 16 divides the batch of 16 on 32 devices); a count with
+    no layout at all keeps the reason."""
+    df = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=[2, 6, 32]).set_index("count")
+    assert df.loc[6, "reason"] == ("no layout runs on 6 devices (the base layout: global_batch "
+                                   "16 is not divisible by dp = 6)")
+    r = df.loc[32]
+    assert r["layout"] == "searched" and r["fits"] and r["time_to_train_s"] > 0
+    assert (r["tp"] * r["pp"], r["dp"], r["zero"], r["micro_batch"]) == (2, 16, 0, 1)
+    assert df.loc[2, "layout"] == "base" and (df.loc[2, "tp"], df.loc[2, "dp"]) == (1, 2)
+    tp2 = {**TRAIN, "workload": {**TRAIN["workload"], "parallelism": {"tp": 4}}}
+    df = hwsim.cheapest_training(tp2, TOKENS, 1.0, counts=[2]).set_index("count")
+    assert df.loc[2, "layout"] == "searched" and df.loc[2, "tp"] <= 2 and df.loc[2, "fits"]
 
 
 def test_auto_counts_are_whole_servers():
