@@ -31,34 +31,20 @@ from hwsim.analysis.energy import device_energy_j
 from hwsim.analysis.plots import pareto_mask
 from hwsim.analysis.utilization import resource_summary
 from hwsim.catalog import get_device
-from hwsim.planning.capacity_layout import choose_layout
 from hwsim.exceptions import HwsimError, ScenarioError
+from hwsim.planning.capacity_cluster import (SERVER_DEFAULTS, check_devices, cluster_for,
+                                             node_of, number, positive, price_of)
+from hwsim.planning.capacity_layout import choose_layout
 from hwsim.topology import natural_key
 
 if TYPE_CHECKING:
     from hwsim.analysis.result import Result
 
-__all__ = ["cheapest_training", "fewest_serving", "pareto", "price_of", "training_answer", "serving_answer",
-           "SERVER_DEFAULTS", "TRAINING_COLUMNS", "SERVING_COLUMNS"]
+__all__ = ["cheapest_training", "fewest_serving", "pareto", "price_of", "training_answer",
+           "serving_answer", "SERVER_DEFAULTS", "TRAINING_COLUMNS", "SERVING_COLUMNS"]
 
 Run = Callable[[dict], "Result"]
 DAY_S = 86400.0
-
-SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
-    # The node fields of each device type's standard 8-GPU server, used when a candidate device
-    # differs from the base scenario's (a different GPU needs its own NVLink generation and
-    # NICs). [DGX-A100] NVIDIA DGX A100 datasheet: NVLink 3 (600 GB/s per GPU), 8x 200 Gb/s
-    # HDR InfiniBand, 2x AMD EPYC 7742. [DGX-H100] NVIDIA DGX H100 datasheet: NVLink 4
-    # (900 GB/s per GPU), 8x 400 Gb/s NDR ConnectX-7, 2x Intel Xeon Platinum 8480C. [DGX-H200]
-    # HGX H200: NVLink 4, NDR 400 Gb/s. [DGX-B200] DGX B200 datasheet: NVLink 5, 8x 400 Gb/s.
-    # [DGX-2] V100-SXM3 servers (AWS p3dn: NVLink 2, 100 Gb/s; EDR InfiniBand used here).
-    "V100-SXM2-32GB": {"intra_node": "nvlink2", "nic": "ib-edr-100", "cpu": "Xeon-8480"},
-    "A100-SXM4-40GB": {"intra_node": "nvlink3", "nic": "ib-hdr-200", "cpu": "EPYC-7742"},
-    "A100-SXM4-80GB": {"intra_node": "nvlink3", "nic": "ib-hdr-200", "cpu": "EPYC-7742"},
-    "H100-SXM5-80GB": {"intra_node": "nvlink4", "nic": "ib-ndr-400", "cpu": "Xeon-8480"},
-    "H200-SXM-141GB": {"intra_node": "nvlink4", "nic": "ib-ndr-400", "cpu": "Xeon-8480"},
-    "B200": {"intra_node": "nvlink5", "nic": "ib-ndr-400", "cpu": "Xeon-8480"},
-}
 
 TRAINING_COLUMNS = ("device", "count", "nodes", "tp", "pp", "dp", "zero", "recompute",
                     "micro_batch", "layout", "memory_per_device_gb", "fits", "step_time_s",
@@ -67,72 +53,6 @@ TRAINING_COLUMNS = ("device", "count", "nodes", "tp", "pp", "dp", "zero", "recom
 SERVING_COLUMNS = ("device", "devices", "replicas", "tp", "pp", "layout", "ttft_p99_s",
                    "tpot_p99_s", "requests_per_s", "price_per_hour", "cost_per_hour_usd",
                    "energy_per_request_j", "feasible", "reason", "tried")
-
-
-def price_of(device: str, prices: Mapping[str, float] | None = None) -> float:
-    """$ per device-hour of catalog *device*: ``prices[device]`` when given, else the
-    catalog's ``price_per_hour``. ScenarioError (field ``prices``) when neither has one."""
-    if prices and device in prices:
-        p = prices[device]
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (
-                math.isfinite(p) and p >= 0):
-            raise ScenarioError(f"price of {device} must be a number >= 0 ($ per device-hour), "
-                                f"got {p!r}", field="prices")
-        return float(p)
-    spec = get_device(device)
-    if spec.price_usd_per_hour is None:
-        raise ScenarioError(
-            f"the catalog has no price_per_hour for {device}; give one (CLI: --price "
-            f"{device}=USD_PER_H; Python: prices={{'{device}': usd_per_hour}})", field="prices")
-    return float(spec.price_usd_per_hour)
-
-
-def _node(base: Mapping[str, Any]) -> dict:
-    cluster = base.get("cluster") or {}
-    node = cluster.get("node")
-    if not isinstance(node, Mapping) or not node.get("gpu"):
-        raise ScenarioError("capacity questions need the builder form with one GPU node type "
-                            "(cluster: {nodes: N, node: {gpu: ID, gpus_per_node: G, ...}}); "
-                            "groups, sites, explicit graphs and TPUs are not supported",
-                            field="cluster")
-    return dict(node)
-
-
-def _cluster_for(base: Mapping[str, Any], device: str, nodes: int,
-                 node_overrides: Mapping[str, Mapping[str, Any]] | None) -> dict:
-    """The base cluster rewritten for *nodes* servers of *device* (same gpus_per_node)."""
-    node = _node(base)
-    if device != node["gpu"]:
-        for key in ("intra_node", "nic", "cpu"):
-            node.pop(key, None)
-        node.update(SERVER_DEFAULTS.get(device, {}))
-        if "nic" in node:
-            node.setdefault("nics_per_node", node["gpus_per_node"])
-    elif nodes > 1 and not node.get("nic") and device in SERVER_DEFAULTS:
-        node["nic"] = SERVER_DEFAULTS[device]["nic"]
-        node["nics_per_node"] = node["gpus_per_node"]
-    node["gpu"] = device
-    node.update((node_overrides or {}).get(device, {}))
-    cluster = copy.deepcopy(dict(base["cluster"]))
-    cluster["nodes"] = int(nodes)
-    cluster["node"] = node
-    if nodes > 1:
-        cluster.setdefault("fabric", {"topology": "fat-tree"})
-    return cluster
-
-
-def _check_devices(devices: Sequence[str] | None, base_device: str) -> list[str]:
-    devs = list(devices) if devices else [base_device]
-    for d in devs:
-        get_device(d)  # ScenarioError naming the known ids
-    return devs
-
-
-def _positive(value: Any, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value > 0):
-        raise ScenarioError(f"must be a positive number, got {value!r}", field=field)
-    return float(value)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -148,13 +68,6 @@ def _busy_share(result: Result, device_type: str) -> float:
         return 0.0
     first = sorted(rows["resource"], key=natural_key)[0]
     return float(rows.loc[rows["resource"] == first, "busy_share"].iloc[0])
-
-
-def _number(value: Any) -> float:
-    """*value* as a float; NaN for None or anything that is not a number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        return float("nan")
-    return float(value)
 
 
 def _server_counts(max_nodes: int) -> list[int]:
@@ -240,17 +153,17 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
         an unknown device, a count that is not a multiple of a server, or a device with no
         price (the message names ``--price ID=USD_PER_H``).
     """
-    tokens = _positive(train_tokens, "train_tokens")
-    days = _positive(days, "days")
+    tokens = positive(train_tokens, "train_tokens")
+    days = positive(days, "days")
     wl = base.get("workload") or {}
     if wl.get("kind") != "training" or not wl.get("global_batch"):
         raise ScenarioError("cheapest_training needs a training workload with global_batch "
                             "(workload: {kind: training, global_batch: ...})", field="workload")
     if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or max_nodes < 1:
         raise ScenarioError(f"must be a positive integer, got {max_nodes!r}", field="max_nodes")
-    node = _node(base)
+    node = node_of(base)
     gpn = int(node.get("gpus_per_node", 1))
-    devs = _check_devices(devices, node["gpu"])
+    devs = check_devices(devices, node["gpu"])
     price = {d: price_of(d, prices) for d in devs}
     wanted = None if counts is None else _check_counts(counts, gpn)
     if load is None:
@@ -261,7 +174,7 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
                                    price_per_hour=price[dev], fits=False, feasible=False,
                                    layout="")
         scen = copy.deepcopy(dict(base))
-        scen["cluster"] = _cluster_for(base, dev, count // gpn, node_overrides)
+        scen["cluster"] = cluster_for(base, dev, count // gpn, node_overrides)
         scen["workload"] = {**copy.deepcopy(dict(wl)), "train_tokens": tokens}
         scen["workload"].pop("train_samples", None)
         scen["workload"].pop("epochs", None)
@@ -282,8 +195,8 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
         except HwsimError as exc:
             return {**row, "reason": str(exc).split("\n")[0]}
         s = res.summary
-        row["memory_per_device_gb"] = _number(s.get("memory_per_device_gb", pick.memory_gb))
-        t = _number(s.get("time_to_train_s"))
+        row["memory_per_device_gb"] = number(s.get("memory_per_device_gb", pick.memory_gb))
+        t = number(s.get("time_to_train_s"))
         if not bool(s.get("fits", True)):
             return {**row, "reason": "does not fit in device memory (memory_per_device_gb "
                                      f"{row['memory_per_device_gb']:.4g})"}
@@ -292,7 +205,7 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
         busy = _busy_share(res, dev)
         energy = count * device_energy_j(get_device(dev), busy * t, t) / 3.6e6
         ok = t <= days * DAY_S
-        return {**row, "fits": True, "step_time_s": _number(s.get("step_time_s")),
+        return {**row, "fits": True, "step_time_s": number(s.get("step_time_s")),
                 "time_to_train_s": t, "time_to_train_days": t / DAY_S,
                 "cost_usd": count * price[dev] * t / 3600.0, "busy_share": busy,
                 "energy_kwh": energy, "feasible": ok,
@@ -421,9 +334,9 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
         ``tried``: the replica counts simulated at that tp, in order. ``attrs["answer"]``:
         :func:`serving_answer`.
     """
-    rate = _positive(rate_per_s, "rate_per_s")
-    ttft = _positive(ttft_p99_s, "ttft_p99_s")
-    tpot = _positive(tpot_p99_s, "tpot_p99_s")
+    rate = positive(rate_per_s, "rate_per_s")
+    ttft = positive(ttft_p99_s, "ttft_p99_s")
+    tpot = positive(tpot_p99_s, "tpot_p99_s")
     wl = base.get("workload") or {}
     if wl.get("kind") != "inference":
         raise ScenarioError("fewest_serving needs an inference workload (workload: {kind: "
@@ -435,9 +348,9 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
     if isinstance(max_replicas, bool) or not isinstance(max_replicas, int) or max_replicas < 1:
         raise ScenarioError(f"must be a positive integer, got {max_replicas!r}",
                             field="max_replicas")
-    node = _node(base)
+    node = node_of(base)
     gpn = int(node.get("gpus_per_node", 1))
-    devs = _check_devices(devices, node["gpu"])
+    devs = check_devices(devices, node["gpu"])
     price = {d: price_of(d, prices) for d in devs}
 
     tp0, pp = int(par.get("tp", 1)), int(par.get("pp", 1))
@@ -448,7 +361,7 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
         if (tp, r) in cache:
             return cache[(tp, r)][0]
         scen = copy.deepcopy(dict(base))
-        scen["cluster"] = _cluster_for(base, dev, math.ceil(r * tp * pp / gpn), node_overrides)
+        scen["cluster"] = cluster_for(base, dev, math.ceil(r * tp * pp / gpn), node_overrides)
         w = copy.deepcopy(dict(wl))
         w["parallelism"] = {**par, "tp": tp, "replicas": r}
         w["arrivals"] = {**dict(w.get("arrivals") or {}), "rate_per_s": rate}
@@ -464,11 +377,11 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
         s = res.summary
         if not bool(s.get("fits", True)):
             why = s.get("bottleneck_label") or (
-                f"{_number(s.get('memory_per_device_gb')):.4g} GB needed per device")
+                f"{number(s.get('memory_per_device_gb')):.4g} GB needed per device")
             cache[(tp, r)] = ("nofit", {"reason": f"a replica of tp {tp}, pp {pp} does not "
                                                   f"fit in device memory ({why})"})
             return "nofit"
-        t1, t2 = _number(s.get("ttft_p99_s")), _number(s.get("tpot_p99_s"))
+        t1, t2 = number(s.get("ttft_p99_s")), number(s.get("tpot_p99_s"))
         if not (math.isfinite(t1) and math.isfinite(t2)):
             cache[(tp, r)] = ("error", {"reason": "the run gives no ttft_p99_s or tpot_p99_s "
                                                   f"(requests completed: "
