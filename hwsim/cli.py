@@ -366,10 +366,17 @@ def _capacity_args(devices: str | None, price: list[str] | None, counts: str | N
     return devs, prices, wanted
 
 
+_CAPACITY_OPTIONS = {"counts": "--counts", "max_nodes": "--max-nodes", "max_replicas":
+                     "--max-replicas", "train_tokens": "--tokens", "days": "--days",
+                     "rate_per_s": "--rate", "ttft_p99_s": "--ttft", "tpot_p99_s": "--tpot",
+                     "prices": "--price"}
+
+
 def _capacity_fail(err: HwsimError, file: Path) -> typer.Exit:
-    """*err* as one paragraph naming *file* (and ``--counts`` for the counts field)."""
+    """*err* as one paragraph naming *file*, and the option for a field given on the command
+    line (``counts`` -> ``--counts``)."""
     if isinstance(err, ScenarioError):
-        field = "--counts" if err.field == "counts" else err.field
+        field = _CAPACITY_OPTIONS.get(err.field or "", err.field)
         err = ScenarioError(err.reason, file=err.file or str(file), field=field)
     return _fail(err)
 

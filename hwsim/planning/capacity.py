@@ -275,9 +275,14 @@ def training_answer(df: pd.DataFrame, train_tokens: float, days: float) -> str:
     if fit.empty:
         return f"{what}: no candidate that fits gave a time to train (see the reasons)"
     f = fit.loc[fit["time_to_train_s"].astype(float).idxmin()]
+    big = fit.loc[fit["count"].astype(int).idxmax()]
+    hint = ("try more servers (--max-nodes, --counts) or a later deadline"
+            if int(f["count"]) == int(big["count"]) else
+            f"more devices were slower ({int(big['count'])} x {big['device']}: "
+            f"{big['time_to_train_days']:.1f} days), so try a later deadline or a larger "
+            "global batch")
     return (f"{what}: the fastest, {int(f['count'])} x {f['device']}, takes "
-            f"{f['time_to_train_days']:.1f} days; try more servers (--max-nodes, --counts) or "
-            "a later deadline")
+            f"{f['time_to_train_days']:.1f} days; {hint}")
 
 
 # ----------------------------------------------------------------------------------- serving
