@@ -409,7 +409,7 @@ def test_cli_does_not_fit_at_any_count_up_to_n():
 
 
 def test_counts_api_errors():
-    for bad in ([], "16", [16.0], [True]):
+    for bad in ([], "16", [16.0], [True], [2, "a"], 4):
         with pytest.raises(ScenarioError, match=r"counts: "):
             hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=bad)
 

@@ -78,7 +78,7 @@ def _check_counts(counts: Any, gpn: int) -> list[int]:
     if isinstance(counts, (str, bytes)) or not hasattr(counts, "__iter__"):
         raise ScenarioError(f"expected a list of device counts, got {counts!r}; valid: e.g. "
                             f"[{gpn}, {2 * gpn}, {4 * gpn}]", field="counts")
-    out = sorted({c for c in counts})
+    out = list(counts)
     if not out:
         raise ScenarioError(f"empty list of device counts; valid: e.g. [{gpn}, {2 * gpn}]",
                             field="counts")
@@ -87,7 +87,7 @@ def _check_counts(counts: Any, gpn: int) -> list[int]:
             raise ScenarioError(f"{c!r} is not a positive multiple of gpus_per_node = {gpn}; "
                                 f"valid: whole servers of {gpn} devices, e.g. {gpn}, "
                                 f"{2 * gpn}, {8 * gpn}", field="counts")
-    return [int(c) for c in out]
+    return sorted({int(c) for c in out})
 
 
 def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, days: float, *,
@@ -123,9 +123,10 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
         ``{device: {node field: value}}`` replacing the node fields chosen for that device
         (:data:`SERVER_DEFAULTS` when it differs from the base's).
     search_layouts : bool
-        Where the base's layout does not run on a count or does not fit in memory, simulate
-        the fitting layout of least estimated step time instead
-        (:func:`hwsim.planning.capacity_layout.choose_layout`); False: the base's layout only.
+        Where the base's layout does not run on a count or does not fit in memory, simulate a
+        searched layout that fits instead (the least model parallelism, then the least
+        estimated step time: :func:`hwsim.planning.capacity_layout.choose_layout`); False: the
+        base's layout only.
     load : callable, optional
         ``load(mapping) -> Scenario`` for the memory model (default:
         :func:`hwsim.scenario.load_scenario`; :func:`hwsim.cheapest_training` passes one that
