@@ -104,9 +104,10 @@ def search(scenario: str | Path | Mapping[str, Any] | Scenario,
 __all__ += ["cheapest_training", "fewest_serving", "pareto"]  # capacity questions
 
 
-def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any]:
-    """A scenario file or mapping as a plain dict (validated once), and a ``run(mapping)`` that
-    reads its relative paths (``hf_config``, ``arrivals.trace``) from the file's folder."""
+def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any, Any]:
+    """A scenario file or mapping as a plain dict (validated once), a ``run(mapping)`` and a
+    ``load(mapping) -> Scenario`` that read its relative paths (``hf_config``,
+    ``arrivals.trace``) from the file's folder."""
     from hwsim.scenario.build import run_scenario
     from hwsim.scenario.loader import read_scenario_yaml
 
@@ -116,7 +117,8 @@ def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any]:
         file, base = str(scenario), Path(scenario).parent
         data = read_scenario_yaml(Path(scenario), file)
     load_scenario(data, file=file, base_dir=base)  # the base must be valid before any candidate
-    return data, lambda d: run_scenario(load_scenario(d, file=file, base_dir=base))
+    return (data, lambda d: run_scenario(load_scenario(d, file=file, base_dir=base)),
+            lambda d: load_scenario(d, file=file, base_dir=base))
 
 
 def cheapest_training(scenario: str | Path | Mapping[str, Any], train_tokens: float, days: float,
@@ -126,8 +128,8 @@ def cheapest_training(scenario: str | Path | Mapping[str, Any], train_tokens: fl
     keyword arguments and columns: :func:`hwsim.planning.capacity.cheapest_training`)."""
     from hwsim.planning.capacity import cheapest_training as _cheapest
 
-    data, runner = _as_mapping(scenario)
-    return _cheapest(runner, data, train_tokens, days, **kwargs)
+    data, runner, loader = _as_mapping(scenario)
+    return _cheapest(runner, data, train_tokens, days, **{"load": loader, **kwargs})
 
 
 def fewest_serving(scenario: str | Path | Mapping[str, Any], rate_per_s: float, ttft_p99_s: float,
@@ -136,7 +138,7 @@ def fewest_serving(scenario: str | Path | Mapping[str, Any], rate_per_s: float, 
     (docs/planning.md, "Capacity questions"; :func:`hwsim.planning.capacity.fewest_serving`)."""
     from hwsim.planning.capacity import fewest_serving as _fewest
 
-    data, runner = _as_mapping(scenario)
+    data, runner, _ = _as_mapping(scenario)
     return _fewest(runner, data, rate_per_s, ttft_p99_s, tpot_p99_s, **kwargs)
 
 

@@ -342,9 +342,10 @@ capacity_app = typer.Typer(help="Capacity questions: the cheapest cluster that t
 app.add_typer(capacity_app, name="capacity")
 
 
-def _capacity_args(devices: str | None, price: list[str] | None) -> tuple[list[str] | None,
-                                                                            dict[str, float]]:
-    """``--devices A,B`` and ``--price ID=USD_PER_H`` as a list and a mapping."""
+def _capacity_args(devices: str | None, price: list[str] | None, counts: str | None = None
+                   ) -> tuple[list[str] | None, dict[str, float], list[int] | None]:
+    """``--devices A,B``, ``--price ID=USD_PER_H`` and ``--counts 64,128`` as a list, a mapping
+    and a list of positive integers (None when not given)."""
     prices: dict[str, float] = {}
     for item in price or []:
         dev, sep, value = item.partition("=")
@@ -356,7 +357,46 @@ def _capacity_args(devices: str | None, price: list[str] | None) -> tuple[list[s
             raise _fail(ScenarioError(f"--price {item!r}: expected ID=USD_PER_H, e.g. "
                                       "--price A100-PCIe-80GB=2.5"))
     devs = [d.strip() for d in devices.split(",") if d.strip()] if devices else None
-    return devs, prices
+    wanted: list[int] | None = None
+    if counts is not None:
+        wanted = []
+        for item in (c.strip() for c in counts.split(",")):
+            bad = "" if item.isdigit() and int(item) > 0 else (
+                "an empty count" if not item else f"{item!r} is not a whole number > 0")
+            if bad:
+                raise _fail(ScenarioError(
+                    f"--counts {counts!r}: {bad}; valid: comma-separated device counts, each "
+                    "a positive whole number of devices that fills whole servers (a multiple "
+                    "of the scenario's gpus_per_node), e.g. --counts 64,128,256"))
+            wanted.append(int(item))
+    return devs, prices, wanted
+
+
+_CAPACITY_OPTIONS = {"counts": "--counts", "max_nodes": "--max-nodes", "max_replicas":
+                     "--max-replicas", "train_tokens": "--tokens", "days": "--days",
+                     "rate_per_s": "--rate", "ttft_p99_s": "--ttft", "tpot_p99_s": "--tpot",
+                     "prices": "--price"}
+
+
+def _capacity_fail(err: HwsimError, file: Path) -> typer.Exit:
+    """*err* as one paragraph naming *file*, and the option for a field given on the command
+    line (``counts`` -> ``--counts``)."""
+    if isinstance(err, ScenarioError):
+        field = _CAPACITY_OPTIONS.get(err.field or "", err.field)
+        err = ScenarioError(err.reason, file=err.file or str(file), field=field)
+    return _fail(err)
+
+
+def _cells(df: Any, ints: tuple[str, ...], fmts: dict[str, str]) -> Any:
+    """*df* with *ints* as whole numbers and *fmts* columns formatted, ``-`` where missing."""
+    import pandas as pd
+
+    shown = df.astype({c: object for c in (*ints, *fmts) if c in df})
+    for c in ints:
+        shown[c] = ["-" if pd.isna(v) else str(int(v)) for v in df[c]]
+    for c, f in fmts.items():
+        shown[c] = ["-" if pd.isna(v) else f.format(v) for v in df[c]]
+    return shown
 
 
 def _print_frame(df: Any, title: str, columns: list[str]) -> None:
@@ -383,41 +423,44 @@ def capacity_train(
                                                 "device ids (default: the scenario's).")] = None,
     price: Annotated[list[str] | None, typer.Option("--price", help="ID=USD_PER_H, overrides "
                                                     "the catalog price (repeatable).")] = None,
-    max_nodes: Annotated[int, typer.Option("--max-nodes", help="Largest server count tried.")
-                         ] = 64,
+    max_nodes: Annotated[int, typer.Option("--max-nodes", help="Largest server count tried "
+                                           "(1, 2, 4, ... servers).")] = 64,
+    counts: Annotated[str | None, typer.Option("--counts", help="Comma-separated device counts "
+                                               "to try instead, whole servers (e.g. "
+                                               "64,128,256).", show_default=False)] = None,
+    keep_layout: Annotated[bool, typer.Option("--keep-layout", help="Simulate only the "
+                                              "scenario's own layout (tp, pp, ZeRO, recompute); "
+                                              "default: where it does not run or fit, the "
+                                              "fitting layout with the least model parallelism."
+                                              )] = False,
 ) -> None:
-    """The cheapest device type and count that trains --tokens within --days, and the Pareto
-    front of time, cost and energy."""
+    """The cheapest device type and count that trains --tokens within --days, each count with a
+    parallel layout that fits in memory, and the Pareto front of time, cost and energy. Exit
+    status 3 when no count fits in memory."""
     import hwsim
 
-    devs, prices = _capacity_args(devices, price)
+    devs, prices, wanted = _capacity_args(devices, price, counts)
     try:
         df = hwsim.cheapest_training(file, tokens, days, devices=devs, prices=prices,
-                                     max_nodes=max_nodes)
+                                     max_nodes=max_nodes, counts=wanted,
+                                     search_layouts=not keep_layout)
         df = hwsim.pareto(df)
-    except ScenarioError as err:
-        raise _fail(ScenarioError(err.reason, file=err.file or str(file), field=err.field)
-                    ) from None
     except HwsimError as err:
-        raise _fail(err) from None
-    cols = ["device", "count", "dp", "micro_batch", "time_to_train_days", "cost_usd",
-            "energy_kwh", "feasible", "pareto", "reason"]
-    shown = df.astype({"cost_usd": object, "energy_kwh": object, "time_to_train_days": object})
-    for c, f in (("cost_usd", "{:,.0f}"), ("energy_kwh", "{:,.0f}"),
-                 ("time_to_train_days", "{:.3g}")):
-        shown[c] = [f.format(v) if v == v else "-" for v in df[c]]
+        raise _capacity_fail(err, file) from None
+    cols = ["device", "count", "layout", "memory_per_device_gb", "time_to_train_days",
+            "cost_usd", "energy_kwh", "feasible", "pareto", "reason"]
+    shown = _cells(df, (), {"memory_per_device_gb": "{:.3g}", "time_to_train_days": "{:.3g}",
+                            "cost_usd": "{:,.0f}", "energy_kwh": "{:,.0f}"})
+    shown["layout"] = [  # which layout each candidate simulated: the scenario's or searched
+        "-" if not r["layout"] else f"tp{r['tp']} pp{r['pp']} dp{r['dp']} zero{r['zero']} "
+        f"mb{r['micro_batch']} ({r['layout']})" for _, r in df.iterrows()]
     _print_frame(shown, f"train {tokens:.3g} tokens within {days:g} days", cols)
-    best = df[df["answer"]]
-    if best.empty:
-        typer.echo(f"answer: no candidate trains {tokens:.3g} tokens within {days:g} days")
-    else:
-        b = best.iloc[0]
-        typer.echo(f"answer: {int(b['count'])} x {b['device']} ({int(b['nodes'])} servers, dp "
-                   f"{int(b['dp'])}): {b['time_to_train_days']:.1f} days, "
-                   f"${b['cost_usd']:,.0f}, {b['energy_kwh']:,.0f} kWh")
+    typer.echo(f"answer: {df.attrs['answer']}")
     front = df[df["pareto"]]
     typer.echo("pareto front (time, cost, energy): " + ("; ".join(
         f"{int(r['count'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
+    if not df["fits"].any():
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
 @capacity_app.command("serve")
@@ -438,35 +481,37 @@ def capacity_serve(
                                                  "trial (default: the scenario's).")] = None,
     max_replicas: Annotated[int, typer.Option("--max-replicas", help="Most replicas tried.")
                             ] = 64,
+    keep_layout: Annotated[bool, typer.Option("--keep-layout", help="Keep the scenario's tp "
+                                              "even where a replica does not fit in memory "
+                                              "(default: double tp until it fits).")] = False,
 ) -> None:
     """For each device type, the fewest devices that serve --rate within both p99 targets,
-    with cost per hour and energy per request, and their Pareto front."""
+    with cost per hour and energy per request, and their Pareto front. Exit status 3 when no
+    replica fits in memory on any device type."""
     import hwsim
 
-    devs, prices = _capacity_args(devices, price)
+    devs, prices, _ = _capacity_args(devices, price)
     try:
         df = hwsim.fewest_serving(file, rate, ttft, tpot, devices=devs, prices=prices,
-                                  requests=requests, max_replicas=max_replicas)
+                                  requests=requests, max_replicas=max_replicas,
+                                  search_layouts=not keep_layout)
         df = hwsim.pareto(df, {"cost_per_hour_usd": "min", "energy_per_request_j": "min"})
-    except ScenarioError as err:
-        raise _fail(ScenarioError(err.reason, file=err.file or str(file), field=err.field)
-                    ) from None
     except HwsimError as err:
-        raise _fail(err) from None
+        raise _capacity_fail(err, file) from None
     cols = ["device", "devices", "replicas", "tp", "ttft_p99_s", "tpot_p99_s",
             "cost_per_hour_usd", "energy_per_request_j", "feasible", "pareto", "reason"]
-    _print_frame(df, f"serve {rate:g} req/s at p99 TTFT {ttft:g} s, TPOT {tpot:g} s", cols)
-    ok = df[df["feasible"]]
-    if ok.empty:
-        typer.echo("answer: no device type meets both targets")
-    else:
-        b = ok.sort_values("cost_per_hour_usd", kind="stable").iloc[0]
-        typer.echo(f"answer: {int(b['devices'])} x {b['device']} ({int(b['replicas'])} "
-                   f"replicas): ${b['cost_per_hour_usd']:,.2f}/h, "
-                   f"{b['energy_per_request_j']:,.0f} J per request")
+    shown = _cells(df, ("devices", "replicas", "tp"), {
+        "ttft_p99_s": "{:.4g}", "tpot_p99_s": "{:.4g}", "cost_per_hour_usd": "{:,.2f}",
+        "energy_per_request_j": "{:,.4g}"})
+    shown["tp"] = [t if lay != "searched" else f"{t} (searched)"
+                   for t, lay in zip(shown["tp"], df["layout"])]
+    _print_frame(shown, f"serve {rate:g} req/s at p99 TTFT {ttft:g} s, TPOT {tpot:g} s", cols)
+    typer.echo(f"answer: {df.attrs['answer']}")
     front = df[df["pareto"]]
     typer.echo("pareto front (cost per hour, energy per request): " + ("; ".join(
         f"{int(r['devices'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
+    if not df.attrs.get("fits", True):
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
 @app.command()

@@ -4,8 +4,10 @@ requests."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -108,16 +110,33 @@ def test_price_override_changes_the_ranking(train_df):
 
 
 def test_infeasible_layouts_name_the_reason():
-    df = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=[6, 32])
+    df = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=[6, 32], search_layouts=False)
     reasons = dict(zip(df["count"], df["reason"]))
     assert reasons[6] == "global_batch 16 is not divisible by dp = 6"
     assert reasons[32] == "global_batch 16 is not divisible by dp = 32"
     assert not df["feasible"].any() and not df["answer"].any()
+    assert (df["layout"] == "").all() and df["tp"].isna().all()
     tp2 = {**TRAIN, "workload": {**TRAIN["workload"], "parallelism": {"tp": 4}}}
-    df = hwsim.cheapest_training(tp2, TOKENS, 1.0, counts=[2, 4])
+    df = hwsim.cheapest_training(tp2, TOKENS, 1.0, counts=[2, 4], search_layouts=False)
     assert df.set_index("count").loc[2, "reason"] == (
         "2 devices are not a multiple of tp x pp x cp = 4")
     assert df.set_index("count").loc[4, "dp"] == 1
+
+
+def test_layout_search_where_the_base_layout_does_not_run():
+    """By default a count the base layout cannot use gets the layout of least model
+    parallelism that runs and fits (dp 16 divides the batch of 16 on 32 devices); a count with
+    no layout at all keeps the reason."""
+    df = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=[2, 6, 32]).set_index("count")
+    assert df.loc[6, "reason"] == ("no layout runs on 6 devices (the base layout: global_batch "
+                                   "16 is not divisible by dp = 6)")
+    r = df.loc[32]
+    assert r["layout"] == "searched" and r["fits"] and r["time_to_train_s"] > 0
+    assert (r["tp"] * r["pp"], r["dp"], r["zero"], r["micro_batch"]) == (2, 16, 0, 1)
+    assert df.loc[2, "layout"] == "base" and (df.loc[2, "tp"], df.loc[2, "dp"]) == (1, 2)
+    tp2 = {**TRAIN, "workload": {**TRAIN["workload"], "parallelism": {"tp": 4}}}
+    df = hwsim.cheapest_training(tp2, TOKENS, 1.0, counts=[2]).set_index("count")
+    assert df.loc[2, "layout"] == "searched" and df.loc[2, "tp"] <= 2 and df.loc[2, "fits"]
 
 
 def test_auto_counts_are_whole_servers():
@@ -295,3 +314,126 @@ def test_a_scenario_file_with_a_relative_hf_config_works_from_any_folder(tmp_pat
     monkeypatch.chdir(tmp_path)
     df = hwsim.cheapest_training(folder / "train.yaml", TOKENS, 1.0, devices=DEVS[:1], counts=[2])
     assert bool(df["feasible"].iloc[0]), df["reason"].iloc[0]
+
+
+# ------------------------------------------------ models that do not fit one server (issue 12)
+
+SCEN = Path(__file__).resolve().parent.parent / "scenarios"
+FSDP70B = str(SCEN / "llama2-70b-fsdp-64xh100.yaml")
+
+
+def _no_traceback(p: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in p.stderr + p.stdout, p.stderr
+
+
+def _cli_wide(*args: str) -> subprocess.CompletedProcess:
+    """The CLI with a terminal wide enough that table cells are not wrapped."""
+    return subprocess.run([sys.executable, "-m", "hwsim.cli", *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": "400"})
+
+
+def test_cli_train_70b_that_does_not_fit_one_server():
+    """The issue's command: Llama-2-70B (FSDP) does not fit on one 8-GPU server, so the first
+    candidate does not fit; it is a row with the reason, every larger count gets a layout that
+    fits (the scenario's where it runs, else a searched one: dp cannot exceed the global batch
+    of 128), and the answer is a sentence, not a traceback."""
+    p = _cli_wide("capacity", "train", FSDP70B, "--tokens", "2e12", "--days", "60")
+    _no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    out = " ".join(p.stdout.split())
+    assert "does not fit in device memory with any of" in out
+    assert "tp1 pp1 dp16 zero3 mb1 (base)" in out and "(searched)" in out
+    assert "answer: no candidate trains 2e+12 tokens within 60 days: the fastest, " in out
+
+
+def test_api_70b_layouts_fit_and_say_which():
+    df = hwsim.cheapest_training(FSDP70B, 2e12, 600, counts=[8, 64, 256]).set_index("count")
+    assert not df.loc[8, "fits"] and df.loc[8, "layout"] == "" and pd.isna(df.loc[8, "tp"])
+    assert df.loc[8, "reason"].startswith("does not fit in device memory with any of ")
+    assert df.loc[8, "memory_per_device_gb"] > 80  # the least any layout needs
+    assert (df.loc[64, "layout"], df.loc[64, "dp"], df.loc[64, "zero"]) == ("base", 64, 3)
+    r = df.loc[256]  # dp 256 does not divide the batch of 128: tp 2 (least model parallelism)
+    assert (r["layout"], r["tp"], r["pp"], r["dp"]) == ("searched", 2, 1, 128)
+    for c in (64, 256):
+        assert df.loc[c, "fits"] and df.loc[c, "memory_per_device_gb"] <= 80
+    assert df.attrs["answer"].startswith("64 x H100-SXM5-80GB (8 servers; tp 1, pp 1, dp 64, "
+                                         "zero 3, micro_batch 1, base layout): ")
+
+
+def test_cli_counts_option():
+    p = _cli_wide("capacity", "train", FSDP70B, "--tokens", "2e12", "--days", "2000",
+                  "--counts", "16, 32")
+    _no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    rows = [line for line in p.stdout.splitlines() if "H100-SXM5-80GB │" in line]
+    assert [int(line.split("│")[2]) for line in rows] == [16, 32]
+    assert "answer: 16 x H100-SXM5-80GB (2 servers; tp 1, pp 1, dp 16" in p.stdout
+    assert "pareto front (time, cost, energy): 16 x H100-SXM5-80GB; 32 x H100-SXM5-80GB" \
+        in p.stdout
+
+
+@pytest.mark.parametrize("counts, words", [
+    ("16,abc", ["--counts '16,abc': 'abc' is not a whole number > 0", "e.g. --counts 64,128"]),
+    ("0", ["--counts '0': '0' is not a whole number > 0"]),
+    ("-8", ["'-8' is not a whole number > 0"]),
+    ("16,,32", ["an empty count"]),
+    ("1.5e2", ["'1.5e2' is not a whole number"]),
+    ("12", ["llama2-70b-fsdp-64xh100.yaml: --counts: 12 is not a positive multiple of "
+            "gpus_per_node = 8; valid: whole servers of 8 devices"]),
+])
+def test_cli_counts_errors(counts, words):
+    p = _cli("capacity", "train", FSDP70B, "--tokens", "2e12", "--days", "60",
+             "--counts", counts)
+    _no_traceback(p)
+    assert p.returncode == 1 and p.stdout == ""
+    err = p.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err  # one paragraph
+    for w in words:
+        assert w in err
+
+
+def test_cli_does_not_fit_at_any_count_up_to_n():
+    """A model that fits no layout of up to --max-nodes servers: a result line and exit 3."""
+    p = _cli("capacity", "train", FSDP70B, "--tokens", "2e12", "--days", "60",
+             "--max-nodes", "1")
+    _no_traceback(p)
+    assert p.returncode == 3, p.stderr
+    out = " ".join(p.stdout.split())
+    assert ("answer: no candidate trains 2e+12 tokens within 60 days: does not fit in device "
+            "memory at any count up to 8 (H100-SXM5-80GB); the least memory needed is ") in out
+    assert "pareto front (time, cost, energy): none" in out
+    df = hwsim.cheapest_training(FSDP70B, 2e12, 60, max_nodes=1, search_layouts=False)
+    assert df.attrs["answer"].endswith("(--max-nodes, or --counts with larger counts) or "
+                                       "devices with more memory")
+    assert df["reason"].iloc[0].startswith("the base layout needs ")
+
+
+def test_counts_api_errors():
+    for bad in ([], "16", [16.0], [True], [2, "a"], 4):
+        with pytest.raises(ScenarioError, match=r"counts: "):
+            hwsim.cheapest_training(TRAIN, TOKENS, 1.0, counts=bad)
+
+
+def test_cli_serve_a_model_that_does_not_fit_one_device(tmp_path):
+    """Llama-2-70B at tp 1 does not fit one 80 GB device: tp doubles until a replica fits
+    (the row says so); with --keep-layout the row says why not and the exit status is 3."""
+    s = yaml.safe_load(yaml.safe_dump(SERVE))
+    s["cluster"]["node"].update(gpu="H100-SXM5-80GB", gpus_per_node=8, intra_node="nvlink4")
+    s["workload"]["model"] = {"preset": "llama2-70b"}
+    s["workload"]["arrivals"].update(requests=20, prompt_tokens=128, output_tokens=8)
+    f = tmp_path / "s70.yaml"
+    f.write_text(yaml.safe_dump(s))
+    p = _cli("capacity", "serve", str(f), "--rate", "0.5", "--ttft", "5", "--tpot", "0.5")
+    _no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    assert "answer: 2 x H100-SXM5-80GB (1 replicas of tp 2, searched layout)" in p.stdout
+    p = _cli("capacity", "serve", str(f), "--rate", "0.5", "--ttft", "5", "--tpot", "0.5",
+             "--keep-layout")
+    _no_traceback(p)
+    assert p.returncode == 3, p.stderr
+    out = " ".join(p.stdout.split())
+    assert "answer: no device type meets both targets (H100-SXM5-80GB: a replica of tp 1, pp 1 " \
+           "does not fit in device memory" in out
+    df = hwsim.fewest_serving(s, 0.5, 5, 0.5, devices=["A100-SXM4-40GB"])
+    r = df.iloc[0]  # 40 GB: tp 4 is the first that fits
+    assert (r["tp"], r["layout"], r["replicas"], bool(r["feasible"])) == (4, "searched", 1, True)
