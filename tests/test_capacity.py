@@ -437,3 +437,12 @@ def test_cli_serve_a_model_that_does_not_fit_one_device(tmp_path):
     df = hwsim.fewest_serving(s, 0.5, 5, 0.5, devices=["A100-SXM4-40GB"])
     r = df.iloc[0]  # 40 GB: tp 4 is the first that fits
     assert (r["tp"], r["layout"], r["replicas"], bool(r["feasible"])) == (4, "searched", 1, True)
+
+
+def test_count_beyond_the_size_budget_is_a_row_not_minutes():
+    """A count of millions is refused by the size budget before its graph is built: the row
+    says so (the budget's message), the command answers at once."""
+    p = _cli_wide("capacity", "train", FSDP70B, "--tokens", "2e12", "--days", "60",
+                  "--counts", "8000000")
+    _no_traceback(p)
+    assert "refused by the size budget" in " ".join(p.stdout.split())
