@@ -86,8 +86,8 @@ def breakdown_line(s: Mapping[str, Any]) -> str | None:
     return f"per step ({where}): {', '.join(items)}" if items else None
 
 
-_BOUND = {"compute": "compute-bound", "memory": "memory-bandwidth-bound",
-          "overhead": "launch-bound: each op takes its launch/dispatch overhead, not its math"}
+_BOUND = {"memory": "ops bound by memory bandwidth",
+          "overhead": "ops that take their launch/dispatch overhead, not their math"}
 
 
 def _bottleneck_training(s: Mapping[str, Any]) -> str | None:
@@ -110,8 +110,7 @@ def _bottleneck_training(s: Mapping[str, Any]) -> str | None:
         what = " and ".join(names) if len(names) < 3 else ", ".join(names)
         what += " part" if len(names) == 1 else " parts"
         bound = _BOUND.get(str(name))
-        line += (f"; the {what} above {'is' if len(names) == 1 else 'are'} {bound}" if bound
-                 else f"; its time is the {what} above")
+        line += f"; its time lies in the {what} above" + (f": {bound}" if bound else "")
     if _cached(s) and "cached_step_time_s" in s:  # the later epochs were not simulated
         line += (f"; later epochs read from the page cache, "
                  f"{format_quantity(s['later_epochs_step_time_s'], 's')} per step")
