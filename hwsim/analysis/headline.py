@@ -86,7 +86,7 @@ def breakdown_line(s: Mapping[str, Any]) -> str | None:
     return f"per step ({where}): {', '.join(items)}" if items else None
 
 
-_BOUND = {"memory": "ops bound by memory bandwidth",
+_BOUND = {"compute": "compute-bound ops", "memory": "ops bound by memory bandwidth",
           "overhead": "ops that take their launch/dispatch overhead, not their math"}
 
 
@@ -104,7 +104,7 @@ def _bottleneck_training(s: Mapping[str, Any]) -> str | None:
     step = s.get("step_time_s") or 0.0
     parts = [p for p in category_parts(str(name))  # the parts that hold 5 % of the step or more
              if _ok(s.get(summary_key(p))) and step and s[summary_key(p)] >= 0.05 * step]
-    if parts and not (name == "compute" and parts == ["compute"]):
+    if parts:
         # relate the category to the step breakdown printed above it
         names = [p.replace("exposed_comm_", "comm ").replace("_", " ") for p in parts]
         what = " and ".join(names) if len(names) < 3 else ", ".join(names)
