@@ -223,6 +223,9 @@ def test_no_time_to_train_without_a_budget(tmp_path):
     assert "time to train:" not in p.stdout
     assert re.search(r"^step time: .+ \(2 steps simulated; no epochs, train_samples or "
                      r"train_tokens, so no time to train\)$", p.stdout, re.M)
+    dlio = hwsim("run", str(SCENARIOS / "dlio-unet3d-micron9550.yaml"))  # a storage check
+    assert dlio.stdout.splitlines()[1].startswith("accelerator utilization: ")
+    assert "time to train" not in dlio.stdout and "step time:" not in dlio.stdout
     budget = {**SMALL_TRAIN, "workload": {**SMALL_TRAIN["workload"], "train_tokens": 1e9}}
     p = hwsim("run", str(_write(tmp_path, budget, "b.yaml")))
     assert re.search(r"^time to train: .+ \(122,071 steps of .+\)$", p.stdout, re.M), p.stdout
@@ -256,3 +259,4 @@ def test_report_gantt_of_a_32_gpu_run_shows_all_32(tmp_path):
     assert p.returncode == 0, p.stderr
     html = (out / "report.html").read_text()
     assert "Step 1 of the streams of all 32 simulated devices" in html
+    assert '<p class="headline">step time: ' in html  # the report's headline is the CLI's

@@ -6,7 +6,8 @@ Training: the time (``time to train`` only when the scenario gives a budget: epo
 cache the first epoch's and the later epochs' steps and step times; the throughput; rank 0's step
 by part; the bottleneck, with the phase it describes and the parts of the step it bounds; whether
 it fits. Serving: latencies and throughput, the bottleneck and, when queueing is most of the time
-to first token, that. Transfers: the makespan, and every transfer that failed. A job that does
+to first token, that. Transfers: the makespan, and every transfer that failed. A storage check
+(``kind: dataloader``): the accelerators' utilization. A job that does
 not fit: that, once, and nothing of a run that did not happen. A shared cluster: a line per job.
 """
 
@@ -162,6 +163,22 @@ def _training(s: Mapping[str, Any], budget: bool) -> list[str]:
     return lines
 
 
+def _dataloader(s: Mapping[str, Any]) -> list[str]:
+    """A storage check (``kind: dataloader``): how busy the emulated accelerators are kept."""
+    line = (f"accelerator utilization: {s['accelerator_utilization']:.1%} of "
+            f"{s.get('accelerators')} emulated accelerators (steady-state step "
+            f"{format_quantity(s['step_time_s'], 's')}")
+    if _ok(s.get("read_bytes_per_s")):
+        line += f", reading {format_quantity(s['read_bytes_per_s'], 'B/s')}"
+    lines = [line + ")"]
+    if s.get("bottleneck") and s["bottleneck"] != "none":
+        share = s.get("bottleneck_share")
+        lines.append(f"bottleneck: {s['bottleneck']}"
+                     + (f" ({share:.0%} of critical path)" if _ok(share) else "")
+                     + (f": {s['bottleneck_label']}" if s.get("bottleneck_label") else ""))
+    return lines
+
+
 def _serving(s: Mapping[str, Any]) -> list[str]:
     tpot = s.get("tpot_p50_s") is not None
     q = (f"{s['requests_completed']:,} requests served: " + ("TTFT" if tpot else "latency")
@@ -229,6 +246,8 @@ def _one(s: Mapping[str, Any], workload: Mapping[str, Any] | None) -> list[str]:
         lines = _serving(s)
     elif s.get("makespan_s") is not None:
         lines = _transfers(s)
+    elif _ok(s.get("accelerator_utilization")) and _ok(s.get("step_time_s")):
+        lines = _dataloader(s)
     elif s.get("step_time_s") is not None:
         lines = _training(s, has_budget(workload, s))
     else:
