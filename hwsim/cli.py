@@ -14,8 +14,6 @@ unknown option); 3 simulated, but the job does not fit (the summary and files ar
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -52,12 +50,29 @@ def _fail(err: HwsimError) -> typer.Exit:
     return typer.Exit(_status(err))
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value).lower() if value is not None else "-"
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
+FormatOption = Annotated[Literal["table", "json", "csv"], typer.Option(
+    "--format", "-f", help="table (text that fits the terminal), json or csv.")]
+
+
+def _run_output(result: Any, fmt: str, table: bool, out: Path | None) -> None:
+    """What ``hwsim run`` prints: with ``--format table``, the answer first (the headline:
+    time, throughput, step breakdown, bottleneck and the phase it describes, fits; a line per job
+    of a shared cluster), then the whole summary as a table with ``--verbose``/``--table``; with
+    json or csv, the summary alone (``wrote DIR`` then goes to stderr)."""
+    from hwsim.analysis.headline import headline
+    from hwsim.tables import emit_mapping
+
+    if fmt != "table":
+        emit_mapping(str(result.name), result.summary, fmt)
+    else:
+        typer.echo(str(result.name))
+        for line in headline(result.summary, result.config):
+            typer.echo(line)
+        if table:
+            typer.echo("")
+            emit_mapping("summary", result.summary, fmt)
+    if out is not None:
+        typer.echo(f"wrote {out}", err=fmt != "table")
 
 
 @app.command()
@@ -87,92 +102,6 @@ def validate(
         raise typer.Exit(status)
 
 
-def _bottleneck_line(result: Any) -> str | None:
-    name = result.summary.get("bottleneck")
-    frame = getattr(result, "bottleneck", None)
-    if name is None and frame is not None and "job" in frame:  # a shared cluster: per job
-        return None
-    share = None
-    if frame is not None and not frame.empty and {"category", "share"} <= set(frame.columns):
-        rows = frame[frame["category"] == name] if name is not None else frame.nlargest(1, "share")
-        if not rows.empty:
-            name, share = rows["category"].iloc[0], float(rows["share"].iloc[0])
-    if name is None:
-        return None
-    label = result.summary.get("bottleneck_label")
-    line = f"bottleneck: {name}" + (f" ({share:.0%} of critical path)" if share is not None else "")
-    return line + (f": {label}" if label and label != name else "")
-
-
-def _breakdown_line(s: dict[str, Any]) -> str | None:
-    """Rank 0's step by part (docs/model.md "Step breakdown by parallelism"), non-zero parts only:
-    ``per step (rank 0): compute 797 ms (74.1%), comm tp 75.2 ms (7.0%), bubble 196 ms (18.2%)``."""
-    from hwsim.analysis.parallelism import PARTS, summary_key
-    from hwsim.units import format_quantity
-
-    step = s.get("step_time_s")
-    if not step:
-        return None
-    items = []
-    for part in PARTS:
-        t = s.get(summary_key(part))
-        if t:  # None or 0: absent
-            label = part.replace("exposed_comm_", "comm ").replace("_", " ")
-            items.append(f"{label} {format_quantity(t, 's')} ({t / step:.1%})")
-    return f"per step (rank 0): {', '.join(items)}" if items else None
-
-
-def _headline(s: dict[str, Any]) -> str | None:
-    """The answer in one line: time to train (training), latencies and throughput (serving) or
-    makespan (transfers)."""
-    from hwsim.units import format_quantity
-
-    if s.get("fits") is False:
-        return f"does not fit: {s.get('bottleneck_label', '')}"
-    if s.get("time_to_train_s") is not None and s.get("step_time_s"):
-        line = (f"time to train: {_duration(s['time_to_train_s'])} "
-                f"({s['total_steps']:,} steps of {format_quantity(s['step_time_s'], 's')}, "
-                f"{s['samples_per_s']:,.0f} samples/s, MFU {s['mfu']:.1%})")
-        if s.get("goodput") is not None:  # a whole run with failures and checkpoints
-            ideal = _duration(s["time_to_train_ideal_s"])
-            line += (f"; {s['failures_total']:,} failures, {s['checkpoints']:,} checkpoints, "
-                     f"goodput {s['goodput']:.1%} ({ideal} without them)")
-        return line
-    if s.get("ttft_p50_s") is not None:
-        q = (f"{s['requests_completed']:,} requests served: "
-             + ("TTFT" if s.get("tpot_p50_s") is not None else "latency") + " p50 "
-             f"{format_quantity(s['ttft_p50_s'], 's')} / p99 {format_quantity(s['ttft_p99_s'], 's')}")
-        if s.get("tpot_p50_s") is not None:
-            q += (f", TPOT p50 {format_quantity(s['tpot_p50_s'], 's')} / p99 "
-                  f"{format_quantity(s['tpot_p99_s'], 's')}")
-        q += (f", {s['output_tokens_per_s']:,.0f} output tokens/s" if s.get("tpot_p50_s")
-              is not None else f", {s['requests_per_s']:,.0f} responses/s")
-        if s.get("slo_attainment") is not None:
-            q += f", SLO met by {s['slo_attainment']:.1%}"
-        return q
-    if s.get("makespan_s") is not None:
-        return (f"all transfers done in {_duration(s['makespan_s'])} "
-                f"({format_quantity(s['bytes_moved'], 'B')} moved)")
-    return None
-
-
-def _per_job(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The ``job.<name>.<key>`` keys of a shared cluster's summary, per job."""
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in s.items():
-        if key.startswith("job."):
-            _, name, sub = key.split(".", 2)
-            out.setdefault(name, {})[sub] = value
-    return out
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.3g} s"
-
-
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="Scenario YAML file.", show_default=False)],
@@ -183,15 +112,17 @@ def run(
     max_events: Annotated[int | None, typer.Option(
         "--max-events", min=1, help="Event budget: refuse (exit 4) a scenario estimated to need "
         "more events (default: its limits.max_events, else 2,000,000).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", "--table", help="After the answer, "
+                                          "print every summary key as a table.")] = False,
+    fmt: FormatOption = "table",
 ) -> None:
-    """Simulate one scenario and print its summary (and save it with --out).
+    """Simulate one scenario and print the answer: time, throughput, bottleneck, fits (and
+    save it with --out). --verbose adds the whole summary; --format json|csv prints only the
+    summary, for scripts.
 
     On a terminal a progress bar (stderr) counts the steps or requests simulated; none in a pipe,
     with --quiet or with HWSIM_PROGRESS=0."""
     from contextlib import nullcontext
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
     from hwsim.scenario.loader import load_scenario
 
@@ -213,24 +144,7 @@ def run(
     status = EXIT_DOES_NOT_FIT if result.summary.get("fits") is False else EXIT_OK
     if quiet:
         raise typer.Exit(status)
-    table = Table(title=escape(str(result.name)), show_header=True, header_style="bold")
-    table.add_column("key")
-    table.add_column("value", justify="right")
-    for key, value in result.summary.items():
-        table.add_row(escape(str(key)), escape(_fmt(value)))
-    console = Console(soft_wrap=True, highlight=False)
-    console.print(table)
-    for line in (_headline(result.summary), _breakdown_line(result.summary),
-                 _bottleneck_line(result)):
-        if line:
-            typer.echo(line)
-    for job, s in _per_job(result.summary).items():  # a shared cluster: a line per job
-        line = _headline(s)
-        if line:
-            typer.echo(f"job {job}: {line}" + (f"; bottleneck: {s['bottleneck']}"
-                                              if s.get("bottleneck") else ""))
-    if out is not None:
-        typer.echo(f"wrote {out}")
+    _run_output(result, fmt, verbose, out)
     raise typer.Exit(status)
 
 
@@ -257,33 +171,18 @@ def report(
 def catalog(
     section: Annotated[Literal["devices", "links", "storage"] | None, typer.Argument(
         help="devices, links or storage (default: all three).")] = None,
-    fmt: Annotated[Literal["table", "json"], typer.Option("--format", "-f",
-                                                          help="table or json.")] = "table",
+    fmt: FormatOption = "table",
 ) -> None:
     """List the hardware catalog: devices, links and storage tiers."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     from hwsim.catalog import catalog_rows
+    from hwsim.tables import Table, emit
 
     sections = [section] if section else list(_SECTIONS)
     try:
         data = {s: catalog_rows(s) for s in sections}
     except HwsimError as err:
         raise _fail(err) from None
-    if fmt == "json":
-        typer.echo(json.dumps(data, indent=2, default=str, allow_nan=False))
-        return
-    console = Console(highlight=False)
-    for name, rows in data.items():
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        table = Table(title=name, show_header=True, header_style="bold")
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*(escape(_fmt(row.get(c))) for c in columns))
-        console.print(table)
+    emit([Table.from_records(name, rows) for name, rows in data.items()], fmt, key_by_title=True)
 
 
 @app.command()
@@ -296,12 +195,11 @@ def search(
                                              "(CSV, or Parquet for .parquet).")] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", min=1,
                                          help="Processes simulating in parallel.")] = 1,
+    fmt: FormatOption = "table",
 ) -> None:
     """Search the parallel layouts of a training scenario; print the best and why the
     runner-up loses (docs/planning.md, "Parallelism search")."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from hwsim.tables import Table, emit
 
     from hwsim.planning.search import LAYOUT, explain
     from hwsim.planning.search import search as run_search
@@ -323,17 +221,11 @@ def search(
         tmp.replace(out)
     columns = list(LAYOUT) + ["status", "step_time_s", "model_tflops_per_gpu", "mfu",
                               "memory_per_device_gb", "estimate_step_time_s"]
-    table = Table(title=escape(f"parallelism search: {file}"), header_style="bold")
-    for c in columns:
-        table.add_column(c.replace("_per_", "/").replace("_s", " s").replace("_", " "),
-                         justify="left" if c in ("recompute", "status") else "right")
-    for _, row in frame.head(top).iterrows():
-        table.add_row(*(escape(_fmt(None if isinstance(row[c], float) and math.isnan(row[c])
-                                    else row[c])) for c in columns))
-    Console(soft_wrap=True, highlight=False).print(table)
-    typer.echo(explain(frame))
+    emit(Table.from_frame(f"parallelism search: {file}", frame.head(top), columns), fmt)
+    if fmt == "table":
+        typer.echo(explain(frame))
     if out is not None:
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {out}", err=fmt != "table")
 
 
 capacity_app = typer.Typer(help="Capacity questions: the cheapest cluster that trains a token "
@@ -399,17 +291,13 @@ def _cells(df: Any, ints: tuple[str, ...], fmts: dict[str, str]) -> Any:
     return shown
 
 
-def _print_frame(df: Any, title: str, columns: list[str]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+def _print_frame(df: Any, title: str, columns: list[str], fmt: str = "table") -> str:
+    """Print *df*'s *columns* as a table in format *fmt*; returns *fmt* (the caller prints its
+    answer lines only after a ``table``)."""
+    from hwsim.tables import Table, emit
 
-    table = Table(title=escape(title), show_header=True, header_style="bold")
-    for c in columns:
-        table.add_column(c, overflow="fold")
-    for row in df[columns].itertuples(index=False):
-        table.add_row(*(escape(_fmt(v.item() if hasattr(v, "item") else v)) for v in row))
-    Console(soft_wrap=True, highlight=False).print(table)
+    emit(Table.from_frame(title, df, columns), fmt)
+    return fmt
 
 
 @capacity_app.command("train")
@@ -433,6 +321,7 @@ def capacity_train(
                                               "default: where it does not run or fit, the "
                                               "fitting layout with the least model parallelism."
                                               )] = False,
+    fmt: FormatOption = "table",
 ) -> None:
     """The cheapest device type and count that trains --tokens within --days, each count with a
     parallel layout that fits in memory, and the Pareto front of time, cost and energy. Exit
@@ -454,13 +343,15 @@ def capacity_train(
     shown["layout"] = [  # which layout each candidate simulated: the scenario's or searched
         "-" if not r["layout"] else f"tp{r['tp']} pp{r['pp']} dp{r['dp']} zero{r['zero']} "
         f"mb{r['micro_batch']} ({r['layout']})" for _, r in df.iterrows()]
-    _print_frame(shown, f"train {tokens:.3g} tokens within {days:g} days", cols)
+    status = EXIT_OK if df["fits"].any() else EXIT_DOES_NOT_FIT
+    if _print_frame(df if fmt != "table" else shown,
+                    f"train {tokens:.3g} tokens within {days:g} days", cols, fmt) != "table":
+        raise typer.Exit(status)
     typer.echo(f"answer: {df.attrs['answer']}")
     front = df[df["pareto"]]
     typer.echo("pareto front (time, cost, energy): " + ("; ".join(
         f"{int(r['count'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
-    if not df["fits"].any():
-        raise typer.Exit(EXIT_DOES_NOT_FIT)
+    raise typer.Exit(status)
 
 
 @capacity_app.command("serve")
@@ -484,6 +375,7 @@ def capacity_serve(
     keep_layout: Annotated[bool, typer.Option("--keep-layout", help="Keep the scenario's tp "
                                               "even where a replica does not fit in memory "
                                               "(default: double tp until it fits).")] = False,
+    fmt: FormatOption = "table",
 ) -> None:
     """For each device type, the fewest devices that serve --rate within both p99 targets,
     with cost per hour and energy per request, and their Pareto front. Exit status 3 when no
@@ -505,13 +397,16 @@ def capacity_serve(
         "energy_per_request_j": "{:,.4g}"})
     shown["tp"] = [t if lay != "searched" else f"{t} (searched)"
                    for t, lay in zip(shown["tp"], df["layout"])]
-    _print_frame(shown, f"serve {rate:g} req/s at p99 TTFT {ttft:g} s, TPOT {tpot:g} s", cols)
+    status = EXIT_OK if df.attrs.get("fits", True) else EXIT_DOES_NOT_FIT
+    if _print_frame(df if fmt != "table" else shown,
+                    f"serve {rate:g} req/s at p99 TTFT {ttft:g} s, TPOT {tpot:g} s", cols,
+                    fmt) != "table":
+        raise typer.Exit(status)
     typer.echo(f"answer: {df.attrs['answer']}")
     front = df[df["pareto"]]
     typer.echo("pareto front (cost per hour, energy per request): " + ("; ".join(
         f"{int(r['devices'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
-    if not df.attrs.get("fits", True):
-        raise typer.Exit(EXIT_DOES_NOT_FIT)
+    raise typer.Exit(status)
 
 
 @app.command()
@@ -533,6 +428,7 @@ def sweep(
 
     from hwsim.planning.execute import read_results
     from hwsim.planning.execute import sweep as run_sweep
+    from hwsim.tables import cell
     from hwsim.planning.sweep import load_sweep, points
 
     try:
@@ -567,8 +463,8 @@ def sweep(
         best = table[table[f"rank_{obj.key}"] == 1]
         if not best.empty:
             row = best.iloc[0]
-            inputs = ", ".join(f"{c}={_fmt(row[c])}" for c in columns[1:columns.index("feasible")])
-            typer.echo(f"best {obj.key} ({obj.goal}): {_fmt(row[obj.key])} at {inputs}")
+            inputs = ", ".join(f"{c}={cell(row[c])}" for c in columns[1:columns.index("feasible")])
+            typer.echo(f"best {obj.key} ({obj.goal}): {cell(row[obj.key])} at {inputs}")
     typer.echo(f"wrote {out / 'results.parquet'}")
 
 

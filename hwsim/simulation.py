@@ -61,6 +61,7 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
         summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
         if summary["fits"] and isinstance(job, (TrainingPlan, ParallelPlan)):
             _cached_epochs(graph, job, summary, seed)
+            summary.update(_epoch_phases(job, summary, slowest_step_ends(runner.step_ends)))
         if summary["fits"] and failures is not None:
             extra["failures"] = _whole_run(summary, failures, graph, runner,
                                            system.rng)
@@ -142,6 +143,54 @@ def _epoch_steps_time(step: int, total: int, per_epoch: float, t: float, cached:
         time += per_epoch * t * (q ** x1 - q ** x0) / math.log(q)
         left -= (x1 - x0) * per_epoch
     return time + max(0.0, left) * c0
+def _epoch_phases(job: TrainingPlan | ParallelPlan, s: dict, ends: Sequence[float]
+                  ) -> dict[str, Any]:
+    """The two phases of ``time_to_train_s`` of a job that reads its data set from storage with
+    a page cache: ``first_epoch_steps`` and ``first_epoch_time_s`` (read from storage) and
+    ``later_epochs_steps`` and ``later_epochs_step_time_s`` (their mean step, from the page
+    cache as far as the data set fits it), so that ``first_epoch_time_s + later_epochs_steps *
+    later_epochs_step_time_s == time_to_train_s``. The first epoch is the simulated steps'
+    (*ends*, slowest rank) when they reach past it, else extrapolated at ``step_time_s`` (and the
+    later epochs are :func:`_cached_epochs`'). Empty when there is no such phase change: no
+    storage, no page cache, or a single epoch."""
+    d, t, total = job.data, s.get("step_time_s"), int(s["total_steps"])
+    if d is None or d.storage is None or not d.page_cache or not d.epoch_batches or not t:
+        return {}
+    first = min(total, max(1, math.floor(d.epoch_batches / job.micro_batches)))
+    if first >= total:
+        return {}
+    if "cached_step_time_s" in s:  # extrapolated past the simulated steps
+        first_time = min(float(s["time_to_train_s"]), s["first_step_s"] + (first - 1) * t)
+    elif len(ends) > first:  # the simulated steps reach the later epochs
+        first_time = float(ends[first - 1])
+    else:
+        return {}
+    later = total - first
+    return {"first_epoch_steps": first, "first_epoch_time_s": first_time,
+            "later_epochs_steps": later,
+            "later_epochs_step_time_s": (s["time_to_train_s"] - first_time) / later}
+
+
+def _does_not_fit(job: Any) -> str:
+    """``bottleneck_label`` of a job that does not fit, from the same breakdown as
+    ``memory_per_device_gb`` (so the two agree): ``does not fit: 1.47 TB needed per device, 80 GB
+    on n0.gpu0 (weights 138 GB, gradients 138 GB, optimizer states 828 GB, activations 362
+    GB)``. A job whose breakdown fits its device (a serving replica's KV cache, a training job's
+    other stage) gives its own reason after the device."""
+    from hwsim.units import format_quantity
+
+    err = job.oom
+    device = getattr(err, "resource", None)
+    capacity = getattr(err, "capacity_bytes", None)
+    needed = sum(job.breakdown.values())
+    if device is None or capacity is None or needed <= capacity:
+        reason = " ".join(str(err).split())
+        return reason if reason.startswith("does not fit") else f"does not fit: {reason}"
+    parts = ", ".join(f"{k.replace('_', ' ')} {format_quantity(v, 'B')}"
+                      for k, v in job.breakdown.items() if v > 0)
+    return (f"does not fit: {format_quantity(needed, 'B')} needed per device, "
+            f"{format_quantity(capacity, 'B')} on {str(device).removesuffix('/memory')} "
+            f"({parts})")
 
 
 def _whole_run(s: dict, spec: FailureSpec, graph, job: TrainingJob | ParallelTrainingJob,
@@ -379,8 +428,8 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
     s.update({f"memory_{k}_gb": v / 1e9 for k, v in job.breakdown.items()})
     if not job.fits:
         s.update(step_time_s=None, samples_per_s=None, model_tflops_per_gpu=None, mfu=None,
-                 time_to_train_s=None, bottleneck="memory_capacity", bottleneck_share=1.0,
-                 bottleneck_label=f"does not fit: {job.oom}")
+                 time_to_train_s=None, bottleneck="memory_capacity", bottleneck_share=None,
+                 bottleneck_label=_does_not_fit(job))  # never ran: no critical path
         s.update(step_summary(None, None))
         s.update(_checkpoint_summary(job, None))
         return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
@@ -513,7 +562,9 @@ def _checkpoint_summary(job: TrainingJob | ParallelTrainingJob, ends: np.ndarray
 
 
 def _transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
-    s: dict[str, Any] = {"transfers": len(job.plans), "transfers_failed": len(job.failed)}
+    # a transfer whose destination cannot hold its bytes never starts: the job does not fit
+    s: dict[str, Any] = {"transfers": len(job.plans), "transfers_failed": len(job.failed),
+                         "fits": not job.failed}
     total = 0.0
     for p in job.plans:
         key = p.name.replace(" ", "_")
@@ -561,8 +612,8 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
                          "memory_capacity_per_device_gb": spec.memory_bytes / 1e9}
     s.update({f"memory_{k}_gb": v / 1e9 for k, v in job.breakdown.items()})
     if not job.fits:
-        s.update(bottleneck="memory_capacity", bottleneck_share=1.0,
-                 bottleneck_label=f"does not fit: {job.oom}")
+        s.update(bottleneck="memory_capacity", bottleneck_share=None,
+                 bottleneck_label=_does_not_fit(job))  # never ran: no critical path
         return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0],
                                 "share": [1.0]}), req, pd.DataFrame()
     s.update(serving_summary(req, end_s=end, slo_ttft_s=plan.slo_ttft_s,

@@ -97,7 +97,8 @@ def _fake_build(monkeypatch: pytest.MonkeyPatch, run) -> None:
 def _result(scenario, **_) -> Result:
     frame = pd.DataFrame({"start_s": [0.0], "end_s": [1.0], "resource": ["n0.gpu0/compute"]})
     return Result(name=scenario.name, summary={"step_time_s": 0.125, "mfu": 0.41234,
-                                               "fits": True, "bottleneck": "compute"},
+                                               "fits": True, "bottleneck": "compute",
+                                               "bottleneck_share": 0.8},
                   events=frame, utilization=pd.DataFrame(), memory=pd.DataFrame(),
                   bottleneck=pd.DataFrame({"category": ["compute", "comm:nvlink"],
                                            "seconds": [0.1, 0.025], "share": [0.8, 0.2]}),
@@ -110,9 +111,17 @@ def test_run_prints_summary_and_saves(tmp_path: Path, fake_catalog: None,
     out = tmp_path / "out"
     result = runner.invoke(cli.app, ["run", str(_write(tmp_path, SCENARIO)), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "step_time_s" in result.stdout and "0.4123" in result.stdout
+    # the answer first; the summary table only with --verbose (or --table)
+    assert result.stdout.splitlines()[:2] == ["tiny-train", "step time: 125 ms"]
     assert "bottleneck: compute (80% of critical path)" in result.stdout
+    assert "step_time_s" not in result.stdout
     assert json.loads((out / "summary.json").read_text())["step_time_s"] == 0.125
+    for flag in ("--verbose", "--table"):
+        verbose = runner.invoke(cli.app, ["run", str(tmp_path / "s.yaml"), flag])
+        assert verbose.exit_code == 0 and "step_time_s" in verbose.stdout
+        assert "0.4123" in verbose.stdout
+    as_json = runner.invoke(cli.app, ["run", str(tmp_path / "s.yaml"), "--format", "json"])
+    assert json.loads(as_json.stdout)["mfu"] == 0.41234
     quiet = runner.invoke(cli.app, ["run", str(_write(tmp_path, SCENARIO)), "--quiet"])
     assert quiet.exit_code == 0 and quiet.stdout == ""
 
@@ -170,7 +179,8 @@ def test_run_real_scenario_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "quick"
     result = runner.invoke(cli.app, ["run", str(scenario), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "bottleneck: " in result.stdout and "% of critical path" in result.stdout
+    assert "\nbottleneck (first epoch, read from storage): overhead (" in result.stdout
+    assert "% of critical path" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step_time_s"] > 0
     trace = json.loads((out / "trace.json").read_text())

@@ -296,10 +296,11 @@ def test_simulated_optimum_interval_is_near_young_daly():
 
 
 def test_cli_headline_reports_the_whole_run():
-    from hwsim.cli import _headline
+    from hwsim.analysis.headline import headline
 
-    s = hwsim.run(_scenario({"gpu": "1 min"}, seed=1)).summary
-    line = _headline(s)
+    r = hwsim.run(_scenario({"gpu": "1 min"}, seed=1))
+    s = r.summary
+    line = headline(s, r.config)[0]
     assert line.startswith("time to train: ")
     assert (f"; {s['failures_total']:,} failures, {s['checkpoints']:,} checkpoints, goodput "
             f"{s['goodput']:.1%} (") in line and line.endswith(" without them)")

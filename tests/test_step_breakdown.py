@@ -296,6 +296,7 @@ def test_cli_prints_the_breakdown_line(tmp_path):
     from typer.testing import CliRunner
 
     from hwsim import cli
+    from hwsim.analysis.headline import breakdown_line
 
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(_scenario("mlp-dp-nvlink", steps=3)))
@@ -307,4 +308,4 @@ def test_cli_prints_the_breakdown_line(tmp_path):
     assert items[1].startswith("comm dp ")
     shares = [float(i.rsplit("(", 1)[1].rstrip("%)")) for i in items]
     assert sum(shares) == pytest.approx(100, abs=0.2)
-    assert cli._breakdown_line({"step_time_s": None}) is None
+    assert breakdown_line({"step_time_s": None}) is None

@@ -208,7 +208,10 @@ def test_infeasible_points_are_kept_with_their_reasons(tmp_path):
     assert bool(ok["feasible"]) and ok["fits"] and ok["step_time_s"] > 0 and pd.isna(ok["reason"])
     big = by.loc[("A100-SXM4-80GB", 1_000_000_000)]
     assert not big["feasible"] and big["fits"] is False
-    assert big["reason"].startswith("does not fit: n0.gpu0/memory: does not fit:")
+    # one "does not fit", and the memory it names is memory_per_device_gb's
+    assert big["reason"].startswith("does not fit: ") and big["reason"].count("does not fit") == 1
+    assert f"{big['memory_per_device_gb'] / 1e3:.3g} TB needed per device, 80 GB on n0.gpu0" \
+        in big["reason"]
     assert big["memory_per_device_gb"] > 80  # what it would need, kept
     odd = by.loc[("A100-SXM4-80GB", 100)]
     assert odd["reason"] == "constraint: global_batch % gpus_per_node == 0"

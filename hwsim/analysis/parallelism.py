@@ -43,8 +43,8 @@ import pandas as pd
 
 from hwsim.analysis.bottleneck import category_tier, intervals
 
-__all__ = ["PARTS", "COMM_PARTS", "PRIORITY", "classify", "classify_events", "comm_parallelism",
-           "rank_events", "step_breakdown", "step_summary", "summary_key"]
+__all__ = ["PARTS", "COMM_PARTS", "PRIORITY", "category_parts", "classify", "classify_events",
+           "comm_parallelism", "rank_events", "step_breakdown", "step_summary", "summary_key"]
 
 PARTS = ("compute", "exposed_comm_tp", "exposed_comm_pp", "exposed_comm_dp", "exposed_comm_cp",
          "exposed_comm_ep", "exposed_comm_other", "bubble", "optimizer", "data_loading", "other")
@@ -193,6 +193,36 @@ def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
     return pd.DataFrame({"part": list(PARTS), "seconds": [secs[p] for p in PARTS],
                          "share": [secs[p] / total if total > 0 else 0.0 for p in PARTS]},
                         columns=_COLUMNS)
+
+
+def category_parts(category: str) -> tuple[str, ...]:
+    """The parts of :data:`PARTS` that hold the time a critical-path category
+    (:func:`hwsim.analysis.bottleneck.critical_path_breakdown`) is charged, so a printout can
+    relate the bottleneck to the step breakdown. The two split the same sweep along different
+    lines: the breakdown by what an event does (a device op is ``compute``, or ``optimizer``
+    when it updates the weights), the bottleneck by what bounds it (``compute``, ``memory``
+    bandwidth or launch ``overhead``). So an ``overhead`` bottleneck is the time of the
+    ``compute`` and ``optimizer`` parts, not a part of its own.
+
+    Optimizer offload's transfers (``optimizer``, but charged to ``comm:*`` or ``storage``) are
+    left out: the part is mostly the update's own compute.
+
+    >>> category_parts("overhead"), category_parts("comm:nvlink"), category_parts("storage")
+    (('compute', 'optimizer'), ('exposed_comm_tp', 'exposed_comm_pp', 'exposed_comm_dp', \
+'exposed_comm_cp', 'exposed_comm_ep', 'exposed_comm_other', 'data_loading'), ('data_loading',))
+    """
+    category = str(category)
+    if category in _DEVICE_CATEGORIES:
+        return ("compute", "optimizer")
+    if category == "comm" or category.startswith("comm:"):  # host-to-device copies too
+        return (*COMM_PARTS, "data_loading")
+    if category == "storage":
+        return ("data_loading",)
+    if category == "host":
+        return ("data_loading", "other")
+    if category == "bubble":
+        return ("bubble",)
+    return ("other",)
 
 
 def summary_key(part: str) -> str:

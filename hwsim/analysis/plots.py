@@ -143,6 +143,11 @@ def step_window(events: pd.DataFrame, step: int) -> tuple[float, float]:
     return start, float(mine["end_s"].max())
 
 
+GANTT_DEVICES = 64
+"""Devices the step Gantt draws by default (two rows each: compute and communication streams);
+the title says when a run has more."""
+
+
 def step_gantt(events: pd.DataFrame, step: int = 0, ranks: Sequence[int | str] | None = None,
                window: tuple[float, float] | None = None, job: str | None = None) -> Figure:
     """One training step as a Gantt chart: a row per device stream (``n0.gpu3/compute``,
@@ -158,13 +163,15 @@ def step_gantt(events: pd.DataFrame, step: int = 0, ranks: Sequence[int | str] |
         The step (0-based) whose span (:func:`step_window`) is drawn, unless *window* is given.
     ranks : sequence, optional
         Which devices: device names (``"n0.gpu3"``) or indices into the devices in order of
-        first appearance in the step; default all (at most 16).
+        first appearance in the step; default all, up to :data:`GANTT_DEVICES` (the title then
+        says how many of how many are drawn).
     window : (start_s, end_s), optional
         Draw this span instead of the step's.
     job : str, optional
         Only this job's events (a shared cluster's ``jobs:``).
 
-    The figure's ``hwsim_rows`` attribute maps each row label to its (start, end) bars.
+    The figure's ``hwsim_rows`` attribute maps each row label to its (start, end) bars, and
+    ``hwsim_devices`` is (devices drawn, devices with events in the span).
     """
     from hwsim.analysis.parallelism import PARTS, classify_events
 
@@ -181,7 +188,7 @@ def step_gantt(events: pd.DataFrame, step: int = 0, ranks: Sequence[int | str] |
     ev = ev[(ev["kind"].astype(str) != "bubble").to_numpy()]
     owners = list(dict.fromkeys(ev["resource"].astype(str).str.rsplit("/", n=1).str[0]))
     if ranks is None:
-        chosen = owners[:16]
+        chosen = owners[:GANTT_DEVICES]
     else:
         chosen = [owners[r] if isinstance(r, (int, np.integer)) else str(r) for r in ranks]
     owner = ev["resource"].astype(str).str.rsplit("/", n=1).str[0]
@@ -189,9 +196,11 @@ def step_gantt(events: pd.DataFrame, step: int = 0, ranks: Sequence[int | str] |
     parts = classify_events(ev) if len(ev) else np.array([], dtype=object)
     rows = sorted(set(ev["resource"].astype(str)),
                   key=lambda r: (chosen.index(r.rsplit("/", 1)[0]), r))
-    fig = _figure(10.0, 1.4 + 0.3 * max(len(rows), 1))
+    fig = _figure(10.0, 1.4 + min(0.3 * max(len(rows), 1), 18.0))
     ax = fig.add_subplot()
     fig.hwsim_rows = {}
+    shown = len({r.rsplit("/", 1)[0] for r in rows})
+    fig.hwsim_devices = (shown, len(owners))
     res = ev["resource"].astype(str).to_numpy()
     start = np.clip(ev["start_s"].to_numpy(float), lo, hi)
     end = np.clip(ev["end_s"].to_numpy(float), lo, hi)
@@ -211,12 +220,14 @@ def step_gantt(events: pd.DataFrame, step: int = 0, ranks: Sequence[int | str] |
         ax.legend([unique[k] for k in unique], [k.replace("exposed_comm_", "comm ")
                                                 for k in unique],
                   loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7 if len(rows) <= 60 else 5)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlim(lo * 1e3, hi * 1e3)
     ax.set_xlabel("time (ms)")
     what = f"step {step}" if window is None else f"{lo:.4g}-{hi:.4g} s"
-    ax.set_title(f"Gantt of {what}: gaps are idle time (pipeline bubbles, waits)")
+    devices = (f"{shown} devices" if shown == len(owners) else
+               f"{shown} of {len(owners)} devices")
+    ax.set_title(f"Gantt of {what}, {devices}: gaps are idle time (pipeline bubbles, waits)")
     return fig
 
 

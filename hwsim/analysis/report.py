@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from hwsim.analysis.export import atomic_write_text
+from hwsim.analysis.headline import headline
 from hwsim.exceptions import HwsimError
 
 if TYPE_CHECKING:
@@ -103,53 +104,6 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-_HEADLINE = {
-    "training": (("time_to_train_s", "time to train", "s"), ("step_time_s", "step", "s"),
-                 ("samples_per_s", "samples/s", ""), ("mfu", "MFU", "%")),
-    "serving": (("requests_completed", "requests served", ""), ("ttft_p50_s", "TTFT p50", "s"),
-                ("ttft_p99_s", "TTFT p99", "s"), ("tpot_p50_s", "TPOT p50", "s"),
-                ("tpot_p99_s", "TPOT p99", "s"), ("slo_attainment", "SLO met", "%")),
-    "transfers": (("makespan_s", "all transfers done in", "s"), ("bytes_moved", "moved", "B")),
-}
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.3g} s"
-
-
-def _headline_of(s: dict[str, Any]) -> str | None:
-    from hwsim.units import format_quantity
-
-    for kind in run_kinds(s):
-        items = []
-        for key, label, unit in _HEADLINE[kind]:
-            v = s.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                text = (f"{v:.1%}" if unit == "%" else _duration(v) if unit == "s" and v >= 60
-                        else format_quantity(v, unit) if unit else _fmt(v))
-                items.append(f"{label} {text}")
-        if s.get("bottleneck"):
-            items.append(f"bottleneck {s.get('bottleneck_label') or s['bottleneck']}")
-        if s.get("fits") is False:
-            items.insert(0, "does not fit")
-        if items:
-            return ", ".join(items)
-    return None
-
-
-def _headline(summary: dict[str, Any]) -> list[str]:
-    """The answer in a line, and a line per job of a shared cluster."""
-    lines = [_headline_of(summary)]
-    for job in sorted({k.split(".")[1] for k in summary if k.startswith("job.")}):
-        sub = {k.split(".", 2)[2]: v for k, v in summary.items() if k.startswith(f"job.{job}.")}
-        line = _headline_of(sub)
-        lines.append(f"job {job}: {line}" if line else None)
-    return [line for line in lines if line]
-
-
 def _figure_html(title: str, fig: Figure, caption: str) -> str:
     alt = html.escape(title)
     return (f'<figure class="plot"><img alt="{alt}" src="data:image/png;base64,{_png(fig)}">'
@@ -171,9 +125,12 @@ def _plots(run_dir: Path, summary: dict[str, Any], kinds: list[str]) -> list[tup
             jobs = [k.split(".")[1] for k in summary if k.startswith("job.")
                     and k.endswith(".step_time_s")]  # a shared cluster: its first training job
             fig = plots.step_gantt(events, step=step, job=jobs[0] if jobs else None)
+            shown, total = fig.hwsim_devices
+            which = (f"all {total} simulated devices" if shown == total else
+                     f"the first {shown} of {total} simulated devices")
             out.append(("Step Gantt", _figure_html(
-                "step Gantt", fig, f"Step {step} of every device stream; bars by part, gaps are "
-                "idle time (pipeline bubbles, waiting for data or peers).")))
+                "step Gantt", fig, f"Step {step} of the streams of {which}; bars by part, gaps "
+                "are idle time (pipeline bubbles, waiting for data or peers).")))
         except HwsimError as err:  # a run without step-tagged events (e.g. a shared cluster)
             out.append(("Step Gantt", f'<p class="note">No step Gantt: {html.escape(str(err))}'
                                       "</p>"))
@@ -223,7 +180,8 @@ def render_report(run_dir: str | Path) -> str:
              f"{html.escape(', '.join(kinds) or 'unknown')}.</p>"]
     if config.get("description"):
         parts.append(f"<p>{html.escape(str(config['description']))}</p>")
-    parts += [f'<p class="headline">{html.escape(line)}</p>' for line in _headline(summary)]
+    parts += [f'<p class="headline">{html.escape(line)}</p>'
+              for line in headline(summary, config)]
     parts.append("<h2>Summary</h2>")
     parts.append(_table([(k, v) for k, v in summary.items()], ("key", "value")))
 

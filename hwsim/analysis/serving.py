@@ -92,7 +92,10 @@ def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
     ``network``, ``overhead`` -> ``..._overhead``; classic serving, one pass per request:
     ``service_...``). Keys: ``time_share_queueing``,
     ``time_share_prefill``, ``time_share_decode``, ``kv_blocked_share`` (of iteration time),
-    ``bottleneck``, ``bottleneck_share``, ``bottleneck_label``."""
+    ``bottleneck``, ``bottleneck_share``, ``bottleneck_label``; and of the summed time to first
+    token alone, ``ttft_share_queueing`` (the part spent queueing) and ``ttft_bottleneck``:
+    ``queueing`` (or ``kv_capacity``) when queueing is more than half of it, else the prefill's
+    name."""
     done = req[np.isfinite(req["end_s"])]
     total = float(done["e2e_s"].sum())
     if total <= 0:
@@ -120,4 +123,10 @@ def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
     out = {f"time_share_{k}": v for k, v in parts.items()}
     out.update(kv_blocked_share=blocked, bottleneck=labels[top][0],
                bottleneck_share=parts[top], bottleneck_label=labels[top][1])
+    # Time to first token is queueing plus prefill: near saturation the queue dominates it even
+    # while decode dominates the end-to-end time (the bottleneck above).
+    ttft = float(done["ttft_s"].sum())
+    queued = float(done["queue_s"].sum()) / ttft if ttft > 0 else 0.0
+    out.update(ttft_share_queueing=queued,
+               ttft_bottleneck=labels["queueing" if queued > 0.5 else "prefill"][0])
     return out

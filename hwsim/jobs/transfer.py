@@ -9,6 +9,7 @@ from typing import Generator
 
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.system import System
+from hwsim.units import format_quantity
 
 __all__ = ["TransferPlan", "TransferJob"]
 
@@ -26,9 +27,20 @@ class TransferPlan:
     streams: int = 1
 
 
+def _no_room(p: TransferPlan, err: OutOfCapacity) -> str:
+    """Why transfer *p* cannot start: its destination's capacity, what else holds it, and the
+    bytes it needs (``does not fit: ...``, as a job that does not fit in device memory)."""
+    held = err.needed_bytes - p.size_bytes
+    free = max(0.0, err.capacity_bytes - held)
+    return (f"does not fit: {p.dst} holds {format_quantity(err.capacity_bytes, 'B')} "
+            f"({format_quantity(free, 'B')} free), the transfer needs "
+            f"{format_quantity(p.size_bytes, 'B')}")
+
+
 class TransferJob:
     """Runs transfers; ``results`` maps name to (start_s, end_s) once done, and ``failed`` to the
-    reason when the destination tier cannot hold the data (a result, not a crash).
+    reason (``does not fit: ...``) when the destination tier cannot hold the data: a result,
+    not a crash (the run's summary then has ``fits`` false and ``hwsim run`` exits 3).
     ``limits`` maps name to what bounds the transfer alone: ``"storage"`` or
     ``"comm:<link class>"`` (the narrowest part of its path)."""
 
@@ -51,7 +63,7 @@ class TransferJob:
             try:
                 sysm.storage(p.dst)[1].allocate(p.size_bytes, p.name)
             except OutOfCapacity as err:
-                self.failed[p.name] = str(err)
+                self.failed[p.name] = _no_room(p, err)
                 return
         start = env.now
         part = p.size_bytes / p.streams
