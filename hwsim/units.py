@@ -11,6 +11,7 @@ Decimal prefixes are powers of 1000 (``GB`` = 1e9 bytes); binary prefixes are po
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Final
 
@@ -83,16 +84,18 @@ def parse_quantity(value: object, dimension: str) -> float:
     Parameters
     ----------
     value : str | int | float
-        A bare number (taken as already in SI base units) or a string such as ``"80 GB"``,
-        ``"2.039 TB/s"``, ``"200 Gb/s"``, ``"1.5 us"``, ``"$2.50/h"``.
+        A bare number (taken as already in SI base units), the same written as a string
+        (``"1e13"``), or a string such as ``"80 GB"``, ``"2.039 TB/s"``, ``"200 Gb/s"``,
+        ``"1.5 us"``, ``"$2.50/h"``.
     dimension : str
         One of :data:`DIMENSIONS`.
 
     Raises
     ------
     UnitError
-        If the string cannot be read, or its unit belongs to another dimension. The message lists
-        the valid units.
+        If the string cannot be read, or its unit belongs to another dimension. The message
+        suggests the likely unit (``"10 GB"`` for a bandwidth: ``"10 GB/s"``) and lists common
+        valid ones.
 
     Examples
     --------
@@ -119,8 +122,35 @@ def parse_quantity(value: object, dimension: str) -> float:
     table = DIMENSIONS[dimension]
     if unit in table:
         return number * table[unit]
-    valid = ", ".join(sorted(u for u in table if u)[:24])
-    raise UnitError(f"unit {unit!r} in {value!r} is not a unit of {dimension}; valid units include: {valid}")
+    if not unit:  # a plain number written as text (YAML 1.1 reads 1e13 as a string): SI units
+        return number
+    owner = next((d for d, units in DIMENSIONS.items() if unit in units), None)
+    hints = " or ".join(f"'{m.group('num')} {u}'" for u in _did_you_mean(unit, table))
+    raise UnitError(f"unit {unit!r} in {value!r} is not a unit of {dimension}"
+                    + (f" ({unit} measures {owner})" if owner else "")
+                    + (f"; did you mean {hints}? Valid" if hints else "; valid")
+                    + f" units include: {_COMMON[dimension]}")
+
+
+#: the units an error message suggests first, per dimension (every prefix works: DIMENSIONS)
+_COMMON: Final[dict[str, str]] = {
+    "bytes": "B, kB, MB, GB, TB, KiB, MiB, GiB, TiB, Gb (bits)",
+    "bytes_per_s": "B/s, kB/s, MB/s, GB/s, TB/s, GiB/s, Gb/s (bits), Gbps",
+    "flops": "FLOP, GFLOP, TFLOP, PFLOP", "flops_per_s": "GFLOP/s, TFLOP/s, PFLOP/s, TFLOPS",
+    "time": "ns, us, ms, s, min, h, d", "power": "W, kW, MW",
+    "rate": "/s, /min, /h, /d, Hz, IOPS, kIOPS", "usd": "$, USD", "usd_per_h": "$/h, USD/h",
+    "dimensionless": "a plain number or %"}
+
+
+def _did_you_mean(unit: str, table: dict[str, float]) -> list[str]:
+    """The units of *table* that *unit* most likely meant: a size where a bandwidth is expected
+    (``GB`` -> ``GB/s``), a bandwidth where a size is (``kB/s`` -> ``kB``), another case
+    (``gb/s`` -> ``GB/s`` or ``Gb/s``), else the nearest spelling."""
+    for guess in (unit + "/s", unit + "/h", unit.removesuffix("/s")):
+        if guess != unit and guess in table:
+            return [guess]
+    same = [u for u in table if u.lower() == unit.lower()]
+    return same[:2] or difflib.get_close_matches(unit, [u for u in table if u], n=1, cutoff=0.75)
 
 
 def _example(dimension: str) -> str:

@@ -57,6 +57,15 @@ def test_dgx_a100_counts() -> None:
     assert G.nodes["n0.pcie3"]["server"] == 0 and G.nodes["n0.gpu5"]["site"] == "site0"
 
 
+@pytest.mark.parametrize("tier, name", [("nvme-gen4", "n0.nvme"), ("micron-9550", "n0.nvme"),
+                                        ("sata-ssd", "n0.ssd"), ("hdd-7200", "n0.hdd")])
+def test_local_drive_named_after_its_kind(tier: str, name: str) -> None:
+    """A SATA SSD or a hard disk is not called ``nvme`` (issue 12 item 7)."""
+    G = single_node(**{**DGX, "local_storage": tier})
+    drives = [v for v, d in G.nodes(data=True) if d["kind"] == "storage"]
+    assert drives == [name] and G.nodes[name]["spec"] == tier and G.has_edge(name, "n0.pcie0")
+
+
 @pytest.mark.parametrize("gpus, nics, switches, pcie_of_gpu5, nic_of_gpu5", [
     (8, 8, 8, "n0.pcie5", "n0.nic5"), (8, 4, 4, "n0.pcie2", "n0.nic2"),
     (8, 0, 4, "n0.pcie2", None), (4, 8, 4, None, None), (8, 1, 4, "n0.pcie2", "n0.nic0"),

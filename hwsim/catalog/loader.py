@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -23,7 +23,7 @@ from hwsim.exceptions import ScenarioError
 from hwsim.units import UnitError, parse_quantity
 
 __all__ = ["Catalog", "load_catalog", "parse_catalog_file", "get_device", "get_link", "get_storage",
-           "catalog_rows", "fit_compute_ramp", "SECTIONS", "FIELDS"]
+           "catalog_rows", "fit_compute_ramp", "suggest_ids", "SECTIONS", "FIELDS"]
 
 SECTIONS = ("devices", "links", "storage")
 #: per section, YAML key -> how it is read (a parse_quantity dimension, "str", "int", "peak" or
@@ -166,9 +166,35 @@ def _lookup(table: Mapping[str, Any], wanted: object, what: str) -> Any:
     index = {k.lower(): k for k in table}
     if isinstance(wanted, str) and wanted.strip().lower() in index:
         return table[index[wanted.strip().lower()]]
-    msg = f"unknown {what} id {wanted!r}; valid {what} ids: {', '.join(sorted(table, key=str.lower))}"
-    close = difflib.get_close_matches(str(wanted).strip().lower(), list(index), n=1, cutoff=0.6)
-    raise ScenarioError(msg + (f"; did you mean {index[close[0]]!r}?" if close else ""))
+    close = suggest_ids(str(wanted), table)
+    if not close:
+        raise ScenarioError(f"unknown {what} id {wanted!r}; valid {what} ids: "
+                            f"{', '.join(sorted(table, key=str.lower))}")
+    names = [repr(c) for c in close]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    section = {"device": "devices", "link": "links"}.get(what, what)
+    raise ScenarioError(f"unknown {what} id {wanted!r}; did you mean {listed}? (every {what} id: "
+                        f"`hwsim catalog {section}`)")
+
+
+def _squash(text: str) -> str:
+    return "".join(c for c in text.lower() if c.isalnum())
+
+
+def suggest_ids(wanted: str, ids: Iterable[str], n: int = 4) -> list[str]:
+    """Up to *n* of *ids* closest to *wanted*, best first: ids that contain it (``A100`` ->
+    the three A100s) and the nearest misspellings (difflib), compared without case or
+    punctuation."""
+    key, ids = _squash(wanted), list(ids)
+    if not key:
+        return []
+    same = [i for i in ids if _squash(i) == key]
+    if same:
+        return same[:n]
+    ratio = {i: difflib.SequenceMatcher(None, key, _squash(i)).ratio() for i in ids}
+    cut = max(0.6, max(ratio.values(), default=0.0) - 0.05)
+    hits = [i for i in ids if key in _squash(i) or ratio[i] >= cut]
+    return sorted(hits, key=lambda i: -ratio[i])[:n]
 
 
 @dataclass(frozen=True)

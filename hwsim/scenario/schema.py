@@ -170,20 +170,13 @@ class DataSpec(StrictModel):
     page_cache: bool = True
     page_cache_bytes: Size | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _request(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("request_bytes") is None:
-            if data.get("access") == "sequential":
-                data = {**data, "request_bytes": 2**20}
-            elif data.get("samples_per_file", 1) in (1, None):
-                data = {**data, "request_bytes": data.get("sample_bytes")}
-        return data
-
     @model_validator(mode="after")
-    def _file(self) -> DataSpec:
-        if self.request_bytes is None:  # random access to record files: whole files
-            object.__setattr__(self, "request_bytes", self.sample_bytes * self.samples_per_file)
+    def _request(self) -> DataSpec:
+        # filled in after validation, from parsed fields: copying the raw sample_bytes in a
+        # "before" validator made a bad sample_bytes also fail as request_bytes (issue 12)
+        if self.request_bytes is None:  # random access: whole files (a sample or a record file)
+            object.__setattr__(self, "request_bytes", float(2**20) if self.access == "sequential"
+                               else self.sample_bytes * self.samples_per_file)
         return self
 
 

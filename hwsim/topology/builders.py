@@ -42,7 +42,8 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
 
     ``intra_node``: an nvlink id (an ``n{s}.nvswitch`` joins the GPUs), a pcie id (GPUs talk over
     the PCIe tree; the id is their attachment), for TPUs an ici id (a ring), None (PCIe only).
-    A ``nic`` with ``nics_per_node=0`` gives one NIC.
+    A ``nic`` with ``nics_per_node=0`` gives one NIC. The local drive is named after its catalog
+    kind: ``n{server}.nvme``, ``n{server}.ssd`` (SATA), ``n{server}.hdd``.
     """
     if gpu is not None and tpu is not None:
         raise ScenarioError("gpu and tpu are mutually exclusive; give one of them", field="tpu")
@@ -103,9 +104,10 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
             A.add_link(G, accs[i], accs[(i + 1) % n_acc], intra, 1 + (n_acc == 2),
                        bw=intra.bw_bytes_per_s / 2)
     if local is not None:
-        nvme = A.add_node(G, f"{p}nvme", A.STORAGE, spec=local.id, **at, **A.tier_attrs(local))
-        A.add_link(G, nvme, root, host)
-        added.append(nvme)
+        drive = A.add_node(G, f"{p}{local.kind}", A.STORAGE, spec=local.id, **at,
+                           **A.tier_attrs(local))
+        A.add_link(G, drive, root, host)
+        added.append(drive)
     check_connected(G.subgraph(added))
     return G
 
