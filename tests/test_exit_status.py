@@ -49,3 +49,12 @@ def test_bad_input_exits_1(tmp_path: Path) -> None:
         p = hwsim(*cmd)
         assert p.returncode == 1 and "Traceback" not in p.stderr
         assert p.stderr.startswith("error: ") and "seeed" in p.stderr
+
+
+def test_readme_documents_exit_statuses() -> None:
+    """README's table of exit statuses names the same codes as ``hwsim --help``."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for code, words in ((0, "success"), (1, "bad input"), (3, "does not fit"),
+                        (4, "size/event budget")):
+        assert any(line.startswith(f"| {code} |") and words in line
+                   for line in text.splitlines()), code
