@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from hwsim.exceptions import ScenarioError
+from hwsim.scenario.loader import short_repr
 from hwsim.scenario.schema import Scenario
 from hwsim.scenario.schema_cluster import StrictModel, did_you_mean
 
@@ -55,11 +55,17 @@ class Range(StrictModel):
     start: Number
     stop: Number
     step: Number | None = Field(None, gt=0)
-    num: int | None = Field(None, ge=1)
+    num: int | None = Field(None, ge=1, le=MAX_POINTS)
     log: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> Range:
+        for name in ("start", "stop", "step"):
+            v = getattr(self, name)
+            if v is not None and (not math.isfinite(v) if isinstance(v, float)
+                                  else abs(v) > _MAX_MAGNITUDE):
+                raise ValueError(f"{name}: give a finite number of magnitude at most 1e300 "
+                                 f"(got {short_repr(v)})")
         if self.step is not None and self.num is not None:
             raise ValueError("give step or num, not both")
         if self.stop < self.start:
@@ -68,7 +74,29 @@ class Range(StrictModel):
             raise ValueError(f"a log range needs start > 0 (got {self.start})")
         if self.log and self.step is not None and self.step <= 1:
             raise ValueError(f"a log range's step is a factor > 1 (got {self.step})")
+        n = self.count()
+        if n is not None and n > MAX_POINTS:
+            raise ValueError(f"the range has {_amount(n)} values and a sweep has at most "
+                             f"{MAX_POINTS:,} points; use a larger step, num, or mode: random "
+                             "or lhs with n")
         return self
+
+    def count(self) -> int | float | None:
+        """How many values :meth:`values` gives, without making them (None for a continuous
+        range; a count too large for a float is ``math.inf``)."""
+        a, b, step = self.start, self.stop, self.step
+        if self.num is not None:
+            return self.num
+        if step is None:
+            return None
+        try:
+            if self.log:
+                return math.floor((math.log(b) - math.log(a)) / math.log(step) + 1e-9) + 1
+            if all(isinstance(v, int) for v in (a, b, step)):
+                return (b - a) // step + 1
+            return math.floor((b - a) / step + 1e-9) + 1
+        except (OverflowError, ValueError):
+            return math.inf
 
     @property
     def discrete(self) -> bool:
@@ -104,6 +132,14 @@ class Range(StrictModel):
         return _numbers(x, False)
 
 
+_MAX_MAGNITUDE = 1e300
+"""The largest magnitude of a range's start, stop and step (kept within floats)."""
+
+
+def _amount(n: int | float) -> str:
+    return f"{n:,}" if isinstance(n, int) and n < 10 ** 30 else "over 1e30"
+
+
 def _numbers(raw: Any, integer: bool) -> list[Number]:
     """Floats rounded to 12 significant digits (no 0.30000000000000004); whole values of an
     integer range as ints."""
@@ -128,6 +164,10 @@ class Axis(StrictModel):
             raise ValueError("give values: [...] or range: {start, stop, step | num}"
                              + (", not both" if self.values is not None else ""))
         return self
+
+    def count(self) -> int | float | None:
+        """How many values the axis has (None for a continuous range), without making them."""
+        return len(self.values) if self.values is not None else self.range.count()
 
     def choices(self) -> list[Any] | None:
         """The axis's discrete values, or None for a continuous range."""
@@ -167,7 +207,7 @@ class SweepSpec(StrictModel):
     axes: list[Axis]
     mode: Literal["grid", "random", "lhs"] = "grid"
     n: int | None = Field(None, ge=1, le=MAX_POINTS)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2 ** 64)
     constraints: list[str] = []
     objectives: list[Objective] = []
     outputs: list[str] | None = Field(None, min_length=1)
@@ -182,9 +222,13 @@ class SweepSpec(StrictModel):
                 raise ValueError("n: a grid has one point per combination of the axes' values; "
                                  "n is for mode: random or lhs")
             for i, axis in enumerate(self.axes):
-                if axis.choices() is None:
+                if axis.count() is None:
                     raise ValueError(f"axes[{i}].range: a grid needs step or num (a continuous "
                                      "range is for mode: random or lhs)")
+            total = math.prod(axis.count() for axis in self.axes)
+            if total > MAX_POINTS:
+                raise ValueError(f"axes: the grid has {_amount(total)} points and a sweep has "
+                                 f"at most {MAX_POINTS:,}; use mode: random or lhs with n")
         elif self.n is None:
             raise ValueError(f"n: mode {self.mode} needs n, the number of points to draw")
         return self
@@ -252,16 +296,13 @@ def load_sweep(source: str | Path | dict[str, Any] | SweepSpec, *,
 
 
 def read_scenario_yaml(path: Path, file: str) -> Any:
-    from hwsim.scenario.loader import _StrictLoader
+    """The parsed YAML of a sweep (or base scenario) file, with the scenario loader's limits
+    (duplicate keys, alias bombs, deep nesting: one-paragraph errors)."""
+    from hwsim.scenario.loader import read_scenario_yaml as read
 
     if not path.is_file():
         raise ScenarioError("no such sweep file", file=file)
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScenarioError(f"cannot read the file: {err}", file=file) from None
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"malformed YAML: {' '.join(str(err).split())}", file=file) from None
+    return read(path, file)
 
 
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|function-.*)$")
@@ -278,7 +319,8 @@ def _convert(err: ValidationError, file: str | None) -> ScenarioError:
     if e["type"] == "extra_forbidden":
         model = _model_at(SweepSpec, loc[:-1])
         valid = sorted(model.model_fields) if model else []
-        msg = f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid)}{did_you_mean(loc[-1], valid)}"
+        msg = (f"unknown key {short_repr(loc[-1])}; valid keys: {', '.join(valid)}"
+               f"{did_you_mean(loc[-1], valid) if isinstance(loc[-1], str) else ''}")
     elif e["type"] == "missing":
         msg = "required field is missing"
     elif e["type"] in ("value_error", "assertion_error"):
@@ -287,7 +329,7 @@ def _convert(err: ValidationError, file: str | None) -> ScenarioError:
         if m and not path:
             path, msg = m.group(1), m.group(2)
     else:
-        msg = f"{msg[:1].lower()}{msg[1:]} (got {e.get('input')!r})"
+        msg = f"{msg[:1].lower()}{msg[1:]} (got {short_repr(e.get('input'))})"
     return ScenarioError(msg, file=file, field=path or None)
 
 
@@ -375,8 +417,10 @@ def _check_paths(spec: SweepSpec, file: str | None) -> None:
 
 def _leaves(axis: Axis) -> list[str]:
     """The input columns an axis produces: its path, or the leaves of its mapping values."""
+    if axis.values is None:  # a range: numbers
+        return [axis.path]
     cols: dict[str, None] = {}
-    for v in axis.choices() or [None]:
+    for v in axis.values:
         for k in (_flatten(v) if isinstance(v, dict) else {"": v}):
             cols[axis.path + ("." + k if k else "")] = None
     return list(cols)
@@ -426,6 +470,13 @@ def _check_first_point(spec: SweepSpec, file: str | None) -> None:
                                 f"nor the base sets it); names available: "
                                 f"{', '.join(_axis_leaves(spec))}", file=file,
                                 field=f"constraints[{i}]")
+        try:  # an expression beyond the limits on the first point: the spec's error
+            evaluate(parse_constraint(text, _names(spec, base))[0], flat)
+        except _TooLarge as err:
+            raise ScenarioError(f"{short_repr(text, 100)}: {err}", file=file,
+                                field=f"constraints[{i}]") from None
+        except (ValueError, TypeError, ArithmeticError):
+            pass  # e.g. a division by zero at this point only: that point's reason
 
 
 def base_scenario(spec: SweepSpec, file: str | None = None
@@ -529,9 +580,9 @@ def _set(data: Any, parts: list[str | int], value: Any, path: str, label: str) -
             if not isinstance(node, list) or seg >= len(node):
                 raise ScenarioError(f"{path!r}: the base has no item [{seg}] there", file=label)
         elif not isinstance(node, dict):
-            raise ScenarioError(f"{path!r}: the base's value above {where!r} is {node!r}, not a "
-                                "mapping (write it as one, e.g. model: {preset: gpt3-175b})",
-                                file=label)
+            raise ScenarioError(f"{path!r}: the base's value above {where!r} is "
+                                f"{short_repr(node)}, not a mapping (write it as one, e.g. "
+                                "model: {preset: gpt3-175b})", file=label)
         if last:
             if isinstance(value, dict) and isinstance(node[seg] if isinstance(seg, int)
                                                       else node.get(seg), dict):
@@ -573,6 +624,12 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Pow: operator.pow}
 _CMPOPS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
            ast.Gt: operator.gt, ast.GtE: operator.ge}
+_MAX_TEXT = 1000
+"""The longest constraint, and the longest text or list an expression may make."""
+_MAX_DEPTH = 50
+"""The deepest nesting of operations in a constraint."""
+_MAX_BITS = 1024
+"""The largest integer an expression may make, in bits (about 1e308, the largest float)."""
 _ALLOWED = ("numbers, strings, true/false, field paths (workload.parallelism.tp, or its end when "
             "that is unique: parallelism.tp, tp), + - * / // % **, comparisons (== != < <= > >=), "
             "and, or, not, parentheses")
@@ -585,17 +642,28 @@ def parse_constraint(text: str, inputs: list[str] | None = None) -> tuple[ast.Ex
     Raises ValueError naming what is not allowed (calls, attributes of values, subscripts other
     than ``[int]``, lambdas, comprehensions, ...).
     """
+    if len(text) > _MAX_TEXT:
+        raise ValueError(f"{short_repr(text)} is {len(text):,} characters long; a constraint "
+                         f"has at most {_MAX_TEXT:,}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as err:
         raise ValueError(f"{text!r} is not an expression ({err.msg}); allowed: {_ALLOWED}") from None
+    except (RecursionError, MemoryError):
+        tree = None
+    if tree is None or _depth(tree) > _MAX_DEPTH:
+        raise ValueError(f"{short_repr(text)} nests operations more than {_MAX_DEPTH} deep; "
+                         "split it into several constraints")
     names: list[str] = []
 
     def visit(node: ast.AST) -> ast.AST:
         if isinstance(node, ast.Expression):
             return ast.Expression(visit(node.body))
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
-            return node
+            try:
+                return ast.Constant(_bounded(node.value))
+            except ValueError as err:
+                raise ValueError(f"{short_repr(text)}: {err}") from None
         if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
             path = _dotted(node, text)
             if "." not in path and "[" not in path and path in ("true", "false"):
@@ -616,6 +684,53 @@ def parse_constraint(text: str, inputs: list[str] | None = None) -> tuple[ast.Ex
                          f"constraint; allowed: {_ALLOWED}")
 
     return visit(tree), list(dict.fromkeys(names))
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deep *tree* nests (without recursion: a long chain must not overflow the stack)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if d <= _MAX_DEPTH:
+            stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+class _TooLarge(ValueError):
+    """A constraint that would make a value beyond the limits (refused before computing it)."""
+
+
+def _bounded(value: Any) -> Any:
+    """*value*, or ValueError when it is an integer beyond :data:`_MAX_BITS` or a text or list
+    longer than :data:`_MAX_TEXT` (a constraint compares sizes and counts; nothing needs more)."""
+    if isinstance(value, int) and value.bit_length() > _MAX_BITS:
+        raise _TooLarge(f"a number beyond 2**{_MAX_BITS} (about 1e308) in a constraint")
+    if isinstance(value, (str, list, tuple)) and len(value) > _MAX_TEXT:
+        raise _TooLarge(f"a text or list longer than {_MAX_TEXT:,} in a constraint")
+    return value
+
+
+def _binop(op: ast.operator, left: Any, right: Any) -> Any:
+    """``left op right``, refused (ValueError) before it is computed when the result would be
+    beyond :func:`_bounded`'s limits, or when it would format text (``'%d' % x``)."""
+    ints = all(isinstance(v, int) for v in (left, right))
+    seqs = (str, list, tuple)
+    if isinstance(op, ast.Mod) and isinstance(left, seqs):
+        raise _TooLarge("text formatting (%) is not allowed in a constraint")
+    if isinstance(op, ast.Pow) and ints and right > 0 and \
+            max(left.bit_length() - 1, 0) * right > _MAX_BITS:
+        raise _TooLarge(f"{short_repr(left, 30)} ** {short_repr(right, 30)} is beyond "
+                         f"2**{_MAX_BITS} (about 1e308)")
+    if isinstance(op, ast.Pow) and abs(right) > 10 ** 6:
+        raise _TooLarge(f"exponent {short_repr(right, 30)} is too large")
+    if isinstance(op, ast.Mult) and ints and left.bit_length() + right.bit_length() > _MAX_BITS:
+        raise _TooLarge(f"a product beyond 2**{_MAX_BITS} (about 1e308)")
+    if isinstance(op, ast.Mult) and isinstance(left, seqs) != isinstance(right, seqs):
+        seq, n = (left, right) if isinstance(left, seqs) else (right, left)
+        if isinstance(n, int) and len(seq) * n > _MAX_TEXT:
+            raise _TooLarge(f"repeating a text or list beyond {_MAX_TEXT:,} items")
+    return _bounded(_BINOPS[type(op)](left, right))
 
 
 def _dotted(node: ast.AST, text: str) -> str:
@@ -659,10 +774,7 @@ def _eval(node: ast.AST, values: dict[str, Any]) -> Any:
             raise ValueError(f"{node.id!r} has no value in this point")
         return values[node.id]
     if isinstance(node, ast.BinOp):
-        left, right = _eval(node.left, values), _eval(node.right, values)
-        if isinstance(node.op, ast.Pow) and abs(right) > 64:
-            raise ValueError(f"exponent {right} is too large")
-        return _BINOPS[type(node.op)](left, right)
+        return _binop(node.op, _eval(node.left, values), _eval(node.right, values))
     if isinstance(node, ast.UnaryOp):
         v = _eval(node.operand, values)
         return (not v) if isinstance(node.op, ast.Not) else (-v if isinstance(node.op, ast.USub)

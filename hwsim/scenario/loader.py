@@ -21,12 +21,16 @@ from hwsim.scenario.schema import WORKLOAD_KINDS, Scenario
 from hwsim.scenario.schema_cluster import NodeSpec, did_you_mean
 
 __all__ = ["load_scenario", "scenario_to_dict", "read_scenario_yaml", "short_repr",
-           "MAX_YAML_NODES", "MAX_YAML_DEPTH"]
+           "MAX_YAML_NODES", "MAX_YAML_DEPTH",
+           "MAX_YAML_BYTES"]
 
 MAX_YAML_NODES = 1_000_000
 """The most values a YAML document may hold once its aliases (``*name``) are expanded."""
 MAX_YAML_DEPTH = 100
 """The deepest nesting of mappings and lists a YAML document may have."""
+MAX_YAML_BYTES = 16 * 2 ** 20
+"""The largest scenario or sweep file read (16 MiB: a scenario is a few kB; an explicit graph of
+100,000 links a few MB)."""
 _MAX_ERRORS = 3
 _NAME = r"[A-Za-z_]\w*(?:\[\d+\])*"
 _PATH_PREFIX = re.compile(rf"^({_NAME}(?:\.{_NAME})*): (.+)$", re.S)
@@ -199,6 +203,11 @@ def read_scenario_yaml(path: Path, file: str) -> Any:
     if not path.is_file():
         raise ScenarioError("not a file (give a scenario .yaml file)", file=file)
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ScenarioError(f"refused: the file is {size / 2 ** 20:,.0f} MiB; a scenario or "
+                                f"sweep file is at most {MAX_YAML_BYTES // 2 ** 20} MiB",
+                                file=file)
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ScenarioError(f"cannot read the file: {err}", file=file) from None
@@ -218,6 +227,8 @@ def read_scenario_yaml(path: Path, file: str) -> Any:
                             "that large", file=file) from None
     except RecursionError:
         raise ScenarioError("nesting too deep to read", file=file) from None
+    except MemoryError:
+        raise ScenarioError("refused: not enough memory to read the file", file=file) from None
 
 
 def _models_in(tp: Any) -> list[type[BaseModel]]:
