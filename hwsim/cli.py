@@ -190,6 +190,9 @@ def run(
     from hwsim.scenario.loader import load_scenario
 
     try:
+        if out is not None:  # before simulating: a bad --out must not cost the result
+            from hwsim.analysis.export import check_out_dir
+            check_out_dir(out, "run")
         scenario = load_scenario(file)
         from hwsim.scenario.build import run_scenario
 
