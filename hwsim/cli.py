@@ -494,6 +494,8 @@ def sweep(
     t0 = time.perf_counter()
     try:
         spec = load_sweep(file)
+        from hwsim.planning.execute import check_sweep_out
+        check_sweep_out(out, spec)  # before anything runs: another sweep's or a foreign folder
         ids = {p.id for p in points(spec)}
         done = len(ids & set(read_results(out)["id"])) if out.is_dir() else 0
         bar = (progress(total=len(ids) - done, label=f"sweep {spec.name}") if progress
