@@ -27,11 +27,14 @@ if TYPE_CHECKING:
     from hwsim.analysis.result import Result
 
 __all__ = ["write_result", "atomic_write_text", "atomic_write_bytes", "chrome_trace", "to_json",
-           "RESULT_FILES", "MARKER", "check_out_dir", "read_marker", "write_marker", "pid_alive"]
+           "RESULT_FILES", "MARKER", "LOCK", "check_out_dir", "read_marker", "write_marker", "pid_alive"]
 
 MARKER = ".hwsim.json"
 """The file hwsim writes into every folder it owns (a run's result directory, a sweep's folder):
 ``{"kind": "run"}`` or ``{"kind": "sweep", ...}``. Only a folder holding it is ever replaced."""
+LOCK = ".hwsim.lock"
+"""The lock file a sweep holds in its folder while it runs (it counts as hwsim's, like the
+marker: a sweep killed before marking its folder leaves it)."""
 RESULT_FILES = ("summary.json", "events.parquet", "utilization.parquet", "memory.parquet",
                 "bottleneck.csv", "scenario.json", "trace.json", MARKER)
 """The files :func:`write_result` writes into a result directory."""
@@ -128,7 +131,7 @@ def check_out_dir(out: str | Path, kind: str, identity: dict[str, Any] | None = 
     if target.is_dir():
         marker = read_marker(target)
         try:
-            empty = not any(target.iterdir())
+            empty = all(p.name == LOCK for p in target.iterdir())
         except OSError as err:
             raise HwsimError(f"--out {given!r}: cannot list the folder ({err.strerror})") from None
         if marker is None and not empty:

@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from hwsim.analysis.export import LOCK
 from hwsim.exceptions import HwsimError, ScenarioError
 from hwsim.planning.sweep import SweepSpec, base_scenario, load_sweep, points
 
@@ -98,8 +99,6 @@ def _plain(value: Any) -> Any:
 
 # --- the store ------------------------------------------------------------------------------
 
-LOCK = ".hwsim.lock"
-"""The lock file of a sweep folder: one sweep writes a folder at a time (it holds the pid)."""
 
 
 def sweep_identity(spec: SweepSpec) -> dict[str, Any]:
