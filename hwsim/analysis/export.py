@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from hwsim.analysis.result import Result
 
 __all__ = ["write_result", "atomic_write_text", "atomic_write_bytes", "chrome_trace", "to_json",
-           "RESULT_FILES", "MARKER", "LOCK", "check_out_dir", "read_marker", "write_marker", "pid_alive"]
+           "RESULT_FILES", "MARKER", "LOCK", "check_out_dir", "read_marker", "write_marker",
+           "pid_alive"]
 
 MARKER = ".hwsim.json"
 """The file hwsim writes into every folder it owns (a run's result directory, a sweep's folder):

@@ -273,7 +273,8 @@ def _reason(err: dict[str, Any]) -> tuple[str, str]:
                       f"{_suggest(loc[-1], valid)}")
     path, _ = _walk(loc)
     if kind == "union_tag_invalid":
-        return path, (f"unknown kind {short_repr(ctx.get('tag'))}; valid kinds: {', '.join(WORKLOAD_KINDS)}"
+        return path, (f"unknown kind {short_repr(ctx.get('tag'))}; valid kinds: "
+                      f"{', '.join(WORKLOAD_KINDS)}"
                       f"{_suggest(ctx.get('tag'), WORKLOAD_KINDS)}")
     if kind == "union_tag_not_found":
         return path, f"missing kind; valid kinds: {', '.join(WORKLOAD_KINDS)}"
