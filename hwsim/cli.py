@@ -127,6 +127,9 @@ def run(
     from hwsim.scenario.loader import load_scenario
 
     try:
+        if out is not None:  # before simulating: a bad --out must not cost the result
+            from hwsim.analysis.export import check_out_dir
+            check_out_dir(out, "run")
         scenario = load_scenario(file)
         from hwsim.scenario.build import run_scenario
 
@@ -438,6 +441,8 @@ def sweep(
     t0 = time.perf_counter()
     try:
         spec = load_sweep(file)
+        from hwsim.planning.execute import check_sweep_out
+        check_sweep_out(out, spec)  # before anything runs: another sweep's or a foreign folder
         ids = {p.id for p in points(spec)}
         done = len(ids & set(read_results(out)["id"])) if out.is_dir() else 0
         bar = (progress(total=len(ids) - done, label=f"sweep {spec.name}") if progress

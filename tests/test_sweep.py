@@ -141,6 +141,47 @@ def test_constraint_evaluates_arithmetic_comparisons_and_logic():
     assert evaluate(tree, {"cluster.node.gpu": "H100-SXM5-80GB"}) is True
 
 
+@pytest.mark.parametrize("text, match", [
+    ("((10**64)**64)**64 > 1", "beyond 2\\*\\*1024"), ("2 ** 10 ** 10 > 1", "beyond"),
+    ("(2**1000) * (2**1000) > 1", "product beyond"), ("'a' * 10**10 == 'a'", "repeating"),
+    ("10**10 * 'a' == 'a'", "repeating"), ("'%.999999999f' % 1.0 == ''", "formatting"),
+    ("1" + "0" * 400 + " > 1", "a number beyond"),
+])
+def test_constraint_sizes_are_bounded_before_computing(text, match):
+    """Issue 12 item 15: the exponent guard looked at the right-hand side only; each of these
+    took minutes or gigabytes. Each is refused in microseconds."""
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=match):
+        evaluate(parse_constraint(text)[0], {})
+    assert time.perf_counter() - t0 < 0.5
+    assert evaluate(parse_constraint("2 ** 1000 > 10 ** 300 and 'ab' * 3 == 'ababab'")[0], {})
+
+
+@pytest.mark.parametrize("text, match", [
+    ("+".join(["1"] * 600) + " > 1", "characters long"), ("-" * 900 + "1 < 0", "deep"),
+    ("(1+" * 60 + "1" + ")" * 60 + " > 0", "deep"),
+])
+def test_long_or_deep_constraints_are_refused_not_a_recursion_error(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_constraint(text)
+
+
+def test_ranges_are_counted_before_they_are_made():
+    """Issue 12 item 14: the values were made before the point cap was checked."""
+    from hwsim.planning.sweep import MAX_POINTS, Range
+
+    assert Range(start=1, stop=10, step=1).count() == 10
+    assert Range(start=1, stop=1000, step=10, log=True).count() == 4
+    assert Range(start=0.0, stop=1.0, num=5).count() == 5
+    t0 = time.perf_counter()
+    for bad in ({"stop": 1e12, "step": 1}, {"stop": 10 ** 40, "step": 1},
+                {"stop": 1e300, "step": 1e-300}, {"stop": 2, "num": MAX_POINTS + 1},
+                {"stop": float("inf"), "step": 1}, {"stop": 10 ** 400, "num": 2}):
+        with pytest.raises(ValueError):
+            Range(start=1, **bad)
+    assert time.perf_counter() - t0 < 0.5
+
+
 # --- bad sweep files ------------------------------------------------------------------------
 
 BAD = {

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,20 +27,34 @@ if TYPE_CHECKING:
     from hwsim.analysis.result import Result
 
 __all__ = ["write_result", "atomic_write_text", "atomic_write_bytes", "chrome_trace", "to_json",
-           "RESULT_FILES"]
+           "RESULT_FILES", "MARKER", "LOCK", "check_out_dir", "read_marker", "write_marker",
+           "pid_alive"]
 
+MARKER = ".hwsim.json"
+"""The file hwsim writes into every folder it owns (a run's result directory, a sweep's folder):
+``{"kind": "run"}`` or ``{"kind": "sweep", ...}``. Only a folder holding it is ever replaced."""
+LOCK = ".hwsim.lock"
+"""The lock file a sweep holds in its folder while it runs (it counts as hwsim's, like the
+marker: a sweep killed before marking its folder leaves it)."""
 RESULT_FILES = ("summary.json", "events.parquet", "utilization.parquet", "memory.parquet",
-                "bottleneck.csv", "scenario.json", "trace.json")
+                "bottleneck.csv", "scenario.json", "trace.json", MARKER)
 """The files :func:`write_result` writes into a result directory."""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write *data* to *path* through a temporary file in the same folder and :func:`os.replace`.
 
-    Readers see the old file or the new one, never a partial one. Returns the path.
+    Readers see the old file or the new one, never a partial one. The file gets the mode any
+    new file gets (0666 less the umask), like the files of a run. Returns the path.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -76,8 +92,114 @@ def to_json(data: Any) -> str:
     return json.dumps(_plain(data), sort_keys=True, indent=2, allow_nan=False, default=str) + "\n"
 
 
-def _result_dir_replaceable(path: Path) -> bool:
-    return path.is_dir() and (not any(path.iterdir()) or (path / "summary.json").is_file())
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The marker (:data:`MARKER`) of *folder* as a mapping, or None when it has none."""
+    try:
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_marker(folder: Path, info: dict[str, Any]) -> None:
+    """Mark *folder* as written by hwsim (*info*: ``{"kind": "run"}`` or a sweep's identity)."""
+    atomic_write_text(folder / MARKER, json.dumps(info, sort_keys=True) + "\n")
+
+
+def check_out_dir(out: str | Path, kind: str, identity: dict[str, Any] | None = None) -> Path:
+    """Check, before anything runs, that *out* can take hwsim's results; return the real folder
+    (a symbolic link's target: the link is kept and written through).
+
+    *out* may be missing, an empty folder, or a folder hwsim wrote (:data:`MARKER`) for the same
+    *kind* (``run`` or ``sweep``) and, for a sweep, the same *identity*. Its parent must be
+    writable.
+
+    Raises
+    ------
+    HwsimError
+        One paragraph saying what *out* is and what to give instead.
+    """
+    given = str(out)
+    target = Path(os.path.realpath(Path(out).expanduser()))
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise HwsimError(f"--out {given!r} is the current folder or holds it; hwsim writes the "
+                         "--out folder as a whole, so give a folder inside it (e.g. --out "
+                         "result)")
+    if target.exists() and not target.is_dir():
+        raise HwsimError(f"--out {given!r} is a file, not an hwsim result folder; give a new "
+                         "folder for the results")
+    if target.is_dir():
+        marker = read_marker(target)
+        try:
+            empty = all(p.name == LOCK for p in target.iterdir())
+        except OSError as err:
+            raise HwsimError(f"--out {given!r}: cannot list the folder ({err.strerror})") from None
+        if marker is None and not empty:
+            raise HwsimError(f"refusing to replace --out {given!r}: the folder is not empty and "
+                             f"hwsim did not write it (no {MARKER}); hwsim only replaces its "
+                             "own folders, so give a new or empty folder")
+        if marker is not None and marker.get("kind") != kind:
+            what = {"run": "a run's result", "sweep": "a sweep's results"}.get(
+                str(marker.get("kind")), f"hwsim's {marker.get('kind')!r} output")
+            raise HwsimError(f"refusing to write {'a run' if kind == 'run' else 'a sweep'} into "
+                             f"--out {given!r}: it holds {what}; give another folder")
+        if marker is not None and identity is not None and \
+                any(marker.get(k) != v for k, v in identity.items()):
+            raise HwsimError(f"refusing to write into --out {given!r}: it holds the results of "
+                             f"another sweep (name {marker.get('name')!r}, base "
+                             f"{marker.get('base')!r}); a folder resumes only the sweep with "
+                             "the same name and base, so give another folder")
+    _check_writable(target.parent, given)
+    return target
+
+
+def _check_writable(folder: Path, given: str) -> None:
+    """Raise HwsimError unless a file can be created in *folder* (or its nearest existing
+    ancestor, when it is still to be made)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".hwsim-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise HwsimError(f"--out {given!r}: cannot write in {str(folder)!r} ({err.strerror}); "
+                         "give a folder you can write to (checked before simulating)") from None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process *pid* exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove what runs killed while writing *out* left beside it: ``.<name>.tmp-<pid>`` (and the
+    older ``<name>.tmp-<pid>``) folders of processes that no longer exist; a ``.<name>.old-<pid>``
+    (the previous result, moved aside) is put back when *out* is missing, else removed."""
+    pattern = re.compile(rf"^\.?{re.escape(out.name)}\.(tmp|old)-(\d+)$")
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or not entry.is_dir() or entry.is_symlink() or pid_alive(int(m.group(2))):
+            continue
+        names = {p.name for p in entry.iterdir()}
+        if not names <= set(RESULT_FILES) | {"requests.parquet", "iterations.parquet",
+                                             "failures.parquet", "report.html"}:
+            continue  # not only hwsim's files: leave it
+        if m.group(1) == "old" and not out.exists():
+            os.replace(entry, out)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def write_result(result: Result, out_dir: str | Path) -> Path:
@@ -86,9 +208,10 @@ def write_result(result: Result, out_dir: str | Path) -> Path:
     ``events.parquet``, ``utilization.parquet`` and ``trace.json`` are left out when the
     scenario's ``outputs`` (``result.config["outputs"]``) switch them off.
 
-    The files are written into ``<out_dir>.tmp-<pid>`` next to *out_dir*, which is then renamed
-    into place. An existing *out_dir* is replaced (renamed to a backup, the new one renamed in,
-    the backup deleted) only when it is empty or holds a previous result (a ``summary.json``).
+    The files are written into ``.<out_dir>.tmp-<pid>`` next to *out_dir*, which is then renamed
+    into place; what a killed run left there is cleaned first. An existing *out_dir* is replaced
+    only when it is empty or hwsim wrote it (it holds :data:`MARKER`); a symbolic link is kept
+    and its target replaced.
 
     Parameters
     ----------
@@ -105,30 +228,30 @@ def write_result(result: Result, out_dir: str | Path) -> Path:
     Raises
     ------
     HwsimError
-        If *out_dir* exists and is a file, or a folder that does not hold an hwsim result.
+        If *out_dir* is a file, a folder hwsim did not write, or cannot be written
+        (:func:`check_out_dir`).
     """
-    out = Path(out_dir)
-    if out.exists() and not _result_dir_replaceable(out):
-        raise HwsimError(f"refusing to replace {str(out)!r}: it exists and is not an hwsim result "
-                         "directory (no summary.json); choose a new or empty --out folder")
+    out = check_out_dir(out_dir, "run")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    _clean_stale(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
+        write_marker(tmp, {"kind": "run"})
         _write_files(result, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
-        backup = out.with_name(f"{out.name}.old-{os.getpid()}")
+        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, backup)
         os.replace(tmp, out)
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.replace(tmp, out)
-    return out
+    return Path(out_dir)
 
 
 def _write_files(result: Result, folder: Path) -> None:

@@ -46,7 +46,18 @@ pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.8em;max-height:40em}
 
 def _read_frame(run_dir: Path, name: str) -> pd.DataFrame | None:
     path = run_dir / f"{name}.parquet"
-    return pd.read_parquet(path) if path.is_file() else None
+    return _read(path, pd.read_parquet) if path.is_file() else None
+
+
+def _read(path: Path, reader: Any) -> Any:
+    """``reader(path)``; a damaged or truncated file is a one-paragraph HwsimError naming it."""
+    try:
+        return reader(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow, pandas and json raise many kinds
+        detail = " ".join(str(err).split())[:200]
+        raise HwsimError(f"cannot read {str(path)!r}: the file is damaged or truncated "
+                         f"({type(err).__name__}: {detail}); write the result again with: hwsim "
+                         f"run SCENARIO.yaml --out {path.parent}") from None
 
 
 def _check_dir(run_dir: Path) -> dict[str, Any]:
@@ -172,8 +183,10 @@ def render_report(run_dir: str | Path) -> str:
     plots.require_matplotlib()
     kinds = run_kinds(summary)
     scenario_path = run_dir / "scenario.json"
-    config = json.loads(scenario_path.read_text(encoding="utf-8")) if \
+    config = _read(scenario_path, lambda p: json.loads(p.read_text(encoding="utf-8"))) if \
         scenario_path.is_file() else {}
+    if not isinstance(config, dict):
+        config = {}
     name = str(config.get("name") or run_dir.name)
     parts = [f"<h1>hwsim report: {html.escape(name)}</h1>",
              f'<p class="note">Result directory {html.escape(str(run_dir))}; run kind: '
@@ -187,7 +200,8 @@ def render_report(run_dir: str | Path) -> str:
 
     parts.append("<h2>Top bottlenecks</h2>")
     bottleneck_csv = run_dir / "bottleneck.csv"
-    bottleneck = pd.read_csv(bottleneck_csv) if bottleneck_csv.is_file() else pd.DataFrame()
+    bottleneck = _read(bottleneck_csv, pd.read_csv) if bottleneck_csv.is_file() else \
+        pd.DataFrame()
     if not bottleneck.empty and {"category", "share"} <= set(bottleneck.columns):
         top = bottleneck.sort_values("share", ascending=False, kind="stable")
         cols = [c for c in ("job", "category", "seconds", "share") if c in top.columns]
@@ -236,6 +250,5 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ``run_dir/report.html``). Returns the path written."""
     text = render_report(run_dir)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    atomic_write_text(path, text)
-    path.chmod(0o644)  # a page to share: readable like the other result files, not 0600 (mkstemp)
+    atomic_write_text(path, text)  # the mode of any new file (umask), like the result files
     return path

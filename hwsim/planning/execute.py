@@ -17,6 +17,7 @@ skips every point whose id is there. At the end the parts are compacted into one
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -30,10 +31,12 @@ from typing import Any
 
 import pandas as pd
 
+from hwsim.analysis.export import LOCK
 from hwsim.exceptions import HwsimError, ScenarioError
 from hwsim.planning.sweep import SweepSpec, base_scenario, load_sweep, points
 
-__all__ = ["sweep", "read_results", "run_point", "PointTask", "SCHEDULER_ENV"]
+__all__ = ["sweep", "read_results", "run_point", "PointTask", "SCHEDULER_ENV", "check_sweep_out",
+           "sweep_identity", "LOCK"]
 
 CONNECT_TIMEOUT_S = 20
 """Seconds to wait for a Dask scheduler to answer."""
@@ -96,8 +99,30 @@ def _plain(value: Any) -> Any:
 
 # --- the store ------------------------------------------------------------------------------
 
+
+
+def sweep_identity(spec: SweepSpec) -> dict[str, Any]:
+    """What names a sweep in its folder's marker: its name and its base (the file's path, or a
+    hash of an inline mapping). A sweep with the same name and base resumes (and may grow) the
+    folder's rows; any other sweep is refused there."""
+    base = spec.base if isinstance(spec.base, str) else "inline:" + hashlib.sha256(
+        json.dumps(spec.base, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"kind": "sweep", "name": spec.name, "base": base}
+
+
+def check_sweep_out(out: str | Path, spec: SweepSpec) -> Path:
+    """Check, before anything runs, that *out* can take *spec*'s results: missing, empty, or
+    this sweep's folder (:func:`hwsim.analysis.export.check_out_dir`). Returns the real folder."""
+    from hwsim.analysis.export import check_out_dir
+
+    return check_out_dir(out, "sweep", sweep_identity(spec))
+
+
 class _Store:
-    """Finished rows of a sweep directory: parquet parts, each written atomically."""
+    """Finished rows of a sweep directory: parquet parts, each written atomically.
+
+    Reading (:func:`read_results`) takes the folder as it is; :meth:`open` (a sweep writing)
+    checks the folder, takes its lock (:data:`LOCK`) and marks it, and :meth:`close` lets go."""
 
     def __init__(self, out: Path | None, flush_s: float) -> None:
         self.out = out
@@ -106,15 +131,48 @@ class _Store:
         self.last = time.monotonic()
         self.rows: dict[str, dict[str, Any]] = {}
         self.next = 0
-        if out is None:
-            return
-        if out.exists() and not out.is_dir():
-            raise HwsimError(f"{out}: not a folder; give --out a folder for the sweep's results")
-        (out / "parts").mkdir(parents=True, exist_ok=True)
+        self._lock: int | None = None
+        if out is not None and out.is_dir():
+            self._load()
+
+    def _load(self) -> None:
+        self.rows, self.next = {}, 0
         for path in self.parts():
             for row in _read_rows(path):
                 self.rows[row["id"]] = row
             self.next = max(self.next, int(path.stem.split("-")[1]) + 1)
+
+    def open(self, spec: SweepSpec) -> None:
+        """Make the folder this sweep's: checked, locked, marked; what a killed sweep left
+        half-written is removed. Raises HwsimError when another sweep holds it."""
+        from hwsim.analysis.export import read_marker, write_marker
+
+        if self.out is None:
+            return
+        given = self.out
+        self.out = check_sweep_out(given, spec)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = _take_lock(self.out / LOCK, given)
+        try:  # again, under the lock: another sweep may have marked the folder meanwhile
+            if read_marker(self.out) is not None or any(
+                    p.name != LOCK for p in self.out.iterdir()):
+                check_sweep_out(self.out, spec)
+            else:
+                write_marker(self.out, sweep_identity(spec))
+            (self.out / "parts").mkdir(exist_ok=True)
+            for folder in (self.out, self.out / "parts"):  # temporaries of a killed writer
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Let go of the folder's lock (the lock file stays: removing it would race)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def parts(self) -> list[Path]:
         return sorted((self.out / "parts").glob("part-*.parquet")) if self.out else []
@@ -150,6 +208,26 @@ class _Store:
         self._write(list(self.rows.values()))
         for path in old:
             path.unlink(missing_ok=True)
+
+
+def _take_lock(path: Path, given: Path) -> int:
+    """Lock *path* for this process (``flock``: the kernel lets go when the process dies, so a
+    killed sweep's lock is taken over) and write our pid into it; HwsimError if another process
+    holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise HwsimError(f"--out {str(given)!r}: another sweep (process {holder}) is writing to "
+                         "this folder; one sweep per folder at a time, so wait for it to finish "
+                         "or give another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -232,9 +310,43 @@ def sweep(spec: SweepSpec | str | Path | dict[str, Any], out: str | Path | None 
     """
     spec = load_sweep(spec)
     pts = points(spec)
+    store = _Store(Path(out) if out is not None else None, flush_s)
+    store.open(spec)
+    try:
+        with _sigterm_exits():
+            return _sweep(spec, pts, store, workers, scheduler, on_point)
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Any:
+    """While a sweep runs in the main thread, SIGTERM raises SystemExit(143) there (instead of
+    ending the process on the spot), so the finished rows are written, the workers are stopped
+    and the folder's lock is let go, as for Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sweep(spec: SweepSpec, pts: list[Any], store: _Store, workers: int | None,
+           scheduler: str | None, on_point: Callable[[dict[str, Any]], None] | None
+           ) -> pd.DataFrame:
     outputs = tuple(spec.output_keys())
     _, base_dir, label = base_scenario(spec)
-    store = _Store(Path(out) if out is not None else None, flush_s)
+    out = store.out
     done = {pid for pid, row in store.rows.items() if all(k in row for k in outputs)}
     inputs = {p.id: p.inputs for p in pts}
     missing: dict[str, int] = {k: 0 for k in outputs}
@@ -277,13 +389,13 @@ def sweep(spec: SweepSpec | str | Path | dict[str, Any], out: str | Path | None 
 
         import pyarrow as pa
 
-        atomic_write_bytes(Path(out) / "results.parquet",
+        atomic_write_bytes(out / "results.parquet",
                            _parquet_bytes(pa.Table.from_pandas(table, preserve_index=False)))
-        atomic_write_text(Path(out) / "sweep.json", spec.model_dump_json(indent=2) + "\n")
+        atomic_write_text(out / "sweep.json", spec.model_dump_json(indent=2) + "\n")
     absent = [k for k, n in missing.items() if ran and n == ran and spec.outputs is not None]
     if absent:
         warnings.warn(f"outputs: {', '.join(absent)} in no point's summary (docs/scenarios.md "
-                      "lists the summary keys)", stacklevel=2)
+                      "lists the summary keys)", stacklevel=3)
     return table
 
 
@@ -299,17 +411,49 @@ def _run_local(tasks: list[PointTask], workers: int, finish: Callable[[str, dict
 
     # spawn: a fresh interpreter per worker, the same on every platform and Python version
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                               mp_context=multiprocessing.get_context("spawn"))
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    finished = False
     try:
         futures = {pool.submit(run_point, t): t for t in tasks}
         for fut in as_completed(futures):
             finish(futures[fut].id, fut.result())
+        finished = True
     except BrokenProcessPool as err:
         where = f" in {out}" if out is not None else ""
         raise HwsimError(f"a worker process died ({err}); the points finished so far are "
                          f"saved{where}; rerun the same sweep to resume") from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if not finished:  # interrupted (Ctrl-C, SIGTERM, an error): stop the running points
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(OSError, AttributeError):
+                    proc.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
+
+
+def _worker_init(parent: int) -> None:
+    """In each pool worker: die with the sweep process. Linux kills the worker when its parent
+    dies (``PR_SET_PDEATHSIG``); elsewhere, and as a backstop, a thread checks every second that
+    the parent is still there (a killed parent's workers are handed to another process)."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="hwsim-parent-watch", daemon=True).start()
 
 
 def _run_dask(tasks: list[PointTask], address: str, finish: Callable[[str, dict], None]) -> None:

@@ -5,9 +5,8 @@ expands it into a deterministic list of :class:`Point` s, each a complete scenar
 stable id (a hash of that scenario) and, when a constraint rejects it, the reason. Running the
 points is :mod:`hwsim.planning.execute`'s job. docs/sweeps.md documents the format.
 
-Constraints are parsed with :mod:`ast` and evaluated by a small interpreter that knows numbers,
-strings, booleans, ``+ - * / // % **``, comparisons, ``and``/``or``/``not`` and names that are
-field paths of the point's scenario; nothing is ever passed to :func:`eval`.
+Constraints (:mod:`hwsim.planning.constraints`) are arithmetic over the field paths of the
+point's scenario, evaluated by a small bounded interpreter; nothing is ever passed to :func:`eval`.
 """
 
 from __future__ import annotations
@@ -17,17 +16,17 @@ import hashlib
 import itertools
 import json
 import math
-import operator
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from hwsim.exceptions import ScenarioError
+from hwsim.planning.constraints import TooLarge, evaluate, parse_constraint
+from hwsim.scenario.loader import short_repr
 from hwsim.scenario.schema import Scenario
 from hwsim.scenario.schema_cluster import StrictModel, did_you_mean
 
@@ -55,11 +54,17 @@ class Range(StrictModel):
     start: Number
     stop: Number
     step: Number | None = Field(None, gt=0)
-    num: int | None = Field(None, ge=1)
+    num: int | None = Field(None, ge=1, le=MAX_POINTS)
     log: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> Range:
+        for name in ("start", "stop", "step"):
+            v = getattr(self, name)
+            if v is not None and (not math.isfinite(v) if isinstance(v, float)
+                                  else abs(v) > _MAX_MAGNITUDE):
+                raise ValueError(f"{name}: give a finite number of magnitude at most 1e300 "
+                                 f"(got {short_repr(v)})")
         if self.step is not None and self.num is not None:
             raise ValueError("give step or num, not both")
         if self.stop < self.start:
@@ -68,7 +73,29 @@ class Range(StrictModel):
             raise ValueError(f"a log range needs start > 0 (got {self.start})")
         if self.log and self.step is not None and self.step <= 1:
             raise ValueError(f"a log range's step is a factor > 1 (got {self.step})")
+        n = self.count()
+        if n is not None and n > MAX_POINTS:
+            raise ValueError(f"the range has {_amount(n)} values and a sweep has at most "
+                             f"{MAX_POINTS:,} points; use a larger step, num, or mode: random "
+                             "or lhs with n")
         return self
+
+    def count(self) -> int | float | None:
+        """How many values :meth:`values` gives, without making them (None for a continuous
+        range; a count too large for a float is ``math.inf``)."""
+        a, b, step = self.start, self.stop, self.step
+        if self.num is not None:
+            return self.num
+        if step is None:
+            return None
+        try:
+            if self.log:
+                return math.floor((math.log(b) - math.log(a)) / math.log(step) + 1e-9) + 1
+            if all(isinstance(v, int) for v in (a, b, step)):
+                return (b - a) // step + 1
+            return math.floor((b - a) / step + 1e-9) + 1
+        except (OverflowError, ValueError):
+            return math.inf
 
     @property
     def discrete(self) -> bool:
@@ -104,6 +131,14 @@ class Range(StrictModel):
         return _numbers(x, False)
 
 
+_MAX_MAGNITUDE = 1e300
+"""The largest magnitude of a range's start, stop and step (kept within floats)."""
+
+
+def _amount(n: int | float) -> str:
+    return f"{n:,}" if isinstance(n, int) and n < 10 ** 30 else "over 1e30"
+
+
 def _numbers(raw: Any, integer: bool) -> list[Number]:
     """Floats rounded to 12 significant digits (no 0.30000000000000004); whole values of an
     integer range as ints."""
@@ -128,6 +163,10 @@ class Axis(StrictModel):
             raise ValueError("give values: [...] or range: {start, stop, step | num}"
                              + (", not both" if self.values is not None else ""))
         return self
+
+    def count(self) -> int | float | None:
+        """How many values the axis has (None for a continuous range), without making them."""
+        return len(self.values) if self.values is not None else self.range.count()
 
     def choices(self) -> list[Any] | None:
         """The axis's discrete values, or None for a continuous range."""
@@ -167,7 +206,7 @@ class SweepSpec(StrictModel):
     axes: list[Axis]
     mode: Literal["grid", "random", "lhs"] = "grid"
     n: int | None = Field(None, ge=1, le=MAX_POINTS)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2 ** 64)
     constraints: list[str] = []
     objectives: list[Objective] = []
     outputs: list[str] | None = Field(None, min_length=1)
@@ -182,9 +221,13 @@ class SweepSpec(StrictModel):
                 raise ValueError("n: a grid has one point per combination of the axes' values; "
                                  "n is for mode: random or lhs")
             for i, axis in enumerate(self.axes):
-                if axis.choices() is None:
+                if axis.count() is None:
                     raise ValueError(f"axes[{i}].range: a grid needs step or num (a continuous "
                                      "range is for mode: random or lhs)")
+            total = math.prod(axis.count() for axis in self.axes)
+            if total > MAX_POINTS:
+                raise ValueError(f"axes: the grid has {_amount(total)} points and a sweep has "
+                                 f"at most {MAX_POINTS:,}; use mode: random or lhs with n")
         elif self.n is None:
             raise ValueError(f"n: mode {self.mode} needs n, the number of points to draw")
         return self
@@ -252,16 +295,13 @@ def load_sweep(source: str | Path | dict[str, Any] | SweepSpec, *,
 
 
 def read_scenario_yaml(path: Path, file: str) -> Any:
-    from hwsim.scenario.loader import _StrictLoader
+    """The parsed YAML of a sweep (or base scenario) file, with the scenario loader's limits
+    (duplicate keys, alias bombs, deep nesting: one-paragraph errors)."""
+    from hwsim.scenario.loader import read_scenario_yaml as read
 
     if not path.is_file():
         raise ScenarioError("no such sweep file", file=file)
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScenarioError(f"cannot read the file: {err}", file=file) from None
-    except yaml.YAMLError as err:
-        raise ScenarioError(f"malformed YAML: {' '.join(str(err).split())}", file=file) from None
+    return read(path, file)
 
 
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|function-.*)$")
@@ -278,7 +318,8 @@ def _convert(err: ValidationError, file: str | None) -> ScenarioError:
     if e["type"] == "extra_forbidden":
         model = _model_at(SweepSpec, loc[:-1])
         valid = sorted(model.model_fields) if model else []
-        msg = f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid)}{did_you_mean(loc[-1], valid)}"
+        msg = (f"unknown key {short_repr(loc[-1])}; valid keys: {', '.join(valid)}"
+               f"{did_you_mean(loc[-1], valid) if isinstance(loc[-1], str) else ''}")
     elif e["type"] == "missing":
         msg = "required field is missing"
     elif e["type"] in ("value_error", "assertion_error"):
@@ -287,7 +328,7 @@ def _convert(err: ValidationError, file: str | None) -> ScenarioError:
         if m and not path:
             path, msg = m.group(1), m.group(2)
     else:
-        msg = f"{msg[:1].lower()}{msg[1:]} (got {e.get('input')!r})"
+        msg = f"{msg[:1].lower()}{msg[1:]} (got {short_repr(e.get('input'))})"
     return ScenarioError(msg, file=file, field=path or None)
 
 
@@ -375,8 +416,10 @@ def _check_paths(spec: SweepSpec, file: str | None) -> None:
 
 def _leaves(axis: Axis) -> list[str]:
     """The input columns an axis produces: its path, or the leaves of its mapping values."""
+    if axis.values is None:  # a range: numbers
+        return [axis.path]
     cols: dict[str, None] = {}
-    for v in axis.choices() or [None]:
+    for v in axis.values:
         for k in (_flatten(v) if isinstance(v, dict) else {"": v}):
             cols[axis.path + ("." + k if k else "")] = None
     return list(cols)
@@ -426,6 +469,13 @@ def _check_first_point(spec: SweepSpec, file: str | None) -> None:
                                 f"nor the base sets it); names available: "
                                 f"{', '.join(_axis_leaves(spec))}", file=file,
                                 field=f"constraints[{i}]")
+        try:  # an expression beyond the limits on the first point: the spec's error
+            evaluate(parse_constraint(text, _names(spec, base))[0], flat)
+        except TooLarge as err:
+            raise ScenarioError(f"{short_repr(text, 100)}: {err}", file=file,
+                                field=f"constraints[{i}]") from None
+        except (ValueError, TypeError, ArithmeticError):
+            pass  # e.g. a division by zero at this point only: that point's reason
 
 
 def base_scenario(spec: SweepSpec, file: str | None = None
@@ -529,9 +579,9 @@ def _set(data: Any, parts: list[str | int], value: Any, path: str, label: str) -
             if not isinstance(node, list) or seg >= len(node):
                 raise ScenarioError(f"{path!r}: the base has no item [{seg}] there", file=label)
         elif not isinstance(node, dict):
-            raise ScenarioError(f"{path!r}: the base's value above {where!r} is {node!r}, not a "
-                                "mapping (write it as one, e.g. model: {preset: gpt3-175b})",
-                                file=label)
+            raise ScenarioError(f"{path!r}: the base's value above {where!r} is "
+                                f"{short_repr(node)}, not a mapping (write it as one, e.g. "
+                                "model: {preset: gpt3-175b})", file=label)
         if last:
             if isinstance(value, dict) and isinstance(node[seg] if isinstance(seg, int)
                                                       else node.get(seg), dict):
@@ -564,122 +614,6 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     else:
         out[prefix] = data
     return out
-
-
-# --- constraints ----------------------------------------------------------------------------
-
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
-           ast.Pow: operator.pow}
-_CMPOPS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-           ast.Gt: operator.gt, ast.GtE: operator.ge}
-_ALLOWED = ("numbers, strings, true/false, field paths (workload.parallelism.tp, or its end when "
-            "that is unique: parallelism.tp, tp), + - * / // % **, comparisons (== != < <= > >=), "
-            "and, or, not, parentheses")
-
-
-def parse_constraint(text: str, inputs: list[str] | None = None) -> tuple[ast.Expression, list[str]]:
-    """Parse a constraint; return its tree (names rewritten to full field paths) and the paths it
-    reads. A shorter name (``tp``) stands for the one path in *inputs* ending in ``.tp``.
-
-    Raises ValueError naming what is not allowed (calls, attributes of values, subscripts other
-    than ``[int]``, lambdas, comprehensions, ...).
-    """
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as err:
-        raise ValueError(f"{text!r} is not an expression ({err.msg}); allowed: {_ALLOWED}") from None
-    names: list[str] = []
-
-    def visit(node: ast.AST) -> ast.AST:
-        if isinstance(node, ast.Expression):
-            return ast.Expression(visit(node.body))
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
-            return node
-        if isinstance(node, (ast.Name, ast.Attribute, ast.Subscript)):
-            path = _dotted(node, text)
-            if "." not in path and "[" not in path and path in ("true", "false"):
-                return ast.Constant(path == "true")
-            path = _resolve_name(path, inputs or [], text)
-            names.append(path)
-            return ast.Name(id=path, ctx=ast.Load())
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return ast.BinOp(visit(node.left), node.op, visit(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
-            return ast.UnaryOp(node.op, visit(node.operand))
-        if isinstance(node, ast.BoolOp):
-            return ast.BoolOp(node.op, [visit(v) for v in node.values])
-        if isinstance(node, ast.Compare) and all(type(o) in _CMPOPS for o in node.ops):
-            return ast.Compare(visit(node.left), node.ops, [visit(c) for c in node.comparators])
-        what = type(node).__name__
-        raise ValueError(f"{text!r}: {what} ({ast.unparse(node)!r}) is not allowed in a "
-                         f"constraint; allowed: {_ALLOWED}")
-
-    return visit(tree), list(dict.fromkeys(names))
-
-
-def _dotted(node: ast.AST, text: str) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value, text)}.{node.attr}"
-    if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
-            and type(node.slice.value) is int):
-        return f"{_dotted(node.value, text)}[{node.slice.value}]"
-    raise ValueError(f"{text!r}: {ast.unparse(node)!r} is not a field path; allowed: {_ALLOWED}")
-
-
-def _resolve_name(path: str, inputs: list[str], text: str) -> str:
-    """A full field path as it is; a shorter name (``tp``, ``model.layers``): the one axis input
-    ending in it, else the one other field ending in it (*inputs* lists the axes' columns first,
-    then ``|``, then the base's other fields)."""
-    if path in inputs or not inputs:
-        return path
-    cut = inputs.index("|") if "|" in inputs else len(inputs)
-    for group in (inputs[:cut], inputs[cut + 1:]):
-        matches = [p for p in group if p.endswith("." + path)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise ValueError(f"{text!r}: {path!r} could be any of {', '.join(matches)}; write "
-                             "the full path")
-    return path
-
-
-def evaluate(tree: ast.Expression, values: dict[str, Any]) -> Any:
-    """Evaluate a tree from :func:`parse_constraint`; names are looked up in *values*."""
-    return _eval(tree.body, values)
-
-
-def _eval(node: ast.AST, values: dict[str, Any]) -> Any:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name):
-        if node.id not in values:
-            raise ValueError(f"{node.id!r} has no value in this point")
-        return values[node.id]
-    if isinstance(node, ast.BinOp):
-        left, right = _eval(node.left, values), _eval(node.right, values)
-        if isinstance(node.op, ast.Pow) and abs(right) > 64:
-            raise ValueError(f"exponent {right} is too large")
-        return _BINOPS[type(node.op)](left, right)
-    if isinstance(node, ast.UnaryOp):
-        v = _eval(node.operand, values)
-        return (not v) if isinstance(node.op, ast.Not) else (-v if isinstance(node.op, ast.USub)
-                                                             else +v)
-    if isinstance(node, ast.BoolOp):
-        if isinstance(node.op, ast.And):
-            return all(_eval(v, values) for v in node.values)
-        return any(_eval(v, values) for v in node.values)
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, values)
-        for op, comp in zip(node.ops, node.comparators):
-            right = _eval(comp, values)
-            if not _CMPOPS[type(op)](left, right):
-                return False
-            left = right
-        return True
-    raise ValueError(f"{type(node).__name__} is not allowed")  # parse_constraint rejects it first
 
 
 def _constraint_reason(parsed: list[tuple[str, ast.Expression, list[str]]],

@@ -8,6 +8,7 @@ path (``workload.parallelism.tp``, ``cluster.storage[0].tier``), the reason and 
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -19,25 +20,122 @@ from hwsim.exceptions import ScenarioError
 from hwsim.scenario.schema import WORKLOAD_KINDS, Scenario
 from hwsim.scenario.schema_cluster import NodeSpec, did_you_mean
 
-__all__ = ["load_scenario", "scenario_to_dict", "read_scenario_yaml"]
+__all__ = ["load_scenario", "scenario_to_dict", "read_scenario_yaml", "short_repr",
+           "MAX_YAML_NODES", "MAX_YAML_DEPTH",
+           "MAX_YAML_BYTES"]
 
+MAX_YAML_NODES = 1_000_000
+"""The most values a YAML document may hold once its aliases (``*name``) are expanded."""
+MAX_YAML_DEPTH = 100
+"""The deepest nesting of mappings and lists a YAML document may have."""
+MAX_YAML_BYTES = 16 * 2 ** 20
+"""The largest scenario or sweep file read (16 MiB: a scenario is a few kB; an explicit graph of
+100,000 links a few MB)."""
 _MAX_ERRORS = 3
 _NAME = r"[A-Za-z_]\w*(?:\[\d+\])*"
 _PATH_PREFIX = re.compile(rf"^({_NAME}(?:\.{_NAME})*): (.+)$", re.S)
 
 
+class _LimitError(yaml.YAMLError):
+    """A document beyond :data:`MAX_YAML_NODES` or :data:`MAX_YAML_DEPTH` (or with a recursive
+    alias); its message is the whole explanation."""
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
+    """A SafeLoader that rejects duplicate keys instead of silently keeping the last one, and
+    documents nested deeper than :data:`MAX_YAML_DEPTH` or holding more than
+    :data:`MAX_YAML_NODES` values once aliases are expanded (an "alias bomb": a few hundred bytes
+    that expand to billions of values)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _LimitError(f"nesting deeper than {MAX_YAML_DEPTH} levels at line "
+                                  f"{mark.line + 1}; a scenario nests a few levels (cluster: "
+                                  "node: gpu:), so this is not a scenario")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        total = _expanded_size(node)
+        if total > MAX_YAML_NODES:
+            raise _LimitError(
+                f"the document expands to more than {MAX_YAML_NODES:,} values once its aliases "
+                "(*name) are expanded; a scenario or sweep holds far fewer, so write the values "
+                "out or repeat fewer aliases")
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a {type(key).__name__} cannot be a key (keys are names such as "
+                    "gpu: or nodes:)", key_node.start_mark) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {short_repr(key)}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """The number of values under *root* with every alias expanded, without expanding them: an
+    alias is the same node object as its anchor, so each node's size is computed once. Stops
+    counting past :data:`MAX_YAML_NODES`; a recursive alias (a node inside itself) is refused."""
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            kids = _children(node)
+            size[key] = min(1 + sum(size[id(k)] for k in kids), MAX_YAML_NODES + 1)
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            raise _LimitError("a recursive alias (an anchor &name used inside its own value); "
+                              "a scenario's values are finite, write them out")
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in _children(node) if id(k) not in size)
+    return size[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 2, 4, 4, 3
+_REPR.maxset = _REPR.maxfrozenset = 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
+
+
+def short_repr(value: Any, width: int = 60) -> str:
+    """``repr(value)`` in at most *width* characters, in time and memory bounded whatever
+    *value* is (a huge nested structure, an integer of a million digits): for error messages."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails still gets named
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def load_scenario(source: str | Path | dict[str, Any], *, file: str | None = None,
@@ -105,6 +203,11 @@ def read_scenario_yaml(path: Path, file: str) -> Any:
     if not path.is_file():
         raise ScenarioError("not a file (give a scenario .yaml file)", file=file)
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ScenarioError(f"refused: the file is {size / 2 ** 20:,.0f} MiB; a scenario or "
+                                f"sweep file is at most {MAX_YAML_BYTES // 2 ** 20} MiB",
+                                file=file)
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ScenarioError(f"cannot read the file: {err}", file=file) from None
@@ -115,8 +218,17 @@ def read_scenario_yaml(path: Path, file: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = " ".join(p for p in (err.context, err.problem) if p)
         raise ScenarioError(f"malformed YAML{where}: {what}", file=file) from None
+    except _LimitError as err:
+        raise ScenarioError(f"refused: {err}", file=file) from None
     except yaml.YAMLError as err:
         raise ScenarioError(f"malformed YAML: {' '.join(str(err).split())}", file=file) from None
+    except ValueError:  # int() of a number with more than 4,300 digits
+        raise ScenarioError("a number with more than 4,300 digits; no field takes a number "
+                            "that large", file=file) from None
+    except RecursionError:
+        raise ScenarioError("nesting too deep to read", file=file) from None
+    except MemoryError:
+        raise ScenarioError("refused: not enough memory to read the file", file=file) from None
 
 
 def _models_in(tp: Any) -> list[type[BaseModel]]:
@@ -144,9 +256,9 @@ def _walk(loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
     return "".join(parts), cands[0] if len(cands) == 1 else None
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _suggest(word: Any, choices: Any) -> str:
+    """:func:`did_you_mean` for a short text only (a huge value is nothing like any choice)."""
+    return did_you_mean(word, choices) if isinstance(word, str) and len(word) <= 100 else ""
 
 
 def _reason(err: dict[str, Any]) -> tuple[str, str]:
@@ -157,18 +269,19 @@ def _reason(err: dict[str, Any]) -> tuple[str, str]:
         path, _ = _walk(loc)
         _, parent = _walk(loc[:-1])
         valid = sorted(parent.model_fields) if parent else []
-        return path, (f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid)}"
-                      f"{did_you_mean(loc[-1], valid)}")
+        return path, (f"unknown key {short_repr(loc[-1])}; valid keys: {', '.join(valid)}"
+                      f"{_suggest(loc[-1], valid)}")
     path, _ = _walk(loc)
     if kind == "union_tag_invalid":
-        return path, (f"unknown kind {ctx.get('tag')!r}; valid kinds: {', '.join(WORKLOAD_KINDS)}"
-                      f"{did_you_mean(ctx.get('tag'), WORKLOAD_KINDS)}")
+        return path, (f"unknown kind {short_repr(ctx.get('tag'))}; valid kinds: "
+                      f"{', '.join(WORKLOAD_KINDS)}"
+                      f"{_suggest(ctx.get('tag'), WORKLOAD_KINDS)}")
     if kind == "union_tag_not_found":
         return path, f"missing kind; valid kinds: {', '.join(WORKLOAD_KINDS)}"
     if kind == "literal_error":
         choices = [c.strip("'") for c in re.split(r", | or ", str(ctx.get("expected", "")))]
-        return path, (f"{_short(value)} is not allowed; valid values: {', '.join(choices)}"
-                      f"{did_you_mean(value, choices)}")
+        return path, (f"{short_repr(value)} is not allowed; valid values: {', '.join(choices)}"
+                      f"{_suggest(value, choices)}")
     if kind == "missing":
         return path, "required field is missing"
     msg = re.sub(r" or instance of \w+", "", " ".join(str(err["msg"]).split()))
@@ -180,7 +293,7 @@ def _reason(err: dict[str, Any]) -> tuple[str, str]:
             path = f"{path}.{sub}" if path else sub
             msg = m.group(2)
         return path, msg
-    return path, f"{msg[:1].lower()}{msg[1:]} (got {_short(value)})"
+    return path, f"{msg[:1].lower()}{msg[1:]} (got {short_repr(value)})"
 
 
 def _convert(exc: ValidationError, file: str | None) -> ScenarioError:
