@@ -208,6 +208,19 @@ def test_run_never_replaces_a_folder_hwsim_did_not_write(tmp_path: Path) -> None
     assert sorted(p.name for p in d.iterdir()) == ["notes.txt", "summary.json"]
 
 
+def test_a_result_folder_from_before_the_marker_is_replaced(tmp_path: Path) -> None:
+    """A folder holding nothing but hwsim's result files (written before the marker existed)
+    is a run's result: replaced, not refused; one extra file makes it the user's."""
+    d = tmp_path / "old"
+    d.mkdir()
+    for name in ("summary.json", "events.parquet", "trace.json", "report.html"):
+        (d / name).write_text("{}")
+    p = hwsim("run", ROOT / "scenarios" / "quickstart.yaml", "--out", d, "-q", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((d / "summary.json").read_text())["fits"] is True
+    assert (d / ".hwsim.json").is_file() and not (d / "report.html").exists()
+
+
 def test_out_dot_unwritable_and_file_are_refused_before_simulating(tmp_path: Path) -> None:
     scenario = write(tmp_path / "bad.yaml", "name: [\n")  # the --out error comes first
     (tmp_path / "file").write_text("x")

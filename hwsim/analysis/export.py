@@ -39,6 +39,14 @@ marker: a sweep killed before marking its folder leaves it)."""
 RESULT_FILES = ("summary.json", "events.parquet", "utilization.parquet", "memory.parquet",
                 "bottleneck.csv", "scenario.json", "trace.json", MARKER)
 """The files :func:`write_result` writes into a result directory."""
+_OWN_FILES = frozenset(RESULT_FILES) | {"requests.parquet", "iterations.parquet",
+                                        "failures.parquet", "report.html"}
+"""Every file hwsim may write into a run's folder (its results, optional tables, the report)."""
+
+
+def _only_own_files(folder: Path) -> bool:
+    """Whether *folder* holds nothing but files hwsim writes into a run's folder."""
+    return all(p.name in _OWN_FILES and p.is_file() for p in folder.iterdir())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -133,6 +141,9 @@ def check_out_dir(out: str | Path, kind: str, identity: dict[str, Any] | None = 
         marker = read_marker(target)
         try:
             empty = all(p.name == LOCK for p in target.iterdir())
+            # a run's folder written before the marker existed: nothing but hwsim's own files
+            empty = empty or (kind == "run" and (target / "summary.json").is_file()
+                              and _only_own_files(target))
         except OSError as err:
             raise HwsimError(f"--out {given!r}: cannot list the folder ({err.strerror})") from None
         if marker is None and not empty:
@@ -192,9 +203,7 @@ def _clean_stale(out: Path) -> None:
         m = pattern.match(entry.name)
         if not m or not entry.is_dir() or entry.is_symlink() or pid_alive(int(m.group(2))):
             continue
-        names = {p.name for p in entry.iterdir()}
-        if not names <= set(RESULT_FILES) | {"requests.parquet", "iterations.parquet",
-                                             "failures.parquet", "report.html"}:
+        if not _only_own_files(entry):
             continue  # not only hwsim's files: leave it
         if m.group(1) == "old" and not out.exists():
             os.replace(entry, out)
