@@ -110,11 +110,14 @@ def sweep_identity(spec: SweepSpec) -> dict[str, Any]:
     return {"kind": "sweep", "name": spec.name, "base": base}
 
 
-def check_sweep_out(out: str | Path, spec: SweepSpec) -> Path:
-    """Check, before anything runs, that *out* can take *spec*'s results: missing, empty, or
-    this sweep's folder (:func:`hwsim.analysis.export.check_out_dir`). Returns the real folder."""
+def check_sweep_out(out: str | Path, spec: SweepSpec, *, locked: bool = False) -> Path:
+    """Check, before anything runs, that *out* can take *spec*'s results: not locked by another
+    sweep (unless this process holds the lock: *locked*), and missing, empty, or this sweep's
+    folder (:func:`hwsim.analysis.export.check_out_dir`). Returns the real folder."""
     from hwsim.analysis.export import check_out_dir
 
+    if not locked and (Path(out) / LOCK).is_file():  # a sweep starting there may not have
+        os.close(_take_lock(Path(out) / LOCK, Path(out), mine=False))  # marked it yet
     return check_out_dir(out, "sweep", sweep_identity(spec))
 
 
@@ -156,7 +159,7 @@ class _Store:
         try:  # again, under the lock: another sweep may have marked the folder meanwhile
             if read_marker(self.out) is not None or any(
                     p.name != LOCK for p in self.out.iterdir()):
-                check_sweep_out(self.out, spec)
+                check_sweep_out(self.out, spec, locked=True)
             else:
                 write_marker(self.out, sweep_identity(spec))
             (self.out / "parts").mkdir(exist_ok=True)
@@ -210,10 +213,10 @@ class _Store:
             path.unlink(missing_ok=True)
 
 
-def _take_lock(path: Path, given: Path) -> int:
+def _take_lock(path: Path, given: Path, mine: bool = True) -> int:
     """Lock *path* for this process (``flock``: the kernel lets go when the process dies, so a
-    killed sweep's lock is taken over) and write our pid into it; HwsimError if another process
-    holds it."""
+    killed sweep's lock is taken over) and, when *mine* (not a mere probe), write our pid into
+    it; HwsimError if another process holds it."""
     import fcntl
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -225,8 +228,9 @@ def _take_lock(path: Path, given: Path) -> int:
         raise HwsimError(f"--out {str(given)!r}: another sweep (process {holder}) is writing to "
                          "this folder; one sweep per folder at a time, so wait for it to finish "
                          "or give another --out") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    if mine:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
