@@ -91,17 +91,23 @@ _BOUND = {"compute": "compute-bound ops", "memory": "ops bound by memory bandwid
           "overhead": "ops that take their launch/dispatch overhead, not their math"}
 
 
-def _bottleneck_training(s: Mapping[str, Any]) -> str | None:
-    name, share = s.get("bottleneck"), s.get("bottleneck_share")
+def _bottleneck_head(s: Mapping[str, Any], of: str = "critical path", phase: str = ""
+                     ) -> str | None:
+    """``bottleneck (phase): name (share of *of*): label``, or None without a bottleneck."""
+    name, share, label = s.get("bottleneck"), s.get("bottleneck_share"), s.get("bottleneck_label")
     if not name or name == "none":
         return None
-    phase = f" ({_phase(s)})" if _phase(s) else ""
-    line = f"bottleneck{phase}: {name}"
+    line = f"bottleneck{f' ({phase})' if phase else ''}: {name}"
     if _ok(share):
-        line += f" ({share:.0%} of critical path)"
-    label = s.get("bottleneck_label")
-    if label and label != name:
-        line += f": {label}"
+        line += f" ({share:.0%} of {of})"
+    return line + (f": {label}" if label and label != name else "")
+
+
+def _bottleneck_training(s: Mapping[str, Any]) -> str | None:
+    line = _bottleneck_head(s, phase=_phase(s))
+    if line is None:
+        return None
+    name = s["bottleneck"]
     step = s.get("step_time_s") or 0.0
     parts = [p for p in category_parts(str(name))  # the parts that hold 5 % of the step or more
              if _ok(s.get(summary_key(p))) and step and s[summary_key(p)] >= 0.05 * step]
@@ -170,13 +176,8 @@ def _dataloader(s: Mapping[str, Any]) -> list[str]:
             f"{format_quantity(s['step_time_s'], 's')}")
     if _ok(s.get("read_bytes_per_s")):
         line += f", reading {format_quantity(s['read_bytes_per_s'], 'B/s')}"
-    lines = [line + ")"]
-    if s.get("bottleneck") and s["bottleneck"] != "none":
-        share = s.get("bottleneck_share")
-        lines.append(f"bottleneck: {s['bottleneck']}"
-                     + (f" ({share:.0%} of critical path)" if _ok(share) else "")
-                     + (f": {s['bottleneck_label']}" if s.get("bottleneck_label") else ""))
-    return lines
+    head = _bottleneck_head(s)
+    return [line + ")"] + ([head] if head else [])
 
 
 def _serving(s: Mapping[str, Any]) -> list[str]:
@@ -192,13 +193,8 @@ def _serving(s: Mapping[str, Any]) -> list[str]:
     if s.get("slo_attainment") is not None:
         q += f", SLO met by {s['slo_attainment']:.1%}"
     lines = [q]
-    name = s.get("bottleneck")
-    if name and name != "none":
-        line = f"bottleneck: {name}"
-        if _ok(s.get("bottleneck_share")):
-            line += f" ({s['bottleneck_share']:.0%} of the requests' time)"
-        if s.get("bottleneck_label") and s["bottleneck_label"] != name:
-            line += f": {s['bottleneck_label']}"
+    line = _bottleneck_head(s, of="the requests' time")
+    if line is not None:
         waited = s.get("ttft_share_queueing")
         if _ok(waited) and s.get("ttft_bottleneck") in ("queueing", "kv_capacity"):
             why = ("waiting for KV-cache blocks" if s["ttft_bottleneck"] == "kv_capacity"
@@ -223,11 +219,8 @@ def _transfers(s: Mapping[str, Any]) -> list[str]:
         what = "the others" if failed else "all transfers"
         lines.append(f"{what} done in {_t(s['makespan_s'])} "
                      f"({format_quantity(s['bytes_moved'], 'B')} moved)")
-        if s.get("bottleneck") and s["bottleneck"] != "none":
-            share = s.get("bottleneck_share")
-            lines.append(f"bottleneck: {s['bottleneck']}"
-                         + (f" ({share:.0%} of critical path)" if _ok(share) else "")
-                         + (f": {s['bottleneck_label']}" if s.get("bottleneck_label") else ""))
+        head = _bottleneck_head(s)
+        lines += [head] if head else []
     return lines
 
 
