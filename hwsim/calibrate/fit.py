@@ -111,7 +111,7 @@ def least_squares(keys: Sequence[Key], start: Mapping[Key, float], predict: Pred
         if float(rx @ rx) <= cost:
             moved = float(np.max(np.abs(x - u)))
             u, r, lam = x, rx, max(lam / 10, 1e-6)
-            if moved < 1e-5:
+            if moved < 1e-4:  # 0.01 % of the constant
                 break
         else:
             break
