@@ -9,7 +9,7 @@ with ``record_shapes=True`` their ``args["Input Dims"]`` and ``args["Input type"
 to the op that launched it by ``External id``.
 
 Kernels are classified by name (:func:`kernel_class`): ``gemm`` (cuBLAS/CUTLASS: names with
-gemm, cutlass, xmma, ``ampere_*gemm``, ``sm90_*``), ``attention`` (flash / fmha), ``nccl``
+gemm, cutlass or xmma: ``ampere_*gemm``, ``sm90_xmma_*``), ``attention`` (flash / fmha), ``nccl``
 (``ncclKernel``/``ncclDevKernel``), ``memory`` (every other kernel: elementwise, norms,
 reductions, copies). :func:`fit_device` then sets, for the device the trace ran on:
 
@@ -42,8 +42,7 @@ from hwsim.exceptions import ScenarioError
 __all__ = ["Kernel", "Trace", "read_trace", "parse_trace", "kernel_class", "DTYPE_OF",
            "MIN_MEMORY_BYTES"]
 
-_GEMM = re.compile(r"gemm|cutlass|xmma|sm\d+_.*(?:tensorop|s16816|h16816|bf16)|ampere_.*gemm",
-                   re.I)
+_GEMM = re.compile(r"gemm|cutlass|xmma", re.I)
 _ATTN = re.compile(r"flash|fmha|attention|sdpa", re.I)
 _NCCL = re.compile(r"nccl(?:Dev)?Kernel|ncclKernel", re.I)
 DTYPE_OF = {"c10::BFloat16": "bf16", "c10::Half": "fp16", "float": "fp32", "double": "fp64",

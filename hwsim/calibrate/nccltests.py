@@ -25,8 +25,9 @@ from typing import Mapping, Sequence
 import networkx as nx
 
 from hwsim.exceptions import ScenarioError
-from hwsim.scenario.calibration import Key, apply
+from hwsim.scenario.calibration import Key, apply, current
 from hwsim.simulation import collective_time
+from hwsim.topology import natural_key
 
 __all__ = ["NcclTable", "read_nccl_tests", "parse_nccl_tests", "OPS", "links_crossed",
            "bound_link", "predict_time"]
@@ -160,10 +161,8 @@ def devices_for(graph: nx.Graph, table: NcclTable, file: str, field: str) -> lis
     for n, d in graph.nodes(data=True):
         if d.get("kind") == "gpu":
             servers.setdefault((d.get("site"), d.get("server")), []).append(n)
-    from hwsim.topology import natural_key
-    groups = [sorted(v, key=natural_key) for _, v in sorted(servers.items(), key=lambda kv: str(
-        kv[0]))]
-    groups = sorted(groups, key=lambda g: natural_key(g[0]))
+    groups = sorted((sorted(v, key=natural_key) for v in servers.values()),
+                    key=lambda g: natural_key(g[0]))
     if table.ranks % table.nodes or len(groups) < table.nodes or any(
             len(g) < per_node for g in groups[:table.nodes]):
         have = f"{len(groups)} server(s) of {min((len(g) for g in groups), default=0)}+ GPUs"
@@ -200,7 +199,6 @@ def bound_link(graph: nx.Graph, table: NcclTable, devices: Sequence[str],
     t0 = predict_time(graph, table, devices, size, base, algorithm)
     best, gain = None, 0.0
     for link in links_crossed(graph, devices):
-        from hwsim.scenario.calibration import current
         key = ("link", link, "efficiency")
         t = predict_time(graph, table, devices, size, {**base, key: 0.9 * current(key, base)},
                          algorithm)
