@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 from hwsim.analysis import (bottleneck, compare, critical_path, device_energy_j, resource_summary,
                             utilization)
 from hwsim.analysis.result import Result
+# the function, not the package: hwsim.calibrate(...) (import its modules with "from")
+from hwsim.calibrate import calibrate
 from hwsim.catalog import get_device, get_link, get_storage, load_catalog
 from hwsim.exceptions import HwsimError, InfeasibleError, NoRouteError, ScenarioError
 from hwsim.scenario import Scenario, load_scenario
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "sweep", "sensitivity", "search", "utilization", "resource_summary",
+__all__ = ["run", "calibrate", "sweep", "sensitivity", "search", "utilization", "resource_summary",
            "critical_path", "bottleneck", "compare", "device_energy_j", "load_scenario", "Scenario",
            "Result", "load_catalog", "get_device", "get_link", "get_storage", "HwsimError",
            "ScenarioError", "InfeasibleError", "NoRouteError", "__version__"]

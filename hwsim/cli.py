@@ -473,6 +473,54 @@ def sweep(
     typer.echo(f"wrote {out / 'results.parquet'}")
 
 
+@app.command()
+def calibrate(
+    runs: Annotated[Path | None, typer.Option(
+        "--runs", help="Table of measured runs (CSV or YAML: scenario, and one of step_time_s, "
+        "tokens_per_s, samples_per_s).")] = None,
+    nccl: Annotated[list[Path] | None, typer.Option(
+        "--nccl", help="nccl-tests output (all_reduce_perf ...), measured on --scenario's "
+        "cluster (repeatable).")] = None,
+    trace: Annotated[list[Path] | None, typer.Option(
+        "--trace", help="PyTorch profiler (Kineto) trace JSON of one training step "
+        "(repeatable).")] = None,
+    scenario: Annotated[Path | None, typer.Option(
+        "--scenario", help="Scenario whose cluster the nccl-tests output and traces were "
+        "measured on.")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="Catalog id of the device the traces ran on (default: --scenario's "
+        "accelerator).")] = None,
+    fit: Annotated[list[str] | None, typer.Option(
+        "--fit", help="Constant the runs fit, ID:constant or a device constant for every device "
+        "of the runs (repeatable; default framework_compute_factor).")] = None,
+    nccl_op: Annotated[str | None, typer.Option(
+        "--nccl-op", help="Collective of nccl-tests output that does not name it (allreduce, "
+        "allgather, reduce_scatter, alltoall, broadcast, sendrecv).")] = None,
+    algorithm: Annotated[str, typer.Option(
+        "--algorithm", help="Collective algorithm nccl-tests ran (auto: NCCL's choice; ring, "
+        "tree, nvls with NCCL_ALGO).")] = "auto",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Calibration file to write.")] = Path(
+        "calibration.yaml"),
+    no_loo: Annotated[bool, typer.Option(
+        "--no-loo", help="Skip leave-one-out cross-validation (faster).")] = False,
+) -> None:
+    """Fit model constants to your own measurements (measured runs, nccl-tests output, Kineto
+    traces) and write a calibration file for scenarios to name (calibration: FILE); prints each
+    constant and every row's error before and after, with leave-one-out cross-validation."""
+    from hwsim.calibrate.core import calibrate as fit_constants
+
+    try:
+        result = fit_constants(runs=runs, nccl=nccl or (), traces=trace or (),
+                               scenario=scenario, device=device, fit=fit, nccl_op=nccl_op,
+                               algorithm=algorithm, out=out, cross_validate=not no_loo)
+    except HwsimError as err:
+        raise _fail(err) from None
+    except OSError as err:
+        raise _fail(HwsimError(f"cannot write the calibration file: {err}")) from None
+    typer.echo(result.text())
+    typer.echo(f"wrote {out}")
+
+
 def main() -> None:
     """Run the command line (the ``hwsim`` entry point).
 

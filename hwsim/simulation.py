@@ -30,7 +30,7 @@ from hwsim.jobs.transfer import TransferJob, TransferPlan
 from hwsim.progress import progress, shown
 from hwsim.topology import component_counts
 
-__all__ = ["simulate", "simulate_jobs"]
+__all__ = ["simulate", "simulate_jobs", "collective_time"]
 
 
 def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence[TransferPlan], *,
@@ -636,3 +636,19 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
                  "prefill_tokens", "kv_blocked", "kv_blocks_total"])
     s.update(serving_bottleneck(req, iterations, breakdown))
     return s, breakdown, req, iterations
+
+
+def collective_time(graph, op: str, devices: Sequence[str], nbytes: float, *,
+                    algorithm: str = "auto") -> tuple[float, str]:
+    """One collective alone on *graph*, as nccl-tests runs it (``hwsim calibrate``): *op*
+    (``allreduce``, ``allgather``, ``reduce_scatter``, ``alltoall``, ``broadcast``,
+    ``sendrecv``) of *nbytes* over *devices* with *algorithm* (``auto``: NCCL's choice,
+    :func:`hwsim.jobs.collectives.choose`). Returns the time (s) and ``"algorithm/protocol"``."""
+    from hwsim.jobs.collectives import choose, collective
+
+    env = simpy.Environment()
+    system = System(env, graph, Recorder())
+    alg, proto = choose(system, list(devices), op, nbytes, algorithm=algorithm)
+    env.process(collective(system, op, list(devices), nbytes, algorithm=alg, protocol=proto))
+    env.run()
+    return float(env.now), f"{alg}/{proto}"

@@ -141,7 +141,8 @@ class System:
             if d.get("kind") not in COMPUTE_KINDS:
                 raise ScenarioError(f"node {node!r} is a {d.get('kind')}, not a compute device "
                                     f"({', '.join(COMPUTE_KINDS)})")
-            spec = get_device(d["spec"])
+            # a calibrated run's own specs (hwsim.scenario.calibration), else the catalog's
+            spec = self.graph.graph.get("device_specs", {}).get(d["spec"]) or get_device(d["spec"])
             env, rec = self.env, self.recorder
             dev = Device(node, spec, Stream(env, f"{node}/compute", rec),
                          Stream(env, f"{node}/comm", rec, kind="collective"),

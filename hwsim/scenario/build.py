@@ -21,6 +21,8 @@ from hwsim.jobs.resilience import FailureSpec, ScriptedFailure
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.budget import check_budget
+from hwsim.scenario.calibration import apply as apply_calibration
+from hwsim.scenario.calibration import read_calibration
 from hwsim.scenario.build_inference import serving_plan
 from hwsim.scenario.build_jobs import job_plans
 from hwsim.scenario.schema_cluster import INT_MAX
@@ -386,6 +388,8 @@ def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
     with :class:`~hwsim.exceptions.BudgetError`."""
     check_budget(s, max_events=max_events)
     g = build_graph(s.cluster)
+    if s.calibration is not None:  # this run's fitted constants (docs/calibration.md)
+        apply_calibration(g, read_calibration(s.calibration))
     if adjust is not None:
         adjust(g)
     if s.jobs is not None:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hwsim.exceptions import ScenarioError
+from hwsim.scenario.calibration import read_calibration
 from hwsim.scenario.schema import WORKLOAD_KINDS, Scenario
 from hwsim.scenario.schema_cluster import NodeSpec, did_you_mean
 
@@ -364,7 +365,14 @@ def _check_catalog(scenario: Scenario, file: str | None) -> None:
 
 def _resolve_paths(scenario: Scenario, base: Path | None, file: str | None) -> Scenario:
     """Every workload's relative paths (``model.hf_config``, ``arrivals.trace``) made absolute
-    (relative to the scenario's folder) and checked: ``workload``'s or each job's."""
+    (relative to the scenario's folder) and checked: ``workload``'s or each job's; and the
+    ``calibration`` file, made absolute and validated."""
+    if scenario.calibration is not None:
+        path = Path(scenario.calibration).expanduser()
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        read_calibration(path, scenario=file)
+        scenario = scenario.model_copy(update={"calibration": str(path)})
     if scenario.jobs is None:
         return scenario.model_copy(update={"workload": _resolve_workload(
             scenario.workload, "workload", base, file)})

@@ -374,6 +374,10 @@ class Scenario(StrictModel):
     jobs: list[Job] | None = Field(None, min_length=1)
     outputs: Outputs = Outputs()
     limits: Limits = Limits()
+    calibration: str | None = Field(None, min_length=1)
+    """A calibration file written by ``hwsim calibrate`` (path relative to the scenario file):
+    its fitted constants replace the catalog's for this scenario's run only
+    (:mod:`hwsim.scenario.calibration`, docs/calibration.md)."""
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:

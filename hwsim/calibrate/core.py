@@ -1,0 +1,226 @@
+"""``hwsim calibrate``: fit model constants to the user's own measurements and write the
+calibration file a scenario names (``calibration: FILE``; docs/calibration.md).
+
+Three kinds of measurement, fitted in this order, each stage with the constants of the stages
+before it in place:
+
+1. Kineto traces (:mod:`hwsim.calibrate.kineto`): the device's ``compute_efficiency``,
+   ``memory_efficiency`` and ``launch_overhead_s``.
+2. nccl-tests output (:mod:`hwsim.calibrate.nccltests`), simulated on the scenario's cluster:
+   the ``efficiency`` and ``latency_s`` of the link the collective is bound by.
+3. Measured runs (:mod:`hwsim.calibrate.runs`): by default the ``framework_compute_factor`` of
+   every device the runs train on; any constants of
+   :data:`hwsim.scenario.calibration.CONSTANTS` with ``fit``.
+
+Every constant records its value, the catalog's, what it was fitted to, and the error of those
+rows before and after (mean absolute relative error) with the leave-one-out error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from hwsim.calibrate.fit import label, least_squares, loo, mape
+from hwsim.exceptions import ScenarioError
+from hwsim.scenario.calibration import CONSTANTS, VERSION, Key, current, read_calibration
+
+__all__ = ["calibrate", "Calibration", "Fitted", "parse_fit"]
+
+
+@dataclass
+class Fitted:
+    """One fitted constant."""
+
+    key: Key
+    value: float
+    catalog: float
+    fitted_to: str
+    error_before: float
+    error_after: float
+    loo_error: float
+    rows: int
+
+
+@dataclass
+class Calibration:
+    """What :func:`calibrate` fitted: the constants and every measured row's figures (measured,
+    before, after, leave-one-out)."""
+
+    constants: list[Fitted] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def overrides(self) -> dict[Key, float]:
+        return {f.key: f.value for f in self.constants}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The calibration file's content (:mod:`hwsim.scenario.calibration`)."""
+        out: dict[str, Any] = {"hwsim_calibration": VERSION}
+        for f in self.constants:
+            section = "devices" if f.key[0] == "device" else "links"
+            out.setdefault(section, {}).setdefault(f.key[1], {})[f.key[2]] = {
+                "value": _r(f.value), "catalog": _r(f.catalog), "fitted_to": f.fitted_to,
+                "error_before": _r(f.error_before, 4), "error_after": _r(f.error_after, 4),
+                "loo_error": None if math.isnan(f.loo_error) else _r(f.loo_error, 4),
+                "rows": f.rows}
+        out["report"] = [{k: (_r(v) if isinstance(v, float) else v) for k, v in r.items()}
+                         for r in self.rows]
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text("# written by `hwsim calibrate`; name it in a scenario as "
+                       f"`calibration: {p.name}` (docs/calibration.md)\n"
+                       + yaml.safe_dump(self.to_dict(), sort_keys=False, width=100))
+        tmp.replace(p)
+        return p
+
+    def text(self) -> str:
+        """The report ``hwsim calibrate`` prints."""
+        lines = [f"{'constant':44} {'catalog':>10} {'fitted':>10} {'err before':>10} "
+                 f"{'err after':>10} {'LOO err':>8}  fitted to"]
+        for f in self.constants:
+            lines.append(f"{label(f.key):44} {f.catalog:10.4g} {f.value:10.4g} "
+                         f"{100 * f.error_before:9.1f}% {100 * f.error_after:9.1f}% "
+                         f"{_pct(f.loo_error):>8}  {f.fitted_to}")
+        if self.rows:
+            lines += ["", f"{'source':28} {'row':28} {'metric':14} {'measured':>11} "
+                          f"{'before':>8} {'after':>8} {'LOO':>8}"]
+            for r in self.rows:
+                m = r["measured"]
+                lines.append(f"{r['source'][-28:]:28} {str(r['row'])[:28]:28} {r['metric']:14} "
+                             f"{m:11.4g} {_pct(r['before'] / m - 1, True):>8} "
+                             f"{_pct(r['after'] / m - 1, True):>8} "
+                             f"{_pct(r['loo'] / m - 1 if r['loo'] is not None else math.nan, True):>8}")
+        return "\n".join(lines)
+
+
+def _r(x: float, digits: int = 6) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def _pct(x: float, sign: bool = False) -> str:
+    return "-" if x is None or math.isnan(x) else (f"{100 * x:+.1f}%" if sign else
+                                                   f"{100 * x:.1f}%")
+
+
+def parse_fit(names: Iterable[str], devices: Sequence[str]) -> list[Key]:
+    """Keys of ``--fit`` names: ``ID:constant`` (a device or link), or a device constant's bare
+    name for every device in *devices*."""
+    from hwsim.catalog import get_device, get_link
+
+    keys: list[Key] = []
+    for name in names:
+        ident, _, const = name.rpartition(":")
+        c = CONSTANTS.get(const)
+        if c is None:
+            raise ScenarioError(f"unknown constant {const!r}; valid: {', '.join(CONSTANTS)} "
+                                "(ID:constant for one device or link)", field="fit")
+        if not ident:
+            if c.target != "device":
+                raise ScenarioError(f"{const} is a link constant: name the link, e.g. "
+                                    f"nvlink4:{const}", field="fit")
+            keys += [("device", d, const) for d in devices]
+            continue
+        try:
+            spec = get_device(ident) if c.target == "device" else get_link(ident)
+        except ScenarioError as err:
+            raise ScenarioError(err.reason, field="fit") from None
+        keys.append((c.target, spec.id, const))
+    return list(dict.fromkeys(keys))
+
+
+def calibrate(*, runs: str | Path | None = None, nccl: Sequence[str | Path] = (),
+              traces: Sequence[str | Path] = (), scenario: str | Path | None = None,
+              device: str | None = None, fit: Sequence[str] | None = None,
+              nccl_op: str | None = None, algorithm: str = "auto",
+              out: str | Path | None = None, cross_validate: bool = True) -> Calibration:
+    """Fit model constants to measurements (see the module doc) and, with *out*, write the
+    calibration file.
+
+    Parameters
+    ----------
+    runs : a table of measured runs (CSV or YAML, :mod:`hwsim.calibrate.runs`).
+    nccl : nccl-tests output files, measured on *scenario*'s cluster.
+    traces : Kineto trace JSON files of one training step on *device* (default: *scenario*'s
+        accelerator).
+    scenario : the scenario whose cluster the nccl-tests and traces were measured on.
+    fit : constants the runs fit (``ID:constant``, or a device constant's name for each device
+        of the runs); default ``framework_compute_factor``.
+    nccl_op : the collective of nccl-tests files that do not say (``allreduce``, ...).
+    algorithm : the collective algorithm nccl-tests ran (``auto``: NCCL's choice).
+    """
+    if runs is None and not nccl and not traces:
+        raise ScenarioError("nothing to calibrate from; valid: --runs TABLE, --nccl FILE "
+                            "(with --scenario), --trace FILE (with --scenario or --device)")
+    scen = None
+    if scenario is not None:
+        from hwsim.scenario import load_scenario
+        scen = load_scenario(scenario)
+    elif nccl:
+        raise ScenarioError("nccl-tests output is simulated on the cluster it was measured on; "
+                            "valid: --scenario FILE whose cluster is that cluster", field="nccl")
+    result = Calibration()
+    fixed: dict[Key, float] = {}
+    if scen is not None and scen.calibration is not None:
+        fixed.update(read_calibration(scen.calibration))
+    if traces:
+        from hwsim.calibrate.stages import fit_traces
+        fit_traces(result, fixed, traces, scen, device)
+    if nccl:
+        from hwsim.calibrate.stages import fit_nccl
+        fit_nccl(result, fixed, nccl, scen, nccl_op, algorithm, cross_validate)
+    if runs is not None:
+        _fit_runs(result, fixed, runs, fit, cross_validate)
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _fit_runs(result: Calibration, fixed: dict[Key, float], path: str | Path,
+              fit: Sequence[str] | None, cross_validate: bool) -> None:
+    from hwsim.calibrate.runs import devices_of, predict_run, read_runs
+
+    rows = read_runs(path)
+    devices = sorted({d for r in rows for d in devices_of(r)})
+    keys = parse_fit(fit or ["framework_compute_factor"], devices)
+    start = {k: current(k, fixed) for k in keys}
+    measured = [r.measured for r in rows]
+    what = f"the runs of {path}"
+
+    def predict(i: int, values: dict[Key, float]) -> float:
+        return predict_run(rows[i], values)
+
+    before = [predict(i, fixed) for i in range(len(rows))]
+    best = least_squares(keys, start, predict, measured, fixed=fixed, what=what)
+    held = loo(keys, best, predict, measured, fixed, what=what) if cross_validate \
+        else [math.nan] * len(rows)
+    record(result, fixed, keys, best.values, start, str(path), rows=[r.name for r in rows],
+           metric=[r.metric for r in rows], measured=measured, before=before,
+           after=best.predicted, held=held,
+           fitted_to=f"{len(rows)} measured runs of {Path(path).name} "
+                     f"({', '.join(sorted({r.metric for r in rows}))}): "
+                     + ", ".join(r.name for r in rows))
+
+
+def record(result: Calibration, fixed: dict[Key, float], keys: Sequence[Key],
+           values: dict[Key, float], start: dict[Key, float], source: str, *, rows: list,
+           metric: list[str], measured: list[float], before: list[float], after: list[float],
+           held: list[float], fitted_to: str) -> None:
+    """Add one stage's fitted *keys* and rows to *result*, and its values to *fixed*."""
+    loo_err = mape(held, measured) if not any(math.isnan(h) for h in held) else math.nan
+    result.constants = [f for f in result.constants if f.key not in set(keys)]
+    for k in keys:
+        result.constants.append(Fitted(k, values[k], current(k), fitted_to, mape(before, measured),
+                                       mape(after, measured), loo_err, len(measured)))
+        fixed[k] = values[k]
+    for i, m in enumerate(measured):
+        result.rows.append({"source": source, "row": rows[i], "metric": metric[i],
+                            "measured": m, "before": before[i], "after": after[i],
+                            "loo": None if math.isnan(held[i]) else held[i]})
