@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from hwsim.analysis import (bottleneck, compare, critical_path, device_energy_j, resource_summary,
                             utilization)
 from hwsim.analysis.result import Result
-# the function, not the package: hwsim.calibrate(...) (import its modules with "from")
-from hwsim.calibrate import calibrate
+from hwsim.calibration import calibrate
 from hwsim.catalog import get_device, get_link, get_storage, load_catalog
 from hwsim.exceptions import HwsimError, InfeasibleError, NoRouteError, ScenarioError
 from hwsim.scenario import Scenario, load_scenario

@@ -503,11 +503,12 @@ def calibrate(
         "calibration.yaml"),
     no_loo: Annotated[bool, typer.Option(
         "--no-loo", help="Skip leave-one-out cross-validation (faster).")] = False,
+    fmt: FormatOption = "table",
 ) -> None:
     """Fit model constants to your own measurements (measured runs, nccl-tests output, Kineto
     traces) and write a calibration file for scenarios to name (calibration: FILE); prints each
     constant and every row's error before and after, with leave-one-out cross-validation."""
-    from hwsim.calibrate.core import calibrate as fit_constants
+    from hwsim.calibration.core import calibrate as fit_constants
 
     try:
         result = fit_constants(runs=runs, nccl=nccl or (), traces=trace or (),
@@ -517,8 +518,11 @@ def calibrate(
         raise _fail(err) from None
     except OSError as err:
         raise _fail(HwsimError(f"cannot write the calibration file: {err}")) from None
-    typer.echo(result.text())
-    typer.echo(f"wrote {out}")
+    from hwsim.tables import Table, emit
+
+    emit([Table.from_records(title, records) for title, records in result.tables().items()],
+         fmt, key_by_title=True)
+    typer.echo(f"wrote {out}", err=fmt != "table")
 
 
 def main() -> None:

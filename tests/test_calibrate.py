@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import hwsim
 from hwsim import cli
-from hwsim.calibrate.kineto import kernel_class, read_trace
-from hwsim.calibrate.nccltests import format_nccl_tests, parse_nccl_tests, read_nccl_tests
+from hwsim.calibration.kineto import kernel_class, read_trace
+from hwsim.calibration.nccltests import format_nccl_tests, parse_nccl_tests, read_nccl_tests
 from hwsim.exceptions import ScenarioError
 from hwsim.scenario import load_scenario
 from hwsim.scenario.build import build_graph
@@ -111,7 +111,7 @@ def test_published_rows_error_drops_and_applies_only_where_named(tmp_path: Path)
     result = runner.invoke(cli.app, ["calibrate", "--runs", str(FIX / "megatron2020" / "runs.csv"),
                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "LOO" in result.output and "framework_compute_factor" in result.output
+    assert "loo_error" in result.output and "framework_compute_factor" in result.output
     data = yaml.safe_load(out.read_text())
     entry = data["devices"]["A100-SXM4-80GB"]["framework_compute_factor"]
     assert entry["error_after"] < entry["error_before"]

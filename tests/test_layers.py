@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "hwsim"
 # planning sits above scenario: sweeps and searches vary scenario fields and run scenarios
 # (issue 7: "sweeps run scenarios, so they live in hwsim/planning/"); the front calls planning
 RANK = {"units": 0, "exceptions": 0, "catalog": 1, "engine": 1, "topology": 2, "workloads": 2,
-        "jobs": 3, "analysis": 3, "simulation": 4, "scenario": 5, "planning": 6, "calibrate": 6,
+        "jobs": 3, "analysis": 3, "simulation": 4, "scenario": 5, "planning": 6, "calibration": 6,
         "cli": 7,
         "tables": 7,
         "__init__": 7, "__main__": 7}
@@ -26,8 +26,8 @@ FORBIDDEN = {("engine", "catalog"), ("catalog", "engine"), ("topology", "workloa
              ("planning", "engine"), ("planning", "jobs"), ("planning", "simulation"),
              # calibrate runs scenarios and, for nccl-tests, one collective through simulation
              # (hwsim.simulation.collective_time); it knows nothing of engine or jobs internals
-             ("calibrate", "engine"), ("calibrate", "jobs"), ("calibrate", "planning"),
-             ("planning", "calibrate")}
+             ("calibration", "engine"), ("calibration", "jobs"), ("calibration", "planning"),
+             ("planning", "calibration")}
 
 
 def _layer(path: Path) -> str:

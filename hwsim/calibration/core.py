@@ -4,11 +4,11 @@ calibration file a scenario names (``calibration: FILE``; docs/calibration.md).
 Three kinds of measurement, fitted in this order, each stage with the constants of the stages
 before it in place:
 
-1. Kineto traces (:mod:`hwsim.calibrate.kineto`): the device's ``compute_efficiency``,
+1. Kineto traces (:mod:`hwsim.calibration.kineto`): the device's ``compute_efficiency``,
    ``memory_efficiency`` and ``launch_overhead_s``.
-2. nccl-tests output (:mod:`hwsim.calibrate.nccltests`), simulated on the scenario's cluster:
+2. nccl-tests output (:mod:`hwsim.calibration.nccltests`), simulated on the scenario's cluster:
    the ``efficiency`` and ``latency_s`` of the link the collective is bound by.
-3. Measured runs (:mod:`hwsim.calibrate.runs`): by default the ``framework_compute_factor`` of
+3. Measured runs (:mod:`hwsim.calibration.runs`): by default the ``framework_compute_factor`` of
    every device the runs train on; any constants of
    :data:`hwsim.scenario.calibration.CONSTANTS` with ``fit``.
 
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from hwsim.calibrate.fit import label, least_squares, loo, mape
+from hwsim.calibration.fit import label, least_squares, loo, mape
 from hwsim.exceptions import ScenarioError
 from hwsim.scenario.calibration import CONSTANTS, VERSION, Key, current, read_calibration
 
@@ -73,41 +73,34 @@ class Calibration:
         return out
 
     def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text("# written by `hwsim calibrate`; name it in a scenario as "
-                       f"`calibration: {p.name}` (docs/calibration.md)\n"
-                       + yaml.safe_dump(self.to_dict(), sort_keys=False, width=100))
-        tmp.replace(p)
-        return p
+        from hwsim.analysis.export import atomic_write_bytes
 
-    def text(self) -> str:
-        """The report ``hwsim calibrate`` prints."""
-        lines = [f"{'constant':44} {'catalog':>10} {'fitted':>10} {'err before':>10} "
-                 f"{'err after':>10} {'LOO err':>8}  fitted to"]
-        for f in self.constants:
-            lines.append(f"{label(f.key):44} {f.catalog:10.4g} {f.value:10.4g} "
-                         f"{100 * f.error_before:9.1f}% {100 * f.error_after:9.1f}% "
-                         f"{_pct(f.loo_error):>8}  {f.fitted_to}")
-        if self.rows:
-            lines += ["", f"{'source':28} {'row':28} {'metric':14} {'measured':>11} "
-                          f"{'before':>8} {'after':>8} {'LOO':>8}"]
-            for r in self.rows:
-                m = r["measured"]
-                lines.append(f"{r['source'][-28:]:28} {str(r['row'])[:28]:28} {r['metric']:14} "
-                             f"{m:11.4g} {_pct(r['before'] / m - 1, True):>8} "
-                             f"{_pct(r['after'] / m - 1, True):>8} "
-                             f"{_pct(r['loo'] / m - 1 if r['loo'] is not None else math.nan, True):>8}")
-        return "\n".join(lines)
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_bytes(p, ("# written by `hwsim calibrate`; name it in a scenario as "
+                                      f"`calibration: {p.name}` (docs/calibration.md)\n"
+                                      + yaml.safe_dump(self.to_dict(), sort_keys=False,
+                                                       width=100)).encode())
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        """The report ``hwsim calibrate`` prints, as records by title: each fitted constant
+        (catalog and fitted value, error before and after, leave-one-out error: fractions) and,
+        when there are rows, each measured row's error before, after and left out."""
+        constants = [{"constant": label(f.key), "catalog": f.catalog, "fitted": f.value,
+                      "error_before": f.error_before, "error_after": f.error_after,
+                      "loo_error": None if math.isnan(f.loo_error) else f.loo_error,
+                      "fitted_to": f.fitted_to} for f in self.constants]
+        rows = [{"source": r["source"], "row": str(r["row"]), "metric": r["metric"],
+                 "measured": r["measured"], "before": r["before"] / r["measured"] - 1,
+                 "after": r["after"] / r["measured"] - 1,
+                 "loo": None if r["loo"] is None else r["loo"] / r["measured"] - 1}
+                for r in self.rows]
+        return {"constants": constants, **({"rows": rows} if rows else {})}
 
 
 def _r(x: float, digits: int = 6) -> float:
     return float(f"{x:.{digits}g}")
 
-
-def _pct(x: float, sign: bool = False) -> str:
-    return "-" if x is None or math.isnan(x) else (f"{100 * x:+.1f}%" if sign else
-                                                   f"{100 * x:.1f}%")
 
 
 def parse_fit(names: Iterable[str], devices: Sequence[str]) -> list[Key]:
@@ -146,7 +139,7 @@ def calibrate(*, runs: str | Path | None = None, nccl: Sequence[str | Path] = ()
 
     Parameters
     ----------
-    runs : a table of measured runs (CSV or YAML, :mod:`hwsim.calibrate.runs`).
+    runs : a table of measured runs (CSV or YAML, :mod:`hwsim.calibration.runs`).
     nccl : nccl-tests output files, measured on *scenario*'s cluster.
     traces : Kineto trace JSON files of one training step on *device* (default: *scenario*'s
         accelerator).
@@ -171,10 +164,10 @@ def calibrate(*, runs: str | Path | None = None, nccl: Sequence[str | Path] = ()
     if scen is not None and scen.calibration is not None:
         fixed.update(read_calibration(scen.calibration))
     if traces:
-        from hwsim.calibrate.stages import fit_traces
+        from hwsim.calibration.stages import fit_traces
         fit_traces(result, fixed, traces, scen, device)
     if nccl:
-        from hwsim.calibrate.stages import fit_nccl
+        from hwsim.calibration.stages import fit_nccl
         fit_nccl(result, fixed, nccl, scen, nccl_op, algorithm, cross_validate)
     if runs is not None:
         _fit_runs(result, fixed, runs, fit, cross_validate)
@@ -185,7 +178,7 @@ def calibrate(*, runs: str | Path | None = None, nccl: Sequence[str | Path] = ()
 
 def _fit_runs(result: Calibration, fixed: dict[Key, float], path: str | Path,
               fit: Sequence[str] | None, cross_validate: bool) -> None:
-    from hwsim.calibrate.runs import devices_of, predict_run, read_runs
+    from hwsim.calibration.runs import devices_of, predict_run, read_runs
 
     rows = read_runs(path)
     devices = sorted({d for r in rows for d in devices_of(r)})

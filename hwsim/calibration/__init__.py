@@ -3,12 +3,11 @@ measured runs, nccl-tests output and Kineto traces fitted into a calibration fil
 scenario names (``calibration: FILE``).
 
 This package sits above the scenario front (it loads and runs scenarios), beside
-:mod:`hwsim.planning`. ``hwsim.calibrate`` (the attribute of the top-level package) is the
-function :func:`calibrate`; import this package's modules with ``from hwsim.calibrate.X import``.
+:mod:`hwsim.planning`; :func:`calibrate` is ``hwsim.calibrate`` in the public API.
 """
 
 from __future__ import annotations
 
-from hwsim.calibrate.core import Calibration, Fitted, calibrate
+from hwsim.calibration.core import Calibration, Fitted, calibrate
 
 __all__ = ["calibrate", "Calibration", "Fitted"]

@@ -1,4 +1,4 @@
-"""The trace and nccl-tests stages of :func:`hwsim.calibrate.calibrate`."""
+"""The trace and nccl-tests stages of :func:`hwsim.calibration.calibrate`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from hwsim.calibrate.core import Calibration, record
-from hwsim.calibrate.fit import least_squares, loo
-from hwsim.calibrate.kineto import fittable, model_time, read_trace
-from hwsim.calibrate.nccltests import bound_link, devices_for, predict_time, read_nccl_tests
+from hwsim.calibration.core import Calibration, record
+from hwsim.calibration.fit import least_squares, loo
+from hwsim.calibration.kineto import fittable, model_time, read_trace
+from hwsim.calibration.nccltests import bound_link, devices_for, predict_time, read_nccl_tests
 from hwsim.catalog import get_device
 from hwsim.catalog.loader import load_catalog, suggest_ids
 from hwsim.exceptions import ScenarioError
@@ -53,7 +53,7 @@ def _spec(ident: str, fixed: dict[Key, float], **more: float):
 def fit_traces(result: Calibration, fixed: dict[Key, float], files: Sequence[str | Path],
                scen: Any, device: str | None) -> None:
     """GEMM efficiency, memory-bound efficiency and launch overhead of the traces' device
-    (:mod:`hwsim.calibrate.kineto`), each by the closed form there, with leave-one-out over the
+    (:mod:`hwsim.calibration.kineto`), each by the closed form there, with leave-one-out over the
     kernel names. The kernels run inside the framework, so their efficiencies are in-framework
     figures: the device's framework factors are set to 1 with them."""
     traces = [read_trace(f) for f in files]
