@@ -29,6 +29,8 @@ A100_PLATEAU = 271.2e12  # calibration.yaml gemm_achievable bf16_tflops A100-SXM
 
 # Fields that are not figures (identity, text, provenance); every other field present needs a source.
 NON_FIGURES = {"id", "kind", "name", "link_class", "price_date", "sources"}
+# Fields that name a catalog link (not a quantity) but, like a figure, need a source.
+LINK_FIELDS = {"host_link"}
 
 
 def _all_specs():
@@ -168,7 +170,7 @@ def test_every_efficiency_in_unit_interval_and_every_quantity_positive():
     for spec in _all_specs():
         for f in dataclasses.fields(spec):
             v = getattr(spec, f.name)
-            if f.name in NON_FIGURES or v is None:
+            if f.name in NON_FIGURES | LINK_FIELDS or v is None:
                 continue
             values = v.values() if isinstance(v, dict) else [v]
             assert all(math.isfinite(x) and x > 0 for x in values), (spec.id, f.name)

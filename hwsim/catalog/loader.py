@@ -23,18 +23,20 @@ from hwsim.exceptions import ScenarioError
 from hwsim.units import UnitError, parse_quantity
 
 __all__ = ["Catalog", "load_catalog", "parse_catalog_file", "get_device", "get_link", "get_storage",
-           "catalog_rows", "fit_compute_ramp", "suggest_ids", "SECTIONS", "FIELDS"]
+           "catalog_rows", "fit_compute_ramp", "suggest_ids", "check_host_links", "SECTIONS",
+           "FIELDS"]
 
 SECTIONS = ("devices", "links", "storage")
-#: per section, YAML key -> how it is read (a parse_quantity dimension, "str", "int", "peak" or
-#: "efficiency"; a trailing "?" marks it optional). Every value not read as "str" needs a source.
+#: per section, YAML key -> how it is read (a parse_quantity dimension, "str", "int", "peak",
+#: "efficiency" or "link": a link id of links.yaml; a trailing "?" marks it optional). Every value
+#: not read as "str" needs a source.
 FIELDS: dict[str, dict[str, str]] = {
     "devices": dict(kind="str", name="str", peak="peak", memory="bytes", mem_bw="bytes_per_s",
                     compute_efficiency="efficiency", compute_ramp="flops", memory_efficiency="efficiency",
                     launch_overhead="time", framework_compute_factor="efficiency?",
                     framework_memory_factor="efficiency?", idle_power="power", peak_power="power", cores="int?",
                     threads="int?",
-                    price="usd?", price_per_hour="usd_per_h?", price_date="str?"),
+                    price="usd?", price_per_hour="usd_per_h?", price_date="str?", host_link="link?"),
     "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
               "efficiency": "efficiency", "power": "power?"},
     "storage": dict(kind="str", name="str", read_bw="bytes_per_s", write_bw="bytes_per_s", read_iops="rate",
@@ -61,11 +63,11 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _value(raw: Any, how: str, err: Callable[[str], ScenarioError]) -> Any:
     """Convert one YAML value read as *how*; *err(reason)* builds the error to raise."""
-    if how == "str" and not (isinstance(raw, str) and raw.strip()):
+    if how in ("str", "link") and not (isinstance(raw, str) and raw.strip()):
         raise err(f"expected a non-empty string, got {raw!r}")
     if how == "int" and (isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0):
         raise err(f"expected a positive integer, got {raw!r}")
-    if how in ("str", "int"):
+    if how in ("str", "int", "link"):
         return raw
     try:
         x = parse_quantity(raw, "dimensionless" if how == "efficiency" else how)
@@ -227,7 +229,19 @@ def load_catalog() -> Catalog:
     """Parse the packaged catalog files once (cached) and return the :class:`Catalog`."""
     with resources.as_file(resources.files("hwsim.catalog").joinpath("data")) as folder:
         parsed = {s: parse_catalog_file(Path(folder) / f"{s}.yaml", s) for s in SECTIONS}
+        check_host_links(parsed["devices"], parsed["links"], str(Path(folder) / "devices.yaml"))
     return Catalog(**parsed)
+
+
+def check_host_links(devices: Mapping[str, DeviceSpec], links: Mapping[str, LinkSpec],
+                     path: str) -> None:
+    """Every device's ``host_link`` names a ``pcie`` link of *links*; ScenarioError naming
+    *path*, the device and the field otherwise."""
+    pcie = sorted(k for k, v in links.items() if v.link_class == "pcie")
+    for d in devices.values():
+        if d.host_link is not None and d.host_link not in pcie:
+            raise ScenarioError(f"{d.host_link!r} is not a PCIe link of links.yaml; valid: "
+                                f"{', '.join(pcie)}", file=path, field=f"{d.id}.host_link")
 
 
 def get_device(id: str) -> DeviceSpec:  # noqa: A002
@@ -268,7 +282,7 @@ def catalog_rows(section: str) -> list[dict[str, Any]]:
              "framework_memory_factor": d.framework_memory_factor,
              "launch_overhead_us": d.launch_overhead_s * 1e6, "idle_w": d.idle_power_w, "tdp_w": d.peak_power_w,
              "cores": d.cores, "threads": d.threads, "price_usd": d.price_usd, "price_usd_per_hour": d.price_usd_per_hour,
-             "price_date": d.price_date} for d in cat.devices.values()]
+             "price_date": d.price_date, "host_link": d.host_link} for d in cat.devices.values()]
 
 
 def fit_compute_ramp(points: Mapping[float, float], plateau_flops_per_s: float) -> tuple[float, list[float]]:

@@ -57,6 +57,11 @@ class DeviceSpec:
 
     ``launch_overhead_s`` is the host's time to dispatch one op
     (kernel launch and framework dispatch); see :meth:`op_time_s`. ``sources`` maps a field name to where its figure comes from.
+
+    ``host_link`` is the catalog link id (a ``pcie*`` link) of the device's host interface, the
+    PCIe generation its datasheet states (a CPU socket's: its PCIe lanes' generation). A server
+    whose scenario sets no ``host_link`` uses its accelerator's, else its CPU's
+    (:func:`hwsim.topology.builders.default_host_link`). None where no datasheet states one.
     """
 
     id: str
@@ -78,6 +83,7 @@ class DeviceSpec:
     price_usd: float | None = None
     price_usd_per_hour: float | None = None
     price_date: str | None = None
+    host_link: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def peak(self, dtype: str) -> float:

@@ -25,6 +25,9 @@ SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
     # (900 GB/s per GPU), 8x 400 Gb/s NDR ConnectX-7, 2x Intel Xeon Platinum 8480C. [DGX-H200]
     # HGX H200: NVLink 4, NDR 400 Gb/s. [DGX-B200] DGX B200 datasheet: NVLink 5, 8x 400 Gb/s.
     # [DGX-2] V100-SXM3 servers (AWS p3dn: NVLink 2, 100 Gb/s; EDR InfiniBand used here).
+    # No host_link here: a candidate's is its device's catalog host_link (the PCIe generation
+    # of its datasheet, hwsim.topology.builders.default_host_link), as for any node that sets
+    # none; cluster_for drops the base's so that it does not carry over to another device.
     "V100-SXM2-32GB": {"intra_node": "nvlink2", "nic": "ib-edr-100", "cpu": "Xeon-8480"},
     "A100-SXM4-40GB": {"intra_node": "nvlink3", "nic": "ib-hdr-200", "cpu": "EPYC-7742"},
     "A100-SXM4-80GB": {"intra_node": "nvlink3", "nic": "ib-hdr-200", "cpu": "EPYC-7742"},
@@ -65,10 +68,12 @@ def node_of(base: Mapping[str, Any]) -> dict:
 
 def cluster_for(base: Mapping[str, Any], device: str, nodes: int,
                  node_overrides: Mapping[str, Mapping[str, Any]] | None) -> dict:
-    """The base cluster rewritten for *nodes* servers of *device* (same gpus_per_node)."""
+    """The base cluster rewritten for *nodes* servers of *device* (same gpus_per_node); for
+    another device than the base's, its :data:`SERVER_DEFAULTS` and its own default host
+    link (the base's ``intra_node``, ``nic``, ``cpu`` and ``host_link`` are dropped)."""
     node = node_of(base)
     if device != node["gpu"]:
-        for key in ("intra_node", "nic", "cpu"):
+        for key in ("intra_node", "nic", "cpu", "host_link"):
             node.pop(key, None)
         node.update(SERVER_DEFAULTS.get(device, {}))
         if "nic" in node:

@@ -82,7 +82,7 @@ class NodeSpec(StrictModel):
     cpu: str = "EPYC-7742"
     cpu_sockets: PosInt = 2
     intra_node: str | None = None
-    host_link: str = "pcie4-x16"
+    host_link: str | None = None  # None: the accelerator's catalog host_link, else the CPU's
     nic: str | None = None
     nics_per_node: Count = 0
     local_storage: str | None = None

@@ -18,7 +18,8 @@ from hwsim.topology import attributes as A
 from hwsim.topology.attributes import check_connected, from_explicit
 
 __all__ = ["single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
-           "TOPOLOGIES", "INTER_SOCKET_BW_BYTES_PER_S", "INTER_SOCKET_LATENCY_S"]
+           "default_host_link", "TOPOLOGIES", "INTER_SOCKET_BW_BYTES_PER_S",
+           "INTER_SOCKET_LATENCY_S"]
 
 TOPOLOGIES = ("fat-tree", "rail-optimized", "single-switch", "torus")
 DEFAULT_LEAF_RADIX = 64
@@ -29,9 +30,25 @@ _NODE_KEYS = ("gpu", "gpus_per_node", "tpu", "cpu", "cpu_sockets", "intra_node",
               "nic", "nics_per_node", "local_storage", "host_memory")
 
 
+def default_host_link(accelerator: str | None = None, cpu: str = "EPYC-7742") -> str:
+    """The ``host_link`` of a server that sets none: the catalog ``host_link`` of its
+    *accelerator* (a GPU or TPU id; the PCIe generation of its datasheet: pcie5-x16 for H100,
+    H200, B200, MI300X, pcie4-x16 for A100 and L40S, pcie3-x16 for V100), else, for CPU-only
+    servers and accelerators that list none (TPUs), that of its *cpu*. ScenarioError (field
+    ``host_link``) when neither lists one."""
+    acc = None if accelerator is None else A._lookup("get_device", accelerator, "gpu")
+    cpu_s = A.device_spec(cpu, "cpu", A.CPU)
+    link = (acc.host_link if acc is not None else None) or cpu_s.host_link
+    if link is None:
+        raise ScenarioError(f"neither {acc.id if acc else 'the node'} nor {cpu_s.id} lists a "
+                            "host_link in the catalog; set one, e.g. host_link: pcie4-x16",
+                            field="host_link")
+    return link
+
+
 def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | None = None,
                 cpu: str = "EPYC-7742", cpu_sockets: int = 2, intra_node: str | None = None,
-                host_link: str = "pcie4-x16", nic: str | None = None, nics_per_node: int = 0,
+                host_link: str | None = None, nic: str | None = None, nics_per_node: int = 0,
                 local_storage: str | None = None, host_memory: str = "ddr4-host", server: int = 0,
                 site: str = A.DEFAULT_SITE, graph: nx.Graph | None = None,
                 name: str | None = None) -> nx.Graph:
@@ -42,6 +59,8 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
 
     ``intra_node``: an nvlink id (an ``n{s}.nvswitch`` joins the GPUs), a pcie id (GPUs talk over
     the PCIe tree; the id is their attachment), for TPUs an ici id (a ring), None (PCIe only).
+    ``host_link`` (every PCIe edge: switch-CPU, GPU-switch, NIC-switch, drive): None takes
+    :func:`default_host_link` of the accelerator and CPU.
     A ``nic`` with ``nics_per_node=0`` gives one NIC. The local drive is named after its catalog
     kind: ``n{server}.nvme``, ``n{server}.ssd`` (SATA), ``n{server}.hdd``.
     """
@@ -55,6 +74,8 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
     acc = A.device_spec(acc_id, kind, kind) if acc_id is not None else None
     cpu_s = A.device_spec(cpu, "cpu", A.CPU)
     sockets = A.int_arg(cpu_sockets, "cpu_sockets", 1)
+    if host_link is None:
+        host_link = default_host_link(acc.id if acc is not None else None, cpu_s.id)
     host = A.link_spec(host_link, "host_link", ("pcie",))
     if intra_node is not None and acc is None:
         raise ScenarioError("needs gpu or tpu accelerators", field="intra_node")
