@@ -5,8 +5,8 @@ Usage::
     python benchmarks/fit_calibration.py [--rows ID ...] [--workers N]
 
 The constants are catalog fields (``hwsim/catalog/data/devices.yaml``) of the GPUs the validation
-rows run on, see :data:`PARAMETERS`: ``framework_compute_factor`` per GPU generation (V100, A100,
-H100) and one ``framework_memory_factor`` shared by all of them. The fit runs the fitted rows
+rows run on, see :data:`PARAMETERS`: one ``framework_compute_factor`` for the V100, A100 and H100
+(:data:`GENERATIONS`) and one ``framework_memory_factor`` shared by all of them. The fit runs the fitted rows
 (``fitted:`` in ``benchmarks/validation_cases.yaml``, or ``--rows``) through the same
 :func:`validate_training.run_case` as the report, with the constants set in the loaded catalog,
 and minimises the sum of squared log errors ``sum(log(predicted / published)^2)`` by Nelder-Mead
@@ -36,8 +36,11 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import validate_training as vt  # noqa: E402
 
-GENERATIONS = {"pre-Hopper": ("V100-SXM2-32GB", "A100-SXM4-80GB"),
-               "Hopper": ("H100-SXM5-80GB",)}
+GENERATIONS = {"GPU": ("V100-SXM2-32GB", "A100-SXM4-80GB", "H100-SXM5-80GB")}
+"""One software factor for every GPU generation: since the kernel model
+(:mod:`hwsim.catalog.kernels`) times each GEMM and attention kernel from its shape, what is left
+is the framework's (eager dispatch, unfused kernels, sustained clocks), fitted to the rows of
+every generation together (it was one factor per generation, the Hopper one fitted to one row)."""
 PARAMETERS: dict[str, tuple[str, tuple[str, ...]]] = {
     **{f"framework_compute_factor[{g}]": ("framework_compute_factor", ids)
        for g, ids in GENERATIONS.items()},

@@ -350,8 +350,9 @@ class ParallelTrainingJob:
         hit = self._cost.get(k)
         if hit is None:
             prec = self.plan.precision
-            hit = self._cost[k] = (dev.spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed),
-                                   dev.spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed))
+            hit = self._cost[k] = (
+                dev.spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape),
+                dev.spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape))
         return hit
 
     def _ops(self, step: int, s: int, d: int, unit: Unit, ops, base: int,

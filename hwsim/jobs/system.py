@@ -41,14 +41,14 @@ such as an offloaded optimizer step; data-loader workers use the server's thread
     speed: float = 1.0
 
     def op(self, flops: float, nbytes: float, precision: str, *, name: str, job: str, rank: int,
-           stream: Stream | None = None) -> simpy.Process:
+           stream: Stream | None = None, shape: tuple = ()) -> simpy.Process:
         """Run one op on the compute stream: roofline time, never under the dispatch time
         (:meth:`DeviceSpec.op_time_s`); its category says which limit applied."""
         spec = self.spec
         return (stream or self.compute).run(
-            spec.op_time_s(flops, nbytes, precision, speed=self.speed), name=name, job=job,
-            rank=rank, nbytes=nbytes, flops=flops,
-            category=spec.op_bound(flops, nbytes, precision, speed=self.speed))
+            spec.op_time_s(flops, nbytes, precision, speed=self.speed, shape=shape), name=name,
+            job=job, rank=rank, nbytes=nbytes, flops=flops,
+            category=spec.op_bound(flops, nbytes, precision, speed=self.speed, shape=shape))
 
 
 class PageCache:

@@ -134,10 +134,12 @@ class TrainingJob:
                 if loader is not None:
                     yield from loader.next(step)
                 for op in model.forward:
-                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r,
+                                 shape=op.shape)
                 bucket, nb = 0.0, 0
                 for op in model.backward:
-                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r,
+                                 shape=op.shape)
                     if not last or len(plan.ranks) == 1:
                         continue  # DDP no_sync: gradients accumulate locally until the last
                     bucket += op.grad_bytes

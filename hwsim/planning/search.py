@@ -294,7 +294,7 @@ def estimate_step_time(plan, g: nx.Graph) -> float:
             if op.comm:
                 t += 0.0 if op.comm_async else comm_time(op)
             else:
-                t += spec.op_time_s(op.flops, op.bytes, prec)
+                t += spec.op_time_s(op.flops, op.bytes, prec, shape=op.shape)
         return t
 
     stages = [list(st) for st in plan.stages] if parallel else [[plan.model]]
