@@ -153,7 +153,7 @@ sources: {gemm_latency: fit, gemm_tile: guide}
 devices:
   A100-SXM4-80GB:
     sms: 108
-    attention: {kernel: fa2, bf16: 0.7}
+    attention: {fa2: {bf16: 0.7}}
     sources: {sms: wp, attention: paper}
 """
 
@@ -166,8 +166,9 @@ def test_kernels_file_parses(tmp_path):
 
 @pytest.mark.parametrize("old,new,field,msg", [
     ("sms: 108", "sms: 0", "devices.A100-SXM4-80GB.sms", "positive integer"),
-    ("bf16: 0.7", "bf16: 1.7", "devices.A100-SXM4-80GB.attention.bf16", r"\(0, 1\]"),
-    ("bf16: 0.7", "bf17: 0.7", "devices.A100-SXM4-80GB.attention.bf17", "unknown precision"),
+    ("bf16: 0.7", "bf16: 1.7", "devices.A100-SXM4-80GB.attention.fa2.bf16", r"\(0, 1\]"),
+    ("bf16: 0.7", "bf17: 0.7", "devices.A100-SXM4-80GB.attention.fa2.bf17", "unknown precision"),
+    ("{fa2: {", "{fa9: {", "devices.A100-SXM4-80GB.attention.fa9", "unknown attention family"),
     ("A100-SXM4-80GB:", "A100-SXM4-80G:", "devices.A100-SXM4-80G", "did you mean"),
     ("[128, 128]", "[128]", "gemm_tile", r"\[rows, cols\]"),
     ("sources: {sms: wp, attention: paper}", "sources: {sms: wp}",
@@ -189,3 +190,6 @@ def test_shipped_ceiling_fraction_matches_papers():
     assert h["bf16"] == pytest.approx(740 / 989, abs=1e-3)
     assert h["fp8"] == pytest.approx(1200 / 1979, abs=1e-3)
     assert math.isclose(get_device("H200-SXM-141GB").kernels.attention_ceiling["bf16"], h["bf16"])
+    # FlashAttention-2 on Hopper: 35 % ([FA3] abstract), the family a 2023 stack ran
+    assert get_device("H100-SXM5-80GB").kernels.attention["fa2"]["bf16"] == 0.35
+    assert get_device("V100-SXM2-32GB").kernels.attention == {}

@@ -13,7 +13,10 @@ figure's source; ``benchmarks/validate_kernels.py`` prints predicted against mea
 - **Attention** (one fused flash kernel over ``bh`` = batch x heads, ``s_q`` queries against
   ``s_kv`` keys): the work is tiled over (``bh``, blocks of 128 queries), as FlashAttention-2/3
   parallelise it, with the same wave quantisation, at the ceiling of the device's flash kernel at
-  that precision (the papers' figures); a precision without one runs at the GEMM ceiling.
+  that precision (the papers' figures); a precision without one runs at the GEMM ceiling. A device
+  lists its flash kernels by family (:data:`ATTENTION_FAMILIES`); which one runs is the software
+  stack's choice (:mod:`hwsim.catalog.stacks`, :meth:`KernelSpec.with_attention`), by default the
+  first listed.
 
 Memory-bound ops (norms, activations, softmax, optimizer) need no kernel entry: their bytes at the
 measured bandwidth, never under the device's ``launch_overhead_s``
@@ -26,10 +29,16 @@ Op shapes are tuples, as the workloads build them (:attr:`hwsim.workloads.ops.Op
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
-__all__ = ["KernelSpec", "ATTENTION_BLOCK", "MMA_GRANULE", "SHAPE_KINDS", "check_shape"]
+__all__ = ["KernelSpec", "ATTENTION_BLOCK", "ATTENTION_FAMILIES", "MMA_GRANULE", "SHAPE_KINDS",
+           "check_shape"]
+
+ATTENTION_FAMILIES = ("fa3", "fa2")
+"""Fused attention kernel families a device entry can list: FlashAttention-3 (Shah et al. 2024,
+Hopper), FlashAttention-2 (Dao 2023). A stack that runs neither runs attention unfused (batched
+GEMMs around a softmax pass: the workload's ``flash_attention=False`` ops)."""
 
 ATTENTION_BLOCK = 128
 """Queries per thread block of a flash attention kernel (FlashAttention-2's forward block for head
@@ -57,15 +66,29 @@ def check_shape(shape: Sequence) -> None:
 @dataclass(frozen=True)
 class KernelSpec:
     """The kernel figures of one GPU (``data/kernels.yaml``): ``sms``; ``tile`` (rows, cols of
-    one GEMM output tile); ``latency_s`` per GEMM; ``attention_kernel`` and
-    ``attention_ceiling`` (precision -> fraction of the dense peak) of its flash kernel."""
+    one GEMM output tile); ``latency_s`` per GEMM; ``attention`` (family -> precision ->
+    fraction of the dense peak) of the flash kernels that run on it, and ``attention_kernel``,
+    the family in use (default: the first listed; :meth:`with_attention`)."""
 
     sms: int
     tile: tuple[int, int]
     latency_s: float
     attention_kernel: str | None = None
-    attention_ceiling: Mapping[str, float] = field(default_factory=dict)
+    attention: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def attention_ceiling(self) -> Mapping[str, float]:
+        """Precision -> ceiling of the flash kernel in use (empty when none)."""
+        return self.attention.get(self.attention_kernel, {}) if self.attention_kernel else {}
+
+    def with_attention(self, family: str | None) -> KernelSpec:
+        """This kernel model running flash kernel *family* (one of :attr:`attention`), or none
+        (``None``: attention unfused)."""
+        if family is not None and family not in self.attention:
+            raise ValueError(f"attention family {family!r} is not listed for this device; "
+                             f"valid: {', '.join(self.attention) or 'none'}")
+        return replace(self, attention_kernel=family)
 
     def waves(self, tiles: float) -> int:
         """Waves of *tiles* thread blocks over the SMs, one block per SM at a time."""

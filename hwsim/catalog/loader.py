@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from hwsim.catalog.kernels import KernelSpec
+from hwsim.catalog.kernels import ATTENTION_FAMILIES, KernelSpec
 from hwsim.catalog.specs import (DEVICE_KINDS, DTYPES, LINK_CLASSES, STORAGE_KINDS, DeviceSpec,
                                  LinkSpec, StorageSpec)
 from hwsim.exceptions import ScenarioError
@@ -285,23 +285,28 @@ def parse_kernels_file(path: str | Path, devices: Mapping[str, DeviceSpec]) -> d
         sms = _value(body.get("sms"), "int", lambda reason: err(f"devices.{key}.sms", reason))
         attn = body.get("attention") or {}
         if not isinstance(attn, dict):
-            raise err(f"devices.{key}.attention", "expected {kernel: NAME, PRECISION: fraction}")
-        ceilings = {}
-        for d, v in attn.items():
-            if d == "kernel":
-                continue
-            if d not in DTYPES:
-                raise err(f"devices.{key}.attention.{d}", f"unknown precision; valid: "
-                                                          f"{', '.join(DTYPES)}")
-            ceilings[d] = _value(v, "efficiency",
-                                 lambda reason, d=d: err(f"devices.{key}.attention.{d}", reason))
+            raise err(f"devices.{key}.attention", "expected {FAMILY: {PRECISION: fraction}}; "
+                                                  f"families: {', '.join(ATTENTION_FAMILIES)}")
+        families: dict[str, dict[str, float]] = {}
+        for fam, ceil in attn.items():
+            at = f"devices.{key}.attention.{fam}"
+            if fam not in ATTENTION_FAMILIES:
+                raise err(at, f"unknown attention family; valid: {', '.join(ATTENTION_FAMILIES)}")
+            if not isinstance(ceil, dict):
+                raise err(at, "expected {PRECISION: fraction of the dense peak}")
+            families[fam] = {}
+            for d, v in ceil.items():
+                if d not in DTYPES:
+                    raise err(f"{at}.{d}", f"unknown precision; valid: {', '.join(DTYPES)}")
+                families[fam][d] = _value(v, "efficiency",
+                                          lambda reason, a=f"{at}.{d}": err(a, reason))
         for k in ("sms", "attention") if attn else ("sms",):
             if not isinstance(src.get(k), str) or not src[k].strip():
                 raise err(f"devices.{key}.sources.{k}", "every number needs a source "
                                                         "(datasheet, URL or calibration key)")
         cited = {f"kernel_{k}": " ".join(str(v).split()) for k, v in {**top, **src}.items()}
         out[key] = KernelSpec(sms=sms, tile=(tile[0], tile[1]), latency_s=latency,
-                              attention_kernel=attn.get("kernel"), attention_ceiling=ceilings,
+                              attention_kernel=next(iter(families), None), attention=families,
                               sources=cited)
     return out
 

@@ -91,7 +91,7 @@ class ParallelTrainingJob:
         self.tps = [0] if plan.fold else list(range(plan.tp))
         self.simulated = [plan.rank(s, d, t) for s in range(plan.pp) for d in self.dps
                           for t in self.tps]
-        self.devices: dict[int, Device] = {r: system.device(plan.devices[r])
+        self.devices: dict[int, Device] = {r: system.device(plan.devices[r]).running(plan.stack)
                                            for r in self.simulated}
         self.step_ends: list[list[float]] = [[] for _ in plan.devices]
         self.oom: OutOfCapacity | None = None
