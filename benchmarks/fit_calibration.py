@@ -1,80 +1,70 @@
-"""Fit hwsim's in-framework efficiency constants to the ``fitted:`` rows of the validation cases.
+"""Fit hwsim's software-stack constants to the rows of that stack (and the ResNet-50 input pipeline).
 
 Usage::
 
-    python benchmarks/fit_calibration.py [--rows ID ...] [--workers N]
+    python benchmarks/fit_calibration.py [--stack NAME ...] [--rows ID ...]
+    python benchmarks/fit_calibration.py --input-pipeline
 
-The constants are catalog fields (``hwsim/catalog/data/devices.yaml``) of the GPUs the validation
-rows run on, see :data:`PARAMETERS`: ``framework_compute_factor`` per GPU generation (V100, A100,
-H100) and one ``framework_memory_factor`` shared by all of them. The fit runs the fitted rows
-(``fitted:`` in ``benchmarks/validation_cases.yaml``, or ``--rows``) through the same
-:func:`validate_training.run_case` as the report, with the constants set in the loaded catalog,
-and minimises the sum of squared log errors ``sum(log(predicted / published)^2)`` by Nelder-Mead
-over the logs of the constants (each kept in (0, 1]). It prints the constants, to be copied into
-the catalog with their sources, and the residual of every fitted row.
+Each software-stack profile of ``hwsim/catalog/data/stacks.yaml`` has one fitted constant, its
+``compute_factor`` (the fraction of the kernel model's time the framework reaches), fitted to the
+rows its profile lists under ``fitted_to`` (at least two rows of ``benchmarks/
+validation_cases.yaml``, all run by that stack; ``--rows`` to try others). The fit runs the rows
+through the same :func:`validate_training.run_case` as the report, with the factor set in the
+loaded stacks, and minimises the sum of squared log errors ``sum(log(predicted / published)^2)``
+by Gauss-Newton on ``log(compute_factor)``: each iteration simulates the rows at the factor and 5 %
+above it (:func:`validate_training.log_error_slopes`) and steps to the linearised minimum, until
+the step is under 1e-4. It prints the factor, to be copied into stacks.yaml with the rows, and
+the residual of every fitted row. The stacks' ``memory_factor`` is not fitted (stacks.yaml says
+why); a stand-in profile (``stand_in_for``) is not fitted.
 
 With ``--input-pipeline`` it fits instead the one constant of the ResNet-50 rows' input pipeline,
 ``resnet50.input_pipeline.decode_s_per_sample`` of the validation cases (host CPU time per image
 on one hardware thread), to the rows ``resnet50.input_pipeline.fitted_to`` (the same squared log
 errors, Nelder-Mead over its log), and prints it to be copied into the cases file.
 
-Nothing else is fitted here; every other figure of the catalog is a datasheet value or a
-measurement.
+Nothing else is fitted here; every figure of the hardware catalog is a datasheet value or a
+measurement (the kernel model's one constant is fitted to a GEMM microbenchmark,
+benchmarks/validate_kernels.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import validate_training as vt  # noqa: E402
 
-GENERATIONS = {"pre-Hopper": ("V100-SXM2-32GB", "A100-SXM4-80GB"),
-               "Hopper": ("H100-SXM5-80GB",)}
-PARAMETERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    **{f"framework_compute_factor[{g}]": ("framework_compute_factor", ids)
-       for g, ids in GENERATIONS.items()},
-    "framework_memory_factor": ("framework_memory_factor",
-                                tuple(i for ids in GENERATIONS.values() for i in ids)),
-}
-"""Fitted constant -> (catalog field, device ids whose entry it sets)."""
 
+def fit_stack(name: str, rows: Sequence[str], max_iter: int = 8, tol: float = 1e-4
+              ) -> tuple[float, dict[str, float]]:
+    """The compute factor of stack *name* minimising the squared log errors of *rows* (case ids),
+    and their errors (predicted / published - 1) at it."""
+    from hwsim.catalog.stacks import get_stack
 
-def set_constants(values: dict[str, float]) -> None:
-    """Set the constants in this process's loaded catalog (the cached ``load_catalog()``)."""
-    from hwsim.catalog import load_catalog
-
-    devices = load_catalog().devices
-    for name, value in values.items():
-        field, ids = PARAMETERS[name]
-        for i in ids:
-            devices[i] = dataclasses.replace(devices[i], **{field: value})
-
-
-def _run(args: tuple[str, dict[str, float]]) -> tuple[str, float | None, str]:
-    case_id, values = args
-    set_constants(values)
-    case = next(c for c in vt.load_cases() if c.id == case_id)
-    row = vt.run_case(case, max_gpus=10**6)
-    return case_id, row.error, row.note
-
-
-def log_errors(rows: Sequence[str], values: dict[str, float], pool: ProcessPoolExecutor
-               ) -> dict[str, float]:
-    """``log(predicted / published)`` of each row with the constants *values*."""
-    out = {}
-    for case_id, err, note in pool.map(_run, [(r, values) for r in rows]):
-        if err is None:
-            raise RuntimeError(f"{case_id}: {note}")
-        out[case_id] = math.log1p(err)
-    return out
+    cases = [c for c in vt.load_cases() if c.id in set(rows)]
+    missing = set(rows) - {c.id for c in cases}
+    if missing or len(cases) < 2:
+        raise SystemExit(f"stack {name}: rows {sorted(missing) or list(rows)} are not (two or more) "
+                         "case ids of benchmarks/validation_cases.yaml")
+    wrong = [c.id for c in cases if c.stack != name]
+    if wrong:
+        raise SystemExit(f"stack {name}: rows {wrong} are run by another stack")
+    phi = get_stack(name).compute_factor
+    for _ in range(max_iter):
+        with vt.stack_factors({name: phi}):
+            e0, slope = vt.log_error_slopes(name, cases)
+        x = vt.gauss_newton_step(e0, slope)
+        phi = min(1.0, phi * math.exp(x))
+        if abs(x) < tol:
+            break
+    with vt.stack_factors({name: phi}):
+        errs = {c.id: vt.run_case(c, max_gpus=10**6).error for c in cases}
+    return phi, errs
 
 
 def nelder_mead(f, x0: list[float], step: float = 0.1, tol: float = 1e-4,
@@ -119,27 +109,6 @@ def nelder_mead(f, x0: list[float], step: float = 0.1, tol: float = 1e-4,
     return simplex[i], vals[i]
 
 
-def fit(rows: Sequence[str], workers: int = 2) -> tuple[dict[str, float], dict[str, float]]:
-    """The constants minimising the squared log errors of *rows*, and those errors."""
-    names = list(PARAMETERS)
-    cache: dict[tuple, float] = {}
-
-    with ProcessPoolExecutor(workers) as pool:
-        def cost(x: list[float]) -> float:
-            key = tuple(round(v, 6) for v in x)
-            if key not in cache:
-                values = {n: min(1.0, math.exp(v)) for n, v in zip(names, x)}
-                errs = log_errors(rows, values, pool)
-                # outside (0, 1] the constant is clamped; the penalty keeps the search inside
-                cache[key] = sum(e * e for e in errs.values()) + sum(max(0.0, v) ** 2
-                                                                     for v in x)
-            return cache[key]
-
-        x, _ = nelder_mead(cost, [math.log(0.8)] * len(names))
-        values = {n: min(1.0, math.exp(v)) for n, v in zip(names, x)}
-        return values, log_errors(rows, values, pool)
-
-
 def input_log_errors(rows: Sequence[str], decode_s: float) -> dict[str, float]:
     """``log(predicted / published)`` of the ResNet-50 *rows* at *decode_s* per image."""
     spec = vt.load_spec()
@@ -164,33 +133,32 @@ def fit_input(rows: Sequence[str]) -> tuple[float, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", nargs="+", help="case ids to fit (default: fitted: of the cases "
-                                              "file)")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--stack", nargs="+", help="stacks to fit (default: every fitted stack the "
+                                              "cases file uses)")
+    ap.add_argument("--rows", nargs="+", help="case ids to fit (default: the profile's fitted_to;"
+                                              " one --stack only)")
     ap.add_argument("--input-pipeline", action="store_true",
                     help="fit the ResNet-50 input pipeline's CPU time per image instead")
     args = ap.parse_args(argv)
+    t = time.perf_counter()
     if args.input_pipeline:
         rows = args.rows or vt.load_spec()["resnet50"]["input_pipeline"]["fitted_to"]
-        t = time.perf_counter()
         value, errs = fit_input(rows)
         print(f"{'decode_s_per_sample':36s} {value * 1e3:.4g} ms\n")
         for r, e in errs.items():
             print(f"{r:45s} error {100 * math.expm1(e):+6.2f} %")
         print(f"\n{time.perf_counter() - t:.0f} s", file=sys.stderr)
         return 0
-    rows = args.rows or vt.load_spec().get("fitted") or []
-    if len(rows) < len(PARAMETERS):
-        raise SystemExit(f"{len(rows)} rows cannot fit {len(PARAMETERS)} constants")
-    t = time.perf_counter()
-    values, errs = fit(rows, args.workers)
-    for name, v in values.items():
-        print(f"{name:36s} {v:.4f}")
-    print()
-    for r, e in errs.items():
-        print(f"{r:45s} error {100 * math.expm1(e):+6.2f} %")
-    print(f"\nsum of squared log errors {sum(e * e for e in errs.values()):.3g}; "
-          f"{time.perf_counter() - t:.0f} s", file=sys.stderr)
+    fitted = {n: r for n, r in vt.stack_rows().items() if r}
+    names = args.stack or list(fitted)
+    if args.rows and len(names) != 1:
+        raise SystemExit("--rows needs exactly one --stack")
+    for name in names:
+        phi, errs = fit_stack(name, args.rows or fitted.get(name, []))
+        print(f"{name}: compute_factor {phi:.4f}")
+        for r, e in errs.items():
+            print(f"  {r:45s} error {100 * e:+6.2f} %")
+    print(f"\n{time.perf_counter() - t:.0f} s", file=sys.stderr)
     return 0
 
 

@@ -13,22 +13,29 @@ is special-cased per row. Each scenario runs with ``steps: 2`` through :func:`hw
 (with an input pipeline, :data:`INPUT_ROUNDS` steps per loader worker, so that the mean step is
 over several rounds of the workers' batches).
 
-The table has: case, metric, published, predicted, error (predicted / published - 1) and role.
-Role is ``fitted`` for the rows listed under ``fitted:`` in the cases file (the rows
-``benchmarks/fit_calibration.py`` fits the catalog's in-framework efficiency constants to) and
-``validated`` otherwise; the summary line (mean absolute error, count within 15 %) covers the
-validated rows only. A case that fails (does not fit, invalid input, ...) is kept in the table with
+Each family runs the software stack its cases file names (``stack:``, a profile of
+``hwsim/catalog/data/stacks.yaml``). The table has: case, stack, metric, published, predicted,
+error (predicted / published - 1) and role. Role is ``fitted`` for the rows a stack's compute
+factor was fitted to (the profile's ``fitted_to``; ``benchmarks/fit_calibration.py --stack``) and
+the rows of the ResNet-50 input pipeline's fit, ``validated`` otherwise; the summary line (mean
+absolute error, count within 15 %) covers the validated rows only. Under it, per stack
+(:func:`stack_report`): its fitted rows' residuals, their leave-one-out error (each fitted row
+predicted by the factor refitted to the stack's other fitted rows) and the stack's validated
+rows. A case that fails (does not fit, invalid input, ...) is kept in the table with
 its error text; a case with more GPUs than ``--max-gpus`` (default 2048) is listed as skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import yaml
 
@@ -71,6 +78,7 @@ class Case:
     seq_len: int | None = None
     optimizer: str = "adam"
     data: dict[str, Any] | None = None   # workload.data (the input pipeline), when modelled
+    stack: str | None = None             # workload.stack: the family's software stack
 
 
 @dataclass
@@ -78,6 +86,7 @@ class Row(report_table.Row):
     """One line of the report, with the case's GPU count."""
 
     gpus: int = 0
+    stack: str = ""
 
 
 def load_spec(path: Path = CASES_FILE) -> dict[str, Any]:
@@ -104,8 +113,7 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
                     "megatron2020", f"megatron2020 {sysname} {size} tp{tp}", "iteration_ms", ms,
                     f["source"], node, tp,
                     {"layers": m["layers"], "hidden": m["hidden"], "heads": m["heads"],
-                     "vocab": vocab, "activation": "gelu",
-                     "flash_attention": f["flash_attention"]},
+                     "vocab": vocab, "activation": "gelu"},
                     f["precision"], f["batch_per_replica"][sysname],
                     {"tp": tp, "recompute": f["recompute"]}, seq, f["optimizer"]))
 
@@ -155,12 +163,13 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
                 "megatron2021", f"megatron2021 {r['params_b']}B {r['gpus']}xA100 tp{r['tp']} pp{r['pp']}",
                 "tflops_per_gpu", r["tflops_per_gpu"], f["source"], node, r["gpus"],
                 {"layers": r["layers"], "hidden": r["hidden"], "heads": r["heads"],
-                 "vocab": c["vocab"], "activation": "gelu",
-                 "flash_attention": f["flash_attention"]},
+                 "vocab": c["vocab"], "activation": "gelu"},
                 f["precision"], r["global_batch"],
                 {"tp": r["tp"], "pp": r["pp"], "recompute": f["recompute"],
                  **({"micro_batch": 1} if r["pp"] > 1 else {})}, c["seq_len"],
                 f["optimizer"]))
+    for c in cases:
+        c.stack = spec[c.family]["stack"]
     return cases
 
 
@@ -178,6 +187,8 @@ def scenario_for(case: Case, steps: int = 2) -> dict[str, Any]:
         "kind": "training", "model": dict(case.model), "precision": case.precision,
         "global_batch": case.global_batch, "parallelism": dict(case.parallelism),
         "optimizer": case.optimizer, "steps": steps}
+    if case.stack:
+        workload["stack"] = case.stack
     if case.data:  # past the loaders' start: several rounds of every worker's batches
         workload["steps"] = max(steps, INPUT_ROUNDS * case.data["workers"] + 1)
     if case.seq_len:
@@ -194,7 +205,8 @@ def run_case(case: Case, fitted: Iterable[str] = (), max_gpus: int = DEFAULT_MAX
     import hwsim
 
     row = Row(case.id, case.family, case.metric, float(case.published),
-              role="fitted" if case.id in set(fitted) else "validated", gpus=case.gpus)
+              role="fitted" if case.id in set(fitted) else "validated", gpus=case.gpus,
+              stack=case.stack or "")
     if case.gpus > max_gpus:
         row.note = f"{NOT_RUNNABLE}: {case.gpus} GPUs > --max-gpus {max_gpus}"
         return row
@@ -230,11 +242,119 @@ def report(only: Iterable[str] | None = None, max_gpus: int = DEFAULT_MAX_GPUS,
     return [run_case(c, fitted_rows(spec), max_gpus) for c in cases]
 
 
+def stack_rows(spec: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """Stack name -> the rows its compute factor was fitted to (``fitted_to`` of its profile),
+    for the stacks the families of the cases file run."""
+    from hwsim.catalog.stacks import get_stack
+
+    spec = spec or load_spec()
+    names = dict.fromkeys(spec[f]["stack"] for f in FAMILIES if f in spec)
+    return {n: list(get_stack(n).fitted_to) for n in names}
+
+
 def fitted_rows(spec: dict[str, Any]) -> list[str]:
-    """Rows something was fitted to: the catalog constants' (``fitted:``) and the ResNet-50 input
-    pipeline's CPU cost per image (``resnet50.input_pipeline.fitted_to``)."""
-    return list(spec.get("fitted") or []) + list(
+    """Rows something was fitted to: the stacks' compute factors' (:func:`stack_rows`) and the
+    ResNet-50 input pipeline's CPU cost per image (``resnet50.input_pipeline.fitted_to``)."""
+    return [r for rows in stack_rows(spec).values() for r in rows] + list(
         spec.get("resnet50", {}).get("input_pipeline", {}).get("fitted_to") or [])
+
+
+@contextlib.contextmanager
+def stack_factors(values: dict[str, float]) -> Iterator[None]:
+    """Run with the named stacks' ``compute_factor`` set to *values* in this process's loaded
+    stacks (for fitting and the leave-one-out slopes; the file is not touched)."""
+    from hwsim.catalog.stacks import load_stacks
+
+    profiles = load_stacks().profiles
+    old = dict(profiles)
+    try:
+        for name, v in values.items():
+            profiles[name] = dataclasses.replace(old[name], compute_factor=v)  # type: ignore[index]
+        yield
+    finally:
+        profiles.clear()  # type: ignore[attr-defined]
+        profiles.update(old)  # type: ignore[attr-defined]
+
+
+SLOPE_STEP = 0.05
+"""Relative change of a stack's compute factor for the slope of each fitted row's log error."""
+
+
+def log_error_slopes(name: str, cases: list[Case], step: float = SLOPE_STEP
+                     ) -> tuple[dict[str, float], dict[str, float]]:
+    """The log errors ``log(predicted / published)`` of *cases* under stack *name* as it is, and
+    their slopes ``d log error / d log compute_factor`` (finite difference over *step*)."""
+    from hwsim.catalog.stacks import get_stack
+
+    phi = get_stack(name).compute_factor
+    e0, slope = {}, {}
+    for c in cases:
+        row = run_case(c, max_gpus=10**6)
+        if row.error is None:
+            raise RuntimeError(f"{c.id}: {row.note}")
+        e0[c.id] = math.log1p(row.error)
+    with stack_factors({name: min(1.0, phi * (1 + step))}):
+        for c in cases:
+            row = run_case(c, max_gpus=10**6)
+            if row.error is None:
+                raise RuntimeError(f"{c.id}: {row.note}")
+            slope[c.id] = (math.log1p(row.error) - e0[c.id]) / math.log(
+                min(1.0, phi * (1 + step)) / phi)
+    return e0, slope
+
+
+def gauss_newton_step(e0: dict[str, float], slope: dict[str, float]) -> float:
+    """The change of ``log compute_factor`` minimising ``sum (e0 + slope x)^2`` (linearised)."""
+    den = sum(s * s for s in slope.values())
+    return -sum(e0[k] * slope[k] for k in e0) / den if den > 0 else 0.0
+
+
+def stack_report(rows: list[Row], cases: list[Case]) -> list[dict[str, Any]]:
+    """Per stack of the report's rows: the fitted rows' residuals and leave-one-out errors (each
+    fitted row predicted with the compute factor refitted to the stack's other fitted rows, by one
+    Gauss-Newton step on the rows' simulated slopes, :func:`log_error_slopes`), and the validated
+    rows' mean absolute error and count within 15 %."""
+    from hwsim.catalog.stacks import get_stack
+
+    by_id = {c.id: c for c in cases}
+    out = []
+    for name in dict.fromkeys(r.stack for r in rows if r.stack):
+        st = get_stack(name)
+        mine = [r for r in rows if r.stack == name]
+        fit = [by_id[r.case] for r in mine if r.case in st.fitted_to and r.error is not None]
+        loo: dict[str, float] = {}
+        if len(fit) >= 2:
+            e0, slope = log_error_slopes(name, fit)
+            for c in fit:
+                rest = {k: v for k, v in e0.items() if k != c.id}
+                x = gauss_newton_step(rest, {k: slope[k] for k in rest})
+                loo[c.id] = math.expm1(e0[c.id] + slope[c.id] * x)
+        val = [abs(r.error) for r in mine if r.role == "validated" and r.error is not None]
+        out.append({"stack": name, "compute_factor": st.compute_factor,
+                    "stand_in_for": st.stand_in_for,
+                    "fitted": {r.case: r.error for r in mine if r.case in st.fitted_to},
+                    "loo": loo, "validated": len(val),
+                    "validated_mae": sum(val) / len(val) if val else None,
+                    "validated_within": sum(e <= WITHIN for e in val)})
+    return out
+
+
+def format_stacks(summary: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The per-stack table of :func:`stack_report`."""
+    def pct(xs) -> str:
+        xs = [abs(x) for x in xs if x is not None]
+        return f"{100 * sum(xs) / len(xs):.1f}" if xs else "-"
+    body = []
+    for s in summary:
+        body.append([s["stack"], f"{s['compute_factor']:.3f}", str(len(s["fitted"])),
+                     pct(s["fitted"].values()), pct(s["loo"].values()),
+                     f"{100 * max(map(abs, s['loo'].values())):.1f}" if s["loo"] else "-",
+                     str(s["validated"]),
+                     f"{100 * s['validated_mae']:.1f}" if s["validated_mae"] is not None else "-",
+                     f"{s['validated_within']} of {s['validated']}"])
+    head = ["stack", "compute factor", "fitted rows", "fit MAE %", "LOO MAE %", "LOO max %",
+            "validated rows", "validated MAE %", "within 15 %"]
+    return "\n".join(report_table.table(head, body, markdown, {0}))
 
 
 def stats(rows: list[Row]) -> dict[str, Any]:
@@ -254,10 +374,10 @@ def format_table(rows: list[Row], markdown: bool = False) -> str:
     body = []
     for r in rows:
         err = f"{100 * r.error:+.1f}" if r.error is not None else (r.note or "-")
-        body.append([r.case, METRICS[r.metric][1], _fmt(r.published), _fmt(r.predicted), err,
-                     r.role, f"{r.wall_s:.1f}"])
-    lines = report_table.table(["case", "metric", "published", "predicted", "error %", "role",
-                                "sim s"], body, markdown, {0, 1, 5})
+        body.append([r.case, r.stack or "-", METRICS[r.metric][1], _fmt(r.published),
+                     _fmt(r.predicted), err, r.role, f"{r.wall_s:.1f}"])
+    lines = report_table.table(["case", "stack", "metric", "published", "predicted", "error %",
+                                "role", "sim s"], body, markdown, {0, 1, 2, 6})
     return "\n".join(lines + ["", report_table.summary_line(rows, WITHIN)])
 
 
@@ -269,10 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-gpus", type=int, default=DEFAULT_MAX_GPUS,
                     help=f"skip cases above this many GPUs as not runnable yet (default "
                          f"{DEFAULT_MAX_GPUS})")
+    ap.add_argument("--no-loo", action="store_true",
+                    help="leave out the per-stack table (it reruns each fitted row once)")
     args = ap.parse_args(argv)
     t = time.perf_counter()
-    rows = report(args.only, args.max_gpus)
+    cases = load_cases(only=args.only)
+    rows = report(args.only, args.max_gpus, cases=cases)
     print(format_table(rows, args.markdown))
+    if not args.no_loo:
+        print("\nPer stack (fitted rows apart; leave-one-out over the fitted rows):\n")
+        print(format_stacks(stack_report(rows, cases), args.markdown))
     print(f"\nTotal wall time {time.perf_counter() - t:.1f} s.", file=sys.stderr)
     return 0
 

@@ -12,6 +12,7 @@ import pytest
 import hwsim.catalog as catalog
 from hwsim.catalog import (Catalog, DeviceSpec, LinkSpec, StorageSpec, catalog_rows, fit_compute_ramp,
                            get_device, get_link, get_storage, load_catalog, parse_catalog_file)
+from hwsim.catalog.stacks import get_stack
 from hwsim.exceptions import ScenarioError
 
 DEVICE_IDS = ["V100-SXM2-32GB", "A100-SXM4-40GB", "A100-SXM4-80GB", "A100-PCIe-80GB", "H100-SXM5-80GB",
@@ -28,7 +29,8 @@ GEMM_BY_SIZE_A100_FP16 = {1024: 119.4, 2048: 221.8, 4096: 228.0, 8192: 253.7, 16
 A100_PLATEAU = 271.2e12  # calibration.yaml gemm_achievable bf16_tflops A100-SXM achieved
 
 # Fields that are not figures (identity, text, provenance); every other field present needs a source.
-NON_FIGURES = {"id", "kind", "name", "link_class", "price_date", "sources"}
+NON_FIGURES = {"id", "kind", "name", "link_class", "price_date", "sources",
+               "kernels"}  # the kernel model: its own figures and sources (tests/test_kernels.py)
 # Fields that name a catalog link (not a quantity) but, like a figure, need a source.
 LINK_FIELDS = {"host_link"}
 
@@ -251,8 +253,13 @@ def test_efficiency_ramp_halves_at_the_ramp_and_saturates():
 
 # --- op_time_s closed form ---------------------------------------------------------------------------
 
+def _in_stack(ident: str):
+    """The device as the default transformer stack runs it (framework factors set)."""
+    return get_stack("megatron-core").apply(get_device(ident))
+
+
 def test_op_time_compute_bound_closed_form():
-    d = get_device("A100-SXM4-80GB")
+    d = _in_stack("A100-SXM4-80GB")
     flops, nbytes = 2.0 * 8192 ** 3, 3 * 2 * 8192 ** 2
     eff = d.compute_efficiency * d.framework_compute_factor * flops / (flops + d.compute_ramp_flops)
     expected = flops / (312e12 * eff)
@@ -283,7 +290,7 @@ def test_ramp_scales_with_the_precision_peak():
 
 
 def test_op_time_memory_bound_closed_form():
-    d = get_device("H100-SXM5-80GB")
+    d = _in_stack("H100-SXM5-80GB")
     flops, nbytes = 1e9, 4e9  # elementwise-like: 0.25 FLOP/byte
     expected = nbytes / (3.35e12 * (2.90 / 3.35) * d.framework_memory_factor)
     assert d.op_time_s(flops, nbytes, "bf16") == pytest.approx(expected, rel=1e-3)
@@ -295,7 +302,7 @@ def test_op_time_memory_bound_closed_form():
 def test_framework_factor_applies_at_matrix_unit_precisions_only():
     """Tensor-Core precisions (peak above fp32) get framework_compute_factor; fp32 runs on the
     vector units at its kernel efficiency; the isolated-kernel efficiency() is unchanged."""
-    d = get_device("A100-SXM4-80GB")
+    d = _in_stack("A100-SXM4-80GB")
     phi = d.framework_compute_factor
     assert 0 < phi < 1
     for dtype in ("tf32", "fp16", "bf16", "int8"):
@@ -309,7 +316,7 @@ def test_framework_factor_applies_at_matrix_unit_precisions_only():
 
 
 def test_framework_bandwidth_closed_form():
-    d = get_device("V100-SXM2-32GB")
+    d = _in_stack("V100-SXM2-32GB")
     assert d.framework_bandwidth() == pytest.approx(
         900e9 * d.memory_efficiency * d.framework_memory_factor)
     tc, tm = d.roofline_s(0.0, 1e9, "fp16")
@@ -321,7 +328,7 @@ def test_unset_framework_factors_mean_one():
     assert cpu.framework_compute_factor is None and cpu.framework_memory_factor is None
     assert cpu.framework_efficiency(1e12, "fp32") == cpu.efficiency(1e12, "fp32")
     assert cpu.framework_bandwidth() == pytest.approx(cpu.mem_bw_bytes_per_s * cpu.memory_efficiency)
-    d = dataclasses.replace(get_device("A100-SXM4-80GB"), framework_compute_factor=None)
+    d = get_device("A100-SXM4-80GB")  # straight from the catalog: no stack, factor 1
     assert d.framework_efficiency(1e12, "bf16") == d.efficiency(1e12, "bf16")
 
 
@@ -349,119 +356,18 @@ def test_in_framework_time_is_never_below_the_isolated_kernel_time():
                 assert t_m >= nbytes / (d.mem_bw_bytes_per_s * d.memory_efficiency) * (1 - 1e-12)
 
 
-def test_framework_factors_say_what_they_were_fitted_to_or_stand_in_for():
-    """Every GPU and TPU carries both factors; the fitted ones name the fit, the others a
-    stand-in; one pre-Hopper value (Volta, Ampere, Ada, CDNA, TPU stand-ins), one Hopper value
-    (Hopper, Blackwell stand-in), one memory value."""
-    pre, hopper = get_device("A100-SXM4-80GB"), get_device("H100-SXM5-80GB")
-    assert hopper.framework_compute_factor < pre.framework_compute_factor
+def test_the_device_catalog_carries_no_framework_factor_the_stack_does():
+    """What a framework reaches of the hardware is software: no device entry carries a framework
+    factor (was one fitted GPU value, before that one pre-Hopper and one Hopper value fitted to
+    one row); a software stack (hwsim/catalog/data/stacks.yaml) sets both on the devices a job
+    runs, and leaves CPUs alone."""
+    stack = get_stack("megatron-core")
     for d in load_catalog().devices.values():
+        assert d.framework_compute_factor is None and d.framework_memory_factor is None, d.id
+        assert "framework_compute_factor" not in d.sources, d.id
+        run = stack.apply(d)
         if d.kind == "cpu":
-            assert d.framework_compute_factor is None
-            continue
-        src = d.sources["framework_compute_factor"]
-        assert "fit" in src and any(w in src for w in ("fitted", "stand-in", "sibling",
-                                                       "same GH100 chip")), d.id
-        hop = d.id.startswith(("H100", "H200", "B200"))
-        ref = hopper if hop else pre
-        assert d.framework_compute_factor == ref.framework_compute_factor, d.id
-        assert d.framework_memory_factor == pre.framework_memory_factor, d.id
-        assert f"{d.framework_compute_factor:.3f}" in src, d.id
-    v100 = get_device("V100-SXM2-32GB").sources["framework_compute_factor"]
-    assert "benchmarks/fit_calibration.py" in v100 and "log(predicted/published)" in v100
-
-
-# --- validation of malformed catalog files -----------------------------------------------------------
-
-GOOD_DEVICE = """\
-Toy-GPU:
-  kind: gpu
-  name: a toy
-  peak: {bf16: 100 TFLOP/s}
-  memory: 16 GB
-  mem_bw: 1 TB/s
-  compute_efficiency: 0.8
-  compute_ramp: 1 GFLOP
-  memory_efficiency: 0.8
-  launch_overhead: 5 us
-  idle_power: 30 W
-  peak_power: 300 W
-  sources: {peak: d, memory: d, mem_bw: d, compute_efficiency: d, compute_ramp: d, memory_efficiency: d,
-            launch_overhead: d, idle_power: d, peak_power: d}
-"""
-
-
-def test_a_valid_toy_file_parses(tmp_path):
-    path = tmp_path / "devices.yaml"
-    path.write_text(GOOD_DEVICE)
-    spec = parse_catalog_file(path, "devices")["Toy-GPU"]
-    assert spec.mem_bw_bytes_per_s == 1e12 and spec.sources["mem_bw_bytes_per_s"] == "d"
-
-
-@pytest.mark.parametrize("old, new, field, reason", [
-    ("  mem_bw: 1 TB/s\n", "  mem_bw: 1 TB/s\n  colour: red\n", "colour", "unknown field"),
-    ("  memory: 16 GB\n", "", "memory", "missing required field"),
-    ("mem_bw: 1 TB/s", "mem_bw: -1 TB/s", "mem_bw", "positive"),
-    ("mem_bw: 1 TB/s", "mem_bw: 0 TB/s", "mem_bw", "positive"),
-    ("mem_bw: 1 TB/s", "mem_bw: 1 TFLOP/s", "mem_bw", "not a unit of bytes_per_s"),
-    ("compute_efficiency: 0.8", "compute_efficiency: 1.5", "compute_efficiency", r"\(0, 1\]"),
-    ("memory_efficiency: 0.8", "memory_efficiency: 0", "memory_efficiency", r"\(0, 1\]"),
-    ("kind: gpu", "kind: fpga", "kind", "valid: gpu, tpu, cpu"),
-    ("{bf16: 100", "{bf17: 100", "peak.bf17", "unknown precision"),
-    ("launch_overhead: d, ", "", "sources.launch_overhead", "needs a source"),
-    ("  sources: {", "  price: $100\n  sources: {price: d, ", "price_date", "needs a price_date"),
-    ("  sources: {", "  sources: {cores: d, ", "sources.cores", "does not set"),
-    ("  peak_power: 300 W\n", "  peak_power: 300 W\n  cores: 1.5\n", "cores", "positive integer"),
-])
-def test_malformed_device_entry_names_file_entry_and_field(tmp_path, old, new, field, reason):
-    assert old in GOOD_DEVICE
-    path = tmp_path / "devices.yaml"
-    path.write_text(GOOD_DEVICE.replace(old, new, 1))
-    with pytest.raises(ScenarioError, match=re.escape(f"{path}: Toy-GPU.{field}: ") + f".*{reason}") as info:
-        parse_catalog_file(path, "devices")
-    assert info.value.file == str(path) and info.value.field == f"Toy-GPU.{field}"
-
-
-def test_malformed_link_and_duplicate_ids(tmp_path):
-    link = ("Toy-Link:\n  class: {cls}\n  name: x\n  bw: 10 Gb/s\n  latency: 1 us\n  efficiency: 0.9\n"
-            "  sources: {{bw: s, latency: s, efficiency: s}}\n")
-    path = tmp_path / "links.yaml"
-    path.write_text(link.format(cls="carrier-pigeon"))
-    with pytest.raises(ScenarioError, match=re.escape(f"{path}: Toy-Link.class: 'carrier-pigeon' is not valid")):
-        parse_catalog_file(path, "links")
-    path.write_text(link.format(cls="wan") + link.format(cls="wan").replace("Toy-Link", "toy-link"))
-    with pytest.raises(ScenarioError, match=r"toy-link: id clashes with 'Toy-Link'"):
-        parse_catalog_file(path, "links")
-    path.write_text(link.format(cls="wan").replace("  name: x\n", "  name: x\n  name: y\n"))
-    with pytest.raises(ScenarioError, match=r"duplicate key"):
-        parse_catalog_file(path, "links")
-    path.write_text("Toy-Link: [1, 2]\n")
-    with pytest.raises(ScenarioError, match=r"Toy-Link: an entry must be a mapping"):
-        parse_catalog_file(path, "links")
-    with pytest.raises(ScenarioError, match=r"unknown catalog section 'gpus'; valid sections: devices, links, storage"):
-        parse_catalog_file(path, "gpus")
-
-
-# --- rows for the CLI --------------------------------------------------------------------------------
-
-def test_catalog_rows_are_flat_human_units():
-    devices = {r["id"]: r for r in catalog_rows("devices")}
-    assert set(devices) == set(load_catalog().devices)
-    a100 = devices["A100-SXM4-80GB"]
-    assert a100["bf16_tflops"] == pytest.approx(312) and a100["memory_gb"] == pytest.approx(80)
-    assert a100["mem_bw_tb_per_s"] == pytest.approx(2.039) and a100["tdp_w"] == 400
-    assert devices["TPU-v4"]["fp64_tflops"] is None
-    links = {r["id"]: r for r in catalog_rows("links")}
-    assert links["ib-hdr-200"]["bw_gb_per_s_per_direction"] == pytest.approx(25)
-    assert links["nvlink3"]["class"] == "nvlink" and links["wan-10g"]["latency_us"] == pytest.approx(5000)
-    storage = {r["id"]: r for r in catalog_rows("storage")}
-    assert storage["hdd-7200"]["latency_ms"] == pytest.approx(8.3) and storage["lustre"]["read_gb_per_s"] == 90
-    for rows in (devices, links, storage):
-        assert all(not isinstance(v, (dict, list)) for r in rows.values() for v in r.values())
-    with pytest.raises(ScenarioError, match=r"unknown catalog section 'gpus'; valid sections: devices, links"):
-        catalog_rows("gpus")
-
-
-def test_public_api():
-    assert all(isinstance(n, str) and hasattr(catalog, n) for n in catalog.__all__)
-    assert {"load_catalog", "Catalog", "get_device", "get_link", "get_storage", "catalog_rows"} <= set(catalog.__all__)
+            assert run == d
+        else:
+            assert run.framework_compute_factor == stack.compute_factor
+            assert run.framework_memory_factor == stack.memory_factor

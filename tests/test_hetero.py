@@ -125,9 +125,9 @@ def test_a_straggler_stretches_the_step_by_its_extra_compute():
     del healthy["cluster"]["stragglers"]
     fast = hwsim.run(healthy).summary["step_time_s"]
     _, plan = prepare(load_scenario(s))
-    dev = get_device("A100-SXM4-80GB")
+    dev = plan.stack.apply(get_device("A100-SXM4-80GB"))  # as the job's software stack runs it
     m = plan.model
-    per_step = sum(dev.op_time_s(op.flops, op.bytes, "bf16")
+    per_step = sum(dev.op_time_s(op.flops, op.bytes, "bf16", shape=op.shape)
                    for op in m.forward + m.backward + m.optimizer) * plan.micro_batches
     assert slow - fast == pytest.approx((1 / speed - 1) * per_step, rel=1e-6)
 
@@ -294,8 +294,8 @@ def test_training_across_two_sites_is_wan_bound_and_accumulation_buys_throughput
     assert first["bottleneck"] == "comm:wan"
     _, plan = prepare(load_scenario(s))
     assert plan.ranks[:2] == ("dc1/n0.gpu0", "dc1/n0.gpu1") and plan.ranks[8] == "dc2/n0.gpu0"
-    dev = get_device("H100-SXM5-80GB")
-    micro_s = sum(dev.op_time_s(op.flops, op.bytes, "bf16")
+    dev = plan.stack.apply(get_device("H100-SXM5-80GB"))  # as the job's software stack runs it
+    micro_s = sum(dev.op_time_s(op.flops, op.bytes, "bf16", shape=op.shape)
                   for op in plan.model.forward + plan.model.backward)
     wan = {k: r.bottleneck.set_index("category")["seconds"]["comm:wan"] for k, r in runs.items()}
     share = {k: r.bottleneck.set_index("category")["share"]["comm:wan"] for k, r in runs.items()}

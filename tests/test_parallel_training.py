@@ -85,9 +85,9 @@ def test_1f1b_bubble_with_negligible_communication(schedule):
                    schedule=schedule)
     spec_dev = job.devices[0].spec
     stage = job.plan.stages[0][0]
-    tf = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16") for o in stage.forward)
-    tb = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16") for o in stage.backward)
-    opt = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16") for o in stage.optimizer)
+    tf = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16", shape=o.shape) for o in stage.forward)
+    tb = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16", shape=o.shape) for o in stage.backward)
+    opt = sum(spec_dev.op_time_s(o.flops, o.bytes, "bf16", shape=o.shape) for o in stage.optimizer)
     assert job.step_times[0] == pytest.approx((m + p - 1) * (tf + tb) + opt, rel=0.02)
     assert (job.step_times[0] - opt) / (tf + tb) - m == pytest.approx(p - 1, rel=0.02)
     bub = ev[ev.category == "bubble"]

@@ -76,24 +76,28 @@ def test_full_validation_report():
     print("\n" + vt.format_table(rows, markdown=True))
 
 
-def test_fitted_rows_are_the_rows_the_catalog_says_it_was_fitted_to():
-    """The catalog's fitted constants name their rows; the report must treat exactly those as
-    fitted (and so leave them out of the validation statistics)."""
-    from hwsim.catalog import get_device
+def test_fitted_rows_are_the_rows_the_stacks_say_they_were_fitted_to():
+    """Each stack's fitted constant names its rows (stacks.yaml fitted_to); the report treats
+    exactly those (and the input pipeline's) as fitted, a minority, each of its own stack."""
+    from hwsim.catalog.stacks import get_stack
 
-    fitted = vt.load_spec()["fitted"]
-    ids = [c.id for c in vt.load_cases()]
-    assert set(fitted) <= set(ids) and len(set(fitted)) == len(fitted)
-    assert len(fitted) * 2 < len(ids)  # a minority
-    source = get_device("V100-SXM2-32GB").sources["framework_compute_factor"]
-    named = [i for i in ids if i in source]
-    assert sorted(named) == sorted(fitted)
-    # the fit script fits the same constants the catalog carries
-    fc = load_benchmark("fit_calibration")
-    for name, (field, devices) in fc.PARAMETERS.items():
-        values = {getattr(get_device(d), field) for d in devices}
-        assert len(values) == 1 and None not in values, name
-    # rows that take the constant: the fitted rows' GPUs are the fitted devices
-    fit_gpus = {vt.scenario_for(c)["cluster"]["node"]["gpu"] for c in vt.load_cases()
-                if c.id in fitted}
-    assert fit_gpus == {d for _, ds in fc.PARAMETERS.values() for d in ds}
+    spec = vt.load_spec()
+    cases = {c.id: c for c in vt.load_cases()}
+    per_stack = vt.stack_rows(spec)
+    assert set(per_stack) == {spec[f]["stack"] for f in vt.FAMILIES}
+    fitted = [r for rows in per_stack.values() for r in rows]
+    assert len(set(fitted)) == len(fitted) and set(fitted) <= set(cases)
+    assert len(vt.fitted_rows(spec)) * 2 < len(cases)  # a minority
+    for name, rows in per_stack.items():
+        assert len(rows) >= 2 and all(cases[r].stack == name for r in rows), name
+        assert get_stack(name).stand_in_for is None
+    for c in cases.values():
+        assert vt.scenario_for(c)["workload"]["stack"] == c.stack
+
+
+def test_leave_one_out_is_the_refit_on_the_other_rows():
+    """The linearised leave-one-out: two rows with the same slope predict each other's error
+    exactly shifted by the difference of their errors."""
+    x = vt.gauss_newton_step({"a": 0.1}, {"a": -1.0})
+    assert x == pytest.approx(0.1)  # a time metric 10 % too slow: raise the factor by 10 % (log)
+    assert vt.gauss_newton_step({"a": 0.1, "b": -0.1}, {"a": 1.0, "b": 1.0}) == 0.0

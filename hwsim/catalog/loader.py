@@ -6,6 +6,7 @@ problem is a :class:`~hwsim.exceptions.ScenarioError` naming the file, the entry
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import math
@@ -17,13 +18,15 @@ from typing import Any
 
 import yaml
 
+from hwsim.catalog.kernels import ATTENTION_FAMILIES, KernelSpec
 from hwsim.catalog.specs import (DEVICE_KINDS, DTYPES, LINK_CLASSES, STORAGE_KINDS, DeviceSpec,
                                  LinkSpec, StorageSpec)
 from hwsim.exceptions import ScenarioError
 from hwsim.units import UnitError, parse_quantity
 
 __all__ = ["Catalog", "load_catalog", "parse_catalog_file", "get_device", "get_link", "get_storage",
-           "catalog_rows", "fit_compute_ramp", "suggest_ids", "check_host_links", "SECTIONS",
+           "catalog_rows", "fit_compute_ramp", "suggest_ids", "check_host_links",
+           "parse_kernels_file", "SECTIONS",
            "FIELDS"]
 
 SECTIONS = ("devices", "links", "storage")
@@ -230,6 +233,9 @@ def load_catalog() -> Catalog:
     with resources.as_file(resources.files("hwsim.catalog").joinpath("data")) as folder:
         parsed = {s: parse_catalog_file(Path(folder) / f"{s}.yaml", s) for s in SECTIONS}
         check_host_links(parsed["devices"], parsed["links"], str(Path(folder) / "devices.yaml"))
+        kernels = parse_kernels_file(Path(folder) / "kernels.yaml", parsed["devices"])
+    parsed["devices"] = {i: (dataclasses.replace(d, kernels=kernels[i]) if i in kernels else d)
+                         for i, d in parsed["devices"].items()}
     return Catalog(**parsed)
 
 
@@ -242,6 +248,81 @@ def check_host_links(devices: Mapping[str, DeviceSpec], links: Mapping[str, Link
         if d.host_link is not None and d.host_link not in pcie:
             raise ScenarioError(f"{d.host_link!r} is not a PCIe link of links.yaml; valid: "
                                 f"{', '.join(pcie)}", file=path, field=f"{d.id}.host_link")
+
+
+def parse_kernels_file(path: str | Path, devices: Mapping[str, DeviceSpec]) -> dict[str, KernelSpec]:
+    """Read the kernel model file (``data/kernels.yaml``): shared ``gemm_tile`` and
+    ``gemm_latency``, and per device id of *devices* its ``sms`` and optional ``attention``
+    ceilings. Every figure needs a source; errors name the file and the field."""
+    path = str(path)
+
+    def err(fld: str, reason: str) -> ScenarioError:
+        return ScenarioError(reason, file=path, field=fld)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.load(fh, Loader=_StrictLoader)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"cannot read the kernel model file: {exc}", file=path) from None
+    if not isinstance(raw, dict):
+        raise ScenarioError("expected a mapping with gemm_tile, gemm_latency, sources, devices",
+                            file=path)
+    for k in raw:
+        if k not in ("gemm_tile", "gemm_latency", "sources", "devices"):
+            raise err(k, "unknown field; valid fields: gemm_tile, gemm_latency, sources, devices")
+    top = raw.get("sources") or {}
+    for k in ("gemm_tile", "gemm_latency"):
+        if not isinstance(top.get(k), str) or not top[k].strip():
+            raise err(f"sources.{k}", "every number needs a source (datasheet, URL or "
+                                      "calibration key)")
+    tile = raw.get("gemm_tile")
+    if (not isinstance(tile, list) or len(tile) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in tile)):
+        raise err("gemm_tile", f"expected [rows, cols] of positive integers, got {tile!r}")
+    latency = _value(raw.get("gemm_latency"), "time",
+                     lambda reason: err("gemm_latency", reason))
+    out: dict[str, KernelSpec] = {}
+    entries = raw.get("devices") or {}
+    if not isinstance(entries, dict):
+        raise err("devices", "expected a mapping of device id to {sms, attention, sources}")
+    for key, body in entries.items():
+        if key not in devices:
+            near = suggest_ids(str(key), devices)
+            raise err(f"devices.{key}", "not a device of devices.yaml"
+                      + (f"; did you mean {', '.join(near)}?" if near else ""))
+        if not isinstance(body, dict):
+            raise err(f"devices.{key}", "expected a mapping with sms, attention, sources")
+        for k in body:
+            if k not in ("sms", "attention", "sources"):
+                raise err(f"devices.{key}.{k}", "unknown field; valid fields: sms, attention, "
+                                                "sources")
+        src = body.get("sources") or {}
+        sms = _value(body.get("sms"), "int", lambda reason: err(f"devices.{key}.sms", reason))
+        attn = body.get("attention") or {}
+        if not isinstance(attn, dict):
+            raise err(f"devices.{key}.attention", "expected {FAMILY: {PRECISION: fraction}}; "
+                                                  f"families: {', '.join(ATTENTION_FAMILIES)}")
+        families: dict[str, dict[str, float]] = {}
+        for fam, ceil in attn.items():
+            at = f"devices.{key}.attention.{fam}"
+            if fam not in ATTENTION_FAMILIES:
+                raise err(at, f"unknown attention family; valid: {', '.join(ATTENTION_FAMILIES)}")
+            if not isinstance(ceil, dict):
+                raise err(at, "expected {PRECISION: fraction of the dense peak}")
+            families[fam] = {}
+            for d, v in ceil.items():
+                if d not in DTYPES:
+                    raise err(f"{at}.{d}", f"unknown precision; valid: {', '.join(DTYPES)}")
+                families[fam][d] = _value(v, "efficiency",
+                                          lambda reason, a=f"{at}.{d}": err(a, reason))
+        for k in ("sms", "attention") if attn else ("sms",):
+            if not isinstance(src.get(k), str) or not src[k].strip():
+                raise err(f"devices.{key}.sources.{k}", "every number needs a source "
+                                                        "(datasheet, URL or calibration key)")
+        cited = {f"kernel_{k}": " ".join(str(v).split()) for k, v in {**top, **src}.items()}
+        out[key] = KernelSpec(sms=sms, tile=(tile[0], tile[1]), latency_s=latency,
+                              attention_kernel=next(iter(families), None), attention=families,
+                              sources=cited)
+    return out
 
 
 def get_device(id: str) -> DeviceSpec:  # noqa: A002

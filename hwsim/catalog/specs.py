@@ -8,7 +8,9 @@ of simulation. They are built from the YAML files in ``hwsim/catalog/data/`` by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
+
+from hwsim.catalog.kernels import KernelSpec, check_shape
 
 __all__ = ["DeviceSpec", "LinkSpec", "StorageSpec", "DTYPES", "DEVICE_KINDS", "LINK_CLASSES",
            "STORAGE_KINDS"]
@@ -62,6 +64,12 @@ class DeviceSpec:
     PCIe generation its datasheet states (a CPU socket's: its PCIe lanes' generation). A server
     whose scenario sets no ``host_link`` uses its accelerator's, else its CPU's
     (:func:`hwsim.topology.builders.default_host_link`). None where no datasheet states one.
+    ``kernels`` (GPUs with an entry in ``data/kernels.yaml``): the kernel model
+    (:mod:`hwsim.catalog.kernels`). An op that carries its kernel shape (``shape``, e.g.
+    ``("gemm", M, N, K)``) is then timed from it, tile and wave quantised over the SMs at the
+    large-GEMM ceiling ``compute_efficiency x peak`` (or its flash-attention kernel's ceiling),
+    instead of by the FLOP ramp ``compute_ramp_flops``; an op without a shape, or a device
+    without a kernel entry, keeps the FLOP ramp.
     """
 
     id: str
@@ -85,6 +93,7 @@ class DeviceSpec:
     price_date: str | None = None
     host_link: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
+    kernels: KernelSpec | None = None
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s at *dtype*; falls back to the nearest wider precision the device lists.
@@ -135,36 +144,50 @@ class DeviceSpec:
         factor = 1.0 if self.framework_memory_factor is None else self.framework_memory_factor
         return self.mem_bw_bytes_per_s * self.memory_efficiency * factor
 
-    def roofline_s(self, flops: float, bytes_moved: float, dtype: str) -> tuple[float, float]:
-        """Device time of one op as (compute time, memory time), inside a framework."""
+    def roofline_s(self, flops: float, bytes_moved: float, dtype: str,
+                   shape: Sequence = ()) -> tuple[float, float]:
+        """Device time of one op as (compute time, memory time), inside a framework.
+
+        With a kernel *shape* on a device with a kernel model, the compute time is the kernel
+        model's (quantised tiles at the ceiling, plus the kernel's fixed latency) over
+        :meth:`framework_factor`; else the FLOP ramp's."""
+        t_m = bytes_moved / self.framework_bandwidth() if bytes_moved > 0 else 0.0
+        if shape and self.kernels is not None and flops > 0:
+            check_shape(shape)
+            t_k = self.kernels.compute_s(shape, flops, self.peak(dtype), self.compute_efficiency,
+                                         dtype)
+            return t_k / self.framework_factor(dtype), t_m
         t_c = (flops / (self.peak(dtype) * self.framework_efficiency(flops, dtype))
                if flops > 0 else 0.0)
-        t_m = bytes_moved / self.framework_bandwidth() if bytes_moved > 0 else 0.0
         return t_c, t_m
 
-    def op_time_s(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0) -> float:
+    def op_time_s(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0,
+                  shape: Sequence = ()) -> float:
         """Time of one op: ``max(compute, memory) / speed``, but never less than
         ``launch_overhead_s``.
 
         The host dispatches ops asynchronously: while the device runs one op, the host launches
         the next, so a stream of ops advances at the slower of the two. Tiny ops therefore cost
         the dispatch time, large ones their roofline time. *speed* scales the device (a
-        straggler has ``speed < 1``).
+        straggler has ``speed < 1``). *shape*: the op's kernel shape (:meth:`roofline_s`).
         """
-        t_c, t_m = self.roofline_s(flops, bytes_moved, dtype)
+        t_c, t_m = self.roofline_s(flops, bytes_moved, dtype, shape)
         return max(max(t_c, t_m) / speed, self.launch_overhead_s)
 
-    def op_bound(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0) -> str:
+    def op_bound(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0,
+                 shape: Sequence = ()) -> str:
         """What limits the op: ``"compute"``, ``"memory"`` or ``"overhead"``.
 
         ``"overhead"`` when the fixed costs (host dispatch, and the ramp time of an op too small
-        to fill the device: its compute time beyond the time at the plateau efficiency)
-        exceed both the useful compute time and the memory time, i.e. for ops below half of the
-        achievable efficiency and ops shorter than the dispatch time.
+        to fill the device: its compute time beyond the time at the plateau efficiency; with a
+        kernel shape, its quantisation waste and fixed latency) exceed both the useful compute
+        time and the memory time, i.e. for ops below half of the achievable efficiency and ops
+        shorter than the dispatch time.
         """
-        t_c, t_m = self.roofline_s(flops, bytes_moved, dtype)
+        t_c, t_m = self.roofline_s(flops, bytes_moved, dtype, shape)
         plateau = self.compute_efficiency * self.framework_factor(dtype)
         t_useful = flops / (self.peak(dtype) * plateau) if flops > 0 else 0.0
+        t_useful = min(t_useful, t_c)
         if max(t_useful, t_m) / speed < max((t_c - t_useful) / speed, self.launch_overhead_s):
             return "overhead"
         return "compute" if t_c >= t_m else "memory"

@@ -16,6 +16,7 @@ from typing import Callable, Generator
 
 import simpy
 
+from hwsim.catalog.stacks import load_stacks
 from hwsim.jobs.front import Front
 from hwsim.jobs.system import System
 from hwsim.workloads.arrivals import Request
@@ -106,7 +107,8 @@ class BatchingJob(Front):
         hit = self._memo.get(b)
         if hit is None:
             dev = self.system.device(device)
-            spec, speed = dev.spec, dev.speed
+            # no serving stack is profiled: the default stack of non-transformer models
+            spec, speed = load_stacks().default_for(False).apply(dev.spec), dev.speed
             prec = self.plan.precision
             t = fl = by = 0.0
             by_cat: dict[str, float] = {}

@@ -91,7 +91,7 @@ class ParallelTrainingJob:
         self.tps = [0] if plan.fold else list(range(plan.tp))
         self.simulated = [plan.rank(s, d, t) for s in range(plan.pp) for d in self.dps
                           for t in self.tps]
-        self.devices: dict[int, Device] = {r: system.device(plan.devices[r])
+        self.devices: dict[int, Device] = {r: system.device(plan.devices[r]).running(plan.stack)
                                            for r in self.simulated}
         self.step_ends: list[list[float]] = [[] for _ in plan.devices]
         self.oom: OutOfCapacity | None = None
@@ -350,8 +350,9 @@ class ParallelTrainingJob:
         hit = self._cost.get(k)
         if hit is None:
             prec = self.plan.precision
-            hit = self._cost[k] = (dev.spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed),
-                                   dev.spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed))
+            hit = self._cost[k] = (
+                dev.spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape),
+                dev.spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape))
         return hit
 
     def _ops(self, step: int, s: int, d: int, unit: Unit, ops, base: int,

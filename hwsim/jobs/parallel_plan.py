@@ -15,7 +15,7 @@ expert-data-parallel group, with every cp index), its dense ones over all ``dp x
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from hwsim.jobs.checkpoint import CheckpointPlan
 from hwsim.jobs.inputs import DataPlan
@@ -70,7 +70,8 @@ class ParallelPlan:
     tensor rank 0 of every lane, which reads each micro-batch before its forward pass (None:
     batches are ready in host memory). Not with ``fold``. ``checkpoint``: periodic checkpoints
     (:mod:`hwsim.jobs.checkpoint`), one shard per global rank, written by every rank also when
-    folded.
+    folded. ``stack``: the software stack (:class:`~hwsim.catalog.stacks.StackProfile`) applied to
+    every device (:meth:`~hwsim.jobs.system.Device.running`); None: the catalog figures.
     """
 
     job: str
@@ -99,6 +100,7 @@ class ParallelPlan:
     offload_params: bool = False
     data: DataPlan | None = None
     checkpoint: CheckpointPlan | None = None
+    stack: Any = None
 
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep", "cp"):

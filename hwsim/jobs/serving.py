@@ -31,6 +31,7 @@ from typing import Generator, Sequence
 
 import simpy
 
+from hwsim.catalog.stacks import load_stacks
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.front import Front
 from hwsim.jobs.system import System
@@ -441,7 +442,8 @@ class ServingJob(Front):
         (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing those links do not
         slow them)."""
         plan = self.plan
-        spec = self.system.device(devs[0]).spec
+        # no serving stack is profiled: the default stack of transformer models
+        spec = load_stacks().default_for(True).apply(self.system.device(devs[0]).spec)
         speed = min(self.system.device(d).speed for d in devs)  # the slowest paces the group
         ops = iteration_ops(plan.spec, tp=plan.tp, pp=plan.pp, stage=st, precision=plan.precision,
                             prefill_tokens=p_tokens, prefill_pairs=p_pairs, decode_seqs=d_seqs,

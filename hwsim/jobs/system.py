@@ -7,7 +7,7 @@ nodes as a flow, ``device`` gives a device's streams, memory and spec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import networkx as nx
@@ -40,15 +40,22 @@ such as an offloaded optimizer step; data-loader workers use the server's thread
     memory: Pool
     speed: float = 1.0
 
+    def running(self, stack) -> Device:
+        """This device as a job running software stack *stack* (a
+        :class:`~hwsim.catalog.stacks.StackProfile`, or None: unchanged) sees it: the same
+        streams, memory and speed, the spec with the stack's framework factors and attention
+        kernel (:meth:`StackProfile.apply`)."""
+        return self if stack is None else replace(self, spec=stack.apply(self.spec))
+
     def op(self, flops: float, nbytes: float, precision: str, *, name: str, job: str, rank: int,
-           stream: Stream | None = None) -> simpy.Process:
+           stream: Stream | None = None, shape: tuple = ()) -> simpy.Process:
         """Run one op on the compute stream: roofline time, never under the dispatch time
         (:meth:`DeviceSpec.op_time_s`); its category says which limit applied."""
         spec = self.spec
         return (stream or self.compute).run(
-            spec.op_time_s(flops, nbytes, precision, speed=self.speed), name=name, job=job,
-            rank=rank, nbytes=nbytes, flops=flops,
-            category=spec.op_bound(flops, nbytes, precision, speed=self.speed))
+            spec.op_time_s(flops, nbytes, precision, speed=self.speed, shape=shape), name=name,
+            job=job, rank=rank, nbytes=nbytes, flops=flops,
+            category=spec.op_bound(flops, nbytes, precision, speed=self.speed, shape=shape))
 
 
 class PageCache:

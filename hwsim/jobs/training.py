@@ -10,7 +10,7 @@ them (PyTorch DDP's overlap, 25 MiB buckets), wait for the last bucket, then run
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generator, Sequence
+from typing import Any, Generator, Sequence
 
 import simpy
 
@@ -42,7 +42,9 @@ class TrainingPlan:
     ``fit``), run on the compute stream before the forward pass. ``speed`` overrides a rank's
     op-rate factor (default: the graph node's ``speed``, see :meth:`System.device`).
     ``checkpoint``: periodic checkpoints (:mod:`hwsim.jobs.checkpoint`), taken when every rank
-    has ended the step.
+    has ended the step. ``stack``: the software stack the job runs
+    (:class:`~hwsim.catalog.stacks.StackProfile`: framework factors, attention kernel), applied
+    to every rank's device (:meth:`Device.running`); None: the catalog figures as they are.
     """
 
     job: str
@@ -63,6 +65,7 @@ class TrainingPlan:
     collective: str = "auto"
     speed: dict[str, float] = field(default_factory=dict)
     checkpoint: CheckpointPlan | None = None
+    stack: Any = None
 
 
 def slowest_step_ends(step_ends: Sequence[Sequence[float]]) -> list[float]:
@@ -82,7 +85,8 @@ class TrainingJob:
         self.system = system
         self.plan = plan
         self.env = system.env
-        self.devices: list[Device] = [system.device(n, plan.speed.get(n)) for n in plan.ranks]
+        self.devices: list[Device] = [system.device(n, plan.speed.get(n)).running(plan.stack)
+                                      for n in plan.ranks]
         self.step_ends: list[list[float]] = [[] for _ in plan.ranks]
         self.oom: OutOfCapacity | None = None
         self.breakdown = dict(plan.memory) if plan.memory is not None else training_memory(
@@ -134,10 +138,12 @@ class TrainingJob:
                 if loader is not None:
                     yield from loader.next(step)
                 for op in model.forward:
-                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r,
+                                 shape=op.shape)
                 bucket, nb = 0.0, 0
                 for op in model.backward:
-                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r,
+                                 shape=op.shape)
                     if not last or len(plan.ranks) == 1:
                         continue  # DDP no_sync: gradients accumulate locally until the last
                     bucket += op.grad_bytes

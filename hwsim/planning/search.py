@@ -271,6 +271,8 @@ def estimate_step_time(plan, g: nx.Graph) -> float:
     parallel = getattr(plan, "stages", None) is not None
     devices = list(plan.devices if parallel else plan.ranks)
     spec = get_device(g.nodes[devices[0]]["spec"])
+    if getattr(plan, "stack", None) is not None:
+        spec = plan.stack.apply(spec)
     gpn = _per_server(g, devices)
     intra, inter = _bandwidths(g, devices[0])
     prec = plan.precision
@@ -294,7 +296,7 @@ def estimate_step_time(plan, g: nx.Graph) -> float:
             if op.comm:
                 t += 0.0 if op.comm_async else comm_time(op)
             else:
-                t += spec.op_time_s(op.flops, op.bytes, prec)
+                t += spec.op_time_s(op.flops, op.bytes, prec, shape=op.shape)
         return t
 
     stages = [list(st) for st in plan.stages] if parallel else [[plan.model]]

@@ -254,11 +254,17 @@ def _op_counts(w: TrainingWorkload, micro: int
 
     par = w.parallelism
     fields = w.model.model_dump(exclude_none=True)
-    flash = fields.pop("flash_attention", True)
+    flash = fields.pop("flash_attention", None)
     try:
         spec = resolve_model(fields)
     except (ValueError, OSError):
         return None
+    if flash is None:  # the stack's choice (on some device: the count is an estimate)
+        from hwsim.catalog.stacks import load_stacks
+        stacks = load_stacks()
+        stack = (stacks.get(w.stack) if w.stack else
+                 stacks.default_for(isinstance(spec, TransformerSpec)))
+        flash = bool(stack.attention)
     depth_field = ("layers" if isinstance(spec, TransformerSpec) else
                    "depth" if isinstance(spec, MLPSpec) else None)
     depth = getattr(spec, depth_field) if depth_field else 1

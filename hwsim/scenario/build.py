@@ -12,6 +12,8 @@ from typing import Any, Callable
 import networkx as nx
 
 from hwsim.analysis.result import Result
+from hwsim.catalog import get_device
+from hwsim.catalog.stacks import StackProfile, load_stacks
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.checkpoint import CheckpointPlan, checkpoint_shards
 from hwsim.jobs.dataloader import DataLoaderPlan
@@ -33,10 +35,10 @@ from hwsim.topology import cluster as build_cluster
 from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site, nodes_of_kind,
                             server_index, server_peer)
 from hwsim.topology import attributes as A
-from hwsim.workloads import model_ops, resolve_model, training_memory
+from hwsim.workloads import TransformerSpec, model_ops, resolve_model, training_memory
 from hwsim.workloads.memory import state_bytes
 
-__all__ = ["build_graph", "training_plan", "transfer_plans", "dataloader_plan", "failure_spec",
+__all__ = ["build_graph", "training_plan", "job_stack", "transfer_plans", "dataloader_plan", "failure_spec",
            "prepare", "run_scenario", "SIMULATED_STEPS"]
 
 SIMULATED_STEPS = 20
@@ -98,6 +100,15 @@ to two 8-GPU servers are simulated rank by rank, so their traces show every rank
 jobs whose devices differ (mixed groups, stragglers: :func:`~hwsim.jobs.parallel.device_kinds`)."""
 
 
+def job_stack(w: TrainingWorkload, spec: Any) -> StackProfile:
+    """The software stack a training workload runs: ``workload.stack``, else the default for its
+    model's kind (``default:`` of ``hwsim/catalog/data/stacks.yaml``: transformers and others)."""
+    stacks = load_stacks()
+    if w.stack is not None:
+        return stacks.get(w.stack)
+    return stacks.default_for(isinstance(spec, TransformerSpec))
+
+
 def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                   job: str = "train") -> TrainingPlan | ParallelPlan:
     """The job plan of a training workload: data parallel (:class:`TrainingPlan`, with the input
@@ -131,8 +142,11 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     accumulate = w.global_batch // (dp * micro)
     try:
         fields = w.model.model_dump(exclude_none=True)
-        flash = fields.pop("flash_attention", True)
+        flash = fields.pop("flash_attention", None)
         spec = resolve_model(fields)
+        stack = job_stack(w, spec)
+        if flash is None:  # the stack decides; an explicit model.flash_attention overrides it
+            flash = stack.fused_attention(get_device(g.nodes[ranks[0]]["spec"]))
         ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
                         sp=par.sequence_parallel, cp=cp, ep=ep, recompute=par.recompute,
                         optimizer=w.optimizer, flash_attention=flash)
@@ -190,7 +204,8 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                                      and len(kinds) == 1))
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.parallelism") from None
-        return replace(plan, total_steps=total, checkpoint=_checkpoint_plan(s, g, plan))
+        return replace(plan, total_steps=total, checkpoint=_checkpoint_plan(s, g, plan),
+                       stack=stack)
     needs = sorted({op.comm for op in ops.forward + ops.backward if op.comm})
     if needs:
         raise ScenarioError(f"model {spec.name!r} needs {', '.join(needs)} communication, which "
@@ -204,7 +219,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                         micro_batches=accumulate, total_steps=total, data=data,
                         on_cpu=kind == "cpu", memory=memory,
                         step_overhead_s=w.framework_overhead or 0.0,
-                        collective=w.collective.algorithm)
+                        collective=w.collective.algorithm, stack=stack)
     return replace(plan, checkpoint=_checkpoint_plan(s, g, plan))
 
 

@@ -220,6 +220,7 @@ class TrainingWorkload(StrictModel):
     data: DataSpec | None = None
     device: Literal["gpu", "cpu", "tpu"] | None = None
     framework_overhead: Duration | None = None
+    stack: str | None = None
     collective: Collective = Collective()
     fold: Literal["auto"] | bool = "auto"
     checkpoint: Checkpoint | None = None
@@ -240,6 +241,17 @@ class TrainingWorkload(StrictModel):
     def _epochs(self) -> TrainingWorkload:
         if self.epochs is not None and self.data is None:
             raise ValueError("epochs needs data (the data set to sweep); give steps instead")
+        if self.stack is not None:
+            from hwsim.catalog.stacks import load_stacks
+
+            stacks = load_stacks()
+            if self.stack not in stacks.profiles:
+                raise ValueError(
+                    f"stack: unknown software stack {self.stack!r}; valid: "
+                    f"{', '.join(stacks.profiles)} (profiles in hwsim/catalog/data/stacks.yaml, "
+                    f"docs/model.md; leave it out for the default: "
+                    f"{stacks.default['transformer']} for transformer models, "
+                    f"{stacks.default['other']} for the others)")
         return self
 
 

@@ -45,7 +45,7 @@ def mlp_ops(*, features: int, width: int, depth: int, outputs: int, activation: 
         params += n_in * n_out + n_out
         tensors += [n_in * n_out, n_out]
         fwd.append(Op(f"dense{i}.matmul", mm, b * (batch * n_in + n_in * n_out + batch * n_out),
-                      matmul=True))
+                      matmul=True, shape=("gemm", batch, n_out, n_in)))
         fwd.append(Op(f"dense{i}.bias_{act}", batch * n_out * (1 + _ACT_FLOPS[act]),
                       b * (2 * batch * n_out + n_out)))
         act_bytes += b * batch * (n_in + n_out)  # layer input and pre-activation kept
@@ -58,10 +58,12 @@ def mlp_ops(*, features: int, width: int, depth: int, outputs: int, activation: 
                       b * (3 * batch * n_out + n_out)))
         mm = 2.0 * batch * n_in * n_out
         bwd.append(Op(f"dense{i}.matmul_dW", mm, b * (batch * n_in + batch * n_out + n_in * n_out),
-                      matmul=True, grad_bytes=b * (n_in * n_out + n_out)))
+                      matmul=True, grad_bytes=b * (n_in * n_out + n_out),
+                      shape=("gemm", n_in, n_out, batch)))
         if i > 0:
             bwd.append(Op(f"dense{i}.matmul_dX", mm,
-                          b * (batch * n_out + n_in * n_out + batch * n_in), matmul=True))
+                          b * (batch * n_out + n_in * n_out + batch * n_in), matmul=True,
+                          shape=("gemm", batch, n_in, n_out)))
     opt = tuple(Op(f"{optimizer}.update{j}", 10.0 * n, optimizer_op_bytes(n, optimizer, precision))
                 for j, n in enumerate(tensors))
     # The first layer's input needs no gradient, so its dX matmul is not run (nor counted).

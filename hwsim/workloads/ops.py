@@ -49,7 +49,12 @@ class Op:
     GEMM, ring attention's K/V exchange). ``recompute`` marks a forward op re-run in backward by
     activation recompute (counted in hardware FLOPs, not model FLOPs). ``expert``: the
     gradients are of expert parameters (a mixture-of-experts FFN), reduced over the
-    expert-data-parallel group rather than the whole data-parallel group."""
+    expert-data-parallel group rather than the whole data-parallel group.
+
+    ``shape``: the op's kernel shape where it is one kernel the device's kernel model times
+    (:mod:`hwsim.catalog.kernels`): ``("gemm", M, N, K)`` for ``C[M,N] = A[M,K] B[K,N]``,
+    ``("attention", bh, s_q, s_kv, head_dim)`` for a fused flash attention kernel; empty for
+    ops timed by FLOPs and bytes alone."""
 
     name: str
     flops: float
@@ -61,6 +66,7 @@ class Op:
     comm_async: bool = False
     recompute: bool = False
     expert: bool = False
+    shape: tuple = ()
 
 
 def _flops(ops: Sequence[Op], hardware: bool) -> float:
@@ -234,7 +240,7 @@ class OpBuilder:
         if tp == "col" and sp:
             self.comm("tp_allgather", tp_bytes, name=name)
         self.fwd.append(Op(f"{p}.{name}", 2 * m * k * n, mb * (m * k + k * n) + vb * m * n,
-                           matmul=True))
+                           matmul=True, shape=("gemm", m, n, k)))
         red = "tp_reducescatter" if sp else "tp_allreduce"
         bwd: list[Op] = []
         if tp == "row" and sp:
@@ -245,12 +251,12 @@ class OpBuilder:
                           comm="tp_allgather", comm_bytes=tp_bytes, comm_async=True))
         if dgrad:
             bwd.append(Op(f"{p}.{name}.dgrad", 2 * m * k * n, mb * (m * n + k * n) + vb * m * k,
-                          matmul=True))
+                          matmul=True, shape=("gemm", m, k, n)))
         if tp == "col":
             bwd.append(Op(f"{p}.{name}.dgrad.{red}", 0.0, 0.0, comm=red, comm_bytes=tp_bytes,
                           comm_async=True))
         bwd.append(Op(f"{p}.{name}.wgrad", 2 * m * k * n, mb * (m * k + m * n) + vb * k * n,
-                      matmul=True, grad_bytes=grad_bytes, expert=expert))
+                      matmul=True, grad_bytes=grad_bytes, expert=expert, shape=("gemm", k, n, m)))
         self.units.append(bwd)
         if tp == "row":
             self.comm(red, tp_bytes, name=name)

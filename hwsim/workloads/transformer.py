@@ -229,6 +229,8 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     # -- layers --------------------------------------------------------------------------------
     layer_p, expert_p = _rank_params(spec, t, ep)
     attn_flops = 4 * T * s * h / t
+    # one fused kernel over micro_batch x heads/t heads, s/cp queries against s keys
+    attn_shape = ("attention", micro_batch * a / t, T / micro_batch, s, d)
     kv_bytes = 2 * micro_batch * s * kvd / t * mb   # K and V of the whole sequence
     scores = T * s * a / t               # elements of the s x s score matrices of this rank
     drop = 1.0 if spec.dropout else 0.0
@@ -246,9 +248,10 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         n_fwd = len(o.fwd)
         if flash_attention:  # one fused kernel: Q, K, V in, O out
             o.fwd.append(Op(f"layer{i}.attention", attn_flops,
-                            mb * T * h / t + kv_bytes + vb * T * h / t, matmul=True))
+                            mb * T * h / t + kv_bytes + vb * T * h / t, matmul=True,
+                            shape=attn_shape))
             unit = [Op(f"layer{i}.attention.grad", 2 * attn_flops,
-                       4 * vb * T * h / t + 2 * kv_bytes, matmul=True)]
+                       4 * vb * T * h / t + 2 * kv_bytes, matmul=True, shape=attn_shape)]
         else:  # batched GEMMs around a separate softmax (+ dropout) pass over the scores
             o.fwd.append(Op(f"layer{i}.attention", attn_flops, mb * T * h / t + kv_bytes
                             + vb * T * h / t + 2 * vb * scores, matmul=True))
