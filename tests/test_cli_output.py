@@ -233,7 +233,7 @@ def test_no_time_to_train_without_a_budget(tmp_path):
 
 def test_serving_near_saturation_says_the_first_token_waits_in_the_queue(tmp_path):
     data = yaml.safe_load((SCENARIOS / "llama2-70b-tp4x2-h100-serving.yaml").read_text())
-    data["workload"]["arrivals"].update(rate_per_s=18.0, requests=600)
+    data["workload"]["arrivals"].update(rate_per_s=30.0, requests=600)  # ~1.5x its capacity
     p = hwsim("run", str(_write(tmp_path, data)))
     assert p.returncode == 0, p.stderr
     s = json.loads(hwsim("run", str(tmp_path / "s.yaml"), "--format", "json").stdout)

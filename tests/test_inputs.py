@@ -229,10 +229,12 @@ def test_resnet50_rows_with_the_input_pipeline_are_within_15pct():
     assert {"resnet50 1xA100 amp b256", "resnet50 8xA100 amp b256"} <= fitted
     row = vt.run_case(cases["resnet50 8xV100 amp b256"], fitted)
     assert row.role == "validated" and abs(row.error) <= 0.15, row
-    # input-bound: 64 loader threads at the fitted cost per image, below the GPUs' own rate
+    # the 64 loader threads at the fitted cost per image cap the rate (with the pytorch-amp
+    # stack's compute factor the V100s' own rate lies just below that cap: GPU-bound, 6 % above
+    # the published row, where the device-level factor made it input-bound at +8.9 %)
     decode = spec["resnet50"]["input_pipeline"]["decode_s_per_sample"]
     per_image = float(decode.split()[0]) * 1e-3
-    assert row.predicted == pytest.approx(64 / per_image, rel=0.01)
+    assert row.predicted <= 64 / per_image * 1.01
 
 
 def test_thread_pool_utilization_is_busy_threads_over_threads():
