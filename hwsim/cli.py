@@ -491,8 +491,9 @@ def calibrate(
         "--device", help="Catalog id of the device the traces ran on (default: --scenario's "
         "accelerator).")] = None,
     fit: Annotated[list[str] | None, typer.Option(
-        "--fit", help="Constant the runs fit, ID:constant or a device constant for every device "
-        "of the runs (repeatable; default framework_compute_factor).")] = None,
+        "--fit", help="Constant the runs fit: ID:constant (a device or link), "
+        "stack:NAME:constant, or a device or stack constant's name for every device or stack of "
+        "the runs (repeatable; default compute_factor, of the stacks the runs run).")] = None,
     nccl_op: Annotated[str | None, typer.Option(
         "--nccl-op", help="Collective of nccl-tests output that does not name it (allreduce, "
         "allgather, reduce_scatter, alltoall, broadcast, sendrecv).")] = None,

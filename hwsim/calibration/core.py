@@ -4,13 +4,15 @@ calibration file a scenario names (``calibration: FILE``; docs/calibration.md).
 Three kinds of measurement, fitted in this order, each stage with the constants of the stages
 before it in place:
 
-1. Kineto traces (:mod:`hwsim.calibration.kineto`): the device's ``compute_efficiency``,
-   ``memory_efficiency`` and ``launch_overhead_s``.
+1. Kineto traces (:mod:`hwsim.calibration.kineto`): the hardware constants of the device that
+   the kernel model uses, ``compute_efficiency`` (its GEMM ceiling), ``memory_efficiency`` and
+   ``launch_overhead_s``; the kernels ran inside the framework, so the software stack the
+   scenario runs gets ``compute_factor`` and ``memory_factor`` 1 with them.
 2. nccl-tests output (:mod:`hwsim.calibration.nccltests`), simulated on the scenario's cluster:
    the ``efficiency`` and ``latency_s`` of the link the collective is bound by.
-3. Measured runs (:mod:`hwsim.calibration.runs`): by default the ``framework_compute_factor`` of
-   every device the runs train on; any constants of
-   :data:`hwsim.scenario.calibration.CONSTANTS` with ``fit``.
+3. Measured runs (:mod:`hwsim.calibration.runs`): by default the ``compute_factor`` of every
+   software stack the runs' scenarios run (``workload.stack``, else the default for the model);
+   any constants of :data:`hwsim.scenario.calibration.CONSTANTS` with ``fit``.
 
 Every constant records its value, the catalog's, what it was fitted to, and the error of those
 rows before and after (mean absolute relative error) with the leave-one-out error.
@@ -21,13 +23,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
 from hwsim.calibration.fit import label, least_squares, loo, mape
 from hwsim.exceptions import ScenarioError
-from hwsim.scenario.calibration import CONSTANTS, VERSION, Key, current, read_calibration
+from hwsim.scenario.calibration import (CONSTANTS, TARGETS, VERSION, Key, current,
+                                       read_calibration)
 
 __all__ = ["calibrate", "Calibration", "Fitted", "parse_fit"]
 
@@ -62,12 +65,14 @@ class Calibration:
         """The calibration file's content (:mod:`hwsim.scenario.calibration`)."""
         out: dict[str, Any] = {"hwsim_calibration": VERSION}
         for f in self.constants:
-            section = "devices" if f.key[0] == "device" else "links"
+            section = TARGETS[f.key[0]].section
             out.setdefault(section, {}).setdefault(f.key[1], {})[f.key[2]] = {
                 "value": _r(f.value), "catalog": _r(f.catalog), "fitted_to": f.fitted_to,
                 "error_before": _r(f.error_before, 4), "error_after": _r(f.error_after, 4),
                 "loo_error": None if math.isnan(f.loo_error) else _r(f.loo_error, 4),
                 "rows": f.rows}
+        out = {"hwsim_calibration": VERSION, **{t.section: out[t.section] for t in
+                                                TARGETS.values() if t.section in out}}
         out["report"] = [{k: (_r(v) if isinstance(v, float) else v) for k, v in r.items()}
                          for r in self.rows]
         return out
@@ -103,29 +108,36 @@ def _r(x: float, digits: int = 6) -> float:
 
 
 
-def parse_fit(names: Iterable[str], devices: Sequence[str]) -> list[Key]:
-    """Keys of ``--fit`` names: ``ID:constant`` (a device or link), or a device constant's bare
-    name for every device in *devices*."""
-    from hwsim.catalog import get_device, get_link
-
+def parse_fit(names: Iterable[str], ids: Mapping[str, Sequence[str]]) -> list[Key]:
+    """Keys of ``--fit`` names: ``ID:constant`` (a device or link id, or ``stack:NAME``), or a
+    device or stack constant's bare name for each of *ids* of its target (the devices and the
+    stacks of the runs)."""
     keys: list[Key] = []
     for name in names:
         ident, _, const = name.rpartition(":")
         c = CONSTANTS.get(const)
         if c is None:
             raise ScenarioError(f"unknown constant {const!r}; valid: {', '.join(CONSTANTS)} "
-                                "(ID:constant for one device or link)", field="fit")
+                                "(ID:constant for one device or link, stack:NAME:constant for "
+                                "one software stack)", field="fit")
+        target = TARGETS[c.target]
         if not ident:
-            if c.target != "device":
+            if c.target == "link":
                 raise ScenarioError(f"{const} is a link constant: name the link, e.g. "
                                     f"nvlink4:{const}", field="fit")
-            keys += [("device", d, const) for d in devices]
+            keys += [(c.target, i, const) for i in ids.get(c.target, ())]
             continue
-        try:
-            spec = get_device(ident) if c.target == "device" else get_link(ident)
-        except ScenarioError as err:
-            raise ScenarioError(err.reason, field="fit") from None
-        keys.append((c.target, spec.id, const))
+        prefix, _, rest = ident.partition(":")
+        if rest:
+            if prefix != c.target:
+                raise ScenarioError(f"{const} is a {c.target} constant, not a {prefix}'s; valid: "
+                                    f"{'stack:NAME' if c.target == 'stack' else 'ID'}:{const}",
+                                    field="fit")
+            ident = rest
+        canonical = target.canonical(ident)
+        if canonical is None:
+            raise ScenarioError(target.unknown(ident), field="fit")
+        keys.append((c.target, canonical, const))
     return list(dict.fromkeys(keys))
 
 
@@ -144,8 +156,9 @@ def calibrate(*, runs: str | Path | None = None, nccl: Sequence[str | Path] = ()
     traces : Kineto trace JSON files of one training step on *device* (default: *scenario*'s
         accelerator).
     scenario : the scenario whose cluster the nccl-tests and traces were measured on.
-    fit : constants the runs fit (``ID:constant``, or a device constant's name for each device
-        of the runs); default ``framework_compute_factor``.
+    fit : constants the runs fit (``ID:constant``, ``stack:NAME:constant``, or a device or stack
+        constant's name for each device or stack of the runs); default ``compute_factor`` (of
+        each stack the runs run).
     nccl_op : the collective of nccl-tests files that do not say (``allreduce``, ...).
     algorithm : the collective algorithm nccl-tests ran (``auto``: NCCL's choice).
     """
@@ -178,11 +191,12 @@ def calibrate(*, runs: str | Path | None = None, nccl: Sequence[str | Path] = ()
 
 def _fit_runs(result: Calibration, fixed: dict[Key, float], path: str | Path,
               fit: Sequence[str] | None, cross_validate: bool) -> None:
-    from hwsim.calibration.runs import devices_of, predict_run, read_runs
+    from hwsim.calibration.runs import devices_of, predict_run, read_runs, stack_of
 
     rows = read_runs(path)
-    devices = sorted({d for r in rows for d in devices_of(r)})
-    keys = parse_fit(fit or ["framework_compute_factor"], devices)
+    ids = {"device": sorted({d for r in rows for d in devices_of(r)}),
+           "stack": list(dict.fromkeys(stack_of(r) for r in rows))}
+    keys = parse_fit(fit or ["compute_factor"], ids)
     start = {k: current(k, fixed) for k in keys}
     measured = [r.measured for r in rows]
     what = f"the runs of {path}"

@@ -16,18 +16,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from hwsim.exceptions import ScenarioError
-from hwsim.scenario.calibration import CONSTANTS, Key
+from hwsim.scenario.calibration import CONSTANTS, Key, label
 
 __all__ = ["Fit", "least_squares", "loo", "mape", "label"]
 
 Predict = Callable[[int, Mapping[Key, float]], float]
 """``predict(row, values)``: the model's figure for measured row *row* with the constants
 *values* (all fitted keys, plus whatever the caller fixes)."""
-
-
-def label(key: Key) -> str:
-    """``ID:constant``, the name of a fitted constant on the command line and in reports."""
-    return f"{key[1]}:{key[2]}"
 
 
 def mape(pred: Sequence[float], meas: Sequence[float]) -> float:

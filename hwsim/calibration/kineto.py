@@ -11,13 +11,16 @@ to the op that launched it by ``External id``.
 Kernels are classified by name (:func:`kernel_class`): ``gemm`` (cuBLAS/CUTLASS: names with
 gemm, cutlass or xmma: ``ampere_*gemm``, ``sm90_xmma_*``), ``attention`` (flash / fmha), ``nccl``
 (``ncclKernel``/``ncclDevKernel``), ``memory`` (every other kernel: elementwise, norms,
-reductions, copies). :func:`fit_device` then sets, for the device the trace ran on:
+reductions, copies). :func:`hwsim.calibration.stages.fit_traces` then sets, for the device the
+trace ran on:
 
-- ``compute_efficiency``: the GEMM kernels' FLOPs (the launching op's ``flops``, else 2MNK from
-  its input shapes for mm, addmm, bmm, baddbmm, matmul, linear) over their measured time, as the
-  model's in-framework GEMM time (:meth:`~hwsim.catalog.specs.DeviceSpec.roofline_s`, the
-  framework factor held) is proportional to ``1 / compute_efficiency``: the value at which the
-  model's total GEMM time equals the measured total (closed form).
+- ``compute_efficiency`` (the kernel model's large-GEMM ceiling): the value at which the model's
+  total GEMM time equals the measured total. A GEMM whose launching op gives its shape (mm,
+  addmm, bmm, baddbmm, matmul, linear: :func:`gemm_shape`) is timed by the kernel model
+  (:mod:`hwsim.catalog.kernels`: tiles, waves, the fixed ``gemm_latency``), one without a shape
+  (only ``args.flops``) by the FLOP ramp; either way its time is ``a / compute_efficiency + b``
+  (``b`` the fixed latency), so the value is the closed form ``sum(a) / (sum(measured) -
+  sum(b))``. No software-stack factor is applied: these are the kernels as they ran.
 - ``memory_efficiency``: the same for the memory-bound kernels of at least 1 MiB, their bytes
   read and written estimated from the launching op's input shapes and types (every input once,
   plus one output the size of the largest input).
@@ -39,8 +42,8 @@ from typing import Any
 from hwsim.catalog.specs import DeviceSpec
 from hwsim.exceptions import ScenarioError
 
-__all__ = ["Kernel", "Trace", "read_trace", "parse_trace", "kernel_class", "DTYPE_OF",
-           "MIN_MEMORY_BYTES"]
+__all__ = ["Kernel", "Trace", "read_trace", "parse_trace", "kernel_class", "gemm_shape",
+           "model_time", "fittable", "DTYPE_OF", "MIN_MEMORY_BYTES"]
 
 _GEMM = re.compile(r"gemm|cutlass|xmma", re.I)
 _ATTN = re.compile(r"flash|fmha|attention|sdpa", re.I)
@@ -80,6 +83,7 @@ class Kernel:
     flops: float | None = None
     nbytes: float | None = None
     dtype: str | None = None
+    shape: tuple | None = None
 
 
 @dataclass
@@ -119,27 +123,37 @@ def _dims_bytes(dims: Any, types: Any) -> tuple[list[int], float] | None:
     return (sizes, total) if sizes else None
 
 
-def _gemm_flops(name: str, dims: Any) -> float | None:
-    """2MNK (times the batch) from the input shapes of an ATen matmul op."""
+def gemm_shape(name: str, dims: Any) -> tuple | None:
+    """The kernel shape ``("gemm", M, N, K[, batch])`` (:mod:`hwsim.catalog.kernels`) of an
+    ATen matmul op from its ``Input Dims``, or None when they do not give one."""
     try:
         if name in ("aten::mm", "aten::matmul") and len(dims[0]) == 2 == len(dims[1]):
             (m, k), (_, n) = dims[0], dims[1]
-            return 2.0 * m * n * k
+            return ("gemm", m, n, k)
         if name == "aten::addmm":
             (m, k), (_, n) = dims[1], dims[2]
-            return 2.0 * m * n * k
+            return ("gemm", m, n, k)
         if name in ("aten::bmm", "aten::baddbmm"):
             a, b = (dims[0], dims[1]) if name == "aten::bmm" else (dims[1], dims[2])
-            return 2.0 * a[0] * a[1] * a[2] * b[2]
+            return ("gemm", a[1], b[2], a[2], a[0])
         if name in ("aten::linear", "aten::matmul"):
             x, w = dims[0], dims[1]
             rows = 1
             for v in x[:-1]:
                 rows *= v
-            return 2.0 * rows * x[-1] * (w[0] if name == "aten::linear" else w[-1])
+            return ("gemm", rows, w[0] if name == "aten::linear" else w[-1], x[-1])
     except (IndexError, TypeError, ValueError):
         return None
     return None
+
+
+def _gemm_flops(name: str, dims: Any) -> float | None:
+    """2MNK (times the batch) from the input shapes of an ATen matmul op."""
+    shape = gemm_shape(name, dims)
+    if shape is None:
+        return None
+    batch = shape[4] if len(shape) > 4 else 1
+    return 2.0 * shape[1] * shape[2] * shape[3] * batch
 
 
 def parse_trace(data: Any, file: str = "<trace>") -> Trace:
@@ -177,6 +191,9 @@ def parse_trace(data: Any, file: str = "<trace>") -> Trace:
             k.dtype = next((DTYPE_OF[t] for t in types or [] if t in DTYPE_OF), None) \
                 if isinstance(types, list) else None
             if k.cls == "gemm":
+                shape = gemm_shape(op["name"], dims)
+                k.shape = shape if shape is not None and all(
+                    isinstance(x, int) and x > 0 for x in shape[1:]) else None
                 k.flops = float(oa["flops"]) if oa.get("flops") else _gemm_flops(op["name"], dims)
             elif k.cls == "memory":
                 got = _dims_bytes(dims, types)
@@ -202,8 +219,13 @@ def parse_trace(data: Any, file: str = "<trace>") -> Trace:
 
 
 def model_time(spec: DeviceSpec, k: Kernel, default_dtype: str) -> float:
-    """The model's in-framework device time of kernel *k* on *spec* (no launch floor)."""
-    t_c, t_m = spec.roofline_s(k.flops or 0.0, k.nbytes or 0.0, k.dtype or default_dtype)
+    """The model's device time of kernel *k* on *spec* (no launch floor): a GEMM with a shape by
+    the kernel model (where *spec* has one), else by the FLOP ramp; a memory-bound kernel its
+    bytes at the measured bandwidth. *spec* as given: a catalog device carries no software-stack
+    factor (:meth:`hwsim.catalog.stacks.StackProfile.apply` adds one)."""
+    shape = k.shape if k.cls == "gemm" and k.shape and spec.kernels is not None else ()
+    t_c, t_m = spec.roofline_s(k.flops or 0.0, k.nbytes or 0.0, k.dtype or default_dtype,
+                               shape=shape)
     return t_c if k.cls == "gemm" else t_m
 
 

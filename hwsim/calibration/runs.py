@@ -24,7 +24,7 @@ from hwsim.exceptions import ScenarioError
 from hwsim.scenario import Scenario, load_scenario
 from hwsim.scenario.calibration import Key, apply
 
-__all__ = ["MeasuredRun", "METRICS", "read_runs", "predict_run", "devices_of"]
+__all__ = ["MeasuredRun", "METRICS", "read_runs", "predict_run", "devices_of", "stack_of"]
 
 METRICS = ("step_time_s", "tokens_per_s", "samples_per_s")
 """Measured figures a row may give (``summary.json`` keys)."""
@@ -128,3 +128,21 @@ def devices_of(run: MeasuredRun) -> list[str]:
     g = build_graph(run.scenario.cluster)
     kind = run.scenario.compute_device
     return sorted({d["spec"] for _, d in g.nodes(data=True) if d.get("kind") == kind})
+
+
+def stack_of(run: MeasuredRun) -> str:
+    """The name of the software stack the run's job runs (``workload.stack``, else the default
+    for its model's kind: :func:`hwsim.scenario.build.job_stack`)."""
+    from hwsim.scenario.build import job_stack
+    from hwsim.workloads import resolve_model
+
+    w = run.scenario.workload
+    if w.stack is not None:
+        return w.stack
+    fields = w.model.model_dump(exclude_none=True)
+    fields.pop("flash_attention", None)
+    try:
+        spec = resolve_model(fields)
+    except ValueError as err:
+        raise ScenarioError(str(err), file=run.name, field="workload.model") from None
+    return job_stack(w, spec).name

@@ -17,7 +17,7 @@ from hwsim.catalog.loader import load_catalog, suggest_ids
 from hwsim.exceptions import ScenarioError
 from hwsim.scenario.calibration import Key, apply, current
 
-__all__ = ["fit_traces", "fit_nccl", "trace_device", "LATENCY_ROWS_BELOW"]
+__all__ = ["fit_traces", "fit_nccl", "trace_device", "trace_stack", "LATENCY_ROWS_BELOW"]
 
 LATENCY_ROWS_BELOW = 64 * 1024
 """A link's latency is fitted only when the nccl-tests rows reach below this size (bytes):
@@ -50,43 +50,80 @@ def _spec(ident: str, fixed: dict[Key, float], **more: float):
     return replace(get_device(ident), **{**fields, **more})
 
 
+def trace_stack(scen: Any) -> str | None:
+    """The software stack the traced step ran: the scenario's training job's
+    (:func:`hwsim.scenario.build.job_stack`), or None without a training scenario."""
+    from hwsim.calibration.runs import MeasuredRun, stack_of
+
+    w = getattr(scen, "workload", None)
+    if scen is None or scen.jobs is not None or getattr(w, "kind", None) != "training":
+        return None
+    return stack_of(MeasuredRun("--scenario", scen, "step_time_s", 1.0))
+
+
 def fit_traces(result: Calibration, fixed: dict[Key, float], files: Sequence[str | Path],
                scen: Any, device: str | None) -> None:
-    """GEMM efficiency, memory-bound efficiency and launch overhead of the traces' device
+    """GEMM ceiling, memory efficiency and launch overhead of the traces' device
     (:mod:`hwsim.calibration.kineto`), each by the closed form there, with leave-one-out over the
-    kernel names. The kernels run inside the framework, so their efficiencies are in-framework
-    figures: the device's framework factors are set to 1 with them."""
+    kernel names. The kernels ran inside the framework, so what the framework does to a kernel's
+    speed is in their times: the stack the scenario's job runs gets ``compute_factor`` 1 with
+    the GEMM ceiling and ``memory_factor`` 1 with the memory efficiency (a scenario without a
+    training job names no stack: hardware constants only)."""
     traces = [read_trace(f) for f in files]
     ident = trace_device(traces, scen, device)
+    stack = trace_stack(scen)
+    profile = stack_profile(stack, fixed) if stack is not None else None
     dtype = getattr(getattr(scen, "workload", None), "precision", None) or "bf16"
     source = ", ".join(Path(t.file).name for t in traces)
     fitted = 0
-    for cls, const, factor in (("gemm", "compute_efficiency", "framework_compute_factor"),
-                               ("memory", "memory_efficiency", "framework_memory_factor")):
+    for cls, const, factor in (("gemm", "compute_efficiency", "compute_factor"),
+                               ("memory", "memory_efficiency", "memory_factor")):
         kernels = [k for t in traces for k in fittable(t, cls)]
         if not kernels:
             continue
-        unit = _spec(ident, fixed, **{const: 1.0, factor: 1.0})
+        at1, at_half = _spec(ident, fixed, **{const: 1.0}), _spec(ident, fixed, **{const: 0.5})
+        now = _spec(ident, fixed)
+        if profile is not None:
+            now = profile.apply(now)
         groups: dict[str, list[float]] = {}
         for k in kernels:
-            g = groups.setdefault(k.name, [0.0, 0.0, 0.0])
+            # the model's time is a / value + b: a from the times at 1 and 1/2, b the rest
+            t1, t2 = model_time(at1, k, dtype), model_time(at_half, k, dtype)
+            g = groups.setdefault(k.name, [0.0, 0.0, 0.0, 0.0])
             g[0] += k.dur_s
-            g[1] += model_time(unit, k, dtype)   # the model's time at efficiency 1
-            g[2] += model_time(_spec(ident, fixed), k, dtype)
+            g[1] += t2 - t1
+            g[2] += 2.0 * t1 - t2
+            g[3] += model_time(now, k, dtype)
         names = list(groups)
-        meas = [groups[n][0] for n in names]
-        at1 = [groups[n][1] for n in names]
-        value = min(1.0, sum(at1) / sum(meas))
+        meas, a, b = ([groups[n][i] for n in names] for i in range(3))
+
+        def solve(rows: Sequence[int]) -> float:
+            left = sum(meas[i] - b[i] for i in rows)
+            if left <= 0:
+                raise ScenarioError(
+                    f"the traced {cls} kernels ({', '.join(names[i] for i in rows)}) are shorter "
+                    "than the kernel model's fixed GEMM latency alone, so no ceiling fits them; "
+                    "valid: a trace of the device --device names (or --scenario's accelerator)",
+                    file=traces[0].file)
+            return min(1.0, sum(a[i] for i in rows) / left)
+        value = solve(range(len(names)))
         held = [math.nan] * len(names)
         if len(names) > 1:
-            held = [at1[i] * sum(meas[j] for j in range(len(names)) if j != i)
-                    / sum(at1[j] for j in range(len(names)) if j != i) for i in range(len(names))]
-        keys = [("device", ident, const), ("device", ident, factor)]
-        record(result, fixed, keys, {keys[0]: value, keys[1]: 1.0},
-               {}, source, rows=names, metric=[f"{cls}_kernel_s"] * len(names), measured=meas,
-               before=[groups[n][2] for n in names], after=[a / value for a in at1], held=held,
-               fitted_to=f"{len(kernels)} {cls} kernels ({len(names)} names) of {source}: total "
-                         f"model time = total measured time, {factor} 1 (in-framework kernels)")
+            held = [a[i] / solve([j for j in range(len(names)) if j != i]) + b[i]
+                    for i in range(len(names))]
+        keys: list[Key] = [("device", ident, const)]
+        values = {keys[0]: value}
+        note = "hardware only (no training scenario names a stack)"
+        if stack is not None:
+            keys.append(("stack", stack, factor))
+            values[keys[1]] = 1.0
+            note = f"{stack}'s {factor} 1 (in-framework kernels)"
+        record(result, fixed, keys, values, {}, source, rows=names,
+               metric=[f"{cls}_kernel_s"] * len(names), measured=meas,
+               before=[groups[n][3] for n in names], after=[a[i] / value + b[i]
+                                                            for i in range(len(names))],
+               held=held, fitted_to=f"{len(kernels)} {cls} kernels ({len(names)} names) of "
+                                    f"{source}: total model time = total measured time; {note}")
         fitted += 1
     gap = [g for t in traces for g in t.launch_intervals_s]
     if gap:
@@ -102,6 +139,14 @@ def fit_traces(result: Calibration, fixed: dict[Key, float], files: Sequence[str
                             "(no args.flops or Input Dims on their aten ops) and no memory-bound "
                             "kernel has input shapes; valid: a trace recorded with "
                             "record_shapes=True (and with_flops=True)", file=traces[0].file)
+
+
+def stack_profile(name: str, fixed: dict[Key, float]):
+    """Stack *name* with the constants of *fixed* for it."""
+    from hwsim.catalog import get_stack
+
+    fields = {k[2]: v for k, v in fixed.items() if k[0] == "stack" and k[1] == name}
+    return replace(get_stack(name), **fields)
 
 
 def fit_nccl(result: Calibration, fixed: dict[Key, float], files: Sequence[str | Path], scen: Any,

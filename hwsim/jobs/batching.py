@@ -108,7 +108,8 @@ class BatchingJob(Front):
         if hit is None:
             dev = self.system.device(device)
             # no serving stack is profiled: the default stack of non-transformer models
-            spec, speed = load_stacks().default_for(False).apply(dev.spec), dev.speed
+            spec = self.system.stack(load_stacks().default_for(False)).apply(dev.spec)
+            speed = dev.speed
             prec = self.plan.precision
             t = fl = by = 0.0
             by_cat: dict[str, float] = {}

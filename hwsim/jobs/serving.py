@@ -443,7 +443,7 @@ class ServingJob(Front):
         slow them)."""
         plan = self.plan
         # no serving stack is profiled: the default stack of transformer models
-        spec = load_stacks().default_for(True).apply(self.system.device(devs[0]).spec)
+        spec = self.system.stack(load_stacks().default_for(True)).apply(self.system.device(devs[0]).spec)
         speed = min(self.system.device(d).speed for d in devs)  # the slowest paces the group
         ops = iteration_ops(plan.spec, tp=plan.tp, pp=plan.pp, stage=st, precision=plan.precision,
                             prefill_tokens=p_tokens, prefill_pairs=p_pairs, decode_seqs=d_seqs,

@@ -137,6 +137,12 @@ class System:
                 self._storage[n] = (spec, pool)
 
     # -- devices --------------------------------------------------------------------------------
+    def stack(self, profile):
+        """Software-stack *profile* (a :class:`~hwsim.catalog.stacks.StackProfile`) as this run
+        has it: a calibrated run's own (``graph.graph["stack_profiles"]``,
+        :mod:`hwsim.scenario.calibration`), else *profile*."""
+        return self.graph.graph.get("stack_profiles", {}).get(profile.name, profile)
+
     def device(self, node: str, speed: float | None = None) -> Device:
         """The run-time device at graph *node* (created on first use); *speed* scales its op
         rate (default: the node's ``speed`` attribute, set on stragglers, else 1)."""

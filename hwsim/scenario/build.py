@@ -24,7 +24,7 @@ from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.budget import check_budget
 from hwsim.scenario.calibration import apply as apply_calibration
-from hwsim.scenario.calibration import read_calibration
+from hwsim.scenario.calibration import STACK_PROFILES, read_calibration
 from hwsim.scenario.build_inference import serving_plan
 from hwsim.scenario.build_jobs import job_plans
 from hwsim.scenario.schema_cluster import INT_MAX
@@ -100,13 +100,17 @@ to two 8-GPU servers are simulated rank by rank, so their traces show every rank
 jobs whose devices differ (mixed groups, stragglers: :func:`~hwsim.jobs.parallel.device_kinds`)."""
 
 
-def job_stack(w: TrainingWorkload, spec: Any) -> StackProfile:
+def job_stack(w: TrainingWorkload, spec: Any, g: nx.Graph | None = None) -> StackProfile:
     """The software stack a training workload runs: ``workload.stack``, else the default for its
-    model's kind (``default:`` of ``hwsim/catalog/data/stacks.yaml``: transformers and others)."""
+    model's kind (``default:`` of ``hwsim/catalog/data/stacks.yaml``: transformers and others);
+    with the constants of the run's calibration where graph *g* carries them
+    (:data:`~hwsim.scenario.calibration.STACK_PROFILES`)."""
     stacks = load_stacks()
-    if w.stack is not None:
-        return stacks.get(w.stack)
-    return stacks.default_for(isinstance(spec, TransformerSpec))
+    stack = (stacks.get(w.stack) if w.stack is not None
+             else stacks.default_for(isinstance(spec, TransformerSpec)))
+    if g is not None:
+        stack = g.graph.get(STACK_PROFILES, {}).get(stack.name, stack)
+    return stack
 
 
 def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
@@ -144,7 +148,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         fields = w.model.model_dump(exclude_none=True)
         flash = fields.pop("flash_attention", None)
         spec = resolve_model(fields)
-        stack = job_stack(w, spec)
+        stack = job_stack(w, spec, g)
         if flash is None:  # the stack decides; an explicit model.flash_attention overrides it
             flash = stack.fused_attention(get_device(g.nodes[ranks[0]]["spec"]))
         ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,

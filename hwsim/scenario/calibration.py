@@ -4,21 +4,28 @@ that replace the catalog's for the run of that scenario only (docs/calibration.m
 A calibration file is YAML written by ``hwsim calibrate`` (or by hand)::
 
     hwsim_calibration: 1
+    stacks:
+      megatron-2020:
+        compute_factor: {value: 0.70, catalog: 0.7306, fitted_to: "...",
+                         error_before: 0.06, error_after: 0.02, loo_error: 0.03}
     devices:
-      H100-SXM5-80GB:
-        framework_compute_factor: {value: 0.55, catalog: 0.619, fitted_to: "...",
-                                   error_before: 0.12, error_after: 0.01, loo_error: 0.02}
+      A100-SXM4-80GB:
+        compute_efficiency: 0.85
     links:
-      nvlink4:
+      nvlink3:
         efficiency: 0.80            # a bare number is a value too
 
-:data:`CONSTANTS` is the table of constants a file may set: each names its target (a catalog
-device or link), the field it replaces and its valid range; :func:`current` reads a constant's
-value for a run, :func:`apply` puts a set of values into one run's topology graph. Nothing is
-global: device constants go into the graph's ``device_specs`` mapping (catalog id -> a
+:data:`CONSTANTS` is the table of constants a file may set, each a named entry with its target
+(:data:`TARGETS`: a catalog device, a catalog link or a software-stack profile), the field it
+replaces and its valid range; :func:`current` reads (the getter) a constant's value for a run,
+:func:`apply` puts (the setter) a set of values into one run's topology graph. Nothing is global:
+device constants go into the graph's ``device_specs`` mapping (catalog id -> a
 ``dataclasses.replace``-d :class:`~hwsim.catalog.specs.DeviceSpec`, which
-:class:`hwsim.jobs.system.System` prefers to the catalog's), link constants into the attributes
-of that graph's edges of the link, so the catalog itself is never changed.
+:class:`hwsim.jobs.system.System` prefers to the catalog's), stack constants into its
+``stack_profiles`` mapping (stack name -> a replaced
+:class:`~hwsim.catalog.stacks.StackProfile`, which the run's plan takes for ``workload.stack``),
+link constants into the attributes of that graph's edges of the link; the catalog itself is never
+changed.
 """
 
 from __future__ import annotations
@@ -26,30 +33,84 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import networkx as nx
 import yaml
 
-from hwsim.catalog import get_device, get_link, load_catalog
+from hwsim.catalog import get_device, get_link, load_catalog, load_stacks
 from hwsim.catalog.loader import suggest_ids
 from hwsim.exceptions import ScenarioError
 
-__all__ = ["Constant", "CONSTANTS", "Key", "current", "apply", "read_calibration",
-           "parse_calibration", "VERSION", "DEVICE_SPECS"]
+__all__ = ["Constant", "CONSTANTS", "Target", "TARGETS", "Key", "current", "apply",
+           "read_calibration", "parse_calibration", "label", "VERSION", "DEVICE_SPECS",
+           "STACK_PROFILES"]
 
 VERSION = 1
 """Value of ``hwsim_calibration:`` in the files this version writes and reads."""
 DEVICE_SPECS = "device_specs"
 """Graph attribute (``graph.graph[...]``) with the run's replaced device specs by catalog id."""
+STACK_PROFILES = "stack_profiles"
+"""Graph attribute with the run's replaced software-stack profiles by stack name."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a constant belongs to: ``name`` (``device``, ``link``, ``stack``), the calibration
+    file's ``section`` for it, ``entries()`` (id -> catalog entry) and ``where`` (where the
+    valid ids are listed)."""
+
+    name: str
+    section: str
+    entries: Callable[[], Mapping[str, Any]]
+    where: str
+    example: str
+
+    def get(self, ident: str) -> Any:
+        """The catalog entry *ident* (a device or link id, case-insensitive, or a stack name)."""
+        if self.name == "device":
+            return get_device(ident)
+        if self.name == "link":
+            return get_link(ident)
+        return load_stacks().get(ident, where="stacks")
+
+    def canonical(self, ident: str) -> str | None:
+        """The id as the catalog spells it, or None when there is no such entry."""
+        if self.name == "stack":
+            return ident if ident in self.entries() else None
+        try:
+            return self.get(str(ident).strip()).id
+        except ScenarioError:
+            return None
+
+    def unknown(self, ident: str) -> str:
+        """The one-paragraph reason *ident* is not an entry of this target."""
+        table = list(self.entries())
+        if self.name == "stack":
+            return (f"unknown software stack {ident!r}; valid: {', '.join(table)} (the profiles "
+                    f"of {self.where})")
+        close = suggest_ids(str(ident), self.entries())
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        return f"unknown {self.name} id {ident!r}; {hint}valid: a catalog {self.name} id ({self.where})"
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("stack", "stacks", lambda: load_stacks().profiles, "hwsim/catalog/data/stacks.yaml",
+           "megatron-2020: {compute_factor: 0.7}"),
+    Target("device", "devices", lambda: load_catalog().devices, "`hwsim catalog devices`",
+           "A100-SXM4-80GB: {compute_efficiency: 0.85}"),
+    Target("link", "links", lambda: load_catalog().links, "`hwsim catalog links`",
+           "nvlink3: {efficiency: 0.8}"),
+)}
+"""What the constants of :data:`CONSTANTS` belong to, by name, in the file's section order."""
 
 
 @dataclass(frozen=True)
 class Constant:
-    """A model constant a calibration may set: ``target`` is ``device`` (a
-    :class:`~hwsim.catalog.specs.DeviceSpec` field) or ``link`` (a
-    :class:`~hwsim.catalog.specs.LinkSpec` field, copied onto the graph's edges of that link);
-    values lie in ``[lo, hi]``; ``unset`` is its value where the catalog has none."""
+    """A model constant a calibration may set: ``target`` names a :data:`TARGETS` entry (a
+    :class:`~hwsim.catalog.specs.DeviceSpec`, :class:`~hwsim.catalog.specs.LinkSpec` or
+    :class:`~hwsim.catalog.stacks.StackProfile` field of this name); values lie in ``[lo, hi]``;
+    ``unset`` is its value where the catalog has none."""
 
     name: str
     target: str
@@ -60,12 +121,13 @@ class Constant:
 
 
 CONSTANTS: dict[str, Constant] = {c.name: c for c in (
-    Constant("framework_compute_factor", "device", 1e-3, 2.0,
-             "in-framework fraction of the GEMM efficiency at matrix-unit precisions", 1.0),
-    Constant("framework_memory_factor", "device", 1e-3, 2.0,
-             "in-framework fraction of the memory-bound ops' bandwidth", 1.0),
+    Constant("compute_factor", "stack", 1e-3, 2.0,
+             "fraction of the kernel model's compute time the stack reaches at matrix-unit "
+             "precisions"),
+    Constant("memory_factor", "stack", 1e-3, 2.0,
+             "fraction of the measured bandwidth the stack's memory-bound kernels reach"),
     Constant("compute_efficiency", "device", 1e-3, 1.0,
-             "large-GEMM fraction of the dense peak"),
+             "large-GEMM fraction of the dense peak (the kernel model's GEMM ceiling)"),
     Constant("memory_efficiency", "device", 1e-3, 1.0,
              "achievable fraction of the HBM (memory) bandwidth"),
     Constant("launch_overhead_s", "device", 0.0, 1e-2,
@@ -74,52 +136,62 @@ CONSTANTS: dict[str, Constant] = {c.name: c for c in (
              "achievable fraction of the link's bandwidth in bulk transfers"),
     Constant("latency_s", "link", 0.0, 1e-2, "one-way latency of one hop of the link (s)"),
 )}
-"""Every constant a calibration file may set, by name. Add a constant here (and, for a device,
-a field of DeviceSpec) and ``hwsim calibrate`` can fit it."""
+"""Every constant a calibration file may set, by name. Add a constant here (a field of the
+target's catalog entry) and ``hwsim calibrate`` can fit it and a calibration file set it."""
+
+RETIRED = {"framework_compute_factor": "compute_factor",
+           "framework_memory_factor": "memory_factor"}
+"""Device constants of earlier calibration files that are now a software stack's."""
 
 Key = tuple[str, str, str]
-"""A constant of one catalog entry: ``(target, catalog id, constant name)``, e.g.
-``("device", "H100-SXM5-80GB", "framework_compute_factor")``."""
+"""A constant of one catalog entry: ``(target, id, constant name)``, e.g.
+``("stack", "megatron-2020", "compute_factor")`` or ``("link", "nvlink3", "efficiency")``."""
+
+
+def label(key: Key) -> str:
+    """The name of a constant on the command line and in reports: ``ID:constant`` for a device
+    or link, ``stack:NAME:constant`` for a software stack."""
+    return f"{'stack:' if key[0] == 'stack' else ''}{key[1]}:{key[2]}"
 
 
 def current(key: Key, overrides: Mapping[Key, float] | None = None) -> float:
-    """The value of *key* in a run with *overrides* (else the catalog's)."""
+    """The value of *key* in a run with *overrides* (else the catalog's): the getter."""
     if overrides and key in overrides:
         return float(overrides[key])
     target, ident, name = key
-    spec = get_device(ident) if target == "device" else get_link(ident)
-    value = getattr(spec, name)
+    value = getattr(TARGETS[target].get(ident), name)
     return float(CONSTANTS[name].unset if value is None else value)
 
 
 def apply(graph: nx.Graph, overrides: Mapping[Key, float]) -> nx.Graph:
-    """Put *overrides* into *graph* (in place; returned): device constants as replaced specs in
-    ``graph.graph["device_specs"]``, link constants on every edge of that link."""
-    devices: dict[str, dict[str, float]] = {}
-    links: dict[str, dict[str, float]] = {}
+    """Put *overrides* into *graph* (in place; returned), the setter: device constants as
+    replaced specs in ``graph.graph["device_specs"]``, stack constants as replaced profiles in
+    ``graph.graph["stack_profiles"]``, link constants on every edge of that link."""
+    fields: dict[str, dict[str, dict[str, float]]] = {t: {} for t in TARGETS}
     for (target, ident, name), value in overrides.items():
         if name not in CONSTANTS or CONSTANTS[name].target != target:
             raise ValueError(f"{name!r} is not a {target} constant; valid: "
                              f"{', '.join(n for n, c in CONSTANTS.items() if c.target == target)}")
-        (devices if target == "device" else links).setdefault(ident, {})[name] = float(value)
-    specs = dict(graph.graph.get(DEVICE_SPECS, {}))
-    for ident, fields in devices.items():
-        spec = specs.get(get_device(ident).id, get_device(ident))
-        specs[spec.id] = replace(spec, **fields)
-    if specs:
-        graph.graph[DEVICE_SPECS] = specs
-    if links:
-        ids = {get_link(i).id: f for i, f in links.items()}
+        entry = TARGETS[target].get(ident)
+        fields[target].setdefault(entry.id if target != "stack" else entry.name, {})[name] = \
+            float(value)
+    for attr, target in ((DEVICE_SPECS, "device"), (STACK_PROFILES, "stack")):
+        if not fields[target]:
+            continue
+        entries = dict(graph.graph.get(attr, {}))
+        for ident, values in fields[target].items():
+            entries[ident] = replace(entries.get(ident, TARGETS[target].get(ident)), **values)
+        graph.graph[attr] = entries
+    if fields["link"]:
         for _, _, d in graph.edges(data=True):
-            fields = ids.get(d.get("link"))
-            if fields:
-                d.update(fields)
+            values = fields["link"].get(d.get("link"))
+            if values:
+                d.update(values)
     return graph
 
 
 # -- the file ---------------------------------------------------------------------------------
-_SECTIONS = {"devices": "device", "links": "link"}
-_TOP = ("hwsim_calibration", "devices", "links", "report", "notes")
+_TOP = ("hwsim_calibration", *(t.section for t in TARGETS.values()), "report", "notes")
 _ENTRY = ("value", "catalog", "fitted_to", "error_before", "error_after", "loo_error", "rows",
           "note")
 
@@ -146,9 +218,10 @@ def parse_calibration(data: Any, file: str | None = None) -> dict[Key, float]:
     """The constants of a parsed calibration mapping (see the module doc), validated."""
     def err(msg: str, where: str | None = None) -> ScenarioError:
         return ScenarioError(msg, file=file, field=where)
+    sections = ", ".join(f"{t.section}:" for t in TARGETS.values())
     if not isinstance(data, dict):
-        raise err("a calibration file is a mapping with hwsim_calibration: 1 and devices: and/or "
-                  "links: sections, as `hwsim calibrate` writes it")
+        raise err(f"a calibration file is a mapping with hwsim_calibration: 1 and {sections} "
+                  "sections, as `hwsim calibrate` writes it")
     unknown = [k for k in data if k not in _TOP]
     if unknown:
         raise err(f"unknown key {unknown[0]!r}; valid keys: {', '.join(_TOP)}")
@@ -156,36 +229,33 @@ def parse_calibration(data: Any, file: str | None = None) -> dict[Key, float]:
     if version != VERSION:
         raise err(f"version {version!r} is not understood; valid: {VERSION}", "hwsim_calibration")
     out: dict[Key, float] = {}
-    catalog = load_catalog()
-    for section, target in _SECTIONS.items():
+    for target in TARGETS.values():
+        section = target.section
         body = data.get(section) or {}
         if not isinstance(body, dict):
-            raise err(f"must map catalog {target} ids to constants, e.g. "
-                      f"{'H100-SXM5-80GB' if target == 'device' else 'nvlink4'}: "
-                      f"{{{'framework_compute_factor' if target == 'device' else 'efficiency'}:"
-                      " 0.8}", section)
-        table = catalog.devices if target == "device" else catalog.links
-        index = {k.lower(): k for k in table}
-        valid = [n for n, c in CONSTANTS.items() if c.target == target]
+            raise err(f"must map {target.name} ids to constants, e.g. {target.example}", section)
+        valid = [n for n, c in CONSTANTS.items() if c.target == target.name]
         for ident, consts in body.items():
             where = f"{section}.{ident}"
-            canonical = index.get(str(ident).strip().lower())
+            canonical = target.canonical(str(ident))
             if canonical is None:
-                close = suggest_ids(str(ident), table)
-                hint = (f"did you mean {', '.join(map(repr, close))}? " if close else "")
-                raise err(f"unknown {target} id {ident!r}; {hint}valid: a catalog {target} id "
-                          f"(`hwsim catalog {section}`)", where)
+                raise err(target.unknown(str(ident)), where)
             if not isinstance(consts, dict) or not consts:
                 raise err(f"must map constant names to values; valid names: {', '.join(valid)}",
                           where)
             for name, entry in consts.items():
-                out[(target, canonical, str(name))] = _value(name, entry, target, valid,
-                                                             f"{where}.{name}", err)
+                out[(target.name, canonical, str(name))] = _value(
+                    name, entry, target.name, valid, f"{where}.{name}", err)
     return out
 
 
 def _value(name: Any, entry: Any, target: str, valid: list[str], where: str, err) -> float:
     if name not in valid:
+        if name in RETIRED and target == "device":
+            raise err(f"{name} is no longer a device constant: it is the software stack's "
+                      f"{RETIRED[name]} (the device catalog carries no framework factors); valid "
+                      f"device constants: {', '.join(valid)}; write it as stacks: {{STACK: "
+                      f"{{{RETIRED[name]}: VALUE}}}} for the stack your runs use", where)
         close = suggest_ids(str(name), valid)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise err(f"unknown {target} constant {name!r}; {hint}valid: {', '.join(valid)}", where)
