@@ -76,6 +76,7 @@ class KernelSpec:
     attention_kernel: str | None = None
     attention: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    gemm_ceiling: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def attention_ceiling(self) -> Mapping[str, float]:
@@ -126,6 +127,8 @@ class KernelSpec:
         """Compute time of one kernel of *shape* (see the module docstring), including the fixed
         latency; *peak* the dense peak at *dtype*, *gemm_ceiling* the large-GEMM fraction of it."""
         if shape[0] == "gemm":
+            # a precision with its own measured large-GEMM ceiling (FP8 on Hopper) uses it
+            gemm_ceiling = self.gemm_ceiling.get(dtype, gemm_ceiling)
             m, n, k = shape[1:4]
             batch = shape[4] if len(shape) > 4 else 1.0
             return self.gemm_compute_s(m, n, k, peak * gemm_ceiling, batch) + self.latency_s

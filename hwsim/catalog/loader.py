@@ -292,9 +292,9 @@ def parse_kernels_file(path: str | Path, devices: Mapping[str, DeviceSpec]) -> d
         if not isinstance(body, dict):
             raise err(f"devices.{key}", "expected a mapping with sms, attention, sources")
         for k in body:
-            if k not in ("sms", "attention", "sources"):
+            if k not in ("sms", "attention", "gemm_ceiling", "sources"):
                 raise err(f"devices.{key}.{k}", "unknown field; valid fields: sms, attention, "
-                                                "sources")
+                                                "gemm_ceiling, sources")
         src = body.get("sources") or {}
         sms = _value(body.get("sms"), "int", lambda reason: err(f"devices.{key}.sms", reason))
         attn = body.get("attention") or {}
@@ -314,14 +314,21 @@ def parse_kernels_file(path: str | Path, devices: Mapping[str, DeviceSpec]) -> d
                     raise err(f"{at}.{d}", f"unknown precision; valid: {', '.join(DTYPES)}")
                 families[fam][d] = _value(v, "efficiency",
                                           lambda reason, a=f"{at}.{d}": err(a, reason))
-        for k in ("sms", "attention") if attn else ("sms",):
+        gc_raw = body.get("gemm_ceiling") or {}
+        if not isinstance(gc_raw, dict) or any(d not in DTYPES for d in gc_raw):
+            raise err(f"devices.{key}.gemm_ceiling", "expected {PRECISION: fraction of the dense "
+                                                     f"peak}}; precisions: {', '.join(DTYPES)}")
+        gemm_ceiling = {d: _value(v, "efficiency", lambda reason, a=f"devices.{key}.gemm_ceiling."
+                                  f"{d}": err(a, reason)) for d, v in gc_raw.items()}
+        for k in ("sms",) + (("attention",) if attn else ()) + (
+                ("gemm_ceiling",) if gemm_ceiling else ()):
             if not isinstance(src.get(k), str) or not src[k].strip():
                 raise err(f"devices.{key}.sources.{k}", "every number needs a source "
                                                         "(datasheet, URL or calibration key)")
         cited = {f"kernel_{k}": " ".join(str(v).split()) for k, v in {**top, **src}.items()}
         out[key] = KernelSpec(sms=sms, tile=(tile[0], tile[1]), latency_s=latency,
                               attention_kernel=next(iter(families), None), attention=families,
-                              sources=cited)
+                              gemm_ceiling=gemm_ceiling, sources=cited)
     return out
 
 

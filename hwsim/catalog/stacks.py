@@ -15,6 +15,12 @@ the software's, not the hardware's, and so is which attention kernel runs. A
   They fill the device's ``framework_compute_factor`` / ``framework_memory_factor``
   (:meth:`StackProfile.apply`); the device catalog carries none.
 
+- ``fp8_recipe``: what ``precision: fp8`` means on this stack (an :class:`Fp8Recipe` of the
+  file's ``fp8_recipes``, by name, or ``none``: the stack does not train in FP8, and a scenario
+  asking it to is an error): which ops run in FP8, the amax history its cast kernels update and
+  the bytes of FP8 weight copies it keeps; :func:`~hwsim.workloads.transformer_ops` builds the
+  ops from it.
+
 Every fitted constant names the rows it was fitted to (``fitted_to``: ids of
 ``benchmarks/validation_cases.yaml``, at least two, all of this stack; ``benchmarks/
 fit_calibration.py`` fits them and ``benchmarks/validate_training.py`` reports the
@@ -35,8 +41,8 @@ from hwsim.catalog.kernels import ATTENTION_FAMILIES
 from hwsim.catalog.specs import DeviceSpec
 from hwsim.exceptions import ScenarioError
 
-__all__ = ["StackProfile", "Stacks", "load_stacks", "get_stack", "parse_stacks_file",
-           "UNFUSED", "DEFAULT_FOR"]
+__all__ = ["StackProfile", "Stacks", "Fp8Recipe", "load_stacks", "get_stack",
+           "parse_stacks_file", "UNFUSED", "DEFAULT_FOR", "NO_FP8"]
 
 UNFUSED = "unfused"
 """``attention:`` of a stack that runs no fused attention kernel."""
@@ -44,8 +50,29 @@ UNFUSED = "unfused"
 DEFAULT_FOR = ("transformer", "other")
 """Model kinds ``default:`` of the stacks file names a stack for."""
 
+NO_FP8 = "none"
+"""``fp8_recipe:`` of a stack that does not train in FP8."""
+
 _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitted_to",
-           "stand_in_for", "sources")
+           "stand_in_for", "sources", "fp8_recipe")
+_RECIPE_FIELDS = ("description", "attention", "weight_copy_bytes", "amax_history", "sources")
+
+
+@dataclass(frozen=True)
+class Fp8Recipe:
+    """An FP8 training recipe (``fp8_recipes`` of the stacks file): ``attention`` True runs the
+    fused attention kernel in FP8 too (Transformer Engine's ``fp8_dpa``), else in bf16;
+    ``weight_copy_bytes``: bytes of FP8 weight copies kept per weight element of an FP8 GEMM,
+    beside the bf16 weights and fp32 master copies; ``amax_history``: the amax history length
+    its scale update reads and writes per tensor. Which GEMMs run in FP8 and the cast kernels
+    are the transformer model's (:func:`~hwsim.workloads.transformer_ops`)."""
+
+    name: str
+    description: str
+    attention: bool
+    weight_copy_bytes: float
+    amax_history: int
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +87,7 @@ class StackProfile:
     fitted_to: tuple[str, ...] = ()
     stand_in_for: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
+    fp8_recipe: Fp8Recipe | None = None
 
     def attention_family(self, device: DeviceSpec) -> str | None:
         """The fused attention family this stack runs on *device*, or None (unfused)."""
@@ -92,6 +120,11 @@ class Stacks:
 
     profiles: Mapping[str, StackProfile]
     default: Mapping[str, str]
+    recipes: Mapping[str, Fp8Recipe] = field(default_factory=dict)
+
+    def fp8_stacks(self) -> list[str]:
+        """Names of the stacks with an FP8 recipe."""
+        return [n for n, p in self.profiles.items() if p.fp8_recipe is not None]
 
     def get(self, name: str, where: str = "workload.stack") -> StackProfile:
         if name not in self.profiles:
@@ -116,12 +149,18 @@ def parse_stacks_file(path: str | Path) -> Stacks:
             raw = yaml.safe_load(fh)
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read the stacks file: {exc}", file=path) from None
-    if not isinstance(raw, dict) or set(raw) != {"default", "stacks"}:
-        raise ScenarioError("expected a mapping with exactly default and stacks", file=path)
+    if not isinstance(raw, dict) or not {"default", "stacks"} <= set(raw) <= {
+            "default", "stacks", "fp8_recipes"}:
+        raise ScenarioError("expected a mapping with default, stacks and (optional) "
+                            "fp8_recipes", file=path)
+    rec_raw = raw.get("fp8_recipes") or {}
+    if not isinstance(rec_raw, dict):
+        raise err("fp8_recipes", "expected a mapping of recipe name to its recipe")
+    recipes = {str(n): _recipe(str(n), r, err) for n, r in rec_raw.items()}
     body = raw["stacks"]
     if not isinstance(body, dict) or not body:
         raise err("stacks", "expected a mapping of stack name to its profile")
-    profiles = {str(n): _profile(str(n), p, err) for n, p in body.items()}
+    profiles = {str(n): _profile(str(n), p, err, recipes) for n, p in body.items()}
     for n, p in profiles.items():
         if p.stand_in_for is not None and p.stand_in_for not in profiles:
             raise err(f"stacks.{n}.stand_in_for", f"not a stack of this file; valid: "
@@ -132,10 +171,33 @@ def parse_stacks_file(path: str | Path) -> Stacks:
     for k, v in default.items():
         if v not in profiles:
             raise err(f"default.{k}", f"not a stack of this file; valid: {', '.join(profiles)}")
-    return Stacks(profiles, dict(default))
+    return Stacks(profiles, dict(default), recipes)
 
 
-def _profile(name: str, p: Any, err) -> StackProfile:
+def _recipe(name: str, r: Any, err) -> Fp8Recipe:
+    at = f"fp8_recipes.{name}"
+    if name == NO_FP8:
+        raise err(at, f"{NO_FP8!r} is reserved for stacks without FP8")
+    if not isinstance(r, dict) or set(r) - set(_RECIPE_FIELDS):
+        raise err(at, f"expected a mapping with {', '.join(_RECIPE_FIELDS)}")
+    if r.get("attention") not in ("bf16", "fp8"):
+        raise err(f"{at}.attention", "expected bf16 (attention stays bf16) or fp8 (TE fp8_dpa)")
+    wb, hist = r.get("weight_copy_bytes"), r.get("amax_history")
+    if isinstance(wb, bool) or not isinstance(wb, (int, float)) or wb < 0:
+        raise err(f"{at}.weight_copy_bytes", f"expected bytes >= 0 per weight, got {wb!r}")
+    if isinstance(hist, bool) or not isinstance(hist, int) or hist < 1:
+        raise err(f"{at}.amax_history", f"expected a positive integer, got {hist!r}")
+    src = r.get("sources") or {}
+    for k in ("attention", "weight_copy_bytes", "amax_history", "ops"):
+        if not isinstance(src.get(k), str) or not src[k].strip():
+            raise err(f"{at}.sources.{k}", "every choice and constant needs a source")
+    return Fp8Recipe(name=name, description=" ".join(str(r.get("description", "")).split()),
+                     attention=r["attention"] == "fp8", weight_copy_bytes=float(wb),
+                     amax_history=hist, sources={k: " ".join(str(v).split())
+                                                 for k, v in src.items()})
+
+
+def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackProfile:
     at = f"stacks.{name}"
     if not isinstance(p, dict):
         raise err(at, f"expected a mapping with {', '.join(_FIELDS)}")
@@ -166,7 +228,12 @@ def _profile(name: str, p: Any, err) -> StackProfile:
         raise err(f"{at}.fitted_to", "a fitted compute_factor names at least two rows of "
                                      "benchmarks/validation_cases.yaml (never one); a stand-in "
                                      "names none and gives stand_in_for instead")
+    rec = p.get("fp8_recipe", NO_FP8)
+    if rec != NO_FP8 and rec not in recipes:
+        raise err(f"{at}.fp8_recipe", f"expected {NO_FP8} or a recipe of fp8_recipes: "
+                                      f"{', '.join(recipes) or '(none defined)'}")
     return StackProfile(name=name, description=" ".join(str(p.get("description", "")).split()),
+                        fp8_recipe=None if rec == NO_FP8 else recipes[rec],
                         attention=() if attn == [UNFUSED] else tuple(attn),
                         fitted_to=tuple(str(r) for r in fitted), stand_in_for=stand_in,
                         sources={k: " ".join(str(v).split()) for k, v in src.items()},

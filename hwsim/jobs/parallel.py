@@ -349,7 +349,7 @@ class ParallelTrainingJob:
         k = (id(op), dev.spec.id, dev.speed)
         hit = self._cost.get(k)
         if hit is None:
-            prec = self.plan.precision
+            prec = op.dtype or self.plan.precision  # an FP8 recipe sets each op's own
             hit = self._cost[k] = (
                 dev.spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape),
                 dev.spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape))
@@ -493,7 +493,8 @@ class ParallelTrainingJob:
             for model in plan.stages[s]:
                 for op in model.optimizer:
                     yield env.all_of([self.devices[r].op(
-                        op.flops / shard, op.bytes / shard, plan.precision, name=op.name,
+                        op.flops / shard, op.bytes / shard, op.dtype or plan.precision,
+                        name=op.name,
                         job=plan.job, rank=r) for r in ranks])
         if plan.zero in (1, 2) and plan.lanes > 1:
             nbytes = sum(m.params for m in plan.stages[s]) * storage_bytes(plan.precision)

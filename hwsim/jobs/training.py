@@ -138,12 +138,12 @@ class TrainingJob:
                 if loader is not None:
                     yield from loader.next(step)
                 for op in model.forward:
-                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r,
-                                 shape=op.shape)
+                    yield dev.op(op.flops, op.bytes, op.dtype or prec, name=op.name, job=job,
+                                 rank=r, shape=op.shape)
                 bucket, nb = 0.0, 0
                 for op in model.backward:
-                    yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r,
-                                 shape=op.shape)
+                    yield dev.op(op.flops, op.bytes, op.dtype or prec, name=op.name, job=job,
+                                 rank=r, shape=op.shape)
                     if not last or len(plan.ranks) == 1:
                         continue  # DDP no_sync: gradients accumulate locally until the last
                     bucket += op.grad_bytes
@@ -157,7 +157,8 @@ class TrainingJob:
             if pending:
                 yield env.all_of(pending)
             for op in model.optimizer:
-                yield dev.op(op.flops, op.bytes, prec, name=op.name, job=job, rank=r)
+                yield dev.op(op.flops, op.bytes, op.dtype or prec, name=op.name, job=job,
+                             rank=r)
             self.step_ends[r].append(env.now)
             ck = self.checkpoint
             if ck is not None and (ck.due(step, plan.steps) or step == plan.steps - 1):

@@ -149,11 +149,22 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         flash = fields.pop("flash_attention", None)
         spec = resolve_model(fields)
         stack = job_stack(w, spec, g)
+        if w.precision == "fp8" and stack.fp8_recipe is None:
+            fp8 = load_stacks().fp8_stacks()
+            raise ScenarioError(
+                f"precision: fp8 needs a software stack with an FP8 recipe, and stack "
+                f"{stack.name!r} has none (fp8_recipe: none in hwsim/catalog/data/stacks.yaml: "
+                f"it does not train in FP8){'' if w.stack else ' (the default for this model)'}"
+                f"; valid: workload.stack: {', '.join(fp8) or '(no stack has one)'} for "
+                f"transformer models, or precision: bf16", field="workload.stack")
         if flash is None:  # the stack decides; an explicit model.flash_attention overrides it
             flash = stack.fused_attention(get_device(g.nodes[ranks[0]]["spec"]))
         ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
                         sp=par.sequence_parallel, cp=cp, ep=ep, recompute=par.recompute,
-                        optimizer=w.optimizer, flash_attention=flash)
+                        optimizer=w.optimizer, flash_attention=flash,
+                        fp8_recipe=stack.fp8_recipe)
+    except ScenarioError:
+        raise
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.model") from None
     total = _total_steps(w)

@@ -182,6 +182,9 @@ def training_memory(model: ModelOps, *, precision: str = "bf16", optimizer: str 
     blocks: tuple[Block, ...] = model.blocks
     transient = max((b.workspace_bytes for b in blocks), default=0.0)
     out["workspace"] = transient + workspace_bytes
+    fp8 = sum(b.fp8_weight_bytes for b in blocks)
+    if fp8:  # an FP8 recipe's weight copies, sharded as the weights are (ZeRO-3/FSDP)
+        out["fp8_weights"] = fp8 / (dp if zero >= 3 else 1)
     if zero == 3:
         biggest = max((b.params for b in blocks), default=model.params)
         out["zero3_buffers"] = 2.0 * biggest * storage_bytes(precision)

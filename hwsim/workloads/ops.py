@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 __all__ = ["Op", "Block", "ModelOps", "OpBuilder", "DTYPE_BYTES", "COMM_KINDS",
-           "dtype_bytes", "model_from_blocks", "pipeline_stages"]
+           "dtype_bytes", "op_precision", "model_from_blocks", "pipeline_stages"]
 
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
 """Bytes per element of each precision (tf32 is stored as fp32)."""
@@ -54,7 +54,12 @@ class Op:
     ``shape``: the op's kernel shape where it is one kernel the device's kernel model times
     (:mod:`hwsim.catalog.kernels`): ``("gemm", M, N, K)`` for ``C[M,N] = A[M,K] B[K,N]``,
     ``("attention", bh, s_q, s_kv, head_dim)`` for a fused flash attention kernel; empty for
-    ops timed by FLOPs and bytes alone."""
+    ops timed by FLOPs and bytes alone.
+
+    ``dtype``: the precision the op runs at where it differs from the job's (a precision of
+    :data:`DTYPE_BYTES`); empty: the job's ``precision``. An FP8 recipe
+    (:mod:`hwsim.workloads.fp8`) sets it on every op: ``fp8`` on the GEMMs it runs in FP8,
+    ``bf16`` on the rest (attention, the LM head, memory-bound ops)."""
 
     name: str
     flops: float
@@ -67,6 +72,12 @@ class Op:
     recompute: bool = False
     expert: bool = False
     shape: tuple = ()
+    dtype: str = ""
+
+
+def op_precision(op: Op, precision: str) -> str:
+    """The precision *op* runs at in a job of *precision*: its own ``dtype`` when set."""
+    return op.dtype or precision
 
 
 def _flops(ops: Sequence[Op], hardware: bool) -> float:
@@ -78,7 +89,9 @@ class Block:
     """A contiguous piece of a model that a pipeline stage takes whole: ``kind`` is
     ``embedding``, ``layer`` or ``head`` for transformers (``stem``/``block``/``head`` for CNNs).
     ``forward``/``backward`` in execution order (backward includes recomputed ops); ``params``
-    and ``activation_bytes`` (kept for backward, one micro-batch) on one rank."""
+    and ``activation_bytes`` (kept for backward, one micro-batch) on one rank;
+    ``fp8_weight_bytes``: the FP8 copies of its weights an FP8 recipe keeps beside them
+    (:mod:`hwsim.workloads.fp8`), on one rank before any ZeRO sharding."""
 
     name: str
     kind: str
@@ -88,6 +101,7 @@ class Block:
     params: float = 0.0
     activation_bytes: float = 0.0
     workspace_bytes: float = 0.0
+    fp8_weight_bytes: float = 0.0
 
     @property
     def model_flops(self) -> float:
@@ -201,10 +215,12 @@ class OpBuilder:
     reverse unit order by :meth:`backward`). GEMM operands are read at ``mb`` bytes per value,
     everything else at ``vb``."""
 
-    def __init__(self, prefix: str, mb: float, vb: float) -> None:
-        self.p, self.mb, self.vb = prefix, mb, vb
+    def __init__(self, prefix: str, mb: float, vb: float, dtype: str = "") -> None:
+        self.p, self.mb, self.vb, self.dtype = prefix, mb, vb, dtype
         self.fwd: list[Op] = []
         self.units: list[list[Op]] = []
+        self.fp8_gemms = 0          # linear layers run in FP8 (:meth:`linear` with ``fp8``)
+        self.fp8_weights = 0.0      # their weight elements, cast to FP8 once per step
 
     def comm(self, kind: str, nbytes: float, *, backward: bool = False, async_: bool = False,
              name: str = "") -> None:
@@ -222,41 +238,66 @@ class OpBuilder:
         """A memory-bound op over *elems* values, each read or written *touches* times; its
         gradient reads one tensor more (or *grad_touches* times, when given)."""
         gt = touches + 1 if grad_touches is None else grad_touches
-        self.fwd.append(Op(f"{self.p}.{name}", elems * flops_per, self.vb * elems * touches))
+        self.fwd.append(Op(f"{self.p}.{name}", elems * flops_per, self.vb * elems * touches,
+                           dtype=self.dtype))
         self.units.append([Op(f"{self.p}.{name}.grad", 2 * elems * flops_per,
-                              self.vb * elems * gt, grad_bytes=grad_bytes)])
+                              self.vb * elems * gt, grad_bytes=grad_bytes, dtype=self.dtype)])
 
     def linear(self, name: str, m: float, k: float, n: float, *, grad_bytes: float,
                tp: str = "", tp_bytes: float = 0.0, sp: bool = False,
-               dgrad: bool = True, expert: bool = False) -> None:
+               dgrad: bool = True, expert: bool = False, fp8: str = "") -> None:
         """``Y[m,n] = X[m,k] W[k,n]``: forward, dgrad (dX) and wgrad (dW; *grad_bytes* of
         gradients ready after it). ``tp="col"``: column-parallel (Megatron-LM): under sequence
         parallelism X is all-gathered before it; in backward dX is all-reduced
         (reduce-scattered under SP, X re-gathered for wgrad) overlapped with the GEMMs as
         Megatron-LM overlaps them. ``tp="row"``: row-parallel: Y is all-reduced (reduce-scattered
         under SP); in backward under SP dY is all-gathered first. *tp_bytes*: the message.
-        *expert*: W holds expert parameters (:attr:`Op.expert`)."""
+        *expert*: W holds expert parameters (:attr:`Op.expert`).
+
+        *fp8* (``"cast"`` or ``"fused"``): an FP8 recipe runs the three GEMMs in FP8 (1-byte
+        operands, ``dtype="fp8"``) and adds its memory-bound kernels (Transformer Engine's
+        ``Linear``; see :mod:`hwsim.workloads.transformer`): before the forward GEMM the input
+        cast, which reads X in bf16 and writes X and X^T in FP8 (``"cast"``, 4 bytes per
+        element), or, where the producing norm or activation already writes FP8 (``"fused"``:
+        TE's LayerNormLinear / LayerNormMLP), the transpose alone (reads and writes 1 byte);
+        before the dgrad the gradient's cast-transpose (4 bytes per element of dY). The scale
+        and amax are computed inside these passes (delayed scaling: one read per cast). The
+        weight's cast is counted once per step (:attr:`fp8_weights`)."""
         mb, vb, p = self.mb, self.vb, self.p
+        dt = self.dtype
+        if fp8:
+            if fp8 not in ("cast", "fused"):
+                raise ValueError(f"fp8={fp8!r}; valid: cast, fused, or empty")
+            mb, dt = 1, "fp8"
+            self.fp8_gemms += 1
+            self.fp8_weights += k * n
         if tp == "col" and sp:
             self.comm("tp_allgather", tp_bytes, name=name)
+        if fp8 == "cast":
+            self.fwd.append(Op(f"{p}.{name}.fp8_cast", 2 * m * k, 4 * m * k, dtype="bf16"))
+        elif fp8 == "fused":
+            self.fwd.append(Op(f"{p}.{name}.fp8_transpose", 0.0, 2 * m * k, dtype="bf16"))
         self.fwd.append(Op(f"{p}.{name}", 2 * m * k * n, mb * (m * k + k * n) + vb * m * n,
-                           matmul=True, shape=("gemm", m, n, k)))
+                           matmul=True, shape=("gemm", m, n, k), dtype=dt))
         red = "tp_reducescatter" if sp else "tp_allreduce"
         bwd: list[Op] = []
         if tp == "row" and sp:
             bwd.append(Op(f"{p}.{name}.grad.tp_allgather", 0.0, 0.0, comm="tp_allgather",
                           comm_bytes=tp_bytes))
+        if fp8:
+            bwd.append(Op(f"{p}.{name}.grad.fp8_cast", 2 * m * n, 4 * m * n, dtype="bf16"))
         if tp == "col" and sp:
             bwd.append(Op(f"{p}.{name}.wgrad_input.tp_allgather", 0.0, 0.0,
                           comm="tp_allgather", comm_bytes=tp_bytes, comm_async=True))
         if dgrad:
             bwd.append(Op(f"{p}.{name}.dgrad", 2 * m * k * n, mb * (m * n + k * n) + vb * m * k,
-                          matmul=True, shape=("gemm", m, k, n)))
+                          matmul=True, shape=("gemm", m, k, n), dtype=dt))
         if tp == "col":
             bwd.append(Op(f"{p}.{name}.dgrad.{red}", 0.0, 0.0, comm=red, comm_bytes=tp_bytes,
                           comm_async=True))
         bwd.append(Op(f"{p}.{name}.wgrad", 2 * m * k * n, mb * (m * k + m * n) + vb * k * n,
-                      matmul=True, grad_bytes=grad_bytes, expert=expert, shape=("gemm", k, n, m)))
+                      matmul=True, grad_bytes=grad_bytes, expert=expert, shape=("gemm", k, n, m),
+                      dtype=dt))
         self.units.append(bwd)
         if tp == "row":
             self.comm(red, tp_bytes, name=name)

@@ -35,6 +35,7 @@ probabilities; backward reads P and dP, writes dS) and, with dropout, the attent
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from hwsim.workloads.memory import RECOMPUTE_POLICIES, layer_activation_bytes, storage_bytes
 from hwsim.workloads.ops import optimizer_op_bytes
@@ -151,7 +152,7 @@ def _rank_params(spec: TransformerSpec, t: int, ep: int) -> tuple[float, float]:
 def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | None = None,
                     precision: str = "bf16", tp: int = 1, sp: bool = False, cp: int = 1,
                     ep: int = 1, recompute: str = "none", flash_attention: bool = True,
-                    optimizer: str = "adam") -> ModelOps:
+                    optimizer: str = "adam", fp8_recipe: Any = None) -> ModelOps:
     """Layer-level ops of one micro-batch on one tensor-parallel rank.
 
     Parameters
@@ -171,6 +172,24 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         Attention never stores the s x s scores (activations and op bytes); default True.
     optimizer : str
         One fused update op per block (multi-tensor Adam, as Megatron-LM and Apex run it).
+    fp8_recipe : object, optional
+        With ``precision="fp8"``, the software stack's FP8 recipe
+        (:class:`~hwsim.catalog.stacks.Fp8Recipe`: ``attention``, ``weight_copy_bytes``,
+        ``amax_history``); see "FP8" below. Without one, fp8 means every GEMM and attention at
+        the FP8 peak with 1-byte operands (an upper bound no stack reaches).
+
+    FP8 (a recipe given; Transformer Engine's delayed scaling as Megatron-Core and NeMo run it):
+    the linear layers' GEMMs (QKV, out-projection, FFN up/gate and down) run in FP8
+    (``Op.dtype="fp8"``); attention runs in bf16 unless the recipe's ``attention`` (TE's
+    ``fp8_dpa``) is set; the embedding, the MoE router, the output layer (LM head) and BERT's
+    pooler/MLM transform are not TE modules and stay bf16; every other op is bf16. Each FP8
+    linear adds its cast kernels (:meth:`OpBuilder.linear`: QKV and FFN-up inputs come from
+    TE's fused LayerNormLinear/LayerNormMLP and FFN-down's from its fused activation, so only
+    their transposes are extra; the out-projection's input, attention's bf16 output, is cast),
+    one amax/scale update per layer and micro-batch over the recipe's amax history (3 tensors
+    per FP8 GEMM, fp32, read and written), and a cast of its weights to FP8 and FP8^T once per
+    step (in the block's ``optimizer`` ops: 2 bytes read, 2 written per element, sharded as the
+    update is). ``Block.fp8_weight_bytes``: ``weight_copy_bytes`` per FP8-GEMM weight element.
 
     Returns
     -------
@@ -195,6 +214,14 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                            spec.experts, spec.top_k)
     kvd, t, moe = spec.kv_heads * d, tp, spec.experts > 1
     mb, vb = dtype_bytes(precision), storage_bytes(precision)
+    recipe = fp8_recipe if precision == "fp8" else None
+    dt = "bf16" if recipe is not None else ""    # every op's dtype under a recipe but FP8 GEMMs
+    if recipe is not None:
+        mb = 2                                   # bf16 operands of the GEMMs kept in bf16
+    att_fp8 = recipe is not None and bool(recipe.attention)
+    att_mb = 1 if att_fp8 else mb
+    att_dt = "fp8" if att_fp8 else dt
+    lin8 = ("cast", "fused") if recipe is not None else ("", "")
     T = micro_batch * s / cp             # tokens of this rank (its context-parallel share)
     Tn = T / t if sp else T              # tokens of the norms, residuals (SP splits them)
     act = T * h * vb                     # one hidden-state tensor: the TP message
@@ -211,11 +238,20 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
 
     def opt(name: str, params: float) -> tuple[Op, ...]:
         return (Op(f"{name}.{optimizer}", 10.0 * params,
-                   optimizer_op_bytes(params, optimizer, "bf16" if vb == 2 else precision)),)
+                   optimizer_op_bytes(params, optimizer, "bf16" if vb == 2 else precision),
+                   dtype=dt),)
+
+    def fp8_weight_cast(o: OpBuilder) -> Op:
+        """The cast of a layer's FP8-GEMM weights to FP8 and FP8^T (read bf16, write 2 x 1
+        byte), each micro-batch: under ZeRO-3/FSDP the weights are gathered afresh for every
+        micro-batch (and TE casts what it is given); an upper bound for DDP with gradient
+        accumulation, where Megatron-Core passes is_first_microbatch and TE caches them."""
+        return Op(f"{o.p}.fp8_weight_cast", 2.0 * o.fp8_weights, 4.0 * o.fp8_weights,
+                  dtype="bf16")
 
     # -- embedding: vocab-parallel lookup (+ positions, segments), then the TP reduction -----
     emb_p = pc["embedding"] - V * h * (1 - 1 / t)
-    e = OpBuilder("embedding", mb, vb)
+    e = OpBuilder("embedding", mb, vb, dt)
     tables = (spec.position == "learned") + (spec.type_vocab > 0)
     e.elementwise("lookup", T * h, float(tables), 2.0 + tables, grad_bytes=vb * emb_p)
     if t > 1:
@@ -231,16 +267,16 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     attn_flops = 4 * T * s * h / t
     # one fused kernel over micro_batch x heads/t heads, s/cp queries against s keys
     attn_shape = ("attention", micro_batch * a / t, T / micro_batch, s, d)
-    kv_bytes = 2 * micro_batch * s * kvd / t * mb   # K and V of the whole sequence
+    kv_bytes = 2 * micro_batch * s * kvd / t * att_mb   # K and V of the whole sequence
     scores = T * s * a / t               # elements of the s x s score matrices of this rank
     drop = 1.0 if spec.dropout else 0.0
     a2a = T / t * k * h * vb if moe else 0.0         # routed tokens of this rank
     mt, ts = (T * k, act * k) if moe else (T, act)   # tokens through the FFN, its TP message
     for i in range(spec.layers):
-        o = OpBuilder(f"layer{i}", mb, vb)
+        o = OpBuilder(f"layer{i}", mb, vb, dt)
         o.elementwise("norm1", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
         o.linear("qkv", T, h, (h + 2 * kvd) / t, grad_bytes=vb * (h + b1) * (h + 2 * kvd) / t,
-                 tp=col, tp_bytes=act, sp=sp)
+                 tp=col, tp_bytes=act, sp=sp, fp8=lin8[1])
         if spec.position == "rope":
             o.elementwise("rope", T * (h + kvd) / t, 3.0, 2.0)
         if cp > 1:
@@ -248,19 +284,20 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         n_fwd = len(o.fwd)
         if flash_attention:  # one fused kernel: Q, K, V in, O out
             o.fwd.append(Op(f"layer{i}.attention", attn_flops,
-                            mb * T * h / t + kv_bytes + vb * T * h / t, matmul=True,
-                            shape=attn_shape))
+                            att_mb * T * h / t + kv_bytes + vb * T * h / t, matmul=True,
+                            shape=attn_shape, dtype=att_dt))
             unit = [Op(f"layer{i}.attention.grad", 2 * attn_flops,
-                       4 * vb * T * h / t + 2 * kv_bytes, matmul=True, shape=attn_shape)]
+                       4 * vb * T * h / t + 2 * kv_bytes, matmul=True, shape=attn_shape,
+                       dtype=att_dt)]
         else:  # batched GEMMs around a separate softmax (+ dropout) pass over the scores
-            o.fwd.append(Op(f"layer{i}.attention", attn_flops, mb * T * h / t + kv_bytes
-                            + vb * T * h / t + 2 * vb * scores, matmul=True))
+            o.fwd.append(Op(f"layer{i}.attention", attn_flops, att_mb * T * h / t + kv_bytes
+                            + vb * T * h / t + 2 * vb * scores, matmul=True, dtype=att_dt))
             o.fwd.append(Op(f"layer{i}.attention.softmax", 5.0 * scores,
-                            (2 * vb + drop * (2 * vb + 1)) * scores))
+                            (2 * vb + drop * (2 * vb + 1)) * scores, dtype=dt))
             unit = [Op(f"layer{i}.attention.grad", 2 * attn_flops, 4 * vb * T * h / t
-                       + 2 * kv_bytes + 4 * vb * scores, matmul=True),
+                       + 2 * kv_bytes + 4 * vb * scores, matmul=True, dtype=att_dt),
                     Op(f"layer{i}.attention.softmax.grad", 10.0 * scores,
-                       (3 * vb + drop * (2 * vb + 1)) * scores)]
+                       (3 * vb + drop * (2 * vb + 1)) * scores, dtype=dt)]
         if recompute == "selective":
             unit[:0] = [replace(op, name=op.name + ".recompute", recompute=True)
                         for op in o.fwd[n_fwd:]]
@@ -269,7 +306,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                            comm="cp_reducescatter", comm_bytes=kv_bytes, comm_async=True))
         o.units.append(unit)
         o.linear("out_proj", T, h / t, h, grad_bytes=vb * (h * h / t + b1 * h), tp=row,
-                 tp_bytes=act, sp=sp)
+                 tp_bytes=act, sp=sp, fp8=lin8[0])
         o.elementwise("residual1", Tn * h, 2.0, 3.0)
         o.elementwise("norm2", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
         if moe:
@@ -280,24 +317,32 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                 o.comm("ep_alltoall", a2a, backward=True, name="moe.dispatch.grad")
         n_exp = E // ep if moe else 1
         o.linear("ffn_up", mt, h, gate * f / t, tp=col, tp_bytes=ts, sp=sp, expert=moe,
-                 grad_bytes=vb * n_exp * (h + b1) * gate * f / t)
+                 grad_bytes=vb * n_exp * (h + b1) * gate * f / t, fp8=lin8[1])
         o.elementwise(spec.activation, mt * f / t, 8.0, gate + 1.0)
         o.linear("ffn_down", mt, f / t, h, tp=row, tp_bytes=ts, sp=sp, expert=moe,
-                 grad_bytes=vb * n_exp * (f * h / t + b1 * h))
+                 grad_bytes=vb * n_exp * (f * h / t + b1 * h), fp8=lin8[1])
         if moe:
             if ep > 1:
                 o.comm("ep_alltoall", a2a, name="moe.combine")
                 o.comm("ep_alltoall", a2a, backward=True, name="moe.combine.grad")
             o.elementwise("moe.combine", Tn * h * k, 2.0, 1.0 + 1.0 / k)
         o.elementwise("residual2", Tn * h, 2.0, 3.0)
+        if o.fp8_gemms:  # TE's fused amax-history roll and scale update (fp32 histories)
+            o.fwd.insert(0, fp8_weight_cast(o))
+            o.fwd.append(Op(f"layer{i}.fp8_amax_update", 0.0,
+                            2 * 4.0 * 3 * o.fp8_gemms * recipe.amax_history, dtype="bf16"))
         bwd = o.backward()
         if recompute == "full":
-            bwd = [replace(op, name=op.name + ".recompute", recompute=True) for op in o.fwd] + bwd
+            # TE's recompute reuses the forward's scales: no second amax update
+            bwd = [replace(op, name=op.name + ".recompute", recompute=True) for op in o.fwd
+                   if not op.name.endswith("fp8_amax_update")] + bwd
         blocks.append(Block(f"layer{i}", "layer", tuple(o.fwd), tuple(bwd),
-                            opt(f"layer{i}", layer_p), layer_p, layer_act, transient))
+                            opt(f"layer{i}", layer_p), layer_p, layer_act,
+                            transient, fp8_weight_bytes=(recipe.weight_copy_bytes * o.fp8_weights
+                                                         if o.fp8_gemms else 0.0)))
 
     # -- head: final norm, (BERT: MLM transform, pooler), vocab-parallel logits, loss --------
-    o = OpBuilder("head", mb, vb)
+    o = OpBuilder("head", mb, vb, dt)
     o.elementwise("norm", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
     if spec.encoder:
         o.linear("mlm_transform", T, h, h / t, grad_bytes=vb * (h * h + h) / t)
@@ -305,8 +350,9 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         o.linear("pooler", micro_batch, h, h / t, grad_bytes=vb * (h * h + h) / t)
     o.linear("logits", T, h, V / t, tp=col, tp_bytes=act, sp=sp, grad_bytes=vb * V / t * (
         (0 if spec.tied_embeddings else h) + spec.encoder))  # BERT: the decoder's bias
-    o.fwd.append(Op("head.cross_entropy", 5.0 * T * V / t, (vb + 4) * T * V / t))
-    o.units.append([Op("head.cross_entropy.grad", 3.0 * T * V / t, (vb + 4) * T * V / t)])
+    o.fwd.append(Op("head.cross_entropy", 5.0 * T * V / t, (vb + 4) * T * V / t, dtype=dt))
+    o.units.append([Op("head.cross_entropy.grad", 3.0 * T * V / t, (vb + 4) * T * V / t,
+                       dtype=dt)])
     if t > 1:  # vocab-parallel cross entropy: fp32 max, target logit, sum of exp per token
         o.comm("tp_allreduce", 3 * 4 * T, name="cross_entropy")
     split = (0 if spec.tied_embeddings else V * h) + (2 * (h * h + h) + V) * spec.encoder
