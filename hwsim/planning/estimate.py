@@ -83,8 +83,8 @@ def estimate_step_time(plan, g: nx.Graph) -> float:
     simulating them: ``(m + (pp - 1) / v) x T_mb + m x T_p2p + T_grad + T_opt``.
 
     ``T_mb`` is the most loaded stage's forward and backward of one micro-batch: each compute
-    op at the device's op time as the job's stack runs it
-    (:meth:`~hwsim.catalog.specs.DeviceSpec.op_time_s`), each blocking (not ``comm_async``)
+    op at the device's op time as the job's stack runs it, at the op's own precision where an
+    FP8 recipe sets one (:meth:`~hwsim.catalog.specs.DeviceSpec.op_time_s`), each blocking (not ``comm_async``)
     collective at the ring volume (all-reduce ``2(k-1)/k``, all-gather, reduce-scatter and
     all-to-all ``(k-1)/k`` of the buffer) over the device's server link when the group fits in a
     server, else its share of the server's network links. ``T_p2p``: the stage-boundary sends of
@@ -124,7 +124,7 @@ def estimate_step_time(plan, g: nx.Graph) -> float:
     def op_time(op) -> float:
         if op.comm:
             return 0.0 if op.comm_async else comm_time(op)
-        return spec.op_time_s(op.flops, op.bytes, prec, shape=op.shape)
+        return spec.op_time_s(op.flops, op.bytes, op.dtype or prec, shape=op.shape)
 
     def ops_time(ops) -> float:
         return sum(op_time(op) for op in ops)
@@ -156,6 +156,6 @@ def estimate_step_time(plan, g: nx.Graph) -> float:
             t += exposed_reduction(last_backwards, bucket, (1.0 if zero else 2.0) * ring)
             if zero:
                 t += ring * params_bytes  # the updated parameters' all-gather
-    t += sum(spec.op_time_s(op.flops / shard, op.bytes / shard, prec)
+    t += sum(spec.op_time_s(op.flops / shard, op.bytes / shard, op.dtype or prec)
              for c in chunks for op in c.optimizer)
     return t
