@@ -15,12 +15,13 @@ Strategy (docs/planning.md, "Parallelism search"):
    reason); the plan's per-stage memory breakdown (:mod:`hwsim.workloads.memory`) is compared
    with the device capacity exactly as the job's memory pools do, so a ``pruned_memory`` row is
    one the simulator would report ``fits: false`` for.
-3. **Rank by an analytic estimate** of the step time (:func:`estimate_step_time`): the most
-   loaded stage's op times from the device roofline, its blocking tensor/context/expert
-   collectives at ring-algorithm volumes over the links the group spans, the 1F1B (or
-   interleaved) bubble ``(pp - 1) / v`` micro-batch times, pipeline sends, the gradient
-   reduction and the optimizer. It ignores overlap and congestion, so it is an ordering
-   heuristic, not a bound.
+3. **Rank by an analytic estimate** of the step time
+   (:func:`~hwsim.planning.estimate.estimate_step_time`): the most loaded stage's op times
+   as the job's stack runs them, its blocking tensor/context/expert collectives at
+   ring-algorithm volumes over the links the group spans, the 1F1B (or interleaved) bubble
+   ``(pp - 1) / v`` micro-batch times, pipeline sends, the part of the bucketed gradient
+   reduction the last backward does not hide (as the jobs overlap it), and the optimizer. It
+   ignores congestion and latency, so it is an ordering heuristic, not a bound.
 4. **Simulate** the ``budget`` best-estimated memory-feasible layouts with :func:`hwsim.run`
    (all of them when they are fewer) and sort by simulated step time; the others stay in the
    frame as ``not_simulated`` with their estimate.
@@ -38,7 +39,8 @@ import pandas as pd
 from hwsim.analysis.parallelism import PARTS, summary_key
 from hwsim.catalog import get_device
 from hwsim.exceptions import ScenarioError
-from hwsim.workloads.memory import RECOMPUTE_POLICIES, storage_bytes
+from hwsim.planning.estimate import estimate_step_time, per_server
+from hwsim.workloads.memory import RECOMPUTE_POLICIES
 
 __all__ = ["SEARCH_FIELDS", "LAYOUT", "STATUSES", "default_space", "enumerate_layouts", "search",
            "estimate_step_time", "explain", "compare", "layout_text"]
@@ -94,15 +96,6 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _per_server(g: nx.Graph, devices: list[str]) -> int:
-    """Devices per server (the smallest server's count)."""
-    counts: dict[tuple, int] = {}
-    for d in devices:
-        key = (g.nodes[d].get("site"), g.nodes[d].get("server"))
-        counts[key] = counts.get(key, 0) + 1
-    return min(counts.values())
-
-
 def default_space(base_scenario: Any) -> dict[str, tuple]:
     """The search space used when none is given: tp powers of two up to the devices per server,
     pp any divisor of the layers, micro-batch 1, 2, 4, 8, virtual stages 1-4, every recompute
@@ -116,7 +109,7 @@ def default_space(base_scenario: Any) -> dict[str, tuple]:
     spec = _model_spec(s)
     g = build_graph(s.cluster)
     devices = compute_devices(g, s.compute_device)
-    gpn = _per_server(g, devices)
+    gpn = per_server(g, devices)
     layers = getattr(spec, "layers", 1)
     experts = getattr(spec, "experts", 1)
     seq = s.workload.seq_len or 1
@@ -233,90 +226,6 @@ def _memory(plan) -> dict[str, float]:
 
     return dict(plan.memory) if plan.memory is not None else training_memory(
         plan.model, precision=plan.precision, optimizer=plan.optimizer, dp=len(plan.ranks))
-
-
-def _bandwidths(g: nx.Graph, device: str) -> tuple[float, float]:
-    """(inside a server, across servers) achievable bytes/s per device: the device's fastest
-    link, and its server's links out of the server shared by the server's devices."""
-    at = g.nodes[device]
-    server = (at.get("site"), at.get("server"))
-
-    def bw(a: Mapping[str, Any]) -> float:
-        return a.get("bw_bytes_per_s", 0.0) * a.get("efficiency", 1.0) * a.get("count", 1)
-
-    intra = max((bw(a) for _, _, a in g.edges(device, data=True)), default=0.0)
-    kind = at.get("kind")
-    local = [x for x, a in g.nodes(data=True) if (a.get("site"), a.get("server")) == server]
-    here = set(local)
-    out = sum(bw(a) for x in local for _, y, a in g.edges(x, data=True) if y not in here
-              and g.nodes[y].get("server") is None)
-    n_dev = sum(1 for x in local if g.nodes[x].get("kind") == kind)
-    inter = out / n_dev if out > 0 else intra
-    return intra, min(intra, inter) if intra > 0 else inter
-
-
-def estimate_step_time(plan, g: nx.Graph) -> float:
-    """An analytic step time (seconds) of a training plan, for ordering candidates before
-    simulating them: ``(m + (pp - 1) / v) x T_mb + m x T_p2p + T_grad + T_opt``.
-
-    ``T_mb`` is the most loaded stage's forward and backward of one micro-batch: each compute
-    op at the device roofline (:meth:`~hwsim.catalog.specs.DeviceSpec.op_time_s`), each
-    blocking (not ``comm_async``) collective at the ring volume (all-reduce ``2(k-1)/k``,
-    all-gather, reduce-scatter and all-to-all ``(k-1)/k`` of the buffer) over the device's
-    server link when the group fits in a server, else its share of the server's network links.
-    ``T_p2p``: the stage-boundary sends of a micro-batch (both directions, once per chunk).
-    ``T_grad``: the gradient all-reduce (ZeRO: reduce-scatter plus all-gather, the same volume)
-    of the stage's parameters over ``dp x cp``; ``T_opt``: the optimizer ops. Overlap and
-    congestion are ignored."""
-    parallel = getattr(plan, "stages", None) is not None
-    devices = list(plan.devices if parallel else plan.ranks)
-    spec = get_device(g.nodes[devices[0]]["spec"])
-    if getattr(plan, "stack", None) is not None:
-        spec = plan.stack.apply(spec)
-    gpn = _per_server(g, devices)
-    intra, inter = _bandwidths(g, devices[0])
-    prec = plan.precision
-    tp = plan.tp if parallel else 1
-    cp = plan.cp if parallel else 1
-    ep = plan.ep if parallel else 1
-    dp = plan.dp if parallel else len(devices)
-    groups = {"tp": (tp, 1), "cp": (cp, tp), "ep": (ep, tp * cp), "mp": (tp, 1)}
-
-    def comm_time(op) -> float:
-        size, stride = groups[op.comm.split("_")[0]]
-        if size <= 1:
-            return 0.0
-        factor = 2.0 if op.comm.endswith("allreduce") else 1.0
-        link = intra if size * stride <= gpn else inter
-        return factor * (size - 1) / size * op.comm_bytes / link
-
-    def ops_time(ops) -> float:
-        t = 0.0
-        for op in ops:
-            if op.comm:
-                t += 0.0 if op.comm_async else comm_time(op)
-            else:
-                t += spec.op_time_s(op.flops, op.bytes, prec, shape=op.shape)
-        return t
-
-    stages = [list(st) for st in plan.stages] if parallel else [[plan.model]]
-    per_stage = [sum(ops_time(c.forward) + ops_time(c.backward) for c in st) for st in stages]
-    heaviest = max(range(len(stages)), key=lambda i: per_stage[i])
-    t_mb = per_stage[heaviest]
-    m = plan.micro_batches
-    pp = plan.pp if parallel else 1
-    v = plan.virtual_stages if parallel else 1
-    t = (m + (pp - 1) / v) * t_mb
-    if pp > 1:
-        link = intra if dp * cp * tp < gpn else inter
-        t += m * 2 * v * plan.p2p_bytes / link
-    params = sum(c.params for c in stages[heaviest])
-    lanes = dp * cp
-    if lanes > 1:
-        link = intra if lanes * tp <= gpn else inter
-        t += 2.0 * (lanes - 1) / lanes * params * storage_bytes(prec) / link
-    t += sum(ops_time(c.optimizer) for c in stages[heaviest])
-    return t
 
 
 # -- search ---------------------------------------------------------------------------------
