@@ -6,7 +6,7 @@ Usage::
     python benchmarks/validate_kernels.py          # the table
     python benchmarks/validate_kernels.py --fit    # refit gemm_latency, with leave-one-out errors
 
-The measured rows are copied from /work/shared/data/calibration.yaml with their sources (below).
+The measured rows are copied from the shared calibration data (data/calibration.yaml of the project's published measurements) with their sources (below).
 Roles: ``fitted`` rows determined a constant (gemm_latency), ``ceiling`` rows are the measured
 large-GEMM ceiling a device entry states (compute_efficiency, memory_efficiency: measured, so the
 model reproduces them by construction), ``validated`` rows were used for nothing. The fitted rows'

@@ -23,6 +23,7 @@ from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.resilience import FAILURE_COLUMNS, FailureSpec, run_plan, simulate_run
 from hwsim.jobs.batching import BatchingJob, BatchingPlan
 from hwsim.jobs.dataloader import DataLoaderJob, DataLoaderPlan
+from hwsim.jobs.epochs import epoch_phases, epoch_steps_time
 from hwsim.jobs.serving import ServingJob, ServingPlan
 from hwsim.jobs.system import System
 from hwsim.jobs.training import TrainingJob, TrainingPlan, slowest_step_ends
@@ -61,7 +62,7 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
         summary, breakdown = _training_summary(runner, recorder.events_frame(rank=0))
         if summary["fits"] and isinstance(job, (TrainingPlan, ParallelPlan)):
             _cached_epochs(graph, job, summary, seed)
-            summary.update(_epoch_phases(job, summary, slowest_step_ends(runner.step_ends)))
+            summary.update(epoch_phases(job, summary, slowest_step_ends(runner.step_ends)))
         if summary["fits"] and failures is not None:
             extra["failures"] = _whole_run(summary, failures, graph, runner,
                                            system.rng)
@@ -105,70 +106,9 @@ def _cached_epochs(g, job: TrainingPlan | ParallelPlan, summary: dict,
     cached = simulate(g, replace(job, data=replace(d, storage=None)), name="page-cache",
                       seed=seed).summary.get("step_time_s") or t
     time = summary["time_to_train_s"] - (total - sim) * t
-    summary["time_to_train_s"] = time + _epoch_steps_time(sim, total, per_epoch, t, cached, fits,
+    summary["time_to_train_s"] = time + epoch_steps_time(sim, total, per_epoch, t, cached, fits,
                                                           len(hosts))
     summary["cached_step_time_s"] = cached
-
-
-EPOCH_LOOP_CAP = 100_000
-"""Epochs :func:`_epoch_steps_time` walks one by one before it sums the rest in closed form."""
-
-
-def _epoch_steps_time(step: int, total: int, per_epoch: float, t: float, cached: float,
-                      fits: float, servers: int) -> float:
-    """Seconds of steps *step* .. *total* when a step of epoch *e* takes ``max(cached, t * (1 -
-    min(fits, 1 - q^e)))`` = ``max(c0, t q^e)``, ``q = 1 - 1/servers``, ``c0 = max(cached, t
-    (1 - fits))`` (:func:`_cached_epochs`). The epochs whose steps still get cheaper are walked
-    one by one (at most :data:`EPOCH_LOOP_CAP`); the rest, at ``c0`` each (or, past the cap,
-    the integral of ``max(c0, t q^x)`` over the remaining epochs), in closed form, so any
-    sample count ends at once (1e24 samples once looped forever on float rounding)."""
-    q = 1.0 - 1.0 / servers
-    c0 = max(cached, t * (1.0 - fits))
-    time, loops = 0.0, 0
-    while step < total and loops < EPOCH_LOOP_CAP:
-        e = int(step // per_epoch)
-        cost = max(c0, t * q ** e)
-        if cost <= c0:
-            break
-        n = min(total, math.floor((e + 1) * per_epoch) or step + 1) - step
-        time += max(n, 1) * cost
-        step += max(n, 1)
-        loops += 1
-    if step >= total:
-        return time
-    left = total - step
-    x0 = step / per_epoch  # in epochs
-    if 0.0 < q < 1.0 and t * q ** x0 > c0:  # past the cap, still getting cheaper: integrate
-        x1 = min(x0 + left / per_epoch, math.log(c0 / t) / math.log(q) if c0 > 0 else math.inf)
-        time += per_epoch * t * (q ** x1 - q ** x0) / math.log(q)
-        left -= (x1 - x0) * per_epoch
-    return time + max(0.0, left) * c0
-def _epoch_phases(job: TrainingPlan | ParallelPlan, s: dict, ends: Sequence[float]
-                  ) -> dict[str, Any]:
-    """The two phases of ``time_to_train_s`` of a job that reads its data set from storage with
-    a page cache: ``first_epoch_steps`` and ``first_epoch_time_s`` (read from storage) and
-    ``later_epochs_steps`` and ``later_epochs_step_time_s`` (their mean step, from the page
-    cache as far as the data set fits it), so that ``first_epoch_time_s + later_epochs_steps *
-    later_epochs_step_time_s == time_to_train_s``. The first epoch is the simulated steps'
-    (*ends*, slowest rank) when they reach past it, else extrapolated at ``step_time_s`` (and the
-    later epochs are :func:`_cached_epochs`'). Empty when there is no such phase change: no
-    storage, no page cache, or a single epoch."""
-    d, t, total = job.data, s.get("step_time_s"), int(s["total_steps"])
-    if d is None or d.storage is None or not d.page_cache or not d.epoch_batches or not t:
-        return {}
-    first = min(total, max(1, math.floor(d.epoch_batches / job.micro_batches)))
-    if first >= total:
-        return {}
-    if "cached_step_time_s" in s:  # extrapolated past the simulated steps
-        first_time = min(float(s["time_to_train_s"]), s["first_step_s"] + (first - 1) * t)
-    elif len(ends) > first:  # the simulated steps reach the later epochs
-        first_time = float(ends[first - 1])
-    else:
-        return {}
-    later = total - first
-    return {"first_epoch_steps": first, "first_epoch_time_s": first_time,
-            "later_epochs_steps": later,
-            "later_epochs_step_time_s": (s["time_to_train_s"] - first_time) / later}
 
 
 def _does_not_fit(job: Any) -> str:

@@ -21,7 +21,7 @@ from hwsim.exceptions import BudgetError, ScenarioError
 from hwsim.scenario.budget import DEFAULT_MAX_EVENTS, check_budget, estimate
 from hwsim.scenario.build import prepare, run_scenario
 from hwsim.scenario.loader import load_scenario
-from hwsim.simulation import _epoch_steps_time
+from hwsim.jobs.epochs import epoch_steps_time as _epoch_steps_time
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
