@@ -3,7 +3,7 @@ cuda_context_bytes, nccl_buffer_bytes): fp32 main gradients, the CUDA context an
 buffers as lines of the per-device breakdown, counted in memory_per_device_gb and the fits test.
 
 No published per-device memory figure of a shipped scenario is in the project's calibration data
-(/work/shared/data/calibration.yaml has none), so no end-to-end comparison is made here."""
+(the calibration data the project copies from has none), so no end-to-end comparison is made here."""
 
 from __future__ import annotations
 
