@@ -21,6 +21,12 @@ the software's, not the hardware's, and so is which attention kernel runs. A
   the bytes of FP8 weight copies it keeps; :func:`~hwsim.workloads.transformer_ops` builds the
   ops from it.
 
+- ``main_grads``, ``cuda_context_bytes``, ``nccl_buffer_bytes``: the memory the stack keeps
+  beside the model's states (:meth:`StackProfile.memory_overheads`): gradients in fp32
+  (``fp32``), in fp32 when training in bf16 (``fp32-with-bf16``, Megatron-LM's rule) or at the
+  training precision (``training``); the CUDA context with the libraries' kernels, per GPU; the
+  NCCL buffers of one communicator, per GPU and per communicator the rank is in.
+
 Every fitted constant names the rows it was fitted to (``fitted_to``: ids of
 ``benchmarks/validation_cases.yaml``, at least two, all of this stack; ``benchmarks/
 fit_calibration.py`` fits them and ``benchmarks/validate_training.py`` reports the
@@ -54,7 +60,11 @@ NO_FP8 = "none"
 """``fp8_recipe:`` of a stack that does not train in FP8."""
 
 _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitted_to",
-           "stand_in_for", "sources", "fp8_recipe")
+           "stand_in_for", "sources", "fp8_recipe", "main_grads", "cuda_context_bytes",
+           "nccl_buffer_bytes")
+MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
+"""``main_grads:`` values: gradients at the training precision, always fp32 (below 4-byte
+training), or fp32 when training in bf16 (and fp8, whose weights are bf16) only."""
 _RECIPE_FIELDS = ("description", "attention", "weight_copy_bytes", "amax_history", "sources")
 
 
@@ -88,6 +98,26 @@ class StackProfile:
     stand_in_for: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     fp8_recipe: Fp8Recipe | None = None
+    main_grads: str = "training"
+    cuda_context_bytes: float = 0.0
+    nccl_buffer_bytes: float = 0.0
+
+    def memory_overheads(self, precision: str, device_kind: str, communicators: int
+                         ) -> dict[str, float]:
+        """The stack's memory terms of one rank training at *precision* on a *device_kind*
+        device in *communicators* NCCL communicators, as keyword arguments of
+        :func:`~hwsim.workloads.training_memory`: ``grad_bytes`` (4 where the stack keeps fp32
+        main gradients, else None: the training precision's), ``context_bytes`` and
+        ``comm_buffer_bytes`` (GPUs only: the CUDA context and NCCL are NVIDIA GPU software;
+        a CPU or TPU run gets neither)."""
+        low = precision in ("bf16", "fp16", "fp8")
+        fp32 = low and (self.main_grads == "fp32" or (
+            self.main_grads == "fp32-with-bf16" and precision in ("bf16", "fp8")))
+        gpu = device_kind == "gpu"
+        return {"grad_bytes": 4.0 if fp32 else None,
+                "context_bytes": self.cuda_context_bytes if gpu else 0.0,
+                "comm_buffer_bytes": self.nccl_buffer_bytes * max(communicators, 0)
+                if gpu else 0.0}
 
     def attention_family(self, device: DeviceSpec) -> str | None:
         """The fused attention family this stack runs on *device*, or None (unfused)."""
@@ -232,8 +262,21 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
     if rec != NO_FP8 and rec not in recipes:
         raise err(f"{at}.fp8_recipe", f"expected {NO_FP8} or a recipe of fp8_recipes: "
                                       f"{', '.join(recipes) or '(none defined)'}")
+    mg = p.get("main_grads")
+    if mg not in MAIN_GRADS:
+        raise err(f"{at}.main_grads", f"expected one of {', '.join(MAIN_GRADS)} (the precision "
+                                      f"the stack keeps gradients in), got {mg!r}")
+    for k in ("cuda_context_bytes", "nccl_buffer_bytes"):
+        v = p.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise err(f"{at}.{k}", f"expected bytes >= 0 per GPU, got {v!r}")
+        factors[k] = float(v)
+    for k in ("main_grads", "cuda_context_bytes", "nccl_buffer_bytes"):
+        if not isinstance(src.get(k), str) or not src[k].strip():
+            raise err(f"{at}.sources.{k}", "every choice and constant needs a source (a "
+                                           "document, and how exact it is)")
     return StackProfile(name=name, description=" ".join(str(p.get("description", "")).split()),
-                        fp8_recipe=None if rec == NO_FP8 else recipes[rec],
+                        fp8_recipe=None if rec == NO_FP8 else recipes[rec], main_grads=mg,
                         attention=() if attn == [UNFUSED] else tuple(attn),
                         fitted_to=tuple(str(r) for r in fitted), stand_in_for=stand_in,
                         sources={k: " ".join(str(v).split()) for k, v in src.items()},

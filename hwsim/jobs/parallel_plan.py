@@ -185,7 +185,8 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                   p2p_bytes: float | None = None, collective: str = "auto",
                   workspace_bytes: float = 0.0, fold: bool = False, offload: str = "none",
                   host_nodes: Sequence[tuple[str, str, str | None]] = (),
-                  data: DataPlan | None = None, offload_params: bool = False) -> ParallelPlan:
+                  data: DataPlan | None = None, offload_params: bool = False,
+                  overheads: dict[str, float] | None = None) -> ParallelPlan:
     """A :class:`ParallelPlan` from *model*, the ops of one micro-batch on one TP rank (e.g.
     :func:`~hwsim.workloads.transformer_ops` with the same ``tp``, ``cp``, ``ep``), split by
     :func:`~hwsim.workloads.pipeline_stages`. ``dp`` defaults to
@@ -194,7 +195,10 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
     already split by sequence parallelism; each CP rank holds its share of the sequence).
     Memory per stage: :func:`~hwsim.workloads.training_memory`, ZeRO sharding over
     ``dp * cp`` (Megatron's distributed optimizer shards over the data-parallel group with
-    context parallelism); with ``offload`` the optimizer states leave device memory."""
+    context parallelism); with ``offload`` the optimizer states leave device memory.
+    ``overheads``: the software stack's memory terms, passed to ``training_memory``
+    (``grad_bytes``, ``context_bytes``, ``comm_buffer_bytes``:
+    :meth:`~hwsim.catalog.stacks.StackProfile.memory_overheads`)."""
     devices = tuple(devices)
     built = model.extra.get("degrees", {})
     wrong = [f"{k}={built[k]}" for k, v in (("tp", tp), ("cp", cp), ("ep", ep))
@@ -229,7 +233,8 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                                       zero=zero, ep=ep, pp=pp, stage=s, schedule=schedule,
                                       micro_batches=micro_batches,
                                       virtual_stages=virtual_stages,
-                                      workspace_bytes=workspace_bytes))
+                                      workspace_bytes=workspace_bytes,
+                                      **(overheads or {})))
         if offload != "none":
             memory[-1]["optimizer_states"] = 0.0  # in host memory or on the drive
         if offload_params:

@@ -167,6 +167,11 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         raise
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.model") from None
+    # the stack's memory overheads: fp32 main gradients, CUDA context, one NCCL communicator per
+    # parallelism of degree > 1 (stacks.yaml [NCCL-ENV])
+    overheads = stack.memory_overheads(
+        w.precision, get_device(g.nodes[ranks[0]]["spec"]).kind,
+        sum(d > 1 for d in (dp, tp, pp, cp, ep)))
     total = _total_steps(w)
     steps = w.steps if w.steps is not None else min(total, simulated_steps(w))
     parallel = (tp > 1 or pp > 1 or cp > 1 or ep > 1 or par.zero or par.virtual_stages > 1
@@ -214,7 +219,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                                  schedule="interleaved" if par.virtual_stages > 1 else "1f1b",
                                  precision=w.precision, optimizer=w.optimizer, steps=steps,
                                  zero=par.zero, collective=w.collective.algorithm,
-                                 data=data, fold=w.fold is True or (
+                                 data=data, overheads=overheads, fold=w.fold is True or (
                                      w.fold == "auto" and n > FOLD_ABOVE and data is None
                                      and len(kinds) == 1))
         except ValueError as err:
@@ -228,7 +233,8 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     hosts = tuple(server_peer(g, r, "memory", index) or r for r in ranks)
     cpus = tuple(server_peer(g, r, "cpu", index) or r for r in ranks)
     memory = training_memory(ops, precision=w.precision, optimizer=w.optimizer, dp=dp,
-                             workspace_bytes=micro * (w.data.sample_bytes if w.data else 0.0))
+                             workspace_bytes=micro * (w.data.sample_bytes if w.data else 0.0),
+                             **overheads)
     plan = TrainingPlan(job=job, model=ops, ranks=tuple(ranks), hosts=hosts, cpus=cpus,
                         precision=w.precision, optimizer=w.optimizer, steps=steps,
                         micro_batches=accumulate, total_steps=total, data=data,

@@ -37,7 +37,8 @@ def storage_bytes(precision: str) -> int:
 
 
 def state_bytes(params: float, *, precision: str = "bf16", optimizer: str = "adam", dp: int = 1,
-                zero: int = 0, expert_params: float = 0.0, ep: int = 1) -> dict[str, float]:
+                zero: int = 0, expert_params: float = 0.0, ep: int = 1,
+                grad_bytes: float | None = None) -> dict[str, float]:
     """Bytes per device of weights, gradients and optimizer states.
 
     Parameters
@@ -54,6 +55,11 @@ def state_bytes(params: float, *, precision: str = "bf16", optimizer: str = "ada
     expert_params, ep : float, int
         Of *params*, those of MoE experts; they are sharded over the expert-data-parallel group
         of ``dp // ep`` ranks instead of ``dp`` (Megatron-Core MoE).
+    grad_bytes : float, optional
+        Bytes per stored gradient element; default the training precision's
+        (:func:`storage_bytes`). A stack that accumulates gradients in fp32 (Megatron's
+        ``main_grad`` buffers, FSDP's upcast sharded gradients) passes 4
+        (:meth:`~hwsim.catalog.stacks.StackProfile.memory_overheads`).
 
     Returns
     -------
@@ -73,7 +79,8 @@ def state_bytes(params: float, *, precision: str = "bf16", optimizer: str = "ada
     def sharded(per_param: float, on: bool) -> float:
         return per_param * (dense / (dp if on else 1) + experts / (dp // ep if on else 1))
 
-    return {"weights": sharded(w, zero >= 3), "gradients": sharded(w, zero >= 2),
+    g = w if grad_bytes is None else grad_bytes
+    return {"weights": sharded(w, zero >= 3), "gradients": sharded(g, zero >= 2),
             "optimizer_states": sharded(opt, zero >= 1)}
 
 
@@ -150,7 +157,9 @@ def inflight_microbatches(schedule: str, *, pp: int, micro_batches: int, stage: 
 def training_memory(model: ModelOps, *, precision: str = "bf16", optimizer: str = "adam",
                     dp: int = 1, zero: int = 0, ep: int = 1, pp: int = 1, stage: int = 0,
                     schedule: str = "1f1b", micro_batches: int = 1, virtual_stages: int = 1,
-                    workspace_bytes: float = 0.0) -> dict[str, float]:
+                    workspace_bytes: float = 0.0, grad_bytes: float | None = None,
+                    context_bytes: float = 0.0, comm_buffer_bytes: float = 0.0
+                    ) -> dict[str, float]:
     """Bytes per device, by label, of one rank running *model*.
 
     Parameters
@@ -165,17 +174,26 @@ def training_memory(model: ModelOps, *, precision: str = "bf16", optimizer: str 
     pp, stage, schedule, micro_batches, virtual_stages
         The pipeline: activations are multiplied by :func:`inflight_microbatches`.
     workspace_bytes : float
-        Fixed extra (library workspaces, communication buffers), added to ``workspace``.
+        Fixed extra (the input batch, library workspaces), added to ``workspace``.
+    grad_bytes : float, optional
+        As in :func:`state_bytes` (the stack's main-gradient precision).
+    context_bytes, comm_buffer_bytes : float
+        The software stack's fixed overheads per device
+        (:meth:`~hwsim.catalog.stacks.StackProfile.memory_overheads`): the CUDA context with the
+        libraries' kernels, and the communication library's buffers of every communicator the
+        rank is in. Each becomes its own line (``context``, ``comm_buffers``) when nonzero.
 
     Returns
     -------
     dict
         ``weights``, ``gradients``, ``optimizer_states``, ``activations``, ``workspace`` and,
         for ZeRO-3, ``zero3_buffers`` (two blocks of gathered weights: the current one and the
-        prefetched next, FSDP's default), in bytes.
+        prefetched next, FSDP's default), ``context`` and ``comm_buffers`` where nonzero, in
+        bytes.
     """
     out = state_bytes(model.params, precision=precision, optimizer=optimizer, dp=dp, zero=zero,
-                      expert_params=model.extra.get("expert_params", 0.0), ep=ep)
+                      expert_params=model.extra.get("expert_params", 0.0), ep=ep,
+                      grad_bytes=grad_bytes)
     inflight = inflight_microbatches(schedule, pp=pp, micro_batches=micro_batches, stage=stage,
                                      virtual_stages=virtual_stages)
     out["activations"] = model.activation_bytes * inflight
@@ -188,4 +206,8 @@ def training_memory(model: ModelOps, *, precision: str = "bf16", optimizer: str 
     if zero == 3:
         biggest = max((b.params for b in blocks), default=model.params)
         out["zero3_buffers"] = 2.0 * biggest * storage_bytes(precision)
+    if context_bytes:
+        out["context"] = float(context_bytes)
+    if comm_buffer_bytes:
+        out["comm_buffers"] = float(comm_buffer_bytes)
     return out
