@@ -194,7 +194,7 @@ def test_memory_breakdown_from_summary_and_frame(gpt3d: hwsim.Result) -> None:
     s = gpt3d.summary
     parts = plots.memory_parts(s)
     assert set(parts["part"]) == {"weights", "gradients", "optimizer_states", "activations",
-                                  "workspace"}
+                                  "workspace", "context", "comm_buffers"}
     assert parts["gb"].sum() == pytest.approx(s["memory_per_device_gb"], rel=1e-6)
     ax = plots.memory_breakdown(s).axes[0]
     widths = sorted(p.get_width() for p in ax.patches)

@@ -123,7 +123,11 @@ stacks:
     compute_factor: 0.7
     memory_factor: 1.0
     fitted_to: [r1, r2]
-    sources: {attention: s, compute_factor: s, memory_factor: s}
+    main_grads: training
+    cuda_context_bytes: 1000
+    nccl_buffer_bytes: 1000
+    sources: {attention: s, compute_factor: s, memory_factor: s, main_grads: s,
+              cuda_context_bytes: s, nccl_buffer_bytes: s}
 """
 
 
