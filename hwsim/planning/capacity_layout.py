@@ -104,7 +104,7 @@ def choose_layout(load: Load, scenario: Mapping[str, Any], count: int, *,
     type) to simulate: the base's (:func:`base_layout`) when it runs and fits, else (with
     *search*) the searched layout with the least estimated step time. *load* turns a mapping
     into a validated Scenario (reading its relative paths from the right folder)."""
-    from hwsim.planning.search import _memory, enumerate_layouts, estimate_step_time
+    from hwsim.planning.search import enumerate_layouts, estimate_step_time, plan_memory
     from hwsim.scenario.budget import check_budget
     from hwsim.scenario.build import build_graph, training_plan
     from hwsim.topology import compute_devices
@@ -126,7 +126,7 @@ def choose_layout(load: Load, scenario: Mapping[str, Any], count: int, *,
             plan = training_plan(load(_with(scenario, par)), g)
         except ScenarioError as err:
             return err.reason
-        return sum(_memory(plan).values()), plan
+        return sum(plan_memory(plan).values()), plan
 
     par, why = base_layout(wl, count)
     least: tuple[float, str] | None = None

@@ -33,7 +33,6 @@ import itertools
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Mapping
 
-import networkx as nx
 import pandas as pd
 
 from hwsim.analysis.parallelism import PARTS, summary_key
@@ -216,7 +215,7 @@ def _with_layout(s, layout: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- memory and the analytic estimate -------------------------------------------------------
 
-def _memory(plan) -> dict[str, float]:
+def plan_memory(plan) -> dict[str, float]:
     """The most loaded device's breakdown (bytes by label) of a training plan, as the job
     allocates it."""
     stages = getattr(plan, "stages", None)
@@ -304,7 +303,7 @@ def search(base_scenario: Any, space: Mapping[str, Any] | None = None, *,
             row["reason"] = f"{err.field}: {err.reason}" if err.field else err.reason
             rows.append(row)
             continue
-        memory = _memory(plan)
+        memory = plan_memory(plan)
         need = sum(memory.values())
         row["memory_per_device_gb"] = need / 1e9
         row.update({f"memory_{k}_gb": b / 1e9 for k, b in memory.items()})
