@@ -105,7 +105,7 @@ def choose_layout(load: Load, scenario: Mapping[str, Any], count: int, *,
     *search*) the searched layout with the least estimated step time. *load* turns a mapping
     into a validated Scenario (reading its relative paths from the right folder)."""
     from hwsim.planning.search import enumerate_layouts, estimate_step_time, plan_memory
-    from hwsim.scenario.budget import check_budget
+    from hwsim.scenario.budget import check_size
     from hwsim.scenario.build import build_graph, training_plan
     from hwsim.topology import compute_devices
 
@@ -114,7 +114,7 @@ def choose_layout(load: Load, scenario: Mapping[str, Any], count: int, *,
     s0 = load(dict(scenario))
     # the size budget before the graph is built (events are the run's to check, once the layout
     # is chosen): a count of millions is a row's BudgetError, not minutes and GBs
-    check_budget(s0, max_events=2**63 - 1)
+    check_size(s0)
     g = build_graph(s0.cluster)
     devices = compute_devices(g, s0.compute_device)
     capacity = min(get_device(g.nodes[d]["spec"]).memory_bytes for d in devices)

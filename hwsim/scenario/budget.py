@@ -50,7 +50,7 @@ from hwsim.exceptions import BudgetError
 from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, InferenceWorkload, NodeSpec,
                                    Scenario, TrainingWorkload, TransferWorkload)
 
-__all__ = ["Estimate", "estimate", "check_budget", "DEFAULT_MAX_EVENTS", "DEFAULT_MAX_DEVICES"]
+__all__ = ["Estimate", "estimate", "check_size", "check_budget", "DEFAULT_MAX_EVENTS", "DEFAULT_MAX_DEVICES"]
 
 DEFAULT_MAX_EVENTS = 2_000_000
 """Recorded events plus flows a run may take by default: up to about a minute and 1 GB (the
@@ -95,22 +95,30 @@ def estimate(s: Scenario) -> Estimate:
                     flows=int(flows), detail="; ".join(details))
 
 
+def check_size(s: Scenario, max_devices: int | None = None) -> tuple[int, int, int]:
+    """The cluster's (compute devices, graph nodes, links), or :class:`BudgetError` when its
+    devices are beyond *max_devices* (else the scenario's ``limits:``, else the default): the
+    part of the budget that needs no workload, checked before any graph is built."""
+    devices, nodes, links = _hardware(s.cluster)
+    cap_d = max_devices or s.limits.max_devices or DEFAULT_MAX_DEVICES
+    if devices > cap_d:
+        raise BudgetError(
+            f"scenario {s.name!r} is refused by the size budget: its cluster has {devices:,} "
+            f"compute devices ({nodes:,} graph nodes, {links:,} links), beyond the "
+            f"limit of {cap_d:,} devices (building that graph alone would take minutes and GBs)."
+            f" To run it anyway, raise the limit in the scenario: limits: {{max_devices: "
+            f"{_round_up(devices)}}}; or simulate fewer servers.")
+    return devices, nodes, links
+
+
 def check_budget(s: Scenario, max_events: int | None = None,
                  max_devices: int | None = None) -> Estimate:
     """The scenario's :class:`Estimate`, or :class:`BudgetError` when it is beyond the limits:
     *max_events* / *max_devices* when given (``--max-events``), else the scenario's
-    ``limits:``, else the defaults."""
+    ``limits:``, else the defaults (devices first: :func:`check_size`)."""
+    check_size(s, max_devices)
     est = estimate(s)
-    lim = s.limits
-    cap_e = max_events or lim.max_events or DEFAULT_MAX_EVENTS
-    cap_d = max_devices or lim.max_devices or DEFAULT_MAX_DEVICES
-    if est.devices > cap_d:
-        raise BudgetError(
-            f"scenario {s.name!r} is refused by the size budget: its cluster has {est.devices:,} "
-            f"compute devices ({est.nodes:,} graph nodes, {est.links:,} links), beyond the "
-            f"limit of {cap_d:,} devices (building that graph alone would take minutes and GBs)."
-            f" To run it anyway, raise the limit in the scenario: limits: {{max_devices: "
-            f"{_round_up(est.devices)}}}; or simulate fewer servers.")
+    cap_e = max_events or s.limits.max_events or DEFAULT_MAX_EVENTS
     if est.events > cap_e:
         raise BudgetError(
             f"scenario {s.name!r} is refused by the event budget: about {est.events:.3g} events "
