@@ -57,6 +57,9 @@ METRICS: dict[str, tuple[Any, str]] = {
     "tokens_per_s_per_gpu": (lambda s, g: s["tokens_per_s"] / g, "tokens/s/GPU"),
     "images_per_s": (lambda s, g: s["samples_per_s"], "images/s"),
     "tflops_per_gpu": (lambda s, g: s["hardware_tflops_per_gpu"], "TFLOP/s/GPU"),
+    "model_tflops_per_gpu": (lambda s, g: s["model_tflops_per_gpu"], "model TFLOP/s/GPU"),
+    "iteration_s": (lambda s, g: s["step_time_s"], "s"),
+    "samples_per_s": (lambda s, g: s["samples_per_s"], "samples/s"),
 }
 
 
@@ -98,6 +101,7 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
     """Read every family's published table into :class:`Case` objects (table reading only)."""
     spec = spec or load_spec()
     systems = spec["systems"]
+    only_given = bool(only)
     only = set(only or FAMILIES)
     cases: list[Case] = []
 
@@ -169,8 +173,54 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
                  **({"micro_batch": 1} if r["pp"] > 1 else {})}, c["seq_len"],
                 f["optimizer"]))
     for c in cases:
-        c.stack = spec[c.family]["stack"]
+        c.stack = c.stack or spec[c.family]["stack"]
+    for name, f in (spec.get("tables") or {}).items():
+        if name in only or not only_given:
+            cases += table_cases(name, f, systems)
+    ids = [c.id for c in cases]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"{CASES_FILE.name}: case ids are not unique: {dup}")
     return cases
+
+
+LAYOUT_COLUMNS = {"tp": "tp", "pp": "pp", "dp": "dp", "cp": "cp", "ep": "ep",
+                  "vp": "virtual_stages", "micro_batch": "micro_batch",
+                  "sp": "sequence_parallel", "zero": "zero", "recompute": "recompute"}
+"""Columns of a ``tables`` family that are parallelism fields (column -> scenario field)."""
+ROW_COLUMNS = ("model", "gpus", "system", "precision", "seq_len", "global_batch", "optimizer",
+               "stack", "metric", "value", "note")
+"""The other columns a ``tables`` family may have (``value``: the published figure)."""
+
+
+def table_cases(name: str, f: dict[str, Any], systems: dict[str, Any]) -> list[Case]:
+    """The cases of one generic family of ``tables:`` (every published row with its model,
+    system, layout and metric as columns or ``common`` values; see the cases file's header)."""
+    common = dict(f.get("common") or {})
+    models = f.get("models") or {}
+    unknown = set(f["columns"]) - set(LAYOUT_COLUMNS) - set(ROW_COLUMNS)
+    if unknown:
+        raise ValueError(f"tables.{name}.columns: unknown {sorted(unknown)}; valid: "
+                         f"{sorted(set(LAYOUT_COLUMNS) | set(ROW_COLUMNS))}")
+    out = []
+    for row in f["rows"]:
+        if len(row) != len(f["columns"]):
+            raise ValueError(f"tables.{name}: row {row} has {len(row)} values for "
+                             f"{len(f['columns'])} columns")
+        r = {**common, **dict(zip(f["columns"], row))}
+        model = models.get(r["model"], {"preset": r["model"]})
+        sysname = r.get("system", f.get("system"))
+        par = {LAYOUT_COLUMNS[k]: r[k] for k in LAYOUT_COLUMNS if r.get(k) is not None}
+        par.update(f.get("parallelism") or {})
+        lay = "".join(f" {k}{r[k]}" for k in ("tp", "pp", "cp", "ep", "vp", "micro_batch")
+                      if r.get(k) not in (None, 1) or k in ("tp", "pp"))
+        gpu = systems[sysname]["gpu"].split("-")[0]
+        cid = f"{name} {r['model']} {r['gpus']}x{gpu} {r['precision']} gb{r['global_batch']}{lay}"
+        out.append(Case(name, cid.replace("micro_batch", "mb"), r.get("metric", f["metric"]),
+                        r["value"], f["source"], dict(systems[sysname]), r["gpus"], dict(model),
+                        r["precision"], r["global_batch"], par, r.get("seq_len"),
+                        r.get("optimizer", "adam"), stack=r.get("stack", f["stack"])))
+    return out
 
 
 def scenario_for(case: Case, steps: int = 2) -> dict[str, Any]:
@@ -248,7 +298,7 @@ def stack_rows(spec: dict[str, Any] | None = None) -> dict[str, list[str]]:
     from hwsim.catalog.stacks import get_stack
 
     spec = spec or load_spec()
-    names = dict.fromkeys(spec[f]["stack"] for f in FAMILIES if f in spec)
+    names = dict.fromkeys(c.stack for c in load_cases(spec) if c.stack)
     return {n: list(get_stack(n).fitted_to) for n in names}
 
 
@@ -383,8 +433,9 @@ def format_table(rows: list[Row], markdown: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=FAMILIES, action="append",
-                    help="run one family (repeatable); default all")
+    ap.add_argument("--only", action="append", metavar="FAMILY",
+                    help=f"run one family (repeatable: {', '.join(FAMILIES)} or a name under "
+                         f"tables:); default all")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--max-gpus", type=int, default=DEFAULT_MAX_GPUS,
                     help=f"skip cases above this many GPUs as not runnable yet (default "
