@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 __all__ = ["KernelSpec", "ATTENTION_BLOCK", "ATTENTION_FAMILIES", "MMA_GRANULE", "SHAPE_KINDS",
-           "check_shape"]
+           "check_shape", "interfered"]
 
 ATTENTION_FAMILIES = ("fa3", "fa2")
 """Fused attention kernel families a device entry can list: FlashAttention-3 (Shah et al. 2024,
@@ -140,3 +140,17 @@ class KernelSpec:
                           batch: float = 1.0) -> float:
         """Bytes a GEMM moves at least: A, B and C once."""
         return batch * (m * k + k * n + m * n) * elem_bytes
+
+
+def interfered(device, comm_sms: int):
+    """*device* (a :class:`~hwsim.catalog.specs.DeviceSpec`) while communication kernels hold
+    *comm_sms* of its SMs: its kernel model runs GEMM tiles and attention blocks in waves over
+    the remaining SMs, each SM at its own rate (so a GEMM of one full wave takes two, the tail
+    effect). Memory-bound ops and devices without a kernel model are unchanged (HBM traffic of
+    the collective is not modelled)."""
+    k = device.kernels
+    if k is None or comm_sms <= 0:
+        return device
+    sms = max(1, k.sms - comm_sms)
+    return replace(device, kernels=replace(k, sms=sms),
+                   peak_flops_per_s={p: v * sms / k.sms for p, v in device.peak_flops_per_s.items()})

@@ -61,7 +61,12 @@ NO_FP8 = "none"
 
 _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitted_to",
            "stand_in_for", "sources", "fp8_recipe", "main_grads", "cuda_context_bytes",
-           "nccl_buffer_bytes")
+           "nccl_buffer_bytes", "tp_comm_overlap", "comm_sms", "zero3_bucket_bytes",
+           "zero3_prefetch")
+_OPTIONAL = {"tp_comm_overlap": False, "comm_sms": 0, "zero3_bucket_bytes": 0.0,
+             "zero3_prefetch": 1}
+"""Fields a profile may leave out, with the value that means "not modelled" (a profile that
+gives one names its source)."""
 MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
 """``main_grads:`` values: gradients at the training precision, always fp32 (below 4-byte
 training), or fp32 when training in bf16 (and fp8, whose weights are bf16) only."""
@@ -101,6 +106,10 @@ class StackProfile:
     main_grads: str = "training"
     cuda_context_bytes: float = 0.0
     nccl_buffer_bytes: float = 0.0
+    tp_comm_overlap: bool = False
+    comm_sms: int = 0
+    zero3_bucket_bytes: float = 0.0
+    zero3_prefetch: int = 1
 
     def memory_overheads(self, precision: str, device_kind: str, communicators: int
                          ) -> dict[str, float]:
@@ -271,16 +280,33 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise err(f"{at}.{k}", f"expected bytes >= 0 per GPU, got {v!r}")
         factors[k] = float(v)
-    for k in ("main_grads", "cuda_context_bytes", "nccl_buffer_bytes"):
+    for k in ("main_grads", "cuda_context_bytes", "nccl_buffer_bytes") + tuple(
+            k for k in _OPTIONAL if k in p):
         if not isinstance(src.get(k), str) or not src[k].strip():
             raise err(f"{at}.sources.{k}", "every choice and constant needs a source (a "
                                            "document, and how exact it is)")
+    opt = dict(_OPTIONAL)
+    if "tp_comm_overlap" in p:
+        if not isinstance(p["tp_comm_overlap"], bool):
+            raise err(f"{at}.tp_comm_overlap", f"expected true or false, got "
+                                               f"{p['tp_comm_overlap']!r}")
+        opt["tp_comm_overlap"] = p["tp_comm_overlap"]
+    for k, lo in (("comm_sms", 0), ("zero3_prefetch", 1)):
+        v = p.get(k, opt[k])
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise err(f"{at}.{k}", f"expected an integer >= {lo}, got {v!r}")
+        opt[k] = v
+    v = p.get("zero3_bucket_bytes", 0.0)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise err(f"{at}.zero3_bucket_bytes", f"expected bytes >= 0 (0: one gather per "
+                                              f"block), got {v!r}")
+    opt["zero3_bucket_bytes"] = float(v)
     return StackProfile(name=name, description=" ".join(str(p.get("description", "")).split()),
                         fp8_recipe=None if rec == NO_FP8 else recipes[rec], main_grads=mg,
                         attention=() if attn == [UNFUSED] else tuple(attn),
                         fitted_to=tuple(str(r) for r in fitted), stand_in_for=stand_in,
                         sources={k: " ".join(str(v).split()) for k, v in src.items()},
-                        **factors)
+                        **factors, **opt)
 
 
 @functools.lru_cache(maxsize=1)

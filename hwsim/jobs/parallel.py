@@ -53,6 +53,7 @@ from hwsim.jobs.pipeline import run_pipeline
 from hwsim.jobs.schedules import Unit, schedule
 from hwsim.jobs.system import Device, System
 from hwsim.jobs.training import slowest_step_ends
+from hwsim.catalog.kernels import interfered
 from hwsim.workloads.memory import storage_bytes
 from hwsim.workloads.ops import OPTIMIZER_STATE_BYTES
 
@@ -112,6 +113,10 @@ class ParallelTrainingJob:
         self._cost: dict[tuple, tuple[float, str]] = {}
         self._programs: dict[tuple, list[tuple]] = {}
         self._memo: dict[tuple, object] = {}
+        self._busy: dict[tuple[int, int], list[tuple[float, float]]] = {}
+        self._debt: dict[tuple[int, int], float] = {}
+        stack = plan.stack
+        self.comm_sms = getattr(stack, "comm_sms", 0) if stack is not None else 0
         self.checkpoint = (None if plan.checkpoint is None else Checkpointer(
             system, plan.checkpoint, plan.job, {r: plan.devices[r] for r in self.simulated}))
 
@@ -282,7 +287,29 @@ class ParallelTrainingJob:
                 evs.append(g.join_all(key, nbytes, name))
             else:
                 evs.append(g.join(key, g.rank_of[p.devices[p.rank(s, lane, t)]], nbytes, name))
-        return evs[0] if len(evs) == 1 else self.env.all_of(evs)
+        ev = evs[0] if len(evs) == 1 else self.env.all_of(evs)
+        if self.comm_sms:
+            t0 = self.env.now
+            ev.callbacks.append(lambda _e: self._interfere(s, lane, t0))
+        return ev
+
+    def _interfere(self, s: int, lane: int, t0: float) -> None:
+        """A collective of (*s*, *lane*) that ran as flows from *t0* to now held ``comm_sms``
+        SMs: the compute it overlapped (the stage's run blocks since *t0*) lost that share of
+        the SMs' work, which delays the lane's next run block (``comm_interference`` events).
+        Wave effects are left out here (the block's kernels are not known at this point): a
+        compute-bound stream loses ``comm_sms / sms`` of its progress while overlapped."""
+        k = self.devices[self.plan.rank(s, lane, self.tps[0])].spec.kernels
+        if k is None:
+            return
+        now, overlap = self.env.now, 0.0
+        for a, b in reversed(self._busy.get((s, lane), ())):
+            if b <= t0:
+                break
+            overlap += max(0.0, min(b, now) - max(a, t0))
+        if overlap > 0:
+            key = (s, lane)
+            self._debt[key] = self._debt.get(key, 0.0) + overlap * min(self.comm_sms, k.sms) / k.sms
 
     def _dp_reduce(self, step: int, s: int, lane: int, c: int, nb: int, nbytes: float,
                    expert: bool = False) -> None:
@@ -302,6 +329,7 @@ class ParallelTrainingJob:
             t0 = env.now
             tails: list[simpy.Process] = []
             self._pending = {(s, d): [] for s in range(plan.pp) for d in self.dps}
+            self._busy, self._debt = {}, {}
             self._span = {}
             pipes = []
             for d in self.dps:
@@ -343,16 +371,18 @@ class ParallelTrainingJob:
             yield from self._ops(step, s, d, unit, ops, 0, last)
         self._span[(s, d)][1] = env.now
 
-    def _costs(self, r: int, op) -> tuple[float, str]:
-        """Duration and bound category of *op* on rank *r*'s device (memoised per device type)."""
+    def _costs(self, r: int, op, squeezed: bool = False) -> tuple[float, str]:
+        """Duration and bound category of *op* on rank *r*'s device (memoised per device type);
+        *squeezed*: while communication kernels hold ``comm_sms`` of its SMs (interference)."""
         dev = self.devices[r]
-        k = (id(op), dev.spec.id, dev.speed)
+        k = (id(op), dev.spec.id, dev.speed, squeezed)
         hit = self._cost.get(k)
         if hit is None:
+            spec = interfered(dev.spec, self.comm_sms) if squeezed else dev.spec
             prec = op.dtype or self.plan.precision  # an FP8 recipe sets each op's own
             hit = self._cost[k] = (
-                dev.spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape),
-                dev.spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape))
+                spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape),
+                spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape))
         return hit
 
     def _ops(self, step: int, s: int, d: int, unit: Unit, ops, base: int,
@@ -366,8 +396,16 @@ class ParallelTrainingJob:
             kind = item[0]
             if kind == "run":
                 t0 = env.now
-                yield env.timeout(item[1])
+                extra = self._debt.pop((s, d), 0.0)
+                self._busy.setdefault((s, d), []).append((t0, t0 + item[1] + extra))
+                yield env.timeout(item[1] + extra)
                 rec.block(t0, item[2])
+                if extra > 0:  # SM time the overlapped collectives took (interference)
+                    for t in self.tps:
+                        r = self.plan.rank(s, d, t)
+                        rec.event(t0 + item[1], env.now, f"{self.plan.devices[r]}/compute",
+                                  "compute", "comm_interference", self.plan.job, r, 0.0, 0.0,
+                                  "compute")
             elif kind == "comm":
                 op, i = item[1], item[2]
                 group, coll = COMMS[op.comm]
@@ -477,6 +515,24 @@ class ParallelTrainingJob:
             (step, unit), plan.p2p_bytes, f"p2p.{phase}.step{step}.mb{mb}.c{c}")
             for t in self.tps]
         return evs[0] if len(evs) == 1 else self.env.all_of(evs)
+
+    def _interfere(self, s: int, lane: int, t0: float) -> None:
+        """A collective of (*s*, *lane*) that ran as flows from *t0* to now held ``comm_sms``
+        SMs: the compute it overlapped (the stage's run blocks since *t0*) lost that share of
+        the SMs' work, which delays the lane's next run block (``comm_interference`` events).
+        Wave effects are left out here (the block's kernels are not known at this point): a
+        compute-bound stream loses ``comm_sms / sms`` of its progress while overlapped."""
+        k = self.devices[self.plan.rank(s, lane, self.tps[0])].spec.kernels
+        if k is None:
+            return
+        now, overlap = self.env.now, 0.0
+        for a, b in reversed(self._busy.get((s, lane), ())):
+            if b <= t0:
+                break
+            overlap += max(0.0, min(b, now) - max(a, t0))
+        if overlap > 0:
+            key = (s, lane)
+            self._debt[key] = self._debt.get(key, 0.0) + overlap * min(self.comm_sms, k.sms) / k.sms
 
     def _tail(self, step: int, s: int, d: int, last_unit: simpy.Process) -> Generator:
         """After the stage's last unit: wait for its DP reduction, run the optimizer (on the
@@ -604,8 +660,14 @@ class _Timeline:
     def compute(self, op) -> None:
         job, start = self.job, self.cursor
         longest = 0.0
+        # an asynchronous collective still running holds comm_sms SMs (interference): the op
+        # runs on the rest until it ends, then at full speed (progress carried over)
+        left = (self.overlap_until - start) if self.overlap_until is not None else 0.0
         for r in self.ranks:
             dur, cat = job._costs(r, op)
+            if left > 0 and job.comm_sms and op.shape:
+                slow = job._costs(r, op, squeezed=True)[0]
+                dur = slow if slow <= left else left + (1 - left / slow) * dur
             self.events.append((start, start + dur, f"{job.plan.devices[r]}/compute", "compute",
                                 op.name, job.plan.job, r, op.bytes, op.flops, cat))
             longest = max(longest, dur)

@@ -162,7 +162,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
                         sp=par.sequence_parallel, cp=cp, ep=ep, recompute=par.recompute,
                         optimizer=w.optimizer, flash_attention=flash,
-                        fp8_recipe=stack.fp8_recipe)
+                        fp8_recipe=stack.fp8_recipe, tp_overlap=stack.tp_comm_overlap)
     except ScenarioError:
         raise
     except ValueError as err:

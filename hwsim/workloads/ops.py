@@ -215,8 +215,10 @@ class OpBuilder:
     reverse unit order by :meth:`backward`). GEMM operands are read at ``mb`` bytes per value,
     everything else at ``vb``."""
 
-    def __init__(self, prefix: str, mb: float, vb: float, dtype: str = "") -> None:
+    def __init__(self, prefix: str, mb: float, vb: float, dtype: str = "",
+                 tp_overlap: bool = False) -> None:
         self.p, self.mb, self.vb, self.dtype = prefix, mb, vb, dtype
+        self.tp_overlap = tp_overlap  # TP collectives pipelined with their GEMMs (see linear)
         self.fwd: list[Op] = []
         self.units: list[list[Op]] = []
         self.fp8_gemms = 0          # linear layers run in FP8 (:meth:`linear` with ``fp8``)
@@ -262,7 +264,16 @@ class OpBuilder:
         TE's LayerNormLinear / LayerNormMLP), the transpose alone (reads and writes 1 byte);
         before the dgrad the gradient's cast-transpose (4 bytes per element of dY). The scale
         and amax are computed inside these passes (delayed scaling: one read per cast). The
-        weight's cast is counted once per step (:attr:`fp8_weights`)."""
+        weight's cast is counted once per step (:attr:`fp8_weights`).
+
+        With :attr:`tp_overlap` and sequence parallelism (Megatron-Core ``--tp-comm-overlap``,
+        Transformer Engine's userbuffers: the GEMM and its collective are cut into chunks and
+        pipelined), every TP collective of the layer runs asynchronously beside the GEMM it
+        feeds or drains: the forward all-gather beside the column-parallel GEMM, the forward
+        reduce-scatter beside the row-parallel GEMM that produces it, the backward all-gather of
+        dY beside the row-parallel dgrad; it is emitted just before that GEMM as an asynchronous
+        collective (``comm_async``: it overlaps the next compute op, the GEMM, and the op after
+        waits for it). Without SP the flag changes nothing (the overlap needs SP)."""
         mb, vb, p = self.mb, self.vb, self.p
         dt = self.dtype
         if fp8:
@@ -271,21 +282,28 @@ class OpBuilder:
             mb, dt = 1, "fp8"
             self.fp8_gemms += 1
             self.fp8_weights += k * n
-        if tp == "col" and sp:
+        ov = self.tp_overlap and sp
+        if tp == "col" and sp and not ov:
             self.comm("tp_allgather", tp_bytes, name=name)
         if fp8 == "cast":
             self.fwd.append(Op(f"{p}.{name}.fp8_cast", 2 * m * k, 4 * m * k, dtype="bf16"))
         elif fp8 == "fused":
             self.fwd.append(Op(f"{p}.{name}.fp8_transpose", 0.0, 2 * m * k, dtype="bf16"))
+        if ov and tp in ("col", "row"):  # pipelined beside the GEMM that follows
+            kind = "tp_allgather" if tp == "col" else "tp_reducescatter"
+            self.comm(kind, tp_bytes, async_=True, name=name)
         self.fwd.append(Op(f"{p}.{name}", 2 * m * k * n, mb * (m * k + k * n) + vb * m * n,
                            matmul=True, shape=("gemm", m, n, k), dtype=dt))
         red = "tp_reducescatter" if sp else "tp_allreduce"
         bwd: list[Op] = []
-        if tp == "row" and sp:
-            bwd.append(Op(f"{p}.{name}.grad.tp_allgather", 0.0, 0.0, comm="tp_allgather",
-                          comm_bytes=tp_bytes))
+        dy_gather = Op(f"{p}.{name}.grad.tp_allgather", 0.0, 0.0, comm="tp_allgather",
+                       comm_bytes=tp_bytes, comm_async=ov)
+        if tp == "row" and sp and not ov:
+            bwd.append(dy_gather)
         if fp8:
             bwd.append(Op(f"{p}.{name}.grad.fp8_cast", 2 * m * n, 4 * m * n, dtype="bf16"))
+        if tp == "row" and ov:
+            bwd.append(dy_gather)  # pipelined beside the dgrad (or, without one, wgrad) GEMM
         if tp == "col" and sp:
             bwd.append(Op(f"{p}.{name}.wgrad_input.tp_allgather", 0.0, 0.0,
                           comm="tp_allgather", comm_bytes=tp_bytes, comm_async=True))
@@ -299,7 +317,7 @@ class OpBuilder:
                       matmul=True, grad_bytes=grad_bytes, expert=expert, shape=("gemm", k, n, m),
                       dtype=dt))
         self.units.append(bwd)
-        if tp == "row":
+        if tp == "row" and not ov:
             self.comm(red, tp_bytes, name=name)
 
     def backward(self) -> list[Op]:

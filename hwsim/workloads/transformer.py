@@ -152,7 +152,8 @@ def _rank_params(spec: TransformerSpec, t: int, ep: int) -> tuple[float, float]:
 def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | None = None,
                     precision: str = "bf16", tp: int = 1, sp: bool = False, cp: int = 1,
                     ep: int = 1, recompute: str = "none", flash_attention: bool = True,
-                    optimizer: str = "adam", fp8_recipe: Any = None) -> ModelOps:
+                    optimizer: str = "adam", fp8_recipe: Any = None,
+                    tp_overlap: bool = False) -> ModelOps:
     """Layer-level ops of one micro-batch on one tensor-parallel rank.
 
     Parameters
@@ -172,6 +173,9 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         Attention never stores the s x s scores (activations and op bytes); default True.
     optimizer : str
         One fused update op per block (multi-tensor Adam, as Megatron-LM and Apex run it).
+    tp_overlap : bool
+        The software stack pipelines TP collectives with their GEMMs (Megatron-Core
+        ``--tp-comm-overlap``; needs ``sp``): :meth:`~hwsim.workloads.ops.OpBuilder.linear`.
     fp8_recipe : object, optional
         With ``precision="fp8"``, the software stack's FP8 recipe
         (:class:`~hwsim.catalog.stacks.Fp8Recipe`: ``attention``, ``weight_copy_bytes``,
@@ -273,7 +277,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     a2a = T / t * k * h * vb if moe else 0.0         # routed tokens of this rank
     mt, ts = (T * k, act * k) if moe else (T, act)   # tokens through the FFN, its TP message
     for i in range(spec.layers):
-        o = OpBuilder(f"layer{i}", mb, vb, dt)
+        o = OpBuilder(f"layer{i}", mb, vb, dt, tp_overlap=tp_overlap)
         o.elementwise("norm1", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
         o.linear("qkv", T, h, (h + 2 * kvd) / t, grad_bytes=vb * (h + b1) * (h + 2 * kvd) / t,
                  tp=col, tp_bytes=act, sp=sp, fp8=lin8[1])
