@@ -27,6 +27,15 @@ the software's, not the hardware's, and so is which attention kernel runs. A
   training precision (``training``); the CUDA context with the libraries' kernels, per GPU; the
   NCCL buffers of one communicator, per GPU and per communicator the rank is in.
 
+- ``tp_comm_overlap``: TP collectives pipelined with their GEMMs (sequence parallelism;
+  :meth:`~hwsim.workloads.ops.OpBuilder.linear`); ``overlap_param_gather``: the distributed
+  optimizer's (ZeRO-1/2) parameter all-gather overlaps the next step's forward, one chunk (one
+  model chunk's first layer) exposed; ``comm_sms``: SMs a collective kernel holds while it runs,
+  taken from overlapped compute (interference, :func:`~hwsim.catalog.kernels.interfered`);
+  ``zero3_bucket_bytes``, ``zero3_prefetch``: ZeRO-3 / FSDP parameter gathers per bucket of
+  blocks (0: one per block) and how many buckets are gathered ahead. Left out, each means "not
+  modelled" (false, 0, one block, 1).
+
 Every fitted constant names the rows it was fitted to (``fitted_to``: ids of
 ``benchmarks/validation_cases.yaml``, at least two, all of this stack; ``benchmarks/
 fit_calibration.py`` fits them and ``benchmarks/validate_training.py`` reports the
@@ -61,10 +70,10 @@ NO_FP8 = "none"
 
 _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitted_to",
            "stand_in_for", "sources", "fp8_recipe", "main_grads", "cuda_context_bytes",
-           "nccl_buffer_bytes", "tp_comm_overlap", "comm_sms", "zero3_bucket_bytes",
-           "zero3_prefetch")
-_OPTIONAL = {"tp_comm_overlap": False, "comm_sms": 0, "zero3_bucket_bytes": 0.0,
-             "zero3_prefetch": 1}
+           "nccl_buffer_bytes", "tp_comm_overlap", "overlap_param_gather", "comm_sms",
+           "zero3_bucket_bytes", "zero3_prefetch")
+_OPTIONAL = {"tp_comm_overlap": False, "overlap_param_gather": False, "comm_sms": 0,
+             "zero3_bucket_bytes": 0.0, "zero3_prefetch": 1}
 """Fields a profile may leave out, with the value that means "not modelled" (a profile that
 gives one names its source)."""
 MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
@@ -107,6 +116,7 @@ class StackProfile:
     cuda_context_bytes: float = 0.0
     nccl_buffer_bytes: float = 0.0
     tp_comm_overlap: bool = False
+    overlap_param_gather: bool = False
     comm_sms: int = 0
     zero3_bucket_bytes: float = 0.0
     zero3_prefetch: int = 1
@@ -286,11 +296,11 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
             raise err(f"{at}.sources.{k}", "every choice and constant needs a source (a "
                                            "document, and how exact it is)")
     opt = dict(_OPTIONAL)
-    if "tp_comm_overlap" in p:
-        if not isinstance(p["tp_comm_overlap"], bool):
-            raise err(f"{at}.tp_comm_overlap", f"expected true or false, got "
-                                               f"{p['tp_comm_overlap']!r}")
-        opt["tp_comm_overlap"] = p["tp_comm_overlap"]
+    for k in ("tp_comm_overlap", "overlap_param_gather"):
+        if k in p:
+            if not isinstance(p[k], bool):
+                raise err(f"{at}.{k}", f"expected true or false, got {p[k]!r}")
+            opt[k] = p[k]
     for k, lo in (("comm_sms", 0), ("zero3_prefetch", 1)):
         v = p.get(k, opt[k])
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:

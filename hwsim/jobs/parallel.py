@@ -477,34 +477,53 @@ class ParallelTrainingJob:
 
     def _fsdp_unit(self, step: int, s: int, d: int, unit: Unit, model, last: bool
                    ) -> Generator:
-        """ZeRO-3 / FSDP: all-gather each block's parameters before its forward and its
-        backward (the next block's gather prefetched while this one computes, FSDP's default
-        ``BACKWARD_PRE``/forward prefetch), reduce-scatter each block's gradients after its
-        backward, every micro-batch (FSDP without ``no_sync``)."""
+        """ZeRO-3 / FSDP: all-gather each bucket of blocks' parameters before its forward and its
+        backward, keeping the stack's ``zero3_prefetch`` buckets' gathers in flight ahead of the
+        one computing (FSDP's ``BACKWARD_PRE`` / forward prefetch: 1), and reduce-scatter each
+        bucket's gradients after its backward, every micro-batch (FSDP without ``no_sync``). A
+        bucket is one block, or consecutive blocks until their parameters reach the stack's
+        ``zero3_bucket_bytes`` (DeepSpeed's prefetch bucket); with parameter offload, one block."""
         plan = self.plan
         vb = storage_bytes(plan.precision)
         fwd = unit[0] == "F"
         blocks = list(model.blocks) if fwd else list(reversed(model.blocks))
+        stack = plan.stack
+        cap = getattr(stack, "zero3_bucket_bytes", 0.0) if not plan.offload_params else 0.0
+        ahead = max(1, getattr(stack, "zero3_prefetch", 1))
+        buckets: list[list] = []
+        for block in blocks:
+            if buckets and cap > 0 and sum(b.params for b in buckets[-1]) * vb < cap:
+                buckets[-1].append(block)
+            else:
+                buckets.append([block])
 
         def gather(k: int) -> simpy.Event:
-            join = lambda: self._join("dp", s, d, "allgather", (step, unit, k),  # noqa: E731
-                                      blocks[k].params * vb, f"dp.fsdp_allgather.{blocks[k].name}")
+            group = buckets[k]
+            join = lambda: self._join(  # noqa: E731
+                "dp", s, d, "allgather", (step, unit, k), sum(b.params for b in group) * vb,
+                f"dp.fsdp_allgather.{group[0].name}" + (f"-{group[-1].name}"
+                                                        if len(group) > 1 else ""))
             if not plan.offload_params:
                 return join()
-            return self.env.process(self._fetch_then(step, s, d, blocks[k], join))
-        nxt = gather(0)
+            return self.env.process(self._fetch_then(step, s, d, group[0], join))
+        inflight = [gather(k) for k in range(min(ahead, len(buckets)))]
         base = 0
-        for k, block in enumerate(blocks):
-            cur, nxt = nxt, gather(k + 1) if k + 1 < len(blocks) else None
+        for k, group in enumerate(buckets):
+            cur = inflight.pop(0)
+            if k + ahead < len(buckets):
+                inflight.append(gather(k + ahead))
             yield cur
-            ops = block.forward if fwd else block.backward
-            yield from self._ops(step, s, d, unit, ops, base, False)
-            base += len(ops)
-            grads = sum(op.grad_bytes for op in ops)
+            grads = 0.0
+            for block in group:
+                ops = block.forward if fwd else block.backward
+                yield from self._ops(step, s, d, unit, ops, base, False)
+                base += len(ops)
+                grads += sum(op.grad_bytes for op in ops)
             if not fwd and grads > 0:
                 self._pending[(s, d)].append(self._join(
                     "dp", s, d, "reduce_scatter", (step, unit, k), grads,
-                    f"dp.fsdp_reduce_scatter.{block.name}"))
+                    f"dp.fsdp_reduce_scatter.{group[0].name}" + (
+                        f"-{group[-1].name}" if len(group) > 1 else "")))
 
     def _send(self, step: int, src: int, dst: int, d: int, unit: Unit) -> simpy.Event | None:
         plan = self.plan
@@ -554,10 +573,28 @@ class ParallelTrainingJob:
                         job=plan.job, rank=r) for r in ranks])
         if plan.zero in (1, 2) and plan.lanes > 1:
             nbytes = sum(m.params for m in plan.stages[s]) * storage_bytes(plan.precision)
-            yield self._join("dp", s, d, "allgather", step, nbytes,
-                             f"dp.allgather_params.step{step}")
+            first = self._first_chunk(s)
+            if getattr(plan.stack, "overlap_param_gather", False) and 0 < first < 1:
+                # Megatron-Core overlap_param_gather: gathered per layer beside the next step's
+                # forward; the step waits for the first layer's share only, the rest runs on
+                # the communication stream (not waited for by this step)
+                ev = self._join("dp", s, d, "allgather", step, nbytes * first,
+                                f"dp.allgather_params.step{step}.first")
+                self._join("dp", s, d, "allgather", (step, "rest"), nbytes * (1 - first),
+                           f"dp.allgather_params.step{step}.overlapped")
+                yield ev
+            else:
+                yield self._join("dp", s, d, "allgather", step, nbytes,
+                                 f"dp.allgather_params.step{step}")
         for r in ranks:
             self.step_ends[r].append(env.now)
+
+    def _first_chunk(self, s: int) -> float:
+        """Share of stage *s*'s parameters in its first model chunk's first layer block (the
+        part of an overlapped parameter all-gather the next forward waits for)."""
+        total = sum(m.params for m in self.plan.stages[s])
+        blocks = [b for b in self.plan.stages[s][0].blocks if b.params > 0]
+        return blocks[0].params / total if blocks and total > 0 else 1.0
 
     def _offloaded_step(self, step: int, s: int, d: int, shard: int) -> Generator:
         """ZeRO-Offload / ZeRO-Infinity optimizer step of (stage *s*, lane *d*): the reduced
