@@ -115,6 +115,7 @@ class ParallelTrainingJob:
         self._memo: dict[tuple, object] = {}
         self._busy: dict[tuple[int, int], list[tuple[float, float]]] = {}
         self._debt: dict[tuple[int, int], float] = {}
+        self._covered: dict[tuple[int, int], float] = {}
         stack = plan.stack
         self.comm_sms = getattr(stack, "comm_sms", 0) if stack is not None else 0
         self.checkpoint = (None if plan.checkpoint is None else Checkpointer(
@@ -302,7 +303,11 @@ class ParallelTrainingJob:
         k = self.devices[self.plan.rank(s, lane, self.tps[0])].spec.kernels
         if k is None:
             return
+        # collectives in flight together hold the SMs once (NCCL runs a communicator's kernels
+        # one after another): count only the time no earlier-finished one has covered
         now, overlap = self.env.now, 0.0
+        t0 = max(t0, self._covered.get((s, lane), t0))
+        self._covered[(s, lane)] = max(now, t0)
         for a, b in reversed(self._busy.get((s, lane), ())):
             if b <= t0:
                 break
@@ -329,7 +334,7 @@ class ParallelTrainingJob:
             t0 = env.now
             tails: list[simpy.Process] = []
             self._pending = {(s, d): [] for s in range(plan.pp) for d in self.dps}
-            self._busy, self._debt = {}, {}
+            self._busy, self._debt, self._covered = {}, {}, {}
             self._span = {}
             pipes = []
             for d in self.dps:
@@ -544,7 +549,11 @@ class ParallelTrainingJob:
         k = self.devices[self.plan.rank(s, lane, self.tps[0])].spec.kernels
         if k is None:
             return
+        # collectives in flight together hold the SMs once (NCCL runs a communicator's kernels
+        # one after another): count only the time no earlier-finished one has covered
         now, overlap = self.env.now, 0.0
+        t0 = max(t0, self._covered.get((s, lane), t0))
+        self._covered[(s, lane)] = max(now, t0)
         for a, b in reversed(self._busy.get((s, lane), ())):
             if b <= t0:
                 break
