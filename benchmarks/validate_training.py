@@ -407,6 +407,75 @@ def format_stacks(summary: list[dict[str, Any]], markdown: bool = False) -> str:
     return "\n".join(report_table.table(head, body, markdown, {0}))
 
 
+SCALE_BANDS = ((8, "1-8"), (64, "9-64"), (512, "65-512"), (4096, "513-4096"),
+               (10**9, ">4096"))
+"""GPU-count bands of the per-family table (upper bound inclusive, label)."""
+TARGET_CV_MAPE, TARGET_ROW = 0.10, 0.25
+"""The report's targets (issue 13): cross-validated MAPE over all rows, and every validated row."""
+
+
+def family_key(case: Case) -> tuple[str, str, str, str]:
+    """(GPU generation, stack, precision, scale band) of a case: the report's family."""
+    gen = case.system["gpu"].split("-")[0]
+    band = next(label for top, label in SCALE_BANDS if case.gpus <= top)
+    return gen, case.stack or "-", case.precision, band
+
+
+def cross_validated(rows: list[Row], stacks: list[dict[str, Any]]) -> dict[str, float]:
+    """Case id -> its cross-validated error: a validated row's error as it is (no constant was
+    fitted to it), a fitted row's leave-one-out error (:func:`stack_report`; a fitted row
+    whose stack has no leave-one-out error is left out)."""
+    loo = {k: v for st in stacks for k, v in st["loo"].items()}
+    out = {}
+    for r in rows:
+        if r.error is None:
+            continue
+        if r.role == "validated":
+            out[r.case] = r.error
+        elif r.case in loo:
+            out[r.case] = loo[r.case]
+    return out
+
+
+def family_report(rows: list[Row], cases: list[Case], cv: dict[str, float]
+                  ) -> list[dict[str, Any]]:
+    """Per family (:func:`family_key`): rows, fitted rows, cross-validated MAPE and the worst
+    row's cross-validated error."""
+    by_id = {c.id: c for c in cases}
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(family_key(by_id[r.case]), []).append(r)
+    out = []
+    for key in sorted(groups):
+        rs = groups[key]
+        errs = [cv[r.case] for r in rs if r.case in cv]
+        out.append({"family": key, "rows": len(rs), "fitted": sum(r.role == "fitted" for r in rs),
+                    "ran": len(errs),
+                    "cv_mape": sum(map(abs, errs)) / len(errs) if errs else None,
+                    "worst": max(errs, key=abs) if errs else None})
+    return out
+
+
+def format_families(fams: list[dict[str, Any]], cv: dict[str, float], rows: list[Row],
+                    markdown: bool = False) -> str:
+    """The per-family table and the overall line against the targets."""
+    body = [[*f["family"], str(f["rows"]), str(f["fitted"]),
+             f"{100 * f['cv_mape']:.1f}" if f["cv_mape"] is not None else "-",
+             f"{100 * f['worst']:+.1f}" if f["worst"] is not None else "-"] for f in fams]
+    lines = report_table.table(["GPU", "stack", "precision", "GPUs", "rows", "fitted",
+                                "CV MAPE %", "worst CV %"], body, markdown, {0, 1, 2, 3})
+    allv = [abs(e) for e in cv.values()]
+    val = [abs(r.error) for r in rows if r.role == "validated" and r.error is not None]
+    off = [r for r in rows if r.role == "validated" and r.error is not None
+           and abs(r.error) > TARGET_ROW]
+    mape = sum(allv) / len(allv) if allv else float("nan")
+    lines += ["", f"Cross-validated MAPE over {len(allv)} rows (validated rows as they are, fitted "
+                  f"rows leave-one-out): {100 * mape:.1f} % (target <= {100 * TARGET_CV_MAPE:.0f} "
+                  f"%); validated rows within {100 * TARGET_ROW:.0f} %: {len(val) - len(off)} of "
+                  f"{len(val)}" + (f"; off: {', '.join(r.case for r in off)}" if off else "")]
+    return "\n".join(lines)
+
+
 def stats(rows: list[Row]) -> dict[str, Any]:
     """Mean absolute error and count within 15 % over the validated rows that ran."""
     out = report_table.stats(rows, WITHIN)
@@ -448,8 +517,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = report(args.only, args.max_gpus, cases=cases)
     print(format_table(rows, args.markdown))
     if not args.no_loo:
+        stacks = stack_report(rows, cases)
         print("\nPer stack (fitted rows apart; leave-one-out over the fitted rows):\n")
-        print(format_stacks(stack_report(rows, cases), args.markdown))
+        print(format_stacks(stacks, args.markdown))
+        cv = cross_validated(rows, stacks)
+        print("\nPer family (GPU generation x stack x precision x scale band; cross-validated "
+              "errors):\n")
+        print(format_families(family_report(rows, cases, cv), cv, rows, args.markdown))
     print(f"\nTotal wall time {time.perf_counter() - t:.1f} s.", file=sys.stderr)
     return 0
 

@@ -58,7 +58,10 @@ def test_tp_overlap_hides_tp_communication_and_never_slows_the_step():
     with stack("megatron-core", tp_comm_overlap=True):
         on = _run(_gpt(1, TP8_SP))
     assert on["step_time_s"] < off["step_time_s"]
-    assert on["time_exposed_comm_tp_s"] < 0.5 * off["time_exposed_comm_tp_s"]
+    # at hidden 4096 over tp 8 a TP collective takes about as long as its GEMM, so what stays
+    # exposed is where the collective outlasts the GEMM beside it and the non-GEMM collectives
+    # (embedding, cross-entropy): well under two thirds of the blocking case
+    assert on["time_exposed_comm_tp_s"] < 2 / 3 * off["time_exposed_comm_tp_s"]
     # interference: the overlapped GEMMs run on fewer SMs, so compute time grows
     assert on["time_compute_s"] > off["time_compute_s"]
 

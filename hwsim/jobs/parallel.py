@@ -45,6 +45,7 @@ import simpy
 
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.checkpoint import Checkpointer
+from hwsim.jobs.offload_step import OffloadSteps
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.inputs import Loader
 from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
@@ -52,10 +53,10 @@ from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
 from hwsim.jobs.pipeline import run_pipeline
 from hwsim.jobs.schedules import Unit, schedule
 from hwsim.jobs.system import Device, System
+from hwsim.jobs.timeline import program
 from hwsim.jobs.training import slowest_step_ends
 from hwsim.catalog.kernels import interfered
 from hwsim.workloads.memory import storage_bytes
-from hwsim.workloads.ops import OPTIMIZER_STATE_BYTES
 
 __all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO",
            "device_kinds"]
@@ -73,7 +74,7 @@ def device_kinds(graph, devices) -> list[str]:
     return list(kinds.values())
 
 
-class ParallelTrainingJob:
+class ParallelTrainingJob(OffloadSteps):
     """Runs a :class:`ParallelPlan` on a :class:`System`. After ``env.run()``, ``step_ends[r]``
     lists the end time of every step of global rank *r* (empty for ranks folded away);
     ``fits`` is False (``oom`` holds the error) when a device cannot hold its stage, and then no
@@ -428,56 +429,12 @@ class ParallelTrainingJob:
                 nb += 1
 
     def _program(self, s: int, d: int, ops, reduce: bool) -> list[tuple]:
-        """What :meth:`_ops` does for *ops*, worked out once per (ops, stage, replica): runs of
-        work of known duration (:class:`_Timeline`) as ``("run", seconds, block template)``,
-        and between them ``("comm", op, index)`` (a collective that shares links, or a CP/EP
-        one: flows, blocking, or overlapping the next compute op when asynchronous),
-        ``("wait",)`` (for that asynchronous one) and ``("reduce", bytes, expert)`` (a full
-        gradient bucket, of expert parameters or not)."""
+        """What :meth:`_ops` does for *ops* (:func:`~hwsim.jobs.timeline.program`), worked out
+        once per (ops, stage, replica)."""
         key = (id(ops), s, d, reduce)
         prog = self._programs.get(key)
-        if prog is not None:
-            return prog
-        plan = self.plan
-        tl = _Timeline(self, [plan.rank(s, d, t) for t in self.tps])
-        prog, pending, bucket = [], False, {False: 0.0, True: 0.0}
-        degree = {"tp": plan.tp, "cp": plan.cp, "ep": plan.ep}
-        for i, op in enumerate(ops):
-            if op.comm:
-                kind, coll = COMMS[op.comm]
-                if degree[kind] == 1 or op.comm_bytes <= 0:
-                    continue
-                if kind == "tp" and not pending:
-                    g = self._group("tp", s, d, 0, coll)
-                    fixed = g.timing(op.comm_bytes)
-                    if fixed is not None:
-                        tl.collective(g, op, fixed)
-                        continue
-                prog += tl.flush()
-                if pending:
-                    prog.append(("wait",))
-                prog.append(("comm", op, i))
-                pending = op.comm_async
-                continue
-            tl.compute(op)
-            if pending:
-                prog += tl.flush()
-                prog.append(("wait",))
-                pending = False
-            if reduce and op.grad_bytes > 0:
-                expert = op.expert and plan.ep > 1
-                bucket[expert] += op.grad_bytes
-                if bucket[expert] >= plan.bucket:
-                    prog += tl.flush()
-                    prog.append(("reduce", bucket[expert], expert))
-                    bucket[expert] = 0.0
-        prog += tl.flush()
-        if pending:
-            prog.append(("wait",))
-        for expert, nbytes in bucket.items():
-            if reduce and nbytes > 0:
-                prog.append(("reduce", nbytes, expert))
-        self._programs[key] = prog
+        if prog is None:
+            prog = self._programs[key] = program(self, s, d, ops, reduce)
         return prog
 
     def _fsdp_unit(self, step: int, s: int, d: int, unit: Unit, model, last: bool
@@ -540,28 +497,6 @@ class ParallelTrainingJob:
             for t in self.tps]
         return evs[0] if len(evs) == 1 else self.env.all_of(evs)
 
-    def _interfere(self, s: int, lane: int, t0: float) -> None:
-        """A collective of (*s*, *lane*) that ran as flows from *t0* to now held ``comm_sms``
-        SMs: the compute it overlapped (the stage's run blocks since *t0*) lost that share of
-        the SMs' work, which delays the lane's next run block (``comm_interference`` events).
-        Wave effects are left out here (the block's kernels are not known at this point): a
-        compute-bound stream loses ``comm_sms / sms`` of its progress while overlapped."""
-        k = self.devices[self.plan.rank(s, lane, self.tps[0])].spec.kernels
-        if k is None:
-            return
-        # collectives in flight together hold the SMs once (NCCL runs a communicator's kernels
-        # one after another): count only the time no earlier-finished one has covered
-        now, overlap = self.env.now, 0.0
-        t0 = max(t0, self._covered.get((s, lane), t0))
-        self._covered[(s, lane)] = max(now, t0)
-        for a, b in reversed(self._busy.get((s, lane), ())):
-            if b <= t0:
-                break
-            overlap += max(0.0, min(b, now) - max(a, t0))
-        if overlap > 0:
-            key = (s, lane)
-            self._debt[key] = self._debt.get(key, 0.0) + overlap * min(self.comm_sms, k.sms) / k.sms
-
     def _tail(self, step: int, s: int, d: int, last_unit: simpy.Process) -> Generator:
         """After the stage's last unit: wait for its DP reduction, run the optimizer (on the
         ``1/dp`` shard under ZeRO), all-gather the updated parameters (ZeRO)."""
@@ -605,67 +540,6 @@ class ParallelTrainingJob:
         blocks = [b for b in self.plan.stages[s][0].blocks if b.params > 0]
         return blocks[0].params / total if blocks and total > 0 else 1.0
 
-    def _offloaded_step(self, step: int, s: int, d: int, shard: int) -> Generator:
-        """ZeRO-Offload / ZeRO-Infinity optimizer step of (stage *s*, lane *d*): the reduced
-        gradient shard goes to host memory over PCIe; with ``nvme`` the optimizer states are
-        read from the server's drive into host memory and written back after; the update runs
-        on the server's CPU (one host stream per socket, shared by every rank on it: folded,
-        the simulated rank's update takes as long as all of theirs in turn); the updated
-        parameters (training precision) go back to the device. Transfers of folded ranks load
-        the shared links as peers."""
-        plan, env = self.plan, self.env
-        params = sum(m.params for m in plan.stages[s]) / shard
-        vb = storage_bytes(plan.precision)
-        states = params * (OPTIMIZER_STATE_BYTES[plan.optimizer] + (4.0 if vb < 4 else 0.0))
-        ranks = [plan.rank(s, d, t) for t in self.tps]
-
-        def move(kind: str, nbytes: float) -> simpy.Event:
-            return env.all_of([self._offload_pair(kind, r).join_all(
-                (step, kind), nbytes, f"offload.{kind}.step{step}") for r in ranks])
-        yield move("grads_d2h", params * vb)
-        if plan.offload == "nvme":
-            yield move("states_read", states)
-        host = {plan.host_nodes[r][1] for r in ranks}
-        sharing = (sum(1 for n in plan.host_nodes if n[1] in host) if plan.fold else 1)
-        procs = []
-        for r in ranks:
-            cpu = self.system.device(plan.host_nodes[r][1])
-            for model in plan.stages[s]:
-                for op in model.optimizer:
-                    t = cpu.spec.op_time_s(op.flops / shard, op.bytes / shard, "fp32")
-                    procs.append(cpu.host.run(t * sharing, name=op.name, job=plan.job,
-                                              rank=r, nbytes=op.bytes / shard,
-                                              flops=op.flops / shard, category="host"))
-        yield env.all_of(procs)
-        if plan.offload == "nvme":
-            yield move("states_write", states)
-        yield move("params_h2d", params * vb)
-
-    def _fetch_then(self, step: int, s: int, d: int, block, join) -> Generator:
-        """ZeRO-Infinity: copy the rank's shard of *block* from host memory (read from the
-        drive first with ``nvme``) to the device, then all-gather the block."""
-        plan, env = self.plan, self.env
-        nbytes = block.params * storage_bytes(plan.precision) / plan.lanes
-        ranks = [plan.rank(s, d, t) for t in self.tps]
-        kinds = (("params_read",) if plan.offload == "nvme" else ()) + ("params_fetch",)
-        for kind in kinds:
-            yield env.all_of([self._offload_pair(kind, r).join_all(
-                (step, block.name, kind, id(join)), nbytes, f"offload.{kind}.{block.name}")
-                for r in ranks])
-        yield join()
-
-    def _offload_pair(self, kind: str, r: int) -> CollectiveGroup:
-        """The transfer of *kind* for rank *r* (device, host memory, drive), folded over the
-        other ranks' identical ones."""
-        p = self.plan
-
-        def ends(q: int) -> list[str]:
-            dev, (mem, _, disk) = p.devices[q], p.host_nodes[q]
-            return {"grads_d2h": [dev, mem], "params_h2d": [mem, dev],
-                    "params_fetch": [mem, dev], "params_read": [disk, mem],
-                    "states_read": [disk, mem], "states_write": [mem, disk]}[kind]
-        return self._point_to_point(("offload", kind, r), r, ends, range(len(p.devices)))
-
     def _bubbles(self, step: int, t0: float) -> None:
         """Warm-up (step start to the stage's first unit) and cool-down (its last unit to the
         replica's last unit anywhere) gaps as ``bubble`` events on the compute streams; the
@@ -687,61 +561,3 @@ class ParallelTrainingJob:
             r = plan.rank(s, d, t)
             rec.event(a, b, f"{plan.devices[r]}/compute", "bubble",
                       f"pipeline.{name}.step{step}", plan.job, r, 0.0, 0.0, "bubble")
-
-
-class _Timeline:
-    """Work of known duration for some ranks in lock-step, laid out back to back: compute ops
-    on the compute streams, collectives with a closed-form time
-    (:meth:`CollectiveGroup.timing`) on the communication streams, blocking the compute stream
-    or, for an asynchronous one, overlapping the next compute op only. :meth:`flush` turns it
-    into one ``("run", seconds, template)`` item (a recorder block) and starts afresh."""
-
-    def __init__(self, job: ParallelTrainingJob, ranks: list[int]) -> None:
-        self.job, self.ranks = job, ranks
-        self.cursor = 0.0
-        self.overlap_until: float | None = None  # end of an asynchronous collective
-        self.events: list[tuple] = []
-        self.pulses: list[tuple] = []
-
-    def compute(self, op) -> None:
-        job, start = self.job, self.cursor
-        longest = 0.0
-        # an asynchronous collective still running holds comm_sms SMs (interference): the op
-        # runs on the rest until it ends, then at full speed (progress carried over)
-        left = (self.overlap_until - start) if self.overlap_until is not None else 0.0
-        for r in self.ranks:
-            dur, cat = job._costs(r, op)
-            if left > 0 and job.comm_sms and op.shape:
-                slow = job._costs(r, op, squeezed=True)[0]
-                dur = slow if slow <= left else left + (1 - left / slow) * dur
-            self.events.append((start, start + dur, f"{job.plan.devices[r]}/compute", "compute",
-                                op.name, job.plan.job, r, op.bytes, op.flops, cat))
-            longest = max(longest, dur)
-        self.cursor += longest
-        if self.overlap_until is not None:
-            self.cursor = max(self.cursor, self.overlap_until)
-            self.overlap_until = None
-
-    def collective(self, g: CollectiveGroup, op, fixed: tuple[float, list]) -> None:
-        if self.overlap_until is not None:  # the previous asynchronous one must end first
-            self.cursor = max(self.cursor, self.overlap_until)
-            self.overlap_until = None
-        start, end = self.cursor, self.cursor + fixed[0]
-        events, pulses = g.rows(start, end, op.comm_bytes, op.name, fixed[1])
-        self.events += events
-        self.pulses += pulses
-        if op.comm_async:
-            self.overlap_until = end
-        else:
-            self.cursor = end
-
-    def flush(self) -> list[tuple]:
-        if self.overlap_until is not None:
-            self.cursor = max(self.cursor, self.overlap_until)
-            self.overlap_until = None
-        if self.cursor <= 0 and not self.events:
-            return []
-        tid = self.job.system.recorder.template(self.events, self.pulses)
-        item = ("run", self.cursor, tid)
-        self.cursor, self.events, self.pulses = 0.0, [], []
-        return [item]
