@@ -88,7 +88,8 @@ def layer_activation_bytes(*, seq_len: int, micro_batch: int, hidden: int, heads
                            tp: int = 1, sp: bool = False, cp: int = 1, recompute: str = "none",
                            flash_attention: bool = False, kv_heads: int | None = None,
                            ffn_hidden: int | None = None, gated: bool = False,
-                           dropout: bool = True, top_k: int = 1, value_bytes: int = 2) -> float:
+                           dropout: bool = True, top_k: int = 1, value_bytes: int = 2,
+                           fp8_linear_inputs: bool = False) -> float:
     """Activation bytes one transformer layer keeps for backward, per micro-batch and rank.
 
     Korthikanti et al. 2022 Sec 4.1, generalised term by term (s = seq_len, b = micro_batch,
@@ -102,7 +103,10 @@ def layer_activation_bytes(*, seq_len: int, micro_batch: int, hidden: int, heads
     ``sp``. ``top_k`` > 1 (MoE) multiplies the MLP input copy and intermediates per token.
     ``flash_attention`` or ``recompute="selective"`` drops the s^2 terms; ``"full"`` keeps 2sbh.
     ``cp`` splits the sequence: s/cp local queries against s keys. ``value_bytes`` scales the
-    2-byte terms (4 for fp32 training); masks stay 1 byte.
+    2-byte terms (4 for fp32 training); masks stay 1 byte. ``fp8_linear_inputs``: an FP8 recipe
+    keeps the FP8 cast of each linear layer's input for its wgrad GEMM instead of the 16-bit
+    tensor (Transformer Engine's Linear / LayerNormLinear / LayerNormMLP save the FP8 input),
+    so the QKV, out-projection, MLP and second-MLP-GEMM inputs take 1 byte per value.
     """
     if recompute not in RECOMPUTE_POLICIES:
         raise ValueError(f"recompute={recompute!r}; valid: {', '.join(RECOMPUTE_POLICIES)}")
@@ -118,6 +122,9 @@ def layer_activation_bytes(*, seq_len: int, micro_batch: int, hidden: int, heads
     mlp_mid = (6.0 if gated else 4.0) * f / hidden
     split = v * (2 + 4 * kv / heads + 2 + top_k * mlp_mid)
     replicated += (top_k - 1) * 2 * v  # MoE: dispatched token copies beyond the first
+    if fp8_linear_inputs:  # QKV and MLP inputs; out-projection and second MLP GEMM inputs
+        replicated -= 2 * (2 * v - 1)
+        split -= (2 * v - 1) * (1 + top_k * f / hidden)
     per_sbh = replicated / (tp if sp else 1) + split / tp
     total = per_sbh * sbh
     if not flash_attention and recompute == "none":

@@ -235,7 +235,8 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     norm_p = (2 if spec.norm == "layernorm" else 1) * h
     shape = dict(seq_len=s, micro_batch=micro_batch, hidden=h, heads=a, tp=t, sp=sp, cp=cp,
                  flash_attention=flash_attention, kv_heads=spec.kv_heads, ffn_hidden=f,
-                 gated=spec.gated, dropout=spec.dropout, top_k=k, value_bytes=vb)
+                 gated=spec.gated, dropout=spec.dropout, top_k=k, value_bytes=vb,
+                 fp8_linear_inputs=recipe is not None)
     layer_act = layer_activation_bytes(recompute=recompute, **shape)
     transient = layer_activation_bytes(**shape) if recompute != "none" else 0.0
     blocks: list[Block] = []  # transient: a recomputed layer's activations during its backward
