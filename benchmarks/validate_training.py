@@ -471,10 +471,16 @@ def format_families(fams: list[dict[str, Any]], cv: dict[str, float], rows: list
     off = [r for r in rows if r.role == "validated" and r.error is not None
            and abs(r.error) > TARGET_ROW]
     mape = sum(allv) / len(allv) if allv else float("nan")
+    reasons = load_spec().get("reasons") or {}
+    notes = [f"  {r.case}: {r.note or f'{100 * r.error:+.1f} %'}; {reasons.get(r.case, 'no reason recorded')}"
+             for r in rows if r.role == "validated" and (r.error is None or abs(r.error) > WITHIN)]
     lines += ["", f"Cross-validated MAPE over {len(allv)} rows (validated rows as they are, fitted "
                   f"rows leave-one-out): {100 * mape:.1f} % (target <= {100 * TARGET_CV_MAPE:.0f} "
                   f"%); validated rows within {100 * TARGET_ROW:.0f} %: {len(val) - len(off)} of "
                   f"{len(val)}" + (f"; off: {', '.join(r.case for r in off)}" if off else "")]
+    if notes:
+        lines += ["", f"Validated rows that did not run or are off by more than "
+                      f"{100 * WITHIN:.0f} %, with the reason (the cases file's `reasons`):"] + notes
     return "\n".join(lines)
 
 
