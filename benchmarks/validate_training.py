@@ -47,6 +47,9 @@ FAMILIES = ("megatron2020", "mosaicml", "resnet50", "megatron2021")
 DEFAULT_MAX_GPUS = 20000
 WITHIN = 0.15
 NOT_RUNNABLE = "skipped"
+MAX_EVENTS = 50_000_000
+"""The event budget of a case (``limits.max_events``): the report runs the published layouts as
+they are (pipeline depths up to 64, thousands of GPUs), beyond the CLI's default budget."""
 INPUT_ROUNDS = 4
 """With an input pipeline, steps simulated per loader worker of a rank (its workers deliver
 batches in bursts of ``workers``; the mean step over a few bursts is the throughput)."""
@@ -248,7 +251,7 @@ def scenario_for(case: Case, steps: int = 2) -> dict[str, Any]:
     if case.data:
         workload["data"] = dict(case.data)
     return {"name": case.id.replace(" ", "_"), "seed": 0, "description": case.source,
-            "cluster": cluster, "workload": workload,
+            "cluster": cluster, "workload": workload, "limits": {"max_events": MAX_EVENTS},
             "outputs": {"events": False, "utilization": False, "trace": False}}
 
 
