@@ -33,8 +33,10 @@ the software's, not the hardware's, and so is which attention kernel runs. A
   model chunk's first layer) exposed; ``comm_sms``: SMs a collective kernel holds while it runs,
   taken from overlapped compute (interference, :func:`~hwsim.catalog.kernels.interfered`);
   ``zero3_bucket_bytes``, ``zero3_prefetch``: ZeRO-3 / FSDP parameter gathers per bucket of
-  blocks (0: one per block) and how many buckets are gathered ahead. Left out, each means "not
-  modelled" (false, 0, one block, 1).
+  blocks (0: one per block) and how many buckets are gathered ahead;
+  ``zero3_collectives_per_block``: a block's gather and reduce-scatter issued as that many
+  collectives one after another (DeepSpeed gathers per submodule: each pays its latency). Left
+  out, each means "not modelled" (false, 0, one block, 1, 1).
 
 Every fitted constant names the rows it was fitted to (``fitted_to``: ids of
 ``benchmarks/validation_cases.yaml``, at least two, all of this stack; ``benchmarks/
@@ -71,9 +73,9 @@ NO_FP8 = "none"
 _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitted_to",
            "stand_in_for", "sources", "fp8_recipe", "main_grads", "cuda_context_bytes",
            "nccl_buffer_bytes", "tp_comm_overlap", "overlap_param_gather", "comm_sms",
-           "zero3_bucket_bytes", "zero3_prefetch")
+           "zero3_bucket_bytes", "zero3_prefetch", "zero3_collectives_per_block")
 _OPTIONAL = {"tp_comm_overlap": False, "overlap_param_gather": False, "comm_sms": 0,
-             "zero3_bucket_bytes": 0.0, "zero3_prefetch": 1}
+             "zero3_bucket_bytes": 0.0, "zero3_prefetch": 1, "zero3_collectives_per_block": 1}
 """Fields a profile may leave out, with the value that means "not modelled" (a profile that
 gives one names its source)."""
 MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
@@ -120,6 +122,7 @@ class StackProfile:
     comm_sms: int = 0
     zero3_bucket_bytes: float = 0.0
     zero3_prefetch: int = 1
+    zero3_collectives_per_block: int = 1
 
     def memory_overheads(self, precision: str, device_kind: str, communicators: int
                          ) -> dict[str, float]:
@@ -301,7 +304,7 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
             if not isinstance(p[k], bool):
                 raise err(f"{at}.{k}", f"expected true or false, got {p[k]!r}")
             opt[k] = p[k]
-    for k, lo in (("comm_sms", 0), ("zero3_prefetch", 1)):
+    for k, lo in (("comm_sms", 0), ("zero3_prefetch", 1), ("zero3_collectives_per_block", 1)):
         v = p.get(k, opt[k])
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise err(f"{at}.{k}", f"expected an integer >= {lo}, got {v!r}")

@@ -459,10 +459,23 @@ class ParallelTrainingJob(OffloadSteps):
             else:
                 buckets.append([block])
 
+        pieces = max(1, getattr(stack, "zero3_collectives_per_block", 1))
+
+        def collectives(op: str, key: tuple, nbytes: float, name: str) -> simpy.Event:
+            """One collective of *nbytes*, or the stack's per-module pieces one after another
+            (each pays its own latency)."""
+            if pieces == 1:
+                return self._join("dp", s, d, op, key, nbytes, name)
+
+            def seq() -> Generator:
+                for i in range(pieces):
+                    yield self._join("dp", s, d, op, (*key, i), nbytes / pieces, f"{name}.{i}")
+            return self.env.process(seq())
+
         def gather(k: int) -> simpy.Event:
             group = buckets[k]
-            join = lambda: self._join(  # noqa: E731
-                "dp", s, d, "allgather", (step, unit, k), sum(b.params for b in group) * vb,
+            join = lambda: collectives(  # noqa: E731
+                "allgather", (step, unit, k), sum(b.params for b in group) * vb,
                 f"dp.fsdp_allgather.{group[0].name}" + (f"-{group[-1].name}"
                                                         if len(group) > 1 else ""))
             if not plan.offload_params:
@@ -482,8 +495,8 @@ class ParallelTrainingJob(OffloadSteps):
                 base += len(ops)
                 grads += sum(op.grad_bytes for op in ops)
             if not fwd and grads > 0:
-                self._pending[(s, d)].append(self._join(
-                    "dp", s, d, "reduce_scatter", (step, unit, k), grads,
+                self._pending[(s, d)].append(collectives(
+                    "reduce_scatter", (step, unit, k), grads,
                     f"dp.fsdp_reduce_scatter.{group[0].name}" + (
                         f"-{group[-1].name}" if len(group) > 1 else "")))
 
