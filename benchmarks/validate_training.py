@@ -512,8 +512,8 @@ def format_table(rows: list[Row], markdown: bool = False) -> str:
     extra = []
     if apart:
         ran = [abs(r.error) for r in apart if r.error is not None]
-        extra = [f"Rows apart (role apart: the source's hardware is not in the catalog; the "
-                 f"family's `apart` says why): {len(apart)}, {len(ran)} ran, mean absolute "
+        extra = [f"Rows apart (role apart: the source's hardware or workload cannot be "
+                 f"represented; the family's `apart` says why): {len(apart)}, {len(ran)} ran, mean absolute "
                  f"error {100 * sum(ran) / max(1, len(ran)):.1f} %; not in the statistics."]
     return "\n".join(lines + ["", report_table.summary_line(rows, WITHIN)] + extra)
 
