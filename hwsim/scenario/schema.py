@@ -68,6 +68,10 @@ class ModelRef(StrictModel):
     width: PosInt | None = None
     depth: Count | None = None
     outputs: PosInt | None = None
+    dropout: bool | None = None
+    """Explicit transformer fields only: whether the model trains with dropout (its masks kept
+    for backward, its ops run). Default: GPT-style activations (gelu, relu) yes, Llama-style
+    (swiglu, geglu, silu) no; MPT, for one, trains GELU without dropout."""
     flash_attention: bool | None = None
     """Transformers only: whether attention runs as a fused FlashAttention kernel (no s x s
     scores in memory). Default true; set false for runs that predate it (2022)."""
