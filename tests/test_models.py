@@ -446,3 +446,22 @@ def test_invalid_specs_and_arguments_raise():
         model_ops(get_preset("resnet50"), micro_batch=8, tp=2)
     with pytest.raises(ValueError, match="layers, hidden, heads, vocab"):
         resolve_model({"hidden": 64})
+
+
+def test_dropout_field_drops_the_masks_and_keeps_the_flops():
+    """``model.dropout: false`` on explicit GPT-style fields (MPT): no dropout masks in the
+    activations (Korthikanti: 2 sbh of 1-byte masks per layer, 34 -> 32 sbh bytes at tp 1 with
+    flash attention and no recompute), the same model FLOPs; a preset takes no such field."""
+    from hwsim.workloads.presets import model_ops, resolve_model
+
+    fields = {"layers": 4, "hidden": 1024, "heads": 16, "vocab": 50368, "activation": "gelu"}
+    on, off = (model_ops(resolve_model({**fields, **extra}), micro_batch=2, seq_len=2048)
+               for extra in ({}, {"dropout": False}))
+    assert resolve_model({**fields, "dropout": False}).dropout is False
+    assert on.model_flops == off.model_flops
+    sbh = 2048 * 2 * 1024
+    per_layer_on = on.blocks[1].activation_bytes
+    per_layer_off = off.blocks[1].activation_bytes
+    assert per_layer_on - per_layer_off == pytest.approx(2 * sbh)
+    with pytest.raises(ValueError, match="cannot be used with preset"):
+        resolve_model({"preset": "gpt3-175b", "dropout": False})
