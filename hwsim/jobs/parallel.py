@@ -43,11 +43,12 @@ from typing import Generator
 
 import simpy
 
+from hwsim.catalog.kernels import interfered
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.checkpoint import Checkpointer
-from hwsim.jobs.offload_step import OffloadSteps
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.inputs import Loader
+from hwsim.jobs.offload_step import OffloadSteps
 from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
                                       parallel_plan)
 from hwsim.jobs.pipeline import run_pipeline
@@ -55,7 +56,6 @@ from hwsim.jobs.schedules import Unit, schedule
 from hwsim.jobs.system import Device, System
 from hwsim.jobs.timeline import program
 from hwsim.jobs.training import slowest_step_ends
-from hwsim.catalog.kernels import interfered
 from hwsim.workloads.memory import storage_bytes
 
 __all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO",
@@ -117,8 +117,7 @@ class ParallelTrainingJob(OffloadSteps):
         self._busy: dict[tuple[int, int], list[tuple[float, float]]] = {}
         self._debt: dict[tuple[int, int], float] = {}
         self._covered: dict[tuple[int, int], float] = {}
-        stack = plan.stack
-        self.comm_sms = getattr(stack, "comm_sms", 0) if stack is not None else 0
+        self.comm_sms = getattr(plan.stack, "comm_sms", 0)  # no stack (a bare plan): none
         self.checkpoint = (None if plan.checkpoint is None else Checkpointer(
             system, plan.checkpoint, plan.job, {r: plan.devices[r] for r in self.simulated}))
 
