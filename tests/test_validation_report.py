@@ -107,3 +107,17 @@ def test_leave_one_out_is_the_refit_on_the_other_rows():
     x = vt.gauss_newton_step({"a": 0.1}, {"a": -1.0})
     assert x == pytest.approx(0.1)  # a time metric 10 % too slow: raise the factor by 10 % (log)
     assert vt.gauss_newton_step({"a": 0.1, "b": -0.1}, {"a": 1.0, "b": 1.0}) == 0.0
+
+
+def test_cross_validated_errors_take_loo_for_fitted_rows_and_apart_rows_never():
+    """The per-family table's errors: a validated row as it is, a fitted row by its
+    leave-one-out error, an apart row (hardware or workload hwsim cannot represent) not at all;
+    families are GPU x stack x precision x scale band."""
+    rows = [vt.Row("a", "f", "iteration_ms", 1.0, 1.1, 0.10, role="validated", gpus=8),
+            vt.Row("b", "f", "iteration_ms", 1.0, 1.02, 0.02, role="fitted", gpus=64),
+            vt.Row("c", "f", "iteration_ms", 1.0, 2.0, 1.00, role="apart", gpus=8),
+            vt.Row("d", "f", "iteration_ms", 1.0, None, None, role="validated", gpus=8)]
+    cv = vt.cross_validated(rows, [{"loo": {"b": -0.05}}])
+    assert cv == {"a": 0.10, "b": -0.05}
+    case = next(c for c in vt.load_cases() if c.gpus == 1024 and c.family == "megatron2021")
+    assert vt.family_key(case) == ("A100", "megatron-2021", "bf16", "513-4096")
