@@ -4,6 +4,7 @@ table is printed. Every case runs the real ``hwsim`` entry point in a subprocess
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -182,17 +183,10 @@ def test_piped_search_prints_whole_numbers_and_formats(tmp_path):
 
 
 def test_capacity_serve_csv(tmp_path):
-    serve = {
-        "name": "cap-serve", "seed": 0,
-        "cluster": {"nodes": 1, "node": {"gpu": "A100-SXM4-80GB", "gpus_per_node": 1,
-                                         "intra_node": "nvlink3"}},
-        "workload": {"kind": "inference", "precision": "fp16",
-                     "model": {"layers": 24, "hidden": 2048, "heads": 16, "vocab": 32000},
-                     "parallelism": {"tp": 1, "replicas": 1},
-                     "scheduler": {"policy": "continuous", "max_batch_size": 16,
-                                   "max_batched_tokens": 2048},
-                     "arrivals": {"process": "poisson", "rate_per_s": 1.0, "requests": 60,
-                                  "prompt_tokens": 256, "output_tokens": 32}}}
+    from test_capacity import SERVE  # the capacity tests' small serving scenario
+
+    serve = copy.deepcopy(SERVE)
+    serve["workload"]["arrivals"]["requests"] = 60
     p = hwsim("capacity", "serve", str(_write(tmp_path, serve)), "--rate", "5", "--ttft", "1",
               "--tpot", "0.1", "--requests", "60", "--format", "csv")
     assert p.returncode == 0, p.stderr
