@@ -136,12 +136,9 @@ def test_transformer_attention_ops_carry_their_shape():
     spec = TransformerSpec(layers=1, hidden=1024, heads=16, vocab=1000, seq_len=512)
     ops = transformer_ops(spec, micro_batch=2, tp=2)
     attn = next(op for op in ops.forward if op.name.endswith(".attention"))
-    assert attn.shape == ("attention", 2 * 16 / 2, 512, 512, 64, 1)  # a decoder: causal
-    _, bh, sq, skv, d, _ = attn.shape
-    assert 4 * bh * sq * skv * d == pytest.approx(attn.flops)  # FLOPs count the full scores
-    enc = transformer_ops(TransformerSpec(layers=1, hidden=1024, heads=16, vocab=1000,
-                                          seq_len=512, encoder=True), micro_batch=2, tp=2)
-    assert next(op for op in enc.forward if op.name.endswith(".attention")).shape[5] == 0
+    assert attn.shape == ("attention", 2 * 16 / 2, 512, 512, 64)
+    _, bh, sq, skv, d = attn.shape
+    assert 4 * bh * sq * skv * d == pytest.approx(attn.flops)
 
 
 def _write(tmp_path, text):
@@ -196,24 +193,3 @@ def test_shipped_ceiling_fraction_matches_papers():
     # FlashAttention-2 on Hopper: 35 % ([FA3] abstract), the family a 2023 stack ran
     assert get_device("H100-SXM5-80GB").kernels.attention["fa2"]["bf16"] == 0.35
     assert get_device("V100-SXM2-32GB").kernels.attention == {}
-
-
-def test_causal_attention_does_the_lower_triangle_of_blocks():
-    """A decoder's fused attention (shape flag causal = 1) skips the key blocks above the
-    diagonal: (nb + 1) / (2 nb) of the full work over nb blocks of 128 keys, the same FLOPs
-    counted; an encoder's (BERT) does it all."""
-    from hwsim.catalog.kernels import causal_fraction
-
-    assert causal_fraction(128) == 1.0
-    assert causal_fraction(8192) == pytest.approx(65 / 128)
-    h100 = get_device("H100-SXM5-80GB")
-    bh, s, d = 32, 8192, 128
-    flops = 4 * bh * s * s * d
-    lat = h100.kernels.latency_s
-    full = h100.op_time_s(flops, 0, "bf16", shape=("attention", bh, s, s, d)) - lat
-    causal = h100.op_time_s(flops, 0, "bf16", shape=("attention", bh, s, s, d, 1)) - lat
-    assert causal == pytest.approx(full * 65 / 128, rel=1e-9)
-    assert h100.op_time_s(flops, 0, "bf16", shape=("attention", bh, s, s, d, 0)) - lat == \
-        pytest.approx(full, rel=1e-12)
-    with pytest.raises(ValueError, match="causal 0 or 1"):
-        h100.op_time_s(flops, 0, "bf16", shape=("attention", bh, s, s, d, 2))

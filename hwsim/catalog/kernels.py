@@ -23,11 +23,7 @@ measured bandwidth, never under the device's ``launch_overhead_s``
 (:meth:`hwsim.catalog.specs.DeviceSpec.op_time_s`).
 
 Op shapes are tuples, as the workloads build them (:attr:`hwsim.workloads.ops.Op.shape`):
-``("gemm", M, N, K)`` or ``("gemm", M, N, K, batch)``, and ``("attention", bh, s_q, s_kv, d)`` or
-``("attention", bh, s_q, s_kv, d, causal)``: with ``causal`` 1 the kernel skips the key blocks
-above the diagonal (FlashAttention-2/3 with ``causal=True``), so it does
-:func:`causal_fraction` of the full work its op's FLOPs count (those count the full score
-matrix, DESIGN.md's FLOP convention).
+``("gemm", M, N, K)`` or ``("gemm", M, N, K, batch)``, and ``("attention", bh, s_q, s_kv, d)``.
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 __all__ = ["KernelSpec", "ATTENTION_BLOCK", "ATTENTION_FAMILIES", "MMA_GRANULE", "SHAPE_KINDS",
-           "check_shape", "interfered", "causal_fraction"]
+           "check_shape", "interfered"]
 
 ATTENTION_FAMILIES = ("fa3", "fa2")
 """Fused attention kernel families a device entry can list: FlashAttention-3 (Shah et al. 2024,
@@ -59,23 +55,12 @@ bytes; 16 covers fp16/bf16/fp8 and is the m16n8k16 MMA instruction's row count).
 def check_shape(shape: Sequence) -> None:
     """Raise ValueError unless *shape* is a kernel shape this module times."""
     ok = (len(shape) >= 1 and shape[0] in SHAPE_KINDS
-          and len(shape) in ((4, 5) if shape[0] == "gemm" else (5, 6))
+          and len(shape) in ((4, 5) if shape[0] == "gemm" else (5,))
           and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
-                  for x in shape[1:5])
-          and (len(shape) < 6 or shape[5] in (0, 1)))
+                  for x in shape[1:]))
     if not ok:
         raise ValueError(f"kernel shape {tuple(shape)!r} is not ('gemm', M, N, K[, batch]) or "
-                         f"('attention', bh, s_q, s_kv, head_dim[, causal 0 or 1]) with "
-                         f"positive sizes")
-
-
-def causal_fraction(s_kv: float) -> float:
-    """Share of a full attention's work a causal kernel does over *s_kv* keys: of ``nb``
-    blocks of :data:`ATTENTION_BLOCK` keys, the ones below the diagonal and the diagonal block
-    itself (computed whole, masked inside), ``(nb + 1) / (2 nb)`` (one half for long
-    sequences; with context parallelism's load-balanced chunks each rank's share is the same)."""
-    nb = max(1, math.ceil(s_kv / ATTENTION_BLOCK - 1e-9))
-    return (nb + 1) / (2 * nb)
+                         f"('attention', bh, s_q, s_kv, head_dim) with positive sizes")
 
 
 @dataclass(frozen=True)
@@ -148,8 +133,6 @@ class KernelSpec:
             batch = shape[4] if len(shape) > 4 else 1.0
             return self.gemm_compute_s(m, n, k, peak * gemm_ceiling, batch) + self.latency_s
         bh, s_q = shape[1], shape[2]
-        if len(shape) > 5 and shape[5]:
-            flops *= causal_fraction(shape[3])
         ceiling = self.attention_ceiling.get(dtype, gemm_ceiling)
         return self.attention_compute_s(flops, bh, s_q, peak * ceiling) + self.latency_s
 

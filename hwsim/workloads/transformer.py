@@ -271,9 +271,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     layer_p, expert_p = _rank_params(spec, t, ep)
     attn_flops = 4 * T * s * h / t
     # one fused kernel over micro_batch x heads/t heads, s/cp queries against s keys
-    # decoders mask causally (the kernel skips the blocks above the diagonal), encoders do not
-    attn_shape = ("attention", micro_batch * a / t, T / micro_batch, s, d,
-                  0 if spec.encoder else 1)
+    attn_shape = ("attention", micro_batch * a / t, T / micro_batch, s, d)
     kv_bytes = 2 * micro_batch * s * kvd / t * att_mb   # K and V of the whole sequence
     scores = T * s * a / t               # elements of the s x s score matrices of this rank
     drop = 1.0 if spec.dropout else 0.0
