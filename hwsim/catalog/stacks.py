@@ -47,7 +47,7 @@ leave-one-out error); a stand-in names the profile it stands in from.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -74,10 +74,6 @@ _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitte
            "stand_in_for", "sources", "fp8_recipe", "main_grads", "cuda_context_bytes",
            "nccl_buffer_bytes", "tp_comm_overlap", "overlap_param_gather", "comm_sms",
            "zero3_bucket_bytes", "zero3_prefetch", "zero3_collectives_per_block")
-_OPTIONAL = {"tp_comm_overlap": False, "overlap_param_gather": False, "comm_sms": 0,
-             "zero3_bucket_bytes": 0.0, "zero3_prefetch": 1, "zero3_collectives_per_block": 1}
-"""Fields a profile may leave out, with the value that means "not modelled" (a profile that
-gives one names its source)."""
 MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
 """``main_grads:`` values: gradients at the training precision, always fp32 (below 4-byte
 training), or fp32 when training in bf16 (and fp8, whose weights are bf16) only."""
@@ -164,6 +160,13 @@ class StackProfile:
             kernels = kernels.with_attention(self.attention_family(device))
         return replace(device, framework_compute_factor=self.compute_factor,
                        framework_memory_factor=self.memory_factor, kernels=kernels)
+
+
+_OPTIONAL = {f.name: f.default for f in fields(StackProfile) if f.name in (
+    "tp_comm_overlap", "overlap_param_gather", "comm_sms", "zero3_bucket_bytes", "zero3_prefetch",
+    "zero3_collectives_per_block")}
+"""Fields a profile may leave out, with the value that means "not modelled" (the profile's
+defaults; a profile that gives one names its source)."""
 
 
 @dataclass(frozen=True)

@@ -402,7 +402,8 @@ class ParallelTrainingJob(OffloadSteps):
             if kind == "run":
                 t0 = env.now
                 extra = self._debt.pop((s, d), 0.0)
-                self._busy.setdefault((s, d), []).append((t0, t0 + item[1] + extra))
+                if self.comm_sms:  # the compute intervals _interfere measures overlap against
+                    self._busy.setdefault((s, d), []).append((t0, t0 + item[1] + extra))
                 yield env.timeout(item[1] + extra)
                 rec.block(t0, item[2])
                 if extra > 0:  # SM time the overlapped collectives took (interference)
