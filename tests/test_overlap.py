@@ -150,3 +150,50 @@ def test_bad_overlap_fields_are_pinned(tmp_path):
         f.write_text(bad)
         with pytest.raises(ScenarioError, match=msg):
             parse_stacks_file(f)
+
+
+def _zero3_2021(dp: int, **fields):
+    raw = _gpt(dp // 8, {"dp": dp, "zero": 3, "micro_batch": 1}, st="deepspeed-zero3", gb=dp,
+               layers=12, hidden=1024, heads=16)
+    raw["outputs"]["events"] = True
+    with stack("deepspeed-zero3", **fields):
+        return hwsim.run(raw)
+
+
+def test_zero3_gathers_without_prefetch_or_with_a_synchronise_never_run_faster():
+    base = _zero3_2021(32).summary["step_time_s"]
+    no_prefetch = _zero3_2021(32, zero3_prefetch=0).summary["step_time_s"]
+    synced = _zero3_2021(32, zero3_prefetch=0, zero3_sync_before_gather=True
+                         ).summary["step_time_s"]
+    assert base < no_prefetch <= synced
+
+
+def test_list_collectives_add_one_copy_per_rank_on_the_critical_path():
+    """DeepSpeed 2021's gather path: with a synchronise before each gather nothing overlaps, so
+    the list collectives lengthen the step by exactly their copies' time; each collective's
+    copies are one op per group member (launch-bound for these small partitions)."""
+    serial = {"zero3_prefetch": 0, "zero3_sync_before_gather": True}
+    for dp in (16, 32):
+        plain = _zero3_2021(dp, **serial)
+        listed = _zero3_2021(dp, zero3_list_collectives=True, **serial)
+        ev = listed.events
+        copies = ev[(ev["rank"] == 0) & ev["name"].str.endswith(("flatten", "unflatten"))]
+        assert len(copies) > 0
+        spans = copies["end_s"] - copies["start_s"]
+        launch = get_device("H100-SXM5-80GB").launch_overhead_s
+        assert spans.to_numpy() == pytest.approx(dp * launch, rel=1e-9)
+        delta = listed.summary["step_time_s"] - plain.summary["step_time_s"]
+        assert delta == pytest.approx(spans.sum(), rel=1e-6)
+
+
+def test_bad_zero3_fields_are_pinned(tmp_path):
+    from importlib import resources
+    src = resources.files("hwsim.catalog").joinpath("data/stacks.yaml").read_text()
+    for bad, msg in ((src.replace("zero3_list_collectives: true", "zero3_list_collectives: 1"),
+                      "expected true or false, got 1"),
+                     (src.replace("zero3_prefetch: 0", "zero3_prefetch: -1", 1),
+                      "expected an integer >= 0, got -1")):
+        f = tmp_path / "stacks.yaml"
+        f.write_text(bad)
+        with pytest.raises(ScenarioError, match=msg):
+            parse_stacks_file(f)

@@ -33,10 +33,15 @@ the software's, not the hardware's, and so is which attention kernel runs. A
   model chunk's first layer) exposed; ``comm_sms``: SMs a collective kernel holds while it runs,
   taken from overlapped compute (interference, :func:`~hwsim.catalog.kernels.interfered`);
   ``zero3_bucket_bytes``, ``zero3_prefetch``: ZeRO-3 / FSDP parameter gathers per bucket of
-  blocks (0: one per block) and how many buckets are gathered ahead;
+  blocks (0: one per block) and how many buckets are gathered ahead (0: none, each gather
+  issued when its bucket is needed and waited for);
   ``zero3_collectives_per_block``: a block's gather and reduce-scatter issued as that many
-  collectives one after another (DeepSpeed gathers per submodule: each pays its latency). Left
-  out, each means "not modelled" (false, 0, one block, 1, 1).
+  collectives one after another (DeepSpeed gathers per submodule: each pays its latency);
+  ``zero3_list_collectives``: those collectives take a list of per-rank tensors, so each also
+  copies the result out to (all-gather) or the inputs in from (reduce-scatter) one tensor per
+  group member, one op per copy on the communication stream; ``zero3_sync_before_gather``: the
+  host synchronises the device before each gather, so a gather also waits for the reduce-scatters
+  still running. Left out, each means "not modelled" (false, 0, one block, 1, 1, false, false).
 
 Every fitted constant names the rows it was fitted to (``fitted_to``: ids of
 ``benchmarks/validation_cases.yaml``, at least two, all of this stack; ``benchmarks/
@@ -73,7 +78,8 @@ NO_FP8 = "none"
 _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitted_to",
            "stand_in_for", "sources", "fp8_recipe", "main_grads", "cuda_context_bytes",
            "nccl_buffer_bytes", "tp_comm_overlap", "overlap_param_gather", "comm_sms",
-           "zero3_bucket_bytes", "zero3_prefetch", "zero3_collectives_per_block")
+           "zero3_bucket_bytes", "zero3_prefetch", "zero3_collectives_per_block",
+           "zero3_list_collectives", "zero3_sync_before_gather")
 MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
 """``main_grads:`` values: gradients at the training precision, always fp32 (below 4-byte
 training), or fp32 when training in bf16 (and fp8, whose weights are bf16) only."""
@@ -119,6 +125,8 @@ class StackProfile:
     zero3_bucket_bytes: float = 0.0
     zero3_prefetch: int = 1
     zero3_collectives_per_block: int = 1
+    zero3_list_collectives: bool = False
+    zero3_sync_before_gather: bool = False
 
     def memory_overheads(self, precision: str, device_kind: str, communicators: int
                          ) -> dict[str, float]:
@@ -164,7 +172,8 @@ class StackProfile:
 
 _OPTIONAL = {f.name: f.default for f in fields(StackProfile) if f.name in (
     "tp_comm_overlap", "overlap_param_gather", "comm_sms", "zero3_bucket_bytes", "zero3_prefetch",
-    "zero3_collectives_per_block")}
+    "zero3_collectives_per_block", "zero3_list_collectives",
+    "zero3_sync_before_gather")}
 """Fields a profile may leave out, with the value that means "not modelled" (the profile's
 defaults; a profile that gives one names its source)."""
 
@@ -302,12 +311,13 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
             raise err(f"{at}.sources.{k}", "every choice and constant needs a source (a "
                                            "document, and how exact it is)")
     opt = dict(_OPTIONAL)
-    for k in ("tp_comm_overlap", "overlap_param_gather"):
+    for k in ("tp_comm_overlap", "overlap_param_gather", "zero3_list_collectives",
+              "zero3_sync_before_gather"):
         if k in p:
             if not isinstance(p[k], bool):
                 raise err(f"{at}.{k}", f"expected true or false, got {p[k]!r}")
             opt[k] = p[k]
-    for k, lo in (("comm_sms", 0), ("zero3_prefetch", 1), ("zero3_collectives_per_block", 1)):
+    for k, lo in (("comm_sms", 0), ("zero3_prefetch", 0), ("zero3_collectives_per_block", 1)):
         v = p.get(k, opt[k])
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise err(f"{at}.{k}", f"expected an integer >= {lo}, got {v!r}")
