@@ -147,7 +147,7 @@ def test_auto_counts_are_whole_servers():
 
 @pytest.fixture(scope="module")
 def serve_df() -> pd.DataFrame:
-    return hwsim.fewest_serving(SERVE, 150.0, 0.5, 0.05, devices=DEVS)
+    return hwsim.fewest_serving(SERVE, 400.0, 0.5, 0.05, devices=DEVS)
 
 
 def _serve_run(device: str, replicas: int, rate: float, ttft: float, tpot: float) -> dict:
@@ -171,10 +171,10 @@ def test_serving_answer_meets_slos_and_one_fewer_does_not(serve_df):
     a100 = serve_df.set_index("device").loc["A100-SXM4-80GB"]
     assert a100["replicas"] > 1 and a100["devices"] == a100["replicas"]
     for _, r in serve_df.iterrows():
-        s = _serve_run(r["device"], int(r["replicas"]), 150.0, 0.5, 0.05)
+        s = _serve_run(r["device"], int(r["replicas"]), 400.0, 0.5, 0.05)
         assert s["ttft_p99_s"] == pytest.approx(r["ttft_p99_s"])
         if r["replicas"] > 1:
-            s = _serve_run(r["device"], int(r["replicas"]) - 1, 150.0, 0.5, 0.05)
+            s = _serve_run(r["device"], int(r["replicas"]) - 1, 400.0, 0.5, 0.05)
             assert s["ttft_p99_s"] > 0.5 or s["tpot_p99_s"] > 0.05
         assert r["cost_per_hour_usd"] == pytest.approx(
             r["devices"] * get_device(r["device"]).price_usd_per_hour)
@@ -184,7 +184,7 @@ def test_serving_answer_meets_slos_and_one_fewer_does_not(serve_df):
 
 def test_tighter_ttft_never_needs_fewer_gpus(serve_df):
     loose = serve_df.set_index("device")["devices"]
-    tight = hwsim.fewest_serving(SERVE, 150.0, 0.05, 0.05, devices=DEVS).set_index("device")
+    tight = hwsim.fewest_serving(SERVE, 400.0, 0.05, 0.05, devices=DEVS).set_index("device")
     for dev in DEVS:
         if tight.loc[dev, "feasible"]:
             assert tight.loc[dev, "devices"] >= loose[dev]
@@ -291,12 +291,12 @@ def test_cli_serve(tmp_path):
 
 
 def test_serving_limit_is_reported_not_exceeded():
-    df = hwsim.fewest_serving(SERVE, 150.0, 0.5, 0.05, max_replicas=1)
+    df = hwsim.fewest_serving(SERVE, 400.0, 0.5, 0.05, max_replicas=1)
     r = df.iloc[0]
     assert not r["feasible"] and r["replicas"] == 1 and r["tried"] == [1]
     assert r["reason"].startswith("p99 targets not met with 1 replicas (ttft_p99_s ")
     with pytest.raises(ScenarioError, match=r"max_replicas: must be a positive integer, got 0"):
-        hwsim.fewest_serving(SERVE, 150.0, 0.5, 0.05, max_replicas=0)
+        hwsim.fewest_serving(SERVE, 400.0, 0.5, 0.05, max_replicas=0)
 
 
 def test_a_scenario_file_with_a_relative_hf_config_works_from_any_folder(tmp_path, monkeypatch):

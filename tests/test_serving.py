@@ -138,7 +138,7 @@ def test_two_replicas_and_routers():
 
 
 @pytest.mark.parametrize("changes,match", [
-    ({"workload.scheduler.max_batched_tokens": 256},
+    ({"workload.scheduler.max_batched_tokens": 256, "workload.scheduler.chunked_prefill": False},
      r"workload\.scheduler: a prompt of 512 tokens exceeds max_batched_tokens=256 without "
      r"chunked prefill"),
     ({"workload.parallelism.replicas": 9},

@@ -31,7 +31,7 @@ from typing import Generator, Sequence
 
 import simpy
 
-from hwsim.catalog.stacks import load_stacks
+from hwsim.catalog.engines import EngineProfile, get_engine
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.front import Front
 from hwsim.jobs.system import System
@@ -77,6 +77,11 @@ class ServingPlan:
     preemption: str = "recompute"
     hosts: tuple[tuple[str, str], ...] = ()
     prefill_replicas: int = 0
+    engine: EngineProfile | None = None
+    kv_precision: str | None = None
+    weight_precision: str | None = None
+    weight_group: int = 128
+    prefill_with_decodes: bool = False
 
     def __post_init__(self) -> None:
         if self.preemption not in PREEMPTION:
@@ -155,9 +160,11 @@ class ServingJob(Front):
     def __init__(self, system: System, plan: ServingPlan) -> None:
         super().__init__(system.env)
         self.system, self.plan = system, plan
-        self.costs: list[ServingCost] = [serving_cost(plan.spec, tp=plan.tp, pp=plan.pp, stage=s,
-                                                      precision=plan.precision)
-                                         for s in range(plan.pp)]
+        self.engine = plan.engine or get_engine()
+        self.costs: list[ServingCost] = [serving_cost(
+            plan.spec, tp=plan.tp, pp=plan.pp, stage=s, precision=plan.precision,
+            kv_precision=plan.kv_precision, weight_precision=plan.weight_precision,
+            weight_group=plan.weight_group) for s in range(plan.pp)]
         self.oom: str | None = None
         self.replicas: list[_Replica] = []
         self._cost_memo: dict[tuple, tuple[float, float, float, str]] = {}
@@ -183,7 +190,9 @@ class ServingJob(Front):
                 cost = self.costs[s]
                 for d in stage:
                     dev = self.system.device(d)
-                    room = dev.spec.memory_bytes * plan.memory_fraction - cost.weight_bytes
+                    room = (dev.spec.memory_bytes * plan.memory_fraction - cost.weight_bytes
+                            if self.engine.kv_memory == "total" else
+                            (dev.spec.memory_bytes - cost.weight_bytes) * plan.memory_fraction)
                     per_block = cost.kv_bytes_per_token * plan.block_tokens
                     n = int(room // per_block) if per_block > 0 else 0
                     blocks = n if blocks is None else min(blocks, n)
@@ -297,7 +306,8 @@ class ServingJob(Front):
                 break
             self._preempt(r, max(r.running, key=lambda s: (s.start_s, s.req.id)))
         free = r.blocks_free - need
-        budget = plan.max_batched_tokens - (len(decodes) if plan.chunked_prefill else 0)
+        mixed = plan.chunked_prefill or plan.prefill_with_decodes
+        budget = plan.max_batched_tokens - (len(decodes) if mixed else 0)
         prefills: list[tuple[_Seq, int]] = []
         if plan.chunked_prefill:  # unfinished chunked prefills continue first
             for s in r.running:
@@ -330,30 +340,42 @@ class ServingJob(Front):
             free -= blocks
             prefills.append((s, n))
             budget -= n
-        if not plan.chunked_prefill and prefills:
-            return prefills, []  # vLLM's default: a prefill iteration holds prefills only
+        if not mixed and prefills:
+            return prefills, []  # vLLM V0: a prefill iteration holds prefills only
         if not prefills and not decodes:
             return ([], []) if self._swaps else None  # a swap-in alone still has to run
         return prefills, decodes
 
     def _schedule_static(self, r: _Replica) -> tuple[list, list] | None:
-        """Static batching: a batch is admitted whole when the previous one has finished (its
-        KV blocks reserved for prompt and output), its prompts prefilled together, then decoded
-        until its last sequence ends."""
+        """Static batching: a batch is admitted whole when the previous one has finished (up to
+        ``max_batch_size`` sequences whose prompt and output KV blocks fit, reserved up front),
+        its prompts prefilled in iterations of at most ``max_batched_tokens`` tokens (whole
+        prompts, or chunks with ``chunked_prefill``), then decoded together until its last
+        sequence ends. A batch larger than the token budget is prefilled over several
+        iterations, never cut."""
         plan = self.plan
-        if r.running:
+        if not r.running:
+            while r.waiting and len(r.running) < plan.max_batch_size:
+                s = r.waiting[0]
+                blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens)
+                if blocks > r.blocks_free:
+                    break
+                self._admit(r, s, blocks)
+            if not r.running:
+                return None
+        pending = [s for s in r.running if not s.decoding]
+        if not pending:
             return [], [s for s in r.running if s.decoding]
         prefills: list[tuple[_Seq, int]] = []
-        tokens = 0
-        while r.waiting and len(prefills) < plan.max_batch_size:
-            s = r.waiting[0]
-            blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens)
-            if blocks > r.blocks_free or tokens + s.req.prompt_tokens > plan.max_batched_tokens:
+        budget = plan.max_batched_tokens
+        for s in pending:
+            left = s.target - s.prefilled
+            n = min(left, budget) if plan.chunked_prefill else left
+            if n <= 0 or n > budget:
                 break
-            self._admit(r, s, blocks)
-            prefills.append((s, s.target))
-            tokens += s.target
-        return (prefills, []) if prefills else None
+            prefills.append((s, n))
+            budget -= n
+        return prefills, []
 
     def _preempt(self, r: _Replica, s: _Seq) -> None:
         """Free the sequence's blocks and queue it first again. Recompute: it will prefill its
@@ -417,11 +439,13 @@ class ServingJob(Front):
         logits = len(decodes) + sum(1 for s, n in prefills if s.prefilled + n >= s.target)
         env, rec = self.env, self.system.recorder
         for st, devs in enumerate(r.stages):
-            key = (st, p_tokens, round(p_pairs), len(decodes), round(d_pairs), logits)
+            key = (st, p_tokens, round(p_pairs), len(decodes), round(d_pairs), logits,
+                   len(prefills))
             hit = self._cost_memo.get(key)
             if hit is None:
                 hit = self._cost_memo[key] = self._stage_time(
-                    st, devs, p_tokens, p_pairs, len(decodes), d_pairs, logits)
+                    st, devs, p_tokens, p_pairs, len(decodes), d_pairs, logits,
+                    max(1, len(prefills)))
             seconds, flops, nbytes, category = hit
             t0 = env.now
             yield env.timeout(seconds)
@@ -436,29 +460,52 @@ class ServingJob(Front):
                                            name="p2p", job=plan.job, rank=r.index)
 
     def _stage_time(self, st: int, devs: list[str], p_tokens: int, p_pairs: float,
-                    d_seqs: int, d_pairs: float, logits: int) -> tuple[float, float, float, str]:
-        """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device,
-        its tensor-parallel collectives included at their time on idle links
-        (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing those links do not
-        slow them)."""
-        plan = self.plan
-        # no serving stack is profiled: the default stack of transformer models
-        spec = self.system.stack(load_stacks().default_for(True)).apply(self.system.device(devs[0]).spec)
+                    d_seqs: int, d_pairs: float, logits: int, p_seqs: int = 1
+                    ) -> tuple[float, float, float, str]:
+        """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device.
+
+        Ops run as the engine runs them (:mod:`hwsim.catalog.engines`): GEMMs and prefill
+        attention through the device's kernel model at the engine's factors, every kernel at
+        least the engine's launch floor for an iteration of this size (a CUDA graph's, or its
+        runtime's), ops the engine fuses (and in-kernel dequantisation) launching nothing of
+        their own. Tensor-parallel collectives at their time on idle links
+        (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing those links do not slow
+        them); an all-reduce small enough for the engine's custom all-reduce inside one NVLink
+        server pays the ring's bandwidth term and one kernel's launch instead of the ring's
+        per-step latency."""
+        plan, eng = self.plan, self.engine
+        base = self.system.device(devs[0]).spec
+        spec = replace(base, framework_compute_factor=eng.compute_factor,
+                       framework_memory_factor=eng.memory_factor)
         speed = min(self.system.device(d).speed for d in devs)  # the slowest paces the group
+        tile_m = spec.kernels.tile[0] if spec.kernels is not None else 128
         ops = iteration_ops(plan.spec, tp=plan.tp, pp=plan.pp, stage=st, precision=plan.precision,
                             prefill_tokens=p_tokens, prefill_pairs=p_pairs, decode_seqs=d_seqs,
-                            decode_pairs=d_pairs, logit_tokens=logits)
+                            decode_pairs=d_pairs, logit_tokens=logits,
+                            kv_precision=plan.kv_precision,
+                            weight_precision=plan.weight_precision,
+                            weight_group=plan.weight_group, prefill_seqs=p_seqs, tile_m=tile_m)
+        floor = eng.op_floor_s(p_tokens + d_seqs, base.launch_overhead_s)
+        group = self._group(devs) if plan.tp > 1 else None
         seconds = flops = nbytes = 0.0
         by: dict[str, float] = {}
         for op, times in ops:
             if op.comm:
-                if plan.tp > 1 and op.comm_bytes > 0:
-                    t = self._group(devs).isolated(op.comm_bytes)[0]
+                if group is not None and op.comm_bytes > 0:
+                    t = group.isolated(op.comm_bytes)[0]
+                    if (op.comm == "tp_allreduce" and op.comm_bytes <= eng.custom_allreduce_bytes
+                            and "nvlink" in group.category):
+                        t = floor + max(0.0, t - group.isolated(1.0)[0])
                     seconds += times * t
                     by["comm"] = by.get("comm", 0.0) + times * t
                 continue
-            t = spec.op_time_s(op.flops, op.bytes, plan.precision, speed=speed)
-            cat = spec.op_bound(op.flops, op.bytes, plan.precision, speed=speed)
+            dtype = op.dtype or plan.precision
+            t_c, t_m = spec.roofline_s(op.flops, op.bytes, dtype, op.shape)
+            t = max(t_c, t_m) / speed
+            if not (op.fused or eng.fuses(op.name)):
+                t = max(t, floor)
+            cat = ("overhead" if t > max(t_c, t_m) / speed else
+                   "compute" if t_c >= t_m else "memory")
             seconds += times * t
             flops += times * op.flops
             nbytes += times * op.bytes

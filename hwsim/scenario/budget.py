@@ -305,7 +305,7 @@ def _serving(s: Scenario, w: InferenceWorkload, n: int) -> tuple[float, float, s
     per_replica = max(1.0, requests / replicas)
     if sc.policy == "dynamic":
         arriving = (a.rate_per_s or 0.0) / replicas * sc.max_queue_delay_s
-        batch = max(1.0, min(sc.max_batch_size, per_replica, arriving))
+        batch = max(1.0, min(sc.max_batch_size or 256, per_replica, arriving))
         batches = requests / batch
         return batches, 0.0, f"{requests:,} requests in batches of about {batch:.0f}"
     if a.process == "closed":
@@ -313,8 +313,8 @@ def _serving(s: Scenario, w: InferenceWorkload, n: int) -> tuple[float, float, s
     elif a.rate_per_s is not None:
         flight = a.rate_per_s / replicas * out * _DECODE_S
     else:
-        flight = float(sc.max_batch_size)
-    batch = max(1.0, min(sc.max_batch_size, per_replica, flight))
+        flight = float(sc.max_batch_size or 256)
+    batch = max(1.0, min(sc.max_batch_size or 256, per_replica, flight))
     iterations = requests * out / batch
     per_iteration = par.tp * par.pp
     flows = iterations * (par.pp - 1) + (requests if par.prefill_replicas else 0)

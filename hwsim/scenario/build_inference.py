@@ -7,6 +7,8 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from hwsim.catalog import get_device
+from hwsim.catalog.engines import SCHEDULER_FIELDS, get_engine
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.batching import BatchingPlan
 from hwsim.jobs.serving import ServingPlan
@@ -14,6 +16,7 @@ from hwsim.scenario.schema import InferenceWorkload, Scenario
 from hwsim.topology import compute_devices, nodes_of_kind, server_index, server_peer
 from hwsim.workloads import TransformerSpec, model_ops, resolve_model
 from hwsim.workloads.memory import storage_bytes
+from hwsim.workloads.quant import DEFAULT_GROUP
 from hwsim.workloads.arrivals import Request, from_trace, open_loop, token_sampler
 
 __all__ = ["serving_plan"]
@@ -69,10 +72,10 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                                  start_s=a.start)
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.arrivals") from None
-    sc = w.scheduler
+    sc = _scheduler(w, g, replicas[0][0])
     slo = w.slo
     hosts: tuple[tuple[str, str], ...] = ()
-    if sc.preemption == "swap":
+    if w.scheduler.preemption == "swap":
         index = server_index(g)
         pairs = [(d, server_peer(g, d, "memory", index)) for r in replicas for d in r]
         if any(h is None for _, h in pairs):
@@ -82,20 +85,36 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         hosts = tuple(pairs)
     try:
         return ServingPlan(job=job, spec=spec, replicas=replicas, tp=par.tp, pp=par.pp,
-                           precision=w.precision, requests=tuple(requests), policy=sc.policy,
-                           max_batch_size=sc.max_batch_size,
-                           max_batched_tokens=sc.max_batched_tokens,
-                           chunked_prefill=sc.chunked_prefill, block_tokens=sc.block_tokens,
-                           memory_fraction=sc.memory_fraction, router=w.router,
+                           precision=w.precision, requests=tuple(requests), policy=w.scheduler.policy,
+                           max_batch_size=sc["max_batch_size"],
+                           max_batched_tokens=sc["max_batched_tokens"],
+                           chunked_prefill=sc["chunked_prefill"],
+                           block_tokens=sc["block_tokens"],
+                           memory_fraction=sc["memory_fraction"], router=w.router,
                            slo_ttft_s=slo.ttft_s if slo else None,
                            slo_tpot_s=slo.tpot_s if slo else None,
                            clients=a.clients if a.process == "closed" else 0, think_s=think,
-                           preemption=sc.preemption, hosts=hosts,
-                           prefill_replicas=par.prefill_replicas)
+                           preemption=w.scheduler.preemption, hosts=hosts,
+                           prefill_replicas=par.prefill_replicas, engine=sc["engine"],
+                           kv_precision=w.kv_precision, weight_precision=w.weight_precision,
+                           weight_group=w.weight_group_size or DEFAULT_GROUP,
+                           prefill_with_decodes=sc["engine"].prefill_with_decodes)
     except ValueError as err:
         field = ("workload.parallelism.prefill_replicas" if "prefill_replicas" in str(err)
                  or "disaggregation" in str(err) else "workload.scheduler")
         raise ScenarioError(str(err), field=field) from None
+
+
+def _scheduler(w: InferenceWorkload, g: nx.Graph, device: str) -> dict:
+    """The scheduler a replica runs: the serving engine's defaults on *device* (its catalog
+    entry's memory and id) at the workload's tp, overridden by every field the scenario sets;
+    ``engine``: the :class:`~hwsim.catalog.engines.EngineProfile`."""
+    engine = get_engine(w.engine)
+    spec = get_device(g.nodes[device]["spec"])
+    out = engine.defaults(spec.id, spec.memory_bytes, w.parallelism.tp)
+    out.update(w.scheduler.model_dump(include=set(SCHEDULER_FIELDS), exclude_none=True))
+    out["engine"] = engine
+    return out
 
 
 def _read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,7 +170,7 @@ def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool, devices: list[str]
     return BatchingPlan(job=job, forward=forward,
                         weight_bytes=spec.params() * storage_bytes(w.precision),
                         replicas=tuple(devices[:par.replicas]), precision=w.precision,
-                        requests=tuple(reqs), max_batch_size=w.scheduler.max_batch_size,
+                        requests=tuple(reqs), max_batch_size=w.scheduler.max_batch_size or 256,
                         max_queue_delay_s=w.scheduler.max_queue_delay_s,
                         slo_ttft_s=slo.ttft_s if slo else None,
                         slo_tpot_s=slo.tpot_s if slo else None,

@@ -288,12 +288,32 @@ class TransferWorkload(StrictModel):
 
 class InferenceWorkload(StrictModel):
     """Serving a model (an LLM: prefill and decode with a paged KV cache) to arriving requests;
-    the parts are in :mod:`hwsim.scenario.schema_inference`."""
+    the parts are in :mod:`hwsim.scenario.schema_inference`. ``precision`` is the GEMMs' (and,
+    by default, the weights'); ``weight_precision`` stores the weights narrower (``int4`` in
+    groups of ``weight_group_size``, default 128; weight-only formats are widened inside the
+    GEMMs); ``kv_precision`` the KV cache (default: the activations'). ``engine`` names a
+    serving-engine profile (``vllm``, ``trtllm``, ``sglang``; default ``vllm``)."""
+
+    @model_validator(mode="after")
+    def _quant(self) -> InferenceWorkload:
+        if self.weight_group_size is not None and self.weight_precision != "int4":
+            raise ValueError(f"weight_group_size applies to weight_precision int4 only, not "
+                             f"{self.weight_precision or self.precision!r}")
+        if self.precision in ("fp8", "int8") and self.weight_precision in ("fp16", "bf16"):
+            raise ValueError(f"precision {self.precision!r} runs GEMMs on {self.precision} "
+                             f"inputs: weights stored in {self.weight_precision} would be "
+                             f"quantised on every use; valid: weight_precision "
+                             f"{self.precision} (or leave it out)")
+        return self
 
     kind: Literal["inference"]
     model: ModelRef
     seq_len: PosInt | None = None
-    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8"] = "bf16"
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8"] = "bf16"
+    weight_precision: Literal["fp16", "bf16", "fp8", "int8", "int4"] | None = None
+    weight_group_size: PosInt | None = None
+    kv_precision: Literal["fp16", "bf16", "fp8", "int8"] | None = None
+    engine: str | None = None
     parallelism: ServingParallelism = ServingParallelism()
     scheduler: Scheduler = Scheduler()
     arrivals: Arrivals

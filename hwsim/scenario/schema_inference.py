@@ -32,14 +32,16 @@ class Scheduler(StrictModel):
     the decodes (Sarathi); ``block_tokens`` is the paged KV cache's block; ``memory_fraction`` of
     each device's memory holds weights and KV cache (vLLM's ``gpu_memory_utilization``);
     ``preemption``: a sequence evicted when the KV cache is full is recomputed later
-    (``recompute``) or its cache copied to host memory and back (``swap``)."""
+    (``recompute``) or its cache copied to host memory and back (``swap``). A field left out
+    takes the serving engine's default (``workload.engine``, hwsim/catalog/data/engines.yaml);
+    classic models (dynamic batching) default to ``max_batch_size`` 256."""
 
     policy: Literal["continuous", "static", "dynamic"] = "continuous"
-    max_batch_size: PosInt = 256
-    max_batched_tokens: PosInt = 8192
-    chunked_prefill: bool = False
-    block_tokens: PosInt = 16
-    memory_fraction: float = Field(0.9, gt=0, le=1)
+    max_batch_size: PosInt | None = None
+    max_batched_tokens: PosInt | None = None
+    chunked_prefill: bool | None = None
+    block_tokens: PosInt | None = None
+    memory_fraction: float | None = Field(None, gt=0, le=1)
     preemption: Literal["recompute", "swap"] = "recompute"
     max_queue_delay_s: Duration = 0.0
 

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 from hwsim.workloads.ops import Op, _chunk_sizes, dtype_bytes
+from hwsim.workloads.quant import DEFAULT_GROUP, dequant_flops, kv_bytes, weight_bytes, weight_only
 from hwsim.workloads.transformer import _NORM_FLOPS, TransformerSpec
 
 __all__ = ["ServingCost", "serving_cost", "iteration_ops", "inference_flops", "stage_layers",
@@ -124,12 +125,15 @@ def _layout(spec: TransformerSpec, tp: int, pp: int, stage: int) -> tuple[int, i
     return max(kv // tp, 1), sizes[stage]
 
 
-def _bytes(precision: str, kv_precision: str | None) -> tuple[int, int, int]:
-    """(weight, activation, KV cache) bytes per value."""
+def _bytes(precision: str, kv_precision: str | None, weight_precision: str | None = None,
+           group: int = DEFAULT_GROUP) -> tuple[float, int, float, float]:
+    """(weight, activation, KV cache, GEMM input) bytes per value (module docstring;
+    :mod:`hwsim.workloads.quant`)."""
     mb = dtype_bytes(precision)
     vb = 2 if mb < 2 else mb
-    kb = vb if kv_precision is None else dtype_bytes(kv_precision)
-    return mb, vb, kb
+    kb = vb if kv_precision is None else kv_bytes(kv_precision)
+    wb = mb if weight_precision is None else weight_bytes(weight_precision, group)
+    return wb, vb, kb, mb
 
 
 def _weights(spec: TransformerSpec, tp: int, kv_dev: int) -> dict[str, float]:
@@ -154,7 +158,9 @@ def _weights(spec: TransformerSpec, tp: int, kv_dev: int) -> dict[str, float]:
 
 
 def serving_cost(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int = 0,
-                 precision: str = "bf16", kv_precision: str | None = None) -> ServingCost:
+                 precision: str = "bf16", kv_precision: str | None = None,
+                 weight_precision: str | None = None,
+                 weight_group: int = DEFAULT_GROUP) -> ServingCost:
     """Weights and KV-cache bytes per token on one device of pipeline stage *stage* of a
     ``tp x pp`` replica (module docstring: sharding, bytes per value).
 
@@ -164,7 +170,7 @@ def serving_cost(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int 
     stage's copy of the embedding matrix."""
     spec = _check_spec(spec)
     kv_dev, layers = _layout(spec, tp, pp, stage)
-    mb, _, kb = _bytes(precision, kv_precision)
+    mb, _, kb, _ = _bytes(precision, kv_precision, weight_precision, weight_group)
     w = _weights(spec, tp, kv_dev)
     elems = layers * w["layer"]
     if stage == 0:
@@ -189,7 +195,9 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
                   precision: str = "bf16", prefill_tokens: int = 0, prefill_pairs: float = 0.0,
                   decode_seqs: int = 0, decode_pairs: float = 0.0, logit_tokens: int = 0,
                   prefill_kv_tokens: int | None = None,
-                  kv_precision: str | None = None) -> list[tuple[Op, int]]:
+                  kv_precision: str | None = None, weight_precision: str | None = None,
+                  weight_group: int = DEFAULT_GROUP, prefill_seqs: int | None = None,
+                  tile_m: int = 128) -> list[tuple[Op, int]]:
     """Forward ops of one serving iteration on one device of pipeline stage *stage*.
 
     Parameters
@@ -199,8 +207,15 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
     tp, pp, stage : int
         Tensor-parallel degree (divides ``heads``; divides or is a multiple of ``kv_heads``),
         pipeline stages (at most ``layers``; layers split by :func:`stage_layers`), this stage.
-    precision, kv_precision : str
-        Weight/GEMM precision; KV-cache precision (default: the activations', module docstring).
+    precision, kv_precision, weight_precision : str
+        GEMM precision; KV-cache precision (default: the activations', module docstring);
+        weight storage (default: the GEMMs'; :mod:`hwsim.workloads.quant`), with
+        *weight_group* elements per scale for ``int4``.
+    prefill_seqs : int, optional
+        Sequences the prefill chunks belong to (the attention kernel's batch); default 1.
+    tile_m : int
+        Rows of a GEMM output tile (the device's kernel model), for the dequantisation work of
+        weight-only formats.
     prefill_tokens : int
         New prompt tokens of all prefill chunks together.
     prefill_pairs : float
@@ -232,7 +247,9 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
     """
     spec = _check_spec(spec)
     kv_dev, layers = _layout(spec, tp, pp, stage)
-    mb, vb, kb = _bytes(precision, kv_precision)
+    wb, vb, kb, gb = _bytes(precision, kv_precision, weight_precision, weight_group)
+    deq = weight_precision is not None and weight_only(weight_precision, precision)
+    act_dtype = precision if dtype_bytes(precision) >= 2 else "fp16"
     P = _int("prefill_tokens", prefill_tokens)
     D = _int("decode_seqs", decode_seqs)
     L = _int("logit_tokens", logit_tokens)
@@ -264,12 +281,25 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
     w = _weights(spec, t, kv_dev)
     act = T * h * vb                          # one hidden-state tensor: the TP message
 
-    def linear(name: str, m: float, kk: float, n: float, weights: float) -> Op:
-        return Op(name, 2.0 * m * kk * n, mb * (m * kk + weights) + vb * m * n, matmul=True)
+    def linear(name: str, m: float, kk: float, n: float, weights: float,
+               batch: float = 1.0) -> Op:
+        """A GEMM ``[m, kk] x [kk, n]`` reading *weights* elements; *batch* experts' GEMMs of
+        ``m / batch`` rows each when MoE (the expected experts touched, rounded up)."""
+        batch = max(1.0, math.ceil(batch - 1e-9))
+        shape = ("gemm", max(m / batch, 1.0), n, kk, batch)
+        return Op(name, 2.0 * m * kk * n, gb * m * kk + wb * weights + vb * m * n, matmul=True,
+                  shape=shape, dtype=precision)
+
+    def dequant(name: str, m: float, weights: float, kk: float) -> list[Op]:
+        if not deq or m <= 0:
+            return []
+        n = weights / kk
+        return [Op(f"{name}.dequant", dequant_flops(m, kk, n, tile_m), 0.0, dtype="fp32",
+                   fused=True)]
 
     def elementwise(name: str, elems: float, flops_per: float, touches: float,
                     weights: float = 0.0) -> Op:
-        return Op(name, elems * flops_per, vb * elems * touches + mb * weights)
+        return Op(name, elems * flops_per, vb * elems * touches + wb * weights, dtype=act_dtype)
 
     def allreduce(name: str) -> Op:
         return Op(f"{name}.tp_allreduce", 0.0, 0.0, comm="tp_allreduce", comm_bytes=act)
@@ -280,22 +310,27 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
         # expectation) and of the replicated position / segment tables read, the output written
         tables = (spec.position == "learned") + (spec.type_vocab > 0)
         out.append((Op("embedding.lookup", float(T * h * tables),
-                       mb * T * h * (1 / t + tables) + vb * T * h), 1))
+                       wb * T * h * (1 / t + tables) + vb * T * h), 1))
         if t > 1:
             out.append((allreduce("embedding.lookup"), 1))
 
     ops: list[Op] = [elementwise("layer.norm1", T * h, nflop, 2.0, w["norm"]),
-                     linear("layer.qkv", T, h, qd + 2 * kvd, w["qkv"])]
+                     linear("layer.qkv", T, h, qd + 2 * kvd, w["qkv"]),
+                     *dequant("layer.qkv", T, w["qkv"], h)]
     if spec.position == "rope":
         ops.append(elementwise("layer.rope", T * (qd + kvd), 3.0, 2.0))
     new_kv = (vb + kb) * 2 * kvd              # moving one new token's K/V into the cache
-    if P:
+    if P:  # one fused flash kernel over the chunks' heads (shape: the mean chunk)
+        n = max(1, prefill_seqs or 1)
         ops.append(Op("layer.attention.prefill", 4.0 * Pp * qd,
-                      2 * vb * P * qd + kb * Pk * 2 * kvd + new_kv * P, matmul=True))
+                      2 * vb * P * qd + kb * Pk * 2 * kvd + new_kv * P, matmul=True,
+                      shape=("attention", n * (a // t), P / n, Pk / n, d), dtype=act_dtype))
     if D:
         ops.append(Op("layer.attention.decode", 4.0 * Dp * qd,
-                      2 * vb * D * qd + kb * Dp * 2 * kvd + new_kv * D, matmul=True))
-    ops.append(linear("layer.out_proj", T, h / t, h, w["out_proj"]))
+                      2 * vb * D * qd + kb * Dp * 2 * kvd + new_kv * D, matmul=True,
+                      dtype=act_dtype))
+    ops += [linear("layer.out_proj", T, h / t, h, w["out_proj"]),
+            *dequant("layer.out_proj", T, w["out_proj"], h / t)]
     if t > 1:
         ops.append(allreduce("layer.out_proj"))
     ops += [elementwise("layer.residual1", T * h, 1.0, 3.0),
@@ -307,9 +342,11 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
         mt = T * k                            # routed token copies through the experts
     else:
         touched, mt = 1.0, T
-    ops += [linear("layer.ffn_up", mt, h, gate * f / t, touched * w["ffn_up"]),
+    ops += [linear("layer.ffn_up", mt, h, gate * f / t, touched * w["ffn_up"], touched),
+            *dequant("layer.ffn_up", mt, touched * w["ffn_up"], h),
             elementwise(f"layer.{spec.activation}", mt * f / t, 8.0, gate + 1.0),
-            linear("layer.ffn_down", mt, f / t, h, touched * w["ffn_down"])]
+            linear("layer.ffn_down", mt, f / t, h, touched * w["ffn_down"], touched),
+            *dequant("layer.ffn_down", mt, touched * w["ffn_down"], f / t)]
     if moe:  # weighted sum of each token's top_k expert outputs
         ops.append(elementwise("layer.moe.combine", T * h * k, 2.0, 1.0 + 1.0 / k))
     if t > 1:
@@ -320,6 +357,7 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
     if stage == pp - 1 and L:  # final norm, vocab-parallel logits, gather, sampling
         out.append((elementwise("head.norm", L * h, nflop, 2.0, w["norm"]), 1))
         out.append((linear("head.logits", L, h, V / t, w["logits"]), 1))
+        out += [(op, 1) for op in dequant("head.logits", L, w["logits"], h)]
         if t > 1:
             out.append((Op("head.logits.tp_allgather", 0.0, 0.0, comm="tp_allgather",
                            comm_bytes=L * V * vb), 1))

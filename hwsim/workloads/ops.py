@@ -54,7 +54,8 @@ class Op:
     ``shape``: the op's kernel shape where it is one kernel the device's kernel model times
     (:mod:`hwsim.catalog.kernels`): ``("gemm", M, N, K)`` for ``C[M,N] = A[M,K] B[K,N]``,
     ``("attention", bh, s_q, s_kv, head_dim)`` for a fused flash attention kernel; empty for
-    ops timed by FLOPs and bytes alone.
+    ops timed by FLOPs and bytes alone. ``fused``: the op runs inside a neighbouring kernel (a
+    weight-only GEMM's dequantisation), so it launches nothing of its own.
 
     ``dtype``: the precision the op runs at where it differs from the job's (a precision of
     :data:`DTYPE_BYTES`); empty: the job's ``precision``. An FP8 recipe
@@ -73,6 +74,7 @@ class Op:
     expert: bool = False
     shape: tuple = ()
     dtype: str = ""
+    fused: bool = False
 
 
 def op_precision(op: Op, precision: str) -> str:

@@ -1,0 +1,170 @@
+"""Serving-engine profiles: what an LLM serving engine decides, as data (``data/engines.yaml``).
+
+The serving job's scheduler has knobs (token budget, block size, chunked prefill, batch cap,
+memory fraction); each engine documents its own defaults, and runs its kernels its own way
+(CUDA graphs or a C++ runtime, fused elementwise kernels, a custom all-reduce for small
+tensor-parallel messages). An :class:`EngineProfile` holds those choices for one named engine
+(``workload.engine`` of a scenario; the file's ``default`` otherwise). The file's header says
+what each field means and lists the sources; every field of every profile names one.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from hwsim.exceptions import ScenarioError
+from hwsim.units import parse_quantity
+
+__all__ = ["EngineProfile", "Engines", "load_engines", "get_engine", "SCHEDULER_FIELDS"]
+
+SCHEDULER_FIELDS = ("block_tokens", "max_batch_size", "max_batched_tokens", "chunked_prefill",
+                    "memory_fraction")
+"""Scheduler fields an engine gives defaults for (``workload.scheduler`` overrides them)."""
+
+_FIELDS = ("description", "scheduler", "large_gpu", "prefill_with_decodes", "kv_memory",
+           "graph_tokens", "graph_op_floor", "eager_op_floor", "fused", "custom_allreduce_bytes",
+           "compute_factor", "memory_factor", "sources")
+_NEED_SOURCE = ("scheduler", "kv_memory", "fused", "custom_allreduce_bytes", "compute_factor",
+                "memory_factor")
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """One serving engine (see the module docstring and the data file's header)."""
+
+    name: str
+    description: str
+    scheduler: Mapping[str, Any]
+    kv_memory: str
+    graph_tokens: int
+    graph_op_floor_s: float
+    eager_op_floor_s: float | None
+    fused: tuple[str, ...]
+    custom_allreduce_bytes: float
+    compute_factor: float
+    memory_factor: float
+    prefill_with_decodes: bool = False
+    large_gpu: Mapping[str, Any] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def defaults(self, device_id: str, memory_bytes: float, tp: int) -> dict[str, Any]:
+        """The engine's scheduler defaults on *device_id* (of *memory_bytes*) at *tp*: its
+        ``scheduler`` with the ``large_gpu`` overrides where they apply and ``memory_fraction``
+        resolved for *tp*."""
+        out = dict(self.scheduler)
+        big = self.large_gpu
+        if big and memory_bytes >= float(big["min_memory_gib"]) * 2**30 and not any(
+                x.lower() in device_id.lower() for x in big.get("except", ())):
+            out.update({k: v for k, v in big.items() if k in SCHEDULER_FIELDS})
+        frac = out["memory_fraction"]
+        if isinstance(frac, Mapping):
+            keys = sorted(int(k) for k in frac)
+            out["memory_fraction"] = float(frac[max([k for k in keys if k <= tp] or keys[:1])])
+        return out
+
+    def op_floor_s(self, tokens: int, device_floor: float) -> float:
+        """Least time of one kernel of an iteration of *tokens* tokens: inside a CUDA graph when
+        it is small enough, else as the engine launches kernels (``eager_op_floor``, or the
+        device's *device_floor* for eager PyTorch)."""
+        if tokens <= self.graph_tokens:
+            return self.graph_op_floor_s
+        return device_floor if self.eager_op_floor_s is None else self.eager_op_floor_s
+
+    def fuses(self, op_name: str) -> bool:
+        """Whether the engine runs the op *op_name* (``layer.X``) inside a neighbouring kernel."""
+        return op_name.removeprefix("layer.") in self.fused
+
+
+@dataclass(frozen=True)
+class Engines:
+    profiles: Mapping[str, EngineProfile]
+    default: str
+
+    def get(self, name: str | None) -> EngineProfile:
+        """Profile *name* (None: the default); ScenarioError naming the valid ones."""
+        name = self.default if name is None else name
+        if name not in self.profiles:
+            raise ScenarioError(f"unknown serving engine {name!r}; valid: "
+                                f"{', '.join(self.profiles)}", field="workload.engine")
+        return self.profiles[name]
+
+
+def _err(path: Path, at: str, what: str) -> ScenarioError:
+    return ScenarioError(f"{path}: {at}: {what}", field=at)
+
+
+def _parse(path: Path, name: str, p: Any) -> EngineProfile:
+    at = f"engines.{name}"
+    if not isinstance(p, dict):
+        raise _err(path, at, "expected a mapping of the engine's fields")
+    unknown = sorted(set(p) - set(_FIELDS))
+    missing = [k for k in _FIELDS if k not in p and k not in ("large_gpu", "prefill_with_decodes")]
+    if unknown or missing:
+        raise _err(path, at, ("unknown field(s) " + ", ".join(unknown) + "; " if unknown else "")
+                   + ("missing " + ", ".join(missing) + "; " if missing else "")
+                   + "valid: " + ", ".join(_FIELDS))
+    src = p["sources"] if isinstance(p["sources"], dict) else {}
+    for k in _NEED_SOURCE:
+        if not isinstance(src.get(k), str) or not src[k].strip():
+            raise _err(path, f"{at}.sources.{k}", "every choice and constant needs a source")
+    sch = p["scheduler"]
+    if not isinstance(sch, dict) or sorted(sch) != sorted(SCHEDULER_FIELDS):
+        raise _err(path, f"{at}.scheduler", "expected exactly " + ", ".join(SCHEDULER_FIELDS))
+    for k in ("block_tokens", "max_batch_size", "max_batched_tokens"):
+        if isinstance(sch[k], bool) or not isinstance(sch[k], int) or sch[k] < 1:
+            raise _err(path, f"{at}.scheduler.{k}", f"expected an integer >= 1, got {sch[k]!r}")
+    fracs = sch["memory_fraction"].values() if isinstance(sch["memory_fraction"], dict) \
+        else [sch["memory_fraction"]]
+    if not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fracs):
+        raise _err(path, f"{at}.scheduler.memory_fraction", "expected fractions in (0, 1], or "
+                                                            "a mapping of tp to one")
+    if p["kv_memory"] not in ("total", "free"):
+        raise _err(path, f"{at}.kv_memory", f"expected total or free, got {p['kv_memory']!r}")
+    for k in ("compute_factor", "memory_factor"):
+        if not isinstance(p[k], (int, float)) or not 0 < p[k] <= 1:
+            raise _err(path, f"{at}.{k}", f"expected a fraction in (0, 1], got {p[k]!r}")
+    try:
+        floors = [parse_quantity(p["graph_op_floor"], "time"),
+                  None if p["eager_op_floor"] is None else parse_quantity(p["eager_op_floor"],
+                                                                          "time")]
+    except ValueError as err:
+        raise _err(path, f"{at}.graph_op_floor", str(err)) from None
+    return EngineProfile(
+        name=name, description=" ".join(str(p["description"]).split()),
+        scheduler=dict(sch), kv_memory=p["kv_memory"], graph_tokens=int(p["graph_tokens"]),
+        graph_op_floor_s=floors[0], eager_op_floor_s=floors[1],
+        fused=tuple(str(x) for x in p["fused"]),
+        custom_allreduce_bytes=float(p["custom_allreduce_bytes"]),
+        compute_factor=float(p["compute_factor"]), memory_factor=float(p["memory_factor"]),
+        prefill_with_decodes=bool(p.get("prefill_with_decodes", False)),
+        large_gpu=dict(p.get("large_gpu") or {}),
+        sources={k: " ".join(str(v).split()) for k, v in src.items()})
+
+
+def parse_engines_file(path: Path) -> Engines:
+    """Parse an engines file (the format of ``data/engines.yaml``); ScenarioError on bad data."""
+    raw = yaml.safe_load(Path(path).read_text())
+    if not isinstance(raw, dict) or not isinstance(raw.get("engines"), dict):
+        raise _err(path, "engines", "expected a mapping `engines:` of profiles")
+    profiles = {n: _parse(path, n, p) for n, p in raw["engines"].items()}
+    if raw.get("default") not in profiles:
+        raise _err(path, "default", f"expected one of {', '.join(profiles)}")
+    return Engines(profiles=profiles, default=raw["default"])
+
+
+@functools.lru_cache(maxsize=1)
+def load_engines() -> Engines:
+    """The packaged engines file, parsed once."""
+    with resources.as_file(resources.files("hwsim.catalog").joinpath("data")) as folder:
+        return parse_engines_file(Path(folder) / "engines.yaml")
+
+
+def get_engine(name: str | None = None) -> EngineProfile:
+    """Shortcut for ``load_engines().get(name)``."""
+    return load_engines().get(name)
