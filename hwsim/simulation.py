@@ -558,6 +558,8 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
                                 "share": [1.0]}), req, pd.DataFrame()
     s.update(serving_summary(req, end_s=end, slo_ttft_s=plan.slo_ttft_s,
                              slo_tpot_s=plan.slo_tpot_s))
+    if getattr(job, "speculation", None) is not None:  # speculative decoding's counts
+        s.update(job.speculation.summary())
     first = float(req["arrival_s"].min()) if len(req) else 0.0
     s["requests_in_system_mean"] = in_system_mean(job.in_system, first, end)
     batches = [b for r in job.replicas for b in r.batch_tokens]

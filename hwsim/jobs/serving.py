@@ -34,10 +34,12 @@ import simpy
 from hwsim.catalog.engines import EngineProfile, get_engine
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.front import Front
+from hwsim.jobs.speculative import Speculation
 from hwsim.jobs.system import System
 from hwsim.workloads.arrivals import Request
 from hwsim.workloads.inference import ServingCost, iteration_ops, serving_cost
 from hwsim.workloads.memory import storage_bytes
+from hwsim.workloads.speculative import SpeculativeConfig
 
 __all__ = ["ServingPlan", "ServingJob", "POLICIES", "ROUTERS", "PREEMPTION"]
 
@@ -54,7 +56,8 @@ class ServingPlan:
     (its ``arrival_s`` is then set when sent) after its previous one completed and a think time
     (``think_s[i]`` before request *i*; a client's first request goes at once).
     ``prefill_replicas`` > 0 disaggregates: the first ones only prefill, the others only decode,
-    and each sequence's KV cache moves between them over the graph's links."""
+    and each sequence's KV cache moves between them over the graph's links. ``speculative``:
+    speculative decoding (:mod:`hwsim.jobs.speculative`), None for plain decoding."""
 
     job: str
     spec: object
@@ -82,6 +85,7 @@ class ServingPlan:
     weight_precision: str | None = None
     weight_group: int = 128
     prefill_with_decodes: bool = False
+    speculative: SpeculativeConfig | None = None
 
     def __post_init__(self) -> None:
         if self.preemption not in PREEMPTION:
@@ -165,6 +169,11 @@ class ServingJob(Front):
             plan.spec, tp=plan.tp, pp=plan.pp, stage=s, precision=plan.precision,
             kv_precision=plan.kv_precision, weight_precision=plan.weight_precision,
             weight_group=plan.weight_group) for s in range(plan.pp)]
+        self.speculation = Speculation(self) if plan.speculative is not None else None
+        self._per_decode = 1  # tokens a decoding sequence puts through the target per iteration
+        if self.speculation is not None:  # the proposer's weights and KV cache; k + 1 verified
+            self.costs = self.speculation.costs(self.costs)
+            self._per_decode = self.speculation.k + 1
         self.oom: str | None = None
         self.replicas: list[_Replica] = []
         self._cost_memo: dict[tuple, tuple[float, float, float, str]] = {}
@@ -207,6 +216,7 @@ class ServingJob(Front):
                     dev.memory.allocate(cost.weight_bytes, "weights")
                     dev.memory.allocate(n * per_block, "kv_cache")
             longest = max((q.prompt_tokens + q.output_tokens for q in plan.requests), default=0)
+            longest += self._per_decode - 1  # speculation's lookahead slots
             need = math.ceil(longest / plan.block_tokens)
             if blocks < need:
                 self.oom = (f"replica {i}: KV cache of {blocks} blocks of {plan.block_tokens} "
@@ -301,13 +311,14 @@ class ServingJob(Front):
         # sequences until they fit
         while True:
             decodes = [s for s in r.running if s.decoding]
-            need = sum(1 for s in decodes if s.cached % plan.block_tokens == 0)
+            need = (sum(1 for s in decodes if s.cached % plan.block_tokens == 0)
+                    if self.speculation is None else self.speculation.need_blocks(decodes))
             if need <= r.blocks_free or not r.running:
                 break
             self._preempt(r, max(r.running, key=lambda s: (s.start_s, s.req.id)))
         free = r.blocks_free - need
         mixed = plan.chunked_prefill or plan.prefill_with_decodes
-        budget = plan.max_batched_tokens - (len(decodes) if mixed else 0)
+        budget = plan.max_batched_tokens - (len(decodes) * self._per_decode if mixed else 0)
         prefills: list[tuple[_Seq, int]] = []
         if plan.chunked_prefill:  # unfinished chunked prefills continue first
             for s in r.running:
@@ -357,7 +368,8 @@ class ServingJob(Front):
         if not r.running:
             while r.waiting and len(r.running) < plan.max_batch_size:
                 s = r.waiting[0]
-                blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens)
+                blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens
+                                      + self._per_decode - 1)
                 if blocks > r.blocks_free:
                     break
                 self._admit(r, s, blocks)
@@ -438,14 +450,17 @@ class ServingJob(Front):
         d_pairs = float(sum(s.cached + 1 for s in decodes))
         logits = len(decodes) + sum(1 for s, n in prefills if s.prefilled + n >= s.target)
         env, rec = self.env, self.system.recorder
+        shape = (p_tokens, p_pairs, len(decodes), d_pairs, logits, None)
+        if self.speculation is not None:  # propose, then verify k + 1 positions per sequence
+            shape = self.speculation.verify(shape, decodes) if decodes else shape
+            yield from self.speculation.propose(r, prefills, decodes)
         for st, devs in enumerate(r.stages):
-            key = (st, p_tokens, round(p_pairs), len(decodes), round(d_pairs), logits,
+            key = (st, shape[0], round(shape[1]), shape[2], round(shape[3]), *shape[4:],
                    len(prefills))
             hit = self._cost_memo.get(key)
             if hit is None:
                 hit = self._cost_memo[key] = self._stage_time(
-                    st, devs, p_tokens, p_pairs, len(decodes), d_pairs, logits,
-                    max(1, len(prefills)))
+                    st, devs, *shape[:5], kv_tokens=shape[5], p_seqs=max(1, len(prefills)))
             seconds, flops, nbytes, category = hit
             t0 = env.now
             yield env.timeout(seconds)
@@ -456,11 +471,12 @@ class ServingJob(Front):
                 vb = storage_bytes(plan.precision)
                 hidden = plan.spec.hidden
                 yield self.system.transfer(devs[0], r.stages[st + 1][0],
-                                           (p_tokens + len(decodes)) * hidden * vb / plan.tp,
+                                           (shape[0] + shape[2]) * hidden * vb / plan.tp,
                                            name="p2p", job=plan.job, rank=r.index)
 
     def _stage_time(self, st: int, devs: list[str], p_tokens: int, p_pairs: float,
-                    d_seqs: int, d_pairs: float, logits: int, p_seqs: int = 1
+                    d_seqs: int, d_pairs: float, logits: int, *, kv_tokens: int | None = None,
+                    model: tuple | None = None, p_seqs: int = 1
                     ) -> tuple[float, float, float, str]:
         """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device.
 
@@ -472,16 +488,21 @@ class ServingJob(Front):
         (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing those links do not slow
         them); an all-reduce small enough for the engine's custom all-reduce inside one NVLink
         server pays the ring's bandwidth term and one kernel's launch instead of the ring's
-        per-step latency."""
+        per-step latency. *kv_tokens*: the prefill chunks' distinct keys
+        (``prefill_kv_tokens``); *model*: ``(spec, pp)`` of another model on these devices (a
+        speculative proposer), default the plan's; *p_seqs*: the sequences of the prefill
+        chunks."""
         plan, eng = self.plan, self.engine
+        model_spec, model_pp = model if model is not None else (plan.spec, plan.pp)
         base = self.system.device(devs[0]).spec
         spec = replace(base, framework_compute_factor=eng.compute_factor,
                        framework_memory_factor=eng.memory_factor)
         speed = min(self.system.device(d).speed for d in devs)  # the slowest paces the group
         tile_m = spec.kernels.tile[0] if spec.kernels is not None else 128
-        ops = iteration_ops(plan.spec, tp=plan.tp, pp=plan.pp, stage=st, precision=plan.precision,
-                            prefill_tokens=p_tokens, prefill_pairs=p_pairs, decode_seqs=d_seqs,
-                            decode_pairs=d_pairs, logit_tokens=logits,
+        ops = iteration_ops(model_spec, tp=plan.tp, pp=model_pp, stage=st,
+                            precision=plan.precision, prefill_tokens=p_tokens,
+                            prefill_pairs=p_pairs, decode_seqs=d_seqs, decode_pairs=d_pairs,
+                            logit_tokens=logits, prefill_kv_tokens=kv_tokens,
                             kv_precision=plan.kv_precision,
                             weight_precision=plan.weight_precision,
                             weight_group=plan.weight_group, prefill_seqs=p_seqs, tile_m=tile_m)
@@ -518,7 +539,7 @@ class ServingJob(Front):
         plan, now = self.plan, self.env.now
         r.iterations += 1
         r.batch_tokens.append((t0, now, len(prefills) + len(decodes),
-                               sum(n for _, n in prefills) + len(decodes),
+                               sum(n for _, n in prefills) + self._per_decode * len(decodes),
                                r.blocks_total - r.blocks_free,
                                sum(n for _, n in prefills), r.kv_blocked))
         for s, n in prefills:
@@ -534,7 +555,9 @@ class ServingJob(Front):
                 r.running.remove(s)
                 r.blocks_free += s.blocks
                 self.env.process(self._handoff(r, s))
-        for s in decodes:
+        if self.speculation is not None:  # accepted guesses plus one token each
+            self.speculation.advance(r, decodes)
+        for s in (decodes if self.speculation is None else ()):
             if s.cached % plan.block_tokens == 0 and plan.policy != "static":
                 r.blocks_free -= 1
                 s.blocks += 1

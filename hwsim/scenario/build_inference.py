@@ -18,6 +18,7 @@ from hwsim.workloads import TransformerSpec, model_ops, resolve_model
 from hwsim.workloads.memory import storage_bytes
 from hwsim.workloads.quant import DEFAULT_GROUP
 from hwsim.workloads.arrivals import Request, from_trace, open_loop, token_sampler
+from hwsim.workloads.speculative import SpeculativeConfig, check_proposer
 
 __all__ = ["serving_plan"]
 
@@ -83,6 +84,7 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                                 "with host_memory); valid: preemption: recompute",
                                 field="workload.scheduler.preemption")
         hosts = tuple(pairs)
+    speculative = _speculative(w, spec, par.tp)
     try:
         return ServingPlan(job=job, spec=spec, replicas=replicas, tp=par.tp, pp=par.pp,
                            precision=w.precision, requests=tuple(requests), policy=w.scheduler.policy,
@@ -98,7 +100,8 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                            prefill_replicas=par.prefill_replicas, engine=sc["engine"],
                            kv_precision=w.kv_precision, weight_precision=w.weight_precision,
                            weight_group=w.weight_group_size or DEFAULT_GROUP,
-                           prefill_with_decodes=sc["engine"].prefill_with_decodes)
+                           prefill_with_decodes=sc["engine"].prefill_with_decodes,
+                           speculative=speculative)
     except ValueError as err:
         field = ("workload.parallelism.prefill_replicas" if "prefill_replicas" in str(err)
                  or "disaggregation" in str(err) else "workload.scheduler")
@@ -115,6 +118,30 @@ def _scheduler(w: InferenceWorkload, g: nx.Graph, device: str) -> dict:
     out.update(w.scheduler.model_dump(include=set(SCHEDULER_FIELDS), exclude_none=True))
     out["engine"] = engine
     return out
+
+
+def _speculative(w: InferenceWorkload, target: TransformerSpec,
+                 tp: int) -> SpeculativeConfig | None:
+    """The plan's speculative decoding, its draft model resolved and checked against the
+    target (same vocabulary, smaller, shardable by the replica's ``tp``)."""
+    sp = w.speculative
+    if sp is None:
+        return None
+    draft = None
+    if sp.draft_model is not None:
+        fields = sp.draft_model.model_dump(exclude_none=True)
+        fields.pop("flash_attention", None)
+        try:
+            draft = resolve_model(fields)
+        except ValueError as err:
+            raise ScenarioError(str(err), field="workload.speculative.draft_model") from None
+    try:
+        cfg = SpeculativeConfig(sp.method, sp.tokens, sp.acceptance, draft)
+        check_proposer(cfg, target, tp=tp, precision=w.precision)
+    except ValueError as err:
+        raise ScenarioError(str(err), field="workload.speculative.draft_model"
+                            if draft is not None else "workload.speculative") from None
+    return cfg
 
 
 def _read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,6 +161,10 @@ def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool, devices: list[str]
                    job: str) -> BatchingPlan:
     """Classic serving (ResNet, BERT, DLRM, ...): one device per replica, dynamic batching."""
     w = s.workload
+    if w.speculative is not None:
+        raise ScenarioError(f"speculative decoding serves decoder LLMs; {spec.name!r} is not "
+                            "one (or policy is dynamic); valid: no speculative",
+                            field="workload.speculative")
     if llm:
         raise ScenarioError(f"policy 'dynamic' serves classic models; {spec.name!r} is a decoder "
                             "LLM; valid: policy continuous or static",

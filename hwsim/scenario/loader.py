@@ -382,7 +382,13 @@ def _resolve_paths(scenario: Scenario, base: Path | None, file: str | None) -> S
 
 
 def _resolve_workload(w: Any, prefix: str, base: Path | None, file: str | None) -> Any:
-    return _resolve_trace(_resolve_hf_config(w, prefix, base, file), prefix, base, file)
+    w = _resolve_trace(_resolve_hf_config(w, prefix, base, file), prefix, base, file)
+    sp = getattr(w, "speculative", None)
+    if sp is None or sp.draft_model is None or sp.draft_model.hf_config is None:
+        return w
+    draft = sp.draft_model.model_copy(update={"hf_config": _config_path(
+        sp.draft_model.hf_config, f"{prefix}.speculative.draft_model.hf_config", base, file)})
+    return w.model_copy(update={"speculative": sp.model_copy(update={"draft_model": draft})})
 
 
 def _resolve_trace(w: Any, prefix: str, base: Path | None, file: str | None) -> Any:
@@ -404,12 +410,17 @@ def _resolve_trace(w: Any, prefix: str, base: Path | None, file: str | None) -> 
 def _resolve_hf_config(w: Any, prefix: str, base: Path | None, file: str | None) -> Any:
     if getattr(w, "model", None) is None or w.model.hf_config is None:
         return w
-    path = Path(w.model.hf_config).expanduser()
+    path = _config_path(w.model.hf_config, f"{prefix}.model.hf_config", base, file)
+    return w.model_copy(update={"model": w.model.model_copy(update={"hf_config": path})})
+
+
+def _config_path(config: str, field: str, base: Path | None, file: str | None) -> str:
+    """A Hugging Face config path made absolute (relative to the scenario's folder), checked."""
+    path = Path(config).expanduser()
     if not path.is_absolute() and base is not None:
         path = base / path
     if not path.is_file():
         raise ScenarioError(f"no such Hugging Face config file {str(path)!r} (a config.json; a "
                             "relative path is read from the scenario's folder)", file=file,
-                            field=f"{prefix}.model.hf_config")
-    model = w.model.model_copy(update={"hf_config": str(path)})
-    return w.model_copy(update={"model": model})
+                            field=field)
+    return str(path)

@@ -28,7 +28,7 @@ __all__ = [
     "InferenceWorkload", "DataLoaderWorkload", "Arrivals", "Scheduler", "ServingParallelism",
     "Slo", "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
     "Collective", "Checkpoint", "Outputs", "Limits", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS",
-    "PLACEMENTS",
+    "PLACEMENTS", "Speculative",
     "Size", "Duration", "Bandwidth",
 ]
 
@@ -286,6 +286,27 @@ class TransferWorkload(StrictModel):
         return self
 
 
+class Speculative(StrictModel):
+    """Speculative decoding: each decode step a proposer (``draft``: a smaller model,
+    ``draft_model``; ``ngram``: prompt lookup; ``mtp``: the target's multi-token-prediction
+    modules) guesses ``tokens`` tokens, which the target verifies in one pass, keeping each
+    with probability ``acceptance`` up to the first it rejects, plus one of its own."""
+
+    method: Literal["draft", "ngram", "mtp"]
+    tokens: PosInt
+    acceptance: float = Field(ge=0, le=1)
+    draft_model: ModelRef | None = None
+
+    @model_validator(mode="after")
+    def _draft(self) -> Speculative:
+        if self.method == "draft" and self.draft_model is None:
+            raise ValueError("method 'draft' needs draft_model: the smaller model that proposes "
+                             "(e.g. draft_model: llama2-7b)")
+        if self.method != "draft" and self.draft_model is not None:
+            raise ValueError(f"draft_model belongs to method 'draft', not {self.method!r}")
+        return self
+
+
 class InferenceWorkload(StrictModel):
     """Serving a model (an LLM: prefill and decode with a paged KV cache) to arriving requests;
     the parts are in :mod:`hwsim.scenario.schema_inference`. ``precision`` is the GEMMs' (and,
@@ -319,6 +340,7 @@ class InferenceWorkload(StrictModel):
     arrivals: Arrivals
     slo: Slo | None = None
     router: Literal["round_robin", "least_outstanding", "kv_aware"] = "round_robin"
+    speculative: Speculative | None = None
 
 
 class DataLoaderWorkload(StrictModel):
