@@ -28,8 +28,10 @@ SCHEDULER_FIELDS = ("block_tokens", "max_batch_size", "max_batched_tokens", "chu
 """Scheduler fields an engine gives defaults for (``workload.scheduler`` overrides them)."""
 
 _FIELDS = ("description", "scheduler", "large_gpu", "prefill_with_decodes", "kv_memory",
+           "decode_kv_per_query_head",
            "graph_tokens", "graph_op_floor", "eager_op_floor", "fused", "custom_allreduce_bytes",
            "compute_factor", "memory_factor", "sources")
+_OPTIONAL = ("large_gpu", "prefill_with_decodes", "decode_kv_per_query_head")
 _NEED_SOURCE = ("scheduler", "kv_memory", "fused", "custom_allreduce_bytes", "compute_factor",
                 "memory_factor")
 
@@ -50,6 +52,7 @@ class EngineProfile:
     compute_factor: float
     memory_factor: float
     prefill_with_decodes: bool = False
+    decode_kv_per_query_head: bool = False
     large_gpu: Mapping[str, Any] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -104,13 +107,13 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
     if not isinstance(p, dict):
         raise _err(path, at, "expected a mapping of the engine's fields")
     unknown = sorted(set(p) - set(_FIELDS))
-    missing = [k for k in _FIELDS if k not in p and k not in ("large_gpu", "prefill_with_decodes")]
+    missing = [k for k in _FIELDS if k not in p and k not in _OPTIONAL]
     if unknown or missing:
         raise _err(path, at, ("unknown field(s) " + ", ".join(unknown) + "; " if unknown else "")
                    + ("missing " + ", ".join(missing) + "; " if missing else "")
                    + "valid: " + ", ".join(_FIELDS))
     src = p["sources"] if isinstance(p["sources"], dict) else {}
-    for k in _NEED_SOURCE:
+    for k in _NEED_SOURCE + tuple(k for k in _OPTIONAL if k in p):
         if not isinstance(src.get(k), str) or not src[k].strip():
             raise _err(path, f"{at}.sources.{k}", "every choice and constant needs a source")
     sch = p["scheduler"]
@@ -143,6 +146,7 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
         custom_allreduce_bytes=float(p["custom_allreduce_bytes"]),
         compute_factor=float(p["compute_factor"]), memory_factor=float(p["memory_factor"]),
         prefill_with_decodes=bool(p.get("prefill_with_decodes", False)),
+        decode_kv_per_query_head=bool(p.get("decode_kv_per_query_head", False)),
         large_gpu=dict(p.get("large_gpu") or {}),
         sources={k: " ".join(str(v).split()) for k, v in src.items()})
 

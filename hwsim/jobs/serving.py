@@ -481,10 +481,12 @@ class ServingJob(Front):
         """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device.
 
         Ops run as the engine runs them (:mod:`hwsim.catalog.engines`): GEMMs and prefill
-        attention through the device's kernel model at the engine's factors, every kernel at
-        least the engine's launch floor for an iteration of this size (a CUDA graph's, or its
-        runtime's), ops the engine fuses (and in-kernel dequantisation) launching nothing of
-        their own. Tensor-parallel collectives at their time on idle links
+        attention through the device's kernel model at the engine's factors, the other kernels
+        (norms, activations, decode attention, dequantisation) by their bytes and their FLOPs
+        at the plateau rate; every kernel at least the engine's launch floor for an iteration of
+        this size (a CUDA graph's, or its runtime's), which stands for the fixed cost of a small
+        kernel (the training ops' FLOP ramp is not applied); ops the engine fuses (and in-kernel
+        dequantisation) launching nothing of their own. Tensor-parallel collectives at their time on idle links
         (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing those links do not slow
         them); an all-reduce small enough for the engine's custom all-reduce inside one NVLink
         server pays the ring's bandwidth term and one kernel's launch instead of the ring's
@@ -505,7 +507,8 @@ class ServingJob(Front):
                             logit_tokens=logits, prefill_kv_tokens=kv_tokens,
                             kv_precision=plan.kv_precision,
                             weight_precision=plan.weight_precision,
-                            weight_group=plan.weight_group, prefill_seqs=p_seqs, tile_m=tile_m)
+                            weight_group=plan.weight_group, prefill_seqs=p_seqs, tile_m=tile_m,
+                            kv_per_query_head=eng.decode_kv_per_query_head)
         floor = eng.op_floor_s(p_tokens + d_seqs, base.launch_overhead_s)
         group = self._group(devs) if plan.tp > 1 else None
         seconds = flops = nbytes = 0.0
@@ -521,7 +524,12 @@ class ServingJob(Front):
                     by["comm"] = by.get("comm", 0.0) + times * t
                 continue
             dtype = op.dtype or plan.precision
-            t_c, t_m = spec.roofline_s(op.flops, op.bytes, dtype, op.shape)
+            if op.shape:
+                t_c, t_m = spec.roofline_s(op.flops, op.bytes, dtype, op.shape)
+            else:  # a memory-bound kernel: its FLOPs at the plateau rate, no small-op ramp
+                t_c = op.flops / (spec.peak(dtype) * spec.compute_efficiency
+                                  * spec.framework_factor(dtype)) if op.flops > 0 else 0.0
+                t_m = op.bytes / spec.framework_bandwidth() if op.bytes > 0 else 0.0
             t = max(t_c, t_m) / speed
             if not (op.fused or eng.fuses(op.name)):
                 t = max(t, floor)

@@ -197,7 +197,8 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
                   prefill_kv_tokens: int | None = None,
                   kv_precision: str | None = None, weight_precision: str | None = None,
                   weight_group: int = DEFAULT_GROUP, prefill_seqs: int | None = None,
-                  tile_m: int = 128) -> list[tuple[Op, int]]:
+                  tile_m: int = 128,
+                  kv_per_query_head: bool = False) -> list[tuple[Op, int]]:
     """Forward ops of one serving iteration on one device of pipeline stage *stage*.
 
     Parameters
@@ -216,6 +217,10 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
     tile_m : int
         Rows of a GEMM output tile (the device's kernel model), for the dequantisation work of
         weight-only formats.
+    kv_per_query_head : bool
+        The decode attention kernel reads each sequence's K/V once per query head rather than
+        once per KV head (a generation kernel without grouped-query sharing: ``heads /
+        kv_heads`` times the KV bytes of a GQA model).
     prefill_tokens : int
         New prompt tokens of all prefill chunks together.
     prefill_pairs : float
@@ -326,8 +331,9 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
                       2 * vb * P * qd + kb * Pk * 2 * kvd + new_kv * P, matmul=True,
                       shape=("attention", n * (a // t), P / n, Pk / n, d), dtype=act_dtype))
     if D:
+        read = qd if kv_per_query_head else kvd  # K/V width read per key
         ops.append(Op("layer.attention.decode", 4.0 * Dp * qd,
-                      2 * vb * D * qd + kb * Dp * 2 * kvd + new_kv * D, matmul=True,
+                      2 * vb * D * qd + kb * Dp * 2 * read + new_kv * D, matmul=True,
                       dtype=act_dtype))
     ops += [linear("layer.out_proj", T, h / t, h, w["out_proj"]),
             *dequant("layer.out_proj", T, w["out_proj"], h / t)]
