@@ -77,11 +77,25 @@ def _job(**changes) -> ServingJob:
 
 def test_caching_without_shared_prefixes_changes_nothing():
     off, on = _run(), _run(**{"workload.scheduler.prefix_caching": True})
+    assert off.summary["preemptions"] == 0  # (a preempted sequence may hit its own blocks)
     pd.testing.assert_frame_equal(off.requests, on.requests)
     pd.testing.assert_frame_equal(off.iterations, on.iterations)
     assert on.summary["prefix_hit_rate"] == 0.0 and on.summary["prefill_tokens_saved"] == 0
     assert {k: v for k, v in on.summary.items() if k not in PREFIX_KEYS} == off.summary
     assert not any(k in off.summary for k in PREFIX_KEYS)  # caching off: no new keys
+
+
+def test_without_shared_prefixes_caching_only_spares_recomputation():
+    """No request shares a prefix, but the cache is small and sequences are preempted: with
+    caching on, none hits at its first admission (hit rate 0), yet a preempted sequence finds
+    its own blocks again (vLLM hashes every full block), so less is recomputed."""
+    tight = {k: v for k, v in TIGHT.items() if k != "workload.arrivals.prefix"}
+    on = _run(**tight)
+    off = _run(**{**tight, "workload.scheduler.prefix_caching": False})
+    assert off.summary["preemptions"] > 0 and on.summary["preemptions"] > 0
+    assert on.summary["prefix_hit_rate"] == 0.0 and (on.requests["cached_tokens"] == 0).all()
+    assert on.summary["prefill_tokens_saved"] > 0
+    assert on.iterations["prefill_tokens"].sum() < off.iterations["prefill_tokens"].sum()
 
 
 def test_prefixes_without_caching_are_only_longer_prompts():
@@ -99,7 +113,7 @@ def test_prefixes_without_caching_are_only_longer_prompts():
     assert base.summary == none.summary
 
 
-# -- capacity and reference counts -----------------------------------------------------------------
+# -- capacity and reference counts ----------------------------------------------------------------
 
 @pytest.mark.parametrize("changes", [
     TIGHT,
@@ -123,9 +137,11 @@ def test_kv_blocks_never_over_capacity_and_references_return_to_zero(changes):
     job = _job(**changes)
     assert all(np.isfinite(q.end_s) for q in job.seqs)
     for rep in job.replicas:  # at the end nothing is referenced and every block is free
-        assert rep.cache.referenced() == 0
+        c = rep.cache
+        assert c.referenced() == 0 and c.idle == c.blocks <= rep.blocks_total
         assert rep.blocks_free == rep.blocks_total
-        assert len(rep.cache.idle) == rep.cache.blocks <= rep.blocks_total
+        c.trim(rep.blocks_free)
+        assert c.empty + len(c.queue) == rep.blocks_total  # the free queue is every block
 
 
 def test_tight_cache_evicts_and_preempts_yet_completes_deterministically():
@@ -138,7 +154,7 @@ def test_tight_cache_evicts_and_preempts_yet_completes_deterministically():
     assert s["prefill_tokens_saved"] >= a.requests["cached_tokens"].sum()
 
 
-# -- closed forms ------------------------------------------------------------------------------------
+# -- closed forms ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_system_prompt_hit_rate_is_its_closed_form(replicas):
@@ -187,7 +203,7 @@ def _plan_requests(**changes) -> tuple[Request, ...]:
     return prepare(sc)[1].requests
 
 
-# -- direction of sensitivity ------------------------------------------------------------------------
+# -- direction of sensitivity ---------------------------------------------------------------------
 
 def test_ttft_falls_with_caching():
     off = _run(**{"workload.arrivals.prefix": {"tokens": 1000}})
@@ -215,52 +231,102 @@ def test_more_cache_room_hits_more():
     assert large.summary["prefix_blocks_evicted"] < small.summary["prefix_blocks_evicted"]
 
 
-# -- the cache module ----------------------------------------------------------------------------
+# -- the cache module -----------------------------------------------------------------------------
 
-def test_lru_evicts_least_recently_released_and_a_prefix_tail_first():
-    c = PrefixCache(block_tokens=4)
-    c.admit(1, prefix_id=0, prefix_tokens=12, hit=0, scheduled_tokens=13)  # blocks (0, 0..2)
-    c.admit(2, prefix_id=1, prefix_tokens=8, hit=0, scheduled_tokens=9)    # blocks (1, 0..1)
-    assert c.blocks == 5 and c.referenced() == 5 and not c.idle
-    assert c.release(1) == 0 and c.release(2) == 0
-    assert list(c.idle) == [(0, 2), (0, 1), (0, 0), (1, 1), (1, 0)]  # tail blocks first
-    assert c.trim(3) == 2  # two blocks' room was taken
-    assert list(c.idle) == [(0, 0), (1, 1), (1, 0)]
-    assert c.match(0, 12, 100) == (1, 1)  # (0, 1) is gone: only block 0 of prefix 0 hits
-    assert c.match(1, 8, 100) == (2, 2)
-    c.admit(3, prefix_id=1, prefix_tokens=8, hit=2, scheduled_tokens=9)  # touched: in use
-    assert list(c.idle) == [(0, 0)] and c.match(1, 8, 100) == (2, 0)
-    assert c.release(3) == 0  # released again: now the most recently used
-    assert list(c.idle) == [(0, 0), (1, 1), (1, 0)]
-    assert c.trim(1) == 2 and list(c.idle) == [(1, 0)] and c.evictions == 4
-    assert c.trim(5) == 0
+def _queue(c: PrefixCache) -> list:
+    """The free queue, head first: cached blocks by key, the others as None."""
+    return [key if key[0] != -1 else None for key in c.queue]
+
+
+def test_lru_evicts_least_recently_freed_and_a_sequence_tail_first():
+    c = PrefixCache(block_tokens=4, blocks_total=10)
+    a = Request(1, 0.0, 13, 1, prefix_id=0, prefix_tokens=12)  # 4 blocks: prefix (0, 0..2)
+    b = Request(2, 0.0, 9, 1, prefix_id=1, prefix_tokens=8)    # 3 blocks: prefix (1, 0..1)
+    assert c.lookup(a, 13, 4, free=10) == (0, 4)
+    c.admit(a, 0, 13)
+    assert c.lookup(b, 9, 3, free=6) == (0, 3)
+    c.admit(b, 0, 9)
+    c.trim(3)
+    assert c.empty == 3 and c.blocks == 5 and c.referenced() == 5 and not c.queue
+    assert c.release(a, 4) == 0 and c.release(b, 3) == 0
+    # freed blocks join the queue behind the never-used ones, each sequence's tail first; the
+    # last blocks (partial, not cached) as None
+    assert _queue(c) == [None, (0, 2), (0, 1), (0, 0), None, (1, 1), (1, 0)]
+    assert c.idle == 5 and c.referenced() == 0
+    # a request without a prefix takes 5 of the 10 free blocks: the 3 never used, then the
+    # head of the queue: (0, 2) is evicted
+    other = Request(3, 0.0, 20, 1)
+    assert c.lookup(other, 20, 5, free=10) == (0, 5)
+    c.admit(other, 0, 20)
+    assert c.trim(5) == 1 and c.evictions == 1 and c.empty == 0
+    assert _queue(c) == [(0, 1), (0, 0), None, (1, 1), (1, 0)]
+    again = Request(4, 0.0, 13, 1, prefix_id=0, prefix_tokens=12)
+    assert c.match(again, 12) == (2, 2)  # (0, 2) is gone: blocks 0 and 1 hit, both idle
+    # a hit takes the blocks back (touch); freed again, they are the most recently used
+    d = Request(5, 0.0, 9, 1, prefix_id=1, prefix_tokens=8)
+    assert c.lookup(d, 9, 3, free=5) == (8, 3)  # 2 idle hits + 1 new block
+    c.admit(d, 2, 9)
+    assert _queue(c) == [(0, 1), (0, 0), None]
+    assert c.release(d, 3) == 0
+    assert _queue(c) == [(0, 1), (0, 0), None, None, (1, 1), (1, 0)]
+    assert c.trim(3) == 2 and _queue(c) == [None, (1, 1), (1, 0)]  # prefix 0 evicted
+    assert c.match(again, 12) == (0, 0) and c.match(d, 8) == (2, 2)
+    assert c.trim(5) == 0  # nothing taken since
 
 
 def test_cache_references_hits_caps_and_duplicates():
-    c = PrefixCache(block_tokens=4)
-    c.admit(1, prefix_id=7, prefix_tokens=10, hit=0, scheduled_tokens=4)  # chunk: block 0 only
-    assert c.match(7, 10, 100) == (1, 0)
-    c.register(1, 7, 10, 11)  # next chunk: block 1 (block 2 is not full: 10 tokens)
-    assert c.match(7, 10, 100) == (2, 0)
-    assert c.match(7, 10, 7) == (1, 0)  # the prompt less its last token caps the hit
-    assert c.match(7, 3, 100) == (0, 0)  # no full block
-    assert c.match(-1, 10, 100) == (0, 0)
-    c.admit(2, prefix_id=7, prefix_tokens=10, hit=2, scheduled_tokens=11)
+    c = PrefixCache(block_tokens=4, blocks_total=100)
+    r1 = Request(1, 0.0, 11, 1, prefix_id=7, prefix_tokens=10)
+    c.admit(r1, 0, 4)  # chunked prefill: the first chunk holds block 0 only
+    r2 = Request(2, 0.0, 11, 1, prefix_id=7, prefix_tokens=10)
+    assert c.match(r2, 10) == (1, 0)
+    c.register(r1, 11)  # the next chunk: block 1 (block 2 is not full: 10 prefix tokens)
+    assert c.match(r2, 10) == (2, 0)
+    assert c.match(r2, 7) == (1, 0)  # the sequence less its last token caps the hit
+    assert c.match(Request(3, 0.0, 11, 1, prefix_id=7, prefix_tokens=3), 10) == (0, 0)
+    assert c.match(Request(4, 0.0, 11, 1), 10) == (0, 0)  # no prefix, no hit
+    c.admit(r2, 2, 11)
     assert c.refs == {(7, 0): 2, (7, 1): 2}
-    assert c.release(1) == 2  # both blocks still used by sequence 2
-    assert not c.idle and c.release(2) == 0 and len(c.idle) == 2
+    assert c.release(r1, 3) == 2  # both prefix blocks still used by r2
+    assert c.idle == 0 and c.release(r2, 3) == 0 and c.idle == 2
     # a block another sequence registered first stays the newcomer's own copy
-    d = PrefixCache(block_tokens=4)
-    d.admit(1, 0, 8, 0, 4)
-    d.admit(2, 0, 8, 1, 8)   # hits block 0, registers block 1
-    d.register(1, 0, 8, 8)   # block 1 is sequence 2's: sequence 1 keeps a private copy
+    d = PrefixCache(block_tokens=4, blocks_total=100)
+    q1 = Request(1, 0.0, 9, 1, prefix_id=0, prefix_tokens=8)
+    q2 = Request(2, 0.0, 9, 1, prefix_id=0, prefix_tokens=8)
+    d.admit(q1, 0, 4)
+    d.admit(q2, 1, 9)   # hits block 0, registers block 1
+    d.register(q1, 9)   # block 1 is q2's: q1 keeps a private copy
     assert d.refs == {(0, 0): 2, (0, 1): 1}
-    assert d.release(1) == 1 and d.release(2) == 0
-    d.admit(2, 0, 8, 2, 8)
+    assert d.release(q1, 3) == 1 and d.release(q2, 3) == 0
+    d.admit(q2, 2, 9)
     with pytest.raises(ValueError, match="sequence 2 is already admitted"):
-        d.admit(2, 0, 8, 0, 8)
+        d.admit(q2, 0, 9)
     with pytest.raises(ValueError, match="block_tokens=0 must be >= 1"):
-        PrefixCache(0)
+        PrefixCache(0, 10)
+
+
+def test_a_recomputed_sequence_finds_its_own_blocks():
+    """Preempted to be recomputed, a sequence's own full blocks stay cached (vLLM hashes every
+    full block); readmitted, it hits them after its shared prefix, unless evicted."""
+    c = PrefixCache(block_tokens=4, blocks_total=100)
+    q = Request(9, 0.0, 14, 20, prefix_id=3, prefix_tokens=8)
+    c.admit(q, 0, 14)
+    # preempted after 5 generated tokens: 14 + 4 tokens in its KV cache, 5 blocks
+    assert c.release(q, 5, keep_tokens=18) == 0
+    assert _queue(c) == [None, (-11, 3), (-11, 2), (3, 1), (3, 0)]
+    assert c.match(q, 14 + 5 - 1) == (4, 4)  # 2 shared blocks, then 2 of its own
+    c.admit(q, 4, 19)
+    assert c.refs == {(3, 0): 1, (3, 1): 1} and c.blocks == 2  # its own blocks: private again
+    # preempted again; then its shared prefix's second block alone is evicted (taken out by
+    # hand: a break in the middle of its chain), stranding its own cached blocks
+    assert c.release(q, 5, keep_tokens=18) == 0
+    assert _queue(c) == [None, None, (-11, 3), (-11, 2), (3, 1), (3, 0)]
+    del c.queue[(3, 1)], c.refs[(3, 1)]
+    c.idle -= 1
+    assert c.match(q, 18) == (1, 1)
+    c.admit(q, 1, 19)
+    assert c.release(q, 5, keep_tokens=18) == 0  # (-11, 2) is still cached: no second copy
+    assert c.idle == len([k for k in c.queue if k[0] != -1]) == len(c.refs)
 
 
 # -- arrivals -------------------------------------------------------------------------------------
@@ -307,7 +373,7 @@ def test_trace_prefix_columns(tmp_path):
     assert r.summary["prefix_hit_rate"] == 48 / 128
 
 
-# -- pinned errors -------------------------------------------------------------------------------
+# -- pinned errors --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("changes,match", [
     ({"workload.arrivals.prefix": {"tokens": 100, "share": 1.5}},

@@ -88,8 +88,9 @@ def prefix_summary(req: pd.DataFrame, *, saved_tokens: int,
     """Summary keys of prefix caching (docs/model.md, "Prefix caching"): ``prefix_hit_rate``,
     the completed requests' prompt tokens found in the cache at their first admission over
     all their prompt tokens; ``prefill_tokens_saved``, the prefill tokens the cache spared
-    (every admission, re-admissions after a preemption too); ``prefix_blocks_evicted``, the
-    idle cached blocks evicted to make room. The effect on latency is in the TTFT keys."""
+    (every admission: re-admissions after a recompute preemption hit their own blocks too);
+    ``prefix_blocks_evicted``, the idle cached blocks evicted to make room. The effect on
+    latency is in the TTFT keys."""
     done = req[np.isfinite(req["end_s"])]
     prompts = float(done["prompt_tokens"].sum())
     return {"prefix_hit_rate": float(done["cached_tokens"].sum()) / prompts if prompts else 0.0,

@@ -18,146 +18,190 @@ What the engines do, from their documentation and source (retrieved for this mod
   same step, hits them.
 - SGLang, python/sglang/srt/mem_cache/radix_cache.py (sgl-project/sglang): a radix tree over
   token sequences whose nodes hold KV indices and a ``lock_ref`` count of the requests using
-  them; only unlocked nodes are evicted, least recently used first by default.
+  them; a finished request's tokens are inserted in the tree (``cache_finished_req``); only
+  unlocked nodes are evicted, least recently used first by default.
 
 The model here is that common part, at block granularity. A prefix is named by the request's
 ``prefix_id``; its block *k* (tokens ``k*B .. (k+1)*B - 1``) is the key ``(prefix_id, k)``, so
 two requests with the same id and different prefix lengths share the full blocks they have in
 common (a path in a radix tree; the chain of hashes in vLLM). A request's other blocks (its own
-prompt and its output) are never shared: nobody else can hit them, so they return to the free
-pool at once (vLLM keeps them hashed in its free queue, where they are evicted as any free
-block; for capacity and hits that is the same). Reuse is exact: a hit block holds what a
+prompt and its output) are never shared, nobody else can hit them; but as in both engines they
+stay in the cache when freed and take their place in the eviction order, so a finished
+request's blocks push older idle prefixes towards eviction. A sequence preempted to be
+recomputed finds its own full blocks again (key ``(-2 - request id, k)``) if they have not been
+evicted meanwhile, as a vLLM request does. Reuse is exact: a hit block holds what a
 recomputation would give, so a hit saves its prefill compute (the attention of the new tokens
 still reads it).
 
-Block accounting with the replica's free count (``blocks_free``): a cached block that no running
-sequence references (*idle*) counts as free, as in vLLM's free queue; when free blocks are
-taken, idle ones are evicted, least recently released first, only as far as the empty blocks do
-not suffice (:meth:`PrefixCache.trim`). Pure bookkeeping: no SimPy, no randomness.
+Block accounting with the replica's free count (``blocks_free``): the free blocks are the
+blocks never used, then, in the order they were freed, blocks whose content is kept (*idle*
+cached blocks, which a request may hit and take back) or not (a partial last block, a
+duplicate, a swapped-out sequence's blocks): vLLM's free queue. Blocks are taken from its head,
+the never-used ones first; taking a cached block evicts it. The scheduler takes free blocks in
+several places; :meth:`PrefixCache.trim` catches the queue up with the free count before each
+look-up. Pure bookkeeping: no SimPy, no randomness.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import count
+from typing import Protocol
 
 __all__ = ["PrefixCache"]
 
-Key = tuple[int, int]  # (prefix id, block index within the prefix)
+Key = tuple[int, int]  # (prefix id, or -2 - request id for its own blocks; block index)
+
+
+class _Request(Protocol):
+    id: int
+    prefix_id: int
+    prefix_tokens: int
 
 
 class PrefixCache:
-    """The shared prefix blocks of one replica, ``block_tokens`` tokens each.
+    """The KV blocks of one replica of ``blocks_total`` blocks of ``block_tokens`` tokens, as a
+    prefix cache sees them.
 
-    ``refs[key]``: how many running sequences use the block; ``idle``: the unreferenced
-    blocks, least recently released first (the eviction order). Per sequence (its request
-    id): the keys it references and how far its prefix has been registered."""
+    ``refs[key]``: for a cached block, how many running sequences use it (0: idle, in the free
+    queue). ``queue``: the freed blocks, least recently freed first (the eviction order),
+    cached ones by key and the others as ``(-1, n)``; ``empty``: the never-used free blocks,
+    taken before them. Per sequence (its request id): the shared keys it references and how
+    far its prefix has been registered."""
 
-    def __init__(self, block_tokens: int) -> None:
+    def __init__(self, block_tokens: int, blocks_total: int) -> None:
         if block_tokens < 1:
             raise ValueError(f"block_tokens={block_tokens} must be >= 1")
+        if blocks_total < 0:
+            raise ValueError(f"blocks_total={blocks_total} must be >= 0")
         self.block_tokens = block_tokens
+        self.empty = blocks_total
         self.refs: dict[Key, int] = {}
-        self.idle: OrderedDict[Key, None] = OrderedDict()
+        self.queue: OrderedDict[Key, None] = OrderedDict()
+        self.idle = 0
         self.evictions = 0
+        self._anon = count()
         self._held: dict[int, list[Key]] = {}
         self._next: dict[int, int] = {}
 
     @property
     def blocks(self) -> int:
-        """Blocks holding a shared prefix, referenced or idle."""
+        """Cached blocks: shared prefixes in use or idle, and preempted sequences' own."""
         return len(self.refs)
 
-    def match(self, prefix_id: int, prefix_tokens: int, limit_tokens: int) -> tuple[int, int]:
-        """The longest run of cached blocks ``(prefix_id, 0), (prefix_id, 1), ...`` within the
-        prefix's full blocks and the first *limit_tokens* tokens (the prompt less its last
-        token, whose logits must be computed): ``(blocks hit, of which idle)``. Changes
-        nothing."""
-        if prefix_id < 0:
-            return 0, 0
-        most = min(prefix_tokens, limit_tokens) // self.block_tokens
+    def referenced(self) -> int:
+        """Cached blocks that running sequences use (0 when all have ended)."""
+        return len(self.refs) - self.idle
+
+    def _key(self, req: _Request, k: int) -> Key:
+        if req.prefix_id >= 0 and k < req.prefix_tokens // self.block_tokens:
+            return req.prefix_id, k
+        return -2 - req.id, k
+
+    def match(self, req: _Request, limit_tokens: int) -> tuple[int, int]:
+        """The longest run of cached blocks from the start of *req*'s sequence, within its
+        first *limit_tokens* tokens (the sequence less its last token, whose logits must be
+        computed): its shared prefix's blocks, then, after a recompute preemption, its own.
+        Returns ``(blocks hit, of which idle)``; changes nothing."""
         hit = idle = 0
-        while hit < most:
-            n = self.refs.get((prefix_id, hit))
+        for k in range(max(limit_tokens, 0) // self.block_tokens):
+            n = self.refs.get(self._key(req, k))
             if n is None:
                 break
             idle += n == 0
             hit += 1
         return hit, idle
 
-    def lookup(self, req, target: int, blocks: int, free: int) -> tuple[int, int]:
-        """A scheduler's question about request *req* (its ``prefix_id``, ``prefix_tokens``)
-        whose sequence of *target* tokens needs *blocks* blocks, with *free* blocks free:
-        ``(tokens of its prompt cached, free blocks its admission takes)``, the latter
-        *blocks* less the cached ones plus the idle ones among those (taken back from the free
-        pool). Idle blocks beyond *free* are evicted first (:meth:`trim`): their room is
-        taken."""
+    def lookup(self, req: _Request, target: int, blocks: int, free: int) -> tuple[int, int]:
+        """A scheduler's question about *req*, whose sequence of *target* tokens needs
+        *blocks* blocks, with *free* blocks free: ``(tokens of it cached, free blocks its
+        admission takes)``, the latter *blocks* less the cached ones plus the idle ones among
+        those (taken back from the free queue). First the queue is caught up with *free*
+        (:meth:`trim`)."""
         self.trim(free)
-        hit, idle = self.match(req.prefix_id, req.prefix_tokens, target - 1)
+        hit, idle = self.match(req, target - 1)
         return hit * self.block_tokens, blocks - hit + idle
 
-    def admit(self, seq: int, prefix_id: int, prefix_tokens: int, hit: int,
-              scheduled_tokens: int) -> None:
-        """Sequence *seq* starts (or restarts) with its first *hit* prefix blocks from the
-        cache (as :meth:`match` found them): it references them (idle ones leave the eviction
-        order); then its prefix blocks within its first *scheduled_tokens* tokens, computed by
-        it, are registered (:meth:`register`)."""
-        if seq in self._held:
-            raise ValueError(f"sequence {seq} is already admitted; release it first")
-        keys = [(prefix_id, k) for k in range(hit)]
-        for key in keys:
+    def admit(self, req: _Request, hit: int, scheduled_tokens: int) -> None:
+        """*req*'s sequence starts (or restarts) with its first *hit* blocks from the cache (as
+        :meth:`match` found them): it references the shared ones, takes its own back, and
+        idle ones leave the free queue; then its prefix blocks within its first
+        *scheduled_tokens* tokens, computed by it, are registered (:meth:`register`)."""
+        if req.id in self._held:
+            raise ValueError(f"sequence {req.id} is already admitted; release it first")
+        shared = []
+        for k in range(hit):
+            key = self._key(req, k)
             n = self.refs[key]
             if n == 0:
-                del self.idle[key]
-            self.refs[key] = n + 1
-        self._held[seq] = keys
-        self._next[seq] = hit
-        self.register(seq, prefix_id, prefix_tokens, scheduled_tokens)
+                del self.queue[key]
+                self.idle -= 1
+            if key[0] >= 0:
+                self.refs[key] = n + 1
+                shared.append(key)
+            else:
+                del self.refs[key]  # its own block again, private
+        self._held[req.id] = shared
+        self._next[req.id] = hit
+        self.register(req, scheduled_tokens)
 
-    def register(self, seq: int, prefix_id: int, prefix_tokens: int, upto_tokens: int) -> None:
-        """The full blocks of *seq*'s prefix within its first *upto_tokens* tokens, now
+    def register(self, req: _Request, upto_tokens: int) -> None:
+        """The full blocks of *req*'s prefix within its first *upto_tokens* tokens, now
         scheduled, become shared: later requests hit them. A block another sequence registered
-        first stays *seq*'s own copy (not shared; vLLM's block tables are append-only and keep
-        such duplicates until the request ends)."""
-        if prefix_id < 0 or seq not in self._held:
+        first stays *req*'s own copy (vLLM's block tables are append-only and keep such
+        duplicates until the request ends)."""
+        if req.prefix_id < 0 or req.id not in self._held:
             return
-        end = min(prefix_tokens, upto_tokens) // self.block_tokens
-        keys = self._held[seq]
-        for k in range(self._next[seq], end):
-            key = (prefix_id, k)
+        end = min(req.prefix_tokens, upto_tokens) // self.block_tokens
+        keys = self._held[req.id]
+        for k in range(self._next[req.id], end):
+            key = (req.prefix_id, k)
             if key not in self.refs:
                 self.refs[key] = 1
                 keys.append(key)
-        self._next[seq] = max(self._next[seq], end)
+        self._next[req.id] = max(self._next[req.id], end)
 
-    def release(self, seq: int) -> int:
-        """*seq* stops using its shared blocks (it ended, was preempted, or moved to another
-        replica): each one's count drops, and those no longer used become idle, its last
-        block first (evicted first). Returns how many of them other sequences still use: the
-        blocks *seq* held that do not return to the free pool."""
-        keys = self._held.pop(seq, [])
-        self._next.pop(seq, None)
+    def release(self, req: _Request, blocks: int, keep_tokens: int = 0) -> int:
+        """*req*'s sequence frees its *blocks* blocks (it ended, was preempted, or moved to
+        another replica): the shared ones lose a reference, and every block no longer used
+        joins the free queue, its last block first (evicted first). Its own full blocks within
+        its first *keep_tokens* tokens (a recompute preemption: the tokens in its KV cache) stay
+        cached for its return. Returns the blocks that other sequences still use: those that
+        do not return to the free pool."""
+        shared = set(self._held.pop(req.id, []))
+        self._next.pop(req.id, None)
+        own = keep_tokens // self.block_tokens
         kept = 0
-        for key in reversed(keys):
-            n = self.refs[key] - 1
-            self.refs[key] = n
-            if n == 0:
-                self.idle[key] = None
+        for k in range(blocks - 1, -1, -1):
+            key = self._key(req, k)
+            if key in shared:
+                n = self.refs[key] - 1
+                self.refs[key] = n
+                if n:
+                    kept += 1
+                    continue
+                self.idle += 1
+            elif key[0] < -1 and k < own and key not in self.refs:  # (else a copy is kept)
+                self.refs[key] = 0
+                self.idle += 1
             else:
-                kept += 1
+                key = (-1, next(self._anon))  # nothing anyone can hit
+            self.queue[key] = None
         return kept
 
     def trim(self, free: int) -> int:
-        """With *free* blocks free (idle cached ones included), evict idle blocks, least
-        recently released first, until they are no more than *free*: the others have been
-        taken for new KV. Returns the blocks evicted."""
+        """With *free* blocks free, take from the head of the free queue (never-used blocks
+        first) the blocks that have been taken since: cached ones are evicted. Returns the
+        blocks evicted."""
+        extra = self.empty + len(self.queue) - max(free, 0)
+        taken = min(extra, self.empty) if extra > 0 else 0
+        self.empty -= taken
         n = 0
-        while len(self.idle) > max(free, 0):
-            key, _ = self.idle.popitem(last=False)
-            del self.refs[key]
-            n += 1
+        for _ in range(extra - taken):
+            key, _ = self.queue.popitem(last=False)
+            if key[0] != -1:
+                del self.refs[key]
+                self.idle -= 1
+                n += 1
         self.evictions += n
         return n
-
-    def referenced(self) -> int:
-        """Blocks that running sequences use (0 when all have ended)."""
-        return sum(1 for n in self.refs.values() if n > 0)

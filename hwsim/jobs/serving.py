@@ -24,7 +24,7 @@ KV-cache capacity of a replica is what its devices' memory holds after the weigh
 With ``prefix_caching`` each replica keeps the KV blocks of shared prompt prefixes after their
 sequences end (:mod:`hwsim.jobs.prefix_cache`): a request whose prefix is cached prefills only
 the rest of its prompt (its attention still reads the cached tokens) and takes fewer free
-blocks; idle cached blocks are evicted, least recently used first, when blocks are needed.
+blocks; freed blocks stay cached, evicted least recently used first when blocks are needed.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ class ServingJob(Front):
             role = ("both" if not plan.prefill_replicas else
                     "prefill" if i < plan.prefill_replicas else "decode")
             self.replicas.append(_Replica(i, stages, blocks, blocks, role=role,
-                                          cache=PrefixCache(plan.block_tokens)
+                                          cache=PrefixCache(plan.block_tokens, blocks)
                                           if plan.prefix_caching else None))
         for r in self.replicas:
             self.env.process(self._replica(r))
@@ -287,8 +287,8 @@ class ServingJob(Front):
 
     def _admit(self, r: _Replica, s: _Seq, blocks: int, hit: tuple[int, int] = (0, 0),
                n: int = 0) -> None:
-        """*s* starts with *blocks* KV blocks; *hit*: its prompt tokens found in the prefix
-        cache and the free blocks it takes (:meth:`PrefixCache.lookup`), *n* the tokens it prefills now."""
+        """*s* starts with *blocks* KV blocks; *hit*: its tokens found in the prefix cache and
+        the free blocks it takes (:meth:`PrefixCache.lookup`); *n*: the tokens it prefills now."""
         r.waiting.popleft()
         r.blocks_free -= hit[1] if r.cache is not None else blocks
         s.blocks, s.target = blocks, s.req.prompt_tokens + s.generated
@@ -298,13 +298,15 @@ class ServingJob(Front):
             s.hit_tokens = hit[0]
         s.saved_tokens += hit[0]
         if r.cache is not None:
-            r.cache.admit(s.req.id, s.req.prefix_id, s.req.prefix_tokens,
-                          hit[0] // self.plan.block_tokens, hit[0] + n)
+            r.cache.admit(s.req, hit[0] // self.plan.block_tokens, hit[0] + n)
         r.running.append(s)
 
-    def _release(self, r: _Replica, s: _Seq) -> None:
-        """*s*'s blocks return to *r*'s free pool, less the shared ones others still use."""
-        r.blocks_free += s.blocks - (r.cache.release(s.req.id) if r.cache is not None else 0)
+    def _release(self, r: _Replica, s: _Seq, keep: bool = False) -> None:
+        """*s*'s blocks return to *r*'s free pool, less the shared ones others still use; with
+        *keep* (a recompute preemption) its KV stays cached until evicted."""
+        if r.cache is not None:
+            r.blocks_free -= r.cache.release(s.req, s.blocks, s.cached if keep else 0)
+        r.blocks_free += s.blocks
         s.blocks = 0
 
     def _schedule(self, r: _Replica) -> tuple[list, list] | None:
@@ -332,8 +334,7 @@ class ServingJob(Front):
                     prefills.append((s, n))
                     budget -= n
                     if r.cache is not None:
-                        r.cache.register(s.req.id, s.req.prefix_id, s.req.prefix_tokens,
-                                         s.prefilled + n)
+                        r.cache.register(s.req, s.prefilled + n)
         while r.waiting and len(r.running) < plan.max_batch_size and budget > 0:
             s = r.waiting[0]
             held = s.handoff or s.swapped  # its KV cache exists (prefilled elsewhere, swapped)
@@ -397,10 +398,10 @@ class ServingJob(Front):
         prompt and the tokens generated so far. Swap: its KV cache goes to host memory (copied
         before the next iteration) and comes back when it is readmitted."""
         r.running.remove(s)
-        blocks = s.blocks
-        self._release(r, s)  # a shared prefix others use stays; an idle one stays cached
+        blocks, swap = s.blocks, self.plan.preemption == "swap" and s.decoding
+        self._release(r, s, keep=not swap)  # prefix caching: a shared prefix stays
         s.preemptions += 1
-        if self.plan.preemption == "swap" and s.decoding:
+        if swap:
             s.swapped = blocks
             self._swaps.append((s, "out"))
         else:
@@ -512,7 +513,7 @@ class ServingJob(Front):
                                sum(n for _, n in prefills) + len(decodes),
                                r.blocks_total - r.blocks_free,
                                sum(n for _, n in prefills), r.kv_blocked,
-                               *((r.cache.blocks, len(r.cache.idle)) if r.cache else (0, 0))))
+                               *((r.cache.blocks, r.cache.idle) if r.cache else (0, 0))))
         for s, n in prefills:
             s.prefilled += n
             s.cached += n
