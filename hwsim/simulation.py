@@ -17,8 +17,8 @@ from hwsim.analysis.parallelism import rank_events, step_breakdown, step_summary
 from hwsim.analysis.result import Result
 from hwsim.catalog import get_device, get_storage
 from hwsim.engine import Recorder
-from hwsim.analysis.serving import (in_system_mean, request_table, serving_bottleneck,
-                                    serving_summary)
+from hwsim.analysis.serving import (in_system_mean, prefix_summary, request_table,
+                                    serving_bottleneck, serving_summary)
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.resilience import FAILURE_COLUMNS, FailureSpec, run_plan, simulate_run
 from hwsim.jobs.batching import BatchingJob, BatchingPlan
@@ -542,7 +542,8 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
     job whose last activity ended at *end*, from rank 0's events (its own picked by job)."""
     plan = job.plan
     req = request_table([(q.req.id, q.replica, q.req.arrival_s, q.start_s, q.first_token_s,
-                          q.end_s, q.req.prompt_tokens, q.req.output_tokens, q.preemptions)
+                          q.end_s, q.req.prompt_tokens, q.req.output_tokens, q.preemptions,
+                          q.req.prefix_tokens, getattr(q, "hit_tokens", 0))
                          for q in job.seqs])
     devices = job.devices
     spec = job.system.device(devices[0]).spec
@@ -560,6 +561,9 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
                              slo_tpot_s=plan.slo_tpot_s))
     if getattr(job, "speculation", None) is not None:  # speculative decoding's counts
         s.update(job.speculation.summary())
+    if getattr(plan, "prefix_caching", False):
+        s.update(prefix_summary(req, saved_tokens=sum(q.saved_tokens for q in job.seqs),
+                                evicted_blocks=sum(r.cache.evictions for r in job.replicas)))
     first = float(req["arrival_s"].min()) if len(req) else 0.0
     s["requests_in_system_mean"] = in_system_mean(job.in_system, first, end)
     batches = [b for r in job.replicas for b in r.batch_tokens]
@@ -573,9 +577,11 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
     _attach_bottleneck(s, breakdown)
     s["simulated_time_s"] = end
     iterations = pd.DataFrame(
-        [(r.index, *b, r.blocks_total) for r in job.replicas for b in r.batch_tokens],
+        [(r.index, *b[:7], r.blocks_total, *(b[7:9] or (0, 0)))  # classic: no prefix cache
+         for r in job.replicas for b in r.batch_tokens],
         columns=["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
-                 "prefill_tokens", "kv_blocked", "kv_blocks_total"])
+                 "prefill_tokens", "kv_blocked", "kv_blocks_total", "kv_blocks_cached",
+                 "kv_blocks_cached_idle"])
     s.update(serving_bottleneck(req, iterations, breakdown))
     return s, breakdown, req, iterations
 

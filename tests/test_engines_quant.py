@@ -106,19 +106,20 @@ def test_scenario_scheduler_fields_override_the_engine():
         _run("tensorrt")
 
 
-def test_a_static_batch_beyond_the_token_budget_is_prefilled_in_chunks_not_cut():
+def test_a_static_batch_beyond_the_token_budget_is_prefilled_in_chunks_not_cut(tmp_path):
+    trace = tmp_path / "batch.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n" + "0,256,8\n" * 64)
     s = copy.deepcopy(SCEN)
     s["workload"]["engine"] = "trtllm"
     s["workload"]["scheduler"] = {"policy": "static", "max_batch_size": 64,
                                   "max_batched_tokens": 2048}
-    s["workload"]["arrivals"] = {"process": "constant", "rate_per_s": 1e9, "requests": 64,
-                                 "prompt_tokens": 256, "output_tokens": 8}
+    s["workload"]["arrivals"] = {"process": "trace", "trace": str(trace)}
     r = hwsim.run(s)
     it = r.iterations
     prefill_its = int((it["prefill_tokens"] > 0).sum())
     assert prefill_its == 64 * 256 // 2048          # 8 iterations of 8 whole prompts
     decode = it[it["prefill_tokens"] == 0]
-    assert (decode["batch"] == 64).all() and len(decode) == 8 - 1
+    assert (decode["batch_size"] == 64).all() and len(decode) == 8 - 1
     assert r.requests["end_s"].nunique() == 1       # decoded together to the end
 
 

@@ -204,6 +204,10 @@ def _serving(s: Mapping[str, Any]) -> list[str]:
                    if _ok(s.get("queue_p99_s")) and _ok(s.get("ttft_p99_s")) else "")
             line += f"; the time to first token is {waited:.0%} queueing ({why}{p99})"
         lines.append(line)
+    if _ok(s.get("prefix_hit_rate")):  # scheduler.prefix_caching
+        lines.append(f"prefix cache: {s['prefix_hit_rate']:.1%} of prompt tokens hit, "
+                     f"{s['prefill_tokens_saved']:,} prefill tokens saved, "
+                     f"{s['prefix_blocks_evicted']:,} blocks evicted")
     return lines
 
 

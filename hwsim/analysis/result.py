@@ -59,8 +59,10 @@ class Result:
         empty otherwise.
     iterations : pandas.DataFrame
         Serving runs: one row per scheduler iteration of every replica (``replica, start_s,
-        end_s, batch_size, tokens, kv_blocks_used, kv_blocks_total``): the batch-size and
-        KV-usage timelines; empty otherwise.
+        end_s, batch_size, tokens, kv_blocks_used, prefill_tokens, kv_blocked,
+        kv_blocks_total, kv_blocks_cached, kv_blocks_cached_idle``): the batch-size and
+        KV-usage timelines (the last two: prefix caching's shared blocks, and those of them no
+        sequence uses); empty otherwise.
     failures : pandas.DataFrame
         Training runs with ``workload.failures`` (or a checkpoint interval): one row per failure
         of the whole run (``time_s, component, cause, lost_s, downtime_s, step``;

@@ -2,7 +2,9 @@
 goodput, and Little's law's two sides (DESIGN.md, "Results", inference keys).
 
 Columns of the request table (``Result.requests``): ``id, replica, arrival_s, start_s,
-first_token_s, end_s, prompt_tokens, output_tokens, preemptions`` and the derived ``queue_s``
+first_token_s, end_s, prompt_tokens, output_tokens, preemptions, prefix_tokens`` (the first
+prompt tokens it shares with other requests), ``cached_tokens`` (of its prompt, found in the
+prefix cache at its first admission: not prefilled) and the derived ``queue_s``
 (arrival to first admission), ``ttft_s`` (arrival to first output token), ``tpot_s`` (mean time
 per output token after the first: ``(end - first_token) / (output_tokens - 1)``, NaN for one-token
 outputs), ``e2e_s`` (arrival to last token).
@@ -16,20 +18,23 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["REQUEST_COLUMNS", "request_table", "serving_summary", "in_system_mean",
-           "serving_bottleneck"]
+           "serving_bottleneck", "prefix_summary"]
 
 REQUEST_COLUMNS = ("id", "replica", "arrival_s", "start_s", "first_token_s", "end_s",
                    "prompt_tokens", "output_tokens", "preemptions", "queue_s", "ttft_s",
-                   "tpot_s", "e2e_s")
+                   "tpot_s", "e2e_s", "prefix_tokens", "cached_tokens")
+_GIVEN = REQUEST_COLUMNS[:9] + REQUEST_COLUMNS[-2:]
 
 
 def request_table(rows: list[tuple]) -> pd.DataFrame:
     """The request table from ``(id, replica, arrival_s, start_s, first_token_s, end_s,
-    prompt_tokens, output_tokens, preemptions)`` rows, sorted by id, with the derived columns."""
-    df = pd.DataFrame(rows, columns=list(REQUEST_COLUMNS[:9])).sort_values("id")
+    prompt_tokens, output_tokens, preemptions, prefix_tokens, cached_tokens)`` rows, sorted by
+    id, with the derived columns."""
+    df = pd.DataFrame(rows, columns=list(_GIVEN)).sort_values("id")
     df = df.reset_index(drop=True).astype({"id": "int64", "replica": "int64",
                                            "prompt_tokens": "int64", "output_tokens": "int64",
-                                           "preemptions": "int64"})
+                                           "preemptions": "int64", "prefix_tokens": "int64",
+                                           "cached_tokens": "int64"})
     df["queue_s"] = df["start_s"] - df["arrival_s"]
     df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
     steps = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
@@ -76,6 +81,21 @@ def serving_summary(req: pd.DataFrame, *, end_s: float, slo_ttft_s: float | None
         s["slo_attainment"] = float(ok.mean()) if len(done) else None
         s["goodput_requests_per_s"] = float(ok.sum()) / span
     return s
+
+
+def prefix_summary(req: pd.DataFrame, *, saved_tokens: int,
+                   evicted_blocks: int) -> dict[str, Any]:
+    """Summary keys of prefix caching (docs/model.md, "Prefix caching"): ``prefix_hit_rate``,
+    the completed requests' prompt tokens found in the cache at their first admission over
+    all their prompt tokens; ``prefill_tokens_saved``, the prefill tokens the cache spared
+    (every admission: re-admissions after a recompute preemption hit their own blocks too);
+    ``prefix_blocks_evicted``, the idle cached blocks evicted to make room. The effect on
+    latency is in the TTFT keys."""
+    done = req[np.isfinite(req["end_s"])]
+    prompts = float(done["prompt_tokens"].sum())
+    return {"prefix_hit_rate": float(done["cached_tokens"].sum()) / prompts if prompts else 0.0,
+            "prefill_tokens_saved": int(saved_tokens),
+            "prefix_blocks_evicted": int(evicted_blocks)}
 
 
 def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,

@@ -20,6 +20,11 @@ time on idle links), plus the activations sent between stages; the
 stages of one iteration run one after another (no pipelining of successive iterations). The
 KV-cache capacity of a replica is what its devices' memory holds after the weights, times
 ``memory_fraction`` (vLLM's ``gpu_memory_utilization``).
+
+With ``prefix_caching`` each replica keeps the KV blocks of shared prompt prefixes after their
+sequences end (:mod:`hwsim.jobs.prefix_cache`): a request whose prefix is cached prefills only
+the rest of its prompt (its attention still reads the cached tokens) and takes fewer free
+blocks; freed blocks stay cached, evicted least recently used first when blocks are needed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from hwsim.catalog.engines import EngineProfile, get_engine
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.front import Front
 from hwsim.jobs.speculative import Speculation
+from hwsim.jobs.prefix_cache import PrefixCache
 from hwsim.jobs.system import System
 from hwsim.workloads.arrivals import Request
 from hwsim.workloads.inference import ServingCost, iteration_ops, serving_cost
@@ -86,6 +92,7 @@ class ServingPlan:
     weight_group: int = 128
     prefill_with_decodes: bool = False
     speculative: SpeculativeConfig | None = None
+    prefix_caching: bool = False
 
     def __post_init__(self) -> None:
         if self.preemption not in PREEMPTION:
@@ -135,6 +142,8 @@ class _Seq:
     swapped: int = 0            # blocks held in host memory (swap preemption)
     handoff: int = 0            # blocks its KV cache needs on arrival from a prefill replica
     arrived: simpy.Event | None = None  # its KV cache has arrived (disaggregation)
+    hit_tokens: int = 0         # prompt tokens found in the prefix cache at first admission
+    saved_tokens: int = 0       # prefill tokens the prefix cache saved, all admissions
 
     @property
     def decoding(self) -> bool:
@@ -154,6 +163,7 @@ class _Replica:
     batch_tokens: list = field(default_factory=list)
     role: str = "both"          # or "prefill", "decode" (disaggregated)
     kv_blocked: bool = False    # the head of the queue waits for KV blocks this iteration
+    cache: PrefixCache | None = None  # shared prefix blocks (prefix caching)
 
 
 class ServingJob(Front):
@@ -224,7 +234,9 @@ class ServingJob(Front):
                 return
             role = ("both" if not plan.prefill_replicas else
                     "prefill" if i < plan.prefill_replicas else "decode")
-            self.replicas.append(_Replica(i, stages, blocks, blocks, role=role))
+            self.replicas.append(_Replica(i, stages, blocks, blocks, role=role,
+                                          cache=PrefixCache(plan.block_tokens, blocks)
+                                          if plan.prefix_caching else None))
         for r in self.replicas:
             self.env.process(self._replica(r))
         self.env.process(self._arrivals())
@@ -292,13 +304,29 @@ class ServingJob(Front):
     def _blocks(self, tokens: int) -> int:
         return math.ceil(tokens / self.plan.block_tokens)
 
-    def _admit(self, r: _Replica, s: _Seq, blocks: int) -> None:
+    def _admit(self, r: _Replica, s: _Seq, blocks: int, hit: tuple[int, int] = (0, 0),
+               n: int = 0) -> None:
+        """*s* starts with *blocks* KV blocks; *hit*: its tokens found in the prefix cache and
+        the free blocks it takes (:meth:`PrefixCache.lookup`); *n*: the tokens it prefills now."""
         r.waiting.popleft()
-        r.blocks_free -= blocks
-        s.blocks, s.target, s.prefilled, s.cached = blocks, s.req.prompt_tokens + s.generated, 0, 0
+        r.blocks_free -= hit[1] if r.cache is not None else blocks
+        s.blocks, s.target = blocks, s.req.prompt_tokens + s.generated
+        s.prefilled = s.cached = hit[0]
         if math.isnan(s.start_s):
             s.start_s = self.env.now
+            s.hit_tokens = hit[0]
+        s.saved_tokens += hit[0]
+        if r.cache is not None:
+            r.cache.admit(s.req, hit[0] // self.plan.block_tokens, hit[0] + n)
         r.running.append(s)
+
+    def _release(self, r: _Replica, s: _Seq, keep: bool = False) -> None:
+        """*s*'s blocks return to *r*'s free pool, less the shared ones others still use; with
+        *keep* (a recompute preemption) its KV stays cached until evicted."""
+        if r.cache is not None:
+            r.blocks_free -= r.cache.release(s.req, s.blocks, s.cached if keep else 0)
+        r.blocks_free += s.blocks
+        s.blocks = 0
 
     def _schedule(self, r: _Replica) -> tuple[list, list] | None:
         """The next iteration's work: ``(prefills, decodes)``, prefills as ``(seq, tokens)``;
@@ -326,6 +354,8 @@ class ServingJob(Front):
                     n = min(s.target - s.prefilled, budget)
                     prefills.append((s, n))
                     budget -= n
+                    if r.cache is not None:
+                        r.cache.register(s.req, s.prefilled + n)
         while r.waiting and len(r.running) < plan.max_batch_size and budget > 0:
             s = r.waiting[0]
             held = s.handoff or s.swapped  # its KV cache exists (prefilled elsewhere, swapped)
@@ -342,15 +372,18 @@ class ServingJob(Front):
                 r.running.append(s)
                 continue
             target = s.req.prompt_tokens + s.generated
-            n = min(target, budget) if plan.chunked_prefill else target
             blocks = self._blocks(target)
-            if n > budget or blocks > free:
-                r.kv_blocked = blocks > free and n <= budget
+            hit = r.cache.lookup(s.req, target, blocks, free) if r.cache else (0, blocks)
+            n = min(target - hit[0], budget) if plan.chunked_prefill else target - hit[0]
+            if n > budget or hit[1] > free:
+                r.kv_blocked = hit[1] > free and n <= budget
                 break  # first come, first served: nobody overtakes the head of the queue
-            self._admit(r, s, blocks)
-            free -= blocks
+            self._admit(r, s, blocks, hit, n)
+            free -= hit[1]
             prefills.append((s, n))
             budget -= n
+        if r.cache is not None:
+            r.cache.trim(free)
         if not mixed and prefills:
             return prefills, []  # vLLM V0: a prefill iteration holds prefills only
         if not prefills and not decodes:
@@ -370,9 +403,13 @@ class ServingJob(Front):
                 s = r.waiting[0]
                 blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens
                                       + self._per_decode - 1)
-                if blocks > r.blocks_free:
+                hit = (r.cache.lookup(s.req, s.req.prompt_tokens, blocks, r.blocks_free)
+                       if r.cache else (0, blocks))
+                if hit[1] > r.blocks_free:
                     break
-                self._admit(r, s, blocks)
+                self._admit(r, s, blocks, hit, s.req.prompt_tokens - hit[0])
+            if r.cache is not None:
+                r.cache.trim(r.blocks_free)
             if not r.running:
                 return None
         pending = [s for s in r.running if not s.decoding]
@@ -394,13 +431,14 @@ class ServingJob(Front):
         prompt and the tokens generated so far. Swap: its KV cache goes to host memory (copied
         before the next iteration) and comes back when it is readmitted."""
         r.running.remove(s)
-        r.blocks_free += s.blocks
+        blocks, swap = s.blocks, self.plan.preemption == "swap" and s.decoding
+        self._release(r, s, keep=not swap)  # prefix caching: a shared prefix stays
         s.preemptions += 1
-        if self.plan.preemption == "swap" and s.decoding:
-            s.swapped, s.blocks = s.blocks, 0
+        if swap:
+            s.swapped = blocks
             self._swaps.append((s, "out"))
         else:
-            s.blocks = s.target = s.prefilled = s.cached = 0
+            s.target = s.prefilled = s.cached = 0
         r.waiting.appendleft(s)
 
     def _handoff(self, src: _Replica, s: _Seq) -> Generator:
@@ -549,7 +587,8 @@ class ServingJob(Front):
         r.batch_tokens.append((t0, now, len(prefills) + len(decodes),
                                sum(n for _, n in prefills) + self._per_decode * len(decodes),
                                r.blocks_total - r.blocks_free,
-                               sum(n for _, n in prefills), r.kv_blocked))
+                               sum(n for _, n in prefills), r.kv_blocked,
+                               *((r.cache.blocks, r.cache.idle) if r.cache else (0, 0))))
         for s, n in prefills:
             s.prefilled += n
             s.cached += n
@@ -561,7 +600,7 @@ class ServingJob(Front):
             for s in [s for s in r.running if s.decoding
                       and s.generated < s.req.output_tokens]:
                 r.running.remove(s)
-                r.blocks_free += s.blocks
+                self._release(r, s)
                 self.env.process(self._handoff(r, s))
         if self.speculation is not None:  # accepted guesses plus one token each
             self.speculation.advance(r, decodes)
@@ -574,8 +613,7 @@ class ServingJob(Front):
         for s in [s for s in r.running if s.decoding and s.generated >= s.req.output_tokens]:
             s.end_s = now
             r.running.remove(s)
-            r.blocks_free += s.blocks
-            s.blocks = 0
+            self._release(r, s)
             self._leave()
             if s.done is not None:
                 s.done.succeed()

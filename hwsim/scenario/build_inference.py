@@ -17,12 +17,14 @@ from hwsim.topology import compute_devices, nodes_of_kind, server_index, server_
 from hwsim.workloads import TransformerSpec, model_ops, resolve_model
 from hwsim.workloads.memory import storage_bytes
 from hwsim.workloads.quant import DEFAULT_GROUP
-from hwsim.workloads.arrivals import Request, from_trace, open_loop, token_sampler
+from hwsim.workloads.arrivals import (Request, from_trace, open_loop, shared_prefixes,
+                                      token_sampler)
 from hwsim.workloads.speculative import SpeculativeConfig, check_proposer
 
 __all__ = ["serving_plan"]
 
 _TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
+_PREFIX_COLUMNS = ("prefix_id", "prefix_tokens")
 
 
 def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
@@ -73,6 +75,11 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                                  start_s=a.start)
     except ValueError as err:
         raise ScenarioError(str(err), field="workload.arrivals") from None
+    if a.prefix is not None:  # drawn after everything else: the rest of a seed's draws stay
+        try:
+            requests = shared_prefixes(requests, a.prefix.as_spec(), rng)
+        except ValueError as err:
+            raise ScenarioError(str(err), field="workload.arrivals.prefix") from None
     sc = _scheduler(w, g, replicas[0][0])
     slo = w.slo
     hosts: tuple[tuple[str, str], ...] = ()
@@ -101,7 +108,8 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                            kv_precision=w.kv_precision, weight_precision=w.weight_precision,
                            weight_group=w.weight_group_size or DEFAULT_GROUP,
                            prefill_with_decodes=sc["engine"].prefill_with_decodes,
-                           speculative=speculative)
+                           speculative=speculative,
+                           prefix_caching=w.scheduler.prefix_caching)
     except ValueError as err:
         field = ("workload.parallelism.prefill_replicas" if "prefill_replicas" in str(err)
                  or "disaggregation" in str(err) else "workload.scheduler")
@@ -144,7 +152,9 @@ def _speculative(w: InferenceWorkload, target: TransformerSpec,
     return cfg
 
 
-def _read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_trace(path: str) -> tuple[np.ndarray, ...]:
+    """The trace's columns: arrival_s, prompt_tokens, output_tokens, and prefix_id,
+    prefix_tokens when it has both."""
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError) as err:
@@ -154,7 +164,13 @@ def _read_trace(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if missing:
         raise ScenarioError(f"request trace {path!r} lacks column(s) {', '.join(missing)}; it "
                             f"needs {', '.join(_TRACE_COLUMNS)}", field="workload.arrivals.trace")
-    return tuple(df[c].to_numpy() for c in _TRACE_COLUMNS)
+    has = [c for c in _PREFIX_COLUMNS if c in df.columns]
+    if len(has) == 1:
+        lacks = next(c for c in _PREFIX_COLUMNS if c not in has)
+        raise ScenarioError(f"request trace {path!r} has column {has[0]} but not {lacks}; "
+                            f"shared prefixes need both (prefix_id, prefix_tokens)",
+                            field="workload.arrivals.trace")
+    return tuple(df[c].to_numpy() for c in _TRACE_COLUMNS + (_PREFIX_COLUMNS if has else ()))
 
 
 def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool, devices: list[str] | None,
@@ -185,6 +201,9 @@ def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool, devices: list[str]
         raise ScenarioError(f"{par.replicas} replicas need {par.replicas} {kind} devices; the "
                             f"{whose} has {len(devices)}", field="workload.parallelism.replicas")
     a = w.arrivals
+    if a.prefix is not None:
+        raise ScenarioError("shared prefixes are prompt tokens of an LLM; classic serving has "
+                            "no prompt; valid: no prefix", field="workload.arrivals.prefix")
     if a.process in ("trace", "closed"):
         raise ScenarioError(f"classic serving takes open-loop arrivals; valid: process poisson, "
                             f"gamma or constant, not {a.process!r}", field="workload.arrivals")

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from hwsim.scenario.schema_cluster import Count, Duration, PosInt, StrictModel
 
-__all__ = ["ServingParallelism", "Scheduler", "Arrivals", "Slo", "TokenCount"]
+__all__ = ["ServingParallelism", "Scheduler", "Arrivals", "Prefix", "Slo", "TokenCount"]
 
 
 class ServingParallelism(StrictModel):
@@ -32,9 +32,14 @@ class Scheduler(StrictModel):
     the decodes (Sarathi); ``block_tokens`` is the paged KV cache's block; ``memory_fraction`` of
     each device's memory holds weights and KV cache (vLLM's ``gpu_memory_utilization``);
     ``preemption``: a sequence evicted when the KV cache is full is recomputed later
-    (``recompute``) or its cache copied to host memory and back (``swap``). A field left out
-    takes the serving engine's default (``workload.engine``, hwsim/catalog/data/engines.yaml);
-    classic models (dynamic batching) default to ``max_batch_size`` 256."""
+    (``recompute``) or its cache copied to host memory and back (``swap``);
+    ``prefix_caching``: the KV blocks of shared prompt prefixes (``arrivals.prefix``, a
+    trace's ``prefix_id``) stay cached and later requests that start with them do not prefill
+    them again (vLLM's ``enable_prefix_caching``, SGLang's radix cache; off unless set). A
+    field left out among ``max_batch_size``, ``max_batched_tokens``, ``chunked_prefill``,
+    ``block_tokens``, ``memory_fraction`` takes the serving engine's default
+    (``workload.engine``, hwsim/catalog/data/engines.yaml); classic models (dynamic batching)
+    default to ``max_batch_size`` 256."""
 
     policy: Literal["continuous", "static", "dynamic"] = "continuous"
     max_batch_size: PosInt | None = None
@@ -44,6 +49,15 @@ class Scheduler(StrictModel):
     memory_fraction: float | None = Field(None, gt=0, le=1)
     preemption: Literal["recompute", "swap"] = "recompute"
     max_queue_delay_s: Duration = 0.0
+    prefix_caching: bool = False
+
+    @model_validator(mode="after")
+    def _prefix_caching(self) -> Scheduler:
+        if self.prefix_caching and self.policy == "dynamic":
+            raise ValueError("prefix_caching caches an LLM's KV blocks; policy 'dynamic' serves "
+                             "classic models; valid: policy continuous or static, or "
+                             "prefix_caching: false")
+        return self
 
 
 class TokenCount(StrictModel):
@@ -78,13 +92,43 @@ class TokenCount(StrictModel):
         return self.model_dump(exclude_none=True)
 
 
+class Prefix(StrictModel):
+    """Shared prompt prefixes: ``groups`` distinct prefixes of ``tokens`` tokens each (a
+    number, or a :class:`TokenCount` drawn once per group); each request starts with one of
+    them with probability ``share``, the group picked by ``popularity`` (``uniform``, or
+    ``zipf``: group *k* with probability proportional to ``k**-zipf_s``); its prompt is then
+    the prefix followed by its own ``prompt_tokens``. A system prompt: ``{tokens: 1000}``; many
+    tenants: ``{groups: 100, tokens: 2000, popularity: zipf, zipf_s: 1.1}``."""
+
+    tokens: PosInt | TokenCount
+    groups: PosInt = 1
+    share: float = Field(1.0, ge=0, le=1)
+    popularity: Literal["uniform", "zipf"] = "uniform"
+    zipf_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _zipf(self) -> Prefix:
+        if self.popularity != "zipf" and self.zipf_s != 1.0:
+            raise ValueError(f"zipf_s={self.zipf_s:g} applies to popularity 'zipf' only, not "
+                             f"{self.popularity!r}")
+        return self
+
+    def as_spec(self) -> dict[str, Any]:
+        spec = self.model_dump()
+        if not isinstance(self.tokens, int):
+            spec["tokens"] = self.tokens.as_spec()
+        return spec
+
+
 class Arrivals(StrictModel):
     """Requests: an open-loop process (``poisson``, ``gamma`` with coefficient of variation
     ``cv``, ``constant``) at ``rate_per_s`` for ``requests`` requests, the rows of a CSV
     ``trace`` (columns ``arrival_s, prompt_tokens, output_tokens``; a relative path is read from
     the scenario's folder), or a ``closed`` loop of ``clients`` that each send a request, wait
     for its last token, think (exponential, mean ``think_s``) and send the next, ``requests`` in
-    all. Token counts: a number or a :class:`TokenCount`."""
+    all. Token counts: a number or a :class:`TokenCount`. ``prefix``: requests that share
+    prompt prefixes (:class:`Prefix`); a trace gives them as columns ``prefix_id,
+    prefix_tokens`` instead."""
 
     process: Literal["poisson", "gamma", "constant", "trace", "closed"] = "poisson"
     rate_per_s: float | None = Field(None, gt=0)
@@ -96,6 +140,7 @@ class Arrivals(StrictModel):
     output_tokens: PosInt | TokenCount = 128
     trace: str | None = None
     start: Duration = 0.0
+    prefix: Prefix | None = None
 
     @model_validator(mode="after")
     def _process(self) -> Arrivals:
@@ -103,6 +148,9 @@ class Arrivals(StrictModel):
             if self.trace is None:
                 raise ValueError("process 'trace' needs trace: a CSV file with columns "
                                  "arrival_s, prompt_tokens, output_tokens")
+            if self.prefix is not None:
+                raise ValueError("prefix is for generated arrivals; a trace gives its shared "
+                                 "prefixes as columns prefix_id, prefix_tokens")
         elif self.process == "closed":
             missing = [k for k in ("clients", "requests") if getattr(self, k) is None]
             if missing:

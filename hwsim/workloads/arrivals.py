@@ -4,19 +4,21 @@ passed in (one per run, seeded by the scenario), so the same seed gives the same
 
 Order of draws in :func:`open_loop`: the inter-arrival gaps, then the prompt lengths, then the
 output lengths (one vectorised draw each), so changing the output distribution leaves the
-arrival times and prompts of a seed unchanged.
+arrival times and prompts of a seed unchanged. :func:`shared_prefixes` draws after all of
+these, so adding shared prefixes leaves a seed's arrival times and own token counts unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Request", "token_sampler", "open_loop", "from_trace", "PROCESSES", "DISTRIBUTIONS"]
+__all__ = ["Request", "token_sampler", "open_loop", "from_trace", "shared_prefixes",
+           "PROCESSES", "DISTRIBUTIONS", "POPULARITY"]
 
 PROCESSES = ("poisson", "gamma", "constant")
 """Arrival processes of :func:`open_loop`."""
@@ -25,16 +27,24 @@ DISTRIBUTIONS = {"uniform": ("low", "high"), "normal": ("mean", "std"),
                  "lognormal": ("median", "sigma"), "choice": ("values",)}
 """Token-length distributions of :func:`token_sampler` and their fields."""
 
+POPULARITY = ("uniform", "zipf")
+"""How :func:`shared_prefixes` picks a request's prefix group."""
+
 
 @dataclass(frozen=True)
 class Request:
     """One request: ``id`` (0, 1, ... in arrival order), ``arrival_s``, ``prompt_tokens`` and
-    ``output_tokens`` (tokens to generate, >= 1)."""
+    ``output_tokens`` (tokens to generate, >= 1). ``prefix_id`` >= 0 names a shared prefix:
+    the first ``prefix_tokens`` tokens of the prompt are the same as those of every other
+    request with that id (up to the shorter of the two); -1 (and ``prefix_tokens`` 0): no
+    prefix shared with anyone."""
 
     id: int
     arrival_s: float
     prompt_tokens: int
     output_tokens: int
+    prefix_id: int = -1
+    prefix_tokens: int = 0
 
 
 def _is_int(v: object) -> bool:
@@ -166,14 +176,24 @@ def open_loop(process: str, *, rate_per_s: float, requests: int, prompt: int | M
     return [Request(i, float(times[i]), int(prompts[i]), int(outputs[i])) for i in range(n)]
 
 
-def from_trace(arrival_s, prompt_tokens, output_tokens) -> list[Request]:
+def from_trace(arrival_s, prompt_tokens, output_tokens, prefix_id=None,
+               prefix_tokens=None) -> list[Request]:
     """Requests from a trace's columns (equal-length sequences, one row per request): arrival
     times in seconds, non-negative and non-decreasing; token counts positive integers
-    (integral floats, as a CSV reader may give, are accepted). ValueError names the column and
-    row of the first bad value."""
+    (integral floats, as a CSV reader may give, are accepted). Optionally, both or neither,
+    ``prefix_id`` (an integer >= 0 naming a shared prefix; empty (NaN) or -1: none) and
+    ``prefix_tokens`` (how many of the prompt's first tokens that prefix is: an integer from 0
+    to the row's ``prompt_tokens``; 0 or empty without a prefix id). ValueError names the
+    column and row of the first bad value."""
+    if (prefix_id is None) != (prefix_tokens is None):
+        raise ValueError("trace columns prefix_id and prefix_tokens go together: give both or "
+                         "neither")
     cols = {}
-    for name, col in (("arrival_s", arrival_s), ("prompt_tokens", prompt_tokens),
-                      ("output_tokens", output_tokens)):
+    named = [("arrival_s", arrival_s), ("prompt_tokens", prompt_tokens),
+             ("output_tokens", output_tokens)]
+    if prefix_id is not None:
+        named += [("prefix_id", prefix_id), ("prefix_tokens", prefix_tokens)]
+    for name, col in named:
         try:
             arr = np.asarray(col, dtype=float)
         except (TypeError, ValueError):
@@ -203,4 +223,87 @@ def from_trace(arrival_s, prompt_tokens, output_tokens) -> list[Request]:
         if bad.size:
             raise ValueError(f"{name}[{bad[0]}]={x[bad[0]]:g} must be a positive integer")
     p, o = cols["prompt_tokens"].astype(np.int64), cols["output_tokens"].astype(np.int64)
-    return [Request(i, float(t[i]), int(p[i]), int(o[i])) for i in range(len(t))]
+    if prefix_id is None:
+        return [Request(i, float(t[i]), int(p[i]), int(o[i])) for i in range(len(t))]
+    ids, pt = _trace_prefixes(cols["prefix_id"], cols["prefix_tokens"], p)
+    return [Request(i, float(t[i]), int(p[i]), int(o[i]), int(ids[i]), int(pt[i]))
+            for i in range(len(t))]
+
+
+def _trace_prefixes(ids: np.ndarray, tokens: np.ndarray,
+                    prompts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    none = np.isnan(ids) | (ids == -1)
+    bad = np.flatnonzero(~none & (~np.isfinite(ids) | (ids < 0) | (ids != np.round(ids))))
+    if bad.size:
+        raise ValueError(f"prefix_id[{bad[0]}]={ids[bad[0]]:g} must be an integer >= 0 (or "
+                         f"empty or -1: no shared prefix)")
+    tokens = np.where(np.isnan(tokens), 0.0, tokens)
+    bad = np.flatnonzero(~np.isfinite(tokens) | (tokens < 0) | (tokens != np.round(tokens)))
+    if bad.size:
+        raise ValueError(f"prefix_tokens[{bad[0]}]={tokens[bad[0]]:g} must be an integer >= 0")
+    bad = np.flatnonzero(none & (tokens > 0))
+    if bad.size:
+        raise ValueError(f"prefix_tokens[{bad[0]}]={tokens[bad[0]]:g} needs a prefix_id (row "
+                         f"{bad[0]} has none)")
+    bad = np.flatnonzero(tokens > prompts)
+    if bad.size:
+        i = bad[0]
+        raise ValueError(f"prefix_tokens[{i}]={tokens[i]:g} is longer than the prompt "
+                         f"(prompt_tokens[{i}]={prompts[i]}); valid: 0 <= prefix_tokens <= "
+                         f"prompt_tokens")
+    return np.where(none, -1, ids).astype(np.int64), tokens.astype(np.int64)
+
+
+def shared_prefixes(requests: Sequence[Request], spec: Mapping[str, Any],
+                    rng: np.random.Generator) -> list[Request]:
+    """*requests* with shared prompt prefixes: a system prompt that every request starts with,
+    or the prompts of many tenants, some more popular than others.
+
+    *spec* has ``tokens`` (a :func:`token_sampler` spec: each group's prefix length, drawn
+    once per group), and optionally ``groups`` (how many distinct prefixes, default 1),
+    ``share`` (the probability that a request starts with a group's prefix, in [0, 1],
+    default 1), ``popularity`` (``"uniform"``: every group equally likely, the default;
+    ``"zipf"``: group *k* = 1, 2, ... with probability proportional to ``k**-zipf_s``) and
+    ``zipf_s`` (> 0, default 1; ``"zipf"`` only). A request that takes group *g* gets
+    ``prefix_id`` *g* and its prompt becomes the prefix followed by its own ``prompt_tokens``
+    (``prefix_tokens`` = the group's length); the others are unchanged. Draws, after every
+    other draw of the run: the groups' lengths, then whether each request takes a prefix,
+    then each request's group (one vectorised draw each). ValueError names the bad field."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"prefix {spec!r} must be a mapping with tokens (and groups, share, "
+                         f"popularity, zipf_s)")
+    fields = ("tokens", "groups", "share", "popularity", "zipf_s")
+    extra = sorted(set(spec) - set(fields))
+    if extra:
+        raise ValueError(f"unknown prefix field(s) {', '.join(map(repr, extra))}; valid: "
+                         f"{', '.join(fields)}")
+    if "tokens" not in spec:
+        raise ValueError("prefix needs tokens: each group's prefix length (e.g. tokens: 1000)")
+    groups, share = spec.get("groups", 1), spec.get("share", 1.0)
+    popularity, s = spec.get("popularity", "uniform"), spec.get("zipf_s", 1.0)
+    if not (_is_int(groups) and groups >= 1):
+        raise ValueError(f"prefix groups={groups!r} must be an integer >= 1")
+    if not (_is_real(share) and 0.0 <= share <= 1.0):
+        raise ValueError(f"prefix share={share!r} must be a number in [0, 1] (the share of "
+                         f"requests that start with a group's prefix)")
+    if popularity not in POPULARITY:
+        raise ValueError(f"unknown prefix popularity {popularity!r}; valid: "
+                         f"{', '.join(POPULARITY)}")
+    if not (_is_real(s) and s > 0):
+        raise ValueError(f"prefix zipf_s={s!r} must be a number > 0")
+    if popularity != "zipf" and s != 1.0:
+        raise ValueError(f"prefix zipf_s={s!r} applies to popularity 'zipf' only, not "
+                         f"{popularity!r}")
+    try:
+        sample = token_sampler(spec["tokens"], rng)
+    except ValueError as err:
+        raise ValueError(f"prefix tokens: {err}") from None
+    n, g = len(requests), int(groups)
+    lengths = sample(g)
+    uses = rng.random(n) < float(share)
+    weights = (np.arange(1, g + 1, dtype=float) ** -float(s) if popularity == "zipf"
+               else np.ones(g))
+    picks = rng.choice(g, size=n, p=weights / weights.sum())
+    return [replace(q, prompt_tokens=q.prompt_tokens + int(lengths[k]), prefix_id=int(k),
+                    prefix_tokens=int(lengths[k])) if use else q
+            for q, use, k in zip(requests, uses, picks)]
