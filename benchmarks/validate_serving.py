@@ -312,6 +312,72 @@ def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None
         return [run_case(c, fitted, spec) for c in cases]
 
 
+@contextlib.contextmanager
+def engine_floor(engine: str, floor_s: float) -> Iterator[None]:
+    """Run with serving engine *engine*'s ``eager_op_floor`` set to *floor_s* (this process
+    only; restored after)."""
+    from hwsim.catalog.engines import load_engines
+
+    profiles = load_engines().profiles
+    original = profiles[engine]
+    profiles[engine] = dataclasses.replace(original, eager_op_floor_s=floor_s)  # type: ignore
+    try:
+        yield
+    finally:
+        profiles[engine] = original  # type: ignore[index]
+
+
+def _log_sse(engine: str, floor_s: float, cases: list[Case], spec: dict[str, Any]) -> float:
+    with engine_floor(engine, floor_s):
+        rows = [run_case(c, (), spec) for c in cases]
+    if any(r.predicted is None for r in rows):
+        raise ValueError(f"a fitted row did not run: {[r.note for r in rows if r.note]}")
+    return sum(math.log(r.predicted / r.published) ** 2 for r in rows)
+
+
+def fit_floor(engine: str, cases: list[Case], spec: dict[str, Any] | None = None,
+              lo: float = 1e-6, hi: float = 50e-6, tol: float = 1e-8) -> float:
+    """The engine's ``eager_op_floor`` (the least time of one of its kernels) that minimises
+    the summed squared log error of *cases* (golden-section search between *lo* and *hi*)."""
+    spec = spec or load_spec()
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = _log_sse(engine, c, cases, spec), _log_sse(engine, d, cases, spec)
+    while b - a > tol:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = _log_sse(engine, c, cases, spec)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = _log_sse(engine, d, cases, spec)
+    return (a + b) / 2
+
+
+def fit_report(spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """For each engine with rows under ``fitted:``: the fitted floor, and each fitted row's
+    leave-one-out error (the floor refitted without it, then the row predicted)."""
+    spec = spec or load_spec()
+    fitted = set(spec.get("fitted") or [])
+    cases = [c for c in load_cases(spec) if c.id in fitted]
+    out = []
+    for engine in sorted({c.engine for c in cases}):
+        mine = [c for c in cases if c.engine == engine]
+        floor = fit_floor(engine, mine, spec)
+        loo = {}
+        for c in mine:
+            rest = [x for x in mine if x is not c]
+            f = fit_floor(engine, rest, spec) if len(rest) >= 1 else floor
+            with engine_floor(engine, f):
+                r = run_case(c, (), spec)
+            loo[c.id] = r.error
+        out.append({"engine": engine, "floor_s": floor, "rows": [c.id for c in mine],
+                    "loo": loo})
+    return out
+
+
 def stats(rows: list[Row]) -> dict[str, Any]:
     """Mean absolute error and count within 25 % over the validated rows that ran."""
     out = report_table.stats(rows, WITHIN)
@@ -390,7 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--what-if", action="append", default=[], metavar="FIELD=VALUE",
                     help="replace a field of the GPU's catalog entry for this run only "
                          "(sensitivity analysis), e.g. launch_overhead_s=0; repeatable")
+    ap.add_argument("--fit", action="store_true",
+                    help="fit each engine's eager_op_floor to the rows under fitted: and print "
+                         "it with the leave-one-out error of each fitted row")
     args = ap.parse_args(argv)
+    if args.fit:
+        for f in fit_report():
+            print(f"{f['engine']}: eager_op_floor {f['floor_s'] * 1e6:.2f} us, fitted to "
+                  f"{len(f['rows'])} rows; leave-one-out errors:")
+            for case, err in f["loo"].items():
+                print(f"  {case}: {100 * err:+.1f} %" if err is not None else f"  {case}: -")
+        return 0
     changes: dict[str, Any] = {}
     for item in args.what_if:
         field, sep, value = item.partition("=")
