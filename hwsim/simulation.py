@@ -574,7 +574,7 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
         [(r.index, *b, r.blocks_total) for r in job.replicas for b in r.batch_tokens],
         columns=["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
                  "prefill_tokens", "kv_blocked", "kv_blocks_total"])
-    s.update(serving_bottleneck(req, iterations, breakdown))
+    s.update(serving_bottleneck(req, iterations, breakdown, slo_ttft_s=plan.slo_ttft_s))
     return s, breakdown, req, iterations
 
 
