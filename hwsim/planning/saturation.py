@@ -22,8 +22,13 @@ The search, in order (each rate is simulated once; the trials table lists them):
    percentiles of a finite run say, so a rate above it never meets the targets;
 4. bisection (``search``), geometric, between the highest rate that meets and the lowest that
    does not, starting from the saturation throughput, until they are within ``1 + rel_tol``;
-5. the knee (``knee``): bisection likewise for the lowest rate at which the knee metric's
-   percentile reaches ``knee_factor`` times its low-load value.
+5. the knee: a trial at :data:`KNEE_REFERENCE_LOAD` of the saturation throughput
+   (``knee_reference``), then bisection likewise (``knee``) for the lowest rate at which the
+   knee metric's percentile (TTFT by default: queueing shows there) reaches ``knee_factor``
+   (2) times its value there. Not the unloaded value: at the low-load rate the TTFT
+   percentile is one prefill alone, and it doubles as soon as a request now and then waits
+   for another's prefill, far below any queue; at a tenth of saturation those overlaps are
+   in the reference already.
 
 Bisection assumes that a rate which meets the targets has every lower rate meeting them too:
 true of the expected percentiles of a queue, and of these trials up to sampling noise (the same
@@ -130,13 +135,30 @@ def _pct(values: pd.Series, q: float) -> float:
     return float(np.percentile(v, q)) if len(v) else float("nan")
 
 
-def _saturation_throughput(done: pd.DataFrame) -> float:
-    """Completions per second over the middle 80 % of the completions (by time)."""
-    end = np.sort(done["end_s"].to_numpy(dtype=float))
-    if len(end) < 10:
-        return float("nan")
-    i, j = int(math.floor(0.1 * (len(end) - 1))), int(math.ceil(0.9 * (len(end) - 1)))
-    return (j - i) / (end[j] - end[i]) if end[j] > end[i] else float("inf")
+def _saturation_throughput(res: Result, done: pd.DataFrame) -> float:
+    """Requests per second that a backlogged server completes: the decode tokens its iterations
+    produce per second while requests wait (from the first iteration to the end of the last
+    one with decode tokens that ends before the last admission) over the decode tokens per
+    request (output tokens less the first, which the prefill gives). Counting tokens, not completions: requests
+    admitted together with equal output lengths finish together, so completions come in clumps
+    a whole batch apart while decode tokens come every iteration. Without such a window (every
+    request admitted at once) or decode tokens: completions over the run."""
+    it, req = res.iterations, res.requests
+    fallback = (len(done) / (float(done["end_s"].max()) - float(req["arrival_s"].min()))
+                if len(done) and done["end_s"].max() > req["arrival_s"].min() else float("nan"))
+    if it is None or not len(it) or not len(done):
+        return fallback
+    last_admission = float(req["start_s"].max())
+    window = it[it["end_s"] <= last_admission]
+    decoding = (window["tokens"] - window["prefill_tokens"]).to_numpy() > 0
+    if decoding.any():  # whole rounds: not the prefill-only iterations of the last admissions
+        window = window.iloc[:int(np.flatnonzero(decoding)[-1]) + 1]
+    per_request = float((done["output_tokens"] - 1).mean())
+    decoded = float((window["tokens"] - window["prefill_tokens"]).sum())
+    span = float(window["end_s"].max() - it["start_s"].min()) if len(window) else 0.0
+    if span <= 0 or decoded <= 0 or per_request <= 0:
+        return fallback
+    return decoded / span / per_request
 
 
 def max_rate(run: Run, base: Mapping[str, Any], *, ttft_s: float | None = None,
@@ -165,7 +187,8 @@ def max_rate(run: Run, base: Mapping[str, Any], *, ttft_s: float | None = None,
         Requests per trial (default: the base's ``arrivals.requests``).
     knee_factor, knee_metric
         The knee is the lowest rate at which the *knee_metric* (``ttft``, ``tpot`` or ``e2e``)
-        percentile reaches *knee_factor* (> 1) times its low-load value.
+        percentile reaches *knee_factor* (> 1) times its value at
+        :data:`KNEE_REFERENCE_LOAD` of the saturation throughput.
 
     Returns
     -------
@@ -239,7 +262,7 @@ def max_rate(run: Run, base: Mapping[str, Any], *, ttft_s: float | None = None,
         row.update(bottleneck=s.get("bottleneck"), fits=True,
                    completed=int(s.get("requests_completed", 0)),
                    all_done=int(s.get("requests_completed", 0)) == int(s.get("requests", 0)),
-                   saturation=_saturation_throughput(done))
+                   saturation=_saturation_throughput(res, done))
         rows[rate] = row
         return row
 
