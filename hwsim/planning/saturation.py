@@ -17,7 +17,8 @@ The search, in order (each rate is simulated once; the trials table lists them):
    end-to-end time (an upper bound of the low-load one); its latencies are the unloaded values.
    If it misses a target, no rate meets it (a lower rate only removes the rare overlap);
 3. a burst (``saturation``): every request arrives within 1 % of one unloaded request's
-   end-to-end time; the completions per second over the middle 80 % of the completions are the
+   end-to-end time; the requests per second it completes while requests still wait (decode
+   tokens per second over decode tokens per request: :func:`_saturation_throughput`) are the
    saturation throughput. Above it the queue grows for as long as requests arrive, whatever the
    percentiles of a finite run say, so a rate above it never meets the targets;
 4. bisection (``search``), geometric, between the highest rate that meets and the lowest that
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from hwsim.exceptions import HwsimError, ScenarioError
+from hwsim.exceptions import ScenarioError
 from hwsim.planning.capacity_cluster import number, positive
 
 if TYPE_CHECKING:
@@ -139,10 +140,11 @@ def _saturation_throughput(res: Result, done: pd.DataFrame) -> float:
     """Requests per second that a backlogged server completes: the decode tokens its iterations
     produce per second while requests wait (from the first iteration to the end of the last
     one with decode tokens that ends before the last admission) over the decode tokens per
-    request (output tokens less the first, which the prefill gives). Counting tokens, not completions: requests
-    admitted together with equal output lengths finish together, so completions come in clumps
-    a whole batch apart while decode tokens come every iteration. Without such a window (every
-    request admitted at once) or decode tokens: completions over the run."""
+    request (output tokens less the first, which the prefill gives). Counting tokens, not
+    completions: requests admitted together with equal output lengths finish together, so
+    completions come in clumps a whole batch apart while decode tokens come every iteration.
+    Without such a window (every request admitted at once) or decode tokens: completions over
+    the run."""
     it, req = res.iterations, res.requests
     fallback = (len(done) / (float(done["end_s"].max()) - float(req["arrival_s"].min()))
                 if len(done) and done["end_s"].max() > req["arrival_s"].min() else float("nan"))
