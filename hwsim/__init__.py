@@ -102,7 +102,7 @@ def search(scenario: str | Path | Mapping[str, Any] | Scenario,
     return _search(scenario, space, **options)
 
 
-__all__ += ["cheapest_training", "fewest_serving", "pareto"]  # capacity questions
+__all__ += ["cheapest_training", "fewest_serving", "max_rate", "pareto"]  # capacity questions
 
 
 def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any, Any]:
@@ -141,6 +141,21 @@ def fewest_serving(scenario: str | Path | Mapping[str, Any], rate_per_s: float, 
 
     data, runner, _ = _as_mapping(scenario)
     return _fewest(runner, data, rate_per_s, ttft_p99_s, tpot_p99_s, **kwargs)
+
+
+def max_rate(scenario: str | Path | Mapping[str, Any], *, ttft_s: float | None = None,
+             tpot_s: float | None = None, percentile: float = 99, rel_tol: float = 0.02,
+             **kwargs: Any) -> Any:
+    """The highest open-loop arrival rate at which the *percentile* of TTFT and/or TPOT meet
+    *ttft_s* / *tpot_s*, to within *rel_tol*, with the saturation throughput, the knee of the
+    latency-vs-rate curve and the trials simulated (docs/planning.md, "The highest rate that
+    meets an SLO"; :func:`hwsim.planning.saturation.max_rate`, which returns a
+    :class:`~hwsim.planning.saturation.MaxRate`)."""
+    from hwsim.planning.saturation import max_rate as _max_rate
+
+    data, runner, _ = _as_mapping(scenario)
+    return _max_rate(runner, data, ttft_s=ttft_s, tpot_s=tpot_s, percentile=percentile,
+                     rel_tol=rel_tol, **kwargs)
 
 
 def pareto(df: "pd.DataFrame", objectives: Mapping[str, str] | None = None,

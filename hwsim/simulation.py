@@ -582,7 +582,7 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
         columns=["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
                  "prefill_tokens", "kv_blocked", "kv_blocks_total", "kv_blocks_cached",
                  "kv_blocks_cached_idle"])
-    s.update(serving_bottleneck(req, iterations, breakdown))
+    s.update(serving_bottleneck(req, iterations, breakdown, slo_ttft_s=plan.slo_ttft_s))
     return s, breakdown, req, iterations
 
 

@@ -141,6 +141,7 @@ SHIPPED = {
     "llama2-7b-1xa100-serving": [("A100-SXM4-80GB", "pcie4-x16", "default")],
     "llama2-7b-capacity-train": [("H100-SXM5-80GB", "pcie5-x16", "set")],
     "llama2-7b-fsdp-8xh100": [("H100-SXM5-80GB", "pcie5-x16", "set")],
+    "llama2-7b-max-rate-h100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama3-405b-16384xh100-failures": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama3-405b-16384xh100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "logistic-cpu": [("EPYC-7742", "pcie4-x16", "default")],

@@ -193,8 +193,13 @@ def _serving(s: Mapping[str, Any]) -> list[str]:
     if s.get("slo_attainment") is not None:
         q += f", SLO met by {s['slo_attainment']:.1%}"
     lines = [q]
-    line = _bottleneck_head(s, of="the requests' time")
+    tail = s.get("bottleneck_of") == "ttft_p99"  # queueing named from the TTFT tail
+    line = _bottleneck_head(s, of="the p99 time to first token" if tail
+                            else "the requests' time")
     if line is not None:
+        if tail:
+            line += ("; the replicas do not keep up with the arrivals" if s.get("saturated")
+                     else "; TTFT p99 misses the SLO")
         waited = s.get("ttft_share_queueing")
         if _ok(waited) and s.get("ttft_bottleneck") in ("queueing", "kv_capacity"):
             why = ("waiting for KV-cache blocks" if s["ttft_bottleneck"] == "kv_capacity"
@@ -203,6 +208,9 @@ def _serving(s: Mapping[str, Any]) -> list[str]:
                    f"{format_quantity(s['ttft_p99_s'], 's')}"
                    if _ok(s.get("queue_p99_s")) and _ok(s.get("ttft_p99_s")) else "")
             line += f"; the time to first token is {waited:.0%} queueing ({why}{p99})"
+        elif tail and _ok(s.get("queue_p99_s")) and _ok(s.get("ttft_p99_s")):
+            line += (f" (p99 queue {format_quantity(s['queue_p99_s'], 's')} of TTFT "
+                     f"{format_quantity(s['ttft_p99_s'], 's')})")
         lines.append(line)
     if _ok(s.get("prefix_hit_rate")):  # scheduler.prefix_caching
         lines.append(f"prefix cache: {s['prefix_hit_rate']:.1%} of prompt tokens hit, "

@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["REQUEST_COLUMNS", "request_table", "serving_summary", "in_system_mean",
-           "serving_bottleneck", "prefix_summary"]
+           "serving_bottleneck", "prefix_summary", "keep_up_ratio", "tail_queue_share", "SATURATED_BELOW"]
+
+SATURATED_BELOW = 0.9
+"""A run is saturated when :func:`keep_up_ratio` is below this: with a few hundred requests or
+more the two counts it compares differ by a few per cent from Poisson noise alone (about
+``sqrt(2 L) / (0.8 n)`` with L requests in the system on average and n requests), so a
+shortfall of a tenth is a backlog that grew while the requests arrived."""
 
 REQUEST_COLUMNS = ("id", "replica", "arrival_s", "start_s", "first_token_s", "end_s",
                    "prompt_tokens", "output_tokens", "preemptions", "queue_s", "ttft_s",
@@ -98,8 +104,37 @@ def prefix_summary(req: pd.DataFrame, *, saved_tokens: int,
             "prefix_blocks_evicted": int(evicted_blocks)}
 
 
+def keep_up_ratio(req: pd.DataFrame) -> float | None:
+    """Completions over arrivals within the window from the 10th to the 90th percentile of the
+    arrival times: about 1 when the replicas keep up (every arrival leaves about one mean latency
+    later), the service rate over the arrival rate when they do not. None with fewer than 10
+    requests or an empty window (every request arrived at once)."""
+    if len(req) < 10:
+        return None
+    arrival = req["arrival_s"].to_numpy(dtype=float)
+    lo, hi = np.percentile(arrival, [10, 90])
+    if hi <= lo:
+        return None
+    end = req["end_s"].to_numpy(dtype=float)
+    arrived = int(((arrival >= lo) & (arrival <= hi)).sum())
+    left = int(((end >= lo) & (end <= hi)).sum())
+    return left / arrived
+
+
+def tail_queue_share(done: pd.DataFrame, percentile: float = 99) -> float | None:
+    """The share of queueing in the time to first token of the requests at or above its
+    *percentile* (completed requests): what the tail of TTFT is made of."""
+    if not len(done):
+        return None
+    ttft = done["ttft_s"].to_numpy(dtype=float)
+    tail = ttft >= np.percentile(ttft, percentile)
+    total = float(ttft[tail].sum())
+    return float(done["queue_s"].to_numpy(dtype=float)[tail].sum()) / total if total > 0 else 0.0
+
+
 def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
-                       breakdown: pd.DataFrame) -> dict[str, Any]:
+                       breakdown: pd.DataFrame, *, slo_ttft_s: float | None = None
+                       ) -> dict[str, Any]:
     """What the requests' time went to, and the largest part as ``bottleneck``.
 
     Each completed request's end-to-end time splits into queueing (arrival to admission),
@@ -115,7 +150,14 @@ def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
     ``bottleneck``, ``bottleneck_share``, ``bottleneck_label``; and of the summed time to first
     token alone, ``ttft_share_queueing`` (the part spent queueing) and ``ttft_bottleneck``:
     ``queueing`` (or ``kv_capacity``) when queueing is more than half of it, else the prefill's
-    name."""
+    name.
+
+    The main ``bottleneck`` is about the latency that matters: when the TTFT tail (the requests at
+    or above TTFT p99) is more than half queueing (``ttft_p99_share_queueing``) and either the run
+    is ``saturated`` (:func:`keep_up_ratio` below :data:`SATURATED_BELOW`) or TTFT p99 misses the
+    SLO's *slo_ttft_s*, the bottleneck is ``queueing`` (or ``kv_capacity``), its share that of
+    queueing in the TTFT tail and ``bottleneck_of`` ``ttft_p99``; otherwise it is the largest part
+    of the summed end-to-end time (``bottleneck_of`` ``e2e``), as above."""
     done = req[np.isfinite(req["end_s"])]
     total = float(done["e2e_s"].sum())
     if total <= 0:
@@ -149,4 +191,15 @@ def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
     queued = float(done["queue_s"].sum()) / ttft if ttft > 0 else 0.0
     out.update(ttft_share_queueing=queued,
                ttft_bottleneck=labels["queueing" if queued > 0.5 else "prefill"][0])
+    # The issue this answers: a label of decode_bandwidth while TTFT p99 is seconds of queueing.
+    keep = keep_up_ratio(req)
+    saturated = keep is not None and keep < SATURATED_BELOW
+    tail = tail_queue_share(done)
+    p99 = float(np.percentile(done["ttft_s"], 99)) if len(done) else None
+    missed = slo_ttft_s is not None and p99 is not None and p99 > slo_ttft_s
+    out.update(keep_up_ratio=keep, saturated=saturated, ttft_p99_share_queueing=tail,
+               bottleneck_of="e2e")
+    if tail is not None and tail > 0.5 and (saturated or missed):
+        out.update(bottleneck=labels["queueing"][0], bottleneck_share=tail,
+                   bottleneck_label=labels["queueing"][1], bottleneck_of="ttft_p99")
     return out
