@@ -560,6 +560,8 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
                              slo_tpot_s=plan.slo_tpot_s))
     if getattr(job, "speculation", None) is not None:  # speculative decoding's counts
         s.update(job.speculation.summary())
+    if getattr(job, "experts", None) is not None:  # expert parallelism's load and all-to-all
+        s.update(job.experts.summary())
     first = float(req["arrival_s"].min()) if len(req) else 0.0
     s["requests_in_system_mean"] = in_system_mean(job.in_system, first, end)
     batches = [b for r in job.replicas for b in r.batch_tokens]
