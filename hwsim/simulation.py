@@ -564,6 +564,8 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
     if getattr(plan, "prefix_caching", False):
         s.update(prefix_summary(req, saved_tokens=sum(q.saved_tokens for q in job.seqs),
                                 evicted_blocks=sum(r.cache.evictions for r in job.replicas)))
+    if getattr(job, "experts", None) is not None:  # expert parallelism's load and all-to-all
+        s.update(job.experts.summary())
     first = float(req["arrival_s"].min()) if len(req) else 0.0
     s["requests_in_system_mean"] = in_system_mean(job.in_system, first, end)
     batches = [b for r in job.replicas for b in r.batch_tokens]

@@ -132,9 +132,9 @@ def test_cuda_graph_floor_makes_small_iterations_faster_than_eager(patched_engin
 
 def test_custom_allreduce_beats_the_nccl_ring_for_small_tp_messages(patched_engine):
     tp2 = {"workload.parallelism": {"tp": 2, "replicas": 1}}
-    custom = _run("trtllm", **tp2).summary["tpot_p50_s"]
-    patched_engine("trtllm", custom_allreduce_bytes=0.0)
-    ring = _run("trtllm", **tp2).summary["tpot_p50_s"]
+    custom = _run("vllm", **tp2).summary["tpot_p50_s"]
+    patched_engine("vllm", custom_allreduce_bytes=0.0)
+    ring = _run("vllm", **tp2).summary["tpot_p50_s"]
     assert custom < ring
 
 

@@ -17,7 +17,9 @@ the iteration that resumes it.
 The iteration's time is the roofline of its ops (:func:`~hwsim.workloads.inference.iteration_ops`)
 on each pipeline stage's device, plus the stage's tensor-parallel collectives (their closed-form
 time on idle links), plus the activations sent between stages; the
-stages of one iteration run one after another (no pipelining of successive iterations). The
+stages of one iteration run one after another (no pipelining of successive iterations). A MoE
+model's experts may be split by expert parallelism, with attention data-parallel over the
+expert groups (:mod:`hwsim.jobs.moe`: a stage is then ``tp x ep`` devices). The
 KV-cache capacity of a replica is what its devices' memory holds after the weights, times
 ``memory_fraction`` (vLLM's ``gpu_memory_utilization``).
 
@@ -39,6 +41,7 @@ import simpy
 from hwsim.catalog.engines import EngineProfile, get_engine
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.front import Front
+from hwsim.jobs.moe import ExpertParallel
 from hwsim.jobs.speculative import Speculation
 from hwsim.jobs.prefix_cache import PrefixCache
 from hwsim.jobs.system import System
@@ -63,7 +66,10 @@ class ServingPlan:
     (``think_s[i]`` before request *i*; a client's first request goes at once).
     ``prefill_replicas`` > 0 disaggregates: the first ones only prefill, the others only decode,
     and each sequence's KV cache moves between them over the graph's links. ``speculative``:
-    speculative decoding (:mod:`hwsim.jobs.speculative`), None for plain decoding."""
+    speculative decoding (:mod:`hwsim.jobs.speculative`), None for plain decoding. ``ep``,
+    ``attention_dp``, ``expert_skew``: expert parallelism (:mod:`hwsim.jobs.moe`; with
+    ``attention_dp`` a stage is ``tp x ep`` devices, group-major, and ``max_batch_size`` /
+    ``max_batched_tokens`` are the replica's, all groups together)."""
 
     job: str
     spec: object
@@ -93,6 +99,9 @@ class ServingPlan:
     prefill_with_decodes: bool = False
     speculative: SpeculativeConfig | None = None
     prefix_caching: bool = False
+    ep: int = 1
+    attention_dp: bool = False
+    expert_skew: float = 0.0
 
     def __post_init__(self) -> None:
         if self.preemption not in PREEMPTION:
@@ -110,10 +119,21 @@ class ServingPlan:
                              f"{', '.join(POLICIES)}")
         if self.router not in ROUTERS:
             raise ValueError(f"unknown router {self.router!r}; valid: {', '.join(ROUTERS)}")
+        dp = self.ep if self.attention_dp else 1
         for r in self.replicas:
-            if len(r) != self.tp * self.pp:
-                raise ValueError(f"a replica has {len(r)} devices, not tp x pp = "
-                                 f"{self.tp * self.pp}")
+            if len(r) != self.tp * dp * self.pp:
+                raise ValueError(
+                    f"a replica has {len(r)} devices, not tp x pp = {self.tp * self.pp}"
+                    if dp == 1 else f"a replica has {len(r)} devices, not tp x ep x pp = "
+                    f"{self.tp} x {self.ep} x {self.pp} = {self.tp * dp * self.pp} (attention_dp)")
+        if self.attention_dp:
+            bad = [what for what, on in (("prefill_replicas", self.prefill_replicas),
+                                         ("preemption 'swap'", self.preemption == "swap"),
+                                         ("speculative decoding", self.speculative)) if on]
+            if bad:
+                raise ValueError(f"attention_dp with {', '.join(bad)} is not modelled (a "
+                                 f"sequence's KV cache lives in one attention group); valid: "
+                                 f"attention_dp: false, or none of these")
         if not self.chunked_prefill and self.requests:
             longest = max(q.prompt_tokens for q in self.requests)
             if longest > self.max_batched_tokens:
@@ -178,7 +198,10 @@ class ServingJob(Front):
         self.costs: list[ServingCost] = [serving_cost(
             plan.spec, tp=plan.tp, pp=plan.pp, stage=s, precision=plan.precision,
             kv_precision=plan.kv_precision, weight_precision=plan.weight_precision,
-            weight_group=plan.weight_group) for s in range(plan.pp)]
+            weight_group=plan.weight_group, ep=plan.ep, attention_dp=plan.attention_dp)
+            for s in range(plan.pp)]
+        self.experts = ExpertParallel(self) if plan.ep > 1 else None
+        self._dp = self.experts.dp if self.experts is not None else 1
         self.speculation = Speculation(self) if plan.speculative is not None else None
         self._per_decode = 1  # tokens a decoding sequence puts through the target per iteration
         if self.speculation is not None:  # the proposer's weights and KV cache; k + 1 verified
@@ -202,8 +225,9 @@ class ServingJob(Front):
     # -- set-up ---------------------------------------------------------------------------------
     def start(self) -> None:
         plan = self.plan
+        per = plan.tp * self._dp  # devices of a stage
         for i, devs in enumerate(plan.replicas):
-            stages = [list(devs[s * plan.tp:(s + 1) * plan.tp]) for s in range(plan.pp)]
+            stages = [list(devs[s * per:(s + 1) * per]) for s in range(plan.pp)]
             blocks = None
             for s, stage in enumerate(stages):
                 cost = self.costs[s]
@@ -234,6 +258,7 @@ class ServingJob(Front):
                 return
             role = ("both" if not plan.prefill_replicas else
                     "prefill" if i < plan.prefill_replicas else "decode")
+            blocks *= self._dp  # attention groups' pools, pooled (hwsim.jobs.moe)
             self.replicas.append(_Replica(i, stages, blocks, blocks, role=role,
                                           cache=PrefixCache(plan.block_tokens, blocks)
                                           if plan.prefix_caching else None))
@@ -492,19 +517,25 @@ class ServingJob(Front):
         if self.speculation is not None:  # propose, then verify k + 1 positions per sequence
             shape = self.speculation.verify(shape, decodes) if decodes else shape
             yield from self.speculation.propose(r, prefills, decodes)
+        p_seqs, loads = max(1, len(prefills)), None
+        if self.experts is not None:  # the busiest attention group; the experts' drawn loads
+            shape, p_seqs, loads = self.experts.iteration(r, shape, prefills, decodes)
         for st, devs in enumerate(r.stages):
+            load = loads[st] if loads else None
             key = (st, shape[0], round(shape[1]), shape[2], round(shape[3]), *shape[4:],
-                   len(prefills))
+                   p_seqs, load)
             hit = self._cost_memo.get(key)
             if hit is None:
                 hit = self._cost_memo[key] = self._stage_time(
-                    st, devs, *shape[:5], kv_tokens=shape[5], p_seqs=max(1, len(prefills)))
-            seconds, flops, nbytes, category = hit
+                    st, devs, *shape[:5], kv_tokens=shape[5], p_seqs=p_seqs, moe=load)
+            seconds, flops, nbytes, category, a2a = hit
             t0 = env.now
             yield env.timeout(seconds)
             for d in devs:
-                rec.event(t0, env.now, f"{d}/compute", "compute", "iteration", plan.job,
+                rec.event(t0, env.now - a2a, f"{d}/compute", "compute", "iteration", plan.job,
                           r.index, nbytes, flops, category)
+            if self.experts is not None:
+                self.experts.record(r, devs, env.now - a2a, env.now, seconds)
             if st + 1 < plan.pp:  # activations to the next stage
                 vb = storage_bytes(plan.precision)
                 hidden = plan.spec.hidden
@@ -514,9 +545,11 @@ class ServingJob(Front):
 
     def _stage_time(self, st: int, devs: list[str], p_tokens: int, p_pairs: float,
                     d_seqs: int, d_pairs: float, logits: int, *, kv_tokens: int | None = None,
-                    model: tuple | None = None, p_seqs: int = 1
-                    ) -> tuple[float, float, float, str]:
-        """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device.
+                    model: tuple | None = None, p_seqs: int = 1, moe: tuple | None = None
+                    ) -> tuple[float, float, float, str, float]:
+        """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device,
+        and the seconds of it that are expert-parallel all-to-alls (the bound is the largest
+        category of the rest).
 
         Ops run as the engine runs them (:mod:`hwsim.catalog.engines`): GEMMs and prefill
         attention through the device's kernel model at the engine's factors, the other kernels
@@ -531,7 +564,7 @@ class ServingJob(Front):
         per-step latency. *kv_tokens*: the prefill chunks' distinct keys
         (``prefill_kv_tokens``); *model*: ``(spec, pp)`` of another model on these devices (a
         speculative proposer), default the plan's; *p_seqs*: the sequences of the prefill
-        chunks."""
+        chunks; *moe*: the stage's drawn expert load (:meth:`ExpertParallel.iteration`)."""
         plan, eng = self.plan, self.engine
         model_spec, model_pp = model if model is not None else (plan.spec, plan.pp)
         base = self.system.device(devs[0]).spec
@@ -546,20 +579,25 @@ class ServingJob(Front):
                             kv_precision=plan.kv_precision,
                             weight_precision=plan.weight_precision,
                             weight_group=plan.weight_group, prefill_seqs=p_seqs, tile_m=tile_m,
-                            kv_per_query_head=eng.decode_kv_per_query_head)
+                            kv_per_query_head=eng.decode_kv_per_query_head,
+                            **(self.experts.op_args(moe) if self.experts is not None
+                               and model is None else {}))
         floor = eng.op_floor_s(p_tokens + d_seqs, base.launch_overhead_s)
-        group = self._group(devs) if plan.tp > 1 else None
+        group = self._group(devs[:plan.tp]) if plan.tp > 1 else None
         seconds = flops = nbytes = 0.0
         by: dict[str, float] = {}
         for op, times in ops:
             if op.comm:
-                if group is not None and op.comm_bytes > 0:
-                    t = group.isolated(op.comm_bytes)[0]
+                a2a = op.comm == "ep_alltoall"
+                g = self.experts.alltoall_group(devs) if a2a else group
+                if g is not None and op.comm_bytes > 0:
+                    t = g.isolated(op.comm_bytes)[0]
                     if (op.comm == "tp_allreduce" and op.comm_bytes <= eng.custom_allreduce_bytes
-                            and "nvlink" in group.category):
-                        t = floor + max(0.0, t - group.isolated(1.0)[0])
+                            and "nvlink" in g.category):
+                        t = floor + max(0.0, t - g.isolated(1.0)[0])
                     seconds += times * t
-                    by["comm"] = by.get("comm", 0.0) + times * t
+                    part = "alltoall" if a2a else "comm"
+                    by[part] = by.get(part, 0.0) + times * t
                 continue
             dtype = op.dtype or plan.precision
             if op.shape:
@@ -577,9 +615,11 @@ class ServingJob(Front):
             flops += times * op.flops
             nbytes += times * op.bytes
             by[cat] = by.get(cat, 0.0) + times * t
+        a2a_s = by.pop("alltoall", 0.0)
         category = max(by, key=by.get) if by else "compute"
-        return seconds, flops, nbytes, ("comm:" + self._group(devs).category.removeprefix(
-            "comm:") if category == "comm" else category)
+        return seconds, flops, nbytes, ("comm:" + self._group(devs[:plan.tp]).category
+                                        .removeprefix("comm:") if category == "comm"
+                                        else category), a2a_s
 
     def _finish_iteration(self, r: _Replica, prefills: list, decodes: list, t0: float) -> None:
         plan, now = self.plan, self.env.now

@@ -351,6 +351,10 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
     if par.get("prefill_replicas"):
         raise ScenarioError("disaggregated serving (prefill_replicas > 0) is not supported by "
                             "fewest_serving; give a colocated base", field="workload.parallelism")
+    if par.get("attention_dp"):
+        raise ScenarioError("attention_dp (a replica of tp x ep x pp devices) is not supported "
+                            "by fewest_serving, which sizes replicas of tp x pp; give a base "
+                            "without attention_dp", field="workload.parallelism.attention_dp")
     if isinstance(max_replicas, bool) or not isinstance(max_replicas, int) or max_replicas < 1:
         raise ScenarioError(f"must be a positive integer, got {max_replicas!r}",
                             field="max_replicas")

@@ -16,6 +16,7 @@ from hwsim.scenario.schema import InferenceWorkload, Scenario
 from hwsim.topology import compute_devices, nodes_of_kind, server_index, server_peer
 from hwsim.workloads import TransformerSpec, model_ops, resolve_model
 from hwsim.workloads.memory import storage_bytes
+from hwsim.workloads.moe import moe_layout
 from hwsim.workloads.quant import DEFAULT_GROUP
 from hwsim.workloads.arrivals import (Request, from_trace, open_loop, shared_prefixes,
                                       token_sampler)
@@ -43,14 +44,20 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     if not llm or w.scheduler.policy == "dynamic":
         return _batching_plan(s, g, spec, llm, devices, job)
     par = w.parallelism
+    dp = _expert_parallel(w, spec)
     kind = s.compute_device
     whose = "cluster" if devices is None else "job"
     devices = list(devices) if devices is not None else nodes_of_kind(g, kind)
-    per, need = par.tp * par.pp, par.tp * par.pp * par.replicas
+    per = par.tp * par.pp * dp
+    need = per * par.replicas
     if len(devices) < need:
-        raise ScenarioError(f"{par.replicas} replicas of tp x pp = {par.tp} x {par.pp} need {need} "
-                            f"{kind} devices; the {whose} has {len(devices)}; valid: replicas <= "
-                            f"{len(devices) // per}", field="workload.parallelism")
+        what = (f"tp x pp = {par.tp} x {par.pp}" if dp == 1 else
+                f"tp x ep x pp = {par.tp} x {par.ep} x {par.pp} (attention_dp)")
+        valid = (f"replicas <= {len(devices) // per}" if len(devices) >= per else
+                 f"{what.split(' = ')[0]} <= {len(devices)}")
+        raise ScenarioError(f"{par.replicas} replicas of {what} need {need} "
+                            f"{kind} devices; the {whose} has {len(devices)}; valid: {valid}",
+                            field="workload.parallelism")
     if spec.heads % par.tp:
         raise ScenarioError(f"tp={par.tp} must divide the model's {spec.heads} attention heads",
                             field="workload.parallelism.tp")
@@ -80,7 +87,7 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
             requests = shared_prefixes(requests, a.prefix.as_spec(), rng)
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.arrivals.prefix") from None
-    sc = _scheduler(w, g, replicas[0][0])
+    sc = _scheduler(w, g, replicas[0][0], dp)
     slo = w.slo
     hosts: tuple[tuple[str, str], ...] = ()
     if w.scheduler.preemption == "swap":
@@ -95,8 +102,8 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     try:
         return ServingPlan(job=job, spec=spec, replicas=replicas, tp=par.tp, pp=par.pp,
                            precision=w.precision, requests=tuple(requests), policy=w.scheduler.policy,
-                           max_batch_size=sc["max_batch_size"],
-                           max_batched_tokens=sc["max_batched_tokens"],
+                           max_batch_size=sc["max_batch_size"] * sc["dp_scale"],
+                           max_batched_tokens=sc["max_batched_tokens"] * sc["dp_scale"],
                            chunked_prefill=sc["chunked_prefill"],
                            block_tokens=sc["block_tokens"],
                            memory_fraction=sc["memory_fraction"], router=w.router,
@@ -108,7 +115,8 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                            kv_precision=w.kv_precision, weight_precision=w.weight_precision,
                            weight_group=w.weight_group_size or DEFAULT_GROUP,
                            prefill_with_decodes=sc["engine"].prefill_with_decodes,
-                           speculative=speculative,
+                           speculative=speculative, ep=par.ep, attention_dp=par.attention_dp,
+                           expert_skew=w.expert_skew,
                            prefix_caching=w.scheduler.prefix_caching)
     except ValueError as err:
         field = ("workload.parallelism.prefill_replicas" if "prefill_replicas" in str(err)
@@ -116,15 +124,62 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         raise ScenarioError(str(err), field=field) from None
 
 
-def _scheduler(w: InferenceWorkload, g: nx.Graph, device: str) -> dict:
+_DP_LIMITS_PER_GROUP = {
+    # vLLM: each DP rank is its own engine core with its own scheduler ("--max-num-seqs applies
+    # per DP rank", docs/serving/data_parallel_deployment.md)
+    "vllm": True,
+    # SGLang: with --enable-dp-attention, server_args.py divides chunked_prefill_size by
+    # dp_size ("adjusted ... to avoid MoE kernel issues") and the scheduler takes
+    # per_dp_max_running_requests = max_running_requests // dp_size: the values are the replica's
+    "sglang": False,
+    # TensorRT-LLM (enable_attention_dp): assumed per rank, as vLLM; no document retrieved
+    "trtllm": True,
+}
+"""Whether an engine's ``max_batch_size`` / ``max_batched_tokens`` apply to each attention
+data-parallel group (True: the replica's scheduler admits ``ep`` times them) or to the whole
+replica (False)."""
+
+
+def _expert_parallel(w: InferenceWorkload, spec: TransformerSpec) -> int:
+    """Check the workload's expert parallelism against the model and the other serving
+    features; the attention data-parallel groups of a stage (1 without ``attention_dp``)."""
+    par = w.parallelism
+    try:
+        lay = moe_layout(spec, par.tp, par.ep, par.attention_dp)
+    except ValueError as err:
+        field = ("workload.parallelism.attention_dp" if "attention_dp replicates" in str(err)
+                 else "workload.parallelism.ep")
+        raise ScenarioError(str(err), field=field) from None
+    if par.attention_dp:
+        for on, what, field in ((par.prefill_replicas, "prefill_replicas",
+                                 "workload.parallelism.prefill_replicas"),
+                                (w.scheduler.preemption == "swap", "preemption: swap",
+                                 "workload.scheduler.preemption"),
+                                (w.speculative is not None, "speculative decoding",
+                                 "workload.speculative")):
+            if on:
+                raise ScenarioError(f"{what} with attention_dp is not modelled (a sequence's KV "
+                                    f"cache lives in one attention group); valid: attention_dp: "
+                                    f"false, or no {what}", field=field)
+    if par.ep > 1 and w.speculative is not None and w.speculative.method == "mtp":
+        raise ScenarioError("speculative method mtp with ep > 1 is not modelled (the MTP "
+                            "module's experts would need their own expert-parallel layout); "
+                            "valid: method draft or ngram, or ep: 1",
+                            field="workload.speculative")
+    return lay.dp
+
+
+def _scheduler(w: InferenceWorkload, g: nx.Graph, device: str, dp: int = 1) -> dict:
     """The scheduler a replica runs: the serving engine's defaults on *device* (its catalog
-    entry's memory and id) at the workload's tp, overridden by every field the scenario sets;
-    ``engine``: the :class:`~hwsim.catalog.engines.EngineProfile`."""
+    entry's memory and id) at the workload's tp (times the *dp* attention groups: SGLang's
+    ``--tp`` counts every GPU of a DP-attention replica), overridden by every field the
+    scenario sets; ``engine``: the :class:`~hwsim.catalog.engines.EngineProfile`."""
     engine = get_engine(w.engine)
     spec = get_device(g.nodes[device]["spec"])
-    out = engine.defaults(spec.id, spec.memory_bytes, w.parallelism.tp)
+    out = engine.defaults(spec.id, spec.memory_bytes, w.parallelism.tp * dp)
     out.update(w.scheduler.model_dump(include=set(SCHEDULER_FIELDS), exclude_none=True))
     out["engine"] = engine
+    out["dp_scale"] = dp if _DP_LIMITS_PER_GROUP.get(engine.name, True) else 1
     return out
 
 
@@ -191,9 +246,10 @@ def _batching_plan(s: Scenario, g: nx.Graph, spec, llm: bool, devices: list[str]
                             f"max_batch_size: 32, max_queue_delay_s: 0.005}}",
                             field="workload.scheduler.policy")
     par = w.parallelism
-    if par.tp != 1 or par.pp != 1 or par.prefill_replicas:
+    if par.tp != 1 or par.pp != 1 or par.prefill_replicas or par.ep != 1 or par.attention_dp:
         raise ScenarioError("classic models are served one device per replica; valid: tp: 1, "
-                            "pp: 1, no prefill_replicas", field="workload.parallelism")
+                            "pp: 1, ep: 1, no prefill_replicas or attention_dp",
+                            field="workload.parallelism")
     kind = s.compute_device
     whose = "cluster" if devices is None else "job"
     devices = list(devices) if devices is not None else compute_devices(g, kind)

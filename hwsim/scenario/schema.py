@@ -68,6 +68,15 @@ class ModelRef(StrictModel):
     width: PosInt | None = None
     depth: Count | None = None
     outputs: PosInt | None = None
+    experts: PosInt | None = None
+    top_k: PosInt | None = None
+    expert_ffn_hidden: PosInt | None = None
+    shared_ffn_hidden: Count | None = None
+    dense_layers: Count | None = None
+    """Explicit transformer fields only: a mixture of ``experts`` routed experts, ``top_k`` per
+    token; DeepSeek-style layers (serving only) give each routed expert ``expert_ffn_hidden``
+    columns, ``shared_ffn_hidden`` columns of shared experts every token runs through, and keep
+    the first ``dense_layers`` dense (``ffn_hidden``)."""
     dropout: bool | None = None
     """Explicit transformer fields only: whether the model trains with dropout (its masks kept
     for backward, its ops run). Default: GPT-style activations (gelu, relu) yes, Llama-style
@@ -335,6 +344,9 @@ class InferenceWorkload(StrictModel):
     weight_group_size: PosInt | None = None
     kv_precision: Literal["fp16", "bf16", "fp8", "int8"] | None = None
     engine: str | None = None
+    expert_skew: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Zipf exponent of the routed experts' popularity (0: uniform routing); with
+    ``parallelism.ep`` > 1 the expert ranks' loads are drawn from it every iteration."""
     parallelism: ServingParallelism = ServingParallelism()
     scheduler: Scheduler = Scheduler()
     arrivals: Arrivals

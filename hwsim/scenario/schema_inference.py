@@ -17,12 +17,17 @@ __all__ = ["ServingParallelism", "Scheduler", "Arrivals", "Prefix", "Slo", "Toke
 class ServingParallelism(StrictModel):
     """Devices of one replica (``tp x pp``) and how many replicas serve; ``prefill_replicas``
     > 0 disaggregates: that many replicas only prefill, the others only decode, and each
-    sequence's KV cache moves from one to the other over the graph's links."""
+    sequence's KV cache moves from one to the other over the graph's links. ``ep`` splits a
+    MoE model's routed experts into ``ep`` groups (expert parallelism); ``attention_dp`` runs
+    attention data-parallel over those groups, each of ``tp`` devices (a replica is then
+    ``tp x ep x pp`` devices; :mod:`hwsim.workloads.moe`)."""
 
     tp: PosInt = 1
     pp: PosInt = 1
     replicas: PosInt = 1
     prefill_replicas: Count = 0
+    ep: PosInt = 1
+    attention_dp: bool = False
 
 
 class Scheduler(StrictModel):

@@ -10,8 +10,11 @@ out-projection and FFN-down row-parallel, each followed by a blocking all-reduce
 ``T x hidden`` activations (``T`` = all tokens of the iteration); the embedding and the LM head
 are vocab-parallel (the lookup is all-reduced; the logits all-gathered before sampling). Norms,
 row-parallel biases, the MoE router and learned position tables are replicated. A MoE layer holds
-all its experts, each split by ``tp`` (no expert parallelism). Query heads divide by ``tp``
-(``tp`` must divide ``heads``); KV heads divide by ``tp`` too, and when ``tp > kv_heads`` each
+all its experts, each split by ``tp``, unless expert parallelism (``ep > 1``, optionally with
+data-parallel attention) splits them (:mod:`hwsim.workloads.moe`: layout, all-to-all, load);
+shared experts and the ``dense_layers`` FFNs are dense parts (split by ``tp``). Query heads
+divide by ``tp`` (``tp`` must divide ``heads``); KV heads divide by ``tp`` too, and when
+``tp > kv_heads`` each
 rank keeps one KV head, replicated ``tp / kv_heads`` times (vLLM's rule; ``tp`` must then be a
 multiple of ``kv_heads``): the K/V projection weights, their FLOPs and the KV cache are then
 per-rank copies, so ``tp`` ranks together hold ``tp / kv_heads`` times the model's KV cache.
@@ -49,9 +52,10 @@ write one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
 
+from hwsim.workloads.moe import MoELayout, expected_load, layer_kinds, moe_layout
 from hwsim.workloads.ops import Op, _chunk_sizes, dtype_bytes
 from hwsim.workloads.quant import DEFAULT_GROUP, dequant_flops, kv_bytes, weight_bytes, weight_only
 from hwsim.workloads.transformer import _NORM_FLOPS, TransformerSpec
@@ -66,7 +70,8 @@ class ServingCost:
 
     ``weight_bytes``: the stage's weights on one tensor-parallel rank (its layers, sharded as the
     module docstring says; the embedding on stage 0, final norm and LM head on the last stage;
-    all experts, each ``/tp``). ``kv_bytes_per_token``: the K and V bytes one token adds to this
+    all experts, each ``/tp``, or with expert parallelism ``experts / ep`` of them, each
+    ``/etp``: :mod:`hwsim.workloads.moe`). ``kv_bytes_per_token``: the K and V bytes one token adds to this
     device's cache, ``2 * layers * kv_heads_per_rank * head_dim * kv_value_bytes`` with
     ``kv_heads_per_rank = kv_heads / tp``, or 1 when ``tp > kv_heads`` (replicated).
     ``layers``: the stage's layers."""
@@ -136,9 +141,15 @@ def _bytes(precision: str, kv_precision: str | None, weight_precision: str | Non
     return wb, vb, kb, mb
 
 
-def _weights(spec: TransformerSpec, tp: int, kv_dev: int) -> dict[str, float]:
-    """Weight elements on one rank, by part (module docstring's sharding)."""
+def _weights(spec: TransformerSpec, tp: int, kv_dev: int,
+             lay: MoELayout | None = None) -> dict[str, float]:
+    """Weight elements on one rank, by part (module docstring's sharding): ``ffn_up`` and
+    ``ffn_down`` are one routed expert's slice (the FFN of a dense model), ``shared_*`` the
+    shared experts', ``dense_*`` a dense layer's FFN; ``layer`` a MoE (or dense model's) layer,
+    ``dense_layer`` one of the ``dense_layers``."""
     h, f, d, V, E, t = spec.hidden, spec.ffn_hidden, spec.head_dim, spec.vocab, spec.experts, tp
+    lay = lay or MoELayout(tp)
+    fe, et = spec.expert_ffn_hidden, lay.etp
     b = 1 if spec.bias else 0
     gate = 2 if spec.gated else 1
     norm = (2 if spec.norm == "layernorm" else 1) * h
@@ -146,11 +157,16 @@ def _weights(spec: TransformerSpec, tp: int, kv_dev: int) -> dict[str, float]:
     w = {"norm": float(norm),
          "qkv": h * qkv_out + b * qkv_out,
          "out_proj": h / t * h + b * h,
-         "ffn_up": h * gate * f / t + b * gate * f / t,     # one expert's, for MoE
-         "ffn_down": f / t * h + b * h,
+         "ffn_up": h * gate * fe / et + b * gate * fe / et,     # one expert's, for MoE
+         "ffn_down": fe / et * h + b * h,
          "router": float(h * E) if E > 1 else 0.0}
-    w["layer"] = (2 * w["norm"] + w["qkv"] + w["out_proj"] + w["router"]
-                  + E * (w["ffn_up"] + w["ffn_down"]))
+    for part, width in (("shared", spec.shared_ffn_hidden), ("dense", f)):
+        w[f"{part}_up"] = (h + b) * gate * width / t if width else 0.0
+        w[f"{part}_down"] = width / t * h + b * h if width else 0.0
+    attn = 2 * w["norm"] + w["qkv"] + w["out_proj"]
+    w["layer"] = (attn + w["router"] + E // lay.ep * (w["ffn_up"] + w["ffn_down"])
+                  + w["shared_up"] + w["shared_down"])
+    w["dense_layer"] = attn + w["dense_up"] + w["dense_down"]
     tables = (spec.max_positions * h if spec.position == "learned" else 0) + spec.type_vocab * h
     w["embedding"] = V * h / t + tables
     w["logits"] = V * h / t
@@ -160,19 +176,25 @@ def _weights(spec: TransformerSpec, tp: int, kv_dev: int) -> dict[str, float]:
 def serving_cost(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int = 0,
                  precision: str = "bf16", kv_precision: str | None = None,
                  weight_precision: str | None = None,
-                 weight_group: int = DEFAULT_GROUP) -> ServingCost:
+                 weight_group: int = DEFAULT_GROUP, ep: int = 1,
+                 attention_dp: bool = False) -> ServingCost:
     """Weights and KV-cache bytes per token on one device of pipeline stage *stage* of a
-    ``tp x pp`` replica (module docstring: sharding, bytes per value).
+    ``tp x pp`` replica (``tp x ep x pp`` with *attention_dp*; module docstring: sharding,
+    bytes per value; :mod:`hwsim.workloads.moe`: expert parallelism).
 
     Summed over the ``tp * pp`` devices the weights are the model's ``spec.params()`` plus the
     replicas of what tensor parallelism replicates (norms, row-parallel biases, router, learned
     position tables: ``tp - 1`` extra copies) plus, for a tied LM head with ``pp > 1``, the last
-    stage's copy of the embedding matrix."""
+    stage's copy of the embedding matrix. With *attention_dp* each of the ``ep`` attention
+    groups holds that much of everything but the routed experts, which are held once; the KV
+    bytes per token are those of the group that holds the sequence."""
     spec = _check_spec(spec)
     kv_dev, layers = _layout(spec, tp, pp, stage)
+    lay = moe_layout(spec, tp, ep, attention_dp)
     mb, _, kb, _ = _bytes(precision, kv_precision, weight_precision, weight_group)
-    w = _weights(spec, tp, kv_dev)
-    elems = layers * w["layer"]
+    w = _weights(spec, tp, kv_dev, lay)
+    dense, moe_layers = layer_kinds(spec.dense_layers, stage_layers(spec.layers, pp), stage)
+    elems = moe_layers * w["layer"] + dense * w["dense_layer"]
     if stage == 0:
         elems += w["embedding"]
     if stage == pp - 1:
@@ -197,8 +219,9 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
                   prefill_kv_tokens: int | None = None,
                   kv_precision: str | None = None, weight_precision: str | None = None,
                   weight_group: int = DEFAULT_GROUP, prefill_seqs: int | None = None,
-                  tile_m: int = 128,
-                  kv_per_query_head: bool = False) -> list[tuple[Op, int]]:
+                  tile_m: int = 128, kv_per_query_head: bool = False, ep: int = 1,
+                  attention_dp: bool = False, expert_tokens: float | None = None,
+                  expert_active: float | None = None) -> list[tuple[Op, int]]:
     """Forward ops of one serving iteration on one device of pipeline stage *stage*.
 
     Parameters
@@ -237,6 +260,15 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
     prefill_kv_tokens : int, optional
         Distinct keys the prefill chunks read, each sequence's cached prefix plus its chunk;
         default ``prefill_tokens`` (no cached prefix).
+    ep, attention_dp : int, bool
+        Expert parallelism (:mod:`hwsim.workloads.moe`). With *attention_dp* the token counts
+        above are this rank's attention group's, and the iteration's tokens over all groups
+        are ``ep`` times them unless *expert_tokens* says otherwise.
+    expert_tokens, expert_active : float, optional
+        Routed token copies this rank's experts run in each MoE layer, and how many of its
+        experts they touch (the busiest rank's, drawn by the job); default the uniform
+        expectation :func:`~hwsim.workloads.moe.expected_load` (at ``ep = 1``: every copy, and
+        ``E (1 - (1 - k/E)^T)`` experts).
 
     Returns
     -------
@@ -248,10 +280,15 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
         head (``tp > 1``: the logits' all-gather) and sampling (``n = 1``). With ``tp > 1`` each
         layer has two blocking ``tp_allreduce`` ops of ``T * hidden * activation bytes``
         (``T = prefill_tokens + decode_seqs``), after the out-projection and after the FFN.
+        With *attention_dp* each MoE layer has an ``ep_alltoall`` dispatch before its experts
+        and combine after them, of ``max(T k, expert_tokens) x hidden x activation bytes``
+        (the all-to-all's buffer; :func:`~hwsim.workloads.moe.alltoall_bytes` leave the rank).
+        The model's ``dense_layers`` on this stage come first, as their own block of ops.
         An empty iteration (``T = 0``) is ``[]``.
     """
     spec = _check_spec(spec)
     kv_dev, layers = _layout(spec, tp, pp, stage)
+    lay = moe_layout(spec, tp, ep, attention_dp)
     wb, vb, kb, gb = _bytes(precision, kv_precision, weight_precision, weight_group)
     deq = weight_precision is not None and weight_only(weight_precision, precision)
     act_dtype = precision if dtype_bytes(precision) >= 2 else "fp16"
@@ -283,7 +320,7 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
     gate = 2 if spec.gated else 1
     nflop = _NORM_FLOPS[spec.norm]
     qd, kvd = a // t * d, kv_dev * d          # query and K (or V) width on this rank
-    w = _weights(spec, t, kv_dev)
+    w = _weights(spec, t, kv_dev, lay)
     act = T * h * vb                          # one hidden-state tensor: the TP message
 
     def linear(name: str, m: float, kk: float, n: float, weights: float,
@@ -341,24 +378,46 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
         ops.append(allreduce("layer.out_proj"))
     ops += [elementwise("layer.residual1", T * h, 1.0, 3.0),
             elementwise("layer.norm2", T * h, nflop, 2.0, w["norm"])]
+
+    def mlp(name: str, m: float, width: int, split: int, up: float, down: float,
+            touched: float = 1.0) -> list[Op]:
+        """An FFN of *width* columns split over *split* ranks, over *m* rows (*touched*
+        experts' GEMMs)."""
+        return [linear(f"{name}_up", m, h, gate * width / split, up, touched),
+                *dequant(f"{name}_up", m, up, h),
+                elementwise(f"layer.{spec.activation}" if name == "layer.ffn" else
+                            f"{name}.{spec.activation}", m * width / split, 8.0, gate + 1.0),
+                linear(f"{name}_down", m, width / split, h, down, touched),
+                *dequant(f"{name}_down", m, down, width / split)]
+
+    def tail(ffn: list[Op]) -> list[Op]:
+        return ffn + ([allreduce("layer.ffn")] if t > 1 else []) + [
+            elementwise("layer.residual2", T * h, 1.0, 3.0)]
+    dense_n, moe_n = layer_kinds(spec.dense_layers, stage_layers(spec.layers, pp), stage)
+    if dense_n:  # DeepSeek-style first layers: a dense FFN of ffn_hidden
+        out += [(op, dense_n) for op in ops + tail(
+            mlp("layer.dense_ffn", T, f, t, w["dense_up"], w["dense_down"]))]
     if moe:
-        touched = experts_touched(E, k, T)
-        ops += [linear("layer.router", T, h, E, w["router"]),
-                elementwise("layer.router.topk", T * E, 4.0, 2.0)]
-        mt = T * k                            # routed token copies through the experts
+        T_all = T * lay.dp
+        mt, touched = expected_load(E, k, lay.ep, T_all)  # routed copies through the experts
+        mt = mt if expert_tokens is None else _real("expert_tokens", expert_tokens)
+        touched = touched if expert_active is None else _real("expert_active", expert_active)
+        ffn = [linear("layer.router", T, h, E, w["router"]),
+               elementwise("layer.router.topk", T * E, 4.0, 2.0)]
+        a2a = Op("layer.moe.dispatch.ep_alltoall", 0.0, 0.0, comm="ep_alltoall",
+                 comm_bytes=max(T * k, mt) * h * vb)
+        ffn += [a2a] if lay.attention_dp else []
+        ffn += mlp("layer.ffn", mt, spec.expert_ffn_hidden, lay.etp, touched * w["ffn_up"],
+                   touched * w["ffn_down"], touched)
+        ffn += [replace(a2a, name="layer.moe.combine.ep_alltoall")] if lay.attention_dp else []
+        if spec.shared_ffn_hidden:  # every token through the shared experts
+            ffn += mlp("layer.shared_ffn", T, spec.shared_ffn_hidden, t, w["shared_up"],
+                       w["shared_down"])
+        # weighted sum of each token's top_k expert outputs
+        ffn.append(elementwise("layer.moe.combine", T * h * k, 2.0, 1.0 + 1.0 / k))
     else:
-        touched, mt = 1.0, T
-    ops += [linear("layer.ffn_up", mt, h, gate * f / t, touched * w["ffn_up"], touched),
-            *dequant("layer.ffn_up", mt, touched * w["ffn_up"], h),
-            elementwise(f"layer.{spec.activation}", mt * f / t, 8.0, gate + 1.0),
-            linear("layer.ffn_down", mt, f / t, h, touched * w["ffn_down"], touched),
-            *dequant("layer.ffn_down", mt, touched * w["ffn_down"], f / t)]
-    if moe:  # weighted sum of each token's top_k expert outputs
-        ops.append(elementwise("layer.moe.combine", T * h * k, 2.0, 1.0 + 1.0 / k))
-    if t > 1:
-        ops.append(allreduce("layer.ffn"))
-    ops.append(elementwise("layer.residual2", T * h, 1.0, 3.0))
-    out += [(op, layers) for op in ops]
+        ffn = mlp("layer.ffn", T, f, t, w["ffn_up"], w["ffn_down"])
+    out += [(op, moe_n) for op in ops + tail(ffn)]
 
     if stage == pp - 1 and L:  # final norm, vocab-parallel logits, gather, sampling
         out.append((elementwise("head.norm", L * h, nflop, 2.0, w["norm"]), 1))
@@ -382,7 +441,8 @@ def inference_flops(spec: TransformerSpec, *, tokens: int, pairs: float,
 
     with ``N`` the matrix parameters of the layers a token runs through (per layer: Q and O
     ``h^2`` each, K and V ``h * kv_heads * head_dim`` each, ``top_k`` experts' FFN matrices,
-    the MoE router ``h * E``; no biases, norms or embedding lookup) and *logit_tokens* the
+    the shared experts', the MoE router ``h * E``; a dense FFN in the ``dense_layers``; no
+    biases, norms or embedding lookup) and *logit_tokens* the
     tokens put through the LM head (default *tokens*: the usual ``2 N_total`` per token).
     Replicated K/V projections (``tp > kv_heads``) are counted once: these are model FLOPs."""
     spec = _check_spec(spec)
@@ -391,7 +451,8 @@ def inference_flops(spec: TransformerSpec, *, tokens: int, pairs: float,
     L = tokens if logit_tokens is None else _int("logit_tokens", logit_tokens)
     h, f, kvd = spec.hidden, spec.ffn_hidden, spec.kv_heads * spec.head_dim
     nmat = 3 if spec.gated else 2
-    per_layer = 2 * h * h + 2 * h * kvd + spec.top_k * nmat * h * f
-    per_layer += h * spec.experts if spec.experts > 1 else 0
-    return (2.0 * tokens * per_layer * spec.layers + 4.0 * pairs * h * spec.layers
-            + 2.0 * L * h * spec.vocab)
+    per_layer = 2 * h * h + 2 * h * kvd + spec.top_k * nmat * h * spec.expert_ffn_hidden
+    per_layer += h * spec.experts + nmat * h * spec.shared_ffn_hidden if spec.experts > 1 else 0
+    dense = (2 * h * h + 2 * h * kvd + nmat * h * f) * spec.dense_layers
+    return (2.0 * tokens * per_layer * (spec.layers - spec.dense_layers) + 2.0 * tokens * dense
+            + 4.0 * pairs * h * spec.layers + 2.0 * L * h * spec.vocab)

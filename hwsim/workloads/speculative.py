@@ -97,7 +97,7 @@ def proposer(cfg: SpeculativeConfig, target: TransformerSpec) -> tuple[Transform
     if cfg.method == "draft":
         return cfg.draft, 1
     if cfg.method == "mtp":
-        return replace(target, layers=1, name=f"{target.name}.mtp"), cfg.tokens
+        return replace(target, layers=1, dense_layers=0, name=f"{target.name}.mtp"), cfg.tokens
     return None
 
 
@@ -111,8 +111,8 @@ def proposer_cost(cfg: SpeculativeConfig, target: TransformerSpec, *, tp: int,
         return serving_cost(cfg.draft, tp=tp, precision=precision)
     if cfg.method == "ngram":
         return ServingCost(0.0, 0.0, 0)
-    one = serving_cost(replace(target, layers=1), tp=tp, precision=precision)
-    two = serving_cost(replace(target, layers=2), tp=tp, precision=precision)
+    one = serving_cost(replace(target, layers=1, dense_layers=0), tp=tp, precision=precision)
+    two = serving_cost(replace(target, layers=2, dense_layers=0), tp=tp, precision=precision)
     proj = 2.0 * target.hidden * target.hidden / tp * dtype_bytes(precision)
     k = cfg.tokens
     return ServingCost(k * (two.weight_bytes - one.weight_bytes + proj),

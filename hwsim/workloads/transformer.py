@@ -54,7 +54,11 @@ _NORM_FLOPS = {"layernorm": 5.0, "rmsnorm": 4.0}  # per element, memory-bound ei
 class TransformerSpec:
     """A transformer's architecture. ``kv_heads`` defaults to ``heads`` (multi-head attention),
     ``ffn_hidden`` to ``4*hidden``, ``max_positions`` to ``seq_len``. ``experts`` > 1 makes
-    every layer's FFN a mixture of experts with ``top_k`` routing. ``encoder`` adds BERT's
+    every layer's FFN a mixture of experts with ``top_k`` routing; DeepSeek-style MoE layers
+    (serving only: :func:`transformer_ops` refuses them) set ``expert_ffn_hidden`` (each routed
+    expert's FFN width, default ``ffn_hidden``), ``shared_ffn_hidden`` (the shared experts'
+    FFN width together, every token through it; 0 = none) and ``dense_layers`` (the first
+    layers keep a dense FFN of ``ffn_hidden``). ``encoder`` adds BERT's
     segment embeddings (``type_vocab``), pooler and masked-LM transform; attention FLOPs are the
     same either way. ``bias``: linear layers have biases (GPT, BERT; not Llama).
     ``dropout``: dropout masks are kept (GPT, BERT; Llama trains without dropout)."""
@@ -78,14 +82,19 @@ class TransformerSpec:
     max_positions: int | None = None
     type_vocab: int = 0
     name: str = "transformer"
+    expert_ffn_hidden: int | None = None
+    shared_ffn_hidden: int = 0
+    dense_layers: int = 0
 
     def __post_init__(self) -> None:
         for key, default in (("kv_heads", self.heads), ("ffn_hidden", 4 * self.hidden),
                              ("max_positions", self.seq_len)):
             if getattr(self, key) is None:
                 object.__setattr__(self, key, default)
+        if self.expert_ffn_hidden is None:
+            object.__setattr__(self, "expert_ffn_hidden", self.ffn_hidden)
         for key in ("layers", "hidden", "heads", "vocab", "kv_heads", "ffn_hidden", "seq_len",
-                    "experts", "top_k"):
+                    "experts", "top_k", "expert_ffn_hidden"):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{key}={v!r} must be a positive integer")
@@ -98,6 +107,16 @@ class TransformerSpec:
             if not ok:
                 raise ValueError(f"{msg} (hidden={self.hidden}, heads={self.heads}, kv_heads="
                                  f"{self.kv_heads}, experts={self.experts}, top_k={self.top_k})")
+        for key in ("shared_ffn_hidden", "dense_layers"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{key}={v!r} must be an integer >= 0")
+        if self.experts == 1 and (self.shared_ffn_hidden or self.dense_layers
+                                  or self.expert_ffn_hidden != self.ffn_hidden):
+            raise ValueError(f"expert_ffn_hidden, shared_ffn_hidden and dense_layers describe "
+                             f"mixture-of-experts layers; model {self.name!r} has experts=1")
+        if self.dense_layers > self.layers:
+            raise ValueError(f"dense_layers={self.dense_layers} exceeds layers={self.layers}")
 
     @property
     def head_dim(self) -> int:
@@ -109,15 +128,23 @@ class TransformerSpec:
 
     def param_counts(self) -> dict[str, float]:
         """Parameters by part: ``embedding`` (tokens, positions, segments), ``attention`` and
-        ``ffn`` per layer (``ffn`` = all experts and the router), ``ffn_active`` (``top_k``
-        experts and the router), ``norms`` per layer, ``head`` (final norm, output matrix unless
-        tied, BERT's pooler and MLM transform), ``total`` and ``active`` (per token)."""
+        ``ffn`` per layer (``ffn`` = all experts, the shared experts and the router of a MoE
+        layer), ``ffn_active`` (``top_k`` experts, the shared experts and the router),
+        ``ffn_dense`` (the FFN of one of the ``dense_layers``; 0 without them), ``norms`` per
+        layer, ``head`` (final norm, output matrix unless tied, BERT's pooler and MLM
+        transform), ``total`` and ``active`` (per token)."""
         h, f, kvd, bias = self.hidden, self.ffn_hidden, self.kv_heads * self.head_dim, self.bias
         nmat = 3 if self.gated else 2
         norm = (2 if self.norm == "layernorm" else 1) * h
+
+        def mlp(width: int) -> float:
+            return nmat * h * width + ((nmat - 1) * width + h if bias else 0)
         attn = 2 * h * h + 2 * h * kvd + (2 * h + 2 * kvd if bias else 0)
-        expert = nmat * h * f + ((nmat - 1) * f + h if bias else 0)
+        expert = mlp(self.expert_ffn_hidden)
         router = h * self.experts if self.experts > 1 else 0
+        router += mlp(self.shared_ffn_hidden) if self.shared_ffn_hidden else 0
+        dense = mlp(f) if self.dense_layers else 0
+        moe_layers = self.layers - self.dense_layers
         emb = self.vocab * h + (self.max_positions * h if self.position == "learned" else 0)
         emb += self.type_vocab * h + (norm if self.encoder else 0)  # BERT's embedding LayerNorm
         head = norm + (0 if self.tied_embeddings else self.vocab * h)
@@ -125,10 +152,12 @@ class TransformerSpec:
             head += 2 * (h * h + h) + norm + self.vocab
         per_layer = attn + self.experts * expert + router + 2 * norm
         active = attn + self.top_k * expert + router + 2 * norm
+        dense_layer = self.dense_layers * (attn + dense + 2 * norm)
         return {"embedding": emb, "attention": attn, "ffn": self.experts * expert + router,
-                "ffn_active": self.top_k * expert + router, "norms": 2 * norm, "head": head,
-                "total": emb + self.layers * per_layer + head,
-                "active": emb + self.layers * active + head}
+                "ffn_active": self.top_k * expert + router, "ffn_dense": float(dense),
+                "norms": 2 * norm, "head": head,
+                "total": emb + moe_layers * per_layer + dense_layer + head,
+                "active": emb + moe_layers * active + dense_layer + head}
 
     def params(self) -> float:
         """Total parameters (all experts)."""
@@ -210,6 +239,11 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     for key, v in zip(("micro_batch", "seq_len", "tp", "cp", "ep"), (micro_batch, s, tp, cp, ep)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{key}={v!r} must be a positive integer")
+    if (spec.dense_layers or spec.shared_ffn_hidden
+            or spec.expert_ffn_hidden != spec.ffn_hidden):
+        raise ValueError(f"model {spec.name!r}: DeepSeek-style MoE layers (expert_ffn_hidden, "
+                         f"shared_ffn_hidden, dense_layers) are modelled in serving only, not "
+                         f"in training; valid for training: experts and top_k alone")
     if s % cp or spec.experts % ep:
         raise ValueError(f"need seq_len % cp == 0 ({s} % {cp}) and experts % ep == 0 "
                          f"({spec.experts} % {ep})")
