@@ -144,7 +144,10 @@ def _saturation_throughput(res: Result, done: pd.DataFrame) -> float:
     completions: requests admitted together with equal output lengths finish together, so
     completions come in clumps a whole batch apart while decode tokens come every iteration.
     Without such a window (every request admitted at once) or decode tokens: completions over
-    the run."""
+    the run. Never less than completions over the run: a burst's whole run (ramp-up and drain
+    included) is a lower bound of what the server sustains, and the decode window alone
+    under-counts a server whose large KV cache keeps admitting prompts for most of the burst
+    (its iterations then carry mostly prefill)."""
     it, req = res.iterations, res.requests
     fallback = (len(done) / (float(done["end_s"].max()) - float(req["arrival_s"].min()))
                 if len(done) and done["end_s"].max() > req["arrival_s"].min() else float("nan"))
@@ -160,7 +163,8 @@ def _saturation_throughput(res: Result, done: pd.DataFrame) -> float:
     span = float(window["end_s"].max() - it["start_s"].min()) if len(window) else 0.0
     if span <= 0 or decoded <= 0 or per_request <= 0:
         return fallback
-    return decoded / span / per_request
+    estimate = decoded / span / per_request
+    return max(estimate, fallback) if math.isfinite(fallback) else estimate
 
 
 def max_rate(run: Run, base: Mapping[str, Any], *, ttft_s: float | None = None,
