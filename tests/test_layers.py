@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "hwsim"
 # (issue 7: "sweeps run scenarios, so they live in hwsim/planning/"); the front calls planning
 RANK = {"units": 0, "exceptions": 0, "catalog": 1, "engine": 1, "topology": 2, "workloads": 2,
         "jobs": 3, "analysis": 3, "simulation": 4, "scenario": 5, "planning": 6, "calibration": 6,
-        "cli": 7,
+        "cli": 7, "cli_common": 7, "cli_capacity": 7,
         "tables": 7,
         "__init__": 7, "__main__": 7}
 # planning (sweeps, the parallelism search) validates, builds and runs scenarios: it sits on the
