@@ -9,19 +9,43 @@ links.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from hwsim.analysis import (bottleneck, compare, critical_path, device_energy_j, resource_summary,
-                            utilization)
-from hwsim.analysis.result import Result
-from hwsim.calibration import calibrate
-from hwsim.catalog import get_device, get_link, get_storage, load_catalog
 from hwsim.exceptions import HwsimError, InfeasibleError, NoRouteError, ScenarioError
-from hwsim.scenario import Scenario, load_scenario
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from hwsim.analysis import (bottleneck, compare, critical_path, device_energy_j,
+                                resource_summary, utilization)
+    from hwsim.analysis.result import Result
+    from hwsim.calibration import calibrate
+    from hwsim.catalog import get_device, get_link, get_storage, load_catalog
+    from hwsim.scenario import Scenario, load_scenario
+
+_LAZY = {**dict.fromkeys(("bottleneck", "compare", "critical_path", "device_energy_j",
+                          "resource_summary", "utilization"), "hwsim.analysis"),
+         "Result": "hwsim.analysis.result", "calibrate": "hwsim.calibration",
+         **dict.fromkeys(("get_device", "get_link", "get_storage", "load_catalog"),
+                         "hwsim.catalog"),
+         **dict.fromkeys(("Scenario", "load_scenario"), "hwsim.scenario")}
+"""Public names imported on first use (PEP 562), so that ``import hwsim`` and ``hwsim --help``
+do not load pandas, networkx and pydantic before they are needed."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hwsim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 
@@ -46,6 +70,7 @@ def run(scenario: str | Path | Mapping[str, Any] | Scenario) -> Result:
 
     Nothing is written; call ``result.save(dir)`` for the files of ``hwsim run --out``.
     """
+    from hwsim.scenario import Scenario, load_scenario
     from hwsim.scenario.build import run_scenario
 
     s = scenario if isinstance(scenario, Scenario) else load_scenario(
@@ -84,6 +109,7 @@ def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: s
         *factor* that is not a positive number.
     """
     from hwsim.planning.sensitivity import sensitivity as _sensitivity
+    from hwsim.scenario import Scenario, load_scenario
     from hwsim.scenario.build import build_graph, run_scenario
 
     s = scenario if isinstance(scenario, Scenario) else load_scenario(
@@ -109,6 +135,7 @@ def _as_mapping(scenario: str | Path | Mapping[str, Any]) -> tuple[dict, Any, An
     """A scenario file or mapping as a plain dict (validated once), a ``run(mapping)`` and a
     ``load(mapping) -> Scenario`` that read its relative paths (``hf_config``,
     ``arrivals.trace``) from the file's folder."""
+    from hwsim.scenario import load_scenario
     from hwsim.scenario.build import run_scenario
     from hwsim.scenario.loader import read_scenario_yaml
 
