@@ -15,10 +15,12 @@ one tuple during the run.
 
 from __future__ import annotations
 
-from typing import Hashable
+from typing import TYPE_CHECKING, Hashable
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Recorder", "STREAM_KINDS"]
 
@@ -115,6 +117,7 @@ class Recorder:
     def events_frame(self, rank: int | None = None) -> pd.DataFrame:
         """One row per activity, sorted by start time, end time and resource; columns of
         ``EVENT_COLUMNS``, the text ones categorical; only rank *rank*'s when given."""
+        import pandas as pd
         if rank is not None and self._raw is None:  # filter the tuples before converting
             sub = Recorder()
             sub.events = [e for e in self.events if e[6] == rank]
@@ -139,6 +142,7 @@ class Recorder:
         return pd.DataFrame(cols, columns=_EVENT_COLUMNS)
 
     def memory_frame(self) -> pd.DataFrame:
+        import pandas as pd
         return pd.DataFrame(self.memory, columns=["time_s", "resource", "used_bytes",
                                                   "capacity_bytes"]).astype(
             {"time_s": float, "resource": str, "used_bytes": float, "capacity_bytes": float})
@@ -147,6 +151,7 @@ class Recorder:
         """The load of every shared channel as a step function: one row per change, ``time_s,
         resource, resource_class, load_bytes_per_s, capacity_bytes_per_s``; the load holds from
         ``time_s`` until the resource's next row (levels and block pulses added together)."""
+        import pandas as pd
         cols = ["time_s", "resource", "resource_class", "load_bytes_per_s",
                 "capacity_bytes_per_s"]
         steps: dict[Hashable, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -187,6 +192,7 @@ class Recorder:
         slots.
         Bins are ``bin_s`` wide from 0 (default: 100 bins over the run).
         """
+        import pandas as pd
         cols = ["time_s", "bin_s", "resource", "resource_class", "utilization", "bytes"]
         if end_s <= 0:
             return pd.DataFrame(columns=cols)

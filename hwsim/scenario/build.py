@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import networkx as nx
 
-from hwsim.analysis.result import Result
 from hwsim.catalog import get_device
 from hwsim.catalog.stacks import StackProfile, load_stacks
 from hwsim.exceptions import ScenarioError
@@ -30,13 +29,15 @@ from hwsim.scenario.build_jobs import job_plans
 from hwsim.scenario.schema_cluster import INT_MAX
 from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, Failures, InferenceWorkload,
                                    Scenario, TrainingWorkload, TransferWorkload)
-from hwsim.simulation import simulate, simulate_jobs
 from hwsim.topology import cluster as build_cluster
 from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site, nodes_of_kind,
                             server_index, server_peer)
 from hwsim.topology import attributes as A
 from hwsim.workloads import TransformerSpec, model_ops, resolve_model, training_memory
 from hwsim.workloads.memory import state_bytes
+
+if TYPE_CHECKING:
+    from hwsim.analysis.result import Result
 
 __all__ = ["build_graph", "training_plan", "job_stack", "transfer_plans", "dataloader_plan", "failure_spec",
            "prepare", "run_scenario", "SIMULATED_STEPS"]
@@ -458,6 +459,8 @@ def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None,
     """Build and run a validated scenario; returns its :class:`Result` (writes nothing).
     *adjust* changes the built graph first; *max_events* overrides the event budget
     (:func:`prepare`)."""
+    from hwsim.simulation import simulate, simulate_jobs  # pandas and the engine: on run only
+
     g, job = prepare(s, adjust, max_events=max_events)
     config = config if config is not None else s.model_dump(mode="json")
     if s.jobs is not None:

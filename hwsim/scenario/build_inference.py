@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
-import pandas as pd
 
 from hwsim.catalog import get_device
 from hwsim.catalog.engines import SCHEDULER_FIELDS, get_engine
@@ -210,6 +209,8 @@ def _speculative(w: InferenceWorkload, target: TransformerSpec,
 def _read_trace(path: str) -> tuple[np.ndarray, ...]:
     """The trace's columns: arrival_s, prompt_tokens, output_tokens, and prefix_id,
     prefix_tokens when it has both."""
+    import pandas as pd  # only for a trace: validating a scenario does not load pandas
+
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError) as err:
