@@ -145,6 +145,10 @@ def test_bad_overlap_fields_are_pinned(tmp_path):
     for bad, msg in ((src.replace("tp_comm_overlap: true", "tp_comm_overlap: 1"),
                       "expected true or false, got 1"),
                      (src.replace("comm_sms: 24", "comm_sms: -1", 1),
+                      "expected an integer >= 0, got -1"),
+                     (src.replace("zero3_list_collectives: true", "zero3_list_collectives: 1"),
+                      "expected true or false, got 1"),
+                     (src.replace("zero3_prefetch: 0", "zero3_prefetch: -1", 1),
                       "expected an integer >= 0, got -1")):
         f = tmp_path / "stacks.yaml"
         f.write_text(bad)
@@ -184,16 +188,3 @@ def test_list_collectives_add_one_copy_per_rank_on_the_critical_path():
         assert spans.to_numpy() == pytest.approx(dp * launch, rel=1e-9)
         delta = listed.summary["step_time_s"] - plain.summary["step_time_s"]
         assert delta == pytest.approx(spans.sum(), rel=1e-6)
-
-
-def test_bad_zero3_fields_are_pinned(tmp_path):
-    from importlib import resources
-    src = resources.files("hwsim.catalog").joinpath("data/stacks.yaml").read_text()
-    for bad, msg in ((src.replace("zero3_list_collectives: true", "zero3_list_collectives: 1"),
-                      "expected true or false, got 1"),
-                     (src.replace("zero3_prefetch: 0", "zero3_prefetch: -1", 1),
-                      "expected an integer >= 0, got -1")):
-        f = tmp_path / "stacks.yaml"
-        f.write_text(bad)
-        with pytest.raises(ScenarioError, match=msg):
-            parse_stacks_file(f)

@@ -431,9 +431,9 @@ class ServingJob(Front, Scheduler):
             by[cat] = by.get(cat, 0.0) + times * t
         a2a_s = by.pop("alltoall", 0.0)
         category = max(by, key=by.get) if by else "compute"
-        return seconds, flops, nbytes, ("comm:" + self._group(devs[:plan.tp]).category
-                                        .removeprefix("comm:") if category == "comm"
-                                        else category), a2a_s
+        # "comm" is only ever the TP group's time (all-to-all is counted apart)
+        return (seconds, flops, nbytes, group.category if category == "comm" else category,
+                a2a_s)
 
     def _finish_iteration(self, r: _Replica, prefills: list, decodes: list, t0: float) -> None:
         plan, now = self.plan, self.env.now

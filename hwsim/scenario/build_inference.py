@@ -33,12 +33,7 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     order; the replicas take the first ones), its events tagged *job*."""
     w = s.workload
     assert isinstance(w, InferenceWorkload)
-    fields = w.model.model_dump(exclude_none=True)
-    fields.pop("flash_attention", None)
-    try:
-        spec = resolve_model(fields)
-    except ValueError as err:
-        raise ScenarioError(str(err), field="workload.model") from None
+    spec = _model(w.model, "workload.model")
     llm = isinstance(spec, TransformerSpec) and not spec.encoder
     if not llm or w.scheduler.policy == "dynamic":
         return _batching_plan(s, g, spec, llm, devices, job)
@@ -168,6 +163,17 @@ def _expert_parallel(w: InferenceWorkload, spec: TransformerSpec) -> int:
     return lay.dp
 
 
+def _model(ref, field: str):
+    """The model a ``ModelRef`` names (serving ignores ``flash_attention``: the engine picks
+    the attention kernel); a bad reference is a ScenarioError at *field*."""
+    fields = ref.model_dump(exclude_none=True)
+    fields.pop("flash_attention", None)
+    try:
+        return resolve_model(fields)
+    except ValueError as err:
+        raise ScenarioError(str(err), field=field) from None
+
+
 def _scheduler(w: InferenceWorkload, g: nx.Graph, device: str, dp: int = 1) -> dict:
     """The scheduler a replica runs: the serving engine's defaults on *device* (its catalog
     entry's memory and id) at the workload's tp (times the *dp* attention groups: SGLang's
@@ -189,14 +195,8 @@ def _speculative(w: InferenceWorkload, target: TransformerSpec,
     sp = w.speculative
     if sp is None:
         return None
-    draft = None
-    if sp.draft_model is not None:
-        fields = sp.draft_model.model_dump(exclude_none=True)
-        fields.pop("flash_attention", None)
-        try:
-            draft = resolve_model(fields)
-        except ValueError as err:
-            raise ScenarioError(str(err), field="workload.speculative.draft_model") from None
+    draft = (None if sp.draft_model is None else
+             _model(sp.draft_model, "workload.speculative.draft_model"))
     try:
         cfg = SpeculativeConfig(sp.method, sp.tokens, sp.acceptance, draft)
         check_proposer(cfg, target, tp=tp, precision=w.precision)
