@@ -281,23 +281,29 @@ def _parse_value(text: str) -> Any:
     return float(text)
 
 
-@contextlib.contextmanager
-def what_if(device: str, changes: dict[str, Any]) -> Iterator[None]:
+def what_if(device: str, changes: dict[str, Any]) -> contextlib.AbstractContextManager[None]:
     """Replace fields of catalog device *device* for the duration of the block (this process
     only; the catalog files are not touched), e.g. ``{"launch_overhead_s": 0.0}``."""
     from hwsim.catalog import load_catalog
 
-    devices = load_catalog().devices
-    original = devices[device]
-    unknown = [k for k in changes if k not in {f.name for f in dataclasses.fields(original)}]
+    return _replaced(load_catalog().devices, device, changes, "device")
+
+
+@contextlib.contextmanager
+def _replaced(table: Any, key: str, changes: dict[str, Any], what: str) -> Iterator[None]:
+    """Entry *key* of the loaded catalog *table* with *changes* to its dataclass fields for the
+    duration of the block, restored after; ValueError naming the valid fields otherwise."""
+    original = table[key]
+    names = [f.name for f in dataclasses.fields(original)]
+    unknown = [k for k in changes if k not in names]
     if unknown:
-        raise ValueError(f"unknown device field(s) {', '.join(unknown)}; valid: "
-                         f"{', '.join(f.name for f in dataclasses.fields(original))}")
-    devices[device] = dataclasses.replace(original, **changes)
+        raise ValueError(f"unknown {what} field(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(names)}")
+    table[key] = dataclasses.replace(original, **changes)
     try:
         yield
     finally:
-        devices[device] = original
+        table[key] = original
 
 
 def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None,
@@ -313,19 +319,12 @@ def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None
         return [run_case(c, fitted, spec) for c in cases]
 
 
-@contextlib.contextmanager
-def engine_floor(engine: str, floor_s: float) -> Iterator[None]:
+def engine_floor(engine: str, floor_s: float) -> contextlib.AbstractContextManager[None]:
     """Run with serving engine *engine*'s ``eager_op_floor`` set to *floor_s* (this process
     only; restored after)."""
     from hwsim.catalog.engines import load_engines
 
-    profiles = load_engines().profiles
-    original = profiles[engine]
-    profiles[engine] = dataclasses.replace(original, eager_op_floor_s=floor_s)  # type: ignore
-    try:
-        yield
-    finally:
-        profiles[engine] = original  # type: ignore[index]
+    return _replaced(load_engines().profiles, engine, {"eager_op_floor_s": floor_s}, "engine")
 
 
 def _log_sse(engine: str, floor_s: float, cases: list[Case], spec: dict[str, Any]) -> float:
