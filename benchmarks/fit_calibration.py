@@ -54,12 +54,13 @@ def fit_stack(name: str, rows: Sequence[str], max_iter: int = 8, tol: float = 1e
     wrong = [c.id for c in cases if c.stack != name]
     if wrong:
         raise SystemExit(f"stack {name}: rows {wrong} are run by another stack")
-    phi = get_stack(name).compute_factor
+    st = get_stack(name)
+    phi, cap = vt.fitted_value(st), 1.0 if st.fitted_field == "compute_factor" else math.inf
     for _ in range(max_iter):
         with vt.stack_factors({name: phi}):
             e0, slope = vt.log_error_slopes(name, cases)
         x = vt.gauss_newton_step(e0, slope)
-        phi = min(1.0, phi * math.exp(x))
+        phi = min(cap, phi * math.exp(x))
         if abs(x) < tol:
             break
     with vt.stack_factors({name: phi}):
@@ -132,6 +133,8 @@ def fit_input(rows: Sequence[str]) -> tuple[float, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hwsim.catalog.stacks import get_stack
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stack", nargs="+", help="stacks to fit (default: every fitted stack the "
                                               "cases file uses)")
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--rows needs exactly one --stack")
     for name in names:
         phi, errs = fit_stack(name, args.rows or fitted.get(name, []))
-        print(f"{name}: compute_factor {phi:.4f}")
+        print(f"{name}: {get_stack(name).fitted_field} {phi:.6g}")
         for r, e in errs.items():
             print(f"  {r:45s} error {100 * e:+6.2f} %")
     print(f"\n{time.perf_counter() - t:.0f} s", file=sys.stderr)

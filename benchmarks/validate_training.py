@@ -317,15 +317,17 @@ def fitted_rows(spec: dict[str, Any]) -> list[str]:
 
 @contextlib.contextmanager
 def stack_factors(values: dict[str, float]) -> Iterator[None]:
-    """Run with the named stacks' ``compute_factor`` set to *values* in this process's loaded
-    stacks (for fitting and the leave-one-out slopes; the file is not touched)."""
+    """Run with the named stacks' fitted constant (``fitted_field``: the ``compute_factor``,
+    or the one the profile names) set to *values* in this process's loaded stacks (for fitting
+    and the leave-one-out slopes; the file is not touched)."""
     from hwsim.catalog.stacks import load_stacks
 
     profiles = load_stacks().profiles
     old = dict(profiles)
     try:
         for name, v in values.items():
-            profiles[name] = dataclasses.replace(old[name], compute_factor=v)  # type: ignore[index]
+            st = old[name]  # type: ignore[index]
+            profiles[name] = dataclasses.replace(st, **{st.fitted_field: v})  # type: ignore[index]
         yield
     finally:
         profiles.clear()  # type: ignore[attr-defined]
@@ -339,24 +341,32 @@ SLOPE_STEP = 0.05
 def log_error_slopes(name: str, cases: list[Case], step: float = SLOPE_STEP
                      ) -> tuple[dict[str, float], dict[str, float]]:
     """The log errors ``log(predicted / published)`` of *cases* under stack *name* as it is, and
-    their slopes ``d log error / d log compute_factor`` (finite difference over *step*)."""
+    their slopes ``d log error / d log`` of the stack's fitted constant (finite difference over
+    *step*; a compute factor stays at most 1)."""
     from hwsim.catalog.stacks import get_stack
 
-    phi = get_stack(name).compute_factor
+    phi = fitted_value(get_stack(name))
+    up = phi * (1 + step)
+    if get_stack(name).fitted_field == "compute_factor":
+        up = min(1.0, up)
     e0, slope = {}, {}
     for c in cases:
         row = run_case(c, max_gpus=10**6)
         if row.error is None:
             raise RuntimeError(f"{c.id}: {row.note}")
         e0[c.id] = math.log1p(row.error)
-    with stack_factors({name: min(1.0, phi * (1 + step))}):
+    with stack_factors({name: up}):
         for c in cases:
             row = run_case(c, max_gpus=10**6)
             if row.error is None:
                 raise RuntimeError(f"{c.id}: {row.note}")
-            slope[c.id] = (math.log1p(row.error) - e0[c.id]) / math.log(
-                min(1.0, phi * (1 + step)) / phi)
+            slope[c.id] = (math.log1p(row.error) - e0[c.id]) / math.log(up / phi)
     return e0, slope
+
+
+def fitted_value(stack) -> float:
+    """The value of *stack*'s fitted constant (its ``fitted_field``)."""
+    return float(getattr(stack, stack.fitted_field))
 
 
 def gauss_newton_step(e0: dict[str, float], slope: dict[str, float]) -> float:
@@ -387,6 +397,7 @@ def stack_report(rows: list[Row], cases: list[Case]) -> list[dict[str, Any]]:
                 loo[c.id] = math.expm1(e0[c.id] + slope[c.id] * x)
         val = [abs(r.error) for r in mine if r.role == "validated" and r.error is not None]
         out.append({"stack": name, "compute_factor": st.compute_factor,
+                    "fitted_field": st.fitted_field, "fitted_value": fitted_value(st),
                     "stand_in_for": st.stand_in_for,
                     "fitted": {r.case: r.error for r in mine if r.case in st.fitted_to},
                     "loo": loo, "validated": len(val),
@@ -402,7 +413,9 @@ def format_stacks(summary: list[dict[str, Any]], markdown: bool = False) -> str:
         return f"{100 * sum(xs) / len(xs):.1f}" if xs else "-"
     body = []
     for s in summary:
-        body.append([s["stack"], f"{s['compute_factor']:.3f}", str(len(s["fitted"])),
+        extra = "" if s["fitted_field"] == "compute_factor" else \
+            f" ({s['fitted_field']} {s['fitted_value']:.3g} fitted)"
+        body.append([s["stack"], f"{s['compute_factor']:.3f}{extra}", str(len(s["fitted"])),
                      pct(s["fitted"].values()), pct(s["loo"].values()),
                      f"{100 * max(map(abs, s['loo'].values())):.1f}" if s["loo"] else "-",
                      str(s["validated"]),

@@ -188,3 +188,83 @@ def test_list_collectives_add_one_copy_per_rank_on_the_critical_path():
         assert spans.to_numpy() == pytest.approx(dp * launch, rel=1e-9)
         delta = listed.summary["step_time_s"] - plain.summary["step_time_s"]
         assert delta == pytest.approx(spans.sum(), rel=1e-6)
+
+
+H = 1024  # the hidden size of the small ZeRO-3 model below
+
+
+def _regather(limit: float):
+    raw = _gpt(4, {"dp": 32, "zero": 3, "micro_batch": 1, "recompute": "full"},
+               st="deepspeed-zero3", gb=32, layers=2, hidden=H, heads=16)
+    raw["outputs"]["events"] = True
+    with stack("deepspeed-zero3", zero3_reuse_distance=limit):
+        run = hwsim.run(raw)
+    ev = run.events
+    return run.summary["step_time_s"], ev[(ev["rank"] == 0) & ev["name"].str.contains("regather")]
+
+
+def test_zero3_regathers_what_the_reuse_distance_releases_after_the_recomputed_forward():
+    """DeepSpeed's stage3_max_reuse_distance under full recompute: after a layer's recomputed
+    forward, a submodule is gathered again for its backward when the submodules run in between
+    (those after it in the forward, once forward and once backward) hold more elements than the
+    distance. In backward order fc2 (4h^2 + h), fc1 (4h^2 + 4h), out_proj (h^2 + h), qkv
+    (3h^2 + 3h); the norms stay whole (below DeepSpeed's persistence threshold)."""
+    fc2 = 4 * H * H + H
+    base, none = _regather(0)  # 0: not modelled
+    assert none.empty
+    huge, none = _regather(1e18)
+    assert none.empty and huge == pytest.approx(base, rel=1e-12)
+    # any distance > 0 releases all but fc2 (used right after its recomputed forward)
+    t_all, ev = _regather(1)
+    per_layer = ev.groupby(ev["name"].str.split(".").str[2])
+    assert per_layer["bytes"].sum().to_numpy() == pytest.approx(2 * 8 * (H * H + H), rel=1e-12)
+    assert (per_layer.size() == 3).all()
+    # a distance of exactly fc2 twice keeps fc1 too: only out_proj and qkv again
+    t_two, ev = _regather(2 * fc2)
+    per_layer = ev.groupby(ev["name"].str.split(".").str[2])
+    assert per_layer["bytes"].sum().to_numpy() == pytest.approx(2 * 4 * (H * H + H), rel=1e-12)
+    assert (per_layer.size() == 2).all()
+    assert base < t_two < t_all
+
+
+def _dp_events(**fields):
+    raw = _gpt(2, {"dp": 16, "zero": 1, "micro_batch": 1}, gb=32)
+    raw["outputs"]["events"] = True
+    with stack("megatron-core", **fields):
+        run = hwsim.run(raw)
+    ev = run.events
+    return run.summary["step_time_s"], ev[(ev["rank"] == 0) & ev["name"].str.startswith(
+        ("dp.reduce_scatter", "dp.allreduce")) & ev["resource"].str.endswith("/comm")]
+
+
+def test_gradient_reductions_move_main_gradients_where_the_stack_reduces_them():
+    """``grad_reduce: main`` with fp32 main gradients under bf16: each reduction moves twice
+    the bytes (Megatron-LM's and DeepSpeed's bf16 optimizers reduce fp32 gradients), and the
+    step is never faster."""
+    t16, bf16 = _dp_events(main_grads="fp32", grad_reduce="training")
+    t32, fp32 = _dp_events(main_grads="fp32", grad_reduce="main")
+    assert fp32["bytes"].sum() == pytest.approx(2 * bf16["bytes"].sum(), rel=1e-12)
+    assert t32 >= t16
+    # main gradients at the training precision: nothing changes
+    same, ev = _dp_events(main_grads="training", grad_reduce="main")
+    assert ev["bytes"].sum() == pytest.approx(bf16["bytes"].sum(), rel=1e-12)
+    assert same == pytest.approx(t16, rel=1e-12)
+
+
+def test_zero1_all_reduce_after_the_backward_as_deepspeeds_pipeline_engine_does():
+    """``zero1_grad_allreduce``: ZeRO-1 gradients all-reduced (not reduce-scattered);
+    ``grad_reduce_overlap: false``: one reduction after the last backward op, none during it;
+    each never makes the step faster."""
+    t_rs, rs = _dp_events()
+    assert rs["name"].str.startswith("dp.reduce_scatter").all() and len(rs) > 1
+    t_ar, ar = _dp_events(zero1_grad_allreduce=True)
+    assert ar["name"].str.startswith("dp.allreduce").all()
+    assert ar["bytes"].sum() == pytest.approx(rs["bytes"].sum(), rel=1e-12)
+    assert t_ar >= t_rs
+    t_after, after = _dp_events(zero1_grad_allreduce=True, grad_reduce_overlap=False)
+    def buckets(ev):
+        return set(ev["name"].str.split(".").str[4])
+    assert len(buckets(ar)) > 1 and buckets(after) == {"b0"}  # one reduction, after the backward
+    assert after["start_s"].min() >= ar["start_s"].min()
+    assert after["bytes"].sum() == pytest.approx(ar["bytes"].sum(), rel=1e-12)
+    assert t_after >= t_ar

@@ -105,14 +105,35 @@ def test_each_fitted_constant_names_at_least_two_rows_of_its_stack():
     vt = load_benchmark("validate_training")
     cases = {c.id: c for c in vt.load_cases()}
     for p in load_stacks().profiles.values():
-        if p.stand_in_for is not None:  # a stand-in says whose value it takes, and no rows
-            assert not p.fitted_to
+        if p.stand_in_for is not None:  # a stand-in says whose value it takes
             assert p.compute_factor == get_stack(p.stand_in_for).compute_factor
             assert p.stand_in_for in p.sources["compute_factor"]
-            continue
+            if p.fitted_field == "compute_factor":  # and, fitting nothing else, names no rows
+                assert not p.fitted_to
+                continue
         assert len(p.fitted_to) >= 2, p.name
         assert all(cases[r].stack == p.name for r in p.fitted_to), p.name
-        assert f"{p.compute_factor:.4f}" in p.sources["compute_factor"], p.name
+        value = getattr(p, p.fitted_field)
+        text = f"{value:.4f}" if p.fitted_field == "compute_factor" else f"{value * 1e6:.1f} us"
+        assert text in p.sources[p.fitted_field], p.name
+
+
+def test_a_fitted_field_other_than_the_compute_factor_needs_rows_and_a_value(tmp_path):
+    base = yaml.safe_load(BASE)
+    a = base["stacks"]["a"]
+    a.update(stand_in_for="a", fitted_field="zero3_rank_host_s", zero3_rank_host_s=1e-5)
+    a["sources"]["zero3_rank_host_s"] = "s"
+    a["fitted_to"] = ["r1"]
+    p = tmp_path / "stacks.yaml"
+    p.write_text(yaml.safe_dump(base))
+    with pytest.raises(ScenarioError, match="a fitted zero3_rank_host_s names at least two rows"):
+        parse_stacks_file(p)
+    a["fitted_field"] = "memory_factor"
+    a["fitted_to"] = ["r1", "r2"]
+    p.write_text(yaml.safe_dump(base))
+    with pytest.raises(ScenarioError, match="fitted_field.*expected one of compute_factor, "
+                                            "zero3_rank_host_s"):
+        parse_stacks_file(p)
 
 
 BASE = """default: {transformer: a, other: a}

@@ -41,7 +41,21 @@ the software's, not the hardware's, and so is which attention kernel runs. A
   copies the result out to (all-gather) or the inputs in from (reduce-scatter) one tensor per
   group member, one op per copy on the communication stream; ``zero3_sync_before_gather``: the
   host synchronises the device before each gather, so a gather also waits for the reduce-scatters
-  still running. Left out, each means "not modelled" (false, 0, one block, 1, 1, false, false).
+  still running; ``zero3_reuse_distance``: under full recompute, a submodule whose parameters are
+  not used again within that many elements after its recomputed forward is gathered once more
+  for its backward (DeepSpeed's ``stage3_max_reuse_distance``); ``zero3_rank_host_s``: host time
+  per group member of a list collective (0: the device's per-op dispatch time). Left out, each
+  means "not modelled" (false, 0, one block, 1, 1, false, false, 0, 0).
+
+- ``grad_reduce``: data-parallel gradient reductions move the gradients at the training
+  precision (``training``) or at the main gradients' (``main``: 4 bytes where ``main_grads``
+  keeps them in fp32); ``zero1_grad_allreduce``: under ZeRO-1/2 the gradients are all-reduced
+  (each rank then updates its shard) instead of reduce-scattered; ``grad_reduce_overlap``
+  (default true): the reduction is issued per bucket during the last micro-batch's backward;
+  false: once, after it.
+
+- ``fitted_field``: the one constant the ``fitted_to`` rows determine, ``compute_factor``
+  (default) or ``zero3_rank_host_s`` (then the compute factor may be a stand-in).
 
 Every fitted constant names the rows it was fitted to (``fitted_to``: ids of
 ``benchmarks/validation_cases.yaml``, at least two, all of this stack; ``benchmarks/
@@ -79,8 +93,15 @@ _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitte
            "stand_in_for", "sources", "fp8_recipe", "main_grads", "cuda_context_bytes",
            "nccl_buffer_bytes", "tp_comm_overlap", "overlap_param_gather", "comm_sms",
            "zero3_bucket_bytes", "zero3_prefetch", "zero3_collectives_per_block",
-           "zero3_list_collectives", "zero3_sync_before_gather")
+           "zero3_list_collectives", "zero3_sync_before_gather", "zero3_reuse_distance",
+           "zero3_rank_host_s", "grad_reduce", "zero1_grad_allreduce", "grad_reduce_overlap",
+           "fitted_field")
 MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
+GRAD_REDUCE = ("training", "main")
+FITTABLE = ("compute_factor", "zero3_rank_host_s")
+"""``fitted_field:`` values: the one constant a profile's ``fitted_to`` rows determine."""
+"""``grad_reduce:`` values: data-parallel gradient reductions move gradients at the training
+precision, or at the main gradients' (``main_grads``)."""
 """``main_grads:`` values: gradients at the training precision, always fp32 (below 4-byte
 training), or fp32 when training in bf16 (and fp8, whose weights are bf16) only."""
 _RECIPE_FIELDS = ("description", "attention", "weight_copy_bytes", "amax_history", "sources")
@@ -127,6 +148,12 @@ class StackProfile:
     zero3_collectives_per_block: int = 1
     zero3_list_collectives: bool = False
     zero3_sync_before_gather: bool = False
+    zero3_reuse_distance: float = 0.0
+    zero3_rank_host_s: float = 0.0
+    grad_reduce: str = "training"
+    zero1_grad_allreduce: bool = False
+    grad_reduce_overlap: bool = True
+    fitted_field: str = "compute_factor"
 
     def memory_overheads(self, precision: str, device_kind: str, communicators: int
                          ) -> dict[str, float]:
@@ -173,7 +200,8 @@ class StackProfile:
 _OPTIONAL = {f.name: f.default for f in fields(StackProfile) if f.name in (
     "tp_comm_overlap", "overlap_param_gather", "comm_sms", "zero3_bucket_bytes", "zero3_prefetch",
     "zero3_collectives_per_block", "zero3_list_collectives",
-    "zero3_sync_before_gather")}
+    "zero3_sync_before_gather", "zero3_reuse_distance", "zero3_rank_host_s", "grad_reduce",
+    "zero1_grad_allreduce", "grad_reduce_overlap")}
 """Fields a profile may leave out, with the value that means "not modelled" (the profile's
 defaults; a profile that gives one names its source)."""
 
@@ -287,11 +315,18 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
                                            "document, or the rows it was fitted to)")
     fitted = p.get("fitted_to") or []
     stand_in = p.get("stand_in_for")
+    fitted_field = p.get("fitted_field", "compute_factor")
+    if fitted_field not in FITTABLE:
+        raise err(f"{at}.fitted_field", f"expected one of {', '.join(FITTABLE)} (the constant "
+                                        f"fitted_to determines), got {fitted_field!r}")
+    own = fitted_field == "compute_factor"
     if not isinstance(fitted, list) or (stand_in is None and len(fitted) < 2) or (
-            stand_in is not None and fitted):
-        raise err(f"{at}.fitted_to", "a fitted compute_factor names at least two rows of "
+            own and stand_in is not None and fitted) or (not own and len(fitted) < 2):
+        raise err(f"{at}.fitted_to", f"a fitted {fitted_field} names at least two rows of "
                                      "benchmarks/validation_cases.yaml (never one); a stand-in "
-                                     "names none and gives stand_in_for instead")
+                                     "compute_factor names none and gives stand_in_for instead")
+    if not own and not p.get(fitted_field):
+        raise err(f"{at}.{fitted_field}", "the fitted_field needs its fitted value in the profile")
     rec = p.get("fp8_recipe", NO_FP8)
     if rec != NO_FP8 and rec not in recipes:
         raise err(f"{at}.fp8_recipe", f"expected {NO_FP8} or a recipe of fp8_recipes: "
@@ -312,7 +347,7 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
                                            "document, and how exact it is)")
     opt = dict(_OPTIONAL)
     for k in ("tp_comm_overlap", "overlap_param_gather", "zero3_list_collectives",
-              "zero3_sync_before_gather"):
+              "zero3_sync_before_gather", "zero1_grad_allreduce", "grad_reduce_overlap"):
         if k in p:
             if not isinstance(p[k], bool):
                 raise err(f"{at}.{k}", f"expected true or false, got {p[k]!r}")
@@ -327,10 +362,23 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
         raise err(f"{at}.zero3_bucket_bytes", f"expected bytes >= 0 (0: one gather per "
                                               f"block), got {v!r}")
     opt["zero3_bucket_bytes"] = float(v)
+    for k, what in (("zero3_reuse_distance", "parameter elements >= 0 (0: nothing re-gathered)"),
+                    ("zero3_rank_host_s", "seconds >= 0 per group member (0: the device's "
+                                          "per-op dispatch time)")):
+        v = p.get(k, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise err(f"{at}.{k}", f"expected {what}, got {v!r}")
+        opt[k] = float(v)
+    gr = p.get("grad_reduce", "training")
+    if gr not in GRAD_REDUCE:
+        raise err(f"{at}.grad_reduce", f"expected one of {', '.join(GRAD_REDUCE)} (the precision "
+                                       f"data-parallel gradient reductions move), got {gr!r}")
+    opt["grad_reduce"] = gr
     return StackProfile(name=name, description=" ".join(str(p.get("description", "")).split()),
                         fp8_recipe=None if rec == NO_FP8 else recipes[rec], main_grads=mg,
                         attention=() if attn == [UNFUSED] else tuple(attn),
                         fitted_to=tuple(str(r) for r in fitted), stand_in_for=stand_in,
+                        fitted_field=fitted_field,
                         sources={k: " ".join(str(v).split()) for k, v in src.items()},
                         **factors, **opt)
 

@@ -167,7 +167,7 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units):
         kinds = {COMMS[op.comm] for chunks in p.stages for m in chunks
                  for op in m.forward + m.backward if op.comm}
         dp_ops = {0: ("allreduce",), 3: ("allgather", "reduce_scatter")}.get(
-            p.zero, ("reduce_scatter", "allgather"))
+            p.zero, (self._dp_reduce_op(), "allgather"))
         for s in range(p.pp):
             for lane in self.dps:
                 for t in self.tps:
@@ -317,15 +317,35 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units):
             key = (s, lane)
             self._debt[key] = self._debt.get(key, 0.0) + overlap * min(self.comm_sms, k.sms) / k.sms
 
+    def _dp_reduce_op(self) -> str:
+        """The data-parallel gradient reduction: an all-reduce without ZeRO, or under ZeRO-1/2
+        where the stack all-reduces and each rank keeps its shard (``zero1_grad_allreduce``),
+        else a reduce-scatter."""
+        p = self.plan
+        if p.zero == 0 or (p.zero in (1, 2) and getattr(p.stack, "zero1_grad_allreduce", False)):
+            return "allreduce"
+        return "reduce_scatter"
+
+    def _grad_scale(self) -> float:
+        """Bytes a data-parallel gradient reduction moves per byte of gradients at the
+        training precision: the main gradients' over the training precision's where the stack
+        reduces its main gradients (``grad_reduce: main``), else 1."""
+        p = self.plan
+        if getattr(p.stack, "grad_reduce", "training") != "main":
+            return 1.0
+        main = p.stack.memory_overheads(p.precision, "gpu", 0)["grad_bytes"]
+        return main / storage_bytes(p.precision) if main else 1.0
+
     def _dp_reduce(self, step: int, s: int, lane: int, c: int, nb: int, nbytes: float,
                    expert: bool = False) -> None:
-        op = "allreduce" if self.plan.zero == 0 else "reduce_scatter"
+        op = "allreduce" if self.plan.zero == 0 or not expert and \
+            self._dp_reduce_op() == "allreduce" else "reduce_scatter"
         kind = "edp" if expert else "dp"
         size = len(next(iter(self._members(kind, s).values())))
         if size < 2:
             return
         self._pending[(s, lane)].append(self._join(
-            kind, s, lane, op, (step, c, nb, expert), nbytes,
+            kind, s, lane, op, (step, c, nb, expert), nbytes * self._grad_scale(),
             f"dp.{op}.step{step}.c{c}.b{nb}" + (".experts" if expert else "")))
 
     # -- processes ------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ expert-data-parallel group, with every cp index), its dense ones over all ``dp x
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -153,6 +155,8 @@ class ParallelPlan:
         """Bytes of one data-parallel gradient bucket (see ``bucket_bytes``)."""
         if self.bucket_bytes is not None:
             return self.bucket_bytes
+        if not getattr(self.stack, "grad_reduce_overlap", True):
+            return math.inf  # one reduction after the backward (the stack does not overlap it)
         return max(40e6, 1e6 * self.dp) * storage_bytes(self.precision)
 
     @property

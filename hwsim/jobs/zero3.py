@@ -16,6 +16,25 @@ from hwsim.workloads.memory import storage_bytes
 __all__ = ["Zero3Units"]
 
 
+PERSISTENCE_ELEMENTS = 1e5
+"""Parameters of at most this many elements stay whole on every rank, never gathered: DeepSpeed's
+``stage3_param_persistence_threshold`` default (deepspeed/runtime/zero/constants.py, 1e5 since
+the ZeRO-3 release, v0.3.13; the norms and biases of a transformer layer)."""
+
+
+class _Split(tuple):
+    """A block's backward ops in parts (:meth:`Zero3Units._recompute_split`), with the bytes
+    and collective count of the parameters gathered again between the first and the second."""
+
+    regather_bytes: float
+    regather_pieces: int
+
+    def __new__(cls, parts: tuple, regather_bytes: float = 0.0, regather_pieces: int = 1):
+        obj = super().__new__(cls, parts)
+        obj.regather_bytes, obj.regather_pieces = regather_bytes, regather_pieces
+        return obj
+
+
 class Zero3Units:
     """Methods of :class:`~hwsim.jobs.parallel.ParallelTrainingJob` for ZeRO-3 / FSDP units."""
 
@@ -49,15 +68,17 @@ class Zero3Units:
         copies = self._list_copies(s, d) if getattr(stack, "zero3_list_collectives", False) \
             else None
 
-        def collectives(op: str, key: tuple, nbytes: float, name: str) -> simpy.Event:
-            """One collective of *nbytes*, or the stack's per-module pieces one after another
-            (each pays its own latency, and with list collectives its per-rank copies)."""
-            if pieces == 1 and copies is None:
+        def collectives(op: str, key: tuple, nbytes: float, name: str, n: int = pieces
+                        ) -> simpy.Event:
+            """One collective of *nbytes*, or *n* pieces one after another (the stack's
+            per-module pieces: each pays its own latency, and with list collectives its
+            per-rank copies)."""
+            if n == 1 and copies is None:
                 return self._join("dp", s, d, op, key, nbytes, name)
 
             def seq() -> Generator:
-                for i in range(pieces):
-                    part, tag = nbytes / pieces, f"{name}.{i}" if pieces > 1 else name
+                for i in range(n):
+                    part, tag = nbytes / n, f"{name}.{i}" if n > 1 else name
                     if copies is not None and op == "reduce_scatter":
                         yield from copies(part, f"{tag}.flatten")
                     yield self._join("dp", s, d, op, (*key, i), part, tag)
@@ -86,14 +107,52 @@ class Zero3Units:
             grads = 0.0
             for block in group:
                 ops = block.forward if fwd else block.backward
-                yield from self._ops(step, s, d, unit, ops, base, False)
-                base += len(ops)
+                parts = (ops,) if fwd else self._recompute_split(block, vb)
+                for i, part in enumerate(parts):
+                    if i == 1:  # submodules released after their recomputed forward
+                        yield collectives("allgather", (step, unit, k, "regather", block.name),
+                                          parts.regather_bytes, f"dp.fsdp_regather.{block.name}",
+                                          parts.regather_pieces)
+                    yield from self._ops(step, s, d, unit, part, base, False)
+                    base += len(part)
                 grads += sum(op.grad_bytes for op in ops)
             if not fwd and grads > 0:
                 self._pending[(s, d)].append(collectives(
-                    "reduce_scatter", (step, unit, k), grads,
+                    "reduce_scatter", (step, unit, k), grads * self._grad_scale(),
                     f"dp.fsdp_reduce_scatter.{group[0].name}" + (
                         f"-{group[-1].name}" if len(group) > 1 else "")))
+
+    def _recompute_split(self, block, vb: float) -> "_Split":
+        """*block*'s backward ops as one part, or, where the stack re-gathers
+        (``zero3_reuse_distance`` > 0) and the block's backward opens with a recomputed forward
+        (full recompute), as two: the recomputed forward, then the backward proper, with the
+        bytes and collective count of the submodules re-gathered between them.
+
+        DeepSpeed's ZeRO-3 releases a submodule's parameters after its forward unless it is used
+        again within ``stage3_max_reuse_distance`` parameter elements: the recomputed forward
+        runs the block's submodules, each released unless the parameters of the submodules
+        used between its recomputed forward and its backward (those after it in the forward,
+        once forward and once backward) stay within the distance. The block's submodules are
+        its ops that carry gradients, in backward order (the last in the forward first).
+        Memoised per block, so that the parts keep their identity (:meth:`_program`)."""
+        memo = self.__dict__.setdefault("_splits", {})
+        hit = memo.get(id(block))
+        if hit is not None and hit[0] is block:
+            return hit[1]
+        ops = block.backward
+        limit = getattr(self.plan.stack, "zero3_reuse_distance", 0.0)
+        n = next((i for i, op in enumerate(ops) if not op.recompute), len(ops))
+        if limit <= 0 or n == 0 or vb <= 0:
+            split = _Split((ops,))
+        else:
+            sizes = [op.grad_bytes / vb for op in ops[n:]  # backward order, partitioned only
+                     if op.grad_bytes / vb > PERSISTENCE_ELEMENTS]
+            released = [p for i, p in enumerate(sizes) if 2 * sum(sizes[:i]) > limit]
+            split = _Split((ops[:n], ops[n:]), sum(released) * vb, max(1, len(released)))
+            if not released:
+                split = _Split((ops,))
+        memo[id(block)] = (block, split)
+        return split
 
     def _list_copies(self, s: int, d: int):
         """The per-rank copies of a collective called with a list of tensors (PyTorch's
@@ -106,10 +165,12 @@ class Zero3Units:
         spec = self.devices[ranks[0]].spec
         precision, env, rec, job = self.plan.precision, self.env, self.system.recorder, \
             self.plan.job
+        host = getattr(self.plan.stack, "zero3_rank_host_s", 0.0)
 
         def copies(nbytes: float, name: str) -> Generator:
             t0 = env.now
-            yield env.timeout(size * spec.op_time_s(0.0, 2.0 * nbytes / size, precision))
+            per = spec.op_time_s(0.0, 2.0 * nbytes / size, precision)
+            yield env.timeout(size * max(per, host))
             for r in ranks:
                 rec.event(t0, env.now, f"{self.plan.devices[r]}/comm", "collective", name, job,
                           r, 2.0 * nbytes, 0.0, "communication")
