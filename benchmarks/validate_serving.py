@@ -61,6 +61,10 @@ METRICS: dict[str, str] = {
 }
 
 
+MODEL_SETTINGS = ("precision", "kv_precision", "weight_precision")
+"""Settings a family's ``models:`` entry may give for its model, over the family's ``common:``."""
+
+
 @dataclass
 class Case:
     """One published row: ``requests`` identical requests (``batch`` of them at a time under
@@ -82,6 +86,7 @@ class Case:
     intra_node: str = "nvlink3"
     precision: str = "fp16"
     kv_precision: str | None = None
+    weight_precision: str | None = None
     batching: str = "static"        # static | inflight (all requests queued at once)
     requests: int = 0               # inflight: requests in the run
     scheduler: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -124,8 +129,17 @@ def table_cases(name: str, f: dict[str, Any]) -> list[Case]:
     common = f.get("common") or {}
     out = []
     for row in f["rows"]:
-        r = {**common, **dict(zip(f["columns"], row))}
+        r = dict(zip(f["columns"], row))
         model = r["model"]
+        # the family's common settings, then the model's own (a precision the source states
+        # for that model), then the row's
+        unknown = set(f["models"][model]) - {"preset", *MODEL_SETTINGS}
+        if unknown:
+            raise ValueError(f"{CASES_FILE}: tables.{name}.models.{model}: unknown key(s) "
+                             f"{', '.join(sorted(unknown))}; valid: preset, "
+                             f"{', '.join(MODEL_SETTINGS)}")
+        own = {k: v for k, v in f["models"][model].items() if k in MODEL_SETTINGS}
+        r = {**common, **own, **r}
         static = f["batching"] == "static"
         batch = int(r.get("batch", 1)) if static else int(r.get("max_batch") or 0)
         out_len = int(r.get("output_len", 1))
@@ -143,6 +157,7 @@ def table_cases(name: str, f: dict[str, Any]) -> list[Case]:
             output_len=out_len, preset=f["models"][model]["preset"], engine=f["engine"],
             gpu=f["system"]["gpu"], intra_node=f["system"]["intra_node"],
             precision=r["precision"], kv_precision=r.get("kv_precision"),
+            weight_precision=r.get("weight_precision"),
             batching=f["batching"], requests=int(r.get("num_requests", batch)),
             scheduler=sched, per_gpu=per_gpu))
     return out
@@ -202,6 +217,8 @@ def scenario_for(case: Case, folder: str | Path, spec: dict[str, Any] | None = N
          "scheduler": sched, "arrivals": {"process": "trace", "trace": str(trace.resolve())}}
     if case.kv_precision is not None:
         w["kv_precision"] = case.kv_precision
+    if case.weight_precision is not None:
+        w["weight_precision"] = case.weight_precision
     return {"name": name, "seed": 0, "description": case.source,
             "cluster": {"nodes": 1, "node": node}, "workload": w,
             "outputs": {"events": False, "utilization": False, "trace": False}}

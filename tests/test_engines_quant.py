@@ -75,6 +75,10 @@ def test_every_engine_field_has_a_source_and_defaults_resolve_per_device():
     for p in eng.profiles.values():
         for k in ("scheduler", "kv_memory", "fused", "compute_factor"):
             assert p.sources[k]
+    # TensorRT-LLM's capacity scheduler is GUARANTEED_NO_EVICT by default; vLLM and SGLang
+    # preempt
+    assert [eng.get(n).defaults(h100.id, h100.memory_bytes, 1)["no_evict"]
+            for n in ("trtllm", "trtllm-0.5", "vllm", "sglang")] == [True, True, False, False]
 
 
 def test_kv_capacity_follows_the_engines_memory_rule():
@@ -207,7 +211,12 @@ def test_bad_engines_file_is_pinned(tmp_path):
     for bad, msg in ((src.replace('      fused: "[VLLM-NORM]', '      fusedx: "[VLLM-NORM]', 1),
                       r"engines\.vllm\.sources\.fused: every choice and constant needs a source"),
                      (src.replace("kv_memory: total", "kv_memory: half", 1),
-                      r"engines\.vllm\.kv_memory: expected total or free, got 'half'")):
+                      r"engines\.vllm\.kv_memory: expected total or free, got 'half'"),
+                     (src.replace("no_evict: false", "no_evict: 1", 1),
+                      r"engines\.vllm\.scheduler\.no_evict: expected true or false, got 1"),
+                     (src.replace("      no_evict: false\n", "", 1),
+                      r"engines\.vllm\.scheduler: expected exactly block_tokens, max_batch_size, "
+                      r"max_batched_tokens, chunked_prefill, memory_fraction, no_evict")):
         f = tmp_path / "engines.yaml"
         f.write_text(bad)
         with pytest.raises(ScenarioError, match=msg):

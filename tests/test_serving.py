@@ -280,3 +280,47 @@ def test_serving_bottleneck_names_what_the_requests_waited_for():
     assert tight.summary["kv_blocked_share"] > 0.5
     assert tight.summary["bottleneck"] == "kv_capacity"
     assert tight.iterations.kv_blocked.any()
+
+
+NO_EVICT_ARRIVALS = {"process": "constant", "rate_per_s": 50.0, "requests": 60,
+                     "prompt_tokens": 512, "output_tokens": 256}
+
+
+def test_no_evict_reserves_each_whole_output_and_never_preempts():
+    """TensorRT-LLM's GUARANTEED_NO_EVICT (``scheduler.no_evict``): a sequence is admitted only
+    with the KV blocks of its prompt and whole output free, and keeps them: nothing is ever
+    preempted, and at no instant do more sequences run than the cache holds whole."""
+    evict = _run(**{"workload.scheduler.memory_fraction": 0.2,
+                    "workload.arrivals": NO_EVICT_ARRIVALS})
+    kept = _run(**{"workload.scheduler.memory_fraction": 0.2, "workload.scheduler.no_evict": True,
+                   "workload.arrivals": NO_EVICT_ARRIVALS})
+    assert evict.summary["preemptions"] > 0
+    s, req = kept.summary, kept.requests
+    assert s["preemptions"] == 0 and s["requests_completed"] == 60
+    assert (req["preemptions"] == 0).all() and (req["output_tokens"] == 256).all()
+    assert s["kv_blocks_used_max"] <= s["kv_blocks_total"]
+    per_seq = -(-(512 + 256) // 16)  # vLLM's 16-token blocks
+    edges = sorted([(t, 1) for t in req["start_s"]] + [(t, -1) for t in req["end_s"]],
+                   key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert peak <= s["kv_blocks_total"] // per_seq
+    assert s["batch_size_mean"] < evict.summary["batch_size_mean"]
+
+
+def test_a_recompute_longer_than_the_token_budget_runs_alone_and_finishes():
+    """Without chunked prefill a preempted sequence prefills its prompt and what it had
+    generated again; where that is more than max_batched_tokens it runs alone once the
+    replica has drained, instead of waiting for a budget it can never fit (every request
+    ends)."""
+    r = _run(**{"workload.scheduler": {"policy": "continuous", "max_batch_size": 64,
+                                       "max_batched_tokens": 1024, "chunked_prefill": False,
+                                       "memory_fraction": 0.2},
+                "workload.arrivals": {"process": "constant", "rate_per_s": 50.0,
+                                      "requests": 40, "prompt_tokens": 768,
+                                      "output_tokens": 512}})
+    assert r.summary["preemptions"] > 0
+    assert r.summary["requests_completed"] == 40
+    assert r.requests["end_s"].notna().all()

@@ -63,6 +63,10 @@ def test_every_table_row_is_a_case_of_its_engine_and_system(tmp_path):
         w, node = scen["workload"], scen["cluster"]["node"]
         assert w["engine"] == f["engine"] and node["gpu"] == f["system"]["gpu"]
         assert w["precision"] == c.precision and w.get("kv_precision") == c.kv_precision
+        assert w.get("weight_precision") == c.weight_precision
+        own = f["models"][c.model]  # a model's own precision overrides the family's
+        for k in vs.MODEL_SETTINGS:
+            assert getattr(c, k) == own.get(k, (f.get("common") or {}).get(k))
         trace = pd.read_csv(w["arrivals"]["trace"])
         assert (trace["arrival_s"] == 0).all() and len(trace) == c.requests
         if f["batching"] == "static":
@@ -156,3 +160,17 @@ def test_full_serving_report():
     _check_rows(rows)
     assert all(r.predicted is not None for r in rows), [r.note for r in rows]
     print("\n" + vs.format_table(rows, markdown=True))
+
+
+def test_a_models_entry_takes_only_known_settings():
+    spec = vs.load_spec()
+    name = "trtllm_v090_h100_fp8_throughput"
+    f = spec["tables"][name]
+    mix = [c for c in vs.table_cases(name, f) if c.model == "mixtral-8x7b"]
+    assert mix and all((c.precision, c.weight_precision, c.kv_precision) == ("fp16", "int8", "fp16")
+                       for c in mix)
+    f["models"]["mixtral-8x7b"]["precison"] = "fp8"
+    with pytest.raises(ValueError, match=r"tables\.trtllm_v090_h100_fp8_throughput\.models\."
+                                         r"mixtral-8x7b: unknown key\(s\) precison; valid: preset, "
+                                         r"precision, kv_precision, weight_precision"):
+        vs.table_cases(name, f)

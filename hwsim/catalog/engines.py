@@ -24,7 +24,7 @@ from hwsim.units import parse_quantity
 __all__ = ["EngineProfile", "Engines", "load_engines", "get_engine", "SCHEDULER_FIELDS"]
 
 SCHEDULER_FIELDS = ("block_tokens", "max_batch_size", "max_batched_tokens", "chunked_prefill",
-                    "memory_fraction")
+                    "memory_fraction", "no_evict")
 """Scheduler fields an engine gives defaults for (``workload.scheduler`` overrides them)."""
 
 _FIELDS = ("description", "scheduler", "large_gpu", "prefill_with_decodes", "kv_memory",
@@ -127,6 +127,9 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
     if not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fracs):
         raise _err(path, f"{at}.scheduler.memory_fraction", "expected fractions in (0, 1], or "
                                                             "a mapping of tp to one")
+    for k in ("chunked_prefill", "no_evict"):
+        if not isinstance(sch[k], bool):
+            raise _err(path, f"{at}.scheduler.{k}", f"expected true or false, got {sch[k]!r}")
     if p["kv_memory"] not in ("total", "free"):
         raise _err(path, f"{at}.kv_memory", f"expected total or free, got {p['kv_memory']!r}")
     for k in ("compute_factor", "memory_factor"):

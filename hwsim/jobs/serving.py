@@ -80,6 +80,7 @@ class ServingPlan:
     max_batch_size: int = 256
     max_batched_tokens: int = 8192
     chunked_prefill: bool = False
+    no_evict: bool = False
     block_tokens: int = 16
     memory_fraction: float = 0.9
     router: str = "round_robin"
@@ -100,6 +101,12 @@ class ServingPlan:
     ep: int = 1
     attention_dp: bool = False
     expert_skew: float = 0.0
+
+    @property
+    def reserves(self) -> bool:
+        """A sequence's KV blocks for its prompt and whole output are reserved at admission
+        (static batching, or ``no_evict``): it never takes a block while decoding."""
+        return self.policy == "static" or self.no_evict
 
     def __post_init__(self) -> None:
         if self.preemption not in PREEMPTION:
@@ -459,7 +466,7 @@ class ServingJob(Front, Scheduler):
         if self.speculation is not None:  # accepted guesses plus one token each
             self.speculation.advance(r, decodes)
         for s in (decodes if self.speculation is None else ()):
-            if s.cached % plan.block_tokens == 0 and plan.policy != "static":
+            if s.cached % plan.block_tokens == 0 and not plan.reserves:
                 r.blocks_free -= 1
                 s.blocks += 1
             s.cached += 1

@@ -107,10 +107,11 @@ class Scheduler:
         if plan.policy == "static":
             return self._schedule_static(r)
         # every decoding sequence may need a block for its next token: preempt the newest
-        # sequences until they fit
+        # sequences until they fit (no_evict: their blocks were reserved at admission)
         while True:
             decodes = [s for s in r.running if s.decoding]
-            need = (sum(1 for s in decodes if s.cached % plan.block_tokens == 0)
+            need = (0 if plan.no_evict else
+                    sum(1 for s in decodes if s.cached % plan.block_tokens == 0)
                     if self.speculation is None else self.speculation.need_blocks(decodes))
             if need <= r.blocks_free or not r.running:
                 break
@@ -143,11 +144,17 @@ class Scheduler:
                 r.running.append(s)
                 continue
             target = s.req.prompt_tokens + s.generated
-            blocks = self._blocks(target)
+            # no_evict (TensorRT-LLM's GUARANTEED_NO_EVICT): the blocks of its prompt and its
+            # whole output, reserved now, so that it never has to be preempted
+            blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens + self._per_decode
+                                  - 1 if plan.no_evict else target)
             hit = r.cache.lookup(s.req, target, blocks, free) if r.cache else (0, blocks)
             n = min(target - hit[0], budget) if plan.chunked_prefill else target - hit[0]
-            if n > budget or hit[1] > free:
-                r.kv_blocked = hit[1] > free and n <= budget
+            # a whole prefill longer than the token budget (a recompute after a preemption:
+            # its prompt and what it had generated) runs alone, the only way it ever fits
+            alone = n > plan.max_batched_tokens and not prefills and not r.running
+            if (n > budget and not alone) or hit[1] > free:
+                r.kv_blocked = hit[1] > free and (n <= budget or alone)
                 break  # first come, first served: nobody overtakes the head of the queue
             self._admit(r, s, blocks, hit, n)
             free -= hit[1]

@@ -97,12 +97,13 @@ class Speculation:
 
     def advance(self, r: Any, decodes: list) -> None:
         """After the verification: each decoding sequence takes its ``k + 1`` reserved slots
-        (continuous batching; a static batch reserved its blocks at admission), keeps the
+        (continuous batching; a static batch, or ``no_evict``, reserved its blocks at
+        admission), keeps the
         accepted guesses plus one token, at most its remaining output, and the counts grow."""
         plan, job = self.job.plan, self.job
         drawn = draw_accepted(job.system.rng, self.cfg.acceptance, self.k, len(decodes))
         for s, n in zip(decodes, drawn):
-            if plan.policy != "static":
+            if not plan.reserves:
                 grow = job._blocks(s.cached + self.k + 1) - s.blocks
                 if grow > 0:
                     r.blocks_free -= grow

@@ -38,11 +38,15 @@ class Scheduler(StrictModel):
     each device's memory holds weights and KV cache (vLLM's ``gpu_memory_utilization``);
     ``preemption``: a sequence evicted when the KV cache is full is recomputed later
     (``recompute``) or its cache copied to host memory and back (``swap``);
+    ``no_evict``: a sequence is admitted only when the KV blocks of its prompt and its whole
+    output are free, and reserves them: nothing is ever preempted (TensorRT-LLM's
+    ``GUARANTEED_NO_EVICT``); without it blocks are taken as tokens arrive and the newest
+    sequence is preempted when they run out (vLLM, SGLang);
     ``prefix_caching``: the KV blocks of shared prompt prefixes (``arrivals.prefix``, a
     trace's ``prefix_id``) stay cached and later requests that start with them do not prefill
     them again (vLLM's ``enable_prefix_caching``, SGLang's radix cache; off unless set). A
     field left out among ``max_batch_size``, ``max_batched_tokens``, ``chunked_prefill``,
-    ``block_tokens``, ``memory_fraction`` takes the serving engine's default
+    ``no_evict``, ``block_tokens``, ``memory_fraction`` takes the serving engine's default
     (``workload.engine``, hwsim/catalog/data/engines.yaml); classic models (dynamic batching)
     default to ``max_batch_size`` 256."""
 
@@ -50,6 +54,7 @@ class Scheduler(StrictModel):
     max_batch_size: PosInt | None = None
     max_batched_tokens: PosInt | None = None
     chunked_prefill: bool | None = None
+    no_evict: bool | None = None
     block_tokens: PosInt | None = None
     memory_fraction: float | None = Field(None, gt=0, le=1)
     preemption: Literal["recompute", "swap"] = "recompute"
