@@ -41,10 +41,11 @@ from hwsim.jobs.front import Front
 from hwsim.jobs.moe import ExpertParallel
 from hwsim.jobs.speculative import Speculation
 from hwsim.jobs.prefix_cache import PrefixCache
+from hwsim.jobs.serving_cost import StageCost, StageCosts
 from hwsim.jobs.serving_scheduler import Scheduler, _Replica, _Seq
 from hwsim.jobs.system import System
 from hwsim.workloads.arrivals import Request
-from hwsim.workloads.inference import ServingCost, iteration_ops, serving_cost
+from hwsim.workloads.inference import ServingCost, serving_cost
 from hwsim.workloads.memory import storage_bytes
 from hwsim.workloads.speculative import SpeculativeConfig
 
@@ -147,7 +148,7 @@ class ServingPlan:
                                  f"max_batched_tokens >= {longest} or chunked_prefill: true")
 
 
-class ServingJob(Front, Scheduler):
+class ServingJob(Front, Scheduler, StageCosts):
     """Runs a :class:`ServingPlan` on a :class:`System`. After ``env.run()``: ``seqs`` holds
     every request's record; ``fits`` is False (``oom`` says why) when a replica's devices cannot
     hold the weights and at least one sequence's KV cache, and then nothing runs."""
@@ -170,7 +171,7 @@ class ServingJob(Front, Scheduler):
             self._per_decode = self.speculation.k + 1
         self.oom: str | None = None
         self.replicas: list[_Replica] = []
-        self._cost_memo: dict[tuple, tuple[float, float, float, str]] = {}
+        self._cost_memo: dict[tuple, StageCost] = {}
         self._groups: dict[tuple, CollectiveGroup] = {}
         self._swaps: list[tuple[_Seq, str]] = []
         self.breakdown: dict[str, float] = {}
@@ -343,13 +344,8 @@ class ServingJob(Front, Scheduler):
             shape, p_seqs, loads = self.experts.iteration(r, shape, prefills, decodes)
         for st, devs in enumerate(r.stages):
             load = loads[st] if loads else None
-            key = (st, shape[0], round(shape[1]), shape[2], round(shape[3]), *shape[4:],
-                   p_seqs, load)
-            hit = self._cost_memo.get(key)
-            if hit is None:
-                hit = self._cost_memo[key] = self._stage_time(
-                    st, devs, *shape[:5], kv_tokens=shape[5], p_seqs=p_seqs, moe=load)
-            seconds, flops, nbytes, category, a2a = hit
+            seconds, flops, nbytes, category, a2a = self._stage_time(
+                st, devs, *shape[:5], kv_tokens=shape[5], p_seqs=p_seqs, moe=load)
             t0 = env.now
             yield env.timeout(seconds)
             for d in devs:
@@ -363,84 +359,6 @@ class ServingJob(Front, Scheduler):
                 yield self.system.transfer(devs[0], r.stages[st + 1][0],
                                            (shape[0] + shape[2]) * hidden * vb / plan.tp,
                                            name="p2p", job=plan.job, rank=r.index)
-
-    def _stage_time(self, st: int, devs: list[str], p_tokens: int, p_pairs: float,
-                    d_seqs: int, d_pairs: float, logits: int, *, kv_tokens: int | None = None,
-                    model: tuple | None = None, p_seqs: int = 1, moe: tuple | None = None
-                    ) -> tuple[float, float, float, str, float]:
-        """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device,
-        and the seconds of it that are expert-parallel all-to-alls (the bound is the largest
-        category of the rest).
-
-        Ops run as the engine runs them (:mod:`hwsim.catalog.engines`): GEMMs and prefill
-        attention through the device's kernel model at the engine's factors, the other kernels
-        (norms, activations, decode attention, dequantisation) by their bytes and their FLOPs
-        at the plateau rate; every kernel at least the engine's launch floor for an iteration of
-        this size (a CUDA graph's, or its runtime's), which stands for the fixed cost of a small
-        kernel (the training ops' FLOP ramp is not applied); ops the engine fuses (and in-kernel
-        dequantisation) launching nothing of their own. Tensor-parallel collectives at their time on idle links
-        (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing those links do not slow
-        them); an all-reduce small enough for the engine's custom all-reduce inside one NVLink
-        server pays the ring's bandwidth term and one kernel's launch instead of the ring's
-        per-step latency. *kv_tokens*: the prefill chunks' distinct keys
-        (``prefill_kv_tokens``); *model*: ``(spec, pp)`` of another model on these devices (a
-        speculative proposer), default the plan's; *p_seqs*: the sequences of the prefill
-        chunks; *moe*: the stage's drawn expert load (:meth:`ExpertParallel.iteration`)."""
-        plan, eng = self.plan, self.engine
-        model_spec, model_pp = model if model is not None else (plan.spec, plan.pp)
-        base = self.system.device(devs[0]).spec
-        spec = replace(base, framework_compute_factor=eng.compute_factor,
-                       framework_memory_factor=eng.memory_factor)
-        speed = min(self.system.device(d).speed for d in devs)  # the slowest paces the group
-        tile_m = spec.kernels.tile[0] if spec.kernels is not None else 128
-        ops = iteration_ops(model_spec, tp=plan.tp, pp=model_pp, stage=st,
-                            precision=plan.precision, prefill_tokens=p_tokens,
-                            prefill_pairs=p_pairs, decode_seqs=d_seqs, decode_pairs=d_pairs,
-                            logit_tokens=logits, prefill_kv_tokens=kv_tokens,
-                            kv_precision=plan.kv_precision,
-                            weight_precision=plan.weight_precision,
-                            weight_group=plan.weight_group, prefill_seqs=p_seqs, tile_m=tile_m,
-                            kv_per_query_head=eng.decode_kv_per_query_head,
-                            **(self.experts.op_args(moe) if self.experts is not None
-                               and model is None else {}))
-        floor = eng.op_floor_s(p_tokens + d_seqs, base.launch_overhead_s)
-        group = self._group(devs[:plan.tp]) if plan.tp > 1 else None
-        seconds = flops = nbytes = 0.0
-        by: dict[str, float] = {}
-        for op, times in ops:
-            if op.comm:
-                a2a = op.comm == "ep_alltoall"
-                g = self.experts.alltoall_group(devs) if a2a else group
-                if g is not None and op.comm_bytes > 0:
-                    t = g.isolated(op.comm_bytes)[0]
-                    if (op.comm == "tp_allreduce" and op.comm_bytes <= eng.custom_allreduce_bytes
-                            and "nvlink" in g.category):
-                        t = floor + max(0.0, t - g.isolated(1.0)[0])
-                    seconds += times * t
-                    part = "alltoall" if a2a else "comm"
-                    by[part] = by.get(part, 0.0) + times * t
-                continue
-            dtype = op.dtype or plan.precision
-            if op.shape:
-                t_c, t_m = spec.roofline_s(op.flops, op.bytes, dtype, op.shape)
-            else:  # a memory-bound kernel: its FLOPs at the plateau rate, no small-op ramp
-                t_c = op.flops / (spec.peak(dtype) * spec.compute_efficiency
-                                  * spec.framework_factor(dtype)) if op.flops > 0 else 0.0
-                t_m = op.bytes / spec.framework_bandwidth() if op.bytes > 0 else 0.0
-            t = max(t_c, t_m) / speed
-            if not (op.fused or eng.fuses(op.name)):
-                t = max(t, floor)
-            cat = ("overhead" if t > max(t_c, t_m) / speed else
-                   "compute" if t_c >= t_m else "memory")
-            seconds += times * t
-            flops += times * op.flops
-            nbytes += times * op.bytes
-            by[cat] = by.get(cat, 0.0) + times * t
-        a2a_s = by.pop("alltoall", 0.0)
-        category = max(by, key=by.get) if by else "compute"
-        # "comm" is only ever the TP group's time (all-to-all is counted apart)
-        return (seconds, flops, nbytes, group.category if category == "comm" else category,
-                a2a_s)
 
     def _finish_iteration(self, r: _Replica, prefills: list, decodes: list, t0: float) -> None:
         plan, now = self.plan, self.env.now
