@@ -42,6 +42,7 @@ from hwsim.jobs.moe import ExpertParallel
 from hwsim.jobs.speculative import Speculation
 from hwsim.jobs.prefix_cache import PrefixCache
 from hwsim.jobs.serving_cost import StageCost, StageCosts
+from hwsim.jobs.serving_ff import DecodeRuns
 from hwsim.jobs.serving_scheduler import Scheduler, _Replica, _Seq
 from hwsim.jobs.system import System
 from hwsim.workloads.arrivals import Request
@@ -68,7 +69,9 @@ class ServingPlan:
     speculative decoding (:mod:`hwsim.jobs.speculative`), None for plain decoding. ``ep``,
     ``attention_dp``, ``expert_skew``: expert parallelism (:mod:`hwsim.jobs.moe`; with
     ``attention_dp`` a stage is ``tp x ep`` devices, group-major, and ``max_batch_size`` /
-    ``max_batched_tokens`` are the replica's, all groups together)."""
+    ``max_batched_tokens`` are the replica's, all groups together). ``fast_forward``: decode
+    iterations of an unchanged batch advanced in one step (:mod:`hwsim.jobs.serving_ff`; the
+    same results as one at a time)."""
 
     job: str
     spec: object
@@ -102,6 +105,7 @@ class ServingPlan:
     ep: int = 1
     attention_dp: bool = False
     expert_skew: float = 0.0
+    fast_forward: bool = True
 
     @property
     def reserves(self) -> bool:
@@ -148,7 +152,7 @@ class ServingPlan:
                                  f"max_batched_tokens >= {longest} or chunked_prefill: true")
 
 
-class ServingJob(Front, Scheduler, StageCosts):
+class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
     """Runs a :class:`ServingPlan` on a :class:`System`. After ``env.run()``: ``seqs`` holds
     every request's record; ``fits`` is False (``oom`` says why) when a replica's devices cannot
     hold the weights and at least one sequence's KV cache, and then nothing runs."""
@@ -284,6 +288,9 @@ class ServingJob(Front, Scheduler, StageCosts):
             prefills, decodes = batch
             if self._swaps:
                 yield from self._swap(r)
+            if self._can_run(r, prefills, decodes):
+                yield from self._decode_run(r, decodes)
+                continue
             t0 = env.now
             yield from self._iterate(r, prefills, decodes)
             self._finish_iteration(r, prefills, decodes, t0)
@@ -360,8 +367,11 @@ class ServingJob(Front, Scheduler, StageCosts):
                                            (shape[0] + shape[2]) * hidden * vb / plan.tp,
                                            name="p2p", job=plan.job, rank=r.index)
 
-    def _finish_iteration(self, r: _Replica, prefills: list, decodes: list, t0: float) -> None:
-        plan, now = self.plan, self.env.now
+    def _finish_iteration(self, r: _Replica, prefills: list, decodes: list, t0: float,
+                          now: float | None = None) -> None:
+        """Account one iteration that ran from *t0* to *now* (default: the clock)."""
+        plan = self.plan
+        now = self.env.now if now is None else now
         r.iterations += 1
         r.batch_tokens.append((t0, now, len(prefills) + len(decodes),
                                sum(n for _, n in prefills) + self._per_decode * len(decodes),
@@ -389,6 +399,10 @@ class ServingJob(Front, Scheduler, StageCosts):
                 s.blocks += 1
             s.cached += 1
             s.generated += 1
+        self._complete(r, now)
+
+    def _complete(self, r: _Replica, now: float) -> None:
+        """The sequences of *r* that have generated their whole output leave at *now*."""
         for s in [s for s in r.running if s.decoding and s.generated >= s.req.output_tokens]:
             s.end_s = now
             r.running.remove(s)

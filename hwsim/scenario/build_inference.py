@@ -111,7 +111,8 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                            prefill_with_decodes=sc["engine"].prefill_with_decodes,
                            speculative=speculative, ep=par.ep, attention_dp=par.attention_dp,
                            expert_skew=w.expert_skew,
-                           prefix_caching=w.scheduler.prefix_caching)
+                           prefix_caching=w.scheduler.prefix_caching,
+                           fast_forward=w.scheduler.fast_forward)
     except ValueError as err:
         field = ("workload.parallelism.prefill_replicas" if "prefill_replicas" in str(err)
                  or "disaggregation" in str(err) else "workload.scheduler")

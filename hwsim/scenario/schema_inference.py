@@ -48,7 +48,8 @@ class Scheduler(StrictModel):
     field left out among ``max_batch_size``, ``max_batched_tokens``, ``chunked_prefill``,
     ``no_evict``, ``block_tokens``, ``memory_fraction`` takes the serving engine's default
     (``workload.engine``, hwsim/catalog/data/engines.yaml); classic models (dynamic batching)
-    default to ``max_batch_size`` 256."""
+    default to ``max_batch_size`` 256. ``fast_forward`` (default true) advances the decode
+    iterations of an unchanged batch in one step (the same results; false: one at a time)."""
 
     policy: Literal["continuous", "static", "dynamic"] = "continuous"
     max_batch_size: PosInt | None = None
@@ -60,6 +61,7 @@ class Scheduler(StrictModel):
     preemption: Literal["recompute", "swap"] = "recompute"
     max_queue_delay_s: Duration = 0.0
     prefix_caching: bool = False
+    fast_forward: bool = True
 
     @model_validator(mode="after")
     def _prefix_caching(self) -> Scheduler:

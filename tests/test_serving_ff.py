@@ -1,0 +1,101 @@
+"""Serving fast-forward (hwsim/jobs/serving_ff.py): decode iterations of an unchanged batch
+advanced in one step give the results of the per-iteration loop (``scheduler.fast_forward:
+false``) on workloads that exercise every way a run ends: arrivals, completions, KV blocks
+running out (preemption), reserved blocks, static batches, closed-loop clients, several replicas
+and disaggregated prefill."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hwsim
+
+BASE = {
+    "name": "ff",
+    "seed": 5,
+    "cluster": {"nodes": 1, "node": {"gpu": "H100-SXM5-80GB", "gpus_per_node": 8,
+                                     "cpu": "EPYC-7742", "intra_node": "nvlink4"}},
+    "workload": {
+        "kind": "inference",
+        "model": {"preset": "llama2-7b"},
+        "precision": "fp16",
+        "parallelism": {"tp": 1, "replicas": 1},
+        "scheduler": {"policy": "continuous"},
+        "arrivals": {"process": "poisson", "rate_per_s": 6.0, "requests": 300,
+                     "prompt_tokens": {"dist": "uniform", "low": 64, "high": 1024},
+                     "output_tokens": {"dist": "uniform", "low": 8, "high": 300}},
+    },
+}
+
+WORKLOADS = {
+    "poisson, chunked prefill (vLLM V1)": {},
+    "prefill first, no chunking (vLLM V0)": {"workload.scheduler.chunked_prefill": False},
+    "preemption: a small KV cache": {"workload.scheduler.memory_fraction": 0.2,
+                                     "workload.arrivals.rate_per_s": 40.0},
+    "reserved blocks (TensorRT-LLM no_evict)": {"workload.engine": "trtllm",
+                                               "workload.scheduler.memory_fraction": 0.3,
+                                               "workload.arrivals.rate_per_s": 40.0},
+    "static batches": {"workload.scheduler": {"policy": "static", "max_batch_size": 16,
+                                              "max_batched_tokens": 16384}},
+    "closed-loop clients": {"workload.arrivals": {
+        "process": "closed", "clients": 6, "requests": 120, "think_s": 0.2,
+        "prompt_tokens": 256, "output_tokens": {"dist": "uniform", "low": 16, "high": 200}}},
+    "two replicas, TP 2, least outstanding": {
+        "workload.parallelism": {"tp": 2, "replicas": 2},
+        "workload.router": "least_outstanding", "workload.arrivals.rate_per_s": 12.0},
+    "disaggregated prefill": {"workload.parallelism": {"tp": 1, "replicas": 3,
+                                                       "prefill_replicas": 1}},
+}
+
+
+def _run(changes: dict, fast: bool):
+    s = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        node = s
+        keys = path.split(".")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    s["workload"]["scheduler"]["fast_forward"] = fast
+    return hwsim.run(s)
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_fast_forward_gives_the_per_iteration_results(name):
+    slow, fast = _run(WORKLOADS[name], False), _run(WORKLOADS[name], True)
+    # every request's times, to the rounding of summed iteration times
+    pd.testing.assert_frame_equal(fast.requests, slow.requests, rtol=1e-9, atol=1e-12)
+    a, b = slow.summary, fast.summary
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        if isinstance(v, float) and np.isfinite(v):
+            assert b[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+        else:
+            assert b[k] == v, k
+    # the same iterations, recorded the same way
+    ea, eb = slow.events, fast.events
+    assert len(ea) == len(eb)
+    pd.testing.assert_frame_equal(eb.reset_index(drop=True), ea.reset_index(drop=True),
+                                  rtol=1e-9, atol=1e-12)
+
+
+def test_runs_happen_and_fewer_simulation_steps_are_taken():
+    """The fast path is taken: the same iterations in far fewer scheduler passes."""
+    from hwsim.jobs import serving
+
+    calls = {"ff": 0}
+    orig = serving.ServingJob._decode_run
+
+    def counted(self, r, decodes):
+        calls["ff"] += 1
+        return (yield from orig(self, r, decodes))
+    serving.ServingJob._decode_run = counted
+    try:
+        fast = _run({}, True)
+    finally:
+        serving.ServingJob._decode_run = orig
+    assert 0 < calls["ff"] < fast.summary["iterations"] / 3
