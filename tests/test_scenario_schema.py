@@ -76,7 +76,8 @@ def test_design_example_validates(example: dict) -> None:
     assert s.name == "gpt3-175b-1024xa100"
     assert s.cluster.form == "builder" and s.cluster.nodes == 128
     assert s.workload.kind == "training" and s.workload.parallelism.recompute == "full"
-    assert s.workload.steps == 10 and s.workload.train_tokens == 3.0e11
+    # no steps given: a warm-up step and the measured one (no input pipeline)
+    assert s.workload.steps == 2 and s.workload.train_tokens == 3.0e11
     assert s.compute_device == "gpu"
     assert scenario_to_dict(s)["workload"]["model"]["preset"] == "gpt3-175b"
     assert _load(scenario_to_dict(s)) == s  # the plain dump validates back to the same scenario
@@ -312,3 +313,17 @@ def test_docs_examples_validate() -> None:
     kinds = {load_scenario(e, file=str(doc), check_catalog=_catalog_ready()).workload.kind
              for e in examples}
     assert kinds == set(WORKLOAD_KINDS)  # one complete example per workload kind
+
+
+def test_steps_default_to_what_a_step_time_question_needs(example: dict) -> None:
+    """Without steps or epochs: a warm-up step and the measured one; with an input pipeline,
+    enough rounds for its prefetch queues to reach steady state. Given steps stay as given."""
+    from hwsim.scenario.schema import DEFAULT_STEPS, DEFAULT_STEPS_WITH_DATA
+
+    assert (DEFAULT_STEPS, DEFAULT_STEPS_WITH_DATA) == (2, 10)
+    assert _load(copy.deepcopy(example)).workload.steps == DEFAULT_STEPS
+    with_data = copy.deepcopy(example)
+    with_data["workload"]["data"] = {"storage": "shared", "samples": 10, "sample_bytes": "4 kB"}
+    assert _load(with_data).workload.steps == DEFAULT_STEPS_WITH_DATA
+    with_data["workload"]["steps"] = 3
+    assert _load(with_data).workload.steps == 3

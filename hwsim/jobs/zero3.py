@@ -142,15 +142,13 @@ class Zero3Units:
         ops = block.backward
         limit = getattr(self.plan.stack, "zero3_reuse_distance", 0.0)
         n = next((i for i, op in enumerate(ops) if not op.recompute), len(ops))
-        if limit <= 0 or n == 0 or vb <= 0:
-            split = _Split((ops,))
-        else:
-            sizes = [op.grad_bytes / vb for op in ops[n:]  # backward order, partitioned only
-                     if op.grad_bytes / vb > PERSISTENCE_ELEMENTS]
-            released = [p for i, p in enumerate(sizes) if 2 * sum(sizes[:i]) > limit]
-            split = _Split((ops[:n], ops[n:]), sum(released) * vb, max(1, len(released)))
-            if not released:
-                split = _Split((ops,))
+        released: list[float] = []
+        if limit > 0 and n > 0 and vb > 0:
+            sizes = [e for e in (op.grad_bytes / vb for op in ops[n:])  # backward order
+                     if e > PERSISTENCE_ELEMENTS]  # partitioned submodules only
+            released = [e for i, e in enumerate(sizes) if 2 * sum(sizes[:i]) > limit]
+        split = (_Split((ops[:n], ops[n:]), sum(released) * vb, len(released)) if released
+                 else _Split((ops,)))
         memo[id(block)] = (block, split)
         return split
 

@@ -215,8 +215,19 @@ class Checkpoint(StrictModel):
     request_bytes: Size = float(16 * 2**20)
 
 
+DEFAULT_STEPS = 2
+"""Training steps simulated when a workload without an input pipeline gives neither ``steps`` nor
+``epochs``: one warm-up step and the measured one (the summary's steady state drops the first)."""
+DEFAULT_STEPS_WITH_DATA = 10
+"""The same with ``data``: enough rounds for the loader's prefetch queues to reach steady state."""
+
+
 class TrainingWorkload(StrictModel):
-    """Training a model; ``steps`` defaults to 10 when neither ``steps`` nor ``epochs`` is given."""
+    """Training a model. Without ``steps`` or ``epochs``, ``steps`` is what a step-time question
+    needs: 2 (a warm-up step, then the step the summary measures) for a workload without an
+    input pipeline, whose steps are identical once the first has filled the pipeline; 10 with
+    ``data`` (the loader's workers and prefetch queues take several steps to reach their
+    steady state). ``time_to_train_s`` extrapolates from the measured steps either way."""
 
     kind: Literal["training"]
     model: ModelRef
@@ -247,7 +258,8 @@ class TrainingWorkload(StrictModel):
         if data.get("steps") is not None and data.get("epochs") is not None:
             raise ValueError("steps and epochs are mutually exclusive; give one of them")
         if data.get("steps") is None and data.get("epochs") is None:
-            data = {**data, "steps": 10}
+            data = {**data, "steps": DEFAULT_STEPS_WITH_DATA if data.get("data") is not None
+                    else DEFAULT_STEPS}
         return data
 
     @model_validator(mode="after")
