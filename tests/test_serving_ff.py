@@ -52,8 +52,9 @@ WORKLOADS = {
 }
 
 
-def _run(changes: dict, fast: bool):
+def _run(changes: dict, fast: bool, record: str = "full"):
     s = copy.deepcopy(BASE)
+    s["outputs"] = {"record": record}
     for path, value in changes.items():
         node = s
         keys = path.split(".")
@@ -76,15 +77,31 @@ def test_fast_forward_gives_the_per_iteration_results(name):
             assert b[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
         else:
             assert b[k] == v, k
-    # the same iterations, recorded the same way
+    # the same iterations, recorded the same way (record: full)
     ea, eb = slow.events, fast.events
     assert len(ea) == len(eb)
     pd.testing.assert_frame_equal(eb.reset_index(drop=True), ea.reset_index(drop=True),
                                   rtol=1e-9, atol=1e-12)
+    # record: ops (the default) merges a run's iterations of one bound into one event per
+    # device: the same summary and the same busy time, bytes and FLOPs by device and category
+    ops = _run(WORKLOADS[name], True, record="ops")
+    for k, v in a.items():
+        if isinstance(v, float) and np.isfinite(v):
+            assert ops.summary[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+        else:
+            assert ops.summary[k] == v, k
+    eo = ops.events
+    assert len(eo) <= len(ea)
+
+    def totals(ev):
+        ev = ev.assign(busy=ev["end_s"] - ev["start_s"])
+        return ev.groupby(["resource", "kind", "category"])[["busy", "bytes", "flops"]].sum()
+    pd.testing.assert_frame_equal(totals(eo), totals(ea), rtol=1e-9, atol=1e-9)
 
 
 def test_runs_happen_and_fewer_simulation_steps_are_taken():
-    """The fast path is taken: the same iterations in far fewer scheduler passes."""
+    """The fast path is taken: the same iterations in far fewer scheduler passes, and at the
+    default record level in far fewer events."""
     from hwsim.jobs import serving
 
     calls = {"ff": 0}
@@ -99,3 +116,13 @@ def test_runs_happen_and_fewer_simulation_steps_are_taken():
     finally:
         serving.ServingJob._decode_run = orig
     assert 0 < calls["ff"] < fast.summary["iterations"] / 3
+    ops = _run({}, True, record="ops")
+    assert len(ops.events) < len(fast.events) / 3
+
+
+def test_record_level_is_checked():
+    s = copy.deepcopy(BASE)
+    s["outputs"] = {"record": "everything"}
+    with pytest.raises(hwsim.ScenarioError, match=r"outputs\.record: 'everything' is not "
+                                                  r"allowed; valid values: ops, full"):
+        hwsim.run(s)

@@ -71,7 +71,8 @@ class ServingPlan:
     ``attention_dp`` a stage is ``tp x ep`` devices, group-major, and ``max_batch_size`` /
     ``max_batched_tokens`` are the replica's, all groups together). ``fast_forward``: decode
     iterations of an unchanged batch advanced in one step (:mod:`hwsim.jobs.serving_ff`; the
-    same results as one at a time)."""
+    same results as one at a time); ``record_iterations``: every fast-forwarded iteration
+    its own event (else one per device for each stretch of them with the same bound)."""
 
     job: str
     spec: object
@@ -106,6 +107,7 @@ class ServingPlan:
     attention_dp: bool = False
     expert_skew: float = 0.0
     fast_forward: bool = True
+    record_iterations: bool = False
 
     @property
     def reserves(self) -> bool:

@@ -109,15 +109,27 @@ class DecodeRuns:
         used = r.blocks_total - r.blocks_free
         cache = (r.cache.blocks, r.cache.idle) if r.cache else (0, 0)
         start = t0
+        every = plan.record_iterations
+        span = None  # a stretch of iterations of one bound: [start, flops, bytes, category]
         for j in range(done):
             seconds, flops, nbytes, category, a2a = costs[j]
             end = ends[j]
-            for name in names:
-                rec.event(start, end - a2a, name, "compute", "iteration", job, r.index, nbytes,
-                          flops, category)
+            if every:
+                for name in names:
+                    rec.event(start, end - a2a, name, "compute", "iteration", job, r.index,
+                              nbytes, flops, category)
+            elif span is not None and span[3] == category:
+                span[1] += flops
+                span[2] += nbytes
+            else:
+                if span is not None:
+                    self._record_span(names, r.index, span, start)
+                span = [start, flops, nbytes, category]
             r.batch_tokens.append((start, end, n, tokens, used, 0, r.kv_blocked, *cache))
             used += residues.get((-j) % bt, 0)  # blocks the iteration's new tokens opened
             start = end
+        if span is not None:
+            self._record_span(names, r.index, span, start)
         r.iterations += done
         for s in decodes:
             if not plan.reserves:  # a block for every token that opens one
@@ -127,3 +139,10 @@ class DecodeRuns:
             s.cached += done
             s.generated += done
         self._complete(r, ends[-1])
+
+    def _record_span(self, names: list[str], replica: int, span: list, end: float) -> None:
+        """One ``iteration`` event per device for a stretch of iterations of one bound."""
+        rec, job = self.system.recorder, self.plan.job
+        for name in names:
+            rec.event(span[0], end, name, "compute", "iteration", job, replica, span[2],
+                      span[1], span[3])

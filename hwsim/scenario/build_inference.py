@@ -112,7 +112,8 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                            speculative=speculative, ep=par.ep, attention_dp=par.attention_dp,
                            expert_skew=w.expert_skew,
                            prefix_caching=w.scheduler.prefix_caching,
-                           fast_forward=w.scheduler.fast_forward)
+                           fast_forward=w.scheduler.fast_forward,
+                           record_iterations=s.outputs.record == "full")
     except ValueError as err:
         field = ("workload.parallelism.prefill_replicas" if "prefill_replicas" in str(err)
                  or "disaggregation" in str(err) else "workload.scheduler")

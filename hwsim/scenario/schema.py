@@ -387,12 +387,17 @@ Workload = Annotated[TrainingWorkload | TransferWorkload | InferenceWorkload | D
 
 
 class Outputs(StrictModel):
-    """Which result tables and files to produce; ``utilization_bin_s`` None = automatic."""
+    """Which result tables and files to produce; ``utilization_bin_s`` None = automatic.
+    ``record``: how finely activity is recorded: ``ops`` (default) records every op, but a
+    serving replica's fast-forwarded decode iterations as one event per device for each stretch
+    of them with the same bound; ``full`` records every serving iteration as its own event. The
+    summary is the same at both levels."""
 
     events: bool = True
     utilization: bool = True
     trace: bool = True
     utilization_bin_s: Duration | None = Field(None, gt=0)
+    record: Literal["ops", "full"] = "ops"
 
 
 class Limits(StrictModel):
