@@ -49,9 +49,9 @@ class StageCost:
             f, b = f1 * d_pairs, b0 + b1 * d_pairs
             t_c = f / self.flop_rate if f > 0 else 0.0
             t_m = b / self.byte_rate if b > 0 else 0.0
-            t = max(max(t_c, t_m) / self.speed, self.floor)
-            cat = ("overhead" if t > max(t_c, t_m) / self.speed else
-                   "compute" if t_c >= t_m else "memory")
+            roof = max(t_c, t_m) / self.speed
+            t = roof if roof >= self.floor else self.floor
+            cat = "overhead" if t > roof else "compute" if t_c >= t_m else "memory"
             seconds += times * t
             flops += times * f
             nbytes += times * b
@@ -71,6 +71,15 @@ class StageCosts:
         """Seconds, FLOPs, bytes and bound of one stage's share of an iteration on one device,
         and the seconds of it that are expert-parallel all-to-alls (the bound is the largest
         category of the rest): :meth:`_stage_cost` of the shape, at *d_pairs*."""
+        return self._stage_costed(st, devs, p_tokens, p_pairs, d_seqs, logits,
+                                  kv_tokens=kv_tokens, model=model, p_seqs=p_seqs,
+                                  moe=moe).at(d_pairs)
+
+    def _stage_costed(self, st: int, devs: list[str], p_tokens: int, p_pairs: float,
+                      d_seqs: int, logits: int, *, kv_tokens: int | None = None,
+                      model: tuple | None = None, p_seqs: int = 1, moe: tuple | None = None
+                      ) -> StageCost:
+        """:meth:`_stage_cost` of the shape, memoised (prefill pairs rounded)."""
         key = (st, tuple(devs), p_tokens, round(p_pairs), d_seqs, logits, kv_tokens,
                None if model is None else id(model[0]), None if model is None else model[1],
                p_seqs, moe)
@@ -79,7 +88,7 @@ class StageCosts:
             cost = self._cost_memo[key] = self._stage_cost(
                 st, devs, p_tokens, p_pairs, d_seqs, logits, kv_tokens=kv_tokens, model=model,
                 p_seqs=p_seqs, moe=moe)
-        return cost.at(d_pairs)
+        return cost
 
     def _stage_cost(self, st: int, devs: list[str], p_tokens: int, p_pairs: float,
                     d_seqs: int, logits: int, *, kv_tokens: int | None = None,

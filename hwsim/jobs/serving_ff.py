@@ -4,7 +4,7 @@ Between state changes a replica's scheduler picks the same decoding sequences ev
 nothing finishes, nothing is admitted (a request that could not be admitted cannot be while the
 free KV blocks only shrink and the batch stays as it is), nothing is preempted. So the
 iterations up to the next change are known ahead: their times
-(:meth:`~hwsim.jobs.serving_cost.StageCosts._stage_time` at each iteration's context total), the
+(the batch's :class:`~hwsim.jobs.serving_cost.StageCost` at each iteration's context total), the
 blocks they take, and when a sequence finishes (its remaining output) or the cache would run
 out (the scheduler would preempt). :meth:`DecodeRuns._decode_run` waits for them as one
 timeout, which an arrival at the replica cuts short at the end of the iteration it falls in (the
@@ -29,8 +29,8 @@ MAX_RUN = 4096
 
 class DecodeRuns:
     """The fast-forward methods of :class:`~hwsim.jobs.serving.ServingJob` (which provides
-    ``plan``, ``env``, ``system``, ``speculation``, ``experts``, ``_swaps``, ``_stage_time`` and
-    ``_finish_iteration``)."""
+    ``plan``, ``env``, ``system``, ``speculation``, ``experts``, ``_swaps``, ``_stage_costed`` and
+    ``_complete``)."""
 
     def _can_run(self, r, prefills: list, decodes: list) -> bool:
         """Whether this decode-only iteration may open a run (see the module docstring)."""
@@ -56,6 +56,7 @@ class DecodeRuns:
         costs: list[tuple] = []
         ends: list[float] = []
         state = {"free": r.blocks_free, "t": env.now}
+        cost = self._stage_costed(0, devs, 0, 0.0, n, n)  # the batch's shape: one cost
 
         def extend(count: int) -> None:
             while count > 0 and len(costs) < limit:
@@ -64,7 +65,7 @@ class DecodeRuns:
                 if need > state["free"]:
                     return  # the scheduler would preempt before this iteration
                 state["free"] -= need
-                c = self._stage_time(0, devs, 0, 0.0, n, pairs0 + j * n, n)
+                c = cost.at(pairs0 + j * n)
                 costs.append(c)
                 state["t"] += c[0]
                 ends.append(state["t"])
