@@ -33,14 +33,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import networkx as nx
 import yaml
 
 from hwsim.catalog import get_device, get_link, load_catalog, load_stacks
 from hwsim.catalog.loader import suggest_ids
 from hwsim.exceptions import ScenarioError
+
+if TYPE_CHECKING:  # the graph type only: loading a scenario imports no networkx
+    import networkx as nx
 
 __all__ = ["Constant", "CONSTANTS", "Target", "TARGETS", "Key", "current", "apply",
            "read_calibration", "parse_calibration", "label", "VERSION", "DEVICE_SPECS",
