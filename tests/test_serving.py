@@ -324,3 +324,18 @@ def test_a_recompute_longer_than_the_token_budget_runs_alone_and_finishes():
     assert r.summary["preemptions"] > 0
     assert r.summary["requests_completed"] == 40
     assert r.requests["end_s"].notna().all()
+
+
+def test_no_evict_reserves_whole_outputs_on_the_decode_replicas_too():
+    """Disaggregated with no_evict: a decode replica takes a handed-over sequence only with the
+    blocks of its whole output, so it never needs a block it does not hold."""
+    r = _run(**{"workload.parallelism": {"tp": 1, "replicas": 3, "prefill_replicas": 1},
+                "workload.scheduler.no_evict": True,
+                "workload.scheduler.memory_fraction": 0.25,
+                "workload.arrivals": NO_EVICT_ARRIVALS})
+    s = r.summary
+    assert s["preemptions"] == 0 and s["requests_completed"] == 60
+    assert s["kv_blocks_used_max"] <= s["kv_blocks_total"]
+    per_seq = -(-(512 + 256) // 16)
+    decode = r.iterations[r.iterations["replica"] > 0]
+    assert (decode["kv_blocks_used"] % per_seq == 0).all()  # whole reservations only

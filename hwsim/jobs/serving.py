@@ -309,7 +309,10 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
             for a, b in zip(a_devs, b_devs):
                 evs.append(self.system.transfer(a, b, nbytes, name="kv.handoff", job=plan.job,
                                                 rank=src.index))
-        s.blocks, s.handoff, s.replica = 0, self._blocks(s.cached + 1), dst.index
+        # the decode replica takes its cache and, with no_evict, the blocks of its whole output
+        need = (s.req.prompt_tokens + s.req.output_tokens + self._per_decode - 1
+                if plan.no_evict else s.cached + 1)
+        s.blocks, s.handoff, s.replica = 0, self._blocks(need), dst.index
         dst.waiting.append(s)  # reserve its place in arrival order; admitted once arrived
         s.arrived = self.env.event()
         yield self.env.all_of(evs)
