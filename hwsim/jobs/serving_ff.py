@@ -101,14 +101,14 @@ class DecodeRuns:
     def _finish_run(self, r, decodes: list, t0: float, costs: list, ends: list,
                     residues: dict[int, int]) -> None:
         """Account the run's iterations as :meth:`_finish_iteration` does one by one: each
-        iteration's events and batch record, then every sequence's tokens and blocks at once,
-        and the sequences that end with the last iteration."""
+        iteration's events and batch record (no prefix cache in a run: its columns are 0), then
+        every sequence's tokens and blocks at once, and the sequences that end with the last
+        iteration."""
         plan, rec = self.plan, self.system.recorder
         devs, job, bt = r.stages[0], plan.job, plan.block_tokens
         n, tokens, done = len(decodes), self._per_decode * len(decodes), len(costs)
         names = [f"{d}/compute" for d in devs]
         used = r.blocks_total - r.blocks_free
-        cache = (r.cache.blocks, r.cache.idle) if r.cache else (0, 0)
         start = t0
         every = plan.record_iterations
         span = None  # a stretch of iterations of one bound: [start, flops, bytes, category]
@@ -126,7 +126,7 @@ class DecodeRuns:
                 if span is not None:
                     self._record_span(names, r.index, span, start)
                 span = [start, flops, nbytes, category]
-            r.batch_tokens.append((start, end, n, tokens, used, 0, r.kv_blocked, *cache))
+            r.batch_tokens.append((start, end, n, tokens, used, 0, r.kv_blocked, 0, 0))
             used += residues.get((-j) % bt, 0)  # blocks the iteration's new tokens opened
             start = end
         if span is not None:
