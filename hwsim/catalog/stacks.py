@@ -97,13 +97,13 @@ _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitte
            "zero3_rank_host_s", "grad_reduce", "zero1_grad_allreduce", "grad_reduce_overlap",
            "fitted_field")
 MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
-GRAD_REDUCE = ("training", "main")
-FITTABLE = ("compute_factor", "zero3_rank_host_s")
-"""``fitted_field:`` values: the one constant a profile's ``fitted_to`` rows determine."""
-"""``grad_reduce:`` values: data-parallel gradient reductions move gradients at the training
-precision, or at the main gradients' (``main_grads``)."""
 """``main_grads:`` values: gradients at the training precision, always fp32 (below 4-byte
 training), or fp32 when training in bf16 (and fp8, whose weights are bf16) only."""
+GRAD_REDUCE = ("training", "main")
+"""``grad_reduce:`` values: data-parallel gradient reductions move gradients at the training
+precision, or at the main gradients' (``main_grads``)."""
+FITTABLE = ("compute_factor", "zero3_rank_host_s")
+"""``fitted_field:`` values: the one constant a profile's ``fitted_to`` rows determine."""
 _RECIPE_FIELDS = ("description", "attention", "weight_copy_bytes", "amax_history", "sources")
 
 

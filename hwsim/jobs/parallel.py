@@ -338,8 +338,8 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units):
 
     def _dp_reduce(self, step: int, s: int, lane: int, c: int, nb: int, nbytes: float,
                    expert: bool = False) -> None:
-        op = "allreduce" if self.plan.zero == 0 or not expert and \
-            self._dp_reduce_op() == "allreduce" else "reduce_scatter"
+        # expert gradients under ZeRO reduce-scatter over their own group (as _claim made it)
+        op = "reduce_scatter" if expert and self.plan.zero else self._dp_reduce_op()
         kind = "edp" if expert else "dp"
         size = len(next(iter(self._members(kind, s).values())))
         if size < 2:
