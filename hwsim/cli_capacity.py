@@ -110,14 +110,20 @@ def capacity_train(
     shown["layout"] = [  # which layout each candidate simulated: the scenario's or searched
         "-" if not r["layout"] else f"tp{r['tp']} pp{r['pp']} dp{r['dp']} zero{r['zero']} "
         f"mb{r['micro_batch']} ({r['layout']})" for _, r in df.iterrows()]
-    status = EXIT_OK if df["fits"].any() else EXIT_DOES_NOT_FIT
-    if _print_frame(df if fmt != "table" else shown,
-                    f"train {tokens:.3g} tokens within {days:g} days", cols, fmt) != "table":
-        raise typer.Exit(status)
-    typer.echo(f"answer: {df.attrs['answer']}")
-    front = df[df["pareto"]]
-    typer.echo("pareto front (time, cost, energy): " + ("; ".join(
-        f"{int(r['count'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
+    _answer(df, shown, f"train {tokens:.3g} tokens within {days:g} days", cols, fmt,
+            EXIT_OK if df["fits"].any() else EXIT_DOES_NOT_FIT, "time, cost, energy", "count")
+
+
+def _answer(df, shown, title: str, cols, fmt: str, status: int, front_of: str,
+            count: str) -> None:
+    """Print a capacity frame (*shown* in a table, *df* as data), then, for a table, the
+    answer and the Pareto front over *front_of* (*count* devices of each kind); exit with
+    *status*."""
+    if _print_frame(df if fmt != "table" else shown, title, cols, fmt) == "table":
+        typer.echo(f"answer: {df.attrs['answer']}")
+        front = df[df["pareto"]]
+        typer.echo(f"pareto front ({front_of}): " + ("; ".join(
+            f"{int(r[count])} x {r['device']}" for _, r in front.iterrows()) or "none"))
     raise typer.Exit(status)
 
 
@@ -207,16 +213,9 @@ def capacity_serve(
         "energy_per_request_j": "{:,.4g}"})
     shown["tp"] = [t if lay != "searched" else f"{t} (searched)"
                    for t, lay in zip(shown["tp"], df["layout"])]
-    status = EXIT_OK if df.attrs.get("fits", True) else EXIT_DOES_NOT_FIT
-    if _print_frame(df if fmt != "table" else shown,
-                    f"serve {rate:g} req/s at p99 TTFT {ttft:g} s, TPOT {tpot:g} s", cols,
-                    fmt) != "table":
-        raise typer.Exit(status)
-    typer.echo(f"answer: {df.attrs['answer']}")
-    front = df[df["pareto"]]
-    typer.echo("pareto front (cost per hour, energy per request): " + ("; ".join(
-        f"{int(r['devices'])} x {r['device']}" for _, r in front.iterrows()) or "none"))
-    raise typer.Exit(status)
+    _answer(df, shown, f"serve {rate:g} req/s at p99 TTFT {ttft:g} s, TPOT {tpot:g} s", cols,
+            fmt, EXIT_OK if df.attrs.get("fits", True) else EXIT_DOES_NOT_FIT,
+            "cost per hour, energy per request", "devices")
 
 
 def _capacity_max_rate(file: Path, ttft: float | None, tpot: float | None,

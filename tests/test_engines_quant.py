@@ -12,6 +12,7 @@ import math
 import pytest
 
 import hwsim
+from scenario_edit import edited
 from hwsim.catalog import get_device
 from hwsim.catalog.engines import get_engine, load_engines, parse_engines_file
 from hwsim.exceptions import ScenarioError
@@ -33,16 +34,9 @@ SCEN = {
 
 
 def _run(engine: str | None = None, **changes):
-    s = copy.deepcopy(SCEN)
-    w = s["workload"]
+    s = edited(SCEN, changes)
     if engine is not None:
-        w["engine"] = engine
-    for path, value in changes.items():
-        node = s
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
+        s["workload"]["engine"] = engine
     return hwsim.run(s)
 
 

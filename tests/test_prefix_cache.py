@@ -4,7 +4,6 @@ eviction order, reference counts back to zero, and pinned errors for bad input."
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 import simpy
 
 import hwsim
+from scenario_edit import edited
 from hwsim.analysis.headline import headline
 from hwsim.engine import Recorder
 from hwsim.jobs.prefix_cache import PrefixCache
@@ -48,14 +48,7 @@ PREFIX_KEYS = ("prefix_hit_rate", "prefill_tokens_saved", "prefix_blocks_evicted
 
 
 def _scenario(**changes) -> dict:
-    s = copy.deepcopy(BASE)
-    for path, value in changes.items():
-        node = s
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-    return s
+    return edited(BASE, changes)
 
 
 def _run(**changes):

@@ -3,12 +3,12 @@ KV-cache pressure, scheduler effects, and pinned errors for bad input."""
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
 
 import hwsim
+from scenario_edit import edited
 from hwsim.catalog import get_device
 from hwsim.workloads import resolve_model
 from hwsim.workloads.inference import inference_flops, serving_cost
@@ -32,14 +32,7 @@ BASE = {
 
 
 def _run(**changes):
-    s = copy.deepcopy(BASE)
-    for path, value in changes.items():
-        node = s
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-    return hwsim.run(s)
+    return hwsim.run(edited(BASE, changes))
 
 
 def test_one_request_obeys_the_roofline_bounds():

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import hwsim
+from scenario_edit import edited
 
 BASE = {
     "name": "ff",
@@ -53,14 +54,8 @@ WORKLOADS = {
 
 
 def _run(changes: dict, fast: bool, record: str = "full"):
-    s = copy.deepcopy(BASE)
+    s = edited(BASE, changes)
     s["outputs"] = {"record": record}
-    for path, value in changes.items():
-        node = s
-        keys = path.split(".")
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
     s["workload"]["scheduler"]["fast_forward"] = fast
     return hwsim.run(s)
 
