@@ -1,8 +1,8 @@
 """Serving fast-forward (hwsim/jobs/serving_ff.py): decode iterations of an unchanged batch
 advanced in one step give the results of the per-iteration loop (``scheduler.fast_forward:
 false``) on workloads that exercise every way a run ends: arrivals, completions, KV blocks
-running out (preemption), reserved blocks, static batches, closed-loop clients, several replicas
-and disaggregated prefill."""
+running out (preemption by recompute or swap), reserved blocks, static batches, closed-loop
+clients, several replicas and disaggregated prefill (decode replicas taking hand-overs)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ WORKLOADS = {
     "prefill first, no chunking (vLLM V0)": {"workload.scheduler.chunked_prefill": False},
     "preemption: a small KV cache": {"workload.scheduler.memory_fraction": 0.2,
                                      "workload.arrivals.rate_per_s": 40.0},
+    "preemption by swapping to host memory": {"workload.scheduler.memory_fraction": 0.2,
+                                              "workload.scheduler.preemption": "swap",
+                                              "workload.arrivals.rate_per_s": 40.0,
+                                              "cluster.node.host_memory": "ddr5-host"},
     "reserved blocks (TensorRT-LLM no_evict)": {"workload.engine": "trtllm",
                                                "workload.scheduler.memory_fraction": 0.3,
                                                "workload.arrivals.rate_per_s": 40.0},

@@ -13,7 +13,8 @@ the per-iteration loop does (the same events, batch records and counts). The res
 per-iteration loop's (tests/test_serving_ff.py), up to the rounding of the summed times.
 
 A run needs: decodes only, no swaps, no speculative decoding, no expert parallelism, one
-pipeline stage, no prefix cache, a replica that both prefills and decodes; otherwise the
+pipeline stage, no prefix cache, a replica that decodes (a disaggregated decode replica too:
+an arriving hand-over cuts a run as an arrival does); otherwise the
 replica runs one iteration at a time.
 """
 
@@ -34,9 +35,12 @@ class DecodeRuns:
 
     def _can_run(self, r, prefills: list, decodes: list) -> bool:
         """Whether this decode-only iteration may open a run (see the module docstring)."""
+        # every running sequence decodes in it: one the scheduler has just readmitted with its
+        # KV cache (handed over, swapped in) decodes from the next iteration, which changes
         return (self.plan.fast_forward and not prefills and bool(decodes) and not self._swaps
-                and self.speculation is None and self.experts is None and self.plan.pp == 1
-                and r.cache is None and r.role == "both")
+                and len(decodes) == len(r.running) and self.speculation is None
+                and self.experts is None and self.plan.pp == 1 and r.cache is None
+                and r.role != "prefill")
 
     def _decode_run(self, r, decodes: list) -> Generator:
         """SimPy sub-process: the iteration of *decodes* and the ones after it that the
@@ -72,30 +76,30 @@ class DecodeRuns:
                 count -= 1
 
         extend(1)
-        t0, queued = env.now, len(r.waiting)
-        yield env.timeout(costs[0][0])  # the first iteration runs whatever arrives meanwhile
-        done = 1
-        if len(r.waiting) == queued:  # else the scheduler sees the arrival now
-            r.wake = env.event()  # an arrival (or a closed-loop client's request) cuts the run
+        t0 = env.now
+        # an arrival (a request, a closed-loop client's next one, a prefilled sequence's KV
+        # cache handed over) succeeds the replica's wake: it cuts the run
+        r.wake = env.event()
+        try:
+            yield env.timeout(costs[0][0])  # the first iteration runs whatever arrives
+            done = 1
             size = 8
-            try:
-                while True:
-                    extend(size)
-                    size *= 2
-                    if len(costs) == done:
-                        break  # nothing more runs unchanged
-                    yield env.any_of([env.timeout(ends[-1] - env.now), r.wake])
-                    if not r.wake.triggered:
-                        done = len(costs)
-                        continue
-                    now = env.now
-                    done = next((j + 1 for j in range(done, len(ends)) if ends[j] >= now),
-                                len(ends))
-                    if ends[done - 1] > now:
-                        yield env.timeout(ends[done - 1] - now)
-                    break
-            finally:
-                r.wake = None
+            while not r.wake.triggered:  # else the scheduler sees the arrival now
+                extend(size)
+                size *= 2
+                if len(costs) == done:
+                    break  # nothing more runs unchanged
+                yield env.any_of([env.timeout(ends[-1] - env.now), r.wake])
+                if not r.wake.triggered:
+                    done = len(costs)
+                    continue
+                now = env.now
+                done = next((j + 1 for j in range(done, len(ends)) if ends[j] >= now),
+                            len(ends))
+                if ends[done - 1] > now:
+                    yield env.timeout(ends[done - 1] - now)
+        finally:
+            r.wake = None
         self._finish_run(r, decodes, t0, costs[:done], ends[:done], residues)
 
     def _finish_run(self, r, decodes: list, t0: float, costs: list, ends: list,
