@@ -310,9 +310,8 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
                 evs.append(self.system.transfer(a, b, nbytes, name="kv.handoff", job=plan.job,
                                                 rank=src.index))
         # the decode replica takes its cache and, with no_evict, the blocks of its whole output
-        need = (s.req.prompt_tokens + s.req.output_tokens + self._per_decode - 1
-                if plan.no_evict else s.cached + 1)
-        s.blocks, s.handoff, s.replica = 0, self._blocks(need), dst.index
+        held = self._whole_blocks(s) if plan.no_evict else self._blocks(s.cached + 1)
+        s.blocks, s.handoff, s.replica = 0, held, dst.index
         dst.waiting.append(s)  # reserve its place in arrival order; admitted once arrived
         s.arrived = self.env.event()
         yield self.env.all_of(evs)

@@ -75,6 +75,11 @@ class Scheduler:
     def _blocks(self, tokens: int) -> int:
         return math.ceil(tokens / self.plan.block_tokens)
 
+    def _whole_blocks(self, s: _Seq) -> int:
+        """The blocks of *s*'s prompt and whole output (its last iteration's positions
+        included): what a static batch, or ``no_evict``, reserves at admission."""
+        return self._blocks(s.req.prompt_tokens + s.req.output_tokens + self._per_decode - 1)
+
     def _admit(self, r: _Replica, s: _Seq, blocks: int, hit: tuple[int, int] = (0, 0),
                n: int = 0) -> None:
         """*s* starts with *blocks* KV blocks; *hit*: its tokens found in the prefix cache and
@@ -146,8 +151,7 @@ class Scheduler:
             target = s.req.prompt_tokens + s.generated
             # no_evict (TensorRT-LLM's GUARANTEED_NO_EVICT): the blocks of its prompt and its
             # whole output, reserved now, so that it never has to be preempted
-            blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens + self._per_decode
-                                  - 1 if plan.no_evict else target)
+            blocks = self._whole_blocks(s) if plan.no_evict else self._blocks(target)
             hit = r.cache.lookup(s.req, target, blocks, free) if r.cache else (0, blocks)
             n = min(target - hit[0], budget) if plan.chunked_prefill else target - hit[0]
             # a whole prefill longer than the token budget (a recompute after a preemption:
@@ -179,8 +183,7 @@ class Scheduler:
         if not r.running:
             while r.waiting and len(r.running) < plan.max_batch_size:
                 s = r.waiting[0]
-                blocks = self._blocks(s.req.prompt_tokens + s.req.output_tokens
-                                      + self._per_decode - 1)
+                blocks = self._whole_blocks(s)
                 hit = (r.cache.lookup(s.req, s.req.prompt_tokens, blocks, r.blocks_free)
                        if r.cache else (0, blocks))
                 if hit[1] > r.blocks_free:
