@@ -167,7 +167,11 @@ def test_quantised_weights_and_kv_shrink_memory_and_grow_the_kv_cache():
     spec = resolve_model({"preset": "llama2-7b"})
     fp16 = serving_cost(spec, precision="fp16")
     int4 = serving_cost(spec, precision="fp16", weight_precision="int4")
-    assert int4.weight_bytes == pytest.approx(fp16.weight_bytes * weight_bytes("int4") / 2)
+    tables = 2.0 * 2 * spec.vocab * spec.hidden  # embedding and LM head, 16-bit in both
+    assert int4.weight_bytes == pytest.approx(
+        (fp16.weight_bytes - tables) * weight_bytes("int4") / 2 + tables)
+    fp8 = serving_cost(spec, precision="fp8")
+    assert fp8.weight_bytes == pytest.approx((fp16.weight_bytes - tables) / 2 + tables)
     fp8kv = serving_cost(spec, precision="fp16", kv_precision="fp8")
     assert fp8kv.kv_bytes_per_token == fp16.kv_bytes_per_token / 2
     a = _run("vllm").summary["memory_kv_cache_gb"]

@@ -75,7 +75,8 @@ def test_kv_bytes_per_token_split_over_pipeline_stages_and_by_kv_precision():
     assert serving_cost(spec, kv_precision="fp8").kv_bytes_per_token == 327_680 / 2
     fp8 = serving_cost(spec, precision="fp8")
     assert fp8.kv_bytes_per_token == 327_680
-    assert fp8.weight_bytes == serving_cost(spec).weight_bytes / 2
+    tables = 2 * 2 * spec.vocab * spec.hidden  # embedding and LM head stay 16-bit
+    assert fp8.weight_bytes == (serving_cost(spec).weight_bytes - tables) / 2 + tables
 
 
 def test_llama_weights_over_all_devices_are_the_model_plus_tp_replicated_norms():

@@ -29,8 +29,16 @@ the last stage keeps its own copy (as Megatron-LM does). The stage-to-stage send
 Bytes per value: weights (and GEMM inputs) at the precision's size (``fp8``/``int8`` serving
 quantizes the weights to one byte); activations at 16 bits for 8-bit precisions, else at the
 precision's size; the KV cache at ``kv_precision`` (default: the activations' size, vLLM's
-``kv_cache_dtype="auto"``; ``kv_precision="fp8"`` is an 8-bit cache). Norm weights and biases are
-counted at the weights' size (8-bit schemes keep them in 16 bits; well under 0.1% of the weights).
+``kv_cache_dtype="auto"``; ``kv_precision="fp8"`` is an 8-bit cache). Quantised formats (weights
+narrower than the activations: fp8, int8, int4) apply to the decoder layers' linear weights only:
+the embedding table and the LM head stay at the activations' size, and the LM head's GEMM runs at
+the activations' precision, as the quantisers engines load leave them (NVIDIA ModelOpt's default
+configs, which TensorRT-LLM's FP8 and INT4-AWQ checkpoints come from, disable the ``*lm_head*``
+quantizer and quantize linear layers only; AWQ and GPTQ quantize the decoder layers' linears;
+the training model's FP8 keeps them in 16 bits the same way, :mod:`hwsim.workloads.transformer`).
+For Llama-3-8B (128,256-token vocabulary) that is 1.05 G of its 8.0 G parameters. Norm weights
+and biases are counted at the weights' size (8-bit schemes keep them in 16 bits; well under 0.1%
+of the weights).
 
 FLOPs are 2 per multiply-add (DESIGN.md). Attention counts what the caller's (query, key) pairs
 say: ``4 * pairs * head_dim`` per query head (score and value products; causality is in the
@@ -191,15 +199,17 @@ def serving_cost(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int 
     spec = _check_spec(spec)
     kv_dev, layers = _layout(spec, tp, pp, stage)
     lay = moe_layout(spec, tp, ep, attention_dp)
-    mb, _, kb, _ = _bytes(precision, kv_precision, weight_precision, weight_group)
+    mb, vb, kb, _ = _bytes(precision, kv_precision, weight_precision, weight_group)
     w = _weights(spec, tp, kv_dev, lay)
     dense, moe_layers = layer_kinds(spec.dense_layers, stage_layers(spec.layers, pp), stage)
     elems = moe_layers * w["layer"] + dense * w["dense_layer"]
+    table = 0.0  # embedding and LM head: at the activations' size (module docstring)
     if stage == 0:
-        elems += w["embedding"]
+        table += w["embedding"]
     if stage == pp - 1:
-        elems += w["norm"] + (0.0 if spec.tied_embeddings and pp == 1 else w["logits"])
-    return ServingCost(weight_bytes=mb * elems,
+        elems += w["norm"]
+        table += 0.0 if spec.tied_embeddings and pp == 1 else w["logits"]
+    return ServingCost(weight_bytes=mb * elems + max(mb, vb) * table,
                        kv_bytes_per_token=2.0 * layers * kv_dev * spec.head_dim * kb,
                        layers=layers)
 
@@ -324,13 +334,15 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
     act = T * h * vb                          # one hidden-state tensor: the TP message
 
     def linear(name: str, m: float, kk: float, n: float, weights: float,
-               batch: float = 1.0) -> Op:
+               batch: float = 1.0, head: bool = False) -> Op:
         """A GEMM ``[m, kk] x [kk, n]`` reading *weights* elements; *batch* experts' GEMMs of
-        ``m / batch`` rows each when MoE (the expected experts touched, rounded up)."""
+        ``m / batch`` rows each when MoE (the expected experts touched, rounded up); *head*:
+        the LM head, unquantised (module docstring)."""
         batch = max(1.0, math.ceil(batch - 1e-9))
         shape = ("gemm", max(m / batch, 1.0), n, kk, batch)
-        return Op(name, 2.0 * m * kk * n, gb * m * kk + wb * weights + vb * m * n, matmul=True,
-                  shape=shape, dtype=precision)
+        ib, kb_w, dt = (max(gb, vb), max(wb, vb), act_dtype) if head else (gb, wb, precision)
+        return Op(name, 2.0 * m * kk * n, ib * m * kk + kb_w * weights + vb * m * n,
+                  matmul=True, shape=shape, dtype=dt)
 
     def dequant(name: str, m: float, weights: float, kk: float) -> list[Op]:
         if not deq or m <= 0:
@@ -352,7 +364,7 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
         # expectation) and of the replicated position / segment tables read, the output written
         tables = (spec.position == "learned") + (spec.type_vocab > 0)
         out.append((Op("embedding.lookup", float(T * h * tables),
-                       wb * T * h * (1 / t + tables) + vb * T * h), 1))
+                       max(wb, vb) * T * h * (1 / t + tables) + vb * T * h), 1))
         if t > 1:
             out.append((allreduce("embedding.lookup"), 1))
 
@@ -421,8 +433,7 @@ def iteration_ops(spec: TransformerSpec, *, tp: int = 1, pp: int = 1, stage: int
 
     if stage == pp - 1 and L:  # final norm, vocab-parallel logits, gather, sampling
         out.append((elementwise("head.norm", L * h, nflop, 2.0, w["norm"]), 1))
-        out.append((linear("head.logits", L, h, V / t, w["logits"]), 1))
-        out += [(op, 1) for op in dequant("head.logits", L, w["logits"], h)]
+        out.append((linear("head.logits", L, h, V / t, w["logits"], head=True), 1))
         if t > 1:
             out.append((Op("head.logits.tp_allgather", 0.0, 0.0, comm="tp_allgather",
                            comm_bytes=L * V * vb), 1))
