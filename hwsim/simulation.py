@@ -51,10 +51,18 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
     rng = np.random.default_rng(seed)
     recorder = Recorder()
     system = System(env, graph, recorder, rng)
+    if isinstance(job, ParallelPlan) and job.steady_state and until_s is not None:
+        job = replace(job, steady_state=False)  # a time limit cuts the run the advance skips
     runner = _runner(system, job)
     runner.start()
     _run(env, [runner], until_s, name)
     end = env.now
+    if isinstance(runner, ParallelTrainingJob) and runner.compressed and runner.fits:
+        if not runner.periodic:  # the steady phase did not repeat: simulate every micro-batch
+            return simulate(graph, replace(job, steady_state=False), name=name, seed=seed,
+                            config=config, utilization_bin_s=utilization_bin_s,
+                            failures=failures)
+        end += runner.advance()
     extra: dict[str, pd.DataFrame] = {}
     if isinstance(runner, (ServingJob, BatchingJob)):
         return _serving_result(runner, recorder, end, name, config, utilization_bin_s)
@@ -360,6 +368,8 @@ def _training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFra
         "params": params,
         "global_batch": samples_mb * plan.micro_batches * replicas,
         "micro_batches": plan.micro_batches,
+        # fewer when each step's steady phase was advanced, not simulated (hwsim.jobs.steady)
+        "micro_batches_simulated": getattr(job, "m_sim", plan.micro_batches),
         "steps_simulated": plan.steps if job.fits else 0,
         "total_steps": getattr(plan, "total_steps", None) or plan.steps,
         "folded": bool(getattr(plan, "fold", False)),

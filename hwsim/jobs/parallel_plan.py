@@ -74,6 +74,9 @@ class ParallelPlan:
     (:mod:`hwsim.jobs.checkpoint`), one shard per global rank, written by every rank also when
     folded. ``stack``: the software stack (:class:`~hwsim.catalog.stacks.StackProfile`) applied to
     every device (:meth:`~hwsim.jobs.system.Device.running`); None: the catalog figures.
+    ``steady_state``: simulate each step's pipeline until its steady phase repeats and advance
+    the rest exactly (:mod:`hwsim.jobs.steady`); only :func:`hwsim.simulation.simulate` runs a
+    plan that way (it re-runs the whole step if the pattern does not repeat).
     """
 
     job: str
@@ -103,6 +106,7 @@ class ParallelPlan:
     data: DataPlan | None = None
     checkpoint: CheckpointPlan | None = None
     stack: Any = None
+    steady_state: bool = False
 
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep", "cp"):

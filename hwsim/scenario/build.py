@@ -226,7 +226,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.parallelism") from None
         return replace(plan, total_steps=total, checkpoint=_checkpoint_plan(s, g, plan),
-                       stack=stack)
+                       stack=stack, steady_state=w.steady_state)
     needs = sorted({op.comm for op in ops.forward + ops.backward if op.comm})
     if needs:
         raise ScenarioError(f"model {spec.name!r} needs {', '.join(needs)} communication, which "

@@ -247,6 +247,7 @@ class TrainingWorkload(StrictModel):
     stack: str | None = None
     collective: Collective = Collective()
     fold: Literal["auto"] | bool = "auto"
+    steady_state: bool = True
     checkpoint: Checkpoint | None = None
     failures: Failures | None = None
 
