@@ -52,9 +52,8 @@ from hwsim.jobs.offload_step import OffloadSteps
 from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
                                       parallel_plan)
 from hwsim.jobs.pipeline import run_pipeline
-from hwsim.engine.repeat import repeat_window
 from hwsim.jobs.schedules import Unit, schedule
-from hwsim.jobs.steady import find_window, period_micro_batches, simulated_micro_batches
+from hwsim.jobs.steady import SteadyState
 from hwsim.jobs.system import Device, System
 from hwsim.jobs.timeline import program
 from hwsim.jobs.training import slowest_step_ends
@@ -77,7 +76,7 @@ def device_kinds(graph, devices) -> list[str]:
     return list(kinds.values())
 
 
-class ParallelTrainingJob(OffloadSteps, Zero3Units):
+class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
     """Runs a :class:`ParallelPlan` on a :class:`System`. After ``env.run()``, ``step_ends[r]``
     lists the end time of every step of global rank *r* (empty for ranks folded away);
     ``fits`` is False (``oom`` holds the error) when a device cannot hold its stage, and then no
@@ -102,13 +101,7 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units):
         self.oom: OutOfCapacity | None = None
         self.stage_breakdowns = [dict(m) for m in plan.memory]
         self.breakdown = dict(max(self.stage_breakdowns, key=lambda m: sum(m.values())))
-        # steady state (hwsim.jobs.steady): fewer micro-batches simulated, the rest advanced
-        self.m_sim = plan.micro_batches
-        if plan.steady_state and plan.data is None and plan.checkpoint is None:
-            self.m_sim = simulated_micro_batches(plan.schedule, plan.pp, plan.micro_batches,
-                                                 plan.virtual_stages)
-        self.periodic = True   # every step's steady phase repeated (False: run it whole)
-        self._windows: list[tuple[float, float, int, int, dict[int, float]]] = []
+        self._steady_init()  # fewer micro-batches simulated, the rest advanced
         self.units = schedule(plan.schedule, plan.pp, self.m_sim, plan.virtual_stages)
         # index, per stage, of each chunk's last backward unit (where the DP reduction starts)
         self._last_b: list[dict[int, int]] = []
@@ -134,42 +127,6 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units):
     @property
     def fits(self) -> bool:
         return self.oom is None
-
-    @property
-    def compressed(self) -> bool:
-        """Whether each step simulates fewer micro-batches than it has (steady state)."""
-        return self.m_sim < self.plan.micro_batches
-
-    def advance(self) -> float:
-        """After the run: repeat every step's verified period as often as the micro-batches not
-        simulated need (records, step ends, flow count, stream busy time) and return the time
-        added to the run. Only when :attr:`periodic`."""
-        net, total = self.system.net, 0.0
-        for start, period, times, flows, busy in reversed(self._windows):
-            shift = repeat_window(self.system.recorder, start, period, times)
-            self.step_ends = [[e + shift if e >= start + period else e for e in ends]
-                              for ends in self.step_ends]
-            net.flows_finished += times * flows
-            for r, b in busy.items():
-                self.devices[r].compute.busy_s += times * b
-            total += shift
-        self._windows = []
-        return total
-
-    def _steady_window(self, snaps: list) -> None:
-        """After a compressed step: find its repeating period and keep what repeating it needs
-        (:meth:`advance`), or mark the run not periodic."""
-        plan = self.plan
-        per = period_micro_batches(plan.schedule, plan.pp, plan.virtual_stages)
-        units = 2 * per * plan.virtual_stages
-        found = find_window(self.units, self._spans, units)
-        if found is None:
-            self.periodic = False
-            return
-        i, start, period = found
-        (f0, b0), (f1, b1) = snaps[i], snaps[i + units]
-        times = (plan.micro_batches - self.m_sim) // per
-        self._windows.append((start, period, times, f1 - f0, {r: b1[r] - b0[r] for r in b0}))
 
     @property
     def step_times(self) -> list[float]:
@@ -402,8 +359,7 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units):
             self._pending = {(s, d): [] for s in range(plan.pp) for d in self.dps}
             self._busy, self._debt, self._covered = {}, {}, {}
             self._span = {}
-            self._spans: dict[tuple[int, int], list[list[float]]] = {}
-            self._snaps: list[tuple[int, dict[int, float]]] = []
+            self._spans, self._snaps = {}, []
             pipes = []
             for d in self.dps:
                 def run(s: int, unit: Unit, d: int = d) -> simpy.Process:
@@ -419,7 +375,7 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units):
             yield env.all_of(pipes)
             yield env.all_of(tails)
             if self.compressed and self.periodic:
-                self._steady_window(self._snaps)
+                self._steady_window()
             self._bubbles(step, t0)
             if self.checkpoint is not None:
                 yield from self.checkpoint.after_step(step, plan.steps)
@@ -427,10 +383,7 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units):
     def _start_unit(self, step: int, s: int, d: int, unit: Unit, tails: list) -> simpy.Process:
         idx = self._span.setdefault((s, d), [self.env.now, 0.0, 0])
         if self.compressed:
-            self._spans.setdefault((s, d), []).append([self.env.now, self.env.now])
-            if s == 0 and d == self.dps[0]:  # what a period adds to the run's counters
-                self._snaps.append((self.system.net.flows_finished,
-                                    {r: dev.compute.busy_s for r, dev in self.devices.items()}))
+            self._unit_starts(s, d)
         proc = self.env.process(self._unit(step, s, d, unit, idx[2]))
         idx[2] += 1
         if idx[2] == len(self.units[s]):

@@ -24,9 +24,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from hwsim.engine.repeat import repeat_window
 from hwsim.jobs.schedules import Unit
 
-__all__ = ["period_micro_batches", "simulated_micro_batches", "steady_range", "find_window"]
+__all__ = ["period_micro_batches", "simulated_micro_batches", "steady_range", "find_window",
+           "SteadyState"]
 
 
 def period_micro_batches(schedule: str, p: int, v: int) -> int:
@@ -106,3 +108,67 @@ def _repeats(span: list, rng: tuple[int, int], start: float, period: float, per:
             return False
         seen += 1
     return seen > 0
+
+
+class SteadyState:
+    """The steady-state part of :class:`~hwsim.jobs.parallel.ParallelTrainingJob` (a mixin: it
+    uses the job's ``plan``, ``env``, ``system``, ``devices``, ``dps``, ``units`` and
+    ``step_ends``). ``m_sim``: micro-batches each step simulates; ``periodic``: False once a
+    step's steady phase did not repeat (the caller then simulates every micro-batch)."""
+
+    def _steady_init(self) -> None:
+        plan = self.plan
+        self.m_sim = plan.micro_batches
+        if plan.steady_state and plan.data is None and plan.checkpoint is None:
+            self.m_sim = simulated_micro_batches(plan.schedule, plan.pp, plan.micro_batches,
+                                                 plan.virtual_stages)
+        self.periodic = True
+        # per step: (window start, period, repeats, flows per period, busy per period by rank)
+        self._windows: list[tuple[float, float, int, int, dict[int, float]]] = []
+        self._spans: dict[tuple[int, int], list[list[float]]] = {}
+        self._snaps: list[tuple[int, dict[int, float]]] = []
+
+    @property
+    def compressed(self) -> bool:
+        """Whether each step simulates fewer micro-batches than it has."""
+        return self.m_sim < self.plan.micro_batches
+
+    def _unit_starts(self, s: int, d: int) -> None:
+        """A unit of stage *s*, lane *d* starts now: its span opens (its end is set when it
+        ends); on stage 0 of the first lane, the counters a period adds to are read."""
+        now = self.env.now
+        self._spans.setdefault((s, d), []).append([now, now])
+        if s == 0 and d == self.dps[0]:
+            self._snaps.append((self.system.net.flows_finished,
+                                {r: dev.compute.busy_s for r, dev in self.devices.items()}))
+
+    def _steady_window(self) -> None:
+        """After a compressed step: find its repeating period and keep what repeating it needs
+        (:meth:`advance`), or mark the run not periodic."""
+        plan = self.plan
+        per = period_micro_batches(plan.schedule, plan.pp, plan.virtual_stages)
+        units = 2 * per * plan.virtual_stages
+        found = find_window(self.units, self._spans, units)
+        if found is None:
+            self.periodic = False
+            return
+        i, start, period = found
+        (f0, b0), (f1, b1) = self._snaps[i], self._snaps[i + units]
+        times = (plan.micro_batches - self.m_sim) // per
+        self._windows.append((start, period, times, f1 - f0, {r: b1[r] - b0[r] for r in b0}))
+
+    def advance(self) -> float:
+        """After the run: repeat every step's verified period as often as the micro-batches not
+        simulated need (records, step ends, flow count, stream busy time) and return the time
+        added to the run. Only when :attr:`periodic`."""
+        net, total = self.system.net, 0.0
+        for start, period, times, flows, busy in reversed(self._windows):
+            shift = repeat_window(self.system.recorder, start, period, times)
+            self.step_ends = [[e + shift if e >= start + period else e for e in ends]
+                              for ends in self.step_ends]
+            net.flows_finished += times * flows
+            for r, b in busy.items():
+                self.devices[r].compute.busy_s += times * b
+            total += shift
+        self._windows = []
+        return total
