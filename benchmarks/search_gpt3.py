@@ -47,9 +47,10 @@ def published() -> dict[str, float]:
     return row
 
 
-SOFTWARE_2021 = {"recompute": ["full"], "zero": [0]}
-"""What Megatron-LM offered in 2021: full activation recompute only (selective recompute came
-with Korthikanti et al. 2022, arXiv 2205.05198) and no distributed optimizer (ZeRO-1)."""
+SOFTWARE_2021 = {"recompute": ["full"], "zero": [0], "sequence_parallel": [False]}
+"""What Megatron-LM offered in 2021: full activation recompute only (selective recompute and
+sequence parallelism came with Korthikanti et al. 2022, arXiv 2205.05198) and no distributed
+optimizer (ZeRO-1)."""
 
 
 def near_published(row) -> bool:
@@ -95,7 +96,8 @@ def _report(title: str, frame, pub: dict, top: int, wall: float
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", type=int, default=24, help="candidates to simulate per search")
+    ap.add_argument("--budget", type=lambda s: s if s == "all" else int(s), default=24,
+                    help="candidates to simulate per search (a number, or all)")
     ap.add_argument("--top", type=int, default=12, help="rows to print")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", type=Path, help="write every candidate's row of the default-space "

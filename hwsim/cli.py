@@ -176,8 +176,9 @@ def catalog(
 @app.command()
 def search(
     file: Annotated[Path, typer.Argument(help="Training scenario YAML file.", show_default=False)],
-    budget: Annotated[int, typer.Option("--budget", "-b", min=1, help="Memory-feasible layouts "
-                                        "to simulate, best analytic estimate first.")] = 32,
+    budget: Annotated[str, typer.Option("--budget", "-b", help="Memory-feasible layouts to "
+                                        "simulate, best analytic estimate first: a number, or "
+                                        "'all' to simulate every layout that fits.")] = "32",
     top: Annotated[int, typer.Option("--top", "-k", min=1, help="Rows to print.")] = 10,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write every candidate's row "
                                              "(CSV, or Parquet for .parquet).")] = None,
@@ -193,7 +194,8 @@ def search(
     from hwsim.planning.search import search as run_search
 
     try:
-        frame = run_search(file, budget=budget, workers=workers)
+        frame = run_search(file, budget=int(budget) if budget.strip().lstrip("+-").isdigit()
+                           else budget.strip(), workers=workers)
     except ScenarioError as err:
         err = ScenarioError(err.reason, file=err.file or str(file), field=err.field)
         raise _fail(err) from None

@@ -36,7 +36,8 @@ from typing import Generator, Sequence
 import simpy
 
 from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, estimate, hops, layout,
-                             nvswitch, overhead, protocol_for, protocols, ring_order, rings)
+                             memo_key, nvswitch, overhead, protocol_for, protocols, ring_order,
+                             rings)
 from hwsim.engine import FlowNetwork
 from hwsim.jobs.system import System
 
@@ -148,7 +149,7 @@ def choose(system: System, devices: Sequence[str], op: str, nbytes: float, *,
     with the least :func:`~hwsim.jobs.nccl.estimate` (memoised per system and arguments). A
     given *algorithm* or *protocol* is kept."""
     p = params or PARAMS
-    memo = _CHOICES.setdefault(system, {})
+    memo = _CHOICES.setdefault(memo_key(system), {})
     k = (op, tuple(devices), nbytes, algorithm, protocol, p)
     if k in memo:
         return memo[k]
@@ -243,6 +244,7 @@ def run_phases(system: System, phases: list[tuple[Phase, list[tuple]]], *, job: 
 
 
 _FOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CHANNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 SYMMETRIC = ("ring", "pairwise", "nvls", "hierarchical", "p2p")
@@ -273,7 +275,7 @@ def fold_factors(system: System, op: str, alg: str, devices: Sequence[str],
     coefficient. Under symmetry every flow of every group runs at the simulated flows' rates,
     so flows whose coefficients are scaled by these factors load each shared link as all
     groups together do (DESIGN.md, scale by symmetry). Memoised: only proportions matter."""
-    memo = _FOLDS.setdefault(system, {})
+    memo = _FOLDS.setdefault(memo_key(system), {})
     k = (op, alg, tuple(devices), tuple(map(tuple, peers)), params, root, key, proto, sources)
     if k in memo:
         return memo[k]
@@ -434,7 +436,15 @@ class CollectiveGroup:
 
     def _channels(self) -> set:
         """Every channel the group or its peers can use, with any algorithm ``auto`` may choose
-        for its op (or the one it was given)."""
+        for its op (or the one it was given). Memoised per graph (:func:`memo_key`)."""
+        memo = _CHANNELS.setdefault(memo_key(self.system), {})
+        k = (self.op, self.algorithm, tuple(self.ring), tuple(map(tuple, self.peers)))
+        hit = memo.get(k)
+        if hit is None:
+            hit = memo[k] = frozenset(self._find_channels())
+        return set(hit)
+
+    def _find_channels(self) -> set:
         out: set = set()
         proto = PARAMS.protocol("wire")
         for grp in [self.ring, *self.peers]:

@@ -32,7 +32,7 @@ from hwsim.topology import natural_key
 __all__ = ["Protocol", "Params", "PARAMS", "FITTED_TO", "CATALOG_ROWS", "Flow", "Phase",
            "busbw_factor", "ring_order", "layout", "rings", "nvswitch", "eligible", "protocols",
            "protocol_for",
-           "estimate", "overhead", "hops"]
+           "estimate", "overhead", "hops", "memo_key"]
 
 MiB, GiB = 2**20, 2**30
 
@@ -162,10 +162,17 @@ class Phase:
     fixed_s: float | None = None
 
 
+def memo_key(system: System) -> object:
+    """The key of this module's (and :mod:`hwsim.jobs.collectives`') memos for *system*: what
+    they hold depends on its graph alone, so runs on a shared graph share them
+    (:func:`hwsim.jobs.system.share_graph`); otherwise the System itself."""
+    return getattr(system, "memo_key", system)
+
+
 def ring_order(system: System, ranks: Sequence[str]) -> list[str]:
     """Ranks ordered by server, then name, so that a ring crosses the network only between
     servers (what NCCL's ring search finds on a fat-tree)."""
-    keys = _ORDER_KEYS.setdefault(system, {})
+    keys = _ORDER_KEYS.setdefault(memo_key(system), {})
 
     def key(n: str) -> tuple:
         k = keys.get(n)
@@ -186,7 +193,7 @@ _LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], int]:
     """Devices grouped by server (ring order), and the rails: parallel rings or trees across
     servers, ``min(GPUs, NICs)`` of the smallest server (1 inside one server). Memoised."""
-    memo = _LAYOUTS.setdefault(system, {})
+    memo = _LAYOUTS.setdefault(memo_key(system), {})
     k = tuple(devices)
     hit = memo.get(k)
     if hit is None:
@@ -203,9 +210,9 @@ def _layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], in
         groups.setdefault((at.get("site"), d if server is None else server), []).append(d)
     if len(groups) == 1:
         return list(groups.values()), 1
-    nics = _NICS.get(system)
+    nics = _NICS.get(memo_key(system))
     if nics is None:
-        nics = _NICS[system] = {}
+        nics = _NICS[memo_key(system)] = {}
         for _, at in g.nodes(data=True):
             if at.get("kind") == "nic":
                 k = (at.get("site"), at.get("server"))
@@ -282,7 +289,7 @@ def hops(system: System, phase: Phase, key: int, proto: Protocol) -> list[tuple]
     per_src: dict[str, int] = {}
     for f in phase.flows:
         per_src[f.src] = per_src.get(f.src, 0) + 1
-    memo = _HOPS.setdefault(system, {})
+    memo = _HOPS.setdefault(memo_key(system), {})
     out = []
     for i, f in enumerate(phase.flows):
         k = (f.src, f.dst, key + i, proto)

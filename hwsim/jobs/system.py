@@ -7,6 +7,7 @@ nodes as a flow, ``device`` gives a device's streams, memory and spec.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,9 +21,35 @@ from hwsim.engine import FlowNetwork, Pool, Recorder, Stream
 from hwsim.exceptions import ScenarioError
 from hwsim.topology import Router
 
-__all__ = ["System", "Device", "PageCache", "COMPUTE_KINDS"]
+__all__ = ["System", "Device", "PageCache", "COMPUTE_KINDS", "Shared", "share_graph"]
 
 COMPUTE_KINDS = ("gpu", "tpu", "cpu")
+
+class Shared:
+    """What every run on one shared graph reuses (:func:`share_graph`): its router, the routes
+    between devices, and the per-graph memos of the collectives (:mod:`hwsim.jobs.nccl`,
+    :mod:`hwsim.jobs.collectives`, keyed by :attr:`System.memo_key`)."""
+
+    def __init__(self, graph: nx.Graph) -> None:
+        self.router = Router(graph)
+        self.routes: dict[tuple, tuple[list, dict, float, str]] = {}
+
+
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def share_graph(graph: nx.Graph) -> Shared:
+    """Let every later :class:`System` on *graph* (this very object) reuse what depends on the
+    graph alone instead of finding it again: its routes (one :class:`~hwsim.topology.Router`,
+    the channels and latency of each route between two non-storage nodes) and the collectives'
+    memos (algorithm choices, plans' hops, folding factors, ring orders). For a caller that
+    runs many jobs on one graph and does not change it afterwards (the parallelism search).
+    Each is what a run would compute from the graph, so results are the same. Forgotten with
+    the graph."""
+    shared = _SHARED.get(graph)
+    if shared is None:
+        shared = _SHARED[graph] = Shared(graph)
+    return shared
 
 
 @dataclass
@@ -106,7 +133,14 @@ class System:
         self.graph = graph
         self.recorder = recorder
         self.net = FlowNetwork(env, recorder)
-        self.router = Router(graph)
+        shared = _SHARED.get(graph)
+        self.router = shared.router if shared is not None else Router(graph)
+        self.memo_key: object = shared if shared is not None else self
+        """The key of the memos that depend on the graph alone: this System, or the
+        :class:`Shared` of its graph (:func:`share_graph`)."""
+        # routes between non-storage nodes depend on the graph alone (a storage end may add a
+        # channel to this run's network: _client_channel)
+        self._shared_routes = shared.routes if shared is not None else None
         self._devices: dict[str, Device] = {}
         self._storage: dict[str, tuple[StorageSpec, Pool]] = {}
         self._cores: dict[tuple, Stream] = {}
@@ -234,7 +268,14 @@ class System:
         cache_key = (src, dst, key, request_bytes)
         hit = self._routes.get(cache_key)
         if hit is None:
-            hit = self._routes[cache_key] = self._route(src, dst, key, request_bytes)
+            shared = self._shared_routes
+            if shared is not None and src not in self._storage and dst not in self._storage:
+                hit = shared.get(cache_key)
+                if hit is None:
+                    hit = shared[cache_key] = self._route(src, dst, key, request_bytes)
+                self._routes[cache_key] = hit
+            else:
+                hit = self._routes[cache_key] = self._route(src, dst, key, request_bytes)
         return hit
 
     def _route(self, src: str, dst: str, key: int, request_bytes: float | None

@@ -121,10 +121,15 @@ def estimate_step_time(plan, g: nx.Graph) -> float:
         link = intra if size * stride <= gpn else inter
         return factor * (size - 1) / size * op.comm_bytes / link
 
+    times: dict[tuple, float] = {}  # by what the time depends on: the layers repeat their ops
+
     def op_time(op) -> float:
-        if op.comm:
-            return 0.0 if op.comm_async else comm_time(op)
-        return spec.op_time_s(op.flops, op.bytes, op.dtype or prec, shape=op.shape)
+        key = (op.comm, op.comm_async, op.comm_bytes, op.flops, op.bytes, op.dtype, op.shape)
+        t = times.get(key)
+        if t is None:
+            t = times[key] = (0.0 if op.comm_async else comm_time(op)) if op.comm else (
+                spec.op_time_s(op.flops, op.bytes, op.dtype or prec, shape=op.shape))
+        return t
 
     def ops_time(ops) -> float:
         return sum(op_time(op) for op in ops)

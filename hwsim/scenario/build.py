@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from hwsim.analysis.result import Result
 
 __all__ = ["build_graph", "training_plan", "job_stack", "transfer_plans", "dataloader_plan", "failure_spec",
-           "prepare", "run_scenario", "SIMULATED_STEPS"]
+           "prepare", "scenario_graph", "run_scenario", "SIMULATED_STEPS"]
 
 SIMULATED_STEPS = 20
 """Steps simulated when a budget (epochs, samples, tokens) asks for more (a few more with an
@@ -115,17 +115,28 @@ def job_stack(w: TrainingWorkload, spec: Any, g: nx.Graph | None = None) -> Stac
 
 
 def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
-                  job: str = "train") -> TrainingPlan | ParallelPlan:
+                  job: str = "train", *, cache: dict | None = None) -> TrainingPlan | ParallelPlan:
     """The job plan of a training workload: data parallel (:class:`TrainingPlan`, with the input
     pipeline) or, with tensor/pipeline parallelism or ZeRO, a :class:`ParallelPlan`. It runs on
     *devices* (default: all of the cluster's, :func:`~hwsim.topology.compute_devices`) and tags
-    its events *job*."""
+    its events *job*.
+
+    *cache*: a dict the caller keeps while it plans many variants of one scenario on the same
+    graph *g*, which it does not change meanwhile (the parallelism search): what depends only
+    on the graph (the devices, the server index, the device kinds) and the model's ops (by
+    every argument of :func:`~hwsim.workloads.model_ops`) are computed once. The plans are
+    the same as without it."""
     w = s.workload
     assert isinstance(w, TrainingWorkload)
     par = w.parallelism
     kind = s.compute_device
-    ranks = list(devices) if devices is not None else compute_devices(g, kind)
-    index = server_index(g)
+    memo = cache if cache is not None else {}
+    if devices is not None:
+        ranks = list(devices)
+    else:
+        ranks = list(memo.get(("devices", kind)) or memo.setdefault(
+            ("devices", kind), tuple(compute_devices(g, kind))))
+    index = memo.get("server_index") or memo.setdefault("server_index", server_index(g))
     if not ranks:
         raise ScenarioError(f"the cluster has no {kind} to train on", field="workload.device")
     tp, pp, cp, ep, n = par.tp, par.pp, par.cp, par.ep, len(ranks)
@@ -160,10 +171,20 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                 f"transformer models, or precision: bf16", field="workload.stack")
         if flash is None:  # the stack decides; an explicit model.flash_attention overrides it
             flash = stack.fused_attention(get_device(g.nodes[ranks[0]]["spec"]))
-        ops = model_ops(spec, micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
-                        sp=par.sequence_parallel, cp=cp, ep=ep, recompute=par.recompute,
-                        optimizer=w.optimizer, flash_attention=flash,
-                        fp8_recipe=stack.fp8_recipe, tp_overlap=stack.tp_comm_overlap)
+        args = dict(micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
+                    sp=par.sequence_parallel, cp=cp, ep=ep, recompute=par.recompute,
+                    optimizer=w.optimizer, flash_attention=flash,
+                    fp8_recipe=stack.fp8_recipe, tp_overlap=stack.tp_comm_overlap)
+        ops, key = None, ("ops", spec, *args.values()) if cache is not None else None
+        if key is not None:
+            try:
+                ops = memo.get(key)
+            except TypeError:  # an unhashable spec or recipe: not memoized
+                key = None
+        if ops is None:
+            ops = model_ops(spec, **args)
+            if key is not None:
+                memo[key] = ops
     except ScenarioError:
         raise
     except ValueError as err:
@@ -177,7 +198,8 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     steps = w.steps if w.steps is not None else min(total, simulated_steps(w))
     parallel = (tp > 1 or pp > 1 or cp > 1 or ep > 1 or par.zero or par.virtual_stages > 1
                 or par.offload != "none")
-    kinds = device_kinds(g, ranks)
+    kinds = (device_kinds(g, ranks) if devices is not None else
+             memo.get(("kinds", kind)) or memo.setdefault(("kinds", kind), device_kinds(g, ranks)))
     if w.fold is True and parallel and len(kinds) > 1:
         raise ScenarioError(f"fold: true needs identical devices, but the job's are "
                             f"{', '.join(kinds)} (mixed hardware or cluster.stragglers): one "
@@ -413,6 +435,15 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
     return plans
 
 
+def scenario_graph(s: Scenario) -> nx.Graph:
+    """The topology graph a run of *s* simulates on: its cluster, with the constants of its
+    calibration file applied (docs/calibration.md)."""
+    g = build_graph(s.cluster)
+    if s.calibration is not None:  # this run's fitted constants
+        apply_calibration(g, read_calibration(s.calibration))
+    return g
+
+
 def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
             max_events: int | None = None) -> tuple[nx.Graph, Any]:
     """The topology graph and job plan of a validated scenario, with every cross-reference
@@ -424,9 +455,7 @@ def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
     *max_events* overrides the scenario's ``limits.max_events``) refuses a scenario beyond it
     with :class:`~hwsim.exceptions.BudgetError`."""
     check_budget(s, max_events=max_events)
-    g = build_graph(s.cluster)
-    if s.calibration is not None:  # this run's fitted constants (docs/calibration.md)
-        apply_calibration(g, read_calibration(s.calibration))
+    g = scenario_graph(s)
     if adjust is not None:
         adjust(g)
     if s.jobs is not None:
@@ -455,13 +484,16 @@ def failure_spec(f: Failures | None) -> FailureSpec | None:
 
 def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None,
                  adjust: Callable[[nx.Graph], Any] | None = None,
-                 max_events: int | None = None) -> Result:
+                 max_events: int | None = None,
+                 prepared: tuple[nx.Graph, Any] | None = None) -> Result:
     """Build and run a validated scenario; returns its :class:`Result` (writes nothing).
     *adjust* changes the built graph first; *max_events* overrides the event budget
-    (:func:`prepare`)."""
+    (:func:`prepare`). *prepared*: the ``(graph, plan)`` that :func:`prepare` gives for *s*,
+    when the caller has them (the parallelism search builds a cluster's graph once for many
+    layouts, checks the budget and plans each): they are run as they are, nothing is built."""
     from hwsim.simulation import simulate, simulate_jobs  # pandas and the engine: on run only
 
-    g, job = prepare(s, adjust, max_events=max_events)
+    g, job = prepared if prepared is not None else prepare(s, adjust, max_events=max_events)
     config = config if config is not None else s.model_dump(mode="json")
     if s.jobs is not None:
         return simulate_jobs(g, job, name=s.name, seed=s.seed, config=config,
