@@ -121,7 +121,8 @@ def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: s
 def search(scenario: str | Path | Mapping[str, Any] | Scenario,
            space: Mapping[str, Any] | None = None, **options: Any):
     """Search the parallel layouts of a training scenario (tp, pp, dp, cp, ep, micro-batch,
-    virtual stages, recompute, ZeRO): :func:`hwsim.planning.search.search`, whose frame
+    virtual stages, recompute, ZeRO, sequence parallelism): :func:`hwsim.planning.search.search`
+    (``budget="all"`` simulates every layout that fits), whose frame
     :func:`hwsim.planning.search.explain` turns into text."""
     from hwsim.planning.search import search as _search
 
