@@ -12,7 +12,7 @@ from hwsim.engine import Recorder
 from hwsim.engine.repeat import repeat_window
 from hwsim.jobs.schedules import interleaved, one_f_one_b
 from hwsim.jobs.steady import find_window, simulated_micro_batches, steady_range
-from tests.scenario_edit import edited
+from scenario_edit import edited
 
 BASE = {
     "name": "steady",
