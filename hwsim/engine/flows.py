@@ -135,12 +135,17 @@ class FlowNetwork:
         rank, category)`` (*coefficients* may be None; *channels* may be a
         :class:`FlowPath`). With *then*, no event: ``then(flows)`` is called instead, from the
         engine's own event processing once its state is settled (it may start flows)."""
-        event = self.env.event() if then is None else None
+        env = self.env
+        event = env.event() if then is None else None
         flows: list[Flow] = []
         group = _Group(flows, event, then)
+        now, ids = env.now, self._ids
         for size, chans, coefs, latency, resource, rank, category in specs:
-            flows.append(self._flow(size, chans, latency, coefs, None, group,
-                                    (resource, kind, name, job, rank, category)))
+            meta = (resource, kind, name, job, rank, category)
+            if type(chans) is FlowPath and size >= 0 and latency >= 0:  # checked already
+                flows.append(Flow(next(ids), float(size), chans, None, latency, now, group, meta))
+            else:
+                flows.append(self._flow(size, chans, latency, coefs, None, group, meta))
         group.left = len(flows)
         if not flows:
             self._complete(group)
@@ -318,22 +323,33 @@ class FlowNetwork:
             f.remaining = 0.0
             f.rate = 0.0
             f.last_s = now
-            self._finish(f)
+            if f.latency_s > 0:
+                self._finish(f)
+            else:  # what _finish does, without the call
+                self.flows_finished += 1
+                self._done(f)
             finished = True
         self._waking = False
-        if finished:
+        if not finished:
+            self._schedule_wakeup()
+        else:
             level = self._level
             if level is not None:
                 for ch in dict.fromkeys(freed):
                     level(now, ch.id, ch.load)
-        if finished and (self._recompute_pending or
-                         any(ch.saturated and ch.flows for ch in freed)):
-            self._request_recompute()
-        else:
-            # no flow left was held by a freed channel: no rate changes (the solver would
-            # find an empty component)
-            self._freed = []
-            self._schedule_wakeup()
+            held = self._recompute_pending
+            if not held:
+                for ch in freed:
+                    if ch.saturated and ch.flows:
+                        held = True  # a flow left there may have been held by it
+                        break
+            if held:
+                self._request_recompute()
+            else:
+                # no flow left was held by a freed channel: no rate changes (the solver
+                # would find an empty component)
+                self._freed = []
+                self._schedule_wakeup()
         if self._ready:  # groups whose last flow arrived, now that the state is settled
             ready, self._ready = self._ready, []
             for g in ready:
