@@ -471,7 +471,6 @@ class CollectiveGroup:
     def _closed_form(self, nbytes: float) -> tuple[float, list[tuple]]:
         system, p = self.system, PARAMS
         alg, proto = choose(system, self.ring, self.op, nbytes, algorithm=self.algorithm)
-        pr = protocol_for(system, self.ring, alg, proto, p)
         rank_of = {d: i for i, d in enumerate(self.ring)}
         t, loads = 0.0, []
         for ph, hop in recipe(system, self.op, self.ring, nbytes, algorithm=alg, protocol=proto,
