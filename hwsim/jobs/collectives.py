@@ -469,7 +469,7 @@ class CollectiveGroup:
         return hit
 
     def _closed_form(self, nbytes: float) -> tuple[float, list[tuple]]:
-        system, p = self.system, PARAMS
+        system = self.system
         alg, proto = choose(system, self.ring, self.op, nbytes, algorithm=self.algorithm)
         rank_of = {d: i for i, d in enumerate(self.ring)}
         t, loads = 0.0, []
