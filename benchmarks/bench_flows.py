@@ -279,6 +279,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "bytes": total_bytes, "build_s": build_s, "routing_s": routing_s, "sim_s": sim_s,
         "flows_per_s": net.flows_finished / sim_s, "events": events,
         "events_per_s": events / sim_s, "recomputations": net.recomputations,
+        "started_alone": getattr(net, "alone", 0),
         "peak_concurrent": stats["peak_concurrent"], "makespan_s": env.now,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "record": bool(args.record), "partial": partial,
@@ -326,8 +327,8 @@ def _print(r: dict[str, Any]) -> None:
     print(f"  routing          {r['routing_s']:8.2f} s")
     print(f"  simulation       {r['sim_s']:8.2f} s   {r['flows_per_s']:,.0f} flows/s   "
           f"{r['events']:,} SimPy events = {r['events_per_s']:,.0f} events/s")
-    print(f"  recomputations   {r['recomputations']:,}   peak concurrent flows "
-          f"{r['peak_concurrent']:,}")
+    print(f"  recomputations   {r['recomputations']:,}   flows started alone (no solver) "
+          f"{r['started_alone']:,}   peak concurrent flows {r['peak_concurrent']:,}")
     print(f"  simulated makespan {r['makespan_s']:.4f} s   peak RSS {r['peak_rss_mib']:.0f} MiB")
     if r["partial"]:
         print(f"  STOPPED by --budget-s after {r['flows']:,} flows (makespan so far); at this rate "

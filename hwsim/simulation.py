@@ -578,24 +578,44 @@ def _serving_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: f
         s.update(job.experts.summary())
     first = float(req["arrival_s"].min()) if len(req) else 0.0
     s["requests_in_system_mean"] = in_system_mean(job.in_system, first, end)
-    batches = [b for r in job.replicas for b in r.batch_tokens]
-    if batches:
-        dur = np.array([b[1] - b[0] for b in batches])
-        s["batch_size_mean"] = float(np.average([b[2] for b in batches], weights=dur))
-        s["kv_blocks_used_max"] = int(max(b[4] for b in batches))
+    iterations = _iterations(job.replicas)
+    if len(iterations):
+        dur = (iterations["end_s"] - iterations["start_s"]).to_numpy()
+        s["batch_size_mean"] = float(np.average(iterations["batch_size"], weights=dur))
+        s["kv_blocks_used_max"] = int(iterations["kv_blocks_used"].max())
         s["kv_blocks_total"] = int(job.replicas[0].blocks_total)
-        s["iterations"] = len(batches)
+        s["iterations"] = len(iterations)
     breakdown = critical_path_breakdown(events, job=plan.job, rank=0, start_s=first, end_s=end)
     _attach_bottleneck(s, breakdown)
     s["simulated_time_s"] = end
-    iterations = pd.DataFrame(
-        [(r.index, *b[:7], r.blocks_total, *(b[7:9] or (0, 0)))  # classic: no prefix cache
-         for r in job.replicas for b in r.batch_tokens],
-        columns=["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
-                 "prefill_tokens", "kv_blocked", "kv_blocks_total", "kv_blocks_cached",
-                 "kv_blocks_cached_idle"])
     s.update(serving_bottleneck(req, iterations, breakdown, slo_ttft_s=plan.slo_ttft_s))
     return s, breakdown, req, iterations
+
+
+_ITERATION_COLUMNS = ["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
+                      "prefill_tokens", "kv_blocked", "kv_blocks_total", "kv_blocks_cached",
+                      "kv_blocks_cached_idle"]
+
+
+def _iterations(replicas: Sequence[Any]) -> pd.DataFrame:
+    """One row per iteration of every replica, from its ``batch_tokens`` records ``(start,
+    end, batch size, tokens, KV blocks used, prefill tokens, KV-blocked[, blocks cached, idle
+    cached])`` (a classic batching replica has no prefix cache: 0), built column by column."""
+    parts: list[list] = [[] for _ in _ITERATION_COLUMNS]
+    for r in replicas:
+        rows = r.batch_tokens
+        if not rows:
+            continue
+        cols = list(zip(*rows))
+        if len(cols) == 7:
+            cols += [(0,) * len(rows), (0,) * len(rows)]
+        n = len(rows)
+        for i, v in enumerate([(r.index,) * n, *cols[:7], (r.blocks_total,) * n, *cols[7:9]]):
+            parts[i].append(np.asarray(v))
+    if not parts[0]:
+        return pd.DataFrame(columns=_ITERATION_COLUMNS)
+    return pd.DataFrame({c: np.concatenate(p) for c, p in zip(_ITERATION_COLUMNS, parts)},
+                        columns=_ITERATION_COLUMNS)
 
 
 def collective_time(graph, op: str, devices: Sequence[str], nbytes: float, *,

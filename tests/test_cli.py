@@ -69,7 +69,8 @@ def test_validate_errors_exit_1(tmp_path: Path, fake_catalog: None) -> None:
         + ", ".join(sorted(["kind", "model", "seq_len", "precision", "global_batch", "parallelism",
                             "optimizer", "loss", "steps", "epochs", "train_tokens",
                             "train_samples", "data", "device", "framework_overhead",
-                            "collective", "fold", "checkpoint", "failures", "stack"]))
+                            "collective", "fold", "checkpoint", "failures", "stack",
+                            "steady_state"]))
         + "; did you mean 'precision'?",
         f"error: {tmp_path / 'none.yaml'}: no such scenario file (looked in {str(tmp_path)!r})",
     ]

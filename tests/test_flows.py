@@ -119,10 +119,21 @@ def test_bad_arguments_are_pinned():
 
 
 def test_flows_starting_at_one_instant_share_one_recomputation():
-    env, net = _net({f"c{i}": 1.0 for i in range(50)})
-    _run(env, net, [(0, 1.0, [f"c{i}"], {}) for i in range(50)])
-    # one at t=0 for the 50 arrivals, one at t=1 for the 50 departures
-    assert net.recomputations == 2
+    env, net = _net({"shared": 50.0, **{f"c{i}": 1.0 for i in range(50)}})
+    ends = _run(env, net, [(0, 1.0, ["shared", f"c{i}"], {}) for i in range(50)])
+    # the first starts alone (no solver); one recomputation at t=0 places the other 49; all end
+    # together at t=1, leaving no flow whose rate could change: no recomputation then
+    assert ends == [pytest.approx(1.0)] * 50
+    assert net.recomputations == 1
+    assert net.alone == 1
+
+
+def test_flows_alone_on_their_channels_skip_the_solver():
+    env, net = _net({f"c{i}": 1.0 + i for i in range(50)})
+    ends = _run(env, net, [(0, 10.0, [f"c{i}"], {}) for i in range(50)])
+    assert ends == [pytest.approx(10.0 / (1.0 + i), rel=1e-15) for i in range(50)]
+    assert net.recomputations == 0
+    assert net.alone == 50
 
 
 # -- brute-force reference ----------------------------------------------------------------------
@@ -246,3 +257,138 @@ def test_local_repair_equals_global_filling_on_larger_random_networks(seed):
     kw = [{"coefficients": s[2], **({"max_rate": s[3]} if s[3] is not None else {})} for s in specs]
     ends = _run(env, net, [(s[0], s[1], list(s[2]), k) for s, k in zip(specs, kw)])
     assert ends == pytest.approx(_reference(caps, specs), rel=1e-6, abs=1e-9)
+
+
+# -- the solver's shortcuts: flows alone on their path, departures that free nobody, groups --------
+
+def _settled_rates_match_global_filling(env, net, caps):
+    """Step *env* to its end; at the end of every instant (nothing left to run at it and no
+    recomputation pending) the rates of the active flows equal a global progressive filling."""
+    checked = 0
+    while True:
+        try:
+            env.step()
+        except simpy.core.EmptySchedule:
+            return checked
+        if env.peek() <= env.now or net._recompute_pending:
+            continue
+        flows = sorted(net._active, key=lambda f: f.id)
+        if not flows:
+            continue
+        ref = _maxmin(caps, [({ch.id: c for ch, c in f.channels}, f.max_rate) for f in flows])
+        assert [f.rate for f in flows] == pytest.approx(ref, rel=1e-9)
+        for ch in net.channels.values():
+            assert ch.load == pytest.approx(sum(c * f.rate for f, c in ch.flows.items()),
+                                            rel=1e-9, abs=1e-9)
+        checked += 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(_instances(), st.booleans())
+def test_rates_after_every_instant_equal_a_global_recomputation(inst, grouped):
+    """Whatever path set them (alone, local repair, departures that skip the solver), the rates
+    of the active flows at the end of every instant are the global max-min fair ones; started
+    one by one or as groups of one instant (``transfer_all``)."""
+    caps, specs = inst
+    env, net = _net(caps)
+    by_start: dict[float, list] = {}
+    for s in specs:
+        by_start.setdefault(s[0], []).append(s)
+
+    def starter(t, group):
+        yield env.timeout(t)
+        if grouped and all(s[3] is None for s in group):
+            yield net.transfer_all([(s[1], list(s[2]), s[2], 0.0, "r", 0, "c") for s in group])
+        else:
+            yield env.all_of([net.transfer(s[1], list(s[2]), coefficients=s[2], max_rate=s[3])
+                              for s in group])
+
+    for t, group in by_start.items():
+        env.process(starter(t, group))
+    assert _settled_rates_match_global_filling(env, net, caps) >= 1
+    assert net.flows_finished == len(specs) and not net.active_flows
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(1.0, 1e12), min_size=1, max_size=6),
+       st.lists(st.sampled_from([1.0, 0.5, 2.0, 1.25]), min_size=6, max_size=6),
+       st.one_of(st.none(), st.floats(0.5, 1e12)), st.floats(1.0, 1e12),
+       st.floats(0.0, 1e-3))
+def test_a_flow_alone_on_its_path_gets_the_paths_bottleneck_without_the_solver(
+        caps, coefs, cap, size, latency):
+    names = [f"c{i}" for i in range(len(caps))]
+    env, net = _net(dict(zip(names, caps)))
+    co = dict(zip(names, coefs))
+    done = net.transfer(size, names, latency, coefficients=co, max_rate=cap)
+    rate = min([c / co[n] for n, c in zip(names, caps)] + ([cap] if cap is not None else []))
+    (flow,) = net._active
+    assert flow.rate == rate  # exactly: what progressive filling gives a lone flow
+    env.run()
+    f = done.value
+    assert f.end_s == pytest.approx(size / rate + latency, rel=1e-12)
+    assert net.recomputations == 0 and net.alone == 1
+
+
+def test_a_lone_flow_is_repaired_when_another_joins_its_path():
+    env, net = _net({"a": 10.0, "b": 4.0})
+    ends = _run(env, net, [(0, 40.0, ["a", "b"], {}), (1.0, 12.0, ["a"], {})])
+    # f0 alone at 4 (b); f1 joins a at t=1 and takes the 6 f0 leaves: ends at 3; f0 at 10
+    assert ends == [pytest.approx(10.0), pytest.approx(3.0)]
+    # one recomputation when f1 joins, one when it leaves a saturated channel f0 still uses
+    assert net.alone == 1 and net.recomputations == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(_instances())
+def test_groups_conserve_bytes_and_end_with_their_last_flow(inst):
+    caps, specs = inst
+    rec = Recorder()
+    env, net = _net(caps, rec)
+    got = {}
+
+    def starter(t, i):
+        yield env.timeout(t)
+        group = [s for s in specs if s[0] == t]
+        start = env.now
+        flows = yield net.transfer_all([(s[1], list(s[2]), s[2], 0.0, f"g{i}", i, "c")
+                                        for s in group] + [(0.0, [], None, 0.0, "z", i, "c")])
+        got[i] = (start, env.now, flows)
+
+    starts = sorted({s[0] for s in specs})
+    for i, t in enumerate(starts):
+        env.process(starter(t, i))
+    env.run()
+    for i, t in enumerate(starts):
+        start, end, flows = got[i]
+        group = [s for s in specs if s[0] == t]
+        assert [f.size for f in flows] == [s[1] for s in group] + [0.0]
+        assert end == max(f.end_s for f in flows)
+        assert all(f.start_s == start == t for f in flows)
+    carried = {c: 0.0 for c in caps}
+    last = {}
+    for t, c, load in rec.levels:
+        assert load <= caps[c] * (1 + 1e-9)
+        if c in last:
+            carried[c] += last[c][1] * (t - last[c][0])
+        last[c] = (t, load)
+    for c in caps:
+        expected = sum(s[1] * s[2][c] for s in specs if c in s[2])
+        assert carried[c] == pytest.approx(expected, rel=1e-6, abs=1e-6)
+        assert last.get(c, (0, 0.0))[1] == pytest.approx(0.0, abs=1e-9)
+    assert len(rec.events) == len(specs) + len(starts)
+
+
+def test_a_groups_callback_runs_once_its_last_flow_arrives_and_may_start_flows():
+    env, net = _net({"a": 2.0, "b": 1.0})
+    seen = []
+
+    def then(flows):
+        seen.append((env.now, [f.end_s for f in flows]))
+        if len(seen) == 2:  # start the next group from inside the engine's wake-up
+            net.transfer_all([(1.0, ["a"], None, 0.0, "r", 0, "c")], then=then)
+
+    assert net.transfer_all([(2.0, ["a"], None, 0.0, "r", 0, "c"),
+                             (2.0, ["b"], None, 0.0, "r", 1, "c")], then=then) is None
+    net.transfer_all([], then=lambda flows: seen.append(("empty", flows)))
+    env.run()
+    assert seen == [("empty", []), (2.0, [1.0, 2.0]), (2.5, [2.5])]

@@ -7,12 +7,16 @@ clients, several replicas and disaggregated prefill (decode replicas taking hand
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hwsim
+from hwsim.jobs.serving_cost import StageCost
 from scenario_edit import edited
 
 BASE = {
@@ -125,3 +129,20 @@ def test_record_level_is_checked():
     with pytest.raises(hwsim.ScenarioError, match=r"outputs\.record: 'everything' is not "
                                                   r"allowed; valid values: ops, full"):
         hwsim.run(s)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["compute", "memory", "overhead", "comm"]),
+                          st.floats(0.0, 1e-2)), max_size=4, unique_by=lambda x: x[0]),
+       st.tuples(st.floats(1.0, 96.0), st.floats(0.0, 1e9), st.floats(0.0, 1e9),
+                 st.floats(0.0, 1e6)),
+       st.floats(0.0, 1e-4), st.floats(1.0, 1e7))
+def test_one_kernel_iteration_cost_is_the_general_loops(by, kernel, floor, pairs):
+    """StageCost.at's path for one decode attention kernel gives what the general loop gives
+    (checked against the same cost with a second kernel that adds nothing)."""
+    base = StageCost(0.01, 1e12, 1e9, tuple(by), 0.0, "tp_nvlink", (kernel,),
+                     flop_rate=5e14, byte_rate=3e12, speed=1.0, floor=floor)
+    general = replace(base, attention=(kernel, (0.0, 0.0, 0.0, 0.0)))
+    fast, slow = base.at(pairs), general.at(pairs)
+    assert fast[:3] == slow[:3] and fast[4] == slow[4]
+    assert fast[3] == slow[3]

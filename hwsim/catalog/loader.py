@@ -54,14 +54,39 @@ _CHOICES = {"devices": ("kind", DEVICE_KINDS), "links": ("class", LINK_CLASSES),
 _SPECS = {"devices": DeviceSpec, "links": LinkSpec, "storage": StorageSpec}
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys (plain PyYAML silently keeps the last one)."""
+class _NoDuplicateKeys:
+    """Refuses duplicate keys (plain PyYAML silently keeps the last one)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        construct = self.construct_object  # type: ignore[attr-defined]
+        keys = [construct(k, deep=deep) for k, _ in node.value]
         if len(set(map(repr, keys))) < len(keys):
             raise yaml.constructor.ConstructorError(None, None, "duplicate key", node.start_mark)
-        return super().construct_mapping(node, deep=deep)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc]
+
+
+class _StrictLoader(_NoDuplicateKeys, yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys."""
+
+
+_FAST = ({True: type("_FastStrictLoader", (_NoDuplicateKeys, yaml.CSafeLoader), {}),
+          False: yaml.CSafeLoader} if getattr(yaml, "__with_libyaml__", False) else {})
+_SLOW = {True: _StrictLoader, False: yaml.SafeLoader}
+
+
+def read_yaml_file(path: str, *, strict: bool = True) -> Any:
+    """The YAML document of the file *path* (with *strict*, duplicate keys are errors). libyaml
+    parses it where PyYAML has it (several times faster: every run and ``hwsim validate`` read
+    the packaged catalog); a document it refuses is parsed again by the pure-Python parser,
+    which raises the error, so the message and its marks are the same either way. OSError and
+    yaml.YAMLError propagate."""
+    with open(path, encoding="utf-8") as fh:
+        if strict in _FAST:
+            try:
+                return yaml.load(fh, Loader=_FAST[strict])  # noqa: S506 - a SafeLoader
+            except yaml.YAMLError:
+                fh.seek(0)
+        return yaml.load(fh, Loader=_SLOW[strict])  # noqa: S506 - a SafeLoader (subclass)
 
 
 def _value(raw: Any, how: str, err: Callable[[str], ScenarioError]) -> Any:
@@ -145,8 +170,7 @@ def parse_catalog_file(path: str | Path, section: str) -> dict[str, Any]:
     _check_section(section)
     path = str(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = read_yaml_file(path)
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read catalog file: {exc}", file=path) from None
     if not isinstance(data, dict) or not data:
@@ -259,8 +283,7 @@ def parse_kernels_file(path: str | Path, devices: Mapping[str, DeviceSpec]) -> d
     def err(fld: str, reason: str) -> ScenarioError:
         return ScenarioError(reason, file=path, field=fld)
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.load(fh, Loader=_StrictLoader)
+        raw = read_yaml_file(path)
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read the kernel model file: {exc}", file=path) from None
     if not isinstance(raw, dict):

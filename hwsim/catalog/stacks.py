@@ -74,6 +74,7 @@ from typing import Any, Mapping
 import yaml
 
 from hwsim.catalog.kernels import ATTENTION_FAMILIES
+from hwsim.catalog.loader import read_yaml_file
 from hwsim.catalog.specs import DeviceSpec
 from hwsim.exceptions import ScenarioError
 
@@ -237,8 +238,7 @@ def parse_stacks_file(path: str | Path) -> Stacks:
     def err(fld: str, reason: str) -> ScenarioError:
         return ScenarioError(reason, file=path, field=fld)
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+        raw = read_yaml_file(path, strict=False)
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read the stacks file: {exc}", file=path) from None
     if not isinstance(raw, dict) or not {"default", "stacks"} <= set(raw) <= {

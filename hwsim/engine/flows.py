@@ -5,7 +5,9 @@ channel has a capacity in bytes/s; a flow may use a channel with a coefficient (
 capacity per byte of flow, e.g. a small random read that costs more of a disk than its size).
 Active flows get max-min fair rates by progressive filling; rates are recomputed only when flows
 start or end, once per instant however many start or end at it, and only for the flows that the
-change can reach (see :meth:`FlowNetwork._recompute`). The next completion is scheduled from the
+change can reach (:func:`hwsim.engine.maxmin.repair`). A flow that starts on channels no other flow
+uses, and flows that end leaving no bottlenecked flow behind, skip the solver: their rates are
+known (the path's bottleneck capacity) or unchanged. The next completion is scheduled from the
 rates. A flow's latency is paid once, after its last byte leaves: alone on a link of bandwidth B
 and latency L, S bytes take ``S / B + L``.
 
@@ -16,69 +18,39 @@ from __future__ import annotations
 
 import heapq
 from itertools import count
-from typing import Any, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import simpy
 
+from hwsim.engine.maxmin import REL_TOL, Channel, Flow, repair
 from hwsim.engine.recorder import Recorder
 
-__all__ = ["FlowNetwork", "Flow", "Channel", "RECOMPUTE_PRIORITY"]
+__all__ = ["FlowNetwork", "Flow", "Channel", "FlowPath", "RECOMPUTE_PRIORITY"]
 
 RECOMPUTE_PRIORITY = 2
 """SimPy event priority of the rate recomputation: after every NORMAL (1) event of the same
 instant, so that all flows that start or end at one instant are handled by one recomputation."""
 
-_REL_TOL = 1e-9
+
+class FlowPath(tuple):
+    """A flow's channels and coefficients, checked once (:meth:`FlowNetwork.path`): a transfer
+    that repeats passes it instead of channel ids."""
+
+    __slots__ = ()
 
 
-class Channel:
-    """One direction of a link, or a storage channel: a capacity shared by flows."""
+class _Group:
+    """Flows started together by :meth:`FlowNetwork.transfer_all`: one event (or one callback,
+    *then*) for all."""
 
-    __slots__ = ("id", "idx", "capacity", "label", "flows", "load", "saturated")
+    __slots__ = ("left", "flows", "event", "then")
 
-    def __init__(self, cid: Hashable, idx: int, capacity: float, label: str) -> None:
-        self.id = cid
-        self.idx = idx
-        """Declaration order: the deterministic tie-break wherever channels are ordered."""
-        self.capacity = capacity
-        self.label = label
-        self.flows: dict[Flow, float] = {}
-        """Active flows on the channel and their coefficients."""
-        self.load = 0.0
-        """Sum of coefficient x rate over the active flows (bytes/s of capacity in use)."""
-        self.saturated = False
-        """True when the last allocation left no spare capacity (a bottleneck)."""
-
-
-class Flow:
-    """An active or finished transfer. ``rate`` is bytes/s; ``remaining`` is settled at
-    ``last_s``."""
-
-    __slots__ = ("id", "size", "remaining", "rate", "last_s", "channels", "max_rate", "latency_s",
-                 "start_s", "end_s", "done", "version", "meta")
-
-    def __init__(self, fid: int, size: float, channels: tuple[tuple[Channel, float], ...],
-                 max_rate: float | None, latency_s: float, now: float, done: simpy.Event,
-                 meta: tuple) -> None:
-        self.id = fid
-        self.size = size
-        self.remaining = size
-        self.rate = 0.0
-        self.last_s = now
-        self.channels = channels
-        self.max_rate = max_rate
-        self.latency_s = latency_s
-        self.start_s = now
-        self.end_s: float | None = None
-        self.done = done
-        self.version = 0
-        self.meta = meta
-
-    def __hash__(self) -> int:
-        return self.id
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
+    def __init__(self, flows: list[Flow], event: simpy.Event | None,
+                 then: Callable[[list[Flow]], None] | None) -> None:
+        self.left = len(flows)
+        self.flows = flows
+        self.event = event
+        self.then = then
 
 
 class FlowNetwork:
@@ -111,8 +83,13 @@ class FlowNetwork:
         self._recompute_pending = False
         self._heap: list[tuple[float, int, Flow, int]] = []
         self._wakeup_at = float("inf")
+        self._waking = False
+        self._ready: list[_Group] = []
+        self._level = recorder.level if recorder is not None else None
         self.recomputations = 0
-        """How many times rates were recomputed (for benchmarks)."""
+        """How many times rates were recomputed by the solver (for benchmarks)."""
+        self.alone = 0
+        """How many flows started alone on their channels, skipping the solver."""
         self.flows_finished = 0
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -143,12 +120,46 @@ class FlowNetwork:
         used per byte moved (default 1; must be > 0). *max_rate* caps the flow's own rate (bytes/s). A flow with
         no channels and no *max_rate* takes only its latency.
         """
-        if size_bytes < 0:
-            raise ValueError(f"size_bytes(={size_bytes}) must be >= 0")
-        if latency_s < 0:
-            raise ValueError(f"latency_s(={latency_s}) must be >= 0")
-        if max_rate is not None and not max_rate > 0:
-            raise ValueError(f"max_rate(={max_rate}) must be > 0")
+        done = self.env.event()
+        if self._start(self._flow(size_bytes, channels, latency_s, coefficients, max_rate, done,
+                                  (resource, kind, name, job, rank, category))):
+            self._schedule_wakeup()
+        return done
+
+    def transfer_all(self, specs: Iterable[tuple], *, kind: str = "flow", name: str = "",
+                     job: str = "", then: Callable[[list[Flow]], None] | None = None
+                     ) -> simpy.Event | None:
+        """Start several flows now, as :meth:`transfer` would one by one; return one event that
+        succeeds, with their :class:`Flow` objects in the order given, when the last has
+        arrived. Each of *specs* is ``(size_bytes, channels, coefficients, latency_s, resource,
+        rank, category)`` (*coefficients* may be None; *channels* may be a
+        :class:`FlowPath`). With *then*, no event: ``then(flows)`` is called instead, from the
+        engine's own event processing once its state is settled (it may start flows)."""
+        env = self.env
+        event = env.event() if then is None else None
+        flows: list[Flow] = []
+        group = _Group(flows, event, then)
+        now, ids = env.now, self._ids
+        for size, chans, coefs, latency, resource, rank, category in specs:
+            meta = (resource, kind, name, job, rank, category)
+            if type(chans) is FlowPath and size >= 0 and latency >= 0:  # checked already
+                flows.append(Flow(next(ids), float(size), chans, None, latency, now, group, meta))
+            else:
+                flows.append(self._flow(size, chans, latency, coefs, None, group, meta))
+        group.left = len(flows)
+        if not flows:
+            self._complete(group)
+        alone = False
+        for f in flows:
+            alone |= self._start(f)
+        if alone:
+            self._schedule_wakeup()
+        return event
+
+    def path(self, channels: Iterable[Hashable],
+             coefficients: Mapping[Hashable, float] | None = None) -> FlowPath:
+        """The :class:`FlowPath` of *channels* with *coefficients* (as :meth:`transfer` takes
+        them). Raises ValueError on an unknown channel or a coefficient <= 0."""
         chans: dict[Channel, float] = {}
         coefs = coefficients or {}
         for cid in channels:
@@ -160,16 +171,64 @@ class FlowNetwork:
             if not coef > 0:
                 raise ValueError(f"coefficient(={coef}) on channel {cid!r} must be > 0")
             chans[ch] = chans.get(ch, 0.0) + coef
-        env = self.env
-        done = env.event()
-        flow = Flow(next(self._ids), float(size_bytes), tuple(chans.items()), max_rate, latency_s,
-                    env.now, done, (resource, kind, name, job, rank, category))
-        if flow.size == 0 or (not flow.channels and max_rate is None):
+        return FlowPath(chans.items())
+
+    def _flow(self, size_bytes: float, channels: Iterable[Hashable] | FlowPath,
+              latency_s: float,
+              coefficients: Mapping[Hashable, float] | None, max_rate: float | None,
+              done: simpy.Event | _Group, meta: tuple) -> Flow:
+        if size_bytes < 0:
+            raise ValueError(f"size_bytes(={size_bytes}) must be >= 0")
+        if latency_s < 0:
+            raise ValueError(f"latency_s(={latency_s}) must be >= 0")
+        if max_rate is not None and not max_rate > 0:
+            raise ValueError(f"max_rate(={max_rate}) must be > 0")
+        path = channels if type(channels) is FlowPath else self.path(channels, coefficients)
+        return Flow(next(self._ids), float(size_bytes), path, max_rate, latency_s,
+                    self.env.now, done, meta)
+
+    def _start(self, flow: Flow) -> bool:
+        """Put a new flow on its channels: at once when no other flow uses any of them (its rate
+        is then the smallest of its cap and its channels' capacities over its coefficients,
+        what progressive filling gives it), else at this instant's recomputation. True if it
+        started alone (the caller then schedules the wake-up)."""
+        if flow.size == 0 or (not flow.channels and flow.max_rate is None):
             self._finish(flow)
-            return done
+            return False
+        rate = flow.max_rate if flow.max_rate is not None else float("inf")
+        for ch, coef in flow.channels:
+            if ch.flows or ch.pending:
+                break
+            r = ch.capacity / coef
+            if r < rate:
+                rate = r
+        else:
+            self._alone(flow, rate)
+            return True
+        for ch, _ in flow.channels:
+            ch.pending += 1
         self._new.append(flow)
         self._request_recompute()
-        return done
+        return False
+
+    def _alone(self, f: Flow, rate: float) -> None:
+        """Commit a flow that is alone on its channels at *rate*: the same loads, saturation,
+        level records and completion that :func:`~hwsim.engine.maxmin.fill` and
+        :meth:`_commit` would give it (the caller schedules the wake-up)."""
+        self.alone += 1
+        now = f.start_s
+        self._active.add(f)
+        level = self._level
+        for ch, coef in f.channels:
+            ch.flows[f] = coef
+            ch.load = load = coef * rate  # the channel was empty: its load was 0.0
+            cap = ch.capacity
+            ch.saturated = cap - load <= cap * REL_TOL
+            if level is not None:
+                level(now, ch.id, load)
+        f.rate = rate
+        f.version = 1
+        heapq.heappush(self._heap, (now + f.remaining / rate, next(self._seq), f, 1))
 
     # -- internals ------------------------------------------------------------------------------
     def _request_recompute(self) -> None:
@@ -183,18 +242,8 @@ class FlowNetwork:
         self.env.schedule(ev, RECOMPUTE_PRIORITY)
 
     def _recompute(self, _event: Any = None) -> None:
-        """Max-min fair rates for the flows a change can reach, found by local repair.
-
-        Max-min fairness holds when every flow has a bottleneck: a saturated channel on which no
-        flow runs faster. A change can break that only near the flows whose rates change, so
-        the component starts from the new flows and from the flows that were bottlenecked on
-        the saturated channels that finished flows freed. The component is filled on residual
-        capacities (flows outside keep their rates), then every channel it touched is checked:
-        an outside flow joins if it now runs faster than flows the channel froze, or if it lost
-        its bottleneck (a channel that is no longer saturated, or on which a component flow now
-        runs faster) and has no other one. Filling repeats until nothing joins. The result
-        equals a global progressive filling (tested against one).
-        """
+        """Max-min fair rates for the flows this instant's starts and ends can reach, by local
+        repair (:func:`~hwsim.engine.maxmin.repair`), committed."""
         self._recompute_pending = False
         self.recomputations += 1
         now = self.env.now
@@ -204,141 +253,14 @@ class FlowNetwork:
             self._active.add(f)
             for ch, coef in f.channels:
                 ch.flows[f] = coef
+                ch.pending = 0
             seeds.extend(ch for ch, _ in f.channels if ch.saturated)
         self._new = []
         self._freed = []
-        self._rates = {}
-        self._seed(comp, seeds)
-        was_saturated: dict[Channel, bool] = {}
-        while True:
-            for f in comp:
-                for ch, _ in f.channels:
-                    if ch not in was_saturated:
-                        was_saturated[ch] = ch.saturated
-            touched = self._fill(comp, now)
-            extra = self._violations(comp, touched, was_saturated)
-            if not extra:
-                break
-            comp.update(extra)
-        self._commit(comp, touched, now)
+        rates, _ = repair(comp, seeds)
+        self._commit(comp, rates, now)
 
-    @staticmethod
-    def _seed(comp: set[Flow], seeds: list[Channel]) -> None:
-        """Add the flows bottlenecked on the seed channels (those at a channel's top rate), and
-        transitively the flows bottlenecked on their saturated channels: the flows a change
-        there is most likely to move. Fewer refills; correctness does not depend on it."""
-        seen: set[int] = set()
-        stack = seeds
-        while stack:
-            ch = stack.pop()
-            if ch.idx in seen or not ch.flows:
-                continue
-            seen.add(ch.idx)
-            top = max(g.rate for g in ch.flows) * (1 - _REL_TOL)
-            for g in ch.flows:
-                if g.rate >= top and g not in comp:
-                    comp.add(g)
-                    stack.extend(c for c, _ in g.channels if c.saturated and c.idx not in seen)
-
-    def _violations(self, comp: set[Flow], touched: dict[Channel, float],
-                    was_saturated: dict[Channel, bool]) -> set[Flow]:
-        """Outside flows whose max-min condition the new rates of *comp* may break."""
-        rates = self._rates
-        extra: set[Flow] = set()
-        self._tops: dict[int, float] = {}
-        for ch, level in touched.items():
-            if ch.saturated:
-                outside = [g for g in ch.flows if g not in comp]
-                if not outside:
-                    continue
-                top_in = max(rates[f] for f in ch.flows if f in comp)
-                for g in outside:
-                    if g.rate > level * (1 + _REL_TOL):
-                        extra.add(g)       # faster than the flows this channel froze
-                    elif g.rate < top_in * (1 - _REL_TOL) and not self._held_elsewhere(g, ch):
-                        extra.add(g)       # lost its bottleneck here to a faster flow
-            elif was_saturated[ch]:
-                outside = [g for g in ch.flows if g not in comp]
-                if not outside:
-                    continue
-                top = max(g.rate for g in ch.flows) * (1 - _REL_TOL)  # old rates: not committed
-                extra.update(g for g in outside
-                             if g.rate >= top and not self._held_elsewhere(g, ch))
-        return extra
-
-    def _held_elsewhere(self, g: Flow, here: Channel) -> bool:
-        """True if *g* has a bottleneck other than *here* under the new rates."""
-        rates, tops = self._rates, self._tops
-        for c, _ in g.channels:
-            if c is here or not c.saturated:
-                continue
-            top = tops.get(c.idx)
-            if top is None:
-                top = tops[c.idx] = max(rates.get(f, f.rate) for f in c.flows)
-            if g.rate >= top * (1 - _REL_TOL):
-                return True
-        return False
-
-    def _fill(self, comp: set[Flow], now: float) -> dict[Channel, float]:
-        """Progressive filling of *comp* on residual capacities. Leaves the new rates in
-        ``self._rates``, updates ``saturated`` of the touched channels and returns them with
-        their fill level (the rate of the flows that channel froze, or inf if it froze none).
-
-        Levels only rise as flows freeze, so a channel's heap entry is a lower bound of its
-        current level: on pop, an entry that has gone stale is pushed back with the current
-        level instead of being re-pushed at every change.
-        """
-        residual: dict[Channel, float] = {}
-        weight: dict[Channel, float] = {}
-        for f in comp:
-            r = f.rate
-            for ch, coef in f.channels:
-                # ch.load counts this flow at its old rate; give that share back.
-                if ch in residual:
-                    residual[ch] += coef * r
-                    weight[ch] += coef
-                else:
-                    residual[ch] = ch.capacity - ch.load + coef * r
-                    weight[ch] = coef
-        heap: list[tuple[float, int, Any]] = [
-            (max(residual[ch], 0.0) / w, 0, ch.idx, ch) for ch, w in weight.items()]
-        heap.extend((f.max_rate, -1, f.id, f) for f in comp if f.max_rate is not None)
-        heapq.heapify(heap)
-        heappop, heappush = heapq.heappop, heapq.heappush
-        rates: dict[Flow, float] = {}
-        level_of: dict[Channel, float] = dict.fromkeys(residual, float("inf"))
-        n = len(comp)
-        while heap and len(rates) < n:
-            level, kind, _, obj = heappop(heap)
-            if kind < 0:  # a flow's own cap
-                if obj in rates:
-                    continue
-                frozen = (obj,)
-            else:
-                w = weight[obj]
-                if w <= 1e-12:
-                    continue
-                current = max(residual[obj], 0.0) / w
-                if current > level * (1 + _REL_TOL) + 1e-300:
-                    heappush(heap, (current, 0, obj.idx, obj))
-                    continue
-                level = current
-                frozen = tuple(f for f in obj.flows if f not in rates and f in comp)
-                if not frozen:
-                    continue
-                level_of[obj] = level
-            for f in frozen:
-                rates[f] = level
-                for ch, coef in f.channels:
-                    residual[ch] -= coef * level
-                    weight[ch] -= coef
-        self._rates = rates
-        for ch, r in residual.items():
-            ch.saturated = r <= ch.capacity * _REL_TOL
-        return level_of
-
-    def _commit(self, comp: set[Flow], touched: dict[Channel, float], now: float) -> None:
-        rates = self._rates
+    def _commit(self, comp: set[Flow], rates: dict[Flow, float], now: float) -> None:
         changed: dict[Channel, None] = {}
         for f in comp:
             new = rates[f]
@@ -382,36 +304,61 @@ class FlowNetwork:
             return  # superseded by an earlier wake-up
         self._wakeup_at = float("inf")
         now = self.env.now
-        heap = self._heap
+        heap, freed, active = self._heap, self._freed, self._active
+        heappop = heapq.heappop
+        limit = now * (1 + 1e-12) + 1e-15
         finished = False
-        while heap and (heap[0][0] <= now * (1 + 1e-12) + 1e-15 or heap[0][3] != heap[0][2].version):
-            _, _, f, ver = heapq.heappop(heap)
+        self._waking = True
+        while heap and (heap[0][0] <= limit or heap[0][3] != heap[0][2].version):
+            _, _, f, ver = heappop(heap)
             if ver != f.version:
                 continue
-            self._active.discard(f)
+            active.discard(f)
+            rate = f.rate
             for ch, coef in f.channels:
-                del ch.flows[f]
-                ch.load = ch.load - coef * f.rate if ch.flows else 0.0
-                self._freed.append(ch)
+                flows = ch.flows
+                del flows[f]
+                ch.load = ch.load - coef * rate if flows else 0.0
+                freed.append(ch)
             f.remaining = 0.0
             f.rate = 0.0
             f.last_s = now
-            self._finish(f)
+            if f.latency_s > 0:
+                self._finish(f)
+            else:  # what _finish does, without the call
+                self.flows_finished += 1
+                self._done(f)
             finished = True
-        if finished:
-            rec = self.recorder
-            if rec is not None:
-                for ch in dict.fromkeys(self._freed):
-                    rec.level(now, ch.id, ch.load)
-            self._request_recompute()
-        else:
+        self._waking = False
+        if not finished:
             self._schedule_wakeup()
+        else:
+            level = self._level
+            if level is not None:
+                for ch in dict.fromkeys(freed):
+                    level(now, ch.id, ch.load)
+            held = self._recompute_pending
+            if not held:
+                for ch in freed:
+                    if ch.saturated and ch.flows:
+                        held = True  # a flow left there may have been held by it
+                        break
+            if held:
+                self._request_recompute()
+            else:
+                # no flow left was held by a freed channel: no rate changes (the solver
+                # would find an empty component)
+                self._freed = []
+                self._schedule_wakeup()
+        if self._ready:  # groups whose last flow arrived, now that the state is settled
+            ready, self._ready = self._ready, []
+            for g in ready:
+                g.then(g.flows)
 
     def _finish(self, f: Flow) -> None:
-        env = self.env
         self.flows_finished += 1
         if f.latency_s > 0:
-            ev = env.timeout(f.latency_s)
+            ev = self.env.timeout(f.latency_s)
             ev.callbacks.append(lambda _e, f=f: self._done(f))
         else:
             self._done(f)
@@ -422,7 +369,25 @@ class FlowNetwork:
             resource, kind, name, job, rank, category = f.meta
             self.recorder.event(f.start_s, f.end_s, resource, kind, name, job, rank, f.size, 0.0,
                                 category)
-        f.done.succeed(f)
+        done = f.done
+        if type(done) is _Group:
+            done.left -= 1
+            if not done.left:
+                self._complete(done)
+        else:
+            done.succeed(f)
+
+    def _complete(self, g: _Group) -> None:
+        """The last flow of *g* has arrived: succeed its event, or call its *then* at the end
+        of this wake-up (or from an event of its own, outside one)."""
+        if g.then is None:
+            g.event.succeed(g.flows)
+        elif self._waking:
+            self._ready.append(g)
+        else:
+            ev = self.env.event()
+            ev.callbacks.append(lambda _e: g.then(g.flows))
+            ev.succeed()
 
 
 def path_channels(path: Sequence[Hashable]) -> list[tuple[Hashable, Hashable]]:

@@ -29,11 +29,12 @@ copies it to the device; ``restore_s`` is the slowest rank's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Callable, Generator, Sequence
 
-import simpy
+if TYPE_CHECKING:  # annotations only: the plan is built without SimPy (hwsim validate)
+    import simpy
 
-from hwsim.jobs.system import System
+    from hwsim.jobs.system import System
 
 __all__ = ["CheckpointPlan", "Shard", "Checkpointer", "checkpoint_shards", "MODES"]
 

@@ -39,6 +39,7 @@ from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, es
                              memo_key, nvswitch, overhead, protocol_for, protocols, ring_order,
                              rings)
 from hwsim.engine import FlowNetwork
+from hwsim.jobs.phases import PhaseRun, compile_phases, run_phases
 from hwsim.jobs.system import System
 
 __all__ = ["ring_allreduce", "CollectiveGroup", "ring_order", "collective", "recipe",
@@ -221,26 +222,6 @@ def recipe(system: System, op: str, devices: Sequence[str], nbytes: float, *,
                 system, op, alg, devices, peers, p, root, key, pr, sources)[i])
         out.append((phase, hop))
     return out
-
-
-def run_phases(system: System, phases: list[tuple[Phase, list[tuple]]], *, job: str,
-               name: str, claimed: bool = False) -> Generator[simpy.Event, object, None]:
-    """SimPy process body: the phases of a :func:`recipe` as flows, each phase then paying its
-    pipeline overheads (see :func:`collective`). *claimed*: the caller has already claimed the
-    recipe's channels (:meth:`System.claim`)."""
-    env, net = system.env, system.net
-    for i, (phase, hop) in enumerate(phases):
-        if not claimed:
-            system.claim(("flows", job), [c for h in hop for c in h[0]])
-        evs = [net.transfer(f.nbytes * phase.steps, h[0], 0.0, coefficients=h[1],
-                            resource=f"{f.src}->{f.dst}", name=f"{name}.phase{i}",
-                            job=job, rank=f.rank, category=h[4])
-               for f, h in zip(phase.flows, hop)]
-        yield evs[0] if len(evs) == 1 else env.all_of(evs)
-        durs = [(e.value.end_s - e.value.start_s) / phase.steps for e in evs]
-        cost = phase.steps * overhead(phase, hop, durs)
-        if cost > 0:
-            yield env.timeout(cost)
 
 
 _FOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -498,9 +479,8 @@ class CollectiveGroup:
         return hit
 
     def _closed_form(self, nbytes: float) -> tuple[float, list[tuple]]:
-        system, p = self.system, PARAMS
+        system = self.system
         alg, proto = choose(system, self.ring, self.op, nbytes, algorithm=self.algorithm)
-        pr = protocol_for(system, self.ring, alg, proto, p)
         rank_of = {d: i for i, d in enumerate(self.ring)}
         t, loads = 0.0, []
         for ph, hop in recipe(system, self.op, self.ring, nbytes, algorithm=alg, protocol=proto,
@@ -547,34 +527,47 @@ class CollectiveGroup:
         self._pending[key] = (joined, done, size)
         if len(joined) == len(self.ring):
             del self._pending[key]
-            prev, self._order[0] = self._order[0], done
-            self.system.env.process(self._run(prev, done, size, name))
+            self._launch(done, size, name)
         return done
 
     def join_all(self, key: object, nbytes: float, name: str) -> simpy.Event:
         """Every rank joins at once (the simulated rank stands for its folded peers)."""
-        for r in range(len(self.ring)):
-            ev = self.join(key, r, nbytes, name)
-        return ev
+        if key in self._pending:
+            for r in range(len(self.ring)):
+                ev = self.join(key, r, nbytes, name)
+            return ev
+        done = self.system.env.event()
+        self._launch(done, nbytes, name)
+        return done
 
-    def _run(self, prev: simpy.Event | None, done: simpy.Event, nbytes: float, name: str):
-        env = self.system.env
+    def _launch(self, done: simpy.Event, nbytes: float, name: str) -> None:
+        """Start a collective that every rank has joined, now or after the communicator's
+        previous one; *done* succeeds when it ends. Driven by event callbacks: no SimPy
+        process of its own."""
+        prev, self._order[0] = self._order[0], done
         if prev is not None and not prev.processed:
-            yield prev
+            prev.callbacks.append(lambda _e: self._begin(done, nbytes, name))
+        else:
+            self._begin(done, nbytes, name)
+
+    def _begin(self, done: simpy.Event, nbytes: float, name: str) -> None:
+        env = self.system.env
         start = env.now
         fixed = self.timing(nbytes)
         if fixed is not None:
-            yield env.timeout(fixed[0])
-            self.record_at(start, env.now, nbytes, name, fixed[1])
-        else:
-            r = self._recipes.get(nbytes)
-            if r is None:
-                r = self._recipes[nbytes] = recipe(
-                    self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
-                    ranks=[self.rank_of[d] for d in self.ring], peers=self.peers,
-                    sources=self.sources)
-                for _, hop in r:
-                    self.system.claim(("flows", self.job), [c for h in hop for c in h[0]])
-            yield from run_phases(self.system, r, job=self.job, name=name, claimed=True)
-            self.record_at(start, env.now, nbytes, name)
+            env.timeout(fixed[0]).callbacks.append(
+                lambda _e: self._end(start, done, nbytes, name, fixed[1]))
+            return
+        r = self._recipes.get(nbytes)
+        if r is None:
+            r = self._recipes[nbytes] = compile_phases(self.system, recipe(
+                self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
+                ranks=[self.rank_of[d] for d in self.ring], peers=self.peers,
+                sources=self.sources), self.job)
+        PhaseRun(self.system, r, self.job, name,
+                 lambda: self._end(start, done, nbytes, name, ()))
+
+    def _end(self, start: float, done: simpy.Event, nbytes: float, name: str,
+             loads: Sequence[tuple]) -> None:
+        self.record_at(start, self.system.env.now, nbytes, name, loads)
         done.succeed()

@@ -11,11 +11,13 @@ page cache are shared as in a training job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator
+from typing import TYPE_CHECKING, Generator
 
-from hwsim.engine import Stream
 from hwsim.jobs.inputs import DataPlan, Loader
-from hwsim.jobs.system import System
+
+if TYPE_CHECKING:  # the plan is built without the engine (hwsim validate)
+    from hwsim.engine import Stream
+    from hwsim.jobs.system import System
 
 __all__ = ["DataLoaderPlan", "DataLoaderJob"]
 
@@ -45,6 +47,8 @@ class DataLoaderJob:
         self.resources = [f"accel{r}" for r in range(plan.accelerators)]
 
     def start(self) -> None:
+        from hwsim.engine import Stream
+
         p, sys = self.plan, self.system
         for r in range(p.accelerators):
             loader = Loader(sys, p.data, job=p.job, rank=r, device=p.host, host=p.host,

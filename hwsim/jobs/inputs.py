@@ -20,11 +20,12 @@ link. With ``prefetch: 0`` the step loads its batch itself (the main process loa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator
+from typing import TYPE_CHECKING, Generator
 
-import simpy
+if TYPE_CHECKING:  # annotations only: the plan is built without SimPy (hwsim validate)
+    import simpy
 
-from hwsim.jobs.system import System
+    from hwsim.jobs.system import System
 
 __all__ = ["DataPlan", "Loader"]
 
@@ -73,6 +74,8 @@ class Loader:
         self._taken = 0
 
     def start(self) -> None:
+        import simpy
+
         data, env = self.data, self.system.env
         if data.prefetch > 0:
             # the workers run ahead of the last step as far as their slots allow, as they would

@@ -49,7 +49,7 @@ from hwsim.jobs.checkpoint import Checkpointer
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.inputs import Loader
 from hwsim.jobs.offload_step import OffloadSteps
-from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan,
+from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan, device_kinds,
                                       parallel_plan)
 from hwsim.jobs.pipeline import run_pipeline
 from hwsim.jobs.schedules import Unit, schedule
@@ -62,18 +62,6 @@ from hwsim.workloads.memory import storage_bytes
 
 __all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO",
            "device_kinds"]
-
-
-def device_kinds(graph, devices) -> list[str]:
-    """The distinct (catalog id, speed) of *devices* on *graph*, as ``"A100-SXM4-80GB"`` or
-    ``"A100-SXM4-80GB at speed 0.5"``: symmetry folding needs exactly one."""
-    kinds = {}
-    for d in devices:
-        at = graph.nodes[d]
-        speed = at.get("speed", 1.0)
-        kinds.setdefault((at.get("spec"), speed),
-                         str(at.get("spec")) + (f" at speed {speed:g}" if speed != 1 else ""))
-    return list(kinds.values())
 
 
 class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):

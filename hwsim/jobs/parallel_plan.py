@@ -25,7 +25,8 @@ from hwsim.jobs.schedules import SCHEDULES
 from hwsim.workloads import ModelOps, model_from_blocks, pipeline_stages, training_memory
 from hwsim.workloads.memory import storage_bytes
 
-__all__ = ["ParallelPlan", "parallel_plan", "IMPLEMENTED_ZERO", "TP_COMMS", "COMMS", "OFFLOAD"]
+__all__ = ["ParallelPlan", "parallel_plan", "IMPLEMENTED_ZERO", "TP_COMMS", "COMMS", "OFFLOAD",
+           "device_kinds"]
 
 OFFLOAD = ("none", "cpu", "nvme")
 """Where optimizer states can live (see :class:`ParallelPlan`)."""
@@ -253,3 +254,15 @@ def parallel_plan(job: str, model: ModelOps, devices: Sequence[str], *, tp: int,
                         precision=precision, optimizer=optimizer, steps=steps, zero=zero, ep=ep,
                         cp=cp, collective=collective, fold=fold, offload=offload,
                         host_nodes=tuple(host_nodes), data=data, offload_params=offload_params)
+
+
+def device_kinds(graph, devices) -> list[str]:
+    """The distinct (catalog id, speed) of *devices* on *graph*, as ``"A100-SXM4-80GB"`` or
+    ``"A100-SXM4-80GB at speed 0.5"``: symmetry folding needs exactly one."""
+    kinds = {}
+    for d in devices:
+        at = graph.nodes[d]
+        speed = at.get("speed", 1.0)
+        kinds.setdefault((at.get("spec"), speed),
+                         str(at.get("spec")) + (f" at speed {speed:g}" if speed != 1 else ""))
+    return list(kinds.values())

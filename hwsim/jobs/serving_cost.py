@@ -10,7 +10,9 @@ op by op, without rebuilding the ops every time a context grows by one token.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from hwsim.workloads.inference import iteration_ops
 
@@ -40,9 +42,42 @@ class StageCost:
     speed: float = 1.0
     floor: float = 0.0
 
+    @cached_property
+    def _bounds(self) -> dict[str, tuple]:
+        """For each bound an attention kernel can add to: its place among ``by`` (None: not
+        there), its seconds there, and the largest other entry of ``by`` (seconds, bound,
+        place; the first of equals): what :meth:`at` needs to pick the iteration's bound
+        without building the dictionary."""
+        out = {}
+        for cat in ("overhead", "compute", "memory"):
+            place = next((i for i, (c, _) in enumerate(self.by) if c == cat), None)
+            best = (-math.inf, None, -1)
+            for i, (c, v) in enumerate(self.by):
+                if c != cat and v > best[0]:
+                    best = (v, c, i)
+            out[cat] = (place, self.by[place][1] if place is not None else 0.0, *best)
+        return out
+
     def at(self, d_pairs: float) -> tuple[float, float, float, str, float]:
         """Seconds, FLOPs, bytes, bound and all-to-all seconds of the iteration whose decoding
         sequences read *d_pairs* keys in all."""
+        if len(self.attention) == 1:  # one kernel: the general loop below, without the dict
+            times, f1, b0, b1 = self.attention[0]
+            f, b = f1 * d_pairs, b0 + b1 * d_pairs
+            t_c = f / self.flop_rate if f > 0 else 0.0
+            t_m = b / self.byte_rate if b > 0 else 0.0
+            roof = (t_c if t_c >= t_m else t_m) / self.speed
+            t = roof if roof >= self.floor else self.floor
+            cat = "overhead" if t > roof else "compute" if t_c >= t_m else "memory"
+            place, had, other, other_cat, other_place = self._bounds[cat]
+            mine = had + times * t
+            if other_cat is None or mine > other or (
+                    mine == other and place is not None and place < other_place):
+                category = cat
+            else:
+                category = other_cat
+            return (self.base_s + times * t, self.flops + times * f, self.nbytes + times * b,
+                    self.comm if category == "comm" else category, self.a2a_s)
         seconds, flops, nbytes = self.base_s, self.flops, self.nbytes
         by = dict(self.by)
         for times, f1, b0, b1 in self.attention:

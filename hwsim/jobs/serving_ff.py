@@ -59,21 +59,21 @@ class DecodeRuns:
                 residues[s.cached % bt] = residues.get(s.cached % bt, 0) + 1
         costs: list[tuple] = []
         ends: list[float] = []
-        state = {"free": r.blocks_free, "t": env.now}
-        cost = self._stage_costed(0, devs, 0, 0.0, n, n)  # the batch's shape: one cost
+        free, t = r.blocks_free, env.now
+        at = self._stage_costed(0, devs, 0, 0.0, n, n).at  # the batch's shape: one cost
+        opens = [residues.get((-j) % bt, 0) for j in range(bt)]  # by j % bt
 
         def extend(count: int) -> None:
-            while count > 0 and len(costs) < limit:
-                j = len(costs)
-                need = residues.get((-j) % bt, 0)  # sequences whose next token opens a block
-                if need > state["free"]:
+            nonlocal free, t
+            for j in range(len(costs), min(len(costs) + count, limit)):
+                need = opens[j % bt]  # sequences whose next token opens a block
+                if need > free:
                     return  # the scheduler would preempt before this iteration
-                state["free"] -= need
-                c = cost.at(pairs0 + j * n)
+                free -= need
+                c = at(pairs0 + j * n)
                 costs.append(c)
-                state["t"] += c[0]
-                ends.append(state["t"])
-                count -= 1
+                t += c[0]
+                ends.append(t)
 
         extend(1)
         t0 = env.now

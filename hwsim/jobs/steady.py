@@ -40,14 +40,16 @@ def period_micro_batches(schedule: str, p: int, v: int) -> int:
 
 
 def simulated_micro_batches(schedule: str, p: int, m: int, v: int = 1) -> int:
-    """Micro-batches to simulate for a step of *m*: the warm-up of stage 0, four periods of its
-    steady phase (one to settle, two to check, one after them) and its cool-down, rounded to
-    whole periods; *m* itself when that saves less than two periods or ``p == 1``."""
+    """Micro-batches to simulate for a step of *m*: the warm-up of stage 0, three periods of its
+    steady phase under the interleaved schedule and four under 1F1B, and its cool-down, rounded
+    to whole periods; *m* itself when that saves less than two periods or ``p == 1``."""
     per = period_micro_batches(schedule, p, v)
     if per == 0 or p < 2:
         return m
     warm_units = (p - 1) * 2 + (v - 1) * p if v > 1 else p - 1  # stage 0's warm-up forwards
-    need = per * (math.ceil(warm_units / (v * per)) + 4)
+    # steady periods: one to settle, the window, the one that checks it, and (1F1B, whose
+    # periods cost one micro-batch) one more so that every stage's counterparts exist
+    need = per * (math.ceil(warm_units / (v * per)) + (3 if v > 1 else 4))
     return need if need + 2 * per <= m else m
 
 
@@ -80,7 +82,7 @@ def find_window(units: Sequence[Sequence[Unit]], spans: dict[tuple[int, int], li
     ranges = [steady_range(u) for u in units]
     ref = spans[(0, lanes[0])]
     a0, b0 = ranges[0]
-    for i in range(a0, b0 - 3 * per_units + 1, per_units):
+    for i in range(a0, b0 - 2 * per_units + 1, per_units):
         start = ref[i][0]
         period = ref[i + per_units][0] - start
         if period <= 0:

@@ -10,16 +10,17 @@ them (PyTorch DDP's overlap, 25 MiB buckets), wait for the last bucket, then run
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Sequence
 
-import simpy
-
-from hwsim.engine import OutOfCapacity
 from hwsim.jobs.checkpoint import CheckpointPlan, Checkpointer
-from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.inputs import DataPlan, Loader
-from hwsim.jobs.system import Device, System
 from hwsim.workloads import ModelOps, training_memory
+
+if TYPE_CHECKING:  # the plan is built without SimPy and the engine (hwsim validate)
+    import simpy
+
+    from hwsim.engine import OutOfCapacity
+    from hwsim.jobs.system import Device, System
 
 __all__ = ["DataPlan", "TrainingPlan", "TrainingJob", "DDP_BUCKET_BYTES", "slowest_step_ends"]
 
@@ -82,6 +83,8 @@ class TrainingJob:
     runs."""
 
     def __init__(self, system: System, plan: TrainingPlan) -> None:
+        from hwsim.jobs.collectives import CollectiveGroup
+
         self.system = system
         self.plan = plan
         self.env = system.env
@@ -102,6 +105,8 @@ class TrainingJob:
         return self.oom is None
 
     def start(self) -> None:
+        from hwsim.engine import OutOfCapacity
+
         try:
             for dev in self.devices:
                 for label, nbytes in self.breakdown.items():

@@ -5,11 +5,13 @@ with whatever else runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generator
+from typing import TYPE_CHECKING, Generator
 
-from hwsim.engine import OutOfCapacity
-from hwsim.jobs.system import System
 from hwsim.units import format_quantity
+
+if TYPE_CHECKING:  # the plan is built without the engine (hwsim validate)
+    from hwsim.engine import OutOfCapacity
+    from hwsim.jobs.system import System
 
 __all__ = ["TransferPlan", "TransferJob"]
 
@@ -57,6 +59,8 @@ class TransferJob:
             self.system.env.process(self._run(i, p))
 
     def _run(self, i: int, p: TransferPlan) -> Generator:
+        from hwsim.engine import OutOfCapacity
+
         env, sysm = self.system.env, self.system
         yield env.timeout(p.start_s)
         if sysm.is_storage(p.dst):

@@ -16,16 +16,13 @@ from hwsim.catalog.stacks import StackProfile, load_stacks
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.checkpoint import CheckpointPlan, checkpoint_shards
 from hwsim.jobs.dataloader import DataLoaderPlan
-from hwsim.jobs.parallel import ParallelPlan, device_kinds, parallel_plan
+from hwsim.jobs.parallel_plan import ParallelPlan, device_kinds, parallel_plan
 from hwsim.jobs.inputs import DataPlan
-from hwsim.jobs.resilience import FailureSpec, ScriptedFailure
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.budget import check_budget
 from hwsim.scenario.calibration import apply as apply_calibration
 from hwsim.scenario.calibration import STACK_PROFILES, read_calibration
-from hwsim.scenario.build_inference import serving_plan
-from hwsim.scenario.build_jobs import job_plans
 from hwsim.scenario.schema_cluster import INT_MAX
 from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, Failures, InferenceWorkload,
                                    Scenario, TrainingWorkload, TransferWorkload)
@@ -38,6 +35,7 @@ from hwsim.workloads.memory import state_bytes
 
 if TYPE_CHECKING:
     from hwsim.analysis.result import Result
+    from hwsim.jobs.resilience import FailureSpec
 
 __all__ = ["build_graph", "training_plan", "job_stack", "transfer_plans", "dataloader_plan", "failure_spec",
            "prepare", "scenario_graph", "run_scenario", "SIMULATED_STEPS"]
@@ -98,7 +96,8 @@ FOLD_ABOVE = 16
 """``fold: auto`` folds 3D-parallel jobs of more devices than this (DESIGN.md, scale by
 symmetry; folded and unfolded 64-GPU runs agree within 1%, tests/test_folding.py); jobs of up
 to two 8-GPU servers are simulated rank by rank, so their traces show every rank, and so are
-jobs whose devices differ (mixed groups, stragglers: :func:`~hwsim.jobs.parallel.device_kinds`)."""
+jobs whose devices differ (mixed groups, stragglers:
+:func:`~hwsim.jobs.parallel_plan.device_kinds`)."""
 
 
 def job_stack(w: TrainingWorkload, spec: Any, g: nx.Graph | None = None) -> StackProfile:
@@ -459,8 +458,12 @@ def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
     if adjust is not None:
         adjust(g)
     if s.jobs is not None:
+        from hwsim.scenario.build_jobs import job_plans  # numpy and the serving jobs: on use
+
         return g, job_plans(s, g)
     if isinstance(s.workload, InferenceWorkload):
+        from hwsim.scenario.build_inference import serving_plan
+
         return g, serving_plan(s, g)
     if isinstance(s.workload, DataLoaderWorkload):
         return g, dataloader_plan(s, g)
@@ -470,6 +473,8 @@ def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
 
 def failure_spec(f: Failures | None) -> FailureSpec | None:
     """The jobs layer's :class:`FailureSpec` of a ``workload.failures`` section (None: none)."""
+    from hwsim.jobs.resilience import FailureSpec, ScriptedFailure  # numpy: on run only
+
     if f is None:
         return None
     return FailureSpec(
