@@ -68,7 +68,9 @@ def simulation_cost(plan, gpn: int = 1) -> float:
     their links and run as flows, :meth:`~hwsim.jobs.collectives.CollectiveGroup.timing`);
     times the micro-batches simulated (fewer than the step's where its steady phase is
     advanced: :mod:`hwsim.jobs.steady`) and the steps. Fitted to the CPU seconds of 22
-    GPT-3 175B layouts on 1,024 A100 (0.4 to 60 s): only its order matters."""
+    GPT-3 175B layouts on 1,024 A100 (0.4 to 60 s); it orders all 415 layouts of that
+    whole-space search with a Spearman correlation of 0.85 with their CPU seconds. Only its
+    order matters."""
     from hwsim.jobs.steady import simulated_micro_batches
 
     stages = getattr(plan, "stages", None)
