@@ -14,20 +14,14 @@ from typer.testing import CliRunner
 
 import hwsim
 from hwsim.cli import app
+from scenario_edit import edited
+from test_search import BASE as SEARCH_BASE
 from hwsim.exceptions import ScenarioError
 from hwsim.planning.search import (LAYOUT, SEARCH_FIELDS, default_space, enumerate_layouts,
                                    layout_text, search)
 
 # The 5B GPT on one 8x A100-80GB server of tests/test_search.py: fitting and pruned layouts
-BASE = {
-    "name": "search-all-5b-8xa100", "seed": 0,
-    "cluster": {"nodes": 1, "node": {"gpu": "A100-SXM4-80GB", "gpus_per_node": 8,
-                                     "cpu": "EPYC-7742", "intra_node": "nvlink3"}},
-    "workload": {"kind": "training",
-                 "model": {"layers": 24, "hidden": 4096, "heads": 32, "vocab": 51200},
-                 "seq_len": 1024, "precision": "bf16", "global_batch": 16,
-                 "parallelism": {"tp": 1, "pp": 1}, "optimizer": "adam", "steps": 2},
-}
+BASE = edited(SEARCH_BASE, {"name": "search-all-5b-8xa100"})
 SPACE = {"tp": [1, 2], "pp": [1, 2], "micro_batch": [2], "virtual_stages": [1, 2],
          "recompute": ["none"], "zero": [0, 1]}  # 24 combinations: 17 fit, 1 does not
 
