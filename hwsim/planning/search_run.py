@@ -71,7 +71,7 @@ def simulation_cost(plan, gpn: int = 1) -> float:
     GPT-3 175B layouts on 1,024 A100 (0.4 to 60 s); it orders all 415 layouts of that
     whole-space search with a Spearman correlation of 0.85 with their CPU seconds. Only its
     order matters."""
-    from hwsim.jobs.steady import simulated_micro_batches
+    from hwsim.scenario.build import simulated_micro_batches
 
     stages = getattr(plan, "stages", None)
     if stages is None:  # data parallel: one model's ops per micro-batch
@@ -152,8 +152,7 @@ class Evaluator:
         """The run of the scenario with *layout*: :data:`SIMULATED_KEYS` of its summary and
         ``simulation_s`` (CPU seconds the run took in its process). The event budget is not
         checked again: :meth:`assess` has."""
-        from hwsim.jobs.system import share_graph
-        from hwsim.scenario.build import run_scenario
+        from hwsim.scenario.build import run_scenario, share_graph
 
         if not self._shared:
             share_graph(self.graph)

@@ -471,6 +471,20 @@ def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
     return g, job
 
 
+def simulated_micro_batches(schedule: str, p: int, m: int, v: int = 1) -> int:
+    """:func:`hwsim.jobs.steady.simulated_micro_batches`, for the layers above the jobs."""
+    from hwsim.jobs.steady import simulated_micro_batches as simulated
+
+    return simulated(schedule, p, m, v)
+
+
+def share_graph(graph: nx.Graph) -> Any:
+    """:func:`hwsim.jobs.system.share_graph`, for the layers above the jobs."""
+    from hwsim.jobs.system import share_graph as share
+
+    return share(graph)
+
+
 def failure_spec(f: Failures | None) -> FailureSpec | None:
     """The jobs layer's :class:`FailureSpec` of a ``workload.failures`` section (None: none)."""
     from hwsim.jobs.resilience import FailureSpec, ScriptedFailure  # numpy: on run only
