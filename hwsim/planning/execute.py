@@ -76,7 +76,7 @@ def run_point(task: PointTask) -> dict[str, Any]:
     try:
         scenario = load_scenario(task.scenario, file=task.label, base_dir=task.base_dir)
         with silenced():
-            summary = run_scenario(scenario).summary
+            summary = run_scenario(scenario, record="summary").summary  # all a point keeps
         if summary.get("fits") is False:
             label = str(summary.get("bottleneck_label") or "")
             reason = label if label.startswith("does not fit") else f"does not fit: {label}"

@@ -233,7 +233,7 @@ def _simulate(scenario: dict[str, Any]) -> dict[str, Any]:
     from hwsim.scenario import load_scenario
     from hwsim.scenario.build import run_scenario
 
-    s = run_scenario(load_scenario(scenario)).summary
+    s = run_scenario(load_scenario(scenario), record="summary").summary
     return {k: s.get(k) for k in ("fits", "memory_per_device_gb") + RESULT_KEYS
             + BREAKDOWN_KEYS}
 

@@ -37,6 +37,8 @@ from hwsim.workloads import TransformerSpec, model_ops, resolve_model, training_
 from hwsim.workloads.memory import state_bytes
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from hwsim.analysis.result import Result
 
 __all__ = ["build_graph", "training_plan", "job_stack", "transfer_plans", "dataloader_plan", "failure_spec",
@@ -455,19 +457,25 @@ def failure_spec(f: Failures | None) -> FailureSpec | None:
 
 def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None,
                  adjust: Callable[[nx.Graph], Any] | None = None,
-                 max_events: int | None = None) -> Result:
+                 max_events: int | None = None, record: str | None = None,
+                 spill: Path | None = None) -> Result:
     """Build and run a validated scenario; returns its :class:`Result` (writes nothing).
     *adjust* changes the built graph first; *max_events* overrides the event budget
-    (:func:`prepare`)."""
+    (:func:`prepare`); *record* overrides ``outputs.record`` (``summary`` for a caller that reads
+    only the summary: the same summary, less memory). *spill*: a file the run streams its events
+    to as it goes, when it keeps them for events.parquet (``hwsim run --out``: in the result's
+    staging folder; record ``ops`` or ``full`` and ``outputs.events`` on)."""
     from hwsim.simulation import simulate, simulate_jobs  # pandas and the engine: on run only
 
     g, job = prepare(s, adjust, max_events=max_events)
     config = config if config is not None else s.model_dump(mode="json")
+    level = record or s.outputs.record
+    keep = dict(record=level, spill=spill if s.outputs.events and level != "summary" else None)
     if s.jobs is not None:
         return simulate_jobs(g, job, name=s.name, seed=s.seed, config=config,
-                             utilization_bin_s=s.outputs.utilization_bin_s)
+                             utilization_bin_s=s.outputs.utilization_bin_s, **keep)
     w = s.workload
     return simulate(g, job, name=s.name, seed=s.seed, config=config,
                     utilization_bin_s=s.outputs.utilization_bin_s,
                     failures=failure_spec(w.failures) if isinstance(w, TrainingWorkload)
-                    else None)
+                    else None, **keep)
