@@ -95,7 +95,9 @@ class Recorder:
         self._seen = {c: np.zeros(0, bool) for c in TEXT}  # spill: codes present
         self._streams: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._job_end: dict[int, float] = {}
-        self._lbuf: list[tuple] = []
+        self._lt: list[float] = []  # levels: three lists, no tuple per record (the hottest call)
+        self._lr: list[Hashable] = []
+        self._ll: list[float] = []
         self._lcodes = Codes()
         self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._templates: list[tuple[Columns, list[tuple]]] = []
@@ -117,9 +119,10 @@ class Recorder:
             self._flush_events()
 
     def level(self, time_s: float, resource: Hashable, load: float) -> None:
-        buf = self._lbuf
-        buf.append((time_s, resource, load))
-        if len(buf) >= CHUNK_ROWS:
+        self._lt.append(time_s)
+        self._lr.append(resource)
+        self._ll.append(load)
+        if len(self._lt) >= CHUNK_ROWS:
             self._flush_levels()
 
     def template(self, events: list[tuple], pulses: list[tuple] = ()) -> int:
@@ -197,17 +200,17 @@ class Recorder:
         self._spill.add_run(take(cols, sort_order(cols, self._codes["resource"].sorted_rank())))
 
     def _flush_levels(self) -> None:
-        rows, self._lbuf = self._lbuf, []
-        if rows:
-            t, res, load = zip(*rows)
+        if self._lt:
+            t, res, load = self._lt, self._lr, self._ll
+            self._lt, self._lr, self._ll = [], [], []
             self._levels.append((np.asarray(t, float), self._lcodes.encode(res),
                                  np.asarray(load, float)))
 
     def _flush_blocks(self) -> None:
         rows, self._bbuf = self._bbuf, []
         if rows:
-            t0, tid = zip(*rows)
-            self._blocks.append((np.asarray(t0, float), np.asarray(tid, np.int64)))
+            self._blocks.append((np.asarray([r[0] for r in rows], float),
+                                 np.asarray([r[1] for r in rows], np.int64)))
 
     def _flush(self) -> None:
         self._flush_events()
