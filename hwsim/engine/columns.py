@@ -15,7 +15,7 @@ or writes result files.
 from __future__ import annotations
 
 import os
-from itertools import islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
@@ -52,15 +52,15 @@ class Codes:
         return c
 
     def encode(self, values: Sequence) -> np.ndarray:
-        """Codes of *values* (any hashable objects), adding the new ones (a dict lookup each:
-        several times faster than pandas' factorize on objects)."""
+        """Codes of *values* (any hashable objects), adding the new ones (dict lookups: several
+        times faster than pandas' factorize on objects)."""
         index = self.index
-        get = index.setdefault
-        before = len(index)
-        codes = np.array([get(v, len(index) - 1) for v in values], dtype=np.int32)
-        if len(index) > before:  # the new values, in the order first seen (the dict's last)
-            self.values.extend(list(islice(reversed(index), len(index) - before))[::-1])
-        return codes
+        if not index.keys() >= set(values):
+            for v in values:  # the new ones, in the order first seen
+                if v not in index:
+                    index[v] = len(self.values)
+                    self.values.append(v)
+        return np.fromiter(map(index.__getitem__, values), np.int32, len(values))
 
     def sorted_rank(self) -> np.ndarray:
         """Each code's position among all values sorted, indexed by code; one more slot at the
@@ -78,11 +78,8 @@ def encode_events(rows: list[tuple], codes: dict[str, Codes], seq0: int) -> Colu
     n = len(rows)
     cols: Columns = {}
     for i, c in enumerate(EVENT_COLUMNS):
-        v = [r[i] for r in rows]  # not zip(*rows): its 30,000 iterators set off full GC passes
-        if c in TEXT:
-            cols[c] = codes[c].encode(v)
-        else:
-            cols[c] = np.asarray(v, dtype=DTYPES[c])
+        v = list(map(itemgetter(i), rows))  # not zip(*rows): an iterator per row, GC passes
+        cols[c] = codes[c].encode(v) if c in TEXT else np.asarray(v, dtype=DTYPES[c])
     cols["seq"] = np.arange(seq0, seq0 + n, dtype=np.int64)
     return cols
 
