@@ -4,8 +4,8 @@ The recorder appends plain tuples (the cheapest thing during a run) and turns ev
 thousands of them into numpy columns (:func:`encode_events`): the five text columns become int32
 codes into one :class:`Codes` dictionary each (a value's code is the order it was first seen;
 None is -1), times, rank, bytes and FLOPs numpy arrays, and ``seq`` the record's
-position (the tie-break that keeps equal rows in the order they were recorded). About 64 bytes a
-row instead of the 250 of a tuple of Python objects.
+position (the tie-break that keeps equal rows in the order they were recorded): 68 bytes a row
+instead of about 250 for a tuple of Python objects.
 
 Sorted runs of such chunks can leave memory for a :class:`SpillFile` (raw column bytes appended
 to one file) and come back merged, in order, by :func:`merge_runs`. Nothing here imports SimPy
