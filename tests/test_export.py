@@ -94,7 +94,7 @@ def test_interrupted_write_keeps_old_result(tmp_path: Path,
     def crash(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # interrupted midway: summary and events written, no trace
 
-    monkeypatch.setattr(export, "chrome_trace", crash)
+    monkeypatch.setattr(export, "write_trace", crash)
     with pytest.raises(KeyboardInterrupt):
         write_result(_result(2.0), out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

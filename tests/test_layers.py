@@ -8,11 +8,13 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "hwsim"
 
-# layer of each top-level module or package, lowest first
+# layer of each top-level module or package, lowest first (summaries: the summary keys that
+# simulation computes from finished jobs, beside it and imported by it only)
 # planning sits above scenario: sweeps and searches vary scenario fields and run scenarios
 # (issue 7: "sweeps run scenarios, so they live in hwsim/planning/"); the front calls planning
 RANK = {"units": 0, "exceptions": 0, "catalog": 1, "engine": 1, "topology": 2, "workloads": 2,
-        "jobs": 3, "analysis": 3, "simulation": 4, "scenario": 5, "planning": 6, "calibration": 6,
+        "jobs": 3, "analysis": 3, "simulation": 4, "summaries": 4, "scenario": 5, "planning": 6,
+        "calibration": 6,
         "cli": 7, "cli_common": 7, "cli_capacity": 7,
         "tables": 7,
         "__init__": 7, "__main__": 7}
@@ -24,6 +26,7 @@ FORBIDDEN = {("engine", "catalog"), ("catalog", "engine"), ("topology", "workloa
              ("analysis", "jobs"), ("jobs", "analysis"), ("analysis", "engine"),
              # planning knows nothing of engine internals (DESIGN.md) nor of the jobs
              ("planning", "engine"), ("planning", "jobs"), ("planning", "simulation"),
+             ("planning", "summaries"), ("summaries", "simulation"),
              # calibrate runs scenarios and, for nccl-tests, one collective through simulation
              # (hwsim.simulation.collective_time); it knows nothing of engine or jobs internals
              ("calibration", "engine"), ("calibration", "jobs"), ("calibration", "planning"),

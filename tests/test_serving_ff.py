@@ -127,7 +127,7 @@ def test_record_level_is_checked():
     s = copy.deepcopy(BASE)
     s["outputs"] = {"record": "everything"}
     with pytest.raises(hwsim.ScenarioError, match=r"outputs\.record: 'everything' is not "
-                                                  r"allowed; valid values: ops, full"):
+                                                  r"allowed; valid values: full, ops, summary"):
         hwsim.run(s)
 
 

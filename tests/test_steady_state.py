@@ -9,7 +9,6 @@ import pytest
 
 import hwsim
 from hwsim.engine import Recorder
-from hwsim.engine.repeat import repeat_window
 from hwsim.jobs.schedules import interleaved, one_f_one_b
 from hwsim.jobs.steady import find_window, simulated_micro_batches, steady_range
 from scenario_edit import edited
@@ -160,12 +159,13 @@ def test_find_window_accepts_a_repeating_pattern_and_refuses_a_broken_one():
 
 def test_repeat_window_closed_form():
     rec = Recorder()
+    rec.hold()
     for t in range(6):  # one op per second, [t, t + 0.5)
         rec.event(float(t), t + 0.5, "dev/compute", "compute", f"op{t}", "j", 0, 10.0, 1.0,
                   "compute")
         rec.level(float(t), "link", 1.0)
         rec.level(t + 0.5, "link", 0.0)
-    shift = repeat_window(rec, 2.0, 1.0, 3)
+    shift = rec.repeat(2.0, 1.0, 3)
     assert shift == 3.0
     starts = sorted(e[0] for e in rec.events)
     assert starts == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
@@ -174,9 +174,9 @@ def test_repeat_window_closed_form():
     assert sum(e[7] for e in rec.events) == 90.0                      # bytes: 9 ops of 10
     times = [t for t, _, _ in rec.levels]
     assert times == sorted(times) and len(times) == 18
-    assert repeat_window(rec, 0.0, 1.0, 0) == 0.0
+    assert rec.repeat(0.0, 1.0, 0) == 0.0
     with pytest.raises(ValueError, match="period"):
-        repeat_window(rec, 0.0, 0.0, 1)
+        rec.repeat(0.0, 0.0, 1)
 
 
 def test_steady_state_off_in_a_scenario_file_is_validated():
@@ -184,3 +184,26 @@ def test_steady_state_off_in_a_scenario_file_is_validated():
         hwsim.run(edited(BASE, {"workload.steady_state": "sometimes"}))
     assert math.isfinite(hwsim.run(edited(BASE, {"workload.steady_state": False}))
                          .summary["step_time_s"])
+
+
+@pytest.mark.parametrize("layout", ["1f1b-pp8-two-steps", "folded-interleaved-32-gpus"])
+def test_steady_state_advance_at_every_record_level(layout, tmp_path):
+    """The advance repeats the held records before they are streamed or reduced: the events
+    streamed to a spill file (``hwsim run --out``) are the ones kept in memory, and a run that
+    keeps only the summary gives the same summary."""
+    from hwsim.scenario import load_scenario
+    from hwsim.scenario.build import run_scenario
+
+    s = load_scenario(edited(BASE, LAYOUTS[layout]))
+    kept = run_scenario(s)
+    spilled = run_scenario(s, spill=tmp_path / "spill")
+    summary = run_scenario(s, record="summary")
+    assert kept.summary["micro_batches_simulated"] < kept.summary["micro_batches"]
+    streamed = [f for f in spilled.event_batches()]
+    import pandas as pd
+
+    together = pd.concat(streamed, ignore_index=True)
+    assert together.astype(str).equals(kept.events.astype(str))
+    assert summary.summary == kept.summary == spilled.summary
+    spilled.release()
+    assert not (tmp_path / "spill").exists()

@@ -463,3 +463,37 @@ def test_shipped_sweep_files_load_and_expand(path):
     assert any(p.reason is None for p in pts)
     if path.stem == "sweep_gpt3_clusters":
         assert len(pts) == 1000
+
+
+def test_points_sharing_a_cluster_graph_give_the_rows_of_fresh_runs(monkeypatch):
+    """A worker builds each cluster's graph once and plans on it with one cache
+    (hwsim.scenario.build.prepare's reuse): every row is the one a fresh run gives, layouts
+    with pipelines, tensor parallelism and ZeRO over two clusters in turn included."""
+    import hwsim.planning.execute as execute
+
+    base = {"name": "gpt", "cluster": {"nodes": 2, "node": {
+        "gpu": "A100-SXM4-80GB", "gpus_per_node": 4, "intra_node": "nvlink3",
+        "nic": "ib-hdr-200", "nics_per_node": 4}, "fabric": {"topology": "fat-tree"}},
+        "workload": {"kind": "training", "model": {"layers": 8, "hidden": 1024, "heads": 16,
+                                                         "vocab": 32000},
+                     "seq_len": 1024, "global_batch": 16, "steps": 1,
+                     "parallelism": {"tp": 2, "pp": 2}}}
+    spec = {"name": "reuse", "base": base, "axes": [
+        {"path": "cluster.nodes", "values": [1, 2]},
+        {"path": "workload.parallelism.pp", "values": [1, 2, 4]},
+        {"path": "workload.parallelism.zero", "values": [0, 1]}]}
+    monkeypatch.setattr(execute, "_REUSE", {})
+    shared = hwsim.sweep(spec, workers=1)
+    keys = ("step_time_s", "memory_per_device_gb", "mfu", "bottleneck")
+    assert len(execute._REUSE["graphs"]) == 2                  # one graph per cluster
+    fresh = []
+    for p in points(spec):
+        execute._REUSE.clear()                                  # nothing carried over
+        fresh.append({**execute.run_point(execute.PointTask(
+            p.id, p.scenario, None, "x", keys)), "id": p.id})
+    assert len(shared) == 12 and shared["feasible"].sum() == 10  # pp 4 x tp 2 > 4 GPUs: 2
+    for row in fresh:
+        got = shared.set_index("id").loc[row["id"]]
+        assert got["feasible"] == row["feasible"]
+        for key in keys + ("reason",):
+            assert got[key] == row[key] or (pd.isna(got[key]) and pd.isna(row[key])), key

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from hwsim.analysis.trace import chrome_trace
+from hwsim.analysis.trace import TraceEvents, chrome_trace, write_trace
 from hwsim.exceptions import HwsimError
 
 if TYPE_CHECKING:
     from hwsim.analysis.result import Result
 
-__all__ = ["write_result", "atomic_write_text", "atomic_write_bytes", "chrome_trace", "to_json",
-           "RESULT_FILES", "MARKER", "LOCK", "check_out_dir", "read_marker", "write_marker",
-           "pid_alive"]
+__all__ = ["write_result", "Staging", "atomic_write_text", "atomic_write_bytes", "chrome_trace",
+           "write_trace", "to_json", "RESULT_FILES", "MARKER", "LOCK", "SPILL", "check_out_dir",
+           "read_marker", "write_marker", "pid_alive"]
 
 MARKER = ".hwsim.json"
 """The file hwsim writes into every folder it owns (a run's result directory, a sweep's folder):
@@ -39,8 +39,11 @@ marker: a sweep killed before marking its folder leaves it)."""
 RESULT_FILES = ("summary.json", "events.parquet", "utilization.parquet", "memory.parquet",
                 "bottleneck.csv", "scenario.json", "trace.json", MARKER)
 """The files :func:`write_result` writes into a result directory."""
+SPILL = ".events.spill"
+"""The file a run streams its events to while it runs (in the staging folder, removed once
+events.parquet is written)."""
 _OWN_FILES = frozenset(RESULT_FILES) | {"requests.parquet", "iterations.parquet",
-                                        "failures.parquet", "report.html"}
+                                        "failures.parquet", "report.html", SPILL}
 """Every file hwsim may write into a run's folder (its results, optional tables, the report)."""
 
 
@@ -211,16 +214,79 @@ def _clean_stale(out: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+class Staging:
+    """A result directory being written: the checks of :func:`check_out_dir` (before anything
+    runs), what killed runs left cleaned, and the folder ``.<out_dir>.tmp-<pid>`` beside
+    *out_dir* made, into which a run may stream its events (:attr:`spill`) while it runs.
+    :meth:`commit` writes the result's files there and renames the folder into place; :meth:`abort`
+    (or leaving a ``with`` block by an exception) removes it. Nothing appears under *out_dir*
+    before the rename."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.given = Path(out_dir)
+        self.out = check_out_dir(out_dir, "run")
+        self._made = [p for p in (self.out.parent, *self.out.parent.parents) if not p.exists()]
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(self.out)
+        self.folder = self.out.with_name(f".{self.out.name}.tmp-{os.getpid()}")
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir()
+        self.spill = self.folder / SPILL
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        for folder in self._made:  # the parents made for it, when still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+    def commit(self, result: Result) -> Path:
+        """Write *result*'s files and rename the folder to *out_dir* (an existing result there
+        is replaced). Returns *out_dir*."""
+        try:
+            write_marker(self.folder, {"kind": "run"})
+            events = _write_files(result, self.folder)
+            self.spill.unlink(missing_ok=True)
+        except BaseException:
+            self.abort()
+            raise
+        out = self.out
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, backup)
+            os.replace(self.folder, out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(self.folder, out)
+        if events and result.event_batches is not None:  # the events now live in their file
+            path = out / "events.parquet"
+            if callable(object.__getattribute__(result, "events")):
+                object.__setattr__(result, "events", lambda: pd.read_parquet(path))
+            object.__setattr__(result, "event_batches", None)
+        return self.given
+
+
 def write_result(result: Result, out_dir: str | Path) -> Path:
     """Write the files of a result directory (:data:`RESULT_FILES`) atomically.
 
     ``events.parquet``, ``utilization.parquet`` and ``trace.json`` are left out when the
-    scenario's ``outputs`` (``result.config["outputs"]``) switch them off.
+    scenario's ``outputs`` (``result.config["outputs"]``) switch them off; ``events.parquet`` and
+    ``trace.json`` also when the run kept no events (``result.record == "summary"``).
 
     The files are written into ``.<out_dir>.tmp-<pid>`` next to *out_dir*, which is then renamed
     into place; what a killed run left there is cleaned first. An existing *out_dir* is replaced
     only when it is empty or hwsim wrote it (it holds :data:`MARKER`); a symbolic link is kept
-    and its target replaced.
+    and its target replaced. The events are streamed (``result.event_batches``): the parquet
+    file in row groups, the trace from the same batches.
 
     Parameters
     ----------
@@ -240,33 +306,55 @@ def write_result(result: Result, out_dir: str | Path) -> Path:
         If *out_dir* is a file, a folder hwsim did not write, or cannot be written
         (:func:`check_out_dir`).
     """
-    out = check_out_dir(out_dir, "run")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        write_marker(tmp, {"kind": "run"})
-        _write_files(result, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, backup)
-        os.replace(tmp, out)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return Path(out_dir)
+    with Staging(out_dir) as stage:
+        return stage.commit(result)
 
 
-def _write_files(result: Result, folder: Path) -> None:
+class _EventsFile:
+    """events.parquet written one row group per batch (the first batch's schema for all)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer, self.schema = path, None, None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _write_files(result: Result, folder: Path) -> bool:
+    """Write the result's files into *folder*; returns whether events.parquet was written."""
     wanted = (result.config or {}).get("outputs") or {}  # the scenario's outputs: switches
+    kept = result.record != "summary"
+    want_events, want_trace = kept and wanted.get("events", True), kept and wanted.get("trace",
+                                                                                        True)
     (folder / "summary.json").write_text(to_json(result.summary), encoding="utf-8")
-    for name in ("events", "utilization", "memory"):
+    trace = TraceEvents() if want_trace else None
+    if want_events or want_trace:
+        batches = (result.event_batches() if result.event_batches is not None
+                   else [result.events])
+        out = _EventsFile(folder / "events.parquet") if want_events else None
+        try:
+            for frame in batches:
+                if out is not None:
+                    out.write(frame)
+                if trace is not None:
+                    trace.add(frame)
+        finally:
+            if out is not None:
+                out.close()
+        if result.release is not None:
+            result.release()
+    for name in ("utilization", "memory"):
         if wanted.get(name, True):
             frame: pd.DataFrame = getattr(result, name)
             frame.to_parquet(folder / f"{name}.parquet", index=False, engine="pyarrow")
@@ -278,8 +366,6 @@ def _write_files(result: Result, folder: Path) -> None:
     if len(result.failures.columns):  # whole runs with failures: one row per failure, maybe none
         result.failures.to_parquet(folder / "failures.parquet", index=False, engine="pyarrow")
     (folder / "scenario.json").write_text(to_json(result.config), encoding="utf-8")
-    if wanted.get("trace", True):
-        trace = chrome_trace(result.events, result.utilization, result.memory)
-        (folder / "trace.json").write_text(  # compact separators: large runs
-            json.dumps(trace, allow_nan=False, default=str, separators=(",", ":")),
-            encoding="utf-8")
+    if trace is not None:
+        write_trace(folder / "trace.json", trace, result.utilization, result.memory)
+    return want_events

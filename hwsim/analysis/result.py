@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -79,6 +79,18 @@ class Result:
     steps : pandas.DataFrame
         Training runs: one row per simulated step (``job, step, start_s, end_s``: the slowest
         rank's step ends; the first step starts at the job's start); empty otherwise.
+    record : str
+        What the run kept of its events (``outputs.record``): ``ops`` or ``full``, every
+        activity; ``summary``, none for the user: reading ``events`` then raises
+        :class:`~hwsim.exceptions.HwsimError` saying so (the summary, ``bottleneck``,
+        ``utilization``, ``loads`` and ``memory`` are all there), and :meth:`save` writes
+        neither events.parquet nor trace.json.
+    event_batches : callable, optional
+        Returns the events as sorted frames of a bounded number of rows, each with the
+        categories of the whole (their concatenation is ``events``): what :meth:`save` streams
+        into events.parquet and trace.json. None: :meth:`save` writes ``events``.
+    release : callable, optional
+        Called once the events are in their file: frees what held them (a spill file).
     """
 
     name: str
@@ -95,6 +107,10 @@ class Result:
     slots: dict[str, int] = field(default_factory=dict, repr=False)
     device_specs: dict[str, str] = field(default_factory=dict, repr=False)
     steps: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    record: str = "ops"
+    event_batches: Callable[[], Iterator[pd.DataFrame]] | None = field(default=None, repr=False,
+                                                                       compare=False)
+    release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def __getattribute__(self, key: str) -> Any:
         value = object.__getattribute__(self, key)

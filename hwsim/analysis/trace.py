@@ -19,134 +19,233 @@ chrome://tracing. The layout is documented in docs/trace.md.
 
 Times are integer nanoseconds, written as microseconds with three decimals, so nesting checks
 done here hold in the viewer, which converts back to nanoseconds.
+
+The events come in frames (:class:`TraceEvents` keeps them as compact columns, about 60 bytes an
+event, so a run's events can be streamed in batches) and :func:`write_trace` writes the file as
+it goes, a few thousand trace events at a time; :func:`chrome_trace` returns the same content as
+one object.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import math
-import re
-from typing import Any
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["chrome_trace", "DEFAULT_MAX_SLICES", "process_of"]
+from hwsim.analysis.trace_layout import Counters, Layout, _ns, _short, _us, process_of
+
+__all__ = ["chrome_trace", "write_trace", "TraceEvents", "DEFAULT_MAX_SLICES", "process_of"]
 
 DEFAULT_MAX_SLICES = 100_000
 """Slices (``X`` events) above which the later part of a run is merged (about 20 MB of JSON)."""
 
-_STREAM_ORDER = {"compute": 0, "comm": 1, "copy": 2, "host": 3, "cores": 4, "checkpoint": 5,
-                 "out": 8, "in": 9}
-_CHANNEL_OPS = ("read", "write")
+_TEXT = ("resource", "name", "kind", "job", "category")
 
 
-def _natural(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
-
-
-def process_of(node: str) -> str:
-    """The process (trace group) of a graph node: its server for ``n0.gpu0`` (``n0``; with a
-    site, ``dc1/n0``), the node itself for a shared tier (``storage.lustre``), a switch or a
-    router."""
-    site, slash, bare = node.rpartition("/")
-    proc = bare if bare.startswith("storage.") else bare.partition(".")[0]
-    return f"{site}/{proc}" if slash else proc
-
-
-def _short(node: str, proc: str) -> str:
-    """*node*'s name inside its process: ``gpu0`` for ``n0.gpu0`` in ``n0``."""
-    if node.startswith(proc + "."):
-        return node[len(proc) + 1:]
-    return node.rpartition("/")[2]
-
-
-def _ns(seconds: np.ndarray) -> np.ndarray:
-    return np.rint(np.asarray(seconds, float) * 1e9).astype(np.int64)
-
-
-def _us(ns: int | np.integer) -> float:
-    return int(ns) / 1000.0
-
-
-class _Layout:
-    """pid/tid numbering: processes and threads sorted (servers, then tiers, then switches;
-    streams in a fixed order), tids unique across processes (Perfetto keys thread names by tid)."""
+class TraceEvents:
+    """The events a trace draws, gathered frame by frame (:meth:`add`; any columns of
+    :data:`~hwsim.analysis.result.EVENT_COLUMNS`, the missing ones empty) as compact columns:
+    nanosecond times, codes of the text columns (into :attr:`values`, -1 missing), rank, bytes
+    and FLOPs. Rows whose start or end is not a finite number are left out."""
 
     def __init__(self) -> None:
-        self.threads: dict[tuple[str, str, int], int] = {}  # (process, thread, lane) -> tid
-        self.procs: dict[str, int] = {}
-        self.has_slices: set[str] = set()
+        self._index: dict[str, dict] = {c: {} for c in _TEXT}
+        self.values: dict[str, list] = {c: [] for c in _TEXT}
+        self._parts: list[dict[str, np.ndarray]] = []
+        self._cols: dict[str, np.ndarray] | None = None
 
-    def want(self, proc: str, thread: str | None = None, lane: int = 0) -> None:
-        self.procs.setdefault(proc, 0)
-        if thread is not None:
-            self.has_slices.add(proc)
-            self.threads.setdefault((proc, thread, lane), 0)
+    def _code(self, column: str, value: Any) -> int:
+        index = self._index[column]
+        c = index.get(value)
+        if c is None:
+            c = index[value] = len(self.values[column])
+            self.values[column].append(value)
+        return c
 
-    def number(self) -> list[dict[str, Any]]:
-        def pkey(p: str) -> tuple:
-            tier = p.rpartition("/")[2].startswith("storage.")
-            return (1 if tier else 0 if p in self.has_slices else 2, _natural(p))
-        for i, p in enumerate(sorted(self.procs, key=pkey), start=1):
-            self.procs[p] = i
-        meta: list[dict[str, Any]] = []
-        for p, pid in sorted(self.procs.items(), key=lambda kv: kv[1]):
-            meta.append({"ph": "M", "name": "process_name", "pid": pid, "tid": pid, "ts": 0,
-                         "args": {"name": p}})
-            meta.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": pid,
-                         "ts": 0, "args": {"sort_index": pid}})
-
-        def tkey(k: tuple[str, str, int]) -> tuple:
-            proc, thread, lane = k
-            dev, _, stream = thread.rpartition(" ")
-            return (self.procs[proc], _natural(dev), _STREAM_ORDER.get(stream, 6),
-                    _natural(stream), lane)
-        base = len(self.procs) + 1
-        for i, key in enumerate(sorted(self.threads, key=tkey)):
-            tid = self.threads[key] = base + i
-            proc, thread, lane = key
-            pid = self.procs[proc]
-            meta.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "ts": 0,
-                         "args": {"name": thread if lane == 0 else f"{thread} #{lane + 1}"}})
-            meta.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid,
-                         "ts": 0, "args": {"sort_index": i}})
-        return meta
-
-
-def _tracks(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                            list[tuple[str, str]]]:
-    """The slices to draw: an event on its stream, a flow twice (side 0 out, side 1 in).
-    Returns (event index, track code, side) per slice and the (process, thread) of each code."""
-    codes, uniq = pd.factorize(events["resource"].astype(str), sort=False)
-    tracks: dict[tuple[str, str], int] = {}
-    send, recv = [], []
-    for r in uniq:
-        src, arrow, dst = r.partition("->")
-        if arrow:
-            ps, pd_ = process_of(src), process_of(dst)
-            send.append(tracks.setdefault((ps, f"{_short(src, ps)} out"), len(tracks)))
-            recv.append(tracks.setdefault((pd_, f"{_short(dst, pd_)} in"), len(tracks)))
+    def _encode(self, column: str, series: pd.Series) -> np.ndarray:
+        local, uniques = pd.factorize(series)
+        if column == "resource":  # as text: a missing one is "nan"
+            lut = [self._code(column, str(u)) for u in uniques] + [self._code(column, "nan")]
+        elif column in ("name", "kind"):
+            lut = [self._code(column, str(u)) for u in uniques] + [-1]
         else:
-            dev, slash, stream = r.rpartition("/")
-            if not slash:
-                dev, stream = r, ""
-            p = process_of(dev)
-            send.append(tracks.setdefault((p, f"{_short(dev, p)} {stream}".strip()), len(tracks)))
-            recv.append(-1)
-    recv_of = np.asarray(recv, np.int64)[codes]
-    idx = np.arange(len(events))
-    f = np.flatnonzero(recv_of >= 0)
-    event = np.r_[idx, f]
-    track = np.r_[np.asarray(send, np.int64)[codes], recv_of[f]]
-    side = np.r_[np.zeros(len(idx), np.int64), np.ones(len(f), np.int64)]
-    return event, track, side, list(tracks)
+            lut = [self._code(column, u) for u in uniques] + [-1]
+        return np.asarray(lut, np.int32)[local]
+
+    def add(self, frame: pd.DataFrame | None) -> None:
+        if frame is None or not len(frame):
+            return
+        start = pd.to_numeric(frame["start_s"], errors="coerce").to_numpy(float)
+        end = pd.to_numeric(frame["end_s"], errors="coerce").to_numpy(float)
+        ok = np.isfinite(start) & np.isfinite(end)
+        s = _ns(start[ok])
+        part = {"s": s, "e": np.maximum(_ns(end[ok]), s)}
+        n = len(s)
+        for c in _TEXT:
+            part[c] = (self._encode(c, frame[c])[ok] if c in frame.columns
+                       else self._encode(c, pd.Series([None] * n, dtype=object)))
+        for c in ("rank", "bytes", "flops"):
+            part[c] = (pd.to_numeric(frame[c], errors="coerce").to_numpy(float)[ok]
+                       if c in frame.columns else np.full(n, np.nan))
+        self._parts.append(part)
+        self._cols = None
+
+    def columns(self) -> dict[str, np.ndarray]:
+        if self._cols is None:
+            keys = ("s", "e", *_TEXT, "rank", "bytes", "flops")
+            self._cols = {k: np.concatenate([p[k] for p in self._parts]) if self._parts else
+                          np.empty(0) for k in keys}
+            self._parts = [self._cols] if self._parts else []
+        return self._cols
+
+    def __len__(self) -> int:
+        return sum(len(p["s"]) for p in self._parts)
+
+
+class _Events:
+    """Per-event lookups of a :class:`TraceEvents` for the slices' names and args."""
+
+    def __init__(self, table: TraceEvents) -> None:
+        self.c = table.columns()
+        v = table.values
+        self.kinds = [str(k) for k in v["kind"]] + ["activity"]
+        self.names = [None if x is None or x == "" else str(x) for x in v["name"]] + [None]
+        self.jobs, self.categories = v["job"] + [None], v["category"] + [None]
+        self.rank_code = np.nan_to_num(self.c["rank"], nan=-2.0)
+
+    def kind(self, k: int) -> str:
+        return self.kinds[self.c["kind"][k]]
+
+    def name(self, k: int) -> str:
+        return self.names[self.c["name"][k]] or self.kind(k)
+
+    def args(self, k: int) -> dict[str, Any]:
+        """bytes, flops, job, rank, category of event *k*; NaN and missing ones left out."""
+        out: dict[str, Any] = {}
+        for key in ("bytes", "flops"):
+            v = float(self.c[key][k])
+            if math.isfinite(v):
+                out[key] = v
+        for key, values in (("job", self.jobs), ("category", self.categories)):
+            v = values[self.c[key][k]]
+            if isinstance(v, str) and v:
+                out[key] = v
+        r = float(self.c["rank"][k])
+        if math.isfinite(r):
+            out["rank"] = int(r)
+        return out
+
+
+class _Slices:
+    """Every event as slices on its tracks (a flow twice: side 0 out, side 1 in), laned, and the
+    budget applied: the slices before the cut drawn as they are, the later ones merged."""
+
+    def __init__(self, table: TraceEvents, max_slices: int, info: dict[str, Any]) -> None:
+        ev = self.ev = _Events(table)
+        c = ev.c
+        n = len(c["s"])
+        info["events"] = n
+        codes, uniq = pd.factorize(c["resource"])  # tracks in order of first appearance
+        resources = table.values["resource"]
+        tracks: dict[tuple[str, str], int] = {}
+        send, recv = [], []
+        for r in (resources[u] for u in uniq):
+            src, arrow, dst = r.partition("->")
+            if arrow:
+                ps, pd_ = process_of(src), process_of(dst)
+                send.append(tracks.setdefault((ps, f"{_short(src, ps)} out"), len(tracks)))
+                recv.append(tracks.setdefault((pd_, f"{_short(dst, pd_)} in"), len(tracks)))
+            else:
+                dev, slash, stream = r.rpartition("/")
+                if not slash:
+                    dev, stream = r, ""
+                p = process_of(dev)
+                send.append(tracks.setdefault((p, f"{_short(dev, p)} {stream}".strip()),
+                                              len(tracks)))
+                recv.append(-1)
+        self.names = list(tracks)
+        codes = codes.astype(np.int32)
+        send_of, recv_of = np.asarray(send, np.int32), np.asarray(recv, np.int32)
+        f = np.flatnonzero(recv_of[codes] >= 0).astype(np.int32)  # flows: drawn twice
+        event = np.concatenate([np.arange(n, dtype=np.int32), f])
+        track = np.concatenate([send_of[codes], recv_of[codes[f]]])
+        del codes
+        self.is_flow = np.zeros(n, bool)
+        self.is_flow[f] = True
+        order = np.lexsort((c["e"][event], c["s"][event], track))
+        self.event, self.track = event[order], track[order]
+        self.side = (order >= n).astype(np.int8)  # the second slice of a flow: its receiver's
+        del event, track, order, f
+        self.ts, self.te = c["s"][self.event], c["e"][self.event]
+        self.lane = _lanes(self.track, self.ts, self.te)
+        m = len(self.event)
+        # the budget: slices starting before `cut` stay whole, later ones are merged per lane
+        self.cut = None
+        if m > max_slices:
+            k = max(max_slices // 2, 1)
+            self.cut = int(np.partition(self.ts, k)[k])
+        self.detailed = np.ones(m, bool) if self.cut is None else self.ts < self.cut
+        self.groups = None if self.cut is None else _groups(self, ev,
+                                                            max_slices - int(self.detailed.sum()))
+        info["slices"] = int(self.detailed.sum()) + (0 if self.groups is None
+                                                     else len(self.groups["ka"]))
+        info["merged_after_s"] = None if self.cut is None else self.cut / 1e9
+        # what is left to draw: every (track, lane) used, and the slices before the cut
+        self.width = int(self.lane.max()) + 1 if m else 1
+        self.keys = np.unique(self.track.astype(np.int64) * self.width + self.lane)
+        if self.cut is not None:
+            keep = np.flatnonzero(self.detailed)
+            for a in ("event", "track", "side", "ts", "te", "lane"):
+                setattr(self, a, getattr(self, a)[keep])
+        del self.detailed
+
+    def want(self, layout: Layout) -> None:
+        """Every (track, lane) a slice is drawn on."""
+        for key in self.keys.tolist():
+            proc, thread = self.names[key // self.width]
+            layout.want(proc, thread, key % self.width)
+
+    def emit(self, layout: Layout) -> Iterator[dict[str, Any]]:
+        """The slices before the cut, the flow arrows between them, the merged slices and the
+        instant that marks the cut."""
+        ev, names, procs, threads = self.ev, self.names, layout.procs, layout.threads
+        flow_rows: dict[int, list] = {}
+        for i in range(len(self.event)):
+            k = int(self.event[i])
+            proc, thread = names[self.track[i]]
+            tid = threads[(proc, thread, int(self.lane[i]))]
+            pid = procs[proc]
+            a, b = int(self.ts[i]), int(self.te[i])
+            yield {"name": ev.name(k), "cat": ev.kind(k), "ph": "X", "ts": a / 1000.0,
+                   "dur": (b - a) / 1000.0, "pid": pid, "tid": tid, "args": ev.args(k)}
+            if self.is_flow[k]:
+                flow_rows.setdefault(k, [None, None])[int(self.side[i])] = (pid, tid, a, b)
+        for k, (snd, rcv) in flow_rows.items():
+            if snd is None or rcv is None or snd[3] - snd[2] < 2:
+                continue
+            mid = _us((snd[2] + snd[3]) // 2)
+            yield {"name": "flow", "cat": "flow", "ph": "s", "id": k, "ts": mid,
+                   "pid": snd[0], "tid": snd[1]}
+            yield {"name": "flow", "cat": "flow", "ph": "f", "bp": "e", "id": k, "ts": mid,
+                   "pid": rcv[0], "tid": rcv[1]}
+        if self.cut is None:
+            return
+        yield from _emit_groups(self.groups, ev, names, layout)
+        pid = procs[names[0][0]]
+        yield {"name": "hwsim: later slices merged (trace budget)", "ph": "i", "s": "g",
+               "ts": _us(self.cut), "pid": pid, "tid": pid}
 
 
 def _lanes(key: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Lane of each slice (rows sorted by key, start, end): 0 unless it overlaps an earlier
     slice of its track, then the lowest free lane."""
-    lane = np.zeros(len(key), np.int64)
+    lane = np.zeros(len(key), np.int32)
     if len(key) < 2:
         return lane
     bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
@@ -165,31 +264,101 @@ def _lanes(key: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return lane
 
 
-def _args(ev: dict[str, np.ndarray], i: int) -> dict[str, Any]:
-    """bytes, flops, job, rank, category of event *i*; NaN and missing ones left out."""
-    out: dict[str, Any] = {}
-    for key in ("bytes", "flops"):
-        v = float(ev[key][i])
-        if math.isfinite(v):
-            out[key] = v
-    for key in ("job", "category"):
-        v = ev[key][i]
-        if isinstance(v, str) and v:
-            out[key] = v
-    r = float(ev["rank"][i])
-    if math.isfinite(r):
-        out["rank"] = int(r)
+def _groups(sl: _Slices, ev: _Events, budget: int) -> dict[str, np.ndarray]:
+    """Merge the slices after the cut per lane: a gap wider than the chosen width starts a new
+    slice; the width is the smallest that fits *budget*. Returns the groups as arrays (first and
+    last event, track, lane, start, end, count, sums, uniform job, category and rank)."""
+    rows = np.flatnonzero(~sl.detailed)
+    if not len(rows):
+        return {"ka": np.zeros(0, np.int64)}
+    rows = rows[np.lexsort((sl.ts[rows], sl.lane[rows], sl.track[rows]))]  # track, lane, start
+    k, track, lane, ts, te = (a[rows] for a in (sl.event, sl.track, sl.lane, sl.ts, sl.te))
+    del rows
+    same = (track[1:] == track[:-1]) & (lane[1:] == lane[:-1])
+    gaps = ts[1:] - te[:-1]
+    base = 1 + int((~same).sum())
+    inner = np.sort(gaps[same])[::-1]
+    room = max(budget, base) - base
+    width = -1 if room >= len(inner) else int(inner[room])  # gaps > width split
+    new = np.r_[True, ~same | (gaps > width)]
+    starts = np.flatnonzero(new)
+    del same, gaps, inner, new
+    last = np.r_[starts[1:] - 1, len(k) - 1]
+    out = {"ka": k[starts], "kb": k[last], "track": track[starts], "lane": lane[starts],
+           "ts": ts[starts], "te": te[last],  # ends rise along a lane
+           "bytes": np.add.reduceat(np.nan_to_num(ev.c["bytes"][k]), starts),
+           "flops": np.add.reduceat(np.nan_to_num(ev.c["flops"][k]), starts),
+           "busy": np.add.reduceat(te - ts, starts), "count": np.diff(np.r_[starts, len(k)])}
+    for col, codes in (("job", ev.c["job"]), ("category", ev.c["category"]),
+                       ("rank", ev.rank_code)):  # one value over the group?
+        codes = codes[k]
+        out[f"uniform_{col}"] = (np.minimum.reduceat(codes, starts)
+                                 == np.maximum.reduceat(codes, starts))
     return out
 
 
-def chrome_trace(events: pd.DataFrame, utilization: pd.DataFrame | None = None,
+def _emit_groups(g: dict[str, np.ndarray], ev: _Events, names: list[tuple[str, str]],
+                 layout: Layout) -> Iterator[dict[str, Any]]:
+    for n in range(len(g["ka"])):
+        proc, thread = names[g["track"][n]]
+        pid, tid = layout.procs[proc], layout.threads[(proc, thread, int(g["lane"][n]))]
+        ka, kb = int(g["ka"][n]), int(g["kb"][n])
+        start, end = int(g["ts"][n]), int(g["te"][n])
+        count = int(g["count"][n])
+        if count == 1:
+            yield {"name": ev.name(ka), "cat": ev.kind(ka), "ph": "X", "ts": _us(start),
+                   "dur": _us(end - start), "pid": pid, "tid": tid, "args": ev.args(ka)}
+            continue
+        args = {"events": count, "first": ev.name(ka), "last": ev.name(kb),
+                "bytes": float(g["bytes"][n]), "flops": float(g["flops"][n]),
+                "busy_us": _us(g["busy"][n])}
+        first = ev.args(ka)
+        args.update({c: first[c] for c in ("job", "category", "rank")
+                     if g[f"uniform_{c}"][n] and c in first})
+        yield {"name": f"{count} × {ev.kind(ka)}", "cat": "merged", "ph": "X",
+               "ts": _us(start), "dur": _us(end - start), "pid": pid, "tid": tid,
+               "args": args}
+
+
+def _events_table(events: pd.DataFrame | TraceEvents | Iterable[pd.DataFrame] | None
+                  ) -> TraceEvents:
+    if isinstance(events, TraceEvents):
+        return events
+    table = TraceEvents()
+    if isinstance(events, pd.DataFrame) or events is None:
+        table.add(events)
+    else:
+        for frame in events:
+            table.add(frame)
+    return table
+
+
+def _build(events: Any, utilization: pd.DataFrame | None, memory: pd.DataFrame | None,
+           max_slices: int) -> tuple[list[dict], Iterator[dict], dict[str, Any]]:
+    """The metadata events, the rest as an iterator, and ``otherData``."""
+    table = _events_table(events)
+    layout = Layout()
+    info: dict[str, Any] = {"generator": "hwsim", "events": 0, "slices": 0,
+                            "merged_after_s": None}
+    slices = _Slices(table, max_slices, info) if len(table) else None
+    if slices is not None:
+        slices.want(layout)
+    counters = Counters(utilization, memory)
+    counters.want(layout)
+    meta = layout.number()
+    body = slices.emit(layout) if slices is not None else iter(())
+    return meta, chain(body, counters.emit(layout)), info
+
+
+def chrome_trace(events: pd.DataFrame | TraceEvents | Iterable[pd.DataFrame] | None,
+                 utilization: pd.DataFrame | None = None,
                  memory: pd.DataFrame | None = None, *,
                  max_slices: int = DEFAULT_MAX_SLICES) -> dict[str, Any]:
     """Return the Chrome trace-event form of a run (layout: module docstring, docs/trace.md).
 
     Parameters
     ----------
-    events : pandas.DataFrame
+    events : pandas.DataFrame, frames of one, or TraceEvents
         Columns of :data:`~hwsim.analysis.result.EVENT_COLUMNS`. ``resource`` is a device
         stream ``node/stream`` or a flow ``src->dst``.
     utilization : pandas.DataFrame, optional
@@ -206,203 +375,32 @@ def chrome_trace(events: pd.DataFrame, utilization: pd.DataFrame | None = None,
         metadata, ``X`` slices, ``s``/``f`` flow arrows, ``C`` counters and, when merged, one
         global ``i`` instant; integer ``pid``/``tid``; no NaN.
     """
-    layout = _Layout()
-    body: list[dict[str, Any]] = []
-    info: dict[str, Any] = {"generator": "hwsim", "events": 0, "slices": 0,
-                            "merged_after_s": None}
-    if events is not None and len(events):
-        body += _slices(events, layout, max_slices, info)
-    counters = _counters(utilization, memory, layout)
-    meta = layout.number()
-    for ev in body:
-        ev["pid"] = layout.procs[ev["pid"]]
-        ev["tid"] = layout.threads[ev["tid"]] if "tid" in ev else ev["pid"]
-    for ev in counters:  # process-level events: the tid of the process's main thread, its pid
-        ev["pid"] = ev["tid"] = layout.procs[ev["pid"]]
-    if not meta and not body and not counters:
+    meta, rest, info = _build(events, utilization, memory, max_slices)
+    trace = meta + list(rest)
+    if not trace:
         return {"traceEvents": [], "displayTimeUnit": "ms"}
-    return {"traceEvents": meta + body + counters, "displayTimeUnit": "ms", "otherData": info}
+    return {"traceEvents": trace, "displayTimeUnit": "ms", "otherData": info}
 
 
-def _slices(events: pd.DataFrame, layout: _Layout, max_slices: int,
-            info: dict[str, Any]) -> list[dict[str, Any]]:
-    missing = [c for c in ("name", "kind", "job", "category", "rank", "bytes", "flops")
-               if c not in events.columns]
-    if missing:  # a partial frame (hand-made): the absent columns are empty
-        events = events.assign(**{c: None for c in missing})
-    start = pd.to_numeric(events["start_s"], errors="coerce").to_numpy(float)
-    end = pd.to_numeric(events["end_s"], errors="coerce").to_numpy(float)
-    ok = np.isfinite(start) & np.isfinite(end)
-    events = events[ok].reset_index(drop=True)
-    s_ns = _ns(start[ok])
-    e_ns = np.maximum(_ns(end[ok]), s_ns)
-    ev: dict[str, np.ndarray] = {}
-    for c in ("name", "kind", "job", "category"):
-        codes, uniques = pd.factorize(events[c])  # categorical columns: no string copies
-        values = [str(u) for u in uniques] if c in ("name", "kind") else list(uniques)
-        ev[c] = np.asarray(values + ["activity" if c == "kind" else None], dtype=object)[codes]
-        ev[f"{c}_code"] = codes
-    unnamed = np.asarray([v is None or v == "" for v in ev["name"]], bool)
-    ev["name"][unnamed] = ev["kind"][unnamed]
-    ev["bytes"] = pd.to_numeric(events["bytes"], errors="coerce").to_numpy(float)
-    ev["flops"] = pd.to_numeric(events["flops"], errors="coerce").to_numpy(float)
-    ev["rank"] = pd.to_numeric(events["rank"], errors="coerce").to_numpy(float)
-    ev["rank_code"] = np.nan_to_num(ev["rank"], nan=-2.0)
-    event, track, side, names = _tracks(events)
-    is_flow = np.zeros(len(events), bool)
-    is_flow[event[side == 1]] = True
-    ts, te = s_ns[event], e_ns[event]
-    order = np.lexsort((te, ts, track))
-    event, track, side, ts, te = event[order], track[order], side[order], ts[order], te[order]
-    lane = _lanes(track, ts, te)
-    info["events"] = int(len(events))
-    n = len(event)
-    # the budget: slices starting before `cut` stay whole, later ones are merged per lane
-    cut = None
-    if n > max_slices:
-        cut = int(np.partition(ts, max(max_slices // 2, 1))[max(max_slices // 2, 1)])
-    detailed = np.ones(n, bool) if cut is None else ts < cut
-    out: list[dict[str, Any]] = []
-    flow_rows: dict[int, list[tuple]] = {}
-    for i in np.flatnonzero(detailed).tolist():
-        k = int(event[i])
-        proc, thread = names[track[i]]
-        key = (proc, thread, int(lane[i]))
-        layout.want(*key)
-        a, b = int(ts[i]), int(te[i])
-        out.append({"name": ev["name"][k], "cat": ev["kind"][k], "ph": "X", "ts": a / 1000.0,
-                    "dur": (b - a) / 1000.0, "pid": proc, "tid": key,
-                    "args": _args(ev, k)})
-        if is_flow[k]:
-            flow_rows.setdefault(k, [None, None])[int(side[i])] = (key, a, b)
-    out += _arrows(flow_rows)
-    if cut is not None:
-        m = ~detailed
-        out += _merged(event[m], track[m], lane[m], ts[m], te[m], names, ev, layout,
-                       max_slices - int(detailed.sum()))
-        out.append({"name": "hwsim: later slices merged (trace budget)", "ph": "i", "s": "g",
-                    "ts": _us(cut), "pid": names[0][0]})
-        info["merged_after_s"] = cut / 1e9
-    info["slices"] = sum(1 for e in out if e["ph"] == "X")
-    return out
-
-
-def _arrows(flow_rows: dict[int, list]) -> list[dict[str, Any]]:
-    out = []
-    for k, (snd, rcv) in flow_rows.items():
-        if snd is None or rcv is None or snd[2] - snd[1] < 2:
-            continue
-        mid = _us((snd[1] + snd[2]) // 2)
-        out.append({"name": "flow", "cat": "flow", "ph": "s", "id": k, "ts": mid,
-                    "pid": snd[0][0], "tid": snd[0]})
-        out.append({"name": "flow", "cat": "flow", "ph": "f", "bp": "e", "id": k, "ts": mid,
-                    "pid": rcv[0][0], "tid": rcv[0]})
-    return out
-
-
-def _merged(k: np.ndarray, track: np.ndarray, lane: np.ndarray, ts: np.ndarray,
-            te: np.ndarray, names: list[tuple[str, str]], ev: dict[str, np.ndarray],
-            layout: _Layout, budget: int) -> list[dict[str, Any]]:
-    """Merge slices (event *k* on *track*, *lane*, from *ts* to *te*) per lane: a gap wider
-    than the chosen width starts a new slice; the width is the smallest that fits *budget*."""
-    if not len(k):
-        return []
-    order = np.lexsort((ts, lane, track))
-    k, track, lane, ts, te = k[order], track[order], lane[order], ts[order], te[order]
-    same = (track[1:] == track[:-1]) & (lane[1:] == lane[:-1])
-    gaps = ts[1:] - te[:-1]
-    base = 1 + int((~same).sum())
-    inner = np.sort(gaps[same])[::-1]
-    room = max(budget, base) - base
-    width = -1 if room >= len(inner) else int(inner[room])  # gaps > width split
-    new = np.r_[True, ~same | (gaps > width)]
-    starts = np.flatnonzero(new)
-    last = np.r_[starts[1:] - 1, len(k) - 1]
-    nbytes = np.add.reduceat(np.nan_to_num(ev["bytes"][k]), starts)
-    flops = np.add.reduceat(np.nan_to_num(ev["flops"][k]), starts)
-    busy = np.add.reduceat(te - ts, starts)
-    count = np.diff(np.r_[starts, len(k)])
-    uniform = {}  # job, category, rank: one value over the group?
-    for col in ("job", "category", "rank"):
-        codes = ev[f"{col}_code"][k]
-        uniform[col] = (np.minimum.reduceat(codes, starts) == np.maximum.reduceat(codes, starts))
-    out = []
-    for g, (a, b) in enumerate(zip(starts.tolist(), last.tolist())):
-        proc, thread = names[track[a]]
-        tkey = (proc, thread, int(lane[a]))
-        layout.want(*tkey)
-        ka, kb = int(k[a]), int(k[b])
-        end = int(te[b])  # ends rise along a lane
-        if count[g] == 1:
-            out.append({"name": ev["name"][ka], "cat": ev["kind"][ka], "ph": "X",
-                        "ts": _us(ts[a]), "dur": _us(end - ts[a]), "pid": proc, "tid": tkey,
-                        "args": _args(ev, ka)})
-            continue
-        args = {"events": int(count[g]), "first": ev["name"][ka], "last": ev["name"][kb],
-                "bytes": float(nbytes[g]), "flops": float(flops[g]), "busy_us": _us(busy[g])}
-        first = _args(ev, ka)
-        args.update({c: first[c] for c in uniform if uniform[c][g] and c in first})
-        out.append({"name": f"{count[g]} × {ev['kind'][ka]}", "cat": "merged", "ph": "X",
-                    "ts": _us(ts[a]), "dur": _us(end - ts[a]), "pid": proc, "tid": tkey,
-                    "args": args})
-    return out
-
-
-def _steps(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop samples that repeat the previous value (counters are step functions)."""
-    keep = np.r_[True, values[1:] != values[:-1]] if len(values) else np.zeros(0, bool)
-    return times[keep], values[keep]
-
-
-def _counters(utilization: pd.DataFrame | None, memory: pd.DataFrame | None,
-              layout: _Layout) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    if utilization is not None and len(utilization) and {"resource", "time_s", "utilization"} <= \
-            set(utilization.columns):
-        for res, g in utilization.groupby("resource", sort=True):
-            res = str(res)
-            src, arrow, dst = res.partition("->")
-            if arrow and dst in _CHANNEL_OPS:  # a storage tier's read or write channel
-                proc = process_of(src)
-                label = f"{_short(src, proc)} {dst}"
-            elif arrow:  # a link direction
-                proc = process_of(src)
-                label = f"link {_short(src, proc)}->{_short(dst, proc) if process_of(dst) == proc else dst}"
-            else:
-                dev, slash, stream = res.rpartition("/")
-                dev = dev if slash else res
-                proc = process_of(dev)
-                label = f"{_short(dev, proc)} {stream}".strip()
-            t = _ns(g["time_s"].to_numpy(float))
-            v = pd.to_numeric(g["utilization"], errors="coerce").to_numpy(float)
-            ok = np.isfinite(v) & (t >= 0)
-            t, v = t[ok], v[ok]
-            if not len(t):
-                continue
-            if "bin_s" in g:
-                w = _ns(g["bin_s"].to_numpy(float))[ok]
-                t, v = np.r_[t, t[-1] + w[-1]], np.r_[v, 0.0]
-            t, v = _steps(t, v)
-            layout.want(proc)
-            out += [{"name": label, "ph": "C", "ts": _us(a), "pid": proc,
-                     "args": {"utilization": float(b)}} for a, b in zip(t, v)]
-    if memory is not None and len(memory) and {"resource", "time_s", "used_bytes"} <= \
-            set(memory.columns):
-        for res, g in memory.groupby("resource", sort=True):
-            dev, slash, pool = str(res).rpartition("/")
-            dev = dev if slash else str(res)
-            proc = process_of(dev)
-            g = g.sort_values("time_s", kind="stable")
-            t = _ns(g["time_s"].to_numpy(float))
-            v = pd.to_numeric(g["used_bytes"], errors="coerce").to_numpy(float)
-            ok = np.isfinite(v) & (t >= 0)
-            t, v = t[ok], v[ok]
-            # several changes at one instant: the last one holds
-            keep = np.r_[t[1:] != t[:-1], True] if len(t) else np.zeros(0, bool)
-            t, v = _steps(t[keep], v[keep])
-            if not len(t):
-                continue
-            layout.want(proc)
-            out += [{"name": f"{_short(dev, proc)} {pool}".strip(), "ph": "C", "ts": _us(a),
-                     "pid": proc, "args": {"used_bytes": float(b)}} for a, b in zip(t, v)]
-    return out
+def write_trace(path: str | Path, events: pd.DataFrame | TraceEvents | Iterable[pd.DataFrame]
+                | None, utilization: pd.DataFrame | None = None,
+                memory: pd.DataFrame | None = None, *,
+                max_slices: int = DEFAULT_MAX_SLICES, chunk: int = 4096) -> None:
+    """Write :func:`chrome_trace`'s object to *path* as compact JSON (the same bytes as
+    ``json.dumps(chrome_trace(...), separators=(",", ":"))``), *chunk* trace events at a time,
+    so the whole list is never held."""
+    meta, rest, info = _build(events, utilization, memory, max_slices)
+    dump = json.JSONEncoder(allow_nan=False, default=str, separators=(",", ":")).encode
+    with open(path, "w", encoding="utf-8") as fh:
+        items = chain(meta, rest)
+        wrote = False
+        while True:
+            part = list(islice(items, chunk))
+            if not part:
+                break
+            fh.write((',' if wrote else '{"traceEvents":[') + dump(part)[1:-1])
+            wrote = True
+        if not wrote:
+            fh.write('{"traceEvents":[],"displayTimeUnit":"ms"}')
+            return
+        fh.write('],"displayTimeUnit":"ms","otherData":' + dump(info) + "}")

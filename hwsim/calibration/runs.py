@@ -113,7 +113,7 @@ def predict_run(run: MeasuredRun, overrides: Mapping[Key, float]) -> float:
     from hwsim.scenario.build import run_scenario
 
     summary = run_scenario(run.scenario, adjust=(lambda g: apply(g, overrides))
-                           if overrides else None).summary
+                           if overrides else None, record="summary").summary
     if summary.get("fits") is False:
         raise ScenarioError(f"the run {run.name!r} does not fit in device memory in the model, "
                             "so it has no step time to compare; valid: a run that fits "

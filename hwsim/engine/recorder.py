@@ -1,4 +1,4 @@
-"""The trace recorder: plain tuples appended during a run, DataFrames built once, on request.
+"""The trace recorder: plain tuples appended during a run, compact columns kept, frames on request.
 
 Three kinds of record, kept apart (interval records vs level records, as salabim does):
 
@@ -11,43 +11,103 @@ template of events and channel-load pulses with times relative to its start, reg
 (:meth:`Recorder.template`), and one ``(start, template)`` pair per occurrence
 (:meth:`Recorder.block`). The frames expand blocks with numpy, so a block of a hundred ops costs
 one tuple during the run.
+
+Every few tens of thousands of records the tuples become numpy columns (:mod:`.columns`). What
+is kept of the events depends on the *level* (``outputs.record``):
+
+- ``ops`` and ``full``: every event, in memory, or with *spill* (``hwsim run --out``) in sorted
+  runs written to that file as the run goes, merged back in order by :meth:`event_batches`;
+- ``summary``: only what the summary needs: rank 0's events and all events of the *keep_jobs*
+  (transfer jobs, whose summary reads every rank), the ``(start, end, resource)`` of the work on
+  device streams (their utilization) and each job's last end.
+
+Channel levels, blocks and the stream intervals are kept at every level: utilization needs them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Hashable
+from typing import TYPE_CHECKING, Any, Hashable, Iterable, Iterator
 
 import numpy as np
 
+from hwsim.engine import loads as _loads
+from hwsim.engine.repeat import check_repeat, spread
+from hwsim.engine.columns import (EVENT_COLUMNS, TEXT, Codes, Columns, SpillFile, concat,
+                                  empty_columns, encode_events, merge_runs, sort_order, take)
+from hwsim.exceptions import HwsimError
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
-__all__ = ["Recorder", "STREAM_KINDS"]
+__all__ = ["Recorder", "STREAM_KINDS", "RECORD_LEVELS"]
 
 STREAM_KINDS = ("compute", "host", "copy", "collective")
 """Event kinds recorded on device streams; their utilization is the covered share of time."""
+RECORD_LEVELS = ("full", "ops", "summary")
+"""``outputs.record``: what a run keeps of its events (module docstring)."""
 
-_TEXT = ("resource", "kind", "name", "job", "category")
-_DTYPES = {"start_s": float, "end_s": float, "resource": object, "kind": object, "name": object,
-           "job": object, "rank": np.int64, "bytes": float, "flops": float, "category": object}
-_EVENT_COLUMNS = ["start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
-                  "category"]
+CHUNK_ROWS = 32768
+"""Tuples buffered before they become numpy columns (about 8 MB of tuples)."""
+RUN_ROWS = 262144
+"""Rows sorted into one run of the spill file (about 17 MB of columns)."""
+BATCH_ROWS = 131072
+"""Rows per batch of :meth:`Recorder.event_batches` (a row group of events.parquet)."""
+MERGE_ROWS = 16384
+"""Rows read from each spilled run at a time while merging them (the merge's memory: this many
+rows per run)."""
+_BLOCK_SEQ = 1 << 40
+"""``seq`` of the first block row: blocks come after the plain events, as they always have."""
 
 
 class Recorder:
-    """Collects records of one run. Nothing here imports SimPy; the engine calls the methods."""
+    """Collects records of one run. Nothing here imports SimPy; the engine calls the methods.
 
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-        self.levels: list[tuple[float, Hashable, float]] = []
+    Parameters
+    ----------
+    level : str
+        ``ops`` (default), ``full`` or ``summary`` (:data:`RECORD_LEVELS`, module docstring).
+    spill : path, optional
+        Stream the events to this file (created, and removed by :meth:`close`) instead of
+        keeping them in memory; ignored at ``summary``.
+    keep_jobs : iterable of str
+        Jobs whose every event ``summary`` keeps (not only rank 0's).
+    """
+
+    def __init__(self, level: str = "ops", spill: str | Path | None = None,
+                 keep_jobs: Iterable[str] = ()) -> None:
+        if level not in RECORD_LEVELS:
+            raise ValueError(f"Recorder: level {level!r}; valid: {', '.join(RECORD_LEVELS)}")
+        self.record_level = level
         self.memory: list[tuple[float, str, float, float]] = []
         self.capacity: dict[Hashable, float] = {}
         self.label: dict[Hashable, str] = {}
         self.slots: dict[str, int] = {}
-        self._templates: list[tuple[list[tuple], list[tuple]]] = []
-        self._blocks: list[tuple[float, int]] = []
-        self._raw: tuple | None = None
+        self.keep_jobs = set(keep_jobs)
+        self._codes = {c: Codes() for c in TEXT}
+        self._ebuf: list[tuple] = []
+        self._n = 0  # plain events recorded (and flushed)
+        keep_all = level != "summary"
+        self._spill = SpillFile(spill) if keep_all and spill is not None else None
+        self._all: list[Columns] | None = [] if keep_all and spill is None else None
+        self._kept: list[Columns] = []  # without _all: rank 0 and keep_jobs
+        self._pending: list[Columns] = []  # spill: chunks of the next sorted run
+        self._seen = {c: np.zeros(0, bool) for c in TEXT}  # spill: codes present
+        self._streams: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._job_end: dict[int, float] = {}
+        self._lt: list[float] = []  # levels: three lists, no tuple per record (the hottest call)
+        self._lr: list[Hashable] = []
+        self._ll: list[float] = []
+        self._lcodes = Codes()
+        self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._templates: list[tuple[Columns, list[tuple]]] = []
+        self._bbuf: list[tuple[float, int]] = []
+        self._blocks: list[tuple[np.ndarray, np.ndarray]] = []
+        self._finished = False
+        self._held: list[Columns] | None = None  # hold(): events not yet taken in
 
+    # -- recording (hot paths: one append) ------------------------------------------------------
     def declare(self, resource: Hashable, capacity: float, label: str) -> None:
         """Declare a shared channel (capacity in bytes/s) and its class label."""
         self.capacity[resource] = capacity
@@ -55,52 +115,221 @@ class Recorder:
 
     def event(self, start_s: float, end_s: float, resource: str, kind: str, name: str, job: str,
               rank: int, nbytes: float, flops: float, category: str) -> None:
-        self.events.append((start_s, end_s, resource, kind, name, job, rank, nbytes, flops,
-                            category))
+        buf = self._ebuf
+        buf.append((start_s, end_s, resource, kind, name, job, rank, nbytes, flops, category))
+        if len(buf) >= CHUNK_ROWS:
+            self._flush_events()
 
     def level(self, time_s: float, resource: Hashable, load: float) -> None:
-        self.levels.append((time_s, resource, load))
+        self._lt.append(time_s)
+        self._lr.append(resource)
+        self._ll.append(load)
+        if len(self._lt) >= CHUNK_ROWS:
+            self._flush_levels()
 
     def template(self, events: list[tuple], pulses: list[tuple] = ()) -> int:
         """Register a block: *events* as for :meth:`event` with start and end relative to the
         block's start; *pulses* ``(start, end, channel, load)``: a channel carries *load*
         bytes/s on top of its levels over that interval (relative times). Returns its id."""
-        self._templates.append((list(events), list(pulses)))
+        rows = list(events)
+        cols = encode_events(rows, self._codes, 0) if rows else empty_columns()
+        self._templates.append((cols, list(pulses)))
         return len(self._templates) - 1
 
     def block(self, start_s: float, template: int) -> None:
         """One occurrence of a registered block, starting at *start_s*."""
-        self._blocks.append((start_s, template))
+        buf = self._bbuf
+        buf.append((start_s, template))
+        if len(buf) >= CHUNK_ROWS:
+            self._flush_blocks()
 
+    def mem(self, time_s: float, resource: str, used_bytes: float, capacity_bytes: float) -> None:
+        self.memory.append((time_s, resource, used_bytes, capacity_bytes))
+
+    # -- from tuples to columns -----------------------------------------------------------------
+    def _flush_events(self) -> None:
+        rows, self._ebuf = self._ebuf, []
+        if not rows:
+            return
+        cols = encode_events(rows, self._codes, self._n)
+        del rows
+        self._n += len(cols["seq"])
+        if self._held is not None:
+            self._held.append(cols)
+        else:
+            self._take_in(cols)
+
+    def _take_in(self, cols: Columns) -> None:
+        self._note(cols)
+        if self._all is not None:
+            self._all.append(cols)
+            return
+        kept = self._kept_rows(cols)
+        if kept.any():
+            self._kept.append(take(cols, kept))
+        if self._spill is not None:
+            self._pending.append(cols)
+            if sum(len(c["seq"]) for c in self._pending) >= RUN_ROWS:
+                self._spill_pending()
+
+    # -- periodic runs (hwsim.engine.repeat) ----------------------------------------------------
+    def hold(self) -> None:
+        """Keep the events from now on as they come, nothing written or derived from them,
+        until :meth:`release`: a run that may be advanced by :meth:`repeat` calls it first."""
+        self._flush_events()
+        if self._held is None:
+            self._held = []
+
+    def repeat(self, start: float, period: float, times: int) -> float:
+        """Record the records that start in ``[start, start + period)`` *times* more times right
+        after that window and move every later record by ``times * period``; return that
+        shift (:func:`hwsim.engine.repeat.spread`). Events: those held since :meth:`hold`;
+        levels, memory samples and blocks: all."""
+        check_repeat(period, times)
+        if times == 0:
+            return 0.0
+        if self._held is None:
+            raise ValueError("Recorder.repeat: the events are not held; call hold() before "
+                             "the run records them")
+        self._flush_events()
+        cols = concat(self._held)
+        if len(cols["seq"]):
+            index, moved = spread(cols["start_s"], start, period, times)
+            seq0 = int(cols["seq"][0])
+            new = take(cols, index)
+            new["start_s"] = new["start_s"] + moved
+            new["end_s"] = new["end_s"] + moved
+            new["seq"] = np.arange(seq0, seq0 + len(index), dtype=np.int64)
+            self._held = [new]
+            self._n = seq0 + len(index)
+        self._flush_levels()
+        self._levels = [self._spread_times(x, start, period, times) for x in self._levels]
+        self._flush_blocks()
+        self._blocks = [self._spread_times(x, start, period, times) for x in self._blocks]
+        if self.memory:
+            index, moved = spread([m[0] for m in self.memory], start, period, times)
+            mem = self.memory
+            self.memory = [(mem[i][0] + dt, *mem[i][1:]) for i, dt in
+                           zip(index.tolist(), moved.tolist())]
+        return times * period
+
+    @staticmethod
+    def _spread_times(arrays: tuple, start: float, period: float, times: int) -> tuple:
+        """*arrays* (the first: times) rearranged by :func:`spread`."""
+        index, moved = spread(arrays[0], start, period, times)
+        return (arrays[0][index] + moved, *(a[index] for a in arrays[1:]))
+
+    def release(self) -> None:
+        """Take in the held events (:meth:`hold`) and record as usual from now on."""
+        if self._held is None:
+            return
+        self._flush_events()
+        held, self._held = self._held, None
+        for cols in held:
+            for a in range(0, len(cols["seq"]), CHUNK_ROWS):  # as they would have come
+                self._take_in(take(cols, slice(a, a + CHUNK_ROWS)))
+
+    def _note(self, cols: Columns) -> None:
+        """What every level keeps of new events: the work intervals of device streams and each
+        job's last end."""
+        kinds = self._codes["kind"].values
+        stream = np.fromiter((k in STREAM_KINDS for k in kinds), bool, len(kinds))
+        work = np.append(stream, False)[cols["kind"]]
+        if work.any():
+            self._streams.append((cols["start_s"][work], cols["end_s"][work],
+                                  cols["resource"][work]))
+        self._note_ends(cols["job"], cols["end_s"])
+
+    def _note_ends(self, jobs: np.ndarray, ends: np.ndarray) -> None:
+        for j in np.unique(jobs).tolist():
+            last = float(ends[jobs == j].max())
+            self._job_end[j] = max(self._job_end.get(j, last), last)
+
+    def _kept_rows(self, cols: Columns) -> np.ndarray:
+        keep = cols["rank"] == 0
+        for job in self.keep_jobs:
+            code = self._codes["job"].index.get(job)
+            if code is not None:
+                keep |= cols["job"] == code
+        return keep
+
+    def _spill_pending(self) -> None:
+        cols, self._pending = concat(self._pending), []
+        if not len(cols["seq"]):
+            return
+        for c in TEXT:  # the categories of the whole file: every code present
+            seen = np.zeros(len(self._codes[c].values), bool)
+            seen[: len(self._seen[c])] = self._seen[c]
+            seen[cols[c][cols[c] >= 0]] = True
+            self._seen[c] = seen
+        self._spill.add_run(take(cols, sort_order(cols, self._codes["resource"].sorted_rank())))
+
+    def _flush_levels(self) -> None:
+        if self._lt:
+            t, res, load = self._lt, self._lr, self._ll
+            self._lt, self._lr, self._ll = [], [], []
+            self._levels.append((np.asarray(t, float), self._lcodes.encode(res),
+                                 np.asarray(load, float)))
+
+    def _flush_blocks(self) -> None:
+        rows, self._bbuf = self._bbuf, []
+        if rows:
+            self._blocks.append((np.asarray([r[0] for r in rows], float),
+                                 np.asarray([r[1] for r in rows], np.int64)))
+
+    def _flush(self) -> None:
+        self.release()
+        self._flush_events()
+        self._flush_levels()
+        self._flush_blocks()
+        if self._spill is None:
+            return
+        if not self._finished:  # the run is over: the blocks' events join the spilled runs
+            self._finished = True
+            for cols in self._block_rows():
+                self._note_ends(cols["job"], cols["end_s"])
+                kept = self._kept_rows(cols)
+                if kept.any():
+                    self._kept.append(take(cols, kept))
+                self._pending.append(cols)
+                if sum(len(c["seq"]) for c in self._pending) >= RUN_ROWS:
+                    self._spill_pending()
+        self._spill_pending()
+
+    # -- blocks ---------------------------------------------------------------------------------
     def _block_starts(self) -> dict[int, np.ndarray]:
-        by: dict[int, list[float]] = {}
-        for t0, tid in self._blocks:
-            by.setdefault(tid, []).append(t0)
-        return {tid: np.asarray(v, float) for tid, v in by.items()}
+        """Template id -> the starts of its occurrences, templates in order of first occurrence."""
+        if not self._blocks:
+            return {}
+        if len(self._blocks) > 1:  # keep them as one
+            self._blocks = [tuple(np.concatenate(x) for x in zip(*self._blocks))]
+        t0, tid = self._blocks[0]
+        by = np.argsort(tid, kind="stable")
+        ids, first = np.unique(tid, return_index=True)
+        bounds = np.searchsorted(tid[by], ids)
+        ends = np.append(bounds[1:], len(tid))
+        return {int(ids[i]): t0[by[bounds[i]:ends[i]]] for i in np.argsort(first)}
 
-    def _events_raw(self) -> dict[str, np.ndarray]:
-        """Events and expanded blocks as numpy columns, unsorted (built once per state of the
-        records)."""
-        state = (len(self.events), len(self._blocks), len(self._templates))
-        if self._raw is not None and self._raw[0] == state:
-            return self._raw[1]
-        cols: dict[str, list[np.ndarray]] = {c: [] for c in _EVENT_COLUMNS}
-        if self.events:
-            for c, v in zip(_EVENT_COLUMNS, zip(*self.events)):
-                cols[c].append(np.asarray(v, dtype=_DTYPES[c]))
+    def _block_rows(self, select: Any = None) -> Iterator[Columns]:
+        """The events of every block occurrence in the order they are numbered (template by
+        first occurrence, occurrence, row), in chunks of about :data:`RUN_ROWS` rows; *select*
+        (template columns -> bool mask) keeps some rows of each template."""
+        seq = _BLOCK_SEQ
         for tid, t0 in self._block_starts().items():
             rows = self._templates[tid][0]
-            if not rows:
+            if select is not None:
+                rows = take(rows, select(rows))
+            k = len(rows["seq"])
+            if not k:
                 continue
-            n = len(t0)
-            for c, v in zip(_EVENT_COLUMNS, zip(*rows)):
-                v = np.asarray(v, dtype=_DTYPES[c])
-                cols[c].append((t0[:, None] + v[None, :]).ravel() if c in ("start_s", "end_s")
-                               else np.tile(v, n))
-        out = {c: np.concatenate(v) if v else np.empty(0, dtype=_DTYPES[c])
-               for c, v in cols.items()}
-        self._raw = (state, out)
-        return out
+            per = max(1, RUN_ROWS // k)
+            for a in range(0, len(t0), per):
+                t = t0[a:a + per]
+                cols = {c: (t[:, None] + rows[c][None, :]).ravel() if c in ("start_s", "end_s")
+                        else np.tile(rows[c], len(t)) for c in EVENT_COLUMNS}
+                cols["seq"] = np.arange(seq, seq + len(t) * k, dtype=np.int64)
+                seq += len(t) * k
+                yield cols
 
     def _pulses(self) -> dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per channel, the (starts, ends, loads) of every pulse of every block."""
@@ -110,36 +339,158 @@ class Recorder:
                 acc.setdefault(ch, []).append((t0 + a, t0 + b, np.full(len(t0), load)))
         return {ch: tuple(np.concatenate(x) for x in zip(*v)) for ch, v in acc.items()}
 
-    def mem(self, time_s: float, resource: str, used_bytes: float, capacity_bytes: float) -> None:
-        self.memory.append((time_s, resource, used_bytes, capacity_bytes))
+    # -- events ---------------------------------------------------------------------------------
+    def _not_kept(self, what: str) -> HwsimError:
+        return HwsimError(
+            f"{what}: this run kept no per-activity events (outputs.record: summary keeps "
+            "only what the summary, the bottleneck breakdown and the utilization need); run "
+            "the scenario with outputs.record: ops (the default) or full for one row per "
+            "activity")
+
+    def _select(self, rank: int | None, job: str | None):
+        code = self._codes["job"].index.get(job, -2) if job is not None else None
+
+        def select(cols: Columns) -> np.ndarray:
+            keep = np.ones(len(cols["seq"]), bool)
+            if rank is not None:
+                keep &= cols["rank"] == rank
+            if code is not None:
+                keep &= cols["job"] == code
+            return keep
+        return select
+
+    def events_frame(self, rank: int | None = None, job: str | None = None) -> pd.DataFrame:
+        """One row per activity, sorted by start time, end time and resource (then the order
+        recorded); columns of ``EVENT_COLUMNS``, the text ones categorical (the values
+        present); only rank *rank*'s and job *job*'s when given.
+
+        Raises
+        ------
+        HwsimError
+            At ``summary``, for events it did not keep (other than rank 0's or a kept job's).
+        """
+        self._flush()
+        select = self._select(rank, job) if rank is not None or job is not None else None
+        if self._all is not None:
+            chunks = self._all
+        elif (rank == 0 or job in self.keep_jobs) and (self._spill is None or self._finished):
+            chunks = self._kept
+            if self._spill is None:  # summary: the blocks' kept rows are expanded here
+                chunks = chunks + list(self._block_rows(self._kept_rows))
+        elif self._spill is not None:
+            chunks = [cols for cols, _ in self._merged()]
+        else:
+            raise self._not_kept("Result.events")
+        if select is not None:
+            chunks = [take(c, select(c)) for c in chunks]
+        if self._all is not None:
+            chunks = chunks + list(self._block_rows(select))
+        return self._frame(concat(chunks))
+
+    def event_batches(self, rows: int | None = None) -> Iterator[pd.DataFrame]:
+        """Every event as frames of about *rows* rows, in the order of :meth:`events_frame`,
+        each with the categories of the whole (what a writer streams to a file: the
+        concatenation equals ``events_frame()``; default :data:`BATCH_ROWS`). Raises HwsimError at
+        ``summary``."""
+        rows = rows or BATCH_ROWS
+        self._flush()
+        if self._spill is not None:
+            cats = {c: np.flatnonzero(self._seen[c]) for c in TEXT}
+            pending: list[Columns] = []
+            size = 0
+            for cols, n in self._merged():
+                pending.append(cols)
+                size += n
+                if size >= rows:
+                    yield self._frame(concat(pending), cats, ordered=True)
+                    pending, size = [], 0
+            if pending or not self._spill.rows():
+                yield self._frame(concat(pending), cats, ordered=True)
+            return
+        if self._all is None:
+            raise self._not_kept("events")
+        cols = concat(self._all + list(self._block_rows()))
+        cats = {c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT}
+        order = sort_order(cols, self._codes["resource"].sorted_rank())
+        for a in range(0, max(len(order), 1), rows):
+            yield self._frame(take(cols, order[a:a + rows]), cats, ordered=True)
+
+    def _merged(self) -> Iterator[tuple[Columns, int]]:
+        rank = self._codes["resource"].sorted_rank()
+        spill = self._spill
+        for cols in merge_runs([n for n, _ in spill.runs], spill.read,
+                               lambda c: (c["start_s"], c["end_s"], rank[c["resource"]],
+                                          c["seq"]), MERGE_ROWS):
+            yield cols, len(cols["seq"])
+
+    def _frame(self, cols: Columns, categories: dict[str, np.ndarray] | None = None,
+               ordered: bool = False) -> pd.DataFrame:
+        import pandas as pd
+
+        if not ordered:
+            cols = take(cols, sort_order(cols, self._codes["resource"].sorted_rank()))
+        out: dict[str, Any] = {}
+        for c in EVENT_COLUMNS:
+            v = cols[c]
+            if c in TEXT:
+                values = self._codes[c].values
+                present = (categories[c] if categories is not None
+                           else np.unique(v[v >= 0])).tolist()
+                present.sort(key=values.__getitem__)
+                lut = np.full(len(values) + 1, -1, np.int64)
+                lut[present] = np.arange(len(present))
+                out[c] = pd.Categorical.from_codes(
+                    lut[v], pd.Index([str(values[k]) for k in present], dtype=str))
+            else:
+                out[c] = v
+        return pd.DataFrame(out, columns=list(EVENT_COLUMNS))
+
+    def job_ends(self) -> dict[str, float]:
+        """Each job's last event end (every rank's, blocks included)."""
+        self._flush()
+        if self._spill is None:  # blocks: spilled runs noted theirs as they were written
+            for tid, t0 in self._block_starts().items():
+                rows = self._templates[tid][0]
+                if len(rows["seq"]):
+                    self._note_ends(rows["job"], rows["end_s"] + float(t0.max()))
+        values = self._codes["job"].values
+        return {str(values[j]) if j >= 0 else "": t for j, t in self._job_end.items()}
+
+    def close(self) -> None:
+        """Remove the spill file (after the events went to their file)."""
+        if self._spill is not None:
+            self._spill.close(remove=True)
+
+    # -- compatibility views (tests, benchmarks) ------------------------------------------------
+    @property
+    def events(self) -> list[tuple]:
+        """The plain (not block) events kept, as tuples in recorded order."""
+        self.release()
+        self._flush_events()
+        chunks = self._all if self._all is not None else self._kept
+        out = []
+        for cols in chunks:
+            text = {c: self._codes[c].values + [None] for c in TEXT}
+            for i in range(len(cols["seq"])):
+                out.append(tuple(text[c][cols[c][i]] if c in TEXT else cols[c][i].item()
+                                 for c in EVENT_COLUMNS))
+        return out
+
+    @property
+    def levels(self) -> list[tuple[float, Hashable, float]]:
+        """Every level change ``(time_s, channel, load)`` in recorded order."""
+        lv = self._levels_columns()
+        return [(t, lv.channels[c], v) for t, c, v in
+                zip(lv.time.tolist(), lv.code.tolist(), lv.load.tolist())]
 
     # -- frames ---------------------------------------------------------------------------------
-    def events_frame(self, rank: int | None = None) -> pd.DataFrame:
-        """One row per activity, sorted by start time, end time and resource; columns of
-        ``EVENT_COLUMNS``, the text ones categorical; only rank *rank*'s when given."""
-        import pandas as pd
-        if rank is not None and self._raw is None:  # filter the tuples before converting
-            sub = Recorder()
-            sub.events = [e for e in self.events if e[6] == rank]
-            sub._templates = [([e for e in ev if e[6] == rank], []) for ev, _ in self._templates]
-            sub._blocks = self._blocks
-            raw = sub._events_raw()
-        else:
-            raw = self._events_raw()
-            if rank is not None:
-                sel = raw["rank"] == rank
-                raw = {c: v[sel] for c, v in raw.items()}
-        res_codes = pd.factorize(raw["resource"], sort=True)[0]
-        order = np.lexsort((res_codes, raw["end_s"], raw["start_s"]))
-        cols = {}
-        for c in _EVENT_COLUMNS:
-            if c in _TEXT:  # few distinct strings: categorical (dictionary-encoded in parquet)
-                codes, uniques = pd.factorize(raw[c], sort=True)
-                cols[c] = pd.Categorical.from_codes(codes[order],
-                                                    pd.Index(uniques.astype(str), dtype=str))
-            else:
-                cols[c] = raw[c][order]
-        return pd.DataFrame(cols, columns=_EVENT_COLUMNS)
+    def _levels_columns(self) -> _loads.Levels:
+        self._flush_levels()
+        parts = self._levels
+        if len(parts) > 1:  # keep them as one
+            parts = self._levels = [tuple(np.concatenate(x) for x in zip(*parts))]
+        t, code, load = parts[0] if parts else (np.empty(0), np.empty(0, np.int32), np.empty(0))
+        return _loads.Levels(t, code, load, self._lcodes.values)
 
     def memory_frame(self) -> pd.DataFrame:
         import pandas as pd
@@ -151,35 +502,9 @@ class Recorder:
         """The load of every shared channel as a step function: one row per change, ``time_s,
         resource, resource_class, load_bytes_per_s, capacity_bytes_per_s``; the load holds from
         ``time_s`` until the resource's next row (levels and block pulses added together)."""
-        import pandas as pd
-        cols = ["time_s", "resource", "resource_class", "load_bytes_per_s",
-                "capacity_bytes_per_s"]
-        steps: dict[Hashable, list[tuple[np.ndarray, np.ndarray]]] = {}
-        if self.levels:
-            lv = pd.DataFrame(self.levels, columns=["t", "r", "load"])
-            for res, g in lv.groupby("r", sort=False):
-                t, v = g["t"].to_numpy(float), g["load"].to_numpy(float)
-                # a level is absolute: as deltas it is v[i] - v[i-1]
-                steps.setdefault(res, []).append((t, np.diff(v, prepend=0.0)))
-        for res, (a, b, load) in self._pulses().items():
-            steps.setdefault(res, []).append((np.concatenate([a, b]),
-                                              np.concatenate([load, -load])))
-        frames = []
-        for res in sorted(steps, key=_name):
-            t = np.concatenate([x[0] for x in steps[res]])
-            d = np.concatenate([x[1] for x in steps[res]])
-            order = np.argsort(t, kind="stable")
-            t, level = t[order], np.cumsum(d[order])
-            keep = np.append(t[1:] != t[:-1], True)  # the last value at each instant
-            frames.append(pd.DataFrame({
-                "time_s": t[keep], "resource": _name(res),
-                "resource_class": self.label.get(res, ""),
-                "load_bytes_per_s": np.maximum(level[keep], 0.0),
-                "capacity_bytes_per_s": self.capacity[res]}, columns=cols))
-        if not frames:
-            return pd.DataFrame({c: pd.Series(dtype=object if c in ("resource", "resource_class")
-                                              else float) for c in cols})
-        return pd.concat(frames, ignore_index=True)
+        self._flush_blocks()
+        return _loads.loads_frame(self._levels_columns(), self._pulses(), self.capacity,
+                                  self.label)
 
     def utilization_frame(self, end_s: float, bin_s: float | None = None,
                           streams: bool = True) -> pd.DataFrame:
@@ -187,103 +512,23 @@ class Recorder:
 
         Channels: the time-weighted mean load over the bin divided by capacity (exact for the
         piecewise-constant loads of the fluid model), and the bytes carried. Device streams
-        (event resources of kind ``compute``/``host``/``copy``): the covered fraction of the bin;
-        a pool of several slots (``slots``: a server's CPU threads) the mean busy slots over its
-        slots.
+        (event resources of kind ``compute``/``host``/``copy``/``collective``): the covered
+        fraction of the bin; a pool of several slots (``slots``: a server's CPU threads) the
+        mean busy slots over its slots.
         Bins are ``bin_s`` wide from 0 (default: 100 bins over the run).
         """
-        import pandas as pd
-        cols = ["time_s", "bin_s", "resource", "resource_class", "utilization", "bytes"]
-        if end_s <= 0:
-            return pd.DataFrame(columns=cols)
-        if bin_s is None:
-            bin_s = end_s / 100.0
-        nbins = max(1, int(np.ceil(end_s / bin_s - 1e-9)))
-        edges = np.arange(nbins + 1) * bin_s
-        nb = len(edges) - 1
-        resources: list[str] = []
-        classes: list[str] = []
-        util: list[np.ndarray] = []
-        carried_all: list[np.ndarray] = []
-        carried_by: dict[Hashable, np.ndarray] = {}
-        if self.levels:
-            lv = pd.DataFrame(self.levels, columns=["t", "r", "load"])
-            for res, g in lv.groupby("r", sort=False):
-                carried_by[res] = np.diff(_integral_at(g["t"].to_numpy(), g["load"].to_numpy(),
-                                                       edges))
-        for res, (a, b, load) in self._pulses().items():
-            t = np.concatenate([a, b])
-            delta = np.concatenate([load, -load])
-            order = np.argsort(t, kind="stable")
-            pulse = np.diff(_integral_at(t[order], np.cumsum(delta[order]), edges))
-            carried_by[res] = carried_by.get(res, 0.0) + pulse
-        for res in sorted(carried_by, key=_name):
-            carried = carried_by[res]
-            resources.append(_name(res))
-            classes.append(self.label.get(res, ""))
-            util.append(np.clip(carried / (self.capacity[res] * bin_s), 0.0, 1.0))
-            carried_all.append(carried)
-        if streams and (self.events or self._blocks):
-            raw = self._events_raw()
-            keep = np.isin(raw["kind"], STREAM_KINDS)
-            codes, names = pd.factorize(raw["resource"][keep], sort=True)
-            starts_all, ends_all = raw["start_s"][keep], raw["end_s"][keep]
-            by_res = np.argsort(codes, kind="stable")
-            bounds = np.searchsorted(codes[by_res], np.arange(len(names) + 1))
-            for k, res in enumerate(names):
-                idx = by_res[bounds[k]:bounds[k + 1]]
-                slots = self.slots.get(str(res), 1)
-                # a pool of slots (a server's threads): busy slots over slots; a stream: covered
-                starts, ends = ((starts_all[idx], ends_all[idx]) if slots > 1 else
-                                _union(starts_all[idx], ends_all[idx]))
-                # busy(t) as a step function: +1 at starts, -1 at ends
-                t = np.concatenate([starts, ends])
-                d = np.concatenate([np.ones_like(starts), -np.ones_like(ends)])
-                order = np.argsort(t, kind="stable")
-                t, level = t[order], np.cumsum(d[order])
-                busy = np.diff(_integral_at(t, level, edges)) / slots
-                resources.append(str(res))
-                classes.append("stream")
-                util.append(np.clip(busy / bin_s, 0.0, 1.0))
-                carried_all.append(np.full(nb, np.nan))
-        if not resources:
-            return pd.DataFrame(columns=cols)
-        k = len(resources)
-        return pd.DataFrame({
-            "time_s": np.tile(edges[:-1], k), "bin_s": bin_s,
-            "resource": np.repeat(np.asarray(resources, dtype=object), nb),
-            "resource_class": np.repeat(np.asarray(classes, dtype=object), nb),
-            "utilization": np.concatenate(util), "bytes": np.concatenate(carried_all)},
-            columns=cols)
-
-
-def _name(res: Hashable) -> str:
-    if isinstance(res, tuple) and len(res) == 2:
-        return f"{res[0]}->{res[1]}"
-    return str(res)
-
-
-def _integral_at(t: np.ndarray, value: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Integral from 0 to each x of the step function equal to value[i] on [t[i], t[i+1])."""
-    # keep the last value at each instant
-    keep = np.append(t[1:] != t[:-1], True)
-    t, value = t[keep], value[keep]
-    cum = np.concatenate([[0.0], np.cumsum(value[:-1] * np.diff(t))])
-    idx = np.searchsorted(t, x, side="right") - 1
-    out = np.zeros_like(x, dtype=float)
-    ok = idx >= 0
-    out[ok] = cum[idx[ok]] + value[idx[ok]] * (x[ok] - t[idx[ok]])
-    return out
-
-
-def _union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge overlapping (or touching) intervals."""
-    if len(starts) == 0:
-        return np.asarray(starts, float), np.asarray(ends, float)
-    order = np.argsort(starts, kind="stable")
-    s, e = np.asarray(starts, float)[order], np.asarray(ends, float)[order]
-    reach = np.maximum.accumulate(e)
-    new = np.concatenate([[True], s[1:] > reach[:-1]])
-    first = np.flatnonzero(new)
-    last = np.append(first[1:] - 1, len(s) - 1)
-    return s[first], reach[last]
+        self.release()
+        self._flush_events()
+        self._flush_blocks()
+        work = None
+        if streams:
+            parts = list(self._streams)
+            kinds = self._codes["kind"].values
+            wanted = np.fromiter((k in STREAM_KINDS for k in kinds), bool, len(kinds))
+            for cols in self._block_rows(lambda r: np.append(wanted, False)[r["kind"]]):
+                parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
+            if parts:
+                work = (*(np.concatenate(x) for x in zip(*parts)),
+                        self._codes["resource"].values)
+        return _loads.utilization_frame(end_s, bin_s, self._levels_columns(), self._pulses(),
+                                        self.capacity, self.label, work, self.slots)

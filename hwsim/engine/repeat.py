@@ -4,8 +4,10 @@ When a job has verified that the run is periodic from some instant ``start`` on,
 ``period`` (every activity of ``[start + period, start + 2 period)`` is the one of
 ``[start, start + period)`` shifted by ``period``), running ``times`` more periods would record
 the window's records again, each copy ``period`` later than the previous, and everything after
-the window ``times * period`` later. :func:`repeat_window` writes exactly that into a
-:class:`~hwsim.engine.recorder.Recorder` after the run, so the periods need not be simulated.
+the window ``times * period`` later. :func:`spread` gives that rearrangement of any kind of
+record as an index and a time offset per output row; :meth:`Recorder.repeat
+<hwsim.engine.recorder.Recorder.repeat>` applies it to the records a run held, so the periods
+need not be simulated.
 
 Every kind of record is placed by the instant it starts (an event's start, a block's start, a
 level's or memory sample's time); a record that starts before the window and ends inside it has
@@ -15,42 +17,31 @@ records are.
 
 from __future__ import annotations
 
-from hwsim.engine.recorder import Recorder
+import numpy as np
 
-__all__ = ["repeat_window"]
+__all__ = ["spread", "check_repeat"]
 
 
-def repeat_window(rec: Recorder, start: float, period: float, times: int) -> float:
-    """Repeat the records that start in ``[start, start + period)`` *times* more times right
-    after the window and shift every later record by ``times * period``; return that shift."""
+def check_repeat(period: float, times: int) -> None:
     if period <= 0 or times < 0:
         raise ValueError(f"period(={period}) must be > 0 and times(={times}) >= 0")
-    if times == 0:
-        return 0.0
-    end, shift = start + period, times * period
-
-    def spread(rows: list[tuple], at: int, shifted: tuple[int, ...]) -> list[tuple]:
-        before, window, after = [], [], []
-        for row in rows:
-            t = row[at]
-            (before if t < start else window if t < end else after).append(row)
-        out = before + window
-        for j in range(1, times + 1):
-            dt = j * period
-            out += [_moved(row, shifted, dt) for row in window]
-        out += [_moved(row, shifted, shift) for row in after]
-        return out
-
-    rec.events = spread(rec.events, 0, (0, 1))
-    rec.levels = spread(rec.levels, 0, (0,))
-    rec.memory = spread(rec.memory, 0, (0,))
-    rec._blocks = spread(rec._blocks, 0, (0,))
-    rec._raw = None
-    return shift
 
 
-def _moved(row: tuple, at: tuple[int, ...], dt: float) -> tuple:
-    out = list(row)
-    for i in at:
-        out[i] = row[i] + dt
-    return tuple(out)
+def spread(t: np.ndarray, start: float, period: float, times: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """For records starting at *t*: the rows of the advanced run, as indices into *t* and the
+    time each is moved by. Records before the window stay, in order; the window's follow, then
+    its *times* copies (copy ``j`` moved by ``j * period``), then the records after the window,
+    moved by ``times * period``; each group in the order recorded."""
+    check_repeat(period, times)
+    t = np.asarray(t, float)
+    end = start + period
+    before = np.flatnonzero(t < start)
+    window = np.flatnonzero((t >= start) & (t < end))
+    after = np.flatnonzero(t >= end)
+    k = len(window)
+    index = np.concatenate([before, window, np.tile(window, times), after])
+    moved = np.concatenate([np.zeros(len(before) + k),
+                            *(np.full(k, j * period) for j in range(1, times + 1)),
+                            np.full(len(after), times * period)])
+    return index, moved

@@ -132,6 +132,8 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
         except OutOfCapacity as err:
             self.oom = err
             return
+        if self.compressed:  # the steady phase's records are repeated after the run
+            self.system.recorder.hold()
         self._claim()
         if self.checkpoint is not None:
             self.checkpoint.claim()

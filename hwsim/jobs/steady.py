@@ -10,8 +10,9 @@ cool-down. After the step the job checks the periodicity on what happened
 (:func:`find_window`): every unit of every simulated stage that starts in two consecutive
 periods starts, and ends, exactly one period after its counterpart of the period before, and is
 a steady-phase unit. The records of the first such period are then repeated
-``(m - m_sim) / P`` times (:func:`hwsim.engine.repeat.repeat_window`), which is what simulating
-those micro-batches would have recorded. If the check fails (a pattern that does not repeat
+``(m - m_sim) / P`` times (:meth:`hwsim.engine.recorder.Recorder.repeat`, on the events the
+recorder held from the job's start), which is what simulating those micro-batches would have
+recorded. If the check fails (a pattern that does not repeat
 within the simulated periods, e.g. traffic of another kind that drifts), the job reports it and
 the caller simulates the whole step instead.
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from hwsim.engine.repeat import repeat_window
 from hwsim.jobs.schedules import Unit
 
 __all__ = ["period_micro_batches", "simulated_micro_batches", "steady_range", "find_window",
@@ -165,7 +165,7 @@ class SteadyState:
         added to the run. Only when :attr:`periodic`."""
         net, total = self.system.net, 0.0
         for start, period, times, flows, busy in reversed(self._windows):
-            shift = repeat_window(self.system.recorder, start, period, times)
+            shift = self.system.recorder.repeat(start, period, times)
             self.step_ends = [[e + shift if e >= start + period else e for e in ends]
                               for ends in self.step_ends]
             net.flows_finished += times * flows

@@ -56,6 +56,11 @@ class PointTask:
     outputs: tuple[str, ...]
 
 
+_REUSE: dict[str, Any] = {}
+"""What the points run in this process share (:func:`hwsim.scenario.build.prepare`'s *reuse*:
+one graph per cluster, its routes and plans); the results are the same without it."""
+
+
 def run_point(task: PointTask) -> dict[str, Any]:
     """Simulate one point; return its ``feasible``, ``reason``, outputs and ``wall_s``.
 
@@ -76,7 +81,8 @@ def run_point(task: PointTask) -> dict[str, Any]:
     try:
         scenario = load_scenario(task.scenario, file=task.label, base_dir=task.base_dir)
         with silenced():
-            summary = run_scenario(scenario).summary
+            summary = run_scenario(scenario, record="summary",  # all a point keeps
+                                   reuse=_REUSE).summary
         if summary.get("fits") is False:
             label = str(summary.get("bottleneck_label") or "")
             reason = label if label.startswith("does not fit") else f"does not fit: {label}"

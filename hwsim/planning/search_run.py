@@ -159,7 +159,7 @@ class Evaluator:
             self._shared = True
         t0 = time.process_time()
         s, plan = self.plan(layout)
-        summary = run_scenario(s, prepared=(self.graph, plan)).summary
+        summary = run_scenario(s, prepared=(self.graph, plan), record="summary").summary
         out = {k: summary.get(k) for k in SIMULATED_KEYS}
         out["simulation_s"] = time.process_time() - t0
         return out

@@ -34,6 +34,8 @@ from hwsim.workloads import TransformerSpec, model_ops, resolve_model, training_
 from hwsim.workloads.memory import state_bytes
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from hwsim.analysis.result import Result
     from hwsim.jobs.resilience import FailureSpec
 
@@ -444,7 +446,7 @@ def scenario_graph(s: Scenario) -> nx.Graph:
 
 
 def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
-            max_events: int | None = None) -> tuple[nx.Graph, Any]:
+            max_events: int | None = None, reuse: dict | None = None) -> tuple[nx.Graph, Any]:
     """The topology graph and job plan of a validated scenario, with every cross-reference
     checked; nothing is simulated (``hwsim validate`` stops here). With ``jobs:``, the plan is
     the list of ``(name, plan, start_s)`` of :func:`~hwsim.scenario.build_jobs.job_plans`.
@@ -452,8 +454,18 @@ def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
     what-if that changes the hardware: :func:`hwsim.planning.sensitivity`). First, before
     anything is built, the size/event budget (:func:`~hwsim.scenario.budget.check_budget`;
     *max_events* overrides the scenario's ``limits.max_events``) refuses a scenario beyond it
-    with :class:`~hwsim.exceptions.BudgetError`."""
+    with :class:`~hwsim.exceptions.BudgetError`.
+
+    *reuse*: a dict a caller keeps while it runs many scenarios in one process (a sweep's
+    worker): a training workload's graph is then built once per cluster (and calibration file),
+    shared by every run on it (:func:`share_graph`: its routes and collectives' memos) and its
+    plans made with one cache per graph (:func:`training_plan`); the runs' results are the
+    same as without it. At most :data:`REUSED_GRAPHS` graphs are kept, the oldest dropped."""
     check_budget(s, max_events=max_events)
+    if (reuse is not None and adjust is None and s.jobs is None
+            and isinstance(s.workload, TrainingWorkload)):
+        g, cache = _reused_graph(s, reuse)
+        return g, training_plan(s, g, cache=cache)
     g = scenario_graph(s)
     if adjust is not None:
         adjust(g)
@@ -469,6 +481,25 @@ def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
         return g, dataloader_plan(s, g)
     job = training_plan(s, g) if isinstance(s.workload, TrainingWorkload) else transfer_plans(s, g)
     return g, job
+
+
+REUSED_GRAPHS = 8
+"""Graphs :func:`prepare` keeps in a *reuse* dict (a sweep over a few clusters reuses each)."""
+
+
+def _reused_graph(s: Scenario, reuse: dict) -> tuple[nx.Graph, dict]:
+    import json
+
+    key = (json.dumps(s.cluster.model_dump(mode="json"), sort_keys=True), str(s.calibration))
+    graphs = reuse.setdefault("graphs", {})
+    hit = graphs.get(key)
+    if hit is None:
+        while len(graphs) >= REUSED_GRAPHS:
+            graphs.pop(next(iter(graphs)))
+        g = scenario_graph(s)
+        share_graph(g)
+        hit = graphs[key] = (g, {})
+    return hit
 
 
 def simulated_micro_batches(schedule: str, p: int, m: int, v: int = 1) -> int:
@@ -503,22 +534,31 @@ def failure_spec(f: Failures | None) -> FailureSpec | None:
 
 def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None,
                  adjust: Callable[[nx.Graph], Any] | None = None,
-                 max_events: int | None = None,
-                 prepared: tuple[nx.Graph, Any] | None = None) -> Result:
+                 max_events: int | None = None, record: str | None = None,
+                 spill: Path | None = None,
+                 prepared: tuple[nx.Graph, Any] | None = None,
+                 reuse: dict | None = None) -> Result:
     """Build and run a validated scenario; returns its :class:`Result` (writes nothing).
     *adjust* changes the built graph first; *max_events* overrides the event budget
-    (:func:`prepare`). *prepared*: the ``(graph, plan)`` that :func:`prepare` gives for *s*,
-    when the caller has them (the parallelism search builds a cluster's graph once for many
-    layouts, checks the budget and plans each): they are run as they are, nothing is built."""
+    (:func:`prepare`); *record* overrides ``outputs.record`` (``summary`` for a caller that reads
+    only the summary: the same summary, less memory). *spill*: a file the run streams its events
+    to as it goes, when it keeps them for events.parquet (``hwsim run --out``: in the result's
+    staging folder; record ``ops`` or ``full`` and ``outputs.events`` on). *prepared*: the
+    ``(graph, plan)`` that :func:`prepare` gives for *s*, when the caller has them (the
+    parallelism search builds a cluster's graph once for many layouts, checks the budget and
+    plans each): they are run as they are, nothing is built. *reuse*: :func:`prepare`'s."""
     from hwsim.simulation import simulate, simulate_jobs  # pandas and the engine: on run only
 
-    g, job = prepared if prepared is not None else prepare(s, adjust, max_events=max_events)
+    g, job = prepared if prepared is not None else prepare(s, adjust, max_events=max_events,
+                                                           reuse=reuse)
     config = config if config is not None else s.model_dump(mode="json")
+    level = record or s.outputs.record
+    keep = dict(record=level, spill=spill if s.outputs.events and level != "summary" else None)
     if s.jobs is not None:
         return simulate_jobs(g, job, name=s.name, seed=s.seed, config=config,
-                             utilization_bin_s=s.outputs.utilization_bin_s)
+                             utilization_bin_s=s.outputs.utilization_bin_s, **keep)
     w = s.workload
     return simulate(g, job, name=s.name, seed=s.seed, config=config,
                     utilization_bin_s=s.outputs.utilization_bin_s,
                     failures=failure_spec(w.failures) if isinstance(w, TrainingWorkload)
-                    else None)
+                    else None, **keep)

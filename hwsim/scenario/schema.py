@@ -389,16 +389,19 @@ Workload = Annotated[TrainingWorkload | TransferWorkload | InferenceWorkload | D
 
 class Outputs(StrictModel):
     """Which result tables and files to produce; ``utilization_bin_s`` None = automatic.
-    ``record``: how finely activity is recorded: ``ops`` (default) records every op, but a
-    serving replica's fast-forwarded decode iterations as one event per device for each stretch
-    of them with the same bound; ``full`` records every serving iteration as its own event. The
-    summary is the same at both levels."""
+    ``record``: what a run keeps of its activity (docs/scenarios.md, "Outputs"): ``ops``
+    (default) records every op, but a serving replica's fast-forwarded decode iterations as one
+    event per device for each stretch of them with the same bound; ``full`` records every
+    serving iteration as its own event (for other workloads it is ``ops``); ``summary`` keeps no
+    per-activity events (events.parquet and trace.json are not written), only what the summary,
+    the bottleneck breakdown and the utilization need. The summary is the same at every
+    level."""
 
     events: bool = True
     utilization: bool = True
     trace: bool = True
     utilization_bin_s: Duration | None = Field(None, gt=0)
-    record: Literal["ops", "full"] = "ops"
+    record: Literal["full", "ops", "summary"] = "ops"
 
 
 class Limits(StrictModel):

@@ -1,0 +1,195 @@
+"""Compact columns of a run's event records: dictionary-encoded text, numpy chunks, a spill file.
+
+The recorder appends plain tuples (the cheapest thing during a run) and turns every few tens of
+thousands of them into numpy columns (:func:`encode_events`): the five text columns become int32
+codes into one :class:`Codes` dictionary each (a value's code is the order it was first seen;
+None is -1), times, rank, bytes and FLOPs numpy arrays, and ``seq`` the record's
+position (the tie-break that keeps equal rows in the order they were recorded): 68 bytes a row
+instead of about 250 for a tuple of Python objects.
+
+Sorted runs of such chunks can leave memory for a :class:`SpillFile` (raw column bytes appended
+to one file) and come back merged, in order, by :func:`merge_runs`. Nothing here imports SimPy
+or writes result files.
+"""
+
+from __future__ import annotations
+
+import os
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["EVENT_COLUMNS", "TEXT", "DTYPES", "Codes", "encode_events", "concat", "take",
+           "empty_columns", "sort_order", "SpillFile", "merge_runs"]
+
+EVENT_COLUMNS = ("start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
+                 "category")
+TEXT = ("resource", "kind", "name", "job", "category")
+DTYPES: dict[str, Any] = {"start_s": np.float64, "end_s": np.float64, "rank": np.int64,
+                          "bytes": np.float64, "flops": np.float64, "seq": np.int64,
+                          **dict.fromkeys(TEXT, np.int32)}
+"""The stored dtype of each column (text: codes); ``seq`` is the record's position."""
+STORED = (*EVENT_COLUMNS, "seq")
+
+Columns = dict[str, np.ndarray]
+
+
+class Codes:
+    """Dictionary encoding of one column: a value's code is the order it was first seen; None is
+    -1."""
+
+    def __init__(self) -> None:
+        self.index: dict[Hashable, int] = {None: -1}
+        self.values: list[Any] = []
+
+    def code(self, value: Hashable) -> int:
+        c = self.index.get(value)
+        if c is None:
+            c = self.index[value] = len(self.values)
+            self.values.append(value)
+        return c
+
+    def encode(self, values: Sequence) -> np.ndarray:
+        """Codes of *values* (any hashable objects), adding the new ones (dict lookups: several
+        times faster than pandas' factorize on objects)."""
+        index = self.index
+        if not index.keys() >= set(values):
+            for v in values:  # the new ones, in the order first seen
+                if v not in index:
+                    index[v] = len(self.values)
+                    self.values.append(v)
+        return np.fromiter(map(index.__getitem__, values), np.int32, len(values))
+
+    def sorted_rank(self) -> np.ndarray:
+        """Each code's position among all values sorted, indexed by code; one more slot at the
+        end holds -1, for the code -1."""
+        order = sorted(range(len(self.values)), key=self.values.__getitem__)
+        rank = np.empty(len(order) + 1, np.int64)
+        rank[order] = np.arange(len(order))
+        rank[-1] = -1
+        return rank
+
+
+def encode_events(rows: list[tuple], codes: dict[str, Codes], seq0: int) -> Columns:
+    """Numpy columns of *rows* (tuples in :data:`EVENT_COLUMNS` order); ``seq`` counts from
+    *seq0*."""
+    n = len(rows)
+    cols: Columns = {}
+    for i, c in enumerate(EVENT_COLUMNS):
+        v = list(map(itemgetter(i), rows))  # not zip(*rows): an iterator per row, GC passes
+        cols[c] = codes[c].encode(v) if c in TEXT else np.asarray(v, dtype=DTYPES[c])
+    cols["seq"] = np.arange(seq0, seq0 + n, dtype=np.int64)
+    return cols
+
+
+def empty_columns() -> Columns:
+    return {c: np.empty(0, DTYPES[c]) for c in STORED}
+
+
+def concat(chunks: Sequence[Columns]) -> Columns:
+    if not chunks:
+        return empty_columns()
+    if len(chunks) == 1:
+        return chunks[0]
+    return {c: np.concatenate([ch[c] for ch in chunks]) for c in STORED}
+
+
+def take(cols: Columns, index: np.ndarray | slice) -> Columns:
+    return {c: v[index] for c, v in cols.items()}
+
+
+def sort_order(cols: Columns, resource_rank: np.ndarray) -> np.ndarray:
+    """The order of the events frame: start, end, resource name (its *resource_rank*), then
+    the order recorded."""
+    return np.lexsort((cols["seq"], resource_rank[cols["resource"]], cols["end_s"],
+                       cols["start_s"]))
+
+
+class SpillFile:
+    """Sorted runs of event columns written to one file as they come (raw bytes of each column
+    in turn) and read back in slices; the file is the caller's to place and remove."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fh = open(self.path, "wb")  # noqa: SIM115 - kept open for the run
+        self.runs: list[tuple[int, dict[str, int]]] = []  # (rows, column -> byte offset)
+        self._at = 0
+
+    def add_run(self, cols: Columns) -> None:
+        n = len(cols["seq"])
+        if not n:
+            return
+        offsets = {}
+        for c in STORED:
+            data = np.ascontiguousarray(cols[c], dtype=DTYPES[c]).tobytes()
+            offsets[c] = self._at
+            self._fh.write(data)
+            self._at += len(data)
+        self.runs.append((n, offsets))
+
+    def rows(self) -> int:
+        return sum(n for n, _ in self.runs)
+
+    def read(self, run: int, lo: int, hi: int) -> Columns:
+        """Rows [lo, hi) of run *run*."""
+        self._fh.flush()
+        n, offsets = self.runs[run]
+        hi = min(hi, n)
+        out = {}
+        with open(self.path, "rb") as fh:
+            for c in STORED:
+                size = np.dtype(DTYPES[c]).itemsize
+                fh.seek(offsets[c] + lo * size)
+                out[c] = np.frombuffer(fh.read((hi - lo) * size), dtype=DTYPES[c])
+        return out
+
+    def close(self, remove: bool = True) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        if remove:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def merge_runs(sizes: Sequence[int], read: Callable[[int, int, int], Columns],
+               key: Callable[[Columns], tuple[np.ndarray, ...]], batch_rows: int = 16384
+               ) -> Iterator[Columns]:
+    """Merge runs, each sorted by *key* (a tuple of arrays, most significant first, the last one
+    unique), into batches in that order, reading *batch_rows* rows of a run at a time: the
+    memory is one slice per run, whatever the runs' lengths."""
+    nxt = [min(batch_rows, n) for n in sizes]
+    bufs = [read(i, 0, nxt[i]) if n else None for i, n in enumerate(sizes)]
+    while True:
+        live = [i for i, b in enumerate(bufs) if b is not None and len(b["seq"])]
+        if not live:
+            return
+        keys = {i: key(bufs[i]) for i in live}
+        limited = [i for i in live if nxt[i] < sizes[i]]  # rows not read yet: they bound the batch
+        bound = min((tuple(k[-1] for k in keys[i]) for i in limited), default=None)
+        parts = []
+        for i in live:
+            if bound is None:
+                cut = len(bufs[i]["seq"])
+            else:
+                cut = int(_at_most(keys[i], bound).sum())  # a prefix: the run is sorted
+            if cut:
+                parts.append(take(bufs[i], slice(0, cut)))
+                bufs[i] = take(bufs[i], slice(cut, None))
+            if not len(bufs[i]["seq"]) and nxt[i] < sizes[i]:
+                bufs[i] = read(i, nxt[i], nxt[i] + batch_rows)
+                nxt[i] = min(nxt[i] + batch_rows, sizes[i])
+        out = concat(parts)
+        k = key(out)
+        yield take(out, np.lexsort(k[::-1]))
+
+
+def _at_most(keys: tuple[np.ndarray, ...], bound: tuple) -> np.ndarray:
+    """Rows whose key tuple is lexicographically <= *bound*."""
+    result = keys[-1] <= bound[-1]
+    for k, b in zip(keys[-2::-1], bound[-2::-1]):
+        result = (k < b) | ((k == b) & result)
+    return result
