@@ -114,12 +114,15 @@ def classify_events(events: pd.DataFrame, optimizer_names: Iterable[str] = ()) -
 
 def _triples(events: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
     """Codes of the distinct (name, kind, category) triples of *events*, and the triples."""
-    cols = [pd.factorize(events[c].astype(str), sort=False) for c in ("name", "kind", "category")]
+    cols = []
+    for c in ("name", "kind", "category"):  # categorical columns: their codes, no strings made
+        codes, uniques = pd.factorize(events[c], sort=False, use_na_sentinel=False)
+        cols.append((np.asarray(codes, np.int64), [str(v) for v in uniques]))
     combined = np.zeros(len(events), dtype=np.int64)
     for codes, values in cols:  # one integer per triple: mixed radix over the column codes
         combined = combined * max(len(values), 1) + codes
     _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
-    triples = [tuple(str(values[codes[i]]) for codes, values in cols) for i in first]
+    triples = [tuple(values[codes[i]] for codes, values in cols) for i in first.tolist()]
     return inverse.reshape(-1), triples
 
 

@@ -171,8 +171,7 @@ class DeviceSpec:
         the dispatch time, large ones their roofline time. *speed* scales the device (a
         straggler has ``speed < 1``). *shape*: the op's kernel shape (:meth:`roofline_s`).
         """
-        t_c, t_m = self.roofline_s(flops, bytes_moved, dtype, shape)
-        return max(max(t_c, t_m) / speed, self.launch_overhead_s)
+        return self.op_cost(flops, bytes_moved, dtype, speed, shape)[0]
 
     def op_bound(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0,
                  shape: Sequence = ()) -> str:
@@ -184,13 +183,19 @@ class DeviceSpec:
         time and the memory time, i.e. for ops below half of the achievable efficiency and ops
         shorter than the dispatch time.
         """
+        return self.op_cost(flops, bytes_moved, dtype, speed, shape)[1]
+
+    def op_cost(self, flops: float, bytes_moved: float, dtype: str, speed: float = 1.0,
+                shape: Sequence = ()) -> tuple[float, str]:
+        """``(op_time_s, op_bound)`` of one op, from one roofline."""
         t_c, t_m = self.roofline_s(flops, bytes_moved, dtype, shape)
+        time = max(max(t_c, t_m) / speed, self.launch_overhead_s)
         plateau = self.compute_efficiency * self.framework_factor(dtype)
         t_useful = flops / (self.peak(dtype) * plateau) if flops > 0 else 0.0
         t_useful = min(t_useful, t_c)
         if max(t_useful, t_m) / speed < max((t_c - t_useful) / speed, self.launch_overhead_s):
-            return "overhead"
-        return "compute" if t_c >= t_m else "memory"
+            return time, "overhead"
+        return time, "compute" if t_c >= t_m else "memory"
 
 
 @dataclass(frozen=True)

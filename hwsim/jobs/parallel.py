@@ -39,6 +39,7 @@ idle); the warm-up and cool-down gaps of every stage are recorded as events of k
 
 from __future__ import annotations
 
+import weakref
 from typing import Generator
 
 import simpy
@@ -47,6 +48,7 @@ from hwsim.catalog.kernels import interfered
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.checkpoint import Checkpointer
 from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.nccl import memo_key
 from hwsim.jobs.inputs import Loader
 from hwsim.jobs.offload_step import OffloadSteps
 from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan, device_kinds,
@@ -59,6 +61,10 @@ from hwsim.jobs.timeline import program
 from hwsim.jobs.training import slowest_step_ends
 from hwsim.jobs.zero3 import Zero3Units
 from hwsim.workloads.memory import storage_bytes
+
+_OP_COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per graph (:func:`~hwsim.jobs.nccl.memo_key`: one run, or every run on a shared graph), the
+``(op, stack, seconds, bound)`` of each op on each device kind (:meth:`ParallelTrainingJob._costs`)."""
 
 __all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO",
            "device_kinds"]
@@ -102,7 +108,8 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
         self._groups: dict[tuple, CollectiveGroup] = {}
         self._pending: dict[tuple[int, int], list[simpy.Event]] = {}
         self._span: dict[tuple[int, int], list[float]] = {}
-        self._cost: dict[tuple, tuple[float, str]] = {}
+        # op costs, shared by the runs on one shared graph (hwsim.jobs.system.share_graph)
+        self._cost: dict[tuple, tuple] = _OP_COSTS.setdefault(memo_key(system), {})
         self._programs: dict[tuple, list[tuple]] = {}
         self._memo: dict[tuple, object] = {}
         self._busy: dict[tuple[int, int], list[tuple[float, float]]] = {}
@@ -400,15 +407,16 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
         """Duration and bound category of *op* on rank *r*'s device (memoised per device type);
         *squeezed*: while communication kernels hold ``comm_sms`` of its SMs (interference)."""
         dev = self.devices[r]
-        k = (id(op), dev.spec.id, dev.speed, squeezed)
+        stack = self.plan.stack
+        k = (id(op), id(stack), dev.spec.id, dev.speed, squeezed and self.comm_sms,
+             self.plan.precision)
         hit = self._cost.get(k)
-        if hit is None:
+        if hit is None or hit[0] is not op or hit[1] is not stack:  # ids: unique while alive
             spec = interfered(dev.spec, self.comm_sms) if squeezed else dev.spec
             prec = op.dtype or self.plan.precision  # an FP8 recipe sets each op's own
-            hit = self._cost[k] = (
-                spec.op_time_s(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape),
-                spec.op_bound(op.flops, op.bytes, prec, speed=dev.speed, shape=op.shape))
-        return hit
+            hit = self._cost[k] = (op, stack, *spec.op_cost(op.flops, op.bytes, prec,
+                                                            speed=dev.speed, shape=op.shape))
+        return hit[2], hit[3]
 
     def _ops(self, step: int, s: int, d: int, unit: Unit, ops, base: int,
              reduce: bool) -> Generator:

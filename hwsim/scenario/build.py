@@ -176,7 +176,9 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                     sp=par.sequence_parallel, cp=cp, ep=ep, recompute=par.recompute,
                     optimizer=w.optimizer, flash_attention=flash,
                     fp8_recipe=stack.fp8_recipe, tp_overlap=stack.tp_comm_overlap)
-        ops, key = None, ("ops", spec, *args.values()) if cache is not None else None
+        # the FP8 recipe holds a dict: its repr (its every field) stands for it in the key
+        ops, key = None, ("ops", spec, *(repr(v) if k == "fp8_recipe" else v
+                                         for k, v in args.items())) if cache is not None else None
         if key is not None:
             try:
                 ops = memo.get(key)
