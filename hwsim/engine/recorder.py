@@ -26,7 +26,7 @@ Channel levels, blocks and the stream intervals are kept at every level: utiliza
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Hashable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Hashable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class Recorder:
         self._ll: list[float] = []
         self._lcodes = Codes()
         self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._templates: list[tuple[Columns, list[tuple]]] = []
+        self._templates: list[tuple[Columns, list[tuple], list[tuple]]] = []
         self._bbuf: list[tuple[float, int]] = []
         self._blocks: list[tuple[np.ndarray, np.ndarray]] = []
         self._finished = False
@@ -127,13 +127,16 @@ class Recorder:
         if len(self._lt) >= CHUNK_ROWS:
             self._flush_levels()
 
-    def template(self, events: list[tuple], pulses: list[tuple] = ()) -> int:
+    def template(self, events: list[tuple], pulses: list[tuple] = (),
+                 shifted: list[tuple[float, Sequence[tuple]]] = ()) -> int:
         """Register a block: *events* as for :meth:`event` with start and end relative to the
         block's start; *pulses* ``(start, end, channel, load)``: a channel carries *load*
-        bytes/s on top of its levels over that interval (relative times). Returns its id."""
+        bytes/s on top of its levels over that interval (relative times); *shifted*: ``(dt,
+        pulses)`` pairs, pulses that start *dt* later (a pattern used at several instants,
+        expanded only when the loads are read). Returns its id."""
         rows = list(events)
         cols = encode_events(rows, self._codes, 0) if rows else empty_columns()
-        self._templates.append((cols, list(pulses)))
+        self._templates.append((cols, list(pulses), list(shifted)))
         return len(self._templates) - 1
 
     def block(self, start_s: float, template: int) -> None:
@@ -335,8 +338,13 @@ class Recorder:
         """Per channel, the (starts, ends, loads) of every pulse of every block."""
         acc: dict[Hashable, list] = {}
         for tid, t0 in self._block_starts().items():
-            for a, b, ch, load in self._templates[tid][1]:
+            _, pulses, shifted = self._templates[tid]
+            for a, b, ch, load in pulses:
                 acc.setdefault(ch, []).append((t0 + a, t0 + b, np.full(len(t0), load)))
+            for dt, group in shifted:
+                for a, b, ch, load in group:
+                    acc.setdefault(ch, []).append((t0 + (dt + a), t0 + (dt + b),
+                                                   np.full(len(t0), load)))
         return {ch: tuple(np.concatenate(x) for x in zip(*v)) for ch, v in acc.items()}
 
     # -- events ---------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ from hwsim.workloads.memory import storage_bytes
 
 _OP_COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Per graph (:func:`~hwsim.jobs.nccl.memo_key`: one run, or every run on a shared graph), the
-``(op, stack, seconds, bound)`` of each op on each device kind (:meth:`ParallelTrainingJob._costs`)."""
+``(stack, seconds, bound)`` of each op on each device kind (:meth:`ParallelTrainingJob._costs`)."""
 
 __all__ = ["ParallelPlan", "ParallelTrainingJob", "parallel_plan", "IMPLEMENTED_ZERO",
            "device_kinds"]
@@ -407,16 +407,16 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
         """Duration and bound category of *op* on rank *r*'s device (memoised per device type);
         *squeezed*: while communication kernels hold ``comm_sms`` of its SMs (interference)."""
         dev = self.devices[r]
-        stack = self.plan.stack
-        k = (id(op), id(stack), dev.spec.id, dev.speed, squeezed and self.comm_sms,
-             self.plan.precision)
+        stack, prec = self.plan.stack, op.dtype or self.plan.precision  # an FP8 recipe: per op
+        # what the cost depends on (ops alike in these cost the same, whatever their name)
+        k = (op.flops, op.bytes, prec, op.shape, id(stack), dev.spec.id, dev.speed,
+             squeezed and self.comm_sms)
         hit = self._cost.get(k)
-        if hit is None or hit[0] is not op or hit[1] is not stack:  # ids: unique while alive
+        if hit is None or hit[0] is not stack:  # an id is unique only while its object lives
             spec = interfered(dev.spec, self.comm_sms) if squeezed else dev.spec
-            prec = op.dtype or self.plan.precision  # an FP8 recipe sets each op's own
-            hit = self._cost[k] = (op, stack, *spec.op_cost(op.flops, op.bytes, prec,
-                                                            speed=dev.speed, shape=op.shape))
-        return hit[2], hit[3]
+            hit = self._cost[k] = (stack, *spec.op_cost(op.flops, op.bytes, prec,
+                                                        speed=dev.speed, shape=op.shape))
+        return hit[1], hit[2]
 
     def _ops(self, step: int, s: int, d: int, unit: Unit, ops, base: int,
              reduce: bool) -> Generator:

@@ -77,7 +77,12 @@ class Timeline:
         self.cursor = 0.0
         self.overlap_until: float | None = None  # end of an asynchronous collective
         self.events: list[tuple] = []
-        self.pulses: list[tuple] = []
+        self.pulses: list[tuple[float, list]] = []  # (start, the collective's loads)
+        self.streams = [f"{job.plan.devices[r]}/compute" for r in ranks]
+        # ranks on alike devices (catalog id and speed) have the same op costs: the first's
+        alike: dict[tuple, int] = {}
+        self.cost_rank = [alike.setdefault((job.devices[r].spec.id, job.devices[r].speed), r)
+                          for r in ranks]
 
     def compute(self, op) -> None:
         job, start = self.job, self.cursor
@@ -85,14 +90,22 @@ class Timeline:
         # an asynchronous collective still running holds comm_sms SMs (interference): the op
         # runs on the rest until it ends, then at full speed (progress carried over)
         left = (self.overlap_until - start) if self.overlap_until is not None else 0.0
-        for r in self.ranks:
-            dur, cat = job._costs(r, op)
-            if left > 0 and job.comm_sms and op.shape:
-                slow = job._costs(r, op, squeezed=True)[0]
-                dur = slow if slow <= left else left + (1 - left / slow) * dur
-            self.events.append((start, start + dur, f"{job.plan.devices[r]}/compute", "compute",
-                                op.name, job.plan.job, r, op.bytes, op.flops, cat))
-            longest = max(longest, dur)
+        squeeze = left > 0 and job.comm_sms and op.shape
+        costs: dict[int, tuple[float, str]] = {}
+        name, jid, nbytes, flops = op.name, job.plan.job, op.bytes, op.flops
+        for r, stream, c in zip(self.ranks, self.streams, self.cost_rank):
+            hit = costs.get(c)
+            if hit is None:
+                dur, cat = job._costs(c, op)
+                if squeeze:
+                    slow = job._costs(c, op, squeezed=True)[0]
+                    dur = slow if slow <= left else left + (1 - left / slow) * dur
+                hit = costs[c] = (dur, cat)
+            dur, cat = hit
+            self.events.append((start, start + dur, stream, "compute", name, jid, r, nbytes,
+                                flops, cat))
+            if dur > longest:
+                longest = dur
         self.cursor += longest
         if self.overlap_until is not None:
             self.cursor = max(self.cursor, self.overlap_until)
@@ -103,9 +116,9 @@ class Timeline:
             self.cursor = max(self.cursor, self.overlap_until)
             self.overlap_until = None
         start, end = self.cursor, self.cursor + fixed[0]
-        events, pulses = g.rows(start, end, op.comm_bytes, op.name, fixed[1])
-        self.events += events
-        self.pulses += pulses
+        self.events += g.rows(start, end, op.comm_bytes, op.name)[0]
+        if fixed[1]:
+            self.pulses.append((start, fixed[1]))
         if op.comm_async:
             self.overlap_until = end
         else:
@@ -117,7 +130,7 @@ class Timeline:
             self.overlap_until = None
         if self.cursor <= 0 and not self.events:
             return []
-        tid = self.job.system.recorder.template(self.events, self.pulses)
+        tid = self.job.system.recorder.template(self.events, shifted=self.pulses)
         item = ("run", self.cursor, tid)
         self.cursor, self.events, self.pulses = 0.0, [], []
         return [item]

@@ -485,7 +485,7 @@ def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
     return g, job
 
 
-REUSED_GRAPHS = 8
+REUSED_GRAPHS = 16
 """Graphs :func:`prepare` keeps in a *reuse* dict (a sweep over a few clusters reuses each)."""
 
 
