@@ -414,3 +414,24 @@ def test_scheduler_limits_per_group_follow_the_engine():
         _, p = prepare(load_scenario(_scenario({"tp": 8, "ep": 8}, engine=engine,
                                                scheduler=sched)))
         assert (p.max_batch_size, p.max_batched_tokens) == (64, 2048)
+
+
+def test_a_run_does_not_depend_on_the_string_hash_seed():
+    """Python salts str hashes per process (PYTHONHASHSEED): iterating a set of channel ids
+    once ordered a scratch network's channels, and with them the max-min solver's tie-breaks,
+    so the expert all-to-all's time differed in its last bits from process to process. Two
+    processes with different seeds give the same summary to the last bit."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import json, sys, hwsim; s = hwsim.run(sys.argv[1]).summary; "
+            "print(json.dumps({k: repr(v) for k, v in s.items()}, sort_keys=True))")
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / \
+        "mixtral-8x7b-ep-serving-h100.yaml"
+    out = [json.loads(subprocess.run(
+        [sys.executable, "-c", code, str(scenario)], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONHASHSEED": seed}).stdout) for seed in ("1", "2")]
+    assert out[0] == out[1]

@@ -207,3 +207,19 @@ def test_steady_state_advance_at_every_record_level(layout, tmp_path):
     assert summary.summary == kept.summary == spilled.summary
     spilled.release()
     assert not (tmp_path / "spill").exists()
+
+
+def test_a_step_that_does_not_repeat_is_simulated_whole(monkeypatch):
+    """No repeating window found: the compressed run stops after that step (its later steps
+    would be thrown away) and the run is simulated whole, giving the full simulation's answer."""
+    import hwsim.jobs.steady as steady
+
+    s = edited(BASE, LAYOUTS["1f1b-pp8-two-steps"])
+    full = hwsim.run(edited(s, {"workload.steady_state": False}))
+    checks = []
+    monkeypatch.setattr(steady, "find_window", lambda *a: checks.append(a) and None)
+    fell_back = hwsim.run(s)
+    assert len(checks) == 1                                  # step 1 only, then whole
+    assert fell_back.summary["micro_batches_simulated"] == fell_back.summary["micro_batches"]
+    assert fell_back.summary == full.summary
+    assert fell_back.events.equals(full.events)

@@ -330,7 +330,7 @@ def isolated_durations(system: System, phase: Phase, hop: list[tuple]) -> list[f
     progressive filling as the run, on a scratch network holding only the phase's channels."""
     env = simpy.Environment()
     net = FlowNetwork(env)
-    for c in {c for h in hop for c in h[0]}:
+    for c in dict.fromkeys(c for h in hop for c in h[0]):  # in path order: idx breaks ties
         net.add_channel(c, system.net.channels[c].capacity)
     evs = [net.transfer(f.nbytes, h[0], 0.0, coefficients=h[1]) for f, h in zip(phase.flows, hop)]
     env.run()

@@ -373,6 +373,8 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
             yield env.all_of(tails)
             if self.compressed and self.periodic:
                 self._steady_window()
+                if not self.periodic:  # no repeating window: the caller simulates the run
+                    return             # whole (hwsim.simulation.simulate), so stop here
             self._bubbles(step, t0)
             if self.checkpoint is not None:
                 yield from self.checkpoint.after_step(step, plan.steps)
