@@ -56,6 +56,9 @@ class PointTask:
     outputs: tuple[str, ...]
 
 
+WORKER_MODULES = ("hwsim.planning.execute", "hwsim.scenario.build", "hwsim.simulation")
+"""What a local pool's fork server imports before it forks the workers."""
+
 _REUSE: dict[str, Any] = {}
 """What the points run in this process share (:func:`hwsim.scenario.build.prepare`'s *reuse*:
 one graph per cluster, its routes and plans); the results are the same without it."""
@@ -419,9 +422,14 @@ def _run_local(tasks: list[PointTask], workers: int, finish: Callable[[str, dict
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    # spawn: a fresh interpreter per worker, the same on every platform and Python version
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                               mp_context=multiprocessing.get_context("spawn"),
+    # a fresh interpreter per worker, the same on every platform and Python version: forked from
+    # one server that has imported the simulator once (POSIX), else spawned
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(WORKER_MODULES))
+    else:
+        context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
                                initializer=_worker_init, initargs=(os.getpid(),))
     finished = False
     try:
@@ -442,9 +450,10 @@ def _run_local(tasks: list[PointTask], workers: int, finish: Callable[[str, dict
 
 
 def _worker_init(parent: int) -> None:
-    """In each pool worker: die with the sweep process. Linux kills the worker when its parent
-    dies (``PR_SET_PDEATHSIG``); elsewhere, and as a backstop, a thread checks every second that
-    the parent is still there (a killed parent's workers are handed to another process)."""
+    """In each pool worker: die with the sweep process *parent*. Linux kills the worker when
+    its parent process dies (``PR_SET_PDEATHSIG``): the sweep, or the fork server the sweep
+    started, which ends with it; elsewhere, and as a backstop, a thread checks every second
+    that both are still there (a killed parent's workers are handed to another process)."""
     import signal
     import sys
     import threading
@@ -455,11 +464,24 @@ def _worker_init(parent: int) -> None:
 
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the line above
+    direct = os.getppid()  # the sweep, or its fork server
+
+    def alive() -> bool:
+        if os.getppid() != direct:
+            return False
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # there, but another user's: the pid was reused
+            return False
+        return True
+
+    if not alive():  # the parent died before the lines above
         os._exit(1)
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(1.0)
         os._exit(1)
 
