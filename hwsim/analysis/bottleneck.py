@@ -66,6 +66,31 @@ def category_tier(category: str) -> int:
     return _rank_key(str(category))[0]
 
 
+def active_counts(first: np.ndarray, last: np.ndarray, select: np.ndarray | None,
+                  n: int) -> np.ndarray:
+    """How many of some events are active on each of *n* elementary intervals ``[t[i],
+    t[i + 1])``, the events given by the indices into ``t`` of their starts (*first*) and ends
+    (*last*), those of *select* (a boolean mask; None: all): one bincount and a running sum."""
+    a, b = (first, last) if select is None else (first[select], last[select])
+    return np.cumsum(np.bincount(a, minlength=n + 1) - np.bincount(b, minlength=n + 1))[:n]
+
+
+def text_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """``pd.factorize`` of *values* as strings (missing as ``""``), sorted: codes and names. A
+    categorical column is read by its codes, without making a string per row."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        labels = [str(c) for c in values.cat.categories] + [""]
+        codes = values.cat.codes.to_numpy().astype(np.int64)
+        codes[codes < 0] = len(labels) - 1
+        present = np.unique(codes).tolist()
+        names = sorted({labels[k] for k in present})
+        index = {name: i for i, name in enumerate(names)}
+        lut = np.array([index.get(label, -1) for label in labels], dtype=np.int64)
+        return lut[codes], names
+    codes, uniques = pd.factorize(values.astype(object).fillna("").astype(str), sort=True)
+    return np.asarray(codes, np.int64), [str(u) for u in uniques]
+
+
 def _select(values: pd.Series, wanted: Any) -> np.ndarray:
     if isinstance(wanted, (str, bytes)) or not isinstance(wanted, Iterable):
         return (values == wanted).to_numpy()
@@ -139,7 +164,8 @@ def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any 
     if rank is not None:
         keep &= _select(events["rank"], rank)
     starts, ends = intervals(events[keep], "critical_path_breakdown")
-    cats = events["category"].to_numpy()[keep]
+    codes, names = text_codes(events["category"])
+    codes = codes[keep]
 
     if len(starts) == 0 and (start_s is None or end_s is None):
         return _empty()
@@ -154,23 +180,23 @@ def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any 
     s = np.clip(starts, lo, hi)
     e = np.clip(ends, lo, hi)
     live = e > s
-    s, e, cats = s[live], e[live], cats[live]
-
-    codes, names = pd.factorize(pd.Series(cats, dtype=object).fillna("").astype(str), sort=True)
-    names = [str(n) for n in names]
+    s, e, codes = s[live], e[live], codes[live]
+    if len(codes):  # the categories present, renumbered
+        present, codes = np.unique(codes, return_inverse=True)
+        names = [names[k] for k in present.tolist()]
+    else:
+        names = []
     order = sorted(range(len(names)), key=lambda k: _rank_key(names[k]))
 
     # Elementary intervals [t[i], t[i+1]) between consecutive distinct boundaries.
     t = np.unique(np.concatenate([s, e, [lo, hi]]))
     left, dt = t[:-1], np.diff(t)
     winner = np.full(len(left), -1, dtype=np.int64)
+    first, last = np.searchsorted(t, s), np.searchsorted(t, e)
 
     def active(k: int) -> np.ndarray:
         """Number of events of category k active on each elementary interval."""
-        mine = codes == k
-        ks, ke = np.sort(s[mine]), np.sort(e[mine])
-        return (np.searchsorted(ks, left, side="right")
-                - np.searchsorted(ke, left, side="right"))
+        return active_counts(first, last, codes == k, len(left))
 
     i = 0
     while i < len(order):

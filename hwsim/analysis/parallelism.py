@@ -35,13 +35,14 @@ is ``other``. Pandas in, pandas out; nothing of SimPy.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from hwsim.analysis.bottleneck import category_tier, intervals
+from hwsim.analysis.bottleneck import active_counts, category_tier, intervals, text_codes
 
 __all__ = ["PARTS", "COMM_PARTS", "PRIORITY", "category_parts", "classify", "classify_events",
            "comm_parallelism", "rank_events", "step_breakdown", "step_summary", "summary_key"]
@@ -104,6 +105,15 @@ def classify(name: str, kind: str, category: str, optimizer_names: Iterable[str]
     return "other"
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _sweep_key(name: str, kind: str, category: str, optimizer: bool) -> int:
+    """:func:`step_breakdown`'s key of an event: its category's tier, then its part's rank in
+    :data:`PRIORITY` (a pure function of its arguments, memoised: the same op names recur in
+    every step and every run of a sweep)."""
+    part = classify(name, kind, category, (name,) if optimizer else ())
+    return category_tier(category) * len(PRIORITY) + PRIORITY.index(part)
+
+
 def classify_events(events: pd.DataFrame, optimizer_names: Iterable[str] = ()) -> np.ndarray:
     """:func:`classify` of every row of *events* (columns ``name``, ``kind``, ``category``), one
     call per distinct triple."""
@@ -139,7 +149,7 @@ def rank_events(events: pd.DataFrame, *, job: Any, rank: int, device: str,
     if sub.empty or not others:
         return sub
     # one owner per distinct resource (thousands of rows share a few hundred resources)
-    codes, uniques = pd.factorize(sub["resource"].astype(str))
+    codes, uniques = text_codes(sub["resource"])
     owners = [r.split("->", 1)[0] if "->" in r else r.rsplit("/", 1)[0] for r in uniques]
     drop = np.fromiter((o in others for o in owners), dtype=bool, count=len(owners))
     return sub[~drop[codes]]
@@ -178,16 +188,15 @@ def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
         # sweep key of an event: its category tier, then its part's rank in PRIORITY
         codes, uniq = _triples(events[live])
         opt = frozenset(optimizer_names)
-        key = np.array([category_tier(c) * len(PRIORITY) + PRIORITY.index(classify(n, k, c, opt))
-                        for n, k, c in uniq], dtype=np.int64)[codes]
+        key = np.array([_sweep_key(n, k, c, n in opt) for n, k, c in uniq],
+                       dtype=np.int64)[codes]
         s, e = s[live], e[live]
         t = np.unique(np.concatenate([s, e, [lo, hi]]))
         left, dt = t[:-1], np.diff(t)
         winner = np.full(len(left), -1, dtype=np.int64)
+        first, last = np.searchsorted(t, s), np.searchsorted(t, e)
         for k in np.unique(key):  # ascending: highest priority first
-            mine = key == k
-            n = (np.searchsorted(np.sort(s[mine]), left, side="right")
-                 - np.searchsorted(np.sort(e[mine]), left, side="right"))
+            n = active_counts(first, last, key == k, len(left))
             winner[(winner < 0) & (n > 0)] = k
         for k in np.unique(winner):
             part = "other" if k < 0 else PRIORITY[int(k) % len(PRIORITY)]
