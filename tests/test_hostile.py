@@ -347,17 +347,28 @@ def test_a_different_sweep_into_another_sweeps_folder_is_refused(tmp_path: Path)
 
 # --- killing a sweep ---------------------------------------------------------------------------
 
-def _workers(parent: int) -> list[int]:
-    """The pool workers (spawned interpreters) of process *parent*."""
-    pids = []
+def _children(parent: int) -> list[tuple[int, bytes]]:
+    """The (pid, command line) of every child process of *parent*."""
+    out = []
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1]
-                                            .split()[1]) == parent and \
-                    b"spawn_main" in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
+                                            .split()[1]) == parent:
+                out.append((int(entry.name), (entry / "cmdline").read_bytes()))
         except (OSError, IndexError, ValueError):
             continue
+    return out
+
+
+def _workers(parent: int) -> list[int]:
+    """The pool workers of process *parent*: spawned interpreters among its children, or the
+    children of the fork server it started (forked: they keep the server's command line)."""
+    pids = []
+    for pid, cmdline in _children(parent):
+        if b"spawn_main" in cmdline:
+            pids.append(pid)
+        elif b"forkserver" in cmdline:
+            pids += [child for child, _ in _children(pid)]
     return pids
 
 

@@ -125,6 +125,38 @@ class _Events:
     def name(self, k: int) -> str:
         return self.names[self.c["name"][k]] or self.kind(k)
 
+    def kind_names(self, rows: np.ndarray) -> list[str]:
+        """:meth:`kind` of each event of *rows*."""
+        kinds = self.kinds
+        return [kinds[c] for c in self.c["kind"][rows].tolist()]
+
+    def names_of(self, rows: np.ndarray) -> list[str]:
+        """:meth:`name` of each event of *rows*."""
+        names, kinds = self.names, self.kinds
+        return [names[n] or kinds[k] for n, k in zip(self.c["name"][rows].tolist(),
+                                                      self.c["kind"][rows].tolist())]
+
+    def args_of(self, rows: np.ndarray) -> Iterator[dict[str, Any]]:
+        """:meth:`args` of each event of *rows*, the columns read once."""
+        c = self.c
+        for b, f, j, cat, r in zip(c["bytes"][rows].tolist(), c["flops"][rows].tolist(),
+                                   c["job"][rows].tolist(), c["category"][rows].tolist(),
+                                   c["rank"][rows].tolist()):
+            args: dict[str, Any] = {}
+            if math.isfinite(b):
+                args["bytes"] = b
+            if math.isfinite(f):
+                args["flops"] = f
+            v = self.jobs[j]
+            if isinstance(v, str) and v:
+                args["job"] = v
+            v = self.categories[cat]
+            if isinstance(v, str) and v:
+                args["category"] = v
+            if math.isfinite(r):
+                args["rank"] = int(r)
+            yield args
+
     def args(self, k: int) -> dict[str, Any]:
         """bytes, flops, job, rank, category of event *k*; NaN and missing ones left out."""
         out: dict[str, Any] = {}
@@ -216,16 +248,18 @@ class _Slices:
         instant that marks the cut."""
         ev, names, procs, threads = self.ev, self.names, layout.procs, layout.threads
         flow_rows: dict[int, list] = {}
-        for i in range(len(self.event)):
-            k = int(self.event[i])
-            proc, thread = names[self.track[i]]
-            tid = threads[(proc, thread, int(self.lane[i]))]
+        event = self.event
+        rows = zip(event.tolist(), self.track.tolist(), self.lane.tolist(), self.ts.tolist(),
+                   self.te.tolist(), self.side.tolist(), self.is_flow[event].tolist(),
+                   ev.kind_names(event), ev.names_of(event), ev.args_of(event))
+        for k, track, lane, a, b, side, flow, kind, name, args in rows:
+            proc, thread = names[track]
+            tid = threads[(proc, thread, lane)]
             pid = procs[proc]
-            a, b = int(self.ts[i]), int(self.te[i])
-            yield {"name": ev.name(k), "cat": ev.kind(k), "ph": "X", "ts": a / 1000.0,
-                   "dur": (b - a) / 1000.0, "pid": pid, "tid": tid, "args": ev.args(k)}
-            if self.is_flow[k]:
-                flow_rows.setdefault(k, [None, None])[int(self.side[i])] = (pid, tid, a, b)
+            yield {"name": name, "cat": kind, "ph": "X", "ts": a / 1000.0,
+                   "dur": (b - a) / 1000.0, "pid": pid, "tid": tid, "args": args}
+            if flow:
+                flow_rows.setdefault(k, [None, None])[side] = (pid, tid, a, b)
         for k, (snd, rcv) in flow_rows.items():
             if snd is None or rcv is None or snd[3] - snd[2] < 2:
                 continue
@@ -253,14 +287,16 @@ def _lanes(key: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         s, e = start[a:b], end[a:b]
         if b - a < 2 or (s[1:] >= np.maximum.accumulate(e)[:-1]).all():
             continue
-        busy: list[tuple[int, int]] = []
-        free: list[int] = []
-        for i in range(a, b):
-            while busy and busy[0][0] <= start[i]:
+        busy: list[tuple[int, int]] = []  # (end, lane) of the slices still running
+        free: list[int] = []  # lanes free again; a slice takes the lowest, else a new one
+        out = []
+        for st, en in zip(s.tolist(), e.tolist()):
+            while busy and busy[0][0] <= st:
                 heapq.heappush(free, heapq.heappop(busy)[1])
             ln = heapq.heappop(free) if free else len(busy)
-            heapq.heappush(busy, (int(end[i]), ln))
-            lane[i] = ln
+            heapq.heappush(busy, (en, ln))
+            out.append(ln)
+        lane[a:b] = out
     return lane
 
 
