@@ -335,23 +335,27 @@ def _groups(sl: _Slices, ev: _Events, budget: int) -> dict[str, np.ndarray]:
 
 def _emit_groups(g: dict[str, np.ndarray], ev: _Events, names: list[tuple[str, str]],
                  layout: Layout) -> Iterator[dict[str, Any]]:
-    for n in range(len(g["ka"])):
-        proc, thread = names[g["track"][n]]
-        pid, tid = layout.procs[proc], layout.threads[(proc, thread, int(g["lane"][n]))]
-        ka, kb = int(g["ka"][n]), int(g["kb"][n])
-        start, end = int(g["ts"][n]), int(g["te"][n])
-        count = int(g["count"][n])
+    ka = g["ka"]
+    if not len(ka):
+        return
+    rows = zip(g["track"].tolist(), g["lane"].tolist(), ka.tolist(), g["kb"].tolist(),
+               g["ts"].tolist(), g["te"].tolist(), g["count"].tolist(), g["bytes"].tolist(),
+               g["flops"].tolist(), g["busy"].tolist(), g["uniform_job"].tolist(),
+               g["uniform_category"].tolist(), g["uniform_rank"].tolist(),
+               ev.kind_names(ka), ev.names_of(ka), ev.args_of(ka))
+    for (track, lane, a, b, start, end, count, nbytes, flops, busy, same_job, same_cat,
+         same_rank, kind, name, first) in rows:
+        proc, thread = names[track]
+        pid, tid = layout.procs[proc], layout.threads[(proc, thread, lane)]
         if count == 1:
-            yield {"name": ev.name(ka), "cat": ev.kind(ka), "ph": "X", "ts": _us(start),
-                   "dur": _us(end - start), "pid": pid, "tid": tid, "args": ev.args(ka)}
+            yield {"name": name, "cat": kind, "ph": "X", "ts": _us(start),
+                   "dur": _us(end - start), "pid": pid, "tid": tid, "args": first}
             continue
-        args = {"events": count, "first": ev.name(ka), "last": ev.name(kb),
-                "bytes": float(g["bytes"][n]), "flops": float(g["flops"][n]),
-                "busy_us": _us(g["busy"][n])}
-        first = ev.args(ka)
-        args.update({c: first[c] for c in ("job", "category", "rank")
-                     if g[f"uniform_{c}"][n] and c in first})
-        yield {"name": f"{count} × {ev.kind(ka)}", "cat": "merged", "ph": "X",
+        args = {"events": count, "first": name, "last": ev.name(b),
+                "bytes": float(nbytes), "flops": float(flops), "busy_us": _us(busy)}
+        args.update({c: first[c] for c, same in (("job", same_job), ("category", same_cat),
+                                                 ("rank", same_rank)) if same and c in first})
+        yield {"name": f"{count} × {kind}", "cat": "merged", "ph": "X",
                "ts": _us(start), "dur": _us(end - start), "pid": pid, "tid": tid,
                "args": args}
 
