@@ -103,6 +103,22 @@ class FlowNetwork:
         if self.recorder is not None:
             self.recorder.declare(cid, float(capacity_bytes_per_s), label)
 
+    def add_channels(self, rows: Iterable[tuple[Hashable, float, str]]) -> None:
+        """Declare many channels ``(cid, capacity_bytes_per_s, label)``: :meth:`add_channel`
+        each, in order."""
+        channels = self.channels
+        declared: list[tuple[Hashable, float, str]] = []
+        for cid, capacity, label in rows:
+            if not capacity > 0:
+                raise ValueError(f"channel {cid!r}: capacity_bytes_per_s(={capacity}) must be > 0")
+            if cid in channels:
+                raise ValueError(f"channel {cid!r} already exists")
+            channels[cid] = Channel(cid, len(channels), float(capacity), label)
+            declared.append((cid, float(capacity), label))
+        if self.recorder is not None:
+            for cid, capacity, label in declared:
+                self.recorder.declare(cid, capacity, label)
+
     @property
     def active_flows(self) -> int:
         return len(self._active) + len(self._new)

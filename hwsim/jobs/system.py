@@ -33,6 +33,18 @@ class Shared:
     def __init__(self, graph: nx.Graph) -> None:
         self.router = Router(graph)
         self.routes: dict[tuple, tuple[list, dict, float, str]] = {}
+        self.links: list[tuple] | None = None  # _links(graph), once
+
+
+def _links(graph: nx.Graph) -> list[tuple[tuple[str, str], float, str, float]]:
+    """``(channel, capacity, link class, latency)`` of each direction of each link of *graph*,
+    in edge order (a run declares its channels in this order: it breaks the solver's ties)."""
+    out = []
+    for u, v, d in graph.edges(data=True):
+        cap = d["bw_bytes_per_s"] * d.get("efficiency", 1.0)
+        label, latency = d.get("link_class", ""), d.get("latency_s", 0.0)
+        out += [((u, v), cap, label, latency), ((v, u), cap, label, latency)]
+    return out
 
 
 _SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -145,16 +157,16 @@ class System:
         self._storage: dict[str, tuple[StorageSpec, Pool]] = {}
         self._cores: dict[tuple, Stream] = {}
         self._caches: dict[tuple, PageCache] = {}
-        self._edge_latency: dict[tuple[str, str], float] = {}
         self._routes: dict[tuple, tuple[list, dict, float, str]] = {}
         self._claims: dict = {}
         self._alone: set = set()
-        for u, v, d in graph.edges(data=True):
-            cap = d["bw_bytes_per_s"] * d.get("efficiency", 1.0)
-            label = d.get("link_class", "")
-            self.net.add_channel((u, v), cap, label)
-            self.net.add_channel((v, u), cap, label)
-            self._edge_latency[(u, v)] = self._edge_latency[(v, u)] = d.get("latency_s", 0.0)
+        links = shared.links if shared is not None else None
+        if links is None:
+            links = _links(graph)
+            if shared is not None:
+                shared.links = links
+        self.net.add_channels((c, cap, label) for c, cap, label, _ in links)
+        self._edge_latency = {c: latency for c, _, _, latency in links}
         for n, d in graph.nodes(data=True):
             if d.get("kind") == "storage":
                 spec = get_storage(d["spec"])
