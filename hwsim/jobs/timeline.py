@@ -83,29 +83,40 @@ class Timeline:
         alike: dict[tuple, int] = {}
         self.cost_rank = [alike.setdefault((job.devices[r].spec.id, job.devices[r].speed), r)
                           for r in ranks]
+        self.alike = len(alike) == 1  # every rank's costs are the first's
+        self.rank_streams = list(zip(ranks, self.streams))
+
+    def _cost(self, c: int, op, left: float, squeeze: bool) -> tuple[float, str]:
+        dur, cat = self.job._costs(c, op)
+        if squeeze:
+            slow = self.job._costs(c, op, squeezed=True)[0]
+            dur = slow if slow <= left else left + (1 - left / slow) * dur
+        return dur, cat
 
     def compute(self, op) -> None:
         job, start = self.job, self.cursor
-        longest = 0.0
         # an asynchronous collective still running holds comm_sms SMs (interference): the op
         # runs on the rest until it ends, then at full speed (progress carried over)
         left = (self.overlap_until - start) if self.overlap_until is not None else 0.0
-        squeeze = left > 0 and job.comm_sms and op.shape
-        costs: dict[int, tuple[float, str]] = {}
+        squeeze = bool(left > 0 and job.comm_sms and op.shape)
         name, jid, nbytes, flops = op.name, job.plan.job, op.bytes, op.flops
-        for r, stream, c in zip(self.ranks, self.streams, self.cost_rank):
-            hit = costs.get(c)
-            if hit is None:
-                dur, cat = job._costs(c, op)
-                if squeeze:
-                    slow = job._costs(c, op, squeezed=True)[0]
-                    dur = slow if slow <= left else left + (1 - left / slow) * dur
-                hit = costs[c] = (dur, cat)
-            dur, cat = hit
-            self.events.append((start, start + dur, stream, "compute", name, jid, r, nbytes,
-                                flops, cat))
-            if dur > longest:
-                longest = dur
+        if self.alike:
+            longest, cat = self._cost(self.cost_rank[0], op, left, squeeze)
+            end = start + longest
+            self.events += [(start, end, stream, "compute", name, jid, r, nbytes, flops, cat)
+                            for r, stream in self.rank_streams]
+        else:
+            longest = 0.0
+            costs: dict[int, tuple[float, str]] = {}
+            for (r, stream), c in zip(self.rank_streams, self.cost_rank):
+                hit = costs.get(c)
+                if hit is None:
+                    hit = costs[c] = self._cost(c, op, left, squeeze)
+                dur, cat = hit
+                self.events.append((start, start + dur, stream, "compute", name, jid, r,
+                                    nbytes, flops, cat))
+                if dur > longest:
+                    longest = dur
         self.cursor += longest
         if self.overlap_until is not None:
             self.cursor = max(self.cursor, self.overlap_until)
