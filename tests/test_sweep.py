@@ -482,10 +482,13 @@ def test_points_sharing_a_cluster_graph_give_the_rows_of_fresh_runs(monkeypatch)
         {"path": "cluster.nodes", "values": [1, 2]},
         {"path": "workload.parallelism.pp", "values": [1, 2, 4]},
         {"path": "workload.parallelism.zero", "values": [0, 1]}]}
-    monkeypatch.setattr(execute, "_REUSE", {})
+    built = []
+    real_graph = hwsim.scenario.build.scenario_graph
+    monkeypatch.setattr(hwsim.scenario.build, "scenario_graph",
+                        lambda s: built.append(s.cluster.nodes) or real_graph(s))
     shared = hwsim.sweep(spec, workers=1)
+    assert sorted(built) == [1, 2] and not execute._REUSE  # once per cluster; not kept after
     keys = ("step_time_s", "memory_per_device_gb", "mfu", "bottleneck")
-    assert len(execute._REUSE["graphs"]) == 2                  # one graph per cluster
     fresh = []
     for p in points(spec):
         execute._REUSE.clear()                                  # nothing carried over

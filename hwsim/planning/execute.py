@@ -415,8 +415,11 @@ def _sweep(spec: SweepSpec, pts: list[Any], store: _Store, workers: int | None,
 def _run_local(tasks: list[PointTask], workers: int, finish: Callable[[str, dict], None],
                out: Any) -> None:
     if workers <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            finish(t.id, run_point(t))
+        try:
+            for t in tasks:
+                finish(t.id, run_point(t))
+        finally:  # the graphs the points shared are not kept past the sweep in this process
+            _REUSE.clear()
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
