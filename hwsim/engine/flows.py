@@ -95,29 +95,20 @@ class FlowNetwork:
     # -- set-up ---------------------------------------------------------------------------------
     def add_channel(self, cid: Hashable, capacity_bytes_per_s: float, label: str = "") -> None:
         """Declare a channel. Raises ValueError if *capacity_bytes_per_s* <= 0 or *cid* exists."""
-        if not capacity_bytes_per_s > 0:
-            raise ValueError(f"channel {cid!r}: capacity_bytes_per_s(={capacity_bytes_per_s}) must be > 0")
-        if cid in self.channels:
-            raise ValueError(f"channel {cid!r} already exists")
-        self.channels[cid] = Channel(cid, len(self.channels), float(capacity_bytes_per_s), label)
-        if self.recorder is not None:
-            self.recorder.declare(cid, float(capacity_bytes_per_s), label)
+        self.add_channels([(cid, capacity_bytes_per_s, label)])
 
     def add_channels(self, rows: Iterable[tuple[Hashable, float, str]]) -> None:
-        """Declare many channels ``(cid, capacity_bytes_per_s, label)``: :meth:`add_channel`
-        each, in order."""
-        channels = self.channels
-        declared: list[tuple[Hashable, float, str]] = []
+        """Declare many channels ``(cid, capacity_bytes_per_s, label)`` in order, each as
+        :meth:`add_channel`."""
+        channels, rec = self.channels, self.recorder
         for cid, capacity, label in rows:
             if not capacity > 0:
                 raise ValueError(f"channel {cid!r}: capacity_bytes_per_s(={capacity}) must be > 0")
             if cid in channels:
                 raise ValueError(f"channel {cid!r} already exists")
             channels[cid] = Channel(cid, len(channels), float(capacity), label)
-            declared.append((cid, float(capacity), label))
-        if self.recorder is not None:
-            for cid, capacity, label in declared:
-                self.recorder.declare(cid, capacity, label)
+            if rec is not None:
+                rec.declare(cid, float(capacity), label)
 
     @property
     def active_flows(self) -> int:

@@ -78,13 +78,12 @@ class Timeline:
         self.overlap_until: float | None = None  # end of an asynchronous collective
         self.events: list[tuple] = []
         self.pulses: list[tuple[float, list]] = []  # (start, the collective's loads)
-        self.streams = [f"{job.plan.devices[r]}/compute" for r in ranks]
         # ranks on alike devices (catalog id and speed) have the same op costs: the first's
         alike: dict[tuple, int] = {}
-        self.cost_rank = [alike.setdefault((job.devices[r].spec.id, job.devices[r].speed), r)
-                          for r in ranks]
-        self.alike = len(alike) == 1  # every rank's costs are the first's
-        self.rank_streams = list(zip(ranks, self.streams))
+        self.rows = [(r, f"{job.plan.devices[r]}/compute",
+                      alike.setdefault((job.devices[r].spec.id, job.devices[r].speed), r))
+                     for r in ranks]
+        self.cost_ranks = list(alike.values())
 
     def _cost(self, c: int, op, left: float, squeeze: bool) -> tuple[float, str]:
         dur, cat = self.job._costs(c, op)
@@ -100,23 +99,10 @@ class Timeline:
         left = (self.overlap_until - start) if self.overlap_until is not None else 0.0
         squeeze = bool(left > 0 and job.comm_sms and op.shape)
         name, jid, nbytes, flops = op.name, job.plan.job, op.bytes, op.flops
-        if self.alike:
-            longest, cat = self._cost(self.cost_rank[0], op, left, squeeze)
-            end = start + longest
-            self.events += [(start, end, stream, "compute", name, jid, r, nbytes, flops, cat)
-                            for r, stream in self.rank_streams]
-        else:
-            longest = 0.0
-            costs: dict[int, tuple[float, str]] = {}
-            for (r, stream), c in zip(self.rank_streams, self.cost_rank):
-                hit = costs.get(c)
-                if hit is None:
-                    hit = costs[c] = self._cost(c, op, left, squeeze)
-                dur, cat = hit
-                self.events.append((start, start + dur, stream, "compute", name, jid, r,
-                                    nbytes, flops, cat))
-                if dur > longest:
-                    longest = dur
+        costs = {c: self._cost(c, op, left, squeeze) for c in self.cost_ranks}
+        self.events += [(start, start + costs[c][0], stream, "compute", name, jid, r, nbytes,
+                         flops, costs[c][1]) for r, stream, c in self.rows]
+        longest = max((dur for dur, _ in costs.values()), default=0.0)
         self.cursor += longest
         if self.overlap_until is not None:
             self.cursor = max(self.cursor, self.overlap_until)
