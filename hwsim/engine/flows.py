@@ -11,6 +11,11 @@ known (the path's bottleneck capacity) or unchanged. The next completion is sche
 rates. A flow's latency is paid once, after its last byte leaves: alone on a link of bandwidth B
 and latency L, S bytes take ``S / B + L``.
 
+Work whose time is known while it is alone on its channels (a collective in closed form) may
+*reserve* idle channels (:meth:`FlowNetwork.reserve`): the first flow that starts on one of them
+calls the reservation's ``on_contend`` first, which turns the work into flows for what is left
+of it, so that the new flow shares the channels with them from that instant.
+
 This module knows time and capacity only: no links, GPUs or jobs.
 """
 
@@ -25,7 +30,7 @@ import simpy
 from hwsim.engine.maxmin import REL_TOL, Channel, Flow, repair
 from hwsim.engine.recorder import Recorder
 
-__all__ = ["FlowNetwork", "Flow", "Channel", "FlowPath", "RECOMPUTE_PRIORITY"]
+__all__ = ["FlowNetwork", "Flow", "Channel", "FlowPath", "Reservation", "RECOMPUTE_PRIORITY"]
 
 RECOMPUTE_PRIORITY = 2
 """SimPy event priority of the rate recomputation: after every NORMAL (1) event of the same
@@ -37,6 +42,16 @@ class FlowPath(tuple):
     that repeats passes it instead of channel ids."""
 
     __slots__ = ()
+
+
+class Reservation:
+    """Idle channels held by work outside the network (:meth:`FlowNetwork.reserve`)."""
+
+    __slots__ = ("channels", "on_contend")
+
+    def __init__(self, channels: Sequence[Channel], on_contend: Callable[[], None]) -> None:
+        self.channels: Sequence[Channel] | None = channels
+        self.on_contend = on_contend
 
 
 class _Group:
@@ -86,6 +101,7 @@ class FlowNetwork:
         self._waking = False
         self._ready: list[_Group] = []
         self._level = recorder.level if recorder is not None else None
+        self._reservations = 0
         self.recomputations = 0
         """How many times rates were recomputed by the solver (for benchmarks)."""
         self.alone = 0
@@ -134,14 +150,18 @@ class FlowNetwork:
         return done
 
     def transfer_all(self, specs: Iterable[tuple], *, kind: str = "flow", name: str = "",
-                     job: str = "", then: Callable[[list[Flow]], None] | None = None
+                     job: str = "", then: Callable[[list[Flow]], None] | None = None,
+                     resume: tuple[float, Sequence[float]] | None = None
                      ) -> simpy.Event | None:
         """Start several flows now, as :meth:`transfer` would one by one; return one event that
         succeeds, with their :class:`Flow` objects in the order given, when the last has
         arrived. Each of *specs* is ``(size_bytes, channels, coefficients, latency_s, resource,
         rank, category)`` (*coefficients* may be None; *channels* may be a
         :class:`FlowPath`). With *then*, no event: ``then(flows)`` is called instead, from the
-        engine's own event processing once its state is settled (it may start flows)."""
+        engine's own event processing once its state is settled (it may start flows).
+        *resume* ``(start, sizes)``: the flows continue transfers begun at *start* (work
+        that ran outside the network until now, :meth:`reserve`): each moves its spec's bytes
+        from now, and is recorded as the transfer of its *sizes* entry from *start*."""
         env = self.env
         event = env.event() if then is None else None
         flows: list[Flow] = []
@@ -154,6 +174,9 @@ class FlowNetwork:
             else:
                 flows.append(self._flow(size, chans, latency, coefs, None, group, meta))
         group.left = len(flows)
+        if resume is not None:
+            for f, size in zip(flows, resume[1]):
+                f.start_s, f.size = resume[0], float(size)
         if not flows:
             self._complete(group)
         alone = False
@@ -162,6 +185,41 @@ class FlowNetwork:
         if alone:
             self._schedule_wakeup()
         return event
+
+    def reserve(self, channels: Sequence[Channel], on_contend: Callable[[], None]
+                ) -> Reservation | None:
+        """Hold *channels* (:class:`Channel` objects, e.g. of :meth:`path`) for work that runs
+        outside the network while they carry nothing else: None when one of them carries a
+        flow, has one starting at this instant or is reserved already. The first flow that
+        starts on a held channel releases the reservation and calls ``on_contend()`` before it
+        is put on its channels (*on_contend* may start flows: they then share the channels with
+        it from that instant). :meth:`release` gives the channels back."""
+        for ch in channels:
+            if ch.flows or ch.pending or ch.reserved is not None:
+                return None
+        held = Reservation(channels, on_contend)
+        for ch in channels:
+            ch.reserved = held
+        self._reservations += 1
+        return held
+
+    def release(self, held: Reservation) -> None:
+        """Give back the channels of *held* (:meth:`reserve`); nothing if already given."""
+        if held.channels is None:
+            return
+        for ch in held.channels:
+            ch.reserved = None
+        held.channels = None
+        self._reservations -= 1
+
+    def settle(self) -> list[Flow]:
+        """The flows in progress, each with ``remaining`` settled at this instant (a flow's
+        ``remaining`` is otherwise settled only when its rate changes)."""
+        now = self.env.now
+        for f in self._active:
+            f.remaining = max(f.remaining - f.rate * (now - f.last_s), 0.0)
+            f.last_s = now
+        return sorted(self._active, key=lambda f: f.id)
 
     def path(self, channels: Iterable[Hashable],
              coefficients: Mapping[Hashable, float] | None = None) -> FlowPath:
@@ -202,6 +260,12 @@ class FlowNetwork:
         if flow.size == 0 or (not flow.channels and flow.max_rate is None):
             self._finish(flow)
             return False
+        if self._reservations:  # work holding one of its channels turns into flows first
+            for ch, _ in flow.channels:
+                held = ch.reserved
+                if held is not None:
+                    self.release(held)
+                    held.on_contend()
         rate = flow.max_rate if flow.max_rate is not None else float("inf")
         for ch, coef in flow.channels:
             if ch.flows or ch.pending:
@@ -223,7 +287,7 @@ class FlowNetwork:
         level records and completion that :func:`~hwsim.engine.maxmin.fill` and
         :meth:`_commit` would give it (the caller schedules the wake-up)."""
         self.alone += 1
-        now = f.start_s
+        now = f.last_s
         self._active.add(f)
         level = self._level
         for ch, coef in f.channels:

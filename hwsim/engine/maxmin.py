@@ -21,7 +21,8 @@ REL_TOL = 1e-9
 class Channel:
     """One direction of a link, or a storage channel: a capacity shared by flows."""
 
-    __slots__ = ("id", "idx", "capacity", "label", "flows", "load", "saturated", "pending")
+    __slots__ = ("id", "idx", "capacity", "label", "flows", "load", "saturated", "pending",
+                 "reserved")
 
     def __init__(self, cid: Hashable, idx: int, capacity: float, label: str) -> None:
         self.id = cid
@@ -37,6 +38,8 @@ class Channel:
         """True when the last allocation left no spare capacity (a bottleneck)."""
         self.pending = 0
         """New flows waiting for this instant's recomputation to join :attr:`flows`."""
+        self.reserved = None
+        """The :class:`~hwsim.engine.flows.Reservation` holding the channel, if any."""
 
 
 class Flow:

@@ -120,6 +120,13 @@ class Recorder:
         if len(buf) >= CHUNK_ROWS:
             self._flush_events()
 
+    def events_at(self, start_s: float, rows: Sequence[tuple]) -> None:
+        """Record *rows* (:meth:`event` fields, start and end relative to *start_s*)."""
+        buf = self._ebuf
+        buf += [(start_s + r[0], start_s + r[1]) + r[2:] for r in rows]
+        if len(buf) >= CHUNK_ROWS:
+            self._flush_events()
+
     def level(self, time_s: float, resource: Hashable, load: float) -> None:
         self._lt.append(time_s)
         self._lr.append(resource)

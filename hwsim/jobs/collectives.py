@@ -38,8 +38,8 @@ import simpy
 from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, estimate, hops, layout,
                              memo_key, nvswitch, overhead, protocol_for, protocols, ring_order,
                              rings)
-from hwsim.engine import FlowNetwork
-from hwsim.jobs.phases import PhaseRun, compile_phases, run_phases
+from hwsim.jobs.phases import (PhaseRun, Schedule, compile_phases, isolated_durations,
+                               run_collective, run_phases)
 from hwsim.jobs.system import System
 
 __all__ = ["ring_allreduce", "CollectiveGroup", "ring_order", "collective", "recipe",
@@ -325,18 +325,6 @@ def sendrecv(system: System, src: str, dst: str, nbytes: float, **kw) -> Generat
     return collective(system, "sendrecv", [src, dst], nbytes, **kw)
 
 
-def isolated_durations(system: System, phase: Phase, hop: list[tuple]) -> list[float]:
-    """Duration of each flow of one step of *phase* alone on the graph: the same max-min
-    progressive filling as the run, on a scratch network holding only the phase's channels."""
-    env = simpy.Environment()
-    net = FlowNetwork(env)
-    for c in dict.fromkeys(c for h in hop for c in h[0]):  # in path order: idx breaks ties
-        net.add_channel(c, system.net.channels[c].capacity)
-    evs = [net.transfer(f.nbytes, h[0], 0.0, coefficients=h[1]) for f, h in zip(phase.flows, hop)]
-    env.run()
-    return [e.value.end_s - e.value.start_s for e in evs]
-
-
 class CollectiveGroup:
     """The ranks of one communicator (e.g. a data-parallel group). Each rank *joins* a
     collective by key; it starts when all have joined, after the group's previous collective
@@ -372,13 +360,18 @@ class CollectiveGroup:
     chain : CollectiveGroup, optional
         A group on the same communicator (same ranks, another op): collectives of both run
         one at a time, in the order they were issued, as on one NCCL communicator's stream.
+    closed_form : bool
+        A collective that shares links (see *owner*) takes its closed-form time while no other
+        flow uses its channels, and becomes flows when one starts there
+        (:func:`~hwsim.jobs.phases.run_collective`); False: it runs as flows throughout (the
+        same times, for checking).
     """
 
     def __init__(self, system: System, devices: Sequence[str], job: str, op: str = "allreduce",
                  algorithm: str = "auto", *, peers: Sequence[Sequence[str]] = (),
                  owner: object = None, record: Sequence[str] | None = None,
                  ranks: Sequence[int] | None = None,
-                 chain: CollectiveGroup | None = None) -> None:
+                 chain: CollectiveGroup | None = None, closed_form: bool = True) -> None:
         if op not in ALGORITHMS or algorithm not in ("auto", *ALGORITHMS[op]):
             raise ValueError(f"unknown collective {op!r} / algorithm {algorithm!r}")
         self.system = system
@@ -387,6 +380,7 @@ class CollectiveGroup:
         self.job, self.op, self.algorithm = job, op, algorithm
         self.peers = [list(p) for p in peers]
         self.owner = owner
+        self.closed_form = closed_form
         self.record = list(record) if record is not None else list(self.ring)
         self.sources = self._sources()
         self._pending: dict[object, tuple[list[int], simpy.Event, float]] = {}
@@ -394,7 +388,8 @@ class CollectiveGroup:
         self._timings: dict[float, tuple | None] = {}
         self._alone: bool | None = None
         self._pulse_templates: dict[int, int] = {}
-        self._recipes: dict[float, list] = {}
+        self._recipes: dict[float, tuple] = {}
+        self._closed_rows: dict[tuple, list] = {}
         self._claimed: set = set()
         self.category = "comm:" + (self._ring_category() if len(devices) > 1 else "none")
         if owner is not None and len(devices) > 1:
@@ -507,17 +502,25 @@ class CollectiveGroup:
         return events, [(start + a, start + b, c, v) for a, b, c, v in loads]
 
     def record_at(self, start: float, end: float, nbytes: float, name: str,
-                  loads: Sequence[tuple] = ()) -> None:
-        """Record a collective from *start* to *end* (:meth:`rows`)."""
+                  loads: Sequence[tuple] = (), events: Sequence[tuple] = (),
+                  fresh: bool = False) -> None:
+        """Record a collective from *start* to *end* (:meth:`rows`), with flow *events* and
+        channel *loads* (times relative to *start*), the loads as a recorder block: its template
+        memoised for loads that are the same every time (:meth:`timing`,
+        :class:`~hwsim.jobs.phases.Schedule`) unless *fresh*."""
         rec = self.system.recorder
         for e in self.rows(start, end, nbytes, name)[0]:
             rec.event(*e)
-        if loads:  # one template per distinct load pattern (loads are memoised per size)
-            tid = self._pulse_templates.get(id(loads))
-            if tid is None:
-                tid = self._pulse_templates[id(loads)] = rec.template(
-                    [], [(a, b, c, v) for a, b, c, v in loads])
-            rec.block(start, tid)
+        if events:
+            rec.events_at(start, events)
+        if not loads:
+            return
+        tid = None if fresh else self._pulse_templates.get(id(loads))
+        if tid is None:
+            tid = rec.template([], [(a, b, c, v) for a, b, c, v in loads])
+            if not fresh:
+                self._pulse_templates[id(loads)] = tid
+        rec.block(start, tid)
 
     def join(self, key: object, rank: int, nbytes: float, name: str) -> simpy.Event:
         joined, done, size = self._pending.get(key, ([], None, nbytes))
@@ -560,14 +563,40 @@ class CollectiveGroup:
             return
         r = self._recipes.get(nbytes)
         if r is None:
-            r = self._recipes[nbytes] = compile_phases(self.system, recipe(
+            phases = compile_phases(self.system, recipe(
                 self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
                 ranks=[self.rank_of[d] for d in self.ring], peers=self.peers,
                 sources=self.sources), self.job)
-        PhaseRun(self.system, r, self.job, name,
-                 lambda: self._end(start, done, nbytes, name, ()))
+            r = self._recipes[nbytes] = (phases, Schedule(self.system, phases)
+                                         if self.closed_form else None)
+        phases, schedule = r
+        if schedule is None:
+            PhaseRun(self.system, phases, self.job, name,
+                     lambda: self._end(start, done, nbytes, name))
+            return
+
+        def end(fresh: tuple | None) -> None:
+            if fresh is not None:
+                self._end(start, done, nbytes, name, *fresh, fresh=True)
+                return
+            # in closed form throughout: the collective's events on the communication streams
+            # and its flows' (memoised per size and name, times from its start) and loads
+            rec = self.system.recorder
+            rows = self._closed_rows.get((nbytes, name))
+            if rows is None:
+                rows = self._closed_rows[(nbytes, name)] = self.rows(
+                    0.0, schedule.total, nbytes, name)[0] + schedule.rows(name, self.job)
+            rec.events_at(start, rows)
+            tid = self._pulse_templates.get(id(schedule.loads))
+            if tid is None:
+                tid = self._pulse_templates[id(schedule.loads)] = rec.template(
+                    [], schedule.loads)
+            rec.block(start, tid)
+            done.succeed()
+        run_collective(self.system, phases, schedule, self.job, name, end)
 
     def _end(self, start: float, done: simpy.Event, nbytes: float, name: str,
-             loads: Sequence[tuple]) -> None:
-        self.record_at(start, self.system.env.now, nbytes, name, loads)
+             loads: Sequence[tuple] = (), events: Sequence[tuple] = (),
+             fresh: bool = False) -> None:
+        self.record_at(start, self.system.env.now, nbytes, name, loads, events, fresh)
         done.succeed()

@@ -129,8 +129,9 @@ class ExpertParallel:
         key = tuple(devs[::self.job.plan.tp])
         g = self._a2a.get(key)
         if g is None:
+            closed = getattr(self.job.plan, "closed_form", True)  # serving plans: always
             g = self._a2a[key] = CollectiveGroup(self.job.system, key, self.job.plan.job,
-                                                 op="alltoall")
+                                                 op="alltoall", closed_form=closed)
         return g
 
     def record(self, r: Any, devs: Sequence[str], start: float, end: float,

@@ -242,7 +242,8 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
             alg = p.collective if op == "allreduce" else "auto"
             g = self._groups[key] = CollectiveGroup(self.system, devs, p.job, op=op,
                                                     algorithm=alg, peers=peers, owner=owner,
-                                                    record=record, ranks=ranks, chain=chain)
+                                                    record=record, ranks=ranks, chain=chain,
+                                                    closed_form=p.closed_form)
         return g
 
     def _pair(self, src: int, dst: int, lane: int, t: int) -> CollectiveGroup:
@@ -270,7 +271,8 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
                 index = self._memo["rank_of"] = {d: q for q, d in enumerate(p.devices)}
             g = self._groups[key] = CollectiveGroup(
                 self.system, [a, b], p.job, op="sendrecv", peers=peers, owner=(p.job, *key),
-                record=[d for d in (a, b) if d == p.devices[r]], ranks=[r, index.get(b, r)])
+                record=[d for d in (a, b) if d == p.devices[r]], ranks=[r, index.get(b, r)],
+                closed_form=p.closed_form)
         return g
 
     def _join(self, kind: str, s: int, lane: int, op: str, key: object, nbytes: float,

@@ -78,6 +78,8 @@ class ParallelPlan:
     ``steady_state``: simulate each step's pipeline until its steady phase repeats and advance
     the rest exactly (:mod:`hwsim.jobs.steady`); only :func:`hwsim.simulation.simulate` runs a
     plan that way (it re-runs the whole step if the pattern does not repeat).
+    ``closed_form``: a collective that shares its links takes its closed-form time while they
+    carry no other flow (:func:`~hwsim.jobs.phases.run_collective`); False: flows throughout.
     """
 
     job: str
@@ -108,6 +110,7 @@ class ParallelPlan:
     checkpoint: CheckpointPlan | None = None
     stack: Any = None
     steady_state: bool = False
+    closed_form: bool = True
 
     def __post_init__(self) -> None:
         for key in ("tp", "pp", "dp", "micro_batches", "virtual_stages", "steps", "ep", "cp"):

@@ -38,7 +38,8 @@ class TrainingPlan:
     Each step runs ``micro_batches`` micro-batches of ``model`` (gradient accumulation; the
     gradients are all-reduced during the last one's backward). ``memory`` is the per-device
     breakdown in bytes (default: :func:`hwsim.workloads.training_memory`). ``collective`` is the gradient
-    all-reduce algorithm (see :mod:`hwsim.jobs.collectives`; ``auto`` chooses as NCCL does).
+    all-reduce algorithm (see :mod:`hwsim.jobs.collectives`; ``auto`` chooses as NCCL does);
+    ``closed_form`` as for :class:`~hwsim.jobs.parallel_plan.ParallelPlan`.
     ``step_overhead_s`` is host time per step outside the ops (framework loop, e.g. Keras
     ``fit``), run on the compute stream before the forward pass. ``speed`` overrides a rank's
     op-rate factor (default: the graph node's ``speed``, see :meth:`System.device`).
@@ -67,6 +68,7 @@ class TrainingPlan:
     speed: dict[str, float] = field(default_factory=dict)
     checkpoint: CheckpointPlan | None = None
     stack: Any = None
+    closed_form: bool = True
 
 
 def slowest_step_ends(step_ends: Sequence[Sequence[float]]) -> list[float]:
@@ -94,7 +96,8 @@ class TrainingJob:
         self.oom: OutOfCapacity | None = None
         self.breakdown = dict(plan.memory) if plan.memory is not None else training_memory(
             plan.model, precision=plan.precision, optimizer=plan.optimizer, dp=len(plan.ranks))
-        self.group = CollectiveGroup(system, plan.ranks, plan.job, algorithm=plan.collective)
+        self.group = CollectiveGroup(system, plan.ranks, plan.job, algorithm=plan.collective,
+                                     closed_form=plan.closed_form)
         self.checkpoint = (None if plan.checkpoint is None else Checkpointer(
             system, plan.checkpoint, plan.job, dict(enumerate(plan.ranks))))
         self._arrived: dict[int, list] = {}

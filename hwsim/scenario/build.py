@@ -251,7 +251,8 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.parallelism") from None
         return replace(plan, total_steps=total, checkpoint=_checkpoint_plan(s, g, plan),
-                       stack=stack, steady_state=w.steady_state)
+                       stack=stack, steady_state=w.steady_state,
+                       closed_form=w.collective.closed_form)
     needs = sorted({op.comm for op in ops.forward + ops.backward if op.comm})
     if needs:
         raise ScenarioError(f"model {spec.name!r} needs {', '.join(needs)} communication, which "
@@ -266,7 +267,8 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                         micro_batches=accumulate, total_steps=total, data=data,
                         on_cpu=kind == "cpu", memory=memory,
                         step_overhead_s=w.framework_overhead or 0.0,
-                        collective=w.collective.algorithm, stack=stack)
+                        collective=w.collective.algorithm, stack=stack,
+                        closed_form=w.collective.closed_form)
     return replace(plan, checkpoint=_checkpoint_plan(s, g, plan))
 
 

@@ -194,9 +194,11 @@ class DataSpec(StrictModel):
 
 
 class Collective(StrictModel):
-    """The collective algorithm used for gradient and activation exchanges."""
+    """The collective algorithm used for gradient and activation exchanges, and whether a
+    collective that shares its links takes its closed-form time while they are idle."""
 
     algorithm: Literal["auto", "ring", "tree", "nvls", "hierarchical"] = "auto"
+    closed_form: bool = True
 
 
 class Checkpoint(StrictModel):
