@@ -120,6 +120,15 @@ class Recorder:
         if len(buf) >= CHUNK_ROWS:
             self._flush_events()
 
+    def kept(self, rows: Sequence[tuple]) -> list[tuple]:
+        """Those of *rows* (:meth:`event` fields) of which this level keeps more than their
+        job's last end: all but at ``summary``, where that is rank 0's rows, the kept jobs' and
+        work on device streams (for a caller whose other rows end no later than a row it
+        records)."""
+        if self.record_level != "summary":
+            return list(rows)
+        return [r for r in rows if r[6] == 0 or r[3] in STREAM_KINDS or r[5] in self.keep_jobs]
+
     def events_at(self, start_s: float, rows: Sequence[tuple]) -> None:
         """Record *rows* (:meth:`event` fields, start and end relative to *start_s*)."""
         buf = self._ebuf

@@ -583,9 +583,9 @@ class CollectiveGroup:
             # and its flows' (memoised per size and name, times from its start) and loads
             rec = self.system.recorder
             rows = self._closed_rows.get((nbytes, name))
-            if rows is None:
-                rows = self._closed_rows[(nbytes, name)] = self.rows(
-                    0.0, schedule.total, nbytes, name)[0] + schedule.rows(name, self.job)
+            if rows is None:  # (the flows end by the collective's end)
+                rows = self._closed_rows[(nbytes, name)] = rec.kept(self.rows(
+                    0.0, schedule.total, nbytes, name)[0] + schedule.rows(name, self.job))
             rec.events_at(start, rows)
             tid = self._pulse_templates.get(id(schedule.loads))
             if tid is None:
