@@ -10,7 +10,7 @@ import simpy
 import yaml
 
 import hwsim
-from hwsim.engine import FlowNetwork, Recorder
+from hwsim.engine import FlowNetwork, Recorder, Reservation
 from hwsim.jobs.collectives import CollectiveGroup
 from hwsim.jobs.system import System
 from hwsim.topology import cluster, nodes_of_kind
@@ -30,9 +30,9 @@ def test_a_flow_on_a_reserved_channel_turns_the_work_into_flows_first():
         seen.append((env.now, a.reserved, len(a.flows) + a.pending))
         net.transfer(5e8, ["a"], resource="work")
 
-    held = net.reserve([a, b], contend)
-    assert held is not None and a.reserved is held and b.reserved is held
-    assert net.reserve([b], lambda: None) is None  # held already
+    held = Reservation([a, b], contend)
+    assert net.reserve(held) and a.reserved is held and b.reserved is held
+    assert not net.reserve(Reservation([b], lambda: None))  # held already
 
     def later():
         yield env.timeout(1.0)
@@ -51,12 +51,13 @@ def test_busy_channels_cannot_be_reserved_and_released_ones_can():
     net.add_channel("a", 1e9)
     net.transfer(1e9, ["a"])
     a = net.channels["a"]
-    assert net.reserve([a], lambda: None) is None  # a flow starting at this instant
+    assert not net.reserve(Reservation([a]))  # a flow starting at this instant
     env.run()
-    held = net.reserve([a], lambda: pytest.fail("no flow starts"))
-    assert held is not None
+    held = Reservation([a], lambda: pytest.fail("no flow starts"))
+    assert net.reserve(held)
     net.release(held)
-    assert a.reserved is None and net.reserve([a], lambda: None) is not None
+    assert a.reserved is None and held.channels is None
+    assert net.reserve(Reservation([a]))
 
 
 # -- one collective against a competing flow ----------------------------------------------------

@@ -13,8 +13,8 @@ and latency L, S bytes take ``S / B + L``.
 
 Work whose time is known while it is alone on its channels (a collective in closed form) may
 *reserve* idle channels (:meth:`FlowNetwork.reserve`): the first flow that starts on one of them
-calls the reservation's ``on_contend`` first, which turns the work into flows for what is left
-of it, so that the new flow shares the channels with them from that instant.
+calls the reservation's ``contend`` first, which turns the work into flows for what is left of
+it, so that the new flow shares the channels with them from that instant.
 
 This module knows time and capacity only: no links, GPUs or jobs.
 """
@@ -45,13 +45,20 @@ class FlowPath(tuple):
 
 
 class Reservation:
-    """Idle channels held by work outside the network (:meth:`FlowNetwork.reserve`)."""
+    """Idle *channels* held by work outside the network (:meth:`FlowNetwork.reserve`), which
+    :meth:`contend` (a subclass's, or *on_contend*) turns into flows."""
 
     __slots__ = ("channels", "on_contend")
 
-    def __init__(self, channels: Sequence[Channel], on_contend: Callable[[], None]) -> None:
+    def __init__(self, channels: Sequence[Channel],
+                 on_contend: Callable[[], None] | None = None) -> None:
         self.channels: Sequence[Channel] | None = channels
         self.on_contend = on_contend
+
+    def contend(self) -> None:
+        """A flow starts on one of the channels (they are released already)."""
+        if self.on_contend is not None:
+            self.on_contend()
 
 
 class _Group:
@@ -186,22 +193,21 @@ class FlowNetwork:
             self._schedule_wakeup()
         return event
 
-    def reserve(self, channels: Sequence[Channel], on_contend: Callable[[], None]
-                ) -> Reservation | None:
-        """Hold *channels* (:class:`Channel` objects, e.g. of :meth:`path`) for work that runs
-        outside the network while they carry nothing else: None when one of them carries a
-        flow, has one starting at this instant or is reserved already. The first flow that
-        starts on a held channel releases the reservation and calls ``on_contend()`` before it
-        is put on its channels (*on_contend* may start flows: they then share the channels with
-        it from that instant). :meth:`release` gives the channels back."""
+    def reserve(self, held: Reservation) -> bool:
+        """Hold ``held.channels`` (:class:`Channel` objects, e.g. of :meth:`path`) for work
+        that runs outside the network while they carry nothing else; False (nothing held) when
+        one of them carries a flow, has one starting at this instant or is reserved already.
+        The first flow that starts on a held channel releases the reservation and calls
+        ``held.contend()`` before it is put on its channels (which may start flows: they then
+        share the channels with it from that instant). :meth:`release` gives them back."""
+        channels = held.channels
         for ch in channels:
             if ch.flows or ch.pending or ch.reserved is not None:
-                return None
-        held = Reservation(channels, on_contend)
+                return False
         for ch in channels:
             ch.reserved = held
         self._reservations += 1
-        return held
+        return True
 
     def release(self, held: Reservation) -> None:
         """Give back the channels of *held* (:meth:`reserve`); nothing if already given."""
@@ -265,7 +271,7 @@ class FlowNetwork:
                 held = ch.reserved
                 if held is not None:
                     self.release(held)
-                    held.on_contend()
+                    held.contend()
         rate = flow.max_rate if flow.max_rate is not None else float("inf")
         for ch, coef in flow.channels:
             if ch.flows or ch.pending:

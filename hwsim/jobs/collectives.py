@@ -539,8 +539,12 @@ class CollectiveGroup:
             for r in range(len(self.ring)):
                 ev = self.join(key, r, nbytes, name)
             return ev
-        done = self.system.env.event()
-        self._launch(done, nbytes, name)
+        done = simpy.Event(self.system.env)
+        prev, self._order[0] = self._order[0], done  # as _launch
+        if prev is not None and not prev.processed:
+            prev.callbacks.append(lambda _e: self._begin(done, nbytes, name))
+        else:
+            self._begin(done, nbytes, name)
         return done
 
     def _launch(self, done: simpy.Event, nbytes: float, name: str) -> None:
@@ -556,7 +560,9 @@ class CollectiveGroup:
     def _begin(self, done: simpy.Event, nbytes: float, name: str) -> None:
         env = self.system.env
         start = env.now
-        fixed = self.timing(nbytes)
+        fixed = self._timings.get(nbytes, False)
+        if fixed is False:
+            fixed = self.timing(nbytes)
         if fixed is not None:
             env.timeout(fixed[0]).callbacks.append(
                 lambda _e: self._end(start, done, nbytes, name, fixed[1]))

@@ -23,7 +23,7 @@ from typing import Callable, Generator
 
 import simpy
 
-from hwsim.engine import FlowNetwork
+from hwsim.engine import FlowNetwork, Reservation
 from hwsim.jobs.nccl import Phase, overhead
 from hwsim.jobs.system import System
 
@@ -186,35 +186,33 @@ def run_collective(system: System, phases: list[tuple], schedule: Schedule, job:
     and loads are to be recorded), else ``on_end((loads, events))``: the channel loads and flow
     events to record that the flows did not (times from the start)."""
     run = _Reserved(system, phases, schedule, job, name, on_end)
-    run.held = system.net.reserve(schedule.channels, run.contend) if schedule.total > 0 else None
-    if run.held is None:
+    if schedule.total > 0 and system.net.reserve(run):
+        system.env.timeout(schedule.total).callbacks.append(run.finish)
+    else:
         PhaseRun(system, phases, job, name, lambda: on_end(((), ())))
-        return
-    system.env.timeout(schedule.total).callbacks.append(run.finish)
 
 
-class _Reserved:
-    """A collective waiting out its closed-form time on reserved channels (:func:`run_collective`)."""
+class _Reserved(Reservation):
+    """A collective waiting out its closed-form time on reserved channels
+    (:func:`run_collective`)."""
 
-    __slots__ = ("system", "phases", "schedule", "job", "name", "on_end", "start", "held")
+    __slots__ = ("system", "phases", "schedule", "job", "name", "on_end", "start")
 
     def __init__(self, system: System, phases: list[tuple], schedule: Schedule, job: str,
                  name: str, on_end: Callable[[tuple | None], None]) -> None:
+        self.channels = schedule.channels
         self.system, self.phases, self.schedule = system, phases, schedule
         self.job, self.name, self.on_end = job, name, on_end
         self.start = system.env.now
-        self.held = None
 
     def finish(self, _event: object = None) -> None:
-        if self.held is None:
-            return  # turned into flows
-        self.system.net.release(self.held)
-        self.held = None
+        if self.channels is None:
+            return  # turned into flows (or over when a flow came at its last instant)
+        self.system.net.release(self)
         self.on_end(None)
 
     def contend(self) -> None:
         """A flow starts on a reserved channel (the reservation is released): go on as flows."""
-        self.held = None
         sched, env = self.schedule, self.system.env
         e = env.now - self.start
         for i, (off, span, cost) in enumerate(zip(sched.offsets, sched.spans, sched.costs)):
