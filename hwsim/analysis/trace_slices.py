@@ -45,10 +45,10 @@ class Slices:
         del self._codes
         self.is_flow = recv >= 0
         flows = np.flatnonzero(self.is_flow)  # drawn twice: where it leaves and where it arrives
-        # the events in order of (start, end): as they come, in a run's batches, but for
-        # rare ties of the start in nanoseconds; in that order, a radix sort by track gives
-        # each track's slices by (start, end) unless a track holds both sides of flows
-        by_time = _by_time(s, e)
+        # the events in order of (start, end): as they come (a run's batches), but for rare
+        # ties of the start in nanoseconds; in that order, a radix sort by track gives each
+        # track's slices by (start, end) unless a track holds both sides of flows
+        by_time, ties = _by_time(s, e)
         trusted = not set(send_of.tolist()) & set(recv_of.tolist())
         flows_by_time = flows if by_time is None else by_time[self.is_flow[by_time]]
         self.cut = None
@@ -58,20 +58,26 @@ class Slices:
             self.cut = int(np.partition(np.concatenate([s[first], s[flows_by_time[:k + 1]]]),
                                         k)[k])
 
-        def pick(keep: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        def pick(keep: np.ndarray | None, sides: bool = True) -> tuple[np.ndarray, ...]:
             """The slices of the events *keep* (all: None) as (event, track, start, end, on
-            side 1?), sorted by track, start, end, then side 0 (the event's own track or its
-            sender's) before side 1, each in order of event."""
+            side 1? (with *sides*)), sorted by track, start, end, then side 0 (the event's own
+            track or its sender's) before side 1, each in order of event."""
             if by_time is None:
                 ev0 = np.arange(n) if keep is None else np.flatnonzero(keep)
+                ev1 = flows.copy() if keep is None else flows[keep[flows]]
+                for a, b, run in ties:  # (*keep* is one value over a run: one start)
+                    for ev in (ev0, ev1):
+                        lo, hi = np.searchsorted(ev, (a, b))
+                        ev[lo:hi] = run[np.isin(run, ev[lo:hi])]
             else:
                 ev0 = by_time if keep is None else by_time[keep[by_time]]
-            ev1 = flows_by_time if keep is None else flows_by_time[keep[flows_by_time]]
+                ev1 = flows_by_time if keep is None else flows_by_time[keep[flows_by_time]]
             event = np.concatenate([ev0, ev1])
             track = np.concatenate([send[ev0], recv[ev1]])
             order = _order(track, s, e, event, trusted)
             event = event[order]
-            return event, track[order], s[event], e[event], order >= len(ev0)
+            return (event, track[order], s[event], e[event],
+                    order >= len(ev0) if sides else None)
 
         # the detailed slices (all, under the budget)
         self.event, self.track, self.ts, self.te, side = pick(
@@ -79,7 +85,7 @@ class Slices:
         self.side = side.astype(np.int8)
         self.groups = None
         if self.cut is not None:
-            event, track, ts, te, _ = pick(s >= self.cut)
+            event, track, ts, te, _ = pick(s >= self.cut, sides=False)
             self.groups = _groups(event, track, ts, te, c, max_slices - len(self.event))
             del event, track, ts, te
         g = self.groups
@@ -143,22 +149,24 @@ class Slices:
                f'"pid":{pid},"tid":{pid}}}')
 
 
-def _by_time(start: np.ndarray, end: np.ndarray) -> np.ndarray | None:
-    """The stable order of the events by (start, end); None when they come in it."""
+def _by_time(start: np.ndarray, end: np.ndarray
+             ) -> tuple[np.ndarray | None, list[tuple[int, int, np.ndarray]]]:
+    """The events in order of (start, end), stable: None and no ties when they come in it;
+    None and the ties (event ranges ``[a, b)`` of one start, and their order) when only runs of
+    one start are out of order (times rounded to nanoseconds); else the whole order."""
     if len(start) < 2:
-        return None
+        return None, []
     if (start[1:] < start[:-1]).any():
-        return np.lexsort((end, start))
+        return np.lexsort((end, start)), []
     bad = np.flatnonzero((start[1:] == start[:-1]) & (end[1:] < end[:-1]))
     if not len(bad):
-        return None
-    # only runs of one start are out of order (times rounded to nanoseconds): sort those
-    order = np.arange(len(start))
+        return None, []
     runs = np.append(np.flatnonzero(np.r_[True, start[1:] != start[:-1]]), len(start))
+    ties = []
     for r in np.unique(np.searchsorted(runs, bad, side="right") - 1).tolist():
         a, b = int(runs[r]), int(runs[r + 1])
-        order[a:b] = a + np.argsort(end[a:b], kind="stable")
-    return order
+        ties.append((a, b, a + np.argsort(end[a:b], kind="stable")))
+    return None, ties
 
 
 def _order(track: np.ndarray, start: np.ndarray, end: np.ndarray, event: np.ndarray,
@@ -274,15 +282,11 @@ def _groups(k: np.ndarray, track: np.ndarray, ts: np.ndarray, te: np.ndarray,
     new = first.copy()
     new[1:] |= gaps > width
     starts = np.flatnonzero(new)
-    del new, gaps
     last = np.append(starts[1:] - 1, len(k) - 1)
-    # the time covered: each slice adds what it runs past the latest end before it
-    before = np.empty_like(reach)
-    before[1:] = reach[:-1]
-    before[first] = ts[first]
-    covered = te - np.maximum(ts, before, out=before)
-    np.maximum(covered, 0, out=covered)
-    del before, first
+    # the time covered: a group's span less the idle gaps inside it
+    idle = np.maximum(gaps, 0, out=gaps)
+    idle[new[1:]] = 0
+    del new, first
 
     def total(column: str) -> np.ndarray:
         return np.nan_to_num(np.add.reduceat(np.nan_to_num(c[column][k], copy=False), starts))
@@ -290,7 +294,8 @@ def _groups(k: np.ndarray, track: np.ndarray, ts: np.ndarray, te: np.ndarray,
     out = {"ka": k[starts], "kb": k[last], "track": track[starts], "ts": ts[starts],
            "te": reach[last], "count": np.diff(np.append(starts, len(k))),
            "bytes": total("bytes"), "flops": total("flops"),
-           "busy": np.add.reduceat(te - ts, starts), "covered": np.add.reduceat(covered, starts)}
+           "busy": np.add.reduceat(te - ts, starts)}
+    out["covered"] = out["te"] - out["ts"] - np.add.reduceat(np.append(idle, 0), starts)
     for col in ("job", "category", "rank"):  # one value over the group?
         codes = c[col][k]
         if col == "rank":
@@ -391,35 +396,36 @@ class _Text:
             yield f'{{"name":"flow","cat":"flow","ph":"s","id":{k},"ts":{mid}{w_snd}}}'
             yield f'{{"name":"flow","cat":"flow","ph":"f","bp":"e","id":{k},"ts":{mid}{w_rcv}}}'
 
-    def groups(self, g: dict[str, np.ndarray]) -> Iterator[str]:
-        """The merged slices; a group of one event is that event's slice."""
-        ka, count = g["ka"], g["count"]
-        one = count == 1
-        if not len(ka):
-            return
-        single = iter(self.slices(*(g[k][one] for k in ("ka", "track", "lane", "ts", "te"))))
-        many = np.flatnonzero(~one)
-        ka = ka[many]
+    def groups(self, g: dict[str, np.ndarray]) -> list[str]:
+        """The merged slices, in order; a group of one event is that event's slice."""
+        one = g["count"] == 1
+        out = np.empty(len(one), object)
+        out[one] = list(self.slices(*(g[k][one] for k in ("ka", "track", "lane", "ts", "te"))))
+        out[~one] = self.merged(g, np.flatnonzero(~one))
+        return out.tolist()
+
+    def merged(self, g: dict[str, np.ndarray], rows: np.ndarray) -> list[str]:
+        """The slices of the groups *rows* of several events."""
+        ka = g["ka"][rows]
         c, jobs, cats = self.c, self.jobs, self.cats
         names, kinds = self.name_kind(ka)
-        lasts, _ = self.name_kind(g["kb"][many])
-        ts, te, busy, covered = (g[k][many] for k in ("ts", "te", "busy", "covered"))
-        rows = zip(_us(ts), _us(te - ts, True), self.place(g["track"][many], g["lane"][many]),
-                   *(g[k][many].tolist() for k in ("count", "bytes", "flops")), _us(busy, True),
-                   (busy != covered).tolist(), _us(covered, True),
-                   *(g[k][many].tolist() for k in ("uniform_job", "uniform_category",
-                                                    "uniform_rank")),
-                   c["job"][ka].tolist(), c["category"][ka].tolist(), c["rank"][ka].tolist(),
-                   names, kinds, lasts)
-        for alone in one.tolist():
-            if alone:
-                yield next(single)
-                continue
-            (start, dur, w, n, nbytes, flops, busy, overlap, covered, same_job, same_cat,
-             same_rank, job, cat, rank, name, kind, last) = next(rows)
+        lasts, _ = self.name_kind(g["kb"][rows])
+        ts, te, busy, covered = (g[k][rows] for k in ("ts", "te", "busy", "covered"))
+        out = []
+        for (start, dur, w, n, nbytes, flops, busy, overlap, covered, same_job, same_cat,
+             same_rank, job, cat, rank, name, kind, last) in zip(
+                _us(ts), _us(te - ts, True), self.place(g["track"][rows], g["lane"][rows]),
+                *(g[k][rows].tolist() for k in ("count", "bytes", "flops")), _us(busy, True),
+                (busy != covered).tolist(), _us(covered, True),
+                *(g[k][rows].tolist() for k in ("uniform_job", "uniform_category",
+                                                 "uniform_rank")),
+                c["job"][ka].tolist(), c["category"][ka].tolist(), c["rank"][ka].tolist(),
+                names, kinds, lasts):
             extra = (f',"covered_us":{covered}' if overlap else "") + \
                 (jobs[job] if same_job else "") + (cats[cat] if same_cat else "") + \
                 (f',"rank":{int(rank)}' if same_rank and math.isfinite(rank) else "")
-            yield (f'{{"name":"{n} \\u00d7 {kind[1:-1]}","cat":"merged","ph":"X","ts":{start},'
-                   f'"dur":{dur}{w},"args":{{"events":{n},"first":{name},"last":{last},'
-                   f'"bytes":{nbytes!r},"flops":{flops!r},"busy_us":{busy}{extra}}}}}')
+            out.append(f'{{"name":"{n} \\u00d7 {kind[1:-1]}","cat":"merged","ph":"X",'
+                       f'"ts":{start},"dur":{dur}{w},"args":{{"events":{n},"first":{name},'
+                       f'"last":{last},"bytes":{nbytes!r},"flops":{flops!r},'
+                       f'"busy_us":{busy}{extra}}}}}')
+        return out
