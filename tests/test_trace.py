@@ -9,11 +9,12 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from hwsim.analysis.result import EVENT_COLUMNS
-from hwsim.analysis.trace import DEFAULT_MAX_SLICES, chrome_trace, process_of
+from hwsim.analysis.trace import DEFAULT_MAX_SLICES, chrome_trace, process_of, write_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = {"M", "X", "C", "s", "f", "i"}
@@ -306,3 +307,146 @@ def test_scenario_trace_over_budget(tmp_path: Path) -> None:
     assert len(xs) <= 2000
     assert sum(e["args"].get("events", 1) for e in xs) == len(result.events) + flows
     assert sum(e["args"]["flops"] for e in xs) == pytest.approx(result.events["flops"].sum())
+
+
+def _check_budget(trace: dict, events: pd.DataFrame, budget: int) -> dict:
+    """The budget's invariants: a valid trace (slices of a thread nested or disjoint, on both
+    sides of the cut), at most *budget* slices, every activity counted once per side, the bytes,
+    FLOPs and busy time of the merged slices adding up to the activities', merged slices of one
+    thread disjoint from each other and after the cut."""
+    facts = validate(trace)
+    xs = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    flows = events["resource"].astype(str).str.contains("->")
+    both = pd.concat([events, events[flows]])  # a flow is drawn where it leaves and arrives
+    assert len(xs) <= budget
+    assert trace["otherData"]["slices"] == len(xs)
+    assert sum(e["args"].get("events", 1) for e in xs) == len(both)
+    for key in ("bytes", "flops"):
+        assert sum(e["args"].get(key, 0.0) for e in xs) == pytest.approx(both[key].sum())
+    busy = sum(e["args"]["busy_us"] if e["cat"] == "merged" else e["dur"] for e in xs)
+    assert busy == pytest.approx(((both["end_s"] - both["start_s"]) * 1e6).sum())
+    cut = trace["otherData"]["merged_after_s"]
+    merged = defaultdict(list)
+    for e in xs:
+        if e["cat"] == "merged":
+            assert e["ts"] >= cut * 1e6 - 1e-6
+            covered = e["args"].get("covered_us", e["args"]["busy_us"])
+            assert covered <= e["dur"] + 1e-9 and covered <= e["args"]["busy_us"] + 1e-9
+            merged[(e["pid"], e["tid"])].append((_ns(e["ts"]), _ns(e["ts"]) + _ns(e["dur"])))
+    for rows in merged.values():
+        rows.sort()
+        assert all(b[0] >= a[1] for a, b in zip(rows, rows[1:])), "merged slices overlap"
+    return facts
+
+
+def _crossing() -> pd.DataFrame:
+    """A stream with a long activity across the whole run, overlapping short ones (lanes on
+    both sides of the cut), a pool of threads with overlapping work, and flows."""
+    rows = [(0.0, 1e-3, "n0.gpu0/compute", "compute", "long", "train", 0, 1.0, 1e9,
+             "compute")]
+    for i in range(400):
+        t = i * 2e-6
+        rows.append((t, t + 1.5e-6, "n0.gpu0/compute", "compute", f"op{i}", "train", 0, 10.0,
+                     100.0 + i, "compute"))
+        rows.append((t, t + 5e-6, "n0.cpu0/cores", "host", f"load{i}", "train", -1, 0.0, 0.0,
+                     "host"))
+        if i % 4 == 0:
+            rows.append((t, t + 3e-6, "n0.gpu0->n1.gpu0", "flow", f"send{i}", "train", i % 3,
+                         7.0 + i, 0.0, "comm:ib"))
+    return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+
+
+@pytest.mark.parametrize("budget", [20, 100, 300, 700])
+def test_budget_with_slices_across_the_cut(budget: int) -> None:
+    events = _crossing()
+    trace = chrome_trace(events, max_slices=budget)
+    facts = _check_budget(trace, events, budget)
+    assert trace["otherData"]["merged_after_s"] is not None
+    # the long activity starts before the cut: drawn whole on a lane of its stream (the first
+    # short one took the first lane); the merged slices it overlaps go to another lane
+    xs = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    long = next(e for e in xs if e["name"] == "long")
+    assert long["dur"] == 1000.0 and facts["names"][(long["pid"], long["tid"])] == \
+        "gpu0 compute #2"
+    compute = [e for e in xs if e["cat"] == "merged" and e["name"].endswith("compute")]
+    assert compute and all(facts["names"][(e["pid"], e["tid"])] == "gpu0 compute"
+                           for e in compute)
+    # overlapping work merged into one slice: its covered time is less than its busy time
+    cores = [e for e in xs if e["cat"] == "merged" and
+             facts["names"][(e["pid"], e["tid"])].startswith("cpu0 cores")]
+    assert cores and all(e["args"]["covered_us"] < e["args"]["busy_us"] for e in cores)
+    # the job, category and rank where all merged activities agree, none where they do not
+    assert all(e["args"]["job"] == "train" and e["args"]["rank"] == -1 for e in cores)
+    sends = [e for e in xs if e["cat"] == "merged" and
+             facts["names"][(e["pid"], e["tid"])].startswith("gpu0 out")]
+    assert all(e["args"]["category"] == "comm:ib" and "rank" not in e["args"] for e in sends)
+    assert sends or budget > 100  # (with room, the spaced flows stay apart)
+
+
+def test_budget_random_overlaps() -> None:
+    """Random activities (overlapping, zero-length, out of order) on a few streams and flows:
+    the invariants hold at every budget, and the order of the rows does not matter."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    start = rng.integers(0, 200_000, n) / 1e9
+    length = rng.choice([0, 1, 5, 50, 400, 3000], n) / 1e9
+    resources = ["n0.gpu0/compute", "n0.gpu0/comm", "n1.cpu0/cores", "n0.gpu0->n1.gpu0",
+                 "n1.gpu0->n0.gpu0", "storage.lustre->n1.mem"]
+    events = pd.DataFrame({
+        "start_s": start, "end_s": start + length,
+        "resource": rng.choice(resources, n), "kind": "compute",
+        "name": [f"a{i % 50}" for i in range(n)], "job": "train",
+        "rank": rng.integers(0, 2, n), "bytes": rng.integers(0, 100, n).astype(float),
+        "flops": rng.integers(0, 1000, n).astype(float), "category": "compute"},
+        columns=list(EVENT_COLUMNS))
+    ordered = events.sort_values(["start_s", "end_s"], kind="stable", ignore_index=True)
+    for budget in (30, 500, 2000, 10_000):
+        trace = chrome_trace(events, max_slices=budget)
+        _check_budget(trace, events, budget)
+        same = chrome_trace(ordered, max_slices=budget)
+        key = lambda e: (e["pid"], e["tid"], e["ts"], e["dur"], json.dumps(e["args"]))  # noqa: E731
+        assert sorted((e for e in trace["traceEvents"] if e["ph"] == "X"), key=key) == \
+            sorted((e for e in same["traceEvents"] if e["ph"] == "X"), key=key)
+
+
+def test_starts_tied_in_nanoseconds() -> None:
+    """Starts that differ below a nanosecond are one start in the trace; the slices of a
+    stream are still drawn in order of their ends there (lanes stay proper)."""
+    rows = [(1e-6, 5e-6, "n0.gpu0/compute", "compute", "a", "j", 0, 0.0, 0.0, "c"),
+            (1e-6 + 1e-13, 2e-6, "n0.gpu0/compute", "compute", "b", "j", 0, 0.0, 0.0, "c"),
+            (1e-6 + 2e-13, 3e-6, "n0.gpu0/compute", "compute", "c", "j", 0, 0.0, 0.0, "c")]
+    events = pd.DataFrame(rows * 40, columns=list(EVENT_COLUMNS))
+    events["start_s"] += np.repeat(np.arange(40) * 1e-5, 3)
+    events["end_s"] += np.repeat(np.arange(40) * 1e-5, 3)
+    for budget in (30, 1000):
+        _check_budget(chrome_trace(events, max_slices=budget), events, budget)
+
+
+def test_write_trace_writes_the_json_of_chrome_trace(tmp_path: Path) -> None:
+    """write_trace's bytes are json.dumps of chrome_trace's object, compact, whatever the chunk:
+    merged or not, with counters, escaped names, missing values."""
+    util = pd.DataFrame([(0.0, 1e-3, "n0.gpu0->n0.nvswitch", "nvlink", 0.25, 1.0),
+                         (1e-3, 1e-3, "n0.gpu0->n0.nvswitch", "nvlink", 1 / 3, 1.0)],
+                        columns=["time_s", "bin_s", "resource", "resource_class", "utilization",
+                                 "bytes"])
+    memory = pd.DataFrame([(0.0, "n0.gpu0/memory", 1e9, 8e10), (2e-3, "n0.gpu0/memory", 0.1, 8e10)],
+                          columns=["time_s", "resource", "used_bytes", "capacity_bytes"])
+    odd = _events()
+    odd.loc[0, "name"] = 'fwd "ü" \\ \u2603'
+    odd.loc[1, "job"] = "jöb\n"
+    odd.loc[2, "bytes"] = -0.0
+    cases = [(odd, None, None, DEFAULT_MAX_SLICES), (odd, util, memory, 3),
+             (_crossing(), util, memory, 50), (_crossing(), None, None, 10_000),
+             (pd.DataFrame(columns=list(EVENT_COLUMNS)), None, None, 10),
+             (pd.DataFrame(columns=list(EVENT_COLUMNS)), util, None, 10)]
+    for events, u, m, budget in cases:
+        want = json.dumps(chrome_trace(events, u, m, max_slices=budget), separators=(",", ":"))
+        for chunk in (1, 7, 4096):
+            path = tmp_path / "trace.json"
+            write_trace(path, events, u, m, max_slices=budget, chunk=chunk)
+            assert path.read_text(encoding="utf-8") == want
+            assert path.read_bytes().isascii()
+    trace = chrome_trace(odd)
+    names = {e["name"] for e in trace["traceEvents"] if e["ph"] == "X"}
+    assert 'fwd "ü" \\ \u2603' in names
+    assert any(e["args"].get("job") == "jöb\n" for e in trace["traceEvents"] if e["ph"] == "X")

@@ -5,6 +5,7 @@ in docs/trace.md.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Iterator
 
@@ -91,65 +92,85 @@ class Layout:
         return meta
 
 
-def _steps(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop samples that repeat the previous value (counters are step functions)."""
-    keep = np.r_[True, values[1:] != values[:-1]] if len(values) else np.zeros(0, bool)
-    return times[keep], values[keep]
+def _label(res: str) -> tuple[str, str]:
+    """The process and counter name of a utilization resource."""
+    src, arrow, dst = res.partition("->")
+    if arrow and dst in _CHANNEL_OPS:  # a storage tier's read or write channel
+        proc = process_of(src)
+        return proc, f"{_short(src, proc)} {dst}"
+    if arrow:  # a link direction
+        proc = process_of(src)
+        return proc, f"link {_short(src, proc)}->{_short(dst, proc) if process_of(dst) == proc else dst}"
+    dev, slash, stream = res.rpartition("/")
+    dev = dev if slash else res
+    proc = process_of(dev)
+    return proc, f"{_short(dev, proc)} {stream}".strip()
+
+
+def _rows(frame: pd.DataFrame, value: str) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
+    """Per row of *frame*: the code of its resource (into the sorted names, -1 missing), the
+    names, its time in ns and its *value*; rows without a finite value or with a negative time
+    marked -1."""
+    codes, names = pd.factorize(frame["resource"], sort=True)
+    t = _ns(frame["time_s"].to_numpy(float))
+    v = pd.to_numeric(frame[value], errors="coerce").to_numpy(float)
+    codes = np.where(np.isfinite(v) & (t >= 0), codes, -1)
+    return codes, names, t, v
+
+
+def _tracks(code: np.ndarray, t: np.ndarray, v: np.ndarray) -> Iterator[tuple[int, np.ndarray,
+                                                                            np.ndarray]]:
+    """Per resource (rows grouped by code, in order), its samples with the repeats of the
+    previous value dropped (counters are step functions)."""
+    first = np.r_[True, code[1:] != code[:-1]] if len(code) else np.zeros(0, bool)
+    keep = first.copy()
+    keep[1:] |= v[1:] != v[:-1]
+    code, t, v, first = code[keep], t[keep], v[keep], first[keep]
+    bounds = np.r_[np.flatnonzero(first), len(code)]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        yield int(code[a]), t[a:b], v[a:b]
 
 
 class Counters:
     """The counter tracks of a trace: the utilization (busy fraction) of every resource of
     *utilization* and the bytes in use of every pool of *memory*, each a step function with
-    repeats dropped, in the process of the resource's node. Built as arrays; :meth:`emit` yields
-    the ``C`` events once the layout is numbered."""
+    repeats dropped, in the process of the resource's node. Built as arrays (a sort by
+    resource, no group objects); :meth:`emit` yields the ``C`` events once the layout is
+    numbered."""
 
     def __init__(self, utilization: pd.DataFrame | None, memory: pd.DataFrame | None) -> None:
         self.tracks: list[tuple[str, str, str, np.ndarray, np.ndarray]] = []
         if utilization is not None and len(utilization) and \
                 {"resource", "time_s", "utilization"} <= set(utilization.columns):
-            for res, g in utilization.groupby("resource", sort=True):
-                res = str(res)
-                src, arrow, dst = res.partition("->")
-                if arrow and dst in _CHANNEL_OPS:  # a storage tier's read or write channel
-                    proc = process_of(src)
-                    label = f"{_short(src, proc)} {dst}"
-                elif arrow:  # a link direction
-                    proc = process_of(src)
-                    label = f"link {_short(src, proc)}->{_short(dst, proc) if process_of(dst) == proc else dst}"
-                else:
-                    dev, slash, stream = res.rpartition("/")
-                    dev = dev if slash else res
-                    proc = process_of(dev)
-                    label = f"{_short(dev, proc)} {stream}".strip()
-                t = _ns(g["time_s"].to_numpy(float))
-                v = pd.to_numeric(g["utilization"], errors="coerce").to_numpy(float)
-                ok = np.isfinite(v) & (t >= 0)
-                t, v = t[ok], v[ok]
-                if not len(t):
-                    continue
-                if "bin_s" in g:
-                    w = _ns(g["bin_s"].to_numpy(float))[ok]
-                    t, v = np.r_[t, t[-1] + w[-1]], np.r_[v, 0.0]
-                t, v = _steps(t, v)
-                self.tracks.append((proc, label, "utilization", t, v))
+            codes, names, t, v = _rows(utilization, "utilization")
+            rows = np.flatnonzero(codes >= 0)
+            rows = rows[np.argsort(codes[rows], kind="stable")]  # per resource, in order
+            code, t, v = codes[rows], t[rows], v[rows]
+            if "bin_s" in utilization and len(rows):  # the series drops to 0 after its last bin
+                w = _ns(utilization["bin_s"].to_numpy(float))[rows]
+                last = np.r_[code[1:] != code[:-1], True]
+                after = np.flatnonzero(last) + 1
+                t = np.insert(t, after, t[last] + w[last])
+                v = np.insert(v, after, 0.0)
+                code = np.insert(code, after, code[last])
+            for k, tk, vk in _tracks(code, t, v):
+                self.tracks.append((*_label(str(names[k])), "utilization", tk, vk))
         if memory is not None and len(memory) and {"resource", "time_s", "used_bytes"} <= \
                 set(memory.columns):
-            for res, g in memory.groupby("resource", sort=True):
-                dev, slash, pool = str(res).rpartition("/")
-                dev = dev if slash else str(res)
+            codes, names, t, v = _rows(memory, "used_bytes")
+            rows = np.lexsort((memory["time_s"].to_numpy(float), codes))  # per pool, by time
+            rows = rows[codes[rows] >= 0]
+            code, t, v = codes[rows], t[rows], v[rows]
+            # several changes at one instant: the last one holds
+            keep = np.r_[(t[1:] != t[:-1]) | (code[1:] != code[:-1]), True] if len(t) else \
+                np.zeros(0, bool)
+            for k, tk, vk in _tracks(code[keep], t[keep], v[keep]):
+                res = str(names[k])
+                dev, slash, pool = res.rpartition("/")
+                dev = dev if slash else res
                 proc = process_of(dev)
-                g = g.sort_values("time_s", kind="stable")
-                t = _ns(g["time_s"].to_numpy(float))
-                v = pd.to_numeric(g["used_bytes"], errors="coerce").to_numpy(float)
-                ok = np.isfinite(v) & (t >= 0)
-                t, v = t[ok], v[ok]
-                # several changes at one instant: the last one holds
-                keep = np.r_[t[1:] != t[:-1], True] if len(t) else np.zeros(0, bool)
-                t, v = _steps(t[keep], v[keep])
-                if not len(t):
-                    continue
                 self.tracks.append((proc, f"{_short(dev, proc)} {pool}".strip(), "used_bytes",
-                                    t, v))
+                                    tk, vk))
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -158,10 +179,13 @@ class Counters:
         for proc, *_ in self.tracks:
             layout.want(proc)
 
-    def emit(self, layout: Layout) -> Iterator[dict[str, Any]]:
-        """The ``C`` events; process-level: the tid of the process's main thread, its pid."""
+    def emit(self, layout: Layout) -> Iterator[str]:
+        """The JSON text of the ``C`` events (as ``json.dumps`` writes them, compact);
+        process-level: the tid of the process's main thread, its pid."""
         for proc, label, arg, t, v in self.tracks:
             pid = layout.procs[proc]
-            for a, b in zip(t.tolist(), v.tolist()):
-                yield {"name": label, "ph": "C", "ts": a / 1000.0, "pid": pid,
-                       "args": {arg: float(b)}, "tid": pid}
+            head = f'{{"name":{json.dumps(label)},"ph":"C","ts":'
+            tail = f',"pid":{pid},"args":{{{json.dumps(arg)}:'
+            end = f'}},"tid":{pid}}}'
+            for a, b in zip(t.tolist(), v.astype(float).tolist()):
+                yield f"{head}{a / 1000.0!r}{tail}{b!r}{end}"

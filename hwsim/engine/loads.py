@@ -34,11 +34,13 @@ class Levels:
         """Per channel (in the order first recorded), its (times, loads) in recorded order."""
         if not len(self.code):
             return {}
-        by = np.argsort(self.code, kind="stable")
-        codes = self.code[by]
-        _, first = np.unique(self.code, return_index=True)
-        firsts = self.code[np.sort(first)].tolist()
-        bounds = np.searchsorted(codes, np.arange(len(self.channels) + 1))
+        code = self.code
+        small = len(self.channels) <= 1 << 16 and code.min() >= 0  # a radix sort
+        by = np.argsort(code.astype(np.uint16) if small else code, kind="stable")
+        bounds = np.searchsorted(code[by], np.arange(len(self.channels) + 1))
+        present = np.flatnonzero(bounds[1:] > bounds[:-1])
+        firsts = present[np.argsort(by[bounds[present]])].tolist()  # a stable sort: by[a] is
+        # the channel's first record
         return {self.channels[c]: (self.time[by[bounds[c]:bounds[c + 1]]],
                                    self.load[by[bounds[c]:bounds[c + 1]]]) for c in firsts}
 

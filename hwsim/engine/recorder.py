@@ -329,10 +329,12 @@ class Recorder:
         ends = np.append(bounds[1:], len(tid))
         return {int(ids[i]): t0[by[bounds[i]:ends[i]]] for i in np.argsort(first)}
 
-    def _block_rows(self, select: Any = None) -> Iterator[Columns]:
+    def _block_rows(self, select: Any = None, columns: Sequence[str] = EVENT_COLUMNS
+                    ) -> Iterator[Columns]:
         """The events of every block occurrence in the order they are numbered (template by
         first occurrence, occurrence, row), in chunks of about :data:`RUN_ROWS` rows; *select*
-        (template columns -> bool mask) keeps some rows of each template."""
+        (template columns -> bool mask) keeps some rows of each template; only *columns* (and
+        ``seq``) are made."""
         seq = _BLOCK_SEQ
         for tid, t0 in self._block_starts().items():
             rows = self._templates[tid][0]
@@ -345,7 +347,7 @@ class Recorder:
             for a in range(0, len(t0), per):
                 t = t0[a:a + per]
                 cols = {c: (t[:, None] + rows[c][None, :]).ravel() if c in ("start_s", "end_s")
-                        else np.tile(rows[c], len(t)) for c in EVENT_COLUMNS}
+                        else np.tile(rows[c], len(t)) for c in columns}
                 cols["seq"] = np.arange(seq, seq + len(t) * k, dtype=np.int64)
                 seq += len(t) * k
                 yield cols
@@ -419,7 +421,7 @@ class Recorder:
         rows = rows or BATCH_ROWS
         self._flush()
         if self._spill is not None:
-            cats = {c: np.flatnonzero(self._seen[c]) for c in TEXT}
+            cats = self._categories({c: np.flatnonzero(self._seen[c]) for c in TEXT})
             pending: list[Columns] = []
             size = 0
             for cols, n in self._merged():
@@ -434,7 +436,7 @@ class Recorder:
         if self._all is None:
             raise self._not_kept("events")
         cols = concat(self._all + list(self._block_rows()))
-        cats = {c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT}
+        cats = self._categories({c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT})
         order = sort_order(cols, self._codes["resource"].sorted_rank())
         for a in range(0, max(len(order), 1), rows):
             yield self._frame(take(cols, order[a:a + rows]), cats, ordered=True)
@@ -447,24 +449,36 @@ class Recorder:
                                           c["seq"]), MERGE_ROWS):
             yield cols, len(cols["seq"])
 
-    def _frame(self, cols: Columns, categories: dict[str, np.ndarray] | None = None,
+    def _categories(self, present: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, Any]]:
+        """Per text column, the map from its codes to category codes and the categorical dtype:
+        the values *present* (codes), sorted. Made once for all the batches of a run."""
+        import pandas as pd
+
+        out = {}
+        for c, codes in present.items():
+            values = self._codes[c].values
+            keep = codes.tolist()
+            keep.sort(key=values.__getitem__)
+            lut = np.full(len(values) + 1, -1, np.int64)
+            lut[keep] = np.arange(len(keep))
+            out[c] = lut, pd.CategoricalDtype(pd.Index([str(values[k]) for k in keep],
+                                                       dtype=str))
+        return out
+
+    def _frame(self, cols: Columns, categories: dict[str, tuple[np.ndarray, Any]] | None = None,
                ordered: bool = False) -> pd.DataFrame:
         import pandas as pd
 
         if not ordered:
             cols = take(cols, sort_order(cols, self._codes["resource"].sorted_rank()))
+        if categories is None:
+            categories = self._categories({c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT})
         out: dict[str, Any] = {}
         for c in EVENT_COLUMNS:
             v = cols[c]
             if c in TEXT:
-                values = self._codes[c].values
-                present = (categories[c] if categories is not None
-                           else np.unique(v[v >= 0])).tolist()
-                present.sort(key=values.__getitem__)
-                lut = np.full(len(values) + 1, -1, np.int64)
-                lut[present] = np.arange(len(present))
-                out[c] = pd.Categorical.from_codes(
-                    lut[v], pd.Index([str(values[k]) for k in present], dtype=str))
+                lut, dtype = categories[c]
+                out[c] = pd.Categorical.from_codes(lut[v], dtype=dtype)
             else:
                 out[c] = v
         return pd.DataFrame(out, columns=list(EVENT_COLUMNS))
@@ -549,7 +563,8 @@ class Recorder:
             parts = list(self._streams)
             kinds = self._codes["kind"].values
             wanted = np.fromiter((k in STREAM_KINDS for k in kinds), bool, len(kinds))
-            for cols in self._block_rows(lambda r: np.append(wanted, False)[r["kind"]]):
+            for cols in self._block_rows(lambda r: np.append(wanted, False)[r["kind"]],
+                                         ("start_s", "end_s", "resource")):
                 parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
             if parts:
                 work = (*(np.concatenate(x) for x in zip(*parts)),
