@@ -310,20 +310,23 @@ _ITERATION_COLUMNS = ["replica", "start_s", "end_s", "batch_size", "tokens", "kv
 
 
 def _iterations(replicas: Sequence[Any]) -> pd.DataFrame:
-    """One row per iteration of every replica, from its ``batch_tokens`` records ``(start,
-    end, batch size, tokens, KV blocks used, prefill tokens, KV-blocked[, blocks cached, idle
-    cached])`` (a classic batching replica has no prefix cache: 0), built column by column."""
+    """One row per iteration of every replica: a serving replica's
+    :class:`~hwsim.jobs.serving_log.IterationLog` columns, or a classic batching replica's
+    ``batch_tokens`` records ``(start, end, batch size, tokens, KV blocks used, prefill tokens,
+    KV-blocked)`` (no prefix cache: 0), built column by column."""
     parts: list[list] = [[] for _ in _ITERATION_COLUMNS]
     for r in replicas:
-        rows = r.batch_tokens
-        if not rows:
+        log = r.batch_tokens
+        if not len(log):
             continue
-        cols = list(zip(*rows))
-        if len(cols) == 7:
-            cols += [(0,) * len(rows), (0,) * len(rows)]
-        n = len(rows)
-        for i, v in enumerate([(r.index,) * n, *cols[:7], (r.blocks_total,) * n, *cols[7:9]]):
-            parts[i].append(np.asarray(v))
+        n = len(log)
+        if hasattr(log, "columns"):
+            cols = list(log.columns().values())
+        else:
+            cols = [np.asarray(c) for c in zip(*log)] + [np.zeros(n, np.int64)] * 2
+        for i, v in enumerate([np.full(n, r.index), *cols[:7], np.full(n, r.blocks_total),
+                               *cols[7:9]]):
+            parts[i].append(v)
     if not parts[0]:
         return pd.DataFrame(columns=_ITERATION_COLUMNS)
     return pd.DataFrame({c: np.concatenate(p) for c, p in zip(_ITERATION_COLUMNS, parts)},

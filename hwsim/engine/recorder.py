@@ -120,6 +120,13 @@ class Recorder:
         if len(buf) >= CHUNK_ROWS:
             self._flush_events()
 
+    def event_rows(self, rows: list[tuple]) -> None:
+        """Several :meth:`event` records at once, each the tuple of its arguments."""
+        buf = self._ebuf
+        buf.extend(rows)
+        if len(buf) >= CHUNK_ROWS:
+            self._flush_events()
+
     def level(self, time_s: float, resource: Hashable, load: float) -> None:
         self._lt.append(time_s)
         self._lr.append(resource)

@@ -178,6 +178,8 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
         self.oom: str | None = None
         self.replicas: list[_Replica] = []
         self._cost_memo: dict[tuple, StageCost] = {}
+        self._run_costs: dict[tuple[int, int], StageCost] = {}  # (replica, decodes)
+        self._names: dict[int, list[str]] = {}  # a replica's first stage's compute streams
         self._groups: dict[tuple, CollectiveGroup] = {}
         self._swaps: list[tuple[_Seq, str]] = []
         self.breakdown: dict[str, float] = {}
@@ -405,9 +407,12 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
             s.generated += 1
         self._complete(r, now)
 
-    def _complete(self, r: _Replica, now: float) -> None:
-        """The sequences of *r* that have generated their whole output leave at *now*."""
-        for s in [s for s in r.running if s.decoding and s.generated >= s.req.output_tokens]:
+    def _complete(self, r: _Replica, now: float, ended: list | None = None) -> None:
+        """The sequences of *r* that have generated their whole output (*ended*, in running
+        order, when known) leave at *now*."""
+        if ended is None:
+            ended = [s for s in r.running if s.decoding and s.generated >= s.req.output_tokens]
+        for s in ended:
             s.end_s = now
             r.running.remove(s)
             self._release(r, s)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import simpy
 
 from hwsim.jobs.prefix_cache import PrefixCache
+from hwsim.jobs.serving_log import IterationLog
 from hwsim.workloads.arrivals import Request
 
 __all__ = ["Scheduler"]
@@ -62,7 +63,7 @@ class _Replica:
     running: list = field(default_factory=list)
     wake: simpy.Event | None = None
     iterations: int = 0
-    batch_tokens: list = field(default_factory=list)
+    batch_tokens: IterationLog = field(default_factory=IterationLog)  # its iterations
     role: str = "both"          # or "prefill", "decode" (disaggregated)
     kv_blocked: bool = False    # the head of the queue waits for KV blocks this iteration
     cache: PrefixCache | None = None  # shared prefix blocks (prefix caching)
