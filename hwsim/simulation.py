@@ -3,10 +3,12 @@ records. The only module that assembles the layers."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -266,11 +268,35 @@ def _steps_frame(job: TrainingJob | ParallelTrainingJob, start_s: float = 0.0) -
                                                                        "end_s"])
 
 
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Keep the objects that exist now (the modules, catalogs, graph and plans) out of the
+    cyclic garbage collector's passes until the block ends (:func:`gc.freeze`, then
+    :func:`gc.unfreeze`): each full pass during a run otherwise walks all of them again (about
+    0.1 s per pass in a 10,000-request serving run). Objects made during the run are collected
+    as usual. Nothing is done when the collector is off or something else froze objects."""
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _run(env: simpy.Environment, runners: Sequence[Any], until_s: float | None,
          label: str) -> None:
     """``env.run(until_s)``; on a terminal (:func:`hwsim.progress.shown`), stepped with a bar of
     the jobs' steps done (training) or requests finished (serving), so an unobserved run pays
-    nothing."""
+    nothing. The objects made before it are left out of garbage collection while it runs
+    (:func:`_heap_frozen`)."""
+    with _heap_frozen():
+        _stepped(env, runners, until_s, label)
+
+
+def _stepped(env: simpy.Environment, runners: Sequence[Any], until_s: float | None,
+             label: str) -> None:
     counts = [_done_of(r) for r in runners]
     if not shown() or any(c is None for c in counts):
         env.run(until=until_s)
