@@ -36,7 +36,10 @@ def request_table(rows: list[tuple]) -> pd.DataFrame:
     """The request table from ``(id, replica, arrival_s, start_s, first_token_s, end_s,
     prompt_tokens, output_tokens, preemptions, prefix_tokens, cached_tokens)`` rows, sorted by
     id, with the derived columns."""
-    df = pd.DataFrame(rows, columns=list(_GIVEN)).sort_values("id")
+    # column by column: a frame from 10,000 tuples infers each cell's type, three times slower
+    df = (pd.DataFrame({c: np.asarray(v) for c, v in zip(_GIVEN, zip(*rows))},
+                       columns=list(_GIVEN)) if rows else
+          pd.DataFrame(rows, columns=list(_GIVEN))).sort_values("id")
     df = df.reset_index(drop=True).astype({"id": "int64", "replica": "int64",
                                            "prompt_tokens": "int64", "output_tokens": "int64",
                                            "preemptions": "int64", "prefix_tokens": "int64",

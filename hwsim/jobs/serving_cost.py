@@ -58,6 +58,13 @@ class StageCost:
             out[cat] = (place, self.by[place][1] if place is not None else 0.0, *best)
         return out
 
+    @cached_property
+    def reach(self) -> dict[tuple, float]:
+        """For each piece key (:meth:`piece`), the largest keys-read total where it was found so
+        far: the key holds from any point where it is found up to there (filled by
+        :func:`hwsim.jobs.serving_ff.run_pieces`)."""
+        return {}
+
     def at(self, d_pairs: float) -> tuple[float, float, float, str, float]:
         """Seconds, FLOPs, bytes, bound and all-to-all seconds of the iteration whose decoding
         sequences read *d_pairs* keys in all."""

@@ -11,7 +11,8 @@ Their cost is the batch's :class:`~hwsim.jobs.serving_cost.StageCost` at each it
 context total, which grows by the batch size every iteration; it is linear in that total but
 where an attention kernel's regime or the iteration's bound changes
 (:meth:`StageCost.piece`). So a run is a few *pieces* (mostly one), found by comparing the
-cost's piece at both ends of the run (and halving the range where they differ), and on a piece
+cost's piece at both ends of the run (and halving the range where they differ; a piece is known
+to hold up to the furthest point it was found at before), and on a piece
 an iteration takes ``A + B * j`` seconds: ``A`` the first one's exact cost, ``B`` the piece's
 slope times the batch size; the ``x``-th iteration of a piece that starts at ``ts`` ends at
 :func:`piece_end` ``ts + x * A + B * x (x - 1) / 2``. Nothing is worked out per iteration:
@@ -22,7 +23,7 @@ the run as one entry of the replica's :class:`~hwsim.jobs.serving_log.IterationL
 the default ``outputs.record: ops``, one event per device for each piece of one bound (with
 ``record: full``, one per iteration, as the per-iteration loop records them). The results equal
 the per-iteration loop's (tests/test_serving_ff.py) up to the rounding of the summed times
-(about 1e-13 of them).
+(about 1e-14 of them).
 
 A run needs: decodes only, no swaps, no speculative decoding, no expert parallelism, one
 pipeline stage, no prefix cache, a replica that decodes (a disaggregated decode replica too:
@@ -32,6 +33,8 @@ replica runs one iteration at a time.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from typing import Generator
 
@@ -47,21 +50,27 @@ def piece_end(ts: float, a: float, b: float, x: int) -> float:
 
 def run_pieces(cost, pairs0: float, n: int, count: int) -> list[tuple]:
     """The pieces of *count* iterations of a batch of *n* decodes whose first reads *pairs0*
-    keys: ``(first, iterations, piece)`` with :meth:`StageCost.piece` at its first iteration."""
+    keys: ``(first, iterations, piece)`` with :meth:`StageCost.piece` at its first iteration.
+    A run that ends no further than where its first iteration's key was seen before is one
+    piece without looking (``StageCost.reach``)."""
     out = []
+    reach = cost.reach
     a = 0
     while a < count:
         first = cost.piece(pairs0 + a * n)
-        key, b = first[5], count
-        if count - 1 > a and cost.piece(pairs0 + (count - 1) * n)[5] != key:
-            lo, hi = a, count - 1  # the key holds at lo, not at hi
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if cost.piece(pairs0 + mid * n)[5] == key:
-                    lo = mid
-                else:
-                    hi = mid
-            b = hi
+        key, b, last = first[5], count, pairs0 + (count - 1) * n
+        if count - 1 > a and last > reach.get(key, -math.inf):
+            if cost.piece(last)[5] == key:
+                reach[key] = last
+            else:
+                lo, hi = a, count - 1  # the key holds at lo, not at hi
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if cost.piece(pairs0 + mid * n)[5] == key:
+                        lo = mid
+                    else:
+                        hi = mid
+                b = hi
         out.append((a, b - a, first))
         a = b
     return out
@@ -86,8 +95,8 @@ def _first_at_or_after(ts: float, a: float, b: float, count: int, t: float) -> i
 
 class DecodeRuns:
     """The fast-forward methods of :class:`~hwsim.jobs.serving.ServingJob` (which provides
-    ``plan``, ``env``, ``system``, ``speculation``, ``experts``, ``_swaps``, ``_stage_costed`` and
-    ``_complete``)."""
+    ``plan``, ``env``, ``system``, ``speculation``, ``experts``, ``_swaps``, ``_per_decode``,
+    ``_run_costs``, ``_stage_costed``, ``_stream_names`` and ``_complete``)."""
 
     def _can_run(self, r, prefills: list, decodes: list) -> bool:
         """Whether this decode-only iteration may open a run (see the module docstring)."""
@@ -115,16 +124,11 @@ class DecodeRuns:
         pairs0 = float(pairs)
         opens = None  # by j % bt: the sequences whose j-th token opens a block
         if not plan.reserves:
-            opens = tuple([residues[-j % bt] for j in range(bt)])
+            opens = (residues[0], *residues[:0:-1])  # residues[-j % bt]
             # iteration j runs if the blocks of iterations 0..j fit: n a period, the first
             # ones of a period in part (the first iteration fits: the scheduler checked)
             periods, rest = divmod(r.blocks_free, n)
-            room, took = periods * bt, 0
-            for k in opens:
-                took += k
-                if took > rest:
-                    break
-                room += 1
+            room = periods * bt + bisect.bisect_right(list(itertools.accumulate(opens)), rest)
             if room < count:
                 count = room
         cost = self._run_costs.get((r.index, n))
@@ -172,9 +176,7 @@ class DecodeRuns:
             done += x[1]
         r.batch_tokens.run(tuple([x[:4] for x in pieces]), n, self._per_decode * n,
                            r.blocks_total - r.blocks_free, r.kv_blocked, opens)
-        names = self._names.get(r.index)
-        if names is None:
-            names = self._names[r.index] = [f"{d}/compute" for d in r.stages[0]]
+        names = self._stream_names(r, 0)
         if plan.record_iterations:
             self._record_iterations(names, r.index, pieces, n, cost)
         else:
