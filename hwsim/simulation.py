@@ -3,12 +3,10 @@ records. The only module that assembles the layers."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +15,7 @@ import simpy
 from hwsim.analysis.result import Result
 from hwsim.catalog import get_storage
 from hwsim.engine import Recorder
+from hwsim.heap import frozen_heap
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.resilience import FAILURE_COLUMNS, FailureSpec, run_plan, simulate_run
 from hwsim.jobs.batching import BatchingJob, BatchingPlan
@@ -268,30 +267,13 @@ def _steps_frame(job: TrainingJob | ParallelTrainingJob, start_s: float = 0.0) -
                                                                        "end_s"])
 
 
-@contextlib.contextmanager
-def _heap_frozen() -> Iterator[None]:
-    """Keep the objects that exist now (the modules, catalogs, graph and plans) out of the
-    cyclic garbage collector's passes until the block ends (:func:`gc.freeze`, then
-    :func:`gc.unfreeze`): each full pass during a run otherwise walks all of them again (about
-    0.1 s per pass in a 10,000-request serving run). Objects made during the run are collected
-    as usual. Nothing is done when the collector is off or something else froze objects."""
-    if not gc.isenabled() or gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def _run(env: simpy.Environment, runners: Sequence[Any], until_s: float | None,
          label: str) -> None:
     """``env.run(until_s)``; on a terminal (:func:`hwsim.progress.shown`), stepped with a bar of
     the jobs' steps done (training) or requests finished (serving), so an unobserved run pays
     nothing. The objects made before it are left out of garbage collection while it runs
-    (:func:`_heap_frozen`)."""
-    with _heap_frozen():
+    (:func:`hwsim.heap.frozen_heap`)."""
+    with frozen_heap():
         _stepped(env, runners, until_s, label)
 
 

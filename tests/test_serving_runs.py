@@ -1,8 +1,8 @@
 """The parts of serving fast-forward in closed form (hwsim/jobs/serving_ff.py): a run's pieces
 against the iterations one by one, the iteration an arrival falls in, the iteration log a run
 is recorded in (hwsim/jobs/serving_log.py); and what the run around it does: the heap frozen
-while the simulation runs (hwsim/simulation.py), the recorder's rows at once, the benchmarks'
-child environment (benchmarks/_procenv.py)."""
+while a run runs (hwsim/heap.py), the recorder's rows at once, the benchmarks' child
+environment (benchmarks/_procenv.py)."""
 
 from __future__ import annotations
 
