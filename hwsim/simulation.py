@@ -202,7 +202,7 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
         if isinstance(runner, (ServingJob, BatchingJob)):
             s, breakdown, req, its = serving_job_summary(runner, first, job_end)
             requests.append(req.assign(job=job_name))
-            iterations.append(its.assign(job=job_name))
+            iterations.append((its() if callable(its) else its).assign(job=job_name))
         elif isinstance(runner, (TrainingJob, ParallelTrainingJob)):
             s, breakdown = training_summary(runner, first, start_s=start)
         else:

@@ -76,9 +76,10 @@ def test_the_log_expands_runs_between_iterations_in_order():
     iterations open (by position modulo the block size), its other columns its batch's."""
     log = IterationLog()
     log.append((0.0, 1.0, 3, 3072, 200, 3072, True, 0, 0))
-    log.run(((1.0, 3, 0.5, 0.25), (piece_end(1.0, 0.5, 0.25, 3), 2, 1.0, 0.0)), 3, 3, 210,
-            False, (2, 0, 1, 0))
-    log.run(((9.0, 2, 0.1, 0.0),), 1, 1, 7, True, None)
+    first = piece_end(1.0, 0.5, 0.25, 3)
+    log.run(((1.0, 3, 0.5, 0.25), (first, 2, 1.0, 0.0)), 3, 3, 210, False, (2, 0, 1, 0),
+            piece_end(first, 1.0, 0.0, 2), 213)
+    log.run(((9.0, 2, 0.1, 0.0),), 1, 1, 7, True, None, piece_end(9.0, 0.1, 0.0, 2), 7)
     log.append((9.2, 9.5, 1, 1024, 70, 1024, False, 4, 2))
     assert len(log) == 9
     rows = log.tuples()
@@ -96,6 +97,12 @@ def test_the_log_expands_runs_between_iterations_in_order():
     assert list(cols) == list(LOG_COLUMNS)
     assert [c.dtype.kind for c in cols.values()] == list("ffiiiibii")
     assert log[3] == rows[3] and list(log) == rows
+    # the totals the summary reads, kept as the iterations came
+    dur = np.array([r[1] - r[0] for r in rows])
+    assert log.busy == pytest.approx(dur.sum())
+    assert log.batch_busy == pytest.approx(sum(r[2] * d for r, d in zip(rows, dur)))
+    assert log.blocked_busy == pytest.approx(sum(d for r, d in zip(rows, dur) if r[6]))
+    assert log.used_max == max(r[4] for r in rows) == 213
 
 
 def test_an_empty_log_and_one_without_runs():

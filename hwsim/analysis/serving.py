@@ -135,7 +135,7 @@ def tail_queue_share(done: pd.DataFrame, percentile: float = 99) -> float | None
     return float(done["queue_s"].to_numpy(dtype=float)[tail].sum()) / total if total > 0 else 0.0
 
 
-def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
+def serving_bottleneck(req: pd.DataFrame, blocked: float,
                        breakdown: pd.DataFrame, *, slo_ttft_s: float | None = None
                        ) -> dict[str, Any]:
     """What the requests' time went to, and the largest part as ``bottleneck``.
@@ -143,7 +143,8 @@ def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
     Each completed request's end-to-end time splits into queueing (arrival to admission),
     prefill (admission to first token) and decode (first token to last). Queueing is
     ``kv_capacity`` when the replicas spent most of the run with the head of their queue waiting
-    for KV-cache blocks (``iterations.kv_blocked``), else ``queueing``; prefill and decode are
+    for KV-cache blocks (*blocked*: the share of the iterations' time with ``kv_blocked``), else
+    ``queueing``; prefill and decode are
     named by what bound their iterations: the critical-path category (*breakdown*, rank 0's
     device) of iterations with prefill tokens and of decode-only ones (``compute`` ->
     ``prefill_compute`` / ``decode_compute``, ``memory`` -> ``..._bandwidth``, ``comm:*`` ->
@@ -168,9 +169,6 @@ def serving_bottleneck(req: pd.DataFrame, iterations: pd.DataFrame,
     parts = {"queueing": float(done["queue_s"].sum()) / total,
              "prefill": float((done["ttft_s"] - done["queue_s"]).sum()) / total,
              "decode": float((done["e2e_s"] - done["ttft_s"]).sum()) / total}
-    dur = (iterations["end_s"] - iterations["start_s"]).to_numpy()
-    blocked = float(dur[iterations["kv_blocked"].to_numpy(dtype=bool)].sum() / dur.sum()) \
-        if dur.sum() > 0 else 0.0
     main = (breakdown.sort_values("share", ascending=False)["category"].iloc[0]
             if len(breakdown) else "compute")
     bound = {"compute": "compute", "memory": "bandwidth", "overhead": "overhead"}

@@ -174,14 +174,13 @@ class DecodeRuns:
         done = 0
         for x in pieces:
             done += x[1]
-        r.batch_tokens.run(tuple([x[:4] for x in pieces]), n, self._per_decode * n,
-                           r.blocks_total - r.blocks_free, r.kv_blocked, opens)
         names = self._stream_names(r, 0)
         if plan.record_iterations:
             self._record_iterations(names, r.index, pieces, n, cost)
         else:
             self._record_spans(names, r.index, pieces, n)
         r.iterations += done
+        used, opened = r.blocks_total - r.blocks_free, 0
         ended = []
         grows = not plan.reserves
         for s in decodes:
@@ -189,12 +188,18 @@ class DecodeRuns:
                 grow = (s.cached + done - 1) // bt - (s.cached - 1) // bt
                 r.blocks_free -= grow
                 s.blocks += grow
+                opened += grow
             s.cached += done
             s.generated += done
             if s.generated >= s.req.output_tokens:
                 ended.append(s)
         ts, k, a, b = pieces[-1][:4]
-        self._complete(r, piece_end(ts, a, b, k), ended)
+        end = piece_end(ts, a, b, k)
+        # the blocks in use at the last iteration's start: all but those it opened
+        last = used + opened - (opens[(done - 1) % bt] if opens is not None else 0)
+        r.batch_tokens.run(tuple([x[:4] for x in pieces]), n, self._per_decode * n, used,
+                           r.kv_blocked, opens, end, last)
+        self._complete(r, end, ended)
 
     def _record_spans(self, names: list[str], replica: int, pieces: list, n: int) -> None:
         """One ``iteration`` event per device for each stretch of the run's pieces with one

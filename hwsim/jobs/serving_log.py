@@ -26,28 +26,46 @@ _DTYPES = (float, float, np.int64, np.int64, np.int64, np.int64, bool, np.int64,
 
 class IterationLog:
     """The iterations of one replica: ``rows`` (one tuple per iteration run on its own) and
-    ``runs`` (one record per fast-forwarded run, with the number of rows before it)."""
+    ``runs`` (one record per fast-forwarded run, with the number of rows before it); and, kept
+    as they come for the summary, ``busy`` (their seconds), ``batch_busy`` (batch size times
+    seconds), ``blocked_busy`` (the seconds of those with the queue's head waiting for KV
+    blocks) and ``used_max`` (the most KV blocks in use)."""
 
-    __slots__ = ("rows", "runs", "_in_runs")
+    __slots__ = ("rows", "runs", "_in_runs", "busy", "batch_busy", "blocked_busy", "used_max")
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []
         self.runs: list[tuple] = []
         self._in_runs = 0
+        self.busy = self.batch_busy = self.blocked_busy = 0.0
+        self.used_max = 0
 
     def append(self, row: tuple) -> None:
         """One iteration (a tuple of :data:`LOG_COLUMNS`)."""
         self.rows.append(row)
+        self._count(row[1] - row[0], row[2], row[6], row[4])
+
+    def _count(self, seconds: float, batch: int, blocked: bool, used: int) -> None:
+        self.busy += seconds
+        self.batch_busy += batch * seconds
+        if blocked:
+            self.blocked_busy += seconds
+        if used > self.used_max:
+            self.used_max = used
 
     def run(self, pieces: tuple[tuple[float, int, float, float], ...], n: int, tokens: int,
-            used: int, blocked: bool, opens: tuple[int, ...] | None) -> None:
+            used: int, blocked: bool, opens: tuple[int, ...] | None, end: float,
+            used_last: int) -> None:
         """A run of decode iterations: *pieces* ``(start, iterations, seconds of the first,
         seconds more each)`` (:func:`~hwsim.jobs.serving_ff.piece_end`), *n* sequences
         and *tokens* each, *used* blocks at its start, *blocked* (the head of the queue waits
         for blocks), *opens*: the blocks its ``j``-th iteration opens, by ``j % block_tokens``
-        (None: none)."""
+        (None: none); *end*: its last iteration's end, *used_last*: the blocks in use at that
+        iteration's start (the most of the run)."""
         self.runs.append((len(self.rows), pieces, n, tokens, used, blocked, opens))
-        self._in_runs += sum(p[1] for p in pieces)
+        for p in pieces:
+            self._in_runs += p[1]
+        self._count(end - pieces[0][0], n, blocked, used_last)
 
     def __len__(self) -> int:
         return len(self.rows) + self._in_runs
