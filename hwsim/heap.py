@@ -15,17 +15,28 @@ from typing import Iterator
 __all__ = ["frozen_heap"]
 
 
+_depth = 0  # frozen_heap blocks open (the inner ones do nothing)
+
+
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Keep the objects that exist when the block starts out of the collector's passes until it
     ends (:func:`gc.freeze`, then :func:`gc.unfreeze`); objects made inside are collected as
-    usual. Nothing is done when the collector is off or objects are frozen already (by an
-    enclosing block, or by the program: its frozen objects stay frozen)."""
-    if not gc.isenabled() or gc.get_freeze_count():
-        yield
+    usual. Nothing is done inside another such block, when the collector is off, or when the
+    program froze objects itself (they stay frozen). (``gc.get_freeze_count`` walks the frozen
+    objects: it is asked only when none of ours are.)"""
+    global _depth
+    if _depth or not gc.isenabled() or gc.get_freeze_count():
+        _depth += 1
+        try:
+            yield
+        finally:
+            _depth -= 1
         return
     gc.freeze()
+    _depth += 1
     try:
         yield
     finally:
+        _depth -= 1
         gc.unfreeze()
