@@ -226,12 +226,13 @@ class DecodeRuns:
         """``record: full``: every iteration its own event per device, with its own FLOPs,
         bytes and bound (:meth:`StageCost.at` at its context total)."""
         rec, job = self.system.recorder, self.plan.job
+        rows = []
         for ts, k, a, b, _, d in pieces:
             start = ts
             for x in range(k):
                 end = piece_end(ts, a, b, x + 1)
                 _, flops, nbytes, category, a2a = cost.at(d + x * n)
-                for name in names:
-                    rec.event(start, end - a2a, name, "compute", "iteration", job, replica,
-                              nbytes, flops, category)
+                rows += [(start, end - a2a, name, "compute", "iteration", job, replica, nbytes,
+                          flops, category) for name in names]
                 start = end
+        rec.event_rows(rows)
