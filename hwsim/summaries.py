@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -259,7 +259,8 @@ def transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.D
 
 
 def serving_job_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: float
-                     ) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                        ) -> tuple[dict, pd.DataFrame, pd.DataFrame,
+                                   Callable[[], pd.DataFrame] | pd.DataFrame]:
     """Summary keys, critical-path breakdown, request table and iteration table (a function
     that builds it: :class:`Result` builds it when read) of a serving job whose last activity
     ended at *end*, from rank 0's events (its own picked by job). The summary's iteration keys
