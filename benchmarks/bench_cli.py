@@ -10,12 +10,13 @@ markdown table of the median wall and CPU (user + system) seconds and the spread
 time (min - max), with the exact command of each row.
 
 ``hwsim`` is the console script next to this interpreter (``<venv>/bin/hwsim``), else
-``python -m hwsim.cli``. Bytecode: by default the runs use a fresh, private bytecode cache
-(``PYTHONPYCACHEPREFIX`` set to a temporary folder, ``PYTHONDONTWRITEBYTECODE`` unset) that the
-warm-up runs fill, as an installed package has its ``.pyc`` files; nothing is written into the
-checkout. ``--inherit-env`` runs the commands in this process's environment as it is (with
-``PYTHONDONTWRITEBYTECODE=1`` and no ``__pycache__`` in the checkout, every run compiles hwsim's
-sources again). To time another checkout, set ``PYTHONPATH`` to it: the commands inherit it.
+``python -m hwsim.cli``. Bytecode (``_procenv.py``, shared with bench_serving.py): by default
+the runs use a fresh, private bytecode cache (``PYTHONPYCACHEPREFIX`` set to a temporary folder,
+``PYTHONDONTWRITEBYTECODE`` unset) that the warm-up runs fill, as an installed package has its
+``.pyc`` files; nothing is written into the checkout. ``--inherit-env`` runs the commands in
+this process's environment as it is (with ``PYTHONDONTWRITEBYTECODE=1`` and no ``__pycache__``
+in the checkout, every run compiles hwsim's sources again). To time another checkout, set
+``PYTHONPATH`` to it: the commands inherit it.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this file
+from _procenv import bytecode_note, child_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = ROOT / "scenarios" / "gpt3-175b-1024xa100.yaml"
@@ -70,11 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
-    env = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="hwsim-bench-pyc-") as cache:
-        if not args.inherit_env:
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env["PYTHONPYCACHEPREFIX"] = cache
+    with child_env(args.inherit_env) as env:
         cmds = commands(args.scenario.resolve())
         for cmd in cmds:  # warm-up: fills the bytecode cache and the OS's file cache
             time_once(cmd, env)
@@ -82,11 +81,8 @@ def main() -> None:
         for _ in range(args.runs):
             for i, cmd in enumerate(cmds):
                 runs[i].append(time_once(cmd, env))
-    bytecode = ("inherited environment (PYTHONDONTWRITEBYTECODE="
-                f"{os.environ.get('PYTHONDONTWRITEBYTECODE', 'unset')})" if args.inherit_env
-                else "private cache, warmed")
     print(f"{args.runs} runs each, medians; python {sys.version.split()[0]}; bytecode: "
-          f"{bytecode}; PYTHONPATH={os.environ.get('PYTHONPATH', '(unset)')}\n")
+          f"{bytecode_note(args.inherit_env)}; PYTHONPATH={os.environ.get('PYTHONPATH', '(unset)')}\n")
     print("| command | wall s (median) | cpu s (median) | wall min - max |")
     print("|---|---:|---:|---|")
     for cmd, rows in zip(cmds, runs):

@@ -70,12 +70,14 @@ def run(scenario: str | Path | Mapping[str, Any] | Scenario) -> Result:
 
     Nothing is written; call ``result.save(dir)`` for the files of ``hwsim run --out``.
     """
+    from hwsim.heap import frozen_heap
     from hwsim.scenario import Scenario, load_scenario
     from hwsim.scenario.build import run_scenario
 
-    s = scenario if isinstance(scenario, Scenario) else load_scenario(
-        dict(scenario) if isinstance(scenario, Mapping) else scenario)
-    return run_scenario(s)
+    with frozen_heap():  # the modules and catalogs: out of the collector's passes meanwhile
+        s = scenario if isinstance(scenario, Scenario) else load_scenario(
+            dict(scenario) if isinstance(scenario, Mapping) else scenario)
+        return run_scenario(s)
 
 
 def sensitivity(scenario: str | Path | Mapping[str, Any] | Scenario, resource: str, factor: float,

@@ -15,6 +15,7 @@ import simpy
 from hwsim.analysis.result import Result
 from hwsim.catalog import get_storage
 from hwsim.engine import Recorder
+from hwsim.heap import frozen_heap
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
 from hwsim.jobs.resilience import FAILURE_COLUMNS, FailureSpec, run_plan, simulate_run
 from hwsim.jobs.batching import BatchingJob, BatchingPlan
@@ -201,7 +202,7 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
         if isinstance(runner, (ServingJob, BatchingJob)):
             s, breakdown, req, its = serving_job_summary(runner, first, job_end)
             requests.append(req.assign(job=job_name))
-            iterations.append(its.assign(job=job_name))
+            iterations.append((its() if callable(its) else its).assign(job=job_name))
         elif isinstance(runner, (TrainingJob, ParallelTrainingJob)):
             s, breakdown = training_summary(runner, first, start_s=start)
         else:
@@ -270,7 +271,14 @@ def _run(env: simpy.Environment, runners: Sequence[Any], until_s: float | None,
          label: str) -> None:
     """``env.run(until_s)``; on a terminal (:func:`hwsim.progress.shown`), stepped with a bar of
     the jobs' steps done (training) or requests finished (serving), so an unobserved run pays
-    nothing."""
+    nothing. The objects made before it are left out of garbage collection while it runs
+    (:func:`hwsim.heap.frozen_heap`)."""
+    with frozen_heap():
+        _stepped(env, runners, until_s, label)
+
+
+def _stepped(env: simpy.Environment, runners: Sequence[Any], until_s: float | None,
+             label: str) -> None:
     counts = [_done_of(r) for r in runners]
     if not shown() or any(c is None for c in counts):
         env.run(until=until_s)

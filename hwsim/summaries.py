@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -259,9 +259,12 @@ def transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.D
 
 
 def serving_job_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end: float
-                     ) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Summary keys, critical-path breakdown, request table and iteration table of a serving
-    job whose last activity ended at *end*, from rank 0's events (its own picked by job)."""
+                        ) -> tuple[dict, pd.DataFrame, pd.DataFrame,
+                                   Callable[[], pd.DataFrame] | pd.DataFrame]:
+    """Summary keys, critical-path breakdown, request table and iteration table (a function
+    that builds it: :class:`Result` builds it when read) of a serving job whose last activity
+    ended at *end*, from rank 0's events (its own picked by job). The summary's iteration keys
+    come from the replicas' running totals, not the table."""
     plan = job.plan
     req = request_table([(q.req.id, q.replica, q.req.arrival_s, q.start_s, q.first_token_s,
                           q.end_s, q.req.prompt_tokens, q.req.output_tokens, q.preemptions,
@@ -290,18 +293,19 @@ def serving_job_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end
         s.update(job.experts.summary())
     first = float(req["arrival_s"].min()) if len(req) else 0.0
     s["requests_in_system_mean"] = in_system_mean(job.in_system, first, end)
-    iterations = _iterations(job.replicas)
-    if len(iterations):
-        dur = (iterations["end_s"] - iterations["start_s"]).to_numpy()
-        s["batch_size_mean"] = float(np.average(iterations["batch_size"], weights=dur))
-        s["kv_blocks_used_max"] = int(iterations["kv_blocks_used"].max())
+    count, busy, batch_busy, blocked_busy, used_max = _iteration_totals(job.replicas)
+    if count:
+        s["batch_size_mean"] = batch_busy / busy  # weighted by the iterations' seconds
+        s["kv_blocks_used_max"] = int(used_max)
         s["kv_blocks_total"] = int(job.replicas[0].blocks_total)
-        s["iterations"] = len(iterations)
+        s["iterations"] = count
     breakdown = critical_path_breakdown(events, job=plan.job, rank=0, start_s=first, end_s=end)
     _attach_bottleneck(s, breakdown)
     s["simulated_time_s"] = end
-    s.update(serving_bottleneck(req, iterations, breakdown, slo_ttft_s=plan.slo_ttft_s))
-    return s, breakdown, req, iterations
+    s.update(serving_bottleneck(req, blocked_busy / busy if busy > 0 else 0.0, breakdown,
+                                slo_ttft_s=plan.slo_ttft_s))
+    replicas = job.replicas
+    return s, breakdown, req, lambda: _iterations(replicas)
 
 
 _ITERATION_COLUMNS = ["replica", "start_s", "end_s", "batch_size", "tokens", "kv_blocks_used",
@@ -309,21 +313,50 @@ _ITERATION_COLUMNS = ["replica", "start_s", "end_s", "batch_size", "tokens", "kv
                       "kv_blocks_cached_idle"]
 
 
+def _iteration_totals(replicas: Sequence[Any]) -> tuple[int, float, float, float, int]:
+    """Iterations, their seconds, batch size times seconds, seconds with the queue's head
+    blocked on KV blocks, and the most blocks in use, over every replica: a serving replica's
+    :class:`~hwsim.jobs.serving_log.IterationLog` keeps them as it goes; a classic batching
+    replica's ``batch_tokens`` tuples are summed here."""
+    count, busy, batch_busy, blocked_busy, used_max = 0, 0.0, 0.0, 0.0, 0
+    for r in replicas:
+        log = r.batch_tokens
+        if not len(log):
+            continue
+        count += len(log)
+        if hasattr(log, "busy"):
+            busy += log.busy
+            batch_busy += log.batch_busy
+            blocked_busy += log.blocked_busy
+            used_max = max(used_max, log.used_max)
+            continue
+        t0, t1, batch, _, used, _, blocked = (np.asarray(c) for c in zip(*log))
+        dur = t1 - t0
+        busy += float(dur.sum())
+        batch_busy += float((batch * dur).sum())
+        blocked_busy += float(dur[blocked.astype(bool)].sum())
+        used_max = max(used_max, int(used.max()))
+    return count, busy, batch_busy, blocked_busy, used_max
+
+
 def _iterations(replicas: Sequence[Any]) -> pd.DataFrame:
-    """One row per iteration of every replica, from its ``batch_tokens`` records ``(start,
-    end, batch size, tokens, KV blocks used, prefill tokens, KV-blocked[, blocks cached, idle
-    cached])`` (a classic batching replica has no prefix cache: 0), built column by column."""
+    """One row per iteration of every replica: a serving replica's
+    :class:`~hwsim.jobs.serving_log.IterationLog` columns, or a classic batching replica's
+    ``batch_tokens`` records ``(start, end, batch size, tokens, KV blocks used, prefill tokens,
+    KV-blocked)`` (no prefix cache: 0), built column by column."""
     parts: list[list] = [[] for _ in _ITERATION_COLUMNS]
     for r in replicas:
-        rows = r.batch_tokens
-        if not rows:
+        log = r.batch_tokens
+        if not len(log):
             continue
-        cols = list(zip(*rows))
-        if len(cols) == 7:
-            cols += [(0,) * len(rows), (0,) * len(rows)]
-        n = len(rows)
-        for i, v in enumerate([(r.index,) * n, *cols[:7], (r.blocks_total,) * n, *cols[7:9]]):
-            parts[i].append(np.asarray(v))
+        n = len(log)
+        if hasattr(log, "columns"):
+            cols = list(log.columns().values())
+        else:
+            cols = [np.asarray(c) for c in zip(*log)] + [np.zeros(n, np.int64)] * 2
+        for i, v in enumerate([np.full(n, r.index), *cols[:7], np.full(n, r.blocks_total),
+                               *cols[7:9]]):
+            parts[i].append(v)
     if not parts[0]:
         return pd.DataFrame(columns=_ITERATION_COLUMNS)
     return pd.DataFrame({c: np.concatenate(p) for c, p in zip(_ITERATION_COLUMNS, parts)},

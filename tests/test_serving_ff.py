@@ -80,7 +80,9 @@ def test_fast_forward_gives_the_per_iteration_results(name):
             assert b[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
         else:
             assert b[k] == v, k
-    # the same iterations, recorded the same way (record: full)
+    # the same iterations, in the iteration table (a run's rows expanded from its record) and
+    # recorded the same way (record: full)
+    pd.testing.assert_frame_equal(fast.iterations, slow.iterations, rtol=1e-9, atol=1e-12)
     ea, eb = slow.events, fast.events
     assert len(ea) == len(eb)
     pd.testing.assert_frame_equal(eb.reset_index(drop=True), ea.reset_index(drop=True),

@@ -16,8 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from hwsim.catalog.loader import read_yaml_file
 from hwsim.exceptions import ScenarioError
 from hwsim.units import parse_quantity
 
@@ -156,7 +155,7 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
 
 def parse_engines_file(path: Path) -> Engines:
     """Parse an engines file (the format of ``data/engines.yaml``); ScenarioError on bad data."""
-    raw = yaml.safe_load(Path(path).read_text())
+    raw = read_yaml_file(str(path), strict=False)  # libyaml where PyYAML has it
     if not isinstance(raw, dict) or not isinstance(raw.get("engines"), dict):
         raise _err(path, "engines", "expected a mapping `engines:` of profiles")
     profiles = {n: _parse(path, n, p) for n, p in raw["engines"].items()}

@@ -129,10 +129,14 @@ class Recorder:
             return list(rows)
         return [r for r in rows if r[6] == 0 or r[3] in STREAM_KINDS or r[5] in self.keep_jobs]
 
-    def events_at(self, start_s: float, rows: Sequence[tuple]) -> None:
-        """Record *rows* (:meth:`event` fields, start and end relative to *start_s*)."""
+    def event_rows(self, rows: Sequence[tuple], start_s: float | None = None) -> None:
+        """Several :meth:`event` records at once, each the tuple of its arguments; with
+        *start_s*, their start and end are relative to it."""
         buf = self._ebuf
-        buf += [(start_s + r[0], start_s + r[1]) + r[2:] for r in rows]
+        if start_s is None:
+            buf.extend(rows)
+        else:
+            buf += [(start_s + r[0], start_s + r[1]) + r[2:] for r in rows]
         if len(buf) >= CHUNK_ROWS:
             self._flush_events()
 

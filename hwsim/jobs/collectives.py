@@ -512,7 +512,7 @@ class CollectiveGroup:
         for e in self.rows(start, end, nbytes, name)[0]:
             rec.event(*e)
         if events:
-            rec.events_at(start, events)
+            rec.event_rows(events, start)
         if not loads:
             return
         tid = None if fresh else self._pulse_templates.get(id(loads))
@@ -592,7 +592,7 @@ class CollectiveGroup:
             if rows is None:  # (the flows end by the collective's end)
                 rows = self._closed_rows[(nbytes, name)] = rec.kept(self.rows(
                     0.0, schedule.total, nbytes, name)[0] + schedule.rows(name, self.job))
-            rec.events_at(start, rows)
+            rec.event_rows(rows, start)
             tid = self._pulse_templates.get(id(schedule.loads))
             if tid is None:
                 tid = self._pulse_templates[id(schedule.loads)] = rec.template(

@@ -178,6 +178,8 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
         self.oom: str | None = None
         self.replicas: list[_Replica] = []
         self._cost_memo: dict[tuple, StageCost] = {}
+        self._run_costs: dict[tuple[int, int], StageCost] = {}  # (replica, decodes)
+        self._names: dict[tuple[int, int], list[str]] = {}  # (replica, stage): streams
         self._groups: dict[tuple, CollectiveGroup] = {}
         self._swaps: list[tuple[_Seq, str]] = []
         self.breakdown: dict[str, float] = {}
@@ -341,10 +343,16 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
     # -- one iteration --------------------------------------------------------------------------
     def _iterate(self, r: _Replica, prefills: list, decodes: list) -> Generator:
         plan = self.plan
-        p_tokens = sum(n for _, n in prefills)
-        p_pairs = sum(n * s.prefilled + n * (n + 1) / 2 for s, n in prefills)
-        d_pairs = float(sum(s.cached + 1 for s in decodes))
-        logits = len(decodes) + sum(1 for s, n in prefills if s.prefilled + n >= s.target)
+        p_tokens, p_pairs, logits = 0, 0, len(decodes)  # logits: the positions that sample
+        for s, n in prefills:
+            p_tokens += n
+            p_pairs += n * s.prefilled + n * (n + 1) / 2
+            if s.prefilled + n >= s.target:
+                logits += 1
+        d_pairs = 0
+        for s in decodes:
+            d_pairs += s.cached + 1
+        d_pairs = float(d_pairs)
         env, rec = self.env, self.system.recorder
         shape = (p_tokens, p_pairs, len(decodes), d_pairs, logits, None)
         if self.speculation is not None:  # propose, then verify k + 1 positions per sequence
@@ -359,9 +367,9 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
                 st, devs, *shape[:5], kv_tokens=shape[5], p_seqs=p_seqs, moe=load)
             t0 = env.now
             yield env.timeout(seconds)
-            for d in devs:
-                rec.event(t0, env.now - a2a, f"{d}/compute", "compute", "iteration", plan.job,
-                          r.index, nbytes, flops, category)
+            rec.event_rows([(t0, env.now - a2a, name, "compute", "iteration", plan.job,
+                             r.index, nbytes, flops, category)
+                            for name in self._stream_names(r, st)])
             if self.experts is not None:
                 self.experts.record(r, devs, env.now - a2a, env.now, seconds)
             if st + 1 < plan.pp:  # activations to the next stage
@@ -370,6 +378,13 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
                 yield self.system.transfer(devs[0], r.stages[st + 1][0],
                                            (shape[0] + shape[2]) * hidden * vb / plan.tp,
                                            name="p2p", job=plan.job, rank=r.index)
+
+    def _stream_names(self, r: _Replica, st: int) -> list[str]:
+        """The compute streams of replica *r*'s stage *st* (its events' resources)."""
+        names = self._names.get((r.index, st))
+        if names is None:
+            names = self._names[r.index, st] = [f"{d}/compute" for d in r.stages[st]]
+        return names
 
     def _finish_iteration(self, r: _Replica, prefills: list, decodes: list, t0: float,
                           now: float | None = None) -> None:
@@ -405,9 +420,12 @@ class ServingJob(Front, Scheduler, StageCosts, DecodeRuns):
             s.generated += 1
         self._complete(r, now)
 
-    def _complete(self, r: _Replica, now: float) -> None:
-        """The sequences of *r* that have generated their whole output leave at *now*."""
-        for s in [s for s in r.running if s.decoding and s.generated >= s.req.output_tokens]:
+    def _complete(self, r: _Replica, now: float, ended: list | None = None) -> None:
+        """The sequences of *r* that have generated their whole output (*ended*, in running
+        order, when known) leave at *now*."""
+        if ended is None:
+            ended = [s for s in r.running if s.decoding and s.generated >= s.req.output_tokens]
+        for s in ended:
             s.end_s = now
             r.running.remove(s)
             self._release(r, s)

@@ -58,9 +58,26 @@ class StageCost:
             out[cat] = (place, self.by[place][1] if place is not None else 0.0, *best)
         return out
 
+    @cached_property
+    def reach(self) -> dict[tuple, float]:
+        """For each piece key (:meth:`piece`), the largest keys-read total where it was found so
+        far: the key holds from any point where it is found up to there (filled by
+        :func:`hwsim.jobs.serving_ff.run_pieces`)."""
+        return {}
+
     def at(self, d_pairs: float) -> tuple[float, float, float, str, float]:
         """Seconds, FLOPs, bytes, bound and all-to-all seconds of the iteration whose decoding
         sequences read *d_pairs* keys in all."""
+        return self.piece(d_pairs)[:5]
+
+    def piece(self, d_pairs: float) -> tuple:
+        """:meth:`at` *d_pairs* and the linear piece of the cost it lies on: ``(seconds, flops,
+        nbytes, bound, a2a_s, key, ds, df, db)``. Each attention kernel runs at its launch
+        floor, compute-bound or bandwidth-bound (its *regime*): while the regimes and the bound
+        stay (``key``), seconds, FLOPs and bytes grow by ``ds``, ``df`` and ``db`` per key read.
+        Along growing *d_pairs* a kernel's regimes and, within them, the bound come in order and
+        never come back (its time and each category's seconds only grow), so a key that two
+        points share holds between them (:mod:`hwsim.jobs.serving_ff`)."""
         if len(self.attention) == 1:  # one kernel: the general loop below, without the dict
             times, f1, b0, b1 = self.attention[0]
             f, b = f1 * d_pairs, b0 + b1 * d_pairs
@@ -76,10 +93,15 @@ class StageCost:
                 category = cat
             else:
                 category = other_cat
+            slope = (0.0 if cat == "overhead" else f1 / self.flop_rate / self.speed
+                     if cat == "compute" else b1 / self.byte_rate / self.speed)
             return (self.base_s + times * t, self.flops + times * f, self.nbytes + times * b,
-                    self.comm if category == "comm" else category, self.a2a_s)
+                    self.comm if category == "comm" else category, self.a2a_s, (cat, category),
+                    times * slope, times * f1, times * b1)
         seconds, flops, nbytes = self.base_s, self.flops, self.nbytes
         by = dict(self.by)
+        regimes = []
+        ds = df = db = 0.0
         for times, f1, b0, b1 in self.attention:
             f, b = f1 * d_pairs, b0 + b1 * d_pairs
             t_c = f / self.flop_rate if f > 0 else 0.0
@@ -91,8 +113,14 @@ class StageCost:
             flops += times * f
             nbytes += times * b
             by[cat] = by.get(cat, 0.0) + times * t
+            regimes.append(cat)
+            ds += times * (0.0 if cat == "overhead" else f1 / self.flop_rate / self.speed
+                           if cat == "compute" else b1 / self.byte_rate / self.speed)
+            df += times * f1
+            db += times * b1
         category = max(by, key=by.get) if by else "compute"
-        return seconds, flops, nbytes, self.comm if category == "comm" else category, self.a2a_s
+        return (seconds, flops, nbytes, self.comm if category == "comm" else category,
+                self.a2a_s, (tuple(regimes), category), ds, df, db)
 
 
 class StageCosts:

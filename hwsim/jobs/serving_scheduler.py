@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import simpy
 
 from hwsim.jobs.prefix_cache import PrefixCache
+from hwsim.jobs.serving_log import IterationLog
 from hwsim.workloads.arrivals import Request
 
 __all__ = ["Scheduler"]
@@ -62,7 +63,7 @@ class _Replica:
     running: list = field(default_factory=list)
     wake: simpy.Event | None = None
     iterations: int = 0
-    batch_tokens: list = field(default_factory=list)
+    batch_tokens: IterationLog = field(default_factory=IterationLog)  # its iterations
     role: str = "both"          # or "prefill", "decode" (disaggregated)
     kv_blocked: bool = False    # the head of the queue waits for KV blocks this iteration
     cache: PrefixCache | None = None  # shared prefix blocks (prefix caching)
@@ -113,11 +114,18 @@ class Scheduler:
             return self._schedule_static(r)
         # every decoding sequence may need a block for its next token: preempt the newest
         # sequences until they fit (no_evict: their blocks were reserved at admission)
+        bt = plan.block_tokens
         while True:
-            decodes = [s for s in r.running if s.decoding]
-            need = (0 if plan.no_evict else
-                    sum(1 for s in decodes if s.cached % plan.block_tokens == 0)
-                    if self.speculation is None else self.speculation.need_blocks(decodes))
+            decodes = [s for s in r.running if 0 < s.target <= s.prefilled]  # s.decoding
+            if plan.no_evict:
+                need = 0
+            elif self.speculation is None:
+                need = 0
+                for s in decodes:
+                    if s.cached % bt == 0:
+                        need += 1
+            else:
+                need = self.speculation.need_blocks(decodes)
             if need <= r.blocks_free or not r.running:
                 break
             self._preempt(r, max(r.running, key=lambda s: (s.start_s, s.req.id)))

@@ -14,6 +14,7 @@ import networkx as nx
 from hwsim.catalog import get_device
 from hwsim.catalog.stacks import StackProfile, load_stacks
 from hwsim.exceptions import ScenarioError
+from hwsim.heap import frozen_heap
 from hwsim.jobs.checkpoint import CheckpointPlan, checkpoint_shards
 from hwsim.jobs.dataloader import DataLoaderPlan
 from hwsim.jobs.parallel_plan import ParallelPlan, device_kinds, parallel_plan
@@ -553,16 +554,18 @@ def run_scenario(s: Scenario, *, config: dict[str, Any] | None = None,
     plans each): they are run as they are, nothing is built. *reuse*: :func:`prepare`'s."""
     from hwsim.simulation import simulate, simulate_jobs  # pandas and the engine: on run only
 
-    g, job = prepared if prepared is not None else prepare(s, adjust, max_events=max_events,
-                                                           reuse=reuse)
-    config = config if config is not None else s.model_dump(mode="json")
-    level = record or s.outputs.record
-    keep = dict(record=level, spill=spill if s.outputs.events and level != "summary" else None)
-    if s.jobs is not None:
-        return simulate_jobs(g, job, name=s.name, seed=s.seed, config=config,
-                             utilization_bin_s=s.outputs.utilization_bin_s, **keep)
-    w = s.workload
-    return simulate(g, job, name=s.name, seed=s.seed, config=config,
-                    utilization_bin_s=s.outputs.utilization_bin_s,
-                    failures=failure_spec(w.failures) if isinstance(w, TrainingWorkload)
-                    else None, **keep)
+    with frozen_heap():  # the modules, catalogs and graph: out of the collector's passes
+        g, job = prepared if prepared is not None else prepare(s, adjust, max_events=max_events,
+                                                               reuse=reuse)
+        config = config if config is not None else s.model_dump(mode="json")
+        level = record or s.outputs.record
+        keep = dict(record=level,
+                    spill=spill if s.outputs.events and level != "summary" else None)
+        if s.jobs is not None:
+            return simulate_jobs(g, job, name=s.name, seed=s.seed, config=config,
+                                 utilization_bin_s=s.outputs.utilization_bin_s, **keep)
+        w = s.workload
+        return simulate(g, job, name=s.name, seed=s.seed, config=config,
+                        utilization_bin_s=s.outputs.utilization_bin_s,
+                        failures=failure_spec(w.failures) if isinstance(w, TrainingWorkload)
+                        else None, **keep)
