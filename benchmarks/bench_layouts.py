@@ -3,7 +3,12 @@ process (interpreter start, imports, simulation, every output file written), tim
 outside; the peak resident memory is the child's own (``wait4``).
 
     python benchmarks/bench_layouts.py [--repeat 3] [--only NAME ...] [--taskset 0]
-        [--set workload.steady_state=false]
+        [--set workload.steady_state=false] [--inherit-env]
+
+Bytecode (``_procenv.py``, shared with bench_cli.py and bench_serving.py): by default the
+children use a private bytecode cache, warmed by one uncounted run, as an installed package has
+its ``.pyc`` files; ``--inherit-env`` keeps this process's environment (with
+``PYTHONDONTWRITEBYTECODE=1`` and no ``__pycache__``, every child compiles hwsim's sources).
 
 Cases (scenario edits are applied to a copy in a temporary folder):
 
@@ -37,6 +42,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _procenv import bytecode_note, child_env  # noqa: E402
+
 H100 = ROOT / "benchmarks" / "scenarios" / "gpt3-175b-512xh100-mlperf.yaml"
 A100 = ROOT / "scenarios" / "gpt3-175b-1024xa100.yaml"
 CASES = {
@@ -59,10 +67,10 @@ def _edit(doc: dict, path: str, value) -> None:
         node[last] = value
 
 
-def _run(cmd: list[str]) -> tuple[float, float]:
+def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one child process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode() if proc.stderr else ""
@@ -78,10 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--taskset", metavar="CPU", help="pin each child to this CPU (taskset -c)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="edit every case's scenario (the value is YAML)")
+    ap.add_argument("--inherit-env", action="store_true",
+                    help="children get this environment as it is (no private bytecode cache)")
     args = ap.parse_args(argv)
     hwsim_cmd = [sys.executable, "-m", "hwsim.cli"]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, child_env(args.inherit_env) as env:
+        warm = Path(tmp) / "warm"  # fills the bytecode cache; not counted
+        _run(hwsim_cmd + ["run", str(ROOT / "scenarios" / "quickstart.yaml"), "--out",
+                          str(warm)], env)
         for name in args.only or list(CASES):
             base, edits = CASES[name]
             doc = yaml.safe_load(base.read_text())
@@ -98,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = hwsim_cmd + ["run", str(path), "--out", str(out)]
                 if args.taskset:
                     cmd = ["taskset", "-c", args.taskset] + cmd
-                wall, peak = _run(cmd)
+                wall, peak = _run(cmd, env)
                 walls.append(wall)
                 peaks.append(peak)
                 summary = json.loads((out / "summary.json").read_text())
@@ -106,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 sim = summary.get("micro_batches_simulated"), summary.get("micro_batches")
             rows.append((name, statistics.median(walls), min(walls), max(walls),
                          statistics.median(peaks), step, sim))
-    print(f"whole process `hwsim run FILE --out DIR`, {args.repeat} runs each"
+    print(f"whole process `hwsim run FILE --out DIR`, {args.repeat} runs each, bytecode: "
+          f"{bytecode_note(args.inherit_env)}"
           + (f", edits {args.set}" if args.set else "")
           + (f", pinned to CPU {args.taskset}" if args.taskset else ""))
     print("| case | wall s (median) | min - max | peak MiB | step s | micro-batches simulated |")
