@@ -389,7 +389,7 @@ class CollectiveGroup:
         self._alone: bool | None = None
         self._pulse_templates: dict[int, int] = {}
         self._recipes: dict[float, tuple] = {}
-        self._closed_rows: dict[tuple, list] = {}
+        self._closed_rows: dict[float, list] = {}
         self._claimed: set = set()
         self.category = "comm:" + (self._ring_category() if len(devices) > 1 else "none")
         if owner is not None and len(devices) > 1:
@@ -588,11 +588,12 @@ class CollectiveGroup:
             # in closed form throughout: the collective's events on the communication streams
             # and its flows' (memoised per size and name, times from its start) and loads
             rec = self.system.recorder
-            rows = self._closed_rows.get((nbytes, name))
-            if rows is None:  # (the flows end by the collective's end)
-                rows = self._closed_rows[(nbytes, name)] = rec.kept(self.rows(
-                    0.0, schedule.total, nbytes, name)[0] + schedule.rows(name, self.job))
-            rec.event_rows(rows, start)
+            rows = self._closed_rows.get(nbytes)
+            if rows is None:  # its rows with the name's suffix (the flows end by its end)
+                rows = self._closed_rows[nbytes] = rec.kept(self.rows(
+                    0.0, schedule.total, nbytes, "")[0] + schedule.rows("", self.job))
+            rec.event_rows([(start + r[0], start + r[1], r[2], r[3], name + r[4]) + r[5:]
+                            for r in rows])
             tid = self._pulse_templates.get(id(schedule.loads))
             if tid is None:
                 tid = self._pulse_templates[id(schedule.loads)] = rec.template(
