@@ -225,6 +225,7 @@ def recipe(system: System, op: str, devices: Sequence[str], nbytes: float, *,
 
 
 _FOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_RECIPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CHANNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -569,11 +570,19 @@ class CollectiveGroup:
             return
         r = self._recipes.get(nbytes)
         if r is None:
-            phases = compile_phases(self.system, recipe(
-                self.system, self.op, self.ring, nbytes, algorithm=self.algorithm,
-                ranks=[self.rank_of[d] for d in self.ring], peers=self.peers,
-                sources=self.sources), self.job)
-            r = self._recipes[nbytes] = (phases, Schedule(self.system, phases)
+            # what depends on the graph alone (the recipe, its phases' isolated durations) is
+            # kept per graph (memo_key: every run on a shared graph); the flows' paths per run
+            memo = _RECIPES.setdefault(memo_key(self.system), {})
+            ranks = [self.rank_of[d] for d in self.ring]
+            k = (self.op, self.algorithm, tuple(self.ring), nbytes, tuple(ranks),
+                 tuple(map(tuple, self.peers)), self.sources)
+            hit = memo.get(k)
+            if hit is None:
+                hit = memo[k] = (recipe(self.system, self.op, self.ring, nbytes,
+                                        algorithm=self.algorithm, ranks=ranks, peers=self.peers,
+                                        sources=self.sources), [])
+            phases = compile_phases(self.system, hit[0], self.job)
+            r = self._recipes[nbytes] = (phases, Schedule(self.system, phases, hit[1])
                                          if self.closed_form else None)
         phases, schedule = r
         if schedule is None:

@@ -137,18 +137,29 @@ class Schedule:
     (``offsets``), flow time (``spans``: ``steps`` times its slowest flow's isolated step),
     overheads (``costs``), its flows' ends (``ends``) and mean load on each channel while they
     run (``phase_loads``, ``(start, end, channel, bytes/s)``), all from the collective's start;
-    ``total`` seconds, the ``channels`` it uses."""
+    ``total`` seconds, the ``channels`` it uses. *durations*: each phase's
+    :func:`isolated_durations`, known already (else worked out, and appended to it when it is an
+    empty list)."""
 
-    def __init__(self, system: System, phases: list[tuple]) -> None:
+    def __init__(self, system: System, phases: list[tuple],
+                 durations: list[list[float]] | None = None) -> None:
         self.phases = phases
+        known = durations if durations and len(durations) == len(phases) else None
+        if durations is not None and known is None:
+            durations.clear()
         self.offsets, self.spans, self.costs, self.ends = [], [], [], []
         self.phase_loads: list[list[tuple]] = []
         held: dict = {}
         t = 0.0
-        for phase, hop, specs in phases:
+        for i, (phase, hop, specs) in enumerate(phases):
             for spec in specs:
                 held.update((ch, None) for ch, _ in spec[1])
-            durs = isolated_durations(system, phase, hop)
+            if known:
+                durs = known[i]
+            else:
+                durs = isolated_durations(system, phase, hop)
+                if durations is not None:
+                    durations.append(durs)
             span = phase.steps * max(durs, default=0.0)
             load: dict = {}
             if span > 0:
