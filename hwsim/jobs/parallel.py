@@ -113,6 +113,7 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
         self._programs: dict[tuple, list[tuple]] = {}
         self._memo: dict[tuple, object] = {}
         self._busy: dict[tuple[int, int], list[tuple[float, float]]] = {}
+        self._tp: dict[tuple, CollectiveGroup] = {}  # (stage, lane, op): its TP communicator
         self._debt: dict[tuple[int, int], float] = {}
         self._covered: dict[tuple[int, int], float] = {}
         self.comm_sms = getattr(plan.stack, "comm_sms", 0)  # no stack (a bare plan): none
@@ -280,9 +281,12 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
         """The simulated ranks of (*s*, *lane*) join a collective of their *kind* groups:
         TP, one group the lane drives whole; otherwise one group per simulated TP rank, joined
         at the rank's place or, folded, on behalf of every member."""
-        p = self.plan
         if kind == "tp":
-            return self._group("tp", s, lane, 0, op).join_all(key, nbytes, name)
+            g = self._tp.get((s, lane, op))
+            if g is None:
+                g = self._tp[(s, lane, op)] = self._group("tp", s, lane, 0, op)
+            return g.join_all(key, nbytes, name)
+        p = self.plan
         evs = []
         for t in self.tps:
             g = self._group(kind, s, lane, t, op)
@@ -426,16 +430,19 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
              reduce: bool) -> Generator:
         """Run *ops* on the stage's simulated TP ranks in lock-step; with *reduce*, start
         bucketed DP gradient reductions as gradients become ready (:meth:`_program`)."""
-        env, rec = self.env, self.system.recorder
+        env, rec, debt = self.env, self.system.recorder, self._debt
         waiting: simpy.Event | None = None  # an asynchronous collective running as flows
         nb = 0
+        lane = (s, d)
+        # the compute intervals _interfere measures overlap against
+        busy = self._busy.setdefault(lane, []) if self.comm_sms else None
         for item in self._program(s, d, ops, reduce):
             kind = item[0]
             if kind == "run":
                 t0 = env.now
-                extra = self._debt.pop((s, d), 0.0)
-                if self.comm_sms:  # the compute intervals _interfere measures overlap against
-                    self._busy.setdefault((s, d), []).append((t0, t0 + item[1] + extra))
+                extra = debt.pop(lane, 0.0) if debt else 0.0
+                if busy is not None:
+                    busy.append((t0, t0 + item[1] + extra))
                 yield env.timeout(item[1] + extra)
                 rec.block(t0, item[2])
                 if extra > 0:  # SM time the overlapped collectives took (interference)
