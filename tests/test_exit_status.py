@@ -42,6 +42,22 @@ def test_job_that_does_not_fit_exits_3_and_still_writes(tmp_path: Path) -> None:
     assert hwsim("run", "--quiet", str(path)).returncode == 3
 
 
+def test_a_run_ends_with_its_answer_printed_and_its_folder_whole(tmp_path: Path) -> None:
+    """``run`` ends the process without tearing it down (hwsim.cli.entry): the answer reaches
+    a pipe and every result file is in place."""
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "quick"
+    p = hwsim("run", str(root / "scenarios" / "quickstart.yaml"), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "step" in p.stdout.lower() and str(out) in " ".join(p.stdout.split())
+    for name in ("summary.json", "events.parquet", "trace.json", "utilization.parquet",
+                 "scenario.json", "bottleneck.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "summary.json").read_text())["fits"] is True
+    q = hwsim("run", str(root / "scenarios" / "quickstart.yaml"), "--format", "json")
+    assert q.returncode == 0 and json.loads(q.stdout)["fits"] is True
+
+
 def test_bad_input_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({**NO_FIT, "seeed": 1}))
