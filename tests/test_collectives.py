@@ -9,9 +9,9 @@ import simpy
 
 from hwsim.catalog import get_link
 from hwsim.engine import Recorder
-from hwsim.jobs.collectives import (CollectiveGroup, allgather, allreduce, alltoall, broadcast,
-                                    choose, collective, plan, reduce_scatter, ring_allreduce,
-                                    sendrecv)
+from hwsim.jobs.collectives import (allgather, allreduce, alltoall, broadcast, choose,
+                                    collective, plan, reduce_scatter, ring_allreduce, sendrecv)
+from hwsim.jobs.communicator import CollectiveGroup
 from hwsim.jobs.nccl import PARAMS, estimate, protocol_for
 from hwsim.jobs.system import System
 from hwsim.topology import cluster, from_explicit, nodes_of_kind

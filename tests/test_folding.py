@@ -12,7 +12,8 @@ import simpy
 
 import hwsim
 from hwsim.engine import Recorder
-from hwsim.jobs.collectives import CollectiveGroup, fold_factors
+from hwsim.jobs.collectives import fold_factors
+from hwsim.jobs.communicator import CollectiveGroup
 from hwsim.jobs.nccl import PARAMS
 from hwsim.jobs.system import System
 from hwsim.topology import cluster, nodes_of_kind

@@ -11,7 +11,7 @@ import yaml
 
 import hwsim
 from hwsim.engine import FlowNetwork, Recorder, Reservation
-from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.communicator import CollectiveGroup
 from hwsim.jobs.system import System
 from hwsim.topology import cluster, nodes_of_kind
 from scenario_edit import edited

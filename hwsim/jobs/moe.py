@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.communicator import CollectiveGroup
 from hwsim.workloads.inference import stage_layers
 from hwsim.workloads.moe import (draw_loads, layer_kinds, moe_layout, routing_perms,
                                  routing_probs)

@@ -8,7 +8,7 @@ from typing import Generator
 
 import simpy
 
-from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.communicator import CollectiveGroup
 from hwsim.workloads.memory import storage_bytes
 from hwsim.workloads.ops import OPTIMIZER_STATE_BYTES
 

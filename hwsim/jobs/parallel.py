@@ -47,7 +47,7 @@ import simpy
 from hwsim.catalog.kernels import interfered
 from hwsim.engine import OutOfCapacity
 from hwsim.jobs.checkpoint import Checkpointer
-from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.communicator import CollectiveGroup
 from hwsim.jobs.nccl import memo_key
 from hwsim.jobs.inputs import Loader
 from hwsim.jobs.offload_step import OffloadSteps

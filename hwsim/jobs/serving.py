@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Generator, Sequence
 
 from hwsim.catalog.engines import EngineProfile, get_engine
-from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.communicator import CollectiveGroup
 from hwsim.jobs.front import Front
 from hwsim.jobs.moe import ExpertParallel
 from hwsim.jobs.speculative import Speculation

@@ -10,7 +10,7 @@ the simulation (a collective that shares links, a gradient bucket whose reductio
 
 from __future__ import annotations
 
-from hwsim.jobs.collectives import CollectiveGroup
+from hwsim.jobs.communicator import CollectiveGroup
 from hwsim.jobs.parallel_plan import COMMS
 
 __all__ = ["Timeline", "program"]

@@ -85,7 +85,7 @@ class TrainingJob:
     runs."""
 
     def __init__(self, system: System, plan: TrainingPlan) -> None:
-        from hwsim.jobs.collectives import CollectiveGroup
+        from hwsim.jobs.communicator import CollectiveGroup
 
         self.system = system
         self.plan = plan

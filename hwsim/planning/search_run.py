@@ -66,7 +66,7 @@ def simulation_cost(plan, gpn: int = 1) -> float:
     :data:`FLOW_COLLECTIVE` where the tensor-parallel groups share their server's links with
     a data-parallel group (tp below the *gpn* devices per server and dp > 1: the data-parallel
     ring has two members in a server, so the tensor-parallel collectives are not alone on
-    their links, :meth:`~hwsim.jobs.collectives.CollectiveGroup.timing`, and each is a
+    their links, :meth:`~hwsim.jobs.communicator.CollectiveGroup.timing`, and each is a
     simulation step of its own, in closed form while the links are idle, else flows);
     times the micro-batches simulated (fewer than the step's where its steady phase is
     advanced: :mod:`hwsim.jobs.steady`) and the steps. Fitted to the CPU seconds of 22
