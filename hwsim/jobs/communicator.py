@@ -11,9 +11,8 @@ from typing import Sequence
 import simpy
 
 from hwsim.jobs.collectives import ALGORITHMS, choose, plan, recipe
-from hwsim.jobs.nccl import PARAMS, eligible, hops, memo_key, overhead, ring_order
-from hwsim.jobs.phases import (PhaseRun, Schedule, compile_phases, isolated_durations,
-                               run_collective)
+from hwsim.jobs.nccl import PARAMS, eligible, hops, memo_key, ring_order
+from hwsim.jobs.phases import PhaseRun, Schedule, compile_phases, run_collective
 from hwsim.jobs.system import System
 
 __all__ = ["CollectiveGroup"]
@@ -148,7 +147,7 @@ class CollectiveGroup:
         """``(seconds, loads)`` of a collective of *nbytes* when the group is alone on its links
         (see *owner*), else None. *loads* lists ``(start, end, channel, bytes/s)`` relative to
         the collective's start: each phase's mean load on each channel while its flows run. The
-        time is what :func:`collective` gives alone: :func:`isolated_durations` per step, plus
+        time is what :func:`collective` gives alone: :func:`~hwsim.jobs.phases.isolated_durations` per step, plus
         the pipeline overheads."""
         if nbytes in self._timings:
             return self._timings[nbytes]
@@ -174,20 +173,10 @@ class CollectiveGroup:
         system = self.system
         alg, proto = choose(system, self.ring, self.op, nbytes, algorithm=self.algorithm)
         rank_of = {d: i for i, d in enumerate(self.ring)}
-        t, loads = 0.0, []
-        for ph, hop in recipe(system, self.op, self.ring, nbytes, algorithm=alg, protocol=proto,
-                              ranks=[rank_of[d] for d in self.ring], peers=self.peers,
-                              sources=self.sources):
-            durs = isolated_durations(system, ph, hop)
-            span = ph.steps * max(durs)
-            if span > 0:
-                load: dict = {}
-                for f, h in zip(ph.flows, hop):
-                    for c in h[0]:
-                        load[c] = load.get(c, 0.0) + f.nbytes * ph.steps * h[1][c] / span
-                loads += [(t, t + span, c, v) for c, v in load.items()]
-            t += span + ph.steps * overhead(ph, hop, durs)
-        return t, loads
+        sched = Schedule(system, [(ph, hop, ()) for ph, hop in recipe(
+            system, self.op, self.ring, nbytes, algorithm=alg, protocol=proto,
+            ranks=[rank_of[d] for d in self.ring], peers=self.peers, sources=self.sources)])
+        return sched.total, sched.loads
 
     def rows(self, start: float, end: float, nbytes: float, name: str,
              loads: Sequence[tuple] = ()) -> tuple[list[tuple], list[tuple]]:

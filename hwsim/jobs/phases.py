@@ -137,7 +137,8 @@ class Schedule:
     (``offsets``), flow time (``spans``: ``steps`` times its slowest flow's isolated step),
     overheads (``costs``), its flows' ends (``ends``) and mean load on each channel while they
     run (``phase_loads``, ``(start, end, channel, bytes/s)``), all from the collective's start;
-    ``total`` seconds, the ``channels`` it uses. *durations*: each phase's
+    ``total`` seconds, the ``channels`` it uses. *phases* may come without their flows' specs
+    (``(phase, hop, ())``: a recipe's, for its time and loads only). *durations*: each phase's
     :func:`isolated_durations`, known already (else worked out, and appended to it when it is an
     empty list)."""
 
@@ -170,9 +171,8 @@ class Schedule:
             self.spans.append(span)
             self.ends.append([t + phase.steps * d for d in durs])
             self.phase_loads.append([(t, t + span, c, v) for c, v in load.items()])
-            t += span
             self.costs.append(phase.steps * overhead(phase, hop, durs))
-            t += self.costs[-1]
+            t += span + self.costs[-1]
         self.total = t
         self.loads = [x for part in self.phase_loads for x in part]
         self.channels = list(held)
