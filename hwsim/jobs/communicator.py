@@ -147,8 +147,8 @@ class CollectiveGroup:
         """``(seconds, loads)`` of a collective of *nbytes* when the group is alone on its links
         (see *owner*), else None. *loads* lists ``(start, end, channel, bytes/s)`` relative to
         the collective's start: each phase's mean load on each channel while its flows run. The
-        time is what :func:`collective` gives alone: :func:`~hwsim.jobs.phases.isolated_durations` per step, plus
-        the pipeline overheads."""
+        time is what :func:`collective` gives alone: its
+        :func:`~hwsim.jobs.phases.isolated_durations` per step, plus the pipeline overheads."""
         if nbytes in self._timings:
             return self._timings[nbytes]
         out = None
