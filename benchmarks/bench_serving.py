@@ -28,8 +28,10 @@ sources again, about 0.3 s of its process time). Reported per case: the median w
 (arrivals, simulation, request table, summary; imports excluded), the median time to build the
 full events frame afterwards (built on first read), the median wall time of the whole child
 process (``proc s``: interpreter start, imports, run, frames; comparable to the wall time of a
-Vidur process, which the peers' driver measures), the peak resident set (imports included,
-max over repeats), and the run's figures: TTFT and TPOT percentiles (TPOT per request:
+Vidur process, which the peers' driver measures), the median wall time of the command a user
+runs on the case's scenario (``cli s``: ``hwsim run FILE --out DIR -q``, the whole process,
+result folder written; ``--json`` adds its peak as ``cli_peak_mb``), the peak resident set of
+the child (imports included, max over repeats), and the run's figures: TTFT and TPOT percentiles (TPOT per request:
 (end - first token) / (output tokens - 1)), throughput, iterations, mean batch; with ``--tbt``
 also the percentiles over every output token after the first of its gap since the request's
 previous token (what Vidur reports as TBT, ``decode_token_execution_plus_preemption_time``),
@@ -53,8 +55,11 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this file
 from _procenv import bytecode_note, child_env  # noqa: E402
@@ -71,8 +76,7 @@ import json, resource, sys, time
 import yaml
 import hwsim
 import hwsim.scenario.build, hwsim.simulation  # hwsim.run imports these lazily: not timed
-base, replicas, rate, requests, prof, tbt = sys.argv[1], int(sys.argv[2]), \
-    float(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == "1"
+path, prof, tbt = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 gaps = []
 if tbt:  # per-token gaps (Vidur's TBT), recorded around the scheduler: slows the run
     from hwsim.jobs.serving import ServingJob
@@ -88,15 +92,7 @@ if tbt:  # per-token gaps (Vidur's TBT), recorded around the scheduler: slows th
             if s.decoding:
                 s._last_token_s = now
     ServingJob._finish_iteration = _finish_iteration
-sc = yaml.safe_load(open(base))
-sc["name"] = f"llama2-70b-tp4x{replicas}-h100-serving-bench"
-w = sc["workload"]
-w["parallelism"] = {"tp": 4, "pp": 1, "replicas": replicas}
-w["scheduler"] = {"policy": "continuous", "max_batch_size": 128, "max_batched_tokens": 4096,
-                  "chunked_prefill": False, "block_tokens": 16, "memory_fraction": 0.9}
-w["arrivals"] = {"process": "poisson", "rate_per_s": rate, "requests": requests,
-                 "prompt_tokens": 1024, "output_tokens": 128}
-w["router"] = "round_robin"
+sc = yaml.safe_load(open(path))  # the case's scenario (case_file)
 if prof:
     import cProfile, pstats
     p = cProfile.Profile()
@@ -126,15 +122,36 @@ print(json.dumps(out))
 """
 
 
-def measure(replicas: int, rate: float, requests: int, profile: str = "",
-            tbt: bool = False, env: dict[str, str] | None = None) -> dict:
-    """One child process's figures; *env*: its environment (default this one's)."""
-    cmd = [sys.executable, "-c", _CHILD, str(BASE), str(replicas), str(rate), str(requests),
-           profile, "1" if tbt else "0"]
+def case_file(folder: Path, replicas: int, rate: float, requests: int) -> Path:
+    """The case's scenario (BASE with the peers' workload), written into *folder*."""
+    sc = yaml.safe_load(BASE.read_text())
+    sc["name"] = f"llama2-70b-tp4x{replicas}-h100-serving-bench"
+    w = sc["workload"]
+    w["parallelism"] = {"tp": 4, "pp": 1, "replicas": replicas}
+    w["scheduler"] = {"policy": "continuous", "max_batch_size": 128, "max_batched_tokens": 4096,
+                      "chunked_prefill": False, "block_tokens": 16, "memory_fraction": 0.9}
+    w["arrivals"] = {"process": "poisson", "rate_per_s": rate, "requests": requests,
+                     "prompt_tokens": 1024, "output_tokens": 128}
+    w["router"] = "round_robin"
+    path = folder / f"serving-{replicas}x-{rate:g}-{requests}.yaml"
+    path.write_text(yaml.safe_dump(sc, sort_keys=False))
+    return path
+
+
+def _child(cmd: list[str], env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return cmd, env
+
+
+def measure(path: Path, profile: str = "", tbt: bool = False,
+            env: dict[str, str] | None = None) -> dict:
+    """One child process's figures for the scenario *path* (:func:`case_file`); *env*: its
+    environment (default this one's)."""
+    cmd, env = _child([sys.executable, "-c", _CHILD, str(path), profile, "1" if tbt else "0"],
+                      env)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
     process_s = time.perf_counter() - t0
@@ -143,6 +160,21 @@ def measure(replicas: int, rate: float, requests: int, profile: str = "",
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["process_s"] = process_s
     return r
+
+
+def measure_cli(path: Path, out: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of ``hwsim run PATH --out OUT -q``, the whole process
+    as a user runs it."""
+    cmd, env = _child([sys.executable, "-m", "hwsim.cli", "run", str(path), "--out", str(out),
+                       "-q"], env)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()}")
+    return wall, usage.ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,36 +193,39 @@ def main(argv: list[str] | None = None) -> int:
                          "cache)")
     args = ap.parse_args(argv)
     keys = args.only or ["two", "one"]
-    with child_env(args.inherit_env) as env:
-        measure(*CASES[keys[0]][:2], 20, env=env)  # warm-up: bytecode, the OS's file cache
-        _report(args, keys, env)
+    with child_env(args.inherit_env) as env, tempfile.TemporaryDirectory() as tmp:
+        # warm-up: bytecode, the OS's file cache
+        measure(case_file(Path(tmp), *CASES[keys[0]][:2], 20), env=env)
+        _report(args, keys, env, Path(tmp))
     return 0
 
 
-def _report(args: argparse.Namespace, keys: list[str], env: dict[str, str]) -> None:
+def _report(args: argparse.Namespace, keys: list[str], env: dict[str, str], tmp: Path) -> None:
     if not args.json:
         print(f"bytecode: {bytecode_note(args.inherit_env)}; python {sys.version.split()[0]}")
         print(f"{'case':<26} {'requests':>8} {'run s':>7} {'frames s':>8} {'proc s':>7} {'peak MiB':>8} "
-              f"{'target':>7} {'TTFT p50/p99 ms':>16} {'TPOT p50/p99 ms':>16} {'req/s':>6} "
+              f"{'target':>7} {'cli s':>6} {'TTFT p50/p99 ms':>16} {'TPOT p50/p99 ms':>16} {'req/s':>6} "
               f"{'iters':>7} {'batch':>5}" + (f" {'TBT p50/p99 ms':>16}" if args.tbt else ""))
     for key in keys:
         replicas, rate, limit_s = CASES[key]
         limit_s = limit_s if args.requests == 10_000 else None  # the targets' request count
         repeat = 1 if args.profile else args.repeat
-        runs = [measure(replicas, rate, args.requests,
-                        f"{args.profile}.{key}.prof" if args.profile else "", env=env)
+        path = case_file(tmp, replicas, rate, args.requests)
+        runs = [measure(path, f"{args.profile}.{key}.prof" if args.profile else "", env=env)
                 for _ in range(repeat)]
         r = dict(runs[0])
         if args.tbt:
-            r.update({k: v for k, v in measure(replicas, rate, args.requests, tbt=True,
-                                               env=env).items() if k.startswith("tbt_")})
+            r.update({k: v for k, v in measure(path, tbt=True, env=env).items()
+                      if k.startswith("tbt_")})
+        cli = [measure_cli(path, tmp / f"out-{key}-{i}", env) for i in range(repeat)]
         r.update(case=key, rate_per_s=rate, repeats=repeat, bytecode="inherited"
                  if args.inherit_env else "private",
                  run_s=statistics.median(x["run_s"] for x in runs),
                  run_s_all=[round(x["run_s"], 3) for x in runs],
                  frames_s=statistics.median(x["frames_s"] for x in runs),
                  process_s=statistics.median(x["process_s"] for x in runs),
-                 peak_mb=max(x["peak_mb"] for x in runs), target_s=limit_s)
+                 peak_mb=max(x["peak_mb"] for x in runs), target_s=limit_s,
+                 cli_s=statistics.median(w for w, _ in cli), cli_peak_mb=max(m for _, m in cli))
         if args.json:
             print(json.dumps(r))
             continue
@@ -199,7 +234,7 @@ def _report(args: argparse.Namespace, keys: list[str], env: dict[str, str]) -> N
         ttft = f"{r['ttft_p50_s'] * 1e3:.1f} / {r['ttft_p99_s'] * 1e3:.1f}"
         tpot = f"{r['tpot_p50_s'] * 1e3:.2f} / {r['tpot_p99_s'] * 1e3:.2f}"
         print(f"{name:<26} {r['requests']:>8} {r['run_s']:>7.2f} {r['frames_s']:>8.2f} {r['process_s']:>7.2f} "
-              f"{r['peak_mb']:>8.0f} {target:>7} {ttft:>16} {tpot:>16} "
+              f"{r['peak_mb']:>8.0f} {target:>7} {r['cli_s']:>6.2f} {ttft:>16} {tpot:>16} "
               f"{r['requests_per_s']:>6.2f} {r['iterations']:>7} {r['batch_size_mean']:>5.1f}"
               + (f" {r['tbt_p50_s'] * 1e3:>7.2f} / {r['tbt_p99_s'] * 1e3:<6.2f}" if args.tbt else ""))
 
