@@ -199,8 +199,14 @@ class CollectiveGroup:
             rec.event(*e)
         if events:
             rec.event_rows(events, start)
+        self._loads_block(start, loads, fresh)
+
+    def _loads_block(self, start: float, loads: Sequence[tuple], fresh: bool = False) -> None:
+        """Channel *loads* (times relative to *start*) as a recorder block; its template
+        memoised per loads list unless *fresh*."""
         if not loads:
             return
+        rec = self.system.recorder
         tid = None if fresh else self._pulse_templates.get(id(loads))
         if tid is None:
             tid = rec.template([], [(a, b, c, v) for a, b, c, v in loads])
@@ -288,11 +294,7 @@ class CollectiveGroup:
                     0.0, schedule.total, nbytes, "")[0] + schedule.rows("", self.job))
             rec.event_rows([(start + r[0], start + r[1], r[2], r[3], name + r[4]) + r[5:]
                             for r in rows])
-            tid = self._pulse_templates.get(id(schedule.loads))
-            if tid is None:
-                tid = self._pulse_templates[id(schedule.loads)] = rec.template(
-                    [], schedule.loads)
-            rec.block(start, tid)
+            self._loads_block(start, schedule.loads)
             done.succeed()
         run_collective(self.system, phases, schedule, self.job, name, end)
 

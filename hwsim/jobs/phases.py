@@ -132,6 +132,13 @@ def isolated_durations(system: System, phase: Phase, hop: list[tuple]) -> list[f
     return [e.value.end_s - e.value.start_s for e in evs]
 
 
+def _flow_row(start: float, end: float, spec: tuple, name: str, i: int, job: str) -> tuple:
+    """The event :class:`PhaseRun` records for the flow of *spec* (:func:`compile_phases`) of
+    phase *i*, from *start* to *end*."""
+    return (start, end, spec[4], "flow", f"{name}.phase{i}", job, spec[5], spec[0], 0.0,
+            spec[6])
+
+
 class Schedule:
     """A compiled collective (:func:`compile_phases`) alone on its channels: each phase's start
     (``offsets``), flow time (``spans``: ``steps`` times its slowest flow's isolated step),
@@ -174,8 +181,12 @@ class Schedule:
             self.costs.append(phase.steps * overhead(phase, hop, durs))
             t += span + self.costs[-1]
         self.total = t
-        self.loads = [x for part in self.phase_loads for x in part]
+        self.loads = self.loads_before(len(phases))
         self.channels = list(held)
+
+    def loads_before(self, i: int) -> list[tuple]:
+        """The channel loads of phases ``< i``."""
+        return [x for part in self.phase_loads[:i] for x in part]
 
     def rows(self, name: str, job: str, upto: int | None = None) -> list[tuple]:
         """The flow events (:meth:`~hwsim.engine.recorder.Recorder.event` fields, times from
@@ -184,8 +195,7 @@ class Schedule:
         out = []
         for i, ((_, _, specs), off, ends) in enumerate(zip(self.phases[:upto], self.offsets,
                                                            self.ends)):
-            out += [(off, e, spec[4], "flow", f"{name}.phase{i}", job, spec[5], spec[0], 0.0,
-                     spec[6]) for spec, e in zip(specs, ends)]
+            out += [_flow_row(off, e, spec, name, i, job) for spec, e in zip(specs, ends)]
         return out
 
 
@@ -231,8 +241,7 @@ class _Reserved(Reservation):
                 self._resume(i, e - off)
                 return
             if e < (off + span + cost) * (1 - _DONE):  # in its overheads: the rest as flows
-                done = ([x for part in sched.phase_loads[:i + 1] for x in part],
-                        sched.rows(self.name, self.job, i + 1))
+                done = (sched.loads_before(i + 1), sched.rows(self.name, self.job, i + 1))
                 if i + 1 == len(self.phases):
                     env.timeout(off + span + cost - e).callbacks.append(
                         lambda _e: self.on_end(done))
@@ -252,7 +261,7 @@ class _Reserved(Reservation):
         sizes = [spec[0] for spec in specs]
         left: list = list(sizes)
         ends: list = [None] * len(sizes)
-        loads = [x for part in sched.phase_loads[:i] for x in part]
+        loads = sched.loads_before(i)
         events = sched.rows(self.name, self.job, i)
         if elapsed > 0:
             env, net, evs = _scratch(self.system, phase, hop, sizes)
@@ -264,8 +273,7 @@ class _Reserved(Reservation):
                 if f is None or f.remaining <= sizes[j] * _DONE:  # over (now, at the latest)
                     left[j] = None
                     ends[j] = off + (ev.value.end_s if ev.processed else elapsed)
-                    events.append((off, ends[j], spec[4], "flow", f"{self.name}.phase{i}",
-                                   self.job, spec[5], spec[0], 0.0, spec[6]))
+                    events.append(_flow_row(off, ends[j], spec, self.name, i, self.job))
                 else:
                     left[j] = f.remaining
                 for c in h[0]:
