@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import tempfile
+import time
 from typing import Iterator
 
-__all__ = ["child_env", "bytecode_note"]
+__all__ = ["child_env", "bytecode_note", "timed"]
 
 
 @contextlib.contextmanager
@@ -39,3 +41,16 @@ def bytecode_note(inherit: bool) -> str:
         return ("inherited environment (PYTHONDONTWRITEBYTECODE="
                 f"{os.environ.get('PYTHONDONTWRITEBYTECODE', 'unset')})")
     return "private cache, warmed"
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, float]:
+    """Wall seconds and peak resident set (MiB, the child's own, from ``wait4``) of *cmd*;
+    SystemExit with its stderr if it fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()}")
+    return wall, usage.ru_maxrss / 1024

@@ -31,19 +31,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _procenv import bytecode_note, child_env  # noqa: E402
+from _procenv import bytecode_note, child_env, timed  # noqa: E402
 
 H100 = ROOT / "benchmarks" / "scenarios" / "gpt3-175b-512xh100-mlperf.yaml"
 A100 = ROOT / "scenarios" / "gpt3-175b-1024xa100.yaml"
@@ -67,18 +64,6 @@ def _edit(doc: dict, path: str, value) -> None:
         node[last] = value
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err}")
-    return wall, usage.ru_maxrss / 1024
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -93,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, child_env(args.inherit_env) as env:
         warm = Path(tmp) / "warm"  # fills the bytecode cache; not counted
-        _run(hwsim_cmd + ["run", str(ROOT / "scenarios" / "quickstart.yaml"), "--out",
+        timed(hwsim_cmd + ["run", str(ROOT / "scenarios" / "quickstart.yaml"), "--out",
                           str(warm)], env)
         for name in args.only or list(CASES):
             base, edits = CASES[name]
@@ -111,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = hwsim_cmd + ["run", str(path), "--out", str(out)]
                 if args.taskset:
                     cmd = ["taskset", "-c", args.taskset] + cmd
-                wall, peak = _run(cmd, env)
+                wall, peak = timed(cmd, env)
                 walls.append(wall)
                 peaks.append(peak)
                 summary = json.loads((out / "summary.json").read_text())

@@ -62,7 +62,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this file
-from _procenv import bytecode_note, child_env  # noqa: E402
+from _procenv import bytecode_note, child_env, timed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "scenarios" / "llama2-70b-tp4x2-h100-serving.yaml"
@@ -167,14 +167,7 @@ def measure_cli(path: Path, out: Path, env: dict[str, str] | None = None) -> tup
     as a user runs it."""
     cmd, env = _child([sys.executable, "-m", "hwsim.cli", "run", str(path), "--out", str(out),
                        "-q"], env)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()}")
-    return wall, usage.ru_maxrss / 1024
+    return timed(cmd, env, cwd=str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
