@@ -232,11 +232,7 @@ class CollectiveGroup:
                 ev = self.join(key, r, nbytes, name)
             return ev
         done = simpy.Event(self.system.env)
-        prev, self._order[0] = self._order[0], done  # as _launch
-        if prev is not None and not prev.processed:
-            prev.callbacks.append(lambda _e: self._begin(done, nbytes, name))
-        else:
-            self._begin(done, nbytes, name)
+        self._launch(done, nbytes, name)
         return done
 
     def _launch(self, done: simpy.Event, nbytes: float, name: str) -> None:
