@@ -109,32 +109,34 @@ def run(
     with --quiet or with HWSIM_PROGRESS=0."""
     from contextlib import nullcontext
 
+    from hwsim.heap import frozen_heap
     from hwsim.scenario.loader import load_scenario
 
     stage = None
-    try:
-        if out is not None:  # before simulating: a bad --out must not cost the result
-            from hwsim.analysis.export import Staging
-            stage = Staging(out)  # the folder the run streams its events into, renamed at the end
-        scenario = load_scenario(file)
-        from hwsim.scenario.build import run_scenario
+    with frozen_heap():  # the modules loaded: out of the collector's passes from here
+        try:
+            if out is not None:  # before simulating: a bad --out must not cost the result
+                from hwsim.analysis.export import Staging
+                stage = Staging(out)  # the run streams its events here; renamed at the end
+            scenario = load_scenario(file)
+            from hwsim.scenario.build import run_scenario
 
-        from hwsim.progress import silenced
+            from hwsim.progress import silenced
 
-        with silenced() if quiet else nullcontext():
-            result = run_scenario(scenario, max_events=max_events,
-                                  spill=stage.spill if stage is not None else None)
-        if stage is not None:
-            stage, committing = None, stage
-            committing.commit(result)
-    except ScenarioError as err:  # errors found while building the run: add the file name
-        err = ScenarioError(err.reason, file=err.file or str(file), field=err.field)
-        raise _fail(err) from None
-    except HwsimError as err:
-        raise _fail(err) from None
-    finally:
-        if stage is not None:  # failed or interrupted before the commit: nothing is left
-            stage.abort()
+            with silenced() if quiet else nullcontext():
+                result = run_scenario(scenario, max_events=max_events,
+                                      spill=stage.spill if stage is not None else None)
+            if stage is not None:
+                stage, committing = None, stage
+                committing.commit(result)
+        except ScenarioError as err:  # errors found while building the run: add the file name
+            err = ScenarioError(err.reason, file=err.file or str(file), field=err.field)
+            raise _fail(err) from None
+        except HwsimError as err:
+            raise _fail(err) from None
+        finally:
+            if stage is not None:  # failed or interrupted before the commit: nothing is left
+                stage.abort()
     status = EXIT_DOES_NOT_FIT if result.summary.get("fits") is False else EXIT_OK
     if quiet:
         raise typer.Exit(status)

@@ -15,28 +15,29 @@ from typing import Iterator
 __all__ = ["frozen_heap"]
 
 
-_depth = 0  # frozen_heap blocks open (the inner ones do nothing)
+_depth = 0  # frozen_heap blocks open
+_ours = False  # whether the outermost one froze (and unfreezes at its end)
 
 
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
-    """Keep the objects that exist when the block starts out of the collector's passes until it
-    ends (:func:`gc.freeze`, then :func:`gc.unfreeze`); objects made inside are collected as
-    usual. Nothing is done inside another such block, when the collector is off, or when the
-    program froze objects itself (they stay frozen). (``gc.get_freeze_count`` walks the frozen
-    objects: it is asked only when none of ours are.)"""
-    global _depth
-    if _depth or not gc.isenabled() or gc.get_freeze_count():
-        _depth += 1
-        try:
-            yield
-        finally:
-            _depth -= 1
-        return
-    gc.freeze()
+    """Keep the objects that exist when the block starts out of the collector's passes until the
+    outermost such block ends (:func:`gc.freeze`, then :func:`gc.unfreeze`); objects made
+    inside are collected as usual. An inner block freezes what was made since (the command
+    line freezes the modules, the run then the loaded scenario too). Nothing is done when the
+    collector is off or when the program froze objects itself (they stay frozen).
+    (``gc.get_freeze_count`` walks the frozen objects: it is asked only when none of ours
+    are.)"""
+    global _depth, _ours
+    if not _depth:
+        _ours = gc.isenabled() and not gc.get_freeze_count()
+    if _ours:
+        gc.freeze()
     _depth += 1
     try:
         yield
     finally:
         _depth -= 1
-        gc.unfreeze()
+        if not _depth and _ours:
+            _ours = False
+            gc.unfreeze()

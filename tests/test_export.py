@@ -104,6 +104,24 @@ def test_interrupted_write_keeps_old_result(tmp_path: Path,
     assert not (tmp_path / "fresh").exists()
 
 
+def test_failed_parquet_writer_keeps_old_result(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parquet files are written by a second thread: what it raises reaches the caller
+    and the folder is left as it was."""
+    out = tmp_path / "run"
+    write_result(_result(1.0), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "_write_parquet", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_result(_result(2.0), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
 def test_refuses_to_replace_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("precious")
     with pytest.raises(HwsimError, match="refusing to replace"):

@@ -332,40 +332,59 @@ class _EventsFile:
 
 
 def _write_files(result: Result, folder: Path) -> bool:
-    """Write the result's files into *folder*; returns whether events.parquet was written."""
+    """Write the result's files into *folder*; returns whether events.parquet was written.
+
+    The parquet files are encoded and compressed by a second thread (pyarrow does it without
+    the GIL) while this one builds trace.json and the small files; the events are handed over
+    one batch at a time, so no more than two batches are held."""
+    from concurrent.futures import ThreadPoolExecutor
+
     wanted = (result.config or {}).get("outputs") or {}  # the scenario's outputs: switches
     kept = result.record != "summary"
     want_events, want_trace = kept and wanted.get("events", True), kept and wanted.get("trace",
                                                                                         True)
     (folder / "summary.json").write_text(to_json(result.summary), encoding="utf-8")
     trace = TraceEvents() if want_trace else None
-    if want_events or want_trace:
-        batches = (result.event_batches() if result.event_batches is not None
-                   else [result.events])
-        out = _EventsFile(folder / "events.parquet") if want_events else None
-        try:
-            for frame in batches:
+    with ThreadPoolExecutor(1, thread_name_prefix="hwsim-parquet") as writer:
+        pending: list = []
+
+        def parquet(task: Any, *args: Any) -> None:
+            pending.append(writer.submit(task, *args))
+            if len(pending) > 3:  # at most 3 waiting (raising what they raised when written)
+                pending.pop(0).result()
+
+        if want_events or want_trace:
+            batches = (result.event_batches() if result.event_batches is not None
+                       else [result.events])
+            out = _EventsFile(folder / "events.parquet") if want_events else None
+            try:
+                for frame in batches:
+                    if out is not None:
+                        parquet(out.write, frame)
+                    if trace is not None:
+                        trace.add(frame)
+            finally:
                 if out is not None:
-                    out.write(frame)
-                if trace is not None:
-                    trace.add(frame)
-        finally:
-            if out is not None:
-                out.close()
-        if result.release is not None:
-            result.release()
-    for name in ("utilization", "memory"):
-        if wanted.get(name, True):
-            frame: pd.DataFrame = getattr(result, name)
-            frame.to_parquet(folder / f"{name}.parquet", index=False, engine="pyarrow")
-    result.bottleneck.to_csv(folder / "bottleneck.csv", index=False)
-    for name in ("requests", "iterations"):  # serving runs: per request, per iteration
-        frame = getattr(result, name)
-        if len(frame):
-            frame.to_parquet(folder / f"{name}.parquet", index=False, engine="pyarrow")
-    if len(result.failures.columns):  # whole runs with failures: one row per failure, maybe none
-        result.failures.to_parquet(folder / "failures.parquet", index=False, engine="pyarrow")
-    (folder / "scenario.json").write_text(to_json(result.config), encoding="utf-8")
-    if trace is not None:
-        write_trace(folder / "trace.json", trace, result.utilization, result.memory)
+                    parquet(out.close)
+        frames = {name: getattr(result, name) for name in ("utilization", "memory")
+                  if wanted.get(name, True)}
+        for name in ("requests", "iterations"):  # serving runs: per request, per iteration
+            if len(getattr(result, name)):
+                frames[name] = getattr(result, name)
+        if len(result.failures.columns):  # runs with failures: one row per failure, maybe none
+            frames["failures"] = result.failures
+        for name, frame in frames.items():
+            parquet(_write_parquet, frame, folder / f"{name}.parquet")
+        result.bottleneck.to_csv(folder / "bottleneck.csv", index=False)
+        (folder / "scenario.json").write_text(to_json(result.config), encoding="utf-8")
+        if trace is not None:
+            write_trace(folder / "trace.json", trace, result.utilization, result.memory)
+        for task in pending:
+            task.result()
+    if (want_events or want_trace) and result.release is not None:
+        result.release()
     return want_events
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_parquet(path, index=False, engine="pyarrow")

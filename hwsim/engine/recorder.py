@@ -102,6 +102,7 @@ class Recorder:
         self._lcodes = Codes()
         self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._templates: list[tuple[Columns, list[tuple], list[tuple]]] = []
+        self._ptables: dict[int, _loads.Block] = {}  # template -> its pulses' columns
         self._bbuf: list[tuple[float, int]] = []
         self._blocks: list[tuple[np.ndarray, np.ndarray]] = []
         self._finished = False
@@ -356,18 +357,24 @@ class Recorder:
                 seq += len(t) * k
                 yield cols
 
-    def _pulses(self) -> dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per channel, the (starts, ends, loads) of every pulse of every block."""
-        acc: dict[Hashable, list] = {}
-        for tid, t0 in self._block_starts().items():
+    def _pulse_blocks(self) -> list[_loads.Block]:
+        """The pulses of every block, at its occurrences (channel codes those of the levels)."""
+        self._flush_blocks()
+        return [self._pulse_table(tid, t0) for tid, t0 in self._block_starts().items()]
+
+    def _pulse_table(self, tid: int, t0: np.ndarray) -> _loads.Block:
+        """The pulses of template *tid* (shifted ones at their offset; columns computed once)
+        at its occurrences *t0*."""
+        table = self._ptables.get(tid)
+        if table is None:
             _, pulses, shifted = self._templates[tid]
-            for a, b, ch, load in pulses:
-                acc.setdefault(ch, []).append((t0 + a, t0 + b, np.full(len(t0), load)))
-            for dt, group in shifted:
-                for a, b, ch, load in group:
-                    acc.setdefault(ch, []).append((t0 + (dt + a), t0 + (dt + b),
-                                                   np.full(len(t0), load)))
-        return {ch: tuple(np.concatenate(x) for x in zip(*v)) for ch, v in acc.items()}
+            rows = list(pulses) + [(dt + a, dt + b, ch, load)
+                                   for dt, group in shifted for a, b, ch, load in group]
+            table = self._ptables[tid] = _loads.Block(
+                np.asarray([r[0] for r in rows], float), np.asarray([r[1] for r in rows], float),
+                np.asarray([r[3] for r in rows], float),
+                self._lcodes.encode([r[2] for r in rows]).astype(np.int64), np.empty(0))
+        return table._replace(at=t0)
 
     # -- events ---------------------------------------------------------------------------------
     def _not_kept(self, what: str) -> HwsimError:
@@ -545,7 +552,7 @@ class Recorder:
         resource, resource_class, load_bytes_per_s, capacity_bytes_per_s``; the load holds from
         ``time_s`` until the resource's next row (levels and block pulses added together)."""
         self._flush_blocks()
-        return _loads.loads_frame(self._levels_columns(), self._pulses(), self.capacity,
+        return _loads.loads_frame(self._levels_columns(), self._pulse_blocks(), self.capacity,
                                   self.label)
 
     def utilization_frame(self, end_s: float, bin_s: float | None = None,
@@ -573,5 +580,5 @@ class Recorder:
             if parts:
                 work = (*(np.concatenate(x) for x in zip(*parts)),
                         self._codes["resource"].values)
-        return _loads.utilization_frame(end_s, bin_s, self._levels_columns(), self._pulses(),
+        return _loads.utilization_frame(end_s, bin_s, self._levels_columns(), self._pulse_blocks(),
                                         self.capacity, self.label, work, self.slots)

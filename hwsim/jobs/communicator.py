@@ -11,7 +11,7 @@ from typing import Sequence
 import simpy
 
 from hwsim.jobs.collectives import ALGORITHMS, choose, plan, recipe
-from hwsim.jobs.nccl import PARAMS, eligible, hops, memo_key, ring_order
+from hwsim.jobs.nccl import PARAMS, eligible, memo_key, ring_order
 from hwsim.jobs.phases import PhaseRun, Schedule, compile_phases, run_collective
 from hwsim.jobs.system import System
 
@@ -118,7 +118,7 @@ class CollectiveGroup:
 
     def _find_channels(self) -> set:
         out: set = set()
-        proto = PARAMS.protocol("wire")
+        route = self.system.route
         for grp in [self.ring, *self.peers]:
             order = grp if self.op == "sendrecv" or grp is self.ring else ring_order(
                 self.system, grp)
@@ -130,8 +130,9 @@ class CollectiveGroup:
                     phases = plan(self.system, self.op, alg, order, 1.0, rank_of, PARAMS)
                 except ValueError:  # not possible here (e.g. NVLS without an NVSwitch)
                     continue
-                for ph in phases:
-                    out.update(c for h in hops(self.system, ph, 0, proto) for c in h[0])
+                for ph in phases:  # the channels of hops(..., key=0, ...): flow i's route
+                    for i, f in enumerate(ph.flows):
+                        out.update(route(f.src, f.dst, i)[0])
         return out
 
     def _ring_category(self) -> str:
