@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -334,9 +335,10 @@ class _EventsFile:
 def _write_files(result: Result, folder: Path) -> bool:
     """Write the result's files into *folder*; returns whether events.parquet was written.
 
-    The parquet files are encoded and compressed by a second thread (pyarrow does it without
-    the GIL) while this one builds trace.json and the small files; the events are handed over
-    one batch at a time, so no more than two batches are held."""
+    Three threads share the work: this one merges the events and builds trace.json; one
+    encodes and compresses events.parquet a batch at a time (pyarrow, without the GIL; at most
+    three batches wait); one builds the utilization frame (numpy) and writes the other parquet
+    files, once the first batch has settled the recorder (from then on it is only read)."""
     from concurrent.futures import ThreadPoolExecutor
 
     wanted = (result.config or {}).get("outputs") or {}  # the scenario's outputs: switches
@@ -345,38 +347,32 @@ def _write_files(result: Result, folder: Path) -> bool:
                                                                                         True)
     (folder / "summary.json").write_text(to_json(result.summary), encoding="utf-8")
     trace = TraceEvents() if want_trace else None
-    with ThreadPoolExecutor(1, thread_name_prefix="hwsim-parquet") as writer:
+    with ThreadPoolExecutor(1, thread_name_prefix="hwsim-events") as writer, \
+            ThreadPoolExecutor(1, thread_name_prefix="hwsim-frames") as framer:
         pending: list = []
-
-        def parquet(task: Any, *args: Any) -> None:
-            pending.append(writer.submit(task, *args))
-            if len(pending) > 3:  # at most 3 waiting (raising what they raised when written)
-                pending.pop(0).result()
-
+        batches = iter(())
         if want_events or want_trace:
-            batches = (result.event_batches() if result.event_batches is not None
-                       else [result.events])
-            out = _EventsFile(folder / "events.parquet") if want_events else None
-            try:
-                for frame in batches:
-                    if out is not None:
-                        parquet(out.write, frame)
-                    if trace is not None:
-                        trace.add(frame)
-            finally:
+            batches = iter(result.event_batches() if result.event_batches is not None
+                           else [result.events])
+            first = next(batches, None)
+            if first is not None:
+                batches = chain([first], batches)
+        frames = framer.submit(_write_frames, result, wanted, folder)
+        out = _EventsFile(folder / "events.parquet") if want_events else None
+        try:
+            for frame in batches:
                 if out is not None:
-                    parquet(out.close)
-        frames = {name: getattr(result, name) for name in ("utilization", "memory")
-                  if wanted.get(name, True)}
-        for name in ("requests", "iterations"):  # serving runs: per request, per iteration
-            if len(getattr(result, name)):
-                frames[name] = getattr(result, name)
-        if len(result.failures.columns):  # runs with failures: one row per failure, maybe none
-            frames["failures"] = result.failures
-        for name, frame in frames.items():
-            parquet(_write_parquet, frame, folder / f"{name}.parquet")
+                    pending.append(writer.submit(out.write, frame))
+                    if len(pending) > 3:  # the oldest is written (raising what it raised)
+                        pending.pop(0).result()
+                if trace is not None:
+                    trace.add(frame)
+        finally:
+            if out is not None:
+                pending.append(writer.submit(out.close))
         result.bottleneck.to_csv(folder / "bottleneck.csv", index=False)
         (folder / "scenario.json").write_text(to_json(result.config), encoding="utf-8")
+        frames.result()
         if trace is not None:
             write_trace(folder / "trace.json", trace, result.utilization, result.memory)
         for task in pending:
@@ -384,6 +380,17 @@ def _write_files(result: Result, folder: Path) -> bool:
     if (want_events or want_trace) and result.release is not None:
         result.release()
     return want_events
+
+
+def _write_frames(result: Result, wanted: dict, folder: Path) -> None:
+    """utilization.parquet and memory.parquet (unless the scenario's outputs switch them off);
+    requests and iterations (serving) and failures (runs with failures), when there are any."""
+    names = [name for name in ("utilization", "memory") if wanted.get(name, True)]
+    names += [name for name in ("requests", "iterations") if len(getattr(result, name))]
+    if len(result.failures.columns):  # runs with failures: one row per failure, maybe none
+        names.append("failures")
+    for name in names:
+        _write_parquet(getattr(result, name), folder / f"{name}.parquet")
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
