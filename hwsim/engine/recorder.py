@@ -489,7 +489,7 @@ class Recorder:
             v = cols[c]
             if c in TEXT:
                 lut, dtype = categories[c]
-                out[c] = pd.Categorical.from_codes(lut[v], dtype=dtype)
+                out[c] = pd.Categorical.from_codes(lut[v], dtype=dtype, validate=False)
             else:
                 out[c] = v
         return pd.DataFrame(out, columns=list(EVENT_COLUMNS))
