@@ -18,6 +18,9 @@ max-min fair with everything else on the graph, so a congested fabric slows a co
 - **nvls** (NVLink SHARP, one NVSwitch): each GPU moves ``S (1 + 1/n)`` up to the switch and down
   from it (ld_reduce of every shard, multicast store of its own) at the NVLS efficiency, plus a
   fixed cost.
+- **sharp** (SHARP on InfiniBand switches, NCCL's CollNet chain): per rail, a chain through each
+  server's (or NVLink domain's) GPUs to its head, whose NIC sends ``S/R`` once up the switches'
+  aggregation tree and receives the result once (:mod:`hwsim.jobs.sharp`); all flows at once.
 - **hierarchical**: ring reduce-scatter inside each server, one ring per local rank across servers
   (every rail at once) on the ``S/g`` shards, ring all-gather inside each server.
 - **pairwise** all-to-all: every ordered pair at once, ``S/n`` each. **broadcast**: pipelined
@@ -38,6 +41,7 @@ import simpy
 from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, estimate, hops, layout,
                              memo_key, nvswitch, protocol_for, protocols, ring_order, rings)
 from hwsim.jobs.phases import isolated_durations, run_phases
+from hwsim.jobs.sharp import plan_sharp
 from hwsim.jobs.system import System
 
 __all__ = ["ring_allreduce", "ring_order", "collective", "recipe",
@@ -45,7 +49,7 @@ __all__ = ["ring_allreduce", "ring_order", "collective", "recipe",
            "allreduce", "allgather", "reduce_scatter", "alltoall", "broadcast", "sendrecv",
            "ALGORITHMS"]
 
-ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical"), "allgather": ("ring",),
+ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical", "sharp"), "allgather": ("ring",),
               "reduce_scatter": ("ring",), "alltoall": ("pairwise",), "broadcast": ("ring",),
               "sendrecv": ("p2p",)}
 """Algorithms per operation (``auto`` chooses among them)."""
@@ -105,6 +109,8 @@ def plan(system: System, op: str, algorithm: str, devices: Sequence[str], nbytes
                       fixed_s=params.nvls_latency_s)]
     if algorithm == "tree":
         return [_tree(groups, rails, nbytes, rank_of)]
+    if algorithm == "sharp":
+        return plan_sharp(system, devices, nbytes, rank_of)
     g = len(groups[0])  # hierarchical
     if any(len(grp) != g for grp in groups):
         raise ValueError("hierarchical all-reduce needs the same number of ranks on every server")

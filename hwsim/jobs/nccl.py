@@ -191,8 +191,9 @@ _LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], int]:
-    """Devices grouped by server (ring order), and the rails: parallel rings or trees across
-    servers, ``min(GPUs, NICs)`` of the smallest server (1 inside one server). Memoised."""
+    """Devices grouped by server, or by NVLink domain where servers share one (:func:`scale_up`;
+    ring order), and the rails: parallel rings or trees across groups, ``min(GPUs, NICs)`` of
+    the smallest group (1 inside one group). Memoised."""
     memo = _LAYOUTS.setdefault(memo_key(system), {})
     k = tuple(devices)
     hit = memo.get(k)
@@ -201,13 +202,20 @@ def layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], int
     return [list(grp) for grp in hit[0]], hit[1]
 
 
+def scale_up(at: dict) -> tuple:
+    """The scale-up unit of a node (attributes *at*) NCCL treats as one node: its NVLink
+    domain (``domain``, several servers joined by NVLink switches) or else its server."""
+    domain = at.get("domain")
+    return (at.get("site"), "domain", domain) if domain is not None else (
+        at.get("site"), at.get("server"))
+
+
 def _layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], int]:
     g = system.graph
     groups: dict[tuple, list[str]] = {}
     for d in ring_order(system, devices):
         at = g.nodes[d]
-        server = at.get("server")
-        groups.setdefault((at.get("site"), d if server is None else server), []).append(d)
+        groups.setdefault(scale_up(at) if at.get("server") is not None else (d,), []).append(d)
     if len(groups) == 1:
         return list(groups.values()), 1
     nics = _NICS.get(memo_key(system))
@@ -215,7 +223,7 @@ def _layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], in
         nics = _NICS[memo_key(system)] = {}
         for _, at in g.nodes(data=True):
             if at.get("kind") == "nic":
-                k = (at.get("site"), at.get("server"))
+                k = scale_up(at)
                 nics[k] = nics.get(k, 0) + 1
     rails = min(min(len(v), nics.get(k, 0)) for k, v in groups.items())
     return list(groups.values()), max(rails, 1)
@@ -247,7 +255,9 @@ def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
              params: Params) -> list[str]:
     """The algorithms ``auto`` compares for *op*: all-reduce: ring; NVLS on one NVSwitch of a
     ``params.nvls_auto_links`` link; tree across servers while ``nbytes / n`` is at most
-    ``params.tree_max_bytes_per_rank``. Other operations: their one algorithm."""
+    ``params.tree_max_bytes_per_rank``; sharp across servers (or NVLink domains) whose switches
+    reduce in the network (:func:`hwsim.jobs.sharp.available`). Other operations: their one
+    algorithm."""
     if op == "sendrecv":
         return ["p2p"]
     if op != "allreduce":
@@ -258,6 +268,11 @@ def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
         algs.append("nvls")
     if multi and nbytes / len(devices) <= params.tree_max_bytes_per_rank:
         algs.append("tree")
+    if multi:
+        from hwsim.jobs.sharp import available  # it builds on this module's layout
+
+        if available(system, devices):
+            algs.append("sharp")
     return algs
 
 

@@ -87,6 +87,7 @@ class NodeSpec(StrictModel):
     nics_per_node: Count = 0
     local_storage: str | None = None
     host_memory: str = "ddr4-host"
+    nvlink_domain: Count = 0  # GPUs per NVLink domain across servers (0: the server's own)
 
     @model_validator(mode="after")
     def _accelerators(self) -> NodeSpec:
@@ -111,6 +112,7 @@ class Fabric(StrictModel):
     link: str | None = None
     leaf_radix: Annotated[int, Field(ge=2), AfterValidator(_int64)] | None = None
     dims: list[PosInt] | None = None
+    sharp: bool = False  # the switches reduce in the network (InfiniBand SHARP)
 
     @model_validator(mode="after")
     def _dims(self) -> Fabric:

@@ -16,6 +16,7 @@ import networkx as nx
 from hwsim.exceptions import ScenarioError
 from hwsim.topology import attributes as A
 from hwsim.topology.attributes import check_connected, from_explicit
+from hwsim.topology.nvl import join_domains, mark_sharp, server_spec
 
 __all__ = ["single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
            "default_host_link", "TOPOLOGIES", "INTER_SOCKET_BW_BYTES_PER_S",
@@ -27,7 +28,7 @@ NIC_CLASSES = ("infiniband", "ethernet", "omnipath", "nvlink")
 INTER_SOCKET_BW_BYTES_PER_S = 100e9  # per direction; see docs/topology.md for the sources
 INTER_SOCKET_LATENCY_S = 100e-9  # remote minus local DRAM latency, 2-socket EPYC/Xeon: ~60-130 ns
 _NODE_KEYS = ("gpu", "gpus_per_node", "tpu", "cpu", "cpu_sockets", "intra_node", "host_link",
-              "nic", "nics_per_node", "local_storage", "host_memory")
+              "nic", "nics_per_node", "local_storage", "host_memory", "nvlink_domain")
 
 
 def default_host_link(accelerator: str | None = None, cpu: str = "EPYC-7742") -> str:
@@ -193,7 +194,7 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
     link=None}`` on the top-level switches.
     """
     fab = A.dict_arg(fabric, "fabric", ("topology", "oversubscription", "link", "leaf_radix",
-                                        "dims"))
+                                        "dims", "sharp"))
     topo = fab.get("topology") or "single-switch"
     if topo not in TOPOLOGIES:
         raise ScenarioError(f"unknown topology {topo!r}; valid: {', '.join(TOPOLOGIES)}",
@@ -219,12 +220,14 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
                                 field="fabric.topology")
         servers = _group_servers(groups)
     if topo == "torus":
+        if fab.get("sharp"):
+            mark_sharp(nx.Graph(), [], topo)  # raises: no SHARP on a torus
         return _torus_cluster(len(servers), node, fab, storage, site, name)
     G = nx.Graph(name=name or _cluster_name(servers, groups, topo))
     for s, (spec, field, group) in enumerate(servers):
         before = len(G)
         try:
-            single_node(**spec, server=s, site=site, graph=G)
+            single_node(**server_spec(spec), server=s, site=site, graph=G)
         except ScenarioError as err:
             raise A.nest_error(err, field) from None
         if group is not None:
@@ -255,6 +258,9 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
                  for j in range(max(len(own) for own in nics))]
         top = _upper(G, _leaves(G, rails if rail else [list(chain.from_iterable(nics))], radix,
                                 site, rail), link, radix, over, site)
+    join_domains(G, servers, site)
+    if fab.get("sharp"):
+        mark_sharp(G, nic_ids, topo)
     A.add_shared_storage(G, storage, top, nic_ids[0] if nic_ids else None, site)
     check_connected(G)
     return G
@@ -301,7 +307,11 @@ def _torus_cluster(n: int, node: dict[str, Any], fab: dict[str, Any], storage: A
         raise ScenarioError("topology 'torus' is for TPU pods (set node.tpu, e.g. TPU-v4); use "
                             "fat-tree, rail-optimized or single-switch", field="fabric.topology")
     cph = A.int_arg(node.get("gpus_per_node", 0), "node.gpus_per_node", 1)
-    host = {k: v for k, v in node.items() if k not in ("tpu", "gpus_per_node", "intra_node")}
+    if node.get("nvlink_domain"):
+        raise ScenarioError("does not apply to TPU pods (topology 'torus'); NVLink domains are "
+                            "for GPU servers", field="node.nvlink_domain")
+    host = {k: v for k, v in node.items()
+            if k not in ("tpu", "gpus_per_node", "intra_node", "nvlink_domain")}
     try:
         G = tpu_pod(tpu=node["tpu"], dims=fab.get("dims") or _cube(n * cph), chips_per_host=cph,
                     ici=node.get("intra_node") or fab.get("link") or "tpu-ici-v4", site=site,
@@ -328,8 +338,8 @@ def tpu_pod(*, tpu: str = "TPU-v4", dims: Sequence[int] = (4, 4, 4), ici: str = 
     Chip ``c`` (x fastest) sits in host ``c // chips_per_host``, a :func:`single_node` server with
     *cpu* and the other *host* fields; host NICs join one switch ``switch0``.
     """
-    host = A.dict_arg(host, "host", [k for k in _NODE_KEYS if k not in ("tpu", "gpus_per_node",
-                                                                          "intra_node", "cpu")])
+    host = A.dict_arg(host, "host", [k for k in _NODE_KEYS if k not in (
+        "tpu", "gpus_per_node", "intra_node", "cpu", "nvlink_domain")])
     if not isinstance(dims, (list, tuple)) or len(dims) not in (2, 3):
         raise ScenarioError(f"must be 2 or 3 sizes, got {dims!r}", field="dims")
     dims = tuple(A.int_arg(d, "dims", 1) for d in dims)
