@@ -283,3 +283,41 @@ def test_sharp_on_off_scenarios_answer_their_question():
     assert on["step_time_s"] < off["step_time_s"]
     assert on["memory_per_device_gb"] == off["memory_per_device_gb"]
     assert off["bottleneck"] == "comm:infiniband"
+
+
+# -- Grace superchips: NVLink-C2C to the CPU ----------------------------------------------------
+C2C = dict(NVL, nvlink_domain=8, gpu_cpu_link="nvlink-c2c", cpu="EPYC-9654",
+           host_memory="ddr5-host")
+
+
+def test_nvlink_c2c_joins_each_gpu_to_its_own_cpu_and_carries_host_memory_traffic():
+    """GPU i on socket i * 2 // 4 by nvlink-c2c, 450 GB/s per direction (900 GB/s
+    bidirectional); host memory is reached over it, the NIC and the other GPUs are not."""
+    g = cluster(nodes=2, node=C2C)
+    assert g.edges["n0.gpu1", "n0.cpu0"]["link"] == "nvlink-c2c"
+    assert g.edges["n0.gpu3", "n0.cpu1"]["bw_bytes_per_s"] == 450e9
+    r = Router(g)
+    assert r.path("n0.gpu3", "n0.mem") == ["n0.gpu3", "n0.cpu1", "n0.mem"]
+    assert r.path("n0.gpu3", "n0.nic3") == ["n0.gpu3", "n0.pcie3", "n0.nic3"]
+    assert r.path("n0.gpu0", "n0.gpu1") == ["n0.gpu0", "nvl0.nvswitch", "n0.gpu1"]
+    with pytest.raises(ScenarioError) as err:
+        cluster(nodes=1, node=dict(tpu="TPU-v4", gpus_per_node=4, gpu_cpu_link="nvlink-c2c"))
+    assert err.value.field == "node.gpu_cpu_link" and "needs GPUs" in err.value.reason
+    with pytest.raises(ScenarioError) as err:
+        cluster(nodes=1, node={**C2C, "nvlink_domain": 0, "gpu_cpu_link": "pcie5-x16"})
+    assert err.value.field == "node.gpu_cpu_link"
+
+
+def test_offload_is_faster_over_nvlink_c2c_than_over_pcie():
+    """ZeRO-Offload moves gradients down and parameters up every step: the C2C path (450 GB/s
+    per direction) beats PCIe 5 (64 GB/s), so the step is never slower and here faster."""
+    steps = {}
+    for link in ("nvlink-c2c", None):
+        s = dict(name="c2c", seed=0, cluster=dict(nodes=2, node={**C2C, "gpu_cpu_link": link}),
+                 workload=dict(kind="training", model=dict(layers=8, hidden=4096, heads=32,
+                                                           vocab=32000, activation="gelu"),
+                               seq_len=1024, precision="bf16", global_batch=8,
+                               parallelism=dict(tp=1, micro_batch=1, zero=2, offload="cpu"),
+                               optimizer="adam", steps=2))
+        steps[link] = hwsim.run(s).summary["step_time_s"]
+    assert steps["nvlink-c2c"] < steps[None]

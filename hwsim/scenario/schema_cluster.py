@@ -88,6 +88,7 @@ class NodeSpec(StrictModel):
     local_storage: str | None = None
     host_memory: str = "ddr4-host"
     nvlink_domain: Count = 0  # GPUs per NVLink domain across servers (0: the server's own)
+    gpu_cpu_link: str | None = None  # GPU-to-own-CPU link beside PCIe (nvlink-c2c: Grace)
 
     @model_validator(mode="after")
     def _accelerators(self) -> NodeSpec:

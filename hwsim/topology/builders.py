@@ -28,7 +28,8 @@ NIC_CLASSES = ("infiniband", "ethernet", "omnipath", "nvlink")
 INTER_SOCKET_BW_BYTES_PER_S = 100e9  # per direction; see docs/topology.md for the sources
 INTER_SOCKET_LATENCY_S = 100e-9  # remote minus local DRAM latency, 2-socket EPYC/Xeon: ~60-130 ns
 _NODE_KEYS = ("gpu", "gpus_per_node", "tpu", "cpu", "cpu_sockets", "intra_node", "host_link",
-              "nic", "nics_per_node", "local_storage", "host_memory", "nvlink_domain")
+              "nic", "nics_per_node", "local_storage", "host_memory", "nvlink_domain",
+              "gpu_cpu_link")
 
 
 def default_host_link(accelerator: str | None = None, cpu: str = "EPYC-7742") -> str:
@@ -52,7 +53,7 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
                 host_link: str | None = None, nic: str | None = None, nics_per_node: int = 0,
                 local_storage: str | None = None, host_memory: str = "ddr4-host", server: int = 0,
                 site: str = A.DEFAULT_SITE, graph: nx.Graph | None = None,
-                name: str | None = None) -> nx.Graph:
+                name: str | None = None, gpu_cpu_link: str | None = None) -> nx.Graph:
     """One server ``n{server}.*``: CPU sockets, host memory, accelerators and NICs on PCIe
     switches (a switch per GPU-NIC pair, or per pair of GPUs when NICs are fewer), local storage;
     added to *graph* if given, else to a new graph named *name*. Arguments mirror the scenario's
@@ -64,6 +65,9 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
     :func:`default_host_link` of the accelerator and CPU.
     A ``nic`` with ``nics_per_node=0`` gives one NIC. The local drive is named after its catalog
     kind: ``n{server}.nvme``, ``n{server}.ssd`` (SATA), ``n{server}.hdd``.
+    ``gpu_cpu_link`` (an nvlink id, e.g. ``nvlink-c2c``): each GPU also joins its CPU socket
+    directly (Grace superchips: GPU ``i`` on socket ``i * sockets // gpus``), so host-memory
+    traffic (offload) takes it; NICs and drives stay on PCIe.
     """
     if gpu is not None and tpu is not None:
         raise ScenarioError("gpu and tpu are mutually exclusive; give one of them", field="tpu")
@@ -82,6 +86,10 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
         raise ScenarioError("needs gpu or tpu accelerators", field="intra_node")
     intra = None if intra_node is None else A.link_spec(
         intra_node, "intra_node", ("nvlink", "pcie") if kind == A.GPU else ("ici",))
+    c2c = None if gpu_cpu_link is None else A.link_spec(gpu_cpu_link, "gpu_cpu_link", ("nvlink",))
+    if c2c is not None and kind != A.GPU:
+        raise ScenarioError("needs GPUs (gpu and gpus_per_node); it joins each GPU to its CPU "
+                            "socket (e.g. nvlink-c2c for Grace superchips)", field="gpu_cpu_link")
     n_nic = A.int_arg(nics_per_node, "nics_per_node", 0)
     if nic is None and n_nic:
         raise ScenarioError(f"is {n_nic} but no nic is set", field="nics_per_node")
@@ -115,6 +123,8 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
         for i, a in enumerate(accs):
             A.add_link(G, a, sws[i * n_sw // n_acc], intra if intra and intra.link_class == "pcie"
                        else host)
+    for i, a in enumerate(accs if c2c is not None else ()):  # superchip: GPU to its own CPU
+        A.add_link(G, a, cpus[i * sockets // n_acc], c2c)
     for j, n in enumerate(nics):  # CPU-only servers: NICs on the sockets' root complexes
         A.add_link(G, n, sws[j * n_sw // n_nic] if accs else cpus[j * sockets // n_nic], host)
     if intra is not None and intra.link_class == "nvlink":
