@@ -321,3 +321,12 @@ def test_offload_is_faster_over_nvlink_c2c_than_over_pcie():
                                optimizer="adam", steps=2))
         steps[link] = hwsim.run(s).summary["step_time_s"]
     assert steps["nvlink-c2c"] < steps[None]
+
+
+def test_nvl72_beats_eight_hgx_b200_for_the_ep16_moe():
+    """The same 64 B200 GPUs and job: EP = 16 inside one NVLink domain vs across two HGX
+    servers over InfiniBand; same memory, a shorter step in the domain."""
+    nvl = json.loads((GOLDEN / "moe-dbrx-ep16-nvl72-b200.json").read_text())
+    hgx = json.loads((GOLDEN / "moe-dbrx-ep16-8xhgx-b200.json").read_text())
+    assert nvl["step_time_s"] < hgx["step_time_s"]
+    assert nvl["fits"] and hgx["fits"]
