@@ -330,3 +330,23 @@ def test_nvl72_beats_eight_hgx_b200_for_the_ep16_moe():
     hgx = json.loads((GOLDEN / "moe-dbrx-ep16-8xhgx-b200.json").read_text())
     assert nvl["step_time_s"] < hgx["step_time_s"]
     assert nvl["fits"] and hgx["fits"]
+
+
+@pytest.mark.parametrize("sharp, parallelism, model", [
+    (False, dict(tp=8, micro_batch=1), dict(layers=2, hidden=2048, heads=16, vocab=32000,
+                                             activation="gelu")),
+    (True, dict(tp=4, micro_batch=1), dict(layers=2, hidden=2048, heads=16, vocab=32000,
+                                            activation="gelu")),
+])
+def test_folded_equals_unfolded_in_nvlink_domains_and_with_sharp(sharp, parallelism, model):
+    """Scale by symmetry holds on trays in domains of 8 with (or without) SHARP data parallel."""
+    steps = []
+    for fold in (False, True):
+        s = dict(name="nvl", seed=0,
+                 cluster=dict(nodes=8, node={**NVL, "nvlink_domain": 8},
+                              fabric=dict(topology="rail-optimized", sharp=sharp)),
+                 workload=dict(kind="training", model=model, seq_len=1024, precision="bf16",
+                               global_batch=32, parallelism=parallelism, fold=fold,
+                               optimizer="adam", steps=1))
+        steps.append(hwsim.run(s).summary["step_time_s"])
+    assert steps[1] == pytest.approx(steps[0], rel=1e-3)
