@@ -16,7 +16,7 @@ import networkx as nx
 from hwsim.exceptions import ScenarioError
 from hwsim.topology import attributes as A
 from hwsim.topology.attributes import check_connected, from_explicit
-from hwsim.topology.nvl import join_domains, mark_sharp, server_spec
+from hwsim.topology.nvl import join_domains, mark_sharp
 
 __all__ = ["single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
            "default_host_link", "TOPOLOGIES", "INTER_SOCKET_BW_BYTES_PER_S",
@@ -53,7 +53,8 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
                 host_link: str | None = None, nic: str | None = None, nics_per_node: int = 0,
                 local_storage: str | None = None, host_memory: str = "ddr4-host", server: int = 0,
                 site: str = A.DEFAULT_SITE, graph: nx.Graph | None = None,
-                name: str | None = None, gpu_cpu_link: str | None = None) -> nx.Graph:
+                name: str | None = None, gpu_cpu_link: str | None = None,
+                nvlink_domain: int | None = 0) -> nx.Graph:
     """One server ``n{server}.*``: CPU sockets, host memory, accelerators and NICs on PCIe
     switches (a switch per GPU-NIC pair, or per pair of GPUs when NICs are fewer), local storage;
     added to *graph* if given, else to a new graph named *name*. Arguments mirror the scenario's
@@ -67,7 +68,9 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
     kind: ``n{server}.nvme``, ``n{server}.ssd`` (SATA), ``n{server}.hdd``.
     ``gpu_cpu_link`` (an nvlink id, e.g. ``nvlink-c2c``): each GPU also joins its CPU socket
     directly (Grace superchips: GPU ``i`` on socket ``i * sockets // gpus``), so host-memory
-    traffic (offload) takes it; NICs and drives stay on PCIe.
+    traffic (offload) takes it; NICs and drives stay on PCIe. ``nvlink_domain`` above
+    ``gpus_per_node``: this server is one tray of an NVLink domain, built without its own
+    NVSwitch (:func:`cluster` joins the trays' GPUs to the domain's switch).
     """
     if gpu is not None and tpu is not None:
         raise ScenarioError("gpu and tpu are mutually exclusive; give one of them", field="tpu")
@@ -127,7 +130,8 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
         A.add_link(G, a, cpus[i * sockets // n_acc], c2c)
     for j, n in enumerate(nics):  # CPU-only servers: NICs on the sockets' root complexes
         A.add_link(G, n, sws[j * n_sw // n_nic] if accs else cpus[j * sockets // n_nic], host)
-    if intra is not None and intra.link_class == "nvlink":
+    tray = A.int_arg(nvlink_domain or 0, "nvlink_domain", 0) > n_acc > 0  # cluster() adds it
+    if intra is not None and intra.link_class == "nvlink" and not tray:
         added.append(A.add_node(G, f"{p}nvswitch", A.NVSWITCH, **at))
         for a in accs:
             A.add_link(G, a, added[-1], intra)
@@ -237,7 +241,7 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
     for s, (spec, field, group) in enumerate(servers):
         before = len(G)
         try:
-            single_node(**server_spec(spec), server=s, site=site, graph=G)
+            single_node(**spec, server=s, site=site, graph=G)
         except ScenarioError as err:
             raise A.nest_error(err, field) from None
         if group is not None:

@@ -25,7 +25,7 @@ import networkx as nx
 from hwsim.exceptions import ScenarioError
 from hwsim.topology import attributes as A
 
-__all__ = ["NVLINK_DOMAIN_MAX_GPUS", "domain_trays", "join_domains", "server_spec", "mark_sharp"]
+__all__ = ["NVLINK_DOMAIN_MAX_GPUS", "domain_trays", "join_domains", "mark_sharp"]
 
 NVLINK_DOMAIN_MAX_GPUS: Mapping[str, int] = {
     "nvlink2": 16,   # DGX-2: 16 V100 on 12 NVSwitches (NVIDIA DGX-2 datasheet)
@@ -74,7 +74,7 @@ def join_domains(G: nx.Graph, servers: Sequence[tuple[Mapping[str, Any], str, An
     """Join the servers of *G* (``n{s}``, in the order of *servers*: ``(node spec, field,
     group)``) into NVLink domains where their spec's ``nvlink_domain`` spans several servers.
     Consecutive servers of one spec form a domain; their count must be whole domains. The
-    servers were built without an NVSwitch (``intra_node=None``)."""
+    servers were built as trays, without an NVSwitch (``single_node(nvlink_domain=...)``)."""
     by_server: dict[Any, list[str]] = {}
     for v, d in G.nodes(data=True):
         by_server.setdefault(d.get("server"), []).append(v)
@@ -104,16 +104,6 @@ def join_domains(G: nx.Graph, servers: Sequence[tuple[Mapping[str, Any], str, An
                         A.add_link(G, f"n{t}.gpu{i}", sw, link)
                 domain += 1
         s = run
-
-
-def server_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """*spec* as :func:`~hwsim.topology.builders.single_node` takes it: without
-    ``nvlink_domain``, and without the NVSwitch where the domain spans several servers."""
-    out = {k: v for k, v in spec.items() if k != "nvlink_domain"}
-    raw, gpn = spec.get("nvlink_domain"), spec.get("gpus_per_node") or 0
-    if isinstance(raw, int) and gpn and raw > gpn:
-        out["intra_node"] = None
-    return out
 
 
 def mark_sharp(G: nx.Graph, nic_ids: Sequence[str], topology: str) -> None:
