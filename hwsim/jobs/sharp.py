@@ -33,26 +33,38 @@ __all__ = ["sharp_tree", "available", "plan_sharp"]
 
 _LEVEL = {"leaf": 0, "spine": 1, "core": 2}
 _TREES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_NICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _nics(system: System) -> dict | None:
+    """``(site, server)`` -> its NICs (sorted), or None where no switch of the graph has
+    ``sharp`` (then SHARP never runs; nothing more is looked at). Memoised."""
+    memo = _NICS.get(memo_key(system), False)
+    if memo is False:
+        g, memo = system.graph, None
+        if any(d.get("sharp") for _, d in g.nodes(data=True) if d.get("kind") == "switch"):
+            memo = {}
+            for v, d in g.nodes(data=True):
+                if d.get("kind") == "nic":
+                    memo.setdefault((d.get("site"), d.get("server")), []).append(v)
+            memo = {k: sorted(v) for k, v in memo.items()}
+        _NICS[memo_key(system)] = memo
+    return memo
 
 
 def _leaf(system: System, gpu: str, rail: int) -> str | None:
-    """The fabric switch *gpu* reaches through its own NIC: a NIC on its PCIe switch, else the
+    """The fabric switch *gpu* reaches through its own NIC: a NIC on its PCIe switch, else its
     server's NIC of index *rail* (modulo their number); None without one."""
     g = system.graph
     nics = sorted(v for sw in g.neighbors(gpu) if g.nodes[sw].get("kind") == "pcie_switch"
                   for v in g.neighbors(sw) if g.nodes[v].get("kind") == "nic")
     if not nics:
         at = g.nodes[gpu]
-        prefix = gpu.rsplit(".", 1)[0] + "."
-        nics = sorted(v for v in g.neighbors(prefix + "pcie0") if g.nodes[v].get("kind") == "nic"
-                      ) if prefix + "pcie0" in g else []
-        nics = nics or sorted(v for v, d in g.nodes(data=True) if d.get("kind") == "nic" and
-                              (d.get("site"), d.get("server")) == (at.get("site"),
-                                                                   at.get("server")))
+        own = (_nics(system) or {}).get((at.get("site"), at.get("server")), [])
+        nics = [own[rail % len(own)]] if own else []
     if not nics:
         return None
-    nic = nics[rail % len(nics)] if len(nics) > 1 else nics[0]
-    ups = sorted(v for v in g.neighbors(nic) if g.nodes[v].get("kind") == "switch")
+    ups = sorted(v for v in g.neighbors(nics[0]) if g.nodes[v].get("kind") == "switch")
     return ups[0] if ups else None
 
 
@@ -112,6 +124,9 @@ def _trees(system: System, devices: Sequence[str]) -> list | None:
     k = tuple(devices)
     if k in memo:
         return memo[k]
+    if _nics(system) is None:
+        memo[k] = None
+        return None
     groups, rails = layout(system, devices)
     out: list | None = [] if len(groups) > 1 else None
     for r in range(rails if out is not None else 0):
