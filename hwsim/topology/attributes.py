@@ -52,6 +52,10 @@ NODE_ATTRIBUTES: Mapping[str, str] = {
     "count": "memory and storage only: devices (sockets' memory, striped drives) behind the node",
     "coords": "tpu_pod chips only: the chip's torus coordinates (x, y[, z])",
     "group": "cluster(groups=...) only: the name of the node group the server belongs to",
+    "domain": "NVLink domains only (cluster node.nvlink_domain): int index of the domain of a "
+              "tray's nodes and of its switch nvl{d}.nvswitch (hwsim.topology.nvl)",
+    "sharp": "fabric switches with cluster fabric.sharp only: True, the switch reduces in the "
+             "network (InfiniBand SHARP)",
     "speed": "stragglers only (gpu, tpu, cpu): factor in (0, 1] on the device's op rate "
              "(hwsim.topology.degrade)",
 }
