@@ -350,3 +350,18 @@ def test_folded_equals_unfolded_in_nvlink_domains_and_with_sharp(sharp, parallel
                                optimizer="adam", steps=1))
         steps.append(hwsim.run(s).summary["step_time_s"])
     assert steps[1] == pytest.approx(steps[0], rel=1e-3)
+
+
+def test_packed_placement_keeps_a_job_inside_one_nvlink_domain():
+    """Two NVL8 domains of 2 trays of 4; a first job holds 2 GPUs of tray n0: a 6-GPU job packed
+    fits the first domain's 6 free GPUs (n0.gpu2-3, n1.gpu0-3); by servers alone it would take
+    n1 and n2, trays of two domains."""
+    from hwsim.scenario.build_jobs import place
+    from hwsim.topology import compute_devices
+
+    g = cluster(nodes=4, node={**NVL, "nvlink_domain": 8})
+    free = [d for d in compute_devices(g, "gpu") if d not in ("n0.gpu0", "n0.gpu1")]
+    got = place(g, free, 6, "packed")
+    assert got == ["n0.gpu2", "n0.gpu3", "n1.gpu0", "n1.gpu1", "n1.gpu2", "n1.gpu3"]
+    plain = cluster(nodes=4, node={**NVL, "nvlink_domain": 0})  # servers by most free: n1, n2
+    assert {d.split(".")[0] for d in place(plain, free, 6, "packed")} == {"n1", "n2"}

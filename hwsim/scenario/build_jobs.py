@@ -4,7 +4,9 @@ Jobs are placed in the order listed. A job holds its devices for the whole run: 
 queueing, so a job that asks for more devices than the earlier jobs left free is an error, even
 if it arrives after they finish. Placement policies (:func:`place`):
 
-- ``packed``: as few servers as possible. A job that fits in one server's free devices goes to
+- ``packed``: as few servers as possible, inside one NVLink domain where servers share one
+  (``node.nvlink_domain``) and the job fits one domain's free devices (best fit, as below, then
+  packed inside it). A job that fits in one server's free devices goes to
   the server with the fewest free devices that holds it (best fit, first in node order on a
   tie), leaving whole servers free; a larger job takes servers in order of most free devices
   (whole free servers first), each server's devices in node order.
@@ -22,6 +24,7 @@ from typing import Any
 import networkx as nx
 
 from hwsim.exceptions import ScenarioError
+from hwsim.jobs.nccl import scale_up
 from hwsim.scenario.build_inference import serving_plan
 from hwsim.scenario.schema import InferenceWorkload, Scenario, TrainingWorkload
 from hwsim.topology import compute_devices, natural_key
@@ -35,6 +38,13 @@ def place(g: nx.Graph, free: list[str], count: int, policy: str) -> list[str]:
     caller checks that *free* holds *count*."""
     if policy == "first_fit":
         return free[:count]
+    if policy == "packed":  # NVLink domains first: a job that fits one stays on NVLink
+        domains: dict[tuple, list[str]] = {}
+        for d in free:
+            domains.setdefault(scale_up(g.nodes[d]), []).append(d)
+        holds = [grp for grp in domains.values() if len(grp) >= count]
+        if any("domain" in g.nodes[d] for d in free) and holds:
+            free = min(holds, key=len)
     servers: dict[tuple, list[str]] = {}
     for d in free:
         at = g.nodes[d]
