@@ -365,3 +365,17 @@ def test_packed_placement_keeps_a_job_inside_one_nvlink_domain():
     assert got == ["n0.gpu2", "n0.gpu3", "n1.gpu0", "n1.gpu1", "n1.gpu2", "n1.gpu3"]
     plain = cluster(nodes=4, node={**NVL, "nvlink_domain": 0})  # servers by most free: n1, n2
     assert {d.split(".")[0] for d in place(plain, free, 6, "packed")} == {"n1", "n2"}
+
+
+def test_the_search_estimator_sees_the_domain_as_one_node():
+    """The parallelism search's analytic estimate: devices per 'server' is the domain's, the
+    bandwidth inside is NVLink's and across is the NICs' (not the NVLink switch's)."""
+    from hwsim.planning.estimate import per_server, server_bandwidths
+
+    g = cluster(nodes=4, node={**NVL, "nvlink_domain": 8})
+    devs = _gpus(4, 4)
+    assert per_server(g, devs) == 8
+    intra, inter = server_bandwidths(g, "n0.gpu0")
+    nvl, nic = get_link("nvlink5"), get_link("ib-ndr-400")
+    assert intra == pytest.approx(nvl.bw_bytes_per_s * nvl.efficiency)
+    assert inter == pytest.approx(nic.bw_bytes_per_s * nic.efficiency)

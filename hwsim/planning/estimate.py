@@ -17,32 +17,35 @@ from typing import Any, Iterable, Mapping
 import networkx as nx
 
 from hwsim.catalog import get_device
+from hwsim.jobs.nccl import scale_up
 from hwsim.workloads.memory import storage_bytes
 
 __all__ = ["estimate_step_time", "exposed_reduction", "per_server", "server_bandwidths"]
 
 
 def per_server(g: nx.Graph, devices: list[str]) -> int:
-    """Devices per server (the smallest server's count)."""
+    """Devices per server, or per NVLink domain where servers share one (the smallest's count):
+    what NCCL treats as one node (:func:`hwsim.jobs.nccl.scale_up`)."""
     counts: dict[tuple, int] = {}
     for d in devices:
-        key = (g.nodes[d].get("site"), g.nodes[d].get("server"))
+        key = scale_up(g.nodes[d])
         counts[key] = counts.get(key, 0) + 1
     return min(counts.values())
 
 
 def server_bandwidths(g: nx.Graph, device: str) -> tuple[float, float]:
     """(inside a server, across servers) achievable bytes/s per device: the device's fastest
-    link, and its server's links out of the server shared by the server's devices."""
+    link, and its server's links out of the server shared by the server's devices. A server in
+    an NVLink domain counts as the whole domain (its switch inside, its NICs out)."""
     at = g.nodes[device]
-    server = (at.get("site"), at.get("server"))
+    server = scale_up(at)
 
     def bw(a: Mapping[str, Any]) -> float:
         return a.get("bw_bytes_per_s", 0.0) * a.get("efficiency", 1.0) * a.get("count", 1)
 
     intra = max((bw(a) for _, _, a in g.edges(device, data=True)), default=0.0)
     kind = at.get("kind")
-    local = [x for x, a in g.nodes(data=True) if (a.get("site"), a.get("server")) == server]
+    local = [x for x, a in g.nodes(data=True) if scale_up(a) == server]
     here = set(local)
     out = sum(bw(a) for x in local for _, y, a in g.edges(x, data=True) if y not in here
               and g.nodes[y].get("server") is None)
