@@ -269,7 +269,7 @@ def test_sharp_on_dgx_a100_matches_nccls_own_estimate(nics, algbw_gb_s):
     """NVIDIA/nccl#320 (S. Jeaugey, NCCL team, 2023-01-03), CollNet/SHARP on DGX A100 with HDR:
     "with 4 NICs we should be able to get ~80GB/s algorithm bandwidth, but with 8 NICs we're
     limited to ~110GB/s AlgBw" (the chain's NVLink traffic). An estimate by NCCL's maintainer,
-    not a measurement: no public nccl-tests CollNet table was found; within 20%."""
+    not a measurement (the measured CollNet-chain check is the H100 one below); within 20%."""
     g = _sharp_cluster("A100-SXM4-80GB", "nvlink3", "ib-hdr-200", 4, nics=nics)
     S = 8 * 2**30
     t = _run(g, _gpus(4, 8), S, algorithm="sharp")[0]
