@@ -116,10 +116,13 @@ class Router:
     ----------
     G : networkx.Graph
         A topology (see :mod:`hwsim.topology.attributes`); every node needs a valid ``kind``.
+        Its ``ecmp_seed`` graph attribute (``fabric.ecmp_seed``) seeds the hash that picks
+        among equal-cost routes (default 0).
     """
 
     def __init__(self, G: nx.Graph) -> None:
         self.G = G
+        self._seed = int(G.graph.get("ecmp_seed") or 0) & 0xFFFFFFFF
         self._names = names = list(G)
         self._index = index = {v: i for i, v in enumerate(names)}
         kinds = [G.nodes[v].get("kind") for v in names]
@@ -266,7 +269,7 @@ class Router:
             raise self._no_route(src, dst)
         steps, sigs, srv, shops, gate = D.steps, D.sig, self._srv, self._shops, self._gate
         hopsets, runs, t_srv, edge, picks = self._hopsets, self._runs, D.srv, D.edge, None
-        h = zlib.crc32(f"{src}\x00{dst}\x00{key}".encode())
+        h = zlib.crc32(f"{src}\x00{dst}\x00{key}".encode(), self._seed)
         out, state = [src], s
         while True:
             sid = srv[state]
