@@ -10,7 +10,7 @@ import pytest
 import hwsim
 from hwsim.exceptions import ScenarioError
 from hwsim.topology.builders import cluster
-from hwsim.topology.fabrics import bisection_bw
+from hwsim.topology import bisection_bw
 from hwsim.topology.routing import Router
 
 NDR = 50e9  # ib-ndr-400 per direction (links.yaml)
