@@ -20,6 +20,14 @@ max-min fair with everything else on the graph, so a congested fabric slows a co
   fixed cost.
 - **hierarchical**: ring reduce-scatter inside each server, one ring per local rank across servers
   (every rail at once) on the ``S/g`` shards, ring all-gather inside each server.
+- **torus** (all-reduce, all-gather, reduce-scatter on TPU chips that fill whole axes of their
+  torus: :func:`~hwsim.topology.query.torus_rings`): XLA's per-axis collectives (Kumar et al.,
+  "Scale MLPerf-0.6 models on Google TPU-v3 Pods", arXiv:1909.09756, section 3, the 2-D gradient
+  summation; Jouppi et al., "TPU v4", ISCA 2023, for the 3-D torus): a reduce-scatter along one
+  axis, then the next, every ring of the axis run in both directions at once with half the data
+  each (``n - 1`` steps of ``D/(2n)`` to each neighbour), then the all-gathers in the reverse
+  order. Every ICI link of the covered axes carries traffic both ways. No public per-collective
+  TPU timing calibrates it: the ICI links' bandwidth and efficiency are the catalog's.
 - **pairwise** all-to-all: every ordered pair at once, ``S/n`` each. **broadcast**: pipelined
   chains from the root along the rings. **sendrecv**: one flow.
 
@@ -39,15 +47,16 @@ from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, es
                              memo_key, nvswitch, protocol_for, protocols, ring_order, rings)
 from hwsim.jobs.phases import isolated_durations, run_phases
 from hwsim.jobs.system import System
+from hwsim.topology.query import torus_rings
 
 __all__ = ["ring_allreduce", "ring_order", "collective", "recipe",
            "run_phases", "choose", "plan", "fold_factors", "fold_hops", "isolated_durations",
            "allreduce", "allgather", "reduce_scatter", "alltoall", "broadcast", "sendrecv",
            "ALGORITHMS"]
 
-ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical"), "allgather": ("ring",),
-              "reduce_scatter": ("ring",), "alltoall": ("pairwise",), "broadcast": ("ring",),
-              "sendrecv": ("p2p",)}
+ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical", "torus"),
+              "allgather": ("ring", "torus"), "reduce_scatter": ("ring", "torus"),
+              "alltoall": ("pairwise",), "broadcast": ("ring",), "sendrecv": ("p2p",)}
 """Algorithms per operation (``auto`` chooses among them)."""
 
 
@@ -84,6 +93,11 @@ def plan(system: System, op: str, algorithm: str, devices: Sequence[str], nbytes
         rs = rings(groups, rails)
         return [Phase(ring_flows(rs, nbytes / (len(rs) * n)), 2 * (n - 1) if op == "allreduce"
                       else n - 1)]
+    if algorithm == "torus" and op in ("allreduce", "allgather", "reduce_scatter"):
+        axes = torus_rings(system.graph, devices)
+        if axes is None:
+            raise ValueError("torus needs chips filling whole axes of a TPU torus")
+        return _torus(op, axes, nbytes, rank_of)
     if algorithm == "ring" and op == "broadcast":
         rs = [r[r.index(devices[root]):] + r[:r.index(devices[root])] for r in rings(groups, rails)]
         return [Phase(ring_flows(rs, nbytes / len(rs), chain=True), 1, n - 1)]
@@ -135,6 +149,24 @@ def _tree(groups: list[list[str]], rails: int, nbytes: float, rank_of: dict[str,
                           Flow(p, c, nbytes / rails / 2, rank_of[p])]
     depth = 2 * (max(len(grp) for grp in groups) - 1 + (int(math.log2(m)) if m > 1 else 0))
     return Phase(tuple(flows), 1, max(depth, 1))
+
+
+def _torus(op: str, axes: list[list[list[str]]], nbytes: float, rank_of: dict[str, int]
+           ) -> list[Phase]:
+    """XLA's collectives on a TPU torus (module doc, **torus**): a reduce-scatter along each
+    spanned axis in turn, every ring in both directions with half the data each (``n - 1``
+    steps of ``D / (2n)`` to each neighbour, leaving ``D / n`` for the next axis), then the
+    all-gathers in the reverse order; a reduce-scatter or an all-gather is its half."""
+    scatter, data = [], float(nbytes)
+    for ring_set in axes:
+        n = len(ring_set[0])
+        chunk = data / (2 * n)
+        scatter.append(Phase(tuple(f for r in ring_set for i in range(n) for f in (
+            Flow(r[i], r[(i + 1) % n], chunk, rank_of[r[i]]),
+            Flow(r[i], r[i - 1], chunk, rank_of[r[i]]))), n - 1))
+        data /= n
+    return {"reduce_scatter": scatter, "allgather": scatter[::-1],
+            "allreduce": scatter + scatter[::-1]}[op]
 
 
 _CHOICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -28,6 +28,7 @@ from typing import Sequence
 
 from hwsim.jobs.system import System
 from hwsim.topology import natural_key
+from hwsim.topology.query import torus_rings
 
 __all__ = ["Protocol", "Params", "PARAMS", "FITTED_TO", "CATALOG_ROWS", "Flow", "Phase",
            "busbw_factor", "ring_order", "layout", "rings", "nvswitch", "eligible", "protocols",
@@ -247,13 +248,17 @@ def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
              params: Params) -> list[str]:
     """The algorithms ``auto`` compares for *op*: all-reduce: ring; NVLS on one NVSwitch of a
     ``params.nvls_auto_links`` link; tree across servers while ``nbytes / n`` is at most
-    ``params.tree_max_bytes_per_rank``. Other operations: their one algorithm."""
+    ``params.tree_max_bytes_per_rank``; all-reduce, all-gather and reduce-scatter also torus on
+    TPU chips filling whole torus axes (:func:`~hwsim.topology.query.torus_rings`). Other
+    operations: their one algorithm."""
     if op == "sendrecv":
         return ["p2p"]
+    torus = ["torus"] if op in ("allreduce", "allgather", "reduce_scatter") and \
+        torus_rings(system.graph, devices) is not None else []
     if op != "allreduce":
-        return {"alltoall": ["pairwise"]}.get(op, ["ring"])
+        return {"alltoall": ["pairwise"]}.get(op, ["ring"]) + torus
     multi = len(layout(system, devices)[0]) > 1
-    algs = ["ring"]
+    algs = ["ring"] + torus
     if not multi and nvswitch(system, devices)[1] in params.nvls_auto_links:
         algs.append("nvls")
     if multi and nbytes / len(devices) <= params.tree_max_bytes_per_rank:

@@ -4,11 +4,13 @@ and the node of a kind that serves a given node on its server."""
 from __future__ import annotations
 
 import re
+import weakref
+from typing import Sequence
 
 import networkx as nx
 
 __all__ = ["natural_key", "server_peer", "server_index", "nodes_of_kind", "compute_devices",
-           "component_counts"]
+           "component_counts", "torus_rings"]
 
 
 def natural_key(name: str) -> tuple:
@@ -72,3 +74,54 @@ def component_counts(G: nx.Graph, devices: list[str]) -> dict[str, int]:
         "storage": sum(int(G.nodes[n].get("count", 1)) for n, k in kinds.items()
                        if k == "storage"),
     }
+
+
+_DIMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def torus_rings(G: nx.Graph, devices: Sequence[str]) -> list[list[list[str]]] | None:
+    """The rings of *devices* along each torus axis they span, axis by axis, each ring in
+    coordinate order (axes they do not span left out); None unless they are chips with torus
+    ``coords`` (:func:`~hwsim.topology.builders.tpu_pod`) filling whole axes of their pod: every
+    position of each spanned axis, the same positions on the others (a sub-torus), and every
+    ring closed by its wrap-around link."""
+    if len(devices) < 2:
+        return None
+    coords = [G.nodes[d].get("coords") for d in devices]
+    if any(c is None for c in coords) or len({len(c) for c in coords}) != 1:
+        return None
+    at = dict(zip(map(tuple, coords), devices))
+    dims = _torus_dims(G, G.nodes[devices[0]].get("site"), len(coords[0]))
+    values = [sorted({c[a] for c in at}) for a in range(len(dims))]
+    size = 1
+    for v in values:
+        size *= len(v)
+    if len(at) != len(devices) or size != len(at):  # not a product of per-axis positions
+        return None
+    out: list[list[list[str]]] = []
+    for a, v in enumerate(values):
+        if len(v) == 1:
+            continue
+        if v != list(range(dims[a])):  # part of an axis: no wrap-around ring
+            return None
+        rings: dict[tuple, list[str]] = {}
+        for c in sorted(at):
+            rings.setdefault(c[:a] + c[a + 1:], []).append(at[c])
+        if any(not G.has_edge(r[-1], r[0]) for r in rings.values()):
+            return None
+        out.append(list(rings.values()))
+    return out or None
+
+
+def _torus_dims(G: nx.Graph, site: object, rank: int) -> list[int]:
+    """The torus dimensions of the pod at *site*: the largest coordinate on each axis plus one."""
+    memo = _DIMS.setdefault(G, {})
+    hit = memo.get((site, rank))
+    if hit is None:
+        hit = [0] * rank
+        for _, d in G.nodes(data=True):
+            c = d.get("coords")
+            if c is not None and d.get("site") == site and len(c) == rank:
+                hit = [max(h, x + 1) for h, x in zip(hit, c)]
+        memo[(site, rank)] = hit
+    return hit
