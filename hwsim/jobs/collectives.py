@@ -26,8 +26,10 @@ max-min fair with everything else on the graph, so a congested fabric slows a co
   summation; Jouppi et al., "TPU v4", ISCA 2023, for the 3-D torus): a reduce-scatter along one
   axis, then the next, every ring of the axis run in both directions at once with half the data
   each (``n - 1`` steps of ``D/(2n)`` to each neighbour), then the all-gathers in the reverse
-  order. Every ICI link of the covered axes carries traffic both ways. No public per-collective
-  TPU timing calibrates it: the ICI links' bandwidth and efficiency are the catalog's.
+  order. Axes of one size split the data in as many parts, taking the axes in rotated orders at
+  once, so every ICI link carries traffic both ways in every phase (Google's "all-reduce
+  bandwidth per pod" is every chip's ICI bandwidth: cloud.google.com/tpu/docs/v5e, v6e). No
+  public per-collective TPU timing calibrates it: the ICI links' figures are the catalog's.
 - **pairwise** all-to-all: every ordered pair at once, ``S/n`` each. **broadcast**: pipelined
   chains from the root along the rings. **sendrecv**: one flow.
 
@@ -156,15 +158,27 @@ def _torus(op: str, axes: list[list[list[str]]], nbytes: float, rank_of: dict[st
     """XLA's collectives on a TPU torus (module doc, **torus**): a reduce-scatter along each
     spanned axis in turn, every ring in both directions with half the data each (``n - 1``
     steps of ``D / (2n)`` to each neighbour, leaving ``D / n`` for the next axis), then the
-    all-gathers in the reverse order; a reduce-scatter or an all-gather is its half."""
-    scatter, data = [], float(nbytes)
-    for ring_set in axes:
-        n = len(ring_set[0])
-        chunk = data / (2 * n)
-        scatter.append(Phase(tuple(f for r in ring_set for i in range(n) for f in (
-            Flow(r[i], r[(i + 1) % n], chunk, rank_of[r[i]]),
-            Flow(r[i], r[i - 1], chunk, rank_of[r[i]]))), n - 1))
-        data /= n
+    all-gathers in the reverse order; a reduce-scatter or an all-gather is its half. When the
+    ``k`` spanned axes are of one size the data is cut in ``k`` parts that take the axes in
+    rotated orders at once, so every phase keeps every axis's links busy."""
+    k = len(axes)
+    sizes = {len(ring_set[0]) for ring_set in axes}
+    parts = k if len(sizes) == 1 else 1
+    scatter = []
+    for i in range(k):
+        flows: list[Flow] = []
+        steps = 0
+        for j in range(parts):  # part j reduces along axis (i + j) mod k in phase i
+            order = axes[j:] + axes[:j]
+            ring_set = order[i]
+            n = len(ring_set[0])
+            data = nbytes / parts / math.prod(len(a[0]) for a in order[:i])
+            chunk = data / (2 * n)
+            flows += [f for r in ring_set for m in range(n) for f in (
+                Flow(r[m], r[(m + 1) % n], chunk, rank_of[r[m]]),
+                Flow(r[m], r[m - 1], chunk, rank_of[r[m]]))]
+            steps = n - 1
+        scatter.append(Phase(tuple(flows), steps))
     return {"reduce_scatter": scatter, "allgather": scatter[::-1],
             "allreduce": scatter + scatter[::-1]}[op]
 
