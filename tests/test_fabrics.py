@@ -170,3 +170,16 @@ def test_schema_takes_the_new_fabric_fields():
                                                  "oversubscription": [1, 2, 3]}},
             "workload": {"kind": "transfer", "transfers": [
                 {"name": "t", "src": "n0.gpu0", "dst": "n1.gpu0", "size": "1 GB"}]}})
+
+
+@pytest.mark.parametrize("tpu, ici, published", [
+    # cloud.google.com/tpu/docs/v5e and /v6e, key specifications: "Bisection bandwidth per Pod"
+    # of the 256-chip pod, a 16 x 16 2D torus
+    ("TPU-v5e", "tpu-ici-v5e", 1.6e12),
+    ("TPU-v6e", "tpu-ici-v6e", 3.2e12),
+])
+def test_tpu_pod_bisection_is_the_published_figure(tpu, ici, published):
+    from hwsim.topology import tpu_pod
+
+    G = tpu_pod(tpu=tpu, dims=(16, 16), ici=ici, chips_per_host=8)
+    assert bisection_bw(G) == pytest.approx(published)
