@@ -32,11 +32,12 @@ def test_which_groups_are_whole_axes():
     G = tpu_pod(tpu="TPU-v4", dims=(4, 4, 2), ici="tpu-ici-v4")
     chips = _chips(G)
     at = {G.nodes[c]["coords"]: c for c in chips}
-    assert [len(a) for a in torus_rings(G, chips)] == [8, 8, 16]  # rings per axis
+    axes, across = torus_rings(G, chips)
+    assert [len(a) for a in axes] == [8, 8, 16] and across == []  # rings per axis
     x_line = [at[(x, 1, 0)] for x in range(4)]
-    assert torus_rings(G, x_line) == [[x_line]]
+    assert torus_rings(G, x_line) == ([[x_line]], [])
     plane = [at[(x, y, 1)] for x in range(4) for y in range(4)]
-    assert [len(r) for r in torus_rings(G, plane)] == [4, 4]
+    assert [len(r) for r in torus_rings(G, plane)[0]] == [4, 4]
     assert torus_rings(G, x_line[:3]) is None  # part of an axis: no wrap-around ring
     assert torus_rings(G, [at[(0, 0, 0)], at[(1, 1, 0)]]) is None  # not a product
     mesh = tpu_pod(tpu="TPU-v4", dims=(4, 4), ici="tpu-ici-v4", wraparound=False)
@@ -100,3 +101,67 @@ def test_not_a_torus_group_is_an_error_and_not_eligible():
     with pytest.raises(ValueError, match="torus needs chips filling whole axes"):
         plan(system, "allreduce", "torus", chips, 1e6, {c: i for i, c in enumerate(chips)})
     assert choose(system, chips, "allreduce", 1e6)[0] != "torus"
+
+
+def _multislice(nic="eth-100g", nics=2, slices=2):
+    return tpu_pod(tpu="TPU-v5e", dims=(4, 4), ici="tpu-ici-v5e", chips_per_host=8,
+                   slices=slices, nic=nic, nics_per_node=nics)
+
+
+def test_multislice_pods_share_only_the_data_centre_network():
+    G = _multislice()
+    chips = _chips(G)
+    assert len(chips) == 32 and {G.nodes[c]["slice"] for c in chips} == {0, 1}
+    assert {G.nodes[c]["server"] for c in chips} == set(range(4))  # 2 hosts a slice
+    assert all(c.startswith(f"s{G.nodes[c]['slice']}.tpu") for c in chips)
+    for u, v, d in G.edges(data=True):  # no ICI link joins two slices
+        if d["link_class"] == "ici":
+            assert G.nodes[u]["slice"] == G.nodes[v]["slice"]
+    axes, across = torus_rings(G, chips)
+    assert [len(a) for a in axes] == [8, 8]  # 4 rings an axis in each of 2 slices
+    assert len(across) == 16 and all(
+        [G.nodes[c]["slice"] for c in pair] == [0, 1]
+        and G.nodes[pair[0]]["coords"] == G.nodes[pair[1]]["coords"] for pair in across)
+    one = [c for c in chips if G.nodes[c]["slice"] == 0]
+    assert torus_rings(G, one)[1] == []
+    assert torus_rings(G, one[:8] + [c for c in chips if G.nodes[c]["slice"] == 1][8:]) is None
+
+
+def test_multislice_allreduce_crosses_the_dcn_once_per_shard():
+    """In-slice reduce-scatter, an all-reduce of the 1/16 shards between the two slices over the
+    hosts' NICs, in-slice all-gather: the DCN carries 2 x (S-1)/S x D/16 per chip; a faster
+    network never slows it, and it beats one ring over the 32 chips."""
+    D = 1e9
+    slow, system = _run(_multislice("eth-25g"), _chips(_multislice("eth-25g")), "allreduce", D,
+                        "torus")
+    fast, _ = _run(_multislice("eth-100g"), _chips(_multislice("eth-100g")), "allreduce", D,
+                   "torus")
+    one_slice, _ = _run(_multislice(slices=1), _chips(_multislice(slices=1)), "allreduce", D,
+                        "torus")
+    ring, _ = _run(_multislice(), _chips(_multislice()), "allreduce", D, "ring")
+    assert one_slice < fast < slow
+    assert fast < ring
+    G = _multislice()
+    phases = plan(System(simpy.Environment(), G, Recorder()), "allreduce", "torus", _chips(G), D,
+                  {c: i for i, c in enumerate(_chips(G))})
+    cross = phases[len(phases) // 2]
+    assert cross.steps == 2 and len(cross.flows) == 32
+    assert {f.nbytes for f in cross.flows} == {D / 16 / 2}
+    assert choose(system, _chips(_multislice("eth-25g")), "allreduce", D)[0] == "torus"
+
+
+def test_multislice_needs_nics_and_whole_slices():
+    from hwsim.exceptions import ScenarioError
+    from hwsim.topology import cluster
+
+    with pytest.raises(ScenarioError, match="joined by the data-centre network"):
+        tpu_pod(tpu="TPU-v5e", dims=(4, 4), ici="tpu-ici-v5e", chips_per_host=8, slices=2)
+    node = {"tpu": "TPU-v5e", "gpus_per_node": 8, "nic": "eth-100g", "nics_per_node": 2}
+    with pytest.raises(ScenarioError, match="3 slices do not divide the 4 hosts") as err:
+        cluster(nodes=4, node=node, fabric={"topology": "torus", "dims": [4, 4], "slices": 3})
+    assert err.value.field == "fabric.slices"
+    with pytest.raises(ScenarioError, match="applies only to topology 'torus'"):
+        cluster(nodes=4, node={**node, "tpu": None, "gpu": "H100-SXM5-80GB"},
+                fabric={"topology": "fat-tree", "slices": 2})
+    G = cluster(nodes=4, node=node, fabric={"topology": "torus", "dims": [4, 4], "slices": 2})
+    assert len(_chips(G)) == 32

@@ -96,10 +96,11 @@ def plan(system: System, op: str, algorithm: str, devices: Sequence[str], nbytes
         return [Phase(ring_flows(rs, nbytes / (len(rs) * n)), 2 * (n - 1) if op == "allreduce"
                       else n - 1)]
     if algorithm == "torus" and op in ("allreduce", "allgather", "reduce_scatter"):
-        axes = torus_rings(system.graph, devices)
-        if axes is None:
-            raise ValueError("torus needs chips filling whole axes of a TPU torus")
-        return _torus(op, axes, nbytes, rank_of)
+        tor = torus_rings(system.graph, devices)
+        if tor is None:
+            raise ValueError("torus needs chips filling whole axes of a TPU torus (the same "
+                             "positions on every slice)")
+        return _torus(op, *tor, nbytes, rank_of)
     if algorithm == "ring" and op == "broadcast":
         rs = [r[r.index(devices[root]):] + r[:r.index(devices[root])] for r in rings(groups, rails)]
         return [Phase(ring_flows(rs, nbytes / len(rs), chain=True), 1, n - 1)]
@@ -153,18 +154,22 @@ def _tree(groups: list[list[str]], rails: int, nbytes: float, rank_of: dict[str,
     return Phase(tuple(flows), 1, max(depth, 1))
 
 
-def _torus(op: str, axes: list[list[list[str]]], nbytes: float, rank_of: dict[str, int]
-           ) -> list[Phase]:
-    """XLA's collectives on a TPU torus (module doc, **torus**): a reduce-scatter along each
+def _torus(op: str, axes: list[list[list[str]]], across: list[list[str]], nbytes: float,
+           rank_of: dict[str, int]) -> list[Phase]:
+    """XLA's collectives on TPU tori (module doc, **torus**): a reduce-scatter along each
     spanned axis in turn, every ring in both directions with half the data each (``n - 1``
     steps of ``D / (2n)`` to each neighbour, leaving ``D / n`` for the next axis), then the
     all-gathers in the reverse order; a reduce-scatter or an all-gather is its half. When the
     ``k`` spanned axes are of one size the data is cut in ``k`` parts that take the axes in
-    rotated orders at once, so every phase keeps every axis's links busy."""
+    rotated orders at once, so every phase keeps every axis's links busy. Chips on several
+    slices (*across*: each position's chips, slice by slice) reduce their shards across the
+    slices in between, on rings over the data-centre network (Multislice): an all-reduce of the
+    ``D / N`` shard (``2 (S - 1)`` steps), the reduce-scatter's last and the all-gather's first
+    phase (``S - 1``)."""
     k = len(axes)
     sizes = {len(ring_set[0]) for ring_set in axes}
     parts = k if len(sizes) == 1 else 1
-    scatter = []
+    scatter, shard = [], float(nbytes)
     for i in range(k):
         flows: list[Flow] = []
         steps = 0
@@ -179,8 +184,18 @@ def _torus(op: str, axes: list[list[list[str]]], nbytes: float, rank_of: dict[st
                 Flow(r[m], r[m - 1], chunk, rank_of[r[m]]))]
             steps = n - 1
         scatter.append(Phase(tuple(flows), steps))
-    return {"reduce_scatter": scatter, "allgather": scatter[::-1],
-            "allreduce": scatter + scatter[::-1]}[op]
+        shard /= len(axes[i][0])
+    if not across:
+        return {"reduce_scatter": scatter, "allgather": scatter[::-1],
+                "allreduce": scatter + scatter[::-1]}[op]
+    s = len(across[0])
+    ring = tuple(Flow(r[m], r[(m + 1) % s], shard / s, rank_of[r[m]])
+                 for r in across for m in range(s))
+    if op == "reduce_scatter":
+        return scatter + [Phase(ring, s - 1)]
+    if op == "allgather":
+        return [Phase(ring, s - 1)] + scatter[::-1]
+    return scatter + [Phase(ring, 2 * (s - 1))] + scatter[::-1]
 
 
 _CHOICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -116,6 +116,7 @@ class Fabric(StrictModel):
     group_routers: PosInt | None = None
     ecmp_seed: Annotated[int, Field(ge=0), AfterValidator(_int64)] | None = None
     dims: list[PosInt] | None = None
+    slices: PosInt | None = None
 
     @model_validator(mode="after")
     def _dims(self) -> Fabric:

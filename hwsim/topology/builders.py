@@ -154,7 +154,7 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
     switches. The fabrics: :mod:`hwsim.topology.fabrics`.
     """
     fab = A.dict_arg(fabric, "fabric", ("topology", "oversubscription", "link", "leaf_radix",
-                                        "planes", "group_routers", "ecmp_seed", "dims"))
+                                        "planes", "group_routers", "ecmp_seed", "dims", "slices"))
     topo = fab.get("topology") or "single-switch"
     if topo not in TOPOLOGIES:
         raise ScenarioError(f"unknown topology {topo!r}; valid: {', '.join(TOPOLOGIES)}",
@@ -163,11 +163,13 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
     applies = {"oversubscription": ("fat-tree", "rail-optimized"),
                "leaf_radix": ("fat-tree", "rail-optimized", "dragonfly"),
                "planes": ("fat-tree", "rail-optimized"), "group_routers": ("dragonfly",),
-               "ecmp_seed": ("fat-tree", "rail-optimized", "dragonfly"), "dims": ("torus",)}
+               "ecmp_seed": ("fat-tree", "rail-optimized", "dragonfly"), "dims": ("torus",),
+               "slices": ("torus",)}
     given = {"oversubscription": over != (1.0, 1.0), "leaf_radix": fab.get("leaf_radix"),
              "planes": fab.get("planes") not in (None, 1),
              "group_routers": fab.get("group_routers") is not None,
-             "ecmp_seed": fab.get("ecmp_seed") is not None, "dims": fab.get("dims") is not None}
+             "ecmp_seed": fab.get("ecmp_seed") is not None, "dims": fab.get("dims") is not None,
+             "slices": fab.get("slices") not in (None, 1)}
     for key, topos in applies.items():
         if given[key] and topo not in topos:
             raise ScenarioError(f"applies only to topology {' or '.join(map(repr, topos))}, not "
@@ -291,17 +293,23 @@ def _torus_cluster(n: int, node: dict[str, Any], fab: dict[str, Any], storage: A
                             "fat-tree, rail-optimized or single-switch", field="fabric.topology")
     cph = A.int_arg(node.get("gpus_per_node", 0), "node.gpus_per_node", 1)
     host = {k: v for k, v in node.items() if k not in ("tpu", "gpus_per_node", "intra_node")}
+    slices = A.int_arg(fab.get("slices") or 1, "fabric.slices", 1)
+    if n % slices:
+        raise ScenarioError(f"{slices} slices do not divide the {n} hosts (nodes)",
+                            field="fabric.slices")
     try:
-        G = tpu_pod(tpu=node["tpu"], dims=fab.get("dims") or _cube(n * cph), chips_per_host=cph,
+        G = tpu_pod(tpu=node["tpu"], dims=fab.get("dims") or _cube(n // slices * cph),
+                    chips_per_host=cph, slices=slices,
                     ici=node.get("intra_node") or fab.get("link") or "tpu-ici-v4", site=site,
                     name=name, **host)
     except ScenarioError as err:
-        to = {"dims": "fabric.dims", "ici": "node.intra_node", "tpu": "node.tpu", None: "node"}
+        to = {"dims": "fabric.dims", "ici": "node.intra_node", "tpu": "node.tpu", None: "node",
+              "slices": "fabric.slices", "nic": "node.nic"}
         raise ScenarioError(err.reason, field=to.get(err.field, f"node.{err.field}")) from None
     hosts = len({d["server"] for _, d in G.nodes(data=True)} - {None})
     if hosts != n:
-        raise ScenarioError(f"is {n} but fabric.dims hold {hosts} hosts of {cph} chips",
-                            field="nodes")
+        raise ScenarioError(f"is {n} but fabric.dims hold {hosts} hosts of {cph} chips"
+                            + (f" in {slices} slices" if slices > 1 else ""), field="nodes")
     top = [v for v, d in G.nodes(data=True) if d["kind"] == A.SWITCH]
     A.add_shared_storage(G, storage, top, node.get("nic"), site)
     check_connected(G)
@@ -310,13 +318,22 @@ def _torus_cluster(n: int, node: dict[str, Any], fab: dict[str, Any], storage: A
 
 def tpu_pod(*, tpu: str = "TPU-v4", dims: Sequence[int] = (4, 4, 4), ici: str = "tpu-ici-v4",
             wraparound: bool = True, chips_per_host: int = 4, cpu: str = "EPYC-7742",
-            site: str = A.DEFAULT_SITE, name: str | None = None, **host: Any) -> nx.Graph:
+            site: str = A.DEFAULT_SITE, name: str | None = None, slices: int = 1,
+            **host: Any) -> nx.Graph:
     """A 2D or 3D torus (a mesh with ``wraparound=False``) of TPU chips ``tpu{x}_{y}[_{z}]``.
 
     Each torus edge carries ``1 / (2 * len(dims))`` of the catalog ici figure (the chip's total).
     Chip ``c`` (x fastest) sits in host ``c // chips_per_host``, a :func:`single_node` server with
-    *cpu* and the other *host* fields; host NICs join one switch ``switch0``.
+    *cpu* and the other *host* fields; host NICs join one switch ``switch0`` (the data-centre
+    network). *slices* > 1: that many such tori (Multislice), chips ``s{k}.tpu...`` with
+    attribute ``slice``, hosts numbered on from slice to slice, joined only by the data-centre
+    network (the hosts need NICs).
     """
+    n_slices = A.int_arg(slices, "slices", 1)
+    if n_slices > 1 and not host.get("nic"):
+        raise ScenarioError(f"{n_slices} slices are joined by the data-centre network through "
+                            "their hosts' NICs: set the hosts' nic (e.g. eth-100g, "
+                            "nics_per_node: 2)", field="nic")
     host = A.dict_arg(host, "host", [k for k in _NODE_KEYS if k not in ("tpu", "gpus_per_node",
                                                                           "intra_node", "cpu")])
     if not isinstance(dims, (list, tuple)) or len(dims) not in (2, 3):
@@ -327,20 +344,27 @@ def tpu_pod(*, tpu: str = "TPU-v4", dims: Sequence[int] = (4, 4, 4), ici: str = 
     if prod(dims) % cph:
         raise ScenarioError(f"{cph} does not divide the {prod(dims)} chips of dims {dims}",
                             field="chips_per_host")
-    G = nx.Graph(name=name or f"{chip.id}-{'x'.join(map(str, dims))}")
+    shape = "x".join(map(str, dims))
+    G = nx.Graph(name=name or f"{chip.id}-{shape}" + (f"-x{n_slices}" if n_slices > 1 else ""))
     coords = [c[::-1] for c in product(*(range(d) for d in reversed(dims)))]  # x fastest
-    names = {c: "tpu" + "_".join(map(str, c)) for c in coords}
-    for h in range(len(coords) // cph):
-        single_node(tpu=chip.id, gpus_per_node=cph, cpu=cpu, server=h, site=site, graph=G, **host)
-    nx.relabel_nodes(G, {f"n{i // cph}.tpu{i % cph}": names[c] for i, c in enumerate(coords)},
-                     copy=False)
-    for c in coords:
-        G.nodes[names[c]]["coords"] = c
-        for axis, size in enumerate(dims):
-            if size > 1 and (wraparound or c[axis] + 1 < size):
-                nb = c[:axis] + ((c[axis] + 1) % size,) + c[axis + 1:]
-                A.add_link(G, names[c], names[nb], link, 1 + (size == 2 and wraparound),
-                           bw=link.bw_bytes_per_s / (2 * len(dims)))
+    hosts = len(coords) // cph
+    for k in range(n_slices):
+        pre = f"s{k}." if n_slices > 1 else ""
+        names = {c: pre + "tpu" + "_".join(map(str, c)) for c in coords}
+        for h in range(hosts):
+            single_node(tpu=chip.id, gpus_per_node=cph, cpu=cpu, server=k * hosts + h, site=site,
+                        graph=G, **host)
+        nx.relabel_nodes(G, {f"n{k * hosts + i // cph}.tpu{i % cph}": names[c]
+                             for i, c in enumerate(coords)}, copy=False)
+        for c in coords:
+            G.nodes[names[c]]["coords"] = c
+            if n_slices > 1:
+                G.nodes[names[c]]["slice"] = k
+            for axis, size in enumerate(dims):
+                if size > 1 and (wraparound or c[axis] + 1 < size):
+                    nb = c[:axis] + ((c[axis] + 1) % size,) + c[axis + 1:]
+                    A.add_link(G, names[c], names[nb], link, 1 + (size == 2 and wraparound),
+                               bw=link.bw_bytes_per_s / (2 * len(dims)))
     nics = [v for v, d in G.nodes(data=True) if d["kind"] == A.NIC]  # all on switch0
     F.leaves(G, [nics], 2 * len(nics), site, prefix="switch")
     check_connected(G)
