@@ -165,3 +165,23 @@ def test_multislice_needs_nics_and_whole_slices():
                 fabric={"topology": "fat-tree", "slices": 2})
     G = cluster(nodes=4, node=node, fabric={"topology": "torus", "dims": [4, 4], "slices": 2})
     assert len(_chips(G)) == 32
+
+
+@pytest.mark.parametrize("tpu, ici, published", [
+    # cloud.google.com/tpu/docs/v5e and /v6e: "All-reduce bandwidth per Pod" of the 256-chip
+    # pod (16 x 16 torus), every chip's ICI bandwidth together
+    ("TPU-v5e", "tpu-ici-v5e", 51.2e12),
+    ("TPU-v6e", "tpu-ici-v6e", 102.4e12),
+])
+def test_pod_allreduce_keeps_every_ici_link_busy(tpu, ici, published):
+    """A large all-reduce over a whole pod moves its bytes at the published all-reduce bandwidth
+    times the links' efficiency (the model's every link busy both ways in every phase), to 0.5 %
+    (the steps' hop latencies)."""
+    G = tpu_pod(tpu=tpu, dims=(16, 16), ici=ici, chips_per_host=8)
+    chips = _chips(G)
+    D = 4e9
+    took, system = _run(G, chips, "allreduce", D, "torus")
+    moved = sum(f.nbytes * ph.steps
+                for ph in plan(system, "allreduce", "torus", chips, D,
+                               {c: i for i, c in enumerate(chips)}) for f in ph.flows)
+    assert moved / took == pytest.approx(published * get_link(ici).efficiency, rel=5e-3)
