@@ -28,6 +28,8 @@ from typing import Sequence
 
 from hwsim.jobs.system import System
 from hwsim.topology import natural_key
+from hwsim.topology.nvl import scale_up
+from hwsim.topology.query import torus_rings
 
 __all__ = ["Protocol", "Params", "PARAMS", "FITTED_TO", "CATALOG_ROWS", "Flow", "Phase",
            "busbw_factor", "ring_order", "layout", "rings", "nvswitch", "eligible", "protocols",
@@ -202,14 +204,6 @@ def layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], int
     return [list(grp) for grp in hit[0]], hit[1]
 
 
-def scale_up(at: dict) -> tuple:
-    """The scale-up unit of a node (attributes *at*) NCCL treats as one node: its NVLink
-    domain (``domain``, several servers joined by NVLink switches) or else its server."""
-    domain = at.get("domain")
-    return (at.get("site"), "domain", domain) if domain is not None else (
-        at.get("site"), at.get("server"))
-
-
 def _layout(system: System, devices: Sequence[str]) -> tuple[list[list[str]], int]:
     g = system.graph
     groups: dict[tuple, list[str]] = {}
@@ -256,14 +250,17 @@ def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
     """The algorithms ``auto`` compares for *op*: all-reduce: ring; NVLS on one NVSwitch of a
     ``params.nvls_auto_links`` link; tree across servers while ``nbytes / n`` is at most
     ``params.tree_max_bytes_per_rank``; sharp across servers (or NVLink domains) whose switches
-    reduce in the network (:func:`hwsim.jobs.sharp.available`). Other operations: their one
-    algorithm."""
+    reduce in the network (:func:`hwsim.jobs.sharp.available`); all-reduce, all-gather and
+    reduce-scatter also torus on TPU chips filling whole torus axes
+    (:func:`~hwsim.topology.query.torus_rings`). Other operations: their one algorithm."""
     if op == "sendrecv":
         return ["p2p"]
+    torus = ["torus"] if op in ("allreduce", "allgather", "reduce_scatter") and \
+        torus_rings(system.graph, devices) is not None else []
     if op != "allreduce":
-        return {"alltoall": ["pairwise"]}.get(op, ["ring"])
+        return {"alltoall": ["pairwise"]}.get(op, ["ring"]) + torus
     multi = len(layout(system, devices)[0]) > 1
-    algs = ["ring"]
+    algs = ["ring"] + torus
     if not multi and nvswitch(system, devices)[1] in params.nvls_auto_links:
         algs.append("nvls")
     if multi and nbytes / len(devices) <= params.tree_max_bytes_per_rank:

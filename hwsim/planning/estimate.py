@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import networkx as nx
 
 from hwsim.catalog import get_device
-from hwsim.jobs.nccl import scale_up
+from hwsim.topology.nvl import scale_up
 from hwsim.workloads.memory import storage_bytes
 
 __all__ = ["estimate_step_time", "exposed_reduction", "per_server", "server_bandwidths"]
@@ -25,7 +25,7 @@ __all__ = ["estimate_step_time", "exposed_reduction", "per_server", "server_band
 
 def per_server(g: nx.Graph, devices: list[str]) -> int:
     """Devices per server, or per NVLink domain where servers share one (the smallest's count):
-    what NCCL treats as one node (:func:`hwsim.jobs.nccl.scale_up`)."""
+    what NCCL treats as one node (:func:`hwsim.topology.nvl.scale_up`)."""
     counts: dict[tuple, int] = {}
     for d in devices:
         key = scale_up(g.nodes[d])

@@ -24,7 +24,7 @@ from typing import Any
 import networkx as nx
 
 from hwsim.exceptions import ScenarioError
-from hwsim.jobs.nccl import scale_up
+from hwsim.topology.nvl import scale_up
 from hwsim.scenario.build_inference import serving_plan
 from hwsim.scenario.schema import InferenceWorkload, Scenario, TrainingWorkload
 from hwsim.topology import compute_devices, natural_key

@@ -25,7 +25,7 @@ import networkx as nx
 from hwsim.exceptions import ScenarioError
 from hwsim.topology import attributes as A
 
-__all__ = ["NVLINK_DOMAIN_MAX_GPUS", "domain_trays", "join_domains", "mark_sharp"]
+__all__ = ["NVLINK_DOMAIN_MAX_GPUS", "scale_up", "domain_trays", "join_domains", "mark_sharp"]
 
 NVLINK_DOMAIN_MAX_GPUS: Mapping[str, int] = {
     "nvlink2": 16,   # DGX-2: 16 V100 on 12 NVSwitches (NVIDIA DGX-2 datasheet)
@@ -34,6 +34,14 @@ NVLINK_DOMAIN_MAX_GPUS: Mapping[str, int] = {
     "nvlink5": 576,  # NVIDIA NVLink page: fifth-generation NVLink Switch "up to 576 GPUs"
 }
 """The most GPUs one NVLink switch fabric of each generation joins (the sources beside)."""
+
+
+def scale_up(at: Mapping[str, Any]) -> tuple:
+    """The scale-up unit of a node (attributes *at*) that NCCL treats as one node: its NVLink
+    domain (``domain``: several servers joined by NVLink switches), else its server."""
+    domain = at.get("domain")
+    return (at.get("site"), "domain", domain) if domain is not None else (
+        at.get("site"), at.get("server"))
 
 
 def domain_trays(spec: Mapping[str, Any], field: str) -> int:
