@@ -336,7 +336,8 @@ class InferenceWorkload(StrictModel):
     the parts are in :mod:`hwsim.scenario.schema_inference`. ``precision`` is the GEMMs' (and,
     by default, the weights'); ``weight_precision`` stores the weights narrower (``int4`` in
     groups of ``weight_group_size``, default 128; weight-only formats are widened inside the
-    GEMMs); ``kv_precision`` the KV cache (default: the activations'). ``engine`` names a
+    GEMMs; ``fp4`` is NVFP4, ``mxfp4`` the OCP MX format: :mod:`hwsim.workloads.quant`; ``precision:
+    fp4`` needs a device with fp4 matrix units, e.g. B200, MI355X); ``kv_precision`` the KV cache (default: the activations'). ``engine`` names a
     serving-engine profile (``vllm``, ``trtllm``, ``sglang``; default ``vllm``)."""
 
     @model_validator(mode="after")
@@ -349,13 +350,17 @@ class InferenceWorkload(StrictModel):
                              f"inputs: weights stored in {self.weight_precision} would be "
                              f"quantised on every use; valid: weight_precision "
                              f"{self.precision} (or leave it out)")
+        if self.precision == "fp4" and self.weight_precision not in (None, "fp4", "mxfp4"):
+            raise ValueError(f"precision 'fp4' runs GEMMs on 4-bit inputs: weights stored in "
+                             f"{self.weight_precision} would be quantised on every use; valid: "
+                             f"weight_precision fp4 (NVFP4, the default) or mxfp4")
         return self
 
     kind: Literal["inference"]
     model: ModelRef
     seq_len: PosInt | None = None
-    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8"] = "bf16"
-    weight_precision: Literal["fp16", "bf16", "fp8", "int8", "int4"] | None = None
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8", "fp4", "int8"] = "bf16"
+    weight_precision: Literal["fp16", "bf16", "fp8", "int8", "int4", "fp4", "mxfp4"] | None = None
     weight_group_size: PosInt | None = None
     kv_precision: Literal["fp16", "bf16", "fp8", "int8"] | None = None
     engine: str | None = None
