@@ -33,7 +33,7 @@ _FALLBACK = {
 back to nothing: a device without 4-/6-bit matrix units does not run them (an emulation through
 fp8 would be a software choice, not this device's peak)."""
 DEVICE_KINDS = ("gpu", "tpu", "cpu")
-LINK_CLASSES = ("nvlink", "pcie", "infiniband", "ethernet", "omnipath", "ici", "wan")
+LINK_CLASSES = ("nvlink", "pcie", "infiniband", "ethernet", "omnipath", "ici", "wan", "xgmi")
 STORAGE_KINDS = ("dram", "nvme", "ssd", "hdd", "parallel-fs", "object")
 
 

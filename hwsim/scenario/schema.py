@@ -197,7 +197,7 @@ class Collective(StrictModel):
     """The collective algorithm used for gradient and activation exchanges, and whether a
     collective that shares its links takes its closed-form time while they are idle."""
 
-    algorithm: Literal["auto", "ring", "tree", "nvls", "hierarchical"] = "auto"
+    algorithm: Literal["auto", "ring", "tree", "nvls", "hierarchical", "mesh"] = "auto"
     closed_form: bool = True
 
 
