@@ -223,3 +223,21 @@ def test_the_mesh_all_reduce_matches_its_closed_form():
         want = 2 * (n - 1) * (step + a + step * frac)
         assert _time(g, devs, "allreduce", S, "mesh", "simple") == pytest.approx(want, rel=1e-6)
         assert math.isfinite(want)
+
+
+def test_fp4_needs_an_engine_with_an_fp4_path():
+    from hwsim.catalog.engines import get_engine
+    assert get_engine("trtllm").fp4_weights == ("fp4", "mxfp4")
+    assert get_engine("trtllm-0.5").fp4_weights == ()
+    assert get_engine("trtllm").sources["fp4_weights"].startswith("[TRT-QUANT]")
+    s = edited(SERVE, {"workload.engine": "trtllm-0.5"})
+    with pytest.raises(ScenarioError, match=r"precision 'fp4' with fp4 weights: engine "
+                                            r"'trtllm-0.5' has no documented FP4 path for them "
+                                            r"\(engines.yaml fp4_weights: none\); valid: engine "
+                                            r"vllm or trtllm, or precision fp8") as e:
+        hwsim.run(s)
+    assert e.value.field == "workload.engine"
+    # MI355X serves MXFP4 (AMD's format) through vLLM
+    mx = edited(SERVE, {"cluster.node.gpu": "MI355X", "workload.engine": "vllm",
+                        "workload.weight_precision": "mxfp4"})
+    assert hwsim.run(mx).summary["output_tokens_per_s"] > 0

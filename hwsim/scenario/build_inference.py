@@ -7,7 +7,7 @@ import networkx as nx
 import numpy as np
 
 from hwsim.catalog import get_device, load_catalog
-from hwsim.catalog.engines import SCHEDULER_FIELDS, get_engine
+from hwsim.catalog.engines import SCHEDULER_FIELDS, get_engine, load_engines
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.batching import BatchingPlan
 from hwsim.jobs.serving import ServingPlan
@@ -83,6 +83,14 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.arrivals.prefix") from None
     sc = _scheduler(w, g, replicas[0][0], dp)
+    fmt = w.weight_precision or "fp4"
+    if w.precision == "fp4" and fmt not in sc["engine"].fp4_weights:
+        able = [n for n, e in load_engines().profiles.items() if fmt in e.fp4_weights]
+        raise ScenarioError(f"precision 'fp4' with {fmt} weights: engine {sc['engine'].name!r} "
+                            f"has no documented FP4 path for them (engines.yaml fp4_weights: "
+                            f"{', '.join(sc['engine'].fp4_weights) or 'none'}); valid: engine "
+                            f"{' or '.join(able) or '(none)'}, or precision fp8",
+                            field="workload.engine")
     slo = w.slo
     hosts: tuple[tuple[str, str], ...] = ()
     if w.scheduler.preemption == "swap":
