@@ -262,7 +262,7 @@ _MESHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def mesh(system: System, devices: Sequence[str]) -> bool:
-    """Whether every pair of *devices* (three or more) is joined by a direct link: an AMD
+    """Whether every pair of *devices* (three or more GPUs) is joined by a direct link: an AMD
     Infinity Fabric platform (``xgmi`` intra-node links), where RCCL runs its rings over all of
     a GPU's links at once (:func:`hwsim.jobs.collectives.plan`, algorithm ``mesh``). Memoised."""
     memo = _MESHES.setdefault(memo_key(system), {})
@@ -271,8 +271,8 @@ def mesh(system: System, devices: Sequence[str]) -> bool:
     if hit is None:
         g = system.graph
         devs = sorted(k)
-        hit = memo[k] = len(devs) >= 3 and all(
-            g.has_edge(a, b) for i, a in enumerate(devs) for b in devs[i + 1:])
+        hit = memo[k] = len(devs) >= 3 and all(g.nodes[d].get("kind") == "gpu" for d in devs) \
+            and all(g.has_edge(a, b) for i, a in enumerate(devs) for b in devs[i + 1:])
     return hit
 
 
