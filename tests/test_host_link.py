@@ -36,7 +36,7 @@ GENERATION = {  # the PCIe generation each datasheet states (devices.yaml source
     "B300": "pcie5-x16", "GB200": "pcie5-x16", "MI325X": "pcie5-x16", "MI355X": "pcie5-x16",
     "MI300X": "pcie5-x16", "EPYC-7742": "pcie4-x16", "EPYC-9654": "pcie5-x16",
     "Xeon-8480": "pcie5-x16", "Xeon-E5-2698v4": "pcie3-x16",
-    "TPU-v4": None, "TPU-v5e": None, "TPU-v5p": None,
+    "TPU-v4": None, "TPU-v5e": None, "TPU-v5p": None, "TPU-v6e": None,
 }
 
 

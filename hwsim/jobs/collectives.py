@@ -20,6 +20,16 @@ max-min fair with everything else on the graph, so a congested fabric slows a co
   fixed cost.
 - **hierarchical**: ring reduce-scatter inside each server, one ring per local rank across servers
   (every rail at once) on the ``S/g`` shards, ring all-gather inside each server.
+- **torus** (all-reduce, all-gather, reduce-scatter on TPU chips that fill whole axes of their
+  torus: :func:`~hwsim.topology.query.torus_rings`): XLA's per-axis collectives (Kumar et al.,
+  "Scale MLPerf-0.6 models on Google TPU-v3 Pods", arXiv:1909.09756, section 3, the 2-D gradient
+  summation; Jouppi et al., "TPU v4", ISCA 2023, for the 3-D torus): a reduce-scatter along one
+  axis, then the next, every ring of the axis run in both directions at once with half the data
+  each (``n - 1`` steps of ``D/(2n)`` to each neighbour), then the all-gathers in the reverse
+  order. Axes of one size split the data in as many parts, taking the axes in rotated orders at
+  once, so every ICI link carries traffic both ways in every phase (Google's "all-reduce
+  bandwidth per pod" is every chip's ICI bandwidth: cloud.google.com/tpu/docs/v5e, v6e). No
+  public per-collective TPU timing calibrates it: the ICI links' figures are the catalog's.
 - **mesh** (all-reduce, all-gather, reduce-scatter where every pair of ranks has a direct link: an
   AMD Infinity Fabric platform, no switch): RCCL builds its channels' rings over different links
   of the fully connected mesh, so all ``n-1`` links of a GPU carry traffic at once (AMD ROCm blog
@@ -48,14 +58,15 @@ from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, es
                              memo_key, mesh, nvswitch, protocol_for, protocols, ring_order, rings)
 from hwsim.jobs.phases import isolated_durations, run_phases
 from hwsim.jobs.system import System
+from hwsim.topology.query import torus_rings
 
 __all__ = ["ring_allreduce", "ring_order", "collective", "recipe",
            "run_phases", "choose", "plan", "fold_factors", "fold_hops", "isolated_durations",
            "allreduce", "allgather", "reduce_scatter", "alltoall", "broadcast", "sendrecv",
            "ALGORITHMS"]
 
-ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical", "mesh"),
-              "allgather": ("ring", "mesh"), "reduce_scatter": ("ring", "mesh"),
+ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical", "torus", "mesh"),
+              "allgather": ("ring", "torus", "mesh"), "reduce_scatter": ("ring", "torus", "mesh"),
               "alltoall": ("pairwise",), "broadcast": ("ring",), "sendrecv": ("p2p",)}
 """Algorithms per operation (``auto`` chooses among them)."""
 
@@ -93,6 +104,12 @@ def plan(system: System, op: str, algorithm: str, devices: Sequence[str], nbytes
         rs = rings(groups, rails)
         return [Phase(ring_flows(rs, nbytes / (len(rs) * n)), 2 * (n - 1) if op == "allreduce"
                       else n - 1)]
+    if algorithm == "torus" and op in ("allreduce", "allgather", "reduce_scatter"):
+        tor = torus_rings(system.graph, devices)
+        if tor is None:
+            raise ValueError("torus needs chips filling whole axes of a TPU torus (the same "
+                             "positions on every slice)")
+        return _torus(op, *tor, nbytes, rank_of)
     if algorithm == "mesh" and op in ("allreduce", "allgather", "reduce_scatter"):
         if not mesh(system, devices):
             raise ValueError("mesh needs every pair of ranks joined by a direct link (an "
@@ -151,6 +168,50 @@ def _tree(groups: list[list[str]], rails: int, nbytes: float, rank_of: dict[str,
                           Flow(p, c, nbytes / rails / 2, rank_of[p])]
     depth = 2 * (max(len(grp) for grp in groups) - 1 + (int(math.log2(m)) if m > 1 else 0))
     return Phase(tuple(flows), 1, max(depth, 1))
+
+
+def _torus(op: str, axes: list[list[list[str]]], across: list[list[str]], nbytes: float,
+           rank_of: dict[str, int]) -> list[Phase]:
+    """XLA's collectives on TPU tori (module doc, **torus**): a reduce-scatter along each
+    spanned axis in turn, every ring in both directions with half the data each (``n - 1``
+    steps of ``D / (2n)`` to each neighbour, leaving ``D / n`` for the next axis), then the
+    all-gathers in the reverse order; a reduce-scatter or an all-gather is its half. When the
+    ``k`` spanned axes are of one size the data is cut in ``k`` parts that take the axes in
+    rotated orders at once, so every phase keeps every axis's links busy. Chips on several
+    slices (*across*: each position's chips, slice by slice) reduce their shards across the
+    slices in between, on rings over the data-centre network (Multislice): an all-reduce of the
+    ``D / N`` shard (``2 (S - 1)`` steps), the reduce-scatter's last and the all-gather's first
+    phase (``S - 1``)."""
+    k = len(axes)
+    sizes = {len(ring_set[0]) for ring_set in axes}
+    parts = k if len(sizes) == 1 else 1
+    scatter, shard = [], float(nbytes)
+    for i in range(k):
+        flows: list[Flow] = []
+        steps = 0
+        for j in range(parts):  # part j reduces along axis (i + j) mod k in phase i
+            order = axes[j:] + axes[:j]
+            ring_set = order[i]
+            n = len(ring_set[0])
+            data = nbytes / parts / math.prod(len(a[0]) for a in order[:i])
+            chunk = data / (2 * n)
+            flows += [f for r in ring_set for m in range(n) for f in (
+                Flow(r[m], r[(m + 1) % n], chunk, rank_of[r[m]]),
+                Flow(r[m], r[m - 1], chunk, rank_of[r[m]]))]
+            steps = n - 1
+        scatter.append(Phase(tuple(flows), steps))
+        shard /= len(axes[i][0])
+    if not across:
+        return {"reduce_scatter": scatter, "allgather": scatter[::-1],
+                "allreduce": scatter + scatter[::-1]}[op]
+    s = len(across[0])
+    ring = tuple(Flow(r[m], r[(m + 1) % s], shard / s, rank_of[r[m]])
+                 for r in across for m in range(s))
+    if op == "reduce_scatter":
+        return scatter + [Phase(ring, s - 1)]
+    if op == "allgather":
+        return [Phase(ring, s - 1)] + scatter[::-1]
+    return scatter + [Phase(ring, 2 * (s - 1))] + scatter[::-1]
 
 
 _CHOICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

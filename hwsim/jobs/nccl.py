@@ -32,6 +32,7 @@ from hwsim.catalog import get_device
 from hwsim.exceptions import HwsimError
 from hwsim.jobs.system import System
 from hwsim.topology import natural_key
+from hwsim.topology.query import torus_rings
 
 __all__ = ["Protocol", "Params", "PARAMS", "FITTED_TO", "CATALOG_ROWS", "Flow", "Phase",
            "busbw_factor", "ring_order", "layout", "rings", "nvswitch", "mesh", "eligible",
@@ -280,16 +281,19 @@ def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
              params: Params) -> list[str]:
     """The algorithms ``auto`` compares for *op*: all-reduce: ring; NVLS on one NVSwitch of a
     ``params.nvls_auto_links`` link; tree across servers while ``nbytes / n`` is at most
-    ``params.tree_max_bytes_per_rank``; ``mesh`` (all-reduce, all-gather, reduce-scatter) where
-    every pair of ranks has a direct link (:func:`mesh`). Other operations: their one
+    ``params.tree_max_bytes_per_rank``; all-reduce, all-gather and reduce-scatter also torus on
+    TPU chips filling whole torus axes (:func:`~hwsim.topology.query.torus_rings`), and ``mesh``
+    where every pair of GPU ranks has a direct link (:func:`mesh`). Other operations: their one
     algorithm."""
     if op == "sendrecv":
         return ["p2p"]
-    meshed = op in ("allreduce", "allgather", "reduce_scatter") and mesh(system, devices)
+    coll = op in ("allreduce", "allgather", "reduce_scatter")
+    torus = ["torus"] if coll and torus_rings(system.graph, devices) is not None else []
+    meshed = ["mesh"] if coll and mesh(system, devices) else []
     if op != "allreduce":
-        return {"alltoall": ["pairwise"]}.get(op, ["ring"] + ["mesh"] * meshed)
+        return {"alltoall": ["pairwise"]}.get(op, ["ring"] + torus + meshed)
     multi = len(layout(system, devices)[0]) > 1
-    algs = ["ring"] + ["mesh"] * meshed
+    algs = ["ring"] + torus + meshed
     if not multi and nvswitch(system, devices)[1] in params.nvls_auto_links:
         algs.append("nvls")
     if multi and nbytes / len(devices) <= params.tree_max_bytes_per_rank:

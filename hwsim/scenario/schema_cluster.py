@@ -106,11 +106,17 @@ class NodeSpec(StrictModel):
 class Fabric(StrictModel):
     """The network joining the nodes of a cluster (or of one site)."""
 
-    topology: Literal["fat-tree", "rail-optimized", "torus", "single-switch"] = "single-switch"
-    oversubscription: float = Field(1.0, ge=1)
+    topology: Literal["fat-tree", "rail-optimized", "dragonfly", "torus",
+                      "single-switch"] = "single-switch"
+    oversubscription: Annotated[float, Field(ge=1)] | Annotated[
+        list[Annotated[float, Field(ge=1)]], Field(min_length=1, max_length=2)] = 1.0
     link: str | None = None
     leaf_radix: Annotated[int, Field(ge=2), AfterValidator(_int64)] | None = None
+    planes: PosInt | None = None
+    group_routers: PosInt | None = None
+    ecmp_seed: Annotated[int, Field(ge=0), AfterValidator(_int64)] | None = None
     dims: list[PosInt] | None = None
+    slices: PosInt | None = None
 
     @model_validator(mode="after")
     def _dims(self) -> Fabric:

@@ -11,6 +11,7 @@ from hwsim.topology.attributes import (
 )
 from hwsim.topology.builders import TOPOLOGIES, cluster, multi_site, single_node, tpu_pod
 from hwsim.topology.degrade import degrade
+from hwsim.topology.fabrics import bisection_bw
 from hwsim.topology.query import (component_counts, compute_devices, natural_key, nodes_of_kind,
                                   server_index, server_peer)
 
@@ -30,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
-    "top_switches", "degrade", "Router", "natural_key", "nodes_of_kind", "compute_devices",
+    "top_switches", "degrade", "bisection_bw", "Router", "natural_key", "nodes_of_kind", "compute_devices",
     "component_counts", "server_index", "server_peer", "TOPOLOGIES", "NODE_KINDS",
     "ENDPOINT_KINDS", "FORWARDING_KINDS",
     "TRANSIT_LINK_CLASSES", "SWITCH_LEVELS", "NODE_ATTRIBUTES", "EDGE_ATTRIBUTES",

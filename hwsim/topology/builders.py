@@ -15,13 +15,14 @@ import networkx as nx
 
 from hwsim.exceptions import ScenarioError
 from hwsim.topology import attributes as A
+from hwsim.topology import fabrics as F
 from hwsim.topology.attributes import check_connected, from_explicit
 
 __all__ = ["single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
            "default_host_link", "TOPOLOGIES", "INTER_SOCKET_BW_BYTES_PER_S",
            "INTER_SOCKET_LATENCY_S", "MESH_LINKS_PER_GPU"]
 
-TOPOLOGIES = ("fat-tree", "rail-optimized", "single-switch", "torus")
+TOPOLOGIES = ("fat-tree", "rail-optimized", "dragonfly", "single-switch", "torus")
 DEFAULT_LEAF_RADIX = 64
 NIC_CLASSES = ("infiniband", "ethernet", "omnipath", "nvlink")
 INTER_SOCKET_BW_BYTES_PER_S = 100e9  # per direction; see docs/topology.md for the sources
@@ -148,50 +149,6 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
     return G
 
 
-def _leaves(G: nx.Graph, groups: list[list[str]], radix: int, site: str, rail: bool = False,
-            prefix: str = "leaf") -> list[str]:
-    """Attach each group of NICs to its own run of leaves with ``radix // 2`` down ports."""
-    down, leaves = max(1, radix // 2), []
-    for g, nics in enumerate(groups):
-        for c in range(0, len(nics), down):
-            leaves.append(A.add_node(G, f"{prefix}{len(leaves)}", A.SWITCH, site=site,
-                                     level="leaf", **({"rail": g} if rail else {})))
-            for n in nics[c:c + down]:
-                A.add_link(G, n, leaves[-1], A.link_spec(G.nodes[n]["spec"], "node.nic"))
-    return leaves
-
-
-def _upper(G: nx.Graph, leaves: list[str], link: Any, radix: int, over: float,
-           site: str) -> list[str]:
-    """Spines (and cores if needed) above *leaves*; return the top-level switches."""
-    if len(leaves) == 1:
-        return leaves
-    up, half = max(1, int(radix // (2 * over))), max(1, radix // 2)
-
-    def sw(name: str, level: str) -> str:
-        return A.add_node(G, name, A.SWITCH, site=site, level=level)
-    if len(leaves) <= radix:  # two levels: every leaf joins every spine, parallel links aggregated
-        n_sp = next(d for d in range(1, up + 1) if up % d == 0 and d * radix >= len(leaves) * up)
-        spines = [sw(f"spine{j}", "spine") for j in range(n_sp)]
-        for leaf, spine in product(leaves, spines):
-            A.add_link(G, leaf, spine, link, up // n_sp)
-        return spines
-    pods = [leaves[i:i + half] for i in range(0, len(leaves), half)]
-    if len(pods) > radix:
-        raise ScenarioError(f"{radix}-port switches cannot join {len(leaves)} leaves in three "
-                            "levels; raise leaf_radix", field="fabric.leaf_radix")
-    n_core = next(d for d in range(1, half + 1) if half % d == 0 and d * radix >= len(pods) * half)
-    cores = [[sw(f"core{j * n_core + c}", "core") for c in range(n_core)] for j in range(up)]
-    for p, pod in enumerate(pods):  # spine j of every pod joins core group j
-        for j in range(up):
-            spine = sw(f"spine{p * up + j}", "spine")
-            for leaf in pod:
-                A.add_link(G, leaf, spine, link)
-            for core in cores[j]:
-                A.add_link(G, spine, core, link, half // n_core)
-    return [c for group in cores for c in group]
-
-
 def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
             groups: Sequence[Mapping[str, Any]] | None = None,
             fabric: Mapping[str, Any] | None = None, storage: Sequence[Mapping[str, Any]] = (),
@@ -201,26 +158,38 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
     (mixed hardware): ``[{name, nodes=1, node}, ...]``, servers numbered on from group to group
     (``n0``.. of the first group, then the second's), each node tagged with its ``group``.
 
-    ``fabric``: ``topology`` (fat-tree | rail-optimized | single-switch (default) | torus),
-    ``oversubscription`` (>= 1: leaf down / up capacity), ``link`` (switch-to-switch link id,
-    default the NIC's; required when the groups' NICs differ), ``leaf_radix`` (ports per switch,
-    default 64), ``dims`` (torus only). ``storage``: shared tiers ``{name, tier, count=1,
-    link=None}`` on the top-level switches.
+    ``fabric``: ``topology`` (fat-tree | rail-optimized | dragonfly | single-switch (default)
+    | torus), ``oversubscription`` (>= 1: leaf down / up capacity; or ``[leaf, spine]``, one
+    figure per tier of a three-level fat-tree), ``link`` (switch-to-switch link id, default the
+    NIC's; required when the groups' NICs differ), ``leaf_radix`` (ports per switch, default
+    64), ``planes`` (fat-tree, rail-optimized: independent fabrics, NIC j of a server on plane
+    j mod planes), ``group_routers`` (dragonfly: routers a group), ``ecmp_seed`` (the hash
+    that spreads flows over equal-cost paths; another seed, other collisions), ``dims`` (torus
+    only). ``storage``: shared tiers ``{name, tier, count=1, link=None}`` on the top-level
+    switches. The fabrics: :mod:`hwsim.topology.fabrics`.
     """
     fab = A.dict_arg(fabric, "fabric", ("topology", "oversubscription", "link", "leaf_radix",
-                                        "dims"))
+                                        "planes", "group_routers", "ecmp_seed", "dims", "slices"))
     topo = fab.get("topology") or "single-switch"
     if topo not in TOPOLOGIES:
         raise ScenarioError(f"unknown topology {topo!r}; valid: {', '.join(TOPOLOGIES)}",
                             field="fabric.topology")
-    over = fab.get("oversubscription", 1.0)
-    if (A.num_arg(over, "fabric.oversubscription") or 0) < 1:
-        raise ScenarioError(f"must be >= 1, got {over}", field="fabric.oversubscription")
-    for key, bad in (("oversubscription", over != 1), ("leaf_radix", fab.get("leaf_radix"))):
-        if bad and topo in ("single-switch", "torus"):
-            raise ScenarioError(f"does not apply to topology {topo!r}", field=f"fabric.{key}")
-    if fab.get("dims") is not None and topo != "torus":
-        raise ScenarioError(f"applies only to topology 'torus', not {topo!r}", field="fabric.dims")
+    over = F.tiers(fab.get("oversubscription", 1.0))
+    applies = {"oversubscription": ("fat-tree", "rail-optimized"),
+               "leaf_radix": ("fat-tree", "rail-optimized", "dragonfly"),
+               "planes": ("fat-tree", "rail-optimized"), "group_routers": ("dragonfly",),
+               "ecmp_seed": ("fat-tree", "rail-optimized", "dragonfly"), "dims": ("torus",),
+               "slices": ("torus",)}
+    given = {"oversubscription": over != (1.0, 1.0), "leaf_radix": fab.get("leaf_radix"),
+             "planes": fab.get("planes") not in (None, 1),
+             "group_routers": fab.get("group_routers") is not None,
+             "ecmp_seed": fab.get("ecmp_seed") is not None, "dims": fab.get("dims") is not None,
+             "slices": fab.get("slices") not in (None, 1)}
+    for key, topos in applies.items():
+        if given[key] and topo not in topos:
+            raise ScenarioError(f"applies only to topology {' or '.join(map(repr, topos))}, not "
+                                f"{topo!r}", field=f"fabric.{key}")
+    planes = A.int_arg(fab.get("planes") or 1, "fabric.planes", 1)
     if groups is None:
         n = A.int_arg(1 if nodes is None else nodes, "nodes", 1)
         node = A.dict_arg(node, "node", _NODE_KEYS)
@@ -256,7 +225,7 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
     top: list[str] = []
     if nic_ids and topo == "single-switch":
         flat = list(chain.from_iterable(nics))
-        top = _leaves(G, [flat], 2 * len(flat), site, prefix="switch")
+        top = F.leaves(G, [flat], 2 * len(flat), site, prefix="switch")
     elif nic_ids:
         if len(nic_ids) > 1 and not fab.get("link"):
             raise ScenarioError(f"the groups' NICs differ ({', '.join(nic_ids)}); set the "
@@ -265,14 +234,36 @@ def cluster(*, nodes: int | None = None, node: Mapping[str, Any] | None = None,
         radix = fab.get("leaf_radix")
         radix = A.int_arg(DEFAULT_LEAF_RADIX if radix is None else radix, "fabric.leaf_radix", 2)
         link = A.link_spec(fab.get("link") or nic_ids[0], "fabric.link")
-        rail = topo == "rail-optimized"
-        rails = [[own[j] for own in nics if j < len(own)]
-                 for j in range(max(len(own) for own in nics))]
-        top = _upper(G, _leaves(G, rails if rail else [list(chain.from_iterable(nics))], radix,
-                                site, rail), link, radix, over, site)
+        if topo == "dragonfly":
+            top = F.dragonfly(G, list(chain.from_iterable(nics)), link, radix, site,
+                              fab.get("group_routers"))
+        else:
+            top = _fat_tree(G, nics, topo == "rail-optimized", planes, link, radix, over, site)
+    if fab.get("ecmp_seed") is not None:
+        G.graph["ecmp_seed"] = A.int_arg(fab["ecmp_seed"], "fabric.ecmp_seed", 0)
     A.add_shared_storage(G, storage, top, nic_ids[0] if nic_ids else None, site)
     check_connected(G)
     return G
+
+
+def _fat_tree(G: nx.Graph, nics: list[list[str]], rail: bool, planes: int, link: Any,
+              radix: int, over: tuple[float, float], site: str) -> list[str]:
+    """A fat-tree (rail-optimised: one run of leaves per NIC index) on each of *planes*
+    independent planes (NIC j of every server on plane j mod planes); the top switches of all."""
+    width = max(len(own) for own in nics)
+    if planes > width:
+        raise ScenarioError(f"{planes} planes need at least {planes} NICs a server, these have "
+                            f"{width}", field="fabric.planes")
+    top: list[str] = []
+    for k in range(planes):
+        prefix = f"p{k}." if planes > 1 else ""
+        if rail:  # one run of leaves per NIC index of the plane
+            groups = [[own[j] for own in nics if j < len(own)] for j in range(k, width, planes)]
+        else:  # the plane's NICs, server by server
+            groups = [[n for own in nics for j, n in enumerate(own) if j % planes == k]]
+        below = F.leaves(G, groups, radix, site, rail, prefix=prefix + "leaf")
+        top += F.upper(G, below, link, radix, over, site, prefix)
+    return top
 
 
 def _group_servers(groups: object) -> list[tuple[dict[str, Any], str, str]]:
@@ -317,17 +308,23 @@ def _torus_cluster(n: int, node: dict[str, Any], fab: dict[str, Any], storage: A
                             "fat-tree, rail-optimized or single-switch", field="fabric.topology")
     cph = A.int_arg(node.get("gpus_per_node", 0), "node.gpus_per_node", 1)
     host = {k: v for k, v in node.items() if k not in ("tpu", "gpus_per_node", "intra_node")}
+    slices = A.int_arg(fab.get("slices") or 1, "fabric.slices", 1)
+    if n % slices:
+        raise ScenarioError(f"{slices} slices do not divide the {n} hosts (nodes)",
+                            field="fabric.slices")
     try:
-        G = tpu_pod(tpu=node["tpu"], dims=fab.get("dims") or _cube(n * cph), chips_per_host=cph,
+        G = tpu_pod(tpu=node["tpu"], dims=fab.get("dims") or _cube(n // slices * cph),
+                    chips_per_host=cph, slices=slices,
                     ici=node.get("intra_node") or fab.get("link") or "tpu-ici-v4", site=site,
                     name=name, **host)
     except ScenarioError as err:
-        to = {"dims": "fabric.dims", "ici": "node.intra_node", "tpu": "node.tpu", None: "node"}
+        to = {"dims": "fabric.dims", "ici": "node.intra_node", "tpu": "node.tpu", None: "node",
+              "slices": "fabric.slices", "nic": "node.nic"}
         raise ScenarioError(err.reason, field=to.get(err.field, f"node.{err.field}")) from None
     hosts = len({d["server"] for _, d in G.nodes(data=True)} - {None})
     if hosts != n:
-        raise ScenarioError(f"is {n} but fabric.dims hold {hosts} hosts of {cph} chips",
-                            field="nodes")
+        raise ScenarioError(f"is {n} but fabric.dims hold {hosts} hosts of {cph} chips"
+                            + (f" in {slices} slices" if slices > 1 else ""), field="nodes")
     top = [v for v, d in G.nodes(data=True) if d["kind"] == A.SWITCH]
     A.add_shared_storage(G, storage, top, node.get("nic"), site)
     check_connected(G)
@@ -336,13 +333,22 @@ def _torus_cluster(n: int, node: dict[str, Any], fab: dict[str, Any], storage: A
 
 def tpu_pod(*, tpu: str = "TPU-v4", dims: Sequence[int] = (4, 4, 4), ici: str = "tpu-ici-v4",
             wraparound: bool = True, chips_per_host: int = 4, cpu: str = "EPYC-7742",
-            site: str = A.DEFAULT_SITE, name: str | None = None, **host: Any) -> nx.Graph:
+            site: str = A.DEFAULT_SITE, name: str | None = None, slices: int = 1,
+            **host: Any) -> nx.Graph:
     """A 2D or 3D torus (a mesh with ``wraparound=False``) of TPU chips ``tpu{x}_{y}[_{z}]``.
 
     Each torus edge carries ``1 / (2 * len(dims))`` of the catalog ici figure (the chip's total).
     Chip ``c`` (x fastest) sits in host ``c // chips_per_host``, a :func:`single_node` server with
-    *cpu* and the other *host* fields; host NICs join one switch ``switch0``.
+    *cpu* and the other *host* fields; host NICs join one switch ``switch0`` (the data-centre
+    network). *slices* > 1: that many such tori (Multislice), chips ``s{k}.tpu...`` with
+    attribute ``slice``, hosts numbered on from slice to slice, joined only by the data-centre
+    network (the hosts need NICs).
     """
+    n_slices = A.int_arg(slices, "slices", 1)
+    if n_slices > 1 and not host.get("nic"):
+        raise ScenarioError(f"{n_slices} slices are joined by the data-centre network through "
+                            "their hosts' NICs: set the hosts' nic (e.g. eth-100g, "
+                            "nics_per_node: 2)", field="nic")
     host = A.dict_arg(host, "host", [k for k in _NODE_KEYS if k not in ("tpu", "gpus_per_node",
                                                                           "intra_node", "cpu")])
     if not isinstance(dims, (list, tuple)) or len(dims) not in (2, 3):
@@ -353,22 +359,29 @@ def tpu_pod(*, tpu: str = "TPU-v4", dims: Sequence[int] = (4, 4, 4), ici: str = 
     if prod(dims) % cph:
         raise ScenarioError(f"{cph} does not divide the {prod(dims)} chips of dims {dims}",
                             field="chips_per_host")
-    G = nx.Graph(name=name or f"{chip.id}-{'x'.join(map(str, dims))}")
+    shape = "x".join(map(str, dims))
+    G = nx.Graph(name=name or f"{chip.id}-{shape}" + (f"-x{n_slices}" if n_slices > 1 else ""))
     coords = [c[::-1] for c in product(*(range(d) for d in reversed(dims)))]  # x fastest
-    names = {c: "tpu" + "_".join(map(str, c)) for c in coords}
-    for h in range(len(coords) // cph):
-        single_node(tpu=chip.id, gpus_per_node=cph, cpu=cpu, server=h, site=site, graph=G, **host)
-    nx.relabel_nodes(G, {f"n{i // cph}.tpu{i % cph}": names[c] for i, c in enumerate(coords)},
-                     copy=False)
-    for c in coords:
-        G.nodes[names[c]]["coords"] = c
-        for axis, size in enumerate(dims):
-            if size > 1 and (wraparound or c[axis] + 1 < size):
-                nb = c[:axis] + ((c[axis] + 1) % size,) + c[axis + 1:]
-                A.add_link(G, names[c], names[nb], link, 1 + (size == 2 and wraparound),
-                           bw=link.bw_bytes_per_s / (2 * len(dims)))
+    hosts = len(coords) // cph
+    for k in range(n_slices):
+        pre = f"s{k}." if n_slices > 1 else ""
+        names = {c: pre + "tpu" + "_".join(map(str, c)) for c in coords}
+        for h in range(hosts):
+            single_node(tpu=chip.id, gpus_per_node=cph, cpu=cpu, server=k * hosts + h, site=site,
+                        graph=G, **host)
+        nx.relabel_nodes(G, {f"n{k * hosts + i // cph}.tpu{i % cph}": names[c]
+                             for i, c in enumerate(coords)}, copy=False)
+        for c in coords:
+            G.nodes[names[c]]["coords"] = c
+            if n_slices > 1:
+                G.nodes[names[c]]["slice"] = k
+            for axis, size in enumerate(dims):
+                if size > 1 and (wraparound or c[axis] + 1 < size):
+                    nb = c[:axis] + ((c[axis] + 1) % size,) + c[axis + 1:]
+                    A.add_link(G, names[c], names[nb], link, 1 + (size == 2 and wraparound),
+                               bw=link.bw_bytes_per_s / (2 * len(dims)))
     nics = [v for v, d in G.nodes(data=True) if d["kind"] == A.NIC]  # all on switch0
-    _leaves(G, [nics], 2 * len(nics), site, prefix="switch")
+    F.leaves(G, [nics], 2 * len(nics), site, prefix="switch")
     check_connected(G)
     return G
 

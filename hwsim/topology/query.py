@@ -4,11 +4,13 @@ and the node of a kind that serves a given node on its server."""
 from __future__ import annotations
 
 import re
+import weakref
+from typing import Sequence
 
 import networkx as nx
 
 __all__ = ["natural_key", "server_peer", "server_index", "nodes_of_kind", "compute_devices",
-           "component_counts"]
+           "component_counts", "torus_rings"]
 
 
 def natural_key(name: str) -> tuple:
@@ -72,3 +74,74 @@ def component_counts(G: nx.Graph, devices: list[str]) -> dict[str, int]:
         "storage": sum(int(G.nodes[n].get("count", 1)) for n, k in kinds.items()
                        if k == "storage"),
     }
+
+
+_DIMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def torus_rings(G: nx.Graph, devices: Sequence[str]
+                ) -> tuple[list[list[list[str]]], list[list[str]]] | None:
+    """How *devices* sit on TPU tori: ``(axes, across)``. ``axes``: the rings along each torus
+    axis they span, axis by axis, each ring in coordinate order, the rings of every slice
+    together (axes they do not span left out); ``across``: with chips on several slices
+    (Multislice, :func:`~hwsim.topology.builders.tpu_pod` ``slices``), for each position the
+    chips there in slice order, else empty. None unless every device is a chip with torus
+    ``coords``, every slice holds the same positions, and these fill whole axes of the pod
+    (every position of each spanned axis, the same positions on the others: a sub-torus) with
+    every ring closed by its wrap-around link."""
+    if len(devices) < 2:
+        return None
+    nodes = [G.nodes[d] for d in devices]
+    coords = [d.get("coords") for d in nodes]
+    if any(c is None for c in coords) or len({len(c) for c in coords}) != 1:
+        return None
+    by_slice: dict[object, dict[tuple, str]] = {}
+    for dev, d, c in zip(devices, nodes, coords):
+        at = by_slice.setdefault(d.get("slice"), {})
+        if tuple(c) in at:
+            return None
+        at[tuple(c)] = dev
+    slices = sorted(by_slice, key=lambda k: -1 if k is None else k)
+    first = by_slice[slices[0]]
+    if any(set(by_slice[k]) != set(first) for k in slices):
+        return None
+    dims = _torus_dims(G, nodes[0].get("site"), nodes[0].get("slice"), len(coords[0]))
+    values = [sorted({c[a] for c in first}) for a in range(len(dims))]
+    size = 1
+    for v in values:
+        size *= len(v)
+    if size != len(first):  # not a product of per-axis positions
+        return None
+    axes: list[list[list[str]]] = []
+    for a, v in enumerate(values):
+        if len(v) == 1:
+            continue
+        if v != list(range(dims[a])):  # part of an axis: no wrap-around ring
+            return None
+        rings: list[list[str]] = []
+        for k in slices:
+            per: dict[tuple, list[str]] = {}
+            for c in sorted(by_slice[k]):
+                per.setdefault(c[:a] + c[a + 1:], []).append(by_slice[k][c])
+            rings += per.values()
+        if any(not G.has_edge(r[-1], r[0]) for r in rings):
+            return None
+        axes.append(rings)
+    across = [[by_slice[k][c] for k in slices] for c in sorted(first)] if len(slices) > 1 else []
+    return (axes, across) if axes or across else None
+
+
+def _torus_dims(G: nx.Graph, site: object, slice_: object, rank: int) -> list[int]:
+    """The torus dimensions of the pod (slice) at *site*: the largest coordinate on each axis
+    plus one."""
+    memo = _DIMS.setdefault(G, {})
+    hit = memo.get((site, slice_, rank))
+    if hit is None:
+        hit = [0] * rank
+        for _, d in G.nodes(data=True):
+            c = d.get("coords")
+            if c is not None and d.get("site") == site and d.get("slice") == slice_ \
+                    and len(c) == rank:
+                hit = [max(h, x + 1) for h, x in zip(hit, c)]
+        memo[(site, slice_, rank)] = hit
+    return hit

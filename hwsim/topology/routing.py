@@ -18,7 +18,6 @@ import difflib
 import zlib
 from array import array
 from collections import Counter
-from operator import add
 from typing import Hashable, NamedTuple, Sequence
 
 import networkx as nx
@@ -27,18 +26,14 @@ import numpy as np
 from hwsim.exceptions import NoRouteError, ScenarioError
 from hwsim.topology.attributes import (ENDPOINT_KINDS, FORWARDING_KINDS, NODE_KINDS,
                                        TRANSIT_LINK_CLASSES)
+from hwsim.topology.routing_servers import _FAR, _PATH_CACHE, ServerSteps, _Server, _Step
 
 __all__ = ["Router"]
 
 _MIX = 0x9E3779B1  # Knuth's multiplicative-hash constant (2**32 / golden ratio)
-_PATH_CACHE = 200_000
 _DEST_CACHE = 1 << 16  # destinations whose near distances and steps are kept
 _STATE_BUDGET = 64_000_000  # states kept in each kind of whole-graph map (2 bytes each)
-_FAR = 1 << 40  # "unreachable" in inside-server distances
 _SHARED = ENDPOINT_KINDS - set(TRANSIT_LINK_CLASSES)  # endpoint kinds whose routes are shared
-
-
-_Step = tuple  # ((state, node, names), ...): the choices of one step of a walk (see _run)
 
 
 class _Dest(NamedTuple):
@@ -55,14 +50,6 @@ class _Dest(NamedTuple):
     edge: frozenset[int]  # states outside srv with a transition into it (or to the node itself)
     steps: dict[int, _Step]  # state of srv or edge -> its step toward the destination
     sig: dict[int, int]  # server -> key offset of its gateways' distances (see _sig)
-
-
-class _Server(NamedTuple):
-    """The transitions that leave one server (gateways) and the hops to them inside it."""
-
-    gates: dict[tuple[int, int], int]  # (state or -1, node) outside the server -> gateway index
-    d_in: dict[int, list[int]]  # inside state -> hops to each gateway through the server only
-    touch: frozenset[int]  # servers the gateways lead into (-1: outside servers)
 
 
 class _Entry(NamedTuple):
@@ -109,17 +96,22 @@ class _Outside(NamedTuple):
     counts: np.ndarray  # transitions of each state
 
 
-class Router:
+class Router(ServerSteps):
     """Routes between nodes of a topology graph; build once per graph (it does not watch changes).
+    The walk inside servers (gateways, shared next hops) is :class:`~hwsim.topology.
+    routing_servers.ServerSteps`.
 
     Parameters
     ----------
     G : networkx.Graph
         A topology (see :mod:`hwsim.topology.attributes`); every node needs a valid ``kind``.
+        Its ``ecmp_seed`` graph attribute (``fabric.ecmp_seed``) seeds the hash that picks
+        among equal-cost routes (default 0).
     """
 
     def __init__(self, G: nx.Graph) -> None:
         self.G = G
+        self._seed = int(G.graph.get("ecmp_seed") or 0) & 0xFFFFFFFF
         self._names = names = list(G)
         self._index = index = {v: i for i, v in enumerate(names)}
         kinds = [G.nodes[v].get("kind") for v in names]
@@ -266,7 +258,7 @@ class Router:
             raise self._no_route(src, dst)
         steps, sigs, srv, shops, gate = D.steps, D.sig, self._srv, self._shops, self._gate
         hopsets, runs, t_srv, edge, picks = self._hopsets, self._runs, D.srv, D.edge, None
-        h = zlib.crc32(f"{src}\x00{dst}\x00{key}".encode())
+        h = zlib.crc32(f"{src}\x00{dst}\x00{key}".encode(), self._seed)
         out, state = [src], s
         while True:
             sid = srv[state]
@@ -552,97 +544,3 @@ class Router:
         if len(self._picks) >= self._max_maps:  # forget the oldest
             del self._picks[next(iter(self._picks))]
         return self._picks.setdefault(q, picks)
-
-    def _server(self, sid: int) -> _Server:
-        """Gateways of server *sid* and each inside state's hops to each, inside the server."""
-        srv, inside = self._srv, self._members[sid]
-        gates: dict[tuple[int, int], int] = {}
-        rev: dict[int, list[int]] = {x: [] for x in inside}
-        for x in inside:
-            for ts, b, _ in self._fwd[x]:
-                if (srv[ts] if ts >= 0 else self._node_srv[b]) != sid:
-                    gates.setdefault((ts, b), len(gates))
-                elif ts >= 0:
-                    rev[ts].append(x)
-        d_in = {x: [_FAR] * len(gates) for x in inside}
-        for (ts, b), k in gates.items():
-            front = [x for x in inside if any(y[0] == ts and y[1] == b for y in self._fwd[x])]
-            level = 1
-            while front:
-                nxt = []
-                for x in front:
-                    if d_in[x][k] == _FAR:
-                        d_in[x][k] = level
-                        nxt.extend(rev[x])
-                front, level = nxt, level + 1
-        touch = frozenset(srv[g] if g >= 0 else self._node_srv[b] for g, b in gates)
-        return self._servers.setdefault(sid, _Server(gates, d_in, touch))
-
-    def _sig(self, D: _Dest, t: int, sid: int) -> int:
-        """Key offset of the distances from server *sid*'s gateways to *t*, less their minimum
-        (-1: unreachable); destinations with equal offsets share the server's next hops. Unless a
-        gateway leads into *t*'s server, they depend on *t* only through its far map."""
-        sv = self._servers.get(sid) or self._server(sid)
-        shared = D.srv not in sv.touch
-        off = self._q_sigs.get((D.q, sid)) if shared else None
-        if off is None:
-            if shared:  # no gateway into t's server: its far map tells (less the same offset)
-                far = self._fars.get(D.q) or self._far(D.q)
-                vals = [far[g] if g >= 0 else (0 if b == t else -1) for g, b in sv.gates]
-            else:
-                vals = [self._dist(D, g) if g >= 0 else (0 if b == t else -1)
-                        for g, b in sv.gates]
-            low = min((v for v in vals if v >= 0), default=0)
-            key = (sid, tuple(v - low if v >= 0 else -1 for v in vals))
-            n = self._sig_ids.setdefault(key, len(self._sig_of))
-            if n == len(self._sig_of):
-                self._sig_of.append(key)
-            off = (n + 1) * self._n_states
-            if shared:
-                if len(self._q_sigs) >= _PATH_CACHE * 4:
-                    self._q_sigs.clear()
-                self._q_sigs[D.q, sid] = off
-        return D.sig.setdefault(sid, off)
-
-    def _sealed_choices(self, state: int) -> tuple[tuple[int, int], ...]:
-        """Next hops of *state*, in a sealed server, toward anything outside it: to its gateway
-        (as :meth:`_server_choices` with the gateway's offset)."""
-        din, sid, gate = self._din, self._srv[state], self._gate[state]
-        want = din[state] - 1
-        return self._widest(
-            [y for y in self._fwd[state] if y[0] == gate] if want == 0 else
-            [y for y in self._fwd[state] if y[0] >= 0 and self._srv[y[0]] == sid
-             and din[y[0]] == want])
-
-    def _sealed_step(self, state: int) -> _Step:
-        """Step of *state*, in a sealed server, toward anything outside it (cached by state)."""
-        sid = self._srv[state]
-        return self._shops.setdefault(state, self._run(
-            self._sealed_choices(state), lambda ts, b: self._sealed_choices(ts)
-            if ts >= 0 and self._srv[ts] == sid else None))
-
-    def _server_choices(self, state: int, off: int) -> tuple[tuple[int, int], ...]:
-        """Next hops of inside *state* toward any destination outside its server with key *off*."""
-        memo = self._sig_memo  # hops from inside states under the last offset asked for
-        if memo[0] != off:
-            sid, sig = self._sig_of[off // self._n_states - 1]
-            gates, d_in, _ = self._servers[sid]
-            memo[:] = off, gates, [_FAR if g < 0 else g for g in sig], d_in, {}
-        _, gates, far, d_in, known = memo
-
-        def dist(x: int) -> int:  # through the nearest gateway
-            d = known.get(x)
-            if d is None:
-                d = known[x] = min(map(add, d_in[x], far))
-            return d
-        want = dist(state) - 1
-        return self._widest([(ts, b, bw) for ts, b, bw in self._fwd[state]
-                             if ((ts, b) in gates and far[gates[ts, b]] == want)
-                             or ((ts, b) not in gates and ts in d_in and dist(ts) == want)])
-
-    def _server_step(self, state: int, off: int) -> _Step:
-        """Step of inside *state* toward any destination outside its server with key *off*."""
-        sid = self._srv[state]
-        return self._shops.setdefault(state + off, self._run(
-            self._server_choices(state, off), lambda ts, b: self._server_choices(ts, off)
-            if ts >= 0 and self._srv[ts] == sid else None))
