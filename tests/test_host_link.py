@@ -139,6 +139,7 @@ SHIPPED = {
     "llama2-70b-disagg-h100-serving": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama2-70b-fp8-h100-serving": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama2-70b-fsdp-64xh100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
+    "llama2-70b-fsdp-tpuv5p-4x4x4": [("TPU-v5p", "pcie4-x16", "default")],
     "llama2-70b-speculative-h100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama2-70b-tp4x2-h100-serving": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama2-7b-1xa100-serving": [("A100-SXM4-80GB", "pcie4-x16", "default")],
