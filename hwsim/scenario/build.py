@@ -22,6 +22,7 @@ from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.budget import check_budget
+from hwsim.scenario.build_power import apply_power
 from hwsim.scenario.calibration import apply as apply_calibration
 from hwsim.scenario.calibration import STACK_PROFILES, read_calibration
 from hwsim.scenario.schema_cluster import INT_MAX
@@ -447,7 +448,9 @@ def scenario_graph(s: Scenario) -> nx.Graph:
     g = build_graph(s.cluster)
     if s.calibration is not None:  # this run's fitted constants
         apply_calibration(g, read_calibration(s.calibration))
+    apply_power(g, s.power)
     return g
+
 
 
 def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
@@ -495,7 +498,8 @@ REUSED_GRAPHS = 16
 def _reused_graph(s: Scenario, reuse: dict) -> tuple[nx.Graph, dict]:
     import json
 
-    key = (json.dumps(s.cluster.model_dump(mode="json"), sort_keys=True), str(s.calibration))
+    key = (json.dumps(s.cluster.model_dump(mode="json"), sort_keys=True), str(s.calibration),
+           json.dumps(s.power.model_dump(mode="json"), sort_keys=True))
     graphs = reuse.setdefault("graphs", {})
     hit = graphs.get(key)
     if hit is None:
