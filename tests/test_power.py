@@ -18,6 +18,7 @@ import hwsim
 from hwsim import cli
 from hwsim.analysis.power import (CLOCK_POWER_EXPONENT, capped_spec, check_rack_limit,
                                   clock_factor, component_power, device_power, energy_j, power_w)
+from hwsim.analysis.headline import headline
 from hwsim.analysis.result import Result
 from hwsim.catalog import get_device, load_catalog
 from hwsim.exceptions import ScenarioError
@@ -238,3 +239,28 @@ def test_pue_default_is_one() -> None:
     assert s.power.pue == 1.0 and s.power.gpu_power_cap_w is None
     assert math.isclose(load_scenario(_with_power({"gpu_power_cap_w": "450 W"}))
                         .power.gpu_power_cap_w, 450.0)
+
+
+def test_power_cap_scenario_answers_its_question() -> None:
+    """scenarios/llama2-7b-power-cap-16xh100.yaml: the 10 kW rack fits only under the cap; the
+    cap's price in time and energy against the same run uncapped in a roomier rack."""
+    path = Path(__file__).resolve().parent.parent / "scenarios" / "llama2-7b-power-cap-16xh100.yaml"
+    base = yaml.safe_load(path.read_text())
+    capped = hwsim.run(path)
+    s = capped.summary
+    assert s["gpu_power_cap_w"] == 450.0 and s["pue"] == 1.3
+    assert s["power_busy_kw"] == pytest.approx(2 * 4.372 + 16 * 9.0 / 1e3)  # + switch ports
+    uncapped = copy.deepcopy(base)
+    del uncapped["power"]["gpu_power_cap_w"]
+    with pytest.raises(ScenarioError, match=r"rack 0 draws 10\.76 kW"):
+        hwsim.run(uncapped)
+    uncapped["power"]["rack_limit_kw"] = 11
+    u = hwsim.run(uncapped).summary
+    assert s["step_time_s"] > u["step_time_s"] and s["power_avg_kw"] < u["power_avg_kw"]
+    # with alpha = 1 the cap's slower clock costs more idle-power time than it saves
+    assert s["energy_per_token_j"] > u["energy_per_token_j"]
+    assert s["energy_to_train_mwh"] == pytest.approx(
+        s["power_avg_kw"] * s["time_to_train_s"] / 3.6e6, rel=1e-12)
+    line = headline(s, capped.config)[-1]
+    assert line.startswith("power: 10.1 kW facility (7.78 kW IT, PUE 1.3), GPUs capped at "
+                           "450 W (compute clock 75%), 0.0716 J per token, ")
