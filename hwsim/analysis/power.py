@@ -22,14 +22,13 @@ GPU's busy power to the cap and its compute clock by :func:`clock_factor`. A **r
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import replace
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from hwsim.exceptions import ScenarioError
+from hwsim.catalog.power import CLOCK_POWER_EXPONENT, capped_spec, clock_factor
+from hwsim.topology.power import check_rack_limit, device_spec, server_busy_power_w
 
 __all__ = ["power_w", "energy_j", "clock_factor", "capped_spec", "device_power",
            "component_power", "power_summary", "server_busy_power_w", "check_rack_limit",
@@ -37,14 +36,6 @@ __all__ = ["power_w", "energy_j", "clock_factor", "capped_spec", "device_power",
 
 COMPONENTS = ("gpu", "cpu", "nic", "switch", "storage")
 """The component classes of the power breakdown (TPUs count as ``gpu``: the accelerators)."""
-
-CLOCK_POWER_EXPONENT = 1.0
-"""alpha in ``P_busy(f) - idle = (busy - idle) * (f / f0) ** alpha``: how a GPU's busy power
-above idle grows with its compute clock f. Not fitted: 1 (power above idle proportional to the
-clock) is the conservative end. Dynamic power is C V^2 f with the voltage rising with f, so
-alpha > 1 on real boards and a cap costs less clock than this model says: the slowdown it
-predicts is an upper bound. A published perf-versus-power-cap curve would refit it."""
-
 
 def power_w(idle_w: Any, busy_w: Any, utilization: Any) -> np.ndarray:
     """Power (W) at *utilization* (clipped to [0, 1]): ``idle + (busy - idle) * u``; always
@@ -63,35 +54,6 @@ def energy_j(idle_w: float, busy_w: float, utilization: Any, bin_s: Any) -> floa
     utilisations *utilization* (the sum of P x bin_s). For one bin it is the closed form
     ``idle * T + (busy - idle) * busy_s`` with ``busy_s = u * T``."""
     return float(np.sum(power_w(idle_w, busy_w, utilization) * np.asarray(bin_s, float)))
-
-
-def clock_factor(idle_w: float, busy_w: float, cap_w: float | None) -> float:
-    """The compute clock under a board power cap *cap_w*, as a fraction of the uncapped one:
-    1 when the cap is at or above the busy power, else
-    ``((cap - idle) / (busy - idle)) ** (1 / CLOCK_POWER_EXPONENT)``. ValueError when the cap
-    is at or below the idle power (the board could not run)."""
-    if cap_w is None or cap_w >= busy_w:
-        return 1.0
-    if cap_w <= idle_w:
-        raise ValueError(f"a power cap of {cap_w:g} W is at or below the board's idle power "
-                         f"{idle_w:g} W")
-    return float(((cap_w - idle_w) / (busy_w - idle_w)) ** (1.0 / CLOCK_POWER_EXPONENT))
-
-
-def capped_spec(spec: Any, cap_w: float) -> Any:
-    """*spec* (a :class:`~hwsim.catalog.DeviceSpec`) under a power cap: its dense peaks times
-    :func:`clock_factor` (matrix and vector units run at the capped clock; HBM bandwidth is
-    unchanged, so memory-bound ops are not slowed), its busy power and TDP at most the cap."""
-    f = clock_factor(spec.idle_power_w, spec.busy_w, cap_w)
-    return replace(spec, peak_flops_per_s={k: v * f for k, v in spec.peak_flops_per_s.items()},
-                   busy_power_w=min(spec.busy_w, cap_w),
-                   peak_power_w=min(spec.peak_power_w, cap_w))
-
-
-def _device_spec(graph, spec_id: str) -> Any:
-    from hwsim.catalog import get_device
-
-    return graph.graph.get("device_specs", {}).get(spec_id) or get_device(spec_id)
 
 
 def device_power(result: Any, bin_s: float | None = None, cap_w: float | None = None
@@ -132,16 +94,20 @@ def _port_power(graph) -> tuple[float, float]:
     from hwsim.catalog import get_link
     from hwsim.exceptions import ScenarioError as _Missing
 
+    memo: dict[Any, float] = {}
+
     def watts(link: Any) -> float:
-        try:
-            return float(get_link(str(link)).power_w or 0.0)
-        except _Missing:
-            return 0.0  # an internal edge ('memory-bus'), not a catalog link
+        if link not in memo:
+            try:
+                memo[link] = float(get_link(str(link)).power_w or 0.0)
+            except _Missing:
+                memo[link] = 0.0  # an internal edge ('memory-bus'), not a catalog link
+        return memo[link]
     kinds = {n: d.get("kind") for n, d in graph.nodes(data=True)}
     nic = sum(watts(d.get("spec")) for n, d in graph.nodes(data=True) if d.get("kind") == "nic")
     switch = 0.0
     for u, v, d in graph.edges(data=True):
-        ends = sum(kinds[x] in ("switch", "router") for x in (u, v))
+        ends = (kinds[u] in ("switch", "router")) + (kinds[v] in ("switch", "router"))
         if ends:
             switch += ends * int(d.get("count", 1)) * watts(d.get("link"))
     return nic, switch
@@ -171,11 +137,12 @@ def component_power(graph, busy_share: Mapping[str, float], used: int | None = N
     mean = float(np.mean(shares)) if shares else 0.0
     extra = max(0, int(used or 0) - len(busy_share))
     job_kinds = {graph.nodes[n].get("kind") for n in busy_share if n in graph.nodes}
+    specs: dict[str, Any] = {}
     for n, d in graph.nodes(data=True):
         kind = d.get("kind")
         if kind not in ("gpu", "tpu", "cpu") or not d.get("spec"):
             continue
-        spec = _device_spec(graph, d["spec"])
+        spec = specs.get(d["spec"]) or specs.setdefault(d["spec"], device_spec(graph, d["spec"]))
         if n in busy_share:
             u = min(max(float(busy_share[n]), 0.0), 1.0)
         elif extra and kind in job_kinds:
@@ -204,7 +171,7 @@ def power_summary(graph, busy_s: Mapping[str, float], wall_s: float, summary: Ma
              energy_kwh=fac_w * wall_s / 3.6e6)
     gpus = [n for n in shares if graph.nodes[n].get("kind") in ("gpu", "tpu")]
     if gpus:
-        specs = [_device_spec(graph, graph.nodes[n]["spec"]) for n in gpus]
+        specs = [device_spec(graph, graph.nodes[n]["spec"]) for n in gpus]
         s["gpu_power_w"] = float(np.mean([power_w(sp.idle_power_w, sp.busy_w, shares[n])
                                           for sp, n in zip(specs, gpus)]))
     busy = server_busy_power_w(graph)
@@ -236,52 +203,3 @@ def _storage_shared(graph) -> float:
             w = s.active_power_w if s.active_power_w is not None else s.idle_power_w
             total += float(w or 0.0) * int(d.get("count", 1))
     return total
-
-
-def server_busy_power_w(graph) -> dict[Any, float]:
-    """Per server (``(site, server)``), its power with every component busy: compute devices at
-    their busy power (capped where the graph carries capped specs), NIC ports, local storage at
-    its active (else idle) power. What a rack must provision for."""
-    from hwsim.catalog import get_link, get_storage
-    from hwsim.exceptions import ScenarioError as _Missing
-
-    out: dict[Any, float] = defaultdict(float)
-    for _, d in graph.nodes(data=True):
-        if d.get("server") is None:
-            continue
-        key, kind = (d.get("site"), d.get("server")), d.get("kind")
-        if kind in ("gpu", "tpu", "cpu") and d.get("spec"):
-            out[key] += _device_spec(graph, d["spec"]).busy_w
-        elif kind == "nic" and d.get("spec"):
-            try:
-                out[key] += float(get_link(d["spec"]).power_w or 0.0)
-            except _Missing:
-                pass
-        elif kind == "storage" and d.get("spec"):
-            s = get_storage(d["spec"])
-            w = s.active_power_w if s.active_power_w is not None else s.idle_power_w
-            out[key] += float(w or 0.0) * int(d.get("count", 1))
-    return dict(out)
-
-
-def check_rack_limit(graph, rack_limit_kw: float | None, servers_per_rack: int | None) -> float:
-    """The busiest rack's power (kW) with every component busy: the servers in rack order,
-    *servers_per_rack* to a rack. ScenarioError naming ``power.rack_limit_kw`` and the numbers
-    when it exceeds *rack_limit_kw*. 0 when no rack size is given."""
-    if not servers_per_rack:
-        return 0.0
-    per = server_busy_power_w(graph)
-    keys = sorted(per, key=lambda k: (str(k[0]), k[1]))
-    racks = [sum(per[k] for k in keys[i:i + servers_per_rack])
-             for i in range(0, len(keys), servers_per_rack)]
-    worst = max(racks, default=0.0) / 1e3
-    if rack_limit_kw is not None and worst > rack_limit_kw * (1 + 1e-9):
-        i = int(np.argmax(racks))
-        server_kw = per[keys[i * servers_per_rack]] / 1e3
-        raise ScenarioError(
-            f"rack {i} draws {worst:.2f} kW with every component busy ({servers_per_rack} "
-            f"servers of {server_kw:.2f} kW each), over the rack limit of {rack_limit_kw:g} kW; "
-            f"valid: fewer servers per rack (at most {int(rack_limit_kw // server_kw)} at "
-            f"{server_kw:.2f} kW), a higher limit, or a GPU power cap "
-            f"(power.gpu_power_cap_w)", field="power.rack_limit_kw")
-    return worst

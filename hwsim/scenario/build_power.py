@@ -9,7 +9,9 @@ from typing import Any
 import networkx as nx
 
 from hwsim.catalog import get_device
+from hwsim.catalog.power import capped_spec
 from hwsim.exceptions import ScenarioError
+from hwsim.topology.power import check_rack_limit
 
 __all__ = ["apply_power"]
 
@@ -17,11 +19,9 @@ __all__ = ["apply_power"]
 def apply_power(g: nx.Graph, p: Any) -> nx.Graph:
     """Put the scenario's ``power:`` section (:class:`~hwsim.scenario.schema_power.Power`) into
     graph *g*: ``g.graph["power"]`` (PUE, cap, rack) for the run's power summary, every GPU's spec
-    under ``gpu_power_cap_w`` (:func:`hwsim.analysis.power.capped_spec`, in
+    under ``gpu_power_cap_w`` (:func:`hwsim.catalog.power.capped_spec`, in
     ``g.graph["device_specs"]``), then the rack limit checked. ScenarioError naming the field
     for a cap outside (idle, TDP] or a rack over its limit."""
-    from hwsim.analysis.power import capped_spec, check_rack_limit
-
     g.graph["power"] = p.model_dump()
     cap = p.gpu_power_cap_w
     if cap is not None:
