@@ -162,7 +162,8 @@ def power_summary(graph, busy_s: Mapping[str, float], wall_s: float, summary: Ma
     run's other *summary* keys (``devices``, throughput, ``time_to_train_s``)."""
     if not wall_s > 0:
         return {}
-    shares = {n: b / wall_s for n, b in busy_s.items()}
+    # streams of emulated devices (a data-loader benchmark's accelerators) are not graph nodes
+    shares = {n: b / wall_s for n, b in busy_s.items() if n in graph.nodes}
     parts = component_power(graph, shares, summary.get("devices"))
     it_w = sum(parts.values())
     fac_w = it_w * pue
