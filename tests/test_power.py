@@ -264,3 +264,22 @@ def test_power_cap_scenario_answers_its_question() -> None:
     line = headline(s, capped.config)[-1]
     assert line.startswith("power: 10.1 kW facility (7.78 kW IT, PUE 1.3), GPUs capped at "
                            "450 W (compute clock 75%), 0.0716 J per token, ")
+
+
+@pytest.mark.parametrize("stem, devices", [("gpt3-175b-1024xa100", 1024),
+                                           ("shared-train-and-serve", 16)])
+def test_cluster_gpu_power_within_bounds_folded_and_shared(stem: str, devices: int) -> None:
+    """A folded run (16 simulated ranks standing for 1,024 GPUs) and a shared cluster (two jobs)
+    power every GPU of the cluster between idle and busy."""
+    s = hwsim.run(f"scenarios/{stem}.yaml").summary
+    a100 = get_device("A100-SXM4-80GB") if stem.startswith("gpt3") else None
+    gpus = [d for d in load_scenario(f"scenarios/{stem}.yaml").cluster.node_specs()]
+    spec = a100 or get_device(gpus[0].gpu)
+    assert devices * spec.idle_power_w < s["power_gpu_kw"] * 1e3 < devices * spec.busy_w
+    assert s["power_it_kw"] == pytest.approx(sum(
+        s[f"power_{k}_kw"] for k in ("gpu", "cpu", "nic", "switch", "storage")), rel=1e-12)
+
+
+def test_hdd_storage_draws_its_idle_power() -> None:
+    s = hwsim.run("scenarios/logistic-gpu-hdd.yaml").summary
+    assert s["power_storage_kw"] == pytest.approx(5.3e-3)  # Seagate Exos X18 idle, 1 drive
