@@ -283,3 +283,15 @@ def test_cluster_gpu_power_within_bounds_folded_and_shared(stem: str, devices: i
 def test_hdd_storage_draws_its_idle_power() -> None:
     s = hwsim.run("scenarios/logistic-gpu-hdd.yaml").summary
     assert s["power_storage_kw"] == pytest.approx(5.3e-3)  # Seagate Exos X18 idle, 1 drive
+
+
+def test_a_cap_on_a_cluster_without_gpus_is_an_error(tmp_path: Path) -> None:
+    scen = yaml.safe_load(Path("scenarios/gpt-350m-tpuv4-2x2x2.yaml").read_text())
+    scen["power"] = {"gpu_power_cap_w": 150}
+    f = tmp_path / "tpu.yaml"
+    f.write_text(yaml.safe_dump(scen))
+    result = CliRunner().invoke(cli.app, ["validate", str(f)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(
+        f"error: {f}: power.gpu_power_cap_w: the cluster has no GPUs to cap (a power cap "
+        "applies to GPUs only); remove gpu_power_cap_w")

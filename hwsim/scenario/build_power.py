@@ -26,8 +26,12 @@ def apply_power(g: nx.Graph, p: Any) -> nx.Graph:
     cap = p.gpu_power_cap_w
     if cap is not None:
         specs = dict(g.graph.get("device_specs", {}))
-        for sid in sorted({str(d["spec"]) for _, d in g.nodes(data=True)
-                           if d.get("kind") == "gpu" and d.get("spec")}):
+        gpus = sorted({str(d["spec"]) for _, d in g.nodes(data=True)
+                       if d.get("kind") == "gpu" and d.get("spec")})
+        if not gpus:
+            raise ScenarioError("the cluster has no GPUs to cap (a power cap applies to GPUs "
+                                "only); remove gpu_power_cap_w", field="power.gpu_power_cap_w")
+        for sid in gpus:
             base = specs.get(sid) or get_device(sid)
             if not base.idle_power_w < cap <= base.peak_power_w:
                 raise ScenarioError(
