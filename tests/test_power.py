@@ -295,3 +295,16 @@ def test_a_cap_on_a_cluster_without_gpus_is_an_error(tmp_path: Path) -> None:
     assert result.stderr.startswith(
         f"error: {f}: power.gpu_power_cap_w: the cluster has no GPUs to cap (a power cap "
         "applies to GPUs only); remove gpu_power_cap_w")
+
+
+def test_power_cap_sweep_finds_the_caps_that_fit_the_rack() -> None:
+    """scenarios/sweeps/llama2-7b-power-caps.yaml: the 576 W point (no cap in effect) is refused
+    by the rack limit with its reason; the others fit, slower and cooler as the cap drops."""
+    df = hwsim.sweep("scenarios/sweeps/llama2-7b-power-caps.yaml").sort_values(
+        "power.gpu_power_cap_w")
+    assert list(df["feasible"]) == [True, True, True, True, False]
+    assert "power.rack_limit_kw: rack 0 draws 10.76 kW" in df["reason"].iloc[-1]
+    ok = df[df["feasible"]]
+    assert ok["step_time_s"].is_monotonic_decreasing
+    assert ok["power_avg_kw"].is_monotonic_increasing
+    assert (ok["power_busy_kw"] <= 10.0 + 16 * 9.0 / 1e3).all()
