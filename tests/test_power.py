@@ -308,3 +308,12 @@ def test_power_cap_sweep_finds_the_caps_that_fit_the_rack() -> None:
     assert ok["step_time_s"].is_monotonic_decreasing
     assert ok["power_avg_kw"].is_monotonic_increasing
     assert (ok["power_busy_kw"] <= 10.0 + 16 * 9.0 / 1e3).all()
+
+
+def test_hwsim_run_refuses_a_rack_over_its_limit(tmp_path: Path) -> None:
+    f = tmp_path / "rack.yaml"
+    f.write_text(yaml.safe_dump(_with_power({"rack_limit_kw": 10, "servers_per_rack": 2})))
+    result = CliRunner().invoke(cli.app, ["run", str(f), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"error: {f}: power.rack_limit_kw: rack 0 draws 10.76 kW")
+    assert not (tmp_path / "out").exists()
