@@ -119,6 +119,9 @@ def test_clock_factor_closed_form_and_monotone() -> None:
 def test_catalog_busy_power_between_idle_and_tdp_with_a_source() -> None:
     for d in load_catalog().devices.values():
         assert d.idle_power_w < d.busy_w <= d.peak_power_w, d.id
+        if d.busy_power_w is None:  # not in the entry: the TDP, an upper bound
+            assert d.busy_w == d.peak_power_w, d.id
+            continue
         src = d.sources["busy_power_w"]
         if d.busy_w == d.peak_power_w and d.kind != "tpu":
             assert "upper bound" in src, d.id  # no measurement: says the TDP is used
