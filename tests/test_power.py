@@ -320,3 +320,19 @@ def test_hwsim_run_refuses_a_rack_over_its_limit(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.startswith(f"error: {f}: power.rack_limit_kw: rack 0 draws 10.76 kW")
     assert not (tmp_path / "out").exists()
+
+
+def test_serving_at_a_lower_cap_never_faster_never_more_power() -> None:
+    """Serving at a fixed request rate: lower caps never shorten TTFT or TPOT nor raise the
+    power; at a fixed load the energy per output token falls until the server saturates."""
+    base = yaml.safe_load(Path("scenarios/llama2-7b-1xa100-serving.yaml").read_text())
+    runs = []
+    for cap in (None, 300, 200):
+        scen = copy.deepcopy(base)
+        if cap is not None:
+            scen["power"] = {"gpu_power_cap_w": cap}
+        runs.append(hwsim.run(scen).summary)
+    for a, b in zip(runs, runs[1:]):
+        assert b["ttft_p50_s"] >= a["ttft_p50_s"] and b["tpot_p50_s"] >= a["tpot_p50_s"]
+        assert b["power_avg_kw"] <= a["power_avg_kw"]
+        assert b["energy_per_output_token_j"] < a["energy_per_output_token_j"]
