@@ -37,6 +37,7 @@ __all__ = ["power_w", "energy_j", "clock_factor", "capped_spec", "device_power",
 COMPONENTS = ("gpu", "cpu", "nic", "switch", "storage")
 """The component classes of the power breakdown (TPUs count as ``gpu``: the accelerators)."""
 
+
 def power_w(idle_w: Any, busy_w: Any, utilization: Any) -> np.ndarray:
     """Power (W) at *utilization* (clipped to [0, 1]): ``idle + (busy - idle) * u``; always
     within [idle, busy].
@@ -81,8 +82,8 @@ def device_power(result: Any, bin_s: float | None = None, cap_w: float | None = 
         if cap is not None and spec.kind == "gpu":
             spec = capped_spec(spec, float(cap))
         p = power_w(spec.idle_power_w, spec.busy_w, g["utilization"].to_numpy())
-        frames.append(pd.DataFrame({"time_s": g["time_s"].to_numpy(), "bin_s": g["bin_s"].to_numpy(),
-                                    "device": d, "spec": spec_id,
+        frames.append(pd.DataFrame({"time_s": g["time_s"].to_numpy(),
+                                    "bin_s": g["bin_s"].to_numpy(), "device": d, "spec": spec_id,
                                     "utilization": g["utilization"].to_numpy(), "power_w": p,
                                     "energy_j": p * g["bin_s"].to_numpy()}, columns=cols))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in cols})

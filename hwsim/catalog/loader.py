@@ -392,7 +392,8 @@ def catalog_rows(section: str) -> list[dict[str, Any]]:
              "compute_efficiency": d.compute_efficiency, "memory_efficiency": d.memory_efficiency,
              "framework_compute_factor": d.framework_compute_factor,
              "framework_memory_factor": d.framework_memory_factor,
-             "launch_overhead_us": d.launch_overhead_s * 1e6, "idle_w": d.idle_power_w, "tdp_w": d.peak_power_w, "busy_w": d.busy_w,
+             "launch_overhead_us": d.launch_overhead_s * 1e6, "idle_w": d.idle_power_w, "tdp_w": d.peak_power_w,
+             "busy_w": d.busy_w,
              "cores": d.cores, "threads": d.threads, "price_usd": d.price_usd, "price_usd_per_hour": d.price_usd_per_hour,
              "price_date": d.price_date, "host_link": d.host_link} for d in cat.devices.values()]
 
