@@ -452,7 +452,6 @@ def scenario_graph(s: Scenario) -> nx.Graph:
     return g
 
 
-
 def prepare(s: Scenario, adjust: Callable[[nx.Graph], Any] | None = None, *,
             max_events: int | None = None, reuse: dict | None = None) -> tuple[nx.Graph, Any]:
     """The topology graph and job plan of a validated scenario, with every cross-reference
