@@ -444,7 +444,8 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
 
 def scenario_graph(s: Scenario) -> nx.Graph:
     """The topology graph a run of *s* simulates on: its cluster, with the constants of its
-    calibration file applied (docs/calibration.md)."""
+    calibration file applied (docs/calibration.md), then its ``power:`` section
+    (:func:`~hwsim.scenario.build_power.apply_power`: a GPU power cap, the rack limit checked)."""
     g = build_graph(s.cluster)
     if s.calibration is not None:  # this run's fitted constants
         apply_calibration(g, read_calibration(s.calibration))
