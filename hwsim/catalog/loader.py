@@ -37,7 +37,8 @@ FIELDS: dict[str, dict[str, str]] = {
     "devices": dict(kind="str", name="str", peak="peak", memory="bytes", mem_bw="bytes_per_s",
                     compute_efficiency="efficiency", compute_ramp="flops", memory_efficiency="efficiency",
                     launch_overhead="time", framework_compute_factor="efficiency?",
-                    framework_memory_factor="efficiency?", idle_power="power", peak_power="power", cores="int?",
+                    framework_memory_factor="efficiency?", idle_power="power", peak_power="power", busy_power="power?",
+                    cores="int?",
                     threads="int?",
                     price="usd?", price_per_hour="usd_per_h?", price_date="str?", host_link="link?"),
     "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
@@ -414,6 +415,7 @@ def catalog_rows(section: str) -> list[dict[str, Any]]:
              "framework_compute_factor": d.framework_compute_factor,
              "framework_memory_factor": d.framework_memory_factor,
              "launch_overhead_us": d.launch_overhead_s * 1e6, "idle_w": d.idle_power_w, "tdp_w": d.peak_power_w,
+             "busy_w": d.busy_w,
              "cores": d.cores, "threads": d.threads, "price_usd": d.price_usd, "price_usd_per_hour": d.price_usd_per_hour,
              "price_date": d.price_date, "host_link": d.host_link,
              "unmeasured": unmeasured(d.sources)} for d in cat.devices.values()]

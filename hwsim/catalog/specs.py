@@ -62,6 +62,10 @@ class DeviceSpec:
     core); a server's data-loader workers share its sockets' hardware threads
     (:meth:`hwsim.jobs.system.System.cores`).
 
+    ``idle_power_w`` and ``peak_power_w`` (TDP) are the board's power at idle and its limit;
+    ``busy_power_w`` its measured draw while it computes flat out (None: not in the catalog, then
+    :attr:`busy_w` is the TDP, an upper bound).
+
     ``launch_overhead_s`` is the host's time to dispatch one op
     (kernel launch and framework dispatch); see :meth:`op_time_s`. ``sources`` maps a field name to where its figure comes from.
 
@@ -97,8 +101,14 @@ class DeviceSpec:
     price_usd_per_hour: float | None = None
     price_date: str | None = None
     host_link: str | None = None
+    busy_power_w: float | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     kernels: KernelSpec | None = None
+
+    @property
+    def busy_w(self) -> float:
+        """Power (W) while computing flat out: ``busy_power_w``, else ``peak_power_w``."""
+        return float(self.busy_power_w if self.busy_power_w is not None else self.peak_power_w)
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s at *dtype*; falls back to the nearest wider precision the device lists.

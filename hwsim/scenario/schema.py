@@ -20,6 +20,7 @@ from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Count, Duration, 
                                           Fabric, GraphLink, GraphNode, NodeSpec, PosInt, Site,
                                           Size, StorageEntry, StrictModel, WanLink, did_you_mean)
 from hwsim.scenario.schema_inference import Arrivals, Scheduler, ServingParallelism, Slo
+from hwsim.scenario.schema_power import Power
 from hwsim.scenario.schema_resilience import Failures, Mtbf, ScriptedFailureEntry
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
     "InferenceWorkload", "DataLoaderWorkload", "Arrivals", "Scheduler", "ServingParallelism",
     "Slo", "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
     "Collective", "Checkpoint", "Outputs", "Limits", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS",
-    "PLACEMENTS", "Speculative",
+    "PLACEMENTS", "Speculative", "Power",
     "Size", "Duration", "Bandwidth",
 ]
 
@@ -472,6 +473,8 @@ class Scenario(StrictModel):
     jobs: list[Job] | None = Field(None, min_length=1)
     outputs: Outputs = Outputs()
     limits: Limits = Limits()
+    power: Power = Power()
+    """Facility PUE, rack power limit, GPU power cap (:mod:`hwsim.scenario.schema_power`)."""
     calibration: str | None = Field(None, min_length=1)
     """A calibration file written by ``hwsim calibrate`` (path relative to the scenario file):
     its fitted constants replace the catalog's for this scenario's run only
