@@ -104,9 +104,10 @@ def capacity_train(
     except HwsimError as err:
         raise _capacity_fail(err, file) from None
     cols = ["device", "count", "layout", "memory_per_device_gb", "time_to_train_days",
-            "cost_usd", "energy_kwh", "feasible", "pareto", "reason"]
+            "cost_usd", "energy_kwh", "power_mw", "energy_mwh", "feasible", "pareto", "reason"]
     shown = _cells(df, (), {"memory_per_device_gb": "{:.3g}", "time_to_train_days": "{:.3g}",
-                            "cost_usd": "{:,.0f}", "energy_kwh": "{:,.0f}"})
+                            "cost_usd": "{:,.0f}", "energy_kwh": "{:,.0f}",
+                            "power_mw": "{:.3g}", "energy_mwh": "{:,.3g}"})
     shown["layout"] = [  # which layout each candidate simulated: the scenario's or searched
         "-" if not r["layout"] else f"tp{r['tp']} pp{r['pp']} dp{r['dp']} zero{r['zero']} "
         f"mb{r['micro_batch']} ({r['layout']})" for _, r in df.iterrows()]
@@ -207,10 +208,11 @@ def capacity_serve(
     except HwsimError as err:
         raise _capacity_fail(err, file) from None
     cols = ["device", "devices", "replicas", "tp", "ttft_p99_s", "tpot_p99_s",
-            "cost_per_hour_usd", "energy_per_request_j", "feasible", "pareto", "reason"]
+            "cost_per_hour_usd", "energy_per_request_j", "power_mw", "feasible", "pareto",
+            "reason"]
     shown = _cells(df, ("devices", "replicas", "tp"), {
         "ttft_p99_s": "{:.4g}", "tpot_p99_s": "{:.4g}", "cost_per_hour_usd": "{:,.2f}",
-        "energy_per_request_j": "{:,.4g}"})
+        "energy_per_request_j": "{:,.4g}", "power_mw": "{:.3g}"})
     shown["tp"] = [t if lay != "searched" else f"{t} (searched)"
                    for t, lay in zip(shown["tp"], df["layout"])]
     _answer(df, shown, f"serve {rate:g} req/s at p99 TTFT {ttft:g} s, TPOT {tpot:g} s", cols,

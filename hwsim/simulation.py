@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from hwsim.analysis.power import clock_factor, power_summary
 from hwsim.analysis.result import Result
-from hwsim.catalog import get_storage
+from hwsim.catalog import get_device, get_storage
 from hwsim.engine import Recorder
 from hwsim.heap import frozen_heap
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
@@ -83,6 +84,7 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
         summary, breakdown = transfer_summary(runner, recorder.events_frame(job=runner.job))
     summary["simulated_time_s"] = end
     summary["flows"] = system.net.flows_finished
+    summary.update(_power(graph, recorder, end, summary))
     if isinstance(runner, (TrainingJob, ParallelTrainingJob)):
         extra["steps"] = _steps_frame(runner)
     # the full frames are built when first read
@@ -214,6 +216,7 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
     summary["fits"] = all(summary.get(f"job.{n}.fits", True) for n, _, _ in jobs)
     summary["simulated_time_s"] = end
     summary["flows"] = system.net.flows_finished
+    summary.update(_power(graph, recorder, end, summary))
     steps = [_steps_frame(r, start) for (_, _, start), r in zip(jobs, runners)
              if isinstance(r, (TrainingJob, ParallelTrainingJob))]
 
@@ -249,6 +252,25 @@ def _utilization(recorder: Recorder, end: float, bin_s: float | None, summary: d
             f"the most a run records)")
         bin_s = coarse
     return lambda: recorder.utilization_frame(end, bin_s)
+
+
+def _power(graph, recorder: Recorder, end: float, summary: dict) -> dict[str, Any]:
+    """The power and energy summary keys (:func:`hwsim.analysis.power.power_summary`) of a run
+    that ended at *end*, with the scenario's ``power:`` section the graph carries (PUE, GPU
+    power cap); none for a job that does not fit (it never ran)."""
+    if not summary.get("fits", True):
+        return {}
+    p = graph.graph.get("power") or {}
+    out = power_summary(graph, recorder.stream_busy_s(end), end, summary,
+                        pue=float(p.get("pue") or 1.0))
+    if p.get("gpu_power_cap_w") is not None:
+        out["gpu_power_cap_w"] = float(p["gpu_power_cap_w"])
+        gpus = sorted({d["spec"] for _, d in graph.nodes(data=True) if d.get("kind") == "gpu"})
+        if gpus:  # the first GPU type's compute clock under the cap
+            base = get_device(gpus[0])
+            out["gpu_clock_factor"] = clock_factor(base.idle_power_w, base.busy_w,
+                                                   out["gpu_power_cap_w"])
+    return out
 
 
 def _device_specs(graph) -> dict[str, str]:
@@ -335,6 +357,7 @@ def _start_at(env: simpy.Environment, runner: Any, start: float):
 def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: float, name: str,
                     config: dict[str, Any] | None, bin_s: float | None) -> Result:
     s, breakdown, req, iterations = serving_job_summary(job, recorder.events_frame(rank=0), end)
+    s.update(_power(job.system.graph, recorder, end, s))
     return Result(name=name, summary=s, bottleneck=breakdown, config=dict(config or {}),
                   requests=req, iterations=iterations,
                   **_frames(recorder, end, bin_s, s, job.system.graph))

@@ -78,8 +78,12 @@ def test_training_energy_between_idle_and_peak_bounds(train_df):
         lo, hi = n * spec.idle_power_w * t / 3.6e6, n * spec.peak_power_w * t / 3.6e6
         assert lo < r["energy_kwh"] < hi
         assert r["energy_kwh"] == pytest.approx(n * (spec.idle_power_w * t + (
-            spec.peak_power_w - spec.idle_power_w) * r["busy_share"] * t) / 3.6e6, rel=1e-9)
+            spec.busy_w - spec.idle_power_w) * r["busy_share"] * t) / 3.6e6, rel=1e-9)
         assert 0.0 < r["busy_share"] <= 1.0
+        # the site's energy: the run's facility power (every component, PUE 1) over T, at
+        # least the devices' own
+        assert r["energy_mwh"] == pytest.approx(r["power_mw"] * t / 3600.0, rel=1e-12)
+        assert r["energy_mwh"] * 1e3 > r["energy_kwh"]
 
 
 def test_more_days_never_raise_the_minimum_cost(train_df):

@@ -182,13 +182,14 @@ def test_every_efficiency_in_unit_interval_and_every_quantity_positive():
 
 def test_device_figures_are_sane():
     for d in load_catalog().devices.values():
-        assert 0 < d.idle_power_w < d.peak_power_w <= 1200, d.id
+        assert 0 < d.idle_power_w < d.peak_power_w <= 1400, d.id  # MI355X: 1,400 W TBP
         assert 1e9 < d.memory_bytes < 2e12 and 5e10 < d.mem_bw_bytes_per_s < 1e13, d.id
         assert 0 < d.launch_overhead_s <= 20e-6, d.id
         assert (d.cores is not None) == (d.kind == "cpu"), d.id
         if d.kind == "gpu":  # dense, not sparse: tensor peaks ordered tf32 < bf16 < fp8
             p = d.peak_flops_per_s
             assert p.get("tf32", 0) < p.get("bf16", p["fp16"]) < p.get("fp8", math.inf), d.id
+            assert p.get("fp8", 0) <= p.get("fp6", math.inf) <= p.get("fp4", math.inf), d.id
     # dense figures, not the 2:4-sparse ones the datasheets headline
     assert get_device("H100-SXM5-80GB").peak("bf16") == pytest.approx(989e12)
     assert get_device("B200").peak("fp8") == pytest.approx(4.5e15)

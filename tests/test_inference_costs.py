@@ -370,7 +370,7 @@ def test_no_op_has_negative_or_nan_fields(spec, tp, pp, stage, P, cached, D, ctx
     (dict(decode_seqs=2, decode_pairs=10, logit_tokens=3), r"logit_tokens=3 exceeds"),
     (dict(prefill_tokens=4, prefill_pairs=10, prefill_kv_tokens=3),
      r"prefill_kv_tokens=3 must be >= prefill_tokens=4"),
-    (dict(precision="fp4"), r"unknown precision 'fp4'; valid: fp64, fp32"),
+    (dict(precision="fp2"), r"unknown precision 'fp2'; valid: fp64, fp32"),
 ])
 def test_iteration_ops_rejects_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):

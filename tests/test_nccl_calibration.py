@@ -32,6 +32,10 @@ def _node(gpu: str, link: str, **more: Any) -> dict:
 _B200 = _node("B200", "nvlink5", nic="ib-ndr-400", nics_per_node=8)
 _AZ = "github.com/Azure/AI-benchmarking-guide (nccl-tests all_reduce_perf, in-place)"
 _ML = "github.com/stas00/ml-engineering"
+_RCCL = ("AMD ROCm blog 'Understanding RCCL Bandwidth and xGMI Performance on AMD Instinct "
+         "MI300X' (2025-03-02; github.com/ROCm/rocm-blogs blogs/software-tools-optimization/"
+         "mi300x-rccl-xgmi/README.md): rccl-tests all_reduce_perf, 8x MI300X, RCCL 2.22.3, "
+         "out-of-place busbw")
 CASES: dict[str, dict[str, Any]] = {
     "A100 8x nvlink3": dict(nodes=1, node=dict(_node("A100-SXM4-80GB", "nvlink3"),
                                                host_link="pcie4-x16"),
@@ -62,10 +66,15 @@ CASES: dict[str, dict[str, Any]] = {
                          source=_ML + " network/README.md (EFA; modelled as ib-ndr-400)",
                          busbw={MiB: 5.37, 16 * MiB: 64.43, 128 * MiB: 197.94, GiB: 361.99,
                                 4 * GiB: 377.34, 16 * GiB: 381.80}),
+    "MI300X 8x xgmi": dict(nodes=1, node=_node("MI300X", "xgmi-mi300x"), op="allreduce",
+                           algorithm="auto", source=_RCCL,
+                           busbw={1024: 0.14, MiB: 66.93, 16 * MiB: 197.26, 128 * MiB: 294.55,
+                                  GiB: 314.72, 16 * GiB: 318.98}),
 }
 """nccl-tests figures of ``calibration.yaml`` (keys nccl_allreduce_busbw_gb_per_s_8gpu_one_node,
-nccl_8xh200_ring_vs_nvls, multi_node_allreduce_b200), GB/s by message size in bytes, and the
-``cluster`` each is simulated on."""
+nccl_8xh200_ring_vs_nvls, multi_node_allreduce_b200), and the rccl-tests rows of an 8x MI300X
+Infinity Fabric mesh (``_RCCL``), GB/s by message size in bytes, and the ``cluster`` each is
+simulated on."""
 
 
 def predict(case: str, size: float, params: Params | None = None) -> tuple[float, str]:
@@ -138,7 +147,8 @@ def _solve(fn, target: float, lo: float, hi: float, iters: int = 40) -> float:
 def fit_constants(params: Params | None = None) -> Params:
     """Refit :class:`Params` to the rows of :data:`FITTED_TO`, in order: the slice (least squares
     of relative error over its rows), the network step latency (exact on its row, given the
-    slice), then NVLS efficiency and latency (exact on their two rows, alternating)."""
+    slice), RCCL's slice (exact on its MI300X row), then NVLS efficiency and latency (exact on
+    their two rows, alternating)."""
     p = params or PARAMS
 
     def err(case: str, size: float, q: Params) -> float:
@@ -150,6 +160,9 @@ def fit_constants(params: Params | None = None) -> Params:
     (c, s), = FITTED_TO["net_step_latency_s"]
     p = replace(p, net_step_latency_s=_solve(
         lambda x: err(c, s, replace(p, net_step_latency_s=x)), 0.0, 0.0, 200e-6, 30))
+    (c, s), = FITTED_TO["rccl_slice_bytes"]
+    p = replace(p, rccl_slice_bytes=_solve(
+        lambda x: err(c, s, replace(p, rccl_slice_bytes=x)), 0.0, 0.2e6, 8e6, 30))
     (ce, se), = FITTED_TO["nvls_efficiency"]
     (cl, sl), = FITTED_TO["nvls_latency_s"]
     for _ in range(3):

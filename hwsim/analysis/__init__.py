@@ -5,7 +5,8 @@
 - :func:`critical_path`: the chain of events that set the end of a step or a request;
 - :func:`bottleneck`: the critical-path breakdown by category;
 - :func:`compare`: two runs' summary keys side by side;
-- :func:`device_energy_j`: the energy model, a plain function.
+- :func:`device_energy_j`: the energy model, a plain function;
+- :func:`device_power`: every compute device's power over time (docs/analysis.md, "Power").
 """
 
 # Importing a submodule sets it as a package attribute: the module hwsim.analysis.bottleneck is
@@ -14,8 +15,9 @@
 from hwsim.analysis import bottleneck as _sweep  # noqa: F401
 from hwsim.analysis.critical_path import critical_path
 from hwsim.analysis.energy import device_energy_j
+from hwsim.analysis.power import device_power
 from hwsim.analysis.utilization import resource_summary, utilization
 from hwsim.analysis.compare import bottleneck, compare  # noqa: E402  (last, see above)
 
 __all__ = ["utilization", "resource_summary", "critical_path", "bottleneck", "compare",
-           "device_energy_j"]
+           "device_energy_j", "device_power"]

@@ -261,7 +261,35 @@ def _one(s: Mapping[str, Any], workload: Mapping[str, Any] | None) -> list[str]:
         memory = _memory(s)
         if memory:
             lines.append(memory)
+        power = _power(s)
+        if power:
+            lines.append(power)
     return lines
+
+
+def _power(s: Mapping[str, Any]) -> str | None:
+    """The power line, for a scenario with a ``power:`` section (a PUE other than 1 or a GPU
+    cap): facility and IT power, the cap's clock, energy per token (or sample, or output
+    token) and to train."""
+    if not _ok(s.get("power_avg_kw")) or (s.get("pue", 1.0) == 1.0
+                                           and s.get("gpu_power_cap_w") is None):
+        return None
+    parts = [f"power: {s['power_avg_kw']:,.3g} kW facility ({s['power_it_kw']:,.3g} kW IT, "
+             f"PUE {s['pue']:g})"]
+    if s.get("gpu_power_cap_w") is not None and _ok(s.get("gpu_clock_factor")):
+        parts.append(f"GPUs capped at {s['gpu_power_cap_w']:g} W (compute clock "
+                     f"{s['gpu_clock_factor']:.0%})")
+    for key, unit in (("energy_per_token_j", "token"), ("energy_per_output_token_j",
+                                                        "output token")):
+        if _ok(s.get(key)):
+            parts.append(f"{s[key]:.3g} J per {unit}")
+            break
+    else:
+        if _ok(s.get("energy_per_sample_j")):
+            parts.append(f"{s['energy_per_sample_j']:.3g} J per sample")
+    if _ok(s.get("energy_to_train_mwh")):
+        parts.append(f"{s['energy_to_train_mwh']:,.3g} MWh to train")
+    return ", ".join(parts)
 
 
 def headline(summary: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> list[str]:

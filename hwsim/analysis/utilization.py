@@ -200,9 +200,10 @@ def resource_summary(result: Result, *, start_s: float = 0.0,
         - ``flops``: of the events that start in the window (streams and devices; 0 for
           channels); ``events``: how many (channels: NaN);
         - ``energy_j``: devices only (:func:`~hwsim.analysis.energy.device_energy_j` of the
-          catalog's idle and peak power, busy = the compute stream's busy time, wall = the
-          window); NaN elsewhere: the catalog has no power figures for links, and storage power
-          is not modelled.
+          catalog's idle and busy power, under the run's GPU power cap ``gpu_power_cap_w`` if
+          any; busy = the compute stream's busy time, wall = the window); NaN elsewhere: links,
+          switches and storage are in the run's power summary keys (docs/analysis.md, "Power"),
+          not per resource.
     """
     end = _run_end(result) if end_s is None else float(end_s)
     lo = float(start_s)
@@ -227,15 +228,20 @@ def resource_summary(result: Result, *, start_s: float = 0.0,
             rows.append((name, kind, cls, busy, float(a["bytes"]) if a is not None else 0.0,
                          float(a["flops"]) if a is not None else 0.0,
                          float(a["events"]) if a is not None else 0.0, np.nan))
+    from hwsim.analysis.power import capped_spec
     from hwsim.catalog import get_device
 
+    cap = result.summary.get("gpu_power_cap_w")
     streams = {r[0]: r for r in rows if r[1] == "stream"}
     for device, spec_id in sorted(result.device_specs.items()):
         mine = [r for n, r in streams.items() if n.rsplit("/", 1)[0] == device]
         if not mine:
             continue  # a device the run did not use
         busy = streams[f"{device}/compute"][3] if f"{device}/compute" in streams else 0.0
-        energy = device_energy_j(get_device(spec_id), busy, wall)
+        spec = get_device(spec_id)
+        if cap is not None and spec.kind == "gpu":
+            spec = capped_spec(spec, float(cap))
+        energy = device_energy_j(spec, busy, wall)
         rows.append((device, "device", spec_id, busy, sum(r[4] for r in mine),
                      sum(r[5] for r in mine), sum(r[6] for r in mine), energy))
     out = pd.DataFrame(rows, columns=[c for c in SUMMARY_COLUMNS if c != "busy_share"]

@@ -20,17 +20,21 @@ from hwsim.catalog.loader import read_yaml_file
 from hwsim.exceptions import ScenarioError
 from hwsim.units import parse_quantity
 
-__all__ = ["EngineProfile", "Engines", "load_engines", "get_engine", "SCHEDULER_FIELDS"]
+__all__ = ["EngineProfile", "Engines", "load_engines", "get_engine", "SCHEDULER_FIELDS",
+           "FP4_WEIGHTS"]
 
 SCHEDULER_FIELDS = ("block_tokens", "max_batch_size", "max_batched_tokens", "chunked_prefill",
                     "memory_fraction", "no_evict")
 """Scheduler fields an engine gives defaults for (``workload.scheduler`` overrides them)."""
 
 _FIELDS = ("description", "scheduler", "large_gpu", "prefill_with_decodes", "kv_memory",
-           "decode_kv_per_query_head",
+           "decode_kv_per_query_head", "fp4_weights",
            "graph_tokens", "graph_op_floor", "eager_op_floor", "fused", "custom_allreduce_bytes",
            "compute_factor", "memory_factor", "sources")
-_OPTIONAL = ("large_gpu", "prefill_with_decodes", "decode_kv_per_query_head")
+_OPTIONAL = ("large_gpu", "prefill_with_decodes", "decode_kv_per_query_head", "fp4_weights")
+FP4_WEIGHTS = ("fp4", "mxfp4")
+"""4-bit float weight formats an engine may serve under ``precision: fp4`` (``fp4_weights``):
+NVFP4 and OCP MXFP4 (:mod:`hwsim.workloads.quant`)."""
 _NEED_SOURCE = ("scheduler", "kv_memory", "fused", "custom_allreduce_bytes", "compute_factor",
                 "memory_factor")
 
@@ -53,6 +57,7 @@ class EngineProfile:
     prefill_with_decodes: bool = False
     decode_kv_per_query_head: bool = False
     large_gpu: Mapping[str, Any] = field(default_factory=dict)
+    fp4_weights: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def defaults(self, device_id: str, memory_bytes: float, tp: int) -> dict[str, Any]:
@@ -134,6 +139,10 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
     for k in ("compute_factor", "memory_factor"):
         if not isinstance(p[k], (int, float)) or not 0 < p[k] <= 1:
             raise _err(path, f"{at}.{k}", f"expected a fraction in (0, 1], got {p[k]!r}")
+    fp4 = p.get("fp4_weights") or []
+    if not isinstance(fp4, list) or any(x not in FP4_WEIGHTS for x in fp4):
+        raise _err(path, f"{at}.fp4_weights", f"expected a list of {', '.join(FP4_WEIGHTS)}, "
+                                              f"got {fp4!r}")
     try:
         floors = [parse_quantity(p["graph_op_floor"], "time"),
                   None if p["eager_op_floor"] is None else parse_quantity(p["eager_op_floor"],
@@ -149,7 +158,7 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
         compute_factor=float(p["compute_factor"]), memory_factor=float(p["memory_factor"]),
         prefill_with_decodes=bool(p.get("prefill_with_decodes", False)),
         decode_kv_per_query_head=bool(p.get("decode_kv_per_query_head", False)),
-        large_gpu=dict(p.get("large_gpu") or {}),
+        large_gpu=dict(p.get("large_gpu") or {}), fp4_weights=tuple(fp4),
         sources={k: " ".join(str(v).split()) for k, v in src.items()})
 
 

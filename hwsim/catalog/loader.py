@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,8 +27,7 @@ from hwsim.units import UnitError, parse_quantity
 
 __all__ = ["Catalog", "load_catalog", "parse_catalog_file", "get_device", "get_link", "get_storage",
            "catalog_rows", "fit_compute_ramp", "suggest_ids", "check_host_links",
-           "parse_kernels_file", "SECTIONS",
-           "FIELDS"]
+           "parse_kernels_file", "SECTIONS", "FIELDS", "unmeasured", "STAND_IN_MARKERS"]
 
 SECTIONS = ("devices", "links", "storage")
 #: per section, YAML key -> how it is read (a parse_quantity dimension, "str", "int", "peak",
@@ -37,7 +37,8 @@ FIELDS: dict[str, dict[str, str]] = {
     "devices": dict(kind="str", name="str", peak="peak", memory="bytes", mem_bw="bytes_per_s",
                     compute_efficiency="efficiency", compute_ramp="flops", memory_efficiency="efficiency",
                     launch_overhead="time", framework_compute_factor="efficiency?",
-                    framework_memory_factor="efficiency?", idle_power="power", peak_power="power", cores="int?",
+                    framework_memory_factor="efficiency?", idle_power="power", peak_power="power", busy_power="power?",
+                    cores="int?",
                     threads="int?",
                     price="usd?", price_per_hour="usd_per_h?", price_date="str?", host_link="link?"),
     "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
@@ -370,21 +371,43 @@ def get_storage(id: str) -> StorageSpec:  # noqa: A002
     return load_catalog().storage_tier(id)
 
 
+STAND_IN_MARKERS = re.compile(r"\bstand-in\b|\bsibling\b|\bestimate\b|\bassum"
+                              r"|\bno [^.;]*measurement|\bnot fitted\b|\buncalibrated\b",
+                              re.IGNORECASE)
+"""What a ``sources`` text says when its figure is not a measurement or a datasheet figure of the
+part itself: a stand-in (another part's measurement), an estimate or an assumption. The catalog
+files write figures without a public measurement that way (their header comments)."""
+
+
+def unmeasured(sources: Mapping[str, str], section: str = "devices") -> str:
+    """The fields (YAML keys of *section*) of an entry whose source says they have no public
+    measurement or datasheet figure of the part itself (:data:`STAND_IN_MARKERS`: a stand-in,
+    a sibling part's figure, an estimate, an assumption), comma-separated in field order ("" if
+    none). ``hwsim catalog`` prints it as the ``unmeasured`` column."""
+    key = {_RENAME.get(k) or k + _SUFFIX.get(how.rstrip("?"), ""): k
+           for k, how in FIELDS[section].items()}
+    return ", ".join(key.get(k, k) for k, text in sources.items() if STAND_IN_MARKERS.search(text))
+
+
 def catalog_rows(section: str) -> list[dict[str, Any]]:
-    """One flat dict per entry of *section* (devices | links | storage), in human-friendly SI columns."""
+    """One flat dict per entry of *section* (devices | links | storage), in human-friendly SI
+    columns; the last, ``unmeasured``, names the figures that are stand-ins or estimates
+    (:func:`unmeasured`)."""
     _check_section(section)
     cat = load_catalog()
     if section == "links":
         return [{"id": k.id, "class": k.link_class, "name": k.name, "bw_gb_per_s_per_direction": k.bw_bytes_per_s / 1e9,
                  "effective_bw_gb_per_s": k.effective_bw_bytes_per_s / 1e9, "latency_us": k.latency_s * 1e6,
-                 "efficiency": k.efficiency} for k in cat.links.values()]
+                 "efficiency": k.efficiency, "unmeasured": unmeasured(k.sources, "links")}
+                for k in cat.links.values()]
     if section == "storage":
         return [{"id": s.id, "kind": s.kind, "name": s.name, "read_gb_per_s": s.read_bw_bytes_per_s / 1e9,
                  "write_gb_per_s": s.write_bw_bytes_per_s / 1e9, "read_iops": s.read_iops, "write_iops": s.write_iops,
                  "latency_ms": s.latency_s * 1e3, "capacity_tb": s.capacity_bytes / 1e12,
                  "client_gb_per_s": (None if s.client_bw_bytes_per_s is None
                                      else s.client_bw_bytes_per_s / 1e9), "price_usd": s.price_usd,
-                 "price_usd_per_hour": s.price_usd_per_hour, "price_date": s.price_date} for s in cat.storage.values()]
+                 "price_usd_per_hour": s.price_usd_per_hour, "price_date": s.price_date,
+                 "unmeasured": unmeasured(s.sources, "storage")} for s in cat.storage.values()]
     return [{"id": d.id, "kind": d.kind, "name": d.name,
              **{f"{p}_tflops": d.peak_flops_per_s[p] / 1e12 if p in d.peak_flops_per_s else None for p in DTYPES},
              "memory_gb": d.memory_bytes / 1e9, "mem_bw_tb_per_s": d.mem_bw_bytes_per_s / 1e12,
@@ -392,8 +415,10 @@ def catalog_rows(section: str) -> list[dict[str, Any]]:
              "framework_compute_factor": d.framework_compute_factor,
              "framework_memory_factor": d.framework_memory_factor,
              "launch_overhead_us": d.launch_overhead_s * 1e6, "idle_w": d.idle_power_w, "tdp_w": d.peak_power_w,
+             "busy_w": d.busy_w,
              "cores": d.cores, "threads": d.threads, "price_usd": d.price_usd, "price_usd_per_hour": d.price_usd_per_hour,
-             "price_date": d.price_date, "host_link": d.host_link} for d in cat.devices.values()]
+             "price_date": d.price_date, "host_link": d.host_link,
+             "unmeasured": unmeasured(d.sources)} for d in cat.devices.values()]
 
 
 def fit_compute_ramp(points: Mapping[float, float], plateau_flops_per_s: float) -> tuple[float, list[float]]:

@@ -15,8 +15,12 @@ from hwsim.catalog.kernels import KernelSpec, check_shape
 __all__ = ["DeviceSpec", "LinkSpec", "StorageSpec", "DTYPES", "DEVICE_KINDS", "LINK_CLASSES",
            "STORAGE_KINDS"]
 
-DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+DTYPES = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "fp6", "fp4", "int8")
+"""Precisions a device may list a dense peak for. ``fp4``/``fp6``: the block-scaled 4- and 6-bit
+formats (NVFP4, MXFP4, MXFP6) of Blackwell Tensor Cores and CDNA 4 Matrix Cores."""
 _FALLBACK = {
+    "fp4": ("fp4",),
+    "fp6": ("fp6",),
     "fp8": ("fp8", "bf16", "fp16", "fp32"),
     "int8": ("int8", "fp8", "bf16", "fp16", "fp32"),
     "bf16": ("bf16", "fp16", "tf32", "fp32"),
@@ -25,10 +29,11 @@ _FALLBACK = {
     "fp32": ("fp32",),
     "fp64": ("fp64", "fp32"),
 }
-"""Precisions a device's peak falls back to, in order (:meth:`DeviceSpec.peak`)."""
-"""Precisions a device may list a dense peak for."""
+"""Precisions a device's peak falls back to, in order (:meth:`DeviceSpec.peak`). fp4 and fp6 fall
+back to nothing: a device without 4-/6-bit matrix units does not run them (an emulation through
+fp8 would be a software choice, not this device's peak)."""
 DEVICE_KINDS = ("gpu", "tpu", "cpu")
-LINK_CLASSES = ("nvlink", "pcie", "infiniband", "ethernet", "omnipath", "ici", "wan")
+LINK_CLASSES = ("nvlink", "pcie", "infiniband", "ethernet", "omnipath", "ici", "wan", "xgmi")
 STORAGE_KINDS = ("dram", "nvme", "ssd", "hdd", "parallel-fs", "object")
 
 
@@ -56,6 +61,10 @@ class DeviceSpec:
     CPUs: ``cores`` per socket and ``threads``, hardware threads per socket (SMT; None = one per
     core); a server's data-loader workers share its sockets' hardware threads
     (:meth:`hwsim.jobs.system.System.cores`).
+
+    ``idle_power_w`` and ``peak_power_w`` (TDP) are the board's power at idle and its limit;
+    ``busy_power_w`` its measured draw while it computes flat out (None: not in the catalog, then
+    :attr:`busy_w` is the TDP, an upper bound).
 
     ``launch_overhead_s`` is the host's time to dispatch one op
     (kernel launch and framework dispatch); see :meth:`op_time_s`. ``sources`` maps a field name to where its figure comes from.
@@ -92,13 +101,20 @@ class DeviceSpec:
     price_usd_per_hour: float | None = None
     price_date: str | None = None
     host_link: str | None = None
+    busy_power_w: float | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     kernels: KernelSpec | None = None
+
+    @property
+    def busy_w(self) -> float:
+        """Power (W) while computing flat out: ``busy_power_w``, else ``peak_power_w``."""
+        return float(self.busy_power_w if self.busy_power_w is not None else self.peak_power_w)
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s at *dtype*; falls back to the nearest wider precision the device lists.
 
-        fp8 falls back to fp16/bf16, bf16 and fp16 to each other then tf32 then fp32, tf32 to fp32.
+        fp8 falls back to fp16/bf16, bf16 and fp16 to each other then tf32 then fp32, tf32 to fp32;
+        fp4 and fp6 to nothing (ValueError naming the device: it has no such units).
         """
         chain = _FALLBACK.get(dtype)
         if chain is None:
@@ -106,6 +122,9 @@ class DeviceSpec:
         for d in chain:
             if d in self.peak_flops_per_s:
                 return self.peak_flops_per_s[d]
+        if dtype in ("fp4", "fp6"):
+            raise ValueError(f"device {self.id} has no {dtype} matrix units (it lists no {dtype} "
+                             f"peak); devices with them list {dtype} in `hwsim catalog devices`")
         raise ValueError(f"device {self.id} lists no peak for {dtype!r} or a wider precision")
 
     def efficiency(self, flops: float, dtype: str = "bf16") -> float:

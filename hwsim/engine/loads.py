@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pandas only where a frame is built: the engine runs without
     import pandas as pd
 
 __all__ = ["Block", "Levels", "Pulses", "channel_name", "expand", "loads_frame",
-           "utilization_frame"]
+           "utilization_frame", "union_busy_s"]
 
 LOAD_COLUMNS = ["time_s", "resource", "resource_class", "load_bytes_per_s", "capacity_bytes_per_s"]
 UTIL_COLUMNS = ["time_s", "bin_s", "resource", "resource_class", "utilization", "bytes"]
@@ -158,6 +158,27 @@ def loads_frame(levels: Levels, blocks: Sequence[Block], capacity: dict, label: 
         return pd.DataFrame({c: pd.Series(dtype=object if c in ("resource", "resource_class")
                                           else float) for c in LOAD_COLUMNS})
     return pd.concat(frames, ignore_index=True)
+
+
+def union_busy_s(starts: np.ndarray, ends: np.ndarray, codes: np.ndarray, names: Sequence[str],
+                 end_s: float, suffix: str) -> dict[str, float]:
+    """Per stream whose name ends with *suffix* (the key: the name without it), the length of
+    the union of its work's intervals ``[starts, ends)`` clipped to ``[0, end_s]``."""
+    out: dict[str, float] = {}
+    by = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[by], np.arange(len(names) + 1))
+    for c in np.unique(codes).tolist():
+        name = str(names[c])
+        if not name.endswith(suffix):
+            continue
+        idx = by[bounds[c]:bounds[c + 1]]
+        a = np.clip(starts[idx].astype(float), 0.0, end_s)
+        b = np.clip(ends[idx].astype(float), 0.0, end_s)
+        o = np.argsort(a, kind="stable")
+        a, b = a[o], b[o]
+        before = np.maximum.accumulate(np.concatenate([[0.0], b[:-1]]))  # the latest end so far
+        out[name.removesuffix(suffix)] = float(np.sum(np.maximum(0.0, b - np.maximum(a, before))))
+    return out
 
 
 def utilization_frame(end_s: float, bin_s: float | None, levels: Levels, blocks: Sequence[Block],

@@ -555,6 +555,28 @@ class Recorder:
         return _loads.loads_frame(self._levels_columns(), self._pulse_blocks(), self.capacity,
                                   self.label)
 
+    def _stream_work(self) -> tuple | None:
+        """``(starts, ends, resource codes, resource names)`` of the work on device streams (of
+        kinds :data:`STREAM_KINDS`), None when there is none."""
+        self.release()
+        self._flush_events()
+        self._flush_blocks()
+        parts = list(self._streams)
+        kinds = self._codes["kind"].values
+        wanted = np.fromiter((k in STREAM_KINDS for k in kinds), bool, len(kinds))
+        for cols in self._block_rows(lambda r: np.append(wanted, False)[r["kind"]],
+                                     ("start_s", "end_s", "resource")):
+            parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
+        if not parts:
+            return None
+        return (*(np.concatenate(x) for x in zip(*parts)), self._codes["resource"].values)
+
+    def stream_busy_s(self, end_s: float, suffix: str = "/compute") -> dict[str, float]:
+        """Busy seconds over ``[0, end_s]`` of every device stream whose name ends with
+        *suffix* (:func:`hwsim.engine.loads.union_busy_s`), for the run's power summary."""
+        work = self._stream_work()
+        return {} if work is None else _loads.union_busy_s(*work, end_s, suffix)
+
     def utilization_frame(self, end_s: float, bin_s: float | None = None,
                           streams: bool = True) -> pd.DataFrame:
         """Busy fraction per resource and time bin.
@@ -566,19 +588,12 @@ class Recorder:
         mean busy slots over its slots.
         Bins are ``bin_s`` wide from 0 (default: 100 bins over the run).
         """
-        self.release()
-        self._flush_events()
-        self._flush_blocks()
-        work = None
         if streams:
-            parts = list(self._streams)
-            kinds = self._codes["kind"].values
-            wanted = np.fromiter((k in STREAM_KINDS for k in kinds), bool, len(kinds))
-            for cols in self._block_rows(lambda r: np.append(wanted, False)[r["kind"]],
-                                         ("start_s", "end_s", "resource")):
-                parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
-            if parts:
-                work = (*(np.concatenate(x) for x in zip(*parts)),
-                        self._codes["resource"].values)
+            work = self._stream_work()
+        else:
+            self.release()
+            self._flush_events()
+            self._flush_blocks()
+            work = None
         return _loads.utilization_frame(end_s, bin_s, self._levels_columns(), self._pulse_blocks(),
                                         self.capacity, self.label, work, self.slots)

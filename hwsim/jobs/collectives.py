@@ -33,6 +33,15 @@ max-min fair with everything else on the graph, so a congested fabric slows a co
   once, so every ICI link carries traffic both ways in every phase (Google's "all-reduce
   bandwidth per pod" is every chip's ICI bandwidth: cloud.google.com/tpu/docs/v5e, v6e). No
   public per-collective TPU timing calibrates it: the ICI links' figures are the catalog's.
+- **mesh** (all-reduce, all-gather, reduce-scatter where every pair of ranks has a direct link: an
+  AMD Infinity Fabric platform, no switch): RCCL builds its channels' rings over different links
+  of the fully connected mesh, so all ``n-1`` links of a GPU carry traffic at once (AMD ROCm blog
+  "Understanding RCCL Bandwidth and xGMI Performance on AMD Instinct MI300X", 2025: the 8-GPU
+  all-reduce bus bandwidth, ~319 GB/s, is the sum over a GPU's seven links, capped by the slowest;
+  a single ring would use one link per GPU). Modelled by its traffic: ``n-1`` rings, one per
+  link of each GPU, each carrying ``1/(n-1)`` of the data; every step each rank sends
+  ``S/(n (n-1))`` to each peer, for the ring's ``2(n-1)`` (or ``n-1``) steps. Its bus bandwidth
+  is ``n-1`` links' where a ring's is one link's; its step latency the ring's.
 - **pairwise** all-to-all: every ordered pair at once, ``S/n`` each. **broadcast**: pipelined
   chains from the root along the rings. **sendrecv**: one flow.
 
@@ -49,7 +58,7 @@ from typing import Generator, Sequence
 import simpy
 
 from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, estimate, hops, layout,
-                             memo_key, nvswitch, protocol_for, protocols, ring_order, rings)
+                             memo_key, mesh, nvswitch, protocol_for, protocols, ring_order, rings)
 from hwsim.jobs.phases import isolated_durations, run_phases
 from hwsim.jobs.sharp import plan_sharp
 from hwsim.jobs.system import System
@@ -60,8 +69,8 @@ __all__ = ["ring_allreduce", "ring_order", "collective", "recipe",
            "allreduce", "allgather", "reduce_scatter", "alltoall", "broadcast", "sendrecv",
            "ALGORITHMS"]
 
-ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical", "torus", "sharp"),
-              "allgather": ("ring", "torus"), "reduce_scatter": ("ring", "torus"),
+ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical", "torus", "mesh", "sharp"),
+              "allgather": ("ring", "torus", "mesh"), "reduce_scatter": ("ring", "torus", "mesh"),
               "alltoall": ("pairwise",), "broadcast": ("ring",), "sendrecv": ("p2p",)}
 """Algorithms per operation (``auto`` chooses among them)."""
 
@@ -105,6 +114,13 @@ def plan(system: System, op: str, algorithm: str, devices: Sequence[str], nbytes
             raise ValueError("torus needs chips filling whole axes of a TPU torus (the same "
                              "positions on every slice)")
         return _torus(op, *tor, nbytes, rank_of)
+    if algorithm == "mesh" and op in ("allreduce", "allgather", "reduce_scatter"):
+        if not mesh(system, devices):
+            raise ValueError("mesh needs every pair of ranks joined by a direct link (an "
+                             "Infinity Fabric platform: intra_node xgmi-*)")
+        return [Phase(tuple(Flow(a, b, nbytes / (n * (n - 1)), rank_of[a]) for a in devices
+                            for b in devices if a != b),
+                      2 * (n - 1) if op == "allreduce" else n - 1)]
     if algorithm == "ring" and op == "broadcast":
         rs = [r[r.index(devices[root]):] + r[:r.index(devices[root])] for r in rings(groups, rails)]
         return [Phase(ring_flows(rs, nbytes / len(rs), chain=True), 1, n - 1)]
@@ -292,7 +308,7 @@ def recipe(system: System, op: str, devices: Sequence[str], nbytes: float, *,
 _FOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-SYMMETRIC = ("ring", "pairwise", "nvls", "hierarchical", "p2p")
+SYMMETRIC = ("ring", "pairwise", "nvls", "hierarchical", "p2p", "mesh")
 """Algorithms whose every rank sends the same flows, shifted: a folded group may run only the
 flows of its simulated ranks (see :func:`kept`)."""
 

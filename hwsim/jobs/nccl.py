@@ -11,7 +11,8 @@ on top of the wire is held here:
   :data:`FITTED_TO` (``tests/test_nccl_calibration.py``: ``fit_constants`` refits them,
   ``nccl_report`` compares every row); every other row is validation.
 - **Cost model** shared by the simulation and by ``auto``: :func:`hops`, :func:`overhead`,
-  :func:`estimate`; the topology questions NCCL asks: :func:`layout`, :func:`nvswitch`.
+  :func:`estimate`; the topology questions NCCL asks: :func:`layout`, :func:`nvswitch`,
+  :func:`mesh` (RCCL on AMD's switchless Infinity Fabric platforms).
 
 Link latencies and efficiencies come from the catalog (``links.yaml``) and are not refitted here:
 the NVLink latency (1.5 us per hop) was derived from the A100 1 kB all-reduce and already holds
@@ -22,17 +23,21 @@ efficiencies were derived from the ring all-reduce asymptotes (A100 8 GiB, 8xH20
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
+from hwsim.catalog import get_device
+from hwsim.exceptions import HwsimError
 from hwsim.jobs.system import System
 from hwsim.topology import natural_key
 from hwsim.topology.nvl import scale_up
 from hwsim.topology.query import torus_rings
 
 __all__ = ["Protocol", "Params", "PARAMS", "FITTED_TO", "CATALOG_ROWS", "Flow", "Phase",
-           "busbw_factor", "ring_order", "layout", "rings", "nvswitch", "eligible", "protocols",
+           "busbw_factor", "ring_order", "layout", "rings", "nvswitch", "mesh", "eligible",
+           "protocols",
            "protocol_for",
            "estimate", "overhead", "hops", "memo_key"]
 
@@ -86,6 +91,11 @@ class Params:
         H100), a deficit the fluid tree here lacks; and the B200 4-node 1 MiB figure (378 us,
         32 KiB per rank) is as slow as the ring model (and as a forced ring at 1 MiB on 5x8 H100
         in nccl#1368, 355 us), where the tree model is 2.5x faster.
+    rccl_slice_bytes : float
+        The Simple protocol's pipeline slice per GPU in RCCL (AMD GPUs), in place of
+        ``slice_bytes``: fitted to the 8x MI300X 128 MiB rccl-tests all-reduce row
+        (:data:`FITTED_TO`); RCCL's Simple steps differ from NCCL's (its own buffer sizes and
+        channel counts on the Infinity Fabric mesh), so NCCL's fit does not carry over.
     nvls_auto_links : tuple of str
         Intra-node links on which ``auto`` may pick NVLS: nvlink4 (Hopper; the H100 and H200 rows
         are NVLS). Not nvlink5: the only B200 figure stays at the ring bound (740.64 GB/s at
@@ -100,12 +110,15 @@ class Params:
     ll_efficiency: float = 0.25
     tree_max_bytes_per_rank: float = 16 * 1024
     nvls_auto_links: tuple[str, ...] = ("nvlink4",)
+    rccl_slice_bytes: float = 1.48e6
 
-    def protocol(self, name: str) -> Protocol:
+    def protocol(self, name: str, rccl: bool = False) -> Protocol:
         """The :class:`Protocol` ``"simple"``, ``"ll"`` or ``"wire"`` (the links alone: for
-        devices that do not run NCCL, TPUs and CPUs, whose libraries are not calibrated here)."""
+        devices that do not run NCCL, TPUs and CPUs, whose libraries are not calibrated here);
+        *rccl*: as RCCL runs it on AMD GPUs (Simple's slice is ``rccl_slice_bytes``)."""
         if name == "simple":
-            return Protocol("simple", 1.0, self.slice_bytes, self.net_step_latency_s)
+            return Protocol("simple", 1.0, self.rccl_slice_bytes if rccl else self.slice_bytes,
+                            self.net_step_latency_s)
         if name == "ll":
             return Protocol("ll", self.ll_efficiency, 0.0, self.net_step_latency_s)
         if name == "wire":
@@ -126,12 +139,14 @@ FITTED_TO = {
     "net_step_latency_s": [("B200 4 nodes", 16 * MiB)],
     "nvls_efficiency": [("H200 8x nvls", 16 * GiB)],
     "nvls_latency_s": [("H100 8x nvls", 16 * MiB)],
+    "rccl_slice_bytes": [("MI300X 8x xgmi", 128 * MiB)],
 }
 """The calibration rows each constant of :class:`Params` was fitted to."""
 
 CATALOG_ROWS = {("A100 8x nvlink3", 8 * GiB), ("H200 8x ring", 16 * GiB),
-                ("B200 4 nodes", 16 * GiB)}
-"""Rows the catalog's link efficiencies were derived from (links.yaml): not validation either."""
+                ("B200 4 nodes", 16 * GiB), ("MI300X 8x xgmi", 1024)}
+"""Rows the catalog's link efficiencies and latencies were derived from (links.yaml): not
+validation either (the xgmi-mi300x latency is the MI300X 1 kB row's)."""
 
 
 def busbw_factor(op: str, n: int) -> float:
@@ -245,6 +260,24 @@ def nvswitch(system: System, devices: Sequence[str]) -> tuple[str | None, str | 
     return sw, g.edges[devices[0], sw].get("link")
 
 
+_MESHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def mesh(system: System, devices: Sequence[str]) -> bool:
+    """Whether every pair of *devices* (three or more GPUs) is joined by a direct link: an AMD
+    Infinity Fabric platform (``xgmi`` intra-node links), where RCCL runs its rings over all of
+    a GPU's links at once (:func:`hwsim.jobs.collectives.plan`, algorithm ``mesh``). Memoised."""
+    memo = _MESHES.setdefault(memo_key(system), {})
+    k = frozenset(devices)
+    hit = memo.get(k)
+    if hit is None:
+        g = system.graph
+        devs = sorted(k)
+        hit = memo[k] = len(devs) >= 3 and all(g.nodes[d].get("kind") == "gpu" for d in devs) \
+            and all(g.has_edge(a, b) for i, a in enumerate(devs) for b in devs[i + 1:])
+    return hit
+
+
 def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
              params: Params) -> list[str]:
     """The algorithms ``auto`` compares for *op*: all-reduce: ring; NVLS on one NVSwitch of a
@@ -252,15 +285,17 @@ def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
     ``params.tree_max_bytes_per_rank``; sharp across servers (or NVLink domains) whose switches
     reduce in the network (:func:`hwsim.jobs.sharp.available`); all-reduce, all-gather and
     reduce-scatter also torus on TPU chips filling whole torus axes
-    (:func:`~hwsim.topology.query.torus_rings`). Other operations: their one algorithm."""
+    (:func:`~hwsim.topology.query.torus_rings`), and ``mesh`` where every pair of GPU ranks has a
+    direct link (:func:`mesh`). Other operations: their one algorithm."""
     if op == "sendrecv":
         return ["p2p"]
-    torus = ["torus"] if op in ("allreduce", "allgather", "reduce_scatter") and \
-        torus_rings(system.graph, devices) is not None else []
+    coll = op in ("allreduce", "allgather", "reduce_scatter")
+    torus = ["torus"] if coll and torus_rings(system.graph, devices) is not None else []
+    meshed = ["mesh"] if coll and mesh(system, devices) else []
     if op != "allreduce":
-        return {"alltoall": ["pairwise"]}.get(op, ["ring"]) + torus
+        return {"alltoall": ["pairwise"]}.get(op, ["ring"] + torus + meshed)
     multi = len(layout(system, devices)[0]) > 1
-    algs = ["ring"] + torus
+    algs = ["ring"] + torus + meshed
     if not multi and nvswitch(system, devices)[1] in params.nvls_auto_links:
         algs.append("nvls")
     if multi and nbytes / len(devices) <= params.tree_max_bytes_per_rank:
@@ -290,7 +325,21 @@ def protocol_for(system: System, devices: Sequence[str], algorithm: str, protoco
             raise ValueError("nvls needs all ranks on one NVSwitch of an NVLS link (nvlink4, "
                              "nvlink5)")
         return nv
-    return params.protocol(protocol)
+    return params.protocol(protocol, rccl=rccl(system, devices))
+
+
+def rccl(system: System, devices: Sequence[str]) -> bool:
+    """Whether *devices* run RCCL rather than NCCL: AMD GPUs (catalog name ``AMD ...``)."""
+    spec = system.graph.nodes[devices[0]].get("spec") if devices else None
+    return spec is not None and _amd(spec)
+
+
+@functools.lru_cache(maxsize=None)
+def _amd(spec: str) -> bool:
+    try:
+        return get_device(spec).name.startswith("AMD ") and get_device(spec).kind == "gpu"
+    except HwsimError:
+        return False
 
 
 def hops(system: System, phase: Phase, key: int, proto: Protocol) -> list[tuple]:

@@ -9,13 +9,16 @@ and :func:`hwsim.fewest_serving` (a scenario file in); this layer knows no scena
 beyond the field names of docs/scenarios.md.
 
 Cost: ``devices x price_per_hour x hours`` with the catalog's ``price_per_hour`` (an on-demand
-price per device-hour that includes the host's share) unless *prices* overrides it. Energy:
-:func:`hwsim.analysis.energy.device_energy_j` (idle power for the whole wall time plus peak minus
-idle while the compute stream is busy), with the busy share of one device (the first of the
-cluster, rank 0's) measured by :func:`hwsim.analysis.resource_summary` over the last simulated
-step (training: the steady state, extrapolated to the whole ``time_to_train_s``) or summed over
-every device for the whole run (serving). Devices only: hosts, switches and cooling are not
-counted.
+price per device-hour that includes the host's share) unless *prices* overrides it. Energy,
+two ways. The devices' own (``energy_kwh``, ``energy_per_request_j``):
+:func:`hwsim.analysis.energy.device_energy_j` (idle power for the whole wall time plus measured
+busy power minus idle while the compute stream is busy), with the busy share of one device (the
+first of the cluster, rank 0's) measured by :func:`hwsim.analysis.resource_summary` over the
+last simulated step (training: the steady state, extrapolated to the whole
+``time_to_train_s``) or summed over every device for the whole run (serving). The site's
+(``power_mw``, ``energy_mwh``): the run's facility power ``power_avg_kw`` (every GPU, CPU, NIC
+and switch port and storage device, times the scenario's ``power.pue``; docs/analysis.md,
+"Power") and, for training, that power over ``time_to_train_s``.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ DAY_S = 86400.0
 TRAINING_COLUMNS = ("device", "count", "nodes", "tp", "pp", "dp", "zero", "recompute",
                     "micro_batch", "layout", "memory_per_device_gb", "fits", "step_time_s",
                     "time_to_train_s", "time_to_train_days", "price_per_hour", "cost_usd",
-                    "busy_share", "energy_kwh", "feasible", "reason", "answer")
+                    "busy_share", "energy_kwh", "power_mw", "energy_mwh", "feasible", "reason",
+                    "answer")
 SERVING_COLUMNS = ("device", "devices", "replicas", "tp", "pp", "layout", "ttft_p99_s",
                    "tpot_p99_s", "requests_per_s", "price_per_hour", "cost_per_hour_usd",
-                   "energy_per_request_j", "feasible", "reason", "tried")
+                   "energy_per_request_j", "power_mw", "feasible", "reason", "tried")
 
 
 # ---------------------------------------------------------------------------------- training
@@ -141,7 +145,9 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
         ``memory_per_device_gb`` (simulated, or the memory model's when not simulated);
         ``cost_usd = count x price_per_hour x time_to_train_s / 3600``; ``energy_kwh = count
         x device_energy_j(spec, busy_share x T, T) / 3.6e6`` with T = ``time_to_train_s`` and
-        ``busy_share`` rank 0's compute-stream share of the last simulated step; ``feasible``:
+        ``busy_share`` rank 0's compute-stream share of the last simulated step; ``power_mw``:
+        the run's facility power (``power_avg_kw`` / 1000: the whole cluster, with PUE) and
+        ``energy_mwh = power_mw x T / 3600``; ``feasible``:
         fits in memory and T <= *days*; ``reason`` says why not; ``answer`` marks the cheapest
         feasible row (none when nothing is feasible). ``attrs["answer"]`` is one sentence:
         the answer, or why there is none (e.g. ``does not fit in device memory at any count up
@@ -205,11 +211,13 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
             return {**row, "fits": True, "reason": "the run gives no time_to_train_s"}
         busy = _busy_share(res, dev)
         energy = count * device_energy_j(get_device(dev), busy * t, t) / 3.6e6
+        power_mw = number(s.get("power_avg_kw")) / 1e3
         ok = t <= days * DAY_S
         return {**row, "fits": True, "step_time_s": number(s.get("step_time_s")),
                 "time_to_train_s": t, "time_to_train_days": t / DAY_S,
                 "cost_usd": count * price[dev] * t / 3600.0, "busy_share": busy,
-                "energy_kwh": energy, "feasible": ok,
+                "energy_kwh": energy, "power_mw": power_mw, "energy_mwh": power_mw * t / 3600.0,
+                "feasible": ok,
                 "reason": "" if ok else f"takes {t / DAY_S:.1f} days > {days:g}"}
 
     rows = []
@@ -256,7 +264,8 @@ def training_answer(df: pd.DataFrame, train_tokens: float, days: float) -> str:
                f"{int(b['zero'])}, micro_batch {int(b['micro_batch'])}, {b['layout']} layout")
         return (f"{int(b['count'])} x {b['device']} ({int(b['nodes'])} servers; {lay}): "
                 f"{b['time_to_train_days']:.1f} days, ${b['cost_usd']:,.0f}, "
-                f"{b['energy_kwh']:,.0f} kWh")
+                f"{b['energy_kwh']:,.0f} kWh (devices), {b['power_mw']:.3g} MW and "
+                f"{b['energy_mwh']:,.3g} MWh (site)")
     what = f"no candidate trains {train_tokens:.3g} tokens within {days:g} days"
     if df.empty:
         return what
@@ -336,6 +345,8 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
         :data:`SERVING_COLUMNS`, one row per device type, fewest devices first:
         ``cost_per_hour_usd = devices x price_per_hour``; ``energy_per_request_j``: the
         devices' energy over the run (resource_summary) over the requests completed;
+        ``power_mw``: the run's facility power (``power_avg_kw`` / 1000: the whole cluster,
+        with PUE);
         ``layout``: ``base`` or ``searched`` (tp doubled to fit), empty when no replica fits;
         ``tried``: the replica counts simulated at that tp, in order. ``attrs["answer"]``:
         :func:`serving_answer`.
@@ -403,7 +414,7 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
         done = max(int(s.get("requests_completed", 0)), 1)
         cache[(tp, r)] = ("ok" if t1 <= ttft and t2 <= tpot else "miss", dict(
             ttft_p99_s=t1, tpot_p99_s=t2, requests_per_s=s.get("requests_per_s"),
-            energy_per_request_j=energy / done))
+            energy_per_request_j=energy / done, power_mw=number(s.get("power_avg_kw")) / 1e3))
         return cache[(tp, r)][0]
 
     rows = []
@@ -451,7 +462,7 @@ def fewest_serving(run: Run, base: Mapping[str, Any], rate_per_s: float, ttft_p9
                          requests_per_s=info.get("requests_per_s"), price_per_hour=price[dev],
                          cost_per_hour_usd=r * tp * pp * price[dev],
                          energy_per_request_j=info.get("energy_per_request_j"),
-                         feasible=found, reason=reason, tried=tried))
+                         power_mw=info.get("power_mw"), feasible=found, reason=reason, tried=tried))
     df = pd.DataFrame(rows).reindex(columns=list(SERVING_COLUMNS))
     df["feasible"] = df["feasible"].astype(bool)
     df = df.sort_values(["feasible", "devices", "cost_per_hour_usd"],

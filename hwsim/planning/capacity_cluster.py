@@ -34,6 +34,12 @@ SERVER_DEFAULTS: dict[str, dict[str, Any]] = {
     "H100-SXM5-80GB": {"intra_node": "nvlink4", "nic": "ib-ndr-400", "cpu": "Xeon-8480"},
     "H200-SXM-141GB": {"intra_node": "nvlink4", "nic": "ib-ndr-400", "cpu": "Xeon-8480"},
     "B200": {"intra_node": "nvlink5", "nic": "ib-ndr-400", "cpu": "Xeon-8480"},
+    # [MI300X-PLATFORM] AMD Instinct MI300X/MI325X/MI355X platform data sheets: 8 OAMs joined
+    # pairwise by Infinity Fabric (no switch; links.yaml xgmi-*); the OEM servers built on them
+    # (e.g. Supermicro AS-8125GS-TNMR2, 2x EPYC 9004) carry 8x 400 Gb/s RDMA NICs (RoCE).
+    "MI300X": {"intra_node": "xgmi-mi300x", "nic": "roce-400", "cpu": "EPYC-9654"},
+    "MI325X": {"intra_node": "xgmi-mi300x", "nic": "roce-400", "cpu": "EPYC-9654"},
+    "MI355X": {"intra_node": "xgmi-mi355x", "nic": "roce-400", "cpu": "EPYC-9654"},
 }
 
 

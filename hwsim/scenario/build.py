@@ -22,6 +22,7 @@ from hwsim.jobs.inputs import DataPlan
 from hwsim.jobs.training import TrainingPlan
 from hwsim.jobs.transfer import TransferPlan
 from hwsim.scenario.budget import check_budget
+from hwsim.scenario.build_power import apply_power
 from hwsim.scenario.calibration import apply as apply_calibration
 from hwsim.scenario.calibration import STACK_PROFILES, read_calibration
 from hwsim.scenario.schema_cluster import INT_MAX
@@ -443,10 +444,12 @@ def transfer_plans(s: Scenario, g: nx.Graph) -> list[TransferPlan]:
 
 def scenario_graph(s: Scenario) -> nx.Graph:
     """The topology graph a run of *s* simulates on: its cluster, with the constants of its
-    calibration file applied (docs/calibration.md)."""
+    calibration file applied (docs/calibration.md), then its ``power:`` section
+    (:func:`~hwsim.scenario.build_power.apply_power`: a GPU power cap, the rack limit checked)."""
     g = build_graph(s.cluster)
     if s.calibration is not None:  # this run's fitted constants
         apply_calibration(g, read_calibration(s.calibration))
+    apply_power(g, s.power)
     return g
 
 
@@ -495,7 +498,8 @@ REUSED_GRAPHS = 16
 def _reused_graph(s: Scenario, reuse: dict) -> tuple[nx.Graph, dict]:
     import json
 
-    key = (json.dumps(s.cluster.model_dump(mode="json"), sort_keys=True), str(s.calibration))
+    key = (json.dumps(s.cluster.model_dump(mode="json"), sort_keys=True), str(s.calibration),
+           json.dumps(s.power.model_dump(mode="json"), sort_keys=True))
     graphs = reuse.setdefault("graphs", {})
     hit = graphs.get(key)
     if hit is None:

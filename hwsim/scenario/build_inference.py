@@ -6,8 +6,8 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from hwsim.catalog import get_device
-from hwsim.catalog.engines import SCHEDULER_FIELDS, get_engine
+from hwsim.catalog import get_device, load_catalog
+from hwsim.catalog.engines import SCHEDULER_FIELDS, get_engine, load_engines
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.batching import BatchingPlan
 from hwsim.jobs.serving import ServingPlan
@@ -56,6 +56,7 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         raise ScenarioError(f"tp={par.tp} must divide the model's {spec.heads} attention heads",
                             field="workload.parallelism.tp")
     replicas = tuple(tuple(devices[i * per:(i + 1) * per]) for i in range(par.replicas))
+    check_precision(g, [d for r in replicas for d in r], w.precision)
     a = w.arrivals
     rng = np.random.default_rng(s.seed)
     try:
@@ -82,6 +83,14 @@ def serving_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
         except ValueError as err:
             raise ScenarioError(str(err), field="workload.arrivals.prefix") from None
     sc = _scheduler(w, g, replicas[0][0], dp)
+    fmt = w.weight_precision or "fp4"
+    if w.precision == "fp4" and fmt not in sc["engine"].fp4_weights:
+        able = [n for n, e in load_engines().profiles.items() if fmt in e.fp4_weights]
+        raise ScenarioError(f"precision 'fp4' with {fmt} weights: engine {sc['engine'].name!r} "
+                            f"has no documented FP4 path for them (engines.yaml fp4_weights: "
+                            f"{', '.join(sc['engine'].fp4_weights) or 'none'}); valid: engine "
+                            f"{' or '.join(able) or '(none)'}, or precision fp8",
+                            field="workload.engine")
     slo = w.slo
     hosts: tuple[tuple[str, str], ...] = ()
     if w.scheduler.preemption == "swap":
@@ -134,6 +143,24 @@ _DP_LIMITS_PER_GROUP = {
 """Whether an engine's ``max_batch_size`` / ``max_batched_tokens`` apply to each attention
 data-parallel group (True: the replica's scheduler admits ``ep`` times them) or to the whole
 replica (False)."""
+
+
+def check_precision(g: nx.Graph, devices: list[str], precision: str) -> None:
+    """ScenarioError (field ``workload.precision``) when a device of *devices* has no matrix
+    units at a 4- or 6-bit *precision* (its catalog entry lists no such peak): hwsim does not
+    emulate fp4 through a wider precision (:meth:`hwsim.catalog.specs.DeviceSpec.peak`)."""
+    if precision not in ("fp4", "fp6"):
+        return
+    for d in dict.fromkeys(g.nodes[x]["spec"] for x in devices):
+        dev = get_device(d)
+        if precision not in dev.peak_flops_per_s:
+            able = [k for k, v in load_catalog().devices.items() if precision in v.peak_flops_per_s]
+            raise ScenarioError(f"precision {precision!r} needs {precision} matrix units and "
+                                f"{dev.id} has none (its catalog entry lists no {precision} peak); "
+                                f"valid: a device with them ({', '.join(able)}), or precision "
+                                f"fp8 or bf16 on {dev.id} (with weight_precision fp4 or mxfp4 the "
+                                f"4-bit weights are then widened inside the GEMMs)",
+                                field="workload.precision")
 
 
 def _expert_parallel(w: InferenceWorkload, spec: TransformerSpec) -> int:

@@ -20,6 +20,7 @@ from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Count, Duration, 
                                           Fabric, GraphLink, GraphNode, NodeSpec, PosInt, Site,
                                           Size, StorageEntry, StrictModel, WanLink, did_you_mean)
 from hwsim.scenario.schema_inference import Arrivals, Scheduler, ServingParallelism, Slo
+from hwsim.scenario.schema_power import Power
 from hwsim.scenario.schema_resilience import Failures, Mtbf, ScriptedFailureEntry
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
     "InferenceWorkload", "DataLoaderWorkload", "Arrivals", "Scheduler", "ServingParallelism",
     "Slo", "Failures", "Mtbf", "ScriptedFailureEntry", "ModelRef", "Parallelism", "DataSpec",
     "Collective", "Checkpoint", "Outputs", "Limits", "Job", "MODEL_PRESETS", "WORKLOAD_KINDS",
-    "PLACEMENTS", "Speculative",
+    "PLACEMENTS", "Speculative", "Power",
     "Size", "Duration", "Bandwidth",
 ]
 
@@ -197,7 +198,7 @@ class Collective(StrictModel):
     """The collective algorithm used for gradient and activation exchanges, and whether a
     collective that shares its links takes its closed-form time while they are idle."""
 
-    algorithm: Literal["auto", "ring", "tree", "nvls", "hierarchical"] = "auto"
+    algorithm: Literal["auto", "ring", "tree", "nvls", "hierarchical", "mesh"] = "auto"
     closed_form: bool = True
 
 
@@ -336,7 +337,8 @@ class InferenceWorkload(StrictModel):
     the parts are in :mod:`hwsim.scenario.schema_inference`. ``precision`` is the GEMMs' (and,
     by default, the weights'); ``weight_precision`` stores the weights narrower (``int4`` in
     groups of ``weight_group_size``, default 128; weight-only formats are widened inside the
-    GEMMs); ``kv_precision`` the KV cache (default: the activations'). ``engine`` names a
+    GEMMs; ``fp4`` is NVFP4, ``mxfp4`` the OCP MX format: :mod:`hwsim.workloads.quant`; ``precision:
+    fp4`` needs a device with fp4 matrix units, e.g. B200, MI355X); ``kv_precision`` the KV cache (default: the activations'). ``engine`` names a
     serving-engine profile (``vllm``, ``trtllm``, ``sglang``; default ``vllm``)."""
 
     @model_validator(mode="after")
@@ -349,13 +351,17 @@ class InferenceWorkload(StrictModel):
                              f"inputs: weights stored in {self.weight_precision} would be "
                              f"quantised on every use; valid: weight_precision "
                              f"{self.precision} (or leave it out)")
+        if self.precision == "fp4" and self.weight_precision not in (None, "fp4", "mxfp4"):
+            raise ValueError(f"precision 'fp4' runs GEMMs on 4-bit inputs: weights stored in "
+                             f"{self.weight_precision} would be quantised on every use; valid: "
+                             f"weight_precision fp4 (NVFP4, the default) or mxfp4")
         return self
 
     kind: Literal["inference"]
     model: ModelRef
     seq_len: PosInt | None = None
-    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8"] = "bf16"
-    weight_precision: Literal["fp16", "bf16", "fp8", "int8", "int4"] | None = None
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8", "fp4", "int8"] = "bf16"
+    weight_precision: Literal["fp16", "bf16", "fp8", "int8", "int4", "fp4", "mxfp4"] | None = None
     weight_group_size: PosInt | None = None
     kv_precision: Literal["fp16", "bf16", "fp8", "int8"] | None = None
     engine: str | None = None
@@ -467,6 +473,8 @@ class Scenario(StrictModel):
     jobs: list[Job] | None = Field(None, min_length=1)
     outputs: Outputs = Outputs()
     limits: Limits = Limits()
+    power: Power = Power()
+    """Facility PUE, rack power limit, GPU power cap (:mod:`hwsim.scenario.schema_power`)."""
     calibration: str | None = Field(None, min_length=1)
     """A calibration file written by ``hwsim calibrate`` (path relative to the scenario file):
     its fitted constants replace the catalog's for this scenario's run only

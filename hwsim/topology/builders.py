@@ -21,13 +21,16 @@ from hwsim.topology.nvl import join_domains, mark_sharp
 
 __all__ = ["single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
            "default_host_link", "TOPOLOGIES", "INTER_SOCKET_BW_BYTES_PER_S",
-           "INTER_SOCKET_LATENCY_S"]
+           "INTER_SOCKET_LATENCY_S", "MESH_LINKS_PER_GPU"]
 
 TOPOLOGIES = ("fat-tree", "rail-optimized", "dragonfly", "single-switch", "torus")
 DEFAULT_LEAF_RADIX = 64
 NIC_CLASSES = ("infiniband", "ethernet", "omnipath", "nvlink")
 INTER_SOCKET_BW_BYTES_PER_S = 100e9  # per direction; see docs/topology.md for the sources
 INTER_SOCKET_LATENCY_S = 100e-9  # remote minus local DRAM latency, 2-socket EPYC/Xeon: ~60-130 ns
+MESH_LINKS_PER_GPU = 7
+"""Infinity Fabric links of one AMD Instinct GPU (MI300X, MI325X, MI355X data sheets: 7), so an
+``xgmi`` mesh joins at most 8 GPUs."""
 _NODE_KEYS = ("gpu", "gpus_per_node", "tpu", "cpu", "cpu_sockets", "intra_node", "host_link",
               "nic", "nics_per_node", "local_storage", "host_memory", "nvlink_domain",
               "gpu_cpu_link")
@@ -61,8 +64,10 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
     added to *graph* if given, else to a new graph named *name*. Arguments mirror the scenario's
     ``cluster.node``.
 
-    ``intra_node``: an nvlink id (an ``n{s}.nvswitch`` joins the GPUs), a pcie id (GPUs talk over
-    the PCIe tree; the id is their attachment), for TPUs an ici id (a ring), None (PCIe only).
+    ``intra_node``: an nvlink id (an ``n{s}.nvswitch`` joins the GPUs), an xgmi id (AMD's
+    Infinity Fabric: no switch, one link of the id's bandwidth between every pair of GPUs, at
+    most :data:`MESH_LINKS_PER_GPU` + 1 GPUs), a pcie id (GPUs talk over the PCIe tree; the id
+    is their attachment), for TPUs an ici id (a ring), None (PCIe only).
     ``host_link`` (every PCIe edge: switch-CPU, GPU-switch, NIC-switch, drive): None takes
     :func:`default_host_link` of the accelerator and CPU.
     A ``nic`` with ``nics_per_node=0`` gives one NIC. The local drive is named after its catalog
@@ -89,7 +94,13 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
     if intra_node is not None and acc is None:
         raise ScenarioError("needs gpu or tpu accelerators", field="intra_node")
     intra = None if intra_node is None else A.link_spec(
-        intra_node, "intra_node", ("nvlink", "pcie") if kind == A.GPU else ("ici",))
+        intra_node, "intra_node", ("nvlink", "xgmi", "pcie") if kind == A.GPU else ("ici",))
+    if intra is not None and intra.link_class == "xgmi" and n_acc > MESH_LINKS_PER_GPU + 1:
+        raise ScenarioError(f"{intra.id} is a switchless Infinity Fabric mesh: each GPU has "
+                            f"{MESH_LINKS_PER_GPU} links, one per peer, so it joins at most "
+                            f"{MESH_LINKS_PER_GPU + 1} GPUs, not {n_acc}; valid: gpus_per_node "
+                            f"<= {MESH_LINKS_PER_GPU + 1} (more GPUs: more nodes)",
+                            field="gpus_per_node")
     c2c = None if gpu_cpu_link is None else A.link_spec(gpu_cpu_link, "gpu_cpu_link", ("nvlink",))
     if c2c is not None and kind != A.GPU:
         raise ScenarioError("needs GPUs (gpu and gpus_per_node); it joins each GPU to its CPU "
@@ -136,6 +147,10 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
         added.append(A.add_node(G, f"{p}nvswitch", A.NVSWITCH, **at))
         for a in accs:
             A.add_link(G, a, added[-1], intra)
+    elif intra is not None and intra.link_class == "xgmi":  # full mesh: a link per GPU pair
+        for i, a in enumerate(accs):
+            for b in accs[i + 1:]:
+                A.add_link(G, a, b, intra)
     elif intra is not None and intra.link_class == "ici" and n_acc > 1:  # ring over 2 ICI ports
         for i in range(n_acc if n_acc > 2 else 1):
             A.add_link(G, accs[i], accs[(i + 1) % n_acc], intra, 1 + (n_acc == 2),

@@ -27,7 +27,8 @@ the last stage keeps its own copy (as Megatron-LM does). The stage-to-stage send
 ``T x hidden`` activations is the job's, not an op here.
 
 Bytes per value: weights (and GEMM inputs) at the precision's size (``fp8``/``int8`` serving
-quantizes the weights to one byte); activations at 16 bits for 8-bit precisions, else at the
+quantizes the weights to one byte; ``fp4`` to NVFP4's 0.5625, or MXFP4's 0.53125 with
+``weight_precision="mxfp4"``, :mod:`hwsim.workloads.quant`); activations at 16 bits for 8-bit precisions, else at the
 precision's size; the KV cache at ``kv_precision`` (default: the activations' size, vLLM's
 ``kv_cache_dtype="auto"``; ``kv_precision="fp8"`` is an 8-bit cache). Quantised formats (weights
 narrower than the activations: fp8, int8, int4) apply to the decoder layers' linear weights only:
@@ -143,6 +144,8 @@ def _bytes(precision: str, kv_precision: str | None, weight_precision: str | Non
     """(weight, activation, KV cache, GEMM input) bytes per value (module docstring;
     :mod:`hwsim.workloads.quant`)."""
     mb = dtype_bytes(precision)
+    if precision == "fp4":  # block-scaled: the scales ride with the values (quant docstring)
+        mb = weight_bytes("fp4" if weight_precision is None else weight_precision, group)
     vb = 2 if mb < 2 else mb
     kb = vb if kv_precision is None else kv_bytes(kv_precision)
     wb = mb if weight_precision is None else weight_bytes(weight_precision, group)

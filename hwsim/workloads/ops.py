@@ -21,7 +21,8 @@ from typing import Sequence
 __all__ = ["Op", "Block", "ModelOps", "OpBuilder", "DTYPE_BYTES", "COMM_KINDS",
            "dtype_bytes", "op_precision", "model_from_blocks", "pipeline_stages"]
 
-DTYPE_BYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
+DTYPE_BYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "fp6": 0.75,
+               "fp4": 0.5, "int8": 1}
 """Bytes per element of each precision (tf32 is stored as fp32)."""
 
 COMM_KINDS = ("tp_allreduce", "tp_allgather", "tp_reducescatter", "cp_allgather",
@@ -29,7 +30,7 @@ COMM_KINDS = ("tp_allreduce", "tp_allgather", "tp_reducescatter", "cp_allgather"
 """Values of :attr:`Op.comm` (besides ``""``, a compute op)."""
 
 
-def dtype_bytes(precision: str) -> int:
+def dtype_bytes(precision: str) -> float:
     try:
         return DTYPE_BYTES[precision]
     except KeyError:

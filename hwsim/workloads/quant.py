@@ -17,6 +17,14 @@ fp32 (non-tensor) rate, in series with the GEMM (the mainloop overlap of real ke
 modelled: an upper bound on their cost). Formats whose GEMM runs natively in the weights'
 precision (fp8 weights under fp8 GEMMs: W8A8; int8 under int8) need none.
 
+4-bit floats. ``fp4`` is NVIDIA's NVFP4: E2M1 values, two per byte, and one FP8 (E4M3) scale per
+block of 16 elements, so ``0.5 + 1/16 = 0.5625`` bytes per element (the per-tensor FP32 scale is
+negligible; NVIDIA Technical Blog, "Introducing NVFP4 for Efficient and Accurate Low-Precision
+Inference", 2025). ``mxfp4`` is the OCP Microscaling format (OCP MX Specification v1.0, 2023): E2M1
+values and one E8M0 scale per block of 32, ``0.5 + 1/32 = 0.53125`` bytes per element; AMD's CDNA 4
+(MI355X) runs it. Both are native under ``fp4`` GEMMs (W4A4: the activations are quantised to
+the same format on the fly); under wider GEMMs they are weight-only formats like int4.
+
 KV cache. ``fp16``/``bf16`` 2 bytes per value, ``fp8``/``int8`` one (engines keep one scale per
 tensor: negligible).
 """
@@ -28,7 +36,7 @@ import math
 __all__ = ["WEIGHT_FORMATS", "KV_FORMATS", "weight_bytes", "kv_bytes", "weight_only",
            "dequant_flops", "DEFAULT_GROUP"]
 
-WEIGHT_FORMATS = ("fp16", "bf16", "fp8", "int8", "int4")
+WEIGHT_FORMATS = ("fp16", "bf16", "fp8", "int8", "int4", "fp4", "mxfp4")
 """Weight storage formats of a served model (``workload.weight_precision``)."""
 
 KV_FORMATS = ("fp16", "bf16", "fp8", "int8")
@@ -37,8 +45,9 @@ KV_FORMATS = ("fp16", "bf16", "fp8", "int8")
 DEFAULT_GROUP = 128
 """Input elements per scale of a group-quantised format (AWQ's and GPTQ's usual group size)."""
 
-_BYTES = {"fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-_GEMM_NATIVE = {"fp8": ("fp8",), "int8": ("int8",)}
+_BYTES = {"fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5,
+          "fp4": 0.5 + 1.0 / 16, "mxfp4": 0.5 + 1.0 / 32}
+_GEMM_NATIVE = {"fp8": ("fp8",), "int8": ("int8",), "fp4": ("fp4",), "mxfp4": ("fp4",)}
 
 
 def weight_bytes(fmt: str, group: int = DEFAULT_GROUP) -> float:
