@@ -148,6 +148,7 @@ SHIPPED = {
     "llama2-7b-capacity-train": [("H100-SXM5-80GB", "pcie5-x16", "set")],
     "llama2-7b-fsdp-8xh100": [("H100-SXM5-80GB", "pcie5-x16", "set")],
     "llama2-7b-max-rate-h100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
+    "llama2-7b-power-cap-16xh100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama2-7b-prefix-cache-h100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama3-405b-16384xh100-failures": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama3-405b-16384xh100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
