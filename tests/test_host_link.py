@@ -159,6 +159,7 @@ SHIPPED = {
     "mixtral-8x7b-ep-64xh100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "moe-dbrx-ep16-8xhgx-b200": [("B200", "pcie5-x16", "default")],
     "moe-dbrx-ep16-nvl72-b200": [("B200", "pcie5-x16", "default")],
+    "moe-dbrx-ep16-nvl72-gb200": [("GB200", "pcie5-x16", "default")],
     "mixtral-8x7b-ep-serving-h100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "mlp-dp-ethernet": [("A100-PCIe-80GB", "pcie4-x16", "set")],
     "mlp-dp-nvlink": [("A100-SXM4-80GB", "pcie4-x16", "set")],

@@ -330,6 +330,8 @@ def test_nvl72_beats_eight_hgx_b200_for_the_ep16_moe():
     hgx = json.loads((GOLDEN / "moe-dbrx-ep16-8xhgx-b200.json").read_text())
     assert nvl["step_time_s"] < hgx["step_time_s"]
     assert nvl["fits"] and hgx["fits"]
+    gb200 = json.loads((GOLDEN / "moe-dbrx-ep16-nvl72-gb200.json").read_text())
+    assert gb200["step_time_s"] < nvl["step_time_s"]  # the rack's own, faster GPU on top
 
 
 @pytest.mark.parametrize("sharp, parallelism, model", [
