@@ -22,6 +22,7 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 import numpy as np
 
 __all__ = ["EVENT_COLUMNS", "TEXT", "DTYPES", "Codes", "encode_events", "concat", "take",
+           "categories", "frame",
            "empty_columns", "sort_order", "SpillFile", "merge_runs"]
 
 EVENT_COLUMNS = ("start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
@@ -193,3 +194,41 @@ def _at_most(keys: tuple[np.ndarray, ...], bound: tuple) -> np.ndarray:
     for k, b in zip(keys[-2::-1], bound[-2::-1]):
         result = (k < b) | ((k == b) & result)
     return result
+
+
+def categories(codes: dict[str, Codes], present: dict[str, np.ndarray]
+               ) -> dict[str, tuple[np.ndarray, Any]]:
+    """Per text column, the map from its *codes* to category codes and the categorical dtype:
+    the values *present* (codes), sorted. Made once for all the batches of a run."""
+    import pandas as pd
+
+    out = {}
+    for c, present_codes in present.items():
+        values = codes[c].values
+        keep = present_codes.tolist()
+        keep.sort(key=values.__getitem__)
+        lut = np.full(len(values) + 1, -1, np.int64)
+        lut[keep] = np.arange(len(keep))
+        out[c] = lut, pd.CategoricalDtype(pd.Index([str(values[k]) for k in keep], dtype=str))
+    return out
+
+
+def frame(cols: Columns, codes: dict[str, Codes],
+          cats: dict[str, tuple[np.ndarray, Any]] | None = None, ordered: bool = False) -> Any:
+    """The events frame of *cols* (text columns categorical, by *cats* or the values present),
+    sorted as :func:`sort_order` unless *ordered*."""
+    import pandas as pd
+
+    if not ordered:
+        cols = take(cols, sort_order(cols, codes["resource"].sorted_rank()))
+    if cats is None:
+        cats = categories(codes, {c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT})
+    out: dict[str, Any] = {}
+    for c in EVENT_COLUMNS:
+        v = cols[c]
+        if c in TEXT:
+            lut, dtype = cats[c]
+            out[c] = pd.Categorical.from_codes(lut[v], dtype=dtype, validate=False)
+        else:
+            out[c] = v
+    return pd.DataFrame(out, columns=list(EVENT_COLUMNS))

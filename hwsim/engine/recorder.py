@@ -32,8 +32,9 @@ import numpy as np
 
 from hwsim.engine import loads as _loads
 from hwsim.engine.repeat import check_repeat, spread
-from hwsim.engine.columns import (EVENT_COLUMNS, TEXT, Codes, Columns, SpillFile, concat,
-                                  empty_columns, encode_events, merge_runs, sort_order, take)
+from hwsim.engine.columns import (EVENT_COLUMNS, TEXT, Codes, Columns, SpillFile, categories,
+                                  concat, empty_columns, encode_events, frame, merge_runs,
+                                  sort_order, take)
 from hwsim.exceptions import HwsimError
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class Recorder:
         self._levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._templates: list[tuple[Columns, list[tuple], list[tuple]]] = []
         self._ptables: dict[int, _loads.Block] = {}  # template -> its pulses' columns
+        self._work: tuple | None = None  # (what was recorded, _stream_work of it)
         self._bbuf: list[tuple[float, int]] = []
         self._blocks: list[tuple[np.ndarray, np.ndarray]] = []
         self._finished = False
@@ -422,7 +424,7 @@ class Recorder:
             chunks = [take(c, select(c)) for c in chunks]
         if self._all is not None:
             chunks = chunks + list(self._block_rows(select))
-        return self._frame(concat(chunks))
+        return frame(concat(chunks), self._codes)
 
     def event_batches(self, rows: int | None = None) -> Iterator[pd.DataFrame]:
         """Every event as frames of about *rows* rows, in the order of :meth:`events_frame`,
@@ -432,25 +434,25 @@ class Recorder:
         rows = rows or BATCH_ROWS
         self._flush()
         if self._spill is not None:
-            cats = self._categories({c: np.flatnonzero(self._seen[c]) for c in TEXT})
+            cats = categories(self._codes, {c: np.flatnonzero(self._seen[c]) for c in TEXT})
             pending: list[Columns] = []
             size = 0
             for cols, n in self._merged():
                 pending.append(cols)
                 size += n
                 if size >= rows:
-                    yield self._frame(concat(pending), cats, ordered=True)
+                    yield frame(concat(pending), self._codes, cats, ordered=True)
                     pending, size = [], 0
             if pending or not self._spill.rows():
-                yield self._frame(concat(pending), cats, ordered=True)
+                yield frame(concat(pending), self._codes, cats, ordered=True)
             return
         if self._all is None:
             raise self._not_kept("events")
         cols = concat(self._all + list(self._block_rows()))
-        cats = self._categories({c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT})
+        cats = categories(self._codes, {c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT})
         order = sort_order(cols, self._codes["resource"].sorted_rank())
         for a in range(0, max(len(order), 1), rows):
-            yield self._frame(take(cols, order[a:a + rows]), cats, ordered=True)
+            yield frame(take(cols, order[a:a + rows]), self._codes, cats, ordered=True)
 
     def _merged(self) -> Iterator[tuple[Columns, int]]:
         rank = self._codes["resource"].sorted_rank()
@@ -459,40 +461,6 @@ class Recorder:
                                lambda c: (c["start_s"], c["end_s"], rank[c["resource"]],
                                           c["seq"]), MERGE_ROWS):
             yield cols, len(cols["seq"])
-
-    def _categories(self, present: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, Any]]:
-        """Per text column, the map from its codes to category codes and the categorical dtype:
-        the values *present* (codes), sorted. Made once for all the batches of a run."""
-        import pandas as pd
-
-        out = {}
-        for c, codes in present.items():
-            values = self._codes[c].values
-            keep = codes.tolist()
-            keep.sort(key=values.__getitem__)
-            lut = np.full(len(values) + 1, -1, np.int64)
-            lut[keep] = np.arange(len(keep))
-            out[c] = lut, pd.CategoricalDtype(pd.Index([str(values[k]) for k in keep],
-                                                       dtype=str))
-        return out
-
-    def _frame(self, cols: Columns, categories: dict[str, tuple[np.ndarray, Any]] | None = None,
-               ordered: bool = False) -> pd.DataFrame:
-        import pandas as pd
-
-        if not ordered:
-            cols = take(cols, sort_order(cols, self._codes["resource"].sorted_rank()))
-        if categories is None:
-            categories = self._categories({c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT})
-        out: dict[str, Any] = {}
-        for c in EVENT_COLUMNS:
-            v = cols[c]
-            if c in TEXT:
-                lut, dtype = categories[c]
-                out[c] = pd.Categorical.from_codes(lut[v], dtype=dtype, validate=False)
-            else:
-                out[c] = v
-        return pd.DataFrame(out, columns=list(EVENT_COLUMNS))
 
     def job_ends(self) -> dict[str, float]:
         """Each job's last event end (every rank's, blocks included)."""
@@ -557,10 +525,18 @@ class Recorder:
 
     def _stream_work(self) -> tuple | None:
         """``(starts, ends, resource codes, resource names)`` of the work on device streams (of
-        kinds :data:`STREAM_KINDS`), None when there is none."""
+        kinds :data:`STREAM_KINDS`), None when there is none; kept until more is recorded (the
+        power summary and the utilization frame both read it)."""
         self.release()
         self._flush_events()
         self._flush_blocks()
+        key = (len(self._streams), sum(len(b[0]) for b in self._blocks))
+        if self._work is not None and self._work[0] == key:
+            return self._work[1]
+        self._work = (key, self._gather_work())
+        return self._work[1]
+
+    def _gather_work(self) -> tuple | None:
         parts = list(self._streams)
         kinds = self._codes["kind"].values
         wanted = np.fromiter((k in STREAM_KINDS for k in kinds), bool, len(kinds))
