@@ -193,9 +193,12 @@ def test_one_job_on_the_whole_cluster_equals_the_workload_form(workload):
     devices = 8 if workload is MLP else 1
     job = hwsim.run(_scenario({"name": "j", "devices": devices, "placement": "first_fit",
                                "workload": workload})).summary
+    cluster = {"flows", "simulated_time_s", "pue", "energy_kwh", "gpu_power_w"}  # run-wide keys
     for key, value in one.items():
-        if key in ("flows", "simulated_time_s") and f"job.j.{key}" not in job:
-            assert job[key] == value
+        if key.startswith("energy_per_") or key == "energy_to_train_mwh":
+            assert f"job.j.{key}" not in job and key not in job  # no split of power by job
+        elif (key in cluster or key.startswith("power_")) and f"job.j.{key}" not in job:
+            assert job[key] == value, key
         else:
             assert job[f"job.j.{key}"] == value, key
 
