@@ -16,7 +16,8 @@ from hwsim.catalog import catalog_rows, get_device, get_link
 from hwsim.engine import Recorder
 from hwsim.exceptions import ScenarioError
 from hwsim.jobs.collectives import choose, collective
-from hwsim.jobs.nccl import PARAMS, busbw_factor, eligible, mesh
+from hwsim.jobs.collectives import eligible
+from hwsim.jobs.nccl import PARAMS, busbw_factor, mesh
 from hwsim.jobs.system import System
 from hwsim.topology import cluster, nodes_of_kind
 from hwsim.topology.builders import single_node

@@ -57,17 +57,17 @@ from typing import Generator, Sequence
 
 import simpy
 
-from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, eligible, estimate, hops, layout,
+from hwsim.jobs.nccl import (PARAMS, Flow, Params, Phase, Protocol, estimate, hops, layout,
                              memo_key, mesh, nvswitch, protocol_for, protocols, ring_order, rings)
 from hwsim.jobs.phases import isolated_durations, run_phases
-from hwsim.jobs.sharp import plan_sharp
+from hwsim.jobs.sharp import available, plan_sharp
 from hwsim.jobs.system import System
 from hwsim.topology.query import torus_rings
 
 __all__ = ["ring_allreduce", "ring_order", "collective", "recipe",
            "run_phases", "choose", "plan", "fold_factors", "fold_hops", "isolated_durations",
            "allreduce", "allgather", "reduce_scatter", "alltoall", "broadcast", "sendrecv",
-           "ALGORITHMS"]
+           "eligible", "ALGORITHMS"]
 
 ALGORITHMS = {"allreduce": ("ring", "tree", "nvls", "hierarchical", "torus", "mesh", "sharp"),
               "allgather": ("ring", "torus", "mesh"), "reduce_scatter": ("ring", "torus", "mesh"),
@@ -176,6 +176,33 @@ def _tree(groups: list[list[str]], rails: int, nbytes: float, rank_of: dict[str,
     return Phase(tuple(flows), 1, max(depth, 1))
 
 
+def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
+             params: Params) -> list[str]:
+    """The algorithms ``auto`` compares for *op*: all-reduce: ring; NVLS on one NVSwitch of a
+    ``params.nvls_auto_links`` link; tree across servers while ``nbytes / n`` is at most
+    ``params.tree_max_bytes_per_rank``; sharp across servers (or NVLink domains) whose switches
+    reduce in the network (:func:`hwsim.jobs.sharp.available`); all-reduce, all-gather and
+    reduce-scatter also torus on TPU chips filling whole torus axes
+    (:func:`~hwsim.topology.query.torus_rings`), and ``mesh`` where every pair of GPU ranks has a
+    direct link (:func:`~hwsim.jobs.nccl.mesh`). Other operations: their one algorithm."""
+    if op == "sendrecv":
+        return ["p2p"]
+    coll = op in ("allreduce", "allgather", "reduce_scatter")
+    torus = ["torus"] if coll and torus_rings(system.graph, devices) is not None else []
+    meshed = ["mesh"] if coll and mesh(system, devices) else []
+    if op != "allreduce":
+        return {"alltoall": ["pairwise"]}.get(op, ["ring"] + torus + meshed)
+    multi = len(layout(system, devices)[0]) > 1
+    algs = ["ring"] + torus + meshed
+    if not multi and nvswitch(system, devices)[1] in params.nvls_auto_links:
+        algs.append("nvls")
+    if multi and nbytes / len(devices) <= params.tree_max_bytes_per_rank:
+        algs.append("tree")
+    if multi and available(system, devices):
+        algs.append("sharp")
+    return algs
+
+
 def _torus(op: str, axes: list[list[list[str]]], across: list[list[str]], nbytes: float,
            rank_of: dict[str, int]) -> list[Phase]:
     """XLA's collectives on TPU tori (module doc, **torus**): a reduce-scatter along each
@@ -227,7 +254,7 @@ def choose(system: System, devices: Sequence[str], op: str, nbytes: float, *,
            algorithm: str = "auto", protocol: str = "auto", params: Params | None = None
            ) -> tuple[str, str]:
     """The ``(algorithm, protocol)`` NCCL would use for *op*: of the eligible algorithms
-    (:func:`~hwsim.jobs.nccl.eligible`) and protocols (:func:`~hwsim.jobs.nccl.protocols`), the one
+    (:func:`eligible`) and protocols (:func:`~hwsim.jobs.nccl.protocols`), the one
     with the least :func:`~hwsim.jobs.nccl.estimate` (memoised per system and arguments). A
     given *algorithm* or *protocol* is kept."""
     p = params or PARAMS

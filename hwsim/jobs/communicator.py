@@ -10,8 +10,8 @@ from typing import Sequence
 
 import simpy
 
-from hwsim.jobs.collectives import ALGORITHMS, choose, plan, recipe
-from hwsim.jobs.nccl import PARAMS, eligible, memo_key, ring_order
+from hwsim.jobs.collectives import ALGORITHMS, choose, eligible, plan, recipe
+from hwsim.jobs.nccl import PARAMS, memo_key, ring_order
 from hwsim.jobs.phases import PhaseRun, Schedule, compile_phases, run_collective
 from hwsim.jobs.system import System
 

@@ -33,11 +33,9 @@ from hwsim.exceptions import HwsimError
 from hwsim.jobs.system import System
 from hwsim.topology import natural_key
 from hwsim.topology.nvl import scale_up
-from hwsim.topology.query import torus_rings
 
 __all__ = ["Protocol", "Params", "PARAMS", "FITTED_TO", "CATALOG_ROWS", "Flow", "Phase",
-           "busbw_factor", "ring_order", "layout", "rings", "nvswitch", "mesh", "eligible",
-           "protocols",
+           "busbw_factor", "ring_order", "layout", "rings", "nvswitch", "mesh", "protocols",
            "protocol_for",
            "estimate", "overhead", "hops", "memo_key"]
 
@@ -276,36 +274,6 @@ def mesh(system: System, devices: Sequence[str]) -> bool:
         hit = memo[k] = len(devs) >= 3 and all(g.nodes[d].get("kind") == "gpu" for d in devs) \
             and all(g.has_edge(a, b) for i, a in enumerate(devs) for b in devs[i + 1:])
     return hit
-
-
-def eligible(system: System, devices: Sequence[str], op: str, nbytes: float,
-             params: Params) -> list[str]:
-    """The algorithms ``auto`` compares for *op*: all-reduce: ring; NVLS on one NVSwitch of a
-    ``params.nvls_auto_links`` link; tree across servers while ``nbytes / n`` is at most
-    ``params.tree_max_bytes_per_rank``; sharp across servers (or NVLink domains) whose switches
-    reduce in the network (:func:`hwsim.jobs.sharp.available`); all-reduce, all-gather and
-    reduce-scatter also torus on TPU chips filling whole torus axes
-    (:func:`~hwsim.topology.query.torus_rings`), and ``mesh`` where every pair of GPU ranks has a
-    direct link (:func:`mesh`). Other operations: their one algorithm."""
-    if op == "sendrecv":
-        return ["p2p"]
-    coll = op in ("allreduce", "allgather", "reduce_scatter")
-    torus = ["torus"] if coll and torus_rings(system.graph, devices) is not None else []
-    meshed = ["mesh"] if coll and mesh(system, devices) else []
-    if op != "allreduce":
-        return {"alltoall": ["pairwise"]}.get(op, ["ring"] + torus + meshed)
-    multi = len(layout(system, devices)[0]) > 1
-    algs = ["ring"] + torus + meshed
-    if not multi and nvswitch(system, devices)[1] in params.nvls_auto_links:
-        algs.append("nvls")
-    if multi and nbytes / len(devices) <= params.tree_max_bytes_per_rank:
-        algs.append("tree")
-    if multi:
-        from hwsim.jobs.sharp import available  # it builds on this module's layout
-
-        if available(system, devices):
-            algs.append("sharp")
-    return algs
 
 
 def protocols(system: System, devices: Sequence[str], algorithm: str) -> tuple[str, ...]:
