@@ -88,18 +88,22 @@ def capacity_train(
                                               "default: where it does not run or fit, the "
                                               "fitting layout with the least model parallelism."
                                               )] = False,
+    max_mw: Annotated[float | None, typer.Option("--max-mw", help="A site's power in MW "
+                                                 "(facility, with the scenario's power.pue): a "
+                                                 "candidate drawing more is not feasible.",
+                                                 show_default=False)] = None,
     fmt: FormatOption = "table",
 ) -> None:
-    """The cheapest device type and count that trains --tokens within --days, each count with a
-    parallel layout that fits in memory, and the Pareto front of time, cost and energy. Exit
-    status 3 when no count fits in memory."""
+    """The cheapest device type and count that trains --tokens within --days (and within
+    --max-mw of site power), each count with a parallel layout that fits in memory, and the
+    Pareto front of time, cost and energy. Exit status 3 when no count fits in memory."""
     import hwsim
 
     devs, prices, wanted = _capacity_args(devices, price, counts)
     try:
         df = hwsim.cheapest_training(file, tokens, days, devices=devs, prices=prices,
                                      max_nodes=max_nodes, counts=wanted,
-                                     search_layouts=not keep_layout)
+                                     search_layouts=not keep_layout, max_power_mw=max_mw)
         df = hwsim.pareto(df)
     except HwsimError as err:
         raise _capacity_fail(err, file) from None

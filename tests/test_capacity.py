@@ -452,3 +452,44 @@ def test_count_beyond_the_size_budget_is_a_row_not_minutes():
                   "--counts", "8000000")
     _no_traceback(p)
     assert "refused by the size budget" in " ".join(p.stdout.split())
+
+
+# -- a site's power limit -------------------------------------------------------------------------
+def test_site_power_limit_rules_out_what_draws_more(train_df):
+    """With --max-mw, a candidate drawing more than the site is not feasible and says so; the
+    answer is the cheapest of the rest; a limit above every draw changes nothing."""
+    draws = train_df["power_mw"].astype(float)
+    cut = float(draws.sort_values().iloc[len(draws) // 2])  # about half of them draw more
+    limited = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, devices=DEVS, counts=[2, 4, 8],
+                                      max_power_mw=cut)
+    for _, r in limited.iterrows():
+        over = float(r["power_mw"]) > cut
+        late = r["time_to_train_s"] > 86400.0
+        assert r["feasible"] == (not over and not late)
+        if over:
+            assert f"draws {r['power_mw']:.3g} MW > the site's {cut:g} MW" in r["reason"]
+    best = limited[limited["answer"]]
+    if len(best):
+        feas = limited[limited["feasible"]]
+        assert (best.iloc[0]["cost_usd"] <= feas["cost_usd"]).all()
+    loose = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, devices=DEVS, counts=[2, 4, 8],
+                                    max_power_mw=float(draws.max()) * 2)
+    assert loose["feasible"].tolist() == train_df["feasible"].tolist()
+
+
+def test_site_power_limit_below_every_draw_names_the_least():
+    df = hwsim.cheapest_training(TRAIN, TOKENS, 1.0, devices=DEVS, counts=[2, 4],
+                                 max_power_mw=1e-6)
+    assert not df["feasible"].any()
+    assert "within the site's 1e-06 MW: those that finish in time draw" in df.attrs["answer"]
+    with pytest.raises(ScenarioError, match="max_power_mw"):
+        hwsim.cheapest_training(TRAIN, TOKENS, 1.0, max_power_mw=0)
+
+
+def test_cli_max_mw(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text(yaml.safe_dump(TRAIN))
+    p = _cli("capacity", "train", str(f), "--tokens", "2e9", "--days", "1", "--max-nodes", "2",
+             "--max-mw", "0.000001")
+    assert "Traceback" not in p.stderr
+    assert "within the site's 1e-06 MW" in p.stdout, (p.stdout, p.stderr)

@@ -98,10 +98,11 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
                       devices: Sequence[str] | None = None, counts: Sequence[int] | None = None,
                       prices: Mapping[str, float] | None = None, max_nodes: int = 64,
                       node_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                      search_layouts: bool = True, load: Callable[[dict], Any] | None = None
-                      ) -> pd.DataFrame:
+                      search_layouts: bool = True, load: Callable[[dict], Any] | None = None,
+                      max_power_mw: float | None = None) -> pd.DataFrame:
     """Simulate every (device type, count) candidate training *train_tokens* tokens, each with
-    a layout that fits in memory, and mark the cheapest that finishes within *days*.
+    a layout that fits in memory, and mark the cheapest that finishes within *days* (and, with
+    *max_power_mw*, draws no more than a site's power).
 
     Parameters
     ----------
@@ -135,6 +136,9 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
         ``load(mapping) -> Scenario`` for the memory model (default:
         :func:`hwsim.scenario.load_scenario`; :func:`hwsim.cheapest_training` passes one that
         reads relative paths from the scenario file's folder).
+    max_power_mw : float, optional
+        A site's power (MW, facility: the run's ``power_avg_kw`` with the scenario's PUE): a
+        candidate drawing more is not feasible (its ``reason`` says how much it draws).
 
     Returns
     -------
@@ -148,7 +152,7 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
         ``busy_share`` rank 0's compute-stream share of the last simulated step; ``power_mw``:
         the run's facility power (``power_avg_kw`` / 1000: the whole cluster, with PUE) and
         ``energy_mwh = power_mw x T / 3600``; ``feasible``:
-        fits in memory and T <= *days*; ``reason`` says why not; ``answer`` marks the cheapest
+        fits in memory, T <= *days* and ``power_mw`` <= *max_power_mw*; ``reason`` says why not; ``answer`` marks the cheapest
         feasible row (none when nothing is feasible). ``attrs["answer"]`` is one sentence:
         the answer, or why there is none (e.g. ``does not fit in device memory at any count up
         to 512 (H100-SXM5-80GB) ...``).
@@ -162,6 +166,7 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
     """
     tokens = positive(train_tokens, "train_tokens")
     days = positive(days, "days")
+    site_mw = None if max_power_mw is None else positive(max_power_mw, "max_power_mw")
     wl = base.get("workload") or {}
     if wl.get("kind") != "training" or not wl.get("global_batch"):
         raise ScenarioError("cheapest_training needs a training workload with global_batch "
@@ -212,13 +217,14 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
         busy = _busy_share(res, dev)
         energy = count * device_energy_j(get_device(dev), busy * t, t) / 3.6e6
         power_mw = number(s.get("power_avg_kw")) / 1e3
-        ok = t <= days * DAY_S
+        why = ([f"takes {t / DAY_S:.1f} days > {days:g}"] if t > days * DAY_S else []) + (
+            [f"draws {power_mw:.3g} MW > the site's {site_mw:g} MW"]
+            if site_mw is not None and power_mw > site_mw else [])
         return {**row, "fits": True, "step_time_s": number(s.get("step_time_s")),
                 "time_to_train_s": t, "time_to_train_days": t / DAY_S,
                 "cost_usd": count * price[dev] * t / 3600.0, "busy_share": busy,
                 "energy_kwh": energy, "power_mw": power_mw, "energy_mwh": power_mw * t / 3600.0,
-                "feasible": ok,
-                "reason": "" if ok else f"takes {t / DAY_S:.1f} days > {days:g}"}
+                "feasible": not why, "reason": "; ".join(why)}
 
     rows = []
     for dev in devs:
@@ -249,11 +255,12 @@ def cheapest_training(run: Run, base: Mapping[str, Any], train_tokens: float, da
     df["answer"] = False
     if df["feasible"].any():
         df.loc[df.index[df["feasible"]][0], "answer"] = True
-    df.attrs["answer"] = training_answer(df, tokens, days)
+    df.attrs["answer"] = training_answer(df, tokens, days, site_mw)
     return df
 
 
-def training_answer(df: pd.DataFrame, train_tokens: float, days: float) -> str:
+def training_answer(df: pd.DataFrame, train_tokens: float, days: float,
+                    max_power_mw: float | None = None) -> str:
     """One sentence answering a :func:`cheapest_training` frame: the answer row (count, device,
     servers, layout, days, cost, energy); or, with none, why: nothing fits in memory at any
     count tried (the largest named), or what fits misses the deadline (the fastest named)."""
@@ -284,6 +291,14 @@ def training_answer(df: pd.DataFrame, train_tokens: float, days: float) -> str:
     fit = df[df["fits"] & df["time_to_train_s"].notna()]
     if fit.empty:
         return f"{what}: no candidate that fits gave a time to train (see the reasons)"
+    if max_power_mw is not None:
+        what += f" within the site's {max_power_mw:g} MW"
+        timely = fit[fit["time_to_train_s"].astype(float) <= days * DAY_S]
+        if not timely.empty:  # in time but over the site's power
+            low = timely.loc[timely["power_mw"].astype(float).idxmin()]
+            return (f"{what}: those that finish in time draw {low['power_mw']:.3g} MW and more "
+                    f"(the least, {int(low['count'])} x {low['device']}); try a later deadline, "
+                    "devices that draw less per token, or a lower PUE")
     f = fit.loc[fit["time_to_train_s"].astype(float).idxmin()]
     big = fit.loc[fit["count"].astype(int).idxmax()]
     hint = ("try more servers (--max-nodes, --counts) or a later deadline"
