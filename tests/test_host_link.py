@@ -151,6 +151,7 @@ SHIPPED = {
     "llama2-7b-power-cap-16xh100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama2-7b-prefix-cache-h100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama3-405b-16384xh100-failures": [("H100-SXM5-80GB", "pcie5-x16", "default")],
+    "llama3-70b-10mw-site": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "llama3-405b-16384xh100": [("H100-SXM5-80GB", "pcie5-x16", "default")],
     "logistic-cpu": [("EPYC-7742", "pcie4-x16", "default")],
     "logistic-gpu-hdd": [("A100-SXM4-80GB", "pcie4-x16", "default")],
