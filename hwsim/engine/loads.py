@@ -165,20 +165,20 @@ def union_busy_s(starts: np.ndarray, ends: np.ndarray, codes: np.ndarray, names:
     """Per stream whose name ends with *suffix* (the key: the name without it), the length of
     the union of its work's intervals ``[starts, ends)`` clipped to ``[0, end_s]``."""
     out: dict[str, float] = {}
-    by = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[by], np.arange(len(names) + 1))
-    for c in np.unique(codes).tolist():
+    for c, idx in _by_stream(codes, len(names)).items():
         name = str(names[c])
-        if not name.endswith(suffix):
-            continue
-        idx = by[bounds[c]:bounds[c + 1]]
-        a = np.clip(starts[idx].astype(float), 0.0, end_s)
-        b = np.clip(ends[idx].astype(float), 0.0, end_s)
-        o = np.argsort(a, kind="stable")
-        a, b = a[o], b[o]
-        before = np.maximum.accumulate(np.concatenate([[0.0], b[:-1]]))  # the latest end so far
-        out[name.removesuffix(suffix)] = float(np.sum(np.maximum(0.0, b - np.maximum(a, before))))
+        if name.endswith(suffix):
+            a, b = _union(np.clip(starts[idx].astype(float), 0.0, end_s),
+                          np.clip(ends[idx].astype(float), 0.0, end_s))
+            out[name.removesuffix(suffix)] = float(np.sum(b - a))
     return out
+
+
+def _by_stream(codes: np.ndarray, n: int) -> dict[int, np.ndarray]:
+    """The rows of each stream code present in *codes* (n codes in all), in code order."""
+    by = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[by], np.arange(n + 1))
+    return {k: by[bounds[k]:bounds[k + 1]] for k in np.unique(codes).tolist()}
 
 
 def utilization_frame(end_s: float, bin_s: float | None, levels: Levels, blocks: Sequence[Block],
@@ -226,10 +226,9 @@ def utilization_frame(end_s: float, bin_s: float | None, levels: Levels, blocks:
         carried_all += list(carried)
     if streams is not None and len(streams[0]):
         starts_all, ends_all, codes, names = streams
-        by = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[by], np.arange(len(names) + 1))
-        for k in sorted(np.unique(codes).tolist(), key=lambda c: str(names[c])):
-            idx = by[bounds[k]:bounds[k + 1]]
+        rows = _by_stream(codes, len(names))
+        for k in sorted(rows, key=lambda c: str(names[c])):
+            idx = rows[k]
             _stream_row(str(names[k]), starts_all[idx], ends_all[idx], slots, edges, bin_s,
                         resources, classes, util, carried_all, nb)
     if not resources:
