@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["EVENT_COLUMNS", "TEXT", "DTYPES", "Codes", "encode_events", "concat", "take",
+__all__ = ["EVENT_COLUMNS", "TEXT", "DTYPES", "Codes", "RowSet", "encode_events", "row_set",
+           "concat", "take",
            "categories", "frame",
            "empty_columns", "sort_order", "SpillFile", "merge_runs"]
 
@@ -56,11 +57,14 @@ class Codes:
         """Codes of *values* (any hashable objects), adding the new ones (dict lookups: several
         times faster than pandas' factorize on objects)."""
         index = self.index
-        if not index.keys() >= set(values):
-            for v in values:  # the new ones, in the order first seen
-                if v not in index:
-                    index[v] = len(self.values)
-                    self.values.append(v)
+        try:  # most chunks bring no new value
+            return np.fromiter(map(index.__getitem__, values), np.int32, len(values))
+        except KeyError:
+            pass
+        for v in values:  # the new ones, in the order first seen
+            if v not in index:
+                index[v] = len(self.values)
+                self.values.append(v)
         return np.fromiter(map(index.__getitem__, values), np.int32, len(values))
 
     def sorted_rank(self) -> np.ndarray:
@@ -73,16 +77,73 @@ class Codes:
         return rank
 
 
-def encode_events(rows: list[tuple], codes: dict[str, Codes], seq0: int) -> Columns:
+class RowSet(NamedTuple):
+    """Rows recorded many times over (:func:`encode_events`): their columns with times
+    relative to an occurrence's start and without ``name``, and each row's name suffix."""
+
+    cols: Columns
+    suffixes: list[str]
+
+
+def encode_events(rows: list[tuple], codes: dict[str, Codes], seq0: int,
+                  sets: Sequence[RowSet] = ()) -> Columns:
     """Numpy columns of *rows* (tuples in :data:`EVENT_COLUMNS` order); ``seq`` counts from
-    *seq0*."""
+    *seq0*. A row ``(start, i, prefix)`` stands for the rows of ``sets[i]`` from *start*, each
+    named *prefix* + its suffix, numbered in turn."""
+    if sets and any(len(r) == 3 for r in rows):
+        return _encode_mixed(rows, codes, seq0, sets)
     n = len(rows)
     cols: Columns = {}
-    for i, c in enumerate(EVENT_COLUMNS):
-        v = list(map(itemgetter(i), rows))  # not zip(*rows): an iterator per row, GC passes
-        cols[c] = codes[c].encode(v) if c in TEXT else np.asarray(v, dtype=DTYPES[c])
+    for i, c in enumerate(EVENT_COLUMNS):  # not zip(*rows): an iterator per row, GC passes
+        if c in TEXT:
+            cols[c] = codes[c].encode(list(map(itemgetter(i), rows)))
+        else:
+            cols[c] = np.fromiter(map(itemgetter(i), rows), DTYPES[c], n)
     cols["seq"] = np.arange(seq0, seq0 + n, dtype=np.int64)
     return cols
+
+
+def _encode_mixed(rows: list[tuple], codes: dict[str, Codes], seq0: int,
+                  sets: Sequence[RowSet]) -> Columns:
+    """:func:`encode_events` of rows among which some stand for row sets."""
+    count = np.fromiter((len(sets[r[1]].suffixes) if len(r) == 3 else 1 for r in rows),
+                        np.int64, len(rows))
+    first = seq0 + np.cumsum(count) - count  # each row's (first) seq
+    marks = np.fromiter(map(len, rows), np.int64, len(rows)) == 3
+    plain = np.flatnonzero(~marks)
+    parts = []
+    if len(plain):
+        cols = encode_events([rows[i] for i in plain.tolist()], codes, 0)
+        cols["seq"] = first[plain]
+        parts.append(cols)
+    at = np.flatnonzero(marks)
+    entries = [rows[i] for i in at.tolist()]
+    which = np.fromiter((e[1] for e in entries), np.int64, len(entries))
+    starts = np.fromiter((e[0] for e in entries), np.float64, len(entries))
+    for sid in np.unique(which).tolist():
+        sel = np.flatnonzero(which == sid)
+        rs, m = sets[sid], len(sel)
+        t0 = starts[sel][:, None]
+        cols = {c: np.tile(v, m) for c, v in rs.cols.items() if c not in ("start_s", "end_s")}
+        cols["start_s"] = (t0 + rs.cols["start_s"][None, :]).ravel()
+        cols["end_s"] = (t0 + rs.cols["end_s"][None, :]).ravel()
+        cols["name"] = codes["name"].encode([entries[i][2] + x for i in sel.tolist()
+                                             for x in rs.suffixes])
+        k = len(rs.suffixes)
+        cols["seq"] = (first[at[sel]][:, None] + np.arange(k)[None, :]).ravel()
+        parts.append(cols)
+    out = concat(parts)  # in seq order, as encode_events gives them (Recorder.repeat reads the
+    return take(out, np.argsort(out["seq"], kind="stable"))  # first row's seq as the least)
+
+
+def row_set(rows: Sequence[tuple], codes: dict[str, Codes]) -> RowSet:
+    """The :class:`RowSet` of *rows* (:data:`EVENT_COLUMNS` tuples, times relative to an
+    occurrence's start, ``name`` the suffix)."""
+    cols = (encode_events([(*r[:4], None, *r[5:]) for r in rows], codes, 0) if rows
+            else empty_columns())
+    cols.pop("name")
+    cols.pop("seq")
+    return RowSet(cols, [r[4] for r in rows])
 
 
 def empty_columns() -> Columns:

@@ -32,9 +32,9 @@ import numpy as np
 
 from hwsim.engine import loads as _loads
 from hwsim.engine.repeat import check_repeat, spread
-from hwsim.engine.columns import (EVENT_COLUMNS, TEXT, Codes, Columns, SpillFile, categories,
-                                  concat, empty_columns, encode_events, frame, merge_runs,
-                                  sort_order, take)
+from hwsim.engine.columns import (EVENT_COLUMNS, TEXT, Codes, Columns, RowSet, SpillFile,
+                                  categories, concat, empty_columns, encode_events, frame,
+                                  merge_runs, row_set, sort_order, take)
 from hwsim.exceptions import HwsimError
 
 if TYPE_CHECKING:
@@ -88,6 +88,8 @@ class Recorder:
         self.keep_jobs = set(keep_jobs)
         self._codes = {c: Codes() for c in TEXT}
         self._ebuf: list[tuple] = []
+        self._sets: list[RowSet] = []  # row_set(); _ebuf's (start, set, prefix) rows
+        self._set_rows = 0  # rows in _ebuf beyond one per entry (of its row sets)
         self._n = 0  # plain events recorded (and flushed)
         keep_all = level != "summary"
         self._spill = SpillFile(spill) if keep_all and spill is not None else None
@@ -143,6 +145,23 @@ class Recorder:
         if len(buf) >= CHUNK_ROWS:
             self._flush_events()
 
+    def row_set(self, rows: Sequence[tuple]) -> int:
+        """Register rows recorded many times over (:meth:`event_set`): :meth:`event` fields
+        with start and end relative to an occurrence's start and ``name`` a suffix. Returns
+        its id."""
+        self._sets.append(row_set(rows, self._codes))
+        return len(self._sets) - 1
+
+    def event_set(self, start_s: float, set_id: int, prefix: str) -> None:
+        """The rows of row set *set_id* (:meth:`row_set`) from *start_s*, each named *prefix* +
+        its suffix: as :meth:`event_rows` of them would record them, made into columns only
+        when the buffer is (no tuple per row)."""
+        buf = self._ebuf
+        buf.append((start_s, set_id, prefix))
+        self._set_rows += len(self._sets[set_id].suffixes) - 1
+        if len(buf) + self._set_rows >= CHUNK_ROWS:
+            self._flush_events()
+
     def level(self, time_s: float, resource: Hashable, load: float) -> None:
         self._lt.append(time_s)
         self._lr.append(resource)
@@ -177,7 +196,8 @@ class Recorder:
         rows, self._ebuf = self._ebuf, []
         if not rows:
             return
-        cols = encode_events(rows, self._codes, self._n)
+        self._set_rows = 0
+        cols = encode_events(rows, self._codes, self._n, self._sets)
         del rows
         self._n += len(cols["seq"])
         if self._held is not None:

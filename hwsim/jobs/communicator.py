@@ -85,7 +85,7 @@ class CollectiveGroup:
         self._alone: bool | None = None
         self._pulse_templates: dict[int, int] = {}
         self._recipes: dict[float, tuple] = {}
-        self._closed_rows: dict[float, list] = {}
+        self._closed_rows: dict[float, tuple[int, int | None]] = {}
         self._claimed: set = set()
         self.category = "comm:" + (self._ring_category() if len(devices) > 1 else "none")
         if owner is not None and len(devices) > 1:
@@ -205,15 +205,21 @@ class CollectiveGroup:
     def _loads_block(self, start: float, loads: Sequence[tuple], fresh: bool = False) -> None:
         """Channel *loads* (times relative to *start*) as a recorder block; its template
         memoised per loads list unless *fresh*."""
+        tid = self._loads_template(loads, fresh)
+        if tid is not None:
+            self.system.recorder.block(start, tid)
+
+    def _loads_template(self, loads: Sequence[tuple], fresh: bool = False) -> int | None:
+        """The recorder block of channel *loads* (None: no loads), memoised per loads list
+        unless *fresh*."""
         if not loads:
-            return
-        rec = self.system.recorder
+            return None
         tid = None if fresh else self._pulse_templates.get(id(loads))
         if tid is None:
-            tid = rec.template([], [(a, b, c, v) for a, b, c, v in loads])
+            tid = self.system.recorder.template([], [(a, b, c, v) for a, b, c, v in loads])
             if not fresh:
                 self._pulse_templates[id(loads)] = tid
-        rec.block(start, tid)
+        return tid
 
     def join(self, key: object, rank: int, nbytes: float, name: str) -> simpy.Event:
         joined, done, size = self._pending.get(key, ([], None, nbytes))
@@ -283,15 +289,17 @@ class CollectiveGroup:
                 self._end(start, done, nbytes, name, *fresh, fresh=True)
                 return
             # in closed form throughout: the collective's events on the communication streams
-            # and its flows' (memoised per size and name, times from its start) and loads
+            # and its flows' (memoised per size: times from its start, the name's suffix) and
+            # its loads as a block
             rec = self.system.recorder
-            rows = self._closed_rows.get(nbytes)
-            if rows is None:  # its rows with the name's suffix (the flows end by its end)
-                rows = self._closed_rows[nbytes] = rec.kept(self.rows(
-                    0.0, schedule.total, nbytes, "")[0] + schedule.rows("", self.job))
-            rec.event_rows([(start + r[0], start + r[1], r[2], r[3], name + r[4]) + r[5:]
-                            for r in rows])
-            self._loads_block(start, schedule.loads)
+            hit = self._closed_rows.get(nbytes)
+            if hit is None:  # (the flows end by the collective's end)
+                hit = self._closed_rows[nbytes] = (rec.row_set(rec.kept(self.rows(
+                    0.0, schedule.total, nbytes, "")[0] + schedule.rows("", self.job))),
+                    self._loads_template(schedule.loads))
+            rec.event_set(start, hit[0], name)
+            if hit[1] is not None:
+                rec.block(start, hit[1])
             done.succeed()
         run_collective(self.system, phases, schedule, self.job, name, end)
 

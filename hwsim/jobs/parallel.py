@@ -431,6 +431,7 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
         """Run *ops* on the stage's simulated TP ranks in lock-step; with *reduce*, start
         bucketed DP gradient reductions as gradients become ready (:meth:`_program`)."""
         env, rec, debt = self.env, self.system.recorder, self._debt
+        timeout, block = env.timeout, rec.block  # (bound once: the loop's hottest calls)
         waiting: simpy.Event | None = None  # an asynchronous collective running as flows
         nb = 0
         lane = (s, d)
@@ -443,8 +444,8 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
                 extra = debt.pop(lane, 0.0) if debt else 0.0
                 if busy is not None:
                     busy.append((t0, t0 + item[1] + extra))
-                yield env.timeout(item[1] + extra)
-                rec.block(t0, item[2])
+                yield timeout(item[1] + extra)
+                block(t0, item[2])
                 if extra > 0:  # SM time the overlapped collectives took (interference)
                     for t in self.tps:
                         r = self.plan.rank(s, d, t)
