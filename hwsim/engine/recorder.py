@@ -51,8 +51,9 @@ RECORD_LEVELS = ("full", "ops", "summary")
 
 CHUNK_ROWS = 32768
 """Tuples buffered before they become numpy columns (about 8 MB of tuples)."""
-RUN_ROWS = 262144
-"""Rows sorted into one run of the spill file (about 17 MB of columns)."""
+RUN_ROWS = 1 << 20
+"""Rows sorted into one run of the spill file (about 70 MB of columns: a run of a million events
+is one run, read back without a merge)."""
 BATCH_ROWS = 131072
 """Rows per batch of :meth:`Recorder.event_batches` (a row group of events.parquet)."""
 MERGE_ROWS = 16384
