@@ -113,8 +113,8 @@ def test_misspelled_key(example: dict) -> None:
     err = _error(example)
     assert str(err) == (
         "s.yaml: workload.parallelism.tpp: unknown key 'tpp'; valid keys: cp, dp, ep, micro_batch, "
-        "offload, offload_params, pp, recompute, sequence_parallel, tp, virtual_stages, zero; "
-        "did you mean 'tp'?")
+        "offload, offload_params, pp, recompute, sequence_parallel, torus_order, tp, "
+        "virtual_stages, zero; did you mean 'tp'?")
     assert err.file == "s.yaml" and err.field == "workload.parallelism.tpp"
 
 

@@ -30,7 +30,7 @@ from hwsim.scenario.schema import (Cluster, DataLoaderWorkload, Failures, Infere
                                    Scenario, TrainingWorkload, TransferWorkload)
 from hwsim.topology import cluster as build_cluster
 from hwsim.topology import (compute_devices, degrade, from_explicit, multi_site, nodes_of_kind,
-                            server_index, server_peer)
+                            server_index, server_peer, torus_ordered)
 from hwsim.topology import attributes as A
 from hwsim.workloads import TransformerSpec, model_ops, resolve_model, training_memory
 from hwsim.workloads.memory import state_bytes
@@ -142,6 +142,11 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     index = memo.get("server_index") or memo.setdefault("server_index", server_index(g))
     if not ranks:
         raise ScenarioError(f"the cluster has no {kind} to train on", field="workload.device")
+    if par.torus_order is not None:
+        try:
+            ranks = torus_ordered(g, ranks, par.torus_order)
+        except ValueError as err:
+            raise ScenarioError(str(err), field="workload.parallelism.torus_order") from None
     tp, pp, cp, ep, n = par.tp, par.pp, par.cp, par.ep, len(ranks)
     dp = par.dp or n // (tp * pp * cp)
     if dp * tp * pp * cp != n:

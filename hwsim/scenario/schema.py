@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hwsim.scenario.schema_cluster import (Bandwidth, Cluster, Count, Duration, ExplicitGraph,
                                           Fabric, GraphLink, GraphNode, NodeSpec, PosInt, Site,
@@ -143,7 +143,10 @@ class ModelRef(StrictModel):
 
 class Parallelism(StrictModel):
     """Degrees of tensor, pipeline, data, context and expert parallelism; ``dp`` None = derived
-    from the device count."""
+    from the device count. ``torus_order`` (TPU tori only): the torus axes that consecutive
+    ranks step along, fastest first (``[z, x, y]``: tensor-parallel groups along z), as a JAX
+    device mesh maps its axes onto the physical ones; default: the chips' natural (name)
+    order, ``tpu{x}_{y}_{z}``: z fastest, as ``[z, y, x]``."""
 
     tp: PosInt = 1
     pp: PosInt = 1
@@ -157,6 +160,15 @@ class Parallelism(StrictModel):
     recompute: Literal["none", "selective", "full"] = "none"
     offload: Literal["none", "cpu", "nvme"] = "none"
     offload_params: bool = False
+    torus_order: list[Literal["x", "y", "z"]] | None = None
+
+    @field_validator("torus_order")
+    @classmethod
+    def _axes_once(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"{v} names an axis twice; valid: each axis of the torus once, "
+                             "e.g. [z, x, y]")
+        return v
 
 
 class DataSpec(StrictModel):

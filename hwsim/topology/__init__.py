@@ -13,7 +13,7 @@ from hwsim.topology.builders import TOPOLOGIES, cluster, multi_site, single_node
 from hwsim.topology.degrade import degrade
 from hwsim.topology.fabrics import bisection_bw
 from hwsim.topology.query import (component_counts, compute_devices, natural_key, nodes_of_kind,
-                                  server_index, server_peer)
+                                  server_index, server_peer, torus_ordered)
 
 if TYPE_CHECKING:
     from hwsim.topology.routing import Router
@@ -31,8 +31,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "single_node", "cluster", "tpu_pod", "multi_site", "from_explicit", "check_connected",
-    "top_switches", "degrade", "bisection_bw", "Router", "natural_key", "nodes_of_kind", "compute_devices",
-    "component_counts", "server_index", "server_peer", "TOPOLOGIES", "NODE_KINDS",
+    "top_switches", "degrade", "bisection_bw", "Router", "natural_key", "nodes_of_kind",
+    "compute_devices",
+    "component_counts", "server_index", "server_peer", "torus_ordered", "TOPOLOGIES", "NODE_KINDS",
     "ENDPOINT_KINDS", "FORWARDING_KINDS",
     "TRANSIT_LINK_CLASSES", "SWITCH_LEVELS", "NODE_ATTRIBUTES", "EDGE_ATTRIBUTES",
     "TIER_ATTRIBUTES",

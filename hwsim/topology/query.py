@@ -10,7 +10,10 @@ from typing import Sequence
 import networkx as nx
 
 __all__ = ["natural_key", "server_peer", "server_index", "nodes_of_kind", "compute_devices",
-           "component_counts", "torus_rings"]
+           "component_counts", "torus_rings", "torus_ordered", "TORUS_AXES"]
+
+TORUS_AXES = ("x", "y", "z")
+"""Names of a torus's axes, in the order of a chip's ``coords``."""
 
 
 def natural_key(name: str) -> tuple:
@@ -74,6 +77,34 @@ def component_counts(G: nx.Graph, devices: list[str]) -> dict[str, int]:
         "storage": sum(int(G.nodes[n].get("count", 1)) for n, k in kinds.items()
                        if k == "storage"),
     }
+
+
+def torus_ordered(G: nx.Graph, devices: Sequence[str], order: Sequence[str]) -> list[str]:
+    """*devices* (TPU chips with torus ``coords``) in the order that makes ranks fill the torus
+    axes *order* (names of :data:`TORUS_AXES`) fastest first, as a JAX device mesh over physical
+    axes does: consecutive ranks (a tensor-parallel group) step along ``order[0]``, then
+    ``order[1]``... Chips of different slices or sites stay apart, in their given order.
+    Raises ValueError when a device has no torus coordinates or *order* does not name each of
+    the torus's axes once."""
+    coords = [G.nodes[d].get("coords") for d in devices]
+    missing = [d for d, c in zip(devices, coords) if c is None]
+    if missing:
+        raise ValueError(f"{missing[0]!r} is not a chip of a TPU torus (no torus coordinates); "
+                         "valid: a cluster with fabric topology: torus")
+    names = TORUS_AXES[:len(coords[0])]
+    if sorted(order) != sorted(names):
+        raise ValueError(f"{list(order)} must name each axis of the {len(names)}-D torus once; "
+                         f"valid: an order of {', '.join(names)}")
+    axes = [names.index(a) for a in reversed(order)]  # the slowest first
+    group = {}
+    for d in devices:
+        at = G.nodes[d]
+        group.setdefault((at.get("site"), at.get("slice")), len(group))
+
+    def key(i: int) -> tuple:
+        at = G.nodes[devices[i]]
+        return (group[(at.get("site"), at.get("slice"))], *(coords[i][a] for a in axes))
+    return [devices[i] for i in sorted(range(len(devices)), key=key)]
 
 
 _DIMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
