@@ -14,13 +14,18 @@ vt = load_benchmark("validate_training")
 
 FAMILIES = ("mbridge2602", "mbridge2511_gb", "mbridge2602_offload")
 RUNS = {  # the rows that run, each with its published value copied from the source
+    "mbridge2602 LLAMA3_70B 64xGB300 fp8 gb256 tp1 pp4 vp5": 4596,
     "mbridge2602 LLAMA3_70B 64xGB300 fp4 gb256 tp1 pp4 vp5": 6798,
     "mbridge2602 LLAMA3.1_405B 256xGB300 fp8 gb1536 tp4 pp8 vp4": 988,
+    "mbridge2602 LLAMA3.1_405B 256xGB300 fp8 gb1536 tp2 pp8 cp2 vp4": 931,
     "mbridge2602 LLAMA3.1_405B 256xGB300 fp4 gb1536 tp4 pp8 vp4": 1333,
     "mbridge2602 LLAMA3_70B 64xGB200 fp8 gb256 tp2 pp4 vp5": 3613,
     "mbridge2602 LLAMA3_70B 64xGB200 fp4 gb256 tp2 pp4 vp5": 4458,
+    "mbridge2602 LLAMA3.1_405B 256xGB200 fp8 gb1536 tp4 pp16 vp4": 793,
     "mbridge2511_gb LLAMA3_8B 8xGB300 fp8 gb128 tp1 pp1 mb2": 37556,
+    "mbridge2511_gb LLAMA3.1_405B 256xGB300 fp8 gb1536 tp2 pp8 cp2 vp4": 999,
     "mbridge2511_gb LLAMA3_8B 8xGB200 fp8 gb128 tp1 pp1 mb2": 31508,
+    "mbridge2511_gb LLAMA3.1_405B 256xGB200 fp8 gb1536 tp4 pp16 vp4": 813,
 }
 
 

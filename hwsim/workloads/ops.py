@@ -235,8 +235,9 @@ class OpBuilder:
     everything else at ``vb``."""
 
     def __init__(self, prefix: str, mb: float, vb: float, dtype: str = "",
-                 tp_overlap: bool = False) -> None:
+                 tp_overlap: bool = False, fp8_transpose: bool = True) -> None:
         self.p, self.mb, self.vb, self.dtype = prefix, mb, vb, dtype
+        self.fp8_transpose = fp8_transpose  # FP8 casts also write X^T (TN-only FP8 GEMMs)
         self.tp_overlap = tp_overlap  # TP collectives pipelined with their GEMMs (see linear)
         self.fwd: list[Op] = []
         self.units: list[list[Op]] = []
@@ -283,7 +284,9 @@ class OpBuilder:
         TE's LayerNormLinear / LayerNormMLP), the transpose alone (reads and writes 1 byte);
         before the dgrad the gradient's cast-transpose (4 bytes per element of dY). The scale
         and amax are computed inside these passes (delayed scaling: one read per cast). The
-        weight's cast is counted once per step (:attr:`fp8_weights`).
+        weight's cast is counted once per step (:attr:`fp8_weights`). Where the device's FP8
+        GEMMs take any layout (:attr:`fp8_transpose` False: Blackwell), no FP8^T is written:
+        the casts write 1 byte per element instead of 2 and the fused transpose is gone.
 
         *fp8* ``"nvfp4"``: an NVFP4 recipe (:mod:`hwsim.catalog.fp4`) runs the three GEMMs in
         FP4 (:data:`NVFP4_BYTES` per operand element, ``dtype="fp4"``); X before the forward and
@@ -312,11 +315,13 @@ class OpBuilder:
         ov = self.tp_overlap and sp
         if tp == "col" and sp and not ov:
             self.comm("tp_allgather", tp_bytes, name=name)
+        tr = 1.0 if self.fp8_transpose else 0.0   # bytes per element of the FP8^T copy
         if nv4:
             self.fwd += nvfp4_quantise(f"{p}.{name}", m * k, rht)
         elif fp8 == "cast":
-            self.fwd.append(Op(f"{p}.{name}.fp8_cast", 2 * m * k, 4 * m * k, dtype="bf16"))
-        elif fp8 == "fused":
+            self.fwd.append(Op(f"{p}.{name}.fp8_cast", 2 * m * k, (3 + tr) * m * k,
+                               dtype="bf16"))
+        elif fp8 == "fused" and self.fp8_transpose:
             self.fwd.append(Op(f"{p}.{name}.fp8_transpose", 0.0, 2 * m * k, dtype="bf16"))
         if ov and tp in ("col", "row"):  # pipelined beside the GEMM that follows
             kind = "tp_allgather" if tp == "col" else "tp_reducescatter"
@@ -332,7 +337,8 @@ class OpBuilder:
         if nv4:
             bwd += nvfp4_quantise(f"{p}.{name}.grad", m * n, rht)
         elif fp8:
-            bwd.append(Op(f"{p}.{name}.grad.fp8_cast", 2 * m * n, 4 * m * n, dtype="bf16"))
+            bwd.append(Op(f"{p}.{name}.grad.fp8_cast", 2 * m * n, (3 + tr) * m * n,
+                          dtype="bf16"))
         if tp == "row" and ov:
             bwd.append(dy_gather)  # pipelined beside the dgrad (or, without one, wgrad) GEMM
         if tp == "col" and sp:

@@ -182,7 +182,8 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                     precision: str = "bf16", tp: int = 1, sp: bool = False, cp: int = 1,
                     ep: int = 1, recompute: str = "none", flash_attention: bool = True,
                     optimizer: str = "adam", fp8_recipe: Any = None,
-                    tp_overlap: bool = False, fp4_recipe: Any = None) -> ModelOps:
+                    tp_overlap: bool = False, fp4_recipe: Any = None,
+                    fp8_transpose: bool = True) -> ModelOps:
     """Layer-level ops of one micro-batch on one tensor-parallel rank.
 
     Parameters
@@ -210,6 +211,10 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         (:class:`~hwsim.catalog.stacks.Fp8Recipe`: ``attention``, ``weight_copy_bytes``,
         ``amax_history``); see "FP8" below. Without one, fp8 means every GEMM and attention at
         the FP8 peak with 1-byte operands (an upper bound no stack reaches).
+    fp8_transpose : bool
+        The device's FP8 GEMMs are TN only (Hopper, Ada: default), so every FP8 tensor is cast
+        with its transpose and FP8 weights keep both copies; False (Blackwell, devices.yaml
+        ``fp8_any_layout``): no transposes, half of the recipe's ``weight_copy_bytes``.
     fp4_recipe : object, optional
         With ``precision="fp4"``, the stack's NVFP4 recipe (:class:`~hwsim.catalog.fp4.Fp4Recipe`);
         see "NVFP4" below. Without one, fp4 means every GEMM at the FP4 peak (an upper bound).
@@ -268,6 +273,8 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     recipe = fp8_recipe if precision == "fp8" else fp4_recipe if precision == "fp4" else None
     nv4 = recipe is not None and precision == "fp4"
     rht = recipe.hadamard_size if nv4 and recipe.hadamard_wgrad else 0
+    copy_bytes = 0.0 if recipe is None else recipe.weight_copy_bytes if (
+        nv4 or fp8_transpose) else recipe.weight_copy_bytes / 2  # FP8: value (+ transpose)
     dt = "bf16" if recipe is not None else ""    # every op's dtype under a recipe but FP8 GEMMs
     if recipe is not None:
         mb = 2                                   # bf16 operands of the GEMMs kept in bf16
@@ -304,8 +311,8 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         if nv4:
             return Op(f"{o.p}.nvfp4_weight_cast", 2.0 * o.fp8_weights,
                       (4.0 + recipe.weight_copy_bytes) * o.fp8_weights, dtype="bf16")
-        return Op(f"{o.p}.fp8_weight_cast", 2.0 * o.fp8_weights, 4.0 * o.fp8_weights,
-                  dtype="bf16")
+        return Op(f"{o.p}.fp8_weight_cast", 2.0 * o.fp8_weights,
+                  (4.0 if fp8_transpose else 3.0) * o.fp8_weights, dtype="bf16")
 
     # -- embedding: vocab-parallel lookup (+ positions, segments), then the TP reduction -----
     emb_p = pc["embedding"] - V * h * (1 - 1 / t)
@@ -331,7 +338,8 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     a2a = T / t * k * h * vb if moe else 0.0         # routed tokens of this rank
     mt, ts = (T * k, act * k) if moe else (T, act)   # tokens through the FFN, its TP message
     for i in range(spec.layers):
-        o = OpBuilder(f"layer{i}", mb, vb, dt, tp_overlap=tp_overlap)
+        o = OpBuilder(f"layer{i}", mb, vb, dt, tp_overlap=tp_overlap,
+                      fp8_transpose=fp8_transpose)
         li = lin8 if not nv4 or recipe.fp4_layer(i, spec.layers) else ("", "")
         o.elementwise("norm1", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
         o.linear("qkv", T, h, (h + 2 * kvd) / t, grad_bytes=vb * (h + b1) * (h + 2 * kvd) / t,
@@ -398,7 +406,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                    if not op.name.endswith("fp8_amax_update")] + bwd
         blocks.append(Block(f"layer{i}", "layer", tuple(o.fwd), tuple(bwd),
                             opt(f"layer{i}", layer_p), layer_p, layer_act,
-                            transient, fp8_weight_bytes=(recipe.weight_copy_bytes * o.fp8_weights
+                            transient, fp8_weight_bytes=(copy_bytes * o.fp8_weights
                                                          if o.fp8_gemms else 0.0)))
 
     # -- head: final norm, (BERT: MLM transform, pooler), vocab-parallel logits, loss --------
