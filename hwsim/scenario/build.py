@@ -187,7 +187,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                     fp8_recipe=stack.fp8_recipe, tp_overlap=stack.tp_comm_overlap and not (
                         w.precision == "fp4" and not stack.fp4_recipe.tp_comm_overlap),
                     fp4_recipe=stack.fp4_recipe,
-                    fp8_transpose=not get_device(g.nodes[ranks[0]]["spec"]).fp8_any_layout)
+                    fp8_transpose=not get_device(g.nodes[ranks[0]]["spec"]).fp8_any_layout)  # None: TN
         # the FP8 recipe holds a dict: its repr (its every field) stands for it in the key
         ops, key = None, ("ops", spec, *(repr(v) if k in ("fp8_recipe", "fp4_recipe") else v
                                          for k, v in args.items())) if cache is not None else None
