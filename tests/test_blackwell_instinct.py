@@ -33,6 +33,7 @@ MiB, GiB = 2**20, 2**30
     ("B200", {"fp4": 9e15, "fp6": 4.5e15, "fp8": 4.5e15, "bf16": 2.25e15}, 180),
     ("B300", {"fp4": 13.125e15, "fp6": 4.5e15, "fp8": 4.5e15, "bf16": 2.25e15}, 288),
     ("GB200", {"fp4": 10e15, "fp6": 5e15, "fp8": 5e15, "bf16": 2.5e15}, 186),
+    ("GB300", {"fp4": 15e15, "fp6": 5e15, "fp8": 5e15, "bf16": 2.5e15}, 279),
     ("MI325X", {"fp8": 2614.9e12, "bf16": 1307.4e12}, 256),
     ("MI355X", {"fp4": 10066.3e12, "fp6": 10066.3e12, "fp8": 5033.2e12, "bf16": 2516.6e12},
      288),
@@ -50,13 +51,13 @@ def test_new_devices_load_with_their_dense_peaks_and_memory(device, precisions, 
 
 def test_cdna4_runs_fp6_at_the_fp4_rate_and_blackwell_at_the_fp8_rate():
     assert get_device("MI355X").peak("fp6") == get_device("MI355X").peak("fp4")
-    for d in ("B200", "B300", "GB200"):
+    for d in ("B200", "B300", "GB200", "GB300"):
         assert get_device(d).peak("fp6") == get_device(d).peak("fp8")
 
 
 def test_the_catalog_says_which_figures_have_no_measurement_of_their_own():
     rows = {r["id"]: r for r in catalog_rows("devices")}
-    for d in ("B300", "GB200", "MI325X", "MI355X"):  # efficiencies are stand-ins
+    for d in ("B300", "GB200", "GB300", "MI325X", "MI355X"):  # efficiencies are stand-ins
         assert {"compute_efficiency", "memory_efficiency"} <= set(
             rows[d]["unmeasured"].split(", ")), d
     assert "compute_efficiency" not in rows["MI300X"]["unmeasured"]  # measured (gemm_achievable)
@@ -116,7 +117,7 @@ def test_fp4_on_a_device_without_fp4_units_is_refused_naming_the_field():
     s = edited(SERVE, {"cluster.node.gpu": "H100-SXM5-80GB"})
     with pytest.raises(ScenarioError, match=r"precision 'fp4' needs fp4 matrix units and "
                                             r"H100-SXM5-80GB has none .*valid: a device with "
-                                            r"them \(B200, B300, GB200, MI355X\)") as e:
+                                            r"them \(B200, B300, GB200, GB300, MI355X\)") as e:
         hwsim.run(s)
     assert e.value.field == "workload.precision"
     # weight-only 4-bit floats on the same device are fine (widened inside fp8 GEMMs)

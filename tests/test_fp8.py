@@ -109,3 +109,25 @@ def test_fp8_on_a_stack_without_recipe_is_an_error():
     msg = str(e.value)
     assert "workload.stack" in msg and "megatron-core" in msg and "megatron-2021" in msg
     assert "\n" not in msg
+
+
+def test_blackwell_fp8_gemms_take_any_layout_so_no_transposed_copies():
+    """Transformer Engine keeps no FP8 transpose where cuBLAS runs non-TN FP8 GEMMs
+    (is_non_tn_fp8_gemm_supported: compute capability 10.x, Blackwell; devices.yaml
+    fp8_any_layout): the casts write FP8 only, the fused transpose is gone and the FP8 weight
+    copies are half the Hopper recipe's."""
+    assert all(get_device(d).fp8_any_layout for d in ("B200", "B300", "GB200", "GB300"))
+    assert get_device("H100-SXM5-80GB").fp8_any_layout is None   # TN only
+    st = get_stack("megatron-core")
+    spec = resolve_model({"preset": "llama2-70b"})
+    hop, bw = (model_ops(spec, micro_batch=1, precision="fp8", seq_len=4096,
+                         fp8_recipe=st.fp8_recipe, fp8_transpose=t).blocks[1] for t in (True, False))
+    h = {o.name: o for o in hop.forward + hop.backward}
+    b = {o.name: o for o in bw.forward + bw.backward}
+    assert "layer0.qkv.fp8_transpose" in h and "layer0.qkv.fp8_transpose" not in b
+    for name in ("layer0.out_proj.fp8_cast", "layer0.ffn_down.grad.fp8_cast",
+                 "layer0.fp8_weight_cast"):
+        assert b[name].bytes == pytest.approx(0.75 * h[name].bytes), name
+    assert bw.fp8_weight_bytes == pytest.approx(hop.fp8_weight_bytes / 2)
+    # the GEMMs themselves are the same
+    assert b["layer0.qkv"].bytes == h["layer0.qkv"].bytes and b["layer0.qkv"].dtype == "fp8"

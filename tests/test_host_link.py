@@ -33,7 +33,7 @@ GENERATION = {  # the PCIe generation each datasheet states (devices.yaml source
     "V100-SXM2-32GB": "pcie3-x16", "A100-SXM4-40GB": "pcie4-x16", "A100-SXM4-80GB": "pcie4-x16",
     "A100-PCIe-80GB": "pcie4-x16", "L40S": "pcie4-x16", "H100-SXM5-80GB": "pcie5-x16",
     "H100-PCIe-80GB": "pcie5-x16", "H200-SXM-141GB": "pcie5-x16", "B200": "pcie5-x16",
-    "B300": "pcie5-x16", "GB200": "pcie5-x16", "MI325X": "pcie5-x16", "MI355X": "pcie5-x16",
+    "B300": "pcie5-x16", "GB200": "pcie5-x16", "GB300": "pcie5-x16", "MI325X": "pcie5-x16", "MI355X": "pcie5-x16",
     "MI300X": "pcie5-x16", "EPYC-7742": "pcie4-x16", "EPYC-9654": "pcie5-x16",
     "Xeon-8480": "pcie5-x16", "Xeon-E5-2698v4": "pcie3-x16",
     "TPU-v4": None, "TPU-v5e": None, "TPU-v5p": None, "TPU-v6e": None,

@@ -31,7 +31,7 @@ __all__ = ["Catalog", "load_catalog", "parse_catalog_file", "get_device", "get_l
 
 SECTIONS = ("devices", "links", "storage")
 #: per section, YAML key -> how it is read (a parse_quantity dimension, "str", "int", "peak",
-#: "efficiency" or "link": a link id of links.yaml; a trailing "?" marks it optional). Every value
+#: "efficiency", "bool" or "link": a link id of links.yaml; a trailing "?" marks it optional). Every value
 #: not read as "str" needs a source.
 FIELDS: dict[str, dict[str, str]] = {
     "devices": dict(kind="str", name="str", peak="peak", memory="bytes", mem_bw="bytes_per_s",
@@ -40,7 +40,8 @@ FIELDS: dict[str, dict[str, str]] = {
                     framework_memory_factor="efficiency?", idle_power="power", peak_power="power", busy_power="power?",
                     cores="int?",
                     threads="int?",
-                    price="usd?", price_per_hour="usd_per_h?", price_date="str?", host_link="link?"),
+                    price="usd?", price_per_hour="usd_per_h?", price_date="str?", host_link="link?",
+                    fp8_any_layout="bool?"),
     "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
               "efficiency": "efficiency", "power": "power?"},
     "storage": dict(kind="str", name="str", read_bw="bytes_per_s", write_bw="bytes_per_s", read_iops="rate",
@@ -96,7 +97,9 @@ def _value(raw: Any, how: str, err: Callable[[str], ScenarioError]) -> Any:
         raise err(f"expected a non-empty string, got {raw!r}")
     if how == "int" and (isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0):
         raise err(f"expected a positive integer, got {raw!r}")
-    if how in ("str", "int", "link"):
+    if how == "bool" and not isinstance(raw, bool):
+        raise err(f"expected true or false, got {raw!r}")
+    if how in ("str", "int", "link", "bool"):
         return raw
     try:
         x = parse_quantity(raw, "dimensionless" if how == "efficiency" else how)

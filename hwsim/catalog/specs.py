@@ -101,6 +101,10 @@ class DeviceSpec:
     price_usd_per_hour: float | None = None
     price_date: str | None = None
     host_link: str | None = None
+    fp8_any_layout: bool | None = None
+    """True: the device's FP8 GEMMs take operands in any layout (Blackwell: cuBLAS non-TN FP8),
+    so a per-tensor-scaled FP8 tensor needs no transposed copy (Transformer Engine keeps none
+    there); None (not listed): TN only (Hopper, Ada), the transpose is cast and kept as well."""
     busy_power_w: float | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     kernels: KernelSpec | None = None

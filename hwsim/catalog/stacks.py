@@ -20,6 +20,10 @@ the software's, not the hardware's, and so is which attention kernel runs. A
   asking it to is an error): which ops run in FP8, the amax history its cast kernels update and
   the bytes of FP8 weight copies it keeps; :func:`~hwsim.workloads.transformer_ops` builds the
   ops from it.
+- ``fp4_recipe``: what ``precision: fp4`` means on this stack (an
+  :class:`~hwsim.catalog.fp4.Fp4Recipe` of the file's ``fp4_recipes``, or ``none``: the stack
+  does not train in FP4): NVFP4 linear-layer GEMMs, the layers kept in BF16, the quantisation
+  passes and random Hadamard transforms (:mod:`hwsim.catalog.fp4`).
 
 - ``main_grads``, ``cuda_context_bytes``, ``nccl_buffer_bytes``: the memory the stack keeps
   beside the model's states (:meth:`StackProfile.memory_overheads`): gradients in fp32
@@ -73,13 +77,14 @@ from typing import Any, Mapping
 
 import yaml
 
+from hwsim.catalog.fp4 import Fp4Recipe, parse_fp4_recipe
 from hwsim.catalog.kernels import ATTENTION_FAMILIES
 from hwsim.catalog.loader import read_yaml_file
 from hwsim.catalog.specs import DeviceSpec
 from hwsim.exceptions import ScenarioError
 
 __all__ = ["StackProfile", "Stacks", "Fp8Recipe", "load_stacks", "get_stack",
-           "parse_stacks_file", "UNFUSED", "DEFAULT_FOR", "NO_FP8"]
+           "parse_stacks_file", "UNFUSED", "DEFAULT_FOR", "NO_FP8", "Fp4Recipe"]
 
 UNFUSED = "unfused"
 """``attention:`` of a stack that runs no fused attention kernel."""
@@ -96,7 +101,7 @@ _FIELDS = ("description", "attention", "compute_factor", "memory_factor", "fitte
            "zero3_bucket_bytes", "zero3_prefetch", "zero3_collectives_per_block",
            "zero3_list_collectives", "zero3_sync_before_gather", "zero3_reuse_distance",
            "zero3_rank_host_s", "grad_reduce", "zero1_grad_allreduce", "grad_reduce_overlap",
-           "fitted_field")
+           "fitted_field", "fp4_recipe")
 MAIN_GRADS = ("training", "fp32", "fp32-with-bf16")
 """``main_grads:`` values: gradients at the training precision, always fp32 (below 4-byte
 training), or fp32 when training in bf16 (and fp8, whose weights are bf16) only."""
@@ -138,6 +143,7 @@ class StackProfile:
     stand_in_for: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     fp8_recipe: Fp8Recipe | None = None
+    fp4_recipe: Fp4Recipe | None = None
     main_grads: str = "training"
     cuda_context_bytes: float = 0.0
     nccl_buffer_bytes: float = 0.0
@@ -164,9 +170,9 @@ class StackProfile:
         main gradients, else None: the training precision's), ``context_bytes`` and
         ``comm_buffer_bytes`` (GPUs only: the CUDA context and NCCL are NVIDIA GPU software;
         a CPU or TPU run gets neither)."""
-        low = precision in ("bf16", "fp16", "fp8")
+        low = precision in ("bf16", "fp16", "fp8", "fp4")
         fp32 = low and (self.main_grads == "fp32" or (
-            self.main_grads == "fp32-with-bf16" and precision in ("bf16", "fp8")))
+            self.main_grads == "fp32-with-bf16" and precision in ("bf16", "fp8", "fp4")))
         gpu = device_kind == "gpu"
         return {"grad_bytes": 4.0 if fp32 else None,
                 "context_bytes": self.cuda_context_bytes if gpu else 0.0,
@@ -214,10 +220,15 @@ class Stacks:
     profiles: Mapping[str, StackProfile]
     default: Mapping[str, str]
     recipes: Mapping[str, Fp8Recipe] = field(default_factory=dict)
+    fp4_recipes: Mapping[str, Fp4Recipe] = field(default_factory=dict)
 
     def fp8_stacks(self) -> list[str]:
         """Names of the stacks with an FP8 recipe."""
         return [n for n, p in self.profiles.items() if p.fp8_recipe is not None]
+
+    def fp4_stacks(self) -> list[str]:
+        """Names of the stacks with an FP4 (NVFP4) training recipe."""
+        return [n for n, p in self.profiles.items() if p.fp4_recipe is not None]
 
     def get(self, name: str, where: str = "workload.stack") -> StackProfile:
         if name not in self.profiles:
@@ -242,17 +253,21 @@ def parse_stacks_file(path: str | Path) -> Stacks:
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"cannot read the stacks file: {exc}", file=path) from None
     if not isinstance(raw, dict) or not {"default", "stacks"} <= set(raw) <= {
-            "default", "stacks", "fp8_recipes"}:
+            "default", "stacks", "fp8_recipes", "fp4_recipes"}:
         raise ScenarioError("expected a mapping with default, stacks and (optional) "
-                            "fp8_recipes", file=path)
+                            "fp8_recipes and fp4_recipes", file=path)
     rec_raw = raw.get("fp8_recipes") or {}
     if not isinstance(rec_raw, dict):
         raise err("fp8_recipes", "expected a mapping of recipe name to its recipe")
     recipes = {str(n): _recipe(str(n), r, err) for n, r in rec_raw.items()}
+    fp4_raw = raw.get("fp4_recipes") or {}
+    if not isinstance(fp4_raw, dict):
+        raise err("fp4_recipes", "expected a mapping of recipe name to its recipe")
+    fp4 = {str(n): parse_fp4_recipe(str(n), r, err, NO_FP8) for n, r in fp4_raw.items()}
     body = raw["stacks"]
     if not isinstance(body, dict) or not body:
         raise err("stacks", "expected a mapping of stack name to its profile")
-    profiles = {str(n): _profile(str(n), p, err, recipes) for n, p in body.items()}
+    profiles = {str(n): _profile(str(n), p, err, recipes, fp4) for n, p in body.items()}
     for n, p in profiles.items():
         if p.stand_in_for is not None and p.stand_in_for not in profiles:
             raise err(f"stacks.{n}.stand_in_for", f"not a stack of this file; valid: "
@@ -263,7 +278,7 @@ def parse_stacks_file(path: str | Path) -> Stacks:
     for k, v in default.items():
         if v not in profiles:
             raise err(f"default.{k}", f"not a stack of this file; valid: {', '.join(profiles)}")
-    return Stacks(profiles, dict(default), recipes)
+    return Stacks(profiles, dict(default), recipes, fp4)
 
 
 def _recipe(name: str, r: Any, err) -> Fp8Recipe:
@@ -289,7 +304,8 @@ def _recipe(name: str, r: Any, err) -> Fp8Recipe:
                                                  for k, v in src.items()})
 
 
-def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackProfile:
+def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe],
+             fp4_recipes: Mapping[str, Fp4Recipe]) -> StackProfile:
     at = f"stacks.{name}"
     if not isinstance(p, dict):
         raise err(at, f"expected a mapping with {', '.join(_FIELDS)}")
@@ -331,6 +347,10 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
     if rec != NO_FP8 and rec not in recipes:
         raise err(f"{at}.fp8_recipe", f"expected {NO_FP8} or a recipe of fp8_recipes: "
                                       f"{', '.join(recipes) or '(none defined)'}")
+    rec4 = p.get("fp4_recipe", NO_FP8)
+    if rec4 != NO_FP8 and rec4 not in fp4_recipes:
+        raise err(f"{at}.fp4_recipe", f"expected {NO_FP8} or a recipe of fp4_recipes: "
+                                      f"{', '.join(fp4_recipes) or '(none defined)'}")
     mg = p.get("main_grads")
     if mg not in MAIN_GRADS:
         raise err(f"{at}.main_grads", f"expected one of {', '.join(MAIN_GRADS)} (the precision "
@@ -376,6 +396,7 @@ def _profile(name: str, p: Any, err, recipes: Mapping[str, Fp8Recipe]) -> StackP
     opt["grad_reduce"] = gr
     return StackProfile(name=name, description=" ".join(str(p.get("description", "")).split()),
                         fp8_recipe=None if rec == NO_FP8 else recipes[rec], main_grads=mg,
+                        fp4_recipe=None if rec4 == NO_FP8 else fp4_recipes[rec4],
                         attention=() if attn == [UNFUSED] else tuple(attn),
                         fitted_to=tuple(str(r) for r in fitted), stand_in_for=stand_in,
                         fitted_field=fitted_field,

@@ -247,7 +247,7 @@ class TrainingWorkload(StrictModel):
     kind: Literal["training"]
     model: ModelRef
     seq_len: PosInt | None = None
-    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8"] = "fp32"
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "fp8", "fp4"] = "fp32"
     global_batch: PosInt
     parallelism: Parallelism = Parallelism()
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"

@@ -32,8 +32,10 @@ SCHEDULES = ("gpipe", "1f1b", "interleaved")
 def storage_bytes(precision: str) -> int:
     """Bytes per stored weight, gradient or activation element under *precision*: fp8 training
     keeps bf16 weights, gradients and activations and casts to fp8 only for the GEMMs
-    (NVIDIA Transformer Engine), so fp8 stores 2 bytes; otherwise the dtype's size."""
-    return 2 if precision == "fp8" else dtype_bytes(precision)
+    (NVIDIA Transformer Engine), so fp8 stores 2 bytes, and so does fp4 (NVFP4 training casts
+    the linear layers' GEMM inputs the same way; W4A4 serving keeps 16-bit activations,
+    :mod:`hwsim.workloads.inference`); otherwise the dtype's size."""
+    return 2 if precision in ("fp8", "fp4") else dtype_bytes(precision)
 
 
 def state_bytes(params: float, *, precision: str = "bf16", optimizer: str = "adam", dp: int = 1,

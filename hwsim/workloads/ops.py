@@ -213,14 +213,31 @@ def pipeline_stages(model: ModelOps, pp: int, virtual_stages: int = 1) -> list[l
     return out
 
 
+NVFP4_BYTES = 0.5 + 1.0 / 16
+"""Bytes per NVFP4 element: a 4-bit E2M1 value and an E4M3 scale per 16 values (NVIDIA,
+arXiv 2509.25149; :mod:`hwsim.workloads.quant` counts ``fp4`` weights the same)."""
+
+
+def nvfp4_quantise(prefix: str, elems: float, rht: int = 0) -> list[Op]:
+    """The two memory-bound passes that quantise one bf16 tensor of *elems* values to NVFP4
+    (:meth:`OpBuilder.linear`): the amax pass (reads 2 bytes per value: the FP32 per-tensor
+    scale needs the whole tensor's amax first) and the cast (reads 2, writes a row-wise and a
+    column-wise NVFP4 copy); *rht* > 0: the column-wise copy is transformed by an rht-point
+    random Hadamard transform in both passes (``2 * rht`` FLOPs per value each)."""
+    f = 2.0 * rht * elems
+    return [Op(f"{prefix}.nvfp4_amax", f, 2.0 * elems, dtype="bf16"),
+            Op(f"{prefix}.nvfp4_cast", f, (2.0 + 2 * NVFP4_BYTES) * elems, dtype="bf16")]
+
+
 class OpBuilder:
     """Builds one block: forward ops in order, and per unit its backward ops (emitted in
     reverse unit order by :meth:`backward`). GEMM operands are read at ``mb`` bytes per value,
     everything else at ``vb``."""
 
     def __init__(self, prefix: str, mb: float, vb: float, dtype: str = "",
-                 tp_overlap: bool = False) -> None:
+                 tp_overlap: bool = False, fp8_transpose: bool = True) -> None:
         self.p, self.mb, self.vb, self.dtype = prefix, mb, vb, dtype
+        self.fp8_transpose = fp8_transpose  # FP8 casts also write X^T (TN-only FP8 GEMMs)
         self.tp_overlap = tp_overlap  # TP collectives pipelined with their GEMMs (see linear)
         self.fwd: list[Op] = []
         self.units: list[list[Op]] = []
@@ -250,7 +267,7 @@ class OpBuilder:
 
     def linear(self, name: str, m: float, k: float, n: float, *, grad_bytes: float,
                tp: str = "", tp_bytes: float = 0.0, sp: bool = False,
-               dgrad: bool = True, expert: bool = False, fp8: str = "") -> None:
+               dgrad: bool = True, expert: bool = False, fp8: str = "", rht: int = 0) -> None:
         """``Y[m,n] = X[m,k] W[k,n]``: forward, dgrad (dX) and wgrad (dW; *grad_bytes* of
         gradients ready after it). ``tp="col"``: column-parallel (Megatron-LM): under sequence
         parallelism X is all-gathered before it; in backward dX is all-reduced
@@ -267,7 +284,16 @@ class OpBuilder:
         TE's LayerNormLinear / LayerNormMLP), the transpose alone (reads and writes 1 byte);
         before the dgrad the gradient's cast-transpose (4 bytes per element of dY). The scale
         and amax are computed inside these passes (delayed scaling: one read per cast). The
-        weight's cast is counted once per step (:attr:`fp8_weights`).
+        weight's cast is counted once per step (:attr:`fp8_weights`). Where the device's FP8
+        GEMMs take any layout (:attr:`fp8_transpose` False: Blackwell), no FP8^T is written:
+        the casts write 1 byte per element instead of 2 and the fused transpose is gone.
+
+        *fp8* ``"nvfp4"``: an NVFP4 recipe (:mod:`hwsim.catalog.fp4`) runs the three GEMMs in
+        FP4 (:data:`NVFP4_BYTES` per operand element, ``dtype="fp4"``); X before the forward and
+        dY before the dgrad each take an amax pass (reads the bf16 tensor) and a cast pass (reads
+        it again, writes the row- and column-wise NVFP4 copies); with *rht* (the Hadamard size,
+        0: none) the column-wise copy, the wgrad operand, is Hadamard-transformed in both passes,
+        ``2 * rht`` FLOPs per element.
 
         With :attr:`tp_overlap` and sequence parallelism (Megatron-Core ``--tp-comm-overlap``,
         Transformer Engine's userbuffers: the GEMM and its collective are cut into chunks and
@@ -279,18 +305,23 @@ class OpBuilder:
         waits for it). Without SP the flag changes nothing (the overlap needs SP)."""
         mb, vb, p = self.mb, self.vb, self.p
         dt = self.dtype
+        nv4 = fp8 == "nvfp4"
         if fp8:
-            if fp8 not in ("cast", "fused"):
-                raise ValueError(f"fp8={fp8!r}; valid: cast, fused, or empty")
-            mb, dt = 1, "fp8"
+            if fp8 not in ("cast", "fused", "nvfp4"):
+                raise ValueError(f"fp8={fp8!r}; valid: cast, fused, nvfp4, or empty")
+            mb, dt = (NVFP4_BYTES, "fp4") if nv4 else (1, "fp8")
             self.fp8_gemms += 1
             self.fp8_weights += k * n
         ov = self.tp_overlap and sp
         if tp == "col" and sp and not ov:
             self.comm("tp_allgather", tp_bytes, name=name)
-        if fp8 == "cast":
-            self.fwd.append(Op(f"{p}.{name}.fp8_cast", 2 * m * k, 4 * m * k, dtype="bf16"))
-        elif fp8 == "fused":
+        tr = 1.0 if self.fp8_transpose else 0.0   # bytes per element of the FP8^T copy
+        if nv4:
+            self.fwd += nvfp4_quantise(f"{p}.{name}", m * k, rht)
+        elif fp8 == "cast":
+            self.fwd.append(Op(f"{p}.{name}.fp8_cast", 2 * m * k, (3 + tr) * m * k,
+                               dtype="bf16"))
+        elif fp8 == "fused" and self.fp8_transpose:
             self.fwd.append(Op(f"{p}.{name}.fp8_transpose", 0.0, 2 * m * k, dtype="bf16"))
         if ov and tp in ("col", "row"):  # pipelined beside the GEMM that follows
             kind = "tp_allgather" if tp == "col" else "tp_reducescatter"
@@ -303,8 +334,11 @@ class OpBuilder:
                        comm_bytes=tp_bytes, comm_async=ov)
         if tp == "row" and sp and not ov:
             bwd.append(dy_gather)
-        if fp8:
-            bwd.append(Op(f"{p}.{name}.grad.fp8_cast", 2 * m * n, 4 * m * n, dtype="bf16"))
+        if nv4:
+            bwd += nvfp4_quantise(f"{p}.{name}.grad", m * n, rht)
+        elif fp8:
+            bwd.append(Op(f"{p}.{name}.grad.fp8_cast", 2 * m * n, (3 + tr) * m * n,
+                          dtype="bf16"))
         if tp == "row" and ov:
             bwd.append(dy_gather)  # pipelined beside the dgrad (or, without one, wgrad) GEMM
         if tp == "col" and sp:

@@ -144,7 +144,8 @@ def model_ops(spec: ModelSpec, *, micro_batch: int, precision: str = "bf16",
               seq_len: int | None = None, tp: int = 1, sp: bool = False, cp: int = 1,
               ep: int = 1, recompute: str = "none", optimizer: str = "adam",
               flash_attention: bool = True, fp8_recipe: Any = None,
-              tp_overlap: bool = False) -> ModelOps:
+              tp_overlap: bool = False, fp4_recipe: Any = None,
+              fp8_transpose: bool = True) -> ModelOps:
     """The ops of one rank for a micro-batch, for any spec. Transformers take every argument
     (:func:`~hwsim.workloads.transformer.transformer_ops`); DLRM spreads its tables over ``ep``
     ranks (``mp_ranks``); ResNet and MLP run data parallel only (``tp = cp = ep = 1``,
@@ -154,7 +155,8 @@ def model_ops(spec: ModelSpec, *, micro_batch: int, precision: str = "bf16",
                                precision=precision, tp=tp, sp=sp, cp=cp, ep=ep,
                                recompute=recompute, flash_attention=flash_attention,
                                optimizer=optimizer, fp8_recipe=fp8_recipe,
-                               tp_overlap=tp_overlap)
+                               tp_overlap=tp_overlap, fp4_recipe=fp4_recipe,
+                               fp8_transpose=fp8_transpose)
     limits = {"tp": tp, "cp": cp, "ep": ep if not isinstance(spec, DLRMSpec) else 1}
     bad = [f"{k}={v}" for k, v in limits.items() if v != 1]
     bad += ["sequence parallelism"] if sp else []

@@ -182,7 +182,8 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                     precision: str = "bf16", tp: int = 1, sp: bool = False, cp: int = 1,
                     ep: int = 1, recompute: str = "none", flash_attention: bool = True,
                     optimizer: str = "adam", fp8_recipe: Any = None,
-                    tp_overlap: bool = False) -> ModelOps:
+                    tp_overlap: bool = False, fp4_recipe: Any = None,
+                    fp8_transpose: bool = True) -> ModelOps:
     """Layer-level ops of one micro-batch on one tensor-parallel rank.
 
     Parameters
@@ -210,6 +211,13 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         (:class:`~hwsim.catalog.stacks.Fp8Recipe`: ``attention``, ``weight_copy_bytes``,
         ``amax_history``); see "FP8" below. Without one, fp8 means every GEMM and attention at
         the FP8 peak with 1-byte operands (an upper bound no stack reaches).
+    fp8_transpose : bool
+        The device's FP8 GEMMs are TN only (Hopper, Ada: default), so every FP8 tensor is cast
+        with its transpose and FP8 weights keep both copies; False (Blackwell, devices.yaml
+        ``fp8_any_layout``): no transposes, half of the recipe's ``weight_copy_bytes``.
+    fp4_recipe : object, optional
+        With ``precision="fp4"``, the stack's NVFP4 recipe (:class:`~hwsim.catalog.fp4.Fp4Recipe`);
+        see "NVFP4" below. Without one, fp4 means every GEMM at the FP4 peak (an upper bound).
 
     FP8 (a recipe given; Transformer Engine's delayed scaling as Megatron-Core and NeMo run it):
     the linear layers' GEMMs (QKV, out-projection, FFN up/gate and down) run in FP8
@@ -223,6 +231,16 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     per FP8 GEMM, fp32, read and written), and a cast of its weights to FP8 and FP8^T once per
     step (in the block's ``optimizer`` ops: 2 bytes read, 2 written per element, sharded as the
     update is). ``Block.fp8_weight_bytes``: ``weight_copy_bytes`` per FP8-GEMM weight element.
+
+    NVFP4 (an FP4 recipe given; NVIDIA's NVFP4 pre-training recipe, arXiv 2509.25149, as
+    Transformer Engine runs it): the same four linear layers run their fprop, dgrad and wgrad
+    GEMMs in FP4 (``Op.dtype="fp4"``, 0.5625-byte operands), except in the recipe's BF16 layers
+    (``bf16_first_layers``, ``bf16_last_layers``); attention and everything else stay bf16. Each
+    NVFP4 GEMM input (X, and dY before the dgrad) is quantised by an amax pass and a cast pass,
+    with the recipe's random Hadamard transform on the wgrad copy
+    (:func:`~hwsim.workloads.ops.nvfp4_quantise`); the layer's weights are quantised the same way
+    (amax and cast to ``weight_copy_bytes``, in the forward, as the FP8 weight cast). There is no
+    amax history (the scales are computed from each tensor: no delayed scaling).
 
     Returns
     -------
@@ -252,14 +270,18 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                            spec.experts, spec.top_k)
     kvd, t, moe = spec.kv_heads * d, tp, spec.experts > 1
     mb, vb = dtype_bytes(precision), storage_bytes(precision)
-    recipe = fp8_recipe if precision == "fp8" else None
+    recipe = fp8_recipe if precision == "fp8" else fp4_recipe if precision == "fp4" else None
+    nv4 = recipe is not None and precision == "fp4"
+    rht = recipe.hadamard_size if nv4 and recipe.hadamard_wgrad else 0
+    copy_bytes = 0.0 if recipe is None else recipe.weight_copy_bytes if (
+        nv4 or fp8_transpose) else recipe.weight_copy_bytes / 2  # FP8: value (+ transpose)
     dt = "bf16" if recipe is not None else ""    # every op's dtype under a recipe but FP8 GEMMs
     if recipe is not None:
         mb = 2                                   # bf16 operands of the GEMMs kept in bf16
     att_fp8 = recipe is not None and bool(recipe.attention)
     att_mb = 1 if att_fp8 else mb
     att_dt = "fp8" if att_fp8 else dt
-    lin8 = ("cast", "fused") if recipe is not None else ("", "")
+    lin8 = ("nvfp4", "nvfp4") if nv4 else ("cast", "fused") if recipe is not None else ("", "")
     T = micro_batch * s / cp             # tokens of this rank (its context-parallel share)
     Tn = T / t if sp else T              # tokens of the norms, residuals (SP splits them)
     act = T * h * vb                     # one hidden-state tensor: the TP message
@@ -284,9 +306,13 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         """The cast of a layer's FP8-GEMM weights to FP8 and FP8^T (read bf16, write 2 x 1
         byte), each micro-batch: under ZeRO-3/FSDP the weights are gathered afresh for every
         micro-batch (and TE casts what it is given); an upper bound for DDP with gradient
-        accumulation, where Megatron-Core passes is_first_microbatch and TE caches them."""
-        return Op(f"{o.p}.fp8_weight_cast", 2.0 * o.fp8_weights, 4.0 * o.fp8_weights,
-                  dtype="bf16")
+        accumulation, where Megatron-Core passes is_first_microbatch and TE caches them.
+        NVFP4: an amax pass and a cast to both NVFP4 layouts (2 + 2 + ``weight_copy_bytes``)."""
+        if nv4:
+            return Op(f"{o.p}.nvfp4_weight_cast", 2.0 * o.fp8_weights,
+                      (4.0 + recipe.weight_copy_bytes) * o.fp8_weights, dtype="bf16")
+        return Op(f"{o.p}.fp8_weight_cast", 2.0 * o.fp8_weights,
+                  (4.0 if fp8_transpose else 3.0) * o.fp8_weights, dtype="bf16")
 
     # -- embedding: vocab-parallel lookup (+ positions, segments), then the TP reduction -----
     emb_p = pc["embedding"] - V * h * (1 - 1 / t)
@@ -312,10 +338,12 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
     a2a = T / t * k * h * vb if moe else 0.0         # routed tokens of this rank
     mt, ts = (T * k, act * k) if moe else (T, act)   # tokens through the FFN, its TP message
     for i in range(spec.layers):
-        o = OpBuilder(f"layer{i}", mb, vb, dt, tp_overlap=tp_overlap)
+        o = OpBuilder(f"layer{i}", mb, vb, dt, tp_overlap=tp_overlap,
+                      fp8_transpose=fp8_transpose)
+        li = lin8 if not nv4 or recipe.fp4_layer(i, spec.layers) else ("", "")
         o.elementwise("norm1", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
         o.linear("qkv", T, h, (h + 2 * kvd) / t, grad_bytes=vb * (h + b1) * (h + 2 * kvd) / t,
-                 tp=col, tp_bytes=act, sp=sp, fp8=lin8[1])
+                 tp=col, tp_bytes=act, sp=sp, fp8=li[1], rht=rht)
         if spec.position == "rope":
             o.elementwise("rope", T * (h + kvd) / t, 3.0, 2.0)
         if cp > 1:
@@ -345,7 +373,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                            comm="cp_reducescatter", comm_bytes=kv_bytes, comm_async=True))
         o.units.append(unit)
         o.linear("out_proj", T, h / t, h, grad_bytes=vb * (h * h / t + b1 * h), tp=row,
-                 tp_bytes=act, sp=sp, fp8=lin8[0])
+                 tp_bytes=act, sp=sp, fp8=li[0], rht=rht)
         o.elementwise("residual1", Tn * h, 2.0, 3.0)
         o.elementwise("norm2", Tn * h, nflop, 2.0, grad_bytes=vb * norm_p)
         if moe:
@@ -356,18 +384,19 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                 o.comm("ep_alltoall", a2a, backward=True, name="moe.dispatch.grad")
         n_exp = E // ep if moe else 1
         o.linear("ffn_up", mt, h, gate * f / t, tp=col, tp_bytes=ts, sp=sp, expert=moe,
-                 grad_bytes=vb * n_exp * (h + b1) * gate * f / t, fp8=lin8[1])
+                 grad_bytes=vb * n_exp * (h + b1) * gate * f / t, fp8=li[1], rht=rht)
         o.elementwise(spec.activation, mt * f / t, 8.0, gate + 1.0)
         o.linear("ffn_down", mt, f / t, h, tp=row, tp_bytes=ts, sp=sp, expert=moe,
-                 grad_bytes=vb * n_exp * (f * h / t + b1 * h), fp8=lin8[1])
+                 grad_bytes=vb * n_exp * (f * h / t + b1 * h), fp8=li[1], rht=rht)
         if moe:
             if ep > 1:
                 o.comm("ep_alltoall", a2a, name="moe.combine")
                 o.comm("ep_alltoall", a2a, backward=True, name="moe.combine.grad")
             o.elementwise("moe.combine", Tn * h * k, 2.0, 1.0 + 1.0 / k)
         o.elementwise("residual2", Tn * h, 2.0, 3.0)
-        if o.fp8_gemms:  # TE's fused amax-history roll and scale update (fp32 histories)
+        if o.fp8_gemms:  # the weight cast; FP8: TE's fused amax-history roll and scale update
             o.fwd.insert(0, fp8_weight_cast(o))
+        if o.fp8_gemms and not nv4:
             o.fwd.append(Op(f"layer{i}.fp8_amax_update", 0.0,
                             2 * 4.0 * 3 * o.fp8_gemms * recipe.amax_history, dtype="bf16"))
         bwd = o.backward()
@@ -377,7 +406,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                    if not op.name.endswith("fp8_amax_update")] + bwd
         blocks.append(Block(f"layer{i}", "layer", tuple(o.fwd), tuple(bwd),
                             opt(f"layer{i}", layer_p), layer_p, layer_act,
-                            transient, fp8_weight_bytes=(recipe.weight_copy_bytes * o.fp8_weights
+                            transient, fp8_weight_bytes=(copy_bytes * o.fp8_weights
                                                          if o.fp8_gemms else 0.0)))
 
     # -- head: final norm, (BERT: MLM transform, pooler), vocab-parallel logits, loss --------
