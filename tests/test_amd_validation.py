@@ -151,3 +151,27 @@ def test_the_cases_file_names_its_sources():
         f = tables[name]
         assert f["engine"] == "vllm-rocm" and f["system"]["gpu"] == "MI300X"
         assert f["assumptions"] and re.search(r"(amd\.com|AI-benchmarking-guide)", f["source"])
+
+
+SERVE_MI355X = {
+    "name": "mxfp4-rocm", "seed": 1,
+    "cluster": {"nodes": 1, "node": {"gpu": "MI355X", "gpus_per_node": 1}},
+    "workload": {"kind": "inference", "model": {"preset": "llama2-7b"}, "precision": "fp4",
+                 "weight_precision": "mxfp4", "engine": "vllm-rocm",
+                 "parallelism": {"tp": 1, "replicas": 1},
+                 "arrivals": {"process": "constant", "rate_per_s": 1e6, "requests": 8,
+                              "prompt_tokens": 256, "output_tokens": 16}},
+    "outputs": {"events": False, "utilization": False, "trace": False},
+}
+
+
+def test_vllm_rocm_serves_mxfp4_on_mi355x_and_refuses_nvfp4():
+    import hwsim
+    from scenario_edit import edited
+
+    assert get_engine("vllm-rocm").fp4_weights == ("mxfp4",)
+    assert hwsim.run(SERVE_MI355X).summary["output_tokens_per_s"] > 0
+    nvfp4 = edited(SERVE_MI355X, {"workload.weight_precision": None})
+    del nvfp4["workload"]["weight_precision"]
+    with pytest.raises(ScenarioError, match=r"engine 'vllm-rocm' has no documented FP4 path"):
+        hwsim.run(nvfp4)
