@@ -58,6 +58,7 @@ METRICS: dict[str, str] = {
     "output_tokens_per_s_per_gpu": "tokens/s/GPU",
     "output_tokens_per_s": "tokens/s",
     "ttft_ms": "ms",
+    "latency_s": "s",
 }
 
 
@@ -112,7 +113,7 @@ def load_spec(path: Path = CASES_FILE) -> dict[str, Any]:
 
 TABLE_METRICS = {"output_tokens_per_s_per_gpu": ("output_tokens_per_s_per_gpu", True),
                  "output_tokens_per_s": ("output_tokens_per_s", False),
-                 "ttft_ms": ("ttft_ms", True)}
+                 "ttft_ms": ("ttft_ms", True), "latency_s": ("latency_s", False)}
 """Metrics a ``tables:`` family may give (multi-metric families, ``metrics:``, are not run)."""
 
 
@@ -229,6 +230,8 @@ def metric_of(case: Case, requests: Any) -> float:
     if case.metric == "ttft_ms":
         return float(requests["ttft_s"].iloc[0]) * 1e3
     span = float(requests["end_s"].max() - requests["arrival_s"].min())
+    if case.metric == "latency_s":  # the whole batch's generate call (vLLM benchmark_latency)
+        return span
     per = case.tp if case.per_gpu else 1
     return float(requests["output_tokens"].sum()) / span / per
 
@@ -425,6 +428,8 @@ def stats(rows: list[Row]) -> dict[str, Any]:
 def _fmt(x: float | None, metric: str = "") -> str:
     if x is None:
         return "-"
+    if metric == "latency_s":
+        return f"{x:,.3f}"
     return f"{x:,.1f}" if metric == "ttft_ms" or abs(x) < 100 else f"{x:,.0f}"
 
 

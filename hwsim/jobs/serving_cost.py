@@ -168,8 +168,9 @@ class StageCosts:
         dequantisation) launching nothing of their own. Tensor-parallel collectives at their
         time on idle links (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing
         those links do not slow them); an all-reduce small enough for the engine's custom
-        all-reduce inside one NVLink server pays the ring's bandwidth term and one kernel's
-        launch instead of the ring's per-step latency. *kv_tokens*: the prefill chunks'
+        all-reduce, over links it runs it on (NVLink; vllm-rocm: the Infinity Fabric mesh too),
+        pays the ring's bandwidth term and one kernel's launch instead of the ring's per-step
+        latency. *kv_tokens*: the prefill chunks'
         distinct keys (``prefill_kv_tokens``); *model*: ``(spec, pp)`` of another model on
         these devices (a speculative proposer), default the plan's; *p_seqs*: the sequences of
         the prefill chunks; *moe*: the stage's drawn expert load
@@ -206,8 +207,8 @@ class StageCosts:
                 g = self.experts.alltoall_group(devs) if a2a else group
                 if g is not None and op.comm_bytes > 0:
                     t = g.isolated(op.comm_bytes)[0]
-                    if (op.comm == "tp_allreduce" and op.comm_bytes <= eng.custom_allreduce_bytes
-                            and "nvlink" in g.category):
+                    if op.comm == "tp_allreduce" and eng.custom_allreduce(g.category,
+                                                                           op.comm_bytes):
                         t = floor + max(0.0, t - g.isolated(1.0)[0])
                     seconds += times * t
                     part = "alltoall" if a2a else "comm"
