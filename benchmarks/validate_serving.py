@@ -340,9 +340,10 @@ def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None
 
 
 FIT_FIELDS: dict[str, tuple[str, float, float, float]] = {
-    "vllm-rocm": ("compute_factor", 0.1, 1.0, 1e-4)}
+    "vllm-rocm": ("seq_overhead_s", 0.0, 200e-6, 1e-8)}
 """The one constant fitted per engine, with its search range and tolerance: TensorRT-LLM's
-kernel floor (``eager_op_floor_s``, the default below); vLLM on ROCm's ``compute_factor``."""
+kernel floor (``eager_op_floor_s``, the default below); vLLM on ROCm's host time per sequence
+of an iteration (``seq_overhead_s``)."""
 _FIT_DEFAULT = ("eager_op_floor_s", 1e-6, 50e-6, 1e-8)
 
 
@@ -499,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="replace a field of the GPU's catalog entry for this run only "
                          "(sensitivity analysis), e.g. launch_overhead_s=0; repeatable")
     ap.add_argument("--fit", action="store_true",
-                    help="fit each engine's constant (eager_op_floor; vllm-rocm: compute_factor) "
+                    help="fit each engine's constant (eager_op_floor; vllm-rocm: seq_overhead) "
                          "to the rows under fitted: and print it with the leave-one-out error of "
                          "each fitted row")
     ap.add_argument("--fit-engine", action="append", metavar="ENGINE",
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.fit:
         for f in fit_report(engines=args.fit_engine):
-            value = (f"{f['floor_s'] * 1e6:.2f} us" if f["field"] == "eager_op_floor_s"
+            value = (f"{f['floor_s'] * 1e6:.2f} us" if f["field"].endswith("_s")
                      else f"{f['floor_s']:.4f}")
             print(f"{f['engine']}: {f['field']} {value}, fitted to "
                   f"{len(f['rows'])} rows; leave-one-out errors:")
