@@ -133,8 +133,9 @@ def _entry(path: str, section: str, key: str, body: Any) -> Any:
             continue
         if how == "ceilings":
             if not isinstance(raw, dict) or not raw or any(d not in DTYPES for d in raw):
-                raise err(ykey)("expected a mapping of precision to the fraction of its dense peak "
-                                f"a large GEMM reaches, e.g. {{fp8: 0.49}}; precisions: {', '.join(DTYPES)}")
+                raise err(ykey)("expected a mapping of precision to the fraction of its dense "
+                                "peak a large GEMM reaches, e.g. {fp8: 0.49}; precisions: "
+                                + ", ".join(DTYPES))
             kwargs[attr] = {d: _value(v, "efficiency", err(f"{ykey}.{d}")) for d, v in raw.items()}
         elif how == "peak":
             if not isinstance(raw, dict) or not raw:
