@@ -58,6 +58,7 @@ METRICS: dict[str, str] = {
     "output_tokens_per_s_per_gpu": "tokens/s/GPU",
     "output_tokens_per_s": "tokens/s",
     "ttft_ms": "ms",
+    "latency_s": "s",
 }
 
 
@@ -112,7 +113,7 @@ def load_spec(path: Path = CASES_FILE) -> dict[str, Any]:
 
 TABLE_METRICS = {"output_tokens_per_s_per_gpu": ("output_tokens_per_s_per_gpu", True),
                  "output_tokens_per_s": ("output_tokens_per_s", False),
-                 "ttft_ms": ("ttft_ms", True)}
+                 "ttft_ms": ("ttft_ms", True), "latency_s": ("latency_s", False)}
 """Metrics a ``tables:`` family may give (multi-metric families, ``metrics:``, are not run)."""
 
 
@@ -229,6 +230,8 @@ def metric_of(case: Case, requests: Any) -> float:
     if case.metric == "ttft_ms":
         return float(requests["ttft_s"].iloc[0]) * 1e3
     span = float(requests["end_s"].max() - requests["arrival_s"].min())
+    if case.metric == "latency_s":  # the whole batch's generate call (vLLM benchmark_latency)
+        return span
     per = case.tp if case.per_gpu else 1
     return float(requests["output_tokens"].sum()) / span / per
 
@@ -336,12 +339,25 @@ def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None
         return [run_case(c, fitted, spec) for c in cases]
 
 
-def engine_floor(engine: str, floor_s: float) -> contextlib.AbstractContextManager[None]:
-    """Run with serving engine *engine*'s ``eager_op_floor`` set to *floor_s* (this process
-    only; restored after)."""
+FIT_FIELDS: dict[str, tuple[str, float, float, float]] = {
+    "vllm-rocm": ("seq_overhead_s", 0.0, 200e-6, 1e-8)}
+"""The one constant fitted per engine, with its search range and tolerance: TensorRT-LLM's
+kernel floor (``eager_op_floor_s``, the default below); vLLM on ROCm's host time per sequence
+of an iteration (``seq_overhead_s``)."""
+_FIT_DEFAULT = ("eager_op_floor_s", 1e-6, 50e-6, 1e-8)
+
+
+def fit_field(engine: str) -> str:
+    """The engine profile field :func:`fit_floor` fits for *engine*."""
+    return FIT_FIELDS.get(engine, _FIT_DEFAULT)[0]
+
+
+def engine_floor(engine: str, value: float) -> contextlib.AbstractContextManager[None]:
+    """Run with serving engine *engine*'s fitted field (:func:`fit_field`: ``eager_op_floor``
+    for the TensorRT-LLM profiles) set to *value* (this process only; restored after)."""
     from hwsim.catalog.engines import load_engines
 
-    return _replaced(load_engines().profiles, engine, {"eager_op_floor_s": floor_s}, "engine")
+    return _replaced(load_engines().profiles, engine, {fit_field(engine): value}, "engine")
 
 
 def _log_sse(engine: str, floor_s: float, cases: list[Case], spec: dict[str, Any]) -> float:
@@ -353,10 +369,14 @@ def _log_sse(engine: str, floor_s: float, cases: list[Case], spec: dict[str, Any
 
 
 def fit_floor(engine: str, cases: list[Case], spec: dict[str, Any] | None = None,
-              lo: float = 1e-6, hi: float = 50e-6, tol: float = 1e-8) -> float:
-    """The engine's ``eager_op_floor`` (the least time of one of its kernels) that minimises
-    the summed squared log error of *cases* (golden-section search between *lo* and *hi*)."""
+              lo: float | None = None, hi: float | None = None,
+              tol: float | None = None) -> float:
+    """The engine's fitted field (:func:`fit_field`) that minimises the summed squared log
+    error of *cases* (golden-section search between *lo* and *hi*, by default the engine's
+    range in :data:`FIT_FIELDS`)."""
     spec = spec or load_spec()
+    _, lo0, hi0, tol0 = FIT_FIELDS.get(engine, _FIT_DEFAULT)
+    lo, hi, tol = lo0 if lo is None else lo, hi0 if hi is None else hi, tol0 if tol is None else tol
     g = (math.sqrt(5) - 1) / 2
     a, b = lo, hi
     c, d = b - g * (b - a), a + g * (b - a)
@@ -373,14 +393,18 @@ def fit_floor(engine: str, cases: list[Case], spec: dict[str, Any] | None = None
     return (a + b) / 2
 
 
-def fit_report(spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """For each engine with rows under ``fitted:``: the fitted floor, and each fitted row's
-    leave-one-out error (the floor refitted without it, then the row predicted)."""
+def fit_report(spec: dict[str, Any] | None = None,
+               engines: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """For each engine with rows under ``fitted:`` (or only *engines*): the fitted value of its
+    field (:func:`fit_field`), and each fitted row's leave-one-out error (the value refitted
+    without it, then the row predicted)."""
     spec = spec or load_spec()
     fitted = set(spec.get("fitted") or [])
     cases = [c for c in load_cases(spec) if c.id in fitted]
     out = []
     for engine in sorted({c.engine for c in cases}):
+        if engines is not None and engine not in set(engines):
+            continue
         mine = [c for c in cases if c.engine == engine]
         floor = fit_floor(engine, mine, spec)
         loo = {}
@@ -390,8 +414,8 @@ def fit_report(spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
             with engine_floor(engine, f):
                 r = run_case(c, (), spec)
             loo[c.id] = r.error
-        out.append({"engine": engine, "floor_s": floor, "rows": [c.id for c in mine],
-                    "loo": loo})
+        out.append({"engine": engine, "field": fit_field(engine), "floor_s": floor,
+                    "rows": [c.id for c in mine], "loo": loo})
     return out
 
 
@@ -405,6 +429,8 @@ def stats(rows: list[Row]) -> dict[str, Any]:
 def _fmt(x: float | None, metric: str = "") -> str:
     if x is None:
         return "-"
+    if metric == "latency_s":
+        return f"{x:,.3f}"
     return f"{x:,.1f}" if metric == "ttft_ms" or abs(x) < 100 else f"{x:,.0f}"
 
 
@@ -474,12 +500,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="replace a field of the GPU's catalog entry for this run only "
                          "(sensitivity analysis), e.g. launch_overhead_s=0; repeatable")
     ap.add_argument("--fit", action="store_true",
-                    help="fit each engine's eager_op_floor to the rows under fitted: and print "
-                         "it with the leave-one-out error of each fitted row")
+                    help="fit each engine's constant (eager_op_floor; vllm-rocm: seq_overhead) "
+                         "to the rows under fitted: and print it with the leave-one-out error of "
+                         "each fitted row")
+    ap.add_argument("--fit-engine", action="append", metavar="ENGINE",
+                    help="with --fit: only this engine's constant (repeatable)")
     args = ap.parse_args(argv)
     if args.fit:
-        for f in fit_report():
-            print(f"{f['engine']}: eager_op_floor {f['floor_s'] * 1e6:.2f} us, fitted to "
+        for f in fit_report(engines=args.fit_engine):
+            value = (f"{f['floor_s'] * 1e6:.2f} us" if f["field"].endswith("_s")
+                     else f"{f['floor_s']:.4f}")
+            print(f"{f['engine']}: {f['field']} {value}, fitted to "
                   f"{len(f['rows'])} rows; leave-one-out errors:")
             for case, err in f["loo"].items():
                 print(f"  {case}: {100 * err:+.1f} %" if err is not None else f"  {case}: -")

@@ -30,8 +30,13 @@ SCHEDULER_FIELDS = ("block_tokens", "max_batch_size", "max_batched_tokens", "chu
 _FIELDS = ("description", "scheduler", "large_gpu", "prefill_with_decodes", "kv_memory",
            "decode_kv_per_query_head", "fp4_weights",
            "graph_tokens", "graph_op_floor", "eager_op_floor", "fused", "custom_allreduce_bytes",
-           "compute_factor", "memory_factor", "sources")
-_OPTIONAL = ("large_gpu", "prefill_with_decodes", "decode_kv_per_query_head", "fp4_weights")
+           "custom_allreduce_links", "seq_overhead", "compute_factor", "memory_factor",
+           "sources")
+_OPTIONAL = ("large_gpu", "prefill_with_decodes", "decode_kv_per_query_head", "fp4_weights",
+             "custom_allreduce_links", "seq_overhead")
+CUSTOM_ALLREDUCE_LINKS = ("nvlink", "xgmi")
+"""Link classes a one-kernel peer-to-peer all-reduce can run over (``custom_allreduce_links``;
+default NVLink only)."""
 FP4_WEIGHTS = ("fp4", "mxfp4")
 """4-bit float weight formats an engine may serve under ``precision: fp4`` (``fp4_weights``):
 NVFP4 and OCP MXFP4 (:mod:`hwsim.workloads.quant`)."""
@@ -58,7 +63,16 @@ class EngineProfile:
     decode_kv_per_query_head: bool = False
     large_gpu: Mapping[str, Any] = field(default_factory=dict)
     fp4_weights: tuple[str, ...] = ()
+    custom_allreduce_links: tuple[str, ...] = ("nvlink",)
+    seq_overhead_s: float = 0.0
     sources: Mapping[str, str] = field(default_factory=dict)
+
+    def custom_allreduce(self, category: str, nbytes: float) -> bool:
+        """Whether a tensor-parallel all-reduce of *nbytes* over links of *category* (a
+        collective group's, e.g. ``nvlink4`` or ``xgmi``) runs as the engine's one-kernel
+        all-reduce."""
+        return nbytes <= self.custom_allreduce_bytes and any(
+            c in category for c in self.custom_allreduce_links)
 
     def defaults(self, device_id: str, memory_bytes: float, tp: int) -> dict[str, Any]:
         """The engine's scheduler defaults on *device_id* (of *memory_bytes*) at *tp*: its
@@ -144,6 +158,18 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
         raise _err(path, f"{at}.fp4_weights", f"expected a list of {', '.join(FP4_WEIGHTS)}, "
                                               f"got {fp4!r}")
     try:
+        seq_overhead = parse_quantity(p.get("seq_overhead", 0.0), "time")
+    except ValueError as err:
+        raise _err(path, f"{at}.seq_overhead", str(err)) from None
+    if not 0.0 <= seq_overhead < 1e-2:
+        raise _err(path, f"{at}.seq_overhead", f"expected a time per sequence in [0, 10 ms), "
+                                               f"got {p.get('seq_overhead')!r}")
+    links = p.get("custom_allreduce_links", ["nvlink"])
+    if not isinstance(links, list) or not links or any(x not in CUSTOM_ALLREDUCE_LINKS
+                                                       for x in links):
+        raise _err(path, f"{at}.custom_allreduce_links", "expected a list of "
+                   f"{', '.join(CUSTOM_ALLREDUCE_LINKS)}, got {links!r}")
+    try:
         floors = [parse_quantity(p["graph_op_floor"], "time"),
                   None if p["eager_op_floor"] is None else parse_quantity(p["eager_op_floor"],
                                                                           "time")]
@@ -159,6 +185,7 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
         prefill_with_decodes=bool(p.get("prefill_with_decodes", False)),
         decode_kv_per_query_head=bool(p.get("decode_kv_per_query_head", False)),
         large_gpu=dict(p.get("large_gpu") or {}), fp4_weights=tuple(fp4),
+        custom_allreduce_links=tuple(links), seq_overhead_s=seq_overhead,
         sources={k: " ".join(str(v).split()) for k, v in src.items()})
 
 

@@ -41,7 +41,7 @@ FIELDS: dict[str, dict[str, str]] = {
                     cores="int?",
                     threads="int?",
                     price="usd?", price_per_hour="usd_per_h?", price_date="str?", host_link="link?",
-                    fp8_any_layout="bool?"),
+                    fp8_any_layout="bool?", gemm_ceiling="ceilings?"),
     "links": {"class": "str", "name": "str", "bw": "bytes_per_s", "latency": "time",
               "efficiency": "efficiency", "power": "power?"},
     "storage": dict(kind="str", name="str", read_bw="bytes_per_s", write_bw="bytes_per_s", read_iops="rate",
@@ -133,7 +133,13 @@ def _entry(path: str, section: str, key: str, body: Any) -> Any:
             if not optional:
                 raise err(ykey)("missing required field")
             continue
-        if how == "peak":
+        if how == "ceilings":
+            if not isinstance(raw, dict) or not raw or any(d not in DTYPES for d in raw):
+                raise err(ykey)("expected a mapping of precision to the fraction of its dense "
+                                "peak a large GEMM reaches, e.g. {fp8: 0.49}; precisions: "
+                                + ", ".join(DTYPES))
+            kwargs[attr] = {d: _value(v, "efficiency", err(f"{ykey}.{d}")) for d, v in raw.items()}
+        elif how == "peak":
             if not isinstance(raw, dict) or not raw:
                 raise err(ykey)("expected a mapping of precision to FLOP/s, e.g. {bf16: 312 TFLOP/s}")
             for d in raw:

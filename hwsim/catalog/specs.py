@@ -108,6 +108,16 @@ class DeviceSpec:
     busy_power_w: float | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     kernels: KernelSpec | None = None
+    gemm_ceiling: Mapping[str, float] | None = None
+
+    def ceiling(self, dtype: str) -> float:
+        """The large-GEMM ceiling of the FLOP ramp at *dtype*: the precision's own measured
+        ceiling where the device entry lists one (``gemm_ceiling``: FP8 on CDNA), else
+        ``compute_efficiency`` (measured at bf16). The kernel model keeps its own per-precision
+        ceilings (``kernels.gemm_ceiling``, FP8 on Hopper)."""
+        if self.gemm_ceiling is not None and dtype in self.gemm_ceiling:
+            return self.gemm_ceiling[dtype]
+        return self.compute_efficiency
 
     @property
     def busy_w(self) -> float:
@@ -140,9 +150,9 @@ class DeviceSpec:
         the device with proportionally less work).
         """
         if flops <= 0:
-            return self.compute_efficiency
+            return self.ceiling(dtype)
         ramp = self.compute_ramp_flops * self.peak(dtype) / self.peak("bf16")
-        return self.compute_efficiency * flops / (flops + ramp)
+        return self.ceiling(dtype) * flops / (flops + ramp)
 
     def matrix_unit(self, dtype: str) -> bool:
         """Whether *dtype* runs on the device's matrix units: its peak exceeds the fp32 peak
@@ -177,7 +187,9 @@ class DeviceSpec:
         t_m = bytes_moved / self.framework_bandwidth() if bytes_moved > 0 else 0.0
         if shape and self.kernels is not None and flops > 0:
             check_shape(shape)
-            t_k = self.kernels.compute_s(shape, flops, self.peak(dtype), self.compute_efficiency,
+            # the kernel model applies its own per-precision ceilings (kernels.yaml gemm_ceiling)
+            t_k = self.kernels.compute_s(shape, flops, self.peak(dtype),
+                                         self.ceiling(dtype),
                                          dtype)
             return t_k / self.framework_factor(dtype), t_m
         t_c = (flops / (self.peak(dtype) * self.framework_efficiency(flops, dtype))
@@ -213,7 +225,7 @@ class DeviceSpec:
         """``(op_time_s, op_bound)`` of one op, from one roofline."""
         t_c, t_m = self.roofline_s(flops, bytes_moved, dtype, shape)
         time = max(max(t_c, t_m) / speed, self.launch_overhead_s)
-        plateau = self.compute_efficiency * self.framework_factor(dtype)
+        plateau = self.ceiling(dtype) * self.framework_factor(dtype)
         t_useful = flops / (self.peak(dtype) * plateau) if flops > 0 else 0.0
         t_useful = min(t_useful, t_c)
         if max(t_useful, t_m) / speed < max((t_c - t_useful) / speed, self.launch_overhead_s):

@@ -168,12 +168,16 @@ class StageCosts:
         dequantisation) launching nothing of their own. Tensor-parallel collectives at their
         time on idle links (:meth:`CollectiveGroup.isolated`: KV hand-overs or swaps sharing
         those links do not slow them); an all-reduce small enough for the engine's custom
-        all-reduce inside one NVLink server pays the ring's bandwidth term and one kernel's
-        launch instead of the ring's per-step latency. *kv_tokens*: the prefill chunks'
+        all-reduce, over links it runs it on (NVLink; vllm-rocm: the Infinity Fabric mesh too),
+        pays the ring's bandwidth term and one kernel's launch instead of the ring's per-step
+        latency. *kv_tokens*: the prefill chunks'
         distinct keys (``prefill_kv_tokens``); *model*: ``(spec, pp)`` of another model on
         these devices (a speculative proposer), default the plan's; *p_seqs*: the sequences of
         the prefill chunks; *moe*: the stage's drawn expert load
-        (:meth:`ExpertParallel.iteration`). The decode attention kernels are left to
+        (:meth:`ExpertParallel.iteration`). The engine's host work per sequence of the iteration
+        (``seq_overhead``: scheduling, input preparation, sampling, output processing; not
+        overlapped with the GPU) is added once, on the first stage. The decode attention
+        kernels are left to
         :meth:`StageCost.at`, from the ops at two context totals (their cost is linear in it)."""
         plan, eng = self.plan, self.engine
         model_spec, model_pp = model if model is not None else (plan.spec, plan.pp)
@@ -206,8 +210,8 @@ class StageCosts:
                 g = self.experts.alltoall_group(devs) if a2a else group
                 if g is not None and op.comm_bytes > 0:
                     t = g.isolated(op.comm_bytes)[0]
-                    if (op.comm == "tp_allreduce" and op.comm_bytes <= eng.custom_allreduce_bytes
-                            and "nvlink" in g.category):
+                    if op.comm == "tp_allreduce" and eng.custom_allreduce(g.category,
+                                                                           op.comm_bytes):
                         t = floor + max(0.0, t - g.isolated(1.0)[0])
                     seconds += times * t
                     part = "alltoall" if a2a else "comm"
@@ -233,6 +237,10 @@ class StageCosts:
             flops += times * op.flops
             nbytes += times * op.bytes
             by[cat] = by.get(cat, 0.0) + times * t
+        if st == 0 and eng.seq_overhead_s > 0:  # the engine's host work per sequence, once
+            host = eng.seq_overhead_s * (d_seqs + (p_seqs if p_tokens > 0 else 0))
+            seconds += host
+            by["overhead"] = by.get("overhead", 0.0) + host
         a2a_s = by.pop("alltoall", 0.0)
         coef: list[tuple[float, float, float, float]] = []
         if attention:  # linear in the keys read: the ops again at twice the minimum
