@@ -104,3 +104,59 @@ def apart_rows(spec: dict[str, Any] | None = None, only: Any = None) -> list[vs.
                               f"{row['precision']}", name, fam["metric"],
                               float(row["tokens_per_s"]), role="apart", note=row["reason"]))
     return out
+
+
+def spread_lengths(rng: Any, n: int, mean: float, lo: int, hi: int, sigma: float) -> Any:
+    """*n* integer lengths in [lo, hi] of a lognormal spread *sigma* rescaled to mean *mean*: a
+    sensitivity shape (the dataset's per-sample lengths are not published), not the dataset."""
+    import numpy as np
+
+    x = np.clip(rng.lognormal(np.log(mean) - sigma ** 2 / 2, sigma, n), lo, hi)
+    for _ in range(20):            # clipping moves the mean: rescale until it holds
+        x = np.clip(x * mean / x.mean(), lo, hi)
+    return np.round(x).astype(int)
+
+
+def spread_run(case: vs.Case, sigma: float, seed: int = 0) -> float:
+    """The case's metric with lengths spread by *sigma* around its means (within the dataset's
+    bounds, :func:`spread_lengths`) instead of every request at the means."""
+    import tempfile
+
+    import hwsim
+    import numpy as np
+    import pandas as pd
+
+    d = section()["dataset"]
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="hwsim-mlperf-") as folder:
+        scen = vs.scenario_for(case, folder)
+        pd.DataFrame({"arrival_s": 0.0,
+                      "prompt_tokens": spread_lengths(rng, case.requests, case.input_len,
+                                                      d["input_tokens"]["min"],
+                                                      d["input_tokens"]["max"], sigma),
+                      "output_tokens": spread_lengths(rng, case.requests, case.output_len, 3,
+                                                      d["seqlen_limit"] - 1, sigma)},
+                     ).to_csv(scen["workload"]["arrivals"]["trace"], index=False)
+        return vs.metric_of(case, hwsim.run(scen).requests)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Sensitivity of the MLPerf rows to the length "
+                                 "spread (the table itself: validate_serving.py --only ...)")
+    ap.add_argument("--spread", type=float, nargs="+", default=[0.6, 1.0],
+                    help="lognormal sigmas of the prompt and output lengths (0: the means)")
+    ap.add_argument("--systems", nargs="*", default=[], help="substrings of the systems to run")
+    args = ap.parse_args(argv)
+    for c in load_cases():
+        if args.systems and not any(s in c.id for s in args.systems):
+            continue
+        errs = [f"sigma {s}: {100 * (spread_run(c, s) / c.published - 1):+.1f} %"
+                for s in args.spread]
+        print(f"{c.id}: {'; '.join(errs)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
