@@ -114,3 +114,14 @@ def test_rows_stay_where_documented(family_rows):
 def test_family_meets_the_issue_target(family_rows):
     f = vs.family_stats(family_rows)[0]
     assert f["mape"] <= BOUND_MAPE and abs(f["worst"]) <= BOUND_ROW
+
+
+def test_the_spread_sensitivity_keeps_the_means_and_the_bounds():
+    import numpy as np
+
+    d = mi.section()["dataset"]
+    for sigma in (0.6, 1.0):
+        x = mi.spread_lengths(np.random.default_rng(0), 24576, 222.33, d["input_tokens"]["min"],
+                              d["input_tokens"]["max"], sigma)
+        assert x.min() >= 48 and x.max() <= 1021 and abs(x.mean() - 222.33) < 0.5
+        assert x.std() > 0.4 * sigma * 222      # a real spread, not the means
