@@ -92,6 +92,7 @@ class Case:
     requests: int = 0               # inflight: requests in the run
     scheduler: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_gpu: bool = True            # the metric is per GPU (else the whole server's)
+    replicas: int = 1               # identical replicas a whole-system metric covers (one run)
 
 
 @dataclass
@@ -119,9 +120,11 @@ TABLE_METRICS = {"output_tokens_per_s_per_gpu": ("output_tokens_per_s_per_gpu", 
 
 def families(spec: dict[str, Any] | None = None) -> list[str]:
     """Every family name: the two top-level tables, then each runnable ``tables:`` family."""
+    import mlperf_inference  # noqa: PLC0415 - it imports this module
+
     spec = spec or load_spec()
     return list(FAMILIES) + [n for n, f in (spec.get("tables") or {}).items()
-                             if f.get("metric") in TABLE_METRICS]
+                             if f.get("metric") in TABLE_METRICS] + mlperf_inference.families(spec)
 
 
 def table_cases(name: str, f: dict[str, Any]) -> list[Case]:
@@ -191,7 +194,9 @@ def load_cases(spec: dict[str, Any] | None = None, only: Iterable[str] | None = 
     for name, f in (spec.get("tables") or {}).items():
         if name in only and f.get("metric") in TABLE_METRICS:
             cases += table_cases(name, f)
-    return cases
+    import mlperf_inference  # noqa: PLC0415 - it imports this module
+
+    return cases + mlperf_inference.load_cases(spec, only)
 
 
 def scenario_for(case: Case, folder: str | Path, spec: dict[str, Any] | None = None
@@ -232,8 +237,8 @@ def metric_of(case: Case, requests: Any) -> float:
     span = float(requests["end_s"].max() - requests["arrival_s"].min())
     if case.metric == "latency_s":  # the whole batch's generate call (vLLM benchmark_latency)
         return span
-    per = case.tp if case.per_gpu else 1
-    return float(requests["output_tokens"].sum()) / span / per
+    rate = float(requests["output_tokens"].sum()) / span
+    return rate / case.tp if case.per_gpu else rate * case.replicas
 
 
 def _memory(row: Row, case: Case, scenario: dict[str, Any]) -> None:
@@ -330,13 +335,16 @@ def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None
            cases: list[Case] | None = None, changes: dict[str, Any] | None = None) -> list[Row]:
     """Run the cases (both families, or ``only`` those) and return the report rows; *changes*
     are :func:`what_if` replacements of the GPU's catalog fields."""
+    import mlperf_inference  # noqa: PLC0415 - it imports this module
+
     spec = spec or load_spec()
+    apart = mlperf_inference.apart_rows(spec, only) if cases is None else []
     cases = cases if cases is not None else load_cases(spec, only)
     fitted = spec.get("fitted") or []
     with contextlib.ExitStack() as stack:
         for gpu in sorted({c.gpu for c in cases}):
             stack.enter_context(what_if(gpu, changes or {}))
-        return [run_case(c, fitted, spec) for c in cases]
+        return [run_case(c, fitted, spec) for c in cases] + apart
 
 
 FIT_FIELDS: dict[str, tuple[str, float, float, float]] = {

@@ -29,8 +29,10 @@ def check_rows(rows) -> None:
     error text."""
     for r in rows:
         assert r.published > 0, r
-        assert r.role in ("fitted", "validated"), r
-        if r.predicted is None:
+        assert r.role in ("fitted", "validated", "apart"), r
+        if r.role == "apart":  # a published row not simulated: no prediction, its reason
+            assert r.predicted is None and r.error is None and r.note, r
+        elif r.predicted is None:
             assert r.note, f"{r.case}: neither a prediction nor an error text"
             assert r.error is None
         else:

@@ -1,0 +1,127 @@
+"""MLPerf Inference Llama 2 70B Offline rows (benchmarks/mlperf_inference.py, issue 16): the
+workload statistics used are the source's, every copied row is a consistent MLPerf result, and
+the simulated rows stay where docs/validation.md reports them."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from report_checks import check_rows, load_benchmark
+
+vs = load_benchmark("validate_serving")
+mi = load_benchmark("mlperf_inference")
+
+FAMILY = "mlperf_llama2_70b_offline"
+BOUND_ROW, BOUND_MAPE = 0.30, 0.15      # issue 16: every row within 30 %, MAPE <= 15 %
+
+# Where each row stands (docs/validation.md, "MLPerf Inference: Llama 2 70B across
+# generations"): rows within the issue's 30 %, and rows outside it with the documented band of
+# their error (all too fast: FP4 GEMMs on Blackwell, vLLM 0.4 on ROCm; not tuned to).
+WITHIN_30 = {"DGX-H100_H100-SXM-80GBx8_TRT", "H200-SXM-141GBx8_TRT", "8xMI300X_2xEPYC_9575F",
+             "8xMI325X_2xEPYC_9575F_1", "8xMI355X_2xEPYC_9575F"}
+OUTSIDE = {"B200-SXM-180GBx8_TRT": (0.30, 0.60), "GB200-NVL72_GB200-186GB_aarch64x4_TRT": (0.30, 0.60),
+           "GB200-NVL72_GB200-186GB_aarch64x72_TRT": (0.30, 0.60),
+           "B300-SXM-270GBx8_TRT": (0.30, 0.70), "8xMI300X_2xEPYC-9374F": (0.30, 0.45)}
+
+
+def _rows():
+    return mi.section()["families"][FAMILY]["rows"]
+
+
+def test_workload_statistics_are_the_sources():
+    sec = mi.section()
+    d = sec["dataset"]
+    # mlcommons/inference language/llama2-70b: 24,576 samples, inputs and references < 1,024
+    assert d["samples"] == 24576 and d["seqlen_limit"] == 1024
+    assert d["input_tokens"] == {"min": 48, "max": 1021, "sum": 5463976}
+    assert d["reference_output_tokens"] == {"min": 3, "max": 1016, "sum": 5379553}
+    assert d["reference_run_tokens_per_sample"] == 294.45
+    for stat in (d["input_tokens"], d["reference_output_tokens"]):
+        assert stat["min"] <= stat["sum"] / d["samples"] <= stat["max"] < d["seqlen_limit"]
+    mean_in, mean_ref = mi.dataset_means()
+    assert mean_in == pytest.approx(222.33, abs=0.01) and mean_ref == pytest.approx(218.89, abs=0.01)
+    cases = mi.load_cases()
+    assert {c.input_len for c in cases} == {222}                  # round(5,463,976 / 24,576)
+    assert all(c.requests == sec["requests_per_replica"] == d["samples"] for c in cases)
+
+
+def test_every_row_is_a_consistent_offline_result(tmp_path):
+    rows, cases = _rows(), mi.load_cases()
+    assert len(rows) == len(cases) == 10
+    assert len({c.id for c in cases}) == len(cases)
+    for row, c in zip(rows, cases):
+        tps = row["tokens_per_s"] / row["samples_per_s"]
+        # MLPerf's submission checker caps tokens per sample at 1.1 x the reference run's
+        assert 0.9 * 294.45 < tps <= 1.1 * 294.45, row["system"]
+        assert c.output_len == round(tps) and c.published == row["tokens_per_s"]
+        assert row["round"] in mi.section()["repos"] and row["path"].endswith(
+            "llama2-70b-99/Offline/performance/run_1/mlperf_log_summary.txt")
+        assert row["path"].split("/")[3] == row["system"] and row["submitter"] in row["path"]
+        assert c.replicas * c.tp == row["gpus"] and c.metric == "output_tokens_per_s"
+        scen = vs.scenario_for(c, tmp_path)
+        w, node = scen["workload"], scen["cluster"]["node"]
+        assert node["gpu"] == row["gpu"] and node["gpus_per_node"] == row["tp"]
+        assert w["engine"] == ("trtllm" if row["submitter"] == "NVIDIA" else "vllm")
+        assert w["scheduler"]["policy"] == "continuous"
+        for k, v in row["scheduler"].items():
+            assert w["scheduler"][k] == v, (row["system"], k)
+        trace = pd.read_csv(w["arrivals"]["trace"])
+        assert len(trace) == c.requests and (trace["arrival_s"] == 0).all()   # Offline
+        assert (trace["prompt_tokens"] == 222).all() and (trace["output_tokens"] == c.output_len).all()
+
+
+def test_the_metric_counts_every_replica():
+    c = mi.load_cases()[0]                                         # H100: 4 replicas of tp 2
+    req = pd.DataFrame({"arrival_s": [0.0, 0.0], "end_s": [1.0, 2.0], "output_tokens": [100, 300]})
+    assert vs.metric_of(c, req) == pytest.approx(200.0 * 4)
+    assert vs.metric_of(vs.Case(**{**c.__dict__, "per_gpu": True}), req) == pytest.approx(100.0)
+
+
+def test_rows_apart_name_their_reason():
+    apart = mi.apart_rows()
+    assert {r.case.split()[2] for r in apart} == {"GB300-NVL72_GB300-288GB_aarch64x72_TRT",
+                                                  "B200-SXM-180GBx1_TRT"}
+    assert all(r.role == "apart" and r.predicted is None and r.note for r in apart)
+    from hwsim.catalog import load_catalog
+    assert "GB300" not in {k.upper() for k in load_catalog().devices}
+
+
+@pytest.fixture(scope="module")
+def family_rows():
+    return vs.report(only=[FAMILY])
+
+
+def test_rows_stay_where_documented(family_rows):
+    ran = [r for r in family_rows if r.role == "validated"]
+    check_rows(family_rows)
+    assert len(ran) == 10 and all(r.predicted is not None for r in ran), [r.note for r in ran]
+    for r in ran:
+        system = r.case.split()[2]
+        if system in WITHIN_30:
+            assert abs(r.error) <= BOUND_ROW, (r.case, r.error)
+        else:
+            lo, hi = OUTSIDE[system]
+            assert lo < r.error <= hi, (r.case, r.error)
+    assert WITHIN_30 | set(OUTSIDE) == {r.case.split()[2] for r in ran}
+    # the rows within 30 % (H100, H200, MI300X v5.1, MI325X, MI355X): MAPE within the bound
+    inside = [abs(r.error) for r in ran if r.case.split()[2] in WITHIN_30]
+    assert sum(inside) / len(inside) <= BOUND_MAPE
+
+
+@pytest.mark.xfail(strict=True, reason="issue 16 target not met by this family: Blackwell FP4 "
+                   "rows +40 to +56 %, MI300X v4.1 +33 % (docs/validation.md)")
+def test_family_meets_the_issue_target(family_rows):
+    f = vs.family_stats(family_rows)[0]
+    assert f["mape"] <= BOUND_MAPE and abs(f["worst"]) <= BOUND_ROW
+
+
+def test_the_spread_sensitivity_keeps_the_means_and_the_bounds():
+    import numpy as np
+
+    d = mi.section()["dataset"]
+    for sigma in (0.6, 1.0):
+        x = mi.spread_lengths(np.random.default_rng(0), 24576, 222.33, d["input_tokens"]["min"],
+                              d["input_tokens"]["max"], sigma)
+        assert x.min() >= 48 and x.max() <= 1021 and abs(x.mean() - 222.33) < 0.5
+        assert x.std() > 0.4 * sigma * 222      # a real spread, not the means
