@@ -67,6 +67,12 @@ def test_the_catalog_says_which_figures_have_no_measurement_of_their_own():
     for f in ("compute_efficiency", "gemm_ceiling", "memory_efficiency"):
         assert f not in rows["MI300X"]["unmeasured"], f
     assert "compute_efficiency" not in rows["B200"]["unmeasured"]
+    # Blackwell GEMM ceilings: GB200/GB300 measured (Azure's cuBLASLt tables), B200's FP4 and
+    # B300's a stand-in of the same-chip GB part, so listed
+    for d in ("GB200", "GB300"):
+        assert "gemm_ceiling" not in rows[d]["unmeasured"], d
+    for d in ("B200", "B300"):
+        assert "gemm_ceiling" in rows[d]["unmeasured"], d
     assert "peak" not in rows["MI355X"]["unmeasured"]  # a datasheet figure
     links = {r["id"]: r for r in catalog_rows("links")}
     assert links["xgmi-mi300x"]["unmeasured"] == ""  # datasheet bw, measured efficiency
@@ -79,7 +85,10 @@ def test_fp4_is_faster_than_fp8_on_a_compute_bound_op_only_where_there_are_fp4_u
     b200 = get_device("B200")
     t4, t8 = (b200.op_time_s(flops, nbytes, p) for p in ("fp4", "fp8"))
     assert t4 < t8
-    assert t8 / t4 == pytest.approx(2.0, rel=0.05)  # 9 PF against 4.5 PF dense
+    # 9 PF against 4.5 PF dense, each at its own measured (fp8) or stand-in (fp4) GEMM ceiling
+    ratio = 2.0 * b200.ceiling("fp4") / b200.ceiling("fp8")
+    assert ratio == pytest.approx(2 * 0.5604 / 0.7628)
+    assert t8 / t4 == pytest.approx(ratio, rel=0.05)
     assert b200.op_bound(flops, nbytes, "fp4") == "compute"
     for d in ("H100-SXM5-80GB", "H200-SXM-141GB", "MI300X", "MI325X", "A100-SXM4-80GB"):
         with pytest.raises(ValueError, match=rf"device {d} has no fp4 matrix units \(it lists "
@@ -248,3 +257,20 @@ def test_fp4_needs_an_engine_with_an_fp4_path():
     mx = edited(SERVE, {"cluster.node.gpu": "MI355X", "workload.engine": "vllm",
                         "workload.weight_precision": "mxfp4"})
     assert hwsim.run(mx).summary["output_tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("device, fp8, fp4", [
+    ("GB200", 2819.5 / 5000, 5604.0 / 10000),    # [AZ-GB200] cuBLASLt, 16384^3
+    ("GB300", 3308.5 / 5000, 8640.3 / 15000),    # [AZ-GB300] cuBLASLt, 16384^3
+    ("B200", 3432.5 / 4500, 5604.0 / 10000),     # gemm_achievable fp8; fp4: GB200's fraction
+    ("B300", 3308.5 / 5000, 8640.3 / 15000),     # GB300's fractions (stand-ins)
+])
+def test_blackwell_gemm_ceilings_are_the_cited_measurements(device, fp8, fp4):
+    d = get_device(device)
+    assert d.ceiling("fp8") == pytest.approx(fp8, abs=5e-5)
+    assert d.ceiling("fp4") == pytest.approx(fp4, abs=5e-5)
+    assert d.ceiling("bf16") == d.compute_efficiency == pytest.approx(1745 / 2250, abs=5e-5)
+    # a 16384^3 FP4 GEMM runs at the measured fraction of the FP4 peak, not the BF16 one
+    flops = 2 * 16384 ** 3
+    t = d.op_time_s(flops, 3 * 16384 ** 2 * 0.5, "fp4")
+    assert flops / t == pytest.approx(fp4 * d.peak("fp4"), rel=0.02)  # ramp, launch: < 2 %

@@ -16,13 +16,15 @@ FAMILY = "mlperf_llama2_70b_offline"
 BOUND_ROW, BOUND_MAPE = 0.30, 0.15      # issue 16: every row within 30 %, MAPE <= 15 %
 
 # Where each row stands (docs/validation.md, "MLPerf Inference: Llama 2 70B across
-# generations"): rows within the issue's 30 %, and rows outside it with the documented band of
-# their error (all too fast: FP4 GEMMs on Blackwell, vLLM 0.4 on ROCm; not tuned to).
-WITHIN_30 = {"DGX-H100_H100-SXM-80GBx8_TRT", "H200-SXM-141GBx8_TRT", "8xMI300X_2xEPYC_9575F",
-             "8xMI325X_2xEPYC_9575F_1", "8xMI355X_2xEPYC_9575F"}
-OUTSIDE = {"B200-SXM-180GBx8_TRT": (0.30, 0.60), "GB200-NVL72_GB200-186GB_aarch64x4_TRT": (0.30, 0.60),
-           "GB200-NVL72_GB200-186GB_aarch64x72_TRT": (0.30, 0.60),
-           "B300-SXM-270GBx8_TRT": (0.30, 0.70), "8xMI300X_2xEPYC-9374F": (0.30, 0.45)}
+# generations"): rows within the issue's 30 %, and the row outside it with the documented band of
+# its error (too fast; the Blackwell GEMM ceilings are devices.yaml's measured / stand-in
+# figures, not tuned to these rows). MI355X sits near the lower bound (vllm-rocm's per-sequence
+# host cost at 3,450 sequences).
+WITHIN_30 = {"DGX-H100_H100-SXM-80GBx8_TRT", "H200-SXM-141GBx8_TRT", "B200-SXM-180GBx8_TRT",
+             "GB200-NVL72_GB200-186GB_aarch64x4_TRT", "GB200-NVL72_GB200-186GB_aarch64x72_TRT",
+             "GB300-NVL72_GB300-288GB_aarch64x72_TRT", "8xMI300X_2xEPYC-9374F",
+             "8xMI300X_2xEPYC_9575F", "8xMI325X_2xEPYC_9575F_1", "8xMI355X_2xEPYC_9575F"}
+OUTSIDE = {"B300-SXM-270GBx8_TRT": (0.25, 0.40)}   # +30.0 %: B300 FP8/FP4 ceilings are GB300 stand-ins
 
 
 def _rows():
@@ -48,7 +50,7 @@ def test_workload_statistics_are_the_sources():
 
 def test_every_row_is_a_consistent_offline_result(tmp_path):
     rows, cases = _rows(), mi.load_cases()
-    assert len(rows) == len(cases) == 10
+    assert len(rows) == len(cases) == 11
     assert len({c.id for c in cases}) == len(cases)
     for row, c in zip(rows, cases):
         tps = row["tokens_per_s"] / row["samples_per_s"]
@@ -62,7 +64,8 @@ def test_every_row_is_a_consistent_offline_result(tmp_path):
         scen = vs.scenario_for(c, tmp_path)
         w, node = scen["workload"], scen["cluster"]["node"]
         assert node["gpu"] == row["gpu"] and node["gpus_per_node"] == row["tp"]
-        assert w["engine"] == ("trtllm" if row["submitter"] == "NVIDIA" else "vllm")
+        # AMD rows ran vLLM's ROCm builds: the vllm-rocm profile (the family's assumptions)
+        assert w["engine"] == ("trtllm" if row["submitter"] == "NVIDIA" else "vllm-rocm")
         assert w["scheduler"]["policy"] == "continuous"
         for k, v in row["scheduler"].items():
             assert w["scheduler"][k] == v, (row["system"], k)
@@ -80,11 +83,17 @@ def test_the_metric_counts_every_replica():
 
 def test_rows_apart_name_their_reason():
     apart = mi.apart_rows()
-    assert {r.case.split()[2] for r in apart} == {"GB300-NVL72_GB300-288GB_aarch64x72_TRT",
-                                                  "B200-SXM-180GBx1_TRT"}
+    assert {r.case.split()[2] for r in apart} == {"B200-SXM-180GBx1_TRT"}
     assert all(r.role == "apart" and r.predicted is None and r.note for r in apart)
-    from hwsim.catalog import load_catalog
-    assert "GB300" not in {k.upper() for k in load_catalog().devices}
+
+
+def test_the_gb300_row_runs_on_the_catalogs_gb300_with_its_own_batch_limit():
+    from hwsim.catalog import get_device
+    row = next(r for r in _rows() if r["system"] == "GB300-NVL72_GB300-288GB_aarch64x72_TRT")
+    gb200 = next(r for r in _rows() if r["system"] == "GB200-NVL72_GB200-186GB_aarch64x72_TRT")
+    assert row["gpu"] == "GB300" and get_device("GB300").peak("fp4") == pytest.approx(15e15)
+    assert row["tokens_per_s"] == 1126850 and row["samples_per_s"] == 4126.88
+    assert row["scheduler"] == {**gb200["scheduler"], "max_batch_size": 3072}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +104,7 @@ def family_rows():
 def test_rows_stay_where_documented(family_rows):
     ran = [r for r in family_rows if r.role == "validated"]
     check_rows(family_rows)
-    assert len(ran) == 10 and all(r.predicted is not None for r in ran), [r.note for r in ran]
+    assert len(ran) == 11 and all(r.predicted is not None for r in ran), [r.note for r in ran]
     for r in ran:
         system = r.case.split()[2]
         if system in WITHIN_30:
@@ -104,13 +113,13 @@ def test_rows_stay_where_documented(family_rows):
             lo, hi = OUTSIDE[system]
             assert lo < r.error <= hi, (r.case, r.error)
     assert WITHIN_30 | set(OUTSIDE) == {r.case.split()[2] for r in ran}
-    # the rows within 30 % (H100, H200, MI300X v5.1, MI325X, MI355X): MAPE within the bound
+    # the ten rows within 30 % (all but B300): MAPE within the bound (14.6 %)
     inside = [abs(r.error) for r in ran if r.case.split()[2] in WITHIN_30]
     assert sum(inside) / len(inside) <= BOUND_MAPE
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 target not met by this family: Blackwell FP4 "
-                   "rows +40 to +56 %, MI300X v4.1 +33 % (docs/validation.md)")
+@pytest.mark.xfail(strict=True, reason="issue 16 target not met by this family: MAPE 16.0 %, "
+                   "B300 +30.0 %, MI355X -27.8 % (docs/validation.md)")
 def test_family_meets_the_issue_target(family_rows):
     f = vs.family_stats(family_rows)[0]
     assert f["mape"] <= BOUND_MAPE and abs(f["worst"]) <= BOUND_ROW
