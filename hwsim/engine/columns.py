@@ -90,8 +90,10 @@ def encode_events(rows: list[tuple], codes: dict[str, Codes], seq0: int,
     """Numpy columns of *rows* (tuples in :data:`EVENT_COLUMNS` order); ``seq`` counts from
     *seq0*. A row ``(start, i, prefix)`` stands for the rows of ``sets[i]`` from *start*, each
     named *prefix* + its suffix, numbered in turn."""
-    if sets and any(len(r) == 3 for r in rows):
-        return _encode_mixed(rows, codes, seq0, sets)
+    if sets:
+        marks = np.fromiter(map(len, rows), np.int64, len(rows)) == 3
+        if marks.any():
+            return _encode_mixed(rows, codes, seq0, sets, marks)
     n = len(rows)
     cols: Columns = {}
     for i, c in enumerate(EVENT_COLUMNS):  # not zip(*rows): an iterator per row, GC passes
@@ -104,22 +106,21 @@ def encode_events(rows: list[tuple], codes: dict[str, Codes], seq0: int,
 
 
 def _encode_mixed(rows: list[tuple], codes: dict[str, Codes], seq0: int,
-                  sets: Sequence[RowSet]) -> Columns:
-    """:func:`encode_events` of rows among which some stand for row sets."""
-    count = np.fromiter((len(sets[r[1]].suffixes) if len(r) == 3 else 1 for r in rows),
-                        np.int64, len(rows))
+                  sets: Sequence[RowSet], marks: np.ndarray) -> Columns:
+    """:func:`encode_events` of rows among which some (*marks*) stand for row sets."""
+    at = np.flatnonzero(marks)
+    entries = [rows[i] for i in at.tolist()]
+    which = np.fromiter((e[1] for e in entries), np.int64, len(entries))
+    starts = np.fromiter((e[0] for e in entries), np.float64, len(entries))
+    count = np.ones(len(rows), np.int64)
+    count[at] = np.fromiter((len(x.suffixes) for x in sets), np.int64, len(sets))[which]
     first = seq0 + np.cumsum(count) - count  # each row's (first) seq
-    marks = np.fromiter(map(len, rows), np.int64, len(rows)) == 3
     plain = np.flatnonzero(~marks)
     parts = []
     if len(plain):
         cols = encode_events([rows[i] for i in plain.tolist()], codes, 0)
         cols["seq"] = first[plain]
         parts.append(cols)
-    at = np.flatnonzero(marks)
-    entries = [rows[i] for i in at.tolist()]
-    which = np.fromiter((e[1] for e in entries), np.int64, len(entries))
-    starts = np.fromiter((e[0] for e in entries), np.float64, len(entries))
     for sid in np.unique(which).tolist():
         sel = np.flatnonzero(which == sid)
         rs, m = sets[sid], len(sel)
