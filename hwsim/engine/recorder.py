@@ -476,8 +476,13 @@ class Recorder:
             yield frame(take(cols, order[a:a + rows]), self._codes, cats, ordered=True)
 
     def _merged(self) -> Iterator[tuple[Columns, int]]:
-        rank = self._codes["resource"].sorted_rank()
         spill = self._spill
+        if len(spill.runs) == 1:  # one sorted run: read back in order, nothing to merge
+            for lo in range(0, spill.runs[0][0], BATCH_ROWS):
+                cols = spill.read(0, lo, lo + BATCH_ROWS)
+                yield cols, len(cols["seq"])
+            return
+        rank = self._codes["resource"].sorted_rank()
         for cols in merge_runs([n for n, _ in spill.runs], spill.read,
                                lambda c: (c["start_s"], c["end_s"], rank[c["resource"]],
                                           c["seq"]), MERGE_ROWS):
