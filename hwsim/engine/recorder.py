@@ -154,9 +154,8 @@ class Recorder:
         return len(self._sets) - 1
 
     def event_set(self, start_s: float, set_id: int, prefix: str) -> None:
-        """The rows of row set *set_id* (:meth:`row_set`) from *start_s*, each named *prefix* +
-        its suffix: as :meth:`event_rows` of them would record them, made into columns only
-        when the buffer is (no tuple per row)."""
+        """The rows of row set *set_id* (:meth:`row_set`) from *start_s*, named *prefix* + their
+        suffixes, as :meth:`event_rows` records them (columns made with the buffer's)."""
         buf = self._ebuf
         buf.append((start_s, set_id, prefix))
         self._set_rows += len(self._sets[set_id].suffixes) - 1
