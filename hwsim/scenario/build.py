@@ -178,21 +178,21 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
                 f"it does not train in FP8){'' if w.stack else ' (the default for this model)'}"
                 f"; valid: workload.stack: {', '.join(fp8) or '(no stack has one)'} for "
                 f"transformer models, or precision: bf16", field="workload.stack")
+        dev = get_device(g.nodes[ranks[0]]["spec"])
         if w.precision == "fp4":
-            dev = get_device(g.nodes[ranks[0]]["spec"])
             why = fp4_training_error(stack, dev, load_stacks().fp4_stacks(),
                                      nvfp4_devices(load_catalog().devices))
             if why:
                 raise ScenarioError(why, field="workload.precision")
         if flash is None:  # the stack decides; an explicit model.flash_attention overrides it
-            flash = stack.fused_attention(get_device(g.nodes[ranks[0]]["spec"]))
+            flash = stack.fused_attention(dev)
         args = dict(micro_batch=micro, precision=w.precision, seq_len=w.seq_len, tp=tp,
                     sp=par.sequence_parallel, cp=cp, ep=ep, recompute=par.recompute,
                     optimizer=w.optimizer, flash_attention=flash,
                     fp8_recipe=stack.fp8_recipe, tp_overlap=stack.tp_comm_overlap and not (
                         w.precision == "fp4" and not stack.fp4_recipe.tp_comm_overlap),
                     fp4_recipe=stack.fp4_recipe,
-                    fp8_transpose=not get_device(g.nodes[ranks[0]]["spec"]).fp8_any_layout)  # None: TN
+                    fp8_transpose=not dev.fp8_any_layout)  # None: TN
         # the FP8 recipe holds a dict: its repr (its every field) stands for it in the key
         ops, key = None, ("ops", spec, *(repr(v) if k in ("fp8_recipe", "fp4_recipe") else v
                                          for k, v in args.items())) if cache is not None else None
@@ -212,7 +212,7 @@ def training_plan(s: Scenario, g: nx.Graph, devices: list[str] | None = None,
     # the stack's memory overheads: fp32 main gradients, CUDA context, one NCCL communicator per
     # parallelism of degree > 1 (stacks.yaml [NCCL-ENV])
     overheads = stack.memory_overheads(
-        w.precision, get_device(g.nodes[ranks[0]]["spec"]).kind,
+        w.precision, dev.kind,
         sum(d > 1 for d in (dp, tp, pp, cp, ep)))
     total = _total_steps(w)
     steps = w.steps if w.steps is not None else min(total, simulated_steps(w))
