@@ -125,12 +125,21 @@ def test_family_meets_the_issue_target(family_rows):
     assert f["mape"] <= BOUND_MAPE and abs(f["worst"]) <= BOUND_ROW
 
 
-def test_the_spread_sensitivity_keeps_the_means_and_the_bounds():
+def test_the_dataset_lengths_reproduce_its_statistics():
+    """The percentiles in the cases file give the dataset's published means and bounds (the
+    input sum 5,463,976 and reference-output sum 5,379,553 over 24,576 samples) and its spread;
+    rescaled to a row's mean they keep it within MLPerf's output limit."""
     import numpy as np
 
     d = mi.section()["dataset"]
-    for sigma in (0.6, 1.0):
-        x = mi.spread_lengths(np.random.default_rng(0), 24576, 222.33, d["input_tokens"]["min"],
-                              d["input_tokens"]["max"], sigma)
-        assert x.min() >= 48 and x.max() <= 1021 and abs(x.mean() - 222.33) < 0.5
-        assert x.std() > 0.4 * sigma * 222      # a real spread, not the means
+    n = d["samples"]
+    x = mi.dataset_lengths(np.random.default_rng(0), 200_000, "input_percentiles")
+    y = mi.dataset_lengths(np.random.default_rng(1), 200_000, "reference_output_percentiles")
+    assert abs(x.mean() / (d["input_tokens"]["sum"] / n) - 1) < 0.01
+    assert abs(y.mean() / (d["reference_output_tokens"]["sum"] / n) - 1) < 0.01
+    assert x.min() >= d["input_tokens"]["min"] and x.max() <= d["input_tokens"]["max"]
+    assert y.min() >= d["reference_output_tokens"]["min"]
+    assert 0.7 < x.std() / x.mean() < 0.85 and 0.7 < y.std() / y.mean() < 0.85
+    z = mi.dataset_lengths(np.random.default_rng(2), 200_000, "reference_output_percentiles",
+                           mean=291.0)
+    assert abs(z.mean() - 291.0) < 1.0 and z.max() <= d["seqlen_limit"] - 1 and z.min() >= 1
