@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description="Sensitivity of the MLPerf rows to the request "
-                                 "lengths: each row at the means (the validation table: "
-                                 "validate_serving.py --only ...) and with the dataset's "
-                                 "per-sample length distribution")
+                                 "lengths: each row's error with the dataset's per-sample "
+                                 "length distribution (at the means, the validation table: "
+                                 "validate_serving.py --only mlperf_llama2_70b_offline)")
     ap.add_argument("--systems", nargs="*", default=[], help="substrings of the systems to run")
     args = ap.parse_args(argv)
     for c in load_cases():
