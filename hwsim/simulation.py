@@ -6,15 +6,15 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from hwsim.analysis.power import clock_factor, power_summary
 from hwsim.analysis.result import Result
 from hwsim.catalog import get_device, get_storage
+from hwsim.columnar import Table
 from hwsim.engine import Recorder
 from hwsim.heap import frozen_heap
 from hwsim.jobs.parallel import ParallelPlan, ParallelTrainingJob
@@ -30,6 +30,9 @@ from hwsim.progress import progress, shown
 from hwsim.summaries import (dataloader_summary, serving_job_summary, training_summary,
                              transfer_summary)
 from hwsim.topology import component_counts
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["simulate", "simulate_jobs", "collective_time"]
 
@@ -71,7 +74,7 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
     if isinstance(runner, (ServingJob, BatchingJob)):
         return _serving_result(runner, recorder, end, name, config, utilization_bin_s)
     if isinstance(runner, (TrainingJob, ParallelTrainingJob)):  # rank 0's events suffice
-        summary, breakdown = training_summary(runner, recorder.events_frame(rank=0))
+        summary, breakdown = training_summary(runner, recorder.events_table(rank=0))
         if summary["fits"] and isinstance(job, (TrainingPlan, ParallelPlan)):
             _cached_epochs(graph, job, summary, seed)
             summary.update(epoch_phases(job, summary, slowest_step_ends(runner.step_ends)))
@@ -79,9 +82,9 @@ def simulate(graph, job: TrainingPlan | ParallelPlan | DataLoaderPlan | Sequence
             extra["failures"] = _whole_run(summary, failures, graph, runner,
                                            system.rng)
     elif isinstance(runner, DataLoaderJob):
-        summary, breakdown = dataloader_summary(runner, recorder.events_frame(rank=0))
+        summary, breakdown = dataloader_summary(runner, recorder.events_table(rank=0))
     else:
-        summary, breakdown = transfer_summary(runner, recorder.events_frame(job=runner.job))
+        summary, breakdown = transfer_summary(runner, recorder.events_table(job=runner.job))
     summary["simulated_time_s"] = end
     summary["flows"] = system.net.flows_finished
     summary.update(_power(graph, recorder, end, summary))
@@ -108,7 +111,7 @@ def _frames(recorder: Recorder, end: float, bin_s: float | None, summary: dict, 
     kept = recorder.record_level != "summary"
     return dict(events=recorder.events_frame,
                 utilization=_utilization(recorder, end, bin_s, summary),
-                memory=recorder.memory_frame, loads=recorder.loads_frame,
+                memory=recorder.memory_table, loads=recorder.loads_frame,
                 slots=recorder.slots, device_specs=_device_specs(graph),
                 record=recorder.record_level, release=recorder.close,
                 event_batches=recorder.event_batches if kept else None)
@@ -159,6 +162,8 @@ def _whole_run(s: dict, spec: FailureSpec, graph, job: TrainingJob | ParallelTra
                    replicas=plan.dp if parallel else len(devices), summary=s)
     out, rows = simulate_run(run, rng.spawn(1)[0])
     s.update(out)
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
 
 
@@ -196,7 +201,7 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
     _run(env, runners, until_s, name)
     end = env.now
     ends = recorder.job_ends()
-    first = recorder.events_frame(rank=0)
+    first = recorder.events_table(rank=0)
     summary: dict[str, Any] = {"jobs": len(jobs)}
     parts, requests, iterations = [], [], []
     for (job_name, _, start), runner in zip(jobs, runners):
@@ -208,10 +213,10 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
         elif isinstance(runner, (TrainingJob, ParallelTrainingJob)):
             s, breakdown = training_summary(runner, first, start_s=start)
         else:
-            s, breakdown = transfer_summary(runner, recorder.events_frame(job=job_name))
+            s, breakdown = transfer_summary(runner, recorder.events_table(job=job_name))
         s.update(start_s=start, end_s=job_end)
         summary.update({f"job.{job_name}.{k}": v for k, v in s.items()})
-        parts.append(breakdown.assign(job=job_name))
+        parts.append(Table.of(breakdown).to_pandas().assign(job=job_name))
     summary["devices"] = sum(summary.get(f"job.{n}.devices") or 0 for n, _, _ in jobs)
     summary["fits"] = all(summary.get(f"job.{n}.fits", True) for n, _, _ in jobs)
     summary["simulated_time_s"] = end
@@ -220,13 +225,16 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
     steps = [_steps_frame(r, start) for (_, _, start), r in zip(jobs, runners)
              if isinstance(r, (TrainingJob, ParallelTrainingJob))]
 
+    import pandas as pd  # several jobs: their frames joined
+
     def first_job(frames: list[pd.DataFrame]) -> pd.DataFrame:  # the job column first
         if not frames:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True)
         return df[["job", *[c for c in df.columns if c != "job"]]]
     return Result(name=name, summary=summary,
-                  steps=pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(),
+                  steps=pd.concat([t.to_pandas() for t in steps], ignore_index=True) if steps
+                  else pd.DataFrame(),
                   bottleneck=first_job(parts),
                   config=dict(config or {}), requests=first_job(requests),
                   iterations=first_job(iterations),
@@ -251,7 +259,7 @@ def _utilization(recorder: Recorder, end: float, bin_s: float | None, summary: d
             f"{end:.3g} s simulated; coarsened to {coarse:.3g} s ({MAX_UTILIZATION_BINS:,} bins, "
             f"the most a run records)")
         bin_s = coarse
-    return lambda: recorder.utilization_frame(end, bin_s)
+    return lambda: recorder.utilization_table(end, bin_s)
 
 
 def _power(graph, recorder: Recorder, end: float, summary: dict) -> dict[str, Any]:
@@ -279,14 +287,14 @@ def _device_specs(graph) -> dict[str, str]:
             if d.get("kind") in ("gpu", "tpu", "cpu") and d.get("spec")}
 
 
-def _steps_frame(job: TrainingJob | ParallelTrainingJob, start_s: float = 0.0) -> pd.DataFrame:
+def _steps_frame(job: TrainingJob | ParallelTrainingJob, start_s: float = 0.0) -> Table:
     """``Result.steps``: ``job, step, start_s, end_s`` of every simulated step (the slowest
     rank's ends), empty when the job does not fit."""
     ends = list(slowest_step_ends(job.step_ends)) if job.fits else []
-    return pd.DataFrame({"job": job.plan.job, "step": np.arange(len(ends), dtype=np.int64),
-                         "start_s": np.asarray([start_s, *ends[:-1]], float)[:len(ends)],
-                         "end_s": np.asarray(ends, float)}, columns=["job", "step", "start_s",
-                                                                       "end_s"])
+    return Table({"job": [str(job.plan.job)] * len(ends),
+                  "step": np.arange(len(ends), dtype=np.int64),
+                  "start_s": np.asarray([start_s, *ends[:-1]], float)[:len(ends)],
+                  "end_s": np.asarray(ends, float)})
 
 
 def _run(env: simpy.Environment, runners: Sequence[Any], until_s: float | None,
@@ -356,7 +364,7 @@ def _start_at(env: simpy.Environment, runner: Any, start: float):
 
 def _serving_result(job: ServingJob | BatchingJob, recorder: Recorder, end: float, name: str,
                     config: dict[str, Any] | None, bin_s: float | None) -> Result:
-    s, breakdown, req, iterations = serving_job_summary(job, recorder.events_frame(rank=0), end)
+    s, breakdown, req, iterations = serving_job_summary(job, recorder.events_table(rank=0), end)
     s.update(_power(job.system.graph, recorder, end, s))
     return Result(name=name, summary=s, bottleneck=breakdown, config=dict(config or {}),
                   requests=req, iterations=iterations,

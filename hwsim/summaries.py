@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import pandas as pd
 
-from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, critical_path_breakdown
-from hwsim.analysis.parallelism import rank_events, step_breakdown, step_summary
-from hwsim.analysis.serving import (in_system_mean, prefix_summary, request_table,
-                                    serving_bottleneck, serving_summary)
+from hwsim.analysis.bottleneck import bottleneck, bottleneck_label, breakdown_table
+from hwsim.analysis.parallelism import rank_events, step_summary, step_table
 from hwsim.catalog import get_device
+from hwsim.columnar import Table
 from hwsim.jobs.batching import BatchingJob
 from hwsim.jobs.dataloader import DataLoaderJob
 from hwsim.jobs.parallel import ParallelTrainingJob
 from hwsim.jobs.serving import ServingJob
 from hwsim.jobs.training import TrainingJob, slowest_step_ends
 from hwsim.jobs.transfer import TransferJob
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["training_summary", "dataloader_summary", "transfer_summary", "serving_job_summary",
            "does_not_fit", "IMBALANCE_NOTED"]
@@ -50,16 +51,21 @@ def does_not_fit(job: Any) -> str:
             f"({parts})")
 
 
-def _attach_bottleneck(summary: dict, breakdown: pd.DataFrame) -> None:
-    if breakdown.empty:
+def _does_not_fit_breakdown() -> Table:
+    return Table({"category": ["memory_capacity"], "seconds": np.array([0.0]),
+                  "share": np.array([1.0])})
+
+
+def _attach_bottleneck(summary: dict, breakdown: pd.DataFrame | Table) -> None:
+    if not len(breakdown):
         summary.update(bottleneck="none", bottleneck_share=0.0, bottleneck_label="nothing ran")
         return
     cat, share = bottleneck(breakdown)
     summary.update(bottleneck=cat, bottleneck_share=share, bottleneck_label=bottleneck_label(cat))
 
 
-def training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFrame,
-                      start_s: float = 0.0) -> tuple[dict, pd.DataFrame]:
+def training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFrame | Table,
+                      start_s: float = 0.0) -> tuple[dict, Table]:
     """Summary keys and critical-path breakdown of a training job that started at *start_s*,
     from rank 0's events (of every job: its own are picked by ``plan.job``)."""
     plan = job.plan
@@ -105,7 +111,7 @@ def training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFram
                  bottleneck_label=does_not_fit(job))  # never ran: no critical path
         s.update(step_summary(None, None))
         s.update(_checkpoint_summary(job, None))
-        return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0], "share": [1.0]})
+        return s, _does_not_fit_breakdown()
     ends = np.asarray(slowest_step_ends(job.step_ends))
     # a checkpoint's stall falls between two step ends: it is not part of either step
     steps = _minus(np.diff(np.concatenate([[start_s], ends])), ends,
@@ -143,8 +149,8 @@ def training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFram
     # Rank 0's critical path over the steady-state steps (the first step too when it is the only).
     start, end = (float(ends[0]) if len(ends) > 1 else start_s), float(ends[-1])
     mine = rank_events(events, job=plan.job, rank=0, device=devices[0], devices=devices)
-    breakdown = critical_path_breakdown(mine, start_s=start, end_s=end)
-    parts = step_breakdown(mine, start_s=start, end_s=end,
+    breakdown = breakdown_table(mine, start_s=start, end_s=end)
+    parts = step_table(mine, start_s=start, end_s=end,
                            optimizer_names={op.name for m in models for op in m.optimizer})
     _attach_bottleneck(s, breakdown)
     s.update(_imbalance(job))
@@ -159,7 +165,7 @@ def training_summary(job: TrainingJob | ParallelTrainingJob, events: pd.DataFram
     return s, breakdown
 
 
-def dataloader_summary(job: DataLoaderJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+def dataloader_summary(job: DataLoaderJob, events: pd.DataFrame | Table) -> tuple[dict, Table]:
     """Accelerator utilization over the steady state (the second half of the steps: the first
     fill every worker's prefetch queue), throughput and what rank 0 waited for."""
     p = job.plan
@@ -178,7 +184,7 @@ def dataloader_summary(job: DataLoaderJob, events: pd.DataFrame) -> tuple[dict, 
         "accelerator_utilization": min(1.0, p.computation_time_s / step_time),
         "steps_simulated": p.steps,
     }
-    breakdown = critical_path_breakdown(events, job=p.job, start_s=start, end_s=float(ends[-1]))
+    breakdown = breakdown_table(events, job=p.job, start_s=start, end_s=float(ends[-1]))
     _attach_bottleneck(s, breakdown)
     return s, breakdown
 
@@ -234,7 +240,7 @@ def _checkpoint_summary(job: TrainingJob | ParallelTrainingJob, ends: np.ndarray
     return s
 
 
-def transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+def transfer_summary(job: TransferJob, events: pd.DataFrame | Table) -> tuple[dict, Table]:
     # a transfer whose destination cannot hold its bytes never starts: the job does not fit
     s: dict[str, Any] = {"transfers": len(job.plans), "transfers_failed": len(job.failed),
                          "fits": not job.failed}
@@ -253,7 +259,7 @@ def transfer_summary(job: TransferJob, events: pd.DataFrame) -> tuple[dict, pd.D
     done = [job.results[p.name] for p in job.plans if p.name in job.results]
     s["bytes_moved"] = total
     s["makespan_s"] = max((t1 for _, t1 in done), default=0.0) - min((t0 for t0, _ in done), default=0.0)
-    breakdown = critical_path_breakdown(events, job=job.job)
+    breakdown = breakdown_table(events, job=job.job)
     _attach_bottleneck(s, breakdown)
     return s, breakdown
 
@@ -265,6 +271,11 @@ def serving_job_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end
     that builds it: :class:`Result` builds it when read) of a serving job whose last activity
     ended at *end*, from rank 0's events (its own picked by job). The summary's iteration keys
     come from the replicas' running totals, not the table."""
+    import pandas as pd
+
+    from hwsim.analysis.serving import (in_system_mean, prefix_summary, request_table,
+                                        serving_bottleneck, serving_summary)
+
     plan = job.plan
     req = request_table([(q.req.id, q.replica, q.req.arrival_s, q.start_s, q.first_token_s,
                           q.end_s, q.req.prompt_tokens, q.req.output_tokens, q.preemptions,
@@ -280,8 +291,7 @@ def serving_job_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end
     if not job.fits:
         s.update(bottleneck="memory_capacity", bottleneck_share=None,
                  bottleneck_label=does_not_fit(job))  # never ran: no critical path
-        return s, pd.DataFrame({"category": ["memory_capacity"], "seconds": [0.0],
-                                "share": [1.0]}), req, pd.DataFrame()
+        return s, _does_not_fit_breakdown().to_pandas(), req, pd.DataFrame()
     s.update(serving_summary(req, end_s=end, slo_ttft_s=plan.slo_ttft_s,
                              slo_tpot_s=plan.slo_tpot_s))
     if getattr(job, "speculation", None) is not None:  # speculative decoding's counts
@@ -299,7 +309,8 @@ def serving_job_summary(job: ServingJob | BatchingJob, events: pd.DataFrame, end
         s["kv_blocks_used_max"] = int(used_max)
         s["kv_blocks_total"] = int(job.replicas[0].blocks_total)
         s["iterations"] = count
-    breakdown = critical_path_breakdown(events, job=plan.job, rank=0, start_s=first, end_s=end)
+    breakdown = breakdown_table(events, job=plan.job, rank=0, start_s=first,
+                                end_s=end).to_pandas()
     _attach_bottleneck(s, breakdown)
     s["simulated_time_s"] = end
     s.update(serving_bottleneck(req, blocked_busy / busy if busy > 0 else 0.0, breakdown,
@@ -344,6 +355,8 @@ def _iterations(replicas: Sequence[Any]) -> pd.DataFrame:
     :class:`~hwsim.jobs.serving_log.IterationLog` columns, or a classic batching replica's
     ``batch_tokens`` records ``(start, end, batch size, tokens, KV blocks used, prefill tokens,
     KV-blocked)`` (no prefix cache: 0), built column by column."""
+    import pandas as pd
+
     parts: list[list] = [[] for _ in _ITERATION_COLUMNS]
     for r in replicas:
         log = r.batch_tokens

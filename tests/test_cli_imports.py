@@ -77,3 +77,31 @@ def test_import_and_help_load_nothing_heavy(mode: str, args: tuple, also: tuple)
     got = _loaded(mode, *args)
     assert got["code"] == 0 and "hwsim" in got["modules"]
     assert sorted(set(HEAVY + also) & set(got["modules"])) == []
+
+
+@pytest.mark.parametrize("scenario", [
+    "gpt3-175b-1024xa100",              # 3D parallel, folded, steady state advanced
+    "bloom-176b-384xa100-checkpoint",   # checkpoints
+    "resnet50-8xa100-nvme",             # data parallel with an input pipeline
+    "dlio-unet3d-micron9550",           # data loader
+    "transfer-tiers",                   # transfers
+])
+def test_run_with_out_writes_every_file_without_pandas(scenario: str, tmp_path: Path) -> None:
+    """``hwsim run FILE --out DIR`` of a training, data-loading or transfer scenario builds its
+    summary and writes its files from numpy columns (:class:`hwsim.columnar.Table`) and pyarrow:
+    pandas (0.4 s of the process) is never imported; the files are whole."""
+    got = _loaded("cli", "run", str(ROOT / "scenarios" / f"{scenario}.yaml"), "--out",
+                  str(tmp_path / "out"), "-q")
+    assert got["code"] == 0
+    assert {"simpy", "numpy", "pyarrow"} <= set(got["modules"])
+    assert "pandas" not in got["modules"]
+    import pandas as pd
+
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"summary.json", "events.parquet", "utilization.parquet", "memory.parquet",
+            "bottleneck.csv", "trace.json", "scenario.json"} <= files
+    shares = pd.read_csv(tmp_path / "out" / "bottleneck.csv")["share"]
+    assert abs(shares.sum() - 1.0) < 1e-9
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary.get("fits", True) is True and summary["bottleneck"] in set(
+        pd.read_csv(tmp_path / "out" / "bottleneck.csv")["category"])

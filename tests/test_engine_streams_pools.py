@@ -64,7 +64,7 @@ def test_utilization_is_exact_and_within_bounds():
 
     env.process(job())
     env.run()
-    u = rec.utilization_frame(end_s=4.0, bin_s=1.0)
+    u = rec.utilization_table(end_s=4.0, bin_s=1.0).to_pandas()
     link = u[u.resource == "l"].utilization.to_numpy()
     assert link == pytest.approx([1.0, 0.0, 0.5, 0.0])
     assert u[u.resource == "l"].bytes.sum() == pytest.approx(15.0)

@@ -112,7 +112,7 @@ def test_closed_form_equals_the_flows_alone(gpu, link, nodes, op, size):
     closed, system = _time(g, devs, size, op, owner="me")
     assert closed == pytest.approx(flows, rel=1e-9)
     # the closed form records the bytes its flows would carry on the links
-    util = system.recorder.utilization_frame(closed)
+    util = system.recorder.utilization_table(closed).to_pandas()
     assert util.loc[util.resource_class != "stream", "bytes"].sum() > size
 
 

@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "hwsim"
 # simulation computes from finished jobs, beside it and imported by it only)
 # planning sits above scenario: sweeps and searches vary scenario fields and run scenarios
 # (issue 7: "sweeps run scenarios, so they live in hwsim/planning/"); the front calls planning
-RANK = {"units": 0, "exceptions": 0, "catalog": 1, "engine": 1, "topology": 2, "workloads": 2,
+RANK = {"units": 0, "exceptions": 0, "columnar": 0, "catalog": 1, "engine": 1, "topology": 2, "workloads": 2,
         "jobs": 3, "analysis": 3, "simulation": 4, "summaries": 4, "scenario": 5, "planning": 6,
         "calibration": 6,
         "cli": 7, "cli_common": 7, "cli_capacity": 7,

@@ -199,7 +199,7 @@ def test_steady_state_advance_at_every_record_level(layout, tmp_path):
     spilled = run_scenario(s, spill=tmp_path / "spill")
     summary = run_scenario(s, record="summary")
     assert kept.summary["micro_batches_simulated"] < kept.summary["micro_batches"]
-    streamed = [f for f in spilled.event_batches()]
+    streamed = [f.to_pandas() for f in spilled.event_batches()]
     import pandas as pd
 
     together = pd.concat(streamed, ignore_index=True)

@@ -66,7 +66,7 @@ def test_blocks_expand_in_any_chunks_and_bin_like_levels():
     assert len(whole) == 1 and len(small) > 1
     joined = loads.Pulses(*(np.concatenate(x) for x in zip(*small)))
     assert sorted(zip(*whole[0])) == sorted(zip(*joined)) and len(joined.code) == 9
-    u = rec.utilization_frame(end_s=6.0, bin_s=1.0, streams=False)
+    u = rec.utilization_table(end_s=6.0, bin_s=1.0, streams=False).to_pandas()
     by = {r: g["bytes"].to_numpy() for r, g in u.groupby("resource")}
     # a: 4 B/s over [0,1), [3,4), [3.5,4.5); 6 B/s over [1,1.5), [4,4.5), [4.5,5)
     assert by["a"] == pytest.approx([4.0, 3.0, 0.0, 4 + 2, 2 + 3 + 3, 0.0])

@@ -12,17 +12,22 @@ communication is charged to the link class. When several communication classes a
 same instant, the one with the most active events wins, ties broken by name. Categories outside the
 list (none are expected) are kept, below ``bubble``, in name order, never dropped.
 
-Pandas in, pandas out; this module knows nothing of SimPy. The sweep is vectorised: sorted
+Pandas in, pandas out (or the run's :class:`~hwsim.columnar.Table`, which it reads without
+pandas); this module knows nothing of SimPy. The sweep is vectorised: sorted
 boundaries and per-category ``searchsorted`` counts, no Python loop per event, so a million events
 take about a second.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import pandas as pd
+
+from hwsim.columnar import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["critical_path_breakdown", "bottleneck", "bottleneck_label", "category_tier", "PRIORITY",
            "IDLE"]
@@ -32,12 +37,8 @@ PRIORITY = ("compute", "memory", "overhead", "comm", "storage", "host", "bubble"
 IDLE = "idle"
 """Time covered by no selected event."""
 
-_COLUMNS = ["category", "seconds", "share"]
-
-
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame({"category": pd.Series(dtype=object), "seconds": pd.Series(dtype=float),
-                         "share": pd.Series(dtype=float)})
+def _empty() -> Table:
+    return Table({"category": [], "seconds": np.empty(0), "share": np.empty(0)})
 
 
 def _is_comm(category: str) -> bool:
@@ -78,41 +79,41 @@ def active_counts(first: np.ndarray, last: np.ndarray, select: np.ndarray | None
 def text_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     """``pd.factorize`` of *values* as strings (missing as ``""``), sorted: codes and names. A
     categorical column is read by its codes, without making a string per row."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        labels = [str(c) for c in values.cat.categories] + [""]
-        codes = values.cat.codes.to_numpy().astype(np.int64)
-        codes[codes < 0] = len(labels) - 1
-        present = np.unique(codes).tolist()
-        names = sorted({labels[k] for k in present})
-        index = {name: i for i, name in enumerate(names)}
-        lut = np.array([index.get(label, -1) for label in labels], dtype=np.int64)
-        return lut[codes], names
-    codes, uniques = pd.factorize(values.astype(object).fillna("").astype(str), sort=True)
-    return np.asarray(codes, np.int64), [str(u) for u in uniques]
+    return Table.of(values.to_frame("v")).text("v")
 
 
-def _select(values: pd.Series, wanted: Any) -> np.ndarray:
-    if isinstance(wanted, (str, bytes)) or not isinstance(wanted, Iterable):
-        return (values == wanted).to_numpy()
-    return values.isin(list(wanted)).to_numpy()
+def _select(events: Table, column: str, wanted: Any) -> np.ndarray:
+    """Rows of *events* whose *column* equals *wanted* (or is among them, a list)."""
+    many = not isinstance(wanted, (str, bytes)) and isinstance(wanted, Iterable)
+    wanted = list(wanted) if many else [wanted]
+    if all(isinstance(w, (int, float, np.number)) and not isinstance(w, bool) for w in wanted):
+        try:
+            return np.isin(events.numbers(column), np.asarray(wanted, float))
+        except (TypeError, ValueError):  # a text column asked for a number: no row is
+            return np.zeros(len(events), bool)
+    codes, names = events.text(column)
+    hit = np.fromiter((n in {str(w) for w in wanted} for n in names), bool, len(names))
+    return hit[codes] if len(names) else np.zeros(len(events), bool)
 
 
-def intervals(events: pd.DataFrame, who: str) -> tuple[np.ndarray, np.ndarray]:
+def intervals(events: pd.DataFrame | Table, who: str) -> tuple[np.ndarray, np.ndarray]:
     """``start_s`` and ``end_s`` of *events* as float arrays; ValueError (naming *who* and the
     first bad event) unless every one is finite and ends no earlier than it starts."""
-    starts = events["start_s"].to_numpy(dtype=float)
-    ends = events["end_s"].to_numpy(dtype=float)
+    events = Table.of(events)
+    starts = events.numbers("start_s")
+    ends = events.numbers("end_s")
     if not (np.isfinite(starts).all() and np.isfinite(ends).all()):
         raise ValueError(f"{who}: start_s and end_s must be finite numbers")
     if (ends < starts).any():
         i = int(np.argmax(ends < starts))
+        row = events.take(np.array([i]))
+        name, category = (row.strings(c)[0] if c in row else None for c in ("name", "category"))
         raise ValueError(f"{who}: an event ends before it starts (start_s={starts[i]}, "
-                         f"end_s={ends[i]}, name={events['name'].iloc[i]!r}, "
-                         f"category={events['category'].iloc[i]!r})")
+                         f"end_s={ends[i]}, name={name!r}, category={category!r})")
     return starts, ends
 
 
-def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any = None,
+def critical_path_breakdown(events: pd.DataFrame | Table, *, job: Any = None, rank: Any = None,
                             start_s: float | None = None,
                             end_s: float | None = None) -> pd.DataFrame:
     """Split a wall interval into the category the critical path was waiting for.
@@ -144,11 +145,20 @@ def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any 
 
     Examples
     --------
+    >>> import pandas as pd
     >>> ev = pd.DataFrame({"start_s": [0.0, 1.0, 3.0], "end_s": [2.0, 3.0, 4.0],
     ...                    "category": ["compute", "comm:nvlink", "storage"]})
     >>> critical_path_breakdown(ev).to_dict("list")
     {'category': ['compute', 'comm:nvlink', 'storage'], 'seconds': [2.0, 1.0, 1.0], 'share': [0.5, 0.25, 0.25]}
     """
+    return breakdown_table(events, job=job, rank=rank, start_s=start_s, end_s=end_s).to_pandas()
+
+
+def breakdown_table(events: pd.DataFrame | Table, *, job: Any = None, rank: Any = None,
+                    start_s: float | None = None, end_s: float | None = None) -> Table:
+    """:func:`critical_path_breakdown` as a :class:`~hwsim.columnar.Table` (what a run's
+    summary takes, without pandas)."""
+    events = Table.of(events)
     needed = ["start_s", "end_s", "category"] + (["job"] if job is not None else []) + (
         ["rank"] if rank is not None else [])
     missing = [c for c in needed if c not in events.columns]
@@ -160,11 +170,11 @@ def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any 
 
     keep = np.ones(len(events), dtype=bool)
     if job is not None:
-        keep &= _select(events["job"], job)
+        keep &= _select(events, "job", job)
     if rank is not None:
-        keep &= _select(events["rank"], rank)
-    starts, ends = intervals(events[keep], "critical_path_breakdown")
-    codes, names = text_codes(events["category"])
+        keep &= _select(events, "rank", rank)
+    starts, ends = intervals(events.take(keep), "critical_path_breakdown")
+    codes, names = events.text("category")
     codes = codes[keep]
 
     if len(starts) == 0 and (start_s is None or end_s is None):
@@ -233,20 +243,20 @@ def critical_path_breakdown(events: pd.DataFrame, *, job: Any = None, rank: Any 
         rows.append((IDLE, float(secs[0])))
     if not rows:
         return _empty()
-    out = pd.DataFrame(rows, columns=["category", "seconds"])
+    seconds = np.array([r[1] for r in rows])
+    order = np.lexsort((np.arange(len(rows)), -seconds))  # seconds descending, ties: priority
     # Floating round-off: the elementary intervals sum to the interval up to a few ulps.
-    out["share"] = out["seconds"] / total
-    out["_rank"] = range(len(out))
-    out = out.sort_values(["seconds", "_rank"], ascending=[False, True], kind="stable")
-    return out.drop(columns="_rank").reset_index(drop=True)[_COLUMNS]
+    return Table({"category": [rows[i][0] for i in order.tolist()], "seconds": seconds[order],
+                  "share": seconds[order] / total})
 
 
-def bottleneck(breakdown: pd.DataFrame) -> tuple[str, float]:
+def bottleneck(breakdown: pd.DataFrame | Table) -> tuple[str, float]:
     """The category with the most critical-path time and its share.
 
     ``idle`` is the answer only when no other category has time; ties go to the higher-priority
     category. An empty breakdown gives ``("idle", 0.0)``.
 
+    >>> import pandas as pd
     >>> bd = pd.DataFrame({"category": ["idle", "compute"], "seconds": [3.0, 1.0],
     ...                    "share": [0.75, 0.25]})
     >>> bottleneck(bd)
@@ -254,13 +264,14 @@ def bottleneck(breakdown: pd.DataFrame) -> tuple[str, float]:
     """
     if breakdown is None or len(breakdown) == 0:
         return (IDLE, 0.0)
-    busy = breakdown[(breakdown["category"] != IDLE) & (breakdown["seconds"] > 0)]
-    if len(busy) == 0:
-        idle = breakdown[breakdown["category"] == IDLE]
-        return (IDLE, float(idle["share"].sum()) if len(idle) else 0.0)
-    best = min(busy.itertuples(index=False),
-               key=lambda r: (-float(r.seconds), _rank_key(str(r.category))))
-    return (str(best.category), float(best.share))
+    t = Table.of(breakdown)
+    rows = list(zip(t.strings("category"), t.numbers("seconds").tolist(),
+                    t.numbers("share").tolist()))
+    busy = [r for r in rows if r[0] != IDLE and r[1] > 0]
+    if not busy:
+        return (IDLE, float(sum(r[2] for r in rows if r[0] == IDLE)))
+    best = min(busy, key=lambda r: (-r[1], _rank_key(r[0])))
+    return (best[0], best[2])
 
 
 _LABELS = {

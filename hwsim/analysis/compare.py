@@ -7,9 +7,9 @@ import math
 from numbers import Number
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 if TYPE_CHECKING:
+    import pandas as pd
     from hwsim.analysis.result import Result
 
 __all__ = ["compare", "bottleneck", "COMPARE_COLUMNS", "BOTTLENECK_COLUMNS"]
@@ -60,6 +60,8 @@ def compare(a: Result, b: Result, *, keys: list[str] | None = None,
         b - a and ``ratio`` = b / a for numbers (NaN otherwise, and the ratio NaN where a is 0
         unless b is 0 too, when it is 1); booleans compare as numbers.
     """
+    import pandas as pd
+
     sa, sb = dict(a.summary), dict(b.summary)
     if bottleneck_shares:
         for s, r in ((sa, a), (sb, b)):

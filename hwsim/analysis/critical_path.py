@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from hwsim.analysis.bottleneck import category_tier
 
 if TYPE_CHECKING:
+    import pandas as pd
     from hwsim.analysis.result import Result
 
 __all__ = ["critical_path", "walk_back", "CRITICAL_PATH_COLUMNS", "GAP"]
@@ -33,6 +33,8 @@ def walk_back(events: pd.DataFrame, start_s: float, end_s: float) -> pd.DataFram
     """The critical path of *events* (columns of ``Result.events``) over ``[start_s, end_s]``
     (see the module doc); :data:`CRITICAL_PATH_COLUMNS`, in time order. Events are clipped to
     the span; zero-length events are skipped."""
+    import pandas as pd
+
     lo, hi = float(start_s), float(end_s)
     if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
         raise ValueError(f"critical_path: need finite start_s <= end_s, got {lo}, {hi}")

@@ -8,20 +8,24 @@ run never leaves a half-written file or result directory that looks whole (DESIG
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import numpy as np
 
 from hwsim.analysis.trace import TraceEvents, chrome_trace, write_trace
+from hwsim.columnar import Table
 from hwsim.exceptions import HwsimError
 
 if TYPE_CHECKING:
@@ -94,7 +98,8 @@ def _plain(value: Any) -> Any:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if value is pd.NA or value is pd.NaT:
+    pd = sys.modules.get("pandas")  # pandas' missing values, if pandas made any
+    if pd is not None and (value is pd.NA or value is pd.NaT):
         return None
     return value
 
@@ -271,7 +276,7 @@ class Staging:
         if events and result.event_batches is not None:  # the events now live in their file
             path = out / "events.parquet"
             if callable(object.__getattribute__(result, "events")):
-                object.__setattr__(result, "events", lambda: pd.read_parquet(path))
+                object.__setattr__(result, "events", lambda: _read_parquet(path))
             object.__setattr__(result, "event_batches", None)
         return self.given
 
@@ -317,11 +322,12 @@ class _EventsFile:
     def __init__(self, path: Path) -> None:
         self.path, self.writer, self.schema = path, None, None
 
-    def write(self, frame: pd.DataFrame) -> None:
-        import pyarrow as pa
+    def write(self, frame: Table) -> None:
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        table = frame.to_arrow()
+        if self.schema is not None and table.schema != self.schema:
+            table = table.cast(self.schema)
         if self.writer is None:
             self.schema = table.schema
             self.writer = pq.ParquetWriter(self.path, self.schema, **_encoding(self.schema))
@@ -353,7 +359,7 @@ def _write_files(result: Result, folder: Path) -> bool:
         batches = iter(())
         if want_events or want_trace:
             batches = iter(result.event_batches() if result.event_batches is not None
-                           else [result.events])
+                           else [result.table("events")])
             first = next(batches, None)
             if first is not None:
                 batches = chain([first], batches)
@@ -370,11 +376,12 @@ def _write_files(result: Result, folder: Path) -> bool:
         finally:
             if out is not None:
                 pending.append(writer.submit(out.close))
-        result.bottleneck.to_csv(folder / "bottleneck.csv", index=False)
+        _write_csv(result.table("bottleneck"), folder / "bottleneck.csv")
         (folder / "scenario.json").write_text(to_json(result.config), encoding="utf-8")
         frames.result()
         if trace is not None:
-            write_trace(folder / "trace.json", trace, result.utilization, result.memory)
+            write_trace(folder / "trace.json", trace, result.table("utilization"),
+                        result.table("memory"))
         for task in pending:
             task.result()
     if (want_events or want_trace) and result.release is not None:
@@ -386,19 +393,42 @@ def _write_frames(result: Result, wanted: dict, folder: Path) -> None:
     """utilization.parquet and memory.parquet (unless the scenario's outputs switch them off);
     requests and iterations (serving) and failures (runs with failures), when there are any."""
     names = [name for name in ("utilization", "memory") if wanted.get(name, True)]
-    names += [name for name in ("requests", "iterations") if len(getattr(result, name))]
-    if len(result.failures.columns):  # runs with failures: one row per failure, maybe none
+    names += [name for name in ("requests", "iterations") if len(result.table(name))]
+    if result.table("failures").columns:  # runs with failures: one row per failure, maybe none
         names.append("failures")
     for name in names:
-        _write_parquet(getattr(result, name), folder / f"{name}.parquet")
+        _write_parquet(result.table(name), folder / f"{name}.parquet")
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    import pyarrow as pa
+def _write_parquet(frame: Table, path: Path) -> None:
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = frame.to_arrow()
     pq.write_table(table, path, **_encoding(table.schema))
+
+
+def _read_parquet(path: Path) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def _write_csv(table: Table, path: Path) -> None:
+    """*table* as CSV, as ``DataFrame.to_csv(path, index=False)`` writes it: a header, numbers
+    as ``repr`` (a missing one empty), text quoted where it must be."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(table.columns)
+    cols = []
+    for c in table.columns:
+        v = table[c]
+        if isinstance(v, np.ndarray) and v.dtype.kind in "fiub":
+            cols.append(["" if x != x else repr(x) for x in v.tolist()])
+        else:
+            cols.append(table.strings(c) if table.frame is None else
+                        ["" if x is None or x != x else str(x) for x in v])
+    out.writerows(zip(*cols))
+    path.write_text(buf.getvalue(), encoding="utf-8")
 
 
 def _encoding(schema: Any) -> dict[str, list[str]]:

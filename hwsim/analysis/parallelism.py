@@ -30,19 +30,23 @@ inside a tier the parts rank as :data:`PRIORITY` says. Exposed communication is 
 device op hides, and when several parallelisms are exposed at once the blocking ones win: TP, CP
 and EP collectives sit inside a layer and hold the next op, pipeline sends hold the next stage,
 data-parallel reductions mostly run behind the backward pass (ZeRO-3 gathers excepted). Uncovered time
-is ``other``. Pandas in, pandas out; nothing of SimPy.
+is ``other``. Pandas in, pandas out (or a run's :class:`~hwsim.columnar.Table`, read without
+pandas); nothing of SimPy.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 
-from hwsim.analysis.bottleneck import active_counts, category_tier, intervals, text_codes
+from hwsim.analysis.bottleneck import _select, active_counts, category_tier, intervals
+from hwsim.columnar import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["PARTS", "COMM_PARTS", "PRIORITY", "category_parts", "classify", "classify_events",
            "comm_parallelism", "rank_events", "step_breakdown", "step_summary", "summary_key"]
@@ -59,7 +63,6 @@ PRIORITY = ("compute", "optimizer", "exposed_comm_tp", "exposed_comm_cp", "expos
 _TOKENS = {"tp": "tp", "cp": "cp", "ep": "ep", "mp": "ep", "pp": "pp", "dp": "dp", "p2p": "pp"}
 _DATA_LOADING = re.compile(r"(read|decode|h2d)\.step\d+(\.|$)")
 _DEVICE_CATEGORIES = ("compute", "memory", "overhead")
-_COLUMNS = ["part", "seconds", "share"]
 
 
 def comm_parallelism(name: str) -> str | None:
@@ -114,20 +117,19 @@ def _sweep_key(name: str, kind: str, category: str, optimizer: bool) -> int:
     return category_tier(category) * len(PRIORITY) + PRIORITY.index(part)
 
 
-def classify_events(events: pd.DataFrame, optimizer_names: Iterable[str] = ()) -> np.ndarray:
+def classify_events(events: pd.DataFrame | Table, optimizer_names: Iterable[str] = ()
+                    ) -> np.ndarray:
     """:func:`classify` of every row of *events* (columns ``name``, ``kind``, ``category``), one
     call per distinct triple."""
-    codes, uniq = _triples(events)
+    codes, uniq = _triples(Table.of(events))
     opt = frozenset(optimizer_names)
     return np.array([classify(n, k, c, opt) for n, k, c in uniq], dtype=object)[codes]
 
 
-def _triples(events: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
-    """Codes of the distinct (name, kind, category) triples of *events*, and the triples."""
-    cols = []
-    for c in ("name", "kind", "category"):  # categorical columns: their codes, no strings made
-        codes, uniques = pd.factorize(events[c], sort=False, use_na_sentinel=False)
-        cols.append((np.asarray(codes, np.int64), [str(v) for v in uniques]))
+def _triples(events: Table) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    """Codes of the distinct (name, kind, category) triples of *events*, and the triples (a
+    missing value as ``""``)."""
+    cols = [events.text(c) for c in ("name", "kind", "category")]  # no string per row
     combined = np.zeros(len(events), dtype=np.int64)
     for codes, values in cols:  # one integer per triple: mixed radix over the column codes
         combined = combined * max(len(values), 1) + codes
@@ -136,26 +138,27 @@ def _triples(events: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, str, str
     return inverse.reshape(-1), triples
 
 
-def rank_events(events: pd.DataFrame, *, job: Any, rank: int, device: str,
-                devices: Sequence[str]) -> pd.DataFrame:
+def rank_events(events: pd.DataFrame | Table, *, job: Any, rank: int, device: str,
+                devices: Sequence[str]) -> pd.DataFrame | Table:
     """The events of *rank* of *job* that happened on its own *device* or off every device (storage
     reads, host work): rows recorded with this rank number on another of the job's *devices* are
     dropped. (Collectives over a sub-group record each member's index in the group as its rank,
     so in a tensor x pipeline x data parallel job "rank 0" rows also come from the first member of
     every other group.) A stream's owner is its resource before the last ``/``, a flow's its
-    source (before ``->``)."""
-    sub = events[(events["job"] == job) & (events["rank"] == rank)]
+    source (before ``->``). A frame in, a frame out; a Table, a Table."""
+    table = Table.of(events)
+    keep = _select(table, "job", job) & _select(table, "rank", rank)
     others = set(devices) - {device}
-    if sub.empty or not others:
-        return sub
-    # one owner per distinct resource (thousands of rows share a few hundred resources)
-    codes, uniques = text_codes(sub["resource"])
-    owners = [r.split("->", 1)[0] if "->" in r else r.rsplit("/", 1)[0] for r in uniques]
-    drop = np.fromiter((o in others for o in owners), dtype=bool, count=len(owners))
-    return sub[~drop[codes]]
+    if keep.any() and others:
+        # one owner per distinct resource (thousands of rows share a few hundred resources)
+        codes, uniques = table.text("resource")
+        owners = [r.split("->", 1)[0] if "->" in r else r.rsplit("/", 1)[0] for r in uniques]
+        drop = np.fromiter((o in others for o in owners), dtype=bool, count=len(owners))
+        keep &= ~drop[codes]
+    return events[keep] if not isinstance(events, Table) else events.take(keep)
 
 
-def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
+def step_breakdown(events: pd.DataFrame | Table, *, start_s: float, end_s: float,
                    optimizer_names: Iterable[str] = ()) -> pd.DataFrame:
     """Split the wall interval ``[start_s, end_s]`` of one rank's *events* into :data:`PARTS`.
 
@@ -164,6 +167,7 @@ def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
     interval). Raises ValueError for a missing column, a non-finite time, an event ending before it
     starts or ``end_s < start_s``.
 
+    >>> import pandas as pd
     >>> ev = pd.DataFrame({"start_s": [0.0, 1.0, 3.0], "end_s": [2.0, 3.0, 3.5],
     ...     "name": ["layer0.qkv", "dp.allreduce.b0", "layer0.adam"],
     ...     "kind": ["compute", "collective", "compute"],
@@ -172,6 +176,15 @@ def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
     >>> {p: s for p, s in zip(bd["part"], bd["seconds"]) if s}
     {'compute': 2.0, 'exposed_comm_dp': 1.0, 'optimizer': 0.5, 'other': 0.5}
     """
+    return step_table(events, start_s=start_s, end_s=end_s,
+                      optimizer_names=optimizer_names).to_pandas()
+
+
+def step_table(events: pd.DataFrame | Table, *, start_s: float, end_s: float,
+               optimizer_names: Iterable[str] = ()) -> Table:
+    """:func:`step_breakdown` as a :class:`~hwsim.columnar.Table` (what a run's summary
+    takes, without pandas)."""
+    events = Table.of(events)
     missing = [c for c in ("start_s", "end_s", "name", "kind", "category")
                if c not in events.columns]
     if missing:
@@ -186,7 +199,7 @@ def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
     live = e > s
     if hi > lo:
         # sweep key of an event: its category tier, then its part's rank in PRIORITY
-        codes, uniq = _triples(events[live])
+        codes, uniq = _triples(events.take(live))
         opt = frozenset(optimizer_names)
         key = np.array([_sweep_key(n, k, c, n in opt) for n, k, c in uniq],
                        dtype=np.int64)[codes]
@@ -202,9 +215,8 @@ def step_breakdown(events: pd.DataFrame, *, start_s: float, end_s: float,
             part = "other" if k < 0 else PRIORITY[int(k) % len(PRIORITY)]
             secs[part] += float(dt[winner == k].sum())
     total = hi - lo
-    return pd.DataFrame({"part": list(PARTS), "seconds": [secs[p] for p in PARTS],
-                         "share": [secs[p] / total if total > 0 else 0.0 for p in PARTS]},
-                        columns=_COLUMNS)
+    return Table({"part": list(PARTS), "seconds": np.array([secs[p] for p in PARTS]),
+                  "share": np.array([secs[p] / total if total > 0 else 0.0 for p in PARTS])})
 
 
 def category_parts(category: str) -> tuple[str, ...]:
@@ -242,12 +254,14 @@ def summary_key(part: str) -> str:
     return f"time_{part}_s"
 
 
-def step_summary(breakdown: pd.DataFrame | None, step_time_s: float | None) -> dict[str, Any]:
+def step_summary(breakdown: pd.DataFrame | Table | None, step_time_s: float | None
+                 ) -> dict[str, Any]:
     """Summary keys of a :func:`step_breakdown`: ``time_<part>_s = share * step_time_s`` for every
     part (so they sum to the step time) and ``exposed_comm_share``; all None without a step."""
     if breakdown is None or step_time_s is None:
         return {**{summary_key(p): None for p in PARTS}, "exposed_comm_share": None}
-    share = dict(zip(breakdown["part"], breakdown["share"]))
+    t = Table.of(breakdown)
+    share = dict(zip(t.strings("part"), t.numbers("share").tolist()))
     out: dict[str, Any] = {summary_key(p): float(share.get(p, 0.0)) * step_time_s for p in PARTS}
     out["exposed_comm_share"] = float(sum(share.get(p, 0.0) for p in COMM_PARTS))
     return out

@@ -22,13 +22,15 @@ GPU's busy power to the cap and its compute clock by :func:`clock_factor`. A **r
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import pandas as pd
 
 from hwsim.catalog.power import CLOCK_POWER_EXPONENT, capped_spec, clock_factor
 from hwsim.topology.power import check_rack_limit, device_spec, server_busy_power_w
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["power_w", "energy_j", "clock_factor", "capped_spec", "device_power",
            "component_power", "power_summary", "server_busy_power_w", "check_rack_limit",
@@ -64,6 +66,8 @@ def device_power(result: Any, bin_s: float | None = None, cap_w: float | None = 
     ``time_s, bin_s, device, spec, utilization, power_w, energy_j`` (``power_w x bin_s``). The
     device's energy over the run is the sum of its ``energy_j``. *cap_w*: a GPU power cap
     (default: the run's ``gpu_power_cap_w`` summary key)."""
+    import pandas as pd
+
     from hwsim.analysis.utilization import utilization
     from hwsim.catalog import get_device
 

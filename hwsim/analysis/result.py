@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import pandas as pd
+from hwsim.columnar import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _FRAMES = ("events", "utilization", "memory", "bottleneck", "requests", "iterations",
            "failures", "loads", "steps")
@@ -49,9 +52,11 @@ class Result:
         Flat keys with units in their names (DESIGN.md "Results"), JSON-serialisable.
     events, utilization, memory, bottleneck : pandas.DataFrame
         Columns as in :data:`EVENT_COLUMNS`, :data:`UTILIZATION_COLUMNS`, :data:`MEMORY_COLUMNS`,
-        :data:`BOTTLENECK_COLUMNS`. A frame may be given as a function that builds it: it is
-        then built on first access, once (a large run's full event table costs seconds that a
-        caller who wants the summary need not pay).
+        :data:`BOTTLENECK_COLUMNS`. A frame may be given as a
+        :class:`~hwsim.columnar.Table` or as a function that builds one (or a DataFrame):
+        the DataFrame is then built on first access, once (a large run's full event table costs
+        seconds that a caller who wants the summary need not pay; :meth:`save` writes the
+        files from the Tables, without pandas).
     config : dict
         The validated scenario the run used, as plain data.
     requests : pandas.DataFrame
@@ -86,9 +91,10 @@ class Result:
         ``utilization``, ``loads`` and ``memory`` are all there), and :meth:`save` writes
         neither events.parquet nor trace.json.
     event_batches : callable, optional
-        Returns the events as sorted frames of a bounded number of rows, each with the
-        categories of the whole (their concatenation is ``events``): what :meth:`save` streams
-        into events.parquet and trace.json. None: :meth:`save` writes ``events``.
+        Returns the events as sorted Tables (:class:`~hwsim.columnar.Table`) of a bounded
+        number of rows, each with the categories of the whole (their concatenation is
+        ``events``): what :meth:`save` streams into events.parquet and trace.json. None:
+        :meth:`save` writes ``events``.
     release : callable, optional
         Called once the events are in their file: frees what held them (a spill file).
     """
@@ -100,24 +106,35 @@ class Result:
     memory: pd.DataFrame = field(repr=False)
     bottleneck: pd.DataFrame = field(repr=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
-    requests: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    iterations: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    failures: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    loads: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    requests: pd.DataFrame = field(default_factory=Table, repr=False)
+    iterations: pd.DataFrame = field(default_factory=Table, repr=False)
+    failures: pd.DataFrame = field(default_factory=Table, repr=False)
+    loads: pd.DataFrame = field(default_factory=Table, repr=False)
     slots: dict[str, int] = field(default_factory=dict, repr=False)
     device_specs: dict[str, str] = field(default_factory=dict, repr=False)
-    steps: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    steps: pd.DataFrame = field(default_factory=Table, repr=False)
     record: str = "ops"
-    event_batches: Callable[[], Iterator[pd.DataFrame]] | None = field(default=None, repr=False,
-                                                                       compare=False)
+    event_batches: Callable[[], Iterator[Table]] | None = field(default=None, repr=False,
+                                                                compare=False)
     release: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def __getattribute__(self, key: str) -> Any:
         value = object.__getattribute__(self, key)
-        if key in _FRAMES and callable(value):
-            value = value()
+        if key in _FRAMES and (callable(value) or isinstance(value, Table)):
+            value = Result.table(self, key)
+            if isinstance(value, Table):
+                value = value.to_pandas()
             object.__setattr__(self, key, value)
         return value
+
+    def table(self, name: str) -> Table:
+        """Frame *name* as a :class:`~hwsim.columnar.Table`, without building the DataFrame
+        when it has not been (what the writers read)."""
+        value = object.__getattribute__(self, name)
+        if callable(value) and not isinstance(value, Table):
+            value = value()
+            object.__setattr__(self, name, value)
+        return Table.of(value)
 
     def save(self, out_dir: str | Path) -> Path:
         """Write summary.json, events.parquet, utilization.parquet, memory.parquet,

@@ -12,10 +12,12 @@ outputs), ``e2e_s`` (arrival to last token).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["REQUEST_COLUMNS", "request_table", "serving_summary", "in_system_mean",
            "serving_bottleneck", "prefix_summary", "keep_up_ratio", "tail_queue_share", "SATURATED_BELOW"]
@@ -36,6 +38,8 @@ def request_table(rows: list[tuple]) -> pd.DataFrame:
     """The request table from ``(id, replica, arrival_s, start_s, first_token_s, end_s,
     prompt_tokens, output_tokens, preemptions, prefix_tokens, cached_tokens)`` rows, sorted by
     id, with the derived columns."""
+    import pandas as pd
+
     # column by column: a frame from 10,000 tuples infers each cell's type, three times slower
     df = (pd.DataFrame({c: np.asarray(v) for c, v in zip(_GIVEN, zip(*rows))},
                        columns=list(_GIVEN)) if rows else

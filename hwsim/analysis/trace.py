@@ -34,12 +34,15 @@ from __future__ import annotations
 import json
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
-import pandas as pd
 
-from hwsim.analysis.trace_layout import Counters, Layout, _ns, process_of
+from hwsim.analysis.trace_layout import Counters, Layout, _ns, numeric, process_of
+from hwsim.columnar import Coded, Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 from hwsim.analysis.trace_slices import Slices
 
 __all__ = ["chrome_trace", "write_trace", "TraceEvents", "DEFAULT_MAX_SLICES", "process_of"]
@@ -61,7 +64,7 @@ class TraceEvents:
         self.values: dict[str, list] = {c: [] for c in _TEXT}
         self._parts: list[dict[str, np.ndarray]] = []
         self._cols: dict[str, np.ndarray] | None = None
-        self._luts: dict[str, tuple[pd.Index, np.ndarray]] = {}
+        self._luts: dict[str, tuple[list, np.ndarray]] = {}
 
     def _code(self, column: str, value: Any) -> int:
         index = self._index[column]
@@ -81,31 +84,41 @@ class TraceEvents:
             lut = [self._code(column, u) for u in uniques] + [-1]
         return np.asarray(lut, np.int32)
 
-    def _encode(self, column: str, series: pd.Series) -> np.ndarray:
-        if isinstance(series.dtype, pd.CategoricalDtype):  # the batches of a run: the same
-            cats = series.cat.categories  # categories each time, coded once
-            last = self._luts.get(column)
-            if last is None or not last[0].equals(cats):
-                last = self._luts[column] = (cats, self._lut(column, cats))
-            return last[1][series.cat.codes.to_numpy()]  # -1 (missing): the last entry
-        local, uniques = pd.factorize(series)
-        return self._lut(column, uniques)[local]
+    def _encode(self, column: str, table: Table) -> np.ndarray:
+        if table.frame is not None:
+            categorical = table.frame[column].dtype.name == "category"
+            col = table.frame[column]
+            if categorical:
+                col = Coded(col.cat.codes.to_numpy(), list(col.cat.categories))
+        else:
+            col = table[column]
+        if isinstance(col, Coded):  # the batches of a run: the same categories each time,
+            last = self._luts.get(column)  # coded once
+            if last is None or last[0] != list(col.values):
+                last = self._luts[column] = (list(col.values), self._lut(column, col.values))
+            return last[1][np.asarray(col.codes)]  # -1 (missing): the last entry
+        index: dict = {}  # codes in order of first appearance; None (or NaN) missing
+        local = np.fromiter((-1 if v is None or (isinstance(v, float) and v != v)
+                             else index.setdefault(v, len(index)) for v in col), np.int64,
+                            len(col))
+        return self._lut(column, list(index))[local]
 
-    def add(self, frame: pd.DataFrame | None) -> None:
+    def add(self, frame: pd.DataFrame | Table | None) -> None:
+        """Add the events of *frame* (a DataFrame or Table of Result.events' columns)."""
         if frame is None or not len(frame):
             return
-        start = pd.to_numeric(frame["start_s"], errors="coerce").to_numpy(float)
-        end = pd.to_numeric(frame["end_s"], errors="coerce").to_numpy(float)
+        table = Table.of(frame)
+        start, end = numeric(table, "start_s"), numeric(table, "end_s")
         ok = np.isfinite(start) & np.isfinite(end)
         s = _ns(start[ok])
         part = {"s": s, "e": np.maximum(_ns(end[ok]), s)}
         n = len(s)
+        columns = set(table.columns)
         for c in _TEXT:
-            part[c] = (self._encode(c, frame[c])[ok] if c in frame.columns
-                       else self._encode(c, pd.Series([None] * n, dtype=object)))
+            part[c] = (self._encode(c, table)[ok] if c in columns
+                       else self._encode(c, Table({c: [None] * n})))
         for c in ("rank", "bytes", "flops"):
-            part[c] = (pd.to_numeric(frame[c], errors="coerce").to_numpy(float)[ok]
-                       if c in frame.columns else np.full(n, np.nan))
+            part[c] = numeric(table, c)[ok] if c in columns else np.full(n, np.nan)
         self._parts.append(part)
         self._cols = None
 
@@ -121,12 +134,12 @@ class TraceEvents:
         return sum(len(p["s"]) for p in self._parts)
 
 
-def _events_table(events: pd.DataFrame | TraceEvents | Iterable[pd.DataFrame] | None
-                  ) -> TraceEvents:
+def _events_table(events: pd.DataFrame | Table | TraceEvents | Iterable[pd.DataFrame | Table]
+                  | None) -> TraceEvents:
     if isinstance(events, TraceEvents):
         return events
     table = TraceEvents()
-    if isinstance(events, pd.DataFrame) or events is None:
+    if events is None or isinstance(events, Table) or hasattr(events, "columns"):
         table.add(events)
     else:
         for frame in events:

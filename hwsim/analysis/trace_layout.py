@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import pandas as pd
+
+from hwsim.columnar import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["process_of", "Layout", "Counters"]
 
@@ -107,15 +111,26 @@ def _label(res: str) -> tuple[str, str]:
     return proc, f"{_short(dev, proc)} {stream}".strip()
 
 
-def _rows(frame: pd.DataFrame, value: str) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
-    """Per row of *frame*: the code of its resource (into the sorted names, -1 missing), the
+def _rows(table: Table, value: str) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
+    """Per row of *table*: the code of its resource (into the sorted names, -1 missing), the
     names, its time in ns and its *value*; rows without a finite value or with a negative time
     marked -1."""
-    codes, names = pd.factorize(frame["resource"], sort=True)
-    t = _ns(frame["time_s"].to_numpy(float))
-    v = pd.to_numeric(frame[value], errors="coerce").to_numpy(float)
-    codes = np.where(np.isfinite(v) & (t >= 0), codes, -1)
-    return codes, names, t, v
+    codes, names = table.text("resource")
+    t = _ns(table.numbers("time_s"))
+    v = numeric(table, value)
+    valid = np.isfinite(v) & (t >= 0)
+    if "" in names:  # a missing resource
+        valid &= codes != names.index("")
+    return np.where(valid, codes, -1), names, t, v
+
+
+def numeric(table: Table, column: str) -> np.ndarray:
+    """Column *column* as floats, a value that is not a number as NaN."""
+    if table.frame is None:
+        return table.numbers(column)
+    import pandas as pd
+
+    return pd.to_numeric(table.frame[column], errors="coerce").to_numpy(float)
 
 
 def _tracks(code: np.ndarray, t: np.ndarray, v: np.ndarray) -> Iterator[tuple[int, np.ndarray,
@@ -138,8 +153,11 @@ class Counters:
     resource, no group objects); :meth:`emit` yields the ``C`` events once the layout is
     numbered."""
 
-    def __init__(self, utilization: pd.DataFrame | None, memory: pd.DataFrame | None) -> None:
+    def __init__(self, utilization: pd.DataFrame | Table | None,
+                 memory: pd.DataFrame | Table | None) -> None:
         self.tracks: list[tuple[str, str, str, np.ndarray, np.ndarray]] = []
+        utilization = None if utilization is None else Table.of(utilization)
+        memory = None if memory is None else Table.of(memory)
         if utilization is not None and len(utilization) and \
                 {"resource", "time_s", "utilization"} <= set(utilization.columns):
             codes, names, t, v = _rows(utilization, "utilization")
@@ -147,7 +165,7 @@ class Counters:
             rows = rows[np.argsort(codes[rows], kind="stable")]  # per resource, in order
             code, t, v = codes[rows], t[rows], v[rows]
             if "bin_s" in utilization and len(rows):  # the series drops to 0 after its last bin
-                w = _ns(utilization["bin_s"].to_numpy(float))[rows]
+                w = _ns(utilization.numbers("bin_s"))[rows]
                 last = np.r_[code[1:] != code[:-1], True]
                 after = np.flatnonzero(last) + 1
                 t = np.insert(t, after, t[last] + w[last])
@@ -158,7 +176,7 @@ class Counters:
         if memory is not None and len(memory) and {"resource", "time_s", "used_bytes"} <= \
                 set(memory.columns):
             codes, names, t, v = _rows(memory, "used_bytes")
-            rows = np.lexsort((memory["time_s"].to_numpy(float), codes))  # per pool, by time
+            rows = np.lexsort((memory.numbers("time_s"), codes))  # per pool, by time
             rows = rows[codes[rows] >= 0]
             code, t, v = codes[rows], t[rows], v[rows]
             # several changes at one instant: the last one holds

@@ -16,7 +16,6 @@ import math
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import pandas as pd
 
 from hwsim.analysis.trace_layout import Layout, _short, process_of
 
@@ -99,7 +98,7 @@ class Slices:
     def _tracks(self, resource: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The tracks (``(process, thread)``, numbered in order of first appearance) and, per
         resource, its sending and receiving track (-1: not a flow)."""
-        self._codes, uniq = pd.factorize(resource)
+        self._codes, uniq = _first_seen(resource)
         resources = self.values["resource"]
         tracks: dict[tuple[str, str], int] = {}
         send, recv = [], []
@@ -147,6 +146,20 @@ class Slices:
         pid = layout.procs[self.names[0][0]]
         yield (f'{{"name":{json.dumps(MERGED_NOTE)},"ph":"i","s":"g","ts":{self.cut / 1000.0!r},'
                f'"pid":{pid},"tid":{pid}}}')
+
+
+def _first_seen(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of *values* (small integers, -1 or more) numbered in order of first appearance,
+    and the distinct values in that order (``pd.factorize`` of them; no sort of the rows)."""
+    v = np.asarray(values, np.int64) + 1
+    n = len(v)
+    first = np.full(int(v.max()) + 1 if n else 0, n, np.int64)
+    np.minimum.at(first, v, np.arange(n))
+    present = np.flatnonzero(first < n)
+    present = present[np.argsort(first[present], kind="stable")]
+    lut = np.empty(len(first), np.int64)
+    lut[present] = np.arange(len(present))
+    return lut[v], present - 1
 
 
 def _by_time(start: np.ndarray, end: np.ndarray

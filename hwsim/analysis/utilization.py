@@ -22,11 +22,11 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 from hwsim.analysis.energy import device_energy_j
 
 if TYPE_CHECKING:
+    import pandas as pd
     from hwsim.analysis.result import Result
 
 __all__ = ["utilization", "resource_summary", "select_resources", "STREAM_KINDS",
@@ -53,6 +53,8 @@ def _step_functions(result: Result) -> dict[str, tuple[str, str, np.ndarray, np.
                                                         np.ndarray | None]]:
     """Per resource: (kind, class, change times, u after each change, load after each change or
     None for streams). u and load hold from a change to the next; they are 0 before the first."""
+    import pandas as pd
+
     out: dict[str, Any] = {}
     ev = result.events
     if len(ev):
@@ -151,6 +153,8 @@ def utilization(result: Result, resource: Any = None, bin_s: float | None = None
         width, in [0, 1]), ``busy_s`` and ``bytes`` (carried by a channel in the bin; NaN for
         streams). One row per resource and bin, by resource then time.
     """
+    import pandas as pd
+
     end = _run_end(result) if end_s is None else float(end_s)
     lo = float(start_s)
     if not end > lo:
@@ -205,6 +209,8 @@ def resource_summary(result: Result, *, start_s: float = 0.0,
           switches and storage are in the run's power summary keys (docs/analysis.md, "Power"),
           not per resource.
     """
+    import pandas as pd
+
     end = _run_end(result) if end_s is None else float(end_s)
     lo = float(start_s)
     wall = end - lo

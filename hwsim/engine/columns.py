@@ -21,9 +21,11 @@ from typing import Any, Callable, Hashable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from hwsim.columnar import Coded, Table
+
 __all__ = ["EVENT_COLUMNS", "TEXT", "DTYPES", "Codes", "RowSet", "encode_events", "row_set",
            "concat", "take",
-           "categories", "frame",
+           "categories", "frame", "table",
            "empty_columns", "sort_order", "SpillFile", "merge_runs"]
 
 EVENT_COLUMNS = ("start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
@@ -259,11 +261,9 @@ def _at_most(keys: tuple[np.ndarray, ...], bound: tuple) -> np.ndarray:
 
 
 def categories(codes: dict[str, Codes], present: dict[str, np.ndarray]
-               ) -> dict[str, tuple[np.ndarray, Any]]:
-    """Per text column, the map from its *codes* to category codes and the categorical dtype:
-    the values *present* (codes), sorted. Made once for all the batches of a run."""
-    import pandas as pd
-
+               ) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Per text column, the map from its *codes* to category codes and the categories: the
+    values *present* (codes), sorted, as strings. Made once for all the batches of a run."""
     out = {}
     for c, present_codes in present.items():
         values = codes[c].values
@@ -271,16 +271,16 @@ def categories(codes: dict[str, Codes], present: dict[str, np.ndarray]
         keep.sort(key=values.__getitem__)
         lut = np.full(len(values) + 1, -1, np.int64)
         lut[keep] = np.arange(len(keep))
-        out[c] = lut, pd.CategoricalDtype(pd.Index([str(values[k]) for k in keep], dtype=str))
+        out[c] = lut, [str(values[k]) for k in keep]
     return out
 
 
-def frame(cols: Columns, codes: dict[str, Codes],
-          cats: dict[str, tuple[np.ndarray, Any]] | None = None, ordered: bool = False) -> Any:
-    """The events frame of *cols* (text columns categorical, by *cats* or the values present),
+def table(cols: Columns, codes: dict[str, Codes],
+          cats: dict[str, tuple[np.ndarray, list[str]]] | None = None,
+          ordered: bool = False) -> Table:
+    """The events of *cols* as a :class:`~hwsim.columnar.Table` in the columns of the
+    events frame (text columns coded into their categories: by *cats* or the values present),
     sorted as :func:`sort_order` unless *ordered*."""
-    import pandas as pd
-
     if not ordered:
         cols = take(cols, sort_order(cols, codes["resource"].sorted_rank()))
     if cats is None:
@@ -289,8 +289,15 @@ def frame(cols: Columns, codes: dict[str, Codes],
     for c in EVENT_COLUMNS:
         v = cols[c]
         if c in TEXT:
-            lut, dtype = cats[c]
-            out[c] = pd.Categorical.from_codes(lut[v], dtype=dtype, validate=False)
+            lut, values = cats[c]
+            out[c] = Coded(lut[v], values)
         else:
             out[c] = v
-    return pd.DataFrame(out, columns=list(EVENT_COLUMNS))
+    return Table(out)
+
+
+def frame(cols: Columns, codes: dict[str, Codes],
+          cats: dict[str, tuple[np.ndarray, list[str]]] | None = None, ordered: bool = False
+          ) -> Any:
+    """The events frame of *cols*: :func:`table`'s DataFrame (text columns categorical)."""
+    return table(cols, codes, cats, ordered).to_pandas()

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Hashable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from hwsim.columnar import Coded, Table
+
 if TYPE_CHECKING:  # pandas only where a frame is built: the engine runs without it
     import pandas as pd
 
 __all__ = ["Block", "Levels", "Pulses", "channel_name", "expand", "loads_frame",
-           "utilization_frame", "union_busy_s"]
+           "utilization_table", "union_busy_s"]
 
 LOAD_COLUMNS = ["time_s", "resource", "resource_class", "load_bytes_per_s", "capacity_bytes_per_s"]
 UTIL_COLUMNS = ["time_s", "bin_s", "resource", "resource_class", "utilization", "bytes"]
@@ -181,18 +183,16 @@ def _by_stream(codes: np.ndarray, n: int) -> dict[int, np.ndarray]:
     return {k: by[bounds[k]:bounds[k + 1]] for k in np.unique(codes).tolist()}
 
 
-def utilization_frame(end_s: float, bin_s: float | None, levels: Levels, blocks: Sequence[Block],
+def utilization_table(end_s: float, bin_s: float | None, levels: Levels, blocks: Sequence[Block],
                       capacity: dict, label: dict,
                       streams: tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[str]] | None,
-                      slots: dict[str, int]) -> pd.DataFrame:
-    """Busy fraction per resource and time bin (:meth:`hwsim.engine.Recorder.utilization_frame`).
+                      slots: dict[str, int]) -> Table:
+    """Busy fraction per resource and time bin (:meth:`hwsim.engine.Recorder.utilization_table`).
 
     *streams*: the ``(starts, ends, resource codes, resource names)`` of the work on device
     streams, or None for channels only."""
-    import pandas as pd
-
     if end_s <= 0:
-        return pd.DataFrame(columns=UTIL_COLUMNS)
+        return _no_utilization()
     if bin_s is None:
         bin_s = end_s / 100.0
     nbins = max(1, int(np.ceil(end_s / bin_s - 1e-9)))
@@ -232,14 +232,18 @@ def utilization_frame(end_s: float, bin_s: float | None, levels: Levels, blocks:
             _stream_row(str(names[k]), starts_all[idx], ends_all[idx], slots, edges, bin_s,
                         resources, classes, util, carried_all, nb)
     if not resources:
-        return pd.DataFrame(columns=UTIL_COLUMNS)
+        return _no_utilization()
     k = len(resources)
-    return pd.DataFrame({
-        "time_s": np.tile(edges[:-1], k), "bin_s": bin_s,
-        "resource": np.repeat(np.asarray(resources, dtype=object), nb),
-        "resource_class": np.repeat(np.asarray(classes, dtype=object), nb),
-        "utilization": np.concatenate(util), "bytes": np.concatenate(carried_all)},
-        columns=UTIL_COLUMNS)
+    return Table({
+        "time_s": np.tile(edges[:-1], k), "bin_s": np.full(k * nb, float(bin_s)),
+        "resource": Coded(np.repeat(np.arange(k), nb), resources, plain=True),
+        "resource_class": Coded(np.repeat(np.arange(k), nb), classes, plain=True),
+        "utilization": np.concatenate(util), "bytes": np.concatenate(carried_all)})
+
+
+def _no_utilization() -> Table:
+    return Table({c: [] if c in ("resource", "resource_class") else np.empty(0)
+                  for c in UTIL_COLUMNS})
 
 
 def _stream_row(name: str, starts: np.ndarray, ends: np.ndarray, slots: dict[str, int],

@@ -33,8 +33,9 @@ import numpy as np
 from hwsim.engine import loads as _loads
 from hwsim.engine.repeat import check_repeat, spread
 from hwsim.engine.columns import (EVENT_COLUMNS, TEXT, Codes, Columns, RowSet, SpillFile,
-                                  categories, concat, empty_columns, encode_events, frame,
-                                  merge_runs, row_set, sort_order, take)
+                                  categories, concat, empty_columns, encode_events, merge_runs,
+                                  row_set, sort_order, table, take)
+from hwsim.columnar import Table
 from hwsim.exceptions import HwsimError
 
 if TYPE_CHECKING:
@@ -419,9 +420,13 @@ class Recorder:
         return select
 
     def events_frame(self, rank: int | None = None, job: str | None = None) -> pd.DataFrame:
+        """:meth:`events_table` as a DataFrame (the text columns categorical)."""
+        return self.events_table(rank, job).to_pandas()
+
+    def events_table(self, rank: int | None = None, job: str | None = None) -> Table:
         """One row per activity, sorted by start time, end time and resource (then the order
-        recorded); columns of ``EVENT_COLUMNS``, the text ones categorical (the values
-        present); only rank *rank*'s and job *job*'s when given.
+        recorded); columns of ``EVENT_COLUMNS``, the text ones coded (the values present,
+        sorted); only rank *rank*'s and job *job*'s when given.
 
         Raises
         ------
@@ -444,10 +449,10 @@ class Recorder:
             chunks = [take(c, select(c)) for c in chunks]
         if self._all is not None:
             chunks = chunks + list(self._block_rows(select))
-        return frame(concat(chunks), self._codes)
+        return table(concat(chunks), self._codes)
 
-    def event_batches(self, rows: int | None = None) -> Iterator[pd.DataFrame]:
-        """Every event as frames of about *rows* rows, in the order of :meth:`events_frame`,
+    def event_batches(self, rows: int | None = None) -> Iterator[Table]:
+        """Every event as Tables of about *rows* rows, in the order of :meth:`events_frame`,
         each with the categories of the whole (what a writer streams to a file: the
         concatenation equals ``events_frame()``; default :data:`BATCH_ROWS`). Raises HwsimError at
         ``summary``."""
@@ -461,10 +466,10 @@ class Recorder:
                 pending.append(cols)
                 size += n
                 if size >= rows:
-                    yield frame(concat(pending), self._codes, cats, ordered=True)
+                    yield table(concat(pending), self._codes, cats, ordered=True)
                     pending, size = [], 0
             if pending or not self._spill.rows():
-                yield frame(concat(pending), self._codes, cats, ordered=True)
+                yield table(concat(pending), self._codes, cats, ordered=True)
             return
         if self._all is None:
             raise self._not_kept("events")
@@ -472,7 +477,7 @@ class Recorder:
         cats = categories(self._codes, {c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT})
         order = sort_order(cols, self._codes["resource"].sorted_rank())
         for a in range(0, max(len(order), 1), rows):
-            yield frame(take(cols, order[a:a + rows]), self._codes, cats, ordered=True)
+            yield table(take(cols, order[a:a + rows]), self._codes, cats, ordered=True)
 
     def _merged(self) -> Iterator[tuple[Columns, int]]:
         spill = self._spill
@@ -509,14 +514,11 @@ class Recorder:
         """The plain (not block) events kept, as tuples in recorded order."""
         self.release()
         self._flush_events()
-        chunks = self._all if self._all is not None else self._kept
-        out = []
-        for cols in chunks:
-            text = {c: self._codes[c].values + [None] for c in TEXT}
-            for i in range(len(cols["seq"])):
-                out.append(tuple(text[c][cols[c][i]] if c in TEXT else cols[c][i].item()
-                                 for c in EVENT_COLUMNS))
-        return out
+        text = {c: self._codes[c].values + [None] for c in TEXT}
+        return [tuple(text[c][cols[c][i]] if c in TEXT else cols[c][i].item()
+                      for c in EVENT_COLUMNS)
+                for cols in (self._all if self._all is not None else self._kept)
+                for i in range(len(cols["seq"]))]
 
     @property
     def levels(self) -> list[tuple[float, Hashable, float]]:
@@ -534,11 +536,11 @@ class Recorder:
         t, code, load = parts[0] if parts else (np.empty(0), np.empty(0, np.int32), np.empty(0))
         return _loads.Levels(t, code, load, self._lcodes.values)
 
-    def memory_frame(self) -> pd.DataFrame:
-        import pandas as pd
-        return pd.DataFrame(self.memory, columns=["time_s", "resource", "used_bytes",
-                                                  "capacity_bytes"]).astype(
-            {"time_s": float, "resource": str, "used_bytes": float, "capacity_bytes": float})
+    def memory_table(self) -> Table:
+        """``time_s, resource, used_bytes, capacity_bytes`` of every change of a pool's level."""
+        t, res, used, cap = zip(*self.memory) if self.memory else ((),) * 4
+        return Table({"time_s": np.asarray(t, float), "resource": [str(r) for r in res],
+                      "used_bytes": np.asarray(used, float), "capacity_bytes": np.asarray(cap, float)})
 
     def loads_frame(self) -> pd.DataFrame:
         """The load of every shared channel as a step function: one row per change, ``time_s,
@@ -549,9 +551,8 @@ class Recorder:
                                   self.label)
 
     def _stream_work(self) -> tuple | None:
-        """``(starts, ends, resource codes, resource names)`` of the work on device streams (of
-        kinds :data:`STREAM_KINDS`), None when there is none; kept until more is recorded (the
-        power summary and the utilization frame both read it)."""
+        """``(starts, ends, resource codes, resource names)`` of the work on device streams
+        (:data:`STREAM_KINDS`), None if none; kept until more is recorded (power, utilization)."""
         self.release()
         self._flush_events()
         self._flush_blocks()
@@ -578,17 +579,16 @@ class Recorder:
         work = self._stream_work()
         return {} if work is None else _loads.union_busy_s(*work, end_s, suffix)
 
-    def utilization_frame(self, end_s: float, bin_s: float | None = None,
-                          streams: bool = True) -> pd.DataFrame:
+    def utilization_table(self, end_s: float, bin_s: float | None = None,
+                          streams: bool = True) -> Table:
         """Busy fraction per resource and time bin.
 
         Channels: the time-weighted mean load over the bin divided by capacity (exact for the
         piecewise-constant loads of the fluid model), and the bytes carried. Device streams
         (event resources of kind ``compute``/``host``/``copy``/``collective``): the covered
         fraction of the bin; a pool of several slots (``slots``: a server's CPU threads) the
-        mean busy slots over its slots.
-        Bins are ``bin_s`` wide from 0 (default: 100 bins over the run).
-        """
+        mean busy slots over its slots. Bins are ``bin_s`` wide from 0 (default: 100 bins over
+        the run); ``.to_pandas()`` gives ``Result.utilization``."""
         if streams:
             work = self._stream_work()
         else:
@@ -596,5 +596,5 @@ class Recorder:
             self._flush_events()
             self._flush_blocks()
             work = None
-        return _loads.utilization_frame(end_s, bin_s, self._levels_columns(), self._pulse_blocks(),
+        return _loads.utilization_table(end_s, bin_s, self._levels_columns(), self._pulse_blocks(),
                                         self.capacity, self.label, work, self.slots)
