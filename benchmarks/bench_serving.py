@@ -76,15 +76,16 @@ import json, resource, sys, time
 import yaml
 import hwsim
 import hwsim.scenario.build, hwsim.simulation  # hwsim.run imports these lazily: not timed
+import pandas  # so does a serving run (its request table): not timed either
 path, prof, tbt = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 gaps = []
 if tbt:  # per-token gaps (Vidur's TBT), recorded around the scheduler: slows the run
     from hwsim.jobs.serving import ServingJob
     _finish = ServingJob._finish_iteration
 
-    def _finish_iteration(self, r, prefills, decodes, t0):
-        _finish(self, r, prefills, decodes, t0)
-        now = self.env.now
+    def _finish_iteration(self, r, prefills, decodes, t0, now=None):
+        _finish(self, r, prefills, decodes, t0, now)
+        now = self.env.now if now is None else now
         for s in decodes:
             gaps.append(now - s._last_token_s)
             s._last_token_s = now
@@ -93,6 +94,8 @@ if tbt:  # per-token gaps (Vidur's TBT), recorded around the scheduler: slows th
                 s._last_token_s = now
     ServingJob._finish_iteration = _finish_iteration
 sc = yaml.safe_load(open(path))  # the case's scenario (case_file)
+if tbt:  # every iteration through the hook: fast-forward accounts a run of them at once
+    sc["workload"].setdefault("scheduler", {})["fast_forward"] = False
 if prof:
     import cProfile, pstats
     p = cProfile.Profile()
