@@ -217,8 +217,9 @@ def search(
         else:
             frame.to_csv(tmp, index=False)
         tmp.replace(out)
-    columns = list(LAYOUT) + ["status", "step_time_s", "model_tflops_per_gpu", "mfu",
-                              "memory_per_device_gb", "estimate_step_time_s"]
+    columns = [c for c in LAYOUT if c != "torus_order" or frame[c].notna().any()] + [
+        "status", "step_time_s", "model_tflops_per_gpu", "mfu", "memory_per_device_gb",
+        "estimate_step_time_s"]
     emit(Table.from_frame(f"parallelism search: {file}", frame.head(top), columns), fmt)
     if fmt == "table":
         typer.echo(explain(frame))

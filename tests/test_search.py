@@ -191,8 +191,8 @@ def test_explain_without_a_runner_up():
 
 @pytest.mark.parametrize("space, kwargs, field, message", [
     ({"dp": [2]}, {}, "space.dp", "unknown search field 'dp'; valid: tp, pp, cp, ep, "
-     "micro_batch, virtual_stages, recompute, zero, sequence_parallel (dp follows from the "
-     "others)"),
+     "micro_batch, virtual_stages, recompute, zero, sequence_parallel, torus_order (dp "
+     "follows from the others)"),
     ({"recompute": ["some"]}, {}, "space.recompute", "'some'; valid: none, selective, full"),
     ({"tp": [0]}, {}, "space.tp", "0 is not a positive integer; valid: e.g. [1, 2, 4]"),
     ({"zero": [4]}, {}, "space.zero", "4; valid: 0, 1, 2, 3 (3 = FSDP)"),

@@ -78,3 +78,43 @@ def test_an_order_names_every_axis_once():
         hwsim.run(_with(["x", "x", "z"]))
     with pytest.raises(ScenarioError, match=r"torus_order"):
         hwsim.run(_with(["x", "y", "w"]))
+
+
+_ONE_LAYOUT = {"tp": [4], "pp": [1], "micro_batch": [1], "virtual_stages": [1],
+               "recompute": ["none"], "zero": [0], "sequence_parallel": [False]}
+
+
+def test_the_search_tries_every_torus_order_and_ranks_the_closed_ring_first():
+    from hwsim.planning.search import layout_text, search
+
+    frame = search(BASE, space=_ONE_LAYOUT, budget="all")
+    assert sorted(frame["torus_order"]) == ["xyz", "xzy", "yxz", "yzx", "zxy", "zyx"]
+    assert (frame["status"] == "simulated").all()
+    best = frame.iloc[0]
+    assert best["torus_order"][0] == "y"  # tp 4 on the whole y axis: a closed ring
+    assert best["step_time_s"] == pytest.approx(_step(["y", "x", "z"]), rel=1e-12)
+    worst = frame.iloc[-1]
+    assert worst["torus_order"][0] == "x" and worst["step_time_s"] > best["step_time_s"]
+    assert layout_text(best).endswith(f"torus {best['torus_order']}")
+
+
+def test_torus_orders_in_a_search_space_are_checked():
+    from hwsim.planning.search_space import check_space, enumerate_layouts, with_layout
+
+    assert check_space({"torus_order": [["y", "x", "z"], "yxz", "xy"]}) == {
+        "torus_order": ("yxz", "xy")}
+    for bad in (["yy"], ["w"], [""], [3]):  # (None: the base order, valid)
+        with pytest.raises(ScenarioError) as err:
+            check_space({"torus_order": bad})
+        assert err.value.field == "space.torus_order" and "each once" in str(err.value)
+    rows = enumerate_layouts(BASE, dict(_ONE_LAYOUT, torus_order=["xy", "zyx"]), invalid=True)
+    reasons = {r["torus_order"]: r["reason"] for r in rows}
+    assert reasons["zyx"] == "" and "each axis of the 3-D torus once" in reasons["xy"]
+    gpu = enumerate_layouts("scenarios/gpt-350m-8xa100.yaml", {
+        "tp": [1], "pp": [1], "micro_batch": [1], "virtual_stages": [1],
+        "torus_order": ["xyz"]}, invalid=True)
+    assert gpu
+    assert all("needs a TPU torus" in r["reason"] for r in gpu)
+    s = load_scenario(BASE)
+    layout = dict(rows[0], torus_order="yxz")
+    assert with_layout(s, layout)["workload"]["parallelism"]["torus_order"] == ["y", "x", "z"]

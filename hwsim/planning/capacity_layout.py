@@ -89,8 +89,10 @@ def _space(base: Mapping[str, Any], stage: int) -> dict[str, tuple]:
     zero = int(base.get("zero", 0) or 0)
     rc = base.get("recompute", "none") or "none"
     mb = int(base.get("micro_batch") or 1)
+    order = base.get("torus_order")  # the base's (a TPU torus: its chips' name order if none)
     fixed = {"cp": (int(base.get("cp", 1)),), "ep": (int(base.get("ep", 1)),),
-             "virtual_stages": (int(base.get("virtual_stages", 1)),)}
+             "virtual_stages": (int(base.get("virtual_stages", 1)),),
+             "torus_order": ("".join(order) if order else None,)}
     if stage == 1:
         return {**fixed, "zero": (zero,), "recompute": (rc,),
                 "micro_batch": tuple(d for d in range(1, mb + 1) if mb % d == 0)}

@@ -18,12 +18,13 @@ __all__ = ["SEARCH_FIELDS", "LAYOUT", "LONG_SEQUENCE", "default_space", "enumera
            "load_base", "with_layout", "layout_text"]
 
 SEARCH_FIELDS = ("tp", "pp", "cp", "ep", "micro_batch", "virtual_stages", "recompute", "zero",
-                 "sequence_parallel")
+                 "sequence_parallel", "torus_order")
 """The fields of ``workload.parallelism`` a search space may list (``dp`` follows from them)."""
 
 LAYOUT = ("tp", "pp", "dp", "cp", "ep", "micro_batch", "virtual_stages", "recompute", "zero",
-          "sequence_parallel")
-"""The fields of a layout (a row of the search)."""
+          "sequence_parallel", "torus_order")
+"""The fields of a layout (a row of the search). ``torus_order`` is a string of torus axes,
+fastest first (``"yxz"``: ``parallelism.torus_order: [y, x, z]``), None off a TPU torus."""
 
 LONG_SEQUENCE = 16384
 """From this ``seq_len`` on, the default space also tries context parallelism."""
@@ -73,14 +74,25 @@ def default_space(base_scenario: Any) -> dict[str, tuple]:
     policy, ZeRO 0 and 1, sequence parallelism off and on (on only where tp > 1: without
     tensor parallelism it changes nothing, so such a layout is listed once, with
     ``sequence_parallel`` false); ep (divisors of the experts) only for a mixture-of-experts
-    model, cp 1, 2, 4, 8 only from ``seq_len`` :data:`LONG_SEQUENCE` on; otherwise 1.
-    Combinations are filtered by :func:`enumerate_layouts`."""
+    model, cp 1, 2, 4, 8 only from ``seq_len`` :data:`LONG_SEQUENCE` on; otherwise 1; on a
+    TPU torus every order of its axes as ``torus_order`` (``"xyz"``, ``"xzy"``, ...), else the
+    base's (none). Combinations are filtered by :func:`enumerate_layouts`."""
     s = load_base(base_scenario)
     return _default(s, _model_spec(s), *_devices(s))
 
 
+def _torus_axes(g, devices: list[str]) -> str | None:
+    """The axes of the torus *devices* sit on (``"xyz"``, ``"xy"``), None off a TPU torus."""
+    from hwsim.topology.query import TORUS_AXES
+
+    coords = g.nodes[devices[0]].get("coords") if devices else None
+    return "".join(TORUS_AXES[:len(coords)]) if coords is not None else None
+
+
 def _default(s, spec, g, devices: list[str]) -> dict[str, tuple]:
     gpn = per_server(g, devices)
+    axes = _torus_axes(g, devices)
+    base_order = getattr(getattr(s.workload, "parallelism", None), "torus_order", None)
     layers = getattr(spec, "layers", 1)
     experts = getattr(spec, "experts", 1)
     seq = s.workload.seq_len or 1
@@ -94,6 +106,11 @@ def _default(s, spec, g, devices: list[str]) -> dict[str, tuple]:
         "recompute": RECOMPUTE_POLICIES,
         "zero": (0, 1),
         "sequence_parallel": (False, True),
+        # on a TPU torus every order of its axes (which axis a tensor-parallel group spans);
+        # elsewhere none (a base order off a torus is the builder's error to report)
+        "torus_order": (tuple("".join(p) for p in itertools.permutations(axes))
+                        if axes is not None else
+                        ("".join(base_order) if base_order else None,)),
     }
 
 
@@ -106,7 +123,7 @@ def check_space(space: Mapping[str, Any]) -> dict[str, tuple]:
         if key not in SEARCH_FIELDS:
             raise ScenarioError(f"unknown search field {key!r}; valid: {', '.join(SEARCH_FIELDS)}"
                                 " (dp follows from the others)", field=field)
-        vals = (values,) if isinstance(values, (str, int)) else tuple(values)
+        vals = (values,) if isinstance(values, (str, int)) or values is None else tuple(values)
         if not vals:
             raise ScenarioError("empty list of values; valid: e.g. [1, 2, 4]", field=field)
         for v in vals:
@@ -120,9 +137,18 @@ def check_space(space: Mapping[str, Any]) -> dict[str, tuple]:
             elif key == "sequence_parallel":
                 if not isinstance(v, bool):
                     raise ScenarioError(f"{v!r}; valid: false, true", field=field)
+            elif key == "torus_order":  # None: the base's order (on a torus, the chips' names)
+                v = "".join(v) if isinstance(v, (list, tuple)) else v
+                if v is not None and (not isinstance(v, str) or not v or set(v) - set("xyz")
+                                      or len(set(v)) != len(v)):
+                    raise ScenarioError(f"{v!r}; valid: torus axes fastest first, each once, "
+                                        "e.g. [y, x, z] or yxz", field=field)
             elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ScenarioError(f"{v!r} is not a positive integer; valid: e.g. [1, 2, 4]",
                                     field=field)
+        if key == "torus_order":
+            vals = (None,) if values is None else tuple(
+                "".join(v) if isinstance(v, (list, tuple)) else v for v in vals)
         out[key] = tuple(dict.fromkeys(vals))
     return out
 
@@ -154,11 +180,12 @@ def enumerate_layouts(base_scenario: Any, space: Mapping[str, Any] | None = None
     seq = s.workload.seq_len or 1
     batch = s.workload.global_batch
     n = len(devices)
+    axes = _torus_axes(g, devices)
     out, seen = [], set()
-    for tp, pp, cp, ep, mb, v, rc, zero, sp in itertools.product(
+    for tp, pp, cp, ep, mb, v, rc, zero, sp, order in itertools.product(
             *(full[k] for k in SEARCH_FIELDS)):
         sp = bool(sp) and tp > 1
-        key = (tp, pp, cp, ep, mb, v, rc, zero, sp)
+        key = (tp, pp, cp, ep, mb, v, rc, zero, sp, order)
         if key in seen:  # tp 1 with sequence parallelism: the same layout as without
             continue
         seen.add(key)
@@ -178,12 +205,17 @@ def enumerate_layouts(base_scenario: Any, space: Mapping[str, Any] | None = None
             (v > 1 and m is not None and pp > 1 and m % pp,
              f"the interleaved schedule needs micro-batches per step ({m}) to be a multiple "
              f"of pp={pp}"),
+            (order is not None and axes is None,
+             f"torus_order {order} needs a TPU torus (cluster fabric topology: torus)"),
+            (order is not None and axes is not None and sorted(order) != sorted(axes),
+             f"torus_order {order} must name each axis of the {len(axes or '')}-D torus once "
+             f"({axes})"),
         )
         reason = next((why for bad, why in checks if bad), "")
         if reason and not invalid:
             continue
         row = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, micro_batch=mb, virtual_stages=v,
-                   recompute=rc, zero=zero, sequence_parallel=sp)
+                   recompute=rc, zero=zero, sequence_parallel=sp, torus_order=order)
         out.append(dict(row, reason=reason) if invalid else row)
     return out
 
@@ -194,7 +226,10 @@ def with_layout(s, layout: Mapping[str, Any]) -> dict[str, Any]:
     does not give it)."""
     d = s.model_dump(mode="json", exclude_none=True)
     par = dict(d["workload"].get("parallelism") or {})
-    par.update({k: layout[k] for k in LAYOUT if k in layout})
+    par.update({k: layout[k] for k in LAYOUT if k in layout and k != "torus_order"})
+    order = layout.get("torus_order")
+    if isinstance(order, str):  # "yxz" -> [y, x, z]; none: the base's
+        par["torus_order"] = list(order)
     d["workload"]["parallelism"] = par
     return d
 
@@ -208,4 +243,6 @@ def layout_text(row: Mapping[str, Any]) -> str:
     parts += [f"mb {row['micro_batch']}", f"v {row['virtual_stages']}",
               f"recompute {row['recompute']}", f"zero {row['zero']}"]
     sp = row.get("sequence_parallel", False)
-    return ", ".join(parts + (["sp"] if not pd.isna(sp) and bool(sp) else []))
+    order = row.get("torus_order")
+    return ", ".join(parts + (["sp"] if not pd.isna(sp) and bool(sp) else [])
+                     + ([f"torus {order}"] if isinstance(order, str) else []))
