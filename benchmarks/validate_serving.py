@@ -347,12 +347,16 @@ def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None
         return [run_case(c, fitted, spec) for c in cases] + apart
 
 
-FIT_FIELDS: dict[str, tuple[str, float, float, float]] = {
-    "vllm-rocm": ("seq_overhead_s", 0.0, 200e-6, 1e-8)}
+FIT_FIELDS: dict[str, tuple[str, float, float, float]] = {}
 """The one constant fitted per engine, with its search range and tolerance: TensorRT-LLM's
-kernel floor (``eager_op_floor_s``, the default below); vLLM on ROCm's host time per sequence
-of an iteration (``seq_overhead_s``)."""
+kernel floor (``eager_op_floor_s``, the default below)."""
 _FIT_DEFAULT = ("eager_op_floor_s", 1e-6, 50e-6, 1e-8)
+FIT_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
+    "vllm-rocm": {"compute_factor": tuple(round(0.54 + 0.03 * i, 2) for i in range(7)),
+                  "seq_overhead_s": tuple(1e-6 * (12 + 2 * i) for i in range(8))}}
+"""Engines with two constants fitted together, on a grid (:func:`fit_grid`): vLLM on ROCm's
+compute factor (the rate its kernels reach on the useful work, of the device's measured
+ceiling) and host time per sequence of an iteration (``seq_overhead_s``)."""
 
 
 def fit_field(engine: str) -> str:
@@ -401,6 +405,34 @@ def fit_floor(engine: str, cases: list[Case], spec: dict[str, Any] | None = None
     return (a + b) / 2
 
 
+def fit_grid(engine: str, cases: list[Case], spec: dict[str, Any] | None = None
+             ) -> tuple[dict[str, float], dict[str, float | None]]:
+    """The constants of *engine* in :data:`FIT_GRIDS` fitted together to *cases*: every row's
+    log error at every point of the grid; the fit is the point of least summed squared log
+    error, and each row's leave-one-out error its error at the point the other rows choose.
+    Returns (field -> value, case id -> leave-one-out error)."""
+    import itertools
+
+    from hwsim.catalog.engines import load_engines
+
+    spec = spec or load_spec()
+    grid = FIT_GRIDS[engine]
+    points = list(itertools.product(*grid.values()))
+    errors = []  # per point, per row: log(predicted / published)
+    for p in points:
+        with _replaced(load_engines().profiles, engine, dict(zip(grid, p)), "engine"):
+            rows = [run_case(c, (), spec) for c in cases]
+        if any(r.predicted is None for r in rows):
+            raise ValueError(f"a fitted row did not run: {[r.note for r in rows if r.note]}")
+        errors.append([math.log(r.predicted / r.published) for r in rows])
+
+    def best(skip: int | None = None) -> int:
+        return min(range(len(points)), key=lambda i: sum(
+            e * e for j, e in enumerate(errors[i]) if j != skip))
+    loo = {c.id: math.exp(errors[best(j)][j]) - 1 for j, c in enumerate(cases)}
+    return dict(zip(grid, points[best()])), loo
+
+
 def fit_report(spec: dict[str, Any] | None = None,
                engines: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """For each engine with rows under ``fitted:`` (or only *engines*): the fitted value of its
@@ -414,6 +446,11 @@ def fit_report(spec: dict[str, Any] | None = None,
         if engines is not None and engine not in set(engines):
             continue
         mine = [c for c in cases if c.engine == engine]
+        if engine in FIT_GRIDS:
+            values, loo = fit_grid(engine, mine, spec)
+            out.append({"engine": engine, "values": values, "rows": [c.id for c in mine],
+                        "loo": loo})
+            continue
         floor = fit_floor(engine, mine, spec)
         loo = {}
         for c in mine:
@@ -508,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="replace a field of the GPU's catalog entry for this run only "
                          "(sensitivity analysis), e.g. launch_overhead_s=0; repeatable")
     ap.add_argument("--fit", action="store_true",
-                    help="fit each engine's constant (eager_op_floor; vllm-rocm: seq_overhead) "
+                    help="fit each engine's constant (eager_op_floor; vllm-rocm: compute_factor "
+                         "and seq_overhead together, on a grid) "
                          "to the rows under fitted: and print it with the leave-one-out error of "
                          "each fitted row")
     ap.add_argument("--fit-engine", action="append", metavar="ENGINE",
@@ -516,9 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.fit:
         for f in fit_report(engines=args.fit_engine):
-            value = (f"{f['floor_s'] * 1e6:.2f} us" if f["field"].endswith("_s")
-                     else f"{f['floor_s']:.4f}")
-            print(f"{f['engine']}: {f['field']} {value}, fitted to "
+            values = f.get("values") or {f["field"]: f["floor_s"]}
+            value = ", ".join(f"{k} {v * 1e6:.2f} us" if k.endswith("_s") else f"{k} {v:.4f}"
+                              for k, v in values.items())
+            print(f"{f['engine']}: {value}, fitted to "
                   f"{len(f['rows'])} rows; leave-one-out errors:")
             for case, err in f["loo"].items():
                 print(f"  {case}: {100 * err:+.1f} %" if err is not None else f"  {case}: -")

@@ -65,7 +65,7 @@ def test_every_row_is_a_consistent_offline_result(tmp_path):
         w, node = scen["workload"], scen["cluster"]["node"]
         assert node["gpu"] == row["gpu"] and node["gpus_per_node"] == row["tp"]
         # AMD rows ran vLLM's ROCm builds: the vllm-rocm profile (the family's assumptions)
-        assert w["engine"] == ("trtllm" if row["submitter"] == "NVIDIA" else "vllm-rocm")
+        assert w["engine"] == ("trtllm" if row["submitter"] == "NVIDIA" else "vllm-rocm-mlperf")
         assert w["scheduler"]["policy"] == "continuous"
         for k, v in row["scheduler"].items():
             assert w["scheduler"][k] == v, (row["system"], k)

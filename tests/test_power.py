@@ -266,7 +266,7 @@ def test_power_cap_scenario_answers_its_question() -> None:
         s["power_avg_kw"] * s["time_to_train_s"] / 3.6e6, rel=1e-12)
     line = headline(s, capped.config)[-1]
     assert line.startswith("power: 10.1 kW facility (7.78 kW IT, PUE 1.3), GPUs capped at "
-                           "450 W (compute clock 75%), 0.0716 J per token, ")
+                           "450 W (compute clock 75%), 0.0719 J per token, ")
 
 
 @pytest.mark.parametrize("stem, devices", [("gpt3-175b-1024xa100", 1024),

@@ -136,6 +136,14 @@ class KernelSpec:
         ceiling = self.attention_ceiling.get(dtype, gemm_ceiling)
         return self.attention_compute_s(flops, bh, s_q, peak * ceiling) + self.latency_s
 
+    def work_s(self, shape: Sequence, flops: float, peak: float, gemm_ceiling: float,
+               dtype: str) -> float:
+        """The useful part of :meth:`compute_s`: *flops* at the kernel's ceiling, without the
+        tiles' padding, the waves' tail and the fixed latency."""
+        if shape[0] == "gemm":
+            return flops / (peak * self.gemm_ceiling.get(dtype, gemm_ceiling))
+        return flops / (peak * self.attention_ceiling.get(dtype, gemm_ceiling))
+
     def gemm_memory_bytes(self, m: float, n: float, k: float, elem_bytes: float,
                           batch: float = 1.0) -> float:
         """Bytes a GEMM moves at least: A, B and C once."""

@@ -166,10 +166,16 @@ class DeviceSpec:
         return self.framework_compute_factor
 
     def framework_efficiency(self, flops: float, dtype: str = "bf16") -> float:
-        """Fraction of peak one op of *flops* FLOPs at *dtype* reaches inside a training
-        framework: :meth:`efficiency` times :meth:`framework_factor`. Never decreases with
-        *flops*; tends to ``compute_efficiency * framework_factor(dtype)``."""
-        return self.efficiency(flops, dtype) * self.framework_factor(dtype)
+        """Fraction of peak one op of *flops* FLOPs at *dtype* reaches inside a framework:
+        ``ceiling * flops / (flops / framework_factor + ramp)``, the framework's loss on the
+        useful work and the small-op ramp of :meth:`efficiency` (a fixed cost, as the op run
+        alone pays it) not scaled. Never decreases with *flops*; tends to
+        ``compute_efficiency * framework_factor(dtype)``."""
+        f = self.framework_factor(dtype)
+        if flops <= 0 or f == 1.0:
+            return self.efficiency(flops, dtype) * f
+        ramp = self.compute_ramp_flops * self.peak(dtype) / self.peak("bf16")
+        return self.ceiling(dtype) * flops / (flops / f + ramp)
 
     def framework_bandwidth(self) -> float:
         """Bytes/s a memory-bound op reaches inside a framework: datasheet bandwidth x
@@ -182,16 +188,21 @@ class DeviceSpec:
         """Device time of one op as (compute time, memory time), inside a framework.
 
         With a kernel *shape* on a device with a kernel model, the compute time is the kernel
-        model's (quantised tiles at the ceiling, plus the kernel's fixed latency) over
-        :meth:`framework_factor`; else the FLOP ramp's."""
+        model's (quantised tiles at the ceiling, plus the kernel's fixed latency) plus the
+        framework's loss on the useful work: its FLOPs at the ceiling times ``1 /
+        framework_factor - 1`` (a framework's kernels lose in proportion to the work they do;
+        the tiles' padding of a skinny GEMM and the fixed latency are the kernel model's own,
+        not scaled); else the FLOP ramp's."""
         t_m = bytes_moved / self.framework_bandwidth() if bytes_moved > 0 else 0.0
         if shape and self.kernels is not None and flops > 0:
             check_shape(shape)
             # the kernel model applies its own per-precision ceilings (kernels.yaml gemm_ceiling)
-            t_k = self.kernels.compute_s(shape, flops, self.peak(dtype),
-                                         self.ceiling(dtype),
-                                         dtype)
-            return t_k / self.framework_factor(dtype), t_m
+            peak, ceiling = self.peak(dtype), self.ceiling(dtype)
+            t_k = self.kernels.compute_s(shape, flops, peak, ceiling, dtype)
+            f = self.framework_factor(dtype)
+            if f != 1.0:
+                t_k += self.kernels.work_s(shape, flops, peak, ceiling, dtype) * (1.0 / f - 1.0)
+            return t_k, t_m
         t_c = (flops / (self.peak(dtype) * self.framework_efficiency(flops, dtype))
                if flops > 0 else 0.0)
         return t_c, t_m

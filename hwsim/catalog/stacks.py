@@ -9,8 +9,10 @@ the software's, not the hardware's, and so is which attention kernel runs. A
   (:data:`~hwsim.catalog.kernels.ATTENTION_FAMILIES`: ``fa3``, ``fa2``); the first one the device's
   kernel model lists runs. None listed (``unfused``), or none that the device has (FlashAttention
   on a V100), means unfused attention: batched GEMMs around a separate softmax pass.
-- ``compute_factor``: the fraction of the kernel model's compute time the framework reaches, for
-  ops at a matrix-unit precision (eager dispatch, unfused epilogues, clocks under sustained load);
+- ``compute_factor``: the fraction of the kernel model's rate the framework reaches on the
+  useful work (an op's FLOPs at the kernel's ceiling; the tiles' padding and the kernel's fixed
+  latency are the kernel model's own, not scaled: :meth:`DeviceSpec.roofline_s`), for ops at a
+  matrix-unit precision (eager dispatch, unfused epilogues, clocks under sustained load);
   ``memory_factor``: the fraction of the measured STREAM bandwidth its memory-bound kernels reach.
   They fill the device's ``framework_compute_factor`` / ``framework_memory_factor``
   (:meth:`StackProfile.apply`); the device catalog carries none.
