@@ -76,12 +76,6 @@ def active_counts(first: np.ndarray, last: np.ndarray, select: np.ndarray | None
     return np.cumsum(np.bincount(a, minlength=n + 1) - np.bincount(b, minlength=n + 1))[:n]
 
 
-def text_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """``pd.factorize`` of *values* as strings (missing as ``""``), sorted: codes and names. A
-    categorical column is read by its codes, without making a string per row."""
-    return Table.of(values.to_frame("v")).text("v")
-
-
 def _select(events: Table, column: str, wanted: Any) -> np.ndarray:
     """Rows of *events* whose *column* equals *wanted* (or is among them, a list)."""
     many = not isinstance(wanted, (str, bytes)) and isinstance(wanted, Iterable)

@@ -25,7 +25,7 @@ from hwsim.columnar import Coded, Table
 
 __all__ = ["EVENT_COLUMNS", "TEXT", "DTYPES", "Codes", "RowSet", "encode_events", "row_set",
            "concat", "take",
-           "categories", "frame", "table",
+           "categories", "table",
            "empty_columns", "sort_order", "SpillFile", "merge_runs"]
 
 EVENT_COLUMNS = ("start_s", "end_s", "resource", "kind", "name", "job", "rank", "bytes", "flops",
@@ -294,10 +294,3 @@ def table(cols: Columns, codes: dict[str, Codes],
         else:
             out[c] = v
     return Table(out)
-
-
-def frame(cols: Columns, codes: dict[str, Codes],
-          cats: dict[str, tuple[np.ndarray, list[str]]] | None = None, ordered: bool = False
-          ) -> Any:
-    """The events frame of *cols*: :func:`table`'s DataFrame (text columns categorical)."""
-    return table(cols, codes, cats, ordered).to_pandas()
