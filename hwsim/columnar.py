@@ -96,6 +96,15 @@ class Table:
             return self._frame[name].to_numpy(dtype=dtype)
         return np.asarray(self._cols[name], dtype=dtype)
 
+    def floats(self, name: str) -> np.ndarray:
+        """Column *name* as floats, a value that is not a number as NaN (a DataFrame's column
+        through ``pd.to_numeric(errors="coerce")``)."""
+        if self._frame is None:
+            return self.numbers(name)
+        import pandas as pd
+
+        return pd.to_numeric(self._frame[name], errors="coerce").to_numpy(float)
+
     def strings(self, name: str) -> list[str]:
         """Column *name* as strings, one per row (a missing value as ``""``)."""
         codes, names = self.text(name)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
-from hwsim.analysis.trace_layout import Counters, Layout, _ns, numeric, process_of
+from hwsim.analysis.trace_layout import Counters, Layout, _ns, process_of
 from hwsim.columnar import Coded, Table
 
 if TYPE_CHECKING:
@@ -85,13 +85,9 @@ class TraceEvents:
         return np.asarray(lut, np.int32)
 
     def _encode(self, column: str, table: Table) -> np.ndarray:
-        if table.frame is not None:
-            categorical = table.frame[column].dtype.name == "category"
-            col = table.frame[column]
-            if categorical:
-                col = Coded(col.cat.codes.to_numpy(), list(col.cat.categories))
-        else:
-            col = table[column]
+        col = table[column] if table.frame is None else table.frame[column]
+        if table.frame is not None and col.dtype.name == "category":
+            col = Coded(col.cat.codes.to_numpy(), list(col.cat.categories))
         if isinstance(col, Coded):  # the batches of a run: the same categories each time,
             last = self._luts.get(column)  # coded once
             if last is None or last[0] != list(col.values):
@@ -108,7 +104,7 @@ class TraceEvents:
         if frame is None or not len(frame):
             return
         table = Table.of(frame)
-        start, end = numeric(table, "start_s"), numeric(table, "end_s")
+        start, end = table.floats("start_s"), table.floats("end_s")
         ok = np.isfinite(start) & np.isfinite(end)
         s = _ns(start[ok])
         part = {"s": s, "e": np.maximum(_ns(end[ok]), s)}
@@ -118,7 +114,7 @@ class TraceEvents:
             part[c] = (self._encode(c, table)[ok] if c in columns
                        else self._encode(c, Table({c: [None] * n})))
         for c in ("rank", "bytes", "flops"):
-            part[c] = numeric(table, c)[ok] if c in columns else np.full(n, np.nan)
+            part[c] = table.floats(c)[ok] if c in columns else np.full(n, np.nan)
         self._parts.append(part)
         self._cols = None
 

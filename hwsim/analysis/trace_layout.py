@@ -117,20 +117,11 @@ def _rows(table: Table, value: str) -> tuple[np.ndarray, Any, np.ndarray, np.nda
     marked -1."""
     codes, names = table.text("resource")
     t = _ns(table.numbers("time_s"))
-    v = numeric(table, value)
+    v = table.floats(value)
     valid = np.isfinite(v) & (t >= 0)
     if "" in names:  # a missing resource
         valid &= codes != names.index("")
     return np.where(valid, codes, -1), names, t, v
-
-
-def numeric(table: Table, column: str) -> np.ndarray:
-    """Column *column* as floats, a value that is not a number as NaN."""
-    if table.frame is None:
-        return table.numbers(column)
-    import pandas as pd
-
-    return pd.to_numeric(table.frame[column], errors="coerce").to_numpy(float)
 
 
 def _tracks(code: np.ndarray, t: np.ndarray, v: np.ndarray) -> Iterator[tuple[int, np.ndarray,

@@ -122,27 +122,29 @@ class KernelSpec:
         per_tile = flops / (bh * s_q) * ATTENTION_BLOCK
         return self.waves(tiles) * per_tile / (rate / self.sms)
 
+    def ceiling_of(self, shape: Sequence, gemm_ceiling: float, dtype: str) -> float:
+        """The fraction of the dense peak a kernel of *shape* runs at: a GEMM its precision's
+        measured large-GEMM ceiling (FP8 on Hopper) if it has one, else *gemm_ceiling*; an
+        attention kernel its flash kernel's ceiling at *dtype*, else *gemm_ceiling*."""
+        table = self.gemm_ceiling if shape[0] == "gemm" else self.attention_ceiling
+        return table.get(dtype, gemm_ceiling)
+
     def compute_s(self, shape: Sequence, flops: float, peak: float, gemm_ceiling: float,
                   dtype: str) -> float:
         """Compute time of one kernel of *shape* (see the module docstring), including the fixed
         latency; *peak* the dense peak at *dtype*, *gemm_ceiling* the large-GEMM fraction of it."""
+        rate = peak * self.ceiling_of(shape, gemm_ceiling, dtype)
         if shape[0] == "gemm":
-            # a precision with its own measured large-GEMM ceiling (FP8 on Hopper) uses it
-            gemm_ceiling = self.gemm_ceiling.get(dtype, gemm_ceiling)
             m, n, k = shape[1:4]
             batch = shape[4] if len(shape) > 4 else 1.0
-            return self.gemm_compute_s(m, n, k, peak * gemm_ceiling, batch) + self.latency_s
-        bh, s_q = shape[1], shape[2]
-        ceiling = self.attention_ceiling.get(dtype, gemm_ceiling)
-        return self.attention_compute_s(flops, bh, s_q, peak * ceiling) + self.latency_s
+            return self.gemm_compute_s(m, n, k, rate, batch) + self.latency_s
+        return self.attention_compute_s(flops, shape[1], shape[2], rate) + self.latency_s
 
     def work_s(self, shape: Sequence, flops: float, peak: float, gemm_ceiling: float,
                dtype: str) -> float:
         """The useful part of :meth:`compute_s`: *flops* at the kernel's ceiling, without the
         tiles' padding, the waves' tail and the fixed latency."""
-        if shape[0] == "gemm":
-            return flops / (peak * self.gemm_ceiling.get(dtype, gemm_ceiling))
-        return flops / (peak * self.attention_ceiling.get(dtype, gemm_ceiling))
+        return flops / (peak * self.ceiling_of(shape, gemm_ceiling, dtype))
 
     def gemm_memory_bytes(self, m: float, n: float, k: float, elem_bytes: float,
                           batch: float = 1.0) -> float:
