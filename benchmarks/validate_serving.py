@@ -347,10 +347,9 @@ def report(only: Iterable[str] | None = None, spec: dict[str, Any] | None = None
         return [run_case(c, fitted, spec) for c in cases] + apart
 
 
-FIT_FIELDS: dict[str, tuple[str, float, float, float]] = {}
-"""The one constant fitted per engine, with its search range and tolerance: TensorRT-LLM's
-kernel floor (``eager_op_floor_s``, the default below)."""
-_FIT_DEFAULT = ("eager_op_floor_s", 1e-6, 50e-6, 1e-8)
+FIT_FIELD = ("eager_op_floor_s", 1e-6, 50e-6, 1e-8)
+"""The one constant fitted per engine not in :data:`FIT_GRIDS`, with its search range and
+tolerance: TensorRT-LLM's kernel floor."""
 FIT_GRIDS: dict[str, dict[str, tuple[float, ...]]] = {
     "vllm-rocm": {"compute_factor": tuple(round(0.54 + 0.03 * i, 2) for i in range(7)),
                   "seq_overhead_s": tuple(1e-6 * (12 + 2 * i) for i in range(8))}}
@@ -360,8 +359,9 @@ ceiling) and host time per sequence of an iteration (``seq_overhead_s``)."""
 
 
 def fit_field(engine: str) -> str:
-    """The engine profile field :func:`fit_floor` fits for *engine*."""
-    return FIT_FIELDS.get(engine, _FIT_DEFAULT)[0]
+    """The engine profile field :func:`fit_floor` fits for *engine* (one not in
+    :data:`FIT_GRIDS`)."""
+    return FIT_FIELD[0]
 
 
 def engine_floor(engine: str, value: float) -> contextlib.AbstractContextManager[None]:
@@ -385,9 +385,9 @@ def fit_floor(engine: str, cases: list[Case], spec: dict[str, Any] | None = None
               tol: float | None = None) -> float:
     """The engine's fitted field (:func:`fit_field`) that minimises the summed squared log
     error of *cases* (golden-section search between *lo* and *hi*, by default the engine's
-    range in :data:`FIT_FIELDS`)."""
+    range in :data:`FIT_FIELD`)."""
     spec = spec or load_spec()
-    _, lo0, hi0, tol0 = FIT_FIELDS.get(engine, _FIT_DEFAULT)
+    _, lo0, hi0, tol0 = FIT_FIELD
     lo, hi, tol = lo0 if lo is None else lo, hi0 if hi is None else hi, tol0 if tol is None else tol
     g = (math.sqrt(5) - 1) / 2
     a, b = lo, hi

@@ -76,7 +76,7 @@ def active_counts(first: np.ndarray, last: np.ndarray, select: np.ndarray | None
     return np.cumsum(np.bincount(a, minlength=n + 1) - np.bincount(b, minlength=n + 1))[:n]
 
 
-def _select(events: Table, column: str, wanted: Any) -> np.ndarray:
+def select_rows(events: Table, column: str, wanted: Any) -> np.ndarray:
     """Rows of *events* whose *column* equals *wanted* (or is among them, a list)."""
     many = not isinstance(wanted, (str, bytes)) and isinstance(wanted, Iterable)
     wanted = list(wanted) if many else [wanted]
@@ -86,7 +86,8 @@ def _select(events: Table, column: str, wanted: Any) -> np.ndarray:
         except (TypeError, ValueError):  # a text column asked for a number: no row is
             return np.zeros(len(events), bool)
     codes, names = events.text(column)
-    hit = np.fromiter((n in {str(w) for w in wanted} for n in names), bool, len(names))
+    text = {str(w) for w in wanted}
+    hit = np.fromiter((n in text for n in names), bool, len(names))
     return hit[codes] if len(names) else np.zeros(len(events), bool)
 
 
@@ -164,9 +165,9 @@ def breakdown_table(events: pd.DataFrame | Table, *, job: Any = None, rank: Any 
 
     keep = np.ones(len(events), dtype=bool)
     if job is not None:
-        keep &= _select(events, "job", job)
+        keep &= select_rows(events, "job", job)
     if rank is not None:
-        keep &= _select(events, "rank", rank)
+        keep &= select_rows(events, "rank", rank)
     starts, ends = intervals(events.take(keep), "critical_path_breakdown")
     codes, names = events.text("category")
     codes = codes[keep]

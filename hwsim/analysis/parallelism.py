@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from hwsim.analysis.bottleneck import _select, active_counts, category_tier, intervals
+from hwsim.analysis.bottleneck import active_counts, category_tier, intervals, select_rows
 from hwsim.columnar import Table
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def rank_events(events: pd.DataFrame | Table, *, job: Any, rank: int, device: st
     every other group.) A stream's owner is its resource before the last ``/``, a flow's its
     source (before ``->``). A frame in, a frame out; a Table, a Table."""
     table = Table.of(events)
-    keep = _select(table, "job", job) & _select(table, "rank", rank)
+    keep = select_rows(table, "job", job) & select_rows(table, "rank", rank)
     others = set(devices) - {device}
     if keep.any() and others:
         # one owner per distinct resource (thousands of rows share a few hundred resources)
