@@ -1,7 +1,8 @@
 """Topology builders: pure functions from the scenario's ``cluster`` fields to a networkx Graph.
 
 Each validates its arguments (ScenarioError naming the field) and ends with
-:func:`~hwsim.topology.attributes.check_connected`. ``docs/topology.md`` describes the layouts.
+:func:`~hwsim.topology.attributes.check_connected` (a server built into a caller's graph is
+checked with that graph). ``docs/topology.md`` describes the layouts.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def single_node(*, gpu: str | None = None, gpus_per_node: int = 0, tpu: str | No
                            **A.tier_attrs(local))
         A.add_link(G, drive, root, host)
         added.append(drive)
-    check_connected(G.subgraph(added))
+    if graph is None:  # a server inside a larger graph: its builder checks the whole
+        check_connected(G)
     return G
 
 
