@@ -11,12 +11,13 @@ what each field means and lists the sources; every field of every profile names 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from hwsim.catalog.loader import read_yaml_file
+from hwsim.catalog.loader import load_catalog, read_yaml_file
+from hwsim.catalog.specs import DTYPES, DeviceSpec
 from hwsim.exceptions import ScenarioError
 from hwsim.units import parse_quantity
 
@@ -31,9 +32,9 @@ _FIELDS = ("description", "scheduler", "large_gpu", "prefill_with_decodes", "kv_
            "decode_kv_per_query_head", "fp4_weights",
            "graph_tokens", "graph_op_floor", "eager_op_floor", "fused", "custom_allreduce_bytes",
            "custom_allreduce_links", "seq_overhead", "compute_factor", "memory_factor",
-           "sources")
+           "gemm_ceiling", "sources")
 _OPTIONAL = ("large_gpu", "prefill_with_decodes", "decode_kv_per_query_head", "fp4_weights",
-             "custom_allreduce_links", "seq_overhead")
+             "custom_allreduce_links", "seq_overhead", "gemm_ceiling")
 CUSTOM_ALLREDUCE_LINKS = ("nvlink", "xgmi")
 """Link classes a one-kernel peer-to-peer all-reduce can run over (``custom_allreduce_links``;
 default NVLink only)."""
@@ -65,7 +66,22 @@ class EngineProfile:
     fp4_weights: tuple[str, ...] = ()
     custom_allreduce_links: tuple[str, ...] = ("nvlink",)
     seq_overhead_s: float = 0.0
+    gemm_ceiling: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+
+    def device_spec(self, spec: DeviceSpec) -> DeviceSpec:
+        """*spec* as the engine runs it: its framework factors the engine's, and its large-GEMM
+        ceilings the engine's own where ``gemm_ceiling`` lists the device (its kernel model's
+        per-precision table too, if it has one)."""
+        out = replace(spec, framework_compute_factor=self.compute_factor,
+                      framework_memory_factor=self.memory_factor)
+        own = self.gemm_ceiling.get(spec.id)
+        if not own:
+            return out
+        kernels = out.kernels
+        if kernels is not None:
+            kernels = replace(kernels, gemm_ceiling={**kernels.gemm_ceiling, **own})
+        return replace(out, gemm_ceiling={**(out.gemm_ceiling or {}), **own}, kernels=kernels)
 
     def custom_allreduce(self, category: str, nbytes: float) -> bool:
         """Whether a tensor-parallel all-reduce of *nbytes* over links of *category* (a
@@ -164,6 +180,7 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
     if not 0.0 <= seq_overhead < 1e-2:
         raise _err(path, f"{at}.seq_overhead", f"expected a time per sequence in [0, 10 ms), "
                                                f"got {p.get('seq_overhead')!r}")
+    ceilings = _ceilings(path, f"{at}.gemm_ceiling", p.get("gemm_ceiling") or {})
     links = p.get("custom_allreduce_links", ["nvlink"])
     if not isinstance(links, list) or not links or any(x not in CUSTOM_ALLREDUCE_LINKS
                                                        for x in links):
@@ -185,8 +202,32 @@ def _parse(path: Path, name: str, p: Any) -> EngineProfile:
         prefill_with_decodes=bool(p.get("prefill_with_decodes", False)),
         decode_kv_per_query_head=bool(p.get("decode_kv_per_query_head", False)),
         large_gpu=dict(p.get("large_gpu") or {}), fp4_weights=tuple(fp4),
-        custom_allreduce_links=tuple(links), seq_overhead_s=seq_overhead,
+        custom_allreduce_links=tuple(links), seq_overhead_s=seq_overhead, gemm_ceiling=ceilings,
         sources={k: " ".join(str(v).split()) for k, v in src.items()})
+
+
+def _ceilings(path: Path, at: str, raw: Any) -> dict[str, dict[str, float]]:
+    """``gemm_ceiling``: catalog device id -> precision -> fraction of its dense peak."""
+    if not isinstance(raw, dict):
+        raise _err(path, at, "expected a mapping of catalog device ids to {precision: fraction "
+                             "of the dense peak}")
+    devices = load_catalog().devices
+    out: dict[str, dict[str, float]] = {}
+    for dev, table in raw.items():
+        if dev not in devices:
+            raise _err(path, f"{at}.{dev}", "unknown device; valid: catalog device ids, e.g. "
+                                            + ", ".join(sorted(devices)[:6]))
+        if not isinstance(table, dict) or not table:
+            raise _err(path, f"{at}.{dev}", "expected {precision: fraction of the dense peak}")
+        for prec, v in table.items():
+            if prec not in DTYPES:
+                raise _err(path, f"{at}.{dev}.{prec}", f"unknown precision; valid: "
+                                                       f"{', '.join(DTYPES)}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+                raise _err(path, f"{at}.{dev}.{prec}", f"expected a fraction in (0, 1], got "
+                                                       f"{v!r}")
+        out[dev] = {k: float(v) for k, v in table.items()}
+    return out
 
 
 def parse_engines_file(path: Path) -> Engines:

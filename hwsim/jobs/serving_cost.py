@@ -11,7 +11,7 @@ op by op, without rebuilding the ops every time a context grows by one token.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 
 from hwsim.workloads.inference import iteration_ops
@@ -182,8 +182,7 @@ class StageCosts:
         plan, eng = self.plan, self.engine
         model_spec, model_pp = model if model is not None else (plan.spec, plan.pp)
         base = self.system.device(devs[0]).spec
-        spec = replace(base, framework_compute_factor=eng.compute_factor,
-                       framework_memory_factor=eng.memory_factor)
+        spec = eng.device_spec(base)
         speed = min(self.system.device(d).speed for d in devs)  # the slowest paces the group
         tile_m = spec.kernels.tile[0] if spec.kernels is not None else 128
 
