@@ -154,13 +154,13 @@ def table_cases(name: str, f: dict[str, Any]) -> list[Case]:
             if r.get("max_num_tokens"):
                 sched["max_batched_tokens"] = int(r["max_num_tokens"])
         tag = (f"b{batch}" if static else f"n{r['num_requests']}")
+        gpu = r.get("gpu", f["system"]["gpu"])  # a row may name its GPU (a table of several)
         out.append(Case(
-            family=name, id=f"{name} {model} tp{r['tp']} {tag} in{r['input_len']} "
-            f"out{out_len}", metric=metric, published=float(r["value"]), source=f["source"],
+            family=name, id=f"{name} {gpu + ' ' if 'gpu' in r else ''}{model} tp{r['tp']} "
+            f"{tag} in{r['input_len']} out{out_len}", metric=metric, published=float(r["value"]), source=f["source"],
             model=model, tp=int(r["tp"]), batch=batch, input_len=int(r["input_len"]),
             output_len=out_len, preset=f["models"][model]["preset"], engine=f["engine"],
-            gpu=f["system"]["gpu"], intra_node=f["system"]["intra_node"],
-            precision=r["precision"], kv_precision=r.get("kv_precision"),
+            gpu=gpu, intra_node=f["system"]["intra_node"], precision=r["precision"], kv_precision=r.get("kv_precision"),
             weight_precision=r.get("weight_precision"),
             batching=f["batching"], requests=int(r.get("num_requests", batch)),
             scheduler=sched, per_gpu=per_gpu))
