@@ -147,6 +147,100 @@ def dataset_run(case: vs.Case, seed: int = 0) -> float:
         return vs.metric_of(case, hwsim.run(scen).requests)
 
 
+SERVER_REQUESTS = 6000
+"""Requests per replica of a Server run: about 130 s of arrivals at a B200 replica's rate, with
+60 requests beyond each run's 99th percentile."""
+
+
+def server_rows(spec: dict[str, Any] | None = None) -> list[tuple[vs.Case, dict[str, Any]]]:
+    """``(case, server)`` of every row with a ``server:`` entry: the Offline case (engine,
+    hardware, precision, one replica) and the row's Server figures and settings."""
+    sec = section(spec)
+    cases = {c.id: c for c in load_cases(spec)}
+    return [(cases[case_id(name, row)], row["server"])
+            for name, fam in (sec.get("families") or {}).items()
+            for row in fam["rows"] if row.get("server")]
+
+
+def server_run(case: vs.Case, server: dict[str, Any], seed: int = 0,
+               requests: int = SERVER_REQUESTS) -> dict[str, float]:
+    """One replica of a Server row at its published rate: Poisson arrivals at the completed
+    samples per second over the replicas, each request's input and output drawn from the
+    dataset (:func:`dataset_lengths`, outputs at the Offline row's tokens per sample), under the
+    Server configuration's scheduler (over the Offline row's). Returns the 99th percentiles of
+    TTFT and TPOT (ms) over the completed requests, as MLPerf's summary reports them, and the
+    completed samples per second over the replica's run."""
+    import tempfile
+
+    import hwsim
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rate = float(server["samples_per_s"]) / case.replicas
+    with tempfile.TemporaryDirectory(prefix="hwsim-mlperf-server-") as folder:
+        scen = vs.scenario_for(case, folder)
+        scen["limits"] = {"max_events": 100_000_000}  # as server_max_rate's
+        scen["workload"]["scheduler"].update(server.get("scheduler") or {})
+        pd.DataFrame({"arrival_s": np.cumsum(rng.exponential(1.0 / rate, requests)),
+                      "prompt_tokens": dataset_lengths(rng, requests, "input_percentiles"),
+                      "output_tokens": dataset_lengths(rng, requests,
+                                                       "reference_output_percentiles",
+                                                       case.output_len)},
+                     ).to_csv(scen["workload"]["arrivals"]["trace"], index=False)
+        req = hwsim.run(scen).requests
+    done = req[np.isfinite(req["end_s"])]
+    span = float(done["end_s"].max() - req["arrival_s"].min())
+    return {"ttft_p99_ms": float(np.percentile(done["ttft_s"], 99)) * 1e3,
+            "tpot_p99_ms": float(np.percentile(done["tpot_s"].dropna(), 99)) * 1e3,
+            "completed_per_s": len(done) / span * case.replicas, "completed": len(done)}
+
+
+def _quantiles(key: str, mean: float | None = None, n: int = 1000) -> list[int]:
+    """*n* evenly spaced quantiles of the dataset's distribution of *key* (as
+    :func:`dataset_lengths` draws them, rescaled to *mean* likewise): a ``choice`` distribution
+    for a scenario's token counts."""
+    import numpy as np
+
+    d = section()["dataset"]
+    q = np.asarray(d[key], dtype=float)
+    x = np.interp((np.arange(n) + 0.5) * 100.0 / n, np.arange(len(q)) * 100.0 / (len(q) - 1), q)
+    if mean is not None:
+        for _ in range(20):
+            x = np.clip(x * mean / x.mean(), 1, d["seqlen_limit"] - 1)
+    return [int(v) for v in np.maximum(np.round(x), 1)]
+
+
+def server_max_rate(case: vs.Case, server: dict[str, Any],
+                    requests: int = SERVER_REQUESTS) -> Any:
+    """The highest Poisson rate per replica (:func:`hwsim.planning.saturation.max_rate`, to 2 %)
+    at which the replica's p99 TPOT is within the row's published p99 TPOT and its p99 TTFT
+    within MLPerf's 2 s, lengths as :func:`server_run` draws them (``choice`` of the dataset's
+    quantiles), under the Server scheduler: the throughput hwsim gives at the latency the
+    submission measured."""
+    import tempfile
+
+    import hwsim
+    from hwsim.planning.saturation import max_rate
+
+    with tempfile.TemporaryDirectory(prefix="hwsim-mlperf-server-") as folder:
+        base = vs.scenario_for(case, folder)
+    # the event budget estimates a low-load trial at one sequence per iteration; the runs
+    # fast-forward decoding (a few seconds each), so the estimate does not apply
+    base["limits"] = {"max_events": 100_000_000}
+    w = base["workload"]
+    w["scheduler"].update(server.get("scheduler") or {})
+    w["arrivals"] = {"process": "poisson", "requests": requests,
+                     "rate_per_s": float(server["samples_per_s"]) / case.replicas,
+                     "prompt_tokens": {"dist": "choice",
+                                       "values": _quantiles("input_percentiles")},
+                     "output_tokens": {"dist": "choice",
+                                       "values": _quantiles("reference_output_percentiles",
+                                                            case.output_len)}}
+    return max_rate(hwsim.run, base, ttft_s=2.0, tpot_s=float(server["tpot_p99_ms"]) / 1e3,
+                    percentile=99, rel_tol=0.02)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -155,7 +249,26 @@ def main(argv: list[str] | None = None) -> int:
                                  "length distribution (at the means, the validation table: "
                                  "validate_serving.py --only mlperf_llama2_70b_offline)")
     ap.add_argument("--systems", nargs="*", default=[], help="substrings of the systems to run")
+    ap.add_argument("--server", action="store_true",
+                    help="the Server rows instead: p99 TTFT and TPOT at the published rate")
     args = ap.parse_args(argv)
+    if args.server:
+        print("| system | published samples/s | its p99 TTFT / TPOT ms | hwsim at that rate: p99 "
+              "TTFT / TPOT ms | hwsim's rate at the published p99 TPOT (TTFT <= 2 s) | error | "
+              "limited by |")
+        print("|---|---:|---:|---:|---:|---:|---|")
+        for c, srv in server_rows():
+            if args.systems and not any(x in c.id for x in args.systems):
+                continue
+            r = server_run(c, srv)
+            m = server_max_rate(c, srv)
+            rate = None if m.rate_per_s is None else m.rate_per_s * c.replicas
+            err = "-" if rate is None else f"{100 * (rate / srv['samples_per_s'] - 1):+.1f} %"
+            print(f"| {c.id.split()[2]} | {srv['samples_per_s']:,} | {srv['ttft_p99_ms']:,.0f} / "
+                  f"{srv['tpot_p99_ms']:.1f} | {r['ttft_p99_ms']:,.0f} / {r['tpot_p99_ms']:.1f} | "
+                  f"{'-' if rate is None else f'{rate:,.1f}'} | {err} | "
+                  f"{m.limited_by if rate is not None else m.reason} |", flush=True)
+        return 0
     for c in load_cases():
         if args.systems and not any(s in c.id for s in args.systems):
             continue

@@ -130,3 +130,25 @@ def test_the_dataset_lengths_reproduce_its_statistics():
     z = mi.dataset_lengths(np.random.default_rng(2), 200_000, "reference_output_percentiles",
                            mean=291.0)
     assert abs(z.mean() - 291.0) < 1.0 and z.max() <= d["seqlen_limit"] - 1 and z.min() >= 1
+
+
+def test_server_rows_are_valid_results_and_run():
+    """Every row carries its Server figures (copied from the Server summary: a VALID result, so
+    within MLPerf's bounds, p99 TTFT <= 2 s and p99 TPOT <= 200 ms) and Server settings the
+    engine knows; one replica of a row at its published rate runs and keeps up, with its p99
+    TPOT within the bound the submission met (docs/validation.md, "Server scenario")."""
+    from hwsim.catalog.engines import SCHEDULER_FIELDS
+
+    rows = mi.server_rows()
+    assert {c.id.split()[2] for c, _ in rows} == SYSTEMS
+    for c, srv in rows:
+        assert 0 < srv["ttft_p99_ms"] <= 2000 and 0 < srv["tpot_p99_ms"] <= 200, c.id
+        assert srv["samples_per_s"] <= srv["target_qps"] * 1.001, c.id
+        tokens_per_sample = srv["tokens_per_s"] / srv["samples_per_s"]
+        assert 250 < tokens_per_sample < 1.1 * 294.45, c.id
+        assert set(srv["scheduler"]) <= set(SCHEDULER_FIELDS), c.id
+        assert srv["path"].endswith("/Server/performance/run_1/mlperf_log_summary.txt")
+    case, srv = next((c, s) for c, s in rows if "GB200-NVL72_GB200-186GB_aarch64x4" in c.id)
+    r = mi.server_run(case, srv, requests=1500)
+    assert r["completed"] == 1500
+    assert 0 < r["ttft_p99_ms"] < 2000 and 0 < r["tpot_p99_ms"] <= 200
