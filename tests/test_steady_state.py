@@ -89,13 +89,12 @@ def test_steady_state_advance_gives_the_full_simulation(layout):
             assert got == pytest.approx(want, rel=1e-2, abs=1e-9), key
         else:
             assert got == want, key
-    # the advance repeats what it skipped: as many activities, as many bytes and FLOPs, the
-    # same pipeline-wait time (a wait the full run splits in two can be one event in the
-    # advanced block: interleaved-pp4-v2-tp2 has 332 wait events against 386, the same 0.2353 s)
+    # the advance repeats what it skipped: as many activities, as many pipeline waits (a
+    # "wait" of a few ulps of the clock is none: hwsim.jobs.pipeline.idle), as many bytes and
+    # FLOPs, the same wait time
     ef, es = full.events, fast.events
-    work_f, work_s = ef[ef["kind"] != "bubble"], es[es["kind"] != "bubble"]
-    assert len(work_s) == pytest.approx(len(work_f), rel=1e-3)
-    assert len(es) == pytest.approx(len(ef), rel=2e-3)
+    assert len(es) == pytest.approx(len(ef), rel=1e-3)
+    assert (es["kind"] == "bubble").sum() == (ef["kind"] == "bubble").sum()
     wait = [(e["end_s"] - e["start_s"])[e["kind"] == "bubble"].sum() for e in (ef, es)]
     assert wait[1] == pytest.approx(wait[0], rel=1e-9, abs=1e-12)
     for col in ("bytes", "flops"):

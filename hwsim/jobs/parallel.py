@@ -53,7 +53,7 @@ from hwsim.jobs.inputs import Loader
 from hwsim.jobs.offload_step import OffloadSteps
 from hwsim.jobs.parallel_plan import (COMMS, IMPLEMENTED_ZERO, ParallelPlan, device_kinds,
                                       parallel_plan)
-from hwsim.jobs.pipeline import run_pipeline
+from hwsim.jobs.pipeline import idle, run_pipeline
 from hwsim.jobs.schedules import Unit, schedule
 from hwsim.jobs.steady import SteadyState
 from hwsim.jobs.system import Device, System
@@ -540,7 +540,7 @@ class ParallelTrainingJob(OffloadSteps, Zero3Units, SteadyState):
             for s in range(plan.pp):
                 first, last, _ = self._span[(s, d)]
                 for a, b, name in ((t0, first, "warmup"), (last, end, "cooldown")):
-                    if b - a > 0:
+                    if idle(a, b):
                         self._bubble(step, s, d, a, b, name)
 
     def _bubble(self, step: int, s: int, d: int, a: float, b: float, name: str) -> None:

@@ -11,7 +11,18 @@ import simpy
 
 from hwsim.jobs.schedules import Unit, downstream, upstream
 
-__all__ = ["run_pipeline"]
+__all__ = ["run_pipeline", "idle", "IDLE_REL"]
+
+IDLE_REL = 1e-12
+"""A stage is idle between two instants only if they differ by more than this fraction of the
+later one (about 4,500 units in the last place of a float time): the end of one activity and the
+start of the next that floating-point sums put a few ulps apart (1e-17 s at 0.1 s) are the same
+instant, not a wait; a real pipeline wait is microseconds or more."""
+
+
+def idle(a: float, b: float) -> bool:
+    """Whether the interval from *a* to *b* (seconds) is a wait (:data:`IDLE_REL`)."""
+    return b - a > IDLE_REL * abs(b)
 
 RunUnit = Callable[[int, Unit], simpy.Event]
 """``run(stage, unit)`` starts the unit's work and returns an event that fires when it is done."""
@@ -54,7 +65,7 @@ def run_pipeline(env: simpy.Environment, units: list[list[Unit]], v: int, run: R
             if need is not None:
                 t0 = env.now
                 yield arrival(s, unit)
-                if wait is not None and env.now > t0:
+                if wait is not None and idle(t0, env.now):
                     wait(s, unit, index, t0, env.now)
             yield run(s, unit)
             if downstream(unit, s, p, v) is not None:
