@@ -39,6 +39,8 @@ from hwsim.catalog import get_device
 from hwsim.catalog.engines import get_engine
 
 DATA = Path(__file__).resolve().parent / "aic_gemm_trtllm.csv"
+ENGINE = get_engine("trtllm")
+"""The engine the rows measured (its framework factors are 1: the fit sees the kernels alone)."""
 DTYPE = {"nvfp4": "fp4", "fp8": "fp8", "bfloat16": "bf16"}
 ELEMENT_BYTES = {"fp4": 0.5625, "fp8": 1.0, "bf16": 2.0}
 """Bytes per weight and quantised activation element (NVFP4: 4 bits and one 8-bit scale per 16)."""
@@ -58,12 +60,10 @@ def load_rows(path: Path = DATA) -> dict[tuple[str, str], list[tuple[int, int, i
 
 
 def linear_s(spec, prec: str, ceiling: float, m: int, n: int, k: int) -> float:
-    """hwsim's time of one measured Linear: the input's quantisation passes, then the GEMM at
-    *ceiling* (module docstring)."""
-    s = replace(spec, gemm_ceiling={**(spec.gemm_ceiling or {}), prec: ceiling})
-    if s.kernels is not None:
-        s = replace(s, kernels=replace(s.kernels, gemm_ceiling={**s.kernels.gemm_ceiling,
-                                                                prec: ceiling}))
+    """hwsim's time of one measured Linear: the input's quantisation passes, then the GEMM on
+    *spec* as the engine runs it with *ceiling* at *prec* (:meth:`EngineProfile.device_spec`;
+    module docstring)."""
+    s = replace(ENGINE, gemm_ceiling={spec.id: {prec: ceiling}}).device_spec(spec)
     e = ELEMENT_BYTES[prec]
     t_c, t_m = s.roofline_s(2.0 * m * n * k, (m * k + n * k) * e + m * n * 2.0, prec,
                             ("gemm", m, n, k))
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['device_bias'] * 100:+.1f} % | {r['fitted']:.4f} | {r['mape'] * 100:.1f} % | "
               f"{r['cv_mape'] * 100:.1f} % | {by} |")
     if args.check:
-        engine = get_engine("trtllm").gemm_ceiling
+        engine = ENGINE.gemm_ceiling
         bad = [r for r in res if abs(
             engine.get(r["device"], {}).get(r["precision"], -1.0) - r["fitted"]) > 1e-4]
         for r in bad:

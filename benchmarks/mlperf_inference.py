@@ -162,6 +162,16 @@ def server_rows(spec: dict[str, Any] | None = None) -> list[tuple[vs.Case, dict[
             for row in fam["rows"] if row.get("server")]
 
 
+def _server_scenario(case: vs.Case, server: dict[str, Any], folder: str) -> dict[str, Any]:
+    """The Offline case's scenario under the Server configuration's scheduler. The event budget
+    estimates a low-load run at one sequence per iteration; these runs fast-forward decoding
+    (seconds each), so the estimate does not apply and the limit is raised."""
+    scen = vs.scenario_for(case, folder)
+    scen["limits"] = {"max_events": 100_000_000}
+    scen["workload"]["scheduler"].update(server.get("scheduler") or {})
+    return scen
+
+
 def server_run(case: vs.Case, server: dict[str, Any], seed: int = 0,
                requests: int = SERVER_REQUESTS) -> dict[str, float]:
     """One replica of a Server row at its published rate: Poisson arrivals at the completed
@@ -179,9 +189,7 @@ def server_run(case: vs.Case, server: dict[str, Any], seed: int = 0,
     rng = np.random.default_rng(seed)
     rate = float(server["samples_per_s"]) / case.replicas
     with tempfile.TemporaryDirectory(prefix="hwsim-mlperf-server-") as folder:
-        scen = vs.scenario_for(case, folder)
-        scen["limits"] = {"max_events": 100_000_000}  # as server_max_rate's
-        scen["workload"]["scheduler"].update(server.get("scheduler") or {})
+        scen = _server_scenario(case, server, folder)
         pd.DataFrame({"arrival_s": np.cumsum(rng.exponential(1.0 / rate, requests)),
                       "prompt_tokens": dataset_lengths(rng, requests, "input_percentiles"),
                       "output_tokens": dataset_lengths(rng, requests,
@@ -224,13 +232,8 @@ def server_max_rate(case: vs.Case, server: dict[str, Any],
     from hwsim.planning.saturation import max_rate
 
     with tempfile.TemporaryDirectory(prefix="hwsim-mlperf-server-") as folder:
-        base = vs.scenario_for(case, folder)
-    # the event budget estimates a low-load trial at one sequence per iteration; the runs
-    # fast-forward decoding (a few seconds each), so the estimate does not apply
-    base["limits"] = {"max_events": 100_000_000}
-    w = base["workload"]
-    w["scheduler"].update(server.get("scheduler") or {})
-    w["arrivals"] = {"process": "poisson", "requests": requests,
+        base = _server_scenario(case, server, folder)
+    base["workload"]["arrivals"] = {"process": "poisson", "requests": requests,
                      "rate_per_s": float(server["samples_per_s"]) / case.replicas,
                      "prompt_tokens": {"dist": "choice",
                                        "values": _quantiles("input_percentiles")},
