@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import simpy
 
-from hwsim.analysis.power import clock_factor, power_summary
+from hwsim.analysis.power import clock_factor, job_energy, power_summary
 from hwsim.analysis.result import Result
 from hwsim.catalog import get_device, get_storage
 from hwsim.columnar import Table
@@ -204,6 +204,7 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
     first = recorder.events_table(rank=0)
     summary: dict[str, Any] = {"jobs": len(jobs)}
     parts, requests, iterations = [], [], []
+    own: dict[str, dict] = {}  # each job's summary keys (its energy per unit of work)
     for (job_name, _, start), runner in zip(jobs, runners):
         job_end = ends.get(job_name, start)  # nothing ran: does not fit
         if isinstance(runner, (ServingJob, BatchingJob)):
@@ -215,6 +216,7 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
         else:
             s, breakdown = transfer_summary(runner, recorder.events_table(job=job_name))
         s.update(start_s=start, end_s=job_end)
+        own[job_name] = s
         summary.update({f"job.{job_name}.{k}": v for k, v in s.items()})
         parts.append(Table.of(breakdown).to_pandas().assign(job=job_name))
     summary["devices"] = sum(summary.get(f"job.{n}.devices") or 0 for n, _, _ in jobs)
@@ -222,6 +224,9 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
     summary["simulated_time_s"] = end
     summary["flows"] = system.net.flows_finished
     summary.update(_power(graph, recorder, end, summary))
+    if summary.get("fits"):
+        summary.update(job_energy(graph, recorder.stream_busy_s(end), end,
+                                  [(n, _held(plan)) for n, plan, _ in jobs], summary, own))
     steps = [_steps_frame(r, start) for (_, _, start), r in zip(jobs, runners)
              if isinstance(r, (TrainingJob, ParallelTrainingJob))]
 
@@ -279,6 +284,19 @@ def _power(graph, recorder: Recorder, end: float, summary: dict) -> dict[str, An
             out["gpu_clock_factor"] = clock_factor(base.idle_power_w, base.busy_w,
                                                    out["gpu_power_cap_w"])
     return out
+
+
+def _held(plan: Any) -> tuple[str, ...]:
+    """The compute devices a job's *plan* holds (none for data-loading and transfer jobs)."""
+    if isinstance(plan, ParallelPlan):
+        return tuple(plan.devices)
+    if isinstance(plan, TrainingPlan):
+        return tuple(plan.ranks)
+    if isinstance(plan, ServingPlan):
+        return tuple(d for replica in plan.replicas for d in replica)
+    if isinstance(plan, BatchingPlan):
+        return tuple(plan.replicas)
+    return ()
 
 
 def _device_specs(graph) -> dict[str, str]:

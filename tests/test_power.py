@@ -336,3 +336,41 @@ def test_serving_at_a_lower_cap_never_faster_never_more_power() -> None:
         assert b["ttft_p50_s"] >= a["ttft_p50_s"] and b["tpot_p50_s"] >= a["tpot_p50_s"]
         assert b["power_avg_kw"] <= a["power_avg_kw"]
         assert b["energy_per_output_token_j"] < a["energy_per_output_token_j"]
+
+
+def _shared_run(rate: float = 8.0) -> dict:
+    data = yaml.safe_load(Path("scenarios/shared-train-and-serve.yaml").read_text())
+    data["jobs"][1]["workload"]["arrivals"]["rate_per_s"] = rate
+    return hwsim.run(data).summary
+
+
+def test_shared_cluster_energy_splits_by_job_and_adds_up() -> None:
+    """A shared run's energy is split over the jobs that hold devices (their devices' own energy
+    over the run, the rest by devices held), so the jobs' energies add up to the run's; each
+    job's is at least its devices' idle energy and at most their busy energy plus the whole
+    shared remainder; a transfer job holds no devices and gets no key; per-unit keys are the
+    job's mean power over its own rates, as a single run's (docs/analysis.md, "Power")."""
+    s = _shared_run()
+    jobs = ("train", "serve")
+    assert sum(s[f"job.{j}.energy_kwh"] for j in jobs) == pytest.approx(s["energy_kwh"],
+                                                                          rel=1e-12)
+    assert "job.upload.energy_kwh" not in s
+    a100 = get_device("A100-SXM4-80GB")
+    wall_j = s["simulated_time_s"]
+    shared_j = (s["power_it_kw"] * 1e3 - 16 * a100.idle_power_w) * wall_j  # at most
+    for j in jobs:
+        joules = s[f"job.{j}.energy_kwh"] * 3.6e6
+        assert 8 * a100.idle_power_w * wall_j < joules < 8 * a100.busy_w * wall_j + shared_j
+    watts = {j: s[f"job.{j}.energy_kwh"] * 3.6e6 / wall_j for j in jobs}  # mean power
+    assert s["job.train.energy_per_sample_j"] == pytest.approx(
+        watts["train"] * s["job.train.step_time_s"] / s["job.train.global_batch"], rel=1e-12)
+    assert s["job.serve.energy_per_output_token_j"] == pytest.approx(
+        watts["serve"] / s["job.serve.output_tokens_per_s"], rel=1e-12)
+
+
+def test_more_serving_work_more_serving_power() -> None:
+    """Doubling the serving job's request rate makes its devices busier: its mean power (its
+    energy over the run's length) rises."""
+    lo, hi = _shared_run(4.0), _shared_run(8.0)
+    busy = lambda s: s["job.serve.energy_kwh"] / s["simulated_time_s"]  # noqa: E731
+    assert busy(hi) > busy(lo)

@@ -196,7 +196,9 @@ def test_one_job_on_the_whole_cluster_equals_the_workload_form(workload):
     cluster = {"flows", "simulated_time_s", "pue", "energy_kwh", "gpu_power_w"}  # run-wide keys
     for key, value in one.items():
         if key.startswith("energy_per_") or key == "energy_to_train_mwh":
-            assert f"job.j.{key}" not in job and key not in job  # no split of power by job
+            # the job holds every device: its share of the energy is the whole run's
+            assert key not in job
+            assert job[f"job.j.{key}"] == pytest.approx(value, rel=1e-9), key
         elif (key in cluster or key.startswith("power_")) and f"job.j.{key}" not in job:
             assert job[key] == value, key
         else:

@@ -32,7 +32,7 @@ from hwsim.topology.power import check_rack_limit, device_spec, server_busy_powe
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["power_w", "energy_j", "clock_factor", "capped_spec", "device_power",
+__all__ = ["job_energy", "per_unit_energy", "power_w", "energy_j", "clock_factor", "capped_spec", "device_power",
            "component_power", "power_summary", "server_busy_power_w", "check_rack_limit",
            "CLOCK_POWER_EXPONENT", "COMPONENTS"]
 
@@ -182,19 +182,28 @@ def power_summary(graph, busy_s: Mapping[str, float], wall_s: float, summary: Ma
                                           for sp, n in zip(specs, gpus)]))
     busy = server_busy_power_w(graph)
     s["power_busy_kw"] = sum(busy.values()) / 1e3 + (parts["switch"] + _storage_shared(graph)) / 1e3
+    s.update(per_unit_energy(fac_w, summary))
+    return s
+
+
+def per_unit_energy(watts: float, summary: Mapping[str, Any]) -> dict[str, float]:
+    """The energy per unit of work of a job drawing *watts* (facility) whose summary keys are
+    *summary*: per sample and token (training: a steady step; a data-loader benchmark: its
+    sample rate), to train (its ``time_to_train_s``), per output token and request (serving)."""
+    s: dict[str, float] = {}
     tokens, samples = summary.get("tokens_per_s"), summary.get("samples_per_s")
     if summary.get("step_time_s") and summary.get("global_batch"):  # training
-        s["energy_per_sample_j"] = fac_w * summary["step_time_s"] / summary["global_batch"]
+        s["energy_per_sample_j"] = watts * summary["step_time_s"] / summary["global_batch"]
         if tokens:
-            s["energy_per_token_j"] = fac_w / tokens
+            s["energy_per_token_j"] = watts / tokens
     elif samples and not summary.get("output_tokens_per_s"):
-        s["energy_per_sample_j"] = fac_w / samples
+        s["energy_per_sample_j"] = watts / samples
     if summary.get("time_to_train_s"):
-        s["energy_to_train_mwh"] = fac_w * summary["time_to_train_s"] / 3.6e9
+        s["energy_to_train_mwh"] = watts * summary["time_to_train_s"] / 3.6e9
     if summary.get("output_tokens_per_s"):  # serving
-        s["energy_per_output_token_j"] = fac_w / summary["output_tokens_per_s"]
+        s["energy_per_output_token_j"] = watts / summary["output_tokens_per_s"]
     if summary.get("requests_per_s"):
-        s["energy_per_request_j"] = fac_w / summary["requests_per_s"]
+        s["energy_per_request_j"] = watts / summary["requests_per_s"]
     return s
 
 
@@ -209,3 +218,43 @@ def _storage_shared(graph) -> float:
             w = s.active_power_w if s.active_power_w is not None else s.idle_power_w
             total += float(w or 0.0) * int(d.get("count", 1))
     return total
+
+
+def job_energy(graph, busy_s: Mapping[str, float], wall_s: float,
+               held: list[tuple[str, tuple[str, ...]]], summary: Mapping[str, Any],
+               jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Each job's share of a shared run's energy (docs/analysis.md, "Power"):
+    ``job.<name>.energy_kwh`` of every job in *held* ``(name, its devices)`` that holds devices.
+    A job holds its devices for the whole run (hwsim.scenario.build_jobs): their energy over
+    the run is its own (idle power throughout, plus the busy increment for the seconds they
+    computed, *busy_s*; a device of a folded job that was not simulated at the job's simulated
+    devices' mean); the rest of the run's IT energy (host CPUs, NICs, switches, storage, devices
+    no job holds) is shared in proportion to the devices each job holds. Times the PUE, the
+    jobs' energies add up to the run's ``energy_kwh``. With the job's mean power over the run,
+    its energy per unit of work (:func:`per_unit_energy` of its own summary keys, *jobs*)."""
+    if not wall_s > 0 or not summary.get("power_it_kw"):
+        return {}
+    own: dict[str, tuple[float, int]] = {}
+    for name, devices in held:
+        if not devices:
+            continue
+        sim = [min(busy_s[d], wall_s) for d in devices if d in busy_s]
+        mean = float(np.mean(sim)) if sim else 0.0
+        joules = 0.0
+        for d in devices:
+            sp = device_spec(graph, graph.nodes[d]["spec"])
+            b = min(max(float(busy_s.get(d, mean)), 0.0), wall_s)
+            joules += sp.idle_power_w * wall_s + (sp.busy_w - sp.idle_power_w) * b
+        own[name] = (joules, len(devices))
+    if not own:
+        return {}
+    devices = sum(n for _, n in own.values())
+    shared = summary["power_it_kw"] * 1e3 * wall_s - sum(j for j, _ in own.values())
+    pue = float(summary.get("pue") or 1.0)
+    out: dict[str, Any] = {}
+    for name, (joules, n) in own.items():
+        total = (joules + shared * n / devices) * pue
+        out[f"job.{name}.energy_kwh"] = total / 3.6e6
+        out.update({f"job.{name}.{k}": v for k, v in
+                    per_unit_energy(total / wall_s, jobs.get(name) or {}).items()})
+    return out
