@@ -223,10 +223,11 @@ def simulate_jobs(graph, jobs: Sequence[tuple[str, Any, float]], *, name: str, s
     summary["fits"] = all(summary.get(f"job.{n}.fits", True) for n, _, _ in jobs)
     summary["simulated_time_s"] = end
     summary["flows"] = system.net.flows_finished
-    summary.update(_power(graph, recorder, end, summary))
-    if summary.get("fits"):
-        summary.update(job_energy(graph, recorder.stream_busy_s(end), end,
-                                  [(n, _held(plan)) for n, plan, _ in jobs], summary, own))
+    busy = recorder.stream_busy_s(end) if summary["fits"] else {}
+    summary.update(_power(graph, recorder, end, summary, busy))
+    if busy:
+        summary.update(job_energy(graph, busy, end, [(n, _held(plan)) for n, plan, _ in jobs],
+                                  summary, own))
     steps = [_steps_frame(r, start) for (_, _, start), r in zip(jobs, runners)
              if isinstance(r, (TrainingJob, ParallelTrainingJob))]
 
@@ -267,15 +268,17 @@ def _utilization(recorder: Recorder, end: float, bin_s: float | None, summary: d
     return lambda: recorder.utilization_table(end, bin_s)
 
 
-def _power(graph, recorder: Recorder, end: float, summary: dict) -> dict[str, Any]:
+def _power(graph, recorder: Recorder, end: float, summary: dict,
+           busy: dict[str, float] | None = None) -> dict[str, Any]:
     """The power and energy summary keys (:func:`hwsim.analysis.power.power_summary`) of a run
     that ended at *end*, with the scenario's ``power:`` section the graph carries (PUE, GPU
-    power cap); none for a job that does not fit (it never ran)."""
+    power cap); none for a job that does not fit (it never ran). *busy*: the recorder's
+    :meth:`~hwsim.engine.Recorder.stream_busy_s` where the caller has it already."""
     if not summary.get("fits", True):
         return {}
     p = graph.graph.get("power") or {}
-    out = power_summary(graph, recorder.stream_busy_s(end), end, summary,
-                        pue=float(p.get("pue") or 1.0))
+    busy = recorder.stream_busy_s(end) if busy is None else busy
+    out = power_summary(graph, busy, end, summary, pue=float(p.get("pue") or 1.0))
     if p.get("gpu_power_cap_w") is not None:
         out["gpu_power_cap_w"] = float(p["gpu_power_cap_w"])
         gpus = sorted({d["spec"] for _, d in graph.nodes(data=True) if d.get("kind") == "gpu"})

@@ -32,9 +32,9 @@ from hwsim.topology.power import check_rack_limit, device_spec, server_busy_powe
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["job_energy", "per_unit_energy", "power_w", "energy_j", "clock_factor", "capped_spec", "device_power",
-           "component_power", "power_summary", "server_busy_power_w", "check_rack_limit",
-           "CLOCK_POWER_EXPONENT", "COMPONENTS"]
+__all__ = ["power_w", "energy_j", "clock_factor", "capped_spec", "device_power",
+           "component_power", "power_summary", "per_unit_energy", "job_energy",
+           "server_busy_power_w", "check_rack_limit", "CLOCK_POWER_EXPONENT", "COMPONENTS"]
 
 COMPONENTS = ("gpu", "cpu", "nic", "switch", "storage")
 """The component classes of the power breakdown (TPUs count as ``gpu``: the accelerators)."""
@@ -243,8 +243,7 @@ def job_energy(graph, busy_s: Mapping[str, float], wall_s: float,
         joules = 0.0
         for d in devices:
             sp = device_spec(graph, graph.nodes[d]["spec"])
-            b = min(max(float(busy_s.get(d, mean)), 0.0), wall_s)
-            joules += sp.idle_power_w * wall_s + (sp.busy_w - sp.idle_power_w) * b
+            joules += energy_j(sp.idle_power_w, sp.busy_w, busy_s.get(d, mean) / wall_s, wall_s)
         own[name] = (joules, len(devices))
     if not own:
         return {}
