@@ -67,6 +67,19 @@ def test_bad_input_exits_1(tmp_path: Path) -> None:
         assert p.stderr.startswith("error: ") and "seeed" in p.stderr
 
 
+def test_validate_ends_with_every_line_printed(tmp_path: Path) -> None:
+    """``validate`` also ends without tearing the process down (hwsim.cli.entry): every file's
+    line reaches the pipes, in order, and the status is the worst file's."""
+    root = Path(__file__).resolve().parent.parent
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**NO_FIT, "seeed": 1}))
+    good = root / "scenarios" / "quickstart.yaml"
+    p = hwsim("validate", str(good), str(bad), str(good))
+    assert p.returncode == 1
+    assert p.stdout.splitlines() == [f"ok: {good} (quickstart-logistic-regression-1xa100)"] * 2
+    assert p.stderr.startswith("error: ") and "seeed" in p.stderr
+
+
 def test_readme_documents_exit_statuses() -> None:
     """README's table of exit statuses names the same codes as ``hwsim --help``."""
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()

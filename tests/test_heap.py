@@ -50,3 +50,36 @@ def test_leaves_a_programs_own_freeze_and_a_disabled_collector_alone():
             assert gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+def test_a_paused_collector_resumes_for_good_at_the_first_block():
+    """The command line's start-up (hwsim.cli.entry) pauses the collector; the first
+    frozen_heap block (a simulation) turns it back on, and it stays on after the block."""
+    import hwsim.heap as heap
+
+    try:
+        heap.pause_collection()
+        assert not gc.isenabled()
+        heap.pause_collection()  # again: nothing more
+        with frozen_heap():
+            assert gc.isenabled() and gc.get_freeze_count() > 0
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        with frozen_heap():
+            assert gc.isenabled()
+    finally:
+        heap._paused = False
+        gc.enable()
+
+
+def test_pause_leaves_a_collector_that_is_off_alone():
+    import hwsim.heap as heap
+
+    gc.disable()
+    try:
+        heap.pause_collection()
+        with frozen_heap():
+            assert not gc.isenabled()  # the program's own choice: kept
+        assert not gc.isenabled()
+    finally:
+        heap._paused = False
+        gc.enable()
