@@ -562,12 +562,20 @@ class Recorder:
         self._work = (key, self._gather_work())
         return self._work[1]
 
-    def _gather_work(self) -> tuple | None:
+    def _gather_work(self, streams: np.ndarray | None = None) -> tuple | None:
+        """:meth:`_stream_work`'s tuple; *streams* (a mask over resource codes): only the work
+        of those streams."""
         parts = list(self._streams)
+        if streams is not None:
+            parts = [(a[m], b[m], r[m]) for a, b, r in parts for m in (streams[r],)]
         kinds = self._codes["kind"].values
-        wanted = np.fromiter((k in STREAM_KINDS for k in kinds), bool, len(kinds))
-        for cols in self._block_rows(lambda r: np.append(wanted, False)[r["kind"]],
-                                     ("start_s", "end_s", "resource")):
+        wanted = np.append(np.fromiter((k in STREAM_KINDS for k in kinds), bool, len(kinds)),
+                           False)
+
+        def select(rows: Columns) -> np.ndarray:
+            keep = wanted[rows["kind"]]
+            return keep if streams is None else keep & streams[rows["resource"]]
+        for cols in self._block_rows(select, ("start_s", "end_s", "resource")):
             parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
         if not parts:
             return None
@@ -575,8 +583,15 @@ class Recorder:
 
     def stream_busy_s(self, end_s: float, suffix: str = "/compute") -> dict[str, float]:
         """Busy seconds over ``[0, end_s]`` of every device stream whose name ends with
-        *suffix* (:func:`hwsim.engine.loads.union_busy_s`), for the run's power summary."""
-        work = self._stream_work()
+        *suffix* (:func:`hwsim.engine.loads.union_busy_s`), for the run's power summary. Only
+        those streams' work is gathered (the other streams' rows are many: every collective's
+        on the communication streams)."""
+        self.release()
+        self._flush_events()
+        self._flush_blocks()
+        names = self._codes["resource"].values
+        mask = np.fromiter((str(n).endswith(suffix) for n in names), bool, len(names))
+        work = self._gather_work(mask) if mask.any() else None
         return {} if work is None else _loads.union_busy_s(*work, end_s, suffix)
 
     def utilization_table(self, end_s: float, bin_s: float | None = None,
