@@ -344,12 +344,16 @@ class Recorder:
         self._spill_pending()
 
     # -- blocks ---------------------------------------------------------------------------------
+    def _blocks_as_one(self) -> bool:
+        """Keep the occurrences recorded as one part; whether there are any."""
+        if len(self._blocks) > 1:
+            self._blocks = [tuple(np.concatenate(x) for x in zip(*self._blocks))]
+        return bool(self._blocks)
+
     def _block_starts(self) -> dict[int, np.ndarray]:
         """Template id -> the starts of its occurrences, templates in order of first occurrence."""
-        if not self._blocks:
+        if not self._blocks_as_one():
             return {}
-        if len(self._blocks) > 1:  # keep them as one
-            self._blocks = [tuple(np.concatenate(x) for x in zip(*self._blocks))]
         t0, tid = self._blocks[0]
         by = np.argsort(tid, kind="stable")
         ids, first = np.unique(tid, return_index=True)
@@ -379,6 +383,28 @@ class Recorder:
                 cols["seq"] = np.arange(seq, seq + len(t) * k, dtype=np.int64)
                 seq += len(t) * k
                 yield cols
+
+    def _block_work(self, select: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``[(starts, ends, resource codes)]`` of the rows of every block occurrence that
+        *select* (template columns -> bool mask) keeps, all in one go (no Python per
+        occurrence or template chunk; the values :meth:`_block_rows` gives, in another order)."""
+        if not self._blocks_as_one():
+            return []
+        t0, tid = self._blocks[0]
+        n = len(self._templates)
+        sizes = np.fromiter((len(rows["seq"]) for rows, _, _ in self._templates), np.int64, n)
+        rows = {k: np.concatenate([t[0][k] for t in self._templates])
+                for k in ("start_s", "end_s", "resource", "kind")}
+        keep = select(rows)
+        counts = np.bincount(np.repeat(np.arange(n), sizes)[keep], minlength=n)
+        if not counts.any():
+            return []
+        a, b, r = (rows[k][keep] for k in ("start_s", "end_s", "resource"))
+        per = counts[tid]  # rows of each occurrence
+        first = np.cumsum(counts) - counts  # each template's first row in a, b, r
+        idx = np.repeat(first[tid] - (np.cumsum(per) - per), per) + np.arange(per.sum())
+        at = np.repeat(t0, per)
+        return [(at + a[idx], at + b[idx], r[idx])]
 
     def _pulse_blocks(self) -> list[_loads.Block]:
         """The pulses of every block, at its occurrences (channel codes those of the levels)."""
@@ -575,8 +601,11 @@ class Recorder:
         def select(rows: Columns) -> np.ndarray:
             keep = wanted[rows["kind"]]
             return keep if streams is None else keep & streams[rows["resource"]]
-        for cols in self._block_rows(select, ("start_s", "end_s", "resource")):
-            parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
+        if streams is not None:  # (for unions and sums: in no particular order)
+            parts += self._block_work(select)
+        else:
+            for cols in self._block_rows(select, ("start_s", "end_s", "resource")):
+                parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
         if not parts:
             return None
         return (*(np.concatenate(x) for x in zip(*parts)), self._codes["resource"].values)
