@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hwsim.workloads import (
     PRESET_NAMES,
@@ -465,3 +467,21 @@ def test_dropout_field_drops_the_masks_and_keeps_the_flops():
     assert per_layer_on - per_layer_off == pytest.approx(2 * sbh)
     with pytest.raises(ValueError, match="cannot be used with preset"):
         resolve_model({"preset": "gpt3-175b", "dropout": False})
+
+
+@given(st.text(max_size=8), st.floats(0, 1e15), st.floats(0, 1e12), st.booleans(),
+       st.sampled_from(["", "fp8", "bf16"]), st.sampled_from([(), ("gemm", 8, 16, 32)]))
+def test_recomputed_is_replace_with_the_recompute_name(name, flops, nbytes, matmul, dtype,
+                                                       shape):
+    """hwsim.workloads.ops.recomputed (the fast copy recompute makes) equals
+    dataclasses.replace(op, name=name + ".recompute", recompute=True), hash included, and
+    leaves the op itself alone."""
+    from dataclasses import replace
+
+    from hwsim.workloads.ops import Op, recomputed
+
+    op = Op(name, flops, nbytes, matmul=matmul, dtype=dtype, shape=shape, grad_bytes=1.0)
+    want = replace(op, name=name + ".recompute", recompute=True)
+    got = recomputed(op)
+    assert got == want and hash(got) == hash(want) and repr(got) == repr(want)
+    assert op.name == name and not op.recompute

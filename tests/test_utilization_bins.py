@@ -73,3 +73,43 @@ def test_blocks_expand_in_any_chunks_and_bin_like_levels():
     # b: 2 B/s over [0.5,2.5), [3.5,5.5), [4,6)
     assert by["b"] == pytest.approx([1.0, 2.0, 1.0, 1.0, 4.0, 3.0])
     assert u["utilization"].between(0.0, 1.0).all()
+
+
+def _rows_of(chunks: list[dict]) -> list[tuple]:
+    return sorted(zip(*(np.concatenate([c[k] for c in chunks]).tolist()
+                        for k in ("seq", "start_s", "end_s", "resource", "kind", "rank"))))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_blocks_expanded_at_once_equal_the_chunks(seed):
+    """Recorder._blocks_expanded (events tables, the compute streams' busy seconds) gives the
+    rows, order and seq numbers of the chunked expansion (Recorder._block_rows), whatever the
+    templates (empty ones included), their order of first use, and the rows selected."""
+    from hwsim.engine import recorder as recorder_mod
+
+    rng = np.random.default_rng(seed)
+    rec = Recorder()
+    tids = []
+    for i in range(6):
+        k = int(rng.integers(0, 4))  # rows of the template (0: pulses only)
+        events = [(float(j), float(j) + 0.5, f"gpu{j % 2}/compute", "compute", f"op{i}.{j}",
+                   "train", int(rng.integers(0, 3)), 1.0, 2.0, "compute") for j in range(k)]
+        tids.append(rec.template(events, pulses=[(0.0, 1.0, "a", 1.0)]))
+    for t0 in np.cumsum(rng.uniform(0.1, 2.0, 40)):
+        rec.block(float(t0), tids[int(rng.integers(0, len(tids)))])
+    rec._flush_blocks()
+    old = recorder_mod.RUN_ROWS
+    recorder_mod.RUN_ROWS = 3  # several chunks per template
+    try:
+        for select in (None, rec._kept_rows, lambda r: r["rank"] == 1):
+            want = list(rec._block_rows(select))
+            got = rec._blocks_expanded(select)
+            if not want:
+                assert got is None
+                continue
+            assert [int(x) for x in got["seq"]] == sorted(int(x) for x in got["seq"])
+            assert _rows_of([got]) == _rows_of(want)
+            order = np.concatenate([c["seq"] for c in want])
+            assert got["seq"].tolist() == order.tolist()  # the same numbering, in order
+    finally:
+        recorder_mod.RUN_ROWS = old

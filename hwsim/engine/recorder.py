@@ -32,9 +32,9 @@ import numpy as np
 
 from hwsim.engine import loads as _loads
 from hwsim.engine.repeat import check_repeat, spread
-from hwsim.engine.columns import (EVENT_COLUMNS, TEXT, Codes, Columns, RowSet, SpillFile,
-                                  categories, concat, empty_columns, encode_events, merge_runs,
-                                  row_set, sort_order, table, take)
+from hwsim.engine.columns import (EVENT_COLUMNS, STORED, TEXT, Codes, Columns, RowSet,
+                                  SpillFile, categories, concat, empty_columns, encode_events,
+                                  merge_runs, row_set, sort_order, table, take)
 from hwsim.columnar import Table
 from hwsim.exceptions import HwsimError
 
@@ -384,27 +384,42 @@ class Recorder:
                 seq += len(t) * k
                 yield cols
 
-    def _block_work(self, select: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """``[(starts, ends, resource codes)]`` of the rows of every block occurrence that
-        *select* (template columns -> bool mask) keeps, all in one go (no Python per
-        occurrence or template chunk; the values :meth:`_block_rows` gives, in another order)."""
+    def _blocks_expanded(self, select: Any = None, columns: Sequence[str] = EVENT_COLUMNS,
+                         ordered: bool = True) -> Columns | None:
+        """What :meth:`_block_rows` gives (the same rows, order and ``seq``) as one chunk,
+        worked out for all templates and occurrences at once (no Python per template or
+        occurrence); None when there is no row. For callers that hold every row anyway.
+        *ordered* False: the same rows in another order, without ``seq`` (for sums and
+        unions)."""
         if not self._blocks_as_one():
-            return []
+            return None
         t0, tid = self._blocks[0]
         n = len(self._templates)
-        sizes = np.fromiter((len(rows["seq"]) for rows, _, _ in self._templates), np.int64, n)
-        rows = {k: np.concatenate([t[0][k] for t in self._templates])
-                for k in ("start_s", "end_s", "resource", "kind")}
-        keep = select(rows)
-        counts = np.bincount(np.repeat(np.arange(n), sizes)[keep], minlength=n)
-        if not counts.any():
-            return []
-        a, b, r = (rows[k][keep] for k in ("start_s", "end_s", "resource"))
+        sizes = np.fromiter((len(t[0]["seq"]) for t in self._templates), np.int64, n)
+        rows = {k: np.concatenate([t[0][k] for t in self._templates]) for k in STORED}
+        of = np.repeat(np.arange(n), sizes)  # each template row's template
+        if select is not None:
+            keep = select(rows)
+            rows, of = take(rows, keep), of[keep]
+        counts = np.bincount(of, minlength=n)  # rows kept per template
+        if ordered:  # the occurrences by template (in order of first occurrence), then as
+            ids, first = np.unique(tid, return_index=True)  # recorded
+            order = np.empty(n, np.int64)
+            order[ids[np.argsort(first)]] = np.arange(len(ids))
+            occ = np.argsort(order[tid], kind="stable")
+            t0, tid = t0[occ], tid[occ]
         per = counts[tid]  # rows of each occurrence
-        first = np.cumsum(counts) - counts  # each template's first row in a, b, r
-        idx = np.repeat(first[tid] - (np.cumsum(per) - per), per) + np.arange(per.sum())
-        at = np.repeat(t0, per)
-        return [(at + a[idx], at + b[idx], r[idx])]
+        total = int(per.sum())
+        if not total:
+            return None
+        at = np.cumsum(counts) - counts  # each template's first kept row
+        idx = np.repeat(at[tid] - (np.cumsum(per) - per), per) + np.arange(total)
+        start = np.repeat(t0, per)
+        out = {c: start + rows[c][idx] if c in ("start_s", "end_s") else rows[c][idx]
+               for c in columns}
+        if ordered:
+            out["seq"] = np.arange(_BLOCK_SEQ, _BLOCK_SEQ + total, dtype=np.int64)
+        return out
 
     def _pulse_blocks(self) -> list[_loads.Block]:
         """The pulses of every block, at its occurrences (channel codes those of the levels)."""
@@ -466,7 +481,8 @@ class Recorder:
         elif (rank == 0 or job in self.keep_jobs) and (self._spill is None or self._finished):
             chunks = self._kept
             if self._spill is None:  # summary: the blocks' kept rows are expanded here
-                chunks = chunks + list(self._block_rows(self._kept_rows))
+                blocks = self._blocks_expanded(self._kept_rows)
+                chunks = chunks + ([blocks] if blocks is not None else [])
         elif self._spill is not None:
             chunks = [cols for cols, _ in self._merged()]
         else:
@@ -474,7 +490,8 @@ class Recorder:
         if select is not None:
             chunks = [take(c, select(c)) for c in chunks]
         if self._all is not None:
-            chunks = chunks + list(self._block_rows(select))
+            blocks = self._blocks_expanded(select)
+            chunks = chunks + ([blocks] if blocks is not None else [])
         return table(concat(chunks), self._codes)
 
     def event_batches(self, rows: int | None = None) -> Iterator[Table]:
@@ -601,8 +618,10 @@ class Recorder:
         def select(rows: Columns) -> np.ndarray:
             keep = wanted[rows["kind"]]
             return keep if streams is None else keep & streams[rows["resource"]]
-        if streams is not None:  # (for unions and sums: in no particular order)
-            parts += self._block_work(select)
+        if streams is not None:  # one chunk (the rows of the compute streams)
+            cols = self._blocks_expanded(select, ("start_s", "end_s", "resource"), False)
+            if cols is not None:
+                parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
         else:
             for cols in self._block_rows(select, ("start_s", "end_s", "resource")):
                 parts.append((cols["start_s"], cols["end_s"], cols["resource"]))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import weakref
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from hwsim.catalog import get_device
 from hwsim.exceptions import HwsimError
@@ -156,9 +156,9 @@ def busbw_factor(op: str, n: int) -> float:
 
 
 # -- the plan of a collective and its cost --------------------------------------------------------
-@dataclass(frozen=True)
-class Flow:
-    """One flow of a phase: *nbytes* from *src* to *dst*, recorded for *rank*."""
+class Flow(NamedTuple):
+    """One flow of a phase: *nbytes* from *src* to *dst*, recorded for *rank* (a named tuple:
+    a collective's plan makes thousands)."""
 
     src: str
     dst: str
@@ -318,10 +318,10 @@ def hops(system: System, phase: Phase, key: int, proto: Protocol) -> list[tuple]
     per_src: dict[str, int] = {}
     for f in phase.flows:
         per_src[f.src] = per_src.get(f.src, 0) + 1
-    memo = _HOPS.setdefault(memo_key(system), {})
+    memo = _HOPS.setdefault(memo_key(system), {}).setdefault(proto, {})
     out = []
     for i, f in enumerate(phase.flows):
-        k = (f.src, f.dst, key + i, proto)
+        k = (f.src, f.dst, key + i)
         h = memo.get(k)
         if h is None:
             chans, coefs, lat, cat = system.route(f.src, f.dst, key + i)

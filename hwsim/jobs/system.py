@@ -124,6 +124,10 @@ class PageCache:
         self.cached_bytes = min(self.capacity_bytes, self.dataset_bytes, self.cached_bytes + nbytes)
 
 
+_ANY_KEY = ("any ECMP key",)
+"""The key of :meth:`System.route`'s cache entries whose route is the same for every key."""
+
+
 class System:
     """Engine objects for a topology graph (see docs/topology.md for the attribute schema).
 
@@ -280,14 +284,21 @@ class System:
         cache_key = (src, dst, key, request_bytes)
         hit = self._routes.get(cache_key)
         if hit is None:
+            any_key = (src, dst, _ANY_KEY, request_bytes)  # a route the same for every key
             shared = self._shared_routes
             if shared is not None and src not in self._storage and dst not in self._storage:
-                hit = shared.get(cache_key)
+                hit = shared.get(cache_key) or shared.get(any_key)
                 if hit is None:
                     hit = shared[cache_key] = self._route(src, dst, key, request_bytes)
-                self._routes[cache_key] = hit
+                    if self.router.key_free(src, dst):
+                        shared[any_key] = hit
             else:
-                hit = self._routes[cache_key] = self._route(src, dst, key, request_bytes)
+                hit = self._routes.get(any_key)
+                if hit is None:
+                    hit = self._route(src, dst, key, request_bytes)
+                    if self.router.key_free(src, dst):
+                        self._routes[any_key] = hit
+            self._routes[cache_key] = hit
         return hit
 
     def _route(self, src: str, dst: str, key: int, request_bytes: float | None

@@ -164,6 +164,7 @@ class Router(ServerSteps):
         self._dests: dict[int, _Dest] = {}
         self._max_maps = max(16, _STATE_BUDGET // max(1, ns))
         self._paths: dict[tuple[Hashable, Hashable, Hashable], tuple[str, ...]] = {}
+        self._single: dict[tuple[Hashable, Hashable], tuple[str, ...]] = {}  # see key_free
         self._n_states = ns
         frm_a, ts_a, tn_a = (np.asarray(x, dtype=np.int64) for x in (frm, to_state, to_node))
         srv_a = np.asarray(self._srv, dtype=np.int64)
@@ -240,7 +241,7 @@ class Router(ServerSteps):
         unknown node and NoRouteError when no route joins them.
         """
         ck = (src, dst, key)
-        hit = self._paths.get(ck)
+        hit = self._paths.get(ck) or self._single.get(ck[:2])
         if hit is not None:
             return list(hit)
         index = self._index
@@ -259,7 +260,7 @@ class Router(ServerSteps):
         steps, sigs, srv, shops, gate = D.steps, D.sig, self._srv, self._shops, self._gate
         hopsets, runs, t_srv, edge, picks = self._hopsets, self._runs, D.srv, D.edge, None
         h = zlib.crc32(f"{src}\x00{dst}\x00{key}".encode(), self._seed)
-        out, state = [src], s
+        out, state, chose = [src], s, False
         while True:
             sid = srv[state]
             if sid == t_srv or state in edge:
@@ -281,6 +282,7 @@ class Router(ServerSteps):
             if len(c) > 1:
                 h = (h * _MIX + state + 1) & 0xFFFFFFFF
                 state, node, run = c[(h >> 7) % len(c)]
+                chose = True
             else:
                 state, node, run = c[0]
             out += run
@@ -289,8 +291,17 @@ class Router(ServerSteps):
         out[-1] = dst
         if len(self._paths) >= _PATH_CACHE:
             self._paths.clear()
-        self._paths[ck] = tuple(out)
+            self._single.clear()
+        if chose:
+            self._paths[ck] = tuple(out)
+        else:  # no step had a choice: the route of every key
+            self._single[ck[:2]] = tuple(out)
         return out
+
+    def key_free(self, src: Hashable, dst: Hashable) -> bool:
+        """Whether :meth:`path` found the route from *src* to *dst* the same for every key
+        (no step of it had equal-cost alternatives): known once it has been asked for."""
+        return (src, dst) in self._single
 
     def paths(self, src: Hashable, dst: Hashable) -> list[list[str]]:
         """Every route :meth:`path` may return, sorted; computed hop by hop from the distances,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 __all__ = ["Op", "Block", "ModelOps", "OpBuilder", "DTYPE_BYTES", "COMM_KINDS",
-           "dtype_bytes", "op_precision", "model_from_blocks", "pipeline_stages"]
+           "dtype_bytes", "op_precision", "recomputed", "model_from_blocks", "pipeline_stages"]
 
 DTYPE_BYTES = {"fp64": 8, "fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "fp6": 0.75,
                "fp4": 0.5, "int8": 1}
@@ -76,6 +76,15 @@ class Op:
     shape: tuple = ()
     dtype: str = ""
     fused: bool = False
+
+
+def recomputed(op: Op) -> Op:
+    """*op* run again by activation recompute: named ``<name>.recompute``, ``recompute`` set
+    (``dataclasses.replace`` without its per-field introspection: a model's recompute copies
+    are made for every layout a search plans)."""
+    new = object.__new__(Op)
+    new.__dict__.update(op.__dict__, name=op.name + ".recompute", recompute=True)
+    return new
 
 
 def op_precision(op: Op, precision: str) -> str:

@@ -34,12 +34,13 @@ probabilities; backward reads P and dP, writes dS) and, with dropout, the attent
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from hwsim.workloads.memory import RECOMPUTE_POLICIES, layer_activation_bytes, storage_bytes
 from hwsim.workloads.ops import optimizer_op_bytes
-from hwsim.workloads.ops import Block, ModelOps, Op, OpBuilder, dtype_bytes, model_from_blocks
+from hwsim.workloads.ops import (Block, ModelOps, Op, OpBuilder, dtype_bytes, model_from_blocks,
+                                 recomputed)
 
 __all__ = ["TransformerSpec", "transformer_ops", "ACTIVATIONS", "NORMS", "POSITIONS"]
 
@@ -366,8 +367,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
                     Op(f"layer{i}.attention.softmax.grad", 10.0 * scores,
                        (3 * vb + drop * (2 * vb + 1)) * scores, dtype=dt)]
         if recompute == "selective":
-            unit[:0] = [replace(op, name=op.name + ".recompute", recompute=True)
-                        for op in o.fwd[n_fwd:]]
+            unit[:0] = [recomputed(op) for op in o.fwd[n_fwd:]]
         if cp > 1:
             unit.append(Op(f"layer{i}.attention.kv.grad.cp_reducescatter", 0.0, 0.0,
                            comm="cp_reducescatter", comm_bytes=kv_bytes, comm_async=True))
@@ -402,7 +402,7 @@ def transformer_ops(spec: TransformerSpec, *, micro_batch: int, seq_len: int | N
         bwd = o.backward()
         if recompute == "full":
             # TE's recompute reuses the forward's scales: no second amax update
-            bwd = [replace(op, name=op.name + ".recompute", recompute=True) for op in o.fwd
+            bwd = [recomputed(op) for op in o.fwd
                    if not op.name.endswith("fp8_amax_update")] + bwd
         blocks.append(Block(f"layer{i}", "layer", tuple(o.fwd), tuple(bwd),
                             opt(f"layer{i}", layer_p), layer_p, layer_act,
