@@ -165,6 +165,21 @@ def test_ecmp_spreads_and_is_deterministic(fat_tree_args: dict) -> None:
     assert out == str(r.path("n0.gpu0", "n5.gpu0", key=7))
 
 
+def test_a_route_without_alternatives_is_every_keys(fat_tree_args: dict) -> None:
+    """Router.key_free: a route whose every step had one choice (inside a server) is found
+    once and is the route of every key; one through the spines is not key-free, and its keys
+    still spread (hwsim.jobs.system.System.route keeps the former once for all keys)."""
+    G = cluster(**fat_tree_args)
+    r, fresh = Router(G), Router(G)
+    inside = r.path("n0.gpu0", "n0.gpu1", key=3)
+    assert r.key_free("n0.gpu0", "n0.gpu1") and not r.key_free("n0.gpu1", "n0.gpu0")
+    assert all(r.path("n0.gpu0", "n0.gpu1", key=k) == inside
+               == fresh.path("n0.gpu0", "n0.gpu1", key=k) for k in range(8))
+    across = [r.path("n0.gpu0", "n5.gpu0", key=k) for k in range(64)]
+    assert not r.key_free("n0.gpu0", "n5.gpu0") and len({p[4] for p in across}) >= 4
+    assert across == [fresh.path("n0.gpu0", "n5.gpu0", key=k) for k in range(64)]
+
+
 def _reference(G: nx.Graph, a: str, b: str) -> list[list[str]]:
     """Brute force: shortest paths over forwarding nodes, at each hop only the widest links."""
     H = G.subgraph([v for v, d in G.nodes(data=True)

@@ -606,8 +606,8 @@ class Recorder:
         return self._work[1]
 
     def _gather_work(self, streams: np.ndarray | None = None) -> tuple | None:
-        """:meth:`_stream_work`'s tuple; *streams* (a mask over resource codes): only the work
-        of those streams."""
+        """:meth:`_stream_work`'s tuple; *streams* (a mask over resource codes, one more slot
+        last for the code -1): only the work of those streams."""
         parts = list(self._streams)
         if streams is not None:
             parts = [(a[m], b[m], r[m]) for a, b, r in parts for m in (streams[r],)]
@@ -639,7 +639,7 @@ class Recorder:
         self._flush_blocks()
         names = self._codes["resource"].values
         mask = np.fromiter((str(n).endswith(suffix) for n in names), bool, len(names))
-        work = self._gather_work(mask) if mask.any() else None
+        work = self._gather_work(np.append(mask, False)) if mask.any() else None  # (-1: none)
         return {} if work is None else _loads.union_busy_s(*work, end_s, suffix)
 
     def utilization_table(self, end_s: float, bin_s: float | None = None,
