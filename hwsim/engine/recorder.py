@@ -176,11 +176,42 @@ class Recorder:
         block's start; *pulses* ``(start, end, channel, load)``: a channel carries *load*
         bytes/s on top of its levels over that interval (relative times); *shifted*: ``(dt,
         pulses)`` pairs, pulses that start *dt* later (a pattern used at several instants,
-        expanded only when the loads are read). Returns its id."""
+        expanded only when the loads are read). Returns its id. At ``summary`` the other
+        ranks' work on device streams is kept as the union of its intervals per stream
+        (:meth:`_stream_spans`)."""
         rows = list(events)
+        if rows and self.record_level == "summary":
+            rows = self._stream_spans(rows)
         cols = encode_events(rows, self._codes, 0) if rows else empty_columns()
         self._templates.append((cols, list(pulses), list(shifted)))
         return len(self._templates) - 1
+
+    def _stream_spans(self, rows: list[tuple]) -> list[tuple]:
+        """*rows* of a block at ``summary``: rank 0's, the kept jobs' and those not on device
+        streams as they are; the other ranks' work on a device stream (the rows of one
+        stream, kind, job and rank) as the union of its intervals, one row per interval,
+        unnamed, with their bytes and FLOPs: what this level reads of them (the streams' busy
+        and covered time, the jobs' ends) is the same, from a fraction of the rows (a tensor-
+        parallel lane's block holds each op once per rank)."""
+        out, spans, keep = [], {}, self.keep_jobs
+        for r in rows:
+            if r[6] == 0 or r[3] not in STREAM_KINDS or r[5] in keep:
+                out.append(r)
+            else:
+                spans.setdefault((r[2], r[3], r[5], r[6]), []).append(r)
+        for (res, kind, job, rank), group in spans.items():
+            group.sort(key=lambda r: r[0])
+            a, b, nbytes, flops, cat = group[0][0], group[0][1], 0.0, 0.0, group[0][9]
+            for r in group:
+                if r[0] > b:  # a gap: the interval so far is whole
+                    out.append((a, b, res, kind, "", job, rank, nbytes, flops, cat))
+                    a, b, nbytes, flops = r[0], r[1], 0.0, 0.0
+                elif r[1] > b:
+                    b = r[1]
+                nbytes += r[7]
+                flops += r[8]
+            out.append((a, b, res, kind, "", job, rank, nbytes, flops, cat))
+        return out
 
     def block(self, start_s: float, template: int) -> None:
         """One occurrence of a registered block, starting at *start_s*."""
