@@ -113,3 +113,39 @@ def test_blocks_expanded_at_once_equal_the_chunks(seed):
             assert got["seq"].tolist() == order.tolist()  # the same numbering, in order
     finally:
         recorder_mod.RUN_ROWS = old
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_summary_blocks_keep_the_streams_busy_and_covered_time(seed):
+    """At outputs.record: summary a block keeps the other ranks' stream work as the union of
+    its intervals (Recorder._stream_spans): the busy seconds, the utilization and the jobs'
+    ends are those of the level that keeps every row; rank 0's rows are kept whole."""
+    rng = np.random.default_rng(seed)
+    recs = {level: Recorder(level) for level in ("ops", "summary")}
+    rows = []
+    for rank in range(4):
+        t = float(rng.uniform(0, 0.2))
+        for j in range(int(rng.integers(3, 9))):
+            dur = float(rng.uniform(0.05, 0.5))
+            kind = str(rng.choice(["compute", "compute", "collective", "other"]))
+            stream = f"gpu{rank}/{'compute' if kind != 'collective' else 'comm'}"
+            rows.append((t, t + dur, stream, kind, f"op{j}", "train", rank, 8.0, 16.0, kind))
+            t += dur * float(rng.choice([0.5, 1.0, 1.0, 1.3]))  # overlaps, touches, gaps
+    starts = np.cumsum(rng.uniform(0.5, 4.0, 12)).tolist()
+    for rec in recs.values():
+        tid = rec.template(rows)
+        for t0 in starts:
+            rec.block(t0, tid)
+    ops, summ = recs["ops"], recs["summary"]
+    end = starts[-1] + 10.0
+    want, got = ops.stream_busy_s(end), summ.stream_busy_s(end)
+    assert got.keys() == want.keys() and all(got[k] == pytest.approx(want[k], rel=1e-12)
+                                             for k in want)
+    assert summ.job_ends() == pytest.approx(ops.job_ends(), rel=1e-12)
+    u = {lv: r.utilization_table(end, 1.0).to_pandas() for lv, r in recs.items()}
+    pd_u = u["summary"].merge(u["ops"], on=["resource", "time_s"], suffixes=("", "_ops"))
+    assert len(pd_u) == len(u["ops"])
+    assert np.allclose(pd_u["utilization"], pd_u["utilization_ops"], rtol=0, atol=1e-12)
+    zero = summ.events_table(rank=0).to_pandas()
+    assert sorted(zero["name"]) == sorted([r[4] for r in rows if r[6] == 0] * len(starts))
+    assert len(summ._templates[0][0]["seq"]) < len(rows)  # the other ranks' rows merged
