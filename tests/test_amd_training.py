@@ -3,10 +3,11 @@ benchmarks/validation_cases.yaml, AMD's MLPerf Training v5.1 Llama 3.1 8B pre-tr
 (FP8, Megatron-Core under NeMo), against hwsim with megatron-core's existing compute factor
 (nothing fitted to it).
 
-The band is today's value, not a target: on 2026-12-07 the row read 24.43 samples/s against the
-published 30.69 (-20.4 %, docs/validation.md "AMD Instinct", "Training rows"); the test holds the
-error within +-10 points of that, so that a change to the MI355X entry, the xGMI links or the
-stack that moves the row by more than that is seen (and the band and the docs updated with it)."""
+The band is today's value, not a target: on 2026-12-08 the row read 26.3 samples/s against the
+published 30.69 (-14.3 %, docs/validation.md "AMD Instinct", "Training rows"; -20.4 % before the
+MI355X's bf16 GEMM fraction was measured); the test holds the error within +-10 points of that,
+so that a change to the MI355X entry, the xGMI links or the stack that moves the row by more than
+that is seen (and the band and the docs updated with it)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from report_checks import check_rows, load_benchmark
 vt = load_benchmark("validate_training")
 
 FAMILY = "mlperf51_amd"
-MEASURED = {  # case id -> (published samples/s copied from the source, error measured 2026-12-07)
-    "mlperf51_amd Llama3.1-8B 8xMI355X fp8 gb32 tp1 pp1 mb2": (30.69, -0.204),
+MEASURED = {  # case id -> (published samples/s copied from the source, error measured 2026-12-08)
+    "mlperf51_amd Llama3.1-8B 8xMI355X fp8 gb32 tp1 pp1 mb2": (30.69, -0.143),
 }
 BAND = 0.10  # +- 10 points around the measured error
 

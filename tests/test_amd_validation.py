@@ -30,6 +30,7 @@ MEASURED = [
     ("MI300X", "gemm_ceiling", "fp8", 1273, 2614.9, "[AMD-MAF]"),           # TFLOP/s
     ("MI325X", "compute_efficiency", "bf16", 843, 1307.4, "[AMD-MAF]"),
     ("MI325X", "gemm_ceiling", "fp8", 1519, 2614.9, "[AMD-MAF]"),
+    ("MI355X", "compute_efficiency", "bf16", 1539.55, 2516.6, "[PRIMUS-GEMM]"),
     ("MI355X", "gemm_ceiling", "fp8", 3130.21, 5033.2, "[CDNA4-GEMM]"),
 ]
 
@@ -40,6 +41,8 @@ def test_each_amd_figure_is_its_cited_measurement(device, field, dtype, measured
     d = get_device(device)
     value = d.gemm_ceiling[dtype] if field == "gemm_ceiling" else getattr(d, field)
     assert value == pytest.approx(measured / peak, abs=5e-5)
+    if field == "compute_efficiency":  # (bf16: the ceiling of the precisions without their own)
+        assert d.ceiling(dtype) == value
     src = d.sources[field]
     assert tag in src and "stand-in" not in src and str(measured) in src.replace(",", ""), src
     # the short name is defined in the file's header with where to read it
@@ -211,3 +214,22 @@ def test_vllm_rocm_serves_mxfp4_on_mi355x_and_refuses_nvfp4():
     del nvfp4["workload"]["weight_precision"]
     with pytest.raises(ScenarioError, match=r"engine 'vllm-rocm' has no documented FP4 path"):
         hwsim.run(nvfp4)
+
+
+def test_mi355x_bf16_figure_is_the_best_row_of_its_measurement_file():
+    """The MI355X's compute efficiency is the largest BF16 rate of the hipBLASLt rows stored
+    in benchmarks/primus_mi355x_gemm.csv (their source in its header), and every FP8 row of
+    the same file lies under the FP8 ceiling taken from the larger [CDNA4-GEMM] measurement."""
+    import csv
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "primus_mi355x_gemm.csv"
+    lines = path.read_text().splitlines()
+    assert "68256bd3fe86ac26cda9de9926ba1c52d92896ed" in "\n".join(lines[:4])
+    rows = list(csv.DictReader(x for x in lines if not x.startswith("#")))
+    bf16 = [float(r["gflops"]) / 1e3 for r in rows if r["a_type"] == "bf16_r"
+            and min(int(r["m"]), int(r["n"]), int(r["k"])) >= 2880]
+    fp8 = [float(r["gflops"]) / 1e3 for r in rows if r["a_type"] == "f8_r"]
+    d = get_device("MI355X")
+    assert len(bf16) == 11 and len(fp8) == 6
+    assert d.compute_efficiency == pytest.approx(max(bf16) / 2516.6, abs=5e-5)
+    assert max(fp8) / 5033.2 < d.ceiling("fp8")
