@@ -105,8 +105,9 @@ def test_blocks_expanded_at_once_equal_the_chunks(seed):
             want = list(rec._block_rows(select))
             got = rec._blocks_expanded(select)
             if not want:
-                assert got is None
+                assert got == []
                 continue
+            [got] = got
             assert [int(x) for x in got["seq"]] == sorted(int(x) for x in got["seq"])
             assert _rows_of([got]) == _rows_of(want)
             order = np.concatenate([c["seq"] for c in want])

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from hwsim.engine import blocks as _blocks
 from hwsim.engine import loads as _loads
 from hwsim.engine.repeat import check_repeat, spread
-from hwsim.engine.columns import (EVENT_COLUMNS, STORED, TEXT, Codes, Columns, RowSet,
-                                  SpillFile, categories, concat, empty_columns, encode_events,
-                                  merge_runs, row_set, sort_order, table, take)
+from hwsim.engine.columns import (EVENT_COLUMNS, TEXT, Codes, Columns, RowSet, SpillFile,
+                                  categories, concat, empty_columns, encode_events, merge_runs,
+                                  row_set, sort_order, table, take)
 from hwsim.columnar import Table
 from hwsim.exceptions import HwsimError
 
@@ -60,8 +61,6 @@ BATCH_ROWS = 131072
 MERGE_ROWS = 16384
 """Rows read from each spilled run at a time while merging them (the merge's memory: this many
 rows per run)."""
-_BLOCK_SEQ = 1 << 40
-"""``seq`` of the first block row: blocks come after the plain events, as they always have."""
 
 
 class Recorder:
@@ -178,40 +177,13 @@ class Recorder:
         pulses)`` pairs, pulses that start *dt* later (a pattern used at several instants,
         expanded only when the loads are read). Returns its id. At ``summary`` the other
         ranks' work on device streams is kept as the union of its intervals per stream
-        (:meth:`_stream_spans`)."""
+        (:func:`hwsim.engine.blocks.stream_spans`)."""
         rows = list(events)
         if rows and self.record_level == "summary":
-            rows = self._stream_spans(rows)
+            rows = _blocks.stream_spans(rows, STREAM_KINDS, self.keep_jobs)
         cols = encode_events(rows, self._codes, 0) if rows else empty_columns()
         self._templates.append((cols, list(pulses), list(shifted)))
         return len(self._templates) - 1
-
-    def _stream_spans(self, rows: list[tuple]) -> list[tuple]:
-        """*rows* of a block at ``summary``: rank 0's, the kept jobs' and those not on device
-        streams as they are; the other ranks' work on a device stream (the rows of one
-        stream, kind, job and rank) as the union of its intervals, one row per interval,
-        unnamed, with their bytes and FLOPs: what this level reads of them (the streams' busy
-        and covered time, the jobs' ends) is the same, from a fraction of the rows (a tensor-
-        parallel lane's block holds each op once per rank)."""
-        out, spans, keep = [], {}, self.keep_jobs
-        for r in rows:
-            if r[6] == 0 or r[3] not in STREAM_KINDS or r[5] in keep:
-                out.append(r)
-            else:
-                spans.setdefault((r[2], r[3], r[5], r[6]), []).append(r)
-        for (res, kind, job, rank), group in spans.items():
-            group.sort(key=lambda r: r[0])
-            a, b, nbytes, flops, cat = group[0][0], group[0][1], 0.0, 0.0, group[0][9]
-            for r in group:
-                if r[0] > b:  # a gap: the interval so far is whole
-                    out.append((a, b, res, kind, "", job, rank, nbytes, flops, cat))
-                    a, b, nbytes, flops = r[0], r[1], 0.0, 0.0
-                elif r[1] > b:
-                    b = r[1]
-                nbytes += r[7]
-                flops += r[8]
-            out.append((a, b, res, kind, "", job, rank, nbytes, flops, cat))
-        return out
 
     def block(self, start_s: float, template: int) -> None:
         """One occurrence of a registered block, starting at *start_s*."""
@@ -383,93 +355,34 @@ class Recorder:
 
     def _block_starts(self) -> dict[int, np.ndarray]:
         """Template id -> the starts of its occurrences, templates in order of first occurrence."""
-        if not self._blocks_as_one():
-            return {}
-        t0, tid = self._blocks[0]
-        by = np.argsort(tid, kind="stable")
-        ids, first = np.unique(tid, return_index=True)
-        bounds = np.searchsorted(tid[by], ids)
-        ends = np.append(bounds[1:], len(tid))
-        return {int(ids[i]): t0[by[bounds[i]:ends[i]]] for i in np.argsort(first)}
+        return _blocks.starts(*self._blocks[0]) if self._blocks_as_one() else {}
 
     def _block_rows(self, select: Any = None, columns: Sequence[str] = EVENT_COLUMNS
                     ) -> Iterator[Columns]:
-        """The events of every block occurrence in the order they are numbered (template by
-        first occurrence, occurrence, row), in chunks of about :data:`RUN_ROWS` rows; *select*
-        (template columns -> bool mask) keeps some rows of each template; only *columns* (and
-        ``seq``) are made."""
-        seq = _BLOCK_SEQ
-        for tid, t0 in self._block_starts().items():
-            rows = self._templates[tid][0]
-            if select is not None:
-                rows = take(rows, select(rows))
-            k = len(rows["seq"])
-            if not k:
-                continue
-            per = max(1, RUN_ROWS // k)
-            for a in range(0, len(t0), per):
-                t = t0[a:a + per]
-                cols = {c: (t[:, None] + rows[c][None, :]).ravel() if c in ("start_s", "end_s")
-                        else np.tile(rows[c], len(t)) for c in columns}
-                cols["seq"] = np.arange(seq, seq + len(t) * k, dtype=np.int64)
-                seq += len(t) * k
-                yield cols
+        """The blocks' rows in chunks of :data:`RUN_ROWS` (:func:`hwsim.engine.blocks.rows`)."""
+        return _blocks.rows([t[0] for t in self._templates], self._block_starts(), select,
+                            columns, RUN_ROWS)
 
     def _blocks_expanded(self, select: Any = None, columns: Sequence[str] = EVENT_COLUMNS,
-                         ordered: bool = True) -> Columns | None:
-        """What :meth:`_block_rows` gives (the same rows, order and ``seq``) as one chunk,
-        worked out for all templates and occurrences at once (no Python per template or
-        occurrence); None when there is no row. For callers that hold every row anyway.
-        *ordered* False: the same rows in another order, without ``seq`` (for sums and
-        unions)."""
+                         ordered: bool = True) -> list[Columns]:
+        """:meth:`_block_rows` as one chunk, or none (:func:`hwsim.engine.blocks.expanded`)."""
         if not self._blocks_as_one():
-            return None
-        t0, tid = self._blocks[0]
-        n = len(self._templates)
-        sizes = np.fromiter((len(t[0]["seq"]) for t in self._templates), np.int64, n)
-        rows = {k: np.concatenate([t[0][k] for t in self._templates]) for k in STORED}
-        of = np.repeat(np.arange(n), sizes)  # each template row's template
-        if select is not None:
-            keep = select(rows)
-            rows, of = take(rows, keep), of[keep]
-        counts = np.bincount(of, minlength=n)  # rows kept per template
-        if ordered:  # the occurrences by template (in order of first occurrence), then as
-            ids, first = np.unique(tid, return_index=True)  # recorded
-            order = np.empty(n, np.int64)
-            order[ids[np.argsort(first)]] = np.arange(len(ids))
-            occ = np.argsort(order[tid], kind="stable")
-            t0, tid = t0[occ], tid[occ]
-        per = counts[tid]  # rows of each occurrence
-        total = int(per.sum())
-        if not total:
-            return None
-        at = np.cumsum(counts) - counts  # each template's first kept row
-        idx = np.repeat(at[tid] - (np.cumsum(per) - per), per) + np.arange(total)
-        start = np.repeat(t0, per)
-        out = {c: start + rows[c][idx] if c in ("start_s", "end_s") else rows[c][idx]
-               for c in columns}
-        if ordered:
-            out["seq"] = np.arange(_BLOCK_SEQ, _BLOCK_SEQ + total, dtype=np.int64)
-        return out
+            return []
+        return _blocks.expanded([t[0] for t in self._templates], *self._blocks[0], select,
+                                columns, ordered)
 
     def _pulse_blocks(self) -> list[_loads.Block]:
-        """The pulses of every block, at its occurrences (channel codes those of the levels)."""
+        """The pulses of every block, at its occurrences (channel codes those of the levels;
+        each template's columns computed once: :func:`hwsim.engine.blocks.pulse_table`)."""
         self._flush_blocks()
-        return [self._pulse_table(tid, t0) for tid, t0 in self._block_starts().items()]
-
-    def _pulse_table(self, tid: int, t0: np.ndarray) -> _loads.Block:
-        """The pulses of template *tid* (shifted ones at their offset; columns computed once)
-        at its occurrences *t0*."""
-        table = self._ptables.get(tid)
-        if table is None:
-            _, pulses, shifted = self._templates[tid]
-            rows = list(pulses) + [(dt + a, dt + b, ch, load)
-                                   for dt, group in shifted for a, b, ch, load in group]
-            table = self._ptables[tid] = _loads.Block(
-                np.asarray([r[0] for r in rows], float), np.asarray([r[1] for r in rows], float),
-                np.asarray([r[3] for r in rows], float),
-                self._lcodes.encode([r[2] for r in rows]).astype(np.int64), np.empty(0))
-        return table._replace(at=t0)
+        out = []
+        for tid, t0 in self._block_starts().items():
+            table = self._ptables.get(tid)
+            if table is None:
+                table = self._ptables[tid] = _blocks.pulse_table(*self._templates[tid][1:],
+                                                                 self._lcodes)
+            out.append(table._replace(at=t0))
+        return out
 
     # -- events ---------------------------------------------------------------------------------
     def _not_kept(self, what: str) -> HwsimError:
@@ -512,8 +425,7 @@ class Recorder:
         elif (rank == 0 or job in self.keep_jobs) and (self._spill is None or self._finished):
             chunks = self._kept
             if self._spill is None:  # summary: the blocks' kept rows are expanded here
-                blocks = self._blocks_expanded(self._kept_rows)
-                chunks = chunks + ([blocks] if blocks is not None else [])
+                chunks = chunks + self._blocks_expanded(self._kept_rows)
         elif self._spill is not None:
             chunks = [cols for cols, _ in self._merged()]
         else:
@@ -521,8 +433,7 @@ class Recorder:
         if select is not None:
             chunks = [take(c, select(c)) for c in chunks]
         if self._all is not None:
-            blocks = self._blocks_expanded(select)
-            chunks = chunks + ([blocks] if blocks is not None else [])
+            chunks = chunks + self._blocks_expanded(select)
         return table(concat(chunks), self._codes)
 
     def event_batches(self, rows: int | None = None) -> Iterator[Table]:
@@ -547,7 +458,7 @@ class Recorder:
             return
         if self._all is None:
             raise self._not_kept("events")
-        cols = concat(self._all + list(self._block_rows()))
+        cols = concat(self._all + self._blocks_expanded())
         cats = categories(self._codes, {c: np.unique(cols[c][cols[c] >= 0]) for c in TEXT})
         order = sort_order(cols, self._codes["resource"].sorted_rank())
         for a in range(0, max(len(order), 1), rows):
@@ -627,14 +538,18 @@ class Recorder:
     def _stream_work(self) -> tuple | None:
         """``(starts, ends, resource codes, resource names)`` of the work on device streams
         (:data:`STREAM_KINDS`), None if none; kept until more is recorded (power, utilization)."""
-        self.release()
-        self._flush_events()
-        self._flush_blocks()
+        self._flush_work()
         key = (len(self._streams), sum(len(b[0]) for b in self._blocks))
         if self._work is not None and self._work[0] == key:
             return self._work[1]
         self._work = (key, self._gather_work())
         return self._work[1]
+
+    def _flush_work(self) -> None:
+        """The work recorded so far as columns: events held, buffered, and block occurrences."""
+        self.release()
+        self._flush_events()
+        self._flush_blocks()
 
     def _gather_work(self, streams: np.ndarray | None = None) -> tuple | None:
         """:meth:`_stream_work`'s tuple; *streams* (a mask over resource codes, one more slot
@@ -649,13 +564,9 @@ class Recorder:
         def select(rows: Columns) -> np.ndarray:
             keep = wanted[rows["kind"]]
             return keep if streams is None else keep & streams[rows["resource"]]
-        if streams is not None:  # one chunk (the rows of the compute streams)
-            cols = self._blocks_expanded(select, ("start_s", "end_s", "resource"), False)
-            if cols is not None:
-                parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
-        else:
-            for cols in self._block_rows(select, ("start_s", "end_s", "resource")):
-                parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
+        # (one chunk: the parts are joined below anyway; in no order, as unions and sums take it)
+        for cols in self._blocks_expanded(select, ("start_s", "end_s", "resource"), False):
+            parts.append((cols["start_s"], cols["end_s"], cols["resource"]))
         if not parts:
             return None
         return (*(np.concatenate(x) for x in zip(*parts)), self._codes["resource"].values)
@@ -665,9 +576,7 @@ class Recorder:
         *suffix* (:func:`hwsim.engine.loads.union_busy_s`), for the run's power summary. Only
         those streams' work is gathered (the other streams' rows are many: every collective's
         on the communication streams)."""
-        self.release()
-        self._flush_events()
-        self._flush_blocks()
+        self._flush_work()
         names = self._codes["resource"].values
         mask = np.fromiter((str(n).endswith(suffix) for n in names), bool, len(names))
         work = self._gather_work(np.append(mask, False)) if mask.any() else None  # (-1: none)
@@ -683,12 +592,8 @@ class Recorder:
         fraction of the bin; a pool of several slots (``slots``: a server's CPU threads) the
         mean busy slots over its slots. Bins are ``bin_s`` wide from 0 (default: 100 bins over
         the run); ``.to_pandas()`` gives ``Result.utilization``."""
-        if streams:
-            work = self._stream_work()
-        else:
-            self.release()
-            self._flush_events()
-            self._flush_blocks()
-            work = None
+        if not streams:
+            self._flush_work()
+        work = self._stream_work() if streams else None
         return _loads.utilization_table(end_s, bin_s, self._levels_columns(), self._pulse_blocks(),
                                         self.capacity, self.label, work, self.slots)
