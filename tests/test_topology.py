@@ -180,6 +180,23 @@ def test_a_route_without_alternatives_is_every_keys(fat_tree_args: dict) -> None
     assert across == [fresh.path("n0.gpu0", "n5.gpu0", key=k) for k in range(64)]
 
 
+def test_key_free_routes_share_the_path_caches_bound(fat_tree_args: dict,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routes found once for every key count against the same bound as the keyed ones: a
+    run that asks only for routes without alternatives keeps no more than _PATH_CACHE."""
+    from hwsim.topology import routing
+
+    monkeypatch.setattr(routing, "_PATH_CACHE", 5)
+    G = cluster(**fat_tree_args)
+    r, fresh = Router(G), Router(G)
+    pairs = [(f"n{s}.gpu{i}", f"n{s}.gpu{j}") for s in range(3) for i in range(4)
+             for j in range(4) if i != j]
+    for a, b in pairs:
+        assert r.path(a, b) == fresh.path(a, b, key=9)
+        assert len(r._paths) + len(r._single) <= 5
+    assert all(r.path(a, b, key=2) == fresh.path(a, b) for a, b in pairs)
+
+
 def _reference(G: nx.Graph, a: str, b: str) -> list[list[str]]:
     """Brute force: shortest paths over forwarding nodes, at each hop only the widest links."""
     H = G.subgraph([v for v, d in G.nodes(data=True)

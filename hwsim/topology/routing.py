@@ -289,7 +289,7 @@ class Router(ServerSteps):
             if node == t:
                 break
         out[-1] = dst
-        if len(self._paths) >= _PATH_CACHE:
+        if len(self._paths) + len(self._single) >= _PATH_CACHE:  # the two caches' bound
             self._paths.clear()
             self._single.clear()
         if chose:
